@@ -1,0 +1,46 @@
+"""What differs between kernel eras, in one place.
+
+The walk, fork, fault and exit code asks the era, never ``if era == ...``:
+
+* ``chain``: False = one anon_vma per fork family with the VMAs themselves on its list
+  (2.6.33, ``anon_vma_link``); True = anon_vma_chain: every child gets its own anon_vma at
+  fork and one AVC per anon_vma of its parent's chain (2.6.34+, ``anon_vma_fork``).
+* ``lock_root``: the lock an rmap walk (and list changes) take is the root anon_vma's,
+  i.e. one lock per fork family again (2.6.36+), instead of the anon_vma's own.
+* ``lock``: the primitive of that lock: a spinning lock until 3.0, a sleeping mutex from 3.0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Era:
+    name: str
+    chain: bool
+    lock_root: bool
+    lock: str
+    summary: str
+
+
+ERAS: dict[str, Era] = {
+    e.name: e
+    for e in (
+        Era("2.6.33", chain=False, lock_root=False, lock="spin",
+            summary="one anon_vma per fork family; VMAs on its list; its spinlock"),
+        Era("2.6.34", chain=True, lock_root=False, lock="spin",
+            summary="anon_vma_chain: each child its own anon_vma; the page's anon_vma spinlock"),
+        Era("2.6.36", chain=True, lock_root=True, lock="spin",
+            summary="anon_vma_chain with anon_vma->root: the family's root spinlock"),
+        Era("3.0", chain=True, lock_root=True, lock="mutex",
+            summary="as 2.6.36, the root lock becomes a sleeping mutex"),
+    )
+}
+
+
+def get_era(name: str) -> Era:
+    try:
+        return ERAS[name]
+    except KeyError:
+        raise ValueError(f"unknown era {name!r} (choose from {', '.join(ERAS)})") from None

@@ -1,0 +1,314 @@
+"""Byte layout of the shared segment: every record type, its guards, and the segment map.
+
+Everything the CPUs share lives in one POSIX shared-memory segment as numpy structured
+arrays addressed by index (-1 means "none").  Locks are bytes inside the records they
+guard (``mm.ptl``, ``anon_vma.lock``), exactly as ``spinlock_t`` sits inside
+``struct anon_vma``: a lock's address is base + array offset + index * itemsize.
+
+Segment map, in order, each array 64-byte aligned::
+
+    header        1 record     run control (gate, stop), capacities, allocator tops
+    slab[K]       K records    one lock per allocatable kind (the slab's lock)
+    mapcount_lock[S]           S striped locks that stand for atomic_t on page counts
+    mm[]          mm_struct    with its page_table_lock (``ptl``)
+    vma[]         vm_area_struct
+    anon_vma[]    struct anon_vma with its lock
+    avc[]         struct anon_vma_chain
+    chunk[]       list chunks: each anon_vma's list is a chain of chunks of CH entries
+    page[]        struct page
+    pte[]         page tables: mm i owns pte[i * ptrs_per_mm : (i + 1) * ptrs_per_mm]
+    free_<kind>[] free stack of each allocatable kind
+    cpu[]         per-CPU published state, one 256-byte slot each (will-it-scale)
+    lockstat[]    per-CPU lock statistics [cpu, class, site, field]
+    walkhist[]    per-CPU walk-length histogram [cpu, bucket]
+
+Addresses are in pages: ``vm_start``/``vm_end`` are virtual page numbers and the page
+table of an mm is indexed by vpn directly (so ``vma_address`` works in pages, and
+PAGE_SIZE never appears).  A private anonymous mapping has ``vm_pgoff == vm_start``.
+
+Field guards (W: modification, R: reading), the kernel's convention:
+  vma.anon_vma, vma.avc_head     W: mm's mmap_sem (the CPU that owns the mm) + anon_vma lock
+  anon_vma list (chunks)         W, R: the anon_vma's lock (its root's in eras that lock the root)
+  page.mapping, page.index       W: page owner under the PTE lock; R: walkers (stable while mapped)
+  page.mapcount, page.swapcount  W: the page's mapcount stripe lock (the kernel's atomic_t)
+  pte[]                          W: that mm's ptl; R: walkers pre-check lock-free, confirm under ptl
+  free stacks, header tops       W, R: the kind's slab lock
+  cpu[c], lockstat[c], walkhist[c]  W: CPU c only; R: anyone (parent, live view), no lock
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+CACHELINE = 64
+# Bytes reserved for the real lock word(s) inside each lock record: large enough for a
+# pthread_rwlock_t (56 bytes on x86-64), the biggest primitive we place.
+LOCK_RAW_BYTES = 56
+# Entries per anon_vma list chunk.
+CH = 56
+
+# PTE flag bits.
+PTE_PRESENT = 1
+PTE_YOUNG = 2
+PTE_WRITE = 4
+PTE_SWAP = 8
+
+LOCK_DTYPE = np.dtype(
+    [
+        ("raw", f"V{LOCK_RAW_BYTES}"),
+        # Owner published by the holder right after acquiring: pid * 4096 + cpu + 1, 0 when
+        # free.  Written only by the holder, so no atomic is needed; read by the parent to
+        # tell a lock held by a dead process (issue: dying CPUs).
+        ("owner", "<i8"),
+    ],
+    align=True,
+)
+assert LOCK_DTYPE.itemsize == 64
+
+HEADER_DTYPE = np.dtype(
+    [
+        ("magic", "<u8"),
+        ("gate", "<i8"),  # 0: workers wait; 1: go
+        ("stop", "<i8"),  # 1: workers finish their current operation and leave
+        ("start_ns", "<i8"),
+        ("ncpus", "<i8"),
+        ("ptrs_per_mm", "<i8"),
+        ("top", "<i8", (8,)),  # free-stack tops, one per allocatable kind
+    ]
+)
+
+MM_DTYPE = np.dtype(
+    [
+        ("ptl", LOCK_DTYPE),
+        ("in_use", "<i4"),
+        ("vma_head", "<i4"),  # first VMA of this mm (singly linked through vma.vm_next)
+        ("nr_vmas", "<i4"),
+        ("rss", "<i4"),  # present PTEs
+        ("parent", "<i4"),  # the mm it was forked from, -1 for the first
+        ("pad", "V44"),
+    ],
+    align=True,
+)
+
+VMA_DTYPE = np.dtype(
+    [
+        ("vm_start", "<i4"),
+        ("vm_end", "<i4"),
+        ("vm_pgoff", "<i4"),
+        ("vm_mm", "<i4"),
+        ("anon_vma", "<i4"),  # where this VMA's new anonymous pages go
+        ("avc_head", "<i4"),  # first AVC of the same_vma list (2.6.34+)
+        ("vm_next", "<i4"),
+        ("list_chunk", "<i4"),  # 2.6.33: this VMA's slot on its anon_vma's list
+        ("list_pos", "<i4"),
+        ("in_use", "<i4"),
+    ]
+)
+
+ANON_VMA_DTYPE = np.dtype(
+    [
+        ("lock", LOCK_DTYPE),
+        ("in_use", "<i4"),
+        ("root", "<i4"),  # oldest anon_vma of the family (2.6.36+ lock it)
+        ("parent", "<i4"),  # anon_vma it was forked from (3.19+ reuse)
+        ("head", "<i4"),  # first chunk of the list
+        ("tail", "<i4"),  # last chunk of the list
+        ("nr_members", "<i4"),  # live list entries (VMAs in 2.6.33, AVCs after)
+        ("refcount", "<i4"),  # references from other anon_vmas' root/parent + pinned pages
+        ("degree", "<i4"),  # 3.19: children + VMAs pointing here
+        ("num_children", "<i4"),  # 6.0
+        ("num_active_vmas", "<i4"),  # 6.0
+        ("pad", "V24"),
+    ],
+    align=True,
+)
+
+AVC_DTYPE = np.dtype(
+    [
+        ("vma", "<i4"),
+        ("anon_vma", "<i4"),
+        ("same_vma_next", "<i4"),
+        ("list_chunk", "<i4"),  # slot on the anon_vma's list (same_anon_vma)
+        ("list_pos", "<i4"),
+        ("in_use", "<i4"),
+    ]
+)
+
+CHUNK_DTYPE = np.dtype(
+    [
+        ("prev", "<i4"),
+        ("next", "<i4"),
+        ("anon_vma", "<i4"),
+        ("used", "<i4"),  # slots filled so far (tail insertion only)
+        ("live", "<i4"),  # slots not tombstoned
+        ("in_use", "<i4"),
+        ("pad", "V8"),
+        # A removed entry is tombstoned to vma 0 (the sentinel VMA, whose range is empty)
+        # so that the walk needs no liveness mask and list order is kept.
+        ("vma", "<i4", (CH,)),
+        ("avc", "<i4", (CH,)),
+    ]
+)
+
+PAGE_DTYPE = np.dtype(
+    [
+        ("mapping", "<i4"),  # anon_vma index (the kernel's mapping|PAGE_MAPPING_ANON), -1 free
+        ("index", "<i4"),  # linear page index: vm_pgoff + (vpn - vm_start)
+        ("mapcount", "<i4"),  # present PTEs that map this page
+        ("swapcount", "<i4"),  # swap PTEs that point at it (it sits in the swap cache)
+        ("in_use", "<i4"),
+    ]
+)
+
+PTE_DTYPE = np.dtype([("page", "<i4"), ("flags", "<i4")])
+
+# Per-CPU published state: one 256-byte slot each, written only by its CPU.
+CPU_FIELDS = (
+    "pid",
+    "state",  # a CPU_STATE value
+    "state_since_ns",
+    "wait_lock",  # lock id waited on (class * 2**32 + index), -1 none
+    "hold_lock",  # rmap lock id held during a walk, -1 none
+    "heartbeat",  # incremented on every completed operation
+    "walks",
+    "visited",
+    "max_visited",
+    "pages_scanned",  # page_referenced calls
+    "pages_unmapped",
+    "refaults",
+    "jobs",
+    "faults",
+    "cows",
+    "forks",
+    "exits",
+    "alloc_failures",
+    "t_work_ns",
+    "t_walk_ns",
+    "t_wait_ns",
+    "t_total_ns",
+    "utime_us",
+    "stime_us",
+    "vctx",
+    "ivctx",
+    "done",
+    "owner_died",
+)
+CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{256 - 8 * len(CPU_FIELDS)}")])
+assert CPU_DTYPE.itemsize == 256
+
+CPU_STATE = {"idle": 0, "work": 1, "walk": 2, "wait": 3, "fork": 4, "exit": 5, "fault": 6, "done": 7}
+
+# Lock statistics: lock classes, call sites, per-(class, site) fields.
+LOCK_CLASSES = ("anon_vma", "ptl", "slab", "mapcount")
+LOCK_SITES = (
+    "page_referenced",
+    "try_to_unmap",
+    "anon_vma_prepare",
+    "anon_vma_fork",
+    "unlink_anon_vmas",
+    "page_referenced_one",
+    "try_to_unmap_one",
+    "do_wp_page",
+    "do_anonymous_page",
+    "do_swap_page",
+    "dup_mmap",
+    "exit_mmap",
+    "kmem_cache_alloc",
+    "kmem_cache_free",
+)
+# Histogram: values < 8 have their own bucket; above, 4 sub-buckets per power of two
+# (25% resolution), fine enough to read p99.9 off it.
+HIST_BUCKETS = 4 * 64 + 8
+LS_ACQ, LS_CONT, LS_WAIT_MIN, LS_WAIT_MAX, LS_WAIT_TOTAL = 0, 1, 2, 3, 4
+LS_HOLD_MIN, LS_HOLD_MAX, LS_HOLD_TOTAL = 5, 6, 7
+LS_SCALARS = 8
+LS_WAIT_HIST = LS_SCALARS
+LS_HOLD_HIST = LS_SCALARS + HIST_BUCKETS
+LS_FIELDS = LS_SCALARS + 2 * HIST_BUCKETS
+WALK_HIST_BUCKETS = 64
+
+# page->_mapcount and the swap count are atomic_t in the kernel, changed by CPUs holding
+# different PTE locks.  numpy has no atomics on shared memory, so each change takes one of
+# these striped spinlocks (page index modulo the stripe count): one short locked section
+# per page, which is what a LOCK-prefixed add costs the kernel.
+MAPCOUNT_STRIPES = 256
+
+ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "chunk", "page")
+
+
+def hist_bucket(v: int) -> int:
+    """Histogram bucket of a non-negative value (see HIST_BUCKETS)."""
+    if v < 8:
+        return v if v > 0 else 0
+    bl = v.bit_length()
+    return (bl << 2) | ((v >> (bl - 3)) & 3)
+
+
+def hist_bucket_bounds(b: int) -> tuple[int, int]:
+    """[low, high) of the values that land in bucket b."""
+    if b < 8:
+        return b, b + 1
+    bl, sub = b >> 2, b & 3
+    lo = (4 + sub) << (bl - 3)
+    return lo, lo + (1 << (bl - 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacities:
+    """How many records of each kind the segment holds; computed from a run's parameters."""
+
+    mms: int
+    vmas: int
+    anon_vmas: int
+    avcs: int
+    chunks: int
+    pages: int
+    ptrs_per_mm: int
+    cpus: int
+
+    def arrays(self) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+        """The segment map: (name, dtype, shape) in order."""
+        spec: list[tuple[str, np.dtype, tuple[int, ...]]] = [
+            ("header", HEADER_DTYPE, (1,)),
+            ("slab", LOCK_DTYPE, (len(ALLOC_KINDS),)),
+            ("mapcount_lock", LOCK_DTYPE, (MAPCOUNT_STRIPES,)),
+            ("mm", MM_DTYPE, (self.mms,)),
+            ("vma", VMA_DTYPE, (self.vmas,)),
+            ("anon_vma", ANON_VMA_DTYPE, (self.anon_vmas,)),
+            ("avc", AVC_DTYPE, (self.avcs,)),
+            ("chunk", CHUNK_DTYPE, (self.chunks,)),
+            ("page", PAGE_DTYPE, (self.pages,)),
+            ("pte", PTE_DTYPE, (self.mms * self.ptrs_per_mm,)),
+        ]
+        for kind in ALLOC_KINDS:
+            spec.append((f"free_{kind}", np.dtype("<i4"), (self.capacity(kind),)))
+        spec += [
+            ("cpu", CPU_DTYPE, (self.cpus,)),
+            ("lockstat", np.dtype("<i8"), (self.cpus, len(LOCK_CLASSES), len(LOCK_SITES), LS_FIELDS)),
+            ("walkhist", np.dtype("<i8"), (self.cpus, WALK_HIST_BUCKETS)),
+        ]
+        return spec
+
+    def capacity(self, kind: str) -> int:
+        return int(getattr(self, {"mm": "mms", "vma": "vmas", "anon_vma": "anon_vmas",
+                                   "avc": "avcs", "chunk": "chunks", "page": "pages"}[kind]))
+
+    def offsets(self) -> tuple[dict[str, int], int]:
+        """Byte offset of each array, and the segment's total size."""
+        off = 0
+        out: dict[str, int] = {}
+        for name, dtype, shape in self.arrays():
+            off = _align(off, CACHELINE)
+            out[name] = off
+            off += dtype.itemsize * math.prod(shape)
+        return out, _align(off, 4096)
+
+    def nbytes(self) -> int:
+        return self.offsets()[1]
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a

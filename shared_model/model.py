@@ -1,0 +1,272 @@
+"""The model as one CPU sees it: views of the segment, its locks, and slab-like allocation.
+
+A ``Model`` is cheap to make for each process: the parent builds the segment with
+``Model.create`` and every forked CPU worker makes its own ``Model`` over the inherited
+segment with its own CPU number (so its lock statistics land in its own slot).
+
+Allocation is slab-like: each record kind has a free stack in the segment guarded by that
+kind's slab lock (a leaf in the lock order).  Records are type-stable, as with
+SLAB_DESTROY_BY_RCU: a freed anon_vma's lock bytes stay a valid lock, so a walker that read
+``page->mapping`` just before the anon_vma was freed can still take its lock and then see,
+under it, that the page moved on (``page_lock_anon_vma``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .eras import Era, get_era
+from .layout import (
+    ALLOC_KINDS,
+    ANON_VMA_DTYPE,
+    MAPCOUNT_STRIPES,
+    MM_DTYPE,
+    WALK_HIST_BUCKETS,
+    Capacities,
+)
+from .locks import CLASS, SITE, CpuLocks, SpinPrimitive, init_locks, make_primitive
+from .segment import Segment
+
+AV_LOCK = CLASS["anon_vma"]
+PTL = CLASS["ptl"]
+SLAB = CLASS["slab"]
+MAPCOUNT = CLASS["mapcount"]
+
+
+class OutOfMemory(Exception):
+    """An allocation failed (ENOMEM): no free record of ``kind`` (or an injected failure)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"out of {kind} records")
+        self.kind = kind
+
+
+class Model:
+    """Views and operations on the shared model for one CPU."""
+
+    def __init__(
+        self,
+        seg: Segment,
+        era: Era | str,
+        cpu: int,
+        lock_kind: str | None = None,
+        instrument: bool = True,
+        entry_cost_ns: int = 0,
+    ) -> None:
+        self.seg = seg
+        self.caps: Capacities = seg.caps
+        self.era = get_era(era) if isinstance(era, str) else era
+        self.cpu = cpu
+        self.lock_kind = lock_kind or self.era.lock
+        self.entry_cost_ns = entry_cost_ns
+        self.ptrs = self.caps.ptrs_per_mm
+        self.header = seg["header"]
+        self.mm = seg["mm"]
+        self.vma = seg["vma"]
+        self.anon_vma = seg["anon_vma"]
+        self.avc = seg["avc"]
+        self.chunk = seg["chunk"]
+        self.page = seg["page"]
+        self.pte = seg["pte"]
+        # Hot fields, pre-bound (a structured-array field lookup costs more than the access).
+        self.pte_page = self.pte["page"]
+        self.pte_flags = self.pte["flags"]
+        self.page_mapping = self.page["mapping"]
+        self.page_index = self.page["index"]
+        self.page_mapcount = self.page["mapcount"]
+        self.page_swapcount = self.page["swapcount"]
+        self.chunk_next = self.chunk["next"]
+        self.av_head = self.anon_vma["head"]
+        self.av_root = self.anon_vma["root"]
+        self.vma_anon_vma = self.vma["anon_vma"]
+        spin = SpinPrimitive()
+        prims = {AV_LOCK: make_primitive(self.lock_kind), PTL: spin, SLAB: spin, MAPCOUNT: spin}
+        self.locks = CpuLocks(seg, cpu, prims, instrument)
+        # Word index of lock 0 of each lock array, and the stride between locks, in words.
+        offs = seg.offsets
+        self._mm_ptl_w0 = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8
+        self._mm_stride = MM_DTYPE.itemsize // 8
+        self._av_lock_w0 = (offs["anon_vma"] + ANON_VMA_DTYPE.fields["lock"][1]) // 8
+        self._av_stride = ANON_VMA_DTYPE.itemsize // 8
+        self._slab_w0 = offs["slab"] // 8
+        self._mc_w0 = offs["mapcount_lock"] // 8
+        self.walkhist_word = offs["walkhist"] // 8 + cpu * WALK_HIST_BUCKETS
+        self._free = {k: seg[f"free_{k}"] for k in ALLOC_KINDS}
+        self._tops = self.header["top"][0]
+        self.alloc_fail_p = 0.0
+        self._rng = np.random.default_rng(cpu + 1)
+        self.clock = time.perf_counter_ns
+
+    # ------------------------------------------------------------------ creation
+
+    @classmethod
+    def create(
+        cls,
+        caps: Capacities,
+        era: Era | str,
+        lock_kind: str | None = None,
+        instrument: bool = True,
+        entry_cost_ns: int = 0,
+    ) -> "Model":
+        """Create the segment, initialise locks and free stacks; the builder is CPU ``cpus-1``.
+
+        On any failure the segment is unlinked before the error propagates."""
+        seg = Segment.create(caps)
+        try:
+            era_obj = get_era(era) if isinstance(era, str) else era
+            kind = lock_kind or era_obj.lock
+            spin = SpinPrimitive()
+            init_locks(seg, "mm", "ptl", spin)
+            init_locks(seg, "anon_vma", "lock", make_primitive(kind))
+            init_locks(seg, "slab", None, spin)
+            init_locks(seg, "mapcount_lock", None, spin)
+            for name in ("mm", "vma", "anon_vma", "avc", "chunk", "page"):
+                arr = seg[name]
+                for f in arr.dtype.names or ():
+                    if f not in ("ptl", "lock", "pad", "vma", "avc") and arr.dtype[f].kind == "i":
+                        arr[f] = -1
+                arr["in_use"] = 0
+            seg["chunk"]["vma"] = 0
+            seg["chunk"]["avc"] = -1
+            seg["page"]["mapcount"] = 0
+            seg["page"]["swapcount"] = 0
+            seg["pte"]["page"] = -1
+            seg["pte"]["flags"] = 0
+            # VMA 0 is the sentinel that tombstoned list slots point at: an empty range.
+            seg["vma"][0] = (0, 0, 0, 0, -1, -1, -1, -1, -1, 1)
+            tops = seg["header"]["top"][0]
+            for k_i, kind_name in enumerate(ALLOC_KINDS):
+                cap = caps.capacity(kind_name)
+                reserved = 1 if kind_name == "vma" else 0
+                stack = seg[f"free_{kind_name}"]
+                n = cap - reserved
+                stack[:n] = np.arange(cap - 1, reserved - 1, -1, dtype=np.int32)
+                tops[k_i] = n
+            for c in range(caps.cpus):
+                CpuLocks(seg, c, {}, True).reset_stats()
+                seg["cpu"][c]["wait_lock"] = -1
+                seg["cpu"][c]["hold_lock"] = -1
+            return cls(seg, era_obj, caps.cpus - 1, kind, instrument, entry_cost_ns)
+        except BaseException:
+            seg.close()
+            seg.unlink()
+            raise
+
+    def close(self) -> None:
+        """Drop this process's views (the creator also calls ``seg.unlink``)."""
+        self.locks.words.release()
+        for name in list(vars(self)):
+            if isinstance(getattr(self, name), np.ndarray):
+                delattr(self, name)
+        self._free = {}
+        self.seg.close()
+
+    # ------------------------------------------------------------------ lock words
+
+    def ptl_word(self, mm: int) -> int:
+        return self._mm_ptl_w0 + mm * self._mm_stride
+
+    def anon_vma_lock_word(self, av: int) -> int:
+        """The lock that guards av's list: its own, or its root's (eras.lock_root)."""
+        if self.era.lock_root:
+            av = int(self.av_root[av])
+        return self._av_lock_w0 + av * self._av_stride
+
+    def lock_ptl(self, mm: int, site: str) -> tuple[int, int, int]:
+        w = self.ptl_word(mm)
+        s = SITE[site]
+        return w, s, self.locks.acquire(w, PTL, s)
+
+    def unlock_ptl(self, token: tuple[int, int, int]) -> None:
+        w, s, t = token
+        self.locks.release(w, PTL, s, t)
+
+    def mapcount_lock(self, page: int, site: str) -> tuple[int, int, int]:
+        """The stripe lock that stands for atomic_t on page's mapcount and swapcount."""
+        w = self._mc_w0 + (page % MAPCOUNT_STRIPES) * 8
+        s = SITE[site]
+        return w, s, self.locks.acquire(w, MAPCOUNT, s)
+
+    def mapcount_unlock(self, token: tuple[int, int, int]) -> None:
+        w, s, t = token
+        self.locks.release(w, MAPCOUNT, s, t)
+
+    def anon_vma_lock(self, av: int, site: str) -> tuple[int, int, int]:
+        """Take the lock guarding anon_vma ``av`` (callers never reach into root)."""
+        w = self.anon_vma_lock_word(av)
+        s = SITE[site]
+        return w, s, self.locks.acquire(w, AV_LOCK, s)
+
+    def anon_vma_unlock(self, token: tuple[int, int, int]) -> int:
+        w, s, t = token
+        return self.locks.release(w, AV_LOCK, s, t)
+
+    # ------------------------------------------------------------------ allocation
+
+    def alloc(self, kind: str, n: int = 1, site: str = "kmem_cache_alloc") -> np.ndarray:
+        """Pop ``n`` free records of ``kind``; takes and releases that kind's slab lock.
+
+        Raises OutOfMemory (nothing allocated) when fewer than n are free, or when an
+        injected failure fires."""
+        if self.alloc_fail_p and kind in ("anon_vma", "avc") and self._rng.random() < self.alloc_fail_p:
+            raise OutOfMemory(kind)
+        k = ALLOC_KINDS.index(kind)
+        w = self._slab_w0 + k * 8
+        s = SITE[site]
+        t = self.locks.acquire(w, SLAB, s)
+        try:
+            top = int(self._tops[k])
+            if top < n:
+                raise OutOfMemory(kind)
+            out = self._free[kind][top - n : top][::-1].copy()
+            self._tops[k] = top - n
+        finally:
+            self.locks.release(w, SLAB, s, t)
+        getattr(self, kind)["in_use"][out] = 1
+        return out
+
+    def alloc_one(self, kind: str) -> int:
+        return int(self.alloc(kind, 1)[0])
+
+    def free(self, kind: str, idx: np.ndarray | int, site: str = "kmem_cache_free") -> None:
+        """Push records back on their free stack; takes and releases the slab lock."""
+        arr = np.atleast_1d(np.asarray(idx, dtype=np.int32))
+        if not len(arr):
+            return
+        getattr(self, kind)["in_use"][arr] = 0
+        k = ALLOC_KINDS.index(kind)
+        w = self._slab_w0 + k * 8
+        s = SITE[site]
+        t = self.locks.acquire(w, SLAB, s)
+        try:
+            top = int(self._tops[k])
+            self._free[kind][top : top + len(arr)] = arr
+            self._tops[k] = top + len(arr)
+        finally:
+            self.locks.release(w, SLAB, s, t)
+
+    def free_count(self, kind: str) -> int:
+        return int(self._tops[ALLOC_KINDS.index(kind)])
+
+    # ------------------------------------------------------------------ counts
+
+    def counts(self) -> dict[str, int]:
+        """Live records of each kind (the sentinel VMA excluded)."""
+        return {
+            "mms": int(self.mm["in_use"].sum()),
+            "vmas": int(self.vma["in_use"].sum()) - 1,
+            "anon_vmas": int(self.anon_vma["in_use"].sum()),
+            "avcs": int(self.avc["in_use"].sum()),
+            "pages": int((self.page_mapping >= 0).sum()),
+        }
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        return (
+            f"<Model era {self.era.name} lock {self.lock_kind} cpu {self.cpu} "
+            f"{c['mms']} mms, {c['vmas']} vmas, {c['anon_vmas']} anon_vmas, "
+            f"{c['avcs']} avcs, {c['pages']} pages>"
+        )
+
