@@ -95,6 +95,7 @@ MM_DTYPE = np.dtype(
 
 VMA_DTYPE = np.dtype(
     [
+        # The walk reads the first four as columns of an int32 view: keep them first.
         ("vm_start", "<i4"),
         ("vm_end", "<i4"),
         ("vm_pgoff", "<i4"),

@@ -78,6 +78,11 @@ class Model:
         self.page_mapcount = self.page["mapcount"]
         self.page_swapcount = self.page["swapcount"]
         self.chunk_next = self.chunk["next"]
+        self.chunk_vma = self.chunk["vma"]
+        # Plain int32 views of the VMA and PTE records, for the walk's gathers (the first
+        # four VMA fields are vm_start, vm_end, vm_pgoff, vm_mm; a PTE is page, flags).
+        self.vma_words = self.vma.view(np.int32).reshape(len(self.vma), -1)
+        self.pte_words = self.pte.view(np.int32).reshape(len(self.pte), 2)
         self.av_head = self.anon_vma["head"]
         self.av_root = self.anon_vma["root"]
         self.vma_anon_vma = self.vma["anon_vma"]

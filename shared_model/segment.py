@@ -10,7 +10,6 @@ as ``unlink`` runs.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 from multiprocessing import shared_memory
@@ -71,8 +70,10 @@ class Segment:
         try:
             self.shm.close()
         except BufferError:
-            # A caller still holds a view; the mapping is released at process exit.
-            pass
+            # A caller still holds a view.  The mapping goes when the last view does; make
+            # SharedMemory forget it so its __del__ does not try (and complain) again.
+            self.shm._buf = None  # type: ignore[attr-defined]
+            self.shm._mmap = None  # type: ignore[attr-defined]
 
     def unlink(self) -> None:
         """Remove the name from /dev/shm; only the creator, only once."""
@@ -93,7 +94,3 @@ def leftover_segments() -> list[str]:
         return sorted(n for n in os.listdir("/dev/shm") if n.startswith(SHM_PREFIX))
     except FileNotFoundError:
         return []
-
-
-def _addr_of(buf: memoryview) -> int:
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
