@@ -72,7 +72,7 @@ HEADER_DTYPE = np.dtype(
     [
         ("magic", "<u8"),
         ("gate", "<i8"),  # 0: workers wait; 1: go
-        ("stop", "<i8"),  # 1: workers finish their current operation and leave
+        ("stop", "<i8"),  # 1: finish the current operation and leave; 2: abort, even lock waits
         ("start_ns", "<i8"),
         ("ncpus", "<i8"),
         ("ptrs_per_mm", "<i8"),

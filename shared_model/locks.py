@@ -247,7 +247,9 @@ class CpuLocks:
         self.clock = time.perf_counter_ns
 
     def stopping(self) -> bool:
-        return bool(self.words[self.stop_word])
+        """The run is being aborted (stop >= 2): waiters give up with Stopped.  A plain stop
+        (1) lets every CPU finish its current operation, so waits go on."""
+        return self.words[self.stop_word] >= 2
 
     def publish(self, field: str, value: int) -> None:
         self.words[self.f[field]] = value

@@ -1,0 +1,1 @@
+"""The engine: CPU worker processes, workloads, measurement and the command line."""

@@ -1,0 +1,232 @@
+"""Command line: parse, validate, dispatch; errors become one line and an exit status.
+
+Exit status: 0 ok; 1 the run failed (a CPU died, invariants violated); 2 bad input;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Any, NoReturn, Sequence
+
+from shared_model.build import ModelTooLarge
+from shared_model.eras import ERAS
+from shared_model.locks import LOCK_KINDS
+
+from .config import DEFAULT_ENTRY_COST_NS, SCENARIOS, ConfigError, RunConfig
+from .results import ResultsError, write_json
+
+PROG = "rmap-stress"
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
+    p.add_argument("--era", default="2.6.33", choices=None, metavar="ERA",
+                   help=f"kernel design: {', '.join(ERAS)} (default 2.6.33)")
+    p.add_argument("--users", type=int, default=users, metavar="N",
+                   help=f"children forked by the family's parent (default {users})")
+    p.add_argument("--pages", type=int, default=pages, metavar="P",
+                   help=f"anonymous pages the parent maps and touches (default {pages})")
+    p.add_argument("--cow", type=float, default=1.0, metavar="F",
+                   help="fraction of its pages each child writes, COWing them (default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for which pages a child writes (default 0)")
+    p.add_argument("--lock", choices=None, metavar="KIND", default=None,
+                   help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the era's)")
+    p.add_argument("--json", metavar="FILE", help="write the results document here")
+
+
+def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
+    p.add_argument("--scenario", default="reclaim-storm", metavar="S",
+                   help=f"workload: {', '.join(SCENARIOS)} (default reclaim-storm)")
+    p.add_argument("--cpus", type=int, default=0, metavar="W",
+                   help="CPU worker processes, pinned round-robin (default: every online CPU)")
+    p.add_argument("--duration", type=float, default=duration, metavar="SECONDS",
+                   help=f"seconds of measured run after the start gate (default {duration:g})")
+    p.add_argument("--entry-cost-ns", type=int, default=DEFAULT_ENTRY_COST_NS, metavar="NS",
+                   help="modelled cost of visiting one list entry (the kernel's page-table walk "
+                        f"into another mm); 0 turns it off (default {DEFAULT_ENTRY_COST_NS})")
+    p.add_argument("--work-us", type=int, default=200, metavar="US",
+                   help="forking-server: user work per job in microseconds (default 200)")
+    p.add_argument("--reclaim-batch", type=int, default=8, metavar="N",
+                   help="forking-server: pages of direct reclaim after each job (default 8)")
+    p.add_argument("--force", action="store_true", help="allow more than 1024 CPU workers")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--log-level", default="WARNING",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default WARNING)")
+    p.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
+        description="Reproduce the 2010 anon_vma lock collapse with real processes, shared "
+                    "memory and real locks, and measure it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    d = sub.add_parser("demo", help="reclaim-storm in 2.6.33 then 2.6.34, side by side (about a minute)",
+                       description="Run reclaim-storm in era 2.6.33 and then 2.6.34 on every online "
+                                   "CPU and print them side by side with ratios.")
+    d.add_argument("--users", type=int, default=1000, metavar="N", help="children (default 1000)")
+    d.add_argument("--pages", type=int, default=100, metavar="P", help="pages (default 100)")
+    d.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
+                   help="seconds per era (default 20)")
+    d.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
+    d.add_argument("--json", metavar="FILE", help="write both results as {\"2.6.33\": ..., \"2.6.34\": ...}")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+    s = sub.add_parser("scan", help="exact walk statistics of the forking-server model (no timing)",
+                       description="Build the model (a parent maps P pages, forks N children, each "
+                                   "COWs a fraction F) and run page_referenced once on every page; "
+                                   "report exactly how many list entries the walks visit.")
+    _model_options(s, users=1000, pages=100)
+    r = sub.add_parser("run", help="a stress run on real CPU worker processes",
+                       description="A stress run: W worker processes, pinned one per CPU, share the "
+                                   "model in shared memory and take its real locks.")
+    _model_options(r, users=1000, pages=100)
+    _run_options(r, duration=10.0)
+    return parser
+
+
+def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
+    fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
+                                          "lock", "seed", "entry_cost_ns", "work_us", "reclaim_batch",
+                                          "force") if hasattr(a, k)}
+    fields.update(over)
+    return RunConfig(**fields)
+
+
+def _setup_logging(level: str, path: str | None) -> None:
+    """One log stream from every CPU: the root handler is wrapped by multiprocessing-logging
+    before any thread or worker exists (its queue thread plus a later fork cannot then
+    inherit a held lock)."""
+    import multiprocessing_logging
+
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    multiprocessing_logging.install_mp_handler()
+
+
+def _progress(quiet: bool, label: str):  # type: ignore[no-untyped-def]
+    if quiet:
+        return None
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def on_tick(t: Any) -> None:
+        if not tty and t.elapsed - last[0] < 5:
+            return
+        last[0] = t.elapsed
+        waiting = int((t.cpu["state"] == 3).sum())
+        line = (f"{label}: {t.elapsed:5.1f}/{t.duration:.0f} s  walks {int(t.cpu['walks'].sum())}  "
+                f"pages scanned {int(t.cpu['pages_scanned'].sum())}  jobs {int(t.cpu['jobs'].sum())}  "
+                f"cpus waiting on a lock: {waiting}/{len(t.cpu)}")
+        sys.stderr.write(("\r" + line + "\033[K") if tty else line + "\n")
+        sys.stderr.flush()
+
+    return on_tick
+
+
+def _end_progress(quiet: bool) -> None:
+    if not quiet and sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+
+
+def cmd_scan(a: argparse.Namespace) -> int:
+    from .scan import scan, scan_report
+
+    res = scan(_config(a))
+    print(scan_report(res))
+    if a.json:
+        write_json(a.json, res)
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from . import report
+    from .runner import run
+
+    cfg = _config(a)
+    cfg.validate()
+    _setup_logging(a.log_level, a.log_file)
+    res = run(cfg, on_tick=_progress(a.quiet, f"{cfg.era} {cfg.scenario}"))
+    _end_progress(a.quiet)
+    print(report.run_report(res))
+    if a.json:
+        write_json(a.json, res)
+    return 1 if res["invariants"]["violations"] else 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from . import report
+    from .runner import run
+
+    _setup_logging("WARNING", None)
+    results = {}
+    t0 = time.monotonic()
+    for era in ("2.6.33", "2.6.34"):
+        cfg = RunConfig(era=era, scenario="reclaim-storm", users=a.users, pages=a.pages,
+                        cow=1.0, cpus=a.cpus, duration=a.duration)
+        cfg.validate()
+        if not a.quiet:
+            print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
+                  flush=True)
+        res = run(cfg, on_tick=_progress(a.quiet, era))
+        _end_progress(a.quiet)
+        results[era] = res
+        print(report.run_summary(res))
+        print()
+        print(report.lockstat_table(res))
+        print()
+    old, new = results["2.6.33"], results["2.6.34"]
+    print("== side by side ==")
+    print(report.side_by_side(old, new))
+    print()
+    ratio = (new["throughput"]["pages_scanned_per_s"] / old["throughput"]["pages_scanned_per_s"]
+             if old["throughput"]["pages_scanned_per_s"] else float("inf"))
+    print(f"2.6.34 vs 2.6.33: walks {old['walks']['avg_visited'] / max(new['walks']['avg_visited'], 1e-9):.0f}x "
+          f"shorter, anon_vma lock wait {100 * old['anon_vma_wait_share']:.0f}% -> "
+          f"{100 * new['anon_vma_wait_share']:.1f}% of CPU time, {ratio:.1f}x more pages scanned per "
+          f"second  ({time.monotonic() - t0:.0f} s)")
+    if a.json:
+        write_json(a.json, results)
+    bad = sum(r["invariants"]["violations"] for r in results.values())
+    return 1 if bad else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        a = parser.parse_args(argv)
+        if not a.command:
+            parser.print_help()
+            return 2
+        return {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo}[a.command](a)
+    except (UsageError, ConfigError, ModelTooLarge, ResultsError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # RunFailed
+        print(f"{PROG}: run failed: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

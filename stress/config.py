@@ -1,0 +1,80 @@
+"""A run's parameters, validated in one place (the CLI turns ConfigError into one line)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from shared_model.eras import ERAS
+from shared_model.locks import LOCK_KINDS
+
+SCENARIOS = ("reclaim-storm", "forking-server")
+# A walk over N list entries costs the kernel a page-table walk in another mm per entry
+# (about 8 dependent cache misses on 2010 hardware: vma, list node, mm, pgd, pud, pmd, pte,
+# ptl) which a vectorised numpy gather does not pay.  See README, "Modelled cost".
+DEFAULT_ENTRY_COST_NS = 1000
+MAX_CPUS_WITHOUT_FORCE = 1024
+
+
+class ConfigError(ValueError):
+    """Bad input a user can cause: reported as one line, exit status 2."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    era: str = "2.6.33"
+    scenario: str = "reclaim-storm"
+    users: int = 1000
+    pages: int = 100
+    cow: float = 1.0
+    cpus: int = 0  # 0: every online CPU
+    duration: float = 10.0
+    lock: str | None = None  # None: the era's own primitive
+    seed: int = 0
+    entry_cost_ns: int = DEFAULT_ENTRY_COST_NS
+    work_us: int = 200  # forking-server: user work per job
+    reclaim_batch: int = 8  # forking-server: pages of direct reclaim per job
+    force: bool = False
+
+    def resolved(self) -> "RunConfig":
+        """A copy with defaults filled in (cpus, lock), after validation."""
+        self.validate()
+        c = dataclasses.replace(self)
+        if not c.cpus:
+            c.cpus = online_cpus()
+        if c.lock is None:
+            c.lock = ERAS[c.era].lock
+        return c
+
+    def validate(self) -> None:
+        if self.era not in ERAS:
+            raise ConfigError(f"unknown era {self.era!r} (choose from {', '.join(ERAS)})")
+        if self.scenario not in SCENARIOS:
+            raise ConfigError(f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
+        if self.lock is not None and self.lock not in LOCK_KINDS:
+            raise ConfigError(f"unknown lock {self.lock!r} (choose from {', '.join(LOCK_KINDS)})")
+        for name in ("users", "pages"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name} must be a positive count, not {getattr(self, name)}")
+        if self.pages > 1 << 24:
+            raise ConfigError(f"--pages {self.pages} is more than one mapping of this model holds (16M)")
+        if not 0.0 <= self.cow <= 1.0:
+            raise ConfigError(f"--cow must be a fraction in [0, 1], not {self.cow}")
+        if self.cpus < 0:
+            raise ConfigError(f"--cpus must be a positive count, not {self.cpus}")
+        if self.cpus > MAX_CPUS_WITHOUT_FORCE and not self.force:
+            raise ConfigError(f"--cpus {self.cpus} is more than {MAX_CPUS_WITHOUT_FORCE} worker "
+                              f"processes; add --force if you mean it")
+        if not self.duration > 0:
+            raise ConfigError(f"--duration must be positive seconds, not {self.duration}")
+        if self.entry_cost_ns < 0:
+            raise ConfigError(f"--entry-cost-ns must be >= 0, not {self.entry_cost_ns}")
+        if self.work_us < 0 or self.reclaim_batch < 0:
+            raise ConfigError("--work-us and --reclaim-batch must be >= 0")
+
+
+def online_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - Linux only
+        return os.cpu_count() or 1

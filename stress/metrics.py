@@ -1,0 +1,137 @@
+"""Pure statistics over recorded counters and histograms (copies, never the live segment)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared_model.layout import (
+    HIST_BUCKETS,
+    LOCK_CLASSES,
+    LOCK_SITES,
+    LS_CONT,
+    LS_HOLD_HIST,
+    LS_HOLD_MAX,
+    LS_HOLD_MIN,
+    LS_HOLD_TOTAL,
+    LS_WAIT_HIST,
+    LS_WAIT_MAX,
+    LS_WAIT_MIN,
+    LS_WAIT_TOTAL,
+    hist_bucket_bounds,
+)
+
+I64_MAX = np.iinfo(np.int64).max
+PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999))
+
+
+def hist_percentile(hist: np.ndarray, q: float, lo: int, hi: int) -> int:
+    """The q-quantile of a bucketed histogram: the middle of the bucket it falls in, clipped
+    to the exact [min, max] (so it is exact where a bucket holds one value, within 25%
+    elsewhere)."""
+    total = int(hist.sum())
+    if not total:
+        return 0
+    b = int(np.searchsorted(np.cumsum(hist), q * total, side="left"))
+    blo, bhi = hist_bucket_bounds(b)
+    return int(min(max((blo + bhi - 1) // 2, lo), hi))
+
+
+def _time_stats(total: int, count: int, mn: int, mx: int, hist: np.ndarray) -> dict[str, int]:
+    mn = 0 if mn == I64_MAX or not count else int(mn)
+    out = {"min": mn, "max": int(mx), "total": int(total), "avg": int(total // count) if count else 0}
+    for name, q in PERCENTILES:
+        out[name] = hist_percentile(hist, q, mn, int(mx))
+    return out
+
+
+def lock_rows(lockstat: np.ndarray) -> list[dict]:
+    """lockstat rows, one per lock class with any acquisition, sorted by total wait.
+
+    ``lockstat`` is [cpu, class, site, field]; each row has acquisitions, contentions,
+    wait_ns and hold_ns (min/max/total/avg/p50/p90/p99/p999) and its call sites."""
+    rows = []
+    for ci, cls in enumerate(LOCK_CLASSES):
+        per_site = lockstat[:, ci]  # [cpu, site, field]
+        acq = int(per_site[:, :, 0].sum())
+        if not acq:
+            continue
+        cont = int(per_site[:, :, LS_CONT].sum())
+        wait_hist = per_site[:, :, LS_WAIT_HIST : LS_WAIT_HIST + HIST_BUCKETS].sum(axis=(0, 1))
+        hold_hist = per_site[:, :, LS_HOLD_HIST : LS_HOLD_HIST + HIST_BUCKETS].sum(axis=(0, 1))
+        sites = []
+        for si, site in enumerate(LOCK_SITES):
+            s = per_site[:, si]
+            s_acq = int(s[:, 0].sum())
+            if not s_acq:
+                continue
+            sites.append({
+                "site": site,
+                "acquisitions": s_acq,
+                "contentions": int(s[:, LS_CONT].sum()),
+                "wait_total_ns": int(s[:, LS_WAIT_TOTAL].sum()),
+                "hold_total_ns": int(s[:, LS_HOLD_TOTAL].sum()),
+            })
+        sites.sort(key=lambda r: (-r["wait_total_ns"], -r["acquisitions"]))
+        rows.append({
+            "class": cls,
+            "acquisitions": acq,
+            "contentions": cont,
+            "wait_ns": _time_stats(int(per_site[:, :, LS_WAIT_TOTAL].sum()), cont,
+                                   int(per_site[:, :, LS_WAIT_MIN].min()),
+                                   int(per_site[:, :, LS_WAIT_MAX].max()), wait_hist),
+            "hold_ns": _time_stats(int(per_site[:, :, LS_HOLD_TOTAL].sum()), acq,
+                                   int(per_site[:, :, LS_HOLD_MIN].min()),
+                                   int(per_site[:, :, LS_HOLD_MAX].max()), hold_hist),
+            "wait_hist": _trim(wait_hist),
+            "sites": sites,
+        })
+    rows.sort(key=lambda r: (-r["wait_ns"]["total"], -r["acquisitions"]))
+    return rows
+
+
+def _trim(hist: np.ndarray) -> dict[str, int]:
+    """Non-empty histogram buckets as {lower bound in ns: count}, for results files."""
+    return {str(hist_bucket_bounds(int(b))[0]): int(hist[b]) for b in np.flatnonzero(hist)}
+
+
+def cpu_rows(cpu: np.ndarray) -> list[dict]:
+    """Per-CPU time shares (work, walk, lock_wait, other; summing to 1) and OS figures."""
+    rows = []
+    for i, c in enumerate(cpu):
+        total = max(int(c["t_total_ns"]), 1)
+        work = min(int(c["t_work_ns"]) / total, 1.0)
+        walk = min(int(c["t_walk_ns"]) / total, 1.0 - work)
+        wait = min(int(c["t_wait_ns"]) / total, 1.0 - work - walk)
+        rows.append({
+            "cpu": i,
+            "pid": int(c["pid"]),
+            "share": {"work": work, "walk": walk, "lock_wait": wait,
+                      "other": max(0.0, 1.0 - work - walk - wait)},
+            "os": {"utime": int(c["utime_us"]) / 1e6, "stime": int(c["stime_us"]) / 1e6,
+                   "voluntary_ctx": int(c["vctx"]), "involuntary_ctx": int(c["ivctx"])},
+            "walks": int(c["walks"]),
+            "pages_scanned": int(c["pages_scanned"]),
+            "jobs": int(c["jobs"]),
+        })
+    return rows
+
+
+def walk_stats(cpu: np.ndarray, walkhist: np.ndarray) -> dict:
+    walks = int(cpu["walks"].sum())
+    visited = int(cpu["visited"].sum())
+    hist = walkhist.sum(axis=0)
+    return {
+        "count": walks,
+        "vmas_visited": visited,
+        "avg_visited": visited / walks if walks else 0.0,
+        "max_visited": int(cpu["max_visited"].max(initial=0)),
+        # bucket b holds walks of length in [2**(b-1), 2**b): 0, 1, 2-3, 4-7, ...
+        "log2_histogram": {str(0 if b == 0 else 1 << (b - 1)): int(hist[b]) for b in np.flatnonzero(hist)},
+    }
+
+
+def class_wait_share(locks: list[dict], cpus: list[dict], cpu: np.ndarray, cls: str = "anon_vma") -> float:
+    """Share of all CPUs' run time spent waiting on lock class ``cls``."""
+    total = int(cpu["t_total_ns"].sum())
+    wait = sum(r["wait_ns"]["total"] for r in locks if r["class"] == cls)
+    return wait / total if total else 0.0

@@ -1,0 +1,168 @@
+"""The parent of a stress run: build the model, start the CPUs, open the gate, watch,
+stop, reap, account, check, clean up.
+
+Cleanup is in ``finally`` whatever happens: raise stop, join each CPU with a timeout, kill
+what remains, drop the views and unlink the segment.  A CPU that dies ends the run (see
+RunFailed); the model is still checked, since a CPU killed mid-update leaves it
+inconsistent and the report should say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from shared_model.build import check_fits
+from shared_model.invariants import check_model
+from shared_model.model import Model
+
+from . import metrics
+from .config import RunConfig
+from .results import SCHEMA_RUN, machine_info
+from .worker import worker_main
+from .workloads import get_workload
+
+log = logging.getLogger("rmap_stress")
+JOIN_TIMEOUT_S = 5.0
+GATE_TIMEOUT_S = 30.0
+
+
+class RunFailed(RuntimeError):
+    """A CPU died or the run could not start; ``results`` holds what was gathered."""
+
+    def __init__(self, msg: str, results: dict[str, Any] | None = None) -> None:
+        super().__init__(msg)
+        self.results = results
+
+
+@dataclasses.dataclass
+class Tick:
+    """What the parent sees once per sampling interval (for progress and live views)."""
+
+    elapsed: float
+    duration: float
+    cpu: np.ndarray  # copy of the per-CPU slots
+
+
+def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
+        tick_s: float = 1.0) -> dict[str, Any]:
+    """One stress run; returns the results document (schema rmap-stress/1)."""
+    cfg = cfg.resolved()
+    workload = get_workload(cfg.scenario)
+    caps = workload.capacities(cfg)
+    check_fits(caps)
+    machine = machine_info()
+    t_build = time.perf_counter()
+    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=cfg.entry_cost_ns)
+    seg = m.seg
+    procs: list[mp.process.BaseProcess] = []
+    words = m.locks.words
+    gate_w, stop_w = seg.offsets["header"] // 8 + 1, seg.offsets["header"] // 8 + 2
+    failure = None
+    try:
+        state = workload.setup(m, cfg)
+        build_s = time.perf_counter() - t_build
+        log.info("model built in %.2f s: %r", build_s, m)
+        ctx = mp.get_context("fork")
+        for cpu in range(cfg.cpus):
+            p = ctx.Process(target=worker_main, name=f"rmap-stress-cpu{cpu}",
+                            args=(seg, cfg, state, cpu, os.getpid()), daemon=True)
+            p.start()
+            procs.append(p)
+        cpu_arr = seg["cpu"][: cfg.cpus]
+        deadline = time.monotonic() + GATE_TIMEOUT_S
+        while not np.all(cpu_arr["pid"] > 0):
+            dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
+            if dead or time.monotonic() > deadline:
+                raise RunFailed(f"cpu{dead[0] if dead else '?'} did not reach the start gate")
+            time.sleep(0.005)
+        words[gate_w] = 1
+        t0 = time.monotonic()
+        next_tick = t0 + tick_s
+        while (now := time.monotonic()) < t0 + cfg.duration:
+            dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
+            if dead:
+                failure = f"cpu{dead[0]} (pid {procs[dead[0]].pid}) died with exit code {procs[dead[0]].exitcode}"
+                break
+            if on_tick and now >= next_tick:
+                on_tick(Tick(now - t0, cfg.duration, np.array(cpu_arr)))
+                next_tick += tick_s
+            time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
+        elapsed = time.monotonic() - t0
+        words[stop_w] = 2 if failure else 1
+        _reap(procs, words, stop_w)
+        results = collect(m, cfg, machine, elapsed, build_s)
+        if failure:
+            results["failed"] = failure
+            raise RunFailed(failure, results)
+        return results
+    finally:
+        words[stop_w] = max(int(words[stop_w]), 1)
+        _reap(procs, words, stop_w)
+        del words
+        m.close()
+        seg.unlink()
+
+
+def _reap(procs: list[mp.process.BaseProcess], words: memoryview, stop_w: int) -> None:
+    """Join every CPU; after JOIN_TIMEOUT_S, abort lock waits, then SIGKILL stragglers."""
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    if any(p.is_alive() for p in procs):
+        words[stop_w] = 2
+        for p in procs:
+            p.join(0.5)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+
+
+def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
+            build_s: float) -> dict[str, Any]:
+    """The results document, from copies of the per-CPU slots; runs check_model()."""
+    n = cfg.cpus
+    cpu = np.array(m.seg["cpu"][:n])
+    lockstat = np.array(m.seg["lockstat"][:n])
+    walkhist = np.array(m.seg["walkhist"][:n])
+    violations = check_model(m)
+    locks = metrics.lock_rows(lockstat)
+    cpus = metrics.cpu_rows(cpu)
+    walks = metrics.walk_stats(cpu, walkhist)
+    scanned = int(cpu["pages_scanned"].sum())
+    jobs = int(cpu["jobs"].sum())
+    return {
+        "schema": SCHEMA_RUN,
+        "config": {
+            "era": cfg.era, "scenario": cfg.scenario, "users": cfg.users, "pages": cfg.pages,
+            "cow": cfg.cow, "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
+            "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
+            "reclaim_batch": cfg.reclaim_batch,
+        },
+        "machine": machine,
+        "elapsed_s": elapsed,
+        "build_s": build_s,
+        "model": m.counts(),
+        "walks": walks,
+        "locks": locks,
+        "cpus": cpus,
+        "anon_vma_wait_share": metrics.class_wait_share(locks, cpus, cpu),
+        "throughput": {
+            "jobs_per_min": jobs / elapsed * 60 if elapsed else 0.0,
+            "pages_scanned_per_s": scanned / elapsed if elapsed else 0.0,
+            "jobs": jobs,
+            "pages_scanned": scanned,
+            "pages_unmapped": int(cpu["pages_unmapped"].sum()),
+            "refaults": int(cpu["refaults"].sum()),
+            "forks": int(cpu["forks"].sum()),
+            "alloc_failures": int(cpu["alloc_failures"].sum()),
+        },
+        "invariants": {"checked": True, "violations": len(violations), "messages": violations},
+    }

@@ -1,0 +1,77 @@
+"""``scan``: the seed's arithmetic, exactly.  One process, no timing.
+
+Build the forking-server model, run ``page_referenced`` once on every anonymous page, and
+count the list entries each walk visits.  With 1000 children that each COW all 1000 of
+their pages, 2.6.33 visits about N/2 entries per walk and 2.6.34 one or two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from shared_model.build import build_family, check_fits, family_capacities
+from shared_model.invariants import check_model
+from shared_model.model import Model
+from shared_model.rmap import page_referenced
+
+from .config import RunConfig
+from .results import SCHEMA_SCAN
+
+
+def scan(cfg: RunConfig) -> dict[str, Any]:
+    cfg.validate()
+    caps = family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cpus=0)
+    check_fits(caps)
+    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
+    try:
+        build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
+        pages = np.flatnonzero(m.page_mapping >= 0)
+        visited = np.fromiter((page_referenced(m, int(p))[1] for p in pages), dtype=np.int64,
+                              count=len(pages))
+        violations = check_model(m)
+        if violations:
+            raise AssertionError(f"model inconsistent after scan: {violations[0]}")
+        counts = m.counts()
+    finally:
+        seg = m.seg
+        m.close()
+        seg.unlink()
+    hist = np.bincount(visited)
+    return {
+        "schema": SCHEMA_SCAN,
+        "config": {"era": cfg.era, "users": cfg.users, "pages": cfg.pages, "cow": cfg.cow,
+                   "seed": cfg.seed, "lock": cfg.lock or ""},
+        "model": counts,
+        "walks": {
+            "count": int(len(visited)),
+            "vmas_visited": int(visited.sum()),
+            "avg_visited": float(visited.mean()) if len(visited) else 0.0,
+            "max_visited": int(visited.max(initial=0)),
+            "histogram": {str(n): int(hist[n]) for n in np.flatnonzero(hist)},
+        },
+    }
+
+
+def scan_report(res: dict[str, Any]) -> str:
+    c, w, mo = res["config"], res["walks"], res["model"]
+    lines = [
+        f"era {c['era']}  users {c['users']}  pages {c['pages']}  cow {c['cow']}",
+        f"model: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, {mo['avcs']} avcs, "
+        f"{mo['pages']} pages",
+        f"walks: {w['count']}  VMAs visited: {w['vmas_visited']}  average {w['avg_visited']:.2f}  "
+        f"max {w['max_visited']}",
+        "walk length histogram (length: walks):",
+    ]
+    hist = {int(k): v for k, v in w["histogram"].items()}
+    if len(hist) <= 12:
+        lines += [f"  {k:>7}: {v}" for k, v in sorted(hist.items())]
+    else:
+        edges = [0, 1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513, 1025, 2049, 4097, 1 << 62]
+        for lo, hi in zip(edges, edges[1:]):
+            n = sum(v for k, v in hist.items() if lo <= k < hi)
+            if n:
+                label = f"{lo}" if hi == lo + 1 else f"{lo}-{hi - 1}" if hi < 1 << 61 else f"{lo}+"
+                lines.append(f"  {label:>9}: {n}")
+    return "\n".join(lines)

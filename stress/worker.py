@@ -1,0 +1,85 @@
+"""One CPU: a forked process that attaches to nothing (it inherited the segment), pins
+itself, waits at the start gate, runs its workload loop until told to stop, and publishes
+everything in its own slot.  It never prints and never parses arguments; it logs through
+the run's one log stream.
+
+Watchdog: PR_SET_PDEATHSIG makes the kernel SIGKILL the worker when the parent dies, and
+a ppid check right after closes the window where the parent died before the prctl.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import psutil
+
+from shared_model.layout import CPU_STATE
+from shared_model.locks import Stopped
+from shared_model.model import Model
+from shared_model.segment import Segment
+
+from .config import RunConfig
+from .workloads import get_workload
+
+PR_SET_PDEATHSIG = 1
+log = logging.getLogger("rmap_stress.worker")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(3)
+
+
+def pin_target(cpu: int) -> int:
+    """The OS CPU that worker ``cpu`` runs on: round-robin over the allowed CPUs."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[cpu % len(allowed)]
+
+
+def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    target = pin_target(cpu)
+    proc = psutil.Process()
+    try:
+        proc.cpu_affinity([target])
+    except (OSError, psutil.Error) as e:  # pragma: no cover - restricted containers
+        log.warning("cpu%d: could not pin to OS CPU %d: %s", cpu, target, e)
+    m = Model(seg, cfg.era, cpu, cfg.lock, instrument=True, entry_cost_ns=cfg.entry_cost_ns)
+    words, f = m.locks.words, m.locks.f
+    words[f["pid"]] = os.getpid()
+    words[f["state"]] = CPU_STATE["idle"]
+    log.info("cpu%d: pid %d pinned to OS CPU %d, waiting at the gate", cpu, os.getpid(), target)
+    workload = get_workload(cfg.scenario)
+    hdr = m.header
+    gate_word = seg.offsets["header"] // 8 + 1
+    stop_word = m.locks.stop_word
+    while not words[gate_word]:
+        if words[stop_word]:
+            return
+        time.sleep(0.0002)
+    cpu_t0, ctx0 = proc.cpu_times(), proc.num_ctx_switches()
+    t0 = time.perf_counter_ns()
+    words[f["state"]] = CPU_STATE["work"]
+    try:
+        workload.run_cpu(m, cfg, state, cpu, lambda: words[stop_word] > 0)
+    except Stopped:
+        log.info("cpu%d: aborted while waiting for a lock", cpu)
+    finally:
+        words[f["t_total_ns"]] = time.perf_counter_ns() - t0
+        cpu_t1, ctx1 = proc.cpu_times(), proc.num_ctx_switches()
+        words[f["utime_us"]] = int((cpu_t1.user - cpu_t0.user) * 1e6)
+        words[f["stime_us"]] = int((cpu_t1.system - cpu_t0.system) * 1e6)
+        words[f["vctx"]] = ctx1.voluntary - ctx0.voluntary
+        words[f["ivctx"]] = ctx1.involuntary - ctx0.involuntary
+        words[f["state"]] = CPU_STATE["done"]
+        words[f["done"]] = 1
+    del hdr
+    log.info("cpu%d: stopped after %.2f s", cpu, words[f["t_total_ns"]] / 1e9)

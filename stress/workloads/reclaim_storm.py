@@ -1,0 +1,42 @@
+"""reclaim-storm: the seed's picture.
+
+A fork family (a parent with P pages and N children that each COW a fraction F of them) is
+built once; then every CPU runs reclaim over its share of the family's pages, round-robin
+(``shrink_page``).  In 2.6.33 every page of the family points at the family's one anon_vma,
+so every CPU's every walk takes the same lock and scans about N/2 entries; in 2.6.34 a
+COWed page lives in its child's own anon_vma and the walk takes that lock and visits one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from shared_model.build import build_family, family_capacities
+from shared_model.layout import Capacities
+from shared_model.model import Model
+
+from ..config import RunConfig
+from .common import shrink_page
+
+
+def capacities(cfg: RunConfig) -> Capacities:
+    return family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cfg.cpus)
+
+
+def setup(m: Model, cfg: RunConfig) -> np.ndarray:
+    """Build the family; the LRU is every page of it, in fault order."""
+    build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
+    return np.flatnonzero(m.page_mapping >= 0).astype(np.int64)
+
+
+def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
+    mine = lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru
+    pages = mine.tolist()
+    n, i = len(pages), 0
+    while not stopping():
+        shrink_page(m, pages[i])
+        i += 1
+        if i == n:
+            i = 0
