@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from shared_model.build import build_family, family_capacities
-from shared_model.layout import Capacities
+from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.model import Model
 
 from ..config import RunConfig
@@ -26,9 +26,14 @@ def capacities(cfg: RunConfig) -> Capacities:
 
 
 def setup(m: Model, cfg: RunConfig) -> np.ndarray:
-    """Build the family; the LRU is every page of it, in fault order."""
+    """Build the family and let it go idle (every young bit clear: the first scan of a page
+    finds it cold).  The LRU is every page of the family in an order shuffled by the seed,
+    so that any stretch of a run samples the whole family, as a long-running LRU does."""
     build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
-    return np.flatnonzero(m.page_mapping >= 0).astype(np.int64)
+    m.pte_flags[:] &= ~PTE_YOUNG
+    lru = np.flatnonzero(m.page_mapping >= 0).astype(np.int64)
+    np.random.default_rng(cfg.seed).shuffle(lru)
+    return lru
 
 
 def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
