@@ -1,0 +1,79 @@
+"""The command line: exit statuses, one-line errors, the results files' contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from shared_model.segment import leftover_segments
+
+
+def rmap(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stress", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args", [
+    ["scan", "--era", "9.9"],
+    ["scan", "--users", "0"],
+    ["scan", "--pages", "-5"],
+    ["scan", "--cow", "2"],
+    ["scan", "--users", "many"],
+    ["run", "--scenario", "nope"],
+    ["run", "--lock", "rcu"],
+    ["run", "--duration", "-1"],
+    ["run", "--cpus", "0", "--users", "1", "--pages", "1", "--duration", "0"],
+    ["scan", "--users", "100000000", "--pages", "100000"],
+    ["nosuchcommand"],
+])
+def test_bad_input_gives_one_line_and_exit_2(args: list[str]) -> None:
+    before = set(leftover_segments())
+    p = rmap(*args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("rmap-stress: error:")
+    assert "Traceback" not in p.stderr
+    assert set(leftover_segments()) == before
+
+
+def test_scan_json_contract(tmp_path) -> None:
+    out = tmp_path / "scan.json"
+    p = rmap("scan", "--era", "2.6.33", "--users", "10", "--pages", "5", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "rmap-stress/1"
+    assert set(doc) >= {"schema", "config", "model", "walks"}
+    # 5 parent pages found first, child i's 5 pages found at entry i + 1
+    assert doc["walks"]["count"] == 55
+    assert doc["walks"]["vmas_visited"] == 5 + 5 * sum(i + 1 for i in range(1, 11))
+    assert doc["walks"]["max_visited"] == 11
+    assert "average" in p.stdout
+
+
+def test_run_json_contract(tmp_path) -> None:
+    out = tmp_path / "run.json"
+    p = rmap("run", "--era", "2.6.34", "--users", "20", "--pages", "5", "--cpus", "2",
+             "--duration", "0.5", "--quiet", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "rmap-stress/1"
+    for key in ("era", "scenario", "users", "pages", "cow", "cpus", "duration", "lock", "seed"):
+        assert key in doc["config"]
+    for key in ("online_cpus", "python", "platform", "package_version"):
+        assert key in doc["machine"]
+    assert set(doc["model"]) >= {"mms", "vmas", "anon_vmas", "avcs", "pages"}
+    assert set(doc["walks"]) >= {"count", "vmas_visited", "avg_visited", "max_visited"}
+    for row in doc["locks"]:
+        assert set(row) >= {"class", "acquisitions", "contentions", "wait_ns", "hold_ns"}
+        for k in ("wait_ns", "hold_ns"):
+            assert set(row[k]) >= {"min", "max", "total", "avg", "p50", "p99"}
+    for c in doc["cpus"]:
+        assert set(c["share"]) == {"work", "walk", "lock_wait", "other"}
+        assert set(c["os"]) >= {"utime", "stime", "voluntary_ctx", "involuntary_ctx"}
+    assert set(doc["throughput"]) >= {"jobs_per_min", "pages_scanned_per_s"}
+    assert doc["invariants"]["checked"] is True and doc["invariants"]["violations"] == 0
+    assert "anon_vma" in p.stdout and "invariants: ok" in p.stdout
