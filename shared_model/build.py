@@ -84,6 +84,14 @@ def build_family(m: Model, users: int, pages: int, cow: float, seed: int = 0) ->
     """Parent maps and touches ``pages`` pages, forks ``users`` children; each child writes
     round(cow * pages) of its pages, chosen by ``seed``."""
     rng = np.random.default_rng(seed)
+    m.exclusive = True
+    try:
+        return _build(m, rng, users, pages, cow)
+    finally:
+        m.exclusive = False
+
+
+def _build(m: Model, rng: np.random.Generator, users: int, pages: int, cow: float) -> Family:
     parent = mm_alloc(m)
     vma = do_mmap(m, parent, MAP_START, pages)
     do_anonymous_pages(m, parent, vma, np.arange(MAP_START, MAP_START + pages))

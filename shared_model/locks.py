@@ -62,6 +62,7 @@ LOCK_KINDS = ("spin", "mutex")
 CLASS = {name: i for i, name in enumerate(LOCK_CLASSES)}
 SITE = {name: i for i, name in enumerate(LOCK_SITES)}
 I64_MAX = np.iinfo(np.int64).max
+_NSITES = len(LOCK_SITES)
 
 _libc: ctypes.CDLL | None = None
 
@@ -266,11 +267,10 @@ class CpuLocks:
 
     def acquire(self, w: int, cls: int, site: int) -> int:
         """Take lock word ``w``; returns the acquire time (ns) to hand to ``release``."""
-        addr = self.base + 8 * w
         t0 = self.clock()
-        rc = self._trylocks[cls](addr)
+        rc = self._trylocks[cls](self.base + 8 * w)
         if rc:
-            t0 = self._contended(w, addr, cls, site, t0, rc)
+            t0 = self._contended(w, self.base + 8 * w, cls, site, t0, rc)
         self.words[w + 7] = self.owner_tag
         return t0
 
@@ -297,7 +297,7 @@ class CpuLocks:
         self.wait_ns += wait
         words[f["t_wait_ns"]] += wait
         if self.instrument:
-            b = self.ls_base + (cls * len(LOCK_SITES) + site) * LS_FIELDS
+            b = self.ls_base + (cls * _NSITES + site) * LS_FIELDS
             words[b + LS_CONT] += 1
             words[b + LS_WAIT_TOTAL] += wait
             if wait > words[b + LS_WAIT_MAX]:
@@ -314,13 +314,14 @@ class CpuLocks:
         words[w + 7] = 0
         self._unlocks[cls](self.base + 8 * w)
         if self.instrument:
-            b = self.ls_base + (cls * len(LOCK_SITES) + site) * LS_FIELDS
+            b = self.ls_base + (cls * _NSITES + site) * LS_FIELDS
             words[b] += 1  # LS_ACQ
             words[b + LS_HOLD_TOTAL] += hold
             if hold > words[b + LS_HOLD_MAX]:
                 words[b + LS_HOLD_MAX] = hold
             if hold < words[b + LS_HOLD_MIN]:
                 words[b + LS_HOLD_MIN] = hold
-            words[b + LS_HOLD_HIST + hist_bucket(hold)] += 1
+            bl = hold.bit_length()  # hist_bucket(hold), inlined: this is the hot path
+            words[b + LS_HOLD_HIST + ((bl << 2) | ((hold >> (bl - 3)) & 3) if bl > 3 else hold)] += 1
         return hold
 

@@ -74,32 +74,28 @@ def do_mmap(m: Model, mm: int, start: int, npages: int) -> int:
 def page_counts_add(m: Model, pages: np.ndarray, dmap: int, dswap: int, site: str) -> np.ndarray:
     """Add dmap to the mapcount and dswap to the swap count of each (distinct) page; returns
     the pages whose counts both reached zero (the caller frees them: it owned the last
-    reference).  Takes and releases each page's mapcount stripe lock (atomic_t)."""
-    if len(pages) == 1:
-        p = int(pages[0])
-        tok = m.mapcount_lock(p, site)
-        mc = int(m.page_mapcount[p]) + dmap
-        sc = int(m.page_swapcount[p]) + dswap
-        m.page_mapcount[p] = mc
-        m.page_swapcount[p] = sc
-        m.mapcount_unlock(tok)
-        return pages if mc == 0 and sc == 0 else pages[:0]
-    stripes = pages % MAPCOUNT_STRIPES
-    order = np.argsort(stripes, kind="stable")
-    ps, st = pages[order], stripes[order]
-    cuts = np.flatnonzero(np.diff(st)) + 1
-    gone = []
-    for group in np.split(ps, cuts):
-        tok = m.mapcount_lock(int(group[0]), site)
+    reference).
+
+    Takes the pages' mapcount stripe locks (atomic_t), all of them in ascending order and
+    released together, so a batch is one locked section; skips them while the model is
+    ``exclusive`` (being built by one process before any CPU starts)."""
+    if m.exclusive:
+        toks = []
+    elif len(pages) == 1:
+        toks = [m.mapcount_lock(int(pages[0]), site)]
+    else:
+        stripes = np.unique(pages % MAPCOUNT_STRIPES).tolist()
+        toks = [m.mapcount_lock(s, site) for s in stripes]
+    try:
         if dmap:
-            m.page_mapcount[group] += dmap
+            m.page_mapcount[pages] += dmap
         if dswap:
-            m.page_swapcount[group] += dswap
-        dead = (m.page_mapcount[group] == 0) & (m.page_swapcount[group] == 0)
-        m.mapcount_unlock(tok)
-        if dead.any():
-            gone.append(group[dead])
-    return np.concatenate(gone) if gone else pages[:0]
+            m.page_swapcount[pages] += dswap
+        dead = (m.page_mapcount[pages] == 0) & (m.page_swapcount[pages] == 0)
+    finally:
+        for tok in reversed(toks):
+            m.mapcount_unlock(tok)
+    return pages[dead]
 
 
 def free_pages(m: Model, pages: np.ndarray) -> None:
