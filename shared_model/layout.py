@@ -18,7 +18,7 @@ Segment map, in order, each array 64-byte aligned::
     page[]        struct page
     pte[]         page tables: mm i owns pte[i * ptrs_per_mm : (i + 1) * ptrs_per_mm]
     free_<kind>[] free stack of each allocatable kind
-    cpu[]         per-CPU published state, one 256-byte slot each (will-it-scale)
+    cpu[]         per-CPU published state, one 512-byte slot each (will-it-scale: >= 256 apart)
     lockstat[]    per-CPU lock statistics [cpu, class, site, field]
     walkhist[]    per-CPU walk-length histogram [cpu, bucket]
 
@@ -166,7 +166,7 @@ PAGE_DTYPE = np.dtype(
 
 PTE_DTYPE = np.dtype([("page", "<i4"), ("flags", "<i4")])
 
-# Per-CPU published state: one 256-byte slot each, written only by its CPU.
+# Per-CPU published state: one slot each, written only by its CPU.
 CPU_FIELDS = (
     "pid",
     "state",  # a CPU_STATE value
@@ -196,9 +196,14 @@ CPU_FIELDS = (
     "ivctx",
     "done",
     "owner_died",
+    "frames_in",  # pages that became resident (mapcount 0 -> 1) on this CPU
+    "frames_out",  # pages that stopped being resident (mapcount 1 -> 0): freed or swapped
+    "swapins",
+    "direct_reclaims",
 )
-CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{256 - 8 * len(CPU_FIELDS)}")])
-assert CPU_DTYPE.itemsize == 256
+CPU_SLOT_BYTES = 512
+CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{CPU_SLOT_BYTES - 8 * len(CPU_FIELDS)}")])
+assert CPU_DTYPE.itemsize == CPU_SLOT_BYTES
 
 CPU_STATE = {"idle": 0, "work": 1, "walk": 2, "wait": 3, "fork": 4, "exit": 5, "fault": 6, "done": 7}
 

@@ -88,7 +88,10 @@ def page_counts_add(m: Model, pages: np.ndarray, dmap: int, dswap: int, site: st
         toks = [m.mapcount_lock(s, site) for s in stripes]
     try:
         if dmap:
+            was = m.page_mapcount[pages] > 0
             m.page_mapcount[pages] += dmap
+            now = m.page_mapcount[pages] > 0
+            _count_frames(m, int(np.count_nonzero(now & ~was)), int(np.count_nonzero(was & ~now)))
         if dswap:
             m.page_swapcount[pages] += dswap
         dead = (m.page_mapcount[pages] == 0) & (m.page_swapcount[pages] == 0)
@@ -96,6 +99,22 @@ def page_counts_add(m: Model, pages: np.ndarray, dmap: int, dswap: int, site: st
         for tok in reversed(toks):
             m.mapcount_unlock(tok)
     return pages[dead]
+
+
+def _count_frames(m: Model, came: int, went: int) -> None:
+    """A page is resident (holds a frame) while its mapcount is above zero; count the
+    transitions in this CPU's slot so that resident pages = sum(in) - sum(out)."""
+    words, f = m.locks.words, m.locks.f
+    if came:
+        words[f["frames_in"]] += came
+    if went:
+        words[f["frames_out"]] += went
+
+
+def resident_pages(m: Model) -> int:
+    """Pages holding a frame now, from every CPU's counters (no lock: a snapshot)."""
+    cpu = m.seg["cpu"]
+    return int(cpu["frames_in"].sum() - cpu["frames_out"].sum())
 
 
 def free_pages(m: Model, pages: np.ndarray) -> None:
@@ -124,6 +143,7 @@ def do_anonymous_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> int:
     m.page_index[pages] = v["vm_pgoff"] + (todo - mm * m.ptrs - v["vm_start"])
     m.page_mapcount[pages] = 1
     m.page_swapcount[pages] = 0
+    _count_frames(m, len(pages), 0)
     tok = m.lock_ptl(mm, "do_anonymous_page")
     m.pte_page[todo] = pages
     m.pte_flags[todo] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
@@ -162,6 +182,7 @@ def do_wp_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int
     m.page_index[used] = v["vm_pgoff"] + (cslots - mm * m.ptrs - v["vm_start"])
     m.page_mapcount[used] = 1
     m.page_swapcount[used] = 0
+    _count_frames(m, len(used), 0)
     m.pte_page[cslots] = used
     m.pte_flags[cslots] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
     gone = page_counts_add(m, cold, -1, 0, "do_wp_page") if len(cold) else cold
@@ -185,6 +206,7 @@ def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int]) -> int:
             page_counts_add(m, one, 1, -1, "do_swap_page")
             m.mm["rss"][slot // m.ptrs] += 1
             done += 1
+            m.locks.words[m.locks.f["swapins"]] += 1
         m.unlock_ptl(tok)
     return done
 
@@ -273,3 +295,21 @@ def exit_mmap(m: Model, mm: int) -> None:
     m.mm["vma_head"][mm] = -1
     m.mm["nr_vmas"][mm] = 0
     m.free("mm", mm)
+
+
+def touch_pages(m: Model, mm: int, vpns: np.ndarray) -> tuple[int, int]:
+    """The owner of mm reads its pages at ``vpns``: a present PTE becomes young (the MMU's
+    accessed bit, set here under the ptl so it cannot race a walker's test-and-clear), a
+    swapped one faults back in (do_swap_page).  Returns (touched, swapped in)."""
+    slots = mm * m.ptrs + np.asarray(vpns, dtype=np.int64)
+    tok = m.lock_ptl(mm, "do_anonymous_page")
+    flags = m.pte_flags[slots]
+    present = slots[(flags & PTE_PRESENT) != 0]
+    m.pte_flags[present] |= PTE_YOUNG
+    swapped = slots[(flags & PTE_SWAP) != 0]
+    pages = m.pte_page[swapped]
+    m.unlock_ptl(tok)
+    done = 0
+    for page, slot in zip(pages.tolist(), swapped.tolist()):
+        done += do_swap_page(m, page, [slot])
+    return len(present), done

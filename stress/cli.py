@@ -58,8 +58,9 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
                         f"into another mm); 0 turns it off (default {DEFAULT_ENTRY_COST_NS})")
     p.add_argument("--work-us", type=int, default=200, metavar="US",
                    help="forking-server: user work per job in microseconds (default 200)")
-    p.add_argument("--reclaim-batch", type=int, default=8, metavar="N",
-                   help="forking-server: pages of direct reclaim after each job (default 8)")
+    p.add_argument("--ram-pages", type=int, default=0, metavar="N",
+                   help="forking-server: page frames of the machine; below a low watermark a "
+                        "faulting CPU does direct reclaim (default: 3/4 of the family's pages)")
     p.add_argument("--force", action="store_true", help="allow more than 1024 CPU workers")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--log-level", default="WARNING",
@@ -99,7 +100,7 @@ def build_parser() -> Parser:
 
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
-                                          "lock", "seed", "entry_cost_ns", "work_us", "reclaim_batch",
+                                          "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
                                           "force") if hasattr(a, k)}
     fields.update(over)
     return RunConfig(**fields)

@@ -33,7 +33,7 @@ class RunConfig:
     seed: int = 0
     entry_cost_ns: int = DEFAULT_ENTRY_COST_NS
     work_us: int = 200  # forking-server: user work per job
-    reclaim_batch: int = 8  # forking-server: pages of direct reclaim per job
+    ram_pages: int = 0  # forking-server: page frames; 0 = 3/4 of what the family holds
     force: bool = False
 
     def resolved(self) -> "RunConfig":
@@ -69,8 +69,10 @@ class RunConfig:
             raise ConfigError(f"--duration must be positive seconds, not {self.duration}")
         if self.entry_cost_ns < 0:
             raise ConfigError(f"--entry-cost-ns must be >= 0, not {self.entry_cost_ns}")
-        if self.work_us < 0 or self.reclaim_batch < 0:
-            raise ConfigError("--work-us and --reclaim-batch must be >= 0")
+        if self.work_us < 0:
+            raise ConfigError(f"--work-us must be >= 0, not {self.work_us}")
+        if self.ram_pages < 0:
+            raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), not {self.ram_pages}")
 
 
 def online_cpus() -> int:

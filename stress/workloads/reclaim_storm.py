@@ -41,7 +41,7 @@ def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Calla
     pages = mine.tolist()
     n, i = len(pages), 0
     while not stopping():
-        shrink_page(m, pages[i])
+        shrink_page(m, pages[i], refault=True)
         i += 1
         if i == n:
             i = 0

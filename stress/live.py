@@ -1,0 +1,242 @@
+"""A live per-CPU view of a stress run, for a terminal: what each CPU is doing, and the
+locks they pile up on.
+
+It reads only what comes with each runner ``Tick``: the parent's copy of the per-CPU
+slots and, when the tick carries them, ``now_ns``, ``owners`` (a copy of each waited
+lock's owner word) and ``lock_names`` (a ``lock_namer``).  It never takes a lock and never
+touches the segment, so watching cannot change what it watches.
+
+A copy of the slots is not atomic: a CPU can be caught between writing ``state`` and
+``wait_lock``::
+
+    CPU 3 (in CpuLocks._contended)      parent (np.array(cpu_arr))
+    wait_lock = w                       copies slot 3: state = work, wait_lock = w
+    state_since_ns = t0
+    state = wait                        ... the next tick sees state = wait
+
+so every field is read defensively: a lock is named only from a slot whose ``state``
+agrees (wait with ``wait_lock`` >= 0, walk with ``hold_lock`` >= 0), and a time in the
+future of "now" (the slot was copied after "now" was read) counts as 0.
+
+Times: workers stamp ``state_since_ns`` with ``time.perf_counter_ns()``, CLOCK_MONOTONIC,
+one clock for every process on the machine; "now" is the tick's ``now_ns`` when the
+runner provides it (read when the slots were copied), else our own perf_counter_ns().
+
+Drawing is plain ANSI: move the cursor up over the previous frame (``ESC [ n F``), clear
+and rewrite each line (``ESC [ 2 K``), clear what is left below (``ESC [ J``).  Lines are
+cut to the terminal's width, since a wrapped line would throw the cursor arithmetic off,
+and CPUs beyond the terminal's height are folded into one summary line.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import numpy as np
+
+from shared_model.layout import ALLOC_KINDS, ANON_VMA_DTYPE, CPU_STATE, MAPCOUNT_STRIPES, MM_DTYPE
+
+STATE_NAME = {v: k for k, v in CPU_STATE.items()}
+WAIT, WALK = CPU_STATE["wait"], CPU_STATE["walk"]
+# Words of one lock record (LOCK_DTYPE: 56 raw bytes, then the owner word).
+LOCK_WORDS = 8
+OWNER_WORD = 7
+
+LockNamer = Callable[[int], str]
+
+
+def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
+    """Decode a lock's word index in the segment (as published in ``wait_lock`` and
+    ``hold_lock``) into a name: ``anon_vma#N``, ``ptl(mm N)``, ``slab(KIND)``,
+    ``mapcount#S``; ``lock@W`` for a word that is none of them.
+
+    ``offsets`` is ``seg.offsets``, ``caps`` the segment's Capacities (``anon_vmas``,
+    ``mms``).  The arithmetic is Model's: lock 0's word plus index * record words."""
+    av_lock = ANON_VMA_DTYPE.fields["lock"][1]  # type: ignore[index]
+    mm_ptl = MM_DTYPE.fields["ptl"][1]  # type: ignore[index]
+    tables = [
+        ("anon_vma", (offsets["anon_vma"] + av_lock) // 8,
+         ANON_VMA_DTYPE.itemsize // 8, int(caps.anon_vmas), lambda i: f"anon_vma#{i}"),
+        ("ptl", (offsets["mm"] + mm_ptl) // 8,
+         MM_DTYPE.itemsize // 8, int(caps.mms), lambda i: f"ptl(mm {i})"),
+        ("slab", offsets["slab"] // 8, LOCK_WORDS, len(ALLOC_KINDS),
+         lambda i: f"slab({ALLOC_KINDS[i]})"),
+        ("mapcount", offsets["mapcount_lock"] // 8, LOCK_WORDS, MAPCOUNT_STRIPES,
+         lambda i: f"mapcount#{i}"),
+    ]
+
+    def name(w: int) -> str:
+        for _, w0, stride, count, fmt in tables:
+            i, r = divmod(w - w0, stride)
+            if r == 0 and 0 <= i < count:
+                return fmt(i)
+        return f"lock@{w}"
+
+    return name
+
+
+def _ms(ns: int) -> str:
+    ms = max(ns, 0) / 1e6
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 10_000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.0f} s"
+
+
+class LiveView:
+    """Draws one frame per ``update`` (at most every ``interval_s``) on ``stream``.
+
+    ``render`` is pure: the same tick, names and now give the same lines."""
+
+    def __init__(self, stream: TextIO | None = None, lock_names: LockNamer | None = None,
+                 label: str = "", interval_s: float = 0.25, max_locks: int = 5,
+                 size: tuple[int, int] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.lock_names = lock_names
+        self.label = label
+        self.interval_s = interval_s
+        self.max_locks = max_locks
+        self.size = size  # (columns, lines); None: ask the terminal at each frame
+        self._drawn = 0
+        self._last = -float("inf")
+
+    # ------------------------------------------------------------------ pure part
+
+    def name(self, w: int) -> str:
+        return self.lock_names(w) if self.lock_names else f"lock@{w}"
+
+    def _adopt(self, tick: Any) -> None:
+        """Take the tick's lock namer (the runner's, built from the segment map) when we
+        were given none."""
+        if self.lock_names is None:
+            self.lock_names = getattr(tick, "lock_names", None)
+
+    def render(self, tick: Any, now_ns: int | None = None, max_cpu_lines: int | None = None) -> list[str]:
+        """The frame for ``tick``: a header, the hottest locks, one line per CPU.
+
+        ``now_ns`` defaults to the tick's ``now_ns``, else perf_counter_ns().  With
+        ``max_cpu_lines``, CPUs past it are summed up in one line."""
+        self._adopt(tick)
+        cpu = tick.cpu
+        if now_ns is None:
+            now_ns = getattr(tick, "now_ns", None) or time.perf_counter_ns()
+        owners: dict[int, int] = getattr(tick, "owners", None) or {}
+        n = len(cpu)
+        state = cpu["state"].astype(np.int64)
+        since = cpu["state_since_ns"].astype(np.int64)
+        wait_lock = np.where(state == WAIT, cpu["wait_lock"], -1)
+        hold_lock = np.where(state == WALK, cpu["hold_lock"], -1)
+        # A walker that waits on a nested ptl still holds its rmap lock: hold_lock names it.
+        holds = cpu["hold_lock"]
+        age = np.maximum(now_ns - since, 0)
+
+        waiting = int((wait_lock >= 0).sum())
+        walks = int(cpu["walks"].sum())
+        avg = int(cpu["visited"].sum()) / walks if walks else 0.0
+        head = (f"{self.label + ': ' if self.label else ''}{tick.elapsed:5.1f}/{tick.duration:.0f} s  "
+                f"{waiting}/{n} CPUs waiting on a lock  walks {walks}  avg {avg:.1f} entries  "
+                f"pages scanned {int(cpu['pages_scanned'].sum())}")
+        lines = [head]
+
+        waiters: dict[int, list[int]] = collections.defaultdict(list)
+        for waiter in np.flatnonzero(wait_lock >= 0):
+            waiters[int(wait_lock[waiter])].append(int(waiter))
+        hot = sorted(waiters.items(), key=lambda kv: (-len(kv[1]), -max(age[c] for c in kv[1]), kv[0]))
+        for w, ws in hot[: self.max_locks]:
+            lines.append("  " + self._lock_line(w, ws, cpu, holds, hold_lock, age, owners))
+        if len(hot) > self.max_locks:
+            rest = hot[self.max_locks:]
+            lines.append(f"  ... {len(rest)} more locks, {sum(len(ws) for _, ws in rest)} waiters")
+
+        shown = n if max_cpu_lines is None else max(0, min(n, max_cpu_lines))
+        if shown < n:
+            shown = max(0, shown - 1)  # room for the summary line
+        for c in range(shown):
+            lines.append(self._cpu_line(c, cpu[c], int(wait_lock[c]), int(hold_lock[c]), int(age[c])))
+        if shown < n:
+            counts = collections.Counter(STATE_NAME.get(int(s), str(int(s))) for s in state[shown:])
+            lines.append(f"  ... cpu{shown}-cpu{n - 1}: "
+                         + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+        return lines
+
+    def _lock_line(self, w: int, ws: list[int], cpu: np.ndarray, holds: np.ndarray,
+                   hold_lock: np.ndarray, age: np.ndarray, owners: dict[int, int]) -> str:
+        longest = max(int(age[c]) for c in ws)
+        tail = f"{len(ws)} waiter{'s' if len(ws) != 1 else ''}, longest wait {_ms(longest)}"
+        walker = np.flatnonzero(hold_lock == w)
+        if len(walker):
+            h = int(walker[0])
+            return f"{self.name(w)} held by cpu{h} for {_ms(int(age[h]))}, {tail}"
+        holder = np.flatnonzero(holds == w)
+        if len(holder):  # holds it through a walk, itself waiting on a nested lock
+            h = int(holder[0])
+            return f"{self.name(w)} held by cpu{h} (itself waiting), {tail}"
+        tag = owners.get(w, 0)
+        if tag:
+            return f"{self.name(w)} held by cpu{tag % 4096 - 1} (pid {tag // 4096}), {tail}"
+        return f"{self.name(w)} held by ?, {tail}"
+
+    def _cpu_line(self, c: int, slot: Any, wait_lock: int, hold_lock: int, age: int) -> str:
+        # state_since_ns is stamped when a wait or a walk begins, not when a CPU goes back
+        # to work: only those two states get a duration.
+        st = int(slot["state"])
+        if wait_lock >= 0:
+            what = f"waiting on {self.name(wait_lock)} for {_ms(age)}"
+            if int(slot["hold_lock"]) >= 0:
+                what += f", holding {self.name(int(slot['hold_lock']))}"
+        elif hold_lock >= 0:
+            what = f"walking under {self.name(hold_lock)} for {_ms(age)}"
+        else:
+            what = STATE_NAME.get(st, f"state {st}")
+        walks = int(slot["walks"])
+        avg = int(slot["visited"]) / walks if walks else 0.0
+        return (f"cpu{c:<3} pid {int(slot['pid']):<7} {what:<48} walks {walks:<8} "
+                f"avg {avg:6.1f}  scanned {int(slot['pages_scanned'])}")
+
+    # ------------------------------------------------------------------ drawing
+
+    def _terminal_size(self) -> tuple[int, int]:
+        if self.size:
+            return self.size
+        try:
+            sz = os.get_terminal_size(self.stream.fileno())
+            return sz.columns, sz.lines
+        except (OSError, ValueError, AttributeError):
+            sz = shutil.get_terminal_size()
+            return sz.columns, sz.lines
+
+    def update(self, tick: Any, lock_names: LockNamer | None = None) -> None:
+        """Redraw for ``tick`` unless the last frame is younger than ``interval_s``."""
+        if lock_names is not None:
+            self.lock_names = lock_names
+        t = time.monotonic()
+        if t - self._last < self.interval_s:
+            return
+        self._last = t
+        cols, rows = self._terminal_size()
+        nlocks = min(self.max_locks + 1, len(np.unique(tick.cpu["wait_lock"][tick.cpu["state"] == WAIT])))
+        lines = self.render(tick, max_cpu_lines=max(1, rows - 2 - nlocks))
+        self.draw([ln[: max(cols - 1, 1)] for ln in lines])
+
+    def draw(self, lines: list[str]) -> None:
+        """Replace the previous frame with ``lines``."""
+        out = [f"\033[{self._drawn}F"] if self._drawn else []
+        out += [f"\033[2K{ln}\n" for ln in lines]
+        out.append("\033[J")
+        self.stream.write("".join(out))
+        self.stream.flush()
+        self._drawn = len(lines)
+
+    def close(self, clear: bool = False) -> None:
+        """End the view: leave the last frame on screen, or erase it (``clear``)."""
+        if clear and self._drawn:
+            self.stream.write(f"\033[{self._drawn}F\033[J")
+            self.stream.flush()
+        self._drawn = 0

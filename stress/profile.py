@@ -1,0 +1,271 @@
+"""Profile a stress run with py-spy, and read back where its CPUs spent their samples.
+
+``profile`` wraps ``py-spy record --subprocesses --idle`` around ``python -m stress run``:
+
+* ``--subprocesses`` follows the forked CPU workers (py-spy polls for new children, so
+  workers forked after the model is built are picked up);
+* ``--idle`` keeps samples of processes the OS reports as sleeping.  A CPU waiting on a
+  sleeping lock (the 3.0 era's mutex: a futex) is idle, and without ``--idle`` it would
+  vanish from the profile; a spinning waiter shows up either way.
+
+py-spy needs ptrace rights over the run.  Rather than guess from a failed recording (by
+then py-spy's stderr has been interleaved with the run's own output, which goes straight
+to the terminal so that progress and the live view keep working), ``check_attach`` first
+points ``py-spy dump`` at a sleeping child of ours and classifies what it says.
+
+py-spy does not pass on the exit status of the command it runs: ``profile`` returns
+py-spy's, and a run's own failure shows in its report.  Validate the run's arguments
+before profiling so that a typo is not reported as a successful profile.
+
+Reading a profile: ``summarize_raw`` parses py-spy's raw (collapsed) output, one line per
+distinct stack::
+
+    process 41:"python -m stress run ...";process 48:"python -m stress run ...";<frames> COUNT
+
+where each frame is ``function (file:line)``, outermost first, and the function is the
+qualified name on Python 3.11+ (``CpuLocks._contended``, ``SpinPrimitive.wait``).  It
+keeps the samples of CPU workers (stacks through ``worker_main``) and attributes each one
+to the outermost kernel entry point on its stack (``page_referenced_anon``,
+``try_to_unmap``, ``do_swap_page``, ...) and to what it was doing there: waiting for a lock
+(the contended path of ``CpuLocks.acquire``, named by the lock wrapper that called it,
+e.g. ``Model.anon_vma_lock``) or running the innermost project function.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+FORMATS = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
+
+# The contended path of CpuLocks.acquire: a sample with one of these on its stack is a
+# CPU waiting for a lock.  Both the current name and the kernel-like one proposed for it.
+LOCK_WAIT_FRAMES = ("CpuLocks._contended", "CpuLocks.lock_contended")
+LOCK_ACQUIRE_FRAME = "CpuLocks.acquire"
+# Frames of a CPU worker's stack (the parent's stacks never pass through it).
+CPU_FRAME = "worker_main"
+# Kernel entry points a sample is attributed to: the outermost of these on its stack.
+ENTRY_FRAMES = (
+    "page_referenced_anon", "page_referenced", "try_to_unmap", "do_swap_page",
+    "do_wp_pages", "do_anonymous_pages", "dup_mmap", "exit_mmap",
+    "anon_vma_prepare", "anon_vma_fork", "unlink_anon_vmas",
+)
+PROJECT_DIRS = ("shared_model/", "stress/")
+
+_PERMISSION = re.compile(r"permission denied|operation not permitted|ptrace|EPERM|elevated permissions",
+                         re.IGNORECASE)
+_PROCESS = re.compile(r'process \d+:"(?:[^"\\]|\\.)*"(?:;|$)')
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+PTRACE_HELP = ("py-spy cannot attach to the run (no ptrace permission): run as root, or "
+               "`sysctl kernel.yama.ptrace_scope=0`, or in a container start it with "
+               "`--cap-add SYS_PTRACE`")
+INSTALL_HELP = "py-spy not found: `pip install py-spy` (or `pip install 'rmap-stress[profile]'`)"
+
+
+class ProfileError(Exception):
+    """Profiling cannot start or failed; the message is one line saying what to do."""
+
+
+# ---------------------------------------------------------------------------- recording
+
+
+def find_pyspy() -> str:
+    """The py-spy executable: next to this interpreter (an unactivated venv), else on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("py-spy")
+    if found is None:
+        raise ProfileError(INSTALL_HELP)
+    return found
+
+
+def build_pyspy_command(run_argv: list[str], out: str, fmt: str, native: bool, rate: int,
+                        pyspy: str = "py-spy") -> list[str]:
+    """``py-spy record`` around ``python -m stress run RUN_ARGV`` (the arguments after
+    ``run``), writing ``fmt`` (flamegraph: SVG, speedscope: JSON, raw: collapsed stacks)
+    to ``out`` at ``rate`` samples per second per process."""
+    if fmt not in FORMATS:
+        raise ProfileError(f"unknown profile format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if rate <= 0:
+        raise ProfileError(f"sampling rate must be positive, not {rate}")
+    cmd = [pyspy, "record", "--subprocesses", "--idle"]
+    if native:
+        cmd.append("--native")
+    cmd += ["--rate", str(rate), "--format", fmt, "-o", out, "--",
+            sys.executable, "-m", "stress", "run", *run_argv]
+    return cmd
+
+
+def explain_failure(stderr: str) -> str:
+    """One line for what py-spy said when it could not attach."""
+    if _PERMISSION.search(stderr):
+        return PTRACE_HELP
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    # py-spy prints "Error: <what>" and then a Rust backtrace; the first line is the news.
+    first = next((ln for ln in lines if ln.startswith("Error:")), lines[0] if lines else "no message")
+    return f"py-spy cannot attach to the run: {first}"
+
+
+def check_attach(pyspy: str | None = None, timeout_s: float = 20.0) -> None:
+    """Raise ProfileError unless py-spy can attach to a process of ours: ``py-spy dump``
+    on a sleeping child (which has told us it is up, so py-spy finds an initialised
+    interpreter), with py-spy's stderr classified by ``explain_failure``."""
+    exe = pyspy or find_pyspy()
+    with subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None
+            child.stdout.readline()
+            try:
+                r = subprocess.run([exe, "dump", "--pid", str(child.pid)], check=False,
+                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                   timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                raise ProfileError(f"py-spy cannot attach to the run: `py-spy dump` hung for "
+                                   f"{timeout_s:g} s") from None
+            except OSError as e:
+                raise ProfileError(f"{INSTALL_HELP} ({e.strerror})") from None
+        finally:
+            child.kill()
+    if r.returncode:
+        raise ProfileError(explain_failure(r.stderr))
+
+
+def profile(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,
+            rate: int = 100) -> int:
+    """Record a profile of ``rmap-stress run RUN_ARGV`` into ``out``; returns py-spy's exit
+    status (0: the profile was written).  The run's output goes to our stdout and stderr.
+
+    Raises ProfileError (one line) when py-spy is missing, cannot attach, or wrote nothing."""
+    exe = find_pyspy()
+    cmd = build_pyspy_command(run_argv, out, fmt, native, rate, pyspy=exe)
+    check_attach(exe)
+    try:
+        os.unlink(out)  # so that "wrote nothing" is visible below
+    except FileNotFoundError:
+        pass
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL) as p:
+        try:
+            rc = p.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached py-spy and the run too: py-spy stops sampling and still writes
+            # the profile; let it finish rather than leave it half-written.
+            p.wait()
+            raise
+    if rc or not os.path.exists(out):
+        raise ProfileError(f"py-spy record failed (exit status {rc}); its message is above")
+    return rc
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _frame_name(frame: str) -> tuple[str, str]:
+    m = _FRAME.match(frame)
+    return (m.group("func"), m.group("file")) if m else (frame, "")
+
+
+def _matches(func: str, name: str) -> bool:
+    """``func`` (a qualified name, ``CpuLocks._contended``) is ``name`` or ends in it
+    (``_contended``)."""
+    return func == name or func.endswith("." + name)
+
+
+def read_raw(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[tuple[str, str]], int]]:
+    """Stacks of a py-spy raw file: (process nesting depth, [(function, file)] outermost
+    first, sample count)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.rstrip("\n")
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            depth = 0
+            while m := _PROCESS.match(stack):
+                stack = stack[m.end():]
+                depth += 1
+            frames = [_frame_name(f) for f in stack.split(";")] if stack else []
+            yield depth, frames, int(count)
+
+
+def classify(frames: list[tuple[str, str]]) -> tuple[str, str, bool]:
+    """(entry point, what, lock wait?) for one CPU stack: the outermost ENTRY_FRAMES frame
+    ("-" when none), and either the lock wrapper that is waiting (``Model.anon_vma_lock``)
+    or the innermost project function (``_entry_cost``)."""
+    funcs = [f for f, _ in frames]
+    entry = next((f for f in funcs if any(_matches(f, e) for e in ENTRY_FRAMES)), "-")
+    wait_at = next((i for i, f in enumerate(funcs) if f in LOCK_WAIT_FRAMES), None)
+    if wait_at is not None:
+        acq = max((i for i in range(wait_at) if funcs[i] == LOCK_ACQUIRE_FRAME), default=None)
+        what = funcs[acq - 1] if acq else LOCK_ACQUIRE_FRAME
+        return entry, what, True
+    own = [f for f, file in frames if file.startswith(PROJECT_DIRS) or "/shared_model/" in file
+           or "/stress/" in file]
+    return entry, (own[-1] if own else funcs[-1] if funcs else "-"), False
+
+
+def summarize_raw(path: str | os.PathLike[str], frames: Iterable[str] = ("page_referenced_anon",),
+                  top: int = 10) -> dict[str, Any]:
+    """Where the CPU workers' samples went, from a py-spy raw file.
+
+    Shares are of the CPU samples (stacks through ``worker_main``; the parent mostly sleeps
+    and is left out).  Returns::
+
+        samples        every sample in the file
+        cpu_samples    samples of CPU workers
+        lock_wait      share of CPU samples waiting for a lock (any lock, any caller)
+        lock_wait_in   {entry point: share of CPU samples waiting for a lock under it}
+        contains       {name: share of CPU samples with a frame of that function name}
+                       for each of ``frames`` (a name matches Class.name too)
+        hottest        up to ``top`` {"entry", "what", "lock_wait", "share"}, largest first:
+                       the CPU samples grouped by classify()
+    """
+    names = list(frames)
+    total = cpu = wait = 0
+    wait_in: collections.Counter[str] = collections.Counter()
+    contains: collections.Counter[str] = collections.Counter()
+    groups: collections.Counter[tuple[str, str, bool]] = collections.Counter()
+    for _, stack, n in read_raw(path):
+        total += n
+        funcs = [f for f, _ in stack]
+        if not any(_matches(f, CPU_FRAME) for f in funcs):
+            continue
+        cpu += n
+        for name in names:
+            if any(_matches(f, name) for f in funcs):
+                contains[name] += n
+        key = classify(stack)
+        groups[key] += n
+        if key[2]:
+            wait += n
+            wait_in[key[0]] += n
+    share = (lambda k: k / cpu) if cpu else (lambda k: 0.0)
+    return {
+        "samples": total,
+        "cpu_samples": cpu,
+        "lock_wait": share(wait),
+        "lock_wait_in": {e: share(k) for e, k in wait_in.most_common()},
+        "contains": {name: share(contains[name]) for name in names},
+        "hottest": [{"entry": e, "what": w, "lock_wait": lw, "share": share(k)}
+                    for (e, w, lw), k in groups.most_common(top)],
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """A few lines for a terminal: the hottest places and the lock-wait share."""
+    head = (f"{s['cpu_samples']} CPU samples of {s['samples']}; waiting for a lock: "
+            f"{100 * s['lock_wait']:.0f}%")
+    lines = [head]
+    for h in s["hottest"]:
+        what = f"{h['what']} (lock wait)" if h["lock_wait"] else h["what"]
+        lines.append(f"  {100 * h['share']:5.1f}%  {h['entry']} > {what}")
+    return "\n".join(lines)
