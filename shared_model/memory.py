@@ -231,7 +231,7 @@ def copy_page_range(m: Model, child: int, parent: int, vma: int) -> None:
         page_counts_add(m, pages[present], 1, 0, "dup_mmap")
     if swap.any():
         page_counts_add(m, pages[swap], 0, 1, "dup_mmap")
-    m.mm["rss"][child] = int(present.sum())
+    m.mm["rss"][child] += int(present.sum())
     m.unlock_ptl(t_src)
     m.unlock_ptl(t_dst)
 
@@ -313,3 +313,24 @@ def touch_pages(m: Model, mm: int, vpns: np.ndarray) -> tuple[int, int]:
     for page, slot in zip(pages.tolist(), swapped.tolist()):
         done += do_swap_page(m, page, [slot])
     return len(present), done
+
+
+def do_munmap(m: Model, mm: int, vma: int) -> None:
+    """Unmap a whole VMA of mm: zap its pages, unlink it from the reverse map (freeing
+    anon_vmas that become unused), take it off the mm's list and free it."""
+    zap_page_range(m, mm, vma)
+    unlink_anon_vmas(m, vma)
+    rec = m.vma
+    prev, v = -1, int(m.mm["vma_head"][mm])
+    while v >= 0 and v != vma:
+        prev, v = v, int(rec["vm_next"][v])
+    if v != vma:
+        raise ValueError(f"vma {vma} is not on mm {mm}'s list")
+    nxt = int(rec["vm_next"][vma])
+    if prev < 0:
+        m.mm["vma_head"][mm] = nxt
+    else:
+        rec["vm_next"][prev] = nxt
+    m.mm["nr_vmas"][mm] -= 1
+    rec["in_use"][vma] = 0
+    m.free("vma", vma)

@@ -95,6 +95,35 @@ def build_parser() -> Parser:
                                    "model in shared memory and take its real locks.")
     _model_options(r, users=1000, pages=100)
     _run_options(r, duration=10.0)
+    rp = sub.add_parser("ramp", help="AIM7-style ramp of users per era: the crossover curve",
+                        description="For each era and user count, a forking-server run on the same "
+                                    "RAM; prints reaim's table, each era's crossover and the ratio.")
+    rp.add_argument("--era", action="append", metavar="ERA", dest="eras",
+                    help=f"an era to ramp (repeatable; default 2.6.33 and 2.6.34); one of {', '.join(ERAS)}")
+    rp.add_argument("--start-users", type=int, default=100, metavar="A", help="first user count (default 100)")
+    rp.add_argument("--end-users", type=int, default=3200, metavar="B", help="last user count (default 3200)")
+    g = rp.add_mutually_exclusive_group()
+    g.add_argument("--increment", type=int, metavar="K", help="add K users per step")
+    g.add_argument("--factor", type=float, metavar="X", help="multiply users by X per step (default 2)")
+    rp.add_argument("--duration", type=float, default=5.0, metavar="SECONDS", help="seconds per run (default 5)")
+    rp.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
+    rp.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per point (default 1)")
+    rp.add_argument("--crossover", action="store_true", help="stop an era's ramp once past its crossover")
+    rp.add_argument("--threshold", type=float, default=1.0, metavar="J",
+                    help="crossover: jobs/min per user below this (default 1.0, as reaim)")
+    rp.add_argument("--pages", type=int, default=20, metavar="P", help="pages per user (default 20)")
+    rp.add_argument("--cow", type=float, default=1.0, metavar="F", help="fraction each user COWs and touches (default 1.0)")
+    rp.add_argument("--ram-pages", type=int, default=0, metavar="N",
+                    help="page frames for the whole ramp (default: the family at twice --start-users)")
+    rp.add_argument("--work-us", type=int, default=200, metavar="US", help="user work per job (default 200)")
+    rp.add_argument("--entry-cost-ns", type=int, default=DEFAULT_ENTRY_COST_NS, metavar="NS",
+                    help=f"modelled cost per walk entry (default {DEFAULT_ENTRY_COST_NS})")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--lock", default=None, metavar="KIND", help="override the eras' lock primitive")
+    rp.add_argument("--json", metavar="FILE", help="write the ramp document (schema rmap-stress-ramp/1)")
+    rp.add_argument("--csv", metavar="FILE", help="write one row per run")
+    rp.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -207,6 +236,35 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_ramp(a: argparse.Namespace) -> int:
+    from .ramp import ProgressBar, headline, ramp, ramp_table, user_counts, write_csv
+
+    users = user_counts(a.start_users, a.end_users, a.increment,
+                        a.factor if a.factor is not None or a.increment is not None else 2.0)
+    if a.plot and not a.plot.endswith((".png", ".svg")):
+        raise ConfigError(f"--plot {a.plot}: the file name must end in .png or .svg")
+    base = RunConfig(scenario="forking-server", pages=a.pages, cow=a.cow, cpus=a.cpus, duration=a.duration,
+                     lock=a.lock, seed=a.seed, entry_cost_ns=a.entry_cost_ns, work_us=a.work_us,
+                     ram_pages=a.ram_pages)
+    _setup_logging("WARNING", None)
+    doc = ramp(a.eras or ["2.6.33", "2.6.34"], users, base, repeat=a.repeat,
+               stop_at_crossover=a.crossover, threshold=a.threshold,
+               progress=None if a.quiet else ProgressBar())
+    print(ramp_table(doc))
+    print()
+    print(headline(doc))
+    if a.json:
+        write_json(a.json, doc)
+    if a.csv:
+        write_csv(a.csv, doc)
+    if a.plot:
+        from .plot import plot_results
+
+        plot_results(doc, a.plot)
+    bad = sum(p["invariant_violations"] for p in doc["points"])
+    return 1 if bad else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -214,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.command:
             parser.print_help()
             return 2
-        return {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo}[a.command](a)
+        return {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp}[a.command](a)
     except (UsageError, ConfigError, ModelTooLarge, ResultsError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -163,7 +163,7 @@ def instability(values: Sequence[float], fmt: Callable[[float], str]) -> list[st
 # -- figures ---------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class Figure:
+class Headline:
     """One headline figure: how to read it from a run, print it, and name a change."""
 
     title: str
@@ -183,23 +183,23 @@ def _anon_vma_p99_us(run: dict[str, Any]) -> float:
 
 
 RUN_FIGURES = (
-    Figure("pages scanned per second", lambda r: r["throughput"]["pages_scanned_per_s"],
+    Headline("pages scanned per second", lambda r: r["throughput"]["pages_scanned_per_s"],
            ",.0f", "faster", "slower", throughput=True),
-    Figure("jobs per minute", lambda r: r["throughput"]["jobs_per_min"],
+    Headline("jobs per minute", lambda r: r["throughput"]["jobs_per_min"],
            ",.0f", "faster", "slower", throughput=True),
-    Figure("average walk length (VMAs)", lambda r: r["walks"]["avg_visited"],
+    Headline("average walk length (VMAs)", lambda r: r["walks"]["avg_visited"],
            ",.1f", "longer", "shorter"),
-    Figure("CPU time waiting on anon_vma lock %", lambda r: 100 * r["anon_vma_wait_share"],
+    Headline("CPU time waiting on anon_vma lock %", lambda r: 100 * r["anon_vma_wait_share"],
            ".2f", "higher", "lower"),
-    Figure("CPU time walking %", lambda r: 100 * mean_shares(r)["walk"],
+    Headline("CPU time walking %", lambda r: 100 * mean_shares(r)["walk"],
            ".2f", "higher", "lower"),
-    Figure("anon_vma lock wait p99 (us)", _anon_vma_p99_us, ",.1f", "longer", "shorter"),
+    Headline("anon_vma lock wait p99 (us)", _anon_vma_p99_us, ",.1f", "longer", "shorter"),
 )
-JOBS_PER_MIN = Figure("jobs/min", lambda r: 0.0, ",.0f", "faster", "slower", throughput=True)
-USERS = Figure("users", lambda r: 0.0, ".0f", "more", "fewer")
+JOBS_PER_MIN = Headline("jobs/min", lambda r: 0.0, ",.0f", "faster", "slower", throughput=True)
+USERS = Headline("users", lambda r: 0.0, ".0f", "more", "fewer")
 
 
-def verdict(fig: Figure, a: Sequence[float], b: Sequence[float]) -> str:
+def verdict(fig: Headline, a: Sequence[float], b: Sequence[float]) -> str:
     """pyperf-style: "mean ± sd -> mean ± sd: 1.11x faster", or "... Not significant!".
 
     Without two values on each side there is no test: the ratio alone, marked so."""
@@ -212,7 +212,7 @@ def verdict(fig: Figure, a: Sequence[float], b: Sequence[float]) -> str:
     return text + f"{_change(fig, a, b)} (p={tt.p:.2g})"
 
 
-def _change(fig: Figure, a: Sequence[float], b: Sequence[float]) -> str:
+def _change(fig: Headline, a: Sequence[float], b: Sequence[float]) -> str:
     """"1.11x faster": the ratio, always >= 1, with the word for its direction."""
     ma, mb = _mean(a), _mean(b)
     if ma == mb:
@@ -222,7 +222,7 @@ def _change(fig: Figure, a: Sequence[float], b: Sequence[float]) -> str:
     return f"{mb / ma:.2f}x {fig.up}" if mb > ma else f"{ma / mb:.2f}x {fig.down}"
 
 
-def _cell(fig: Figure, xs: Sequence[float]) -> str:
+def _cell(fig: Headline, xs: Sequence[float]) -> str:
     if len(xs) > 1:
         return f"{fig.fmt(_mean(xs))} ± {fig.fmt(_stdev(xs))}"
     return fig.fmt(xs[0])
@@ -324,7 +324,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _columns_table(titles: Sequence[str], names: Sequence[str],
-                   cells: Sequence[Sequence[Sequence[float] | None]], figs: Sequence[Figure],
+                   cells: Sequence[Sequence[Sequence[float] | None]], figs: Sequence[Headline],
                    text: Callable[[int, int], str | None] | None = None) -> list[str]:
     """Rows are figures, columns are results; after each column but the first, its ratio
     to the first.  ``cells[row][col]`` is a sample (or None: not in that result)."""
@@ -344,7 +344,7 @@ def _columns_table(titles: Sequence[str], names: Sequence[str],
     return _table(head, rows)
 
 
-def _verdicts(ref: str, names: Sequence[str], titles: Sequence[str], figs: Sequence[Figure],
+def _verdicts(ref: str, names: Sequence[str], titles: Sequence[str], figs: Sequence[Headline],
               cells: Sequence[Sequence[Sequence[float] | None]]) -> list[str]:
     lines = [f"against {ref} (Welch's t-test, 95%):"]
     untested = False
@@ -360,7 +360,7 @@ def _verdicts(ref: str, names: Sequence[str], titles: Sequence[str], figs: Seque
     return lines
 
 
-def _warnings(names: Sequence[str], titles: Sequence[str], figs: Sequence[Figure],
+def _warnings(names: Sequence[str], titles: Sequence[str], figs: Sequence[Headline],
               cells: Sequence[Sequence[Sequence[float] | None]]) -> list[str]:
     lines = []
     for j, name in enumerate(names):
@@ -442,7 +442,7 @@ def _ramp_block(cols: Sequence[RampEra]) -> list[str]:
     names = [c.name for c in cols]
     users = sorted(set.intersection(*(set(c.samples) for c in cols)))
     titles = ["peak jobs/min", "  at users", "crossover users", "users at 90% system time"]
-    figs: list[Figure] = [JOBS_PER_MIN, USERS, USERS, USERS]
+    figs: list[Headline] = [JOBS_PER_MIN, USERS, USERS, USERS]
     peak = [c.samples[u] if (u := c.peak_users) is not None else None for c in cols]
     cells: list[list[list[float] | None]] = [
         peak,

@@ -1,0 +1,208 @@
+"""``ramp``: the AIM7 curve.  For each era and user count, one forking-server run (or several,
+``repeat``) on the same RAM; the reaim table, the crossover, and the headline.
+
+Crossover, as reaim defines it: the first user count at which jobs/min per user falls
+below ``threshold`` (default 1.0).  We also report where the simulated system time (walk +
+lock wait) first exceeds 90% of CPU time, the seed's ">99% system time" symptom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from .config import ConfigError, RunConfig
+from .results import machine_info
+from .runner import run
+
+SCHEMA_RAMP = "rmap-stress-ramp/1"
+
+
+def user_counts(start: int, end: int, increment: int | None, factor: float | None) -> list[int]:
+    if start <= 0:
+        raise ConfigError(f"--start-users must be a positive count, not {start}")
+    if end < start:
+        raise ConfigError(f"--end-users ({end}) is below --start-users ({start})")
+    if increment is not None and factor is not None:
+        raise ConfigError("give --increment or --factor, not both")
+    if factor is not None:
+        if not factor > 1.0:
+            raise ConfigError(f"--factor must be above 1, not {factor}")
+        out, u = [], float(start)
+        while round(u) <= end:
+            if not out or round(u) != out[-1]:
+                out.append(round(u))
+            u *= factor
+        return out
+    inc = increment if increment is not None else max(1, (end - start) // 4)
+    if inc <= 0:
+        raise ConfigError(f"--increment must be a positive count, not {inc}")
+    return list(range(start, end + 1, inc))
+
+
+def default_ram_pages(start_users: int, pages: int) -> int:
+    """The machine's frames for a whole ramp: enough for the family at twice the first user
+    count, so the first points run without reclaim and pressure grows with users."""
+    return max(64, 2 * pages * (start_users + 1))
+
+
+def point_of(res: dict[str, Any], era: str, users: int, repeat: int) -> dict[str, Any]:
+    cpus = res["cpus"]
+    n = max(len(cpus), 1)
+    walk = sum(c["share"]["walk"] for c in cpus) / n
+    wait = sum(c["share"]["lock_wait"] for c in cpus) / n
+    work = sum(c["share"]["work"] for c in cpus) / n
+    av = next((r for r in res["locks"] if r["class"] == "anon_vma"), None)
+    jpm = res["throughput"]["jobs_per_min"]
+    return {
+        "era": era, "users": users, "repeat": repeat,
+        "jobs_per_min": jpm, "jobs_per_min_per_user": jpm / users,
+        "system_share": walk + wait, "work_share": work, "walk_share": walk, "lock_wait_share": wait,
+        "pages_scanned_per_s": res["throughput"]["pages_scanned_per_s"],
+        "avg_walk": res["walks"]["avg_visited"],
+        "wait_hist": av["wait_hist"] if av else {},
+        "elapsed_s": res["elapsed_s"],
+        "invariant_violations": res["invariants"]["violations"],
+    }
+
+
+def summarize(points: list[dict[str, Any]], era: str, threshold: float) -> list[dict[str, Any]]:
+    """One row per user count of an era: means over repeats, std dev and JTI."""
+    rows = []
+    for users in sorted({p["users"] for p in points if p["era"] == era}):
+        ps = [p for p in points if p["era"] == era and p["users"] == users]
+        jpm = [p["jobs_per_min"] for p in ps]
+        mean = statistics.fmean(jpm)
+        sd = statistics.stdev(jpm) if len(jpm) > 1 else 0.0
+        rows.append({
+            "users": users, "jobs_per_min": mean, "jobs_per_min_per_user": mean / users,
+            "system_share": statistics.fmean(p["system_share"] for p in ps),
+            "work_share": statistics.fmean(p["work_share"] for p in ps),
+            "std_dev": sd, "std_dev_pct": 100 * sd / mean if mean else 0.0,
+            "jti": 100 * (1 - sd / mean) if mean else 0.0,
+            "below_threshold": mean / users < threshold,
+        })
+    return rows
+
+
+def crossover_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    cross = next((r["users"] for r in rows if r["below_threshold"]), None)
+    sys90 = next((r["users"] for r in rows if r["system_share"] > 0.9), None)
+    return {"users": cross, "system90_users": sys90,
+            "peak_jobs_per_min": max((r["jobs_per_min"] for r in rows), default=0.0)}
+
+
+def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
+         stop_at_crossover: bool = False, threshold: float = 1.0,
+         progress: Callable[[int, int, str, float], None] | None = None) -> dict[str, Any]:
+    """Run the ramp; returns the rmap-stress-ramp/1 document."""
+    if repeat <= 0:
+        raise ConfigError(f"--repeat must be a positive count, not {repeat}")
+    if not threshold > 0:
+        raise ConfigError(f"--threshold must be positive, not {threshold}")
+    for era in eras:
+        RunConfig(era=era).validate()
+    base.validate()
+    if not base.ram_pages:
+        base = dataclasses.replace(base, ram_pages=default_ram_pages(users[0], base.pages))
+    machine = machine_info()
+    total = len(eras) * len(users) * repeat
+    done = 0
+    t0 = time.monotonic()
+    points: list[dict[str, Any]] = []
+    for era in eras:
+        for u in users:
+            for r in range(repeat):
+                if progress:
+                    progress(done, total, f"{era} users {u} run {r + 1}/{repeat}", time.monotonic() - t0)
+                cfg = RunConfig(**{**base.__dict__, "era": era, "users": u, "scenario": "forking-server"})
+                points.append(point_of(run(cfg), era, u, r))
+                done += 1
+            if stop_at_crossover and summarize(points, era, threshold)[-1]["below_threshold"]:
+                done += (len(users) - users.index(u) - 1) * repeat
+                break
+    if progress:
+        progress(total, total, "done", time.monotonic() - t0)
+    resolved = base.resolved()
+    return {
+        "schema": SCHEMA_RAMP,
+        "config": {"eras": eras, "users": users, "start_users": users[0], "end_users": users[-1],
+                   "repeat": repeat, "threshold": threshold, "crossover_stop": stop_at_crossover,
+                   "duration": base.duration, "cpus": resolved.cpus, "pages": base.pages,
+                   "cow": base.cow, "ram_pages": base.ram_pages, "work_us": base.work_us,
+                   "entry_cost_ns": base.entry_cost_ns, "seed": base.seed},
+        "machine": machine,
+        "points": points,
+        "crossover": {era: crossover_of(summarize(points, era, threshold)) for era in eras},
+    }
+
+
+def ramp_table(doc: dict[str, Any]) -> str:
+    thr = doc["config"]["threshold"]
+    head = (f"{'era':<7} {'Num Forked':>10} {'Jobs/min':>10} {'Jobs/min/user':>13} {'System %':>9} "
+            f"{'Work %':>7} {'Std_dev':>8} {'Std_dev %':>9} {'JTI':>5}")
+    lines = [head, "-" * len(head)]
+    for era in doc["config"]["eras"]:
+        for r in summarize(doc["points"], era, thr):
+            mark = "  <- below threshold" if r["below_threshold"] else ""
+            lines.append(f"{era:<7} {r['users']:>10} {r['jobs_per_min']:>10.0f} "
+                         f"{r['jobs_per_min_per_user']:>13.2f} {100 * r['system_share']:>8.1f}% "
+                         f"{100 * r['work_share']:>6.1f}% {r['std_dev']:>8.1f} {r['std_dev_pct']:>8.1f}% "
+                         f"{r['jti']:>5.0f}{mark}")
+    return "\n".join(lines)
+
+
+def headline(doc: dict[str, Any]) -> str:
+    thr = doc["config"]["threshold"]
+    lines = []
+    cross = doc["crossover"]
+    for era, c in cross.items():
+        u = f"{c['users']} users" if c["users"] is not None else f"not reached by {doc['config']['end_users']} users"
+        s90 = c["system90_users"] if c["system90_users"] is not None else "-"
+        lines.append(f"{era}: crossover (jobs/min/user < {thr:g}) at {u}; system time > 90% from "
+                     f"{s90} users; peak {c['peak_jobs_per_min']:.0f} jobs/min")
+    eras = list(cross)
+    if len(eras) >= 2:
+        a, b = cross[eras[0]], cross[eras[-1]]
+        if a["users"] and b["users"]:
+            lines.append(f"crossover moved {b['users'] / a['users']:.2f}x ({eras[0]} -> {eras[-1]}); "
+                         f"the seed commit: 9.7k -> 29.7k users, 3.06x")
+        elif a["users"] and not b["users"]:
+            lines.append(f"crossover moved more than {doc['config']['end_users'] / a['users']:.2f}x "
+                         f"({eras[-1]} never crossed); the seed commit: 3.06x")
+        if a["peak_jobs_per_min"]:
+            lines.append(f"peak jobs/min ratio {b['peak_jobs_per_min'] / a['peak_jobs_per_min']:.2f}x")
+    return "\n".join(lines)
+
+
+def write_csv(path: str, doc: dict[str, Any]) -> None:
+    cols = ["era", "users", "repeat", "jobs_per_min", "jobs_per_min_per_user", "system_share",
+            "work_share", "walk_share", "lock_wait_share", "pages_scanned_per_s", "avg_walk", "elapsed_s"]
+    with open(path, "w") as fh:
+        fh.write(",".join(cols) + "\n")
+        for p in doc["points"]:
+            fh.write(",".join(str(p[c]) for c in cols) + "\n")
+
+
+class ProgressBar:
+    """points done / total with an ETA, redrawn in place on a terminal; silent otherwise."""
+
+    def __init__(self, stream: Any = sys.stderr, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+
+    def __call__(self, done: int, total: int, label: str, elapsed: float) -> None:
+        if not self.tty:
+            return
+        frac = done / total if total else 1.0
+        eta = elapsed / done * (total - done) if done else math.nan
+        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
+        eta_s = "?" if math.isnan(eta) else f"{int(eta) // 60}m{int(eta) % 60:02d}s"
+        end = "\n" if done == total else ""
+        self.stream.write(f"\r[{bar}] {done}/{total} {label}  elapsed {elapsed:.0f}s  ETA {eta_s}\033[K{end}")
+        self.stream.flush()
