@@ -61,6 +61,12 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
     p.add_argument("--ram-pages", type=int, default=0, metavar="N",
                    help="forking-server: page frames of the machine; below a low watermark a "
                         "faulting CPU does direct reclaim (default: 3/4 of the family's pages)")
+    p.add_argument("--stall-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="abort with each CPU's state when no CPU makes progress this long "
+                        "(a soft-lockup detector; 0 turns it off; default 10)")
+    p.add_argument("--inject", action="append", default=[], metavar="FAULT",
+                   help="fault injection: alloc-fail=P makes anon_vma and AVC allocations fail "
+                        "with probability P (fork and faults unwind as the kernel's ENOMEM paths)")
     p.add_argument("--force", action="store_true", help="allow more than 1024 CPU workers")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--log-level", default="WARNING",
@@ -127,7 +133,21 @@ def build_parser() -> Parser:
     return parser
 
 
+def _inject(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name != "alloc-fail" or not value:
+            raise ConfigError(f"--inject {item!r}: the fault known is alloc-fail=P")
+        try:
+            out["alloc_fail_p"] = float(value)
+        except ValueError:
+            raise ConfigError(f"--inject {item!r}: P must be a number in [0, 1]") from None
+    return out
+
+
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
+    over = {**_inject(getattr(a, "inject", [])), **over}
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
                                           "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
                                           "force") if hasattr(a, k)}
@@ -188,15 +208,32 @@ def cmd_run(a: argparse.Namespace) -> int:
     from . import report
     from .runner import run
 
+    from .runner import RunFailed, RunInterrupted
+
     cfg = _config(a)
     cfg.validate()
+    if a.stall_timeout < 0:
+        raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     _setup_logging(a.log_level, a.log_file)
-    res = run(cfg, on_tick=_progress(a.quiet, f"{cfg.era} {cfg.scenario}"))
+    try:
+        res = run(cfg, on_tick=_progress(a.quiet, f"{cfg.era} {cfg.scenario}"),
+                  stall_timeout=a.stall_timeout or None)
+        status = 1 if res["invariants"]["violations"] else 0
+    except RunInterrupted as e:
+        res, status = e.results, 128 + e.signum
+        _end_progress(a.quiet)
+        print(f"{PROG}: interrupted: partial results of {res['elapsed_s']:.1f} s follow", file=sys.stderr)
+    except RunFailed as e:
+        _end_progress(a.quiet)
+        print(f"{PROG}: run failed: {e}", file=sys.stderr)
+        if e.results is None:
+            return 1
+        res, status = e.results, 1
     _end_progress(a.quiet)
     print(report.run_report(res))
     if a.json:
         write_json(a.json, res)
-    return 1 if res["invariants"]["violations"] else 0
+    return status
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -279,12 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        signum = getattr(e, "signum", None)
+        if signum:  # RunInterrupted outside `run` (demo, ramp): nothing partial to print
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return 128 + int(signum)
+        print(f"{PROG}: run failed: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:  # RunFailed
-        print(f"{PROG}: run failed: {e}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

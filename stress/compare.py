@@ -39,7 +39,7 @@ from typing import Any
 from .report import mean_shares
 from .results import SCHEMA_RUN, ResultsError
 
-SCHEMA_RAMP = "rmap-stress-ramp/1"
+SCHEMA_RAMP = "rmap-stress-ramp/1"  # as stress.ramp writes it; importing that loads the runner
 ALPHA = 0.05  # two-sided, as pyperf's 95% confidence
 UNSTABLE_STDEV = 0.10  # pyperf: std dev >= 10% of the mean
 UNSTABLE_RANGE = 0.50  # pyperf: min or max >= 50% away from the mean
@@ -239,7 +239,7 @@ def _ratio(a: Sequence[float], b: Sequence[float]) -> str:
 
 # -- documents -------------------------------------------------------------------------
 
-def _is_demo(doc: Any) -> bool:
+def is_demo_doc(doc: Any) -> bool:
     """A ``demo --json`` file: {era: run document}, no schema of its own."""
     return (isinstance(doc, dict) and "schema" not in doc and bool(doc)
             and all(isinstance(v, dict) and v.get("schema") == SCHEMA_RUN for v in doc.values()))
@@ -254,7 +254,7 @@ def load_for_compare(path: str) -> dict[str, Any]:
         raise ResultsError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsError(f"{path}: not a results file ({e})") from None
-    if isinstance(doc, dict) and (doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP) or _is_demo(doc)):
+    if isinstance(doc, dict) and (doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP) or is_demo_doc(doc)):
         return doc
     got = doc.get("schema") if isinstance(doc, dict) else None
     raise ResultsError(f"{path}: schema {got!r}, expected {SCHEMA_RUN!r} or {SCHEMA_RAMP!r}")
@@ -263,7 +263,7 @@ def load_for_compare(path: str) -> dict[str, Any]:
 def _expand(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for label, doc in docs:
-        if _is_demo(doc):
+        if is_demo_doc(doc):
             out.extend((f"{label}:{era}", run) for era, run in doc.items())
         elif isinstance(doc, dict) and doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP):
             out.append((label, doc))
@@ -504,7 +504,7 @@ def compare(docs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     else:
         out = _compare_ramps(items)
     # Machines: per input file, so that a demo's two runs do not count twice.
-    machines = [(label, _machine_id(doc if not _is_demo(doc) else next(iter(doc.values()))))
+    machines = [(label, _machine_id(doc if not is_demo_doc(doc) else next(iter(doc.values()))))
                 for label, doc in docs]
     _section(out, _differences("machines", [lab for lab, _ in machines], [m for _, m in machines]))
     return "\n".join(line.rstrip() for line in out)

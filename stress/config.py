@@ -9,6 +9,8 @@ from shared_model.eras import ERAS
 from shared_model.locks import LOCK_KINDS
 
 SCENARIOS = ("reclaim-storm", "forking-server")
+# Accepted but not advertised: workloads that exist to test the tool's failure handling.
+TEST_SCENARIOS = ("abba-deadlock",)
 # A walk over N list entries costs the kernel a page-table walk in another mm per entry
 # (about 8 dependent cache misses on 2010 hardware: vma, list node, mm, pgd, pud, pmd, pte,
 # ptl) which a vectorised numpy gather does not pay.  See README, "Modelled cost".
@@ -34,6 +36,7 @@ class RunConfig:
     entry_cost_ns: int = DEFAULT_ENTRY_COST_NS
     work_us: int = 200  # forking-server: user work per job
     ram_pages: int = 0  # forking-server: page frames; 0 = 3/4 of what the family holds
+    alloc_fail_p: float = 0.0  # --inject alloc-fail=P: anon_vma/AVC allocations fail with P
     force: bool = False
 
     def resolved(self) -> "RunConfig":
@@ -49,7 +52,7 @@ class RunConfig:
     def validate(self) -> None:
         if self.era not in ERAS:
             raise ConfigError(f"unknown era {self.era!r} (choose from {', '.join(ERAS)})")
-        if self.scenario not in SCENARIOS:
+        if self.scenario not in SCENARIOS + TEST_SCENARIOS:
             raise ConfigError(f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
         if self.lock is not None and self.lock not in LOCK_KINDS:
             raise ConfigError(f"unknown lock {self.lock!r} (choose from {', '.join(LOCK_KINDS)})")
@@ -71,6 +74,8 @@ class RunConfig:
             raise ConfigError(f"--entry-cost-ns must be >= 0, not {self.entry_cost_ns}")
         if self.work_us < 0:
             raise ConfigError(f"--work-us must be >= 0, not {self.work_us}")
+        if not 0.0 <= self.alloc_fail_p <= 1.0:
+            raise ConfigError(f"alloc-fail probability must be in [0, 1], not {self.alloc_fail_p}")
         if self.ram_pages < 0:
             raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), not {self.ram_pages}")
 

@@ -83,6 +83,8 @@ def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
 
 def _ms(ns: int) -> str:
     ms = max(ns, 0) / 1e6
+    if ms < 1:
+        return f"{ms * 1000:.0f} us"
     if ms < 10:
         return f"{ms:.1f} ms"
     if ms < 10_000:
@@ -140,7 +142,7 @@ class LiveView:
         waiting = int((wait_lock >= 0).sum())
         walks = int(cpu["walks"].sum())
         avg = int(cpu["visited"].sum()) / walks if walks else 0.0
-        head = (f"{self.label + ': ' if self.label else ''}{tick.elapsed:5.1f}/{tick.duration:.0f} s  "
+        head = (f"{self.label + ': ' if self.label else ''}{tick.elapsed:5.1f}/{tick.duration:g} s  "
                 f"{waiting}/{n} CPUs waiting on a lock  walks {walks}  avg {avg:.1f} entries  "
                 f"pages scanned {int(cpu['pages_scanned'].sum())}")
         lines = [head]

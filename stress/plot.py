@@ -24,6 +24,7 @@ pyplot, so no global backend switch, no figure left open, nothing drawn to a scr
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -31,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from shared_model.layout import hist_bucket, hist_bucket_bounds
 
+from .compare import SCHEMA_RAMP, is_demo_doc
 from .results import SCHEMA_RUN, ResultsError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-SCHEMA_RAMP = "rmap-stress-ramp/1"
 FORMATS = {".png": "png", ".svg": "svg"}
 # Shares stacked bottom to top; the first two are the reverse map's "system" time.
 SHARES = (("lock_wait", "system: lock wait", "#d62728"), ("walk", "system: rmap walk", "#ff9896"),
@@ -80,8 +81,7 @@ def _kind(doc: Any) -> str:
             return "ramp"
         if doc.get("schema") == SCHEMA_RUN:
             return "run"
-        if ("schema" not in doc and doc and all(isinstance(v, dict) and v.get("schema") == SCHEMA_RUN
-                                                 for v in doc.values())):
+        if is_demo_doc(doc):
             return "demo"
     got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
     raise ResultsError(f"cannot plot schema {got!r}: expected {SCHEMA_RUN!r}, {SCHEMA_RAMP!r} "
@@ -163,6 +163,14 @@ def _colors(eras: Sequence[str]) -> dict[str, str]:
     return {e: palette[i % len(palette)] for i, e in enumerate(eras)}
 
 
+def _geometric(users: Sequence[int], factor: Any = None) -> bool:
+    """Whether the user counts grow by a factor (1, 2, 4, ...): drawn on a log2 axis then."""
+    if factor:
+        return True
+    us = sorted(u for u in users if u > 0)
+    return len(us) >= 3 and all(b >= 1.5 * a for a, b in itertools.pairwise(us))
+
+
 def _users_log_axis(ax: Axes, users: Sequence[int]) -> None:
     """A log2 axis for a geometric ramp, ticked at the user counts run (1, 2, 4, ...), not 2^k."""
     from matplotlib.ticker import FixedLocator, NullLocator
@@ -229,7 +237,8 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
     fig.suptitle(f"rmap-stress ramp: {', '.join(eras)}; {cfg.get('cpus', '?')} CPUs, "
                  f"{cfg.get('duration', '?')} s per point, {cfg.get('repeat', 1)} repeat(s)  "
                  f"[{machine.get('cpu_model') or 'unknown CPU'}]", fontsize="large")
-    log_users = bool(cfg.get("factor"))
+    log_users = _geometric(cfg.get("users") or sorted({int(p["users"]) for p in points}),
+                           cfg.get("factor"))
 
     # (a) the AIM7 curve
     ax = fig.add_subplot(gs[0, :])

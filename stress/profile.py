@@ -22,9 +22,9 @@ distinct stack::
 
     process 41:"python -m stress run ...";process 48:"python -m stress run ...";<frames> COUNT
 
-where each frame is ``function (file:line)``, outermost first, and the function is the
-qualified name on Python 3.11+ (``CpuLocks._contended``, ``SpinPrimitive.wait``).  It
-keeps the samples of CPU workers (stacks through ``worker_main``) and attributes each one
+where each frame is ``function (file)`` (``function (file:line)`` with ``lineno``),
+outermost first, and the function is the qualified name on Python 3.11+
+(``CpuLocks._contended``, ``SpinPrimitive.wait``).  It keeps the samples of CPU workers (stacks through ``worker_main``) and attributes each one
 to the outermost kernel entry point on its stack (``page_referenced_anon``,
 ``try_to_unmap``, ``do_swap_page``, ...) and to what it was doing there: waiting for a lock
 (the contended path of ``CpuLocks.acquire``, named by the lock wrapper that called it,
@@ -89,10 +89,14 @@ def find_pyspy() -> str:
 
 
 def build_pyspy_command(run_argv: list[str], out: str, fmt: str, native: bool, rate: int,
-                        pyspy: str = "py-spy") -> list[str]:
+                        pyspy: str = "py-spy", lineno: bool = False) -> list[str]:
     """``py-spy record`` around ``python -m stress run RUN_ARGV`` (the arguments after
     ``run``), writing ``fmt`` (flamegraph: SVG, speedscope: JSON, raw: collapsed stacks)
-    to ``out`` at ``rate`` samples per second per process."""
+    to ``out`` at ``rate`` samples per second per process.
+
+    Frames are functions, not lines (``--nolineno``) unless ``lineno``: with line numbers
+    every call site of page_referenced_anon is a box of its own, and the flame graph no
+    longer shows one page_referenced_anon with the lock wait as its widest child."""
     if fmt not in FORMATS:
         raise ProfileError(f"unknown profile format {fmt!r} (choose from {', '.join(FORMATS)})")
     if rate <= 0:
@@ -100,6 +104,8 @@ def build_pyspy_command(run_argv: list[str], out: str, fmt: str, native: bool, r
     cmd = [pyspy, "record", "--subprocesses", "--idle"]
     if native:
         cmd.append("--native")
+    if not lineno:
+        cmd.append("--nolineno")
     cmd += ["--rate", str(rate), "--format", fmt, "-o", out, "--",
             sys.executable, "-m", "stress", "run", *run_argv]
     return cmd
@@ -141,13 +147,13 @@ def check_attach(pyspy: str | None = None, timeout_s: float = 20.0) -> None:
 
 
 def profile(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,
-            rate: int = 100) -> int:
+            rate: int = 100, lineno: bool = False) -> int:
     """Record a profile of ``rmap-stress run RUN_ARGV`` into ``out``; returns py-spy's exit
     status (0: the profile was written).  The run's output goes to our stdout and stderr.
 
     Raises ProfileError (one line) when py-spy is missing, cannot attach, or wrote nothing."""
     exe = find_pyspy()
-    cmd = build_pyspy_command(run_argv, out, fmt, native, rate, pyspy=exe)
+    cmd = build_pyspy_command(run_argv, out, fmt, native, rate, pyspy=exe, lineno=lineno)
     check_attach(exe)
     try:
         os.unlink(out)  # so that "wrote nothing" is visible below

@@ -161,10 +161,11 @@ def headline(doc: dict[str, Any]) -> str:
     lines = []
     cross = doc["crossover"]
     for era, c in cross.items():
-        u = f"{c['users']} users" if c["users"] is not None else f"not reached by {doc['config']['end_users']} users"
-        s90 = c["system90_users"] if c["system90_users"] is not None else "-"
-        lines.append(f"{era}: crossover (jobs/min/user < {thr:g}) at {u}; system time > 90% from "
-                     f"{s90} users; peak {c['peak_jobs_per_min']:.0f} jobs/min")
+        last = max(p["users"] for p in doc["points"] if p["era"] == era)
+        u = f"at {c['users']} users" if c["users"] is not None else f"not reached by {last} users"
+        s90 = f"from {c['system90_users']} users" if c["system90_users"] is not None else "never"
+        lines.append(f"{era}: crossover (jobs/min/user < {thr:g}) {u}; system time > 90% {s90}; "
+                     f"peak {c['peak_jobs_per_min']:.0f} jobs/min")
     eras = list(cross)
     if len(eras) >= 2:
         a, b = cross[eras[0]], cross[eras[-1]]
@@ -172,7 +173,8 @@ def headline(doc: dict[str, Any]) -> str:
             lines.append(f"crossover moved {b['users'] / a['users']:.2f}x ({eras[0]} -> {eras[-1]}); "
                          f"the seed commit: 9.7k -> 29.7k users, 3.06x")
         elif a["users"] and not b["users"]:
-            lines.append(f"crossover moved more than {doc['config']['end_users'] / a['users']:.2f}x "
+            last = max(p["users"] for p in doc["points"] if p["era"] == eras[-1])
+            lines.append(f"crossover moved more than {last / a['users']:.2f}x "
                          f"({eras[-1]} never crossed); the seed commit: 3.06x")
         if a["peak_jobs_per_min"]:
             lines.append(f"peak jobs/min ratio {b['peak_jobs_per_min'] / a['peak_jobs_per_min']:.2f}x")

@@ -13,6 +13,8 @@ import dataclasses
 import logging
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
+from shared_model.layout import CPU_STATE
 from shared_model.model import Model
 
 from . import metrics
@@ -34,10 +37,21 @@ GATE_TIMEOUT_S = 30.0
 
 
 class RunFailed(RuntimeError):
-    """A CPU died or the run could not start; ``results`` holds what was gathered."""
+    """A CPU died, the run stalled, or it could not start; ``results`` holds what was
+    gathered (marked ``failed``) when there is any."""
 
     def __init__(self, msg: str, results: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
+        self.results = results
+
+
+class RunInterrupted(RuntimeError):
+    """SIGINT or SIGTERM: the CPUs were stopped and ``results`` (marked ``interrupted``) holds
+    what was gathered; the exit status is 128 + signum."""
+
+    def __init__(self, signum: int, results: dict[str, Any]) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
         self.results = results
 
 
@@ -48,71 +62,145 @@ class Tick:
     elapsed: float
     duration: float
     cpu: np.ndarray  # copy of the per-CPU slots
+    now_ns: int  # perf_counter_ns when the copy was taken (the workers' clock)
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: remember it, the run winds down and reports.  Second: raise
+    KeyboardInterrupt at once (cleanup in ``finally`` still runs)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, h in self.saved.items():
+            signal.signal(sig, h)
+
+
+STATE_NAMES = {v: k for k, v in CPU_STATE.items()}
+
+
+def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
+    """One line per CPU: what it is doing, what it waits for and holds, since when."""
+    held: dict[int, list[str]] = {}
+    for name, pid, c in m.held_locks():
+        held.setdefault(c, []).append(name)
+    lines = []
+    for i, c in enumerate(cpu):
+        state = STATE_NAMES.get(int(c["state"]), "?")
+        since = (now_ns - int(c["state_since_ns"])) / 1e6 if c["state_since_ns"] else 0.0
+        line = f"cpu{i} (pid {int(c['pid'])}): {state}"
+        if c["wait_lock"] >= 0:
+            line += f" waiting for {m.describe_lock(int(c['wait_lock']))} for {since:.0f} ms"
+        elif state in ("walk", "wait"):
+            line += f" for {since:.0f} ms"
+        if held.get(i):
+            line += f", holding {', '.join(held[i])}"
+        lines.append(line)
+    return lines
 
 
 def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
-        tick_s: float = 1.0) -> dict[str, Any]:
-    """One stress run; returns the results document (schema rmap-stress/1)."""
+        tick_s: float = 1.0, stall_timeout: float | None = None) -> dict[str, Any]:
+    """One stress run; returns the results document (schema rmap-stress/1).
+
+    Raises RunFailed (a CPU died, or no CPU made progress for ``stall_timeout`` seconds)
+    or RunInterrupted, each carrying the partial results."""
     cfg = cfg.resolved()
     workload = get_workload(cfg.scenario)
     caps = workload.capacities(cfg)
     check_fits(caps)
     machine = machine_info()
     t_build = time.perf_counter()
-    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=cfg.entry_cost_ns)
-    seg = m.seg
-    procs: list[mp.process.BaseProcess] = []
-    words = m.locks.words
-    gate_w, stop_w = seg.offsets["header"] // 8 + 1, seg.offsets["header"] // 8 + 2
-    failure = None
-    try:
-        state = workload.setup(m, cfg)
-        build_s = time.perf_counter() - t_build
-        log.info("model built in %.2f s: %r", build_s, m)
-        ctx = mp.get_context("fork")
-        for cpu in range(cfg.cpus):
-            p = ctx.Process(target=worker_main, name=f"rmap-stress-cpu{cpu}",
-                            args=(seg, cfg, state, cpu, os.getpid()), daemon=True)
-            p.start()
-            procs.append(p)
-        cpu_arr = seg["cpu"][: cfg.cpus]
-        deadline = time.monotonic() + GATE_TIMEOUT_S
-        while not np.all(cpu_arr["pid"] > 0):
-            dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
-            if dead or time.monotonic() > deadline:
-                raise RunFailed(f"cpu{dead[0] if dead else '?'} did not reach the start gate")
-            time.sleep(0.005)
-        words[gate_w] = 1
-        t0 = time.monotonic()
-        next_tick = t0 + tick_s
-        while (now := time.monotonic()) < t0 + cfg.duration:
-            dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
-            if dead:
-                failure = f"cpu{dead[0]} (pid {procs[dead[0]].pid}) died with exit code {procs[dead[0]].exitcode}"
-                break
-            if on_tick and now >= next_tick:
-                on_tick(Tick(now - t0, cfg.duration, np.array(cpu_arr)))
-                next_tick += tick_s
-            time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
-        elapsed = time.monotonic() - t0
-        words[stop_w] = 2 if failure else 1
-        _reap(procs, words, stop_w)
-        results = collect(m, cfg, machine, elapsed, build_s)
-        if failure:
-            results["failed"] = failure
-            raise RunFailed(failure, results)
-        return results
-    finally:
-        words[stop_w] = max(int(words[stop_w]), 1)
-        _reap(procs, words, stop_w)
-        del words
-        m.close()
-        seg.unlink()
+    with _Signals() as sigs:
+        m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=cfg.entry_cost_ns)
+        seg = m.seg
+        procs: list[mp.process.BaseProcess] = []
+        words = m.locks.words
+        gate_w, stop_w = seg.offsets["header"] // 8 + 1, seg.offsets["header"] // 8 + 2
+        failure: str | None = None
+        report: list[str] = []
+        try:
+            state = workload.setup(m, cfg)
+            build_s = time.perf_counter() - t_build
+            log.info("model built in %.2f s: %r", build_s, m)
+            ctx = mp.get_context("fork")
+            for cpu in range(cfg.cpus):
+                p = ctx.Process(target=worker_main, name=f"rmap-stress-cpu{cpu}",
+                                args=(seg, cfg, state, cpu, os.getpid()), daemon=True)
+                p.start()
+                procs.append(p)
+            cpu_arr = seg["cpu"][: cfg.cpus]
+            deadline = time.monotonic() + GATE_TIMEOUT_S
+            while not np.all(cpu_arr["pid"] > 0):
+                dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
+                if dead or time.monotonic() > deadline:
+                    raise RunFailed(f"cpu{dead[0] if dead else '?'} did not reach the start gate")
+                if sigs.signum:
+                    raise KeyboardInterrupt
+                time.sleep(0.005)
+            words[gate_w] = 1
+            t0 = time.monotonic()
+            next_tick = t0 + tick_s
+            progress, last_progress = -1, t0
+            while (now := time.monotonic()) < t0 + cfg.duration and not sigs.signum:
+                dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
+                if dead:
+                    i = dead[0]
+                    code = procs[i].exitcode or 0
+                    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                    failure = f"cpu{i} (pid {procs[i].pid}) died ({how}) {now - t0:.1f} s into the run"
+                    report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
+                    break
+                beat = int(cpu_arr["heartbeat"].sum())
+                if beat != progress:
+                    progress, last_progress = beat, now
+                elif stall_timeout and now - last_progress > stall_timeout:
+                    failure = (f"stall: no CPU made progress for {now - last_progress:.1f} s "
+                               f"(--stall-timeout {stall_timeout:g})")
+                    report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
+                    break
+                if on_tick and now >= next_tick:
+                    on_tick(Tick(now - t0, cfg.duration, np.array(cpu_arr), time.perf_counter_ns()))
+                    next_tick += tick_s
+                time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
+            elapsed = time.monotonic() - t0
+            words[stop_w] = 2 if failure else 1
+            _reap(procs, words, stop_w)
+            del cpu_arr
+            results = collect(m, cfg, machine, elapsed, build_s)
+            if failure:
+                results["failed"] = {"reason": failure, "cpu_states": report,
+                                     "note": "the model may have been mid-update: see invariants"}
+                raise RunFailed(failure + "\n" + "\n".join(report), results)
+            if sigs.signum:
+                results["interrupted"] = True
+                raise RunInterrupted(sigs.signum, results)
+            return results
+        finally:
+            words[stop_w] = max(int(words[stop_w]), 1)
+            _reap(procs, words, stop_w)
+            del words
+            m.close()
+            seg.unlink()
 
 
 def _reap(procs: list[mp.process.BaseProcess], words: memoryview, stop_w: int) -> None:
-    """Join every CPU; after JOIN_TIMEOUT_S, abort lock waits, then SIGKILL stragglers."""
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    """Join every CPU; after JOIN_TIMEOUT_S (at once when aborting), abort lock waits, then
+    SIGKILL stragglers."""
+    deadline = time.monotonic() + (0.5 if words[stop_w] >= 2 else JOIN_TIMEOUT_S)
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
     if any(p.is_alive() for p in procs):
@@ -144,7 +232,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "era": cfg.era, "scenario": cfg.scenario, "users": cfg.users, "pages": cfg.pages,
             "cow": cfg.cow, "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
             "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
-            "ram_pages": cfg.ram_pages,
+            "ram_pages": cfg.ram_pages, "alloc_fail_p": cfg.alloc_fail_p,
         },
         "machine": machine,
         "elapsed_s": elapsed,

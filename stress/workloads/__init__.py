@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..config import SCENARIOS
+from ..config import SCENARIOS, TEST_SCENARIOS
 
 
 def get_workload(scenario: str) -> ModuleType:
-    if scenario not in SCENARIOS:
+    if scenario not in SCENARIOS + TEST_SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}")
     return importlib.import_module(f"{__name__}.{scenario.replace('-', '_')}")
