@@ -130,6 +130,17 @@ def build_parser() -> Parser:
     rp.add_argument("--csv", metavar="FILE", help="write one row per run")
     rp.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    pl = sub.add_parser("plot", help="draw a saved results file (run, demo or ramp) as PNG or SVG",
+                        description="Draw the pictures of a results file: for a ramp the AIM7 curve "
+                                    "with crossovers, CPU time shares against users and the lock wait "
+                                    "distribution; for a run or demo the per-CPU shares and wait CDF.")
+    pl.add_argument("results", metavar="RESULTS.json")
+    pl.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, .png or .svg")
+    cp = sub.add_parser("compare", help="headline figures of saved results side by side, with t-tests",
+                        description="Side-by-side table of saved results (runs, demos or ramps) with "
+                                    "ratios to the first; repeated runs get a Welch t-test and "
+                                    "pyperf-style verdicts and instability warnings.")
+    cp.add_argument("files", nargs="+", metavar="RESULTS.json")
     return parser
 
 
@@ -302,6 +313,24 @@ def cmd_ramp(a: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_plot(a: argparse.Namespace) -> int:
+    from .compare import load_for_compare
+    from .plot import plot_results
+
+    if not a.output.lower().endswith((".png", ".svg")):
+        raise ConfigError(f"-o {a.output}: the file name must end in .png or .svg")
+    plot_results(load_for_compare(a.results), a.output)
+    print(f"wrote {a.output}")
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import compare, load_for_compare
+
+    print(compare([(p, load_for_compare(p)) for p in a.files]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -309,8 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.command:
             parser.print_help()
             return 2
-        return {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp}[a.command](a)
-    except (UsageError, ConfigError, ModelTooLarge, ResultsError) as e:
+        commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
+                    "plot": cmd_plot, "compare": cmd_compare}
+        return commands[a.command](a)
+    except (UsageError, ConfigError, ModelTooLarge, ResultsError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -37,9 +37,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .report import mean_shares
-from .results import SCHEMA_RUN, ResultsError
+from .results import SCHEMA_RAMP, SCHEMA_RUN, ResultsError
 
-SCHEMA_RAMP = "rmap-stress-ramp/1"  # as stress.ramp writes it; importing that loads the runner
 ALPHA = 0.05  # two-sided, as pyperf's 95% confidence
 UNSTABLE_STDEV = 0.10  # pyperf: std dev >= 10% of the mean
 UNSTABLE_RANGE = 0.50  # pyperf: min or max >= 50% away from the mean

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from shared_model.layout import hist_bucket, hist_bucket_bounds
 
-from .compare import SCHEMA_RAMP, is_demo_doc
-from .results import SCHEMA_RUN, ResultsError
+from .compare import is_demo_doc
+from .results import SCHEMA_RAMP, SCHEMA_RUN, ResultsError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -24,11 +24,12 @@ distinct stack::
 
 where each frame is ``function (file)`` (``function (file:line)`` with ``lineno``),
 outermost first, and the function is the qualified name on Python 3.11+
-(``CpuLocks._contended``, ``SpinPrimitive.wait``).  It keeps the samples of CPU workers (stacks through ``worker_main``) and attributes each one
-to the outermost kernel entry point on its stack (``page_referenced_anon``,
+(``CpuLocks._contended``, ``SpinPrimitive.wait``).  It keeps the samples of CPU workers
+(stacks through ``worker_main``) and attributes each one to the outermost kernel entry point on its stack (``page_referenced_anon``,
 ``try_to_unmap``, ``do_swap_page``, ...) and to what it was doing there: waiting for a lock
-(the contended path of ``CpuLocks.acquire``, named by the lock wrapper that called it,
-e.g. ``Model.anon_vma_lock``) or running the innermost project function.
+(a waiting function of shared_model/locks.py on the stack; the group is named by the lock
+wrapper that called into locks.py, e.g. ``Model.anon_vma_lock``) or running the innermost
+project function.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ from typing import Any
 
 FORMATS = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 
-# The contended path of CpuLocks.acquire: a sample with one of these on its stack is a
-# CPU waiting for a lock.  Both the current name and the kernel-like one proposed for it.
-LOCK_WAIT_FRAMES = ("CpuLocks._contended", "CpuLocks.lock_contended")
-LOCK_ACQUIRE_FRAME = "CpuLocks.acquire"
+# The lock module, and the names of its waiting functions: a sample with one of these (in
+# that file) on its stack is a CPU waiting for a lock.  The current names (the contended
+# path of CpuLocks.acquire, a primitive's wait) and kernel-like ones they may be given.
+LOCKS_FILE = "shared_model/locks.py"
+LOCK_WAIT_NAMES = ("_contended", "lock_contended", "wait",
+                   "lock_slowpath", "spin_lock_slowpath", "mutex_lock_slowpath")
 # Frames of a CPU worker's stack (the parent's stacks never pass through it).
 CPU_FRAME = "worker_main"
 # Kernel entry points a sample is attributed to: the outermost of these on its stack.
@@ -203,17 +206,20 @@ def read_raw(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[tuple[str
             yield depth, frames, int(count)
 
 
+def _in_locks(file: str) -> bool:
+    return file == LOCKS_FILE or file.endswith("/" + LOCKS_FILE)
+
+
 def classify(frames: list[tuple[str, str]]) -> tuple[str, str, bool]:
     """(entry point, what, lock wait?) for one CPU stack: the outermost ENTRY_FRAMES frame
-    ("-" when none), and either the lock wrapper that is waiting (``Model.anon_vma_lock``)
-    or the innermost project function (``_entry_cost``)."""
+    ("-" when none), and either the lock wrapper that is waiting (``Model.anon_vma_lock``:
+    the caller of the first frame in locks.py) or the innermost project function
+    (``_entry_cost``)."""
     funcs = [f for f, _ in frames]
     entry = next((f for f in funcs if any(_matches(f, e) for e in ENTRY_FRAMES)), "-")
-    wait_at = next((i for i, f in enumerate(funcs) if f in LOCK_WAIT_FRAMES), None)
-    if wait_at is not None:
-        acq = max((i for i in range(wait_at) if funcs[i] == LOCK_ACQUIRE_FRAME), default=None)
-        what = funcs[acq - 1] if acq else LOCK_ACQUIRE_FRAME
-        return entry, what, True
+    if any(_in_locks(file) and f.rsplit(".", 1)[-1] in LOCK_WAIT_NAMES for f, file in frames):
+        first = next(i for i, (_, file) in enumerate(frames) if _in_locks(file))
+        return entry, funcs[first - 1] if first else funcs[first], True
     own = [f for f, file in frames if file.startswith(PROJECT_DIRS) or "/shared_model/" in file
            or "/stress/" in file]
     return entry, (own[-1] if own else funcs[-1] if funcs else "-"), False

@@ -16,10 +16,8 @@ import time
 from typing import Any, Callable
 
 from .config import ConfigError, RunConfig
-from .results import machine_info
+from .results import SCHEMA_RAMP, machine_info
 from .runner import run
-
-SCHEMA_RAMP = "rmap-stress-ramp/1"
 
 
 def user_counts(start: int, end: int, increment: int | None, factor: float | None) -> list[int]:
