@@ -177,7 +177,7 @@ def test_wait_cdf() -> None:
 
 
 def test_schema_is_the_ramps() -> None:
-    from stress import compare, plot, ramp
+    from stress import compare, plot, ramp, results
 
     assert plot.SCHEMA_RAMP == compare.SCHEMA_RAMP == ramp.SCHEMA_RAMP == results.SCHEMA_RAMP
 
