@@ -212,7 +212,8 @@ def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int]) -> int:
 
 
 def copy_page_range(m: Model, child: int, parent: int, vma: int) -> None:
-    """Copy the parent's PTEs of vma's range into the child's, write-protecting both;
+    """Copy the parent's PTEs of vma's range into the child's, write-protecting both (the
+    child's copy is old, as copy_one_pte's pte_mkold makes it);
     every mapped page gains a mapping (swap entries a swap reference).  Takes the child's
     then the parent's ptl (dst then src, as the kernel nests them)."""
     start, end = int(m.vma["vm_start"][vma]), int(m.vma["vm_end"][vma])
@@ -225,7 +226,7 @@ def copy_page_range(m: Model, child: int, parent: int, vma: int) -> None:
     swap = (flags & PTE_SWAP) != 0
     m.pte_flags[src] = flags & ~PTE_WRITE
     m.pte_page[dst] = m.pte_page[src]
-    m.pte_flags[dst] = m.pte_flags[src]
+    m.pte_flags[dst] = flags & ~(PTE_WRITE | PTE_YOUNG)  # copy_one_pte: pte_mkold for the child
     pages = m.pte_page[src]
     if present.any():
         page_counts_add(m, pages[present], 1, 0, "dup_mmap")

@@ -180,6 +180,7 @@ class Model:
         """The lock that guards av's list: its own, or its root's (eras.lock_root)."""
         if self.era.lock_root:
             av = int(self.av_root[av])
+            assert av >= 0, "anon_vma without a root: never allocated"
         return self._av_lock_w0 + av * self._av_stride
 
     def lock_ptl(self, mm: int, site: str) -> tuple[int, int, int]:
@@ -257,6 +258,39 @@ class Model:
 
     def free_count(self, kind: str) -> int:
         return int(self._tops[ALLOC_KINDS.index(kind)])
+
+    # ------------------------------------------------------------------ lock names
+
+    def describe_lock(self, w: int) -> str:
+        """A lock word index as a reader wants it: "anon_vma#12", "ptl(mm 3)", "slab(page)"."""
+        if w < 0:
+            return "-"
+        offs = self.seg.offsets
+        for array, w0, stride, fmt in (
+            ("anon_vma", self._av_lock_w0, self._av_stride, "anon_vma#{}"),
+            ("mm", self._mm_ptl_w0, self._mm_stride, "ptl(mm {})"),
+            ("slab", self._slab_w0, 8, "slab#{}"),
+            ("mapcount_lock", self._mc_w0, 8, "mapcount#{}"),
+        ):
+            n = len(self.seg[array])
+            if w0 <= w < w0 + n * stride and (w - w0) % stride == 0:
+                i = (w - w0) // stride
+                return f"slab({ALLOC_KINDS[i]})" if array == "slab" else fmt.format(i)
+        return f"lock@word{w}" if offs else "?"
+
+    def held_locks(self) -> list[tuple[str, int, int]]:
+        """Every lock whose owner field is set: (name, owner pid, owner cpu)."""
+        out = []
+        for arr, w0, stride in (
+            (self.anon_vma["lock"], self._av_lock_w0, self._av_stride),
+            (self.mm["ptl"], self._mm_ptl_w0, self._mm_stride),
+            (self.seg["slab"], self._slab_w0, 8),
+            (self.seg["mapcount_lock"], self._mc_w0, 8),
+        ):
+            for i in np.flatnonzero(arr["owner"] != 0).tolist():
+                tag = int(arr["owner"][i])
+                out.append((self.describe_lock(w0 + i * stride), tag // 4096, tag % 4096 - 1))
+        return out
 
     # ------------------------------------------------------------------ counts
 

@@ -1,0 +1,330 @@
+"""anon_vma / anon_vma_chain bookkeeping: what fork and exit create and free, era by era,
+and that every failure path (injected or real ENOMEM) leaves the model as it was.
+
+Expected counts are derived from the kernel's rules (shared/reference/kernel-rmap.md):
+2.6.33 ``anon_vma_link`` puts a child VMA on the family's one anon_vma and allocates
+nothing; 2.6.34 ``anon_vma_fork`` gives the child one AVC per anon_vma on the parent's
+chain (``anon_vma_clone``) plus a new anon_vma and its AVC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from shared_model.anon_vma import anon_vma_members
+from shared_model.build import build_family, family_capacities
+from shared_model.eras import ERAS
+from shared_model.layout import ALLOC_KINDS, PTE_PRESENT, PTE_SWAP, PTE_YOUNG, Capacities
+from shared_model.memory import (
+    do_anonymous_pages,
+    do_mmap,
+    do_swap_page,
+    dup_mmap,
+    exit_mmap,
+    mm_alloc,
+)
+from shared_model.model import Model, OutOfMemory
+from shared_model.rmap import page_referenced, try_to_unmap
+
+MakeModel = Callable[..., Model]
+ALL_ERAS = list(ERAS)
+CHAIN_ERAS = [name for name, e in ERAS.items() if e.chain]
+ZERO = {"mms": 0, "vmas": 0, "anon_vmas": 0, "avcs": 0, "pages": 0}
+
+
+def family_counts(era: str, n: int, p: int, cow: float) -> dict[str, int]:
+    """Live records after build_family, by hand: N+1 mms with one VMA each; 2.6.33: one
+    anon_vma, no AVC; 2.6.34+: an anon_vma per process, the parent's AVC plus two per child
+    (its clone on av0 and its own); P originals plus each child's round(cow*P) copies."""
+    chain = ERAS[era].chain
+    return {
+        "mms": n + 1,
+        "vmas": n + 1,
+        "anon_vmas": n + 1 if chain else 1,
+        "avcs": 2 * n + 1 if chain else 0,
+        "pages": p + n * round(cow * p),
+    }
+
+
+def chain_of(m: Model, vma: int) -> list[int]:
+    """anon_vmas on vma's same_vma list, in list order (newest first, as list_add)."""
+    out = []
+    x = int(m.vma["avc_head"][vma])
+    while x >= 0:
+        out.append(int(m.avc["anon_vma"][x]))
+        x = int(m.avc["same_vma_next"][x])
+    return out
+
+
+def vma_of(m: Model, mm: int) -> int:
+    return int(m.mm["vma_head"][mm])
+
+
+def free_counts(m: Model) -> dict[str, int]:
+    return {k: m.free_count(k) for k in ALLOC_KINDS}
+
+
+def full_free_counts(caps: Capacities) -> dict[str, int]:
+    """Every record free; VMA 0 is the reserved sentinel and never on its free stack."""
+    return {k: caps.capacity(k) - (1 if k == "vma" else 0) for k in ALLOC_KINDS}
+
+
+# ----------------------------------------------------------------------------- fork / exit
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+@pytest.mark.parametrize("n,p,cow", [(1, 1, 1.0), (4, 5, 0.0), (6, 4, 0.5), (70, 2, 1.0)])
+def test_counts_after_fork(make_model: MakeModel, era: str, n: int, p: int, cow: float) -> None:
+    m = make_model(era, users=n, pages=p, cow=cow)
+    build_family(m, n, p, cow)
+    assert m.counts() == family_counts(era, n, p, cow)
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_fork_links_child_into_the_reverse_map(make_model: MakeModel, era: str) -> None:
+    m = make_model(era, users=3, pages=2, cow=0.0)
+    fam = build_family(m, 3, 2, 0.0)
+    pav = int(m.vma_anon_vma[fam.vma])
+    kids = [vma_of(m, c) for c in fam.children]
+    if not ERAS[era].chain:
+        # anon_vma_link: the child VMA shares the parent's anon_vma, tail of its list.
+        assert all(m.vma_anon_vma[v] == pav for v in kids)
+        assert anon_vma_members(m, pav)[0].tolist() == [fam.vma, *kids]
+        assert m.anon_vma["nr_members"][pav] == 4
+        return
+    # anon_vma_fork: [own, parent's] per child, newest first; av0 lists the parent's AVC
+    # then each child's clone in fork order; each child's own anon_vma lists just it.
+    assert chain_of(m, fam.vma) == [pav]
+    assert anon_vma_members(m, pav)[0].tolist() == [fam.vma, *kids]
+    for v in kids:
+        own = int(m.vma_anon_vma[v])
+        assert own not in (pav, -1)
+        assert chain_of(m, v) == [own, pav]
+        assert anon_vma_members(m, own)[0].tolist() == [v]
+        assert m.anon_vma["parent"][own] == pav
+        assert m.anon_vma["root"][own] == pav
+    if ERAS[era].lock_root:
+        # Each child's anon_vma holds a reference on the root (anon_vma->root).
+        assert m.anon_vma["refcount"][pav] == 3
+
+
+@pytest.mark.parametrize("era", CHAIN_ERAS)
+def test_grandchild_chain_has_three_avcs(make_model: MakeModel, era: str) -> None:
+    m = make_model(era, users=1, pages=2, cow=0.0, spare_users=4)
+    fam = build_family(m, 1, 2, 0.0)
+    child = fam.children[0]
+    g = dup_mmap(m, child)
+    gg = dup_mmap(m, g)
+    av0 = int(m.vma_anon_vma[fam.vma])
+    av1 = int(m.vma_anon_vma[vma_of(m, child)])
+    av2 = int(m.vma_anon_vma[vma_of(m, g)])
+    av3 = int(m.vma_anon_vma[vma_of(m, gg)])
+    assert len({av0, av1, av2, av3}) == 4
+    # One AVC per anon_vma of the parent's chain, plus the new one of its own.
+    assert chain_of(m, vma_of(m, child)) == [av1, av0]
+    assert chain_of(m, vma_of(m, g)) == [av2, av1, av0]
+    assert chain_of(m, vma_of(m, gg)) == [av3, av2, av1, av0]
+    assert m.counts()["avcs"] == 1 + 2 + 3 + 4
+    assert m.counts()["anon_vmas"] == 4
+    # av0 lists every generation (every process may map the parent's pages).
+    assert m.anon_vma["nr_members"][[av0, av1, av2, av3]].tolist() == [4, 3, 2, 1]
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+@pytest.mark.parametrize("cow", [0.0, 1.0])
+def test_exit_of_all_children_frees_their_anon_vmas(
+    make_model: MakeModel, era: str, cow: float
+) -> None:
+    n, p = 5, 3
+    m = make_model(era, users=n, pages=p, cow=cow)
+    fam = build_family(m, n, p, cow)
+    for c in reversed(fam.children[::2]):  # not in fork order: 4, 2, 0, then the rest
+        exit_mmap(m, c)
+    for c in fam.children[1::2]:
+        exit_mmap(m, c)
+    # Only the parent is left: its VMA, its anon_vma (and, 2.6.34+, its one AVC), its pages.
+    assert m.counts() == family_counts(era, 0, p, cow)
+    av0 = int(m.vma_anon_vma[fam.vma])
+    assert m.anon_vma["nr_members"][av0] == 1
+    assert anon_vma_members(m, av0)[0].tolist() == [fam.vma]
+    parent_ptes = slice(fam.parent * m.ptrs, fam.parent * m.ptrs + p)
+    assert m.page_mapcount[m.pte_page[parent_ptes]].tolist() == [1] * p
+    if ERAS[era].lock_root:
+        assert m.anon_vma["refcount"][av0] == 0
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+@pytest.mark.parametrize("parent_first", [False, True])
+def test_exit_of_everything_empties_the_model(
+    make_model: MakeModel, era: str, parent_first: bool
+) -> None:
+    n, p = 4, 3
+    # A grandchild's chain is 3 AVCs long: capacity for two spare children covers it.
+    m = make_model(era, users=n, pages=p, cow=0.5, spare_users=2)
+    fam = build_family(m, n, p, 0.5)
+    g = dup_mmap(m, fam.children[1])  # a grandchild too: three generations
+    order = [fam.parent, *fam.children, g] if parent_first else [g, *fam.children, fam.parent]
+    for mm in order:
+        exit_mmap(m, mm)
+    assert m.counts() == ZERO
+    assert free_counts(m) == full_free_counts(m.caps)
+
+
+# ----------------------------------------------------------------------------- swap round trip
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_try_to_unmap_then_do_swap_page_round_trip(make_model: MakeModel, era: str) -> None:
+    n, p = 3, 2
+    m = make_model(era, users=n, pages=p, cow=0.0)
+    fam = build_family(m, n, p, 0.0)
+    page = int(m.pte_page[fam.parent * m.ptrs + 1])
+    slots = sorted(mm * m.ptrs + 1 for mm in [fam.parent, *fam.children])
+    # The parent's mapping, first on the list, is young since its first touch: SWAP_FAIL,
+    # nothing unmapped, and that young bit is cleared.
+    assert try_to_unmap(m, page)[0] == []
+    assert m.page_mapcount[page] == n + 1
+    assert not m.pte_flags[fam.parent * m.ptrs + 1] & PTE_YOUNG
+    page_referenced(m, page)  # clears whatever young bits are left
+    # Now none is young: every mapping becomes a swap entry.
+    unmapped, visited = try_to_unmap(m, page)
+    assert sorted(unmapped) == slots and visited == n + 1
+    assert (m.page_mapcount[page], m.page_swapcount[page]) == (0, n + 1)
+    assert all(m.pte_flags[s] == PTE_SWAP for s in slots)
+    assert m.page_mapping[page] >= 0  # still in the swap cache
+    assert page_referenced(m, page) == (0, 0)  # not mapped: no walk
+    assert m.counts() == family_counts(era, n, p, 0.0)
+    # Fault it back in everywhere.
+    assert do_swap_page(m, page, unmapped) == n + 1
+    assert (m.page_mapcount[page], m.page_swapcount[page]) == (n + 1, 0)
+    assert all(m.pte_flags[s] & PTE_PRESENT for s in slots)
+    assert page_referenced(m, page) == (n + 1, n + 1)
+    assert m.mm["rss"][[fam.parent, *fam.children]].tolist() == [p] * (n + 1)
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_swapped_page_survives_fork_and_is_freed_by_exit(make_model: MakeModel, era: str) -> None:
+    n, p = 2, 2
+    m = make_model(era, users=n, pages=p, cow=0.0, spare_users=2)
+    fam = build_family(m, n, p, 0.0)
+    page = int(m.pte_page[fam.parent * m.ptrs])
+    page_referenced(m, page)
+    unmapped, _ = try_to_unmap(m, page)
+    assert len(unmapped) == n + 1
+    # fork copies the swap entry: one more swap reference, no mapping.
+    g = dup_mmap(m, fam.children[0])
+    assert (m.page_mapcount[page], m.page_swapcount[page]) == (0, n + 2)
+    assert m.pte_flags[g * m.ptrs] == PTE_SWAP
+    for mm in [g, *fam.children, fam.parent]:
+        exit_mmap(m, mm)
+    assert m.counts() == ZERO
+
+
+# ----------------------------------------------------------------------------- ENOMEM
+
+
+def injected_failure(m: Model) -> None:
+    m.alloc_fail_p = 1.0  # every anon_vma / avc allocation fails
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_fork_with_failing_allocations(make_model: MakeModel, era: str) -> None:
+    n, p = 3, 4
+    m = make_model(era, users=n, pages=p, cow=0.5, spare_users=1)
+    fam = build_family(m, n, p, 0.5)
+    before, free_before = m.counts(), free_counts(m)
+    injected_failure(m)
+    if not ERAS[era].chain:
+        # 2.6.33 fork allocates neither an anon_vma nor an AVC (anon_vma_link only adds
+        # the child's VMA to the family list): it cannot fail this way.
+        child = dup_mmap(m, fam.parent)
+        assert m.counts() == {**before, "mms": n + 2, "vmas": n + 2}
+        assert m.vma_anon_vma[vma_of(m, child)] == m.vma_anon_vma[fam.vma]
+        return
+    # 2.6.34: linking allocates, so fork can fail with ENOMEM; the half-built child is
+    # torn down and nothing leaks.
+    with pytest.raises(OutOfMemory):
+        dup_mmap(m, fam.parent)
+    assert m.counts() == before
+    assert free_counts(m) == free_before
+    # Forking a child (whose chain is longer) fails the same way.
+    with pytest.raises(OutOfMemory):
+        dup_mmap(m, fam.children[0])
+    assert m.counts() == before
+    assert free_counts(m) == free_before
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_first_fault_with_failing_allocation(make_model: MakeModel, era: str) -> None:
+    """anon_vma_prepare allocates an anon_vma in every era: the first fault can fail."""
+    m = make_model(era, users=0, pages=4)
+    mm = mm_alloc(m)
+    vma = do_mmap(m, mm, 0, 4)
+    injected_failure(m)
+    with pytest.raises(OutOfMemory):
+        do_anonymous_pages(m, mm, vma, np.arange(4))
+    assert m.counts() == {"mms": 1, "vmas": 1, "anon_vmas": 0, "avcs": 0, "pages": 0}
+    assert m.vma_anon_vma[vma] == -1
+    m.alloc_fail_p = 0.0
+    assert do_anonymous_pages(m, mm, vma, np.arange(4)) == 4
+    exit_mmap(m, mm)
+    assert m.counts() == ZERO
+
+
+def tight(era: str, n: int, **short: int) -> Capacities:
+    """Capacities for a family of N children (P=2, no COW) with some kinds cut short."""
+    return dataclasses.replace(family_capacities(era, n, 2, 0.0, 1, spare_users=1), **short)
+
+
+# (name, eras, capacities cut, N users built first, who forks, the kind that runs out).
+# Each makes the fork run out at a different step:
+EXHAUST: list[tuple[str, list[str], dict[str, int], int, str, str]] = [
+    # mm_alloc itself: nothing to undo.
+    ("mm", ALL_ERAS, {"mms": 2}, 1, "parent", "mm"),
+    # the child's VMA: the empty child mm is freed.
+    ("vma", ALL_ERAS, {"vmas": 3}, 1, "parent", "vma"),
+    # 2.6.34+: anon_vma_clone gets its one AVC (the last free one), then the child's own
+    # AVC fails: the clone is unlinked from av0 and freed, the new anon_vma freed.
+    ("avc-own", CHAIN_ERAS, {"avcs": 2}, 0, "parent", "avc"),
+    # 2.6.34+: a child's chain is 2 long; with 1 AVC free, anon_vma_clone fails at once.
+    ("avc-clone", CHAIN_ERAS, {"avcs": 4}, 1, "child", "avc"),
+    # 2.6.34+: the clone is linked, then no anon_vma for the grandchild.
+    ("anon_vma", CHAIN_ERAS, {"anon_vmas": 2}, 1, "child", "anon_vma"),
+    # 2.6.34+: the clone fits in av0's chunk, but the child's own anon_vma needs a new list
+    # chunk: the last link fails after the root reference was taken (2.6.36+).
+    ("chunk-own", CHAIN_ERAS, {"chunks": 1}, 0, "parent", "chunk"),
+    # 2.6.33: the family list has CH=56 slots per chunk: parent + 55 children fill the
+    # first, and the 56th child's anon_vma_link needs a second chunk.
+    ("chunk-link", ["2.6.33"], {"chunks": 1}, 55, "parent", "chunk"),
+]
+
+
+@pytest.mark.parametrize(
+    "era,short,n,forker,kind",
+    [
+        pytest.param(era, short, n, forker, kind, id=f"{name}-{era}")
+        for name, eras, short, n, forker, kind in EXHAUST
+        for era in eras
+    ],
+)
+def test_fork_out_of_records_unwinds(
+    make_model: MakeModel, era: str, short: dict[str, int], n: int, forker: str, kind: str
+) -> None:
+    m = make_model(era, caps=tight(era, n, **short))
+    fam = build_family(m, n, 2, 0.0)
+    before, free_before = m.counts(), free_counts(m)
+    assert before == family_counts(era, n, 2, 0.0)
+    with pytest.raises(OutOfMemory) as err:
+        dup_mmap(m, fam.parent if forker == "parent" else fam.children[-1])
+    assert err.value.kind == kind
+    assert m.counts() == before
+    assert free_counts(m) == free_before
+    # ... and the model still tears down cleanly.
+    for mm in [*fam.children, fam.parent]:
+        exit_mmap(m, mm)
+    assert m.counts() == ZERO
+    assert free_counts(m) == full_free_counts(m.caps)

@@ -1,0 +1,435 @@
+"""Real process-shared locks: lockstat bookkeeping, contention across processes, the owner
+word, robust mutexes whose holder died, and the abort flag.
+
+Other processes are plain ``os.fork`` children that inherit the segment, as the stress
+workers do.  Every hand-off between the two processes is ordered through the segment or a
+pipe (the child releases only once the parent has published that it is waiting), so no
+assertion depends on how long anything takes, only that a contended wait took some time.
+A child that cannot make progress raises the stop flag to 2 and exits, so that a
+broken lock fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared_model.build import build_family
+from shared_model.eras import ERAS
+from shared_model.layout import (
+    CPU_STATE,
+    HIST_BUCKETS,
+    LOCK_CLASSES,
+    LOCK_SITES,
+    LS_CONT,
+    LS_HOLD_HIST,
+    LS_HOLD_MAX,
+    LS_HOLD_MIN,
+    LS_HOLD_TOTAL,
+    LS_WAIT_HIST,
+    LS_WAIT_MAX,
+    LS_WAIT_MIN,
+    LS_WAIT_TOTAL,
+    hist_bucket,
+    hist_bucket_bounds,
+)
+from shared_model.locks import CLASS, I64_MAX, LOCK_KINDS, SITE, Stopped, libc, make_primitive
+from shared_model.model import Model
+
+MakeModel = Callable[..., Model]
+LS_ACQ = 0
+AV = CLASS["anon_vma"]
+# A free anon_vma record: its lock is initialised and unused.  The tests use era 2.6.34,
+# which takes each anon_vma's own lock: a root-locking era would take its root's, and a
+# record never allocated has no root.
+AV_INDEX = 0
+CHILD_CPU = 0  # the builder (the test process) is the last CPU; the child takes CPU 0
+CHILD_DEADLINE_S = 10.0  # a safety valve against hangs, never an assertion
+
+
+def lockstat(m: Model, cpu: int, site: str) -> np.ndarray:
+    """The lockstat row of the anon_vma lock class at ``site`` in ``cpu``'s slot."""
+    return m.seg["lockstat"][cpu, AV, SITE[site]]
+
+
+def owner_tag(pid: int, cpu: int) -> int:
+    return pid * 4096 + cpu + 1
+
+
+def lock_owner(m: Model) -> int:
+    return int(m.anon_vma["lock"]["owner"][AV_INDEX])
+
+
+@pytest.fixture(params=LOCK_KINDS)
+def model(request: pytest.FixtureRequest, make_model: MakeModel) -> Model:
+    """A model whose anon_vma locks are of each primitive kind; 2.6.34 locks the anon_vma
+    itself (no root), so the lock word is anon_vma AV_INDEX's own."""
+    return make_model("2.6.34", users=0, pages=1, cpus=1, lock_kind=request.param)
+
+
+class Child:
+    """A forked process running ``body(model_for_cpu_0, write_fd, read_fd)``, then
+    ``os._exit``: 0 if the body returned, 1 if it raised.  A body that returns holding a
+    lock dies holding it (how the robust-mutex tests kill an owner)."""
+
+    def __init__(self, m: Model, body: Callable[[Model, int, int], None]) -> None:
+        self.to_parent_r, self.to_parent_w = os.pipe()
+        self.to_child_r, self.to_child_w = os.pipe()
+        self.joined = False
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                os.close(self.to_parent_r)
+                os.close(self.to_child_w)
+                cm = Model(m.seg, m.era, CHILD_CPU, lock_kind=m.lock_kind)
+                body(cm, self.to_parent_w, self.to_child_r)
+                code = 0
+            except BaseException:  # noqa: BLE001 - any failure: exit code 1, and unblock
+                m.header["stop"][0] = 2  # let a parent stuck spinning give up
+            finally:
+                os._exit(code)
+        os.close(self.to_parent_w)
+        os.close(self.to_child_r)
+
+    def wait_ready(self) -> None:
+        assert os.read(self.to_parent_r, 1) == b"r"
+
+    def tell(self) -> None:
+        os.write(self.to_child_w, b"g")
+
+    def join(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        self.joined = True
+        for fd in (self.to_parent_r, self.to_child_w):
+            os.close(fd)
+        return os.waitstatus_to_exitcode(status)
+
+    def reap(self) -> None:
+        """Kill and reap a child the test did not join (it failed half way)."""
+        if not self.joined:
+            os.kill(self.pid, signal.SIGKILL)
+            self.join()
+
+
+Spawn = Callable[[Model, Callable[[Model, int, int], None]], Child]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start a Child; any the test leaves unjoined is killed and reaped at teardown."""
+    children: list[Child] = []
+
+    def start(m: Model, body: Callable[[Model, int, int], None]) -> Child:
+        children.append(Child(m, body))
+        return children[-1]
+
+    yield start
+    for c in children:
+        c.reap()
+
+
+def wait_until(cond: Callable[[], bool]) -> None:
+    """Busy-wait (in a child) for a state published by the other process."""
+    end = time.monotonic() + CHILD_DEADLINE_S
+    while not cond():
+        if time.monotonic() > end:
+            raise TimeoutError("the other process never got there")
+
+
+def parent_waits_on(m: Model, parent_cpu: int) -> Callable[[], bool]:
+    cpu = m.seg["cpu"]
+    return lambda: bool(cpu[parent_cpu]["state"] == CPU_STATE["wait"])
+
+
+def raw_lock(m: Model) -> tuple[Callable[[], int], Callable[[], int]]:
+    """(trylock, unlock) on anon_vma AV_INDEX's lock word, bypassing CpuLocks."""
+    prim = make_primitive(m.lock_kind)
+    addr = m.seg.base + 8 * m.anon_vma_lock_word(AV_INDEX)
+    return (lambda: prim.trylock(addr)), (lambda: prim.unlock(addr))
+
+
+# ----------------------------------------------------------------------------- uncontended
+
+
+def test_uncontended_acquire_release_records_exactly(model: Model) -> None:
+    m, cpu = model, model.cpu
+    holds = []
+    for _ in range(3):
+        tok = m.anon_vma_lock(AV_INDEX, "page_referenced")
+        assert lock_owner(m) == owner_tag(os.getpid(), cpu)
+        holds.append(m.anon_vma_unlock(tok))
+        assert lock_owner(m) == 0
+    row = lockstat(m, cpu, "page_referenced")
+    assert row[LS_ACQ] == 3
+    assert row[LS_CONT] == 0
+    # Never waited: the wait fields keep their reset values, the histogram is empty.
+    assert (row[LS_WAIT_MIN], row[LS_WAIT_MAX], row[LS_WAIT_TOTAL]) == (I64_MAX, 0, 0)
+    assert row[LS_WAIT_HIST : LS_WAIT_HIST + HIST_BUCKETS].sum() == 0
+    # Holds: exactly the three returned by release.
+    assert row[LS_HOLD_TOTAL] == sum(holds)
+    assert (row[LS_HOLD_MIN], row[LS_HOLD_MAX]) == (min(holds), max(holds))
+    hold_hist = row[LS_HOLD_HIST : LS_HOLD_HIST + HIST_BUCKETS]
+    assert hold_hist.sum() == 3
+    for h in holds:
+        assert hold_hist[hist_bucket(h)] >= 1
+    # Nothing else was recorded anywhere, in any class, site or CPU.
+    acq = m.seg["lockstat"][..., LS_ACQ].copy()
+    acq[cpu, AV, SITE["page_referenced"]] = 0
+    assert not acq.any()
+    assert not m.seg["lockstat"][..., LS_CONT].any()
+    slot = m.seg["cpu"][cpu]
+    assert (slot["t_wait_ns"], slot["owner_died"], slot["wait_lock"]) == (0, 0, -1)
+
+
+def test_uninstrumented_locks_record_nothing(make_model: MakeModel) -> None:
+    m = make_model("2.6.34", users=0, pages=1)
+    m.locks.instrument = False
+    tok = m.anon_vma_lock(AV_INDEX, "page_referenced")
+    m.anon_vma_unlock(tok)
+    assert not m.seg["lockstat"][..., LS_ACQ].any()
+    assert lock_owner(m) == 0
+
+
+# ----------------------------------------------------------------------------- contended
+
+
+def test_lock_held_by_another_process_makes_acquire_wait(model: Model, spawn: Spawn) -> None:
+    m, cpu = model, model.cpu
+    waiting = parent_waits_on(m, cpu)
+
+    def body(cm: Model, w: int, r: int) -> None:
+        tok = cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")
+        os.write(w, b"r")
+        wait_until(waiting)  # release only once the parent is waiting for it
+        cm.anon_vma_unlock(tok)
+
+    child = spawn(m, body)
+    child.wait_ready()
+    assert lock_owner(m) == owner_tag(child.pid, CHILD_CPU)
+    tok = m.anon_vma_lock(AV_INDEX, "page_referenced")
+    assert lock_owner(m) == owner_tag(os.getpid(), cpu)
+    m.anon_vma_unlock(tok)
+    assert child.join() == 0
+    assert lock_owner(m) == 0
+    row = lockstat(m, cpu, "page_referenced")
+    assert row[LS_ACQ] == 1
+    assert row[LS_CONT] == 1
+    assert row[LS_WAIT_TOTAL] > 0
+    assert row[LS_WAIT_MIN] == row[LS_WAIT_MAX] == row[LS_WAIT_TOTAL]
+    assert row[LS_WAIT_HIST + hist_bucket(int(row[LS_WAIT_TOTAL]))] == 1
+    assert row[LS_WAIT_HIST : LS_WAIT_HIST + HIST_BUCKETS].sum() == 1
+    slot = m.seg["cpu"][cpu]
+    assert slot["t_wait_ns"] == row[LS_WAIT_TOTAL]
+    assert slot["wait_lock"] == -1 and slot["state"] != CPU_STATE["wait"]
+    assert slot["owner_died"] == 0
+    # The child recorded its own uncontended hold, in its own slot only.
+    crow = lockstat(m, CHILD_CPU, "anon_vma_fork")
+    assert (crow[LS_ACQ], crow[LS_CONT]) == (1, 0)
+    assert lockstat(m, cpu, "anon_vma_fork")[LS_ACQ] == 0
+
+
+def test_waiter_publishes_the_lock_it_waits_for(model: Model, spawn: Spawn) -> None:
+    """While it waits, a CPU's slot says so and names the lock word (the live view)."""
+    m, cpu = model, model.cpu
+    waiting = parent_waits_on(m, cpu)
+    slot = m.seg["cpu"]
+
+    def body(cm: Model, w: int, r: int) -> None:
+        tok = cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")
+        os.write(w, b"r")
+        wait_until(waiting)
+        seen = int(slot[cpu]["wait_lock"])  # what the parent published, read from outside
+        cm.anon_vma_unlock(tok)
+        os.write(w, seen.to_bytes(8, "little", signed=True))
+
+    child = spawn(m, body)
+    child.wait_ready()
+    m.anon_vma_unlock(m.anon_vma_lock(AV_INDEX, "try_to_unmap"))
+    seen = int.from_bytes(os.read(child.to_parent_r, 8), "little", signed=True)
+    assert child.join() == 0
+    assert seen == m.anon_vma_lock_word(AV_INDEX)
+    assert slot[cpu]["wait_lock"] == -1
+
+
+# ----------------------------------------------------------------------------- dead owners
+
+
+def test_robust_mutex_whose_holder_died_is_recovered(make_model: MakeModel, spawn: Spawn) -> None:
+    m = make_model("2.6.34", users=0, pages=1, lock_kind="mutex")
+
+    def body(cm: Model, w: int, r: int) -> None:
+        cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")  # and die holding it
+
+    child = spawn(m, body)
+    assert child.join() == 0
+    assert lock_owner(m) == owner_tag(child.pid, CHILD_CPU)  # the dead holder's tag
+    tok = m.anon_vma_lock(AV_INDEX, "page_referenced")
+    assert lock_owner(m) == owner_tag(os.getpid(), m.cpu)
+    m.anon_vma_unlock(tok)
+    assert m.seg["cpu"][m.cpu]["owner_died"] == 1
+    # Made consistent: it works as a plain mutex again, with no further owner_died.
+    m.anon_vma_unlock(m.anon_vma_lock(AV_INDEX, "page_referenced"))
+    assert m.seg["cpu"][m.cpu]["owner_died"] == 1
+    assert lockstat(m, m.cpu, "page_referenced")[LS_ACQ] == 2
+    assert lock_owner(m) == 0
+
+
+def test_robust_mutex_holder_dies_while_parent_waits(make_model: MakeModel, spawn: Spawn) -> None:
+    m = make_model("2.6.34", users=0, pages=1, lock_kind="mutex")
+    waiting = parent_waits_on(m, m.cpu)
+
+    def body(cm: Model, w: int, r: int) -> None:
+        cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")
+        os.write(w, b"r")
+        wait_until(waiting)  # then die holding it, under the parent's nose
+
+    child = spawn(m, body)
+    child.wait_ready()
+    tok = m.anon_vma_lock(AV_INDEX, "page_referenced")
+    m.anon_vma_unlock(tok)
+    assert child.join() == 0
+    row = lockstat(m, m.cpu, "page_referenced")
+    assert (row[LS_ACQ], row[LS_CONT]) == (1, 1)
+    assert row[LS_WAIT_TOTAL] > 0
+    assert m.seg["cpu"][m.cpu]["owner_died"] == 1
+    assert lock_owner(m) == 0
+
+
+# ----------------------------------------------------------------------------- abort
+
+
+def test_stop_flag_2_makes_a_spinning_waiter_give_up(make_model: MakeModel) -> None:
+    m = make_model("2.6.34", users=0, pages=1)
+    assert m.lock_kind == "spin"
+    trylock, unlock = raw_lock(m)
+    assert trylock() == 0  # held, by "someone": this process, behind CpuLocks' back
+    slot = m.seg["cpu"][m.cpu]
+    state_before = int(slot["state"])
+    m.header["stop"][0] = 2
+    try:
+        with pytest.raises(Stopped):
+            m.anon_vma_lock(AV_INDEX, "page_referenced")
+    finally:
+        m.header["stop"][0] = 0
+        assert unlock() == 0
+    # The waiter left no trace of holding it, and put its published state back.
+    assert lock_owner(m) == 0
+    assert (slot["state"], slot["wait_lock"]) == (state_before, -1)
+    row = lockstat(m, m.cpu, "page_referenced")
+    assert (row[LS_ACQ], row[LS_CONT]) == (0, 0)
+    m.anon_vma_unlock(m.anon_vma_lock(AV_INDEX, "page_referenced"))  # still a good lock
+
+
+def test_stop_flag_2_makes_a_sleeping_waiter_give_up(make_model: MakeModel, spawn: Spawn) -> None:
+    m = make_model("2.6.34", users=0, pages=1, lock_kind="mutex")
+
+    def body(cm: Model, w: int, r: int) -> None:
+        tok = cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")
+        os.write(w, b"r")
+        assert os.read(r, 1) == b"g"  # hold it until the parent has given up
+        cm.anon_vma_unlock(tok)
+
+    child = spawn(m, body)
+    child.wait_ready()
+    m.header["stop"][0] = 2
+    try:
+        with pytest.raises(Stopped):
+            m.anon_vma_lock(AV_INDEX, "page_referenced")
+    finally:
+        m.header["stop"][0] = 0
+        child.tell()
+        assert child.join() == 0
+    assert lock_owner(m) == 0
+    assert m.seg["cpu"][m.cpu]["wait_lock"] == -1
+
+
+@pytest.mark.parametrize("stop,aborting", [(0, False), (1, False), (2, True)])
+def test_only_stop_2_aborts_lock_waits(make_model: MakeModel, stop: int, aborting: bool) -> None:
+    """stop=1 lets every CPU finish its current operation, so its lock waits go on."""
+    m = make_model("2.6.34", users=0, pages=1)
+    m.header["stop"][0] = stop
+    assert m.locks.stopping() is aborting
+    m.header["stop"][0] = 0
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def test_unknown_lock_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown lock kind"):
+        make_primitive("ticket")
+
+
+@pytest.mark.parametrize("kind", LOCK_KINDS)
+def test_primitive_is_not_recursive(kind: str) -> None:
+    """A held lock refuses a second trylock, even from its holder (what contention is)."""
+    prim = make_primitive(kind)
+    buf = ctypes.create_string_buffer(prim.init_template(), 64)
+    addr = ctypes.addressof(buf)
+    assert prim.trylock(addr) == 0
+    assert prim.trylock(addr) == errno.EBUSY
+    assert prim.unlock(addr) == 0
+    assert prim.trylock(addr) == 0
+    assert prim.unlock(addr) == 0
+    assert libc() is libc()
+
+
+@given(st.integers(min_value=0, max_value=2**63 - 1))
+def test_hist_bucket_holds_its_value(v: int) -> None:
+    b = hist_bucket(v)
+    assert 0 <= b < HIST_BUCKETS
+    lo, hi = hist_bucket_bounds(b)
+    assert lo <= v < hi
+
+
+def test_hist_buckets_are_ordered_and_contiguous() -> None:
+    """Buckets 0..7 hold one value each; from 8 on, bucket (bit_length << 2 | sub) holds a
+    quarter of that power of two: together they tile [0, 2**63) without gaps."""
+    used = [*range(8), *((bl << 2) | sub for bl in range(4, 64) for sub in range(4))]
+    assert max(used) < HIST_BUCKETS
+    prev_hi = 0
+    for b in used:
+        lo, hi = hist_bucket_bounds(b)
+        assert lo == prev_hi
+        assert hist_bucket(lo) == b and hist_bucket(hi - 1) == b
+        prev_hi = hi
+    assert prev_hi == 2**63
+
+
+def test_lockstat_has_a_row_per_class_and_site(make_model: MakeModel) -> None:
+    m = make_model("2.6.34", users=0, pages=1)
+    assert m.seg["lockstat"].shape[1:3] == (len(LOCK_CLASSES), len(LOCK_SITES))
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_which_lock_guards_a_child_anon_vma(make_model: MakeModel, era: str) -> None:
+    """2.6.34 takes the page's own anon_vma lock; 2.6.36+ the family's root lock (one lock
+    per family again); 3.0 makes that lock a mutex."""
+    m = make_model(era, users=2, pages=1)
+    fam = build_family(m, 2, 1, 0.0)
+    root = int(m.vma_anon_vma[fam.vma])
+    kids = [int(m.vma_anon_vma[int(m.mm["vma_head"][c])]) for c in fam.children]
+    words = {m.anon_vma_lock_word(av) for av in kids}
+    if not ERAS[era].chain:
+        assert kids == [root, root]
+    elif ERAS[era].lock_root:
+        assert words == {m.anon_vma_lock_word(root)}
+    else:
+        assert len(words | {m.anon_vma_lock_word(root)}) == 3
+    assert m.lock_kind == ("mutex" if era == "3.0" else "spin")
+    # Taking a child's lock marks the owner on the record that really holds the lock.
+    tok = m.anon_vma_lock(kids[1], "page_referenced")
+    holder = root if ERAS[era].lock_root else kids[1]
+    assert m.anon_vma["lock"]["owner"][holder] == owner_tag(os.getpid(), m.cpu)
+    m.anon_vma_unlock(tok)
+    assert not m.anon_vma["lock"]["owner"].any()
