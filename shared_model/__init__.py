@@ -7,4 +7,4 @@ from .eras import ERAS, Era, get_era
 from .layout import Capacities
 from .model import Model, OutOfMemory
 
-__all__ = ["ERAS", "Era", "get_era", "Capacities", "Model", "OutOfMemory"]
+__all__ = ["ERAS", "Capacities", "Era", "Model", "OutOfMemory", "get_era"]

@@ -26,7 +26,6 @@ import numpy as np
 from .layout import CH
 from .model import Model, OutOfMemory
 
-
 # ---------------------------------------------------------------------------- list
 
 

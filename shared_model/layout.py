@@ -248,7 +248,7 @@ ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "chunk", "page")
 def hist_bucket(v: int) -> int:
     """Histogram bucket of a non-negative value (see HIST_BUCKETS)."""
     if v < 8:
-        return v if v > 0 else 0
+        return max(0, v)
     bl = v.bit_length()
     return (bl << 2) | ((v >> (bl - 3)) & 3)
 

@@ -109,7 +109,7 @@ class Primitive(Protocol):
     def init_template(self) -> bytes: ...
     def trylock(self, addr: int) -> int: ...
     def unlock(self, addr: int) -> int: ...
-    def wait(self, addr: int, stop: "StopCheck") -> int: ...
+    def wait(self, addr: int, stop: StopCheck) -> int: ...
 
 
 class StopCheck(Protocol):
@@ -278,7 +278,7 @@ class CpuLocks:
         words, f = self.words, self.f
         if rc == errno.EOWNERDEAD:
             # A robust mutex whose owner died: trylock acquired it; make it usable again.
-            getattr(self.prims[cls], "make_consistent")(addr)
+            self.prims[cls].make_consistent(addr)
             words[f["owner_died"]] += 1
             return t0
         prev_state = words[f["state"]]
@@ -300,10 +300,8 @@ class CpuLocks:
             b = self.ls_base + (cls * _NSITES + site) * LS_FIELDS
             words[b + LS_CONT] += 1
             words[b + LS_WAIT_TOTAL] += wait
-            if wait > words[b + LS_WAIT_MAX]:
-                words[b + LS_WAIT_MAX] = wait
-            if wait < words[b + LS_WAIT_MIN]:
-                words[b + LS_WAIT_MIN] = wait
+            words[b + LS_WAIT_MAX] = max(words[b + LS_WAIT_MAX], wait)
+            words[b + LS_WAIT_MIN] = min(words[b + LS_WAIT_MIN], wait)
             words[b + LS_WAIT_HIST + hist_bucket(wait)] += 1
         return t1
 
@@ -317,10 +315,8 @@ class CpuLocks:
             b = self.ls_base + (cls * _NSITES + site) * LS_FIELDS
             words[b] += 1  # LS_ACQ
             words[b + LS_HOLD_TOTAL] += hold
-            if hold > words[b + LS_HOLD_MAX]:
-                words[b + LS_HOLD_MAX] = hold
-            if hold < words[b + LS_HOLD_MIN]:
-                words[b + LS_HOLD_MIN] = hold
+            words[b + LS_HOLD_MAX] = max(words[b + LS_HOLD_MAX], hold)
+            words[b + LS_HOLD_MIN] = min(words[b + LS_HOLD_MIN], hold)
             bl = hold.bit_length()  # hist_bucket(hold), inlined: this is the hot path
             words[b + LS_HOLD_HIST + ((bl << 2) | ((hold >> (bl - 3)) & 3) if bl > 3 else hold)] += 1
         return hold

@@ -117,7 +117,7 @@ class Model:
         lock_kind: str | None = None,
         instrument: bool = True,
         entry_cost_ns: int = 0,
-    ) -> "Model":
+    ) -> Model:
         """Create the segment, initialise locks and free stacks; the builder is CPU ``cpus-1``.
 
         On any failure the segment is unlinked before the error propagates."""

@@ -107,8 +107,7 @@ def _walk_end(m: Model, prev_state: int, wait_before: int, hold: int, visited: i
     words[f["hold_lock"]] = -1
     words[f["walks"]] += 1
     words[f["visited"]] += visited
-    if visited > words[f["max_visited"]]:
-        words[f["max_visited"]] = visited
+    words[f["max_visited"]] = max(words[f["max_visited"]], visited)
     words[f["t_walk_ns"]] += hold - (loc.wait_ns - wait_before)
     words[m.walkhist_word + visited.bit_length()] += 1
 

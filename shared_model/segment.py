@@ -42,7 +42,7 @@ class Segment:
         self._unlinked = False
 
     @classmethod
-    def create(cls, caps: Capacities) -> "Segment":
+    def create(cls, caps: Capacities) -> Segment:
         size = caps.nbytes()
         name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=size)

@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 import time
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from shared_model.build import ModelTooLarge
 from shared_model.eras import ERAS
@@ -217,9 +218,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from . import report
-    from .runner import run
-
-    from .runner import RunFailed, RunInterrupted
+    from .runner import RunFailed, RunInterrupted, run
 
     cfg = _config(a)
     cfg.validate()

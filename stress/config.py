@@ -39,7 +39,7 @@ class RunConfig:
     alloc_fail_p: float = 0.0  # --inject alloc-fail=P: anon_vma/AVC allocations fail with P
     force: bool = False
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """A copy with defaults filled in (cpus, lock), after validation."""
         self.validate()
         c = dataclasses.replace(self)

@@ -95,7 +95,8 @@ def _ms(ns: int) -> str:
 class LiveView:
     """Draws one frame per ``update`` (at most every ``interval_s``) on ``stream``.
 
-    ``render`` is pure: the same tick, names and now give the same lines."""
+    ``render`` draws nothing: the same tick, names and now give the same lines (it only
+    adopts the tick's lock namer the first time, when it was given none)."""
 
     def __init__(self, stream: TextIO | None = None, lock_names: LockNamer | None = None,
                  label: str = "", interval_s: float = 0.25, max_locks: int = 5,
@@ -120,7 +121,8 @@ class LiveView:
         if self.lock_names is None:
             self.lock_names = getattr(tick, "lock_names", None)
 
-    def render(self, tick: Any, now_ns: int | None = None, max_cpu_lines: int | None = None) -> list[str]:
+    def render(self, tick: Any, now_ns: int | None = None,
+               max_cpu_lines: int | None = None) -> list[str]:
         """The frame for ``tick``: a header, the hottest locks, one line per CPU.
 
         ``now_ns`` defaults to the tick's ``now_ns``, else perf_counter_ns().  With
@@ -142,7 +144,8 @@ class LiveView:
         waiting = int((wait_lock >= 0).sum())
         walks = int(cpu["walks"].sum())
         avg = int(cpu["visited"].sum()) / walks if walks else 0.0
-        head = (f"{self.label + ': ' if self.label else ''}{tick.elapsed:5.1f}/{tick.duration:g} s  "
+        label = f"{self.label}: " if self.label else ""
+        head = (f"{label}{tick.elapsed:5.1f}/{tick.duration:g} s  "
                 f"{waiting}/{n} CPUs waiting on a lock  walks {walks}  avg {avg:.1f} entries  "
                 f"pages scanned {int(cpu['pages_scanned'].sum())}")
         lines = [head]
@@ -150,7 +153,9 @@ class LiveView:
         waiters: dict[int, list[int]] = collections.defaultdict(list)
         for waiter in np.flatnonzero(wait_lock >= 0):
             waiters[int(wait_lock[waiter])].append(int(waiter))
-        hot = sorted(waiters.items(), key=lambda kv: (-len(kv[1]), -max(age[c] for c in kv[1]), kv[0]))
+        # Most waiters first, then the longest wait.
+        hot = sorted(waiters.items(),
+                     key=lambda kv: (-len(kv[1]), -max(age[c] for c in kv[1]), kv[0]))
         for w, ws in hot[: self.max_locks]:
             lines.append("  " + self._lock_line(w, ws, cpu, holds, hold_lock, age, owners))
         if len(hot) > self.max_locks:
@@ -161,7 +166,8 @@ class LiveView:
         if shown < n:
             shown = max(0, shown - 1)  # room for the summary line
         for c in range(shown):
-            lines.append(self._cpu_line(c, cpu[c], int(wait_lock[c]), int(hold_lock[c]), int(age[c])))
+            lines.append(self._cpu_line(c, cpu[c], int(wait_lock[c]), int(hold_lock[c]),
+                                        int(age[c])))
         if shown < n:
             counts = collections.Counter(STATE_NAME.get(int(s), str(int(s))) for s in state[shown:])
             lines.append(f"  ... cpu{shown}-cpu{n - 1}: "
@@ -223,7 +229,8 @@ class LiveView:
             return
         self._last = t
         cols, rows = self._terminal_size()
-        nlocks = min(self.max_locks + 1, len(np.unique(tick.cpu["wait_lock"][tick.cpu["state"] == WAIT])))
+        waited = tick.cpu["wait_lock"][tick.cpu["state"] == WAIT]
+        nlocks = min(self.max_locks + 1, len(np.unique(waited[waited >= 0])))
         lines = self.render(tick, max_cpu_lines=max(1, rows - 2 - nlocks))
         self.draw([ln[: max(cols - 1, 1)] for ln in lines])
 

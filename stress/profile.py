@@ -11,7 +11,7 @@
 py-spy needs ptrace rights over the run.  Rather than guess from a failed recording (by
 then py-spy's stderr has been interleaved with the run's own output, which goes straight
 to the terminal so that progress and the live view keep working), ``check_attach`` first
-points ``py-spy dump`` at a sleeping child of ours and classifies what it says.
+has py-spy record a sleeping Python child and classifies what py-spy says.
 
 py-spy does not pass on the exit status of the command it runs: ``profile`` returns
 py-spy's, and a run's own failure shows in its report.  Validate the run's arguments
@@ -25,11 +25,11 @@ distinct stack::
 where each frame is ``function (file)`` (``function (file:line)`` with ``lineno``),
 outermost first, and the function is the qualified name on Python 3.11+
 (``CpuLocks._contended``, ``SpinPrimitive.wait``).  It keeps the samples of CPU workers
-(stacks through ``worker_main``) and attributes each one to the outermost kernel entry point on its stack (``page_referenced_anon``,
-``try_to_unmap``, ``do_swap_page``, ...) and to what it was doing there: waiting for a lock
-(a waiting function of shared_model/locks.py on the stack; the group is named by the lock
-wrapper that called into locks.py, e.g. ``Model.anon_vma_lock``) or running the innermost
-project function.
+(stacks through ``worker_main``) and attributes each one to the outermost kernel entry
+point on its stack (``page_referenced_anon``, ``try_to_unmap``, ``do_swap_page``, ...) and
+to what it was doing there: waiting for a lock (a waiting function of shared_model/locks.py
+on the stack; the group is named by the lock wrapper that called into locks.py, e.g.
+``Model.anon_vma_lock``) or running the innermost project function.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,8 @@ ENTRY_FRAMES = (
 )
 PROJECT_DIRS = ("shared_model/", "stress/")
 
-_PERMISSION = re.compile(r"permission denied|operation not permitted|ptrace|EPERM|elevated permissions",
-                         re.IGNORECASE)
+_PERMISSION = re.compile(
+    r"permission denied|operation not permitted|ptrace|EPERM|elevated permissions", re.IGNORECASE)
 _PROCESS = re.compile(r'process \d+:"(?:[^"\\]|\\.)*"(?:;|$)')
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -116,37 +117,39 @@ def build_pyspy_command(run_argv: list[str], out: str, fmt: str, native: bool, r
 
 def explain_failure(stderr: str) -> str:
     """One line for what py-spy said when it could not attach."""
-    if _PERMISSION.search(stderr):
+    if _PERMISSION.search(stderr) and "Failed to create process" not in stderr:
         return PTRACE_HELP
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     # py-spy prints "Error: <what>" and then a Rust backtrace; the first line is the news.
-    first = next((ln for ln in lines if ln.startswith("Error:")), lines[0] if lines else "no message")
+    first = next((ln for ln in lines if ln.startswith("Error:")),
+                 lines[0] if lines else "no message")
     return f"py-spy cannot attach to the run: {first}"
 
 
 def check_attach(pyspy: str | None = None, timeout_s: float = 20.0) -> None:
-    """Raise ProfileError unless py-spy can attach to a process of ours: ``py-spy dump``
-    on a sleeping child (which has told us it is up, so py-spy finds an initialised
-    interpreter), with py-spy's stderr classified by ``explain_failure``."""
+    """Raise ProfileError unless py-spy can profile a Python child the way ``profile``
+    will: ``py-spy record -- python -c 'sleep'``, py-spy's stderr classified by
+    ``explain_failure``.
+
+    py-spy spawns the target as ``profile`` does, because that is what ptrace allows
+    under ``kernel.yama.ptrace_scope=1`` (a tracer may trace its own descendants): a
+    ``py-spy dump --pid`` of a child of ours would be refused there although the real
+    recording works."""
     exe = pyspy or find_pyspy()
-    with subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True) as child:
+    with tempfile.TemporaryDirectory(prefix="rmap-stress-profile-") as d:
+        cmd = [exe, "record", "--idle", "--rate", "50", "--format", "raw",
+               "-o", os.path.join(d, "probe.txt"),
+               "--", sys.executable, "-c", "import time; time.sleep(0.2)"]
         try:
-            assert child.stdout is not None
-            child.stdout.readline()
-            try:
-                r = subprocess.run([exe, "dump", "--pid", str(child.pid)], check=False,
-                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                   timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                raise ProfileError(f"py-spy cannot attach to the run: `py-spy dump` hung for "
-                                   f"{timeout_s:g} s") from None
-            except OSError as e:
-                raise ProfileError(f"{INSTALL_HELP} ({e.strerror})") from None
-        finally:
-            child.kill()
+            r = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ProfileError(f"py-spy cannot attach to the run: a probe recording hung for "
+                               f"{timeout_s:g} s") from None
+        except OSError as e:
+            raise ProfileError(f"{INSTALL_HELP} ({e.strerror})") from None
     if r.returncode:
-        raise ProfileError(explain_failure(r.stderr))
+        raise ProfileError(explain_failure(r.stderr or r.stdout))
 
 
 def profile(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,

@@ -13,7 +13,8 @@ import math
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .config import ConfigError, RunConfig
 from .results import SCHEMA_RAMP, machine_info
@@ -184,8 +185,7 @@ def write_csv(path: str, doc: dict[str, Any]) -> None:
             "work_share", "walk_share", "lock_wait_share", "pages_scanned_per_s", "avg_walk", "elapsed_s"]
     with open(path, "w") as fh:
         fh.write(",".join(cols) + "\n")
-        for p in doc["points"]:
-            fh.write(",".join(str(p[c]) for c in cols) + "\n")
+        fh.writelines(",".join(str(p[c]) for c in cols) + "\n" for p in doc["points"])
 
 
 class ProgressBar:

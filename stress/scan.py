@@ -45,7 +45,7 @@ def scan(cfg: RunConfig) -> dict[str, Any]:
                    "seed": cfg.seed, "lock": cfg.lock or ""},
         "model": counts,
         "walks": {
-            "count": int(len(visited)),
+            "count": len(visited),
             "vmas_visited": int(visited.sum()),
             "avg_visited": float(visited.mean()) if len(visited) else 0.0,
             "max_visited": int(visited.max(initial=0)),

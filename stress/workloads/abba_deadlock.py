@@ -9,7 +9,7 @@ report both CPUs' states.  Needs at least 2 users (so two anon_vmas exist: era 2
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from shared_model.build import Family, build_family, family_capacities
 from shared_model.layout import Capacities

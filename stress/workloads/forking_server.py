@@ -20,7 +20,7 @@ Jobs per minute is the throughput, as AIM7 reports it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -9,7 +9,7 @@ COWed page lives in its child's own anon_vma and the walk takes that lock and vi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
