@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +69,9 @@ LOCK_DTYPE = np.dtype(
     align=True,
 )
 assert LOCK_DTYPE.itemsize == 64
+# Words of one lock record, and the index of its owner word.
+LOCK_WORDS = 8
+OWNER_WORD = 7
 
 HEADER_DTYPE = np.dtype(
     [
@@ -318,3 +323,33 @@ class Capacities:
 
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
+
+
+LockNamer = Callable[[int], str]
+
+
+def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
+    """Decode a lock's word index in the segment (as published in ``wait_lock`` and
+    ``hold_lock``) into a name: ``anon_vma#N``, ``ptl(mm N)``, ``slab(KIND)``,
+    ``mapcount#S``; ``lock@W`` for a word that is none of them.
+
+    ``offsets`` is ``seg.offsets``, ``caps`` the segment's Capacities (``anon_vmas``,
+    ``mms``).  The arithmetic is Model's: lock 0's word plus index * record words."""
+    av_lock = ANON_VMA_DTYPE.fields["lock"][1]  # type: ignore[index]
+    mm_ptl = MM_DTYPE.fields["ptl"][1]  # type: ignore[index]
+    tables: list[tuple[int, int, int, Callable[[int], str]]] = [
+        ((offsets["anon_vma"] + av_lock) // 8, ANON_VMA_DTYPE.itemsize // 8, int(caps.anon_vmas),
+         lambda i: f"anon_vma#{i}"),
+        ((offsets["mm"] + mm_ptl) // 8, MM_DTYPE.itemsize // 8, int(caps.mms), lambda i: f"ptl(mm {i})"),
+        (offsets["slab"] // 8, LOCK_WORDS, len(ALLOC_KINDS), lambda i: f"slab({ALLOC_KINDS[i]})"),
+        (offsets["mapcount_lock"] // 8, LOCK_WORDS, MAPCOUNT_STRIPES, lambda i: f"mapcount#{i}"),
+    ]
+
+    def name(w: int) -> str:
+        for w0, stride, count, fmt in tables:
+            i, r = divmod(w - w0, stride)
+            if r == 0 and 0 <= i < count:
+                return fmt(i)
+        return f"lock@{w}"
+
+    return name

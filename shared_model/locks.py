@@ -134,8 +134,9 @@ class SpinPrimitive:
             raise OSError(rc, "pthread_spin_init failed")
         return buf.raw
 
-    def wait(self, addr: int, stop: StopCheck) -> int:
-        """Spin until acquired; returns 0, or EOWNERDEAD-like never (spinlocks don't know)."""
+    def spin_lock_slowpath(self, addr: int, stop: StopCheck) -> int:
+        """Spin until acquired; returns 0 (a spinlock cannot know its owner died).  Named as
+        the kernel's slow path so that a profile reads like a kernel profile."""
         trylock = self.trylock
         spins = 0
         while trylock(addr):
@@ -143,6 +144,8 @@ class SpinPrimitive:
             if not spins & 1023 and stop():
                 raise Stopped()
         return 0
+
+    wait = spin_lock_slowpath
 
 
 class MutexPrimitive:
@@ -173,7 +176,7 @@ class MutexPrimitive:
         c.pthread_mutexattr_destroy(attr)
         return buf.raw
 
-    def wait(self, addr: int, stop: StopCheck) -> int:
+    def mutex_lock_slowpath(self, addr: int, stop: StopCheck) -> int:
         """Sleep on the mutex in 50 ms slices, checking the stop flag between slices.
 
         Returns EOWNERDEAD when the previous owner died holding it (made consistent)."""
@@ -191,6 +194,8 @@ class MutexPrimitive:
                 raise OSError(rc, os.strerror(rc))
             if stop():
                 raise Stopped()
+
+    wait = mutex_lock_slowpath
 
     def make_consistent(self, addr: int) -> None:
         self._consistent(addr)
@@ -270,18 +275,18 @@ class CpuLocks:
         t0 = self.clock()
         rc = self._trylocks[cls](self.base + 8 * w)
         if rc:
-            t0 = self._contended(w, self.base + 8 * w, cls, site, t0, rc)
+            t0 = self.lock_contended(w, self.base + 8 * w, cls, site, t0, rc)
         self.words[w + 7] = self.owner_tag
         return t0
 
-    def _contended(self, w: int, addr: int, cls: int, site: int, t0: int, rc: int) -> int:
+    def lock_contended(self, w: int, addr: int, cls: int, site: int, t0: int, rc: int) -> int:
         words, f = self.words, self.f
         if rc == errno.EOWNERDEAD:
             # A robust mutex whose owner died: trylock acquired it; make it usable again.
             self.prims[cls].make_consistent(addr)
             words[f["owner_died"]] += 1
             return t0
-        prev_state = words[f["state"]]
+        prev_state, prev_since = words[f["state"]], words[f["state_since_ns"]]
         words[f["wait_lock"]] = w
         words[f["state_since_ns"]] = t0
         words[f["state"]] = CPU_STATE["wait"]
@@ -289,6 +294,7 @@ class CpuLocks:
             rc = self.prims[cls].wait(addr, self.stopping)
         finally:
             words[f["state"]] = prev_state
+            words[f["state_since_ns"]] = prev_since
             words[f["wait_lock"]] = -1
         t1 = self.clock()
         if rc:

@@ -25,6 +25,8 @@ from .layout import (
     MM_DTYPE,
     WALK_HIST_BUCKETS,
     Capacities,
+    LockNamer,
+    lock_namer,
 )
 from .locks import CLASS, SITE, CpuLocks, SpinPrimitive, init_locks, make_primitive
 from .segment import Segment
@@ -104,6 +106,7 @@ class Model:
         # True only while one process builds the model before any CPU starts: the counts
         # that stand for atomic_t need no stripe lock then (nothing runs concurrently).
         self.exclusive = False
+        self._namer: LockNamer | None = None
         self._rng = np.random.default_rng(cpu + 1)
         self.clock = time.perf_counter_ns
 
@@ -265,18 +268,9 @@ class Model:
         """A lock word index as a reader wants it: "anon_vma#12", "ptl(mm 3)", "slab(page)"."""
         if w < 0:
             return "-"
-        offs = self.seg.offsets
-        for array, w0, stride, fmt in (
-            ("anon_vma", self._av_lock_w0, self._av_stride, "anon_vma#{}"),
-            ("mm", self._mm_ptl_w0, self._mm_stride, "ptl(mm {})"),
-            ("slab", self._slab_w0, 8, "slab#{}"),
-            ("mapcount_lock", self._mc_w0, 8, "mapcount#{}"),
-        ):
-            n = len(self.seg[array])
-            if w0 <= w < w0 + n * stride and (w - w0) % stride == 0:
-                i = (w - w0) // stride
-                return f"slab({ALLOC_KINDS[i]})" if array == "slab" else fmt.format(i)
-        return f"lock@word{w}" if offs else "?"
+        if self._namer is None:
+            self._namer = lock_namer(self.seg.offsets, self.caps)
+        return self._namer(w)
 
     def held_locks(self) -> list[tuple[str, int, int]]:
         """Every lock whose owner field is set: (name, owner pid, owner cpu)."""

@@ -81,7 +81,9 @@ def rmap_walk_locked(m: Model, av: int, page: int, index: int, need: int) -> tup
     return found, visited
 
 
-def _entry_cost(m: Model, visited: int) -> None:
+def page_check_address(m: Model, visited: int) -> None:
+    """The modelled cost of the kernel's per-entry page-table walk (see the module header):
+    named after the function whose cost it stands for, so profiles read like the kernel's."""
     if m.entry_cost_ns and visited:
         clock = m.clock
         end = clock() + m.entry_cost_ns * visited
@@ -140,7 +142,7 @@ def page_referenced_anon(m: Model, page: int) -> tuple[int, int]:
     referenced = 0
     for slot in slots:
         referenced += page_referenced_one(m, page, slot)
-    _entry_cost(m, visited)
+    page_check_address(m, visited)
     hold = m.anon_vma_unlock(tok)
     _walk_end(m, prev, wait_before, hold, visited)
     return referenced, visited
@@ -184,7 +186,7 @@ def try_to_unmap(m: Model, page: int) -> tuple[list[int], int]:
         if not try_to_unmap_one(m, page, slot):
             break
         unmapped.append(slot)
-    _entry_cost(m, visited)
+    page_check_address(m, visited)
     hold = m.anon_vma_unlock(tok)
     _walk_end(m, prev, wait_before, hold, visited)
     return unmapped, visited

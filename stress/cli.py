@@ -70,9 +70,25 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
                         "with probability P (fork and faults unwind as the kernel's ENOMEM paths)")
     p.add_argument("--force", action="store_true", help="allow more than 1024 CPU workers")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--live", action="store_true",
+                   help="on a terminal, a live per-CPU view: what each CPU does, which lock it "
+                        "waits on and who holds it, 4 times a second")
     p.add_argument("--log-level", default="WARNING",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default WARNING)")
     p.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
+
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--out", metavar="FILE",
+                   help="where the profile goes (default profile-ERA.svg, .json or .txt)")
+    p.add_argument("--format", dest="profile_format", default="flamegraph",
+                   choices=["flamegraph", "speedscope", "raw"],
+                   help="flamegraph (SVG), speedscope (JSON) or raw collapsed stacks, which are "
+                        "also summed up (default flamegraph)")
+    p.add_argument("--native", action="store_true",
+                   help="include C frames (the pthread lock calls under the Python frames)")
+    p.add_argument("--rate", type=int, default=100, metavar="HZ",
+                   help="samples per second per process (default 100)")
 
 
 def build_parser() -> Parser:
@@ -102,6 +118,15 @@ def build_parser() -> Parser:
                                    "model in shared memory and take its real locks.")
     _model_options(r, users=1000, pages=100)
     _run_options(r, duration=10.0)
+    pr = sub.add_parser("profile", allow_abbrev=False,
+                        help="a stress run under py-spy: where the CPUs' time goes",
+                        description="`run` with the same options under `py-spy record "
+                                    "--subprocesses --idle`: a flamegraph (SVG), a speedscope "
+                                    "profile (JSON) or raw collapsed stacks.  Needs py-spy and "
+                                    "ptrace rights.")
+    _profile_options(pr)
+    _model_options(pr, users=1000, pages=100)
+    _run_options(pr, duration=10.0)
     rp = sub.add_parser("ramp", help="AIM7-style ramp of users per era: the crossover curve",
                         description="For each era and user count, a forking-server run on the same "
                                     "RAM; prints reaim's table, each era's crossover and the ratio.")
@@ -181,10 +206,14 @@ def _setup_logging(level: str, path: str | None) -> None:
     multiprocessing_logging.install_mp_handler()
 
 
-def _progress(quiet: bool, label: str):  # type: ignore[no-untyped-def]
+def _progress(quiet: bool, label: str, live: bool = False):  # type: ignore[no-untyped-def]
     if quiet:
         return None
     tty = sys.stderr.isatty()
+    if live and tty:
+        from .live import LiveView
+
+        return LiveView(sys.stderr, label=label)
     last = [0.0]
 
     def on_tick(t: Any) -> None:
@@ -225,9 +254,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     _setup_logging(a.log_level, a.log_file)
+    progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
+    view = progress if hasattr(progress, "update") else None
     try:
-        res = run(cfg, on_tick=_progress(a.quiet, f"{cfg.era} {cfg.scenario}"),
-                  stall_timeout=a.stall_timeout or None)
+        if view is not None:  # the live view: a frame 4 times a second
+            res = run(cfg, on_tick=view.update, tick_s=0.25, stall_timeout=a.stall_timeout or None)
+        else:
+            res = run(cfg, on_tick=progress, stall_timeout=a.stall_timeout or None)
         status = 1 if res["invariants"]["violations"] else 0
     except RunInterrupted as e:
         res, status = e.results, 128 + e.signum
@@ -244,6 +277,32 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.json:
         write_json(a.json, res)
     return status
+
+
+def _run_argv(profile_argv: list[str]) -> list[str]:
+    """The arguments after ``profile`` that are ``run``'s, in order: all but the profile
+    options (parsed by themselves, so ``-oFILE`` and ``--rate=50`` come out too)."""
+    p = Parser(add_help=False, allow_abbrev=False)
+    _profile_options(p)
+    return p.parse_known_args(profile_argv)[1]
+
+
+def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
+    from .profile import FORMATS, ProfileError, format_summary, profile, summarize_raw
+
+    cfg = _config(a)
+    cfg.validate()  # a bad option is a usage error now, not a profile of a failed run
+    out = a.out or f"profile-{cfg.era}.{FORMATS[a.profile_format]}"
+    try:
+        rc = profile(_run_argv(argv[argv.index("profile") + 1:]), out, a.profile_format,
+                     a.native, a.rate)
+    except ProfileError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    if a.profile_format == "raw":
+        print(format_summary(summarize_raw(out)))
+    print(f"profile written to {out}")
+    return rc
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -337,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.command:
             parser.print_help()
             return 2
+        if a.command == "profile":
+            return cmd_profile(a, list(sys.argv[1:] if argv is None else argv))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
                     "plot": cmd_plot, "compare": cmd_compare}
         return commands[a.command](a)

@@ -9,7 +9,7 @@ touches the segment, so watching cannot change what it watches.
 A copy of the slots is not atomic: a CPU can be caught between writing ``state`` and
 ``wait_lock``::
 
-    CPU 3 (in CpuLocks._contended)      parent (np.array(cpu_arr))
+    CPU 3 (in CpuLocks.lock_contended)      parent (np.array(cpu_arr))
     wait_lock = w                       copies slot 3: state = work, wait_lock = w
     state_since_ns = t0
     state = wait                        ... the next tick sees state = wait
@@ -40,45 +40,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from shared_model.layout import ALLOC_KINDS, ANON_VMA_DTYPE, CPU_STATE, MAPCOUNT_STRIPES, MM_DTYPE
+from shared_model.layout import CPU_STATE, OWNER_WORD, LockNamer, lock_namer
+
+__all__ = ["LiveView", "OWNER_WORD", "lock_namer"]
 
 STATE_NAME = {v: k for k, v in CPU_STATE.items()}
 WAIT, WALK = CPU_STATE["wait"], CPU_STATE["walk"]
-# Words of one lock record (LOCK_DTYPE: 56 raw bytes, then the owner word).
-LOCK_WORDS = 8
-OWNER_WORD = 7
-
-LockNamer = Callable[[int], str]
-
-
-def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
-    """Decode a lock's word index in the segment (as published in ``wait_lock`` and
-    ``hold_lock``) into a name: ``anon_vma#N``, ``ptl(mm N)``, ``slab(KIND)``,
-    ``mapcount#S``; ``lock@W`` for a word that is none of them.
-
-    ``offsets`` is ``seg.offsets``, ``caps`` the segment's Capacities (``anon_vmas``,
-    ``mms``).  The arithmetic is Model's: lock 0's word plus index * record words."""
-    av_lock = ANON_VMA_DTYPE.fields["lock"][1]  # type: ignore[index]
-    mm_ptl = MM_DTYPE.fields["ptl"][1]  # type: ignore[index]
-    tables = [
-        ("anon_vma", (offsets["anon_vma"] + av_lock) // 8,
-         ANON_VMA_DTYPE.itemsize // 8, int(caps.anon_vmas), lambda i: f"anon_vma#{i}"),
-        ("ptl", (offsets["mm"] + mm_ptl) // 8,
-         MM_DTYPE.itemsize // 8, int(caps.mms), lambda i: f"ptl(mm {i})"),
-        ("slab", offsets["slab"] // 8, LOCK_WORDS, len(ALLOC_KINDS),
-         lambda i: f"slab({ALLOC_KINDS[i]})"),
-        ("mapcount", offsets["mapcount_lock"] // 8, LOCK_WORDS, MAPCOUNT_STRIPES,
-         lambda i: f"mapcount#{i}"),
-    ]
-
-    def name(w: int) -> str:
-        for _, w0, stride, count, fmt in tables:
-            i, r = divmod(w - w0, stride)
-            if r == 0 and 0 <= i < count:
-                return fmt(i)
-        return f"lock@{w}"
-
-    return name
 
 
 def _ms(ns: int) -> str:

@@ -24,7 +24,7 @@ distinct stack::
 
 where each frame is ``function (file)`` (``function (file:line)`` with ``lineno``),
 outermost first, and the function is the qualified name on Python 3.11+
-(``CpuLocks._contended``, ``SpinPrimitive.wait``).  It keeps the samples of CPU workers
+(``CpuLocks.lock_contended``, ``SpinPrimitive.spin_lock_slowpath``).  It keeps the samples of CPU workers
 (stacks through ``worker_main``) and attributes each one to the outermost kernel entry
 point on its stack (``page_referenced_anon``, ``try_to_unmap``, ``do_swap_page``, ...) and
 to what it was doing there: waiting for a lock (a waiting function of shared_model/locks.py
@@ -51,7 +51,7 @@ FORMATS = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 # that file) on its stack is a CPU waiting for a lock.  The current names (the contended
 # path of CpuLocks.acquire, a primitive's wait) and kernel-like ones they may be given.
 LOCKS_FILE = "shared_model/locks.py"
-LOCK_WAIT_NAMES = ("_contended", "lock_contended", "wait",
+LOCK_WAIT_NAMES = ("lock_contended", "wait",
                    "lock_slowpath", "spin_lock_slowpath", "mutex_lock_slowpath")
 # Frames of a CPU worker's stack (the parent's stacks never pass through it).
 CPU_FRAME = "worker_main"
@@ -187,8 +187,8 @@ def _frame_name(frame: str) -> tuple[str, str]:
 
 
 def _matches(func: str, name: str) -> bool:
-    """``func`` (a qualified name, ``CpuLocks._contended``) is ``name`` or ends in it
-    (``_contended``)."""
+    """``func`` (a qualified name, ``CpuLocks.lock_contended``) is ``name`` or ends in it
+    (``lock_contended``)."""
     return func == name or func.endswith("." + name)
 
 
@@ -217,7 +217,7 @@ def classify(frames: list[tuple[str, str]]) -> tuple[str, str, bool]:
     """(entry point, what, lock wait?) for one CPU stack: the outermost ENTRY_FRAMES frame
     ("-" when none), and either the lock wrapper that is waiting (``Model.anon_vma_lock``:
     the caller of the first frame in locks.py) or the innermost project function
-    (``_entry_cost``)."""
+    (``page_check_address``)."""
     funcs = [f for f, _ in frames]
     entry = next((f for f in funcs if any(_matches(f, e) for e in ENTRY_FRAMES)), "-")
     if any(_in_locks(file) and f.rsplit(".", 1)[-1] in LOCK_WAIT_NAMES for f, file in frames):

@@ -23,7 +23,7 @@ import numpy as np
 
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
-from shared_model.layout import CPU_STATE
+from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
 from shared_model.model import Model
 
 from . import metrics
@@ -47,7 +47,7 @@ class RunFailed(RuntimeError):
 
 
 class RunInterrupted(RuntimeError):
-    """SIGINT or SIGTERM: the CPUs were stopped and ``results`` (marked ``interrupted``) holds
+    """SIGINT, SIGTERM or SIGHUP: the CPUs were stopped and ``results`` (marked ``interrupted``) holds
     what was gathered; the exit status is 128 + signum."""
 
     def __init__(self, signum: int, results: dict[str, Any]) -> None:
@@ -64,11 +64,15 @@ class Tick:
     duration: float
     cpu: np.ndarray  # copy of the per-CPU slots
     now_ns: int  # perf_counter_ns when the copy was taken (the workers' clock)
+    owners: dict[int, int] = dataclasses.field(default_factory=dict)  # waited lock word -> owner tag
+    lock_names: Callable[[int], str] | None = None  # lock word -> "anon_vma#3", "ptl(mm 5)", ...
 
 
 class _Signals:
-    """First SIGINT/SIGTERM: remember it, the run winds down and reports.  Second: raise
-    KeyboardInterrupt at once (cleanup in ``finally`` still runs)."""
+    """First SIGINT/SIGTERM/SIGHUP: remember it, the run winds down and reports.  Second:
+    raise KeyboardInterrupt at once (cleanup in ``finally`` still runs).  SIGHUP matters: a
+    closed terminal or tmux session sends it to the whole group, resource tracker included,
+    so the parent must clean up itself."""
 
     def __init__(self) -> None:
         self.signum = 0
@@ -76,7 +80,7 @@ class _Signals:
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.saved[sig] = signal.signal(sig, self._handler)
         return self
 
@@ -144,6 +148,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                 p.start()
                 procs.append(p)
             cpu_arr = seg["cpu"][: cfg.cpus]
+            names = lock_namer(seg.offsets, caps)
             deadline = time.monotonic() + GATE_TIMEOUT_S
             while not np.all(cpu_arr["pid"] > 0):
                 dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
@@ -174,7 +179,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                     report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
                     break
                 if on_tick and now >= next_tick:
-                    on_tick(Tick(now - t0, cfg.duration, np.array(cpu_arr), time.perf_counter_ns()))
+                    on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names))
                     next_tick += tick_s
                 time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
             elapsed = time.monotonic() - t0
@@ -196,6 +201,19 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             del words
             m.close()
             seg.unlink()
+
+
+def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryview,
+          names: Callable[[int], str]) -> Tick:
+    """A copy of the per-CPU slots, and of the owner word of each lock a CPU waits on.
+
+    Reads only, takes no lock: a slot or an owner may be a moment stale, and the live view
+    reads them defensively.  ``now_ns`` is read after the copy, so no age is negative."""
+    cpu = np.array(cpu_arr)
+    now_ns = time.perf_counter_ns()
+    waited = cpu["wait_lock"][(cpu["state"] == CPU_STATE["wait"]) & (cpu["wait_lock"] >= 0)]
+    owners = {int(w): int(words[int(w) + OWNER_WORD]) for w in np.unique(waited)}
+    return Tick(elapsed, duration, cpu, now_ns, owners, names)
 
 
 def _reap(procs: list[mp.process.BaseProcess], words: memoryview, stop_w: int) -> None:

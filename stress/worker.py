@@ -45,7 +45,9 @@ def pin_target(cpu: int) -> int:
 
 def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    # The parent handles Ctrl-C and a hang-up and stops us; they reach the whole group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     target = pin_target(cpu)
     proc = psutil.Process()
     try:

@@ -103,14 +103,16 @@ def test_sigint_writes_partial_results_and_exits_130(tmp_path: Path) -> None:
     assert _segments_of(p.pid) == []
 
 
-def test_sigterm_exits_143(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_exit_128_plus_signal(sig: int) -> None:
     p = subprocess.Popen(RUN + ["--era", "2.6.34", "--users", "50", "--pages", "5", "--cpus", "2",
-                                "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
     ws = _wait_workers(p, 2)
     time.sleep(0.5)
-    p.send_signal(signal.SIGTERM)
+    os.killpg(p.pid, sig)  # as a terminal or tmux does: the whole group, tracker included
     p.communicate(timeout=30)
-    assert p.returncode == 143
+    assert p.returncode == 128 + sig
     assert _gone([w.pid for w in ws])
     assert _segments_of(p.pid) == []
 
