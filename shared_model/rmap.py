@@ -50,11 +50,18 @@ def page_lock_anon_vma(m: Model, page: int, site: str) -> tuple[int, tuple[int, 
     return av, tok
 
 
-def rmap_walk_locked(m: Model, av: int, page: int, index: int, need: int) -> tuple[list[int], int]:
+Mark = tuple[int, np.ndarray, int]  # (entries visited before its batch, the batch, position)
+
+
+def rmap_walk_locked(m: Model, av: int, page: int, index: int,
+                     need: int) -> tuple[list[int], int, list[Mark]]:
     """PTE slots that (lock-free pre-check) map ``page``, up to ``need`` of them, in list
-    order; and the number of list entries visited to find them.  Expects held: av's lock."""
+    order; the number of list entries visited to find them; and for each slot where it was
+    found (``visited_upto`` turns that into a walk length, for a caller that stops early).
+    Expects held: av's lock."""
     ids = _chunk_ids(m, av)
     found: list[int] = []
+    marks: list[Mark] = []
     visited = 0
     chunk_vma = m.chunk_vma
     for batch in (ids[:1], ids[1:]):
@@ -69,16 +76,20 @@ def rmap_walk_locked(m: Model, av: int, page: int, index: int, need: int) -> tup
         inside = (addr >= start) & (addr < v[:, 1])
         slots = np.where(inside, v[:, 3] * m.ptrs + addr, 0)
         p = m.pte_words.take(slots, axis=0)
-        hits = np.flatnonzero(inside & (p[:, 0] == page) & ((p[:, 1] & PTE_PRESENT) != 0))
-        if len(hits) >= need:
-            stop = int(hits[need - 1])
-            visited += int(np.count_nonzero(vmas[: stop + 1]))
-            found.extend(slots[hits[:need]].tolist())
-            return found, visited
-        visited += int(np.count_nonzero(vmas))
+        hits = np.flatnonzero(inside & (p[:, 0] == page) & ((p[:, 1] & PTE_PRESENT) != 0))[:need]
         found.extend(slots[hits].tolist())
+        marks.extend((visited, vmas, int(h)) for h in hits)
+        if len(hits) == need:
+            return found, visited + int(np.count_nonzero(vmas[: int(hits[-1]) + 1])), marks
+        visited += int(np.count_nonzero(vmas))
         need -= len(hits)
-    return found, visited
+    return found, visited, marks
+
+
+def visited_upto(mark: Mark) -> int:
+    """Entries a walk visited up to and including the one at ``mark``."""
+    before, vmas, pos = mark
+    return before + int(np.count_nonzero(vmas[: pos + 1]))
 
 
 def page_check_address(m: Model, visited: int) -> None:
@@ -138,7 +149,7 @@ def page_referenced_anon(m: Model, page: int) -> tuple[int, int]:
         return 0, 0
     av, tok = locked
     prev, wait_before = _walk_begin(m, tok[0])
-    slots, visited = rmap_walk_locked(m, av, page, int(m.page_index[page]), int(m.page_mapcount[page]))
+    slots, visited, _ = rmap_walk_locked(m, av, page, int(m.page_index[page]), int(m.page_mapcount[page]))
     referenced = 0
     for slot in slots:
         referenced += page_referenced_one(m, page, slot)
@@ -174,16 +185,18 @@ def try_to_unmap_one(m: Model, page: int, slot: int) -> bool:
 def try_to_unmap(m: Model, page: int) -> tuple[list[int], int]:
     """Unmap every mapping of page, leaving swap entries behind; returns the PTE slots it
     unmapped (for the owners to fault back in) and the entries visited.  Stops at the first
-    mapping found referenced (SWAP_FAIL).  Takes the page's anon_vma lock for the walk."""
+    mapping found referenced (SWAP_FAIL), and then the walk's length is up to that entry.  Takes the page's anon_vma lock for the walk."""
     locked = page_lock_anon_vma(m, page, "try_to_unmap")
     if locked is None:
         return [], 0
     av, tok = locked
     prev, wait_before = _walk_begin(m, tok[0])
-    slots, visited = rmap_walk_locked(m, av, page, int(m.page_index[page]), int(m.page_mapcount[page]))
+    slots, visited, marks = rmap_walk_locked(m, av, page, int(m.page_index[page]),
+                                             int(m.page_mapcount[page]))
     unmapped = []
-    for slot in slots:
+    for i, slot in enumerate(slots):
         if not try_to_unmap_one(m, page, slot):
+            visited = visited_upto(marks[i])  # SWAP_FAIL: try_to_unmap_anon breaks here
             break
         unmapped.append(slot)
     page_check_address(m, visited)
