@@ -79,7 +79,12 @@ def run_report(res: dict[str, Any]) -> str:
 def side_by_side(a: dict[str, Any], b: dict[str, Any]) -> str:
     """Two runs' headline figures in columns, with b/a ratios."""
     def row(name: str, va: float, vb: float, fmt: str) -> str:
-        ratio = f"{vb / va:8.2f}x" if va else "      -"
+        if not va:
+            ratio = "       -"
+        elif vb and vb / va < 0.1:
+            ratio = f"{'1/' + format(va / vb, '.0f'):>8}x"
+        else:
+            ratio = f"{vb / va:8.2f}x"
         return f"{name:<34} {format(va, fmt):>14} {format(vb, fmt):>14} {ratio}"
 
     sa, sb = mean_shares(a), mean_shares(b)
