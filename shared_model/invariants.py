@@ -64,10 +64,21 @@ def check_model(m: Model) -> list[str]:
                 bad(f"anon_vma {a}: chunk {c} live count {ch['live'][c]} but {live} live slots")
             total += live
             for pos in np.flatnonzero(vs).tolist():
-                pairs.add((a, int(vs[pos])))
+                v = int(vs[pos])
+                if (a, v) in pairs:
+                    bad(f"anon_vma {a}: vma {v} is on its list twice")
+                pairs.add((a, v))
                 x = int(ch["avc"][c, pos])
-                if x >= 0:
+                # every live slot must be the one its owner records (no stale duplicates)
+                if m.era.chain:
+                    if x < 0 or avc["in_use"][x] != 1 or avc["anon_vma"][x] != a or avc["vma"][x] != v \
+                            or (avc["list_chunk"][x], avc["list_pos"][x]) != (c, pos):
+                        bad(f"anon_vma {a}: slot ({c}, {pos}) holds avc {x}, which does not point back at it")
+                    elif x in on_list_avc:
+                        bad(f"avc {x} is on a list twice")
                     on_list_avc[x] = (c, pos)
+                elif vma["anon_vma"][v] != a or (vma["list_chunk"][v], vma["list_pos"][v]) != (c, pos):
+                    bad(f"anon_vma {a}: slot ({c}, {pos}) holds vma {v}, which does not point back at it")
             prev, c = c, int(ch["next"][c])
         if av["tail"][a] != prev:
             bad(f"anon_vma {a}: tail {av['tail'][a]} is not the last chunk {prev}")
@@ -131,10 +142,19 @@ def check_model(m: Model) -> list[str]:
     pte_page, pte_flags = m.pte_page, m.pte_flags
     present = (pte_flags & PTE_PRESENT) != 0
     swap = (pte_flags & PTE_SWAP) != 0
+    torn = np.flatnonzero((present | swap) & (pte_page < 0))
+    if len(torn):  # e.g. a CPU killed between the two stores of a PTE update
+        bad(f"{len(torn)} PTEs marked present or swapped with no page, e.g. slot {torn[0]}")
+        present &= pte_page >= 0
+        swap &= pte_page >= 0
     npages = len(page)
     mapc = np.bincount(pte_page[present], minlength=npages)
     swapc = np.bincount(pte_page[swap], minlength=npages)
-    in_use = page["mapping"] >= 0
+    in_use = page["in_use"] == 1
+    mismatch = np.flatnonzero(in_use != (page["mapping"] >= 0))
+    if len(mismatch):
+        bad(f"{len(mismatch)} pages whose in_use and mapping disagree (leaked or half-freed), "
+            f"e.g. page {mismatch[0]}")
     for name, want, have in (("mapcount", mapc, page["mapcount"]), ("swapcount", swapc, page["swapcount"])):
         diff = np.flatnonzero(want != have)
         if len(diff):

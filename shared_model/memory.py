@@ -74,30 +74,40 @@ def do_mmap(m: Model, mm: int, start: int, npages: int) -> int:
 def page_counts_add(m: Model, pages: np.ndarray, dmap: int, dswap: int, site: str) -> np.ndarray:
     """Add dmap to the mapcount and dswap to the swap count of each (distinct) page; returns
     the pages whose counts both reached zero (the caller frees them: it owned the last
-    reference).
-
-    Takes the pages' mapcount stripe locks (atomic_t), all of them in ascending order and
-    released together, so a batch is one locked section; skips them while the model is
-    ``exclusive`` (being built by one process before any CPU starts)."""
-    if m.exclusive:
-        toks = []
-    elif len(pages) == 1:
-        toks = [m.mapcount_lock(int(pages[0]), site)]
-    else:
-        stripes = np.unique(pages % MAPCOUNT_STRIPES).tolist()
-        toks = [m.mapcount_lock(s, site) for s in stripes]
+    reference).  Takes and releases the pages' mapcount stripe locks (lock_stripes)."""
+    toks = lock_stripes(m, pages, site)
     try:
-        if dmap:
-            was = m.page_mapcount[pages] > 0
-            m.page_mapcount[pages] += dmap
-            now = m.page_mapcount[pages] > 0
-            _count_frames(m, int(np.count_nonzero(now & ~was)), int(np.count_nonzero(was & ~now)))
-        if dswap:
-            m.page_swapcount[pages] += dswap
-        dead = (m.page_mapcount[pages] == 0) & (m.page_swapcount[pages] == 0)
+        return page_counts_add_locked(m, pages, dmap, dswap)
     finally:
-        for tok in reversed(toks):
-            m.mapcount_unlock(tok)
+        unlock_stripes(m, toks)
+
+
+def lock_stripes(m: Model, pages: np.ndarray, site: str) -> list[tuple[int, int, int]]:
+    """Take the mapcount stripe locks (atomic_t) of ``pages``, all of them in ascending order,
+    so that a batch is one locked section; none while the model is ``exclusive`` (being
+    built by one process before any CPU starts)."""
+    if m.exclusive or not len(pages):
+        return []
+    if len(pages) == 1:
+        return [m.mapcount_lock(int(pages[0]), site)]
+    return [m.mapcount_lock(s, site) for s in np.unique(pages % MAPCOUNT_STRIPES).tolist()]
+
+
+def unlock_stripes(m: Model, toks: list[tuple[int, int, int]]) -> None:
+    for tok in reversed(toks):
+        m.mapcount_unlock(tok)
+
+
+def page_counts_add_locked(m: Model, pages: np.ndarray, dmap: int, dswap: int) -> np.ndarray:
+    """page_counts_add with the pages' stripes already held."""
+    if dmap:
+        was = m.page_mapcount[pages] > 0
+        m.page_mapcount[pages] += dmap
+        now = m.page_mapcount[pages] > 0
+        _count_frames(m, int(np.count_nonzero(now & ~was)), int(np.count_nonzero(was & ~now)))
+    if dswap:
+        m.page_swapcount[pages] += dswap
+    dead = (m.page_mapcount[pages] == 0) & (m.page_swapcount[pages] == 0)
     return pages[dead]
 
 
@@ -174,18 +184,24 @@ def do_wp_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int
     ok = (flags & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT
     slots = slots[ok]
     old = m.pte_page[slots]
-    reuse = (m.page_mapcount[old] == 1) & (m.page_swapcount[old] == 0)
-    m.pte_flags[slots[reuse]] |= PTE_WRITE | PTE_YOUNG
-    cslots, cold = slots[~reuse], old[~reuse]
-    used, spare = new[: len(cslots)], new[len(cslots) :]
-    m.page_mapping[used] = av
-    m.page_index[used] = v["vm_pgoff"] + (cslots - mm * m.ptrs - v["vm_start"])
-    m.page_mapcount[used] = 1
-    m.page_swapcount[used] = 0
-    _count_frames(m, len(used), 0)
-    m.pte_page[cslots] = used
-    m.pte_flags[cslots] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
-    gone = page_counts_add(m, cold, -1, 0, "do_wp_page") if len(cold) else cold
+    # The reuse test reads the counts: under their stripe locks, or a concurrent
+    # try_to_unmap could be caught between its mapcount and swapcount updates.
+    stripes = lock_stripes(m, old, "do_wp_page")
+    try:
+        reuse = (m.page_mapcount[old] == 1) & (m.page_swapcount[old] == 0)
+        m.pte_flags[slots[reuse]] |= PTE_WRITE | PTE_YOUNG
+        cslots, cold = slots[~reuse], old[~reuse]
+        used, spare = new[: len(cslots)], new[len(cslots) :]
+        m.page_mapping[used] = av
+        m.page_index[used] = v["vm_pgoff"] + (cslots - mm * m.ptrs - v["vm_start"])
+        m.page_mapcount[used] = 1
+        m.page_swapcount[used] = 0
+        _count_frames(m, len(used), 0)
+        m.pte_page[cslots] = used
+        m.pte_flags[cslots] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
+        gone = page_counts_add_locked(m, cold, -1, 0) if len(cold) else cold
+    finally:
+        unlock_stripes(m, stripes)
     m.unlock_ptl(tok)
     free_pages(m, gone)
     free_pages(m, spare)

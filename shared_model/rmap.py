@@ -149,13 +149,16 @@ def page_referenced_anon(m: Model, page: int) -> tuple[int, int]:
         return 0, 0
     av, tok = locked
     prev, wait_before = _walk_begin(m, tok[0])
-    slots, visited, _ = rmap_walk_locked(m, av, page, int(m.page_index[page]), int(m.page_mapcount[page]))
-    referenced = 0
-    for slot in slots:
-        referenced += page_referenced_one(m, page, slot)
-    page_check_address(m, visited)
-    hold = m.anon_vma_unlock(tok)
-    _walk_end(m, prev, wait_before, hold, visited)
+    referenced = visited = 0
+    try:
+        slots, visited, _ = rmap_walk_locked(m, av, page, int(m.page_index[page]),
+                                             int(m.page_mapcount[page]))
+        for slot in slots:
+            referenced += page_referenced_one(m, page, slot)
+        page_check_address(m, visited)
+    finally:  # an aborted nested PTE-lock wait (Stopped) must not leave the anon_vma locked
+        hold = m.anon_vma_unlock(tok)
+        _walk_end(m, prev, wait_before, hold, visited)
     return referenced, visited
 
 
@@ -191,15 +194,18 @@ def try_to_unmap(m: Model, page: int) -> tuple[list[int], int]:
         return [], 0
     av, tok = locked
     prev, wait_before = _walk_begin(m, tok[0])
-    slots, visited, marks = rmap_walk_locked(m, av, page, int(m.page_index[page]),
-                                             int(m.page_mapcount[page]))
-    unmapped = []
-    for i, slot in enumerate(slots):
-        if not try_to_unmap_one(m, page, slot):
-            visited = visited_upto(marks[i])  # SWAP_FAIL: try_to_unmap_anon breaks here
-            break
-        unmapped.append(slot)
-    page_check_address(m, visited)
-    hold = m.anon_vma_unlock(tok)
-    _walk_end(m, prev, wait_before, hold, visited)
+    unmapped: list[int] = []
+    visited = 0
+    try:
+        slots, visited, marks = rmap_walk_locked(m, av, page, int(m.page_index[page]),
+                                                 int(m.page_mapcount[page]))
+        for i, slot in enumerate(slots):
+            if not try_to_unmap_one(m, page, slot):
+                visited = visited_upto(marks[i])  # SWAP_FAIL: try_to_unmap_anon breaks here
+                break
+            unmapped.append(slot)
+        page_check_address(m, visited)
+    finally:
+        hold = m.anon_vma_unlock(tok)
+        _walk_end(m, prev, wait_before, hold, visited)
     return unmapped, visited

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -181,6 +182,14 @@ def _inject(items: list[str]) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"--inject {item!r}: P must be a number in [0, 1]") from None
     return out
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse, before a long run, an output file that could not be written at its end."""
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(f"{path}: cannot write there (no such folder, or no permission)")
 
 
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
@@ -398,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if a.command == "profile":
             return cmd_profile(a, list(sys.argv[1:] if argv is None else argv))
+        for name in ("json", "csv", "plot", "log_file"):
+            _check_output(getattr(a, name, None))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
                     "plot": cmd_plot, "compare": cmd_compare}
         return commands[a.command](a)

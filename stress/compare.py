@@ -253,6 +253,9 @@ def load_for_compare(path: str) -> dict[str, Any]:
         raise ResultsError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsError(f"{path}: not a results file ({e})") from None
+    if isinstance(doc, dict) and doc.get("schema") == SCHEMA_RUN and "throughput" not in doc:
+        raise ResultsError(f"{path}: a scan result (exact walk counts, no run): compare and plot "
+                           f"take run, demo or ramp results")
     if isinstance(doc, dict) and (doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP) or is_demo_doc(doc)):
         return doc
     got = doc.get("schema") if isinstance(doc, dict) else None

@@ -47,6 +47,7 @@ class RunConfig:
             c.cpus = online_cpus()
         if c.lock is None:
             c.lock = ERAS[c.era].lock
+        c.validate()  # again: some rules depend on the CPU count just filled in
         return c
 
     def validate(self) -> None:
@@ -68,8 +69,16 @@ class RunConfig:
         if self.cpus > MAX_CPUS_WITHOUT_FORCE and not self.force:
             raise ConfigError(f"--cpus {self.cpus} is more than {MAX_CPUS_WITHOUT_FORCE} worker "
                               f"processes; add --force if you mean it")
-        if not self.duration > 0:
-            raise ConfigError(f"--duration must be positive seconds, not {self.duration}")
+        if not 0 < self.duration < 1e7:
+            raise ConfigError(f"--duration must be a positive, finite number of seconds, not {self.duration}")
+        if (self.users + 1) * self.pages >= 1 << 30:
+            raise ConfigError(f"--users {self.users} x --pages {self.pages} is more page-table entries "
+                              f"than the model indexes (2**30)")
+        if self.scenario == "forking-server" and self.cpus and self.users < self.cpus:
+            raise ConfigError(f"forking-server needs at least one user per CPU (--users {self.users} < "
+                              f"--cpus {self.cpus}): each CPU runs its own users' jobs")
+        if self.scenario == "abba-deadlock" and (self.users < 2 or self.cpus == 1 or self.era == "2.6.33"):
+            raise ConfigError("abba-deadlock needs --users >= 2, --cpus >= 2 and an era with anon_vma_chain")
         if self.entry_cost_ns < 0:
             raise ConfigError(f"--entry-cost-ns must be >= 0, not {self.entry_cost_ns}")
         if self.work_us < 0:

@@ -71,7 +71,7 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 PTRACE_HELP = ("py-spy cannot attach to the run (no ptrace permission): run as root, or "
                "`sysctl kernel.yama.ptrace_scope=0`, or in a container start it with "
                "`--cap-add SYS_PTRACE`")
-INSTALL_HELP = "py-spy not found: `pip install py-spy` (or `pip install 'rmap-stress[profile]'`)"
+INSTALL_HELP = "py-spy not found: `pip install py-spy` (rmap-stress installs it as a dependency)"
 
 
 class ProfileError(Exception):

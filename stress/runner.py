@@ -14,6 +14,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class _Signals:
     def __init__(self) -> None:
         self.signum = 0
         self.saved: dict[int, Any] = {}
+        self.abort: Callable[[], None] | None = None  # raises the stop word to "abort"
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
@@ -86,8 +88,15 @@ class _Signals:
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.signum:
+            if self.abort:
+                self.abort()  # lock waits give up: the reaping that follows is quick
             raise KeyboardInterrupt
         self.signum = signum
+
+    def ignore(self) -> None:
+        """From here on (cleanup), further signals are ignored: the segment gets unlinked."""
+        for sig in self.saved:
+            signal.signal(sig, signal.SIG_IGN)
 
     def __exit__(self, *exc: object) -> None:
         for sig, h in self.saved.items():
@@ -135,6 +144,11 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
         procs: list[mp.process.BaseProcess] = []
         words = m.locks.words
         gate_w, stop_w = seg.offsets["header"] // 8 + 1, seg.offsets["header"] // 8 + 2
+
+        def abort() -> None:
+            words[stop_w] = 2
+
+        sigs.abort = abort
         failure: str | None = None
         report: list[str] = []
         try:
@@ -155,7 +169,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                 if dead or time.monotonic() > deadline:
                     raise RunFailed(f"cpu{dead[0] if dead else '?'} did not reach the start gate")
                 if sigs.signum:
-                    raise KeyboardInterrupt
+                    break
                 time.sleep(0.005)
             words[gate_w] = 1
             t0 = time.monotonic()
@@ -196,6 +210,9 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                 raise RunInterrupted(sigs.signum, results)
             return results
         finally:
+            if sys.exc_info()[0] is KeyboardInterrupt:
+                sigs.ignore()
+            sigs.abort = None
             words[stop_w] = max(int(words[stop_w]), 1)
             _reap(procs, words, stop_w)
             del words

@@ -45,9 +45,11 @@ def pin_target(cpu: int) -> int:
 
 def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
-    # The parent handles Ctrl-C and a hang-up and stops us; they reach the whole group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The parent handles Ctrl-C, SIGTERM and a hang-up and stops us through the stop word;
+    # a signal to the whole group must not interrupt a CPU mid-operation (the forked
+    # handler is the parent's).  SIGKILL still ends us.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     target = pin_target(cpu)
     proc = psutil.Process()
     try:

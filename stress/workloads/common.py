@@ -55,9 +55,12 @@ class DirectReclaim:
         if not self.lru or self.free_frames() - need >= self.low:
             return
         m = self.m
-        m.locks.words[m.locks.f["direct_reclaims"]] += 1
+        words = m.locks.words
+        words[m.locks.f["direct_reclaims"]] += 1
         lru, n = self.lru, len(self.lru)
         for _ in range(DIRECT_RECLAIM_SCAN):
+            if words[m.locks.stop_word]:  # the run is ending: leave between two pages
+                return
             shrink_page(m, lru[self.hand], refault=False)
             self.hand = (self.hand + 1) % n
             if self.free_frames() - need >= self.high:

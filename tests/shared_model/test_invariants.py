@@ -224,7 +224,50 @@ def test_pte_of_a_freed_page_is_caught(make_model: MakeModel, era: str) -> None:
     slot = fam.parent * m.ptrs
     page = int(m.pte_page[slot])
     m.page_mapping[page] = -1  # freed under a live mapping
+    m.page["in_use"][page] = 0
     assert_caught(m, "free pages still mapped")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_half_freed_page_is_caught(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era, cow=0.0)
+    page = int(m.pte_page[fam.parent * m.ptrs])
+    m.page_mapping[page] = -1  # mapping cleared, record still in use
+    assert_caught(m, "in_use and mapping disagree")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_page_allocated_and_never_used_is_caught(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era, cow=0.0)
+    m.alloc("page", 1)  # e.g. a CPU stopped between allocating a COW page and using it
+    assert_caught(m, "in_use and mapping disagree")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_torn_pte_is_reported_not_crashed_on(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era, cow=0.0)
+    m.pte_page[fam.parent * m.ptrs] = -1  # page cleared, flags not yet: a CPU killed mid-zap
+    assert_caught(m, "marked present or swapped with no page")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_duplicate_list_entry_is_caught(make_model: MakeModel, era: str) -> None:
+    from shared_model.anon_vma import anon_vma_list_add_tail_locked
+
+    m, fam = corrupt_family(make_model, era, cow=1.0)
+    child = fam.children[0]
+    v = int(m.mm["vma_head"][child])
+    av = int(m.vma_anon_vma[v])
+    saved = (int(m.vma["list_chunk"][v]), int(m.vma["list_pos"][v]))
+    if m.era.chain:
+        x = int(m.vma["avc_head"][v])
+        saved = (int(m.avc["list_chunk"][x]), int(m.avc["list_pos"][x]))
+        anon_vma_list_add_tail_locked(m, av, v, x)  # a stale second slot for the same AVC
+        m.avc["list_chunk"][x], m.avc["list_pos"][x] = saved
+    else:
+        anon_vma_list_add_tail_locked(m, av, v, -1)
+        m.vma["list_chunk"][v], m.vma["list_pos"][v] = saved
+    assert_caught(m, "twice")
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)

@@ -79,3 +79,32 @@ def test_run_json_contract(tmp_path) -> None:
     assert set(doc["throughput"]) >= {"jobs_per_min", "pages_scanned_per_s"}
     assert doc["invariants"]["checked"] is True and doc["invariants"]["violations"] == 0
     assert "anon_vma" in p.stdout and "invariants: ok" in p.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--json", "/no/such/folder/r.json"],
+    ["run", "--duration", "inf"],
+    ["run", "--scenario", "forking-server", "--users", "1", "--cpus", "2"],
+    ["run", "--scenario", "abba-deadlock", "--users", "1", "--era", "2.6.34"],
+    ["run", "--users", "100000000", "--pages", "100"],
+    ["run", "--inject", "alloc-fail=2"],
+    ["run", "--inject", "bitflip=0.1"],
+    ["ramp", "--start-users", "100", "--end-users", "10"],
+    ["ramp", "--increment", "0"],
+    ["ramp", "--factor", "1"],
+    ["ramp", "--plot", "x.pdf"],
+    ["plot", "/no/such.json", "-o", "x.png"],
+    ["compare", "/no/such.json"],
+])
+def test_more_bad_input_one_line_exit_2(args: list[str]) -> None:
+    p = rmap(*args)
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_plot_and_compare_refuse_a_scan_result(tmp_path) -> None:
+    out = tmp_path / "scan.json"
+    assert rmap("scan", "--users", "3", "--pages", "2", "--json", str(out)).returncode == 0
+    for args in (["plot", str(out), "-o", str(tmp_path / "x.png")], ["compare", str(out)]):
+        p = rmap(*args)
+        assert p.returncode == 2 and "a scan result" in p.stderr, p.stderr
