@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import psutil
 
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
@@ -174,6 +175,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             words[gate_w] = 1
             t0 = time.monotonic()
             next_tick = t0 + tick_s
+            sampler = _Timeline(procs, t0)
             progress, last_progress = -1, t0
             while (now := time.monotonic()) < t0 + cfg.duration and not sigs.signum:
                 dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
@@ -192,6 +194,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                                f"(--stall-timeout {stall_timeout:g})")
                     report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
                     break
+                sampler.maybe_sample(now, cpu_arr)
                 if on_tick and now >= next_tick:
                     on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names))
                     next_tick += tick_s
@@ -201,6 +204,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             _reap(procs, words, stop_w)
             del cpu_arr
             results = collect(m, cfg, machine, elapsed, build_s)
+            results["timeline"] = sampler.samples
             if failure:
                 results["failed"] = {"reason": failure, "cpu_states": report,
                                      "note": "the model may have been mid-update: see invariants"}
@@ -218,6 +222,53 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             del words
             m.close()
             seg.unlink()
+
+
+class _Timeline:
+    """About once a second: each CPU's time shares over the last interval (from its own
+    cumulative counters) and the OS's figures for its process (psutil: cumulative user and
+    system seconds, context switches), so a collapse can be watched as it develops."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, procs: list[mp.process.BaseProcess], t0: float) -> None:
+        self.t0 = t0
+        self.next = t0 + self.INTERVAL_S
+        self.samples: list[dict[str, Any]] = []
+        self.ps: list[psutil.Process | None] = []
+        for p in procs:
+            try:
+                self.ps.append(psutil.Process(p.pid))
+            except psutil.Error:
+                self.ps.append(None)
+        self.prev: np.ndarray | None = None
+        self.prev_ns = time.perf_counter_ns()
+
+    def maybe_sample(self, now: float, cpu_arr: np.ndarray) -> None:
+        if now < self.next:
+            return
+        self.next += self.INTERVAL_S
+        cpu = np.array(cpu_arr)
+        now_ns = time.perf_counter_ns()
+        span = max(now_ns - self.prev_ns, 1)
+        rows = []
+        for i, c in enumerate(cpu):
+            row: dict[str, Any] = {"cpu": i}
+            for key, field in (("walk", "t_walk_ns"), ("lock_wait", "t_wait_ns"), ("work", "t_work_ns")):
+                before = int(self.prev[i][field]) if self.prev is not None else 0
+                row[key] = min(max((int(c[field]) - before) / span, 0.0), 1.0)
+            row.update(walks=int(c["walks"]), pages_scanned=int(c["pages_scanned"]), jobs=int(c["jobs"]))
+            ps = self.ps[i]
+            try:
+                if ps is not None:
+                    ct, cs = ps.cpu_times(), ps.num_ctx_switches()
+                    row.update(utime=ct.user, stime=ct.system, voluntary_ctx=cs.voluntary,
+                               involuntary_ctx=cs.involuntary)
+            except psutil.Error:
+                pass
+            rows.append(row)
+        self.samples.append({"t": round(now - self.t0, 3), "cpus": rows})
+        self.prev, self.prev_ns = cpu, now_ns
 
 
 def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryview,

@@ -90,3 +90,16 @@ def test_more_workers_than_cpus_are_pinned_round_robin() -> None:
 def test_bad_config_is_refused_before_anything_starts(bad: dict) -> None:
     with pytest.raises(ConfigError):
         run(RunConfig(**bad))
+
+
+def test_timeline_samples_every_cpu_about_once_a_second() -> None:
+    res = run(RunConfig(era="2.6.33", users=50, pages=5, cpus=2, duration=2.3))
+    tl = res["timeline"]
+    assert len(tl) == 2 and [s["t"] for s in tl] == sorted(s["t"] for s in tl)
+    for sample in tl:
+        assert [c["cpu"] for c in sample["cpus"]] == [0, 1]
+        for c in sample["cpus"]:
+            assert 0.0 <= c["walk"] <= 1.0 and 0.0 <= c["lock_wait"] <= 1.0
+            assert {"utime", "stime", "voluntary_ctx", "involuntary_ctx"} <= set(c)
+    # counters only grow
+    assert all(a["walks"] <= b["walks"] for a, b in zip(tl[0]["cpus"], tl[1]["cpus"]))
