@@ -21,6 +21,7 @@ Segment map, in order, each array 64-byte aligned::
     cpu[]         per-CPU published state, one 512-byte slot each (will-it-scale: >= 256 apart)
     lockstat[]    per-CPU lock statistics [cpu, class, site, field]
     walkhist[]    per-CPU walk-length histogram [cpu, bucket]
+    lockdep[]     per-CPU lock-order edges [cpu, held class, taken class] (--check-lock-order)
 
 Addresses are in pages: ``vm_start``/``vm_end`` are virtual page numbers and the page
 table of an mm is indexed by vpn directly (so ``vma_address`` works in pages, and
@@ -300,6 +301,8 @@ class Capacities:
             ("cpu", CPU_DTYPE, (self.cpus,)),
             ("lockstat", np.dtype("<i8"), (self.cpus, len(LOCK_CLASSES), len(LOCK_SITES), LS_FIELDS)),
             ("walkhist", np.dtype("<i8"), (self.cpus, WALK_HIST_BUCKETS)),
+            # --check-lock-order: [cpu, held class, taken class] -> (times, first sites + 1)
+            ("lockdep", np.dtype("<i8"), (self.cpus, len(LOCK_CLASSES), len(LOCK_CLASSES), 2)),
         ]
         return spec
 

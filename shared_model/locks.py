@@ -251,6 +251,12 @@ class CpuLocks:
         self._trylocks = {c: p.trylock for c, p in prims.items()}
         self._unlocks = {c: p.unlock for c, p in prims.items()}
         self.clock = time.perf_counter_ns
+        # lockdep-like order checking (off unless asked for): the classes this CPU holds,
+        # and its edge table [held class][taken class] -> (times, first call sites + 1).
+        self.order_check = False
+        self.held: list[tuple[int, int]] = []
+        ncls = len(LOCK_CLASSES)
+        self.ld_base = seg.offsets["lockdep"] // 8 + cpu * ncls * ncls * 2
 
     def stopping(self) -> bool:
         """The run is being aborted (stop >= 2): waiters give up with Stopped.  A plain stop
@@ -272,12 +278,26 @@ class CpuLocks:
 
     def acquire(self, w: int, cls: int, site: int) -> int:
         """Take lock word ``w``; returns the acquire time (ns) to hand to ``release``."""
+        if self.order_check:
+            self.note_order(cls, site)
         t0 = self.clock()
         rc = self._trylocks[cls](self.base + 8 * w)
         if rc:
             t0 = self.lock_contended(w, self.base + 8 * w, cls, site, t0, rc)
         self.words[w + 7] = self.owner_tag
         return t0
+
+    def note_order(self, cls: int, site: int) -> None:
+        """Record, before trying to take a lock of class ``cls`` at ``site``, an edge from
+        every class this CPU holds (as lockdep does on acquire, so a deadlock that never
+        completes the acquisition is still recorded)."""
+        words, n = self.words, len(LOCK_CLASSES)
+        for hcls, hsite in self.held:
+            e = self.ld_base + (hcls * n + cls) * 2
+            words[e] += 1
+            if not words[e + 1]:
+                words[e + 1] = hsite * 64 + site + 1
+        self.held.append((cls, site))
 
     def lock_contended(self, w: int, addr: int, cls: int, site: int, t0: int, rc: int) -> int:
         words, f = self.words, self.f
@@ -315,6 +335,11 @@ class CpuLocks:
         """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns)."""
         hold = self.clock() - t_acq
         words = self.words
+        if self.order_check:
+            for i in range(len(self.held) - 1, -1, -1):
+                if self.held[i][0] == cls:
+                    del self.held[i]
+                    break
         words[w + 7] = 0
         self._unlocks[cls](self.base + 8 * w)
         if self.instrument:

@@ -69,6 +69,9 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
     p.add_argument("--inject", action="append", default=[], metavar="FAULT",
                    help="fault injection: alloc-fail=P makes anon_vma and AVC allocations fail "
                         "with probability P (fork and faults unwind as the kernel's ENOMEM paths)")
+    p.add_argument("--check-lock-order", action="store_true",
+                   help="lockdep-like: record per CPU the order in which lock classes are taken "
+                        "and report the first inversion (or recursive locking) with both call sites")
     p.add_argument("--force", action="store_true", help="allow more than 1024 CPU workers")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--live", action="store_true",
@@ -195,7 +198,7 @@ def _check_output(path: str | None) -> None:
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
     over = {**_inject(getattr(a, "inject", [])), **over}
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
-                                          "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
+                                          "lock", "seed", "entry_cost_ns", "work_us", "ram_pages", "check_lock_order",
                                           "force") if hasattr(a, k)}
     fields.update(over)
     return RunConfig(**fields)

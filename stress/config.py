@@ -37,6 +37,7 @@ class RunConfig:
     work_us: int = 200  # forking-server: user work per job
     ram_pages: int = 0  # forking-server: page frames; 0 = 3/4 of what the family holds
     alloc_fail_p: float = 0.0  # --inject alloc-fail=P: anon_vma/AVC allocations fail with P
+    check_lock_order: bool = False  # lockdep-like: record class order per CPU, report inversions
     force: bool = False
 
     def resolved(self) -> RunConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from shared_model.layout import (
@@ -135,3 +137,50 @@ def class_wait_share(locks: list[dict], cpus: list[dict], cpu: np.ndarray, cls: 
     total = int(cpu["t_total_ns"].sum())
     wait = sum(r["wait_ns"]["total"] for r in locks if r["class"] == cls)
     return wait / total if total else 0.0
+
+
+# Classes whose same-class nesting is annotated, as the kernel does with spin_lock_nested:
+# copy_page_range takes the child's then the parent's ptl; a batch of mapcount stripes is
+# taken in ascending order.
+NESTED_OK = {"ptl", "mapcount"}
+
+
+def lock_order_findings(lockdep: np.ndarray) -> list[str]:
+    """lockdep-like verdicts from the per-CPU edge tables [cpu, held, taken, (n, sites)]:
+    an inversion (A taken under B somewhere, B under A elsewhere) with both call sites, or
+    a lock taken while holding one of its own class (possible recursive locking)."""
+    n = len(LOCK_CLASSES)
+    seen = lockdep[:, :, :, 0].sum(axis=0)
+
+    def where(a: int, b: int) -> str:
+        for cpu in range(lockdep.shape[0]):
+            code = int(lockdep[cpu, a, b, 1])
+            if code:
+                hs, ts = divmod(code - 1, 64)
+                return f"{LOCK_SITES[hs]} -> {LOCK_SITES[ts]} on cpu{cpu}"
+        return "?"
+
+    out = []
+    for a in range(n):
+        for b in range(n):
+            if not seen[a, b]:
+                continue
+            if a == b and LOCK_CLASSES[a] not in NESTED_OK:
+                out.append(f"possible recursive locking: {LOCK_CLASSES[a]} taken while holding "
+                           f"{LOCK_CLASSES[a]} ({where(a, a)}, {int(seen[a, a])} times)")
+            elif a < b and seen[b, a]:
+                out.append(f"lock inversion: {LOCK_CLASSES[b]} under {LOCK_CLASSES[a]} "
+                           f"({where(a, b)}) and {LOCK_CLASSES[a]} under {LOCK_CLASSES[b]} ({where(b, a)})")
+    return out
+
+
+def lock_order_edges(lockdep: np.ndarray) -> list[dict[str, Any]]:
+    """Every observed (held -> taken) class pair with its count and first call sites."""
+    seen = lockdep[:, :, :, 0].sum(axis=0)
+    edges = []
+    for a, b in zip(*np.nonzero(seen)):
+        code = next((int(c) for c in lockdep[:, a, b, 1] if c), 0)
+        hs, ts = divmod(code - 1, 64) if code else (0, 0)
+        edges.append({"held": LOCK_CLASSES[a], "taken": LOCK_CLASSES[b], "times": int(seen[a, b]),
+                      "sites": [LOCK_SITES[hs], LOCK_SITES[ts]]})
+    return edges

@@ -69,6 +69,11 @@ def run_summary(res: dict[str, Any]) -> str:
         f"other {pct(sh['other'])}  (anon_vma lock wait {pct(res['anon_vma_wait_share'])})",
         f"invariants: {'ok' if inv['violations'] == 0 else str(inv['violations']) + ' VIOLATIONS'}",
     ]
+    lo = res.get("lock_order") or {}
+    if lo.get("checked"):
+        lines.append("lock order: " + ("no inversion in " + str(len(lo["edges"])) + " class pairs seen"
+                                       if not lo["findings"] else lo["findings"][0]))
+    lines += [f"  {msg}" for msg in inv.get("messages", [])[:5]]
     return "\n".join(lines)
 
 

@@ -307,6 +307,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
     cpu = np.array(m.seg["cpu"][:n])
     lockstat = np.array(m.seg["lockstat"][:n])
     walkhist = np.array(m.seg["walkhist"][:n])
+    lockdep = np.array(m.seg["lockdep"][:n])
     violations = check_model(m)
     locks = metrics.lock_rows(lockstat)
     cpus = metrics.cpu_rows(cpu)
@@ -320,6 +321,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "cow": cfg.cow, "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
             "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
             "ram_pages": cfg.ram_pages, "alloc_fail_p": cfg.alloc_fail_p,
+            "check_lock_order": cfg.check_lock_order,
         },
         "machine": machine,
         "elapsed_s": elapsed,
@@ -343,4 +345,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "alloc_failures": int(cpu["alloc_failures"].sum()),
         },
         "invariants": {"checked": True, "violations": len(violations), "messages": violations},
+        "lock_order": {"checked": cfg.check_lock_order,
+                       "findings": metrics.lock_order_findings(lockdep) if cfg.check_lock_order else [],
+                       "edges": metrics.lock_order_edges(lockdep) if cfg.check_lock_order else []},
     }

@@ -137,7 +137,8 @@ def test_deadlock_is_caught_by_the_stall_watchdog(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     t0 = time.monotonic()
     p = subprocess.run(RUN + ["--era", "2.6.34", "--scenario", "abba-deadlock", "--users", "4", "--pages", "2",
-                              "--cpus", "2", "--duration", "60", "--stall-timeout", "2", "--json", str(out)],
+                              "--cpus", "2", "--duration", "60", "--stall-timeout", "2", "--check-lock-order",
+                              "--json", str(out)],
                        capture_output=True, text=True, timeout=60)
     assert time.monotonic() - t0 < 20
     assert p.returncode == 1
@@ -150,6 +151,9 @@ def test_deadlock_is_caught_by_the_stall_watchdog(tmp_path: Path) -> None:
     a_wait = states[0].split("waiting for ")[1].split()[0]
     a_hold = states[0].split("holding ")[1].split(",")[0]
     assert f"holding {a_wait}" in states[1] and f"waiting for {a_hold}" in states[1]
+    # the lock-order checker saw it coming: anon_vma nested in anon_vma, with the call sites
+    assert doc["lock_order"]["findings"][0].startswith(
+        "possible recursive locking: anon_vma taken while holding anon_vma (anon_vma_fork -> anon_vma_fork")
     assert _segments_of(p.pid if hasattr(p, "pid") else 0) == []
 
 
