@@ -153,8 +153,10 @@ def test_offsets_are_aligned_and_disjoint(caps: Capacities) -> None:
         assert end <= start, (a, b)
     assert spans[-1][1] <= total
     # Per-CPU slots are a cache line apart or more (written by one CPU each).
-    ls = caps.arrays()[-2]
-    assert ls[0] == "lockstat" and (ls[1].itemsize * math.prod(ls[2][1:])) % CACHELINE == 0
+    for name, dtype, shape in caps.arrays():
+        if name in ("cpu", "lockstat", "walkhist", "lockdep"):
+            assert shape[0] == caps.cpus
+            assert (dtype.itemsize * math.prod(shape[1:])) % CACHELINE == 0, name
 
 
 @pytest.mark.parametrize("caps", CAPS[:2], ids=["2.6.33", "2.6.34"])
