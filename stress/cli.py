@@ -160,6 +160,8 @@ def build_parser() -> Parser:
     rp.add_argument("--csv", metavar="FILE", help="write one row per run")
     rp.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.add_argument("--live", action="store_true",
+                    help="on a terminal, the live per-CPU view during each point instead of the bar")
     pl = sub.add_parser("plot", help="draw a saved results file (run, demo or ramp) as PNG or SVG",
                         description="Draw the pictures of a results file: for a ramp the AIM7 curve "
                                     "with crossovers, CPU time shares against users and the lock wait "
@@ -365,9 +367,16 @@ def cmd_ramp(a: argparse.Namespace) -> int:
                      lock=a.lock, seed=a.seed, entry_cost_ns=a.entry_cost_ns, work_us=a.work_us,
                      ram_pages=a.ram_pages)
     _setup_logging("WARNING", None)
+    live = None
+    if a.live and not a.quiet and sys.stderr.isatty():
+        from .live import LiveView
+
+        def live(label: str) -> Any:
+            return LiveView(sys.stderr, label=label).update
+
     doc = ramp(a.eras or ["2.6.33", "2.6.34"], users, base, repeat=a.repeat,
                stop_at_crossover=a.crossover, threshold=a.threshold,
-               progress=None if a.quiet else ProgressBar())
+               progress=None if a.quiet or live else ProgressBar(), live=live)
     print(ramp_table(doc))
     print()
     print(headline(doc))

@@ -97,8 +97,10 @@ def crossover_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
          stop_at_crossover: bool = False, threshold: float = 1.0,
-         progress: Callable[[int, int, str, float], None] | None = None) -> dict[str, Any]:
-    """Run the ramp; returns the rmap-stress-ramp/1 document."""
+         progress: Callable[[int, int, str, float], None] | None = None,
+         live: Callable[[str], Callable[[Any], None]] | None = None) -> dict[str, Any]:
+    """Run the ramp; returns the rmap-stress-ramp/1 document.  ``live(label)``, when given,
+    makes the on_tick callback of each point's run (the live per-CPU view)."""
     if repeat <= 0:
         raise ConfigError(f"--repeat must be a positive count, not {repeat}")
     if not threshold > 0:
@@ -119,7 +121,12 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
                 if progress:
                     progress(done, total, f"{era} users {u} run {r + 1}/{repeat}", time.monotonic() - t0)
                 cfg = RunConfig(**{**base.__dict__, "era": era, "users": u, "scenario": "forking-server"})
-                points.append(point_of(run(cfg), era, u, r))
+                if live:
+                    label = f"{era} users {u} run {r + 1}/{repeat} (point {done + 1}/{total})"
+                    res = run(cfg, on_tick=live(label), tick_s=0.25)
+                else:
+                    res = run(cfg)
+                points.append(point_of(res, era, u, r))
                 done += 1
             if stop_at_crossover and summarize(points, era, threshold)[-1]["below_threshold"]:
                 done += (len(users) - users.index(u) - 1) * repeat
