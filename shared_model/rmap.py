@@ -44,7 +44,9 @@ def page_lock_anon_vma(m: Model, page: int, site: str) -> tuple[int, tuple[int, 
     if av < 0 or m.page_mapcount[page] <= 0:
         return None
     tok = m.anon_vma_lock(av, site)
-    if m.page_mapping[page] != av or m.page_mapcount[page] <= 0:
+    # In eras that lock the root, also recheck that av still has the root whose lock we
+    # took: a freed and reused av may belong to another family by now.
+    if m.page_mapping[page] != av or m.page_mapcount[page] <= 0 or tok[0] != m.anon_vma_lock_word(av):
         m.anon_vma_unlock(tok)
         return None
     return av, tok
