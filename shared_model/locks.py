@@ -263,9 +263,6 @@ class CpuLocks:
         (1) lets every CPU finish its current operation, so waits go on."""
         return self.words[self.stop_word] >= 2
 
-    def publish(self, field: str, value: int) -> None:
-        self.words[self.f[field]] = value
-
     def reset_stats(self) -> None:
         """Zero this CPU's lockstat (min fields start at +inf)."""
         n = len(LOCK_CLASSES) * len(LOCK_SITES) * LS_FIELDS

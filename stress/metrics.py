@@ -132,7 +132,7 @@ def walk_stats(cpu: np.ndarray, walkhist: np.ndarray) -> dict:
     }
 
 
-def class_wait_share(locks: list[dict], cpus: list[dict], cpu: np.ndarray, cls: str = "anon_vma") -> float:
+def class_wait_share(locks: list[dict], cpu: np.ndarray, cls: str = "anon_vma") -> float:
     """Share of all CPUs' run time spent waiting on lock class ``cls``."""
     total = int(cpu["t_total_ns"].sum())
     wait = sum(r["wait_ns"]["total"] for r in locks if r["class"] == cls)

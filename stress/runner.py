@@ -330,7 +330,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
         "walks": walks,
         "locks": locks,
         "cpus": cpus,
-        "anon_vma_wait_share": metrics.class_wait_share(locks, cpus, cpu),
+        "anon_vma_wait_share": metrics.class_wait_share(locks, cpu),
         "throughput": {
             "jobs_per_min": jobs / elapsed * 60 if elapsed else 0.0,
             "pages_scanned_per_s": scanned / elapsed if elapsed else 0.0,
