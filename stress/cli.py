@@ -1,7 +1,8 @@
 """Command line: parse, validate, dispatch; errors become one line and an exit status.
 
 Exit status: 0 ok; 1 the run failed (a CPU died, invariants violated); 2 bad input;
-130 interrupted.
+128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).  A reader that
+stops reading (``| head``) ends the output quietly with status 0.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from shared_model.eras import ERAS
 from shared_model.locks import LOCK_KINDS
 
 from .config import DEFAULT_ENTRY_COST_NS, SCENARIOS, ConfigError, RunConfig
-from .results import ResultsError, write_json
+from .results import ResultsError, package_version, write_json
 
 PROG = "rmap-stress"
 
@@ -37,7 +38,8 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
     p.add_argument("--era", default="2.6.33", choices=None, metavar="ERA",
                    help=f"kernel design: {', '.join(ERAS)} (default 2.6.33)")
     p.add_argument("--users", type=int, default=users, metavar="N",
-                   help=f"children forked by the family's parent (default {users})")
+                   help=f"reclaim-storm and scan: children forked by the family's parent; "
+                        f"forking-server: AIM7 users, each a process with its own jobs (default {users})")
     p.add_argument("--pages", type=int, default=pages, metavar="P",
                    help=f"anonymous pages the parent maps and touches (default {pages})")
     p.add_argument("--cow", type=float, default=1.0, metavar="F",
@@ -83,7 +85,7 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
 
 
 def _profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--out", metavar="FILE",
+    p.add_argument("-o", "--output", dest="out", metavar="FILE",
                    help="where the profile goes (default profile-ERA.svg, .json or .txt)")
     p.add_argument("--format", dest="profile_format", default="flamegraph",
                    choices=["flamegraph", "speedscope", "raw"],
@@ -101,6 +103,7 @@ def build_parser() -> Parser:
         description="Reproduce the 2010 anon_vma lock collapse with real processes, shared "
                     "memory and real locks, and measure it.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     d = sub.add_parser("demo", help="reclaim-storm in 2.6.33 then 2.6.34, side by side (about a minute)",
                        description="Run reclaim-storm in era 2.6.33 and then 2.6.34 on every online "
@@ -154,11 +157,14 @@ def build_parser() -> Parser:
     rp.add_argument("--work-us", type=int, default=200, metavar="US", help="user work per job (default 200)")
     rp.add_argument("--entry-cost-ns", type=int, default=DEFAULT_ENTRY_COST_NS, metavar="NS",
                     help=f"modelled cost per walk entry (default {DEFAULT_ENTRY_COST_NS})")
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--seed", type=int, default=0,
+                    help="seed for which pages a user touches and its child COWs (default 0)")
     rp.add_argument("--lock", default=None, metavar="KIND", help="override the eras' lock primitive")
     rp.add_argument("--json", metavar="FILE", help="write the ramp document (schema rmap-stress-ramp/1)")
     rp.add_argument("--csv", metavar="FILE", help="write one row per run")
     rp.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
+    rp.add_argument("--log-users", action="store_true",
+                    help="--plot: users on a log axis (a geometric ramp's points evenly spaced)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.add_argument("--live", action="store_true",
                     help="on a terminal, the live per-CPU view during each point instead of the bar")
@@ -168,6 +174,8 @@ def build_parser() -> Parser:
                                     "distribution; for a run or demo the per-CPU shares and wait CDF.")
     pl.add_argument("results", metavar="RESULTS.json")
     pl.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, .png or .svg")
+    pl.add_argument("--log-users", action="store_true",
+                    help="ramp files: users on a log axis (a geometric ramp's points evenly spaced)")
     cp = sub.add_parser("compare", help="headline figures of saved results side by side, with t-tests",
                         description="Side-by-side table of saved results (runs, demos or ramps) with "
                                     "ratios to the first; repeated runs get a Welch t-test and "
@@ -190,11 +198,28 @@ def _inject(items: list[str]) -> dict[str, Any]:
 
 
 def _check_output(path: str | None) -> None:
-    """Refuse, before a long run, an output file that could not be written at its end."""
-    if path:
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise ConfigError(f"{path}: cannot write there (no such folder, or no permission)")
+    """Refuse, before a long run, an output file that could not be written at its end: by
+    creating it (and its ``.tmp``, where the atomic write goes first), then removing what
+    did not exist before.  Asking the folder is not enough (/proc says it is writable)."""
+    if not path:
+        return
+    for p in (path, f"{path}.tmp"):
+        existed = os.path.exists(p)
+        try:
+            with open(p, "a"):
+                pass
+        except OSError as e:
+            why = e.strerror or str(e)
+            raise ConfigError(f"{path}: cannot write there ({why.lower()})") from None
+        if not existed:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def _wrote(path: str) -> None:
+    print(f"wrote {path}")
 
 
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
@@ -244,6 +269,27 @@ def _progress(quiet: bool, label: str, live: bool = False):  # type: ignore[no-u
     return on_tick
 
 
+def _phase_line(quiet: bool, live: bool = False) -> Any:
+    """On a terminal, one line for each silent phase of a run: "building the model ... 40%",
+    "starting 256 CPUs ... 87/256", "checking the model ...".  None otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def on_phase(phase: str, done: int, total: int) -> None:
+        if phase == "build":
+            line = f"building the model ... {100 * done // max(total, 1)}%"
+        elif phase == "start":
+            line = f"starting {total} CPUs ... {done}/{total}"
+        elif done < total:
+            line = "checking the model ..."
+        else:
+            line = ""
+        sys.stderr.write("\r" + line + "\033[K")
+        sys.stderr.flush()
+
+    return on_phase
+
+
 def _end_progress(quiet: bool) -> None:
     if not quiet and sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -252,11 +298,29 @@ def _end_progress(quiet: bool) -> None:
 def cmd_scan(a: argparse.Namespace) -> int:
     from .scan import scan, scan_report
 
-    res = scan(_config(a))
-    print(scan_report(res))
+    res = scan(_config(a), progress=_scan_progress(False))
     if a.json:
         write_json(a.json, res)
+    print(scan_report(res))
+    if a.json:
+        _wrote(a.json)
     return 0
+
+
+def _scan_progress(quiet: bool) -> Any:
+    """On a terminal: building, then walks k/N."""
+    on_phase = _phase_line(quiet)
+    if on_phase is None:
+        return None
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "walk":
+            sys.stderr.write(f"\rwalks {done}/{total}\033[K" if done < total else "\r\033[K")
+            sys.stderr.flush()
+        else:
+            on_phase(phase, done, total)
+
+    return progress
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -267,18 +331,27 @@ def cmd_run(a: argparse.Namespace) -> int:
     cfg.validate()
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
+    if a.live and a.quiet:
+        raise ConfigError("--live and --quiet contradict each other: choose one")
+    _note_injection(cfg)
     _setup_logging(a.log_level, a.log_file)
     progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
     view = progress if hasattr(progress, "update") else None
+    on_phase = _phase_line(a.quiet)
     try:
         if view is not None:  # the live view: a frame 4 times a second
-            res = run(cfg, on_tick=view.update, tick_s=0.25, stall_timeout=a.stall_timeout or None)
+            res = run(cfg, on_tick=view.update, tick_s=0.25, stall_timeout=a.stall_timeout or None,
+                      on_phase=on_phase)
         else:
-            res = run(cfg, on_tick=progress, stall_timeout=a.stall_timeout or None)
+            res = run(cfg, on_tick=progress, stall_timeout=a.stall_timeout or None, on_phase=on_phase)
         status = 1 if res["invariants"]["violations"] else 0
     except RunInterrupted as e:
-        res, status = e.results, 128 + e.signum
         _end_progress(a.quiet)
+        status = 128 + e.signum
+        if e.results is None:
+            print(f"{PROG}: {e}: nothing was measured, no results", file=sys.stderr)
+            return status
+        res = e.results
         print(f"{PROG}: interrupted: partial results of {res['elapsed_s']:.1f} s follow", file=sys.stderr)
     except RunFailed as e:
         _end_progress(a.quiet)
@@ -287,10 +360,35 @@ def cmd_run(a: argparse.Namespace) -> int:
             return 1
         res, status = e.results, 1
     _end_progress(a.quiet)
-    print(report.run_report(res))
+    # The results first: a reader that stops reading, or a second Ctrl-C, cannot lose them.
     if a.json:
         write_json(a.json, res)
+    try:
+        print(report.run_report(res))
+        if a.json:
+            _wrote(a.json)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
     return status
+
+
+def _note_injection(cfg: RunConfig) -> None:
+    """One line when --inject has nothing to fail: allocations of anon_vmas and AVCs happen
+    at fork and COW, which only forking-server does after the build, and 2.6.33 allocates
+    no anon_vma after the family's first (every child links into it) and no AVC at all."""
+    from shared_model.eras import get_era
+
+    if not cfg.alloc_fail_p:
+        return
+    if not get_era(cfg.era).chain:
+        why = (f"era {cfg.era} has one anon_vma per family and no anon_vma_chain: "
+               f"no allocation to fail")
+    elif cfg.scenario != "forking-server":
+        why = f"{cfg.scenario} forks nothing after the build: no allocation to fail"
+    else:
+        return
+    print(f"{PROG}: note: --inject alloc-fail does nothing here: {why}", file=sys.stderr)
 
 
 def _run_argv(profile_argv: list[str]) -> list[str]:
@@ -307,6 +405,7 @@ def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
     cfg = _config(a)
     cfg.validate()  # a bad option is a usage error now, not a profile of a failed run
     out = a.out or f"profile-{cfg.era}.{FORMATS[a.profile_format]}"
+    _check_output(out)
     try:
         rc = profile(_run_argv(argv[argv.index("profile") + 1:]), out, a.profile_format,
                      a.native, a.rate)
@@ -315,7 +414,7 @@ def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
         return 2
     if a.profile_format == "raw":
         print(format_summary(summarize_raw(out)))
-    print(f"profile written to {out}")
+    print(f"wrote {out}")
     return rc
 
 
@@ -352,6 +451,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
           f"second  ({time.monotonic() - t0:.0f} s)")
     if a.json:
         write_json(a.json, results)
+        _wrote(a.json)
     bad = sum(r["invariants"]["violations"] for r in results.values())
     return 1 if bad else 0
 
@@ -363,6 +463,8 @@ def cmd_ramp(a: argparse.Namespace) -> int:
                         a.factor if a.factor is not None or a.increment is not None else 2.0)
     if a.plot and not a.plot.endswith((".png", ".svg")):
         raise ConfigError(f"--plot {a.plot}: the file name must end in .png or .svg")
+    if a.live and a.quiet:
+        raise ConfigError("--live and --quiet contradict each other: choose one")
     base = RunConfig(scenario="forking-server", pages=a.pages, cow=a.cow, cpus=a.cpus, duration=a.duration,
                      lock=a.lock, seed=a.seed, entry_cost_ns=a.entry_cost_ns, work_us=a.work_us,
                      ram_pages=a.ram_pages)
@@ -382,12 +484,15 @@ def cmd_ramp(a: argparse.Namespace) -> int:
     print(headline(doc))
     if a.json:
         write_json(a.json, doc)
+        _wrote(a.json)
     if a.csv:
         write_csv(a.csv, doc)
+        _wrote(a.csv)
     if a.plot:
         from .plot import plot_results
 
-        plot_results(doc, a.plot)
+        plot_results(doc, a.plot, log_users=a.log_users)
+        _wrote(a.plot)
     bad = sum(p["invariant_violations"] for p in doc["points"])
     return 1 if bad else 0
 
@@ -398,8 +503,8 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
     if not a.output.lower().endswith((".png", ".svg")):
         raise ConfigError(f"-o {a.output}: the file name must end in .png or .svg")
-    plot_results(load_for_compare(a.results), a.output)
-    print(f"wrote {a.output}")
+    plot_results(load_for_compare(a.results), a.output, log_users=a.log_users)
+    _wrote(a.output)
     return 0
 
 
@@ -419,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if a.command == "profile":
             return cmd_profile(a, list(sys.argv[1:] if argv is None else argv))
-        for name in ("json", "csv", "plot", "log_file"):
+        for name in ("json", "csv", "plot", "log_file", "output"):
             _check_output(getattr(a, name, None))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
                     "plot": cmd_plot, "compare": cmd_compare}
@@ -427,6 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, ModelTooLarge, ResultsError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _stdout_gone()
+        return 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -440,6 +548,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (``| head``): say nothing more there, and keep the
+    interpreter's final flush from complaining."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

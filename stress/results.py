@@ -21,9 +21,18 @@ class ResultsError(ValueError):
 
 
 def package_version() -> str:
+    """The installed version, or the source tree's (pyproject.toml) when run from it."""
     try:
         return metadata.version("rmap-stress")
     except metadata.PackageNotFoundError:
+        pass
+    try:
+        import tomllib
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+        with open(path, "rb") as fh:
+            return str(tomllib.load(fh)["project"]["version"])
+    except (OSError, KeyError, ValueError):
         return "0+unknown"
 
 

@@ -7,6 +7,7 @@ their pages, 2.6.33 visits about N/2 entries per walk and 2.6.34 one or two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,17 +21,30 @@ from .config import RunConfig
 from .results import SCHEMA_SCAN
 
 
-def scan(cfg: RunConfig) -> dict[str, Any]:
+def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """``progress(phase, done, total)`` hears "build" (thousandths), "walk" (walks done of
+    all, every 1000 walks) and "check" (0 of 1, then 1 of 1)."""
+    from .runner import _BuildProgress
+
     cfg.validate()
     caps = family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cpus=0)
     check_fits(caps)
     m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
     try:
-        build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
+        with _BuildProgress(m, caps, progress):
+            build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
         pages = np.flatnonzero(m.page_mapping >= 0)
-        visited = np.fromiter((page_referenced(m, int(p))[1] for p in pages), dtype=np.int64,
-                              count=len(pages))
+        visited = np.empty(len(pages), dtype=np.int64)
+        for i, p in enumerate(pages.tolist()):
+            visited[i] = page_referenced(m, p)[1]
+            if progress and i % 1000 == 0:
+                progress("walk", i, len(pages))
+        if progress:
+            progress("walk", len(pages), len(pages))
+            progress("check", 0, 1)
         violations = check_model(m)
+        if progress:
+            progress("check", 1, 1)
         if violations:
             raise AssertionError(f"model inconsistent after scan: {violations[0]}")
         counts = m.counts()

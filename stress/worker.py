@@ -3,6 +3,10 @@ itself, waits at the start gate, runs its workload loop until told to stop, and 
 everything in its own slot.  It never prints and never parses arguments; it logs through
 the run's one log stream.
 
+The gate is a pipe: the CPU blocks in ``read`` (no polling: with 256 CPUs on 2 cores a
+polling gate starved the parent's forks) and wakes at EOF, when the parent closes the
+write end; it closes its own inherited copy of that end first thing, or EOF never comes.
+
 Watchdog: PR_SET_PDEATHSIG makes the kernel SIGKILL the worker when the parent dies, and
 a ppid check right after closes the window where the parent died before the prctl.
 """
@@ -43,13 +47,30 @@ def pin_target(cpu: int) -> int:
     return allowed[cpu % len(allowed)]
 
 
-def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
+def wait_at_gate(gate_r: int) -> None:
+    """Block until the parent opens the gate (closes the pipe's write end): EOF."""
+    while True:
+        try:
+            os.read(gate_r, 1)
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
+            continue
+    os.close(gate_r)
+
+
+def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: int,
+                gate: tuple[int, int] | None = None) -> None:
     # The parent handles Ctrl-C, SIGTERM and a hang-up and stops us through the stop word;
     # a signal to the whole group must not interrupt a CPU mid-operation (the forked
-    # handler is the parent's).  SIGKILL still ends us.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # handler is the parent's).  They were blocked across the fork; ignore, then unblock,
+    # so one sent meanwhile is dropped, not run by the parent's handler.  SIGKILL ends us.
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in signals:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+    if gate is not None:
+        os.close(gate[1])  # the write end: only the parent's copy may keep the gate shut
+    _die_with_parent(parent_pid)
     target = pin_target(cpu)
     proc = psutil.Process()
     try:
@@ -67,10 +88,14 @@ def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: 
     hdr = m.header
     gate_word = seg.offsets["header"] // 8 + 1
     stop_word = m.locks.stop_word
-    while not words[gate_word]:
+    if gate is not None:
+        wait_at_gate(gate[0])
+    while not words[gate_word]:  # without a pipe (a direct caller): the gate word
         if words[stop_word]:
             return
         time.sleep(0.0002)
+    if words[stop_word]:  # the parent gave up on the start-up
+        return
     cpu_t0, ctx0 = proc.cpu_times(), proc.num_ctx_switches()
     t0 = time.perf_counter_ns()
     words[f["state"]] = CPU_STATE["work"]
