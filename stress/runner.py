@@ -49,7 +49,9 @@ from .worker import worker_main
 from .workloads import get_workload
 
 log = logging.getLogger("rmap_stress")
-JOIN_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 5.0  # at most this for the CPUs to finish their operation and leave
+ABORT_TIMEOUT_S = 30.0  # at most this for aborted CPUs to leave (while they do) before SIGKILL
+STOP_GRACE_S = 1.0  # no CPU left for this long: escalate (stop -> abort -> SIGKILL)
 GATE_TIMEOUT_S = 30.0  # after the last fork, for every CPU to reach the gate
 GATE_TIMEOUT_PER_CPU_S = 0.05  # plus this per CPU (their start-up shares the machine)
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -248,6 +250,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
         report: list[str] = []
         results: dict[str, Any] | None = None
         elapsed = build_s = 0.0
+        phases: dict[str, float] = {}  # seconds spent starting, stopping, checking
         sampler: _Timeline | None = None
         cpu_arr = seg["cpu"][: cfg.cpus]
         try:
@@ -256,21 +259,23 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             build_s = time.perf_counter() - t_build
             log.info("model built in %.2f s: %r", build_s, m)
             phase = "starting the CPUs"
+            t_start = time.perf_counter()
             _start_cpus(procs, sigs, cfg, seg, state, (gate_r, gate_wfd), cpu_arr, on_phase)
             names = lock_namer(seg.offsets, caps)
             words[gate_w] = 1
             os.close(gate_wfd)  # EOF at every CPU's read: all go at once
             gate_wfd = -1
             sigs.quick = False
+            phases["start_s"] = time.perf_counter() - t_start
             phase = "running"
             t0 = time.monotonic()
             next_tick = t0 + tick_s
             sampler = _Timeline(procs, t0)
             progress, last_progress = -1, t0
+            by_pid = {p.pid: i for i, p in enumerate(procs)}
             while (now := time.monotonic()) < t0 + cfg.duration and not sigs.signum:
-                dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
-                if dead:
-                    i = dead[0]
+                i = _first_dead(procs, by_pid)
+                if i is not None:
                     code = procs[i].exitcode or 0
                     how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
                     failure = f"cpu{i} (pid {procs[i].pid}) died ({how}) {now - t0:.1f} s into the run"
@@ -293,12 +298,16 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             # The last timeline interval, so a plot's timeline runs to the end.
             sampler.maybe_sample(time.monotonic(), cpu_arr, final=True)
             phase = "stopping"
+            t_stop = time.perf_counter()
             words[stop_w] = 2 if failure else 1
             _reap(procs, words, stop_w)
+            phases["stop_s"] = time.perf_counter() - t_stop
             phase = "checking the model"
             if on_phase:
                 on_phase("check", 0, 1)
+            t_check = time.perf_counter()
             results = collect(m, cfg, machine, elapsed, build_s)
+            phases["check_s"] = time.perf_counter() - t_check
             if on_phase:
                 on_phase("check", 1, 1)
         except _Abort:
@@ -324,6 +333,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             seg.unlink()
         if sampler is not None:
             results["timeline"] = sampler.samples
+        results["phases"] = {"build_s": build_s, **phases}
         if failure:
             results["failed"] = {"reason": failure, "cpu_states": report,
                                  "note": "the model may have been mid-update: see invariants"}
@@ -423,19 +433,41 @@ class _BuildProgress:
                 self.on_phase("build", 1000, 1000)
 
 
+def _first_dead(procs: list[mp.process.BaseProcess], by_pid: dict[int | None, int]) -> int | None:
+    """The index of a CPU that has exited, or None.  One ``waitid(WNOWAIT)`` asks the
+    kernel about all children at once without reaping: with 256 CPUs on 2 cores the parent
+    gets a few ms of CPU a second, and 256 ``waitpid`` calls 20 times a second took it all."""
+    try:
+        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        info = None
+    if info is None:
+        return None
+    i = by_pid.get(info.si_pid)
+    if i is not None:
+        return i if procs[i].exitcode is not None else None
+    # Some other child of this process (a caller's) exited: ask each CPU.
+    return next((i for i, p in enumerate(procs) if p.exitcode is not None), None)
+
+
 class _Timeline:
     """About once a second: each CPU's time shares over the last interval (from its own
     cumulative counters) and the OS's figures for its process (psutil: cumulative user and
-    system seconds, context switches), so a collapse can be watched as it develops."""
+    system seconds, context switches), so a collapse can be watched as it develops.
+
+    The OS figures cost the parent two /proc reads per CPU; beyond OS_FIGURES_MAX_CPUS
+    (oversubscribed runs, where the parent gets a few ms of CPU a second) they are left
+    out of the timeline, and the end-of-run per-CPU figures still have them."""
 
     INTERVAL_S = 1.0
+    OS_FIGURES_MAX_CPUS = 64
 
     def __init__(self, procs: list[mp.process.BaseProcess], t0: float) -> None:
         self.t0 = t0
         self.next = t0 + self.INTERVAL_S
         self.samples: list[dict[str, Any]] = []
         self.ps: list[psutil.Process | None] = []
-        for p in procs:
+        for p in (procs if len(procs) <= self.OS_FIGURES_MAX_CPUS else []):
             try:
                 self.ps.append(psutil.Process(p.pid))
             except psutil.Error:
@@ -463,7 +495,7 @@ class _Timeline:
                 before = int(self.prev[i][field]) if self.prev is not None else 0
                 row[key] = min(max((int(c[field]) - before) / span, 0.0), 1.0)
             row.update(walks=int(c["walks"]), pages_scanned=int(c["pages_scanned"]), jobs=int(c["jobs"]))
-            ps = self.ps[i]
+            ps = self.ps[i] if i < len(self.ps) else None
             try:
                 if ps is not None:
                     ct, cs = ps.cpu_times(), ps.num_ctx_switches()
@@ -490,17 +522,37 @@ def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryvie
 
 
 def _reap(procs: list[mp.process.BaseProcess], words: memoryview, stop_w: int) -> None:
-    """Join every CPU; after JOIN_TIMEOUT_S (at once when aborting), abort lock waits, then
-    SIGKILL stragglers.  Each stage has one deadline for all CPUs, so a thousand CPUs
-    take no longer to reap than one."""
-    _join_all(procs, 0.5 if words[stop_w] >= 2 else JOIN_TIMEOUT_S)
-    if any(p.is_alive() for p in procs):
+    """Join every CPU: while they keep leaving, wait (up to JOIN_TIMEOUT_S); once none has
+    left for STOP_GRACE_S (or at once when aborting), abort lock waits; then wait again
+    while they leave, and SIGKILL what remains.
+
+    Why not one fixed timeout: with 256 CPUs spinning on one anon_vma lock on 2 cores, each
+    CPU's current operation needs that lock in turn, and its holder runs a 128th of the
+    time; finishing them all would take minutes.  Waiting only while CPUs are still leaving
+    ends such a run within seconds, and a quiet machine loses nothing."""
+    if words[stop_w] < 2:
+        _join_while_leaving(procs, JOIN_TIMEOUT_S, STOP_GRACE_S)
+    if any(p.exitcode is None for p in procs):
         words[stop_w] = 2
-        _join_all(procs, 1.0)
+        _join_while_leaving(procs, ABORT_TIMEOUT_S, STOP_GRACE_S)
     for p in procs:
-        if p.is_alive():
+        if p.exitcode is None:
             p.kill()
     _join_all(procs, 5.0)
+
+
+def _join_while_leaving(procs: list[mp.process.BaseProcess], timeout: float, grace: float) -> None:
+    """Wait until every CPU has exited, ``timeout`` has passed, or none exited for ``grace``."""
+    now = time.monotonic()
+    deadline, last_exit = now + timeout, now
+    alive = [p for p in procs if p.exitcode is None]
+    while alive and now < deadline and now - last_exit < grace:
+        alive[0].join(0.05)
+        still = [p for p in alive if p.exitcode is None]
+        now = time.monotonic()
+        if len(still) < len(alive):
+            last_exit = now
+        alive = still
 
 
 def _join_all(procs: list[mp.process.BaseProcess], timeout: float) -> None:
