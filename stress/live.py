@@ -46,6 +46,7 @@ __all__ = ["LiveView", "OWNER_WORD", "lock_namer"]
 
 STATE_NAME = {v: k for k, v in CPU_STATE.items()}
 WAIT, WALK = CPU_STATE["wait"], CPU_STATE["walk"]
+FALLBACK_SIZE = (80, 24)  # columns, lines of a terminal that reports 0 x 0
 
 
 def _ms(ns: int) -> str:
@@ -178,14 +179,15 @@ class LiveView:
     # ------------------------------------------------------------------ drawing
 
     def _terminal_size(self) -> tuple[int, int]:
+        """The stream's size; 80 x 24 for a dimension it reports as 0 (a pty nobody sized,
+        as under ``script`` or a CI runner), where a frame would be one character wide."""
         if self.size:
             return self.size
         try:
             sz = os.get_terminal_size(self.stream.fileno())
-            return sz.columns, sz.lines
         except (OSError, ValueError, AttributeError):
             sz = shutil.get_terminal_size()
-            return sz.columns, sz.lines
+        return sz.columns or FALLBACK_SIZE[0], sz.lines or FALLBACK_SIZE[1]
 
     def update(self, tick: Any, lock_names: LockNamer | None = None) -> None:
         """Redraw for ``tick`` unless the last frame is younger than ``interval_s``."""
