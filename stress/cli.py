@@ -163,8 +163,8 @@ def build_parser() -> Parser:
     rp.add_argument("--json", metavar="FILE", help="write the ramp document (schema rmap-stress-ramp/1)")
     rp.add_argument("--csv", metavar="FILE", help="write one row per run")
     rp.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
-    rp.add_argument("--log-users", action="store_true",
-                    help="--plot: users on a log axis (a geometric ramp's points evenly spaced)")
+    rp.add_argument("--log", action="store_true", dest="log_jobs",
+                    help="--plot: jobs/min on a log axis (a collapse of 100x is flat on a linear one)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.add_argument("--live", action="store_true",
                     help="on a terminal, the live per-CPU view during each point instead of the bar")
@@ -174,8 +174,8 @@ def build_parser() -> Parser:
                                     "distribution; for a run or demo the per-CPU shares and wait CDF.")
     pl.add_argument("results", metavar="RESULTS.json")
     pl.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, .png or .svg")
-    pl.add_argument("--log-users", action="store_true",
-                    help="ramp files: users on a log axis (a geometric ramp's points evenly spaced)")
+    pl.add_argument("--log", action="store_true", dest="log_jobs",
+                    help="ramp files: jobs/min on a log axis (a collapse of 100x is flat on a linear one)")
     cp = sub.add_parser("compare", help="headline figures of saved results side by side, with t-tests",
                         description="Side-by-side table of saved results (runs, demos or ramps) with "
                                     "ratios to the first; repeated runs get a Welch t-test and "
@@ -491,7 +491,7 @@ def cmd_ramp(a: argparse.Namespace) -> int:
     if a.plot:
         from .plot import plot_results
 
-        plot_results(doc, a.plot, log_users=a.log_users)
+        plot_results(doc, a.plot, log_jobs=a.log_jobs)
         _wrote(a.plot)
     bad = sum(p["invariant_violations"] for p in doc["points"])
     return 1 if bad else 0
@@ -503,7 +503,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
     if not a.output.lower().endswith((".png", ".svg")):
         raise ConfigError(f"-o {a.output}: the file name must end in .png or .svg")
-    plot_results(load_for_compare(a.results), a.output, log_users=a.log_users)
+    plot_results(load_for_compare(a.results), a.output, log_jobs=a.log_jobs)
     _wrote(a.output)
     return 0
 

@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .report import mean_shares
+from .report import mean_shares, ratio_text
 from .results import SCHEMA_RAMP, SCHEMA_RUN, ResultsError
 
 ALPHA = 0.05  # two-sided, as pyperf's 95% confidence
@@ -171,6 +171,7 @@ class Headline:
     up: str  # verdict word when the value rises ("faster")
     down: str  # ... and when it falls ("slower")
     throughput: bool = False  # checked for stability, as pyperf checks a benchmark's timings
+    testable: bool = True  # False: not a raw per-run value (a percentile read off buckets)
 
     def fmt(self, v: float) -> str:
         return format(v, self.spec)
@@ -192,7 +193,10 @@ RUN_FIGURES = (
            ".2f", "higher", "lower"),
     Headline("CPU time walking %", lambda r: 100 * mean_shares(r)["walk"],
            ".2f", "higher", "lower"),
-    Headline("anon_vma lock wait p99 (us)", _anon_vma_p99_us, ",.1f", "longer", "shorter"),
+    # Read off histogram buckets: repeats land on the same bucket edge, so a t-test on it
+    # would report p=0 for no reason.  Shown, not tested.
+    Headline("anon_vma lock wait p99 (us)", _anon_vma_p99_us, ",.1f", "longer", "shorter",
+             testable=False),
 )
 JOBS_PER_MIN = Headline("jobs/min", lambda r: 0.0, ",.0f", "faster", "slower", throughput=True)
 USERS = Headline("users", lambda r: 0.0, ".0f", "more", "fewer")
@@ -229,11 +233,7 @@ def _cell(fig: Headline, xs: Sequence[float]) -> str:
 
 def _ratio(a: Sequence[float], b: Sequence[float]) -> str:
     """b/a, with two significant digits kept when it is far below 1 (0.002x, not 0.00x)."""
-    ma, mb = _mean(a), _mean(b)
-    if not ma:
-        return "-"
-    r = mb / ma
-    return f"{r:.2f}x" if r >= 0.1 or r == 0 else f"{r:.2g}x"
+    return ratio_text(_mean(a), _mean(b))
 
 
 # -- documents -------------------------------------------------------------------------
@@ -348,17 +348,26 @@ def _columns_table(titles: Sequence[str], names: Sequence[str],
 
 def _verdicts(ref: str, names: Sequence[str], titles: Sequence[str], figs: Sequence[Headline],
               cells: Sequence[Sequence[Sequence[float] | None]]) -> list[str]:
+    """Only rows that can be tested: two values or more on each side of a raw per-run
+    figure (not a percentile read off bucket edges); the rest get one note."""
     lines = [f"against {ref} (Welch's t-test, 95%):"]
-    untested = False
+    single = False
     for j in range(1, len(names)):
-        lines.append(f"  {names[j]}")
+        tested = []
         for i, (title, fig) in enumerate(zip(titles, figs)):
             a, b = cells[i][0], cells[i][j]
-            if a and b:
-                lines.append(f"    {title}: {verdict(fig, a, b)}")
-                untested |= len(a) < 2 or len(b) < 2
-    if untested:
-        lines.append("(untested: a single value on one side; repeat the runs for a t-test)")
+            if not a or not b or not fig.testable:
+                continue
+            if len(a) < 2 or len(b) < 2:
+                single = True
+            else:
+                tested.append(f"    {title}: {verdict(fig, a, b)}")
+        if tested:
+            lines += [f"  {names[j]}", *tested]
+    if single:
+        lines.append("(not tested where one side has a single run: repeat the runs for a t-test)")
+    if len(lines) == 1 + single:
+        lines[0] = f"against {ref}: no t-test"
     return lines
 
 
@@ -391,17 +400,19 @@ def _compare_runs(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     groups = _group_runs(runs)
     names = [labels[0] if len(labels) == 1 else f"{labels[0]} (n={len(labels)})"
              for labels, _ in groups]
-    cells = [[[f.read(r) for r in members] for _, members in groups] for f in RUN_FIGURES]
-    titles = [f.title for f in RUN_FIGURES]
-    out = _columns_table(titles, names, cells, RUN_FIGURES)
+    # A figure no run measured (jobs/min of reclaim-storm) is left out, not shown as 0 -> 0.
+    figs = [f for f in RUN_FIGURES if any(f.read(r) for _, members in groups for r in members)]
+    cells = [[[f.read(r) for r in members] for _, members in groups] for f in figs]
+    titles = [f.title for f in figs]
+    out = _columns_table(titles, names, cells, figs)
     for name, (labels, _) in zip(names, groups):
         if len(labels) > 1:
             out.append(f"  {name}: {', '.join(labels)}")
     _section(out, _differences("configs", names, [g[1][0].get("config", {}) for g in groups],
                                skip=REPEAT_KEYS))
     if len(groups) > 1:
-        _section(out, _verdicts(names[0], names, titles, RUN_FIGURES, cells))
-    _section(out, _warnings(names, titles, RUN_FIGURES, cells))
+        _section(out, _verdicts(names[0], names, titles, figs, cells))
+    _section(out, _warnings(names, titles, figs, cells))
     return out
 
 

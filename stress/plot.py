@@ -46,8 +46,9 @@ SHARES = (("lock_wait", "system: lock wait", "#d62728"), ("walk", "system: rmap 
 PANEL_W, PANEL_H = 4.2, 3.4  # inches per era column and per row
 
 
-def plot_results(doc: dict[str, Any], out_path: str) -> None:
-    """Draw ``doc`` (a ramp, a run, or a demo file's ``{era: run}``) into ``out_path``.
+def plot_results(doc: dict[str, Any], out_path: str, log_jobs: bool = False) -> None:
+    """Draw ``doc`` (a ramp, a run, or a demo file's ``{era: run}``) into ``out_path``;
+    ``log_jobs``: a ramp's jobs/min on a log axis (a 100x collapse is flat on a linear one).
 
     Raises ValueError for an extension other than .png / .svg, ResultsError (a ValueError)
     for a document of another kind; both with one line fit for the user."""
@@ -57,7 +58,7 @@ def plot_results(doc: dict[str, Any], out_path: str) -> None:
     from matplotlib.figure import Figure
 
     if kind == "ramp":
-        fig = _ramp_figure(Figure, doc)
+        fig = _ramp_figure(Figure, doc, log_jobs)
     else:
         runs = {doc["config"]["era"]: doc} if kind == "run" else doc
         fig = _runs_figure(Figure, runs)
@@ -221,7 +222,7 @@ def _timeline_panel(ax: Axes, series: dict[str, tuple[list[float], list[float]]]
         ax.legend(loc="upper left", fontsize="small")
 
 
-def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
+def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool = False) -> Figure:
     cfg = doc.get("config", {})
     points = doc.get("points", [])
     eras = _ramp_eras(doc)
@@ -235,7 +236,8 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
     gs = fig.add_gridspec(nrows, ncols)
     machine = doc.get("machine", {})
     fig.suptitle(f"rmap-stress ramp: {', '.join(eras)}; {cfg.get('cpus', '?')} CPUs, "
-                 f"{cfg.get('duration', '?')} s per point, {cfg.get('repeat', 1)} repeat(s)  "
+                 f"{cfg.get('duration', '?')} s per point, {cfg.get('repeat', 1)} repeat(s), "
+                 f"RAM {cfg.get('ram_pages', '?')} pages  "
                  f"[{machine.get('cpu_model') or 'unknown CPU'}]", fontsize="large")
     log_users = _geometric(cfg.get("users") or sorted({int(p["users"]) for p in points}),
                            cfg.get("factor"))
@@ -266,13 +268,17 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
     ax.set_title("(a) Throughput against users (AIM7)" + (f"; crossover: jobs/min/user "
                  f"below threshold {thr}" if thr is not None else ""))
     ax.set_xlabel("users (forked children)" + (", log scale" if log_users else ""))
-    ax.set_ylabel("jobs per minute" + (" (mean ± sd)" if repeated else ""))
+    ax.set_ylabel("jobs per minute" + (" (mean ± sd)" if repeated else "")
+                  + (", log scale" if log_jobs else ""))
     if log_users and points:
         _users_log_axis(ax, sorted({int(p["users"]) for p in points}))
-    ax.set_ylim(bottom=0)
+    if log_jobs:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    if points:
-        ax.legend(loc="upper left", fontsize="small")
+    if points:  # outside the axes: inside, it covered the first points
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     else:
         ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
 

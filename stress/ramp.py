@@ -151,7 +151,10 @@ def ramp_table(doc: dict[str, Any]) -> str:
     thr = doc["config"]["threshold"]
     head = (f"{'era':<7} {'Num Forked':>10} {'Jobs/min':>10} {'Jobs/min/user':>13} {'System %':>9} "
             f"{'Work %':>7} {'Std_dev':>8} {'Std_dev %':>9} {'JTI':>5}")
-    lines = [head, "-" * len(head)]
+    # Every point's figures depend on the machine's RAM: say how much it was.
+    ram = doc["config"].get("ram_pages")
+    lines = [f"RAM: {ram} page frames at every point (--ram-pages)"] if ram else []
+    lines += [head, "-" * len(head)]
     for era in doc["config"]["eras"]:
         for r in summarize(doc["points"], era, thr):
             mark = "  <- below threshold" if r["below_threshold"] else ""

@@ -81,16 +81,19 @@ def run_report(res: dict[str, Any]) -> str:
     return "\n\n".join([run_summary(res), lockstat_table(res), cpu_table(res)])
 
 
+def ratio_text(a: float, b: float) -> str:
+    """b/a in the one notation of every report: "29.27x", "0.35x", and two significant
+    digits far below 1 ("0.0020x", not "0.00x"); "-" without a base."""
+    if not a:
+        return "-"
+    r = b / a
+    return f"{r:.2f}x" if r >= 0.1 or r == 0 else f"{r:.2g}x"
+
+
 def side_by_side(a: dict[str, Any], b: dict[str, Any]) -> str:
     """Two runs' headline figures in columns, with b/a ratios."""
     def row(name: str, va: float, vb: float, fmt: str) -> str:
-        if not va:
-            ratio = "       -"
-        elif vb and vb / va < 0.1:
-            ratio = f"{'1/' + format(va / vb, '.0f'):>8}x"
-        else:
-            ratio = f"{vb / va:8.2f}x"
-        return f"{name:<34} {format(va, fmt):>14} {format(vb, fmt):>14} {ratio}"
+        return f"{name:<34} {format(va, fmt):>14} {format(vb, fmt):>14} {ratio_text(va, vb):>9}"
 
     sa, sb = mean_shares(a), mean_shares(b)
     la = {r["class"]: r for r in a["locks"]}

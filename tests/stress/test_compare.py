@@ -119,9 +119,10 @@ def test_identical_repeats_are_not_significant() -> None:
     text = compare(docs)
     assert "a0 (n=3)" in text and "b0 (n=3)" in text
     for fig in ("pages scanned per second", "jobs per minute", "average walk length (VMAs)",
-                "CPU time waiting on anon_vma lock %", "CPU time walking %",
-                "anon_vma lock wait p99 (us)"):
+                "CPU time waiting on anon_vma lock %", "CPU time walking %"):
         assert "Not significant!" in verdict_line(text, fig)
+    # a percentile read off histogram buckets is shown, never tested (issue #8)
+    assert not any(ln.strip().startswith("anon_vma lock wait p99 (us):") for ln in text.splitlines())
     assert "WARNING" not in text
 
 
@@ -136,7 +137,6 @@ def test_clearly_different_repeats() -> None:
     assert "36.73x faster" in verdict_line(text, "pages scanned per second")
     assert "100.00x shorter" in verdict_line(text, "average walk length (VMAs)")
     assert "x lower" in verdict_line(text, "CPU time waiting on anon_vma lock %")
-    assert "x shorter" in verdict_line(text, "anon_vma lock wait p99 (us)")
     # and the other way round
     back = compare(new + old)
     assert "36.73x slower" in verdict_line(back, "pages scanned per second")
@@ -147,7 +147,10 @@ def test_clearly_different_repeats() -> None:
 
 def test_single_runs_give_ratios_untested() -> None:
     text = compare([("old.json", make_run()), ("new.json", make_run("2.6.34", scanned=9000.0))])
-    assert "9.00x faster (untested)" in verdict_line(text, "pages scanned per second")
+    # one run per side: no verdict rows, one note, the ratio in the table (issue #8)
+    assert "(untested)" not in text and "against old.json: no t-test" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("pages scanned per second"))
+    assert row.split()[-1] == "9.00x"
     assert "era: 2.6.33 in old.json; 2.6.34 in new.json" in text
     assert "Not significant" not in text
 
@@ -178,7 +181,8 @@ def test_demo_file_is_one_run_per_era() -> None:
     demo = {"2.6.33": make_run(), "2.6.34": make_run("2.6.34", scanned=5000.0)}
     text = compare([("demo.json", demo)])
     assert "demo.json:2.6.33" in text and "demo.json:2.6.34" in text
-    assert "5.00x faster" in verdict_line(text, "pages scanned per second")
+    row = next(ln for ln in text.splitlines() if ln.startswith("pages scanned per second"))
+    assert row.split()[-1] == "5.00x"
 
 
 def test_compare_does_not_change_the_documents() -> None:
