@@ -511,6 +511,13 @@ def cmd_plot(a: argparse.Namespace) -> int:
 def cmd_compare(a: argparse.Namespace) -> int:
     from .compare import compare, load_for_compare
 
+    seen: dict[str, str] = {}
+    for path in a.files:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise ConfigError(f"{path}: given twice (as {seen[key]}): one file is one measurement, "
+                              f"not two repeats")
+        seen[key] = path
     print(compare([(p, load_for_compare(p)) for p in a.files]))
     return 0
 

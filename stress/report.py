@@ -67,8 +67,12 @@ def run_summary(res: dict[str, Any]) -> str:
         f"throughput: {t['pages_scanned_per_s']:.0f} pages scanned/s  {t['jobs_per_min']:.0f} jobs/min",
         f"cpu time: work {pct(sh['work'])}  walk {pct(sh['walk'])}  lock wait {pct(sh['lock_wait'])}  "
         f"other {pct(sh['other'])}  (anon_vma lock wait {pct(res['anon_vma_wait_share'])})",
-        f"invariants: {'ok' if inv['violations'] == 0 else str(inv['violations']) + ' VIOLATIONS'}",
+        "invariants: " + ("not checked (quit at once)" if inv.get("checked") is False
+                          else "ok" if inv["violations"] == 0 else f"{inv['violations']} VIOLATIONS"),
     ]
+    if c.get("alloc_fail_p"):
+        lines.insert(-1, f"injected: alloc-fail={c['alloc_fail_p']:g}: {t.get('alloc_failures', 0)} "
+                         f"allocations failed (fork, COW and anon_vma_prepare unwound)")
     lo = res.get("lock_order") or {}
     if lo.get("checked"):
         lines.append("lock order: " + ("no inversion in " + str(len(lo["edges"])) + " class pairs seen"
