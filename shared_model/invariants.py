@@ -24,120 +24,146 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from .layout import ALLOC_KINDS, PTE_PRESENT, PTE_SWAP
+from .layout import ALLOC_KINDS, CH, PTE_PRESENT, PTE_SWAP
 from .model import Model
 
 MAX_REPORTED = 50
 
 
 def check_model(m: Model) -> list[str]:
+    """Every rule above, as whole-array numpy operations: no Python step per record, page
+    or PTE.  Linked lists (chunks, same_vma chains, mm VMA lists) are walked in lockstep,
+    one step for all lists at once, so the Python loop runs as many times as the longest
+    list is long, not once per entry.  Lock-free: the model must be quiescent."""
     out: list[str] = []
 
     def bad(msg: str) -> None:
         if len(out) < MAX_REPORTED:
             out.append(msg)
 
-    av, ch, avc, vma, mm, page = m.anon_vma, m.chunk, m.avc, m.vma, m.mm, m.page
+    av, ch, avc, vma, mm = m.anon_vma, m.chunk, m.avc, m.vma, m.mm
     live_av = np.flatnonzero(av["in_use"] == 1)
     live_vma = np.flatnonzero(vma["in_use"] == 1)
     live_vma = live_vma[live_vma != 0]
     live_mm = np.flatnonzero(mm["in_use"] == 1)
 
     # 1. lists, and the (anon_vma, vma) pairs they hold
-    pairs: set[tuple[int, int]] = set()
-    on_list_avc: dict[int, tuple[int, int]] = {}
-    seen_chunks: set[int] = set()
-    for a in live_av.tolist():
-        c, prev, total = int(av["head"][a]), -1, 0
-        while c >= 0:
-            if c in seen_chunks:
-                bad(f"anon_vma {a}: chunk {c} reached twice (cycle or shared)")
-                break
-            seen_chunks.add(c)
-            if ch["in_use"][c] != 1 or ch["anon_vma"][c] != a or ch["prev"][c] != prev:
-                bad(f"anon_vma {a}: chunk {c} not properly linked or owned")
-            vs = ch["vma"][c, : ch["used"][c]]
-            live = int(np.count_nonzero(vs))
-            if live != ch["live"][c] or live == 0:
-                bad(f"anon_vma {a}: chunk {c} live count {ch['live'][c]} but {live} live slots")
-            total += live
-            for pos in np.flatnonzero(vs).tolist():
-                v = int(vs[pos])
-                if (a, v) in pairs:
-                    bad(f"anon_vma {a}: vma {v} is on its list twice")
-                pairs.add((a, v))
-                x = int(ch["avc"][c, pos])
-                # every live slot must be the one its owner records (no stale duplicates)
-                if m.era.chain:
-                    if x < 0 or avc["in_use"][x] != 1 or avc["anon_vma"][x] != a or avc["vma"][x] != v \
-                            or (avc["list_chunk"][x], avc["list_pos"][x]) != (c, pos):
-                        bad(f"anon_vma {a}: slot ({c}, {pos}) holds avc {x}, which does not point back at it")
-                    elif x in on_list_avc:
-                        bad(f"avc {x} is on a list twice")
-                    on_list_avc[x] = (c, pos)
-                elif vma["anon_vma"][v] != a or (vma["list_chunk"][v], vma["list_pos"][v]) != (c, pos):
-                    bad(f"anon_vma {a}: slot ({c}, {pos}) holds vma {v}, which does not point back at it")
-            prev, c = c, int(ch["next"][c])
-        if av["tail"][a] != prev:
-            bad(f"anon_vma {a}: tail {av['tail'][a]} is not the last chunk {prev}")
-        if total != av["nr_members"][a]:
-            bad(f"anon_vma {a}: nr_members {av['nr_members'][a]} but {total} on its list")
-        if total == 0 and av["refcount"][a] == 0:
-            bad(f"anon_vma {a}: in use with an empty list and no references (leaked)")
-    stray = set(np.flatnonzero(ch["in_use"] == 1).tolist()) - seen_chunks
-    if stray:
-        bad(f"{len(stray)} list chunks in use but on no anon_vma's list, e.g. {min(stray)}")
+    chunks, owners = _walk_lists(ch["next"], ch["prev"], av["head"][live_av], live_av, av["tail"], ch, bad)
+    used = ch["used"][chunks]
+    slot_vma = ch["vma"][chunks]
+    in_range = np.arange(CH)[None, :] < used[:, None]
+    occupied = in_range & (slot_vma != 0)
+    live = occupied.sum(axis=1)
+    for i in np.flatnonzero((live != ch["live"][chunks]) | (live == 0))[:MAX_REPORTED].tolist():
+        bad(f"anon_vma {owners[i]}: chunk {chunks[i]} live count {ch['live'][chunks[i]]} but {live[i]} "
+            f"live slots")
+    totals = np.bincount(np.searchsorted(live_av, owners), weights=live, minlength=len(live_av)) \
+        .astype(np.int64) if len(live_av) else np.zeros(0, np.int64)
+    rows, pos = np.nonzero(occupied)
+    pair_c, pair_pos = chunks[rows], pos
+    pair_a, pair_v = owners[rows], slot_vma[rows, pos].astype(np.int64)
+    nv = len(vma)
+    keys = pair_a * nv + pair_v
+    pair_keys, counts = np.unique(keys, return_counts=True)
+    for k in pair_keys[counts > 1][:MAX_REPORTED].tolist():
+        bad(f"anon_vma {k // nv}: vma {k % nv} is on its list twice")
+    on_list_chunk = np.full(len(avc), -1, np.int64)
+    on_list_pos = np.full(len(avc), -1, np.int64)
+    if m.era.chain:
+        x = ch["avc"][pair_c, pair_pos].astype(np.int64)
+        xs = np.where(x >= 0, x, 0)
+        good = (x >= 0) & (avc["in_use"][xs] == 1) & (avc["anon_vma"][xs] == pair_a) \
+            & (avc["vma"][xs] == pair_v) & (avc["list_chunk"][xs] == pair_c) & (avc["list_pos"][xs] == pair_pos)
+        for i in np.flatnonzero(~good)[:MAX_REPORTED].tolist():
+            bad(f"anon_vma {pair_a[i]}: slot ({pair_c[i]}, {pair_pos[i]}) holds avc {x[i]}, which does "
+                f"not point back at it")
+        xg, xn = np.unique(x[good], return_counts=True)
+        for d in xg[xn > 1][:MAX_REPORTED].tolist():
+            bad(f"avc {d} is on a list twice")
+        hold = x >= 0
+        on_list_chunk[x[hold]] = pair_c[hold]
+        on_list_pos[x[hold]] = pair_pos[hold]
+    else:
+        back = (vma["anon_vma"][pair_v] == pair_a) & (vma["list_chunk"][pair_v] == pair_c) \
+            & (vma["list_pos"][pair_v] == pair_pos)
+        for i in np.flatnonzero(~back)[:MAX_REPORTED].tolist():
+            bad(f"anon_vma {pair_a[i]}: slot ({pair_c[i]}, {pair_pos[i]}) holds vma {pair_v[i]}, which "
+                f"does not point back at it")
+    nr = av["nr_members"][live_av]
+    for i in np.flatnonzero(totals != nr)[:MAX_REPORTED].tolist():
+        bad(f"anon_vma {live_av[i]}: nr_members {nr[i]} but {totals[i]} on its list")
+    for i in np.flatnonzero((totals == 0) & (av["refcount"][live_av] == 0))[:MAX_REPORTED].tolist():
+        bad(f"anon_vma {live_av[i]}: in use with an empty list and no references (leaked)")
+    seen_chunk = np.zeros(len(ch), bool)
+    seen_chunk[chunks] = True
+    stray = np.flatnonzero((ch["in_use"] == 1) & ~seen_chunk)
+    if len(stray):
+        bad(f"{len(stray)} list chunks in use but on no anon_vma's list, e.g. {stray[0]}")
 
     # 2./3. AVCs and VMAs
     live_avc = np.flatnonzero(avc["in_use"] == 1)
     if m.era.chain:
-        chained: set[int] = set()
-        for v in live_vma.tolist():
-            x, own = int(vma["avc_head"][v]), False
-            steps = 0
-            while x >= 0 and steps <= len(live_avc):
-                chained.add(x)
-                if avc["vma"][x] != v:
-                    bad(f"avc {x} on vma {v}'s chain points at vma {avc['vma'][x]}")
-                own |= avc["anon_vma"][x] == vma["anon_vma"][v]
-                x, steps = int(avc["same_vma_next"][x]), steps + 1
-            if vma["anon_vma"][v] >= 0 and not own:
-                bad(f"vma {v}: its anon_vma {vma['anon_vma'][v]} is not on its own chain")
-        for x in live_avc.tolist():
-            if x not in chained:
-                bad(f"avc {x} is not on its vma's same_vma list")
-            slot = (int(avc["list_chunk"][x]), int(avc["list_pos"][x]))
-            if on_list_avc.get(x) != slot:
-                bad(f"avc {x} is not in its recorded slot {slot} of anon_vma {avc['anon_vma'][x]}")
-            elif (int(avc["anon_vma"][x]), int(avc["vma"][x])) not in pairs:
-                bad(f"avc {x}: list slot holds another vma")
+        chained = np.zeros(len(avc), bool)
+        own = np.zeros(len(live_vma), bool)
+        lane = np.arange(len(live_vma))
+        cur = vma["avc_head"][live_vma].astype(np.int64)
+        for _ in range(len(live_avc) + 1):  # a cycle cannot keep us here
+            act = cur >= 0
+            if not act.any():
+                break
+            lane, cur = lane[act], cur[act]
+            v = live_vma[lane]
+            chained[cur] = True
+            for i in np.flatnonzero(avc["vma"][cur] != v)[:MAX_REPORTED].tolist():
+                bad(f"avc {cur[i]} on vma {v[i]}'s chain points at vma {avc['vma'][cur[i]]}")
+            own[lane] |= avc["anon_vma"][cur] == vma["anon_vma"][v]
+            cur = avc["same_vma_next"][cur].astype(np.int64)
+        for i in np.flatnonzero((vma["anon_vma"][live_vma] >= 0) & ~own)[:MAX_REPORTED].tolist():
+            v = live_vma[i]
+            bad(f"vma {v}: its anon_vma {vma['anon_vma'][v]} is not on its own chain")
+        for x in live_avc[~chained[live_avc]][:MAX_REPORTED].tolist():
+            bad(f"avc {x} is not on its vma's same_vma list")
+        lc, lp = avc["list_chunk"][live_avc], avc["list_pos"][live_avc]
+        moved = (on_list_chunk[live_avc] != lc) | (on_list_pos[live_avc] != lp)
+        for i in np.flatnonzero(moved)[:MAX_REPORTED].tolist():
+            x = live_avc[i]
+            bad(f"avc {x} is not in its recorded slot ({lc[i]}, {lp[i]}) of anon_vma {avc['anon_vma'][x]}")
+        k = avc["anon_vma"][live_avc].astype(np.int64) * nv + avc["vma"][live_avc]
+        for x in live_avc[~moved & ~np.isin(k, pair_keys)][:MAX_REPORTED].tolist():
+            bad(f"avc {x}: list slot holds another vma")
     else:
         if len(live_avc):
             bad(f"{len(live_avc)} AVCs in use in an era without anon_vma_chain")
-        for v in live_vma.tolist():
-            a = int(vma["anon_vma"][v])
-            if a >= 0:
-                c, pos = int(vma["list_chunk"][v]), int(vma["list_pos"][v])
-                if c < 0 or ch["anon_vma"][c] != a or ch["vma"][c, pos] != v:
-                    bad(f"vma {v} is not in its recorded slot of anon_vma {a}'s list")
-    on_mm: set[int] = set()
-    for x in live_mm.tolist():
-        v = int(mm["vma_head"][x])
-        while v >= 0:
-            on_mm.add(v)
-            if vma["vm_mm"][v] != x:
-                bad(f"vma {v} on mm {x}'s list belongs to mm {vma['vm_mm'][v]}")
-            v = int(vma["vm_next"][v])
-    for v in live_vma.tolist():
-        if v not in on_mm:
-            bad(f"vma {v} is not on any live mm's list")
-    for a, v in pairs:
-        if vma["in_use"][v] != 1:
-            bad(f"anon_vma {a}'s list holds freed vma {v}")
+        vs = live_vma[vma["anon_vma"][live_vma] >= 0]
+        a, c, p = vma["anon_vma"][vs], vma["list_chunk"][vs], vma["list_pos"][vs]
+        cs, ps = np.where(c >= 0, c, 0), np.clip(p, 0, CH - 1)
+        wrong = (c < 0) | (ch["anon_vma"][cs] != a) | (ch["vma"][cs, ps] != vs)
+        for i in np.flatnonzero(wrong)[:MAX_REPORTED].tolist():
+            bad(f"vma {vs[i]} is not in its recorded slot of anon_vma {a[i]}'s list")
+    on_mm = np.zeros(len(vma), bool)
+    lane_mm = live_mm.astype(np.int64)
+    cur = mm["vma_head"][live_mm].astype(np.int64)
+    for _ in range(len(vma) + 1):
+        act = cur >= 0
+        if not act.any():
+            break
+        lane_mm, cur = lane_mm[act], cur[act]
+        on_mm[cur] = True
+        for i in np.flatnonzero(vma["vm_mm"][cur] != lane_mm)[:MAX_REPORTED].tolist():
+            bad(f"vma {cur[i]} on mm {lane_mm[i]}'s list belongs to mm {vma['vm_mm'][cur[i]]}")
+        cur = vma["vm_next"][cur].astype(np.int64)
+    for v in live_vma[~on_mm[live_vma]][:MAX_REPORTED].tolist():
+        bad(f"vma {v} is not on any live mm's list")
+    freed = pair_keys[vma["in_use"][pair_keys % nv] != 1]
+    for k in freed[:MAX_REPORTED].tolist():
+        bad(f"anon_vma {k // nv}'s list holds freed vma {k % nv}")
 
     # 4. pages and PTEs
+    page = m.page
     ptrs = m.ptrs
     pte_page, pte_flags = m.pte_page, m.pte_flags
     present = (pte_flags & PTE_PRESENT) != 0
@@ -190,12 +216,10 @@ def check_model(m: Model) -> list[str]:
         if len(bad_index):
             bad(f"{len(bad_index)} pages whose index does not give back their address, "
                 f"e.g. page {pages[ok][bad_index[0]]}")
-        mapping = page["mapping"][pages[ok]]
-        lost = [
-            (int(a), int(v)) for a, v in set(zip(mapping.tolist(), cv.tolist())) if (a, v) not in pairs
-        ]
-        if lost:
-            a, v = lost[0]
+        want = _distinct(page["mapping"][pages[ok]].astype(np.int64) * nv + cv)
+        lost = want[~np.isin(want, pair_keys)]
+        if len(lost):
+            a, v = divmod(int(lost[0]), nv)
             bad(f"{len(lost)} (anon_vma, vma) mappings not found by an rmap walk, e.g. "
                 f"pages of anon_vma {a} mapped in vma {v}, which is not on its list")
 
@@ -246,16 +270,72 @@ def _covering_vmas(m: Model, mms: np.ndarray, vpns: np.ndarray) -> np.ndarray:
     out = np.full(len(mms), -1, dtype=np.int64)
     live = np.flatnonzero(vma["in_use"] == 1)
     live = live[live != 0]
-    # Few VMAs per mm: match each PTE against the VMAs of its own mm, one VMA "rank" at a time.
+    # Few VMAs per mm: match each PTE against the VMAs of its own mm, one VMA "rank" at a
+    # time.  Where each mm's VMAs start in the sorted list is found once per mm, not per PTE.
     order = np.lexsort((vma["vm_start"][live], vma["vm_mm"][live]))
     live = live[order]
     owner = vma["vm_mm"][live]
-    first = np.searchsorted(owner, mms, side="left")
-    last = np.searchsorted(owner, mms, side="right")
-    for rank in range(int((last - first).max(initial=0))):
+    per_mm = np.arange(len(m.mm) + 1)
+    bounds = np.searchsorted(owner, per_mm, side="left")
+    first, last = bounds[:-1][mms], bounds[1:][mms]
+    start, end = vma["vm_start"], vma["vm_end"]
+    for rank in range(int((bounds[1:] - bounds[:-1]).max(initial=0))):
         idx = first + rank
         has = idx < last
-        cand = live[np.where(has, idx, 0)]
-        hit = has & (out < 0) & (vma["vm_start"][cand] <= vpns) & (vpns < vma["vm_end"][cand])
+        cand = live[np.where(has, idx, 0)] if len(live) else np.zeros(len(idx), np.int64)
+        hit = has & (out < 0) & (start[cand] <= vpns) & (vpns < end[cand])
         out[hit] = cand[hit]
     return out
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of ``keys``, sorted.  PTEs come in long runs of one key (a child's
+    pages in one VMA and one anon_vma), so runs are collapsed before the sort."""
+    if len(keys) == 0:
+        return keys
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return np.unique(keys[starts])
+
+
+def _walk_lists(nxt: np.ndarray, prv: np.ndarray, heads: np.ndarray, owners: np.ndarray,
+                tails: np.ndarray, ch: np.ndarray, bad: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+    """Walk every anon_vma's chunk list at once, one step for all; check each chunk is in
+    use, owned by its list and back-linked, that no chunk is reached twice, and that each
+    tail is the last chunk.  Returns (chunks, owner anon_vma of each), in walk order."""
+    seen = np.zeros(len(nxt), bool)
+    lane = np.arange(len(heads))
+    cur = heads.astype(np.int64)
+    prev = np.full(len(heads), -1, np.int64)
+    last = np.full(len(heads), -1, np.int64)
+    got_c: list[np.ndarray] = []
+    got_a: list[np.ndarray] = []
+    while True:
+        act = cur >= 0
+        if not act.any():
+            break
+        lane, cur, prev = lane[act], cur[act], prev[act]
+        a = owners[lane]
+        _, first = np.unique(cur, return_index=True)
+        again = seen[cur].copy()
+        dup = np.ones(len(cur), bool)
+        dup[first] = False
+        again |= dup
+        for i in np.flatnonzero(again)[:MAX_REPORTED].tolist():
+            bad(f"anon_vma {a[i]}: chunk {cur[i]} reached twice (cycle or shared)")
+        keep = ~again
+        lane, cur, prev, a = lane[keep], cur[keep], prev[keep], a[keep]
+        seen[cur] = True
+        wrong = (ch["in_use"][cur] != 1) | (ch["anon_vma"][cur] != a) | (prv[cur] != prev)
+        for i in np.flatnonzero(wrong)[:MAX_REPORTED].tolist():
+            bad(f"anon_vma {a[i]}: chunk {cur[i]} not properly linked or owned")
+        got_c.append(cur)
+        got_a.append(a)
+        last[lane] = cur
+        prev = cur
+        cur = nxt[cur].astype(np.int64)
+    off = np.flatnonzero(tails[owners] != last)
+    for i in off[:MAX_REPORTED].tolist():
+        bad(f"anon_vma {owners[i]}: tail {tails[owners[i]]} is not the last chunk {last[i]}")
+    if not got_c:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(got_c), np.concatenate(got_a).astype(np.int64)
