@@ -162,20 +162,25 @@ def check_model(m: Model) -> list[str]:
     for k in freed[:MAX_REPORTED].tolist():
         bad(f"anon_vma {k // nv}'s list holds freed vma {k % nv}")
 
-    # 4. pages and PTEs
+    # 4. pages and PTEs.  The page tables are one (mm, vpn) grid: rows and columns come from
+    # the grid's shape, never from dividing slot numbers (numpy's integer division is slow),
+    # and page numbers are widened before bincount (which is slow on int32).
     page = m.page
     ptrs = m.ptrs
+    nmm = len(mm)
     pte_page, pte_flags = m.pte_page, m.pte_flags
-    present = (pte_flags & PTE_PRESENT) != 0
-    swap = (pte_flags & PTE_SWAP) != 0
-    torn = np.flatnonzero((present | swap) & (pte_page < 0))
+    grid_page = pte_page.reshape(nmm, ptrs)
+    grid_flags = pte_flags.reshape(nmm, ptrs)
+    present = (grid_flags & PTE_PRESENT) != 0
+    swap = (grid_flags & PTE_SWAP) != 0
+    torn = np.flatnonzero((present | swap) & (grid_page < 0))
     if len(torn):  # e.g. a CPU killed between the two stores of a PTE update
         bad(f"{len(torn)} PTEs marked present or swapped with no page, e.g. slot {torn[0]}")
-        present &= pte_page >= 0
-        swap &= pte_page >= 0
+        present &= grid_page >= 0
+        swap &= grid_page >= 0
     npages = len(page)
-    mapc = np.bincount(pte_page[present], minlength=npages)
-    swapc = np.bincount(pte_page[swap], minlength=npages)
+    mapc = np.bincount(grid_page[present].astype(np.intp), minlength=npages)
+    swapc = np.bincount(grid_page[swap].astype(np.intp), minlength=npages)
     in_use = page["in_use"] == 1
     mismatch = np.flatnonzero(in_use != (page["mapping"] >= 0))
     if len(mismatch):
@@ -186,37 +191,43 @@ def check_model(m: Model) -> list[str]:
         if len(diff):
             p = int(diff[0])
             bad(f"{len(diff)} pages with a wrong {name}, e.g. page {p}: {have[p]} recorded, {want[p]} PTEs")
-    orphan = np.flatnonzero(in_use & (mapc + swapc == 0))
+    mapc += swapc
+    orphan = np.flatnonzero(in_use & (mapc == 0))
     if len(orphan):
         bad(f"{len(orphan)} pages in use with no PTE pointing at them (leaked), e.g. {orphan[0]}")
-    freed = np.flatnonzero(~in_use & (mapc + swapc > 0))
+    freed = np.flatnonzero(~in_use & (mapc > 0))
     if len(freed):
         bad(f"{len(freed)} free pages still mapped, e.g. {freed[0]}")
-    owners = (np.flatnonzero(present | swap) // ptrs).astype(np.int64)
-    if len(owners) and not np.all(mm["in_use"][owners] == 1):
+    del mapc, swapc
+    mapped = present | swap
+    per_mm = mapped.sum(axis=1)
+    if np.any(per_mm[mm["in_use"] != 1]):
         bad("PTEs set in the page table of a freed mm")
-    rss = np.bincount(np.flatnonzero(present) // ptrs, minlength=len(mm))
+    rss = present.sum(axis=1)
     wrong = np.flatnonzero((mm["in_use"] == 1) & (rss != mm["rss"]))
     if len(wrong):
         bad(f"{len(wrong)} mms with a wrong rss, e.g. mm {wrong[0]}")
+    del present, swap
 
     # 5. every mapped PTE is reachable by the walk
-    slots = np.flatnonzero(present | swap)
-    if len(slots):
-        pages = pte_page[slots]
-        mms, vpns = slots // ptrs, slots % ptrs
-        covering = _covering_vmas(m, mms, vpns)
+    if per_mm.any():
+        pages = grid_page[mapped]
+        vpns = np.broadcast_to(np.arange(ptrs, dtype=np.int32), (nmm, ptrs))[mapped]
+        covering = _covering_vmas_grid(m, per_mm, vpns)
         missing_vma = np.flatnonzero(covering < 0)
         if len(missing_vma):
-            bad(f"{len(missing_vma)} PTEs outside every VMA of their mm, e.g. slot {slots[missing_vma[0]]}")
+            i = int(missing_vma[0])
+            row = int(np.searchsorted(np.cumsum(per_mm), i, side="right"))
+            bad(f"{len(missing_vma)} PTEs outside every VMA of their mm, e.g. slot {row * ptrs + int(vpns[i])}")
         ok = covering >= 0
         cv = covering[ok]
-        want_index = vma["vm_pgoff"][cv] + (vpns[ok] - vma["vm_start"][cv])
-        bad_index = np.flatnonzero(page["index"][pages[ok]] != want_index)
+        pg = pages[ok]
+        want_index = vma["vm_pgoff"][cv].astype(np.int64) + (vpns[ok] - vma["vm_start"][cv])
+        bad_index = np.flatnonzero(page["index"][pg] != want_index)
         if len(bad_index):
             bad(f"{len(bad_index)} pages whose index does not give back their address, "
-                f"e.g. page {pages[ok][bad_index[0]]}")
-        want = _distinct(page["mapping"][pages[ok]].astype(np.int64) * nv + cv)
+                f"e.g. page {pg[bad_index[0]]}")
+        want = _distinct(page["mapping"][pg].astype(np.int64) * nv + cv)
         lost = want[~np.isin(want, pair_keys)]
         if len(lost):
             a, v = divmod(int(lost[0]), nv)
@@ -264,27 +275,37 @@ def check_model(m: Model) -> list[str]:
     return out
 
 
-def _covering_vmas(m: Model, mms: np.ndarray, vpns: np.ndarray) -> np.ndarray:
-    """For each (mm, vpn), the VMA of that mm whose range holds vpn, or -1."""
+def _covering_vmas_grid(m: Model, per_mm: np.ndarray, vpns: np.ndarray) -> np.ndarray:
+    """For each mapped PTE, in grid order (``per_mm[x]`` of them in mm x, at ``vpns``), the
+    VMA of its mm whose range holds it, or -1.
+
+    Most mms have one VMA: every PTE is first matched against its mm's first VMA (by
+    start), found once per mm and spread with ``repeat``; only the PTEs that miss, in mms
+    with more VMAs, are matched against the others, one VMA "rank" at a time."""
     vma = m.vma
-    out = np.full(len(mms), -1, dtype=np.int64)
+    nmm = len(per_mm)
     live = np.flatnonzero(vma["in_use"] == 1)
     live = live[live != 0]
-    # Few VMAs per mm: match each PTE against the VMAs of its own mm, one VMA "rank" at a
-    # time.  Where each mm's VMAs start in the sorted list is found once per mm, not per PTE.
-    order = np.lexsort((vma["vm_start"][live], vma["vm_mm"][live]))
-    live = live[order]
-    owner = vma["vm_mm"][live]
-    per_mm = np.arange(len(m.mm) + 1)
-    bounds = np.searchsorted(owner, per_mm, side="left")
-    first, last = bounds[:-1][mms], bounds[1:][mms]
-    start, end = vma["vm_start"], vma["vm_end"]
-    for rank in range(int((bounds[1:] - bounds[:-1]).max(initial=0))):
-        idx = first + rank
-        has = idx < last
-        cand = live[np.where(has, idx, 0)] if len(live) else np.zeros(len(idx), np.int64)
-        hit = has & (out < 0) & (start[cand] <= vpns) & (vpns < end[cand])
-        out[hit] = cand[hit]
+    live = live[np.lexsort((vma["vm_start"][live], vma["vm_mm"][live]))]
+    bounds = np.searchsorted(vma["vm_mm"][live], np.arange(nmm + 1), side="left")
+    nvm = np.diff(bounds)
+    # VMA 0 is the sentinel, an empty range: an mm without VMAs matches nothing.
+    first = live[np.minimum(bounds[:-1], len(live) - 1)] if len(live) else np.zeros(nmm, np.int64)
+    first = np.where(nvm > 0, first, 0).astype(np.int32)
+    out = np.repeat(first, per_mm)
+    start, end = np.ascontiguousarray(vma["vm_start"]), np.ascontiguousarray(vma["vm_end"])
+    out[(start[out] > vpns) | (vpns >= end[out])] = -1
+    if nvm.max(initial=0) > 1:
+        miss = np.flatnonzero((out < 0) & (np.repeat(nvm, per_mm) > 1))
+        mms = np.repeat(np.arange(nmm), per_mm)[miss]
+        lo, hi = bounds[:-1][mms], bounds[1:][mms]
+        v = vpns[miss]
+        for rank in range(1, int(nvm.max())):
+            idx = lo + rank
+            has = idx < hi
+            c = live[np.where(has, idx, 0)].astype(np.int32)
+            hit = has & (out[miss] < 0) & (start[c] <= v) & (v < end[c])
+            out[miss[hit]] = c[hit]
     return out
 
 
