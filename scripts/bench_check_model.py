@@ -16,9 +16,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from shared_model.build import build_family, check_fits, family_capacities  # noqa: E402
-from shared_model.invariants import check_model  # noqa: E402
-from shared_model.model import Model  # noqa: E402
+from shared_model.build import build_family, check_fits, family_capacities
+from shared_model.invariants import check_model
+from shared_model.model import Model
 
 
 def main() -> int:

@@ -432,7 +432,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         if not a.quiet:
             print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
                   flush=True)
-        res = run(cfg, on_tick=_progress(a.quiet, era))
+        res = run(cfg, on_tick=_progress(a.quiet, era), on_phase=_phase_line(a.quiet))
         _end_progress(a.quiet)
         results[era] = res
         print(report.run_summary(res))

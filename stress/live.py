@@ -35,14 +35,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import numpy as np
 
 from shared_model.layout import CPU_STATE, OWNER_WORD, LockNamer, lock_namer
 
-__all__ = ["LiveView", "OWNER_WORD", "lock_namer"]
+__all__ = ["OWNER_WORD", "LiveView", "lock_namer"]
 
 STATE_NAME = {v: k for k, v in CPU_STATE.items()}
 WAIT, WALK = CPU_STATE["wait"], CPU_STATE["walk"]

@@ -59,14 +59,14 @@ def run_summary(res: dict[str, Any]) -> str:
     sh = mean_shares(res)
     inv = res["invariants"]
     lines = [
-        f"era {c['era']}  scenario {c['scenario']}  users {c['users']}  pages {c['pages']}  "
-        f"cow {c['cow']}  cpus {c['cpus']}  lock {c['lock']}  {res['elapsed_s']:.1f} s",
-        f"model: {res['model']['mms']} mms, {res['model']['vmas']} vmas, {res['model']['anon_vmas']} "
-        f"anon_vmas, {res['model']['avcs']} avcs, {res['model']['pages']} pages",
+        (f"era {c['era']}  scenario {c['scenario']}  users {c['users']}  pages {c['pages']}  "
+         f"cow {c['cow']}  cpus {c['cpus']}  lock {c['lock']}  {res['elapsed_s']:.1f} s"),
+        (f"model: {res['model']['mms']} mms, {res['model']['vmas']} vmas, {res['model']['anon_vmas']} "
+         f"anon_vmas, {res['model']['avcs']} avcs, {res['model']['pages']} pages"),
         f"walks: {w['count']}  avg visited {w['avg_visited']:.1f}  max {w['max_visited']}",
         f"throughput: {t['pages_scanned_per_s']:.0f} pages scanned/s  {t['jobs_per_min']:.0f} jobs/min",
-        f"cpu time: work {pct(sh['work'])}  walk {pct(sh['walk'])}  lock wait {pct(sh['lock_wait'])}  "
-        f"other {pct(sh['other'])}  (anon_vma lock wait {pct(res['anon_vma_wait_share'])})",
+        (f"cpu time: work {pct(sh['work'])}  walk {pct(sh['walk'])}  lock wait {pct(sh['lock_wait'])}  "
+         f"other {pct(sh['other'])}  (anon_vma lock wait {pct(res['anon_vma_wait_share'])})"),
         "invariants: " + ("not checked (quit at once)" if inv.get("checked") is False
                           else "ok" if inv["violations"] == 0 else f"{inv['violations']} VIOLATIONS"),
     ]

@@ -7,6 +7,7 @@ their pages, 2.6.33 visits about N/2 entries per walk and 2.6.34 one or two.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -72,10 +73,10 @@ def scan_report(res: dict[str, Any]) -> str:
     c, w, mo = res["config"], res["walks"], res["model"]
     lines = [
         f"era {c['era']}  users {c['users']}  pages {c['pages']}  cow {c['cow']}",
-        f"model: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, {mo['avcs']} avcs, "
-        f"{mo['pages']} pages",
-        f"walks: {w['count']}  VMAs visited: {w['vmas_visited']}  average {w['avg_visited']:.2f}  "
-        f"max {w['max_visited']}",
+        (f"model: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, {mo['avcs']} avcs, "
+         f"{mo['pages']} pages"),
+        (f"walks: {w['count']}  VMAs visited: {w['vmas_visited']}  average {w['avg_visited']:.2f}  "
+         f"max {w['max_visited']}"),
         "walk length histogram (length: walks):",
     ]
     hist = {int(k): v for k, v in w["histogram"].items()}
@@ -83,7 +84,7 @@ def scan_report(res: dict[str, Any]) -> str:
         lines += [f"  {k:>7}: {v}" for k, v in sorted(hist.items())]
     else:
         edges = [0, 1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513, 1025, 2049, 4097, 1 << 62]
-        for lo, hi in zip(edges, edges[1:]):
+        for lo, hi in itertools.pairwise(edges):
             n = sum(v for k, v in hist.items() if lo <= k < hi)
             if n:
                 label = f"{lo}" if hi == lo + 1 else f"{lo}-{hi - 1}" if hi < 1 << 61 else f"{lo}+"
