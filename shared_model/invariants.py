@@ -252,7 +252,7 @@ def check_model(m: Model) -> list[str]:
         rec = getattr(m, kind)
         cap = len(rec)
         stack = m.seg[f"free_{kind}"][: int(tops[k])]
-        counts = np.bincount(stack, minlength=cap)
+        counts = np.bincount(stack.astype(np.intp), minlength=cap)
         used = rec["in_use"] == 1
         if kind == "vma":
             used = used.copy()

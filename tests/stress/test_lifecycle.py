@@ -141,7 +141,7 @@ def test_a_signal_during_start_up_ends_it_cleanly(sig: int) -> None:
 def test_timeout_signal_keeps_the_results(tmp_path: Path, name: str, status: int, trial: int) -> None:
     """``timeout`` signals the run and then its group: one signal, results written."""
     out = tmp_path / "r.json"
-    p = subprocess.run(["timeout", "--preserve-status", "-s", name, "5", *CLI, "run", "--quiet",
+    p = subprocess.run(["timeout", "--preserve-status", "-s", name, "6", *CLI, "run", "--quiet",
                         "--era", "2.6.33", *SMALL, "--duration", "60", "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == status, p.stderr
@@ -233,3 +233,6 @@ def test_live_view_on_a_terminal_that_reports_0x0() -> None:
     frames = seen.decode(errors="replace").replace("\r", "\n").split("\n")
     # an 80-column frame: a CPU's whole line, not one character per line
     assert any("cpu0" in ln and "pid" in ln for ln in frames), frames[:20]
+    # and the silent phases said how far they got
+    text = "\n".join(frames)
+    assert "starting 2 CPUs ... 2/2" in text and "building the model ... 100%" in text
