@@ -219,15 +219,22 @@ def check_model(m: Model) -> list[str]:
             i = int(missing_vma[0])
             row = int(np.searchsorted(np.cumsum(per_mm), i, side="right"))
             bad(f"{len(missing_vma)} PTEs outside every VMA of their mm, e.g. slot {row * ptrs + int(vpns[i])}")
-        ok = covering >= 0
-        cv = covering[ok]
-        pg = pages[ok]
-        want_index = vma["vm_pgoff"][cv].astype(np.int64) + (vpns[ok] - vma["vm_start"][cv])
+        if len(missing_vma):
+            ok = covering >= 0
+            cv, pg, vp = covering[ok], pages[ok], vpns[ok]
+        else:  # the usual case: no copies
+            cv, pg, vp = covering, pages, vpns
+        del covering, pages, vpns
+        # page->index = vm_pgoff + (vpn - vm_start): one gather of a per-VMA offset
+        offset = vma["vm_pgoff"].astype(np.int64) - vma["vm_start"]
+        want_index = offset[cv]
+        want_index += vp
         bad_index = np.flatnonzero(page["index"][pg] != want_index)
         if len(bad_index):
             bad(f"{len(bad_index)} pages whose index does not give back their address, "
                 f"e.g. page {pg[bad_index[0]]}")
-        want = _distinct(page["mapping"][pg].astype(np.int64) * nv + cv)
+        del want_index, vp
+        want = _distinct_pairs(page["mapping"][pg], cv, nv)
         lost = want[~np.isin(want, pair_keys)]
         if len(lost):
             a, v = divmod(int(lost[0]), nv)
@@ -252,19 +259,22 @@ def check_model(m: Model) -> list[str]:
         rec = getattr(m, kind)
         cap = len(rec)
         stack = m.seg[f"free_{kind}"][: int(tops[k])]
-        counts = np.bincount(stack.astype(np.intp), minlength=cap)
+        on_stack = np.unique(stack)  # the stack is short next to the records, sort it
         used = rec["in_use"] == 1
         if kind == "vma":
-            used = used.copy()
             used[0] = True  # the sentinel
-        if np.any(counts > 1):
+        if len(on_stack) < len(stack):
             bad(f"{kind}: a record is on the free stack twice")
-        both = np.flatnonzero(used & (counts > 0))
-        neither = np.flatnonzero(~used & (counts == 0))
+        both = on_stack[used[on_stack]]
         if len(both):
             bad(f"{kind}: {len(both)} records both in use and free, e.g. {both[0]}")
-        if len(neither):
-            bad(f"{kind}: {len(neither)} records neither in use nor free (leaked), e.g. {neither[0]}")
+        # neither in use nor on the stack: counted without a pass per record, found if any
+        if cap - int(np.count_nonzero(used)) - (len(on_stack) - len(both)):
+            free = ~used
+            free[on_stack] = False
+            neither = np.flatnonzero(free)
+            if len(neither):
+                bad(f"{kind}: {len(neither)} records neither in use nor free (leaked), e.g. {neither[0]}")
 
     # 8. locks
     for name, arr in (("anon_vma", av["lock"]), ("ptl", mm["ptl"]), ("slab", m.seg["slab"]),
@@ -309,13 +319,18 @@ def _covering_vmas_grid(m: Model, per_mm: np.ndarray, vpns: np.ndarray) -> np.nd
     return out
 
 
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """The distinct values of ``keys``, sorted.  PTEs come in long runs of one key (a child's
-    pages in one VMA and one anon_vma), so runs are collapsed before the sort."""
-    if len(keys) == 0:
-        return keys
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    return np.unique(keys[starts])
+def _distinct_pairs(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
+    """The distinct pairs of ``a`` and ``b`` as sorted keys ``a * nb + b``.  PTEs come in
+    long runs of one pair (a child's pages in one VMA and one anon_vma), so runs are found
+    on the narrow arrays first and only their first elements become keys."""
+    if len(a) == 0:
+        return np.zeros(0, np.int64)
+    change = np.empty(len(a), bool)
+    change[0] = True
+    np.not_equal(a[1:], a[:-1], out=change[1:])
+    change[1:] |= b[1:] != b[:-1]
+    starts = np.flatnonzero(change)
+    return np.unique(a[starts].astype(np.int64) * nb + b[starts])
 
 
 def _walk_lists(nxt: np.ndarray, prv: np.ndarray, heads: np.ndarray, owners: np.ndarray,
