@@ -8,6 +8,10 @@ with --force above 1024; prints wall time, the phases the run recorded (build, s
 fork + gate, stop = reaping the CPUs, check = check_model) and the wall time beyond the
 duration.  Issue #8's target on 2 cores: --cpus 256 at the gate within 10 s and the run
 over within 15 s of its duration.
+
+Then signals during start-up: SIGINT while a large model is being built (30000 users x
+1000 pages) and while 256 CPUs are being forked; prints the seconds from the signal to the
+exit, the exit status and the processes left (target: within 2 s, 130, none).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +46,25 @@ def one(cpus: int, duration: float, out: str) -> tuple[float, int, dict[str, flo
     return wall, p.returncode, phases
 
 
+def interrupted(args: list[str], after: float) -> tuple[float, int, int]:
+    """Start a run, SIGINT its group ``after`` seconds in; (seconds to exit, status, left)."""
+    p = subprocess.Popen([sys.executable, "-m", "stress", "run", *args], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(after)
+    t0 = time.monotonic()
+    os.killpg(p.pid, signal.SIGINT)
+    rc = p.wait(timeout=120)
+    took = time.monotonic() - t0
+    time.sleep(0.5)
+    left = 0
+    for pid in os.listdir("/proc"):
+        try:
+            left += pid.isdigit() and os.getsid(int(pid)) == p.pid
+        except OSError:
+            pass
+    return took, rc, left
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cpus", default="64,256,512,1024")
@@ -55,6 +79,12 @@ def main() -> int:
             print(f"{n:>6} {wall:>7.1f} {wall - a.duration:>7.1f} {ph.get('build_s', 0):>8.2f} "
                   f"{ph.get('start_s', 0):>8.2f} {ph.get('stop_s', 0):>7.2f} {ph.get('check_s', 0):>8.2f} "
                   f"{rc:>3} {ph.get('violations', '-'):>10}", flush=True)
+    for what, args, after in (
+            ("build, 30000 x 1000", ["--users", "30000", "--pages", "1000", "--cpus", "2"], 3.0),
+            ("fork, 256 CPUs", ["--users", "1000", "--pages", "100", "--cpus", "256"], 1.2)):
+        took, rc, left = interrupted(["--era", "2.6.33", "--duration", "30", *args], after)
+        print(f"SIGINT during {what}: exit {took:.2f} s after the signal, status {rc}, "
+              f"processes left {left}", flush=True)
     return 0
 
 
