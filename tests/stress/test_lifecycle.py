@@ -236,3 +236,81 @@ def test_live_view_on_a_terminal_that_reports_0x0() -> None:
     # and the silent phases said how far they got
     text = "\n".join(frames)
     assert "starting 2 CPUs ... 2/2" in text and "building the model ... 100%" in text
+
+
+def test_a_second_signal_quits_at_once_and_still_keeps_the_results() -> None:
+    """In-process, with real signals: SIGINT during the run stops it; SIGTERM as the model
+    check begins quits at once: results without the check, status SIGTERM's."""
+    from stress.config import RunConfig
+    from stress.runner import RunInterrupted, run
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    sent: list[str] = []
+
+    def on_tick(tick: object) -> None:
+        if not sent:
+            sent.append("INT")
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_phase(phase: str, done: int, total: int) -> None:
+        if phase == "check" and done == 0:
+            sent.append("TERM")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        with pytest.raises(RunInterrupted) as info:
+            run(RunConfig(era="2.6.34", users=40, pages=4, cpus=2, duration=30), on_tick=on_tick,
+                tick_s=0.2, on_phase=on_phase)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert sent == ["INT", "TERM"]
+    e = info.value
+    assert e.signum == signal.SIGTERM and e.results is not None
+    assert e.results["interrupted"] is True and "aborted" in e.results
+    assert e.results["invariants"]["checked"] is False
+    assert e.results["walks"]["count"] > 0
+
+
+# ----------------------------------------------------------------------------- 6. small things
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["plot", "docs/results/ramp-2cpu.json", "-o", "/nonexistent/s.png"], "/nonexistent/s.png: cannot write there"),
+    (["run", "--json", "/proc/x.json", "--duration", "1"], "/proc/x.json: cannot write there"),
+    (["run", "--live", "--quiet", "--duration", "1"], "--live and --quiet"),
+    (["ramp", "--live", "--quiet"], "--live and --quiet"),
+    (["compare", "docs/results/ramp-2cpu.json", "./docs/results/ramp-2cpu.json"], "given twice"),
+])
+def test_user_errors_are_one_line_before_any_work(args: list[str], needle: str) -> None:
+    p = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+    assert not Path("/proc/x.json.tmp").exists()
+
+
+def test_version_and_one_output_spelling() -> None:
+    from stress.results import package_version
+
+    p = subprocess.run([*CLI, "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert p.stdout.strip() == f"rmap-stress {package_version()}"
+    for cmd in ("plot", "profile"):
+        h = subprocess.run([*CLI, cmd, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           check=True).stdout
+        assert "-o FILE, --output FILE" in h, h
+
+
+def test_injection_is_counted_or_said_to_do_nothing(tmp_path: Path) -> None:
+    p = subprocess.run([*CLI, "run", "--quiet", "--era", "2.6.33", *SMALL, "--duration", "1",
+                        "--inject", "alloc-fail=0.5"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "--inject alloc-fail does nothing here: era 2.6.33" in p.stderr
+    assert "injected: alloc-fail=0.5: 0 allocations failed" in p.stdout
+    p = subprocess.run([*CLI, "run", "--quiet", "--era", "2.6.34", "--scenario", "forking-server",
+                        *SMALL, "--duration", "1", "--inject", "alloc-fail=0.5"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "does nothing" not in p.stderr
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("injected: alloc-fail=0.5"))
+    assert int(line.split(": ")[2].split()[0]) > 0, line
