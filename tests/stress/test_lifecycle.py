@@ -141,7 +141,7 @@ def test_a_signal_during_start_up_ends_it_cleanly(sig: int) -> None:
 def test_timeout_signal_keeps_the_results(tmp_path: Path, name: str, status: int, trial: int) -> None:
     """``timeout`` signals the run and then its group: one signal, results written."""
     out = tmp_path / "r.json"
-    p = subprocess.run(["timeout", "--preserve-status", "-s", name, "6", *CLI, "run", "--quiet",
+    p = subprocess.run(["timeout", "--preserve-status", "-s", name, "8", *CLI, "run", "--quiet",
                         "--era", "2.6.33", *SMALL, "--duration", "60", "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == status, p.stderr
