@@ -125,6 +125,19 @@ def leaks(procs_before: set[int], shm_before: set[str], grace_s: float = LEAK_GR
     return out
 
 
+class LeakCheck:
+    """The leak check's parts, for the test that checks the check."""
+
+    live_descendants = staticmethod(live_descendants)
+    own_segments = staticmethod(own_segments)
+    leaks = staticmethod(leaks)
+
+
+@pytest.fixture
+def leak_check() -> type[LeakCheck]:
+    return LeakCheck
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind_by_the_session() -> Iterator[None]:
     procs, shm = live_descendants(), own_segments()
