@@ -79,23 +79,22 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
     root = scratch_copy(module, tests)
     t0 = time.monotonic()
     mutmut = shutil.which("mutmut") or "mutmut"
-    log = open(root / "mutmut.log", "w")
-    proc = subprocess.Popen([mutmut, "run", "--max-children", str(jobs)], cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
     finished = True
-    try:
-        proc.wait(timeout=budget)
-    except subprocess.TimeoutExpired:
-        finished = False
-        os.killpg(proc.pid, signal.SIGTERM)
+    with open(root / "mutmut.log", "w") as log:
+        proc = subprocess.Popen([mutmut, "run", "--max-children", str(jobs)], cwd=root, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    log.close()
+            finished = False
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: mutmut and its workers
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     wall = time.monotonic() - t0
-    subprocess.run([mutmut, "export-cicd-stats"], cwd=root, capture_output=True, text=True)
+    subprocess.run([mutmut, "export-cicd-stats"], check=False, cwd=root, capture_output=True, text=True)
     stats_path = root / "mutants" / "mutmut-cicd-stats.json"
     if not stats_path.exists():
         tail = (root / "mutmut.log").read_text()[-2000:]
@@ -106,7 +105,7 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
         survived = s["survived"] + s["suspicious"]
         untested = s["no_tests"]
         ran = killed + survived + untested
-        res = subprocess.run([mutmut, "results"], cwd=root, capture_output=True, text=True)
+        res = subprocess.run([mutmut, "results"], check=False, cwd=root, capture_output=True, text=True)
         survivors = [ln.split(":")[0].strip() for ln in res.stdout.splitlines()
                      if ln.strip().endswith(("survived", "suspicious"))]
         untested_in = sorted({ln.split("__mutmut_")[0].split(".x_")[-1]

@@ -3,7 +3,6 @@ the pinning each CPU reports there is round-robin over the allowed CPUs."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
