@@ -15,7 +15,7 @@ from stress.config import MAX_CPUS_WITHOUT_FORCE, ConfigError, RunConfig, online
 @pytest.mark.parametrize(("bad", "words"), [
     ({"era": "2.4"}, "unknown era '2.4' (choose from 2.6.33, 2.6.34, 2.6.36, 3.0)"),
     ({"scenario": "nope"}, "unknown scenario 'nope' (choose from reclaim-storm, forking-server)"),
-    ({"lock": "rcu"}, "unknown lock 'rcu'"),
+    ({"lock": "rcu"}, "unknown lock 'rcu' (choose from spin, mutex)"),
     ({"users": 0}, "--users must be a positive count, not 0"),
     ({"pages": -1}, "--pages must be a positive count, not -1"),
     ({"pages": (1 << 24) + 1}, f"--pages {(1 << 24) + 1} is more than one mapping"),
@@ -28,8 +28,10 @@ from stress.config import MAX_CPUS_WITHOUT_FORCE, ConfigError, RunConfig, online
     ({"duration": float("inf")}, "--duration"),
     ({"duration": float("nan")}, "--duration"),
     ({"users": 1 << 20, "pages": 1 << 10}, "page-table entries"),  # (2**20 + 1) * 2**10 >= 2**30
+    ({"users": (1 << 20) - 1, "pages": 1 << 10}, "page-table entries"),  # exactly 2**30
     ({"scenario": "forking-server", "users": 1, "cpus": 2}, "at least one user per CPU"),
-    ({"scenario": "abba-deadlock", "users": 1, "cpus": 2, "era": "2.6.34"}, "abba-deadlock needs"),
+    ({"scenario": "abba-deadlock", "users": 1, "cpus": 2, "era": "2.6.34"},
+     "abba-deadlock needs --users >= 2, --cpus >= 2 and an era with anon_vma_chain"),
     ({"scenario": "abba-deadlock", "users": 2, "cpus": 1, "era": "2.6.34"}, "abba-deadlock needs"),
     ({"scenario": "abba-deadlock", "users": 2, "cpus": 2, "era": "2.6.33"}, "abba-deadlock needs"),
     ({"entry_cost_ns": -1}, "--entry-cost-ns must be >= 0, not -1"),

@@ -169,10 +169,19 @@ def test_cpu_shares_are_the_raw_times_over_the_total() -> None:
     # a CPU that never ran: no time at all, all "other", no division by zero
     assert rows[2]["share"] == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "other": 1.0}
     assert rows[3]["share"] == pytest.approx({"work": 0.25, "walk": 0.0, "lock_wait": 0.75, "other": 0.0})
+
     assert rows[0]["os"] == {"utime": 1.5, "stime": 0.02, "voluntary_ctx": 3, "involuntary_ctx": 4}
     assert rows[3]["os"] == {"utime": 0.25, "stime": 0.0, "voluntary_ctx": 9, "involuntary_ctx": 1}
     assert [(r["pid"], r["walks"], r["pages_scanned"], r["jobs"]) for r in rows] == [
         (11, 5, 6, 7), (12, 0, 0, 0), (13, 0, 0, 0), (14, 2, 1, 8)]
+
+def test_cpu_shares_never_add_up_past_the_whole() -> None:
+    # work, walk and wait overlapping past the total: each is cut to what is left
+    rows = cpu_rows(_cpus(t_total_ns=[1000, 1000, 1], t_work_ns=[500, 1500, 1],
+                          t_walk_ns=[300, 0, 0], t_wait_ns=[400, 0, 0]))
+    assert rows[0]["share"] == pytest.approx({"work": 0.5, "walk": 0.3, "lock_wait": 0.2, "other": 0.0})
+    assert rows[1]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0})
+    assert rows[2]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0})
 
 
 def test_walk_stats_and_the_log2_histogram() -> None:
@@ -187,6 +196,8 @@ def test_walk_stats_and_the_log2_histogram() -> None:
                  "log2_histogram": {"1": 1, "2": 1, "4": 3}}
     hist[1, 0] = 4  # walks that found nothing: length 0
     assert walk_stats(cpu, hist)["log2_histogram"] == {"0": 4, "1": 1, "2": 1, "4": 3}
+    no_cpus = walk_stats(np.zeros(0, dtype=CPU_DTYPE), np.zeros((0, 64), dtype=np.int64))
+    assert no_cpus["count"] == 0 and no_cpus["max_visited"] == 0
     none = walk_stats(_cpus(walks=[0], visited=[0], max_visited=[0]), np.zeros((1, 64), dtype=np.int64))
     assert none == {"count": 0, "vmas_visited": 0, "avg_visited": 0.0, "max_visited": 0,
                     "log2_histogram": {}}

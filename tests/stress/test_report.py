@@ -82,6 +82,11 @@ def test_lockstat_table_rows_units_and_contention_points() -> None:
     assert lines[4].split() == ["2", "try_to_unmap", "(waited", "1.00", "s)"]
     assert lines[5].split()[:2] == ["ptl", "0"] and len(lines) == 6
     assert len(lockstat_table(make_run(), top_sites=1).splitlines()) == 5
+    # at most four contention points per class unless asked for more
+    many = make_run()
+    many["locks"][0]["sites"] = [{"site": f"s{i}", "contentions": 1, "wait_total_ns": 1} for i in range(6)]
+    assert len(lockstat_table(many).splitlines()) == 2 + 1 + 4 + 1
+    assert len(lockstat_table(many, top_sites=6).splitlines()) == 2 + 1 + 6 + 1
 
 
 def test_cpu_table() -> None:
@@ -119,11 +124,23 @@ def test_run_summary_with_violations_and_lock_order() -> None:
     assert run_summary(found).splitlines()[6] == "lock order: lock inversion: a"
     off = make_run(lock_order={"checked": False, "findings": [], "edges": []})
     assert len(run_summary(off).splitlines()) == 6
+    # an older document without messages
+    assert run_summary(make_run(invariants={"checked": True, "violations": 0})).endswith("invariants: ok")
 
 
 def test_run_report_is_summary_lockstat_and_cpus() -> None:
     doc = make_run()
     assert run_report(doc) == "\n\n".join([run_summary(doc), lockstat_table(doc), cpu_table(doc)])
+
+
+def ratio_value(text: str) -> float | None:
+    """A ratio cell as a number, whichever way it is written ("29.27x", "1/501x"); None for "-"."""
+    text = text.strip().rstrip("x×").strip()
+    if text == "-":
+        return None
+    if text.startswith("1/"):
+        return 1 / float(text[2:])
+    return float(text)
 
 
 def _rows(lines: list[str]) -> dict[str, list[str]]:
@@ -144,17 +161,38 @@ def test_side_by_side_ratios() -> None:
     lines = side_by_side(old, new).splitlines()
     assert lines[0].split() == ["2.6.33", "2.6.34", "ratio"]
     rows = _rows(lines)
-    assert rows["average walk length (VMAs)"] == ["501.4", "1.0", "1/501x"]  # below 0.1: inverted
-    assert rows["max walk length (VMAs)"] == ["1001", "1", "1/1001x"]
-    assert rows["pages scanned per second"] == ["855", "25023", "29.27x"]
-    assert rows["CPU time waiting on anon_vma lock %"] == ["48.5", "0.7", "1/69x"]
-    assert rows["CPU time walking %"] == ["20.0", "20.0", "1.00x"]
-    # 2.6.34 recorded no anon_vma lock at all: zero, and a zero ratio is written as such
-    assert rows["anon_vma lock contentions"] == ["7", "0", "0.00x"]
-    assert rows["anon_vma lock wait p99 (us)"] == ["1900000.0", "0.0", "0.00x"]
-    assert len(lines) == 8
+    # the values as the README's table shows them; the ratio second over first, to the
+    # precision its notation keeps (a small ratio is written as 1/N, rounded)
+    expect = {
+        "average walk length (VMAs)": ("501.4", "1.0", 1.0 / 501.4),
+        "max walk length (VMAs)": ("1001", "1", 1 / 1001),
+        "pages scanned per second": ("855", "25023", 25023 / 855),
+        "CPU time waiting on anon_vma lock %": ("48.5", "0.7", 0.7 / 48.5),
+        "CPU time walking %": ("20.0", "20.0", 1.0),
+        # 2.6.34 recorded no anon_vma lock at all: zeros
+        "anon_vma lock contentions": ("7", "0", 0.0),
+        "anon_vma lock wait p99 (us)": ("1900000.0", "0.0", 0.0),
+    }
+    assert list(rows) == list(expect) and len(lines) == 8
+    for name, (a, b, ratio) in expect.items():
+        assert rows[name][:2] == [a, b], name
+        assert ratio_value(rows[name][2]) == pytest.approx(ratio, rel=5e-3, abs=5e-3), name
     # a zero in the first column has no ratio
     back = _rows(side_by_side(new, old).splitlines())
-    assert back["anon_vma lock contentions"] == ["0", "7", "-"]
-    assert back["pages scanned per second"] == ["25023", "855", "1/29x"]
+    assert ratio_value(back["anon_vma lock contentions"][2]) is None
+    assert ratio_value(back["pages scanned per second"][2]) == pytest.approx(855 / 25023, rel=0.02)
     assert old == before
+
+
+def test_side_by_side_with_both_eras_locks_and_a_ratio_of_exactly_a_tenth() -> None:
+    a = make_run()
+    b = make_run("2.6.34", anon_vma_wait_share=0.123)
+    b["locks"] = [dict(a["locks"][0], contentions=700,
+                       wait_ns=_times(10, 10, 10, p99=2_500))]
+    b["walks"] = {"count": 1, "avg_visited": 50.14, "max_visited": 1001}
+    rows = _rows(side_by_side(a, b).splitlines())
+    assert rows["CPU time waiting on anon_vma lock %"][:2] == ["48.5", "12.3"]
+    assert rows["anon_vma lock contentions"][:2] == ["7", "700"]
+    assert ratio_value(rows["anon_vma lock contentions"][2]) == pytest.approx(100.0)
+    assert rows["anon_vma lock wait p99 (us)"][:2] == ["1900000.0", "2.5"]
+    assert ratio_value(rows["average walk length (VMAs)"][2]) == pytest.approx(0.1, rel=5e-3)
