@@ -12,6 +12,8 @@ import csv
 import dataclasses
 import io
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ def test_user_counts_by_increment_and_its_default() -> None:
     ((0, 10, None, 2.0), "--start-users"),
     ((-3, 10, None, 2.0), "--start-users"),
     ((10, 9, None, 2.0), "--end-users"),
-    ((1, 10, 2, 2.0), "not both"),
+    ((1, 10, 2, 2.0), "^give --increment or --factor, not both$"),
     ((1, 10, None, 1.0), "--factor"),
     ((1, 10, None, 0.5), "--factor"),
     ((1, 10, 0, None), "--increment"),
@@ -86,7 +88,8 @@ def test_point_of_averages_the_cpus() -> None:
         "jobs_per_min_per_user": 3.0, "system_share": 0.5, "work_share": 0.4,
         "walk_share": 0.2, "lock_wait_share": 0.3, "pages_scanned_per_s": 12.5,
         "avg_walk": 3.5, "elapsed_s": 2.0, "invariant_violations": 0})
-    assert point_of(_res([(0.5, 0.1, 0.2)], 60.0, None), "3.0", 2, 0)["wait_hist"] == {}
+    one = point_of(_res([(0.5, 0.1, 0.2)], 60.0, None), "3.0", 2, 0)
+    assert one["wait_hist"] == {} and one["work_share"] == 0.5 and one["system_share"] == pytest.approx(0.3)
 
 
 def _point(era: str, users: int, jpm: float, system: float = 0.5, work: float = 0.3) -> dict[str, Any]:
@@ -234,24 +237,46 @@ BASE = RunConfig(scenario="forking-server", pages=4, cow=1.0, cpus=2, duration=0
 
 def test_ramp_stops_an_era_past_its_crossover() -> None:
     """With a threshold no run can reach, every era is past its crossover at its first point:
-    --crossover runs that point only, and the progress count still ends at the total."""
-    calls: list[tuple[int, int, str]] = []
-    doc = ramp(["2.6.33", "2.6.34"], [2, 4, 8], BASE, stop_at_crossover=True, threshold=1e12,
-               progress=lambda done, total, label, elapsed: calls.append((done, total, label)))
-    assert [(p["era"], p["users"]) for p in doc["points"]] == [("2.6.33", 2), ("2.6.34", 2)]
+    --crossover runs that point (twice, with --repeat 2) only, and the progress count skips
+    the points not run so that it still ends at the total."""
+    calls: list[tuple[int, int, str, float]] = []
+    t0 = time.monotonic()
+    doc = ramp(["2.6.33", "2.6.34"], [2, 4, 8], BASE, repeat=2, stop_at_crossover=True, threshold=1e12,
+               progress=lambda done, total, label, elapsed: calls.append((done, total, label, elapsed)))
+    took = time.monotonic() - t0
+    assert [(p["era"], p["users"], p["repeat"]) for p in doc["points"]] == [
+        ("2.6.33", 2, 0), ("2.6.33", 2, 1), ("2.6.34", 2, 0), ("2.6.34", 2, 1)]
     assert doc["crossover"]["2.6.33"]["users"] == 2 and doc["crossover"]["2.6.34"]["users"] == 2
-    assert calls == [(0, 6, "2.6.33 users 2 run 1/1"), (3, 6, "2.6.34 users 2 run 1/1"), (6, 6, "done")]
+    assert [c[:3] for c in calls] == [
+        (0, 12, "2.6.33 users 2 run 1/2"), (1, 12, "2.6.33 users 2 run 2/2"),
+        (6, 12, "2.6.34 users 2 run 1/2"), (7, 12, "2.6.34 users 2 run 2/2"), (12, 12, "done")]
+    elapsed = [c[3] for c in calls]
+    assert elapsed == sorted(elapsed) and 0 <= elapsed[0] and elapsed[-1] <= took
     assert doc["config"]["crossover_stop"] is True and doc["config"]["threshold"] == 1e12
     assert all(p["invariant_violations"] == 0 for p in doc["points"])
 
 
 def test_ramp_without_stop_runs_every_point_and_repeat() -> None:
-    doc = ramp(["3.0"], [2, 3], dataclasses.replace(BASE, pages=16), repeat=2, threshold=1e12)
+    """Every point, each repeat; the live view (when asked for) is made once per run,
+    labelled with the point; the document records the ramp's whole configuration."""
+    labels: list[str] = []
+
+    def live(label: str) -> Callable[[object], None]:
+        labels.append(label)
+        return lambda tick: None
+
+    base = dataclasses.replace(BASE, pages=16, seed=7, entry_cost_ns=5)
+    doc = ramp(["3.0"], [2, 3], base, repeat=2, live=live)
     assert [(p["users"], p["repeat"]) for p in doc["points"]] == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    assert labels == ["3.0 users 2 run 1/2 (point 1/4)", "3.0 users 2 run 2/2 (point 2/4)",
+                      "3.0 users 3 run 1/2 (point 3/4)", "3.0 users 3 run 2/2 (point 4/4)"]
     assert doc["schema"] == "rmap-stress-ramp/1"
     # the machine's RAM is fixed for the whole ramp: the family at twice the first count
-    assert doc["config"]["ram_pages"] == 2 * 16 * 3
-    assert doc["config"]["users"] == [2, 3] and doc["config"]["cpus"] == 2
+    assert doc["config"] == {
+        "eras": ["3.0"], "users": [2, 3], "start_users": 2, "end_users": 3, "repeat": 2,
+        "threshold": 1.0, "crossover_stop": False, "duration": 0.3, "cpus": 2, "pages": 16,
+        "cow": 1.0, "ram_pages": 2 * 16 * 3, "work_us": 20, "entry_cost_ns": 5, "seed": 7}
+    assert {"online_cpus", "python", "package_version"} <= set(doc["machine"])
     assert all(p["jobs_per_min"] == pytest.approx(p["jobs_per_min_per_user"] * p["users"])
                for p in doc["points"])
     assert all(p["invariant_violations"] == 0 for p in doc["points"])
