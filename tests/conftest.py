@@ -73,10 +73,11 @@ def _own_tracker() -> int | None:
 
 def _reap_orphans() -> None:
     """Reap re-parented orphans that died (zombies nobody else will wait for): never a
-    process a test started, whose Popen object waits for it itself."""
+    process a test started (its Popen object waits for it) nor our resource tracker."""
+    keep = STARTED | {_own_tracker()}
     for child in psutil.Process().children():
         try:
-            if child.pid not in STARTED and child.status() == psutil.STATUS_ZOMBIE:
+            if child.pid not in keep and child.status() == psutil.STATUS_ZOMBIE:
                 os.waitpid(child.pid, os.WNOHANG)
         except (psutil.Error, ChildProcessError):
             pass
