@@ -238,7 +238,7 @@ def test_half_freed_page_is_caught(make_model: MakeModel, era: str) -> None:
 
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_page_allocated_and_never_used_is_caught(make_model: MakeModel, era: str) -> None:
-    m, fam = corrupt_family(make_model, era, cow=0.0)
+    m, _fam = corrupt_family(make_model, era, cow=0.0)
     m.alloc("page", 1)  # e.g. a CPU stopped between allocating a COW page and using it
     assert_caught(m, "in_use and mapping disagree")
 

@@ -16,6 +16,7 @@ import pytest
 from stress.compare import (
     betainc,
     compare,
+    instability,
     load_for_compare,
     t_two_sided_p,
     welch_t_test,
@@ -91,7 +92,7 @@ def test_student_t_p_values() -> None:
 
 
 def test_student_t_matches_scipy() -> None:
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats  # a test extra: missing, this fails rather than skips
     for t, df in ((0.3, 2.5), (1.7, 4.0), (3.1, 17.3), (8.0, 3.0), (0.01, 200.0)):
         assert t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-9)
 
@@ -261,3 +262,155 @@ def test_compare_rejects_wrong_schema_and_mixtures() -> None:
         compare([("run", make_run()), ("ramp", make_ramp({"3.0": {1: [1.0]}}))])
     with pytest.raises(ResultsError):
         compare([])
+
+
+# -- statistics against closed forms and scipy -------------------------------------------
+
+@pytest.mark.parametrize(("a", "b"), [(0.5, 0.5), (2.0, 3.0), (5.0, 0.5), (0.7, 9.0), (40.0, 60.0)])
+@pytest.mark.parametrize("x", [0.001, 0.1, 0.37, 0.5, 0.63, 0.9, 0.999])
+def test_betainc_matches_scipy_on_both_branches(a: float, b: float, x: float) -> None:
+    from scipy import special
+    assert betainc(a, b, x) == pytest.approx(float(special.betainc(a, b, x)), rel=1e-10, abs=1e-300)
+
+
+def test_betainc_closed_forms() -> None:
+    for x in (0.05, 0.3, 0.5, 0.8, 0.97):
+        assert betainc(2.0, 2.0, x) == pytest.approx(3 * x**2 - 2 * x**3, rel=1e-12)
+        assert betainc(3.0, 1.0, x) == pytest.approx(x**3, rel=1e-12)
+        # the symmetry the function uses for x past (a+1)/(a+b+2)
+        assert betainc(2.5, 4.0, x) == pytest.approx(1 - betainc(4.0, 2.5, 1 - x), rel=1e-10)
+    assert betainc(7.0, 7.0, 0.5) == pytest.approx(0.5, rel=1e-12)
+    # y given precisely: x rounds to 1 but 1 - x does not
+    assert betainc(2.0, 3.0, 1.0, 1e-20) == pytest.approx(1.0)
+    assert betainc(2.0, 3.0, 1.0 - 1e-12, 0.0) == 1.0
+
+
+def test_t_p_is_symmetric_and_ends_at_zero() -> None:
+    for t, df in ((1.3, 4.0), (2.5, 11.0), (0.2, 1.5)):
+        assert t_two_sided_p(-t, df) == t_two_sided_p(t, df)
+    assert t_two_sided_p(-math.inf, 3.0) == 0.0
+    # tiny t, huge df: x = df / (df + t^2) rounds to 1, the complement carries it
+    assert t_two_sided_p(1e-9, 1e12) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ([1.0, 2.0, 3.0], [2.0, 6.0, 10.0]),
+    ([10.0, 10.5, 9.5, 10.2, 9.8], [11.0, 13.0, 12.0]),
+    ([100.0, 101.0], [90.0, 95.0, 91.0, 93.0]),
+])
+def test_welch_matches_scipy(a: list[float], b: list[float]) -> None:
+    from scipy import stats  # a test extra: missing, this fails rather than skips
+    ref = stats.ttest_ind(b, a, equal_var=False)
+    tt = welch_t_test(a, b)
+    assert tt.t == pytest.approx(float(ref.statistic), rel=1e-12)
+    assert tt.p == pytest.approx(float(ref.pvalue), rel=1e-9)
+    assert tt.significant == (float(ref.pvalue) < 0.05)
+
+
+def test_welch_direction_and_sizes() -> None:
+    up = welch_t_test([1.0, 2.0, 3.0], [11.0, 12.0, 13.0])
+    down = welch_t_test([11.0, 12.0, 13.0], [1.0, 2.0, 3.0])
+    assert up.t == pytest.approx(10 / math.sqrt(2 / 3)) and down.t == -up.t and up.p == down.p
+    assert up.significant
+    # unequal sizes: each variance over its own n, df with its own n - 1
+    tt = welch_t_test([1.0, 3.0], [0.0, 3.0, 6.0, 9.0])
+    va, vb = 2.0 / 2, 15.0 / 4
+    assert tt.df == pytest.approx((va + vb) ** 2 / (va**2 / 1 + vb**2 / 3), rel=1e-12)
+    with pytest.raises(ValueError, match="two values"):
+        welch_t_test([1.0, 2.0], [1.0])
+    same_mean_no_spread = welch_t_test([2.0, 2.0], [2.0, 2.0, 2.0])
+    assert (same_mean_no_spread.t, same_mean_no_spread.p) == (0.0, 1.0)
+    apart = welch_t_test([2.0, 2.0], [3.0, 3.0])
+    assert (apart.t, apart.df, apart.p) == (math.inf, math.inf, 0.0)
+
+
+def test_significance_threshold_is_five_percent() -> None:
+    from stress.compare import TTest
+
+    assert TTest(2.0, 10.0, 0.0499).significant and not TTest(2.0, 10.0, 0.05).significant
+
+
+def test_instability_rules_at_their_edges() -> None:
+    fmt = "{:g}".format
+    assert instability([10.0], fmt) == []
+    assert instability([0.0, 0.0, 0.0], fmt) == []
+    assert instability([9.3, 10.7], fmt) == []  # std dev 0.99: 9.9% of the mean
+    (why,) = instability([9.29, 10.71], fmt)  # 1.004: 10.0%
+    assert why.startswith("the standard deviation (1.00409) is 10% of the mean (10)")
+    # min and max exactly 50% away count; std dev 5 is 50% of the mean
+    assert instability([5.0, 10.0, 15.0], fmt) == [
+        "the standard deviation (5) is 50% of the mean (10)",
+        "the minimum (5) is 50% smaller than the mean (10)",
+        "the maximum (15) is 50% greater than the mean (10)"]
+    # a negative mean: the distance is measured against its size
+    neg = instability([-5.0, -10.0, -15.0], fmt)
+    assert neg[1:] == ["the minimum (-15) is 50% smaller than the mean (-10)",
+                       "the maximum (-5) is 50% greater than the mean (-10)"]
+    assert neg[0] == "the standard deviation (5) is 50% of the mean (-10)"
+    # only the maximum far out
+    assert instability([10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 25.0], fmt)[-1] == \
+        "the maximum (25) is 117% greater than the mean (11.5)"  # 13.5 / 11.5
+
+
+# -- documents and metadata ------------------------------------------------------------
+
+def test_is_demo_doc() -> None:
+    from stress.compare import is_demo_doc
+
+    assert is_demo_doc({"2.6.33": make_run(), "2.6.34": make_run("2.6.34")})
+    assert not is_demo_doc({})
+    assert not is_demo_doc([make_run()])
+    assert not is_demo_doc(make_run())
+    assert not is_demo_doc({"2.6.33": make_run(), "note": "x"})
+    assert not is_demo_doc({"2.6.33": {"schema": "rmap-stress-ramp/1"}})
+
+
+def test_load_for_compare_says_why_a_file_is_refused(tmp_path: Path) -> None:
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps({"schema": "rmap-stress/1", "walks": {}}))
+    with pytest.raises(ResultsError, match=r"scan\.json: a scan result"):
+        load_for_compare(str(scan))
+    with pytest.raises(ResultsError, match="not a results file"):
+        load_for_compare(str(tmp_path))  # a folder
+    binary = tmp_path / "b.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ResultsError, match="not a results file"):
+        load_for_compare(str(binary))
+    other = tmp_path / "o.json"
+    other.write_text(json.dumps({"schema": "x/1"}))
+    with pytest.raises(ResultsError) as info:
+        load_for_compare(str(other))
+    assert str(info.value) == f"{other}: schema 'x/1', expected 'rmap-stress/1' or 'rmap-stress-ramp/1'"
+    other.write_text("[]")
+    with pytest.raises(ResultsError, match="schema None"):
+        load_for_compare(str(other))
+
+
+def test_cpu_lists_and_missing_metadata_are_written_plainly() -> None:
+    text = compare([("here", make_run(affinity=[0, 1, 2, 3])),
+                    ("there", make_run(affinity=[8, 0, 1, 2, 3, 5, 7], cpu_model=None))])
+    assert "affinity: 0-3 in here; 0-3,5,7-8 in there" in text
+    assert "cpu_model: Synthetic CPU in here; ? in there" in text
+    assert "affinity: 4 in a; 5 in b" in compare([("a", make_run(affinity=[4])), ("b", make_run(affinity=[5]))])
+
+
+def test_ramp_eras_in_config_order_then_any_others() -> None:
+    ramp = make_ramp({"2.6.34": {1: [10.0]}, "2.6.33": {1: [20.0]}})
+    ramp["config"]["eras"] = ["2.6.33"]  # 2.6.34 only among the points
+    ramp["points"].append(dict(ramp["points"][0], era="3.0", jobs_per_min=30.0))
+    lines = compare([("r", ramp)]).splitlines()
+    head = lines[1].split()
+    assert head == ["2.6.33", "2.6.34", "ratio", "3.0", "ratio"]
+
+
+def test_ramp_peak_is_the_best_mean_and_the_lowest_count_on_a_tie() -> None:
+    ramp = make_ramp({"A": {1: [100.0, 300.0], 2: [200.0, 200.0], 4: [150.0, 150.0]},
+                      "B": {1: [50.0], 2: [50.0], 4: [50.0]}})
+    lines = compare([("r", ramp)]).splitlines()
+    at = next(ln for ln in lines if ln.startswith("  at users"))
+    assert at.split()[2:4] == ["1", "1"]  # A: 1 and 2 both average 200; B: all tie at 50
+    peak = next(ln for ln in lines if ln.startswith("peak jobs/min"))
+    assert peak.split()[2] == "200"
+    rows = [ln.split()[:4] for ln in lines if ln.startswith("jobs/min at")]
+    assert rows == [["jobs/min", "at", "1", "user"], ["jobs/min", "at", "2", "users"],
+                    ["jobs/min", "at", "4", "users"]]

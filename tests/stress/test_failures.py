@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -46,6 +47,25 @@ def _wait_workers(p: subprocess.Popen[str], n: int, timeout: float = 30.0) -> li
     raise AssertionError("workers did not start")
 
 
+def _wait_until(cond: Callable[[], bool], p: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def _wait_for_walks(p: subprocess.Popen[str], ws: list[psutil.Process]) -> None:
+    """Until every worker has used CPU time past its start (the gate is open, work is done):
+    a count of the workers' own progress, not a guess of how long starting takes."""
+    def busy() -> bool:
+        try:
+            return all(sum(w.cpu_times()[:2]) > 0.3 for w in ws)
+        except psutil.Error:
+            return False
+    _wait_until(busy, p)
+
+
 def _segments_of(pid: int) -> list[str]:
     return [n for n in leftover_segments() if n.startswith(f"rmap-stress-{pid}-")]
 
@@ -71,15 +91,25 @@ def test_sigkill_of_a_cpu_ends_the_run_cleanly(tmp_path: Path, trial: int) -> No
     ws = _wait_workers(p, 3)
     time.sleep(rng.uniform(0.3, 1.5))
     victim = rng.choice(ws)
-    t_kill = time.monotonic()
     victim.send_signal(signal.SIGKILL)
-    stdout, stderr = p.communicate(timeout=30)
-    assert time.monotonic() - t_kill < 5.0
+    _stdout, stderr = p.communicate(timeout=30)
     assert p.returncode == 1
-    assert "died (killed by SIGKILL)" in stderr
+    assert "Traceback" not in stderr
     doc = json.loads(out.read_text())
-    assert doc["failed"]["reason"].startswith("cpu")
+    # the report names the CPU that died, by its index and its pid, and how it died
+    pids = {c["pid"]: c["cpu"] for c in doc["cpus"]}
+    assert set(pids) == {w.pid for w in ws}
+    dead = pids[victim.pid]
+    reason = doc["failed"]["reason"]
+    assert reason.startswith(f"cpu{dead} (pid {victim.pid}) ") and "SIGKILL" in reason
+    assert f"pid {victim.pid}" in stderr and "SIGKILL" in stderr
+    # every CPU's state, one line each, naming its pid
+    states = doc["failed"]["cpu_states"]
+    assert [st.split(" ")[0] for st in states] == ["cpu0", "cpu1", "cpu2"]
+    assert all(f"pid {c['pid']}" in states[c["cpu"]] for c in doc["cpus"])
     assert doc["invariants"]["checked"] is True
+    assert doc["config"]["era"] == era and doc["config"]["scenario"] == scenario
+    assert "interrupted" not in doc
     assert _gone([w.pid for w in ws])
     assert _segments_of(p.pid) == []
 
@@ -90,29 +120,59 @@ def test_sigint_writes_partial_results_and_exits_130(tmp_path: Path) -> None:
                                 "--duration", "60", "--json", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ws = _wait_workers(p, 2)
-    time.sleep(1.0)
+    _wait_for_walks(p, ws)
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=30)
     assert p.returncode == 130, stderr
     doc = json.loads(out.read_text())
-    assert doc["interrupted"] is True
-    assert doc["invariants"]["violations"] == 0  # CPUs finished their operation before leaving
-    assert doc["walks"]["count"] > 0
+    assert doc["interrupted"] is True and "failed" not in doc
+    assert doc["invariants"] == {"checked": True, "violations": 0, "messages": []}  # operations finished
+    assert doc["config"]["era"] == "2.6.33" and doc["config"]["duration"] == 60
+    assert doc["elapsed_s"] < 60  # stopped early, not at the deadline
+    assert {c["pid"] for c in doc["cpus"]} == {w.pid for w in ws}
+    assert doc["walks"]["count"] > 0 and doc["walks"]["count"] == sum(c["walks"] for c in doc["cpus"])
+    assert doc["model"]["anon_vmas"] == 1  # 2.6.33: one for the family
+    assert "invariants: ok" in stdout  # the report of what was done is printed
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert _gone([w.pid for w in ws])
     assert _segments_of(p.pid) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_and_sighup_exit_128_plus_signal(sig: int) -> None:
+def test_sigterm_and_sighup_exit_128_plus_signal(sig: int, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
     p = subprocess.Popen(RUN + ["--era", "2.6.34", "--users", "50", "--pages", "5", "--cpus", "2",
-                                "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                                "--duration", "60", "--json", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
     ws = _wait_workers(p, 2)
-    time.sleep(0.5)
+    _wait_for_walks(p, ws)
     os.killpg(p.pid, sig)  # as a terminal or tmux does: the whole group, tracker included
-    p.communicate(timeout=30)
-    assert p.returncode == 128 + sig
+    _stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 128 + sig, stderr
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True and "failed" not in doc
+    assert doc["invariants"]["violations"] == 0 and doc["walks"]["count"] > 0
+    assert {c["pid"] for c in doc["cpus"]} == {w.pid for w in ws}
+    assert _gone([w.pid for w in ws])
+    assert _segments_of(p.pid) == []
+
+
+def test_a_second_ctrl_c_while_stopping_still_exits_130_and_cleans_up() -> None:
+    """Two CPUs in an ABBA deadlock cannot finish their operation: the first Ctrl-C asks them
+    to, and the parent waits for them; a second one (well over a second later, so it is not
+    the same keypress delivered twice) must end the run at once, still cleaning up."""
+    p = subprocess.Popen(RUN + ["--era", "2.6.34", "--scenario", "abba-deadlock", "--users", "4",
+                                "--pages", "2", "--cpus", "2", "--duration", "60", "--stall-timeout", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ws = _wait_workers(p, 2)
+    _wait_for_walks(p, ws)  # past the gate: spinning on each other's anon_vma lock
+    p.send_signal(signal.SIGINT)
+    time.sleep(1.5)
+    assert p.poll() is None  # still waiting for the deadlocked CPUs to finish
+    p.send_signal(signal.SIGINT)
+    _stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr
     assert _gone([w.pid for w in ws])
     assert _segments_of(p.pid) == []
 
@@ -122,28 +182,30 @@ def test_parent_killed_takes_its_cpus_and_segment_with_it() -> None:
                                 "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(p.pid)
     ws = _wait_workers(p, 2)
+    _wait_for_walks(p, ws)
     everyone = [c.pid for c in parent.children()]
+    assert len(ws) == 2 and set(everyone) >= {w.pid for w in ws}
     p.kill()
     p.communicate(timeout=30)
+    assert p.returncode == -signal.SIGKILL
     assert _gone(everyone)  # workers by PR_SET_PDEATHSIG; the resource tracker when its pipe closes
     deadline = time.monotonic() + 5
     while _segments_of(p.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _segments_of(p.pid) == []
-    assert ws
 
 
 def test_deadlock_is_caught_by_the_stall_watchdog(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    t0 = time.monotonic()
-    p = subprocess.run(RUN + ["--era", "2.6.34", "--scenario", "abba-deadlock", "--users", "4", "--pages", "2",
-                              "--cpus", "2", "--duration", "60", "--stall-timeout", "2", "--check-lock-order",
-                              "--json", str(out)],
-                       capture_output=True, text=True, timeout=60)
-    assert time.monotonic() - t0 < 20
+    p = subprocess.Popen(RUN + ["--era", "2.6.34", "--scenario", "abba-deadlock", "--users", "4", "--pages", "2",
+                                "--cpus", "2", "--duration", "60", "--stall-timeout", "2", "--check-lock-order",
+                                "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _stdout, stderr = p.communicate(timeout=60)  # the 60 s duration would time out: the watchdog ended it
     assert p.returncode == 1
-    assert "stall: no CPU made progress" in p.stderr
+    assert "Traceback" not in stderr
+    assert "stall: no CPU made progress" in stderr
     doc = json.loads(out.read_text())
+    assert doc["failed"]["reason"].startswith("stall")
     states = doc["failed"]["cpu_states"]
     assert len(states) == 2
     # each CPU waits for the lock the other holds
@@ -154,7 +216,7 @@ def test_deadlock_is_caught_by_the_stall_watchdog(tmp_path: Path) -> None:
     # the lock-order checker saw it coming: anon_vma nested in anon_vma, with the call sites
     assert doc["lock_order"]["findings"][0].startswith(
         "possible recursive locking: anon_vma taken while holding anon_vma (anon_vma_fork -> anon_vma_fork")
-    assert _segments_of(p.pid if hasattr(p, "pid") else 0) == []
+    assert _segments_of(p.pid) == []
 
 
 @pytest.mark.parametrize("p_fail", [0.01, 0.2])
@@ -162,13 +224,19 @@ def test_alloc_fail_injection_leaves_the_model_consistent(tmp_path: Path, p_fail
     out = tmp_path / "r.json"
     p = subprocess.run(RUN + ["--era", "2.6.34", "--scenario", "forking-server", "--users", "30", "--pages", "8",
                               "--cpus", "2", "--duration", "1.5", "--inject", f"alloc-fail={p_fail}",
-                              "--json", str(out)], capture_output=True, text=True, timeout=120)
+                              "--json", str(out)], check=False, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
-    assert doc["invariants"]["violations"] == 0, doc["invariants"]["messages"]
+    assert doc["invariants"] == {"checked": True, "violations": 0, "messages": []}
     assert doc["config"]["alloc_fail_p"] == p_fail
+    t = doc["throughput"]
+    assert t["forks"] > 0
     if p_fail >= 0.2:
-        assert doc["throughput"]["alloc_failures"] > 0
+        # every fork allocates an anon_vma and an AVC per anon_vma of the parent's chain
+        # (2.6.34): at one failure in five, a run of this many forks cannot miss them all
+        assert t["alloc_failures"] > 0 or t["forks"] < 20, t
+    # failed forks unwound: only the family and the jobs' live children hold mms
+    assert doc["model"]["mms"] == 31
 
 
 def test_many_short_runs_leave_dev_shm_as_it_was() -> None:

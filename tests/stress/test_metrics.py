@@ -1,11 +1,38 @@
-"""Pure statistics: lock-order verdicts and histogram percentiles, on synthetic tables."""
+"""Pure statistics on hand-built tables: lockstat rows, per-CPU shares, walk statistics,
+lock-order verdicts and histogram percentiles; every expected value is derived by hand."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from shared_model.layout import HIST_BUCKETS, LOCK_CLASSES, LOCK_SITES, hist_bucket
-from stress.metrics import hist_percentile, lock_order_findings
+from shared_model.layout import (
+    CPU_DTYPE,
+    HIST_BUCKETS,
+    LOCK_CLASSES,
+    LOCK_SITES,
+    LS_ACQ,
+    LS_CONT,
+    LS_FIELDS,
+    LS_HOLD_HIST,
+    LS_HOLD_MAX,
+    LS_HOLD_MIN,
+    LS_HOLD_TOTAL,
+    LS_WAIT_HIST,
+    LS_WAIT_MAX,
+    LS_WAIT_MIN,
+    LS_WAIT_TOTAL,
+    hist_bucket,
+)
+from stress.metrics import (
+    class_wait_share,
+    cpu_rows,
+    hist_percentile,
+    lock_order_edges,
+    lock_order_findings,
+    lock_rows,
+    walk_stats,
+)
 
 C = {n: i for i, n in enumerate(LOCK_CLASSES)}
 S = {n: i for i, n in enumerate(LOCK_SITES)}
@@ -45,3 +72,187 @@ def test_percentiles_are_exact_for_single_values_and_clipped_to_min_max() -> Non
     assert 750 <= hist_percentile(hist, 0.95, 5, 123456) <= 1250  # within a bucket (25%)
     assert 0.75 * 123456 <= hist_percentile(hist, 0.999, 5, 123456) <= 123456  # never past the max
     assert hist_percentile(hist, 0.999, 5, 120000) == 120000  # a bucket middle above max is clipped
+
+
+# -- lockstat rows, per-CPU shares, walk statistics: hand-built tables, hand-derived answers
+
+I64_MAX = np.iinfo(np.int64).max
+
+
+def _lockstat(cpus: int) -> np.ndarray:
+    """An empty lockstat table as the segment starts it: minimums at I64_MAX."""
+    ls = np.zeros((cpus, len(LOCK_CLASSES), len(LOCK_SITES), LS_FIELDS), dtype=np.int64)
+    ls[..., LS_WAIT_MIN] = I64_MAX
+    ls[..., LS_HOLD_MIN] = I64_MAX
+    return ls
+
+
+def _record(ls: np.ndarray, cpu: int, cls: str, site: str, waits: list[int], holds: list[int]) -> None:
+    r = ls[cpu, C[cls], S[site]]
+    r[LS_ACQ] += len(holds)
+    r[LS_CONT] += len(waits)
+    for v in waits:
+        r[LS_WAIT_MIN] = min(r[LS_WAIT_MIN], v)
+        r[LS_WAIT_MAX] = max(r[LS_WAIT_MAX], v)
+        r[LS_WAIT_TOTAL] += v
+        r[LS_WAIT_HIST + hist_bucket(v)] += 1
+    for v in holds:
+        r[LS_HOLD_MIN] = min(r[LS_HOLD_MIN], v)
+        r[LS_HOLD_MAX] = max(r[LS_HOLD_MAX], v)
+        r[LS_HOLD_TOTAL] += v
+        r[LS_HOLD_HIST + hist_bucket(v)] += 1
+
+
+def test_lock_rows_sum_cpus_and_sites_and_sort_by_total_wait() -> None:
+    ls = _lockstat(2)
+    _record(ls, 0, "anon_vma", "page_referenced", waits=[50], holds=[8] * 12)
+    _record(ls, 0, "anon_vma", "try_to_unmap", waits=[], holds=[20] * 2)
+    _record(ls, 1, "anon_vma", "try_to_unmap", waits=[100, 300, 600, 1000], holds=[20] * 10)
+    _record(ls, 1, "ptl", "page_referenced_one", waits=[], holds=[3] * 100)
+    _record(ls, 0, "slab", "kmem_cache_alloc", waits=[], holds=[2] * 1000)
+    rows = lock_rows(ls)
+    # anon_vma waited; slab and ptl did not, and are ordered by acquisitions; mapcount unused
+    assert [r["class"] for r in rows] == ["anon_vma", "slab", "ptl"]
+    av = rows[0]
+    assert (av["acquisitions"], av["contentions"]) == (24, 5)
+    # waits 50, 100, 300, 600, 1000: p50 is the third (300), in bucket [256, 320) -> 287;
+    # p90 and above the fifth (1000), in [896, 1024) -> 959
+    assert av["wait_ns"] == {"min": 50, "max": 1000, "total": 2050, "avg": 410,
+                             "p50": 287, "p90": 959, "p99": 959, "p999": 959}
+    # holds: 12 x 8 then 12 x 20; p50 is the 12th (8, bucket [8, 10) -> 8); p90 and above
+    # fall in [20, 24), whose middle (21) is clipped to the maximum
+    assert av["hold_ns"] == {"min": 8, "max": 20, "total": 336, "avg": 14,
+                             "p50": 8, "p90": 20, "p99": 20, "p999": 20}
+    assert av["wait_hist"] == {"48": 1, "96": 1, "256": 1, "512": 1, "896": 1}
+    assert list(av["wait_hist"]) == ["48", "96", "256", "512", "896"]
+    # sites: summed over CPUs, the one that waited longest first
+    assert av["sites"] == [
+        {"site": "try_to_unmap", "acquisitions": 12, "contentions": 4, "wait_total_ns": 2000,
+         "hold_total_ns": 240},
+        {"site": "page_referenced", "acquisitions": 12, "contentions": 1, "wait_total_ns": 50,
+         "hold_total_ns": 96},
+    ]
+    ptl = rows[2]
+    assert ptl["acquisitions"] == 100 and ptl["contentions"] == 0
+    assert ptl["wait_ns"] == dict.fromkeys(("min", "max", "total", "avg", "p50", "p90", "p99", "p999"), 0)
+    assert ptl["hold_ns"]["min"] == 3 and ptl["hold_ns"]["avg"] == 3 and ptl["wait_hist"] == {}
+    assert rows[1]["acquisitions"] == 1000 and rows[1]["sites"][0]["site"] == "kmem_cache_alloc"
+    assert lock_rows(_lockstat(1)) == []
+
+
+def test_sites_with_equal_waits_are_ordered_by_acquisitions() -> None:
+    ls = _lockstat(1)
+    _record(ls, 0, "ptl", "do_wp_page", waits=[], holds=[1] * 3)
+    _record(ls, 0, "ptl", "dup_mmap", waits=[], holds=[1] * 7)
+    assert [s["site"] for s in lock_rows(ls)[0]["sites"]] == ["dup_mmap", "do_wp_page"]
+
+
+def _cpus(**fields: list[int]) -> np.ndarray:
+    n = len(next(iter(fields.values())))
+    cpu = np.zeros(n, dtype=CPU_DTYPE)
+    for k, v in fields.items():
+        cpu[k] = v
+    return cpu
+
+
+def test_cpu_shares_are_the_raw_times_over_the_total() -> None:
+    cpu = _cpus(t_total_ns=[1000, 1000, 0, 4000], t_work_ns=[200, 600, 0, 1000],
+                t_walk_ns=[300, 600, 0, 0], t_wait_ns=[100, 0, 0, 3000],
+                pid=[11, 12, 13, 14], utime_us=[1_500_000, 0, 0, 250_000], stime_us=[20_000, 0, 0, 0],
+                vctx=[3, 0, 0, 9], ivctx=[4, 0, 0, 1], walks=[5, 0, 0, 2],
+                pages_scanned=[6, 0, 0, 1], jobs=[7, 0, 0, 8])
+    rows = cpu_rows(cpu)
+    assert [r["cpu"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["share"] == pytest.approx({"work": 0.2, "walk": 0.3, "lock_wait": 0.1, "other": 0.4})
+    # overlapping counters (a walk counted inside work) are clipped, in the order work, walk, wait
+    assert rows[1]["share"] == pytest.approx({"work": 0.6, "walk": 0.4, "lock_wait": 0.0, "other": 0.0})
+    # a CPU that never ran: no time at all, all "other", no division by zero
+    assert rows[2]["share"] == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "other": 1.0}
+    assert rows[3]["share"] == pytest.approx({"work": 0.25, "walk": 0.0, "lock_wait": 0.75, "other": 0.0})
+
+    assert rows[0]["os"] == {"utime": 1.5, "stime": 0.02, "voluntary_ctx": 3, "involuntary_ctx": 4}
+    assert rows[3]["os"] == {"utime": 0.25, "stime": 0.0, "voluntary_ctx": 9, "involuntary_ctx": 1}
+    assert [(r["pid"], r["walks"], r["pages_scanned"], r["jobs"]) for r in rows] == [
+        (11, 5, 6, 7), (12, 0, 0, 0), (13, 0, 0, 0), (14, 2, 1, 8)]
+
+def test_cpu_shares_never_add_up_past_the_whole() -> None:
+    # work, walk and wait overlapping past the total: each is cut to what is left
+    rows = cpu_rows(_cpus(t_total_ns=[1000, 1000, 1], t_work_ns=[500, 1500, 1],
+                          t_walk_ns=[300, 0, 0], t_wait_ns=[400, 0, 0]))
+    assert rows[0]["share"] == pytest.approx({"work": 0.5, "walk": 0.3, "lock_wait": 0.2, "other": 0.0})
+    assert rows[1]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0})
+    assert rows[2]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0})
+
+
+def test_walk_stats_and_the_log2_histogram() -> None:
+    cpu = _cpus(walks=[3, 2], visited=[10, 5], max_visited=[7, 4])
+    hist = np.zeros((2, 64), dtype=np.int64)
+    hist[0, 3] = 2  # two walks of 4-7 entries
+    hist[0, 1] = 1  # one of 1 entry
+    hist[1, 3] = 1
+    hist[1, 2] = 1  # one of 2-3
+    w = walk_stats(cpu, hist)
+    assert w == {"count": 5, "vmas_visited": 15, "avg_visited": 3.0, "max_visited": 7,
+                 "log2_histogram": {"1": 1, "2": 1, "4": 3}}
+    hist[1, 0] = 4  # walks that found nothing: length 0
+    assert walk_stats(cpu, hist)["log2_histogram"] == {"0": 4, "1": 1, "2": 1, "4": 3}
+    no_cpus = walk_stats(np.zeros(0, dtype=CPU_DTYPE), np.zeros((0, 64), dtype=np.int64))
+    assert no_cpus["count"] == 0 and no_cpus["max_visited"] == 0
+    none = walk_stats(_cpus(walks=[0], visited=[0], max_visited=[0]), np.zeros((1, 64), dtype=np.int64))
+    assert none == {"count": 0, "vmas_visited": 0, "avg_visited": 0.0, "max_visited": 0,
+                    "log2_histogram": {}}
+
+
+def test_class_wait_share_is_that_class_s_wait_over_all_cpu_time() -> None:
+    locks = [{"class": "anon_vma", "wait_ns": {"total": 2050}},
+             {"class": "ptl", "wait_ns": {"total": 500}}]
+    cpu = _cpus(t_total_ns=[5000, 5000])
+    assert class_wait_share(locks, cpu) == pytest.approx(0.205)
+    assert class_wait_share(locks, cpu, "ptl") == pytest.approx(0.05)
+    assert class_wait_share(locks, cpu, "slab") == 0.0
+    assert class_wait_share(locks, _cpus(t_total_ns=[0, 0])) == 0.0
+
+
+def test_lock_order_edges_count_over_cpus_and_name_the_first_sites() -> None:
+    t = np.zeros((2, len(LOCK_CLASSES), len(LOCK_CLASSES), 2), dtype=np.int64)
+    _edge(t, 1, "anon_vma", "ptl", "page_referenced", "page_referenced_one")
+    _edge(t, 0, "anon_vma", "ptl", "try_to_unmap", "try_to_unmap_one")
+    _edge(t, 0, "anon_vma", "ptl", "try_to_unmap", "try_to_unmap_one")
+    _edge(t, 1, "ptl", "mapcount", "do_wp_page", "do_wp_page")
+    t[0, C["anon_vma"], C["slab"], 0] = 3  # counted, no site recorded
+    assert lock_order_edges(t) == [
+        {"held": "anon_vma", "taken": "ptl", "times": 3, "sites": ["try_to_unmap", "try_to_unmap_one"]},
+        {"held": "anon_vma", "taken": "slab", "times": 3, "sites": ["page_referenced", "page_referenced"]},
+        {"held": "ptl", "taken": "mapcount", "times": 1, "sites": ["do_wp_page", "do_wp_page"]},
+    ]
+    assert lock_order_findings(t) == []
+
+
+def test_recursive_locking_says_how_often_and_where() -> None:
+    t = np.zeros((3, len(LOCK_CLASSES), len(LOCK_CLASSES), 2), dtype=np.int64)
+    t[0, C["slab"], C["slab"], 0] = 2  # counted, no site recorded: "?"
+    _edge(t, 2, "anon_vma", "anon_vma", "anon_vma_fork", "anon_vma_prepare")
+    assert lock_order_findings(t) == [
+        ("possible recursive locking: anon_vma taken while holding anon_vma "
+         "(anon_vma_fork -> anon_vma_prepare on cpu2, 1 times)"),
+        "possible recursive locking: slab taken while holding slab (?, 2 times)",
+    ]
+
+
+def test_inversion_is_reported_once_per_pair() -> None:
+    t = np.zeros((1, len(LOCK_CLASSES), len(LOCK_CLASSES), 2), dtype=np.int64)
+    _edge(t, 0, "slab", "mapcount", "kmem_cache_alloc", "exit_mmap")
+    _edge(t, 0, "mapcount", "slab", "exit_mmap", "kmem_cache_free")
+    assert lock_order_findings(t) == [
+        ("lock inversion: mapcount under slab (kmem_cache_alloc -> exit_mmap on cpu0) and "
+         "slab under mapcount (exit_mmap -> kmem_cache_free on cpu0)")]
+
+
+def test_percentile_of_an_empty_histogram_is_zero() -> None:
+    assert hist_percentile(np.zeros(HIST_BUCKETS, dtype=np.int64), 0.5, 0, 100) == 0
+    hist = np.zeros(HIST_BUCKETS, dtype=np.int64)
+    hist[hist_bucket(3)] = 1
+    hist[hist_bucket(6)] = 1
+    # 2 values: q * total = 1.0 lands on the first (cumulative count reaches 1 there)
+    assert hist_percentile(hist, 0.5, 3, 6) == 3
+    assert hist_percentile(hist, 0.51, 3, 6) == 6

@@ -5,12 +5,15 @@ No runs: every document is built here, shaped as runner.collect() and the ramp w
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from stress.plot import plot_results, wait_cdf
@@ -88,9 +91,24 @@ def _needs_matplotlib() -> None:
     pytest.importorskip("matplotlib")
 
 
+# The stacked shares' colours, bottom to top: lock wait, rmap walk, work, other (README, panel b).
+SHARE_COLORS = ("#d62728", "#ff9896", "#2ca02c", "#c7c7c7")
+SVG = "{http://www.w3.org/2000/svg}"
+
+
 def assert_png(path: Path) -> None:
     assert path.stat().st_size > 1000
     assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def png_color_pixels(path: Path, color: str, alpha: float = 1.0) -> int:
+    """Pixels of ``color`` (#rrggbb, drawn with ``alpha`` over white) in a PNG: data drawn,
+    not an empty frame."""
+    import matplotlib.image
+
+    img = np.asarray(matplotlib.image.imread(str(path)))[..., :3]
+    rgb = alpha * np.array([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]) + (1 - alpha)
+    return int(np.all(np.abs(img - rgb) < 1.5 / 255, axis=-1).sum())
 
 
 def assert_svg(path: Path) -> None:
@@ -100,10 +118,38 @@ def assert_svg(path: Path) -> None:
     assert root.tag.endswith("svg")
 
 
+def svg_lines(path: Path, width: str) -> list[tuple[int, str]]:
+    """(vertices, colour) of every stroked path of the given line width: the data curves."""
+    out = []
+    for p in ET.parse(path).getroot().iter(f"{SVG}path"):
+        style = p.get("style", "")
+        if f"stroke-width: {width};" in style:
+            color = re.search(r"stroke: (#[0-9a-f]{6})", style)
+            out.append((len(re.findall(r"[ML]", p.get("d", ""))), color.group(1) if color else ""))
+    return out
+
+
+def svg_fills(path: Path) -> Counter[str]:
+    """How many filled paths (bars, legend patches) of each colour."""
+    fills: Counter[str] = Counter()
+    for p in ET.parse(path).getroot().iter(f"{SVG}path"):
+        m = re.search(r"fill: (#[0-9a-f]{6})", p.get("style", ""))
+        if m:
+            fills[m.group(1)] += 1
+    return fills
+
+
+def svg_groups(path: Path, prefix: str) -> int:
+    return sum(1 for g in ET.parse(path).getroot().iter(f"{SVG}g") if g.get("id", "").startswith(prefix))
+
+
 def test_ramp_png(tmp_path: Path) -> None:
     out = tmp_path / "ramp.png"
     plot_results(make_ramp(), str(out))
     assert_png(out)
+    # panel (b) stacks every share in its colour (at alpha 0.9), 2.6.33's lock wait widest
+    for color in SHARE_COLORS:
+        assert png_color_pixels(out, color, alpha=0.9) > 100, color
 
 
 def test_ramp_svg_has_the_panels(tmp_path: Path) -> None:
@@ -115,6 +161,14 @@ def test_ramp_svg_has_the_panels(tmp_path: Path) -> None:
     for title in ("Throughput against users", "CPU time, 2.6.33", "CPU time, 2.6.34",
                   "anon_vma lock wait time"):
         assert title in text
+    curves = svg_lines(out, "1.8")
+    # (a) one throughput curve per era through its 5 user counts, in two colours
+    aim7 = [c for c in curves if c[0] == 5]
+    assert len(aim7) == 2 and aim7[0][1] != aim7[1][1]
+    # (c) one CDF per era through 8 histogram buckets: 9 points, the eras' colours again
+    assert sorted(c for c in curves if c[0] == 9) == sorted((9, color) for _, color in aim7)
+    # (b) 4 stacked shares for each era
+    assert svg_groups(out, "FillBetweenPolyCollection") == 8
 
 
 def test_ramp_variants(tmp_path: Path) -> None:
@@ -123,11 +177,17 @@ def test_ramp_variants(tmp_path: Path) -> None:
     one["timeline"] = make_timeline()
     plot_results(one, str(tmp_path / "one.png"))
     assert_png(tmp_path / "one.png")
+    plot_results(one, str(tmp_path / "one.svg"))
+    assert [n for n, _ in svg_lines(tmp_path / "one.svg", "1.8")].count(4) == 1  # 4 user counts
+    assert svg_lines(tmp_path / "one.svg", "1.5") == [(10, "#1f77b4")]  # the 10 timeline samples
+    assert svg_groups(tmp_path / "one.svg", "FillBetweenPolyCollection") == 4
 
     empty = make_ramp()
     empty["points"], empty["crossover"] = [], {}
     plot_results(empty, str(tmp_path / "empty.svg"))
     assert_svg(tmp_path / "empty.svg")
+    assert svg_groups(tmp_path / "empty.svg", "FillBetweenPolyCollection") == 0
+    assert not [c for c in svg_lines(tmp_path / "empty.svg", "1.8") if c[0] > 3]
 
 
 def test_single_run(tmp_path: Path) -> None:
@@ -135,6 +195,8 @@ def test_single_run(tmp_path: Path) -> None:
     run["timeline"] = make_timeline(cpus=64)
     plot_results(run, str(tmp_path / "run.PNG"))  # the extension's case does not matter
     assert_png(tmp_path / "run.PNG")
+    for color in SHARE_COLORS:  # every CPU's bar holds every share
+        assert png_color_pixels(tmp_path / "run.PNG", color) > 100, color
 
 
 def test_run_without_lock_waits(tmp_path: Path) -> None:
@@ -142,6 +204,8 @@ def test_run_without_lock_waits(tmp_path: Path) -> None:
     run["locks"] = []
     plot_results(run, str(tmp_path / "run.svg"))
     assert_svg(tmp_path / "run.svg")
+    assert not [c for c in svg_lines(tmp_path / "run.svg", "1.8") if c[0] > 3]  # no CDF
+    assert all(svg_fills(tmp_path / "run.svg")[c] == 4 + 1 for c in SHARE_COLORS)  # 4 bars, legend
 
 
 def test_demo_dict(tmp_path: Path) -> None:
@@ -150,6 +214,11 @@ def test_demo_dict(tmp_path: Path) -> None:
     plot_results(demo, str(tmp_path / "demo.svg"))
     assert_png(tmp_path / "demo.png")
     assert_svg(tmp_path / "demo.svg")
+    # two eras x 4 CPUs of stacked bars, one legend patch per share
+    assert all(svg_fills(tmp_path / "demo.svg")[c] == 2 * 4 + 1 for c in SHARE_COLORS)
+    # one wait CDF per era, each through its 8 buckets
+    cdfs = [c for c in svg_lines(tmp_path / "demo.svg", "1.8") if c[0] == 9]
+    assert len(cdfs) == 2 and cdfs[0][1] != cdfs[1][1]
 
 
 @pytest.mark.parametrize("name", ["out.pdf", "out", "out.png.txt"])
@@ -176,10 +245,13 @@ def test_wait_cdf() -> None:
     assert wait_cdf({}) == ([], [])
 
 
-def test_schema_is_the_ramps() -> None:
-    from stress import compare, plot, ramp, results
-
-    assert plot.SCHEMA_RAMP == compare.SCHEMA_RAMP == ramp.SCHEMA_RAMP == results.SCHEMA_RAMP
+def test_only_the_ramp_schema_written_by_ramp_is_drawn(tmp_path: Path) -> None:
+    """make_ramp() spells the schema out ("rmap-stress-ramp/1", as README and ramp write it);
+    another version of it is refused, not drawn as something else."""
+    plot_results(make_ramp(), str(tmp_path / "ok.svg"))
+    with pytest.raises(ResultsError, match="schema"):
+        plot_results({**make_ramp(), "schema": "rmap-stress-ramp/2"}, str(tmp_path / "no.svg"))
+    assert not (tmp_path / "no.svg").exists()
 
 
 def test_import_does_not_load_matplotlib() -> None:

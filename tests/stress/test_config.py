@@ -1,0 +1,84 @@
+"""RunConfig.validate: every rule, at its boundary, and the message naming what is wrong;
+resolved() fills in the CPU count and the era's lock without changing the original."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import pytest
+
+from stress.config import MAX_CPUS_WITHOUT_FORCE, ConfigError, RunConfig, online_cpus
+
+
+@pytest.mark.parametrize(("bad", "words"), [
+    ({"era": "2.4"}, "unknown era '2.4' (choose from 2.6.33, 2.6.34, 2.6.36, 3.0)"),
+    ({"scenario": "nope"}, "unknown scenario 'nope' (choose from reclaim-storm, forking-server)"),
+    ({"lock": "rcu"}, "unknown lock 'rcu' (choose from spin, mutex)"),
+    ({"users": 0}, "--users must be a positive count, not 0"),
+    ({"pages": -1}, "--pages must be a positive count, not -1"),
+    ({"pages": (1 << 24) + 1}, f"--pages {(1 << 24) + 1} is more than one mapping"),
+    ({"cow": 1.5}, "--cow must be a fraction in [0, 1], not 1.5"),
+    ({"cow": -0.1}, "--cow must be a fraction"),
+    ({"cpus": -2}, "--cpus must be a positive count, not -2"),
+    ({"cpus": MAX_CPUS_WITHOUT_FORCE + 1}, "add --force"),
+    ({"duration": 0}, "--duration must be a positive, finite number"),
+    ({"duration": 1e7}, "--duration"),
+    ({"duration": float("inf")}, "--duration"),
+    ({"duration": float("nan")}, "--duration"),
+    ({"users": 1 << 20, "pages": 1 << 10}, "page-table entries"),  # (2**20 + 1) * 2**10 >= 2**30
+    ({"users": (1 << 20) - 1, "pages": 1 << 10}, "page-table entries"),  # exactly 2**30
+    ({"scenario": "forking-server", "users": 1, "cpus": 2}, "at least one user per CPU"),
+    ({"scenario": "abba-deadlock", "users": 1, "cpus": 2, "era": "2.6.34"},
+     "abba-deadlock needs --users >= 2, --cpus >= 2 and an era with anon_vma_chain"),
+    ({"scenario": "abba-deadlock", "users": 2, "cpus": 1, "era": "2.6.34"}, "abba-deadlock needs"),
+    ({"scenario": "abba-deadlock", "users": 2, "cpus": 2, "era": "2.6.33"}, "abba-deadlock needs"),
+    ({"entry_cost_ns": -1}, "--entry-cost-ns must be >= 0, not -1"),
+    ({"work_us": -1}, "--work-us must be >= 0, not -1"),
+    ({"alloc_fail_p": 1.01}, "alloc-fail probability must be in [0, 1], not 1.01"),
+    ({"alloc_fail_p": -0.5}, "alloc-fail probability"),
+    ({"ram_pages": -1}, "--ram-pages must be a positive count"),
+])
+def test_each_rule_refuses_and_says_which(bad: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**bad).validate()
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("good", [
+    {}, {"pages": 1 << 24, "users": 1}, {"cow": 0.0}, {"cow": 1.0}, {"cpus": 0},
+    {"cpus": MAX_CPUS_WITHOUT_FORCE}, {"cpus": MAX_CPUS_WITHOUT_FORCE + 1, "force": True},
+    {"duration": 1e-3}, {"duration": 9.9e6}, {"users": (1 << 20) - 2, "pages": 1 << 10},
+    {"scenario": "forking-server", "users": 2, "cpus": 2},
+    {"scenario": "forking-server", "users": 1, "cpus": 0},  # checked again once cpus is resolved
+    {"scenario": "abba-deadlock", "users": 2, "cpus": 2, "era": "2.6.36"},
+    {"scenario": "abba-deadlock", "users": 2, "cpus": 0, "era": "3.0"},
+    {"entry_cost_ns": 0}, {"work_us": 0}, {"alloc_fail_p": 0.0}, {"alloc_fail_p": 1.0},
+    {"ram_pages": 0}, {"lock": "spin"}, {"lock": "mutex"},
+])
+def test_boundaries_that_are_accepted(good: dict[str, Any]) -> None:
+    RunConfig(**good).validate()
+
+
+def test_resolved_fills_cpus_and_the_era_s_lock_in_a_copy() -> None:
+    cfg = RunConfig(era="3.0")
+    r = cfg.resolved()
+    assert r.cpus == len(os.sched_getaffinity(0)) == online_cpus()
+    assert r.lock == "mutex"
+    assert RunConfig(era="2.6.33").resolved().lock == "spin"
+    assert RunConfig(era="3.0", lock="spin", cpus=3).resolved().lock == "spin"
+    assert RunConfig(cpus=3).resolved().cpus == 3
+    assert (cfg.cpus, cfg.lock) == (0, None)  # the original is left alone
+    assert dataclasses.replace(r, cpus=0, lock=None) == cfg
+
+
+def test_resolved_checks_again_once_cpus_is_known() -> None:
+    cfg = RunConfig(scenario="forking-server", users=online_cpus() + 1, cpus=0)
+    assert cfg.resolved().cpus == online_cpus()
+    if online_cpus() > 1:
+        with pytest.raises(ConfigError, match="at least one user per CPU"):
+            RunConfig(scenario="forking-server", users=1, cpus=0).resolved()
+    with pytest.raises(ConfigError, match="unknown era"):
+        RunConfig(era="1.0").resolved()
