@@ -7,6 +7,7 @@ Exit status: 0 ok; 1 the run failed (a CPU died, invariants violated); 2 bad inp
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ from shared_model.eras import ERAS
 from shared_model.locks import LOCK_KINDS
 
 from .config import DEFAULT_ENTRY_COST_NS, SCENARIOS, ConfigError, RunConfig
+from .predict import DEFAULT_HANDOFF_NS, PredictError
 from .results import ResultsError, write_json
 
 PROG = "rmap-stress"
@@ -95,6 +97,16 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
                    help="samples per second per process (default 100)")
 
 
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--predict", action="store_true",
+                   help="beside each measurement, what queueing theory predicts from its own "
+                        "time outside and inside its hottest lock (M/M/1//N; for spinlocks also "
+                        "the Boyd-Wickizer ticket-lock model), with the relative error")
+    p.add_argument("--handoff-ns", type=float, default=DEFAULT_HANDOFF_NS, metavar="NS",
+                   help="cost of one lock hand-off between CPUs for the ticket-lock model "
+                        f"(default {DEFAULT_HANDOFF_NS}, measured by scripts/measure_handoff.py)")
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
@@ -122,6 +134,7 @@ def build_parser() -> Parser:
                                    "model in shared memory and take its real locks.")
     _model_options(r, users=1000, pages=100)
     _run_options(r, duration=10.0)
+    _predict_options(r)
     pr = sub.add_parser("profile", allow_abbrev=False,
                         help="a stress run under py-spy: where the CPUs' time goes",
                         description="`run` with the same options under `py-spy record "
@@ -162,6 +175,40 @@ def build_parser() -> Parser:
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.add_argument("--live", action="store_true",
                     help="on a terminal, the live per-CPU view during each point instead of the bar")
+    _predict_options(rp)
+    sc = sub.add_parser("scale", conflict_handler="resolve",
+                        help="will-it-scale style: throughput and lock wait against CPUs, per era "
+                             "and lock primitive",
+                        description="For each era, lock primitive and CPU count, one run; prints "
+                                    "throughput, throughput per CPU, the linear line from the first "
+                                    "point and lock wait share against CPUs.  Repeats are "
+                                    "interleaved: every point once per round.")
+    _model_options(sc, users=1000, pages=100)
+    _run_options(sc, duration=5.0)
+    _predict_options(sc)
+    # resolve: scale's own --era, --lock (repeatable) and --cpus-list replace run's
+    sc.add_argument("--era", action="append", dest="eras", metavar="ERA",
+                    help=f"an era (repeatable; default 2.6.33); one of {', '.join(ERAS)}")
+    sc.add_argument("--lock", action="append", dest="locks", metavar="KIND",
+                    help="a lock primitive, as run's --lock (repeatable; default: the era's own). "
+                         "The same one twice is an A/A check: two curves, the second labelled #2")
+    sc.add_argument("--cpus", type=int, default=0, help=argparse.SUPPRESS)
+    sc.add_argument("--cpus-list", metavar="N,N,...",
+                    help="CPU counts (default: powers of two up to the online CPUs, then twice "
+                         "as many workers as CPUs, oversubscribed)")
+    sc.add_argument("--repeat", type=int, default=1, metavar="R",
+                    help="rounds: every point once per round (default 1)")
+    sc.add_argument("--json", metavar="FILE", help="write the scale document (schema rmap-stress-scale/1)")
+    sc.add_argument("--csv", metavar="FILE", help="write one row per run")
+    sc.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
+    pd = sub.add_parser("predict", help="queueing-theory predictions for saved results",
+                        description="For a saved run, demo, ramp or scale file: the M/M/1//N (and "
+                                    "for spinlocks the Boyd-Wickizer ticket-lock) prediction of "
+                                    "each run's lock wait share and throughput, beside the "
+                                    "measurement, with the relative error.")
+    pd.add_argument("results", metavar="RESULTS.json")
+    pd.add_argument("--handoff-ns", type=float, default=DEFAULT_HANDOFF_NS, metavar="NS",
+                    help=f"lock hand-off cost for the ticket-lock model (default {DEFAULT_HANDOFF_NS})")
     pl = sub.add_parser("plot", help="draw a saved results file (run, demo or ramp) as PNG or SVG",
                         description="Draw the pictures of a results file: for a ramp the AIM7 curve "
                                     "with crossovers, CPU time shares against users and the lock wait "
@@ -288,6 +335,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         res, status = e.results, 1
     _end_progress(a.quiet)
     print(report.run_report(res))
+    if a.predict:
+        from .predict import format_prediction, predict_run
+
+        res["predicted"] = predict_run(res, a.handoff_ns)
+        print()
+        print(format_prediction(res["predicted"]))
     if a.json:
         write_json(a.json, res)
     return status
@@ -374,12 +427,20 @@ def cmd_ramp(a: argparse.Namespace) -> int:
         def live(label: str) -> Any:
             return LiveView(sys.stderr, label=label).update
 
+    _check_handoff(a.handoff_ns)
     doc = ramp(a.eras or ["2.6.33", "2.6.34"], users, base, repeat=a.repeat,
                stop_at_crossover=a.crossover, threshold=a.threshold,
-               progress=None if a.quiet or live else ProgressBar(), live=live)
+               progress=None if a.quiet or live else ProgressBar(), live=live,
+               predict=a.predict, handoff_ns=a.handoff_ns)
     print(ramp_table(doc))
     print()
     print(headline(doc))
+    if a.predict:
+        from .predict import prediction_table
+
+        print()
+        print(prediction_table([(f"{p['era']} {p['users']} users #{p['repeat'] + 1}", p["predicted"])
+                                for p in doc["points"] if p.get("predicted")]))
     if a.json:
         write_json(a.json, doc)
     if a.csv:
@@ -390,6 +451,92 @@ def cmd_ramp(a: argparse.Namespace) -> int:
         plot_results(doc, a.plot)
     bad = sum(p["invariant_violations"] for p in doc["points"])
     return 1 if bad else 0
+
+
+def _check_handoff(ns: float) -> None:
+    if not ns >= 0:
+        raise ConfigError(f"--handoff-ns must be >= 0, not {ns}")
+
+
+def cmd_scale(a: argparse.Namespace) -> int:
+    from .config import online_cpus
+    from .ramp import ProgressBar
+    from .scale import curves_of, default_cpus_list, parse_cpus_list, scale, scale_table, write_csv
+
+    if a.cpus:
+        raise ConfigError("scale takes --cpus-list N,N,..., not --cpus")
+    if a.plot and not a.plot.endswith((".png", ".svg")):
+        raise ConfigError(f"--plot {a.plot}: the file name must end in .png or .svg")
+    _check_handoff(a.handoff_ns)
+    cpus_list = parse_cpus_list(a.cpus_list) if a.cpus_list else default_cpus_list(online_cpus())
+    curves = curves_of(a.eras or ["2.6.33"], list(a.locks or [None]))
+    base = _config(a, era=curves[0].era, lock=None, cpus=cpus_list[0])
+    _setup_logging(a.log_level, a.log_file)
+    live = None
+    if a.live and not a.quiet and sys.stderr.isatty():
+        from .live import LiveView
+
+        def live(label: str) -> Any:
+            return LiveView(sys.stderr, label=label).update
+
+    if a.stall_timeout < 0:
+        raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
+    doc = scale(base, curves, cpus_list, repeat=a.repeat, predict=a.predict, handoff_ns=a.handoff_ns,
+                stall_timeout=a.stall_timeout or None, progress=None if a.quiet or live else ProgressBar(), live=live)
+    print(scale_table(doc))
+    if a.predict:
+        from .predict import prediction_table
+
+        print()
+        print(prediction_table([(f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}", p["predicted"])
+                                for p in doc["points"] if p.get("predicted")]))
+    if a.json:
+        write_json(a.json, doc)
+    if a.csv:
+        write_csv(a.csv, doc)
+    if a.plot:
+        from .plot import plot_results
+
+        plot_results(doc, a.plot)
+    bad = sum(p["invariant_violations"] for p in doc["points"])
+    return 1 if bad else 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .compare import is_demo_doc
+    from .predict import format_prediction, predict_inputs, predict_run, prediction_table
+    from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError
+
+    _check_handoff(a.handoff_ns)
+    try:
+        with open(a.results) as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise ResultsError(f"{a.results}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{a.results}: not a results file ({e})") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema == SCHEMA_RUN and "throughput" in doc:
+        print(format_prediction(predict_run(doc, a.handoff_ns)))
+    elif is_demo_doc(doc):
+        print("\n\n".join(f"== {era} ==\n" + format_prediction(predict_run(r, a.handoff_ns))
+                           for era, r in doc.items()))
+    elif schema in (SCHEMA_RAMP, SCHEMA_SCALE):
+        def label(p: dict[str, Any]) -> str:
+            if schema == SCHEMA_RAMP:
+                return f"{p['era']} {p['users']} users #{p['repeat'] + 1}"
+            return f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}"
+
+        entries = [(label(p), predict_inputs(p["lock_inputs"], a.handoff_ns))
+                   for p in doc.get("points", []) if p.get("lock_inputs")]
+        if not entries:
+            raise ResultsError(f"{a.results}: its points hold no lock figures to predict from "
+                               f"(written by an older rmap-stress?)")
+        print(prediction_table(entries))
+    else:
+        raise ResultsError(f"{a.results}: schema {schema!r}: predict takes run, demo, ramp or "
+                           f"scale results")
+    return 0
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
@@ -422,9 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("json", "csv", "plot", "log_file"):
             _check_output(getattr(a, name, None))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
-                    "plot": cmd_plot, "compare": cmd_compare}
+                    "plot": cmd_plot, "compare": cmd_compare, "scale": cmd_scale,
+                    "predict": cmd_predict}
         return commands[a.command](a)
-    except (UsageError, ConfigError, ModelTooLarge, ResultsError, ValueError) as e:
+    except (UsageError, ConfigError, ModelTooLarge, ResultsError, PredictError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
