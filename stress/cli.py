@@ -453,6 +453,10 @@ def cmd_ramp(a: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cpus(n: int) -> str:
+    return f"{n} CPU{'s' if n != 1 else ''}"
+
+
 def _check_handoff(ns: float) -> None:
     if not ns >= 0:
         raise ConfigError(f"--handoff-ns must be >= 0, not {ns}")
