@@ -95,6 +95,11 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
                    help="include C frames (the pthread lock calls under the Python frames)")
     p.add_argument("--rate", type=int, default=100, metavar="HZ",
                    help="samples per second per process (default 100)")
+    p.add_argument("--per-cpu", action="store_true",
+                   help="also write one profile per CPU process (FILE-cpuN.EXT)")
+    p.add_argument("--harness", action="store_true",
+                   help="keep the harness's samples (parent, log thread, resource tracker) in "
+                        "one tower of their own instead of dropping them")
 
 
 def _predict_options(p: argparse.ArgumentParser) -> None:
@@ -355,21 +360,25 @@ def _run_argv(profile_argv: list[str]) -> list[str]:
 
 
 def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
-    from .profile import FORMATS, ProfileError, format_summary, profile, summarize_raw
+    from .profile import FORMATS, ProfileError, format_summary, record, summarize_raw
 
     cfg = _config(a)
     cfg.validate()  # a bad option is a usage error now, not a profile of a failed run
     out = a.out or f"profile-{cfg.era}.{FORMATS[a.profile_format]}"
+    _check_output(out)
+    summary: list[str] = []
     try:
-        rc = profile(_run_argv(argv[argv.index("profile") + 1:]), out, a.profile_format,
-                     a.native, a.rate)
+        res = record(_run_argv(argv[argv.index("profile") + 1:]), out, a.profile_format,
+                     a.native, a.rate, per_cpu=a.per_cpu, harness=a.harness,
+                     summary=lambda raw: summary.append(format_summary(summarize_raw(raw))))
     except ProfileError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     if a.profile_format == "raw":
-        print(format_summary(summarize_raw(out)))
-    print(f"profile written to {out}")
-    return rc
+        print("\n".join(summary))
+    print(res.describe(a.harness))
+    print(f"profile written to {', '.join(res.files)}")
+    return res.rc
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import psutil
+import setproctitle
 
 from shared_model.layout import CPU_STATE
 from shared_model.locks import Stopped
@@ -44,6 +45,7 @@ def pin_target(cpu: int) -> int:
 
 
 def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: int) -> None:
+    setproctitle.setproctitle(f"rmap-stress cpu{cpu}")  # what ps, top and py-spy show
     _die_with_parent(parent_pid)
     # The parent handles Ctrl-C, SIGTERM and a hang-up and stops us through the stop word;
     # a signal to the whole group must not interrupt a CPU mid-operation (the forked
