@@ -319,6 +319,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     cfg.validate()
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
+    _check_handoff(a.handoff_ns)
     _setup_logging(a.log_level, a.log_file)
     progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
     view = progress if hasattr(progress, "update") else None
