@@ -129,6 +129,9 @@ def build_parser() -> Parser:
     d.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
     d.add_argument("--json", metavar="FILE", help="write both results as {\"2.6.33\": ..., \"2.6.34\": ...}")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--profile", action="store_true",
+                   help="run each era under py-spy and write its CPUs' flamegraph, "
+                        "profile-ERA.svg (needs py-spy and ptrace rights)")
     s = sub.add_parser("scan", help="exact walk statistics of the forking-server model (no timing)",
                        description="Build the model (a parent maps P pages, forks N children, each "
                                    "COWs a fraction F) and run page_referenced once on every page; "
@@ -382,6 +385,31 @@ def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
     return res.rc
 
 
+def _profiled_run(cfg: RunConfig, quiet: bool) -> dict[str, Any]:
+    """``cfg`` run under py-spy, its CPUs' flamegraph in profile-ERA.svg; the results."""
+    import subprocess
+    import tempfile
+
+    from .profile import ProfileError, record
+
+    with tempfile.TemporaryDirectory(prefix="rmap-stress-demo-") as d:
+        path = os.path.join(d, "results.json")
+        argv = ["--era", cfg.era, "--scenario", cfg.scenario, "--users", str(cfg.users),
+                "--pages", str(cfg.pages), "--cow", str(cfg.cow), "--cpus", str(cfg.cpus),
+                "--duration", str(cfg.duration), "--json", path] + (["--quiet"] if quiet else [])
+        out = f"profile-{cfg.era}.svg"
+        try:
+            res = record(argv, out, stdout=subprocess.DEVNULL)
+        except ProfileError as e:
+            raise ConfigError(str(e)) from None
+        from .results import read_json
+
+        doc = read_json(path, "rmap-stress/1")
+    print(res.describe(False))
+    print(f"profile written to {out}")
+    return doc
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from . import report
     from .runner import run
@@ -396,8 +424,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
         if not a.quiet:
             print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
                   flush=True)
-        res = run(cfg, on_tick=_progress(a.quiet, era))
-        _end_progress(a.quiet)
+        if a.profile:
+            res = _profiled_run(cfg, a.quiet)
+        else:
+            res = run(cfg, on_tick=_progress(a.quiet, era))
+            _end_progress(a.quiet)
         results[era] = res
         print(report.run_summary(res))
         print()

@@ -209,10 +209,10 @@ def _has_json(run_argv: list[str]) -> str | None:
 
 def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,
            rate: int = 100, lineno: bool = False, per_cpu: bool = False,
-           harness: bool = False, summary: Any = None) -> ProfileResult:
+           harness: bool = False, summary: Any = None, stdout: Any = None) -> ProfileResult:
     """Record ``rmap-stress run RUN_ARGV`` under py-spy and write the CPUs' profile to
     ``out`` in ``fmt`` (and with ``per_cpu`` one file per CPU).  The run's output goes to
-    our stdout and stderr.  ``summary(raw_path)``, when given, is called with the full raw
+    our stdout (or ``stdout``) and stderr.  ``summary(raw_path)``, when given, is called with the full raw
     recording before the temporary folder goes.
 
     Raises ProfileError (one line) when py-spy is missing, cannot attach, or wrote nothing."""
@@ -228,7 +228,7 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
             results = os.path.join(d, "results.json")
             argv += ["--json", results]
         cmd = build_pyspy_command(argv, raw, "raw", native, rate, pyspy=exe, lineno=lineno)
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL) as p:
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout) as p:
             try:
                 rc = p.wait()
             except KeyboardInterrupt:
