@@ -572,8 +572,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
                 return f"{p['era']} {p['users']} users #{p['repeat'] + 1}"
             return f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}"
 
-        entries = [(label(p), predict_inputs(p["lock_inputs"], a.handoff_ns))
-                   for p in doc.get("points", []) if p.get("lock_inputs")]
+        entries = []
+        for p in doc.get("points", []):
+            if p.get("lock_inputs"):
+                try:
+                    entries.append((label(p), predict_inputs(p["lock_inputs"], a.handoff_ns)))
+                except PredictError:
+                    pass
         if not entries:
             raise ResultsError(f"{a.results}: its points hold no lock figures to predict from "
                                f"(written by an older rmap-stress?)")

@@ -80,7 +80,10 @@ def _add_prediction(point: dict[str, Any], res: dict[str, Any], predict: bool,
     except PredictError:
         return
     if predict:
-        point["predicted"] = predict_inputs(point["lock_inputs"], handoff_ns)
+        try:
+            point["predicted"] = predict_inputs(point["lock_inputs"], handoff_ns)
+        except PredictError:  # e.g. no time measured outside the lock: no prediction
+            pass
 
 
 def summarize(points: list[dict[str, Any]], era: str, threshold: float) -> list[dict[str, Any]]:

@@ -132,7 +132,10 @@ def scale(base: RunConfig, curves: list[Curve], cpus_list: list[int], repeat: in
             res = run(cfg, stall_timeout=stall_timeout)
         p = point_of(res, curve, n, r, online)
         if predict and p["lock_inputs"]:
-            p["predicted"] = predict_inputs(p["lock_inputs"], handoff_ns)
+            try:
+                p["predicted"] = predict_inputs(p["lock_inputs"], handoff_ns)
+            except PredictError:  # e.g. no time measured outside the lock: no prediction
+                pass
         points.append(p)
     if progress:
         progress(len(plan), len(plan), "done", time.monotonic() - t0)

@@ -101,11 +101,13 @@ def test_scale_marks_oversubscribed_points() -> None:
     assert "predicted" not in p and p["lock_inputs"]["times"]["cpus"] == n + 1
 
 
-def test_ramp_repeats_are_interleaved() -> None:
+def test_ramp_repeats_are_interleaved(tmp_path: Path) -> None:
     base = RunConfig(scenario="forking-server", pages=4, cpus=1, duration=0.2, work_us=0)
-    doc = ramp(["2.6.34"], [2, 4], base, repeat=2)
+    doc = ramp(["2.6.34"], [2, 4], base, repeat=2, predict=True, handoff_ns=0.0)
     assert [(p["repeat"], p["users"]) for p in doc["points"]] == [(0, 2), (0, 4), (1, 2), (1, 4)]
     assert all(p["invariant_violations"] == 0 and p["lock_inputs"] for p in doc["points"])
+    assert all(p["predicted"]["throughput_key"] == "jobs_per_min" for p in doc["points"] if "predicted" in p)
+    plot_results(doc, str(tmp_path / "ramp.svg"))  # dashed predictions on a ramp
 
 
 def test_drift() -> None:
@@ -179,3 +181,4 @@ def test_scale_and_predict_commands(tmp_path: Path) -> None:
     assert "prediction for the" in r.stdout
     assert "repairman" in json.loads(run_js.read_text())["predicted"]
     assert rmap("predict", str(run_js)).returncode == 0
+    assert rmap("plot", str(run_js), "-o", str(tmp_path / "r.png")).returncode == 0
