@@ -217,7 +217,7 @@ def build_parser() -> Parser:
     pd.add_argument("results", metavar="RESULTS.json")
     pd.add_argument("--handoff-ns", type=float, default=DEFAULT_HANDOFF_NS, metavar="NS",
                     help=f"lock hand-off cost for the ticket-lock model (default {DEFAULT_HANDOFF_NS})")
-    pl = sub.add_parser("plot", help="draw a saved results file (run, demo or ramp) as PNG or SVG",
+    pl = sub.add_parser("plot", help="draw a saved results file (run, demo, ramp or scale) as PNG or SVG",
                         description="Draw the pictures of a results file: for a ramp the AIM7 curve "
                                     "with crossovers, CPU time shares against users and the lock wait "
                                     "distribution; for a run or demo the per-CPU shares and wait CDF.")
@@ -347,9 +347,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.predict:
         from .predict import format_prediction, predict_run
 
-        res["predicted"] = predict_run(res, a.handoff_ns)
-        print()
-        print(format_prediction(res["predicted"]))
+        try:
+            res["predicted"] = predict_run(res, a.handoff_ns)
+            print()
+            print(format_prediction(res["predicted"]))
+        except PredictError as e:  # the run's own status stands
+            print(f"{PROG}: no prediction: {e}", file=sys.stderr)
     if a.json:
         write_json(a.json, res)
     return status
