@@ -461,8 +461,13 @@ def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
                 for model, (px, pv) in _predicted_series(dict(sorted(by_n.items())), field).items():
                     ax.plot(px, [scale_y * v for v in pv], color=colors[curve], ls=MODEL_STYLES[model],
                             lw=1.2, label=f"{curve} predicted ({MODEL_NAMES[model]})")
-        if online and counts and counts[-1] > online:
-            ax.axvspan(online, counts[-1] * 1.05, color="#dddddd", alpha=0.5, lw=0,
+        over = [n for n in counts if n > online]
+        if online and over:
+            # the band starts between the last count that fits and the first that does not
+            fits = [n for n in counts if n <= online]
+            start = math.sqrt(fits[-1] * over[0]) if fits and log_x else (
+                (fits[-1] + over[0]) / 2 if fits else over[0] * 0.95)
+            ax.axvspan(start, over[-1] * 1.05, color="#dddddd", alpha=0.5, lw=0,
                        label="oversubscribed (hollow)" if i == 0 else None)
         ax.set_title(title)
         ax.set_xlabel("CPU workers" + (", log scale" if log_x else ""))
@@ -471,8 +476,14 @@ def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
             _users_log_axis(ax, counts)
         elif counts:
             ax.set_xticks(counts)
-        ax.set_ylim(0, 100 if key == "wait_share" else None)
-        if key != "wait_share":
+        values = [r[key] for r in rows if r[key] > 0]
+        if key != "wait_share" and values and max(values) > 20 * min(values):
+            ax.set_yscale("log")  # curves 20x apart: on a linear axis the lower one is flat
+            ylabel += ", log scale"
+            ax.set_ylabel(ylabel)
+        elif key == "wait_share":
+            ax.set_ylim(0, 100)
+        else:
             ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         if points:
