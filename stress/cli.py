@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from shared_model.build import ModelTooLarge
@@ -519,18 +519,20 @@ def cmd_scale(a: argparse.Namespace) -> int:
     cpus_list = parse_cpus_list(a.cpus_list) if a.cpus_list else default_cpus_list(online_cpus())
     curves = curves_of(a.eras or ["2.6.33"], list(a.locks or [None]))
     base = _config(a, era=curves[0].era, lock=None, cpus=cpus_list[0])
+    if a.stall_timeout < 0:
+        raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     _setup_logging(a.log_level, a.log_file)
-    live = None
+    live: Callable[[str], Callable[[Any], None]] | None = None
     if a.live and not a.quiet and sys.stderr.isatty():
         from .live import LiveView
 
-        def live(label: str) -> Any:
+        def live_view(label: str) -> Callable[[Any], None]:
             return LiveView(sys.stderr, label=label).update
 
-    if a.stall_timeout < 0:
-        raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
+        live = live_view
     doc = scale(base, curves, cpus_list, repeat=a.repeat, predict=a.predict, handoff_ns=a.handoff_ns,
-                stall_timeout=a.stall_timeout or None, progress=None if a.quiet or live else ProgressBar(), live=live)
+                stall_timeout=a.stall_timeout or None,
+                progress=None if a.quiet or live else ProgressBar(), live=live)
     print(scale_table(doc))
     if a.predict:
         from .predict import prediction_table

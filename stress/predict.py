@@ -246,7 +246,7 @@ MODEL_TITLES = {"repairman": "M/M/1//N", "ticket": "ticket (Boyd-Wickizer)"}
 
 
 def _err(e: float | None) -> str:
-    return "n/a (measured 0)" if e is None else f"{100 * e:+.1f}%"
+    return "n/a" if e is None else f"{100 * e:+.1f}%"
 
 
 def format_prediction(p: dict[str, Any]) -> str:
@@ -263,6 +263,9 @@ def format_prediction(p: dict[str, Any]) -> str:
             q = p[name]
             lines.append(f"  {title:<24} {100 * q['wait_share']:>8.2f} {_err(q['wait_share_error']):>9} "
                          f"{q['throughput']:>20,.1f} {_err(q['throughput_error']):>9}")
+    if any(name in p and None in (p[name]["wait_share_error"], p[name]["throughput_error"])
+           for name in MODEL_TITLES):
+        lines.append("  (n/a: the measurement is 0, so there is no relative error)")
     return "\n".join(lines)
 
 
