@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stress.predict import (
     PredictError,
@@ -160,3 +162,23 @@ def test_models_agree_with_each_other_at_the_limits() -> None:
     assert repairman(8, 1e9, 1.0).wait_share < 1e-6
     assert repairman(8, 1.0, 1e9).wait_share == pytest.approx(7 / 8, rel=1e-6)
     assert not math.isnan(ticket(8, 1.0, 1e9, 1e3).wait_share)
+
+
+times = st.floats(min_value=1.0, max_value=1e7, allow_nan=False)
+
+
+@given(n=st.integers(1, 300), think=times, hold=times, handoff=st.floats(0.0, 1e5))
+def test_queue_laws(n: int, think: float, hold: float, handoff: float) -> None:
+    """Whatever the inputs: at most N-1 of N CPUs wait; the lock is never busier than
+    always; Little's law ties throughput to the time a CPU spends per acquisition; a
+    costlier hand-off never makes anyone wait less."""
+    q = repairman(n, think, hold)
+    assert 0.0 <= q.wait_share <= (n - 1) / n + 1e-9
+    assert 0.0 <= q.busy <= 1.0 + 1e-12
+    assert q.acquisitions_per_s <= 1e9 / hold * (1 + 1e-9)
+    # N CPUs each cycle through T, S and the wait: X = N / (T + S + W), W the mean wait
+    w = q.wait_share * n / (q.acquisitions_per_s / 1e9) if q.acquisitions_per_s else 0.0
+    assert q.acquisitions_per_s == pytest.approx(n * 1e9 / (think + hold + w), rel=1e-6)
+    t = ticket(n, think, hold, handoff)
+    assert t.wait_share >= q.wait_share - 1e-9
+    assert t.acquisitions_per_s <= q.acquisitions_per_s * (1 + 1e-9)

@@ -182,3 +182,11 @@ def test_scale_and_predict_commands(tmp_path: Path) -> None:
     assert "repairman" in json.loads(run_js.read_text())["predicted"]
     assert rmap("predict", str(run_js)).returncode == 0
     assert rmap("plot", str(run_js), "-o", str(tmp_path / "r.png")).returncode == 0
+    demo = tmp_path / "demo.json"  # what `demo --json` writes: {era: run}
+    demo.write_text(json.dumps({"2.6.33": json.loads(run_js.read_text())}))
+    d = rmap("predict", str(demo))
+    assert d.returncode == 0 and "== 2.6.33 ==" in d.stdout, d.stderr
+    scan = tmp_path / "scan.json"
+    assert rmap("scan", "--users", "3", "--pages", "2", "--json", str(scan)).returncode == 0
+    bad = rmap("predict", str(scan))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
