@@ -11,7 +11,8 @@
   bars, one panel per era, and the anon_vma lock's wait-time CDF per era;
 * a scale (``rmap-stress-scale/1``): will-it-scale's picture, one line per curve (era and
   lock primitive): (a) throughput against CPUs with the linear line from the first point
-  (dotted), (b) throughput per CPU, (c) the share of CPU time waiting on locks;
+  (dotted), (b) throughput per CPU, (c) the share of CPU time waiting on locks (and,
+  with predictions, crosses: the wait on the predicted lock class alone);
   oversubscribed points (more workers than online CPUs) are hollow, on a grey band;
 * either, when the document (or a run in it) has a ``timeline`` (``[{t, cpus: [{cpu,
   lock_wait, walk, work, ...}]}]``, shares of each interval): the CPUs' mean lock-wait share
@@ -457,6 +458,14 @@ def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
                 if p["curve"] == curve:
                     by_n.setdefault(int(p["cpus"]), []).append(p)
             field = {"throughput": "throughput", "wait_share": "wait_share"}.get(key)
+            if key == "wait_share":  # what the predictions are of: the predicted class alone
+                mx = [(n, [p["predicted"]["measured"]["wait_share"] for p in ps if p.get("predicted")])
+                      for n, ps in sorted(by_n.items())]
+                mx = [(n, v) for n, v in mx if v]
+                if mx:
+                    ax.plot([n for n, _ in mx], [100 * math.fsum(v) / len(v) for _, v in mx], ls="none",
+                            marker="x", ms=7, color=colors[curve],
+                            label=f"{curve}: measured wait on the predicted lock class")
             if field:
                 for model, (px, pv) in _predicted_series(dict(sorted(by_n.items())), field).items():
                     ax.plot(px, [scale_y * v for v in pv], color=colors[curve], ls=MODEL_STYLES[model],
