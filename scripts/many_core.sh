@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
-# One prepared many-core session (e.g. a lent 16-core machine): the seed comparison on every
-# CPU, spinlock vs mutex under 2x oversubscription, and a short ramp.  Writes results under
-# ${OUT:-./many_core_out}.  Usage: bash scripts/many_core.sh [seconds-per-run]
-set -uo pipefail
+# The many-core session, one command: will-it-scale's picture of the anon_vma collapse.
+#
+#   bash scripts/many_core.sh [seconds-per-run]        (results under ${OUT:-./many_core_out})
+#
+# reclaim-storm in 2.6.33 and 2.6.34, each with the spinlock and the sleeping mutex, on
+# 1, 2, 4, ... CPU workers up to the online CPUs and then twice as many (oversubscribed),
+# three interleaved rounds, with the queueing-theory prediction beside every point.
+# About 2 x 2 x (log2(CPUs) + 2) x 3 runs of D seconds each: 8 minutes on 16 CPUs at D=5.
+set -euo pipefail
 OUT=${OUT:-./many_core_out}
+D=${1:-5}
 mkdir -p "$OUT"
-D=${1:-10}
-N=$(python3 -c 'import os; print(len(os.sched_getaffinity(0)))')
-PY="python3 -m stress"
-echo "== $(nproc) CPUs online, $N in affinity; python $(python3 -V 2>&1)"
-python3 scripts/measure_seed.py --cpus "$N" --duration "$D" 2>&1 | tee "$OUT/seed.txt"
-for lock in spin mutex; do
-  $PY run --era 2.6.33 --users 1000 --pages 100 --cpus $((2 * N)) --duration "$D" --lock $lock --quiet \
-      --json "$OUT/over-$lock.json" | head -6 | tee -a "$OUT/oversub.txt"
-done
-$PY ramp --start-users 100 --end-users 6400 --factor 2 --duration 4 --cpus "$N" --quiet \
-    --json "$OUT/ramp.json" --plot "$OUT/ramp.png" 2>&1 | tee "$OUT/ramp.txt"
-ls /dev/shm | grep -c rmap-stress || true
+echo "== $(nproc) CPUs online; python $(python3 -V 2>&1)"
+python3 -m stress scale --era 2.6.33 --era 2.6.34 --lock spin --lock mutex --repeat 3 \
+    --duration "$D" --predict --quiet \
+    --json "$OUT/scale.json" --csv "$OUT/scale.csv" --plot "$OUT/scale.png" 2>&1 | tee "$OUT/scale.txt"

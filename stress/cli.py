@@ -8,11 +8,12 @@ stops reading (``| head``) ends the output quietly with status 0.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from shared_model.build import ModelTooLarge
@@ -20,6 +21,7 @@ from shared_model.eras import ERAS
 from shared_model.locks import LOCK_KINDS
 
 from .config import DEFAULT_ENTRY_COST_NS, SCENARIOS, ConfigError, RunConfig
+from .predict import DEFAULT_HANDOFF_NS, PredictError
 from .results import ResultsError, package_version, write_json
 
 PROG = "rmap-stress"
@@ -95,6 +97,21 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
                    help="include C frames (the pthread lock calls under the Python frames)")
     p.add_argument("--rate", type=int, default=100, metavar="HZ",
                    help="samples per second per process (default 100)")
+    p.add_argument("--per-cpu", action="store_true",
+                   help="also write one profile per CPU process (FILE-cpuN.EXT)")
+    p.add_argument("--harness", action="store_true",
+                   help="keep the harness's samples (parent, log thread, resource tracker) in "
+                        "one tower of their own instead of dropping them")
+
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--predict", action="store_true",
+                   help="beside each measurement, what queueing theory predicts from its own "
+                        "time outside and inside its hottest lock (M/M/1//N; for spinlocks also "
+                        "the Boyd-Wickizer ticket-lock model), with the relative error")
+    p.add_argument("--handoff-ns", type=float, default=DEFAULT_HANDOFF_NS, metavar="NS",
+                   help="cost of one lock hand-off between CPUs for the ticket-lock model "
+                        f"(default {DEFAULT_HANDOFF_NS}, measured by scripts/measure_handoff.py)")
 
 
 def build_parser() -> Parser:
@@ -115,6 +132,9 @@ def build_parser() -> Parser:
     d.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
     d.add_argument("--json", metavar="FILE", help="write both results as {\"2.6.33\": ..., \"2.6.34\": ...}")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--profile", action="store_true",
+                   help="run each era under py-spy and write its CPUs' flamegraph, "
+                        "profile-ERA.svg (needs py-spy and ptrace rights)")
     s = sub.add_parser("scan", help="exact walk statistics of the forking-server model (no timing)",
                        description="Build the model (a parent maps P pages, forks N children, each "
                                    "COWs a fraction F) and run page_referenced once on every page; "
@@ -125,6 +145,7 @@ def build_parser() -> Parser:
                                    "model in shared memory and take its real locks.")
     _model_options(r, users=1000, pages=100)
     _run_options(r, duration=10.0)
+    _predict_options(r)
     pr = sub.add_parser("profile", allow_abbrev=False,
                         help="a stress run under py-spy: where the CPUs' time goes",
                         description="`run` with the same options under `py-spy record "
@@ -168,7 +189,41 @@ def build_parser() -> Parser:
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.add_argument("--live", action="store_true",
                     help="on a terminal, the live per-CPU view during each point instead of the bar")
-    pl = sub.add_parser("plot", help="draw a saved results file (run, demo or ramp) as PNG or SVG",
+    _predict_options(rp)
+    sc = sub.add_parser("scale", conflict_handler="resolve",
+                        help="will-it-scale style: throughput and lock wait against CPUs, per era "
+                             "and lock primitive",
+                        description="For each era, lock primitive and CPU count, one run; prints "
+                                    "throughput, throughput per CPU, the linear line from the first "
+                                    "point and lock wait share against CPUs.  Repeats are "
+                                    "interleaved: every point once per round.")
+    _model_options(sc, users=1000, pages=100)
+    _run_options(sc, duration=5.0)
+    _predict_options(sc)
+    # resolve: scale's own --era, --lock (repeatable) and --cpus-list replace run's
+    sc.add_argument("--era", action="append", dest="eras", metavar="ERA",
+                    help=f"an era (repeatable; default 2.6.33); one of {', '.join(ERAS)}")
+    sc.add_argument("--lock", action="append", dest="locks", metavar="KIND",
+                    help="a lock primitive, as run's --lock (repeatable; default: the era's own). "
+                         "The same one twice is an A/A check: two curves, the second labelled #2")
+    sc.add_argument("--cpus", type=int, default=0, help=argparse.SUPPRESS)
+    sc.add_argument("--cpus-list", metavar="N,N,...",
+                    help="CPU counts (default: powers of two up to the online CPUs, then twice "
+                         "as many workers as CPUs, oversubscribed)")
+    sc.add_argument("--repeat", type=int, default=1, metavar="R",
+                    help="rounds: every point once per round (default 1)")
+    sc.add_argument("--json", metavar="FILE", help="write the scale document (schema rmap-stress-scale/1)")
+    sc.add_argument("--csv", metavar="FILE", help="write one row per run")
+    sc.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
+    pd = sub.add_parser("predict", help="queueing-theory predictions for saved results",
+                        description="For a saved run, demo, ramp or scale file: the M/M/1//N (and "
+                                    "for spinlocks the Boyd-Wickizer ticket-lock) prediction of "
+                                    "each run's lock wait share and throughput, beside the "
+                                    "measurement, with the relative error.")
+    pd.add_argument("results", metavar="RESULTS.json")
+    pd.add_argument("--handoff-ns", type=float, default=DEFAULT_HANDOFF_NS, metavar="NS",
+                    help=f"lock hand-off cost for the ticket-lock model (default {DEFAULT_HANDOFF_NS})")
+    pl = sub.add_parser("plot", help="draw a saved results file (run, demo, ramp or scale) as PNG or SVG",
                         description="Draw the pictures of a results file: for a ramp the AIM7 curve "
                                     "with crossovers, CPU time shares against users and the lock wait "
                                     "distribution; for a run or demo the per-CPU shares and wait CDF.")
@@ -334,6 +389,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.live and a.quiet:
         raise ConfigError("--live and --quiet contradict each other: choose one")
     _note_injection(cfg)
+    _check_handoff(a.handoff_ns)
     _setup_logging(a.log_level, a.log_file)
     progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
     view = progress if hasattr(progress, "update") else None
@@ -360,11 +416,23 @@ def cmd_run(a: argparse.Namespace) -> int:
             return 1
         res, status = e.results, 1
     _end_progress(a.quiet)
+    if a.predict:
+        from .predict import predict_run
+
+        try:
+            res["predicted"] = predict_run(res, a.handoff_ns)
+        except PredictError as e:  # the run's own status stands
+            print(f"{PROG}: no prediction: {e}", file=sys.stderr)
     # The results first: a reader that stops reading, or a second Ctrl-C, cannot lose them.
     if a.json:
         write_json(a.json, res)
     try:
         print(report.run_report(res))
+        if res.get("predicted"):
+            from .predict import format_prediction
+
+            print()
+            print(format_prediction(res["predicted"]))
         if a.json:
             _wrote(a.json)
         sys.stdout.flush()
@@ -400,22 +468,51 @@ def _run_argv(profile_argv: list[str]) -> list[str]:
 
 
 def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
-    from .profile import FORMATS, ProfileError, format_summary, profile, summarize_raw
+    from .profile import FORMATS, ProfileError, format_summary, record, summarize_raw
 
     cfg = _config(a)
     cfg.validate()  # a bad option is a usage error now, not a profile of a failed run
     out = a.out or f"profile-{cfg.era}.{FORMATS[a.profile_format]}"
     _check_output(out)
+    summary: list[str] = []
     try:
-        rc = profile(_run_argv(argv[argv.index("profile") + 1:]), out, a.profile_format,
-                     a.native, a.rate)
+        res = record(_run_argv(argv[argv.index("profile") + 1:]), out, a.profile_format,
+                     a.native, a.rate, per_cpu=a.per_cpu, harness=a.harness,
+                     summary=lambda raw: summary.append(format_summary(summarize_raw(raw))))
     except ProfileError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     if a.profile_format == "raw":
-        print(format_summary(summarize_raw(out)))
-    print(f"wrote {out}")
-    return rc
+        print("\n".join(summary))
+    print(res.describe(a.harness))
+    for f in res.files:
+        _wrote(f)
+    return res.rc
+
+
+def _profiled_run(cfg: RunConfig, quiet: bool) -> dict[str, Any]:
+    """``cfg`` run under py-spy, its CPUs' flamegraph in profile-ERA.svg; the results."""
+    import subprocess
+    import tempfile
+
+    from .profile import ProfileError, record
+
+    with tempfile.TemporaryDirectory(prefix="rmap-stress-demo-") as d:
+        path = os.path.join(d, "results.json")
+        argv = ["--era", cfg.era, "--scenario", cfg.scenario, "--users", str(cfg.users),
+                "--pages", str(cfg.pages), "--cow", str(cfg.cow), "--cpus", str(cfg.cpus),
+                "--duration", str(cfg.duration), "--json", path] + (["--quiet"] if quiet else [])
+        out = f"profile-{cfg.era}.svg"
+        try:
+            res = record(argv, out, stdout=subprocess.DEVNULL)
+        except ProfileError as e:
+            raise ConfigError(str(e)) from None
+        from .results import read_json
+
+        doc = read_json(path, "rmap-stress/1")
+    print(res.describe(False))
+    _wrote(out)
+    return doc
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -432,8 +529,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
         if not a.quiet:
             print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
                   flush=True)
-        res = run(cfg, on_tick=_progress(a.quiet, era), on_phase=_phase_line(a.quiet))
-        _end_progress(a.quiet)
+        if a.profile:
+            res = _profiled_run(cfg, a.quiet)
+        else:
+            res = run(cfg, on_tick=_progress(a.quiet, era), on_phase=_phase_line(a.quiet))
+            _end_progress(a.quiet)
         results[era] = res
         print(report.run_summary(res))
         print()
@@ -476,12 +576,20 @@ def cmd_ramp(a: argparse.Namespace) -> int:
         def live(label: str) -> Any:
             return LiveView(sys.stderr, label=label).update
 
+    _check_handoff(a.handoff_ns)
     doc = ramp(a.eras or ["2.6.33", "2.6.34"], users, base, repeat=a.repeat,
                stop_at_crossover=a.crossover, threshold=a.threshold,
-               progress=None if a.quiet or live else ProgressBar(), live=live)
+               progress=None if a.quiet or live else ProgressBar(), live=live,
+               predict=a.predict, handoff_ns=a.handoff_ns)
     print(ramp_table(doc))
     print()
     print(headline(doc))
+    if a.predict:
+        from .predict import prediction_table
+
+        print()
+        print(prediction_table([(f"{p['era']} {p['users']} users #{p['repeat'] + 1}", p["predicted"])
+                                for p in doc["points"] if p.get("predicted")]))
     if a.json:
         write_json(a.json, doc)
         _wrote(a.json)
@@ -495,6 +603,103 @@ def cmd_ramp(a: argparse.Namespace) -> int:
         _wrote(a.plot)
     bad = sum(p["invariant_violations"] for p in doc["points"])
     return 1 if bad else 0
+
+
+def _cpus(n: int) -> str:
+    return f"{n} CPU{'s' if n != 1 else ''}"
+
+
+def _check_handoff(ns: float) -> None:
+    if not ns >= 0:
+        raise ConfigError(f"--handoff-ns must be >= 0, not {ns}")
+
+
+def cmd_scale(a: argparse.Namespace) -> int:
+    from .config import online_cpus
+    from .ramp import ProgressBar
+    from .scale import curves_of, default_cpus_list, parse_cpus_list, scale, scale_table, write_csv
+
+    if a.cpus:
+        raise ConfigError("scale takes --cpus-list N,N,..., not --cpus")
+    if a.plot and not a.plot.endswith((".png", ".svg")):
+        raise ConfigError(f"--plot {a.plot}: the file name must end in .png or .svg")
+    _check_handoff(a.handoff_ns)
+    cpus_list = parse_cpus_list(a.cpus_list) if a.cpus_list else default_cpus_list(online_cpus())
+    curves = curves_of(a.eras or ["2.6.33"], list(a.locks or [None]))
+    base = _config(a, era=curves[0].era, lock=None, cpus=cpus_list[0])
+    if a.stall_timeout < 0:
+        raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
+    _setup_logging(a.log_level, a.log_file)
+    live: Callable[[str], Callable[[Any], None]] | None = None
+    if a.live and not a.quiet and sys.stderr.isatty():
+        from .live import LiveView
+
+        def live_view(label: str) -> Callable[[Any], None]:
+            return LiveView(sys.stderr, label=label).update
+
+        live = live_view
+    doc = scale(base, curves, cpus_list, repeat=a.repeat, predict=a.predict, handoff_ns=a.handoff_ns,
+                stall_timeout=a.stall_timeout or None,
+                progress=None if a.quiet or live else ProgressBar(), live=live)
+    print(scale_table(doc))
+    if a.predict:
+        from .predict import prediction_table
+
+        print()
+        print(prediction_table([(f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}", p["predicted"])
+                                for p in doc["points"] if p.get("predicted")]))
+    if a.json:
+        write_json(a.json, doc)
+    if a.csv:
+        write_csv(a.csv, doc)
+    if a.plot:
+        from .plot import plot_results
+
+        plot_results(doc, a.plot)
+    bad = sum(p["invariant_violations"] for p in doc["points"])
+    return 1 if bad else 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .compare import is_demo_doc
+    from .predict import format_prediction, predict_inputs, predict_run, prediction_table
+    from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError
+
+    _check_handoff(a.handoff_ns)
+    try:
+        with open(a.results) as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise ResultsError(f"{a.results}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{a.results}: not a results file ({e})") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema == SCHEMA_RUN and "throughput" in doc:
+        print(format_prediction(predict_run(doc, a.handoff_ns)))
+    elif is_demo_doc(doc):
+        print("\n\n".join(f"== {era} ==\n" + format_prediction(predict_run(r, a.handoff_ns))
+                           for era, r in doc.items()))
+    elif schema in (SCHEMA_RAMP, SCHEMA_SCALE):
+        def label(p: dict[str, Any]) -> str:
+            if schema == SCHEMA_RAMP:
+                return f"{p['era']} {p['users']} users #{p['repeat'] + 1}"
+            return f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}"
+
+        entries = []
+        for p in doc.get("points", []):
+            if p.get("lock_inputs"):
+                try:
+                    entries.append((label(p), predict_inputs(p["lock_inputs"], a.handoff_ns)))
+                except PredictError:
+                    pass
+        if not entries:
+            raise ResultsError(f"{a.results}: its points hold no lock figures to predict from "
+                               f"(written by an older rmap-stress?)")
+        print(prediction_table(entries))
+    else:
+        raise ResultsError(f"{a.results}: schema {schema!r}: predict takes run, demo, ramp or "
+                           f"scale results")
+    return 0
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
@@ -534,9 +739,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("json", "csv", "plot", "log_file", "output"):
             _check_output(getattr(a, name, None))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
-                    "plot": cmd_plot, "compare": cmd_compare}
+                    "plot": cmd_plot, "compare": cmd_compare, "scale": cmd_scale,
+                    "predict": cmd_predict}
         return commands[a.command](a)
-    except (UsageError, ConfigError, ModelTooLarge, ResultsError, ValueError) as e:
+    except (UsageError, ConfigError, ModelTooLarge, ResultsError, PredictError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

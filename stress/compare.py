@@ -20,6 +20,15 @@ here through the regularized incomplete beta function (a Lentz continued fractio
 scipy is not needed.  Welch rather than pyperf's pooled-variance test because a collapsed
 era is far noisier than a healthy one: equal variances is exactly what does not hold.
 
+Scales.  One scale file is compared curve against curve (era and lock primitive; the same
+curve given twice is an A/A check), several file against file, one block per curve; the
+rows are throughput and lock wait share at each CPU count, the repeats their samples.
+
+Drift.  Repeats of one configuration should scatter, not trend.  When at least
+``DRIFT_MIN`` repeats of a column, in the order they ran, rise (or fall) every time, the
+machine probably drifted between them, and ``compare`` says so and which figure; by
+chance alone that happens with probability 2/n! (1 in 12 for 4 repeats, 1 in 60 for 5).
+
 Stability.  pyperf's checks, on the throughput figures of every column with n > 1: the
 result "may be unstable" when the standard deviation is >= 10% of the mean, or the minimum
 or maximum is >= 50% away from it.  Shares and walk lengths are not checked: near zero
@@ -31,13 +40,14 @@ Everything here is a pure function of the documents; ``load_for_compare`` is the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .report import mean_shares, ratio_text
-from .results import SCHEMA_RAMP, SCHEMA_RUN, ResultsError
+from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError
 
 ALPHA = 0.05  # two-sided, as pyperf's 95% confidence
 UNSTABLE_STDEV = 0.10  # pyperf: std dev >= 10% of the mean
@@ -46,6 +56,8 @@ UNSTABLE_RANGE = 0.50  # pyperf: min or max >= 50% away from the mean
 MACHINE_FIELDS = ("cpu_model", "online_cpus", "affinity", "python", "package_version")
 # Config keys that do not change what is measured: runs differing only here are repeats.
 REPEAT_KEYS = frozenset({"seed"})
+DRIFT_MIN = 4  # repeats moving the same way every time before we call it drift
+DRIFT_WORDS = {"rise": "above", "fall": "below"}
 
 
 # -- statistics ------------------------------------------------------------------------
@@ -159,6 +171,19 @@ def instability(values: Sequence[float], fmt: Callable[[float], str]) -> list[st
     return out
 
 
+def drift(values: Sequence[float]) -> str | None:
+    """"rise" or "fall" when there are at least DRIFT_MIN values (in the order they were
+    measured) and each is above (below) the one before; None otherwise."""
+    if len(values) < DRIFT_MIN:
+        return None
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    if all(d > 0 for d in steps):
+        return "rise"
+    if all(d < 0 for d in steps):
+        return "fall"
+    return None
+
+
 # -- figures ---------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +281,8 @@ def load_for_compare(path: str) -> dict[str, Any]:
     if isinstance(doc, dict) and doc.get("schema") == SCHEMA_RUN and "throughput" not in doc:
         raise ResultsError(f"{path}: a scan result (exact walk counts, no run): compare and plot "
                            f"take run, demo or ramp results")
-    if isinstance(doc, dict) and (doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP) or is_demo_doc(doc)):
+    if isinstance(doc, dict) and (doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP, SCHEMA_SCALE)
+                                  or is_demo_doc(doc)):
         return doc
     got = doc.get("schema") if isinstance(doc, dict) else None
     raise ResultsError(f"{path}: schema {got!r}, expected {SCHEMA_RUN!r} or {SCHEMA_RAMP!r}")
@@ -267,7 +293,7 @@ def _expand(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[
     for label, doc in docs:
         if is_demo_doc(doc):
             out.extend((f"{label}:{era}", run) for era, run in doc.items())
-        elif isinstance(doc, dict) and doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP):
+        elif isinstance(doc, dict) and doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP, SCHEMA_SCALE):
             out.append((label, doc))
         else:
             got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
@@ -379,6 +405,14 @@ def _warnings(names: Sequence[str], titles: Sequence[str], figs: Sequence[Headli
                if fig.throughput and (xs := cells[i][j]) for w in instability(xs, fig.fmt)]
         if why:
             lines += [f"WARNING: {name}: the benchmark result may be unstable", *why]
+        drifted = [f"* {title}: {len(xs)} repeats, each {DRIFT_WORDS[way]} the one before "
+                   f"({', '.join(fig.fmt(x) for x in xs)}, in the order they ran)"
+                   for i, (title, fig) in enumerate(zip(titles, figs))
+                   if (xs := cells[i][j]) and (way := drift(xs))]
+        if drifted:
+            lines += [(f"WARNING: {name}: the repeats drift: the machine changed while they ran; "
+                       f"interleave them (ramp or scale --repeat) or rerun on a quiet machine"),
+                      *drifted]
     return lines
 
 
@@ -498,6 +532,62 @@ def _compare_ramps(ramps: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     return out
 
 
+# -- scales ----------------------------------------------------------------------------
+
+WAIT_PCT = Headline("lock wait %", lambda r: 0.0, ".2f", "higher", "lower")
+
+
+def _scale_curves(label: str, doc: dict[str, Any]) -> dict[str, dict[int, dict[str, list[float]]]]:
+    """{curve: {cpus: {"throughput": [...], "wait": [...]}}}, repeats in the order they ran."""
+    out: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for p in sorted(doc.get("points", []), key=lambda p: p["repeat"]):
+        cell = out.setdefault(p["curve"], {}).setdefault(int(p["cpus"]), {"throughput": [], "wait": []})
+        cell["throughput"].append(float(p["throughput"]))
+        cell["wait"].append(100 * float(p["wait_share"]))
+    return out
+
+
+def _scale_block(names: Sequence[str], cols: Sequence[dict[int, dict[str, list[float]]]],
+                 unit: str) -> list[str]:
+    counts = sorted(set.intersection(*(set(c) for c in cols)))
+    thr = dataclasses.replace(JOBS_PER_MIN, title=unit)
+    titles: list[str] = []
+    figs: list[Headline] = []
+    cells: list[list[list[float] | None]] = []
+    for key, fig, what in (("throughput", thr, unit), ("wait", WAIT_PCT, "lock wait %")):
+        for n in counts:
+            titles.append(f"{what} at {n} CPU{'s' if n != 1 else ''}")
+            figs.append(fig)
+            cells.append([c[n][key] for c in cols])
+    out = _columns_table(titles, names, cells, figs)
+    if len(cols) > 1:
+        _section(out, _verdicts(names[0], names, titles, figs, cells))
+    _section(out, _warnings(names, titles, figs, cells))
+    return out
+
+
+def _compare_scales(scales: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    per_doc = [_scale_curves(label, doc) for label, doc in scales]
+    keys = {p.get("throughput_key", "") for _, doc in scales for p in doc.get("points", [])}
+    unit = {"pages_scanned_per_s": "pages/s", "jobs_per_min": "jobs/min"}.get(
+        next(iter(keys)) if len(keys) == 1 else "", "throughput")
+    out: list[str] = []
+    if len(scales) == 1:  # curve against curve, within the one scale
+        curves = list(per_doc[0])
+        out += [f"scale {scales[0][0]}: curves side by side"]
+        out += _scale_block(curves, [per_doc[0][c] for c in curves], unit)
+    else:  # file against file, one block per curve
+        curves = []
+        for d in per_doc:
+            curves.extend(c for c in d if c not in curves)
+        for curve in curves:
+            have = [(label, d[curve]) for (label, _), d in zip(scales, per_doc) if curve in d]
+            _section(out, [f"curve {curve}"] + _scale_block([h[0] for h in have], [h[1] for h in have], unit))
+        _section(out, _differences("configs", [lab for lab, _ in scales],
+                                   [doc.get("config", {}) for _, doc in scales]))
+    return out
+
+
 # -- entry -----------------------------------------------------------------------------
 
 def compare(docs: Sequence[tuple[str, dict[str, Any]]]) -> str:
@@ -511,9 +601,11 @@ def compare(docs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     items = _expand(docs)
     kinds = {doc["schema"] for _, doc in items}
     if len(kinds) > 1:
-        raise ResultsError("cannot compare runs with ramps: pass only runs or only ramps")
+        raise ResultsError("cannot compare runs with ramps or scales: pass one kind of result")
     if kinds == {SCHEMA_RUN}:
         out = _compare_runs(items)
+    elif kinds == {SCHEMA_SCALE}:
+        out = _compare_scales(items)
     else:
         out = _compare_ramps(items)
     # Machines: per input file, so that a demo's two runs do not count twice.

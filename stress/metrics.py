@@ -107,6 +107,7 @@ def cpu_rows(cpu: np.ndarray) -> list[dict]:
         rows.append({
             "cpu": i,
             "pid": int(c["pid"]),
+            "time_ns": int(c["t_total_ns"]),  # the CPU's run time: what the shares are of
             "share": {"work": work, "walk": walk, "lock_wait": wait,
                       "other": max(0.0, 1.0 - work - walk - wait)},
             "os": {"utime": int(c["utime_us"]) / 1e6, "stime": int(c["stime_us"]) / 1e6,

@@ -9,9 +9,18 @@
   lock's wait-time CDF per era, all points' histograms added up;
 * a run (``rmap-stress/1``) or a demo file (``{era: run}``): per-CPU time shares as stacked
   bars, one panel per era, and the anon_vma lock's wait-time CDF per era;
+* a scale (``rmap-stress-scale/1``): will-it-scale's picture, one line per curve (era and
+  lock primitive): (a) throughput against CPUs with the linear line from the first point
+  (dotted), (b) throughput per CPU, (c) the share of CPU time waiting on locks (and,
+  with predictions, crosses: the wait on the predicted lock class alone);
+  oversubscribed points (more workers than online CPUs) are hollow, on a grey band;
 * either, when the document (or a run in it) has a ``timeline`` (``[{t, cpus: [{cpu,
   lock_wait, walk, work, ...}]}]``, shares of each interval): the CPUs' mean lock-wait share
   over time.
+
+Predictions (``--predict``: a ``predicted`` object in a run or in each point) are dashed,
+in the colour of what they predict: M/M/1//N throughput and lock wait share, and the
+ticket-lock model's (dash-dot) where there is one.
 
 The CDF is read from the lockstat histogram buckets (``{lower bound in ns: count}``): the
 curve passes through each bucket's upper bound at the share of waits below it, straight
@@ -33,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from shared_model.layout import hist_bucket, hist_bucket_bounds
 
 from .compare import is_demo_doc
-from .results import SCHEMA_RAMP, SCHEMA_RUN, ResultsError
+from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -59,6 +68,8 @@ def plot_results(doc: dict[str, Any], out_path: str, log_jobs: bool = False) -> 
 
     if kind == "ramp":
         fig = _ramp_figure(Figure, doc, log_jobs)
+    elif kind == "scale":
+        fig = _scale_figure(Figure, doc)
     else:
         runs = {doc["config"]["era"]: doc} if kind == "run" else doc
         fig = _runs_figure(Figure, runs)
@@ -82,11 +93,13 @@ def _kind(doc: Any) -> str:
             return "ramp"
         if doc.get("schema") == SCHEMA_RUN:
             return "run"
+        if doc.get("schema") == SCHEMA_SCALE:
+            return "scale"
         if is_demo_doc(doc):
             return "demo"
     got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-    raise ResultsError(f"cannot plot schema {got!r}: expected {SCHEMA_RUN!r}, {SCHEMA_RAMP!r} "
-                       "or a demo file")
+    raise ResultsError(f"cannot plot schema {got!r}: expected {SCHEMA_RUN!r}, {SCHEMA_RAMP!r}, "
+                       f"{SCHEMA_SCALE!r} or a demo file")
 
 
 # -- data, from documents ---------------------------------------------------------------
@@ -153,6 +166,25 @@ def _timeline_series(timeline: Sequence[dict[str, Any]]) -> tuple[list[float], l
             ts.append(float(tick["t"]))
             ws.append(100 * math.fsum(float(c.get("lock_wait", 0.0)) for c in cpus) / len(cpus))
     return ts, ws
+
+
+MODEL_NAMES = {"repairman": "M/M/1//N", "ticket": "ticket lock"}
+MODEL_STYLES = {"repairman": "--", "ticket": "-."}
+
+
+def _predicted_series(by_x: dict[int, list[dict[str, Any]]], field: str) -> dict[str, tuple[list[int], list[float]]]:
+    """{model: (xs, mean predicted ``field`` over repeats)} for the points that have one."""
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for model in MODEL_NAMES:
+        xs, vs = [], []
+        for x, ps in by_x.items():
+            qs = [p["predicted"][model][field] for p in ps if model in (p.get("predicted") or {})]
+            if qs:
+                xs.append(x)
+                vs.append(math.fsum(qs) / len(qs))
+        if xs:
+            out[model] = (xs, vs)
+    return out
 
 
 # -- drawing ----------------------------------------------------------------------------
@@ -258,6 +290,10 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
                  else "no crossover")
         ax.errorbar(us, [m for m, _ in stats], yerr=[sd for _, sd in stats] if era_repeated else None, color=colors[era],
                     marker="o", ms=4, lw=1.8, capsize=3, label=f"{era} ({where})")
+        pred = _predicted_series(by_u, "throughput")
+        for model, (pu, pv) in pred.items():
+            ax.plot(pu, pv, color=colors[era], ls=MODEL_STYLES[model], lw=1.2,
+                    label=f"{era} predicted ({MODEL_NAMES[model]})")
         if c.get("users") is not None:
             ax.axvline(c["users"], color=colors[era], ls="--", lw=1.2)
             ax.annotate(f"{era} crossover\n{c['users']} users", xy=(c["users"], 1.0),
@@ -298,6 +334,9 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
                          labels=[lab for _, lab, _ in SHARES], alpha=0.9)
             if log_users:
                 _users_log_axis(ax, us)
+        for model, (pu, pv) in _predicted_series(by_u, "wait_share").items():
+            ax.plot(pu, [100 * v for v in pv], color="black", ls=MODEL_STYLES[model], lw=1.2,
+                    label=f"predicted lock wait ({MODEL_NAMES[model]})")
         s90 = (cross.get(era) or {}).get("system90_users")
         if s90 is not None:
             ax.axvline(s90, color="black", ls="--", lw=1)
@@ -351,6 +390,11 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
             h = [100 * float(c["share"].get(key, 0.0)) for c in cpus]
             ax.bar(xs, h, bottom=bottom, color=color, label=label, width=0.8)
             bottom = [b + v for b, v in zip(bottom, h)]
+        pred = run.get("predicted") or {}
+        for model, name in MODEL_NAMES.items():
+            if model in pred:
+                ax.axhline(100 * pred[model]["wait_share"], color="black", ls=MODEL_STYLES[model],
+                           lw=1.2, label=f"predicted {pred['lock_class']} wait ({name})")
         t = run.get("throughput", {})
         ax.set_title(f"{era}: {t.get('pages_scanned_per_s', 0):,.0f} pages/s, "
                      f"anon_vma wait {100 * run.get('anon_vma_wait_share', 0):.1f}%",
@@ -372,4 +416,93 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
                colors, "anon_vma lock wait time (CDF) per era")
     if timelines:
         _timeline_panel(fig.add_subplot(gs[2, :]), timelines, colors)
+    return fig
+
+
+def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
+    from .scale import UNITS, summarize
+
+    cfg = doc.get("config", {})
+    points = doc.get("points", [])
+    rows = summarize(doc)
+    curves = [c["label"] for c in cfg.get("curves", [])]
+    colors = _colors(curves)
+    online = int(cfg.get("online_cpus") or 0)
+    counts = sorted({int(p["cpus"]) for p in points})
+    unit = UNITS.get(rows[0]["throughput_key"], "throughput") if rows else "throughput"
+    fig = figure_cls(figsize=(11.0, 3 * PANEL_H + 0.6), layout="constrained")
+    gs = fig.add_gridspec(3, 1)
+    machine = doc.get("machine", {})
+    fig.suptitle(f"rmap-stress scale: {cfg.get('scenario', '')}, {cfg.get('users', '?')} users × "
+                 f"{cfg.get('pages', '?')} pages, {cfg.get('duration', '?')} s per point, "
+                 f"{cfg.get('repeat', 1)} round(s); {online} online CPUs  "
+                 f"[{machine.get('cpu_model') or 'unknown CPU'}]", fontsize="large")
+    log_x = _geometric(counts)
+    panels = (("throughput", f"{unit}", "(a) Throughput against CPUs; dotted: linear from the first point"),
+              ("throughput_per_cpu", f"{unit} per CPU", "(b) Throughput per CPU"),
+              ("wait_share", "CPU time waiting on locks (%)", "(c) Lock wait share against CPUs"))
+    for i, (key, ylabel, title) in enumerate(panels):
+        ax = fig.add_subplot(gs[i, 0])
+        for curve in curves:
+            rs = [r for r in rows if r["curve"] == curve]
+            if not rs:
+                continue
+            xs = [r["cpus"] for r in rs]
+            scale_y = 100.0 if key == "wait_share" else 1.0
+            ys = [scale_y * r[key] for r in rs]
+            err = ([scale_y * r["std_dev"] for r in rs] if key == "throughput" else
+                   [scale_y * r["std_dev"] / r["cpus"] for r in rs] if key == "throughput_per_cpu" else None)
+            ax.errorbar(xs, ys, yerr=err if any(e for e in err or []) else None, color=colors[curve],
+                        lw=1.8, capsize=3, label=curve)
+            for r, y in zip(rs, ys):
+                ax.plot([r["cpus"]], [y], marker="o", ms=6, color=colors[curve],
+                        mfc="white" if r["oversubscribed"] else colors[curve])
+            if key == "throughput":
+                ax.plot(xs, [r["linear"] for r in rs], color=colors[curve], ls=":", lw=1.2)
+            by_n: dict[int, list[dict[str, Any]]] = {}
+            for p in points:
+                if p["curve"] == curve:
+                    by_n.setdefault(int(p["cpus"]), []).append(p)
+            field = {"throughput": "throughput", "wait_share": "wait_share"}.get(key)
+            if key == "wait_share":  # what the predictions are of: the predicted class alone
+                mx = [(n, [p["predicted"]["measured"]["wait_share"] for p in ps if p.get("predicted")])
+                      for n, ps in sorted(by_n.items())]
+                mx = [(n, v) for n, v in mx if v]
+                if mx:
+                    ax.plot([n for n, _ in mx], [100 * math.fsum(v) / len(v) for _, v in mx], ls="none",
+                            marker="x", ms=7, color=colors[curve],
+                            label=f"{curve}: measured wait on the predicted lock class")
+            if field:
+                for model, (px, pv) in _predicted_series(dict(sorted(by_n.items())), field).items():
+                    ax.plot(px, [scale_y * v for v in pv], color=colors[curve], ls=MODEL_STYLES[model],
+                            lw=1.2, label=f"{curve} predicted ({MODEL_NAMES[model]})")
+        over = [n for n in counts if n > online]
+        if online and over:
+            # the band starts between the last count that fits and the first that does not
+            fits = [n for n in counts if n <= online]
+            start = math.sqrt(fits[-1] * over[0]) if fits and log_x else (
+                (fits[-1] + over[0]) / 2 if fits else over[0] * 0.95)
+            ax.axvspan(start, over[-1] * 1.05, color="#dddddd", alpha=0.5, lw=0,
+                       label="oversubscribed (hollow)" if i == 0 else None)
+        ax.set_title(title)
+        ax.set_xlabel("CPU workers" + (", log scale" if log_x else ""))
+        ax.set_ylabel(ylabel)
+        if log_x:
+            _users_log_axis(ax, counts)
+        elif counts:
+            ax.set_xticks(counts)
+        values = [r[key] for r in rows if r[key] > 0]
+        if key != "wait_share" and values and max(values) > 20 * min(values):
+            ax.set_yscale("log")  # curves 20x apart: on a linear axis the lower one is flat
+            ylabel += ", log scale"
+            ax.set_ylabel(ylabel)
+        elif key == "wait_share":
+            ax.set_ylim(0, 100)
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        if points:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
     return fig

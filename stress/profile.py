@@ -13,6 +13,18 @@ then py-spy's stderr has been interleaved with the run's own output, which goes 
 to the terminal so that progress and the live view keep working), ``check_attach`` first
 has py-spy record a sleeping Python child and classifies what py-spy says.
 
+The CPUs alone.  py-spy always records raw stacks into a temporary file; what the user gets
+is made from it (``write_profile``): each stack belongs to the innermost process py-spy
+names, and a process is a CPU when the run's results list its pid (``cpus[i].pid``; the
+results go to a temporary ``--json`` unless the run writes its own) or py-spy saw its title
+``rmap-stress cpuN`` (set by the worker; py-spy may attach before the title is set, hence
+the pids).  Everything else (the parent's watch loop, the log receiver thread, the
+resource tracker) is the harness: dropped, or with ``harness=True`` kept under one root
+frame ``harness``.  The flamegraph (a static SVG drawn here, no JavaScript) has one tower
+per CPU, ``rmap-stress cpuN``; the speedscope file has one profile per CPU; the raw file
+keeps py-spy's line format with one process label per line, the CPU's.  ``per_cpu`` also
+writes one file per CPU (``NAME-cpuN.EXT``).
+
 py-spy does not pass on the exit status of the command it runs: ``profile`` returns
 py-spy's, and a run's own failure shows in its report.  Validate the run's arguments
 before profiling so that a typo is not reported as a successful profile.
@@ -35,6 +47,10 @@ on the stack; the group is named by the lock wrapper that called into locks.py, 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import hashlib
+import html
+import json
 import os
 import re
 import shutil
@@ -65,7 +81,9 @@ PROJECT_DIRS = ("shared_model/", "stress/")
 
 _PERMISSION = re.compile(
     r"permission denied|operation not permitted|ptrace|EPERM|elevated permissions", re.IGNORECASE)
-_PROCESS = re.compile(r'process \d+:"(?:[^"\\]|\\.)*"(?:;|$)')
+_PROCESS = re.compile(r'process (?P<pid>\d+):"(?P<cmd>(?:[^"\\]|\\.)*)"(?:;|$)')
+_CPU_TITLE = re.compile(r"^rmap-stress cpu(\d+)$")
+HARNESS = "harness"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 PTRACE_HELP = ("py-spy cannot attach to the run (no ptrace permission): run as root, or "
@@ -152,30 +170,89 @@ def check_attach(pyspy: str | None = None, timeout_s: float = 20.0) -> None:
         raise ProfileError(explain_failure(r.stderr or r.stdout))
 
 
+@dataclasses.dataclass
+class ProfileResult:
+    """What a recording produced: py-spy's exit status, sample counts, files written."""
+
+    rc: int
+    samples: int = 0  # every sample py-spy took
+    cpu_samples: int = 0  # samples of CPU processes
+    cpus: list[str] = dataclasses.field(default_factory=list)  # "cpu0", ... in the profile
+    files: list[str] = dataclasses.field(default_factory=list)
+    raw: str = ""  # the full raw recording (only while the temporary folder exists)
+
+    def describe(self, harness: bool) -> str:
+        other = self.samples - self.cpu_samples
+        what = "kept under 'harness'" if harness else "dropped"
+        share = 100 * self.cpu_samples / self.samples if self.samples else 0.0
+        return (f"{self.cpu_samples} of {self.samples} samples ({share:.0f}%) are in the CPU processes "
+                f"({', '.join(self.cpus) or 'none'}); {other} of the harness (parent, log thread, "
+                f"resource tracker) {what}")
+
+
 def profile(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,
-            rate: int = 100, lineno: bool = False) -> int:
+            rate: int = 100, lineno: bool = False, per_cpu: bool = False,
+            harness: bool = False) -> int:
     """Record a profile of ``rmap-stress run RUN_ARGV`` into ``out``; returns py-spy's exit
-    status (0: the profile was written).  The run's output goes to our stdout and stderr.
+    status (0: the profile was written).  See ``record``."""
+    return record(run_argv, out, fmt, native, rate, lineno, per_cpu, harness).rc
+
+
+def _has_json(run_argv: list[str]) -> str | None:
+    for i, arg in enumerate(run_argv):
+        if arg == "--json" and i + 1 < len(run_argv):
+            return run_argv[i + 1]
+        if arg.startswith("--json="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,
+           rate: int = 100, lineno: bool = False, per_cpu: bool = False,
+           harness: bool = False, summary: Any = None, stdout: Any = None) -> ProfileResult:
+    """Record ``rmap-stress run RUN_ARGV`` under py-spy and write the CPUs' profile to
+    ``out`` in ``fmt`` (and with ``per_cpu`` one file per CPU).  The run's output goes to
+    our stdout (or ``stdout``) and stderr.  ``summary(raw_path)``, when given, is called with the full raw
+    recording before the temporary folder goes.
 
     Raises ProfileError (one line) when py-spy is missing, cannot attach, or wrote nothing."""
     exe = find_pyspy()
-    cmd = build_pyspy_command(run_argv, out, fmt, native, rate, pyspy=exe, lineno=lineno)
+    if fmt not in FORMATS:
+        raise ProfileError(f"unknown profile format {fmt!r} (choose from {', '.join(FORMATS)})")
     check_attach(exe)
+    with tempfile.TemporaryDirectory(prefix="rmap-stress-profile-") as d:
+        raw = os.path.join(d, "raw.txt")
+        results = _has_json(run_argv)
+        argv = list(run_argv)
+        if results is None:
+            results = os.path.join(d, "results.json")
+            argv += ["--json", results]
+        cmd = build_pyspy_command(argv, raw, "raw", native, rate, pyspy=exe, lineno=lineno)
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout) as p:
+            try:
+                rc = p.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached py-spy and the run too: py-spy stops sampling and still
+                # writes the profile; let it finish rather than leave it half-written.
+                p.wait()
+                raise
+        if rc or not os.path.exists(raw):
+            raise ProfileError(f"py-spy record failed (exit status {rc}); its message is above")
+        res = write_profile(raw, out, fmt, cpu_pids(results), per_cpu=per_cpu, harness=harness)
+        res.rc = rc
+        if summary is not None:
+            summary(raw)
+    return res
+
+
+def cpu_pids(results_path: str) -> dict[int, int]:
+    """{pid: cpu} from a run's results file; empty when there is none (a failed start)."""
     try:
-        os.unlink(out)  # so that "wrote nothing" is visible below
-    except FileNotFoundError:
-        pass
-    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL) as p:
-        try:
-            rc = p.wait()
-        except KeyboardInterrupt:
-            # Ctrl-C reached py-spy and the run too: py-spy stops sampling and still writes
-            # the profile; let it finish rather than leave it half-written.
-            p.wait()
-            raise
-    if rc or not os.path.exists(out):
-        raise ProfileError(f"py-spy record failed (exit status {rc}); its message is above")
-    return rc
+        with open(results_path) as fh:
+            doc = json.load(fh)
+        return {int(c["pid"]): int(c["cpu"]) for c in doc.get("cpus", []) if c.get("pid")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 # ---------------------------------------------------------------------------- reading
@@ -192,21 +269,28 @@ def _matches(func: str, name: str) -> bool:
     return func == name or func.endswith("." + name)
 
 
-def read_raw(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[tuple[str, str]], int]]:
-    """Stacks of a py-spy raw file: (process nesting depth, [(function, file)] outermost
-    first, sample count)."""
+def read_raw_processes(path: str | os.PathLike[str]
+                       ) -> Iterator[tuple[list[tuple[int, str]], list[str], int]]:
+    """Stacks of a py-spy raw file: ([(pid, command line)] of the process labels, outermost
+    first; the frames as written, outermost first; sample count)."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             line = line.rstrip("\n")
             stack, _, count = line.rpartition(" ")
             if not stack or not count.isdigit():
                 continue
-            depth = 0
+            procs = []
             while m := _PROCESS.match(stack):
+                procs.append((int(m.group("pid")), m.group("cmd")))
                 stack = stack[m.end():]
-                depth += 1
-            frames = [_frame_name(f) for f in stack.split(";")] if stack else []
-            yield depth, frames, int(count)
+            yield procs, stack.split(";") if stack else [], int(count)
+
+
+def read_raw(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[tuple[str, str]], int]]:
+    """Stacks of a py-spy raw file: (process nesting depth, [(function, file)] outermost
+    first, sample count)."""
+    for procs, frames, n in read_raw_processes(path):
+        yield len(procs), [_frame_name(f) for f in frames], n
 
 
 def _in_locks(file: str) -> bool:
@@ -284,3 +368,177 @@ def format_summary(s: dict[str, Any]) -> str:
         what = f"{h['what']} (lock wait)" if h["lock_wait"] else h["what"]
         lines.append(f"  {100 * h['share']:5.1f}%  {h['entry']} > {what}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the CPUs alone
+
+
+def owner_of(procs: list[tuple[int, str]], pids: dict[int, int]) -> tuple[str, int | None]:
+    """("cpuN", pid) for a stack of CPU process N, (HARNESS, pid or None) otherwise: the
+    innermost process label decides, by the run's pid list or the title ``rmap-stress cpuN``."""
+    if not procs:
+        return HARNESS, None
+    pid, cmd = procs[-1]
+    if pid in pids:
+        return f"cpu{pids[pid]}", pid
+    m = _CPU_TITLE.match(cmd)
+    return (f"cpu{m.group(1)}", pid) if m else (HARNESS, pid)
+
+
+Stacks = dict[str, list[tuple[int | None, list[str], int]]]
+
+
+def split_raw(path: str | os.PathLike[str], pids: dict[int, int]) -> tuple[Stacks, int]:
+    """{owner: [(pid, frames, count)]} with owners "cpuN" (in CPU order) and HARNESS, and
+    the total sample count.  A CPU's stacks start at ``worker_main``: the frames below it
+    are the parent's, inherited through fork, and would put seventeen identical boxes
+    under every CPU."""
+    out: Stacks = {}
+    total = 0
+    for procs, frames, n in read_raw_processes(path):
+        total += n
+        owner, pid = owner_of(procs, pids)
+        if owner != HARNESS:
+            start = next((i for i, f in enumerate(frames) if _matches(_frame_name(f)[0], CPU_FRAME)), 0)
+            frames = frames[start:]
+        out.setdefault(owner, []).append((pid, frames, n))
+    order = sorted((k for k in out if k != HARNESS), key=lambda k: int(k[3:]))
+    return {k: out[k] for k in order + ([HARNESS] if HARNESS in out else [])}, total
+
+
+def write_profile(raw: str | os.PathLike[str], out: str, fmt: str, pids: dict[int, int],
+                  per_cpu: bool = False, harness: bool = False) -> ProfileResult:
+    """The CPUs' profile from a full raw recording: ``out`` (and one file per CPU)."""
+    stacks, total = split_raw(raw, pids)
+    cpus = [k for k in stacks if k != HARNESS]
+    keep = {k: v for k, v in stacks.items() if k != HARNESS or harness}
+    res = ProfileResult(0, total, sum(n for k in cpus for _, _, n in stacks[k]), cpus)
+    writers = {"flamegraph": write_flamegraph, "speedscope": write_speedscope, "raw": write_raw}
+    writers[fmt](keep, out)
+    res.files.append(out)
+    if per_cpu:
+        stem, ext = os.path.splitext(out)
+        for k in cpus:
+            path = f"{stem}-{k}{ext}"
+            writers[fmt]({k: stacks[k]}, path)
+            res.files.append(path)
+    return res
+
+
+def _label(owner: str) -> str:
+    return f"rmap-stress {owner}" if owner != HARNESS else "harness (parent, log thread, resource tracker)"
+
+
+def write_raw(stacks: Stacks, out: str) -> None:
+    """py-spy's raw format, one process label per line: the CPU's (or the harness's)."""
+    lines = [f'process {pid or 0}:"{_label(owner)}"' + "".join(";" + f for f in frames) + f" {n}\n"
+             for owner, rows in stacks.items() for pid, frames, n in rows]
+    with open(out, "w") as fh:
+        fh.writelines(lines)
+
+
+def write_speedscope(stacks: Stacks, out: str) -> None:
+    """speedscope's file format: one sampled profile per CPU (and the harness if kept)."""
+    index: dict[str, int] = {}
+    frames_out: list[dict[str, str]] = []
+    profiles = []
+    for owner, rows in stacks.items():
+        samples, weights = [], []
+        for _, frames, n in rows:
+            ids = []
+            for f in frames:
+                if f not in index:
+                    index[f] = len(frames_out)
+                    func, file = _frame_name(f)
+                    frames_out.append({"name": func, "file": file} if file else {"name": func})
+                ids.append(index[f])
+            samples.append(ids)
+            weights.append(n)
+        profiles.append({"type": "sampled", "name": _label(owner), "unit": "none", "startValue": 0,
+                         "endValue": sum(weights), "samples": samples, "weights": weights})
+    doc = {"$schema": "https://www.speedscope.app/file-format-schema.json",
+           "shared": {"frames": frames_out}, "profiles": profiles, "name": "rmap-stress CPUs",
+           "activeProfileIndex": 0, "exporter": "rmap-stress"}
+    with open(out, "w") as fh:
+        json.dump(doc, fh)
+
+
+@dataclasses.dataclass
+class _Node:
+    name: str
+    count: int = 0
+    children: dict[str, _Node] = dataclasses.field(default_factory=dict)
+
+
+def flame_tree(stacks: Stacks) -> _Node:
+    """The flame graph's tree: root "all" -> one node per CPU ("rmap-stress cpuN") ->
+    frames, each counting the samples whose stack passes through it."""
+    root = _Node("all")
+    for owner, rows in stacks.items():
+        for _, frames, n in rows:
+            node = root
+            node.count += n
+            for name in [_label(owner), *frames]:
+                node = node.children.setdefault(name, _Node(name))
+                node.count += n
+    return root
+
+
+FLAME_WIDTH, FLAME_ROW, FLAME_FONT = 1200, 17, 11
+
+
+def _color(name: str) -> str:
+    """Lock waits red, the simulator's own frames orange, the rest yellow; the shade from a
+    hash of the name, so a frame keeps its colour from one profile to the next."""
+    func, file = _frame_name(name)
+    h = int(hashlib.md5(func.encode()).hexdigest()[:4], 16) / 0xFFFF
+    if _in_locks(file) and func.rsplit(".", 1)[-1] in LOCK_WAIT_NAMES:
+        return f"rgb(220,{int(40 + 40 * h)},{int(30 + 30 * h)})"
+    if file.startswith(PROJECT_DIRS) or "/shared_model/" in file or "/stress/" in file:
+        return f"rgb(240,{int(130 + 60 * h)},40)"
+    if not file:
+        return "rgb(200,200,200)"
+    return f"rgb(235,{int(190 + 50 * h)},70)"
+
+
+def write_flamegraph(stacks: Stacks, out: str) -> None:
+    """A static flame graph (SVG): root at the bottom, one tower per CPU above it, each box
+    as wide as its share of the samples, with a tooltip naming the frame and its share."""
+    root = flame_tree(stacks)
+    total = max(root.count, 1)
+    boxes: list[tuple[int, float, float, _Node]] = []  # depth, x, width, node
+
+    def place(node: _Node, depth: int, x: float) -> int:
+        width = node.count / total * FLAME_WIDTH
+        if width < 0.3:
+            return depth
+        boxes.append((depth, x, width, node))
+        deepest = depth
+        for child in sorted(node.children.values(), key=lambda c: c.name):
+            deepest = max(deepest, place(child, depth + 1, x))
+            x += child.count / total * FLAME_WIDTH
+        return deepest
+
+    depth = place(root, 0, 10.0)
+    height = (depth + 1) * FLAME_ROW + 50
+    title = f"rmap-stress: the CPU processes, {root.count} samples"
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{FLAME_WIDTH + 20}" height="{height}" '
+              f'font-family="Verdana, sans-serif" font-size="{FLAME_FONT}">'),
+             '<rect width="100%" height="100%" fill="#f8f8f0"/>',
+             (f'<text x="{(FLAME_WIDTH + 20) / 2}" y="20" text-anchor="middle" font-size="15">'
+              f'{html.escape(title)}</text>')]
+    for d, x, w, node in boxes:
+        y = height - (d + 1) * FLAME_ROW - 5
+        func = _frame_name(node.name)[0]
+        tip = f"{node.name} ({node.count} samples, {100 * node.count / total:.2f}%)"
+        fill = "rgb(160,190,230)" if d <= 1 else _color(node.name)
+        parts.append(f'<g><title>{html.escape(tip)}</title><rect x="{x:.2f}" y="{y}" width="{w:.2f}" '
+                     f'height="{FLAME_ROW - 1}" fill="{fill}" rx="2"/>')
+        chars = int((w - 6) / (FLAME_FONT * 0.6))
+        if chars >= 3:
+            text = func if len(func) <= chars else func[: chars - 2] + ".."
+            parts.append(f'<text x="{x + 3:.2f}" y="{y + FLAME_ROW - 5}">{html.escape(text)}</text>')
+        parts.append("</g>")
+    parts.append("</svg>")
+    with open(out, "w") as fh:
+        fh.write("\n".join(parts) + "\n")

@@ -69,6 +69,23 @@ def point_of(res: dict[str, Any], era: str, users: int, repeat: int) -> dict[str
     }
 
 
+def _add_prediction(point: dict[str, Any], res: dict[str, Any], predict: bool,
+                    handoff_ns: float) -> None:
+    """The hottest lock's figures (``lock_inputs``: what ``rmap-stress predict`` needs) and,
+    with ``predict``, the ``predicted`` object."""
+    from .predict import PredictError, lock_inputs, predict_inputs
+
+    try:
+        point["lock_inputs"] = lock_inputs(res)
+    except PredictError:
+        return
+    if predict:
+        try:
+            point["predicted"] = predict_inputs(point["lock_inputs"], handoff_ns)
+        except PredictError:  # e.g. no time measured outside the lock: no prediction
+            pass
+
+
 def summarize(points: list[dict[str, Any]], era: str, threshold: float) -> list[dict[str, Any]]:
     """One row per user count of an era: means over repeats, std dev and JTI."""
     rows = []
@@ -98,9 +115,15 @@ def crossover_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
          stop_at_crossover: bool = False, threshold: float = 1.0,
          progress: Callable[[int, int, str, float], None] | None = None,
-         live: Callable[[str], Callable[[Any], None]] | None = None) -> dict[str, Any]:
+         live: Callable[[str], Callable[[Any], None]] | None = None,
+         predict: bool = False, handoff_ns: float = 0.0) -> dict[str, Any]:
     """Run the ramp; returns the rmap-stress-ramp/1 document.  ``live(label)``, when given,
-    makes the on_tick callback of each point's run (the live per-CPU view)."""
+    makes the on_tick callback of each point's run (the live per-CPU view).
+
+    Repeats are interleaved: round r runs every point once before round r + 1 starts, so
+    that a drifting machine lands in the spread of every point rather than in a difference
+    between points.  With ``stop_at_crossover`` the first round decides where each era
+    stops; later rounds run the same points."""
     if repeat <= 0:
         raise ConfigError(f"--repeat must be a positive count, not {repeat}")
     if not threshold > 0:
@@ -111,26 +134,30 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
     if not base.ram_pages:
         base = dataclasses.replace(base, ram_pages=default_ram_pages(users[0], base.pages))
     machine = machine_info()
+    planned = {era: list(users) for era in eras}
     total = len(eras) * len(users) * repeat
     done = 0
     t0 = time.monotonic()
     points: list[dict[str, Any]] = []
-    for era in eras:
-        for u in users:
-            for r in range(repeat):
+    for r in range(repeat):
+        for era in eras:
+            for u in planned[era]:
                 if progress:
-                    progress(done, total, f"{era} users {u} run {r + 1}/{repeat}", time.monotonic() - t0)
+                    progress(done, total, f"{era} users {u} round {r + 1}/{repeat}", time.monotonic() - t0)
                 cfg = RunConfig(**{**base.__dict__, "era": era, "users": u, "scenario": "forking-server"})
                 if live:
-                    label = f"{era} users {u} run {r + 1}/{repeat} (point {done + 1}/{total})"
+                    label = f"{era} users {u} round {r + 1}/{repeat} (point {done + 1}/{total})"
                     res = run(cfg, on_tick=live(label), tick_s=0.25)
                 else:
                     res = run(cfg)
-                points.append(point_of(res, era, u, r))
+                point = point_of(res, era, u, r)
+                _add_prediction(point, res, predict, handoff_ns)
+                points.append(point)
                 done += 1
-            if stop_at_crossover and summarize(points, era, threshold)[-1]["below_threshold"]:
-                done += (len(users) - users.index(u) - 1) * repeat
-                break
+                if r == 0 and stop_at_crossover and summarize(points, era, threshold)[-1]["below_threshold"]:
+                    total -= (len(users) - users.index(u) - 1) * repeat
+                    planned[era] = users[: users.index(u) + 1]
+                    break
     if progress:
         progress(total, total, "done", time.monotonic() - t0)
     resolved = base.resolved()

@@ -14,6 +14,7 @@ import psutil
 SCHEMA_RUN = "rmap-stress/1"
 SCHEMA_SCAN = "rmap-stress/1"
 SCHEMA_RAMP = "rmap-stress-ramp/1"
+SCHEMA_SCALE = "rmap-stress-scale/1"
 
 
 class ResultsError(ValueError):

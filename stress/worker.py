@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import psutil
+import setproctitle
 
 from shared_model.layout import CPU_STATE
 from shared_model.locks import Stopped
@@ -60,6 +61,7 @@ def wait_at_gate(gate_r: int) -> None:
 
 def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: int,
                 gate: tuple[int, int] | None = None) -> None:
+    setproctitle.setproctitle(f"rmap-stress cpu{cpu}")  # what ps, top and py-spy show
     # The parent handles Ctrl-C, SIGTERM and a hang-up and stops us through the stop word;
     # a signal to the whole group must not interrupt a CPU mid-operation (the forked
     # handler is the parent's).  They were blocked across the fork; ignore, then unblock,

@@ -198,3 +198,114 @@ def test_reclaim_storm_profile(can_profile: None, tmp_path: Path, capfd: pytest.
     assert any(h["entry"] == "page_referenced_anon" and h["lock_wait"] and "anon_vma" in h["what"]
                for h in old["hottest"]), prof.format_summary(old)
     assert old["lock_wait"] > new["lock_wait"], (prof.format_summary(old), prof.format_summary(new))
+
+
+# ---------------------------------------------------------------------------- the CPUs alone
+
+# A real recording: `py-spy record --subprocesses --idle --rate 50 --format raw` of
+# `run --era 2.6.33 --users 200 --pages 20 --cpus 2 --duration 2`, whose results listed
+# cpu0 as pid 778 and cpu1 as pid 779.  By `grep 'process 778:' | awk '{s += $NF}'`: 103
+# samples of cpu0, 108 of cpu1, 609 in all (the rest: parent, log thread, resource tracker).
+RECORDED = Path(__file__).parent / "data" / "profile-2.6.33-raw.txt"
+PIDS = {778: 0, 779: 1}
+
+
+def _svg_titles(path: Path) -> list[str]:
+    import re
+
+    return re.findall(r"<title>([^<]*)</title>", path.read_text())
+
+
+def test_split_raw_keeps_cpus_by_pid_and_title(tmp_path: Path) -> None:
+    stacks, total = prof.split_raw(RECORDED, PIDS)
+    counts = {k: sum(n for _, _, n in v) for k, v in stacks.items()}
+    assert total == 609 and counts == {"cpu0": 103, "cpu1": 108, "harness": 398}
+    # every CPU stack starts at worker_main: the parent's frames inherited by fork are cut
+    assert all(frames[0].startswith("worker_main ") for k in ("cpu0", "cpu1") for _, frames, _ in stacks[k])
+    # py-spy may attach before the worker sets its title: the pid still names the CPU ...
+    untitled = tmp_path / "raw.txt"
+    untitled.write_text(RECORDED.read_text().replace('process 778:"rmap-stress cpu0"',
+                                                     'process 778:"python -m stress run"'))
+    stacks, _ = prof.split_raw(untitled, PIDS)
+    assert sum(n for _, _, n in stacks["cpu0"]) == 103
+    # ... and without the pids such a CPU is indistinguishable from the harness
+    stacks, _ = prof.split_raw(untitled, {})
+    assert "cpu0" not in stacks and sum(n for _, _, n in stacks["cpu1"]) == 108
+
+
+def test_flamegraph_holds_the_cpus_only(tmp_path: Path) -> None:
+    out = tmp_path / "p.svg"
+    res = prof.write_profile(RECORDED, str(out), "flamegraph", PIDS, per_cpu=True)
+    assert (res.samples, res.cpu_samples, res.cpus) == (609, 211, ["cpu0", "cpu1"])
+    assert res.files == [str(out), str(tmp_path / "p-cpu0.svg"), str(tmp_path / "p-cpu1.svg")]
+    titles = _svg_titles(out)
+    assert titles[0].startswith("all (211 samples")
+    assert any(t.startswith("rmap-stress cpu0 (103 samples") for t in titles)
+    assert any(t.startswith("rmap-stress cpu1 (108 samples") for t in titles)
+    text = out.read_text()
+    assert "harness" not in text and "resource_tracker" not in text and "MultiProcessingHandler" not in text
+    one = (tmp_path / "p-cpu1.svg").read_text()
+    assert "rmap-stress cpu1" in one and "rmap-stress cpu0" not in one
+
+
+def test_flamegraph_widest_towers_are_the_lock_waits(tmp_path: Path) -> None:
+    """The issue's target on a recorded 2.6.33 profile: under page_referenced_anon and
+    try_to_unmap the widest child is the wait for the anon_vma lock."""
+    stacks, _ = prof.split_raw(RECORDED, PIDS)
+    tree = prof.flame_tree({k: v for k, v in stacks.items() if k != prof.HARNESS})
+    for cpu in tree.children.values():
+        shrink = cpu.children["worker_main (stress/worker.py)"].children[
+            "run_cpu (stress/workloads/reclaim_storm.py)"].children["shrink_page (stress/workloads/common.py)"]
+        for entry in ("page_referenced_anon (shared_model/rmap.py)", "try_to_unmap (shared_model/rmap.py)"):
+            widest = max(shrink.children[entry].children.values(), key=lambda c: c.count)
+            assert widest.name == "page_lock_anon_vma (shared_model/rmap.py)", cpu.name
+
+
+def test_harness_kept_in_one_tower(tmp_path: Path) -> None:
+    out = tmp_path / "p.svg"
+    prof.write_profile(RECORDED, str(out), "flamegraph", PIDS, harness=True)
+    titles = _svg_titles(out)
+    assert titles[0].startswith("all (609 samples")
+    assert any(t.startswith("harness (parent, log thread, resource tracker) (398 samples") for t in titles)
+
+
+def test_speedscope_has_one_profile_per_cpu(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "p.json"
+    prof.write_profile(RECORDED, str(out), "speedscope", PIDS)
+    doc = json.loads(out.read_text())
+    assert [(p["name"], sum(p["weights"])) for p in doc["profiles"]] == [
+        ("rmap-stress cpu0", 103), ("rmap-stress cpu1", 108)]
+    frames = doc["shared"]["frames"]
+    assert all(frames[s[0]]["name"] == "worker_main" for p in doc["profiles"] for s in p["samples"])
+
+
+def test_filtered_raw_reads_back_as_cpu_samples(tmp_path: Path) -> None:
+    out = tmp_path / "p.txt"
+    prof.write_profile(RECORDED, str(out), "raw", PIDS)
+    s = summarize_raw(out)
+    assert s["samples"] == s["cpu_samples"] == 211
+    assert s["hottest"][0]["entry"] == "page_referenced_anon" and s["hottest"][0]["lock_wait"]
+
+
+def test_cpu_processes_are_named_cpu_n() -> None:
+    """ps, top and py-spy show each CPU as `rmap-stress cpuN` (setproctitle in the worker)."""
+    import psutil
+
+    from stress.config import RunConfig
+    from stress.runner import run
+
+    seen: dict[int, str] = {}
+
+    def tick(t: object) -> None:
+        for i, pid in enumerate(t.cpu["pid"]):  # type: ignore[attr-defined]
+            if pid > 0 and i not in seen:
+                try:
+                    seen[i] = psutil.Process(int(pid)).cmdline()[0]
+                except (psutil.Error, IndexError):
+                    pass
+
+    res = run(RunConfig(era="2.6.33", users=20, pages=5, cpus=2, duration=0.6), on_tick=tick, tick_s=0.1)
+    assert seen == {0: "rmap-stress cpu0", 1: "rmap-stress cpu1"}
+    assert res["invariants"]["violations"] == 0
