@@ -28,7 +28,12 @@ from .layout import (
     LockNamer,
     lock_namer,
 )
-from .locks import CLASS, SITE, CpuLocks, SpinPrimitive, init_locks, make_primitive
+from . import ctx as G
+from .ctx import make_geometry
+from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
+from .locking import RWSEM_FIFO
+from .locks import CLASS, SITE, CpuLocks, default_owner_tag, reset_lockstat
+from .locks import lock_kind as lock_kind_of
 from .segment import Segment
 
 AV_LOCK = CLASS["anon_vma"]
@@ -62,6 +67,8 @@ class Model:
         self.era = get_era(era) if isinstance(era, str) else era
         self.cpu = cpu
         self.lock_kind = lock_kind or self.era.lock
+        av_kind = lock_kind_of(self.lock_kind)
+        spin = lock_kind_of(self.era.spin)
         self.entry_cost_ns = entry_cost_ns
         self.ptrs = self.caps.ptrs_per_mm
         self.header = seg["header"]
@@ -88,9 +95,17 @@ class Model:
         self.av_head = self.anon_vma["head"]
         self.av_root = self.anon_vma["root"]
         self.vma_anon_vma = self.vma["anon_vma"]
-        spin = SpinPrimitive()
-        prims = {AV_LOCK: make_primitive(self.lock_kind), PTL: spin, SLAB: spin, MAPCOUNT: spin}
-        self.locks = CpuLocks(seg, cpu, prims, instrument)
+        kinds = [spin] * len(CLASS)
+        kinds[AV_LOCK] = av_kind
+        self.g = make_geometry(
+            seg, cpu, default_owner_tag(cpu), kinds, lock_root=self.era.lock_root,
+            chain=self.era.chain, entry_cost_ns=entry_cost_ns, instrument=instrument,
+            rwsem_policy=getattr(self.era, "rwsem_policy", RWSEM_FIFO),
+            node_w=seg.offsets["qnodes"] // 8 + (cpu + 1) * NODE_BLOCK_WORDS)
+        self.locks = CpuLocks(seg, cpu, self.g)
+        self.words, self.w32 = self.locks.words, self.locks.w32
+        # try_to_unmap's unmapped PTE slots: at most one per mm.
+        self.walk_out = np.zeros(self.caps.mms + 1, dtype=np.int64)
         # Word index of lock 0 of each lock array, and the stride between locks, in words.
         offs = seg.offsets
         self._mm_ptl_w0 = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8
@@ -128,11 +143,9 @@ class Model:
         try:
             era_obj = get_era(era) if isinstance(era, str) else era
             kind = lock_kind or era_obj.lock
-            spin = SpinPrimitive()
-            init_locks(seg, "mm", "ptl", spin)
-            init_locks(seg, "anon_vma", "lock", make_primitive(kind))
-            init_locks(seg, "slab", None, spin)
-            init_locks(seg, "mapcount_lock", None, spin)
+            lock_kind_of(kind)  # refuse an unknown primitive before anything is built
+            # Every lock of shared_model.locking is unlocked when all its words are zero,
+            # as a fresh segment is: no initialisation, as DEFINE_SPINLOCK's zero.
             for name in ("mm", "vma", "anon_vma", "avc", "chunk", "page"):
                 arr = seg[name]
                 for f in arr.dtype.names or ():
@@ -156,7 +169,7 @@ class Model:
                 stack[:n] = np.arange(cap - 1, reserved - 1, -1, dtype=np.int32)
                 tops[k_i] = n
             for c in range(caps.cpus):
-                CpuLocks(seg, c, {}, True).reset_stats()
+                reset_lockstat(seg, c)
                 seg["cpu"][c]["wait_lock"] = -1
                 seg["cpu"][c]["hold_lock"] = -1
             return cls(seg, era_obj, caps.cpus - 1, kind, instrument, entry_cost_ns)
@@ -167,7 +180,7 @@ class Model:
 
     def close(self) -> None:
         """Drop this process's views (the creator also calls ``seg.unlink``)."""
-        self.locks.words.release()
+        self.locks.words = self.locks.w32 = None  # type: ignore[assignment]
         for name in list(vars(self)):
             if isinstance(getattr(self, name), np.ndarray):
                 delattr(self, name)
@@ -175,6 +188,11 @@ class Model:
         self.seg.close()
 
     # ------------------------------------------------------------------ lock words
+
+    def entry_cost(self, ns: int) -> None:
+        """Set the modelled extra cost per visited entry (see rmap.py)."""
+        self.entry_cost_ns = ns
+        self.g[G.ENTRY_COST_NS] = ns
 
     def ptl_word(self, mm: int) -> int:
         return self._mm_ptl_w0 + mm * self._mm_stride

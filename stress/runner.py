@@ -26,6 +26,7 @@ import psutil
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
 from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
+from shared_model.jit import warm_up
 from shared_model.model import Model
 
 from . import metrics
@@ -127,6 +128,20 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
     return lines
 
 
+def compile_once() -> None:
+    """Compile (or load from cache) the model's compiled code before any CPU is forked, and
+    say so on a cold start, which takes a while (see shared_model/jit.py)."""
+    cold: list[str] = []
+
+    def note(msg: str) -> None:
+        cold.append(msg)
+        print(f"rmap-stress: {msg} ...", file=sys.stderr, flush=True)
+
+    took = warm_up(note)
+    if cold:
+        print(f"rmap-stress: compiled in {took:.1f} s (cached for later runs)", file=sys.stderr, flush=True)
+
+
 def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
         tick_s: float = 1.0, stall_timeout: float | None = None) -> dict[str, Any]:
     """One stress run; returns the results document (schema rmap-stress/1).
@@ -137,6 +152,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
     workload = get_workload(cfg.scenario)
     caps = workload.capacities(cfg)
     check_fits(caps)
+    compile_once()
     machine = machine_info()
     t_build = time.perf_counter()
     with _Signals() as sigs:
