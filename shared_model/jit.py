@@ -29,7 +29,7 @@ def cache_is_cold() -> bool:
 
     try:
         cache = FunctionCache(rmap_walk_anon.py_func)
-        index = cache._cache_path  # noqa: SLF001 - numba has no public "is it cached" query
+        index = cache._cache_path
         import os
 
         return not any(n.startswith("rmap.rmap_walk_anon") and n.endswith(".nbi")

@@ -200,10 +200,8 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, w: int, cls: int, si
         b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
         words[b + LS_CONT] += 1
         words[b + LS_WAIT_TOTAL] += wait
-        if wait > words[b + LS_WAIT_MAX]:
-            words[b + LS_WAIT_MAX] = wait
-        if wait < words[b + LS_WAIT_MIN]:
-            words[b + LS_WAIT_MIN] = wait
+        words[b + LS_WAIT_MAX] = max(words[b + LS_WAIT_MAX], wait)
+        words[b + LS_WAIT_MIN] = min(words[b + LS_WAIT_MIN], wait)
         words[b + LS_WAIT_HIST + hist_bucket_c(wait)] += 1
     return t1
 
@@ -230,10 +228,8 @@ def lock_release_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
         b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
         words[b] += 1  # LS_ACQ
         words[b + LS_HOLD_TOTAL] += hold
-        if hold > words[b + LS_HOLD_MAX]:
-            words[b + LS_HOLD_MAX] = hold
-        if hold < words[b + LS_HOLD_MIN]:
-            words[b + LS_HOLD_MIN] = hold
+        words[b + LS_HOLD_MAX] = max(words[b + LS_HOLD_MAX], hold)
+        words[b + LS_HOLD_MIN] = min(words[b + LS_HOLD_MIN], hold)
         words[b + LS_HOLD_HIST + hist_bucket_c(hold)] += 1
     return hold
 
@@ -349,4 +345,4 @@ def default_owner_tag(cpu: int) -> int:
     return owner_tag(os.getpid(), cpu)
 
 
-__all__ = ["CLASS", "SITE", "LOCK_KINDS", "CpuLocks", "Stopped", "lock_kind", "RWSEM_FIFO"]
+__all__ = ["CLASS", "LOCK_KINDS", "RWSEM_FIFO", "SITE", "CpuLocks", "Stopped", "lock_kind"]

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from . import ctx as G
+from .ctx import make_geometry
 from .eras import Era, get_era
 from .layout import (
     ALLOC_KINDS,
@@ -28,8 +30,6 @@ from .layout import (
     LockNamer,
     lock_namer,
 )
-from . import ctx as G
-from .ctx import make_geometry
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
 from .locking import RWSEM_FIFO
 from .locks import CLASS, SITE, CpuLocks, default_owner_tag, reset_lockstat

@@ -35,9 +35,9 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .layout import CPU_STATE, PTE_PRESENT, PTE_SWAP, PTE_YOUNG, CH, MAPCOUNT_STRIPES
+from .layout import CH, CPU_STATE, MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_YOUNG
 from .locking.atomics import clock_ns
-from .locks import SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c, CLASS
+from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
 
 WALK = CPU_STATE["walk"]
@@ -196,8 +196,7 @@ def rmap_walk_anon_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     words[cb + G.F_HOLD_LOCK] = -1
     words[cb + G.F_WALKS] += 1
     words[cb + G.F_VISITED] += visited
-    if visited > words[cb + G.F_MAX_VISITED]:
-        words[cb + G.F_MAX_VISITED] = visited
+    words[cb + G.F_MAX_VISITED] = max(words[cb + G.F_MAX_VISITED], visited)
     words[cb + G.F_T_WALK] += hold - (words[cb + G.F_T_WAIT] - wait_before)
     b = 0
     v = visited
@@ -277,7 +276,7 @@ def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         if words[g[G.STOP_W]]:
             return k, SHRINK_STOP
         page = lru[(hand + k) % n]
-        r, visited, st, av, w = rmap_walk_anon(words, w32, g, held, page, OP_REFERENCED, out)
+        r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_REFERENCED, out)
         if st == WALK_CONTENDED:
             return k, SHRINK_WAIT_REFERENCED
         if st == WALK_STOPPED:
@@ -302,7 +301,7 @@ def shrink_page_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     words[cb + G.F_SCANNED] += 1
     if referenced:
         return SHRINK_DONE
-    nun, _, st, av, w = rmap_walk_anon(words, w32, g, held, page, OP_UNMAP, out)
+    nun, _, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_UNMAP, out)
     if st == WALK_CONTENDED:
         return SHRINK_WAIT_UNMAP
     if st == WALK_STOPPED:

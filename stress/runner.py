@@ -25,8 +25,8 @@ import psutil
 
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
-from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
 from shared_model.jit import warm_up
+from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
 from shared_model.model import Model
 
 from . import metrics
