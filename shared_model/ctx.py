@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .layout import (
+    ALLOC_KINDS,
     ANON_VMA_DTYPE,
+    HEADER_DTYPE,
     AVC_DTYPE,
     CH,
     CHUNK_DTYPE,
@@ -46,9 +48,18 @@ if TYPE_CHECKING:
     PTRS, ENTRY_COST_NS, INSTRUMENT, ORDER_CHECK, LOCK_ROOT, CHAIN, RWSEM_POLICY,
     PAGE0, PAGE_W, PTE0, VMA0, VMA_W, AV0, AV_W64, AV_LOCK_W0, CHUNK0, CHUNK_W,
     MM0, MM_W64, MM_PTL_W0, MC_LOCK_W0, SLAB_W0, NCPUS,
+    AVC0, AVC_W, TOPS_W, ALLOC_FAIL, RNG,
     KIND0,  # KIND0 + lock class: the primitive of that class (shared_model.locking kinds)
-) = range(32)
-G_SIZE = KIND0 + len(LOCK_CLASSES)
+) = range(37)
+# Per allocatable kind k (layout.ALLOC_KINDS order): its records' base and stride and the
+# offset of their ``in_use`` field (int32 words), and its free stack's base.
+REC0 = KIND0 + len(LOCK_CLASSES)
+REC_W = REC0 + len(ALLOC_KINDS)
+IN_USE = REC_W + len(ALLOC_KINDS)
+FREE0 = IN_USE + len(ALLOC_KINDS)
+G_SIZE = FREE0 + len(ALLOC_KINDS)
+K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
+    "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
 # Field positions, in int32 words, inside each record (from the dtypes, so a layout change
 # cannot silently desynchronise the compiled code).
@@ -68,13 +79,36 @@ VMA_START = _f32(VMA_DTYPE, "vm_start")
 VMA_END = _f32(VMA_DTYPE, "vm_end")
 VMA_PGOFF = _f32(VMA_DTYPE, "vm_pgoff")
 VMA_MM = _f32(VMA_DTYPE, "vm_mm")
+VMA_ANON_VMA = _f32(VMA_DTYPE, "anon_vma")
+VMA_AVC_HEAD = _f32(VMA_DTYPE, "avc_head")
+VMA_NEXT = _f32(VMA_DTYPE, "vm_next")
+VMA_LIST_CHUNK = _f32(VMA_DTYPE, "list_chunk")
+VMA_LIST_POS = _f32(VMA_DTYPE, "list_pos")
 AV_ROOT = _f32(ANON_VMA_DTYPE, "root")
+AV_PARENT = _f32(ANON_VMA_DTYPE, "parent")
 AV_HEAD = _f32(ANON_VMA_DTYPE, "head")
+AV_TAIL = _f32(ANON_VMA_DTYPE, "tail")
+AV_NR_MEMBERS = _f32(ANON_VMA_DTYPE, "nr_members")
+AV_REFCOUNT = _f32(ANON_VMA_DTYPE, "refcount")
+AVC_VMA = _f32(AVC_DTYPE, "vma")
+AVC_ANON_VMA = _f32(AVC_DTYPE, "anon_vma")
+AVC_SAME_VMA_NEXT = _f32(AVC_DTYPE, "same_vma_next")
+AVC_LIST_CHUNK = _f32(AVC_DTYPE, "list_chunk")
+AVC_LIST_POS = _f32(AVC_DTYPE, "list_pos")
+CHUNK_PREV = _f32(CHUNK_DTYPE, "prev")
 CHUNK_NEXT = _f32(CHUNK_DTYPE, "next")
+CHUNK_ANON_VMA = _f32(CHUNK_DTYPE, "anon_vma")
 CHUNK_USED = _f32(CHUNK_DTYPE, "used")
+CHUNK_LIVE = _f32(CHUNK_DTYPE, "live")
 CHUNK_VMA = _f32(CHUNK_DTYPE, "vma")
+CHUNK_AVC = _f32(CHUNK_DTYPE, "avc")
+MM_VMA_HEAD = _f32(MM_DTYPE, "vma_head")
+MM_NR_VMAS = _f32(MM_DTYPE, "nr_vmas")
 MM_RSS = _f32(MM_DTYPE, "rss")
+MM_PARENT = _f32(MM_DTYPE, "parent")
 assert AVC_DTYPE.itemsize % 4 == 0 and CH > 0
+_DTYPES = {"mm": MM_DTYPE, "vma": VMA_DTYPE, "anon_vma": ANON_VMA_DTYPE, "avc": AVC_DTYPE,
+           "chunk": CHUNK_DTYPE, "page": PAGE_DTYPE}
 
 # Per-CPU slot fields, as word offsets from CPU_BASE.
 F = {name: i for i, name in enumerate(CPU_FIELDS)}
@@ -132,6 +166,35 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[MC_LOCK_W0] = offs["mapcount_lock"] // 8
     g[SLAB_W0] = offs["slab"] // 8
     g[NCPUS] = caps.cpus
+    g[AVC0] = offs["avc"] // 4
+    g[AVC_W] = AVC_DTYPE.itemsize // 4
+    g[TOPS_W] = (offs["header"] + HEADER_DTYPE.fields["top"][1]) // 8  # type: ignore[index]
+    g[RNG] = 0x1E3779B97F4A7C15 ^ (cpu + 2)
     for cls, kind in enumerate(kinds):
         g[KIND0 + cls] = kind
+    for k, name in enumerate(ALLOC_KINDS):
+        g[REC0 + k] = offs[name] // 4
+        g[REC_W + k] = _DTYPES[name].itemsize // 4
+        g[IN_USE + k] = _f32(_DTYPES[name], "in_use")
+        g[FREE0 + k] = offs[f"free_{name}"] // 4
     return g
+
+
+# Status codes of compiled model operations (compiled code raises nothing): 0 is success,
+# STOPPED a lock wait aborted by the run's stop word, ENOMEM - k no free record of kind k
+# (or an injected failure).
+OK = 0
+STOPPED = -1
+ENOMEM = -16
+
+
+def raise_status(st: int) -> None:
+    """Turn a compiled operation's negative status into the exception it stands for."""
+    from .locks import Stopped
+    from .model import OutOfMemory
+
+    if st == STOPPED:
+        raise Stopped()
+    if st <= ENOMEM:
+        raise OutOfMemory(ALLOC_KINDS[ENOMEM - st])
+    raise AssertionError(f"unknown status {st}")

@@ -67,7 +67,8 @@ def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
 def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    dmap: int, dswap: int, site: int) -> int:
     """page->_mapcount += dmap and the swap count += dswap under the page's stripe lock (the
-    model's atomic_t); counts the frame coming or going.  -1 when aborted."""
+    model's atomic_t); counts the frame coming or going.  1 when both counts reached zero
+    (the caller held the last reference and frees the page), 0 if not, -1 when aborted."""
     w = g[G.MC_LOCK_W0] + (page % MAPCOUNT_STRIPES) * 8
     t = lock_acquire_c(words, g, held, w, MAPCOUNT, site, 0)
     if t < 0:
@@ -76,14 +77,15 @@ def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     was = w32[pb + G.PAGE_MAPCOUNT]
     now = was + dmap
     w32[pb + G.PAGE_MAPCOUNT] = now
-    w32[pb + G.PAGE_SWAPCOUNT] += dswap
+    swap = w32[pb + G.PAGE_SWAPCOUNT] + dswap
+    w32[pb + G.PAGE_SWAPCOUNT] = swap
     lock_release_c(words, g, held, w, MAPCOUNT, site, 0, t)
     cb = g[G.CPU_BASE]
     if was <= 0 < now:
         words[cb + G.F_FRAMES_IN] += 1
     elif now <= 0 < was:
         words[cb + G.F_FRAMES_OUT] += 1
-    return 0
+    return 1 if now == 0 and swap == 0 else 0
 
 
 @njit(cache=True)
