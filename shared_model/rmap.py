@@ -376,7 +376,9 @@ def page_lock_anon_vma(m: Model, w: int, site: int) -> int:
     return m.locks.lock_contended(w, AV_LOCK, site, SHARED)
 
 
-def _walk(m: Model, page: int, op: int) -> tuple[int, int]:
+def rmap_walk(m: Model, page: int, op: int) -> tuple[int, int]:
+    """One walk from Python: the compiled fast path, or, when the anon_vma lock is busy,
+    the wait in page_lock_anon_vma and then the walk.  (result, visited)."""
     r, visited, st, av, w = rmap_walk_anon(m.words, m.w32, m.g, m.locks.held, page, op, m.walk_out)
     if st == WALK_CONTENDED:
         t = page_lock_anon_vma(m, w, S_PR if op == OP_REFERENCED else S_TTU)
@@ -393,7 +395,7 @@ def page_referenced_anon(m: Model, page: int) -> tuple[int, int]:
 
     Takes the page's anon_vma lock (page_lock_anon_vma) for the whole walk, and each present
     PTE's ptl inside it; publishes the walk in this CPU's slot."""
-    return _walk(m, page, OP_REFERENCED)
+    return rmap_walk(m, page, OP_REFERENCED)
 
 
 page_referenced = page_referenced_anon  # anonymous pages are all the model has
@@ -404,16 +406,8 @@ def try_to_unmap(m: Model, page: int) -> tuple[list[int], int]:
     unmapped (for the owners to fault back in) and the entries visited.  Stops at the first
     mapping found referenced (SWAP_FAIL), and then the walk's length is up to that entry.
     Takes the page's anon_vma lock for the walk."""
-    n, visited = _walk(m, page, OP_UNMAP)
+    n, visited = rmap_walk(m, page, OP_UNMAP)
     return m.walk_out[:n].tolist(), visited
-
-
-def do_swap_page_slots(m: Model, page: int, slots: np.ndarray) -> int:
-    """Compiled do_swap_page over ``slots`` (see shared_model.memory.do_swap_page)."""
-    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots))
-    if done < 0:
-        raise Stopped()
-    return done
 
 
 def shrink_page_list(m: Model, lru: np.ndarray, hand: int, count: int, refault: bool) -> int:
@@ -432,6 +426,7 @@ def shrink_page_list(m: Model, lru: np.ndarray, hand: int, count: int, refault: 
         if why == SHRINK_ABORTED:
             raise Stopped()
         page = int(lru[(hand + done) % len(lru)])
+        visited = 0
         if why == SHRINK_WAIT_REFERENCED:
             referenced, visited = page_referenced_anon(m, page)
             if visited:
@@ -439,10 +434,12 @@ def shrink_page_list(m: Model, lru: np.ndarray, hand: int, count: int, refault: 
                 if why == SHRINK_ABORTED:
                     raise Stopped()
         if why == SHRINK_WAIT_UNMAP:
-            nun, _ = _walk(m, page, OP_UNMAP)
+            nun = len(try_to_unmap(m, page))
             if unmapped_tail_c(m.words, m.w32, m.g, held, page, nun, int(refault), out) < 0:
                 raise Stopped()
-        m.words[m.locks.f["heartbeat"]] += 1
+            visited = 1
+        if visited:
+            m.words[m.locks.f["heartbeat"]] += 1
         done += 1
     return done
 

@@ -191,10 +191,12 @@ def test_reclaim_storm_profile(era: str, can_profile: None, tmp_path: Path,
     top = s["hottest"][0]
     waits_in_pr = s["lock_wait_in"].get("page_referenced_anon", 0.0)
     if era == "2.6.33":
-        # One anon_vma for the family: the biggest group is CPUs spinning on its lock
-        # inside page_referenced, and it outweighs the walk itself.
-        assert top["entry"] == "page_referenced_anon" and top["lock_wait"], prof.format_summary(s)
-        assert "anon_vma" in top["what"], prof.format_summary(s)
+        # One anon_vma for the family: the biggest lock-wait group is CPUs spinning on its
+        # lock inside page_referenced, and waiting is a large share of all CPU samples
+        # (with 2 CPUs at most one waits: 50% is the ceiling).
+        waits = [h for h in s["hottest"] if h["lock_wait"]]
+        assert waits and waits[0]["entry"] == "page_referenced_anon", prof.format_summary(s)
+        assert "anon_vma" in waits[0]["what"], prof.format_summary(s)
         assert waits_in_pr > 0.2, prof.format_summary(s)
     else:
         assert not top["lock_wait"], prof.format_summary(s)
