@@ -38,7 +38,14 @@ from .common import (
     TICKET,
     owner_cpu,
 )
-from .lock import lock_acquire, lock_owner, lock_release, lock_state, lock_trylock
+from .lock import (
+    lock_acquire,
+    lock_is_wedged,
+    lock_owner,
+    lock_release,
+    lock_state,
+    lock_trylock,
+)
 
 __all__ = [
     "KIND_NAMES",
@@ -60,6 +67,7 @@ __all__ = [
     "TICKET",
     "clock_ns",
     "lock_acquire",
+    "lock_is_wedged",
     "lock_owner",
     "lock_release",
     "lock_state",

@@ -35,6 +35,7 @@ from .common import (
 )
 from .mutex import mutex_lock, mutex_state, mutex_trylock, mutex_unlock
 from .qspinlock import (
+    queued_spin_is_wedged,
     queued_spin_lock,
     queued_spin_state,
     queued_spin_trylock,
@@ -50,7 +51,13 @@ from .rwsem import (
     up_write,
 )
 from .tas import tas_lock, tas_state, tas_trylock, tas_unlock
-from .ticket import ticket_lock, ticket_state, ticket_trylock, ticket_unlock
+from .ticket import (
+    ticket_is_wedged,
+    ticket_lock,
+    ticket_state,
+    ticket_trylock,
+    ticket_unlock,
+)
 
 
 @njit(cache=True)
@@ -148,6 +155,19 @@ def lock_state_compiled(words: np.ndarray, w: int, kind: int) -> tuple[bool, int
     if kind == MUTEX:
         return mutex_state(words, w)
     return rwsem_state(words, w)
+
+
+@njit(cache=True)
+def lock_is_wedged(words: np.ndarray, w: int, kind: int) -> bool:
+    """The lock can never be taken again because a CPU died queued for it (ticket,
+    qspinlock).  Meaningful only once every live CPU has stopped waiting (after a stop):
+    the report then names the lock left unusable.  A dead *holder* is the owner word's
+    business, not this."""
+    if kind == TICKET:
+        return ticket_is_wedged(words, w)
+    if kind == QSPINLOCK:
+        return queued_spin_is_wedged(words, w)
+    return False
 
 
 def lock_state(words: np.ndarray, w: int, kind: int) -> tuple[bool, int]:

@@ -30,7 +30,8 @@ is wedged.  The two sides race as Dekker's::
 Both are full barriers, so at least one sees the other; clearing the bit decides which one
 skips.  The map holds 256 tickets: at most 256 tickets may be out at once (one per CPU
 waiting; CPUs are far fewer).  A CPU killed while it waits leaves its ticket unserved: the
-lock is then wedged, as a kernel with a CPU dead inside spin_lock would be.
+lock is then wedged, as a kernel with a CPU dead inside spin_lock would be
+(``ticket_is_wedged``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .atomics import (
     cpu_relax,
     smp_load_acquire,
 )
-from .common import LOCK_CONTENDED, LOCK_FAST, LOCK_STOPPED, stop_requested
+from .common import LOCK_CONTENDED, LOCK_FAST, LOCK_STOPPED, OWNER, stop_requested
 
 NEXT = 0
 SERVING = 1  # the kernel's "owner" half of the ticket word (the owner *tag* is word 7)
@@ -125,3 +126,11 @@ def ticket_state(words: np.ndarray, w: int) -> tuple[bool, int]:
     serving = READ_ONCE(words, w + SERVING)
     out = READ_ONCE(words, w + NEXT) - serving
     return out > 0, max(out - 1, 0)
+
+
+@njit(cache=True)
+def ticket_is_wedged(words: np.ndarray, w: int) -> bool:
+    """A ticket is being served that nobody took: read once every live CPU has stopped
+    waiting, that is the ticket of a CPU that died in the queue."""
+    serving = READ_ONCE(words, w + SERVING)
+    return READ_ONCE(words, w + NEXT) != serving and READ_ONCE(words, w + OWNER) == 0

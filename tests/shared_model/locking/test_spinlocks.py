@@ -20,6 +20,7 @@ from shared_model.locking import (
     TAS,
     TICKET,
     lock_acquire,
+    lock_is_wedged,
     lock_owner,
     lock_release,
     lock_state,
@@ -27,8 +28,8 @@ from shared_model.locking import (
 )
 from shared_model.locking.locktorture import LockLab, torture_hammer
 
-SPINLOCKS = [TAS, TICKET]
-FIFO_SPINLOCKS = [TICKET]
+SPINLOCKS = [TAS, TICKET, QSPINLOCK]
+FIFO_SPINLOCKS = [TICKET, QSPINLOCK]
 NAMES = {TAS: "tas", TICKET: "ticket", QSPINLOCK: "qspinlock"}
 LOOPS = 20_000
 ARRIVED = 99  # a child's status while it is (about to be) waiting
@@ -164,3 +165,31 @@ def test_a_waiter_that_gives_up_is_skipped(lab: LockLab, kind: int, gives_up: in
     assert lock_state(lab.words, at.lock, kind) == (False, 0)
     hold(lab, kind)  # and it is still a working lock
     release(lab, kind)
+
+
+@pytest.mark.parametrize("kind", FIFO_SPINLOCKS, ids=NAMES.get)
+def test_a_waiter_killed_in_the_queue_wedges_the_lock_recognisably(
+    lab: LockLab, kind: int
+) -> None:
+    """A FIFO lock cannot pass over a waiter that died queued (only one that gave up):
+    the lock is left unusable, and ``lock_is_wedged`` says so for the report."""
+    at = lab.at
+    hold(lab, kind)
+    (pid,) = queue_waiters(lab, kind, [0], {})
+    lab.kill(pid)
+    release(lab, kind)
+    assert lock_is_wedged(lab.words, at.lock, kind)
+    lab.words[at.stop] = 2
+    assert lock_acquire(lab.words, at.lock, kind, 0, 0, lab.tag(1), at.node(1), at.stop) \
+        == LOCK_STOPPED
+
+
+@pytest.mark.parametrize("kind", SPINLOCKS, ids=NAMES.get)
+def test_a_lock_left_by_stopped_waiters_is_not_wedged(lab: LockLab, kind: int) -> None:
+    at = lab.at
+    hold(lab, kind)
+    pids = queue_waiters(lab, kind, [0, 1], {})
+    lab.words[at.stop] = 2
+    assert [lab.join(p) for p in pids] == [0, 0]
+    release(lab, kind)
+    assert not lock_is_wedged(lab.words, at.lock, kind)
