@@ -11,9 +11,9 @@ zeros is an unlocked lock of every kind, so a zero-filled segment needs no initi
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .atomics import READ_ONCE
+from .jit import cached_njit
 
 # Lock kinds (``lock_acquire``'s ``kind``).
 TAS = 0
@@ -52,13 +52,13 @@ STOP_ABORT = 2  # words[stop_w] >= this: every wait gives up
 WAIT_SLICE_NS = 20_000_000
 
 
-@njit(cache=True)
+@cached_njit
 def stop_requested(words: np.ndarray, stop_w: int) -> bool:
     """The run is aborting: every wait gives up and returns LOCK_STOPPED."""
     return READ_ONCE(words, stop_w) >= STOP_ABORT
 
 
-@njit(cache=True)
+@cached_njit
 def owner_pid(tag: int) -> int:
     """The pid in an owner tag (0 for no owner)."""
     return (tag - 1) // OWNER_PID_SHIFT if tag > 0 else 0

@@ -21,7 +21,6 @@ or LOCK_STOPPED, and the Python caller turns LOCK_STOPPED into ``Stopped``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .atomics import WRITE_ONCE
 from .common import (
@@ -33,6 +32,7 @@ from .common import (
     TAS,
     TICKET,
 )
+from .jit import cached_njit
 from .mutex import mutex_lock, mutex_state, mutex_trylock, mutex_unlock
 from .qspinlock import (
     queued_spin_is_wedged,
@@ -60,12 +60,12 @@ from .ticket import (
 )
 
 
-@njit(cache=True)
+@cached_njit
 def _exclusive(kind: int, shared: int) -> bool:
     return not (kind == RWSEM and shared)
 
 
-@njit(cache=True)
+@cached_njit
 def lock_acquire(
     words: np.ndarray,
     w: int,
@@ -98,7 +98,7 @@ def lock_acquire(
     return status
 
 
-@njit(cache=True)
+@cached_njit
 def lock_trylock(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int
 ) -> bool:
@@ -120,7 +120,7 @@ def lock_trylock(
     return taken
 
 
-@njit(cache=True)
+@cached_njit
 def lock_release(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, node_w: int
 ) -> None:
@@ -143,7 +143,7 @@ def lock_release(
         up_write(words, w, policy)
 
 
-@njit(cache=True)
+@cached_njit
 def lock_state_compiled(words: np.ndarray, w: int, kind: int) -> tuple[bool, int]:
     """(locked, waiters) of the lock at record ``w``, read without taking anything."""
     if kind == TICKET:
@@ -157,7 +157,7 @@ def lock_state_compiled(words: np.ndarray, w: int, kind: int) -> tuple[bool, int
     return rwsem_state(words, w)
 
 
-@njit(cache=True)
+@cached_njit
 def lock_is_wedged(words: np.ndarray, w: int, kind: int) -> bool:
     """The lock can never be taken again because a CPU died queued for it (ticket,
     qspinlock).  Meaningful only once every live CPU has stopped waiting (after a stop):

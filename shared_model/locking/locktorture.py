@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from .atomics import clock_ns
 from .common import LOCK_STOPPED, NODE_BLOCK_WORDS
+from .jit import cached_njit
 from .lock import lock_acquire, lock_release
 
 
-@njit(cache=True)
+@cached_njit
 def torture_hammer(
     words: np.ndarray,
     w: int,
@@ -56,7 +56,7 @@ def torture_hammer(
     return loops
 
 
-@njit(cache=True)
+@cached_njit
 def torture_pair_ns(
     words: np.ndarray,
     w: int,

@@ -45,7 +45,6 @@ wedged.  A CPU killed while queued is not skipped: the queue behind it is then w
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .atomics import (
     READ_ONCE,
@@ -65,6 +64,7 @@ from .common import (
     NODES_PER_CPU,
     stop_requested,
 )
+from .jit import cached_njit
 
 LOCKED_MASK = 0xFF
 TAIL_SHIFT = 8
@@ -80,7 +80,7 @@ ABANDONED = 2
 SKIPPED = 3
 
 
-@njit(cache=True)
+@cached_njit
 def queued_spin_lock(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int:
     """Take the lock at record ``w``, queueing on this CPU's node block ``node_w``."""
     if cmpxchg(words, w, 0, 1) == 0:
@@ -88,19 +88,19 @@ def queued_spin_lock(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int
     return queued_spin_lock_slowpath(words, w, node_w, stop_w)
 
 
-@njit(cache=True)
+@cached_njit
 def queued_spin_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if it is free and nobody queues for it; never waits."""
     return READ_ONCE(words, w) == 0 and cmpxchg(words, w, 0, 1) == 0
 
 
-@njit(cache=True)
+@cached_njit
 def queued_spin_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds: clear the locked byte for the queue's head."""
     atomic_fetch_add(words, w, -1)
 
 
-@njit(cache=True)
+@cached_njit
 def queued_spin_lock_slowpath(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int:
     """Queue on this CPU's next free node and wait for the head, then for the lock."""
     idx = words[node_w + NODE_NESTING]
@@ -122,7 +122,7 @@ def queued_spin_lock_slowpath(words: np.ndarray, w: int, node_w: int, stop_w: in
     return status
 
 
-@njit(cache=True)
+@cached_njit
 def _queue_and_wait(words: np.ndarray, w: int, node: int, stop_w: int) -> int:
     WRITE_ONCE(words, node + STATE, WAITING)
     WRITE_ONCE(words, node + NEXT, 0)
@@ -170,7 +170,7 @@ def _queue_and_wait(words: np.ndarray, w: int, node: int, stop_w: int) -> int:
         cpu_relax()
 
 
-@njit(cache=True)
+@cached_njit
 def mcs_pass_head(words: np.ndarray, w: int, node: int) -> None:
     """The head ``node`` leaves the queue: pass the head to the first successor that has
     not abandoned, skipping (and marking SKIPPED) those that have; clear the tail when
@@ -195,13 +195,13 @@ def mcs_pass_head(words: np.ndarray, w: int, node: int) -> None:
         cur = succ  # it abandoned: carry its duty on
 
 
-@njit(cache=True)
+@cached_njit
 def queued_spin_state(words: np.ndarray, w: int) -> tuple[bool, int]:
     """(locked, waiters queued)."""
     return READ_ONCE(words, w) & LOCKED_MASK != 0, READ_ONCE(words, w + QUEUED)
 
 
-@njit(cache=True)
+@cached_njit
 def queued_spin_is_wedged(words: np.ndarray, w: int) -> bool:
     """A node is still queued: read once every live CPU has stopped waiting, that is the
     node of a CPU that died in the queue (a dead head, or one the head passed to)."""

@@ -1,34 +1,34 @@
 """(stub, being written) rwsem."""
 import numpy as np
-from numba import njit
 
 from .common import LOCK_STOPPED
+from .jit import cached_njit
 
 
-@njit(cache=True)
+@cached_njit
 def down_read(words: np.ndarray, w: int, policy: int, node_w: int, stop_w: int) -> int:
     return LOCK_STOPPED
 
-@njit(cache=True)
+@cached_njit
 def down_write(words: np.ndarray, w: int, policy: int, owner_tag: int, node_w: int, stop_w: int) -> int:
     return LOCK_STOPPED
 
-@njit(cache=True)
+@cached_njit
 def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     return False
 
-@njit(cache=True)
+@cached_njit
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     return False
 
-@njit(cache=True)
+@cached_njit
 def up_read(words: np.ndarray, w: int, policy: int) -> None:
     pass
 
-@njit(cache=True)
+@cached_njit
 def up_write(words: np.ndarray, w: int, policy: int) -> None:
     pass
 
-@njit(cache=True)
+@cached_njit
 def rwsem_state(words: np.ndarray, w: int) -> tuple[bool, int]:
     return False, 0

@@ -19,15 +19,15 @@ Abort: a spinner owns nothing while it spins, so a stopped waiter just walks awa
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .atomics import READ_ONCE, cmpxchg, cpu_relax, smp_store_release
 from .common import LOCK_CONTENDED, LOCK_FAST, LOCK_STOPPED, stop_requested
+from .jit import cached_njit
 
 LOCKED = 0
 
 
-@njit(cache=True)
+@cached_njit
 def tas_lock(words: np.ndarray, w: int, stop_w: int) -> int:
     """Take the lock at record ``w``; spin (bounded by the stop word) if it is held."""
     if cmpxchg(words, w + LOCKED, 0, 1) == 0:
@@ -35,7 +35,7 @@ def tas_lock(words: np.ndarray, w: int, stop_w: int) -> int:
     return tas_lock_slowpath(words, w, stop_w)
 
 
-@njit(cache=True)
+@cached_njit
 def tas_lock_slowpath(words: np.ndarray, w: int, stop_w: int) -> int:
     """Spin reading (not writing) the lock word until it reads free, then try to swap."""
     while True:
@@ -47,19 +47,19 @@ def tas_lock_slowpath(words: np.ndarray, w: int, stop_w: int) -> int:
             return LOCK_CONTENDED
 
 
-@njit(cache=True)
+@cached_njit
 def tas_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if it is free; never waits."""
     return READ_ONCE(words, w + LOCKED) == 0 and cmpxchg(words, w + LOCKED, 0, 1) == 0
 
 
-@njit(cache=True)
+@cached_njit
 def tas_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds."""
     smp_store_release(words, w + LOCKED, 0)
 
 
-@njit(cache=True)
+@cached_njit
 def tas_state(words: np.ndarray, w: int) -> tuple[bool, int]:
     """(locked, waiters): spinners leave no trace, so waiters is always 0."""
     return READ_ONCE(words, w + LOCKED) != 0, 0

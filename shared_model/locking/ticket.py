@@ -37,7 +37,6 @@ lock is then wedged, as a kernel with a CPU dead inside spin_lock would be
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .atomics import (
     READ_ONCE,
@@ -49,6 +48,7 @@ from .atomics import (
     smp_load_acquire,
 )
 from .common import LOCK_CONTENDED, LOCK_FAST, LOCK_STOPPED, OWNER, stop_requested
+from .jit import cached_njit
 
 NEXT = 0
 SERVING = 1  # the kernel's "owner" half of the ticket word (the owner *tag* is word 7)
@@ -56,7 +56,7 @@ ABANDONED = 2
 ABANDONED_TICKETS = 256
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_lock(words: np.ndarray, w: int, stop_w: int) -> int:
     """Take a ticket and wait (spinning, bounded by the stop word) until it is served."""
     ticket = atomic_fetch_add(words, w + NEXT, 1)
@@ -65,7 +65,7 @@ def ticket_lock(words: np.ndarray, w: int, stop_w: int) -> int:
     return ticket_lock_slowpath(words, w, ticket, stop_w)
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_lock_slowpath(words: np.ndarray, w: int, ticket: int, stop_w: int) -> int:
     """Spin until ``ticket`` is served; on stop, abandon it so the hand-off skips it."""
     while smp_load_acquire(words, w + SERVING) != ticket:
@@ -76,7 +76,7 @@ def ticket_lock_slowpath(words: np.ndarray, w: int, ticket: int, stop_w: int) ->
     return LOCK_CONTENDED
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if nobody holds or waits for it; never waits."""
     serving = READ_ONCE(words, w + SERVING)
@@ -85,7 +85,7 @@ def ticket_trylock(words: np.ndarray, w: int) -> bool:
     return cmpxchg(words, w + NEXT, serving, serving + 1) == serving
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds: serve the next ticket that was not abandoned."""
     # A full barrier (not a plain store): the abandoned map is read after it (Dekker).
@@ -93,13 +93,13 @@ def ticket_unlock(words: np.ndarray, w: int) -> None:
     ticket_skip_abandoned(words, w, serving)
 
 
-@njit(cache=True)
+@cached_njit
 def _abandoned_bit(w: int, ticket: int) -> tuple[int, int]:
     bit = ticket % ABANDONED_TICKETS
     return w + ABANDONED + bit // 64, np.int64(1) << np.int64(bit % 64)
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_skip_abandoned(words: np.ndarray, w: int, serving: int) -> None:
     """``owner`` was just seen at ``serving``: while that ticket is abandoned, claim the
     skip (clear its bit; only one CPU sees it set) and serve the next."""
@@ -112,7 +112,7 @@ def ticket_skip_abandoned(words: np.ndarray, w: int, serving: int) -> None:
         serving = atomic_fetch_add(words, w + SERVING, 1) + 1
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_abandon(words: np.ndarray, w: int, ticket: int) -> None:
     """Give up ``ticket`` (stop): mark it, and skip it now if it is already being served."""
     word, mask = _abandoned_bit(w, ticket)
@@ -120,7 +120,7 @@ def ticket_abandon(words: np.ndarray, w: int, ticket: int) -> None:
     ticket_skip_abandoned(words, w, READ_ONCE(words, w + SERVING))
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_state(words: np.ndarray, w: int) -> tuple[bool, int]:
     """(locked, waiters): tickets out beyond the one served (abandoned ones included)."""
     serving = READ_ONCE(words, w + SERVING)
@@ -128,7 +128,7 @@ def ticket_state(words: np.ndarray, w: int) -> tuple[bool, int]:
     return out > 0, max(out - 1, 0)
 
 
-@njit(cache=True)
+@cached_njit
 def ticket_is_wedged(words: np.ndarray, w: int) -> bool:
     """A ticket is being served that nobody took: read once every live CPU has stopped
     waiting, that is the ticket of a CPU that died in the queue."""
