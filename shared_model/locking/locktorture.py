@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomics import clock_ns
-from .common import LOCK_STOPPED, NODE_BLOCK_WORDS
+from .atomics import READ_ONCE, clock_ns
+from .common import LOCK_STOPPED, NODE_BLOCK_WORDS, RWSEM
 from .jit import cached_njit
 from .lock import lock_acquire, lock_release
 
@@ -74,6 +74,33 @@ def torture_pair_ns(
         lock_acquire(words, w, kind, policy, shared, owner_tag, node_w, stop_w)
         lock_release(words, w, kind, policy, shared, node_w)
     return clock_ns() - start
+
+
+@cached_njit
+def torture_reader(
+    words: np.ndarray,
+    w: int,
+    policy: int,
+    node_w: int,
+    stop_w: int,
+    counter_w: int,
+    loops: int,
+    reads: int,
+) -> int:
+    """``loops`` times: take an rwsem's read side and read the counter ``reads`` times;
+    returns how many holds saw it change (a writer got in beside a reader), or -1 if
+    stopped."""
+    torn = 0
+    for _ in range(loops):
+        if lock_acquire(words, w, RWSEM, policy, 1, 0, node_w, stop_w) == LOCK_STOPPED:
+            return -1
+        first = words[counter_w]
+        for _ in range(reads):
+            if READ_ONCE(words, counter_w) != first:
+                torn += 1
+                break
+        lock_release(words, w, RWSEM, policy, 1, node_w)
+    return torn
 
 
 @dataclass(frozen=True)
