@@ -39,6 +39,7 @@ from .common import (
     owner_cpu,
 )
 from .lock import (
+    compile_locks,
     lock_acquire,
     lock_is_wedged,
     lock_owner,
@@ -66,6 +67,7 @@ __all__ = [
     "TAS",
     "TICKET",
     "clock_ns",
+    "compile_locks",
     "lock_acquire",
     "lock_is_wedged",
     "lock_owner",

@@ -20,14 +20,18 @@ or LOCK_STOPPED, and the Python caller turns LOCK_STOPPED into ``Stopped``.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .atomics import WRITE_ONCE
 from .common import (
     LOCK_STOPPED,
     MUTEX,
+    NODE_BLOCK_WORDS,
     OWNER,
     QSPINLOCK,
+    RECORD_WORDS,
     RWSEM,
     TAS,
     TICKET,
@@ -180,3 +184,23 @@ def lock_state(words: np.ndarray, w: int, kind: int) -> tuple[bool, int]:
 def lock_owner(words: np.ndarray, w: int) -> int:
     """The owner tag in the record's owner word (0: none, or only readers)."""
     return int(words[w + OWNER])
+
+
+def compile_locks() -> float:
+    """Compile (or load from the on-disk cache) every entry point above for the argument
+    types callers use (an int64 array, Python ints), in this process; seconds taken.
+    Call it in the parent before forking the CPUs: children then run this code without
+    compiling.  Arguments of other types (np.int32 indices, a bool ``shared``) would make
+    numba compile another version, in each child."""
+    start = time.perf_counter()
+    for kind in (TAS, TICKET, QSPINLOCK, MUTEX, RWSEM):
+        for shared in (0, 1):
+            words = np.zeros(RECORD_WORDS + NODE_BLOCK_WORDS + 1, dtype=np.int64)
+            node_w, stop_w = RECORD_WORDS, RECORD_WORDS + NODE_BLOCK_WORDS
+            lock_acquire(words, 0, kind, 0, shared, 1, node_w, stop_w)
+            lock_state(words, 0, kind)
+            lock_is_wedged(words, 0, kind)
+            lock_release(words, 0, kind, 0, shared, node_w)
+            if lock_trylock(words, 0, kind, 0, shared, 1):
+                lock_release(words, 0, kind, 0, shared, node_w)
+    return time.perf_counter() - start

@@ -115,7 +115,8 @@ class LabLayout:
     status: int = 64  # one result per child, 32 entries
     stops: int = 96  # a private stop word per CPU, 8 words apart, 12 CPUs
     nodes: int = 192  # per-CPU node blocks, NODE_BLOCK_WORDS each, 16 CPUs
-    size: int = 192 + 16 * NODE_BLOCK_WORDS
+    lock2: int = 192 + 16 * NODE_BLOCK_WORDS  # a second lock record
+    size: int = 192 + 16 * NODE_BLOCK_WORDS + 8
 
     def node(self, cpu: int) -> int:
         return self.nodes + cpu * NODE_BLOCK_WORDS

@@ -35,7 +35,7 @@ Abort (stop): a waiter behind the head cannot unlink itself (its predecessor may
 to write its ``next``), so it marks its node ABANDONED with ``cmpxchg(state, WAITING,
 ABANDONED)`` and leaves.  The head that would pass to it finds ``cmpxchg(state, WAITING,
 HEAD)`` failing, takes over its duty (waits for its ``next`` or clears the tail) and
-marks it SKIPPED; the abandoning CPU reuses that node only once it reads SKIPPED.  A head
+marks it SKIPPED; until then the abandoning CPU queues on its next nesting level's node.  A head
 that is stopped passes the head on without taking the lock.  Exactly one of the two
 cmpxchgs on ``state`` wins, so every node is either served or skipped: no waiter is
 wedged.  A CPU killed while queued is not skipped: the queue behind it is then wedged
@@ -103,22 +103,22 @@ def queued_spin_unlock(words: np.ndarray, w: int) -> None:
 @cached_njit
 def queued_spin_lock_slowpath(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int:
     """Queue on this CPU's next free node and wait for the head, then for the lock."""
-    idx = words[node_w + NODE_NESTING]
+    nesting = words[node_w + NODE_NESTING]
+    # The next free node; one this CPU abandoned may still sit in some queue until the
+    # head there skips it, so it is passed over too.
+    idx = nesting
+    while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \
+            == ABANDONED:
+        idx += 1
     if idx >= NODES_PER_CPU:  # the kernel's answer to a fifth nesting level: spin on trylock
         while not queued_spin_trylock(words, w):
             if stop_requested(words, stop_w):
                 return LOCK_STOPPED
             cpu_relax()
         return LOCK_CONTENDED
-    node = node_w + idx * NODE_WORDS
-    # This CPU's node may still sit, abandoned, in some queue: wait until it was skipped.
-    while READ_ONCE(words, node + STATE) == ABANDONED:
-        if stop_requested(words, stop_w):
-            return LOCK_STOPPED
-        cpu_relax()
     words[node_w + NODE_NESTING] = idx + 1
-    status = _queue_and_wait(words, w, node, stop_w)
-    words[node_w + NODE_NESTING] = idx
+    status = _queue_and_wait(words, w, node_w + idx * NODE_WORDS, stop_w)
+    words[node_w + NODE_NESTING] = nesting
     return status
 
 

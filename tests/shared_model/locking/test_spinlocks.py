@@ -26,7 +26,9 @@ from shared_model.locking import (
     lock_state,
     lock_trylock,
 )
+from shared_model.locking.common import NODE_WORDS
 from shared_model.locking.locktorture import LockLab, torture_hammer
+from shared_model.locking.qspinlock import ABANDONED, SKIPPED
 
 SPINLOCKS = [TAS, TICKET, QSPINLOCK]
 FIFO_SPINLOCKS = [TICKET, QSPINLOCK]
@@ -193,3 +195,41 @@ def test_a_lock_left_by_stopped_waiters_is_not_wedged(lab: LockLab, kind: int) -
     assert [lab.join(p) for p in pids] == [0, 0]
     release(lab, kind)
     assert not lock_is_wedged(lab.words, at.lock, kind)
+
+
+def test_qspinlock_node_abandoned_in_a_queue_is_not_reused_until_skipped(lab: LockLab) -> None:
+    """CPU 0 gives up behind CPU 1 in lock A's queue: its node stays linked there until
+    A's head passes over it.  Meanwhile CPU 0 queues for lock B on its next node, and the
+    abandoned one is marked SKIPPED once A moves on."""
+    at = lab.at
+    hold(lab, QSPINLOCK)
+    assert lock_acquire(lab.words, at.lock2, QSPINLOCK, 0, 0, lab.tag(PARENT_CPU),
+                        at.node(PARENT_CPU), at.stop) == LOCK_FAST
+    (head,) = queue_waiters(lab, QSPINLOCK, [1], {})
+    node0 = at.node(0)
+
+    def cpu0() -> None:
+        words = lab.words
+        words[at.status] = lock_acquire(words, at.lock, QSPINLOCK, 0, 0, lab.tag(0), node0,
+                                        at.own_stop(0))
+        words[at.status + 8] = lock_acquire(words, at.lock2, QSPINLOCK, 0, 0, lab.tag(0), node0,
+                                            at.stop)
+        lock_release(words, at.lock2, QSPINLOCK, 0, 0, node0)
+
+    lab.words[at.status] = ARRIVED
+    pid = lab.spawn(cpu0)
+    lab.wait_until(lambda: lock_state(lab.words, at.lock, QSPINLOCK)[1] == 2, "2 waiters on A")
+    lab.words[at.own_stop(0)] = 2
+    lab.wait_until(lambda: lab.words[at.status] == LOCK_STOPPED, "CPU 0 to give up on A")
+    assert lab.words[node0] == ABANDONED
+    lab.wait_until(lambda: lock_state(lab.words, at.lock2, QSPINLOCK)[1] == 1, "CPU 0 on B")
+    lock_release(lab.words, at.lock2, QSPINLOCK, 0, 0, at.node(PARENT_CPU))
+    assert lab.join(pid) == 0
+    assert lab.words[at.status + 8] == LOCK_CONTENDED
+    assert lab.words[node0] == ABANDONED  # A has not moved yet
+    release(lab, QSPINLOCK)
+    assert lab.join(head) == 0
+    assert lab.words[node0] == SKIPPED
+    assert lab.words[node0 + NODE_WORDS] != ABANDONED
+    assert lock_state(lab.words, at.lock, QSPINLOCK) == (False, 0)
+    assert lock_state(lab.words, at.lock2, QSPINLOCK) == (False, 0)
