@@ -29,11 +29,11 @@ import tempfile
 import time
 
 import numpy as np
-from numba import njit
 
 from shared_model.build import build_family, family_capacities
 from shared_model.ctx import KIND0
 from shared_model.jit import warm_up
+from shared_model.locking.jit import cached_njit
 from shared_model.locks import CLASS, LOCK_KINDS, SITE, lock_acquire_c, lock_kind, lock_release_c
 from shared_model.model import Model
 from shared_model.rmap import page_referenced
@@ -52,7 +52,7 @@ def _line(what: str, value: str, target: str = "", ok: bool | None = None) -> No
     print(f"{what:<58} {value:>14}   {target}{verdict}", flush=True)
 
 
-@njit(cache=True)
+@cached_njit
 def _lock_loop(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, n: int) -> int:
     t = 0
     for _ in range(n):
@@ -118,8 +118,9 @@ def bench_walk(reps: int, big: int) -> None:
 def bench_scan() -> None:
     for era, users, pages, limit in (("2.6.33", 1000, 1000, 10), ("2.6.34", 100000, 100, 30)):
         t = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "stress", "scan", "--era", era, "--users", str(users),
-                            "--pages", str(pages), "--cow", "1"], capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "stress", "scan", "--era", era, "--users", str(users), "--pages",
+               str(pages), "--cow", "1"]
+        p = subprocess.run(cmd, check=False, capture_output=True, text=True)
         secs = time.perf_counter() - t
         avg = next((ln.split("average")[1].split()[0] for ln in p.stdout.splitlines() if "average" in ln), "?")
         _line(f"scan {era} {users} x {pages} (average walk {avg})", f"{secs:.1f} s", f"<= {limit} s",

@@ -27,8 +27,15 @@ from numba import njit
 from . import ctx as G
 from .ctx import raise_status
 from .layout import CH
+from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
-from .model import Model, kmem_cache_alloc_c, kmem_cache_alloc_one, kmem_cache_free_c, kmem_cache_free_one
+from .model import (
+    Model,
+    kmem_cache_alloc_c,
+    kmem_cache_alloc_one,
+    kmem_cache_free_c,
+    kmem_cache_free_one,
+)
 from .rmap import anon_vma_lock_word_c
 
 AV_LOCK = CLASS["anon_vma"]
@@ -39,27 +46,27 @@ OK, STOPPED = G.OK, G.STOPPED
 # give one field's int32 word.
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _av(g: np.ndarray, av: int, f: int) -> int:
     return g[G.AV0] + av * 2 * g[G.AV_W64] + f
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _vma(g: np.ndarray, vma: int, f: int) -> int:
     return g[G.VMA0] + vma * g[G.VMA_W] + f
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _avc(g: np.ndarray, avc: int, f: int) -> int:
     return g[G.AVC0] + avc * g[G.AVC_W] + f
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _chunk(g: np.ndarray, c: int, f: int) -> int:
     return g[G.CHUNK0] + c * g[G.CHUNK_W] + f
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def anon_vma_lock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, av: int,
                     site: int) -> tuple[int, int]:
     """Take the lock guarding av (its own or its root's; the write side of an rwsem):
@@ -68,7 +75,7 @@ def anon_vma_lock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     return w, lock_acquire_c(words, g, held, w, AV_LOCK, site, 0)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def anon_vma_unlock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, site: int, t: int) -> None:
     lock_release_c(words, g, held, w, AV_LOCK, site, 0, t)
 
@@ -76,7 +83,7 @@ def anon_vma_unlock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
 # ---------------------------------------------------------------------------- list
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_list_add_tail_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                                     sc: np.ndarray, av: int, vma: int, avc: int) -> int:
     """Append (vma, avc) to av's list; records the slot in the AVC (or, 2.6.33, the VMA).
@@ -118,7 +125,7 @@ def anon_vma_list_add_tail_locked_c(words: np.ndarray, w32: np.ndarray, g: np.nd
     return OK
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_list_del_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                                sc: np.ndarray, av: int, c: int, pos: int) -> int:
     """Remove slot (c, pos) from av's list, freeing the chunk if it empties.
@@ -184,7 +191,7 @@ def _chunk_ids(m: Model, av: int) -> list[int]:
 # ---------------------------------------------------------------------------- anon_vma
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                      sc: np.ndarray, parent: int) -> int:
     """A fresh anon_vma, its own root (or parent's root), no members: its index or a
@@ -202,7 +209,7 @@ def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     return av
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                     sc: np.ndarray, av: int) -> int:
     """Free an anon_vma with an empty list; in eras that lock the root, drop the reference
@@ -240,12 +247,12 @@ def anon_vma_free(m: Model, av: int) -> None:
         raise_status(st)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _anon_vma_unused(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     return w32[_av(g, av, G.AV_NR_MEMBERS)] == 0 and w32[_av(g, av, G.AV_REFCOUNT)] == 0
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_chain_link_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                                  sc: np.ndarray, vma: int, avc: int, av: int) -> int:
     """Link AVC ``avc`` between vma and av: head of vma's same_vma list (newest first, as
@@ -268,7 +275,7 @@ def anon_vma_chain_link_locked(m: Model, vma: int, avc: int, av: int) -> None:
         raise_status(st)
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_prepare_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        sc: np.ndarray, vma: int) -> int:
     """Give vma an anon_vma on its first anonymous fault: it, or a negative status with
@@ -313,7 +320,7 @@ def anon_vma_prepare(m: Model, vma: int) -> int:
     return int(av)
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_link_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                     sc: np.ndarray, vma: int) -> int:
     """2.6.33 fork: the child VMA (already pointing at the parent's anon_vma) joins the tail
@@ -338,7 +345,7 @@ def anon_vma_link(m: Model, vma: int) -> None:
         raise_status(st)
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                      sc: np.ndarray, dst: int, src: int) -> int:
     """Give dst one AVC for every anon_vma on src's chain, oldest first, each linked under
@@ -382,7 +389,7 @@ def anon_vma_clone(m: Model, dst: int, src: int) -> None:
         raise_status(st)
 
 
-@njit(cache=True)
+@cached_njit
 def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                     sc: np.ndarray, vma: int, pvma: int) -> int:
     """2.6.34 fork of one VMA: clone the parent's chain, then a new anon_vma of the child's
@@ -435,7 +442,7 @@ def anon_vma_fork(m: Model, vma: int, pvma: int) -> None:
         raise_status(st)
 
 
-@njit(cache=True)
+@cached_njit
 def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        sc: np.ndarray, vma: int) -> int:
     """Unlink every AVC of vma (chain eras) or the VMA itself (2.6.33) from its anon_vma's

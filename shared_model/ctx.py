@@ -24,12 +24,12 @@ import numpy as np
 from .layout import (
     ALLOC_KINDS,
     ANON_VMA_DTYPE,
-    HEADER_DTYPE,
     AVC_DTYPE,
     CH,
     CHUNK_DTYPE,
     CPU_DTYPE,
     CPU_FIELDS,
+    HEADER_DTYPE,
     LOCK_CLASSES,
     LOCK_SITES,
     LS_FIELDS,

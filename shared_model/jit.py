@@ -47,6 +47,7 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
         return 0.0
     from .build import build_family, family_capacities
     from .invariants import check_model
+    from .locking import compile_locks
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
     from .rmap import page_referenced, shrink_page_list, try_to_unmap, walk_lengths_of
@@ -54,6 +55,7 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
     if note is not None and cache_is_cold():
         note("compiling (first run only)")
     t0 = time.perf_counter()
+    compile_locks()
     m = Model.create(family_capacities("2.6.34", 2, 2, 1.0, 1, spare_users=4), "2.6.34")
     try:
         fam = build_family(m, 2, 2, 1.0, 0)

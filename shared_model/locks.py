@@ -68,6 +68,7 @@ from .locking import (
     lock_trylock,
 )
 from .locking.atomics import clock_ns
+from .locking.jit import cached_njit
 from .segment import Segment
 
 # Primitive names a user can ask for (``--lock``); "spin" is kept as the old name of the
@@ -98,7 +99,7 @@ def lock_kind(name: str) -> int:
 # ---------------------------------------------------------------------------- compiled
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def bit_length(v: int) -> int:
     n = 0
     if v >= 1 << 32:
@@ -122,7 +123,7 @@ def bit_length(v: int) -> int:
     return n + v
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def hist_bucket_c(v: int) -> int:
     """layout.hist_bucket, compiled."""
     if v < 8:
@@ -131,7 +132,7 @@ def hist_bucket_c(v: int) -> int:
     return (bl << 2) | ((v >> (bl - 3)) & 3)
 
 
-@njit(cache=True)
+@cached_njit
 def note_order(words: np.ndarray, g: np.ndarray, held: np.ndarray, cls: int, site: int) -> None:
     """lockdep: before taking class ``cls`` at ``site``, an edge from every class this CPU
     holds (recorded on the attempt, so a deadlock that never completes is still seen)."""
@@ -149,7 +150,7 @@ def note_order(words: np.ndarray, g: np.ndarray, held: np.ndarray, cls: int, sit
         held[0] = n + 1
 
 
-@njit(cache=True)
+@cached_njit
 def note_release(held: np.ndarray, cls: int) -> None:
     for i in range(held[0] - 1, -1, -1):
         if held[1 + 2 * i] == cls:
@@ -160,7 +161,7 @@ def note_release(held: np.ndarray, cls: int) -> None:
             return
 
 
-@njit(cache=True)
+@cached_njit
 def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """Try lock word ``w`` once; the acquire time (ns) on success, -1 when it is contended
@@ -168,12 +169,12 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     if g[G.ORDER_CHECK]:
         note_order(words, g, held, cls, site)
     t0 = clock_ns()
-    if lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG], g[G.NODE_W]):
+    if lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
         return t0
     return -1
 
 
-@njit(cache=True)
+@cached_njit
 def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, w: int, cls: int, site: int,
                           shared: int, t0: int) -> int:
     """Wait for lock word ``w``, publishing "waiting for w" in this CPU's slot meanwhile;
@@ -206,7 +207,7 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, w: int, cls: int, si
     return t1
 
 
-@njit(cache=True)
+@cached_njit
 def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                    site: int, shared: int) -> int:
     """Both halves, for compiled callers: the acquire time, or -1 when aborted."""
@@ -216,7 +217,7 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
     return lock_acquire_slowpath(words, g, w, cls, site, shared, clock_ns())
 
 
-@njit(cache=True)
+@cached_njit
 def lock_release_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                    site: int, shared: int, t_acq: int) -> int:
     """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns)."""

@@ -22,8 +22,15 @@ from .anon_vma import (
 )
 from .ctx import raise_status
 from .layout import MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG
+from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
-from .model import Model, kmem_cache_alloc_c, kmem_cache_alloc_one, kmem_cache_free_c, kmem_cache_free_one
+from .model import (
+    Model,
+    kmem_cache_alloc_c,
+    kmem_cache_alloc_one,
+    kmem_cache_free_c,
+    kmem_cache_free_one,
+)
 from .rmap import do_swap_page_c, mapcount_add_c
 
 PTL, MAPCOUNT = CLASS["ptl"], CLASS["mapcount"]
@@ -31,33 +38,33 @@ S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_pag
 OK, STOPPED = G.OK, G.STOPPED
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _mm(g: np.ndarray, mm: int, f: int) -> int:
     return g[G.MM0] + mm * 2 * g[G.MM_W64] + f
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _vma(g: np.ndarray, vma: int, f: int) -> int:
     return g[G.VMA0] + vma * g[G.VMA_W] + f
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _page(g: np.ndarray, page: int, f: int) -> int:
     return g[G.PAGE0] + page * g[G.PAGE_W] + f
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def _pte(g: np.ndarray, slot: int) -> int:
     """int32 word of the PTE at ``slot``: [page, flags]."""
     return g[G.PTE0] + 2 * slot
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def lock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int) -> int:
     return lock_acquire_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def unlock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int, t: int) -> None:
     lock_release_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0, t)
 
@@ -65,7 +72,7 @@ def unlock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, si
 # ---------------------------------------------------------------------------- mm and VMAs
 
 
-@njit(cache=True)
+@cached_njit
 def mm_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                parent: int) -> int:
     """A new, empty mm_struct: its index or a negative status.  Takes the slab lock."""
@@ -109,7 +116,7 @@ def find_vma(m: Model, mm: int, vpn: int) -> int:
     return -1
 
 
-@njit(cache=True)
+@cached_njit
 def vma_insert_c(w32: np.ndarray, g: np.ndarray, mm: int, vma: int) -> None:
     """Append vma to mm's list (address order is the order of creation here)."""
     w32[_vma(g, vma, G.VMA_NEXT)] = -1
@@ -141,7 +148,7 @@ def resident_pages(m: Model) -> int:
     return int(cpu["frames_in"].sum() - cpu["frames_out"].sum())
 
 
-@njit(cache=True)
+@cached_njit
 def free_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, pages: np.ndarray,
                  n: int) -> int:
     """Return unreferenced pages[:n] to the page slab.  Takes the slab lock."""
@@ -156,7 +163,7 @@ def free_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
 # ---------------------------------------------------------------------------- faults
 
 
-@njit(cache=True)
+@cached_njit
 def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                          sc: np.ndarray, mm: int, vma: int, vpns: np.ndarray) -> int:
     """First touch (write) of pages of vma not yet mapped: a new page each, in
@@ -211,7 +218,7 @@ def do_anonymous_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> int:
     return int(n)
 
 
-@njit(cache=True)
+@cached_njit
 def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                   mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int, int]:
     """Write faults on present, write-protected pages of vma: copy-on-write into a new page
@@ -305,7 +312,7 @@ def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int]) -> int:
     return int(done)
 
 
-@njit(cache=True)
+@cached_njit
 def touch_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                   mm: int, vpns: np.ndarray) -> tuple[int, int, int]:
     """The owner of mm reads its pages at ``vpns``: a present PTE becomes young (the MMU's
@@ -352,7 +359,7 @@ def touch_pages(m: Model, mm: int, vpns: np.ndarray) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- fork and exit
 
 
-@njit(cache=True)
+@cached_njit
 def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                       child: int, parent: int, vma: int) -> int:
     """Copy the parent's PTEs of vma's range into the child's, write-protecting both (the
@@ -379,16 +386,15 @@ def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: n
             present += 1
             if mapcount_add_c(words, w32, g, held, page, 1, 0, S_DUP) < 0:
                 return STOPPED
-        elif fl & PTE_SWAP:
-            if mapcount_add_c(words, w32, g, held, page, 0, 1, S_DUP) < 0:
-                return STOPPED
+        elif fl & PTE_SWAP and mapcount_add_c(words, w32, g, held, page, 0, 1, S_DUP) < 0:
+            return STOPPED
     w32[_mm(g, child, G.MM_RSS)] += present
     unlock_ptl_c(words, g, held, parent, S_DUP, ts)
     unlock_ptl_c(words, g, held, child, S_DUP, td)
     return OK
 
 
-@njit(cache=True)
+@cached_njit
 def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                parent: int) -> int:
     """fork: a child mm with a copy of each of the parent's VMAs, linked into the reverse
@@ -433,7 +439,7 @@ def dup_mmap(m: Model, parent: int) -> int:
     return int(child)
 
 
-@njit(cache=True)
+@cached_njit
 def zap_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                      mm: int, vma: int) -> int:
     """Clear vma's PTEs: each page loses this mapping and is freed if that was its last
@@ -472,7 +478,7 @@ def zap_page_range(m: Model, mm: int, vma: int) -> None:
         raise_status(st)
 
 
-@njit(cache=True)
+@cached_njit
 def exit_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                 mm: int) -> int:
     """exit: zap every VMA's pages, unlink it from the reverse map (freeing anon_vmas that

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .ctx import make_geometry
@@ -33,7 +32,16 @@ from .layout import (
 )
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
 from .locking import RWSEM_FIFO
-from .locks import CLASS, SITE, CpuLocks, default_owner_tag, lock_acquire_c, lock_release_c, reset_lockstat
+from .locking.jit import cached_njit
+from .locks import (
+    CLASS,
+    SITE,
+    CpuLocks,
+    default_owner_tag,
+    lock_acquire_c,
+    lock_release_c,
+    reset_lockstat,
+)
 from .locks import lock_kind as lock_kind_of
 from .segment import Segment
 
@@ -44,7 +52,7 @@ MAPCOUNT = CLASS["mapcount"]
 S_ALLOC, S_FREE = SITE["kmem_cache_alloc"], SITE["kmem_cache_free"]
 
 
-@njit(cache=True)
+@cached_njit
 def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                        n: int, out: np.ndarray) -> int:
     """Pop ``n`` free records of kind ``k`` into ``out[:n]`` (in the order Model.alloc gives
@@ -79,7 +87,7 @@ def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return G.OK
 
 
-@njit(cache=True)
+@cached_njit
 def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                       ids: np.ndarray, n: int) -> int:
     """Push ``ids[:n]`` back on kind ``k``'s free stack; OK or STOPPED.  Takes and releases
@@ -101,7 +109,7 @@ def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: n
     return G.OK
 
 
-@njit(cache=True)
+@cached_njit
 def kmem_cache_alloc_one(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                          k: int, sc: np.ndarray) -> int:
     """One record of kind k: its index, or a negative status (see kmem_cache_alloc_c)."""
@@ -109,7 +117,7 @@ def kmem_cache_alloc_one(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
     return sc[0] if st == G.OK else st
 
 
-@njit(cache=True)
+@cached_njit
 def kmem_cache_free_one(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                         k: int, idx: int, sc: np.ndarray) -> int:
     sc[0] = idx

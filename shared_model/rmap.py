@@ -37,6 +37,7 @@ from numba import njit
 from . import ctx as G
 from .layout import CH, CPU_STATE, MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_YOUNG
 from .locking.atomics import clock_ns
+from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
 
@@ -55,7 +56,7 @@ WALK_DONE, WALK_NOT_MAPPED, WALK_CONTENDED, WALK_STOPPED = 0, 1, 2, -1
 # ---------------------------------------------------------------------------- compiled
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
     """The lock word guarding av's list: its own, or its root's (eras.lock_root)."""
     if g[G.LOCK_ROOT]:
@@ -63,7 +64,7 @@ def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
     return g[G.AV_LOCK_W0] + av * g[G.AV_W64]
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always")
 def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    dmap: int, dswap: int, site: int) -> int:
     """page->_mapcount += dmap and the swap count += dswap under the page's stripe lock (the
@@ -88,7 +89,7 @@ def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     return 1 if now == 0 and swap == 0 else 0
 
 
-@njit(cache=True)
+@cached_njit
 def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                      av: int, op: int, out: np.ndarray) -> tuple[int, int, int]:
     """The walk itself: (result, entries visited, status).  ``result`` is the number of
@@ -157,7 +158,7 @@ def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     return result, visited, WALK_DONE
 
 
-@njit(cache=True)
+@cached_njit
 def page_check_address_cost(g: np.ndarray, visited: int) -> None:
     """The modelled extra cost per visited entry (Model.entry_cost_ns), spent busy."""
     ns = g[G.ENTRY_COST_NS] * visited
@@ -167,7 +168,7 @@ def page_check_address_cost(g: np.ndarray, visited: int) -> None:
             pass
 
 
-@njit(cache=True)
+@cached_njit
 def rmap_walk_anon_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                           page: int, op: int, out: np.ndarray, av: int, w: int,
                           t_acq: int) -> tuple[int, int, int]:
@@ -209,7 +210,7 @@ def rmap_walk_anon_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     return result, visited, status
 
 
-@njit(cache=True)
+@cached_njit
 def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    op: int, out: np.ndarray) -> tuple[int, int, int, int, int]:
     """page_lock_anon_vma's fast path and the whole walk: (result, visited, status, av, w).
@@ -228,7 +229,7 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     return r, visited, st, av, w
 
 
-@njit(cache=True)
+@cached_njit
 def do_swap_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    slots: np.ndarray, n: int) -> int:
     """Fault ``page`` back in at each swap PTE in ``slots[:n]``: present and young, mapcount
@@ -262,7 +263,7 @@ def do_swap_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
 SHRINK_DONE, SHRINK_STOP, SHRINK_WAIT_REFERENCED, SHRINK_WAIT_UNMAP, SHRINK_ABORTED = 0, 1, 2, 3, -1
 
 
-@njit(cache=True)
+@cached_njit
 def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        lru: np.ndarray, hand: int, count: int, refault: int,
                        out: np.ndarray) -> tuple[int, int]:
@@ -292,7 +293,7 @@ def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return count, SHRINK_DONE
 
 
-@njit(cache=True)
+@cached_njit
 def shrink_page_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                        referenced: int, refault: int, out: np.ndarray) -> int:
     """After page_referenced found ``referenced`` young mappings: count the scan, and unmap
@@ -311,7 +312,7 @@ def shrink_page_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return unmapped_tail_c(words, w32, g, held, page, nun, refault, out)
 
 
-@njit(cache=True)
+@cached_njit
 def unmapped_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                     nun: int, refault: int, out: np.ndarray) -> int:
     cb = g[G.CPU_BASE]
@@ -325,7 +326,7 @@ def unmapped_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     return SHRINK_DONE
 
 
-@njit(cache=True)
+@cached_njit
 def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarray:
     """``scan``'s arithmetic: the entries page_referenced would visit for each page, counted
     in one process with no lock and no change (the same loop as ``rmap_walk_locked``)."""
