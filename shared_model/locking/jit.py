@@ -45,6 +45,7 @@ def _source_tree_stamp(root: Path) -> str:
 
 
 SOURCE_TREE_STAMP = _source_tree_stamp(_MODEL_ROOT)
+_njit: Any = njit  # numba's stubs do not list the _nrt flag
 
 
 def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False) -> Any:
@@ -53,9 +54,9 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False) -> A
     if fn is None:
         return lambda f: cached_njit(f, nrt=nrt)
     try:
-        dispatcher = njit(cache=True, _nrt=nrt)(fn)
+        dispatcher = _njit(cache=True, _nrt=nrt)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return njit(_nrt=nrt)(fn)
+        return _njit(_nrt=nrt)(fn)
     cache_file = dispatcher._cache._cache_file
     cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)
     return dispatcher
