@@ -21,13 +21,14 @@ ENTRY_POINTS = (lock_acquire, lock_release, lock_trylock, lock_state_compiled, l
 
 
 def compiled_versions() -> list[int]:
+    """Versions each entry point holds (a compiled caller passing literal constants adds
+    a specialisation of its own: only a change in a child matters)."""
     return [len(f.overloads) for f in ENTRY_POINTS]
 
 
 def test_forked_children_do_not_compile(lab: LockLab) -> None:
     compile_locks()
     before = compiled_versions()
-    assert before == [1] * len(ENTRY_POINTS)
 
     def child() -> None:
         at, words = lab.at, lab.words
