@@ -11,6 +11,8 @@ One small file per primitive, as the kernel's ``kernel/locking/``; the atomics i
     mutex.py       futex sleeping lock with adaptive spinning, robust
     rwsem.py       reader/writer semaphore, FIFO (3.8) or writer lock-stealing (3.9)
     lock.py        lock_acquire / lock_trylock / lock_release: compiled dispatch by kind
+    jit.py         cached_njit: njit(cache=True) keyed on every model source, no NRT
+    locktorture.py compiled torture loops and LockLab (a shared mapping + forked children)
 
 Importing this package imports numba (about half a second) and registers the C symbols
 the compiled code calls; do it before forking, and call each compiled entry point once

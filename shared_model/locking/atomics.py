@@ -47,6 +47,7 @@ forked after the import inherits the registration.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Any
 
 from llvmlite import binding as llvm
@@ -82,12 +83,18 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
 
+def _intrinsic(typer: Callable[..., Any]) -> Any:
+    """numba's ``intrinsic``, typed as what it is to callers: a compiled-only function."""
+    return intrinsic(typer)
+
+
 def _int_array(a: Any) -> bool:
+    dtype: Any = getattr(a, "dtype", None)
     return (
         isinstance(a, types.Array)
         and a.ndim == 1
-        and isinstance(a.dtype, types.Integer)
-        and a.dtype.bitwidth in (32, 64)
+        and isinstance(dtype, types.Integer)
+        and getattr(dtype, "bitwidth", 0) in (32, 64)
     )
 
 
@@ -121,17 +128,17 @@ def _rmw(op: str) -> Any:
     return typer
 
 
-atomic_fetch_add = intrinsic(_rmw("add"))
+atomic_fetch_add = _intrinsic(_rmw("add"))
 atomic_fetch_add.__doc__ = "a[i] += v atomically; returns the old a[i] (a full barrier)."
-atomic_fetch_or = intrinsic(_rmw("or"))
+atomic_fetch_or = _intrinsic(_rmw("or"))
 atomic_fetch_or.__doc__ = "a[i] |= v atomically; returns the old a[i] (a full barrier)."
-atomic_fetch_and = intrinsic(_rmw("and"))
+atomic_fetch_and = _intrinsic(_rmw("and"))
 atomic_fetch_and.__doc__ = "a[i] &= v atomically; returns the old a[i] (a full barrier)."
-atomic_xchg = intrinsic(_rmw("xchg"))
+atomic_xchg = _intrinsic(_rmw("xchg"))
 atomic_xchg.__doc__ = "a[i] = v atomically; returns the old a[i] (a full barrier)."
 
 
-@intrinsic
+@_intrinsic
 def cmpxchg(typingctx: Any, a: Any, i: Any, old: Any, new: Any) -> Any:
     """If a[i] == old, a[i] = new; returns the value found (== old means it swapped)."""
     if not (_int_array(a) and isinstance(i, types.Integer)):
@@ -187,17 +194,17 @@ def _store(ordering: str) -> Any:
     return typer
 
 
-smp_load_acquire = intrinsic(_load("acquire"))
+smp_load_acquire = _intrinsic(_load("acquire"))
 smp_load_acquire.__doc__ = "a[i], ordered before every later load and store of this CPU."
-READ_ONCE = intrinsic(_load("monotonic"))
+READ_ONCE = _intrinsic(_load("monotonic"))
 READ_ONCE.__doc__ = "a[i], read from memory each time (a spin loop re-reads it)."
-smp_store_release = intrinsic(_store("release"))
+smp_store_release = _intrinsic(_store("release"))
 smp_store_release.__doc__ = "a[i] = v, ordered after every earlier load and store of this CPU."
-WRITE_ONCE = intrinsic(_store("monotonic"))
+WRITE_ONCE = _intrinsic(_store("monotonic"))
 WRITE_ONCE.__doc__ = "a[i] = v, written to memory once, untorn."
 
 
-@intrinsic
+@_intrinsic
 def cpu_relax(typingctx: Any) -> Any:
     """x86 ``pause``: tells the core this is a spin loop (and the compiler: memory changed)."""
     sig = types.void()
@@ -234,7 +241,7 @@ def _syscall(builder: Any, args: list[Any]) -> Any:
     return builder.call(fn, args)
 
 
-@intrinsic
+@_intrinsic
 def futex_wait(typingctx: Any, a: Any, i: Any, expected: Any, timeout_ns: Any) -> Any:
     """Sleep while the low 32 bits of a[i] equal ``expected``'s, at most ``timeout_ns``."""
     if not (_int_array(a) and isinstance(i, types.Integer)):
@@ -257,7 +264,7 @@ def futex_wait(typingctx: Any, a: Any, i: Any, expected: Any, timeout_ns: Any) -
     return sig, codegen
 
 
-@intrinsic
+@_intrinsic
 def futex_wake(typingctx: Any, a: Any, i: Any, n: Any) -> Any:
     """Wake at most ``n`` processes sleeping on the low 32 bits of a[i]; returns how many."""
     if not (_int_array(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)):
@@ -277,7 +284,7 @@ def futex_wake(typingctx: Any, a: Any, i: Any, n: Any) -> Any:
     return sig, codegen
 
 
-@intrinsic
+@_intrinsic
 def clock_ns(typingctx: Any) -> Any:
     """CLOCK_MONOTONIC, in nanoseconds."""
     sig = types.int64()
@@ -293,7 +300,7 @@ def clock_ns(typingctx: Any) -> Any:
     return sig, codegen
 
 
-@intrinsic
+@_intrinsic
 def pid_alive(typingctx: Any, pid: Any) -> Any:
     """False only when no process ``pid`` exists (``kill(pid, 0)`` fails with ESRCH)."""
     if not isinstance(pid, types.Integer):

@@ -96,7 +96,7 @@ def ticket_unlock(words: np.ndarray, w: int) -> None:
 @cached_njit
 def _abandoned_bit(w: int, ticket: int) -> tuple[int, int]:
     bit = ticket % ABANDONED_TICKETS
-    return w + ABANDONED + bit // 64, np.int64(1) << np.int64(bit % 64)
+    return w + ABANDONED + bit // 64, 1 << (bit % 64)
 
 
 @cached_njit

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from functools import partial
 
 import pytest
 
@@ -68,13 +69,16 @@ def waiter(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
     lab.words[lab.at.status + cpu] = status
 
 
+def queued(lab: LockLab, n: int) -> bool:
+    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n
+
+
 def queue(lab: LockLab, policy: int, waiters: list[tuple[int, int]]) -> list[int]:
     """Fork (shared, cpu) waiters one at a time, each once the previous one is queued."""
     pids = []
     for n, (shared, cpu) in enumerate(waiters, start=1):
         pids.append(lab.spawn(waiter, lab, policy, shared, cpu))
-        lab.wait_until(lambda n=n: lock_state(lab.words, lab.at.lock, RWSEM)[1] == n,
-                       f"{n} waiters queued")
+        lab.wait_until(partial(queued, lab, n), f"{n} waiters queued")
     return pids
 
 

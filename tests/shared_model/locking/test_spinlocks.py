@@ -9,7 +9,9 @@ only once the lock's own state shows the previous one queued."""
 from __future__ import annotations
 
 import time
+from functools import partial
 
+import numpy as np
 import pytest
 
 from shared_model.locking import (
@@ -61,16 +63,23 @@ def waiter(lab: LockLab, kind: int, cpu: int, stop_w: int) -> None:
     words[at.status + cpu] = status
 
 
+def arrived(lab: LockLab, cpu: int) -> bool:
+    return bool(lab.words[lab.at.status + cpu] == ARRIVED)
+
+
+def queued(lab: LockLab, kind: int, n: int) -> bool:
+    return lock_state(lab.words, lab.at.lock, kind)[1] == n
+
+
 def queue_waiters(lab: LockLab, kind: int, cpus: list[int], stop_of: dict[int, int]) -> list[int]:
     """Fork a waiter per cpu, each only once the previous one shows in the lock's state."""
     pids = []
     for n, cpu in enumerate(cpus, start=1):
         pids.append(lab.spawn(waiter, lab, kind, cpu, stop_of.get(cpu, lab.at.stop)))
         if kind == TAS:  # spinners leave no trace in a tas lock: wait for the arrival
-            lab.wait_until(lambda c=cpu: lab.words[lab.at.status + c] == ARRIVED, "arrival")
+            lab.wait_until(partial(arrived, lab, cpu), "arrival")
         else:
-            lab.wait_until(lambda n=n: lock_state(lab.words, lab.at.lock, kind)[1] == n,
-                           f"{n} waiters queued")
+            lab.wait_until(partial(queued, lab, kind, n), f"{n} waiters queued")
     return pids
 
 
@@ -233,3 +242,21 @@ def test_qspinlock_node_abandoned_in_a_queue_is_not_reused_until_skipped(lab: Lo
     assert lab.words[node0 + NODE_WORDS] != ABANDONED
     assert lock_state(lab.words, at.lock, QSPINLOCK) == (False, 0)
     assert lock_state(lab.words, at.lock2, QSPINLOCK) == (False, 0)
+
+
+def test_ticket_skips_a_run_of_abandoned_tickets_across_the_map_wrap() -> None:
+    """200 tickets given up behind a holder (their bits cross word and map boundaries:
+    63/64, 255/256): one release serves past all of them."""
+    words = np.zeros(64, dtype=np.int64)
+    lock, stop = 8, 0
+    words[lock] = words[lock + 1] = 200  # tickets 0..199 were served long ago
+    assert lock_acquire(words, lock, TICKET, 0, 0, 1, 32, stop) == LOCK_FAST
+    words[stop] = 2
+    for _ in range(200):
+        assert lock_acquire(words, lock, TICKET, 0, 0, 2, 32, stop) == LOCK_STOPPED
+    assert lock_state(words, lock, TICKET) == (True, 200)
+    words[stop] = 0
+    lock_release(words, lock, TICKET, 0, 0, 32)
+    assert words[lock] == words[lock + 1] == 401
+    assert not words[lock + 2 : lock + 6].any()  # every abandoned bit was claimed
+    assert lock_trylock(words, lock, TICKET, 0, 0, 1)
