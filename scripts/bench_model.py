@@ -66,6 +66,7 @@ def bench_locks(n: int) -> None:
     try:
         w = m.anon_vma_lock_word(0)
         for name in LOCK_KINDS:
+            m.words[w : w + 8] = 0  # each primitive starts from a zeroed (unlocked) record
             m.g[KIND0 + AV] = lock_kind(name)
             per = {}
             for instrument in (False, True):

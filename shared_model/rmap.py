@@ -326,7 +326,7 @@ def unmapped_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     return SHRINK_DONE
 
 
-@cached_njit
+@cached_njit(nrt=True)
 def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarray:
     """``scan``'s arithmetic: the entries page_referenced would visit for each page, counted
     in one process with no lock and no change (the same loop as ``rmap_walk_locked``)."""
