@@ -38,7 +38,7 @@ from shared_model.locks import CLASS, LOCK_KINDS, SITE, lock_acquire_c, lock_kin
 from shared_model.model import Model
 from shared_model.rmap import page_referenced
 
-AV, SITE_PR = CLASS["anon_vma"], SITE["page_referenced"]
+AV, PTL, SITE_PR = CLASS["anon_vma"], CLASS["ptl"], SITE["page_referenced"]
 
 
 def _close(m: Model) -> None:
@@ -56,18 +56,19 @@ def _line(what: str, value: str, target: str = "", ok: bool | None = None) -> No
 def _lock_loop(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, n: int) -> int:
     t = 0
     for _ in range(n):
-        t0 = lock_acquire_c(words, g, held, w, 0, 0, 0)
-        t += lock_release_c(words, g, held, w, 0, 0, 0, t0)
+        t0 = lock_acquire_c(words, g, held, w, PTL, 0, 0)
+        t += lock_release_c(words, g, held, w, PTL, 0, 0, t0)
     return t
 
 
 def bench_locks(n: int) -> None:
     m = Model.create(family_capacities("2.6.34", 1, 1, 1.0, 1), "2.6.34")
     try:
-        w = m.anon_vma_lock_word(0)
+        # A ptl-class lock (the one a walk takes per entry): without lockstat it is not timed.
+        w = m.ptl_word(0)
         for name in LOCK_KINDS:
             m.words[w : w + 8] = 0  # each primitive starts from a zeroed (unlocked) record
-            m.g[KIND0 + AV] = lock_kind(name)
+            m.g[KIND0 + PTL] = lock_kind(name)
             per = {}
             for instrument in (False, True):
                 m.locks.instrument = instrument

@@ -81,6 +81,7 @@ I64_MAX = np.iinfo(np.int64).max
 _NSITES = len(LOCK_SITES)
 _NCLS = len(LOCK_CLASSES)
 WAIT = CPU_STATE["wait"]
+AV_CLASS = CLASS["anon_vma"]
 
 
 class Stopped(Exception):
@@ -168,7 +169,8 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     (the caller then calls ``lock_acquire_slowpath`` with the time of its request)."""
     if g[G.ORDER_CHECK]:
         note_order(words, g, held, cls, site)
-    t0 = clock_ns()
+    # Without lockstat only the anon_vma lock is timed (its hold is the walk's time share).
+    t0 = clock_ns() if g[G.INSTRUMENT] or cls == AV_CLASS else 0
     if lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
         return t0
     return -1
@@ -221,7 +223,7 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
 def lock_release_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                    site: int, shared: int, t_acq: int) -> int:
     """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns)."""
-    hold = clock_ns() - t_acq
+    hold = clock_ns() - t_acq if g[G.INSTRUMENT] or cls == AV_CLASS else 0
     if g[G.ORDER_CHECK]:
         note_release(held, cls)
     lock_release(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.NODE_W])
