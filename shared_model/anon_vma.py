@@ -22,68 +22,148 @@ anon_vma_unlink                           unlink_anon_vmas
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
+from . import ctx as G
+from .ctx import raise_status
 from .layout import CH
-from .model import Model, OutOfMemory
+from .locking.jit import cached_njit
+from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
+from .model import (
+    Model,
+    kmem_cache_alloc_c,
+    kmem_cache_alloc_one,
+    kmem_cache_free_c,
+    kmem_cache_free_one,
+)
+from .rmap import anon_vma_lock_word_c
+
+AV_LOCK = CLASS["anon_vma"]
+S_PREPARE, S_FORK, S_UNLINK = SITE["anon_vma_prepare"], SITE["anon_vma_fork"], SITE["unlink_anon_vmas"]
+OK, STOPPED = G.OK, G.STOPPED
+
+# Compiled code addresses records through the geometry table (shared_model/ctx.py); these
+# give one field's int32 word.
+
+
+@njit(inline="always")
+def _av(g: np.ndarray, av: int, f: int) -> int:
+    return g[G.AV0] + av * 2 * g[G.AV_W64] + f
+
+
+@njit(inline="always")
+def _vma(g: np.ndarray, vma: int, f: int) -> int:
+    return g[G.VMA0] + vma * g[G.VMA_W] + f
+
+
+@njit(inline="always")
+def _avc(g: np.ndarray, avc: int, f: int) -> int:
+    return g[G.AVC0] + avc * g[G.AVC_W] + f
+
+
+@njit(inline="always")
+def _chunk(g: np.ndarray, c: int, f: int) -> int:
+    return g[G.CHUNK0] + c * g[G.CHUNK_W] + f
+
+
+@njit(inline="always")
+def anon_vma_lock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, av: int,
+                    site: int) -> tuple[int, int]:
+    """Take the lock guarding av (its own or its root's; the write side of an rwsem):
+    (lock word, acquire time), the time -1 when aborted."""
+    w = anon_vma_lock_word_c(w32, g, av)
+    return w, lock_acquire_c(words, g, held, w, AV_LOCK, site, 0)
+
+
+@njit(inline="always")
+def anon_vma_unlock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, site: int, t: int) -> None:
+    lock_release_c(words, g, held, w, AV_LOCK, site, 0, t)
+
 
 # ---------------------------------------------------------------------------- list
 
 
-def anon_vma_list_add_tail_locked(m: Model, av: int, vma: int, avc: int) -> None:
+@cached_njit
+def anon_vma_list_add_tail_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                                    sc: np.ndarray, av: int, vma: int, avc: int) -> int:
     """Append (vma, avc) to av's list; records the slot in the AVC (or, 2.6.33, the VMA).
+    OK, or a negative status with nothing changed.
 
     Expects held: the lock guarding av.  Takes and releases the chunk slab lock when the
     tail chunk is full."""
-    anon_vma, chunk = m.anon_vma, m.chunk
-    tail = int(anon_vma["tail"][av])
-    if tail < 0 or chunk["used"][tail] == CH:
-        c = m.alloc_one("chunk")
-        chunk["prev"][c] = tail
-        chunk["next"][c] = -1
-        chunk["anon_vma"][c] = av
-        chunk["used"][c] = 0
-        chunk["live"][c] = 0
-        chunk["vma"][c] = 0
-        chunk["avc"][c] = -1
+    tail = w32[_av(g, av, G.AV_TAIL)]
+    if tail < 0 or w32[_chunk(g, tail, G.CHUNK_USED)] == CH:
+        c = kmem_cache_alloc_one(words, w32, g, held, G.K_CHUNK, sc)
+        if c < 0:
+            return c
+        w32[_chunk(g, c, G.CHUNK_PREV)] = tail
+        w32[_chunk(g, c, G.CHUNK_NEXT)] = -1
+        w32[_chunk(g, c, G.CHUNK_ANON_VMA)] = av
+        w32[_chunk(g, c, G.CHUNK_USED)] = 0
+        w32[_chunk(g, c, G.CHUNK_LIVE)] = 0
+        for pos in range(CH):
+            w32[_chunk(g, c, G.CHUNK_VMA + pos)] = 0
+            w32[_chunk(g, c, G.CHUNK_AVC + pos)] = -1
         if tail < 0:
-            anon_vma["head"][av] = c
+            w32[_av(g, av, G.AV_HEAD)] = c
         else:
-            chunk["next"][tail] = c
-        anon_vma["tail"][av] = c
+            w32[_chunk(g, tail, G.CHUNK_NEXT)] = c
+        w32[_av(g, av, G.AV_TAIL)] = c
         tail = c
-    pos = int(chunk["used"][tail])
-    chunk["vma"][tail, pos] = vma
-    chunk["avc"][tail, pos] = avc
-    chunk["used"][tail] = pos + 1
-    chunk["live"][tail] += 1
-    anon_vma["nr_members"][av] += 1
-    owner = m.avc if avc >= 0 else m.vma
-    rec = avc if avc >= 0 else vma
-    owner["list_chunk"][rec] = tail
-    owner["list_pos"][rec] = pos
+    pos = w32[_chunk(g, tail, G.CHUNK_USED)]
+    w32[_chunk(g, tail, G.CHUNK_VMA + pos)] = vma
+    w32[_chunk(g, tail, G.CHUNK_AVC + pos)] = avc
+    w32[_chunk(g, tail, G.CHUNK_USED)] = pos + 1
+    w32[_chunk(g, tail, G.CHUNK_LIVE)] += 1
+    w32[_av(g, av, G.AV_NR_MEMBERS)] += 1
+    if avc >= 0:
+        w32[_avc(g, avc, G.AVC_LIST_CHUNK)] = tail
+        w32[_avc(g, avc, G.AVC_LIST_POS)] = pos
+    else:
+        w32[_vma(g, vma, G.VMA_LIST_CHUNK)] = tail
+        w32[_vma(g, vma, G.VMA_LIST_POS)] = pos
+    return OK
 
 
-def anon_vma_list_del_locked(m: Model, av: int, c: int, pos: int) -> None:
+@cached_njit
+def anon_vma_list_del_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                               sc: np.ndarray, av: int, c: int, pos: int) -> int:
     """Remove slot (c, pos) from av's list, freeing the chunk if it empties.
 
     Expects held: the lock guarding av."""
-    anon_vma, chunk = m.anon_vma, m.chunk
-    assert chunk["anon_vma"][c] == av and chunk["vma"][c, pos] != 0, "slot not on this list"
-    chunk["vma"][c, pos] = 0
-    chunk["avc"][c, pos] = -1
-    chunk["live"][c] -= 1
-    anon_vma["nr_members"][av] -= 1
-    if chunk["live"][c] == 0:
-        prev, nxt = int(chunk["prev"][c]), int(chunk["next"][c])
+    w32[_chunk(g, c, G.CHUNK_VMA + pos)] = 0
+    w32[_chunk(g, c, G.CHUNK_AVC + pos)] = -1
+    w32[_chunk(g, c, G.CHUNK_LIVE)] -= 1
+    w32[_av(g, av, G.AV_NR_MEMBERS)] -= 1
+    if w32[_chunk(g, c, G.CHUNK_LIVE)] == 0:
+        prev, nxt = w32[_chunk(g, c, G.CHUNK_PREV)], w32[_chunk(g, c, G.CHUNK_NEXT)]
         if prev >= 0:
-            chunk["next"][prev] = nxt
+            w32[_chunk(g, prev, G.CHUNK_NEXT)] = nxt
         else:
-            anon_vma["head"][av] = nxt
+            w32[_av(g, av, G.AV_HEAD)] = nxt
         if nxt >= 0:
-            chunk["prev"][nxt] = prev
+            w32[_chunk(g, nxt, G.CHUNK_PREV)] = prev
         else:
-            anon_vma["tail"][av] = prev
-        m.free("chunk", c)
+            w32[_av(g, av, G.AV_TAIL)] = prev
+        return kmem_cache_free_one(words, w32, g, held, G.K_CHUNK, c, sc)
+    return OK
+
+
+def anon_vma_list_add_tail_locked(m: Model, av: int, vma: int, avc: int) -> None:
+    """Append (vma, avc) to av's list (compiled; see anon_vma_list_add_tail_locked_c).
+    Expects held: the lock guarding av.  Raises OutOfMemory with nothing changed."""
+    st = anon_vma_list_add_tail_locked_c(m.words, m.w32, m.g, m.locks.held, m.scratch, av, vma, avc)
+    if st < 0:
+        raise_status(st)
+
+
+def anon_vma_list_del_locked(m: Model, av: int, c: int, pos: int) -> None:
+    """Remove slot (c, pos) from av's list.  Expects held: the lock guarding av."""
+    chunk = m.chunk
+    assert chunk["anon_vma"][c] == av and chunk["vma"][c, pos] != 0, "slot not on this list"
+    st = anon_vma_list_del_locked_c(m.words, m.w32, m.g, m.locks.held, m.scratch, av, c, pos)
+    if st < 0:
+        raise_status(st)
 
 
 def anon_vma_members(m: Model, av: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,188 +191,310 @@ def _chunk_ids(m: Model, av: int) -> list[int]:
 # ---------------------------------------------------------------------------- anon_vma
 
 
-def anon_vma_alloc(m: Model, parent: int = -1) -> int:
-    """A fresh anon_vma, its own root (or parent's root), no members.  No lock expected;
-    takes the slab lock.  The lock bytes are left as they are: records are type-stable."""
-    av = m.alloc_one("anon_vma")
-    a = m.anon_vma
-    a["root"][av] = av if parent < 0 else a["root"][parent]
-    a["parent"][av] = parent
-    a["head"][av] = -1
-    a["tail"][av] = -1
-    a["nr_members"][av] = 0
-    a["refcount"][av] = 0
+@cached_njit
+def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                     sc: np.ndarray, parent: int) -> int:
+    """A fresh anon_vma, its own root (or parent's root), no members: its index or a
+    negative status.  No lock expected; takes the slab lock.  The lock words are left as
+    they are: records are type-stable."""
+    av = kmem_cache_alloc_one(words, w32, g, held, G.K_ANON_VMA, sc)
+    if av < 0:
+        return av
+    w32[_av(g, av, G.AV_ROOT)] = av if parent < 0 else w32[_av(g, parent, G.AV_ROOT)]
+    w32[_av(g, av, G.AV_PARENT)] = parent
+    w32[_av(g, av, G.AV_HEAD)] = -1
+    w32[_av(g, av, G.AV_TAIL)] = -1
+    w32[_av(g, av, G.AV_NR_MEMBERS)] = 0
+    w32[_av(g, av, G.AV_REFCOUNT)] = 0
     return av
 
 
-def anon_vma_free(m: Model, av: int) -> None:
+@cached_njit
+def anon_vma_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                    sc: np.ndarray, av: int) -> int:
     """Free an anon_vma with an empty list; in eras that lock the root, drop the reference
-    it holds on its root (freeing the root too when that was the last).  No lock expected."""
-    a = m.anon_vma
-    assert a["nr_members"][av] == 0 and a["head"][av] < 0
-    root = int(a["root"][av])
-    m.free("anon_vma", av)
-    if m.era.lock_root and root != av:
-        tok = m.anon_vma_lock(root, "unlink_anon_vmas")
-        a["refcount"][root] -= 1
-        gone = a["refcount"][root] == 0 and a["nr_members"][root] == 0
-        m.anon_vma_unlock(tok)
-        if gone:
-            anon_vma_free(m, root)
+    it holds on its root (freeing the root too when that was the last).  No lock expected;
+    takes the root's lock for the reference."""
+    while True:
+        root = w32[_av(g, av, G.AV_ROOT)]
+        st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+        if st < 0 or not (g[G.LOCK_ROOT] and root != av):
+            return st
+        w, t = anon_vma_lock_c(words, w32, g, held, root, S_UNLINK)
+        if t < 0:
+            return STOPPED
+        w32[_av(g, root, G.AV_REFCOUNT)] -= 1
+        gone = w32[_av(g, root, G.AV_REFCOUNT)] == 0 and w32[_av(g, root, G.AV_NR_MEMBERS)] == 0
+        anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
+        if not gone:
+            return OK
+        av = root
 
 
-def _anon_vma_unused(m: Model, av: int) -> bool:
-    a = m.anon_vma
-    return bool(a["nr_members"][av] == 0 and a["refcount"][av] == 0)
+def anon_vma_alloc(m: Model, parent: int = -1) -> int:
+    """A fresh anon_vma (compiled: anon_vma_alloc_c).  Raises OutOfMemory."""
+    av = anon_vma_alloc_c(m.words, m.w32, m.g, m.locks.held, m.scratch, parent)
+    if av < 0:
+        raise_status(av)
+    return int(av)
+
+
+def anon_vma_free(m: Model, av: int) -> None:
+    """Free an anon_vma with an empty list (compiled: anon_vma_free_c)."""
+    assert m.anon_vma["nr_members"][av] == 0 and m.anon_vma["head"][av] < 0
+    st = anon_vma_free_c(m.words, m.w32, m.g, m.locks.held, m.scratch, av)
+    if st < 0:
+        raise_status(st)
+
+
+@njit(inline="always")
+def _anon_vma_unused(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
+    return w32[_av(g, av, G.AV_NR_MEMBERS)] == 0 and w32[_av(g, av, G.AV_REFCOUNT)] == 0
+
+
+@cached_njit
+def anon_vma_chain_link_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                                 sc: np.ndarray, vma: int, avc: int, av: int) -> int:
+    """Link AVC ``avc`` between vma and av: head of vma's same_vma list (newest first, as
+    ``list_add``), tail of av's list.  Expects held: av's lock (and the mm's mmap_sem)."""
+    st = anon_vma_list_add_tail_locked_c(words, w32, g, held, sc, av, vma, avc)
+    if st < 0:
+        return st
+    w32[_avc(g, avc, G.AVC_VMA)] = vma
+    w32[_avc(g, avc, G.AVC_ANON_VMA)] = av
+    w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)] = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
+    w32[_vma(g, vma, G.VMA_AVC_HEAD)] = avc
+    return OK
 
 
 def anon_vma_chain_link_locked(m: Model, vma: int, avc: int, av: int) -> None:
-    """Link AVC ``avc`` between vma and av: head of vma's same_vma list (newest first, as
-    ``list_add``), tail of av's list.  Expects held: av's lock (and the mm's mmap_sem)."""
-    anon_vma_list_add_tail_locked(m, av, vma, avc)  # may raise OutOfMemory: nothing changed
-    c = m.avc
-    c["vma"][avc] = vma
-    c["anon_vma"][avc] = av
-    c["same_vma_next"][avc] = m.vma["avc_head"][vma]
-    m.vma["avc_head"][vma] = avc
+    """Link AVC ``avc`` between vma and av.  Expects held: av's lock.  Raises OutOfMemory
+    with nothing changed."""
+    st = anon_vma_chain_link_locked_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma, avc, av)
+    if st < 0:
+        raise_status(st)
+
+
+@cached_njit
+def anon_vma_prepare_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       sc: np.ndarray, vma: int) -> int:
+    """Give vma an anon_vma on its first anonymous fault: it, or a negative status with
+    nothing changed.  Takes and releases the new anon_vma's lock."""
+    av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    if av >= 0:
+        return av
+    av = anon_vma_alloc_c(words, w32, g, held, sc, -1)
+    if av < 0:
+        return av
+    avc = -1
+    if g[G.CHAIN]:
+        avc = kmem_cache_alloc_one(words, w32, g, held, G.K_AVC, sc)
+        if avc < 0:
+            kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+            return avc
+    w, t = anon_vma_lock_c(words, w32, g, held, av, S_PREPARE)
+    if t < 0:
+        return STOPPED
+    if g[G.CHAIN]:
+        st = anon_vma_chain_link_locked_c(words, w32, g, held, sc, vma, avc, av)
+    else:
+        st = anon_vma_list_add_tail_locked_c(words, w32, g, held, sc, av, vma, -1)
+    if st == OK:
+        w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
+    anon_vma_unlock_c(words, g, held, w, S_PREPARE, t)
+    if st < 0:
+        if avc >= 0:
+            kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+        return st
+    return av
 
 
 def anon_vma_prepare(m: Model, vma: int) -> int:
     """Give vma an anon_vma on its first anonymous fault; returns it.
 
     Takes and releases the new anon_vma's lock.  Raises OutOfMemory with nothing changed."""
-    av = int(m.vma_anon_vma[vma])
-    if av >= 0:
-        return av
-    av = anon_vma_alloc(m)
-    avc = -1
-    if m.era.chain:
-        try:
-            avc = m.alloc_one("avc")
-        except OutOfMemory:
-            m.free("anon_vma", av)
-            raise
-    tok = m.anon_vma_lock(av, "anon_vma_prepare")
-    try:
-        if m.era.chain:
-            anon_vma_chain_link_locked(m, vma, avc, av)
-        else:
-            anon_vma_list_add_tail_locked(m, av, vma, -1)
-        m.vma_anon_vma[vma] = av
-    except OutOfMemory:
-        m.anon_vma_unlock(tok)
-        if avc >= 0:
-            m.free("avc", avc)
-        m.free("anon_vma", av)
-        raise
-    m.anon_vma_unlock(tok)
-    return av
+    av = anon_vma_prepare_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma)
+    if av < 0:
+        raise_status(av)
+    return int(av)
+
+
+@cached_njit
+def anon_vma_link_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                    sc: np.ndarray, vma: int) -> int:
+    """2.6.33 fork: the child VMA (already pointing at the parent's anon_vma) joins the tail
+    of that one family list.  Takes and releases that anon_vma's lock."""
+    av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    if av < 0:
+        return OK
+    w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
+    if t < 0:
+        return STOPPED
+    st = anon_vma_list_add_tail_locked_c(words, w32, g, held, sc, av, vma, -1)
+    if st < 0:
+        w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
+    anon_vma_unlock_c(words, g, held, w, S_FORK, t)
+    return st
 
 
 def anon_vma_link(m: Model, vma: int) -> None:
-    """2.6.33 fork: the child VMA (already pointing at the parent's anon_vma) joins the tail
-    of that one family list.  Takes and releases that anon_vma's lock."""
-    av = int(m.vma_anon_vma[vma])
-    if av < 0:
-        return
-    tok = m.anon_vma_lock(av, "anon_vma_fork")
-    try:
-        anon_vma_list_add_tail_locked(m, av, vma, -1)
-    except OutOfMemory:
-        m.vma_anon_vma[vma] = -1
-        raise
-    finally:
-        m.anon_vma_unlock(tok)
+    """2.6.33 fork of one VMA (compiled: anon_vma_link_c).  Raises OutOfMemory."""
+    st = anon_vma_link_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma)
+    if st < 0:
+        raise_status(st)
+
+
+@cached_njit
+def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                     sc: np.ndarray, dst: int, src: int) -> int:
+    """Give dst one AVC for every anon_vma on src's chain, oldest first, each linked under
+    that anon_vma's lock.  A failed allocation returns before linking anything; a failed
+    link leaves what was linked (the caller unwinds with unlink_anon_vmas)."""
+    n = 0
+    a = w32[_vma(g, src, G.VMA_AVC_HEAD)]
+    while a >= 0:
+        n += 1
+        a = w32[_avc(g, a, G.AVC_SAME_VMA_NEXT)]
+    if n == 0:
+        return OK
+    # sc[0:n]: the new AVCs; sc[n:2n]: the chain, newest first.
+    chain = sc[n : 2 * n]
+    a = w32[_vma(g, src, G.VMA_AVC_HEAD)]
+    for i in range(n):
+        chain[i] = w32[_avc(g, a, G.AVC_ANON_VMA)]
+        a = w32[_avc(g, a, G.AVC_SAME_VMA_NEXT)]
+    st = kmem_cache_alloc_c(words, w32, g, held, G.K_AVC, n, sc)
+    if st < 0:
+        return st
+    # The list ops need scratch of their own (sc[0] for a chunk): keep ours above 2n.
+    work = sc[2 * n :]
+    for i in range(n):
+        av = chain[n - 1 - i]
+        w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
+        if t < 0:
+            return STOPPED
+        st = anon_vma_chain_link_locked_c(words, w32, g, held, work, dst, sc[i], av)
+        anon_vma_unlock_c(words, g, held, w, S_FORK, t)
+        if st < 0:
+            kmem_cache_free_c(words, w32, g, held, G.K_AVC, sc[i:], n - i)  # the ones never linked
+            return st
+    return OK
 
 
 def anon_vma_clone(m: Model, dst: int, src: int) -> None:
-    """Give dst one AVC for every anon_vma on src's chain, oldest first, each linked under
-    that anon_vma's lock.  Raises OutOfMemory before linking anything."""
-    chain = []
-    a = int(m.vma["avc_head"][src])
-    while a >= 0:
-        chain.append(int(m.avc["anon_vma"][a]))
-        a = int(m.avc["same_vma_next"][a])
-    if not chain:
-        return
-    avcs = m.alloc("avc", len(chain)).tolist()
-    for i, av in enumerate(reversed(chain)):
-        tok = m.anon_vma_lock(av, "anon_vma_fork")
-        try:
-            anon_vma_chain_link_locked(m, dst, avcs[i], av)
-        except OutOfMemory:
-            m.free("avc", np.array(avcs[i:], dtype=np.int32))  # the ones never linked
-            raise
-        finally:
-            m.anon_vma_unlock(tok)
+    """Give dst one AVC for every anon_vma on src's chain (compiled: anon_vma_clone_c)."""
+    st = anon_vma_clone_c(m.words, m.w32, m.g, m.locks.held, m.scratch, dst, src)
+    if st < 0:
+        raise_status(st)
+
+
+@cached_njit
+def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                    sc: np.ndarray, vma: int, pvma: int) -> int:
+    """2.6.34 fork of one VMA: clone the parent's chain, then a new anon_vma of the child's
+    own, which becomes ``vma->anon_vma``.  On failure, unwinds what it linked (as the
+    kernel's ``out_error`` does with unlink_anon_vmas) and returns the status."""
+    pav = w32[_vma(g, pvma, G.VMA_ANON_VMA)]
+    w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
+    w32[_vma(g, vma, G.VMA_AVC_HEAD)] = -1
+    if pav < 0:
+        return OK
+    st = anon_vma_clone_c(words, w32, g, held, sc, vma, pvma)
+    if st < 0:
+        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
+        return st
+    av = anon_vma_alloc_c(words, w32, g, held, sc, pav)
+    if av < 0:
+        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
+        return av
+    avc = kmem_cache_alloc_one(words, w32, g, held, G.K_AVC, sc)
+    if avc < 0:
+        kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
+        return avc
+    if g[G.LOCK_ROOT]:
+        root = w32[_av(g, av, G.AV_ROOT)]
+        w, t = anon_vma_lock_c(words, w32, g, held, root, S_FORK)
+        if t < 0:
+            return STOPPED
+        w32[_av(g, root, G.AV_REFCOUNT)] += 1
+        anon_vma_unlock_c(words, g, held, w, S_FORK, t)
+    w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
+    if t < 0:
+        return STOPPED
+    st = anon_vma_chain_link_locked_c(words, w32, g, held, sc[1:], vma, avc, av)
+    if st == OK:
+        w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
+    anon_vma_unlock_c(words, g, held, w, S_FORK, t)
+    if st < 0:
+        kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        anon_vma_free_c(words, w32, g, held, sc, av)
+        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
+    return st
 
 
 def anon_vma_fork(m: Model, vma: int, pvma: int) -> None:
-    """2.6.34 fork of one VMA: clone the parent's chain, then a new anon_vma of the child's
-    own, which becomes ``vma->anon_vma``.  On OutOfMemory, unwinds what it linked (as the
-    kernel's ``out_error`` does with unlink_anon_vmas) and re-raises."""
-    pav = int(m.vma_anon_vma[pvma])
-    m.vma_anon_vma[vma] = -1
-    m.vma["avc_head"][vma] = -1
-    if pav < 0:
-        return
-    try:
-        anon_vma_clone(m, vma, pvma)
-        av = anon_vma_alloc(m, parent=pav)
-        try:
-            avc = m.alloc_one("avc")
-        except OutOfMemory:
-            m.free("anon_vma", av)
-            raise
-    except OutOfMemory:
-        unlink_anon_vmas(m, vma)
-        raise
-    if m.era.lock_root:
-        root = int(m.av_root[av])
-        tok = m.anon_vma_lock(root, "anon_vma_fork")
-        m.anon_vma["refcount"][root] += 1
-        m.anon_vma_unlock(tok)
-    tok = m.anon_vma_lock(av, "anon_vma_fork")
-    try:
-        anon_vma_chain_link_locked(m, vma, avc, av)
-        m.vma_anon_vma[vma] = av
-    except OutOfMemory:
-        m.anon_vma_unlock(tok)
-        m.free("avc", avc)
-        anon_vma_free(m, av)
-        unlink_anon_vmas(m, vma)
-        raise
-    m.anon_vma_unlock(tok)
+    """2.6.34 fork of one VMA (compiled: anon_vma_fork_c).  Raises OutOfMemory after
+    unwinding."""
+    st = anon_vma_fork_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma, pvma)
+    if st < 0:
+        raise_status(st)
 
 
-def unlink_anon_vmas(m: Model, vma: int) -> None:
+@cached_njit
+def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       sc: np.ndarray, vma: int) -> int:
     """Unlink every AVC of vma (chain eras) or the VMA itself (2.6.33) from its anon_vma's
     list, each under that anon_vma's lock, freeing anon_vmas that become unused and the
     AVCs.  Leaves vma with no anon_vma."""
-    if not m.era.chain:
-        av = int(m.vma_anon_vma[vma])
+    if not g[G.CHAIN]:
+        av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
         if av >= 0:
-            tok = m.anon_vma_lock(av, "unlink_anon_vmas")
-            anon_vma_list_del_locked(m, av, int(m.vma["list_chunk"][vma]), int(m.vma["list_pos"][vma]))
-            empty = _anon_vma_unused(m, av)
-            m.anon_vma_unlock(tok)
+            w, t = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
+            if t < 0:
+                return STOPPED
+            st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av, w32[_vma(g, vma, G.VMA_LIST_CHUNK)],
+                                            w32[_vma(g, vma, G.VMA_LIST_POS)])
+            empty = _anon_vma_unused(w32, g, av)
+            anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
+            if st < 0:
+                return st
             if empty:
-                anon_vma_free(m, av)
-        m.vma_anon_vma[vma] = -1
-        return
-    avc = int(m.vma["avc_head"][vma])
-    freed = []
+                st = anon_vma_free_c(words, w32, g, held, sc, av)
+                if st < 0:
+                    return st
+        w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
+        return OK
+    avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     while avc >= 0:
-        nxt = int(m.avc["same_vma_next"][avc])
-        av = int(m.avc["anon_vma"][avc])
-        tok = m.anon_vma_lock(av, "unlink_anon_vmas")
-        anon_vma_list_del_locked(m, av, int(m.avc["list_chunk"][avc]), int(m.avc["list_pos"][avc]))
-        empty = _anon_vma_unused(m, av)
-        m.anon_vma_unlock(tok)
+        nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
+        av = w32[_avc(g, avc, G.AVC_ANON_VMA)]
+        w, t = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
+        if t < 0:
+            return STOPPED
+        st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av, w32[_avc(g, avc, G.AVC_LIST_CHUNK)],
+                                        w32[_avc(g, avc, G.AVC_LIST_POS)])
+        empty = _anon_vma_unused(w32, g, av)
+        anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
+        if st < 0:
+            return st
         if empty:
-            anon_vma_free(m, av)
-        freed.append(avc)
+            st = anon_vma_free_c(words, w32, g, held, sc, av)
+            if st < 0:
+                return st
+        st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        if st < 0:
+            return st
+        w32[_vma(g, vma, G.VMA_AVC_HEAD)] = nxt
         avc = nxt
-    m.free("avc", np.array(freed, dtype=np.int32))
-    m.vma["avc_head"][vma] = -1
-    m.vma_anon_vma[vma] = -1
+    w32[_vma(g, vma, G.VMA_AVC_HEAD)] = -1
+    w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
+    return OK
+
+
+def unlink_anon_vmas(m: Model, vma: int) -> None:
+    """Unlink vma from the reverse map (compiled: unlink_anon_vmas_c)."""
+    st = unlink_anon_vmas_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma)
+    if st < 0:
+        raise_status(st)

@@ -7,7 +7,10 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   fork and one AVC per anon_vma of its parent's chain (2.6.34+, ``anon_vma_fork``).
 * ``lock_root``: the lock an rmap walk (and list changes) take is the root anon_vma's,
   i.e. one lock per fork family again (2.6.36+), instead of the anon_vma's own.
-* ``lock``: the primitive of that lock: a spinning lock until 3.0, a sleeping mutex from 3.0.
+* ``lock``: the primitive of that lock: x86's ticket spinlock until 3.0, a sleeping mutex
+  from 3.0 (``shared_model/locking``; ``--lock`` overrides it).
+* ``spin``: the primitive of the era's plain spinlocks (page_table_lock, the slab and
+  mapcount locks): ticket on the x86 of 2.6.25-4.1.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ class Era:
     lock_root: bool
     lock: str
     summary: str
+    spin: str = "ticket"
 
 
 ERAS: dict[str, Era] = {
     e.name: e
     for e in (
-        Era("2.6.33", chain=False, lock_root=False, lock="spin",
+        Era("2.6.33", chain=False, lock_root=False, lock="ticket",
             summary="one anon_vma per fork family; VMAs on its list; its spinlock"),
-        Era("2.6.34", chain=True, lock_root=False, lock="spin",
+        Era("2.6.34", chain=True, lock_root=False, lock="ticket",
             summary="anon_vma_chain: each child its own anon_vma; the page's anon_vma spinlock"),
-        Era("2.6.36", chain=True, lock_root=True, lock="spin",
+        Era("2.6.36", chain=True, lock_root=True, lock="ticket",
             summary="anon_vma_chain with anon_vma->root: the family's root spinlock"),
         Era("3.0", chain=True, lock_root=True, lock="mutex",
             summary="as 2.6.36, the root lock becomes a sleeping mutex"),

@@ -22,6 +22,7 @@ Segment map, in order, each array 64-byte aligned::
     lockstat[]    per-CPU lock statistics [cpu, class, site, field]
     walkhist[]    per-CPU walk-length histogram [cpu, bucket]
     lockdep[]     per-CPU lock-order edges [cpu, held class, taken class] (--check-lock-order)
+    qnodes[]      per-CPU MCS queue nodes of the queued locks (qspinlock)
 
 Addresses are in pages: ``vm_start``/``vm_end`` are virtual page numbers and the page
 table of an mm is indexed by vpn directly (so ``vma_address`` works in pages, and
@@ -248,6 +249,9 @@ WALK_HIST_BUCKETS = 64
 # per page, which is what a LOCK-prefixed add costs the kernel.
 MAPCOUNT_STRIPES = 256
 
+# Words of one CPU's block of MCS queue nodes (shared_model.locking.NODE_BLOCK_WORDS).
+QNODE_BLOCK_WORDS = 32
+
 ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "chunk", "page")
 
 
@@ -303,6 +307,9 @@ class Capacities:
             ("walkhist", np.dtype("<i8"), (self.cpus, WALK_HIST_BUCKETS)),
             # --check-lock-order: [cpu, held class, taken class] -> (times, first sites + 1)
             ("lockdep", np.dtype("<i8"), (self.cpus, len(LOCK_CLASSES), len(LOCK_CLASSES), 2)),
+            # qspinlock's per-CPU MCS nodes (4 nesting levels each); block 0 is the builder's
+            # (the process that builds the model before any CPU runs, cpu -1), CPU c's is c + 1.
+            ("qnodes", np.dtype("<i8"), (self.cpus + 1, QNODE_BLOCK_WORDS)),
         ]
         return spec
 

@@ -8,38 +8,38 @@ Lock ordering (deeper indentation = taken inside), as in mm/rmap.c::
         mapcount stripe lock     (leaf: stands for atomic_t on page->_mapcount)
       slab lock                  (leaf: allocation and freeing of records)
 
-Primitives are glibc's, called through ctypes on addresses inside the segment:
+The primitives are the kernel's own algorithms on real atomics, compiled with numba
+(``shared_model/locking/``: ``ticket``, ``qspinlock``, ``tas``, ``mutex``, ``rwsem``).  The
+anon_vma lock takes the era's primitive (or ``--lock``); the ptl, slab and mapcount locks
+are spinlocks of the era's spinning kind (ticket on the x86 of 2010).
 
-* ``spin``: ``pthread_spinlock_t`` (PTHREAD_PROCESS_SHARED).  The waiter busy-polls
-  ``pthread_spin_trylock`` from Python, so it burns its CPU exactly as a kernel spinner
-  does and can still notice the run's stop flag.  glibc's spinlock is test-and-set, not
-  the FIFO ticket lock of 2010's x86: hand-off is unfair, which only makes the pileup
-  worse for whoever is unlucky.
-* ``mutex``: a robust, process-shared ``pthread_mutex_t``: a futex, the waiter sleeps.
-  Robust means the next acquirer of a mutex whose owner died is told so (EOWNERDEAD).
-
-Every lock record is 64 bytes: the primitive's bytes, then ``owner`` (pid * 4096 + cpu + 1,
+Every lock record is 64 bytes: the primitive's words, then ``owner`` (pid * 4096 + cpu + 1,
 written by the holder after it acquires and cleared before it releases).
 
-Instrumentation: every acquisition records, in the acquiring CPU's own lockstat slot and
-for its (class, call site): acquisitions, contentions (the first trylock failed), wait
-(request to acquire) and hold (acquire to release) min/max/total, and a histogram of each.
-The uncontended path costs two clock reads and a handful of stores; waits are recorded
-only on the contended path.
+Instrumentation, recorded by compiled code in the acquiring CPU's own lockstat slot, for
+its (class, call site): acquisitions, contentions (the first trylock failed), wait (request
+to acquire) and hold (acquire to release) min/max/total, and a histogram of each.  The
+uncontended path costs two clock reads and a handful of stores; waits are recorded only on
+the contended path.
+
+Python sees two calls per acquisition at most: ``lock_acquire_fast`` (a trylock) and, only
+when that failed, the kind's ``*_slowpath`` wrapper, so that a py-spy profile shows lock
+wait as its own frame (``CpuLocks.lock_contended`` -> ``spin_lock_slowpath``) under the
+kernel function that asked for the lock.  Code that is itself compiled (the rmap walk)
+calls the compiled halves directly.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import time
-from typing import Protocol
 
 import numpy as np
+from numba import njit
 
+from . import ctx as G
+from .ctx import segment_words
 from .layout import (
-    CPU_DTYPE,
     CPU_FIELDS,
     CPU_STATE,
     LOCK_CLASSES,
@@ -54,298 +54,298 @@ from .layout import (
     LS_WAIT_MAX,
     LS_WAIT_MIN,
     LS_WAIT_TOTAL,
-    hist_bucket,
+    OWNER_WORD,
 )
+from .locking import (
+    KIND_NAMES,
+    LOCK_OWNER_DIED,
+    LOCK_STOPPED,
+    MUTEX,
+    RWSEM,
+    RWSEM_FIFO,
+    lock_acquire,
+    lock_release,
+    lock_trylock,
+)
+from .locking.atomics import clock_ns
+from .locking.jit import cached_njit
 from .segment import Segment
 
-LOCK_KINDS = ("spin", "mutex")
+# Primitive names a user can ask for (``--lock``); "spin" is kept as the old name of the
+# era's spinlock.
+LOCK_KINDS = tuple(KIND_NAMES)
+LOCK_ALIASES = {"spin": "ticket"}
 CLASS = {name: i for i, name in enumerate(LOCK_CLASSES)}
 SITE = {name: i for i, name in enumerate(LOCK_SITES)}
 I64_MAX = np.iinfo(np.int64).max
 _NSITES = len(LOCK_SITES)
-
-_libc: ctypes.CDLL | None = None
-
-
-def libc() -> ctypes.CDLL:
-    """glibc, with the prototypes we call declared (an undeclared pointer argument would be
-    truncated to a C int)."""
-    global _libc
-    if _libc is None:
-        c = ctypes.CDLL(None, use_errno=True)
-        vp, i = ctypes.c_void_p, ctypes.c_int
-        for name, args in {
-            "pthread_spin_init": [vp, i],
-            "pthread_spin_trylock": [vp],
-            "pthread_spin_unlock": [vp],
-            "pthread_mutexattr_init": [vp],
-            "pthread_mutexattr_destroy": [vp],
-            "pthread_mutexattr_setpshared": [vp, i],
-            "pthread_mutexattr_setrobust": [vp, i],
-            "pthread_mutex_init": [vp, vp],
-            "pthread_mutex_trylock": [vp],
-            "pthread_mutex_unlock": [vp],
-            "pthread_mutex_timedlock": [vp, vp],
-            "pthread_mutex_consistent": [vp],
-        }.items():
-            fn = getattr(c, name)
-            fn.argtypes = args
-            fn.restype = i
-        _libc = c
-    return _libc
+_NCLS = len(LOCK_CLASSES)
+WAIT = CPU_STATE["wait"]
+AV_CLASS = CLASS["anon_vma"]
 
 
 class Stopped(Exception):
     """The run's stop flag was raised while this CPU was waiting for a lock."""
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+def lock_kind(name: str) -> int:
+    """The ``shared_model.locking`` kind of a primitive name (``ValueError`` if unknown)."""
+    name = LOCK_ALIASES.get(name, name)
+    try:
+        return KIND_NAMES[name]
+    except KeyError:
+        raise ValueError(f"unknown lock kind {name!r} (choose from {', '.join(LOCK_KINDS)})") from None
 
 
-class Primitive(Protocol):
-    name: str
-
-    def init_template(self) -> bytes: ...
-    def trylock(self, addr: int) -> int: ...
-    def unlock(self, addr: int) -> int: ...
-    def wait(self, addr: int, stop: StopCheck) -> int: ...
+# ---------------------------------------------------------------------------- compiled
 
 
-class StopCheck(Protocol):
-    def __call__(self) -> bool: ...
+@njit(inline="always")
+def bit_length(v: int) -> int:
+    n = 0
+    if v >= 1 << 32:
+        v >>= 32
+        n += 32
+    if v >= 1 << 16:
+        v >>= 16
+        n += 16
+    if v >= 1 << 8:
+        v >>= 8
+        n += 8
+    if v >= 1 << 4:
+        v >>= 4
+        n += 4
+    if v >= 1 << 2:
+        v >>= 2
+        n += 2
+    if v >= 2:
+        v >>= 1
+        n += 1
+    return n + v
 
 
-class SpinPrimitive:
-    """pthread_spinlock_t, process-shared.  Waiting = polling trylock (busy)."""
-
-    name = "spin"
-
-    def __init__(self) -> None:
-        c = libc()
-        self.trylock = c.pthread_spin_trylock
-        self.unlock = c.pthread_spin_unlock
-        self._init = c.pthread_spin_init
-
-    def init_template(self) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        rc = self._init(buf, 1)  # PTHREAD_PROCESS_SHARED
-        if rc:
-            raise OSError(rc, "pthread_spin_init failed")
-        return buf.raw
-
-    def spin_lock_slowpath(self, addr: int, stop: StopCheck) -> int:
-        """Spin until acquired; returns 0 (a spinlock cannot know its owner died).  Named as
-        the kernel's slow path so that a profile reads like a kernel profile."""
-        trylock = self.trylock
-        spins = 0
-        while trylock(addr):
-            spins += 1
-            if not spins & 1023 and stop():
-                raise Stopped()
-        return 0
-
-    wait = spin_lock_slowpath
+@njit(inline="always")
+def hist_bucket_c(v: int) -> int:
+    """layout.hist_bucket, compiled."""
+    if v < 8:
+        return max(0, v)
+    bl = bit_length(v)
+    return (bl << 2) | ((v >> (bl - 3)) & 3)
 
 
-class MutexPrimitive:
-    """Robust process-shared pthread_mutex_t.  Waiting = sleeping on the futex."""
-
-    name = "mutex"
-
-    def __init__(self) -> None:
-        c = libc()
-        self.trylock = c.pthread_mutex_trylock
-        self.unlock = c.pthread_mutex_unlock
-        self._timedlock = c.pthread_mutex_timedlock
-        self._consistent = c.pthread_mutex_consistent
-        self._c = c
-
-    def init_template(self) -> bytes:
-        c = self._c
-        attr = ctypes.create_string_buffer(64)
-        buf = ctypes.create_string_buffer(64)
-        for rc in (
-            c.pthread_mutexattr_init(attr),
-            c.pthread_mutexattr_setpshared(attr, 1),  # PTHREAD_PROCESS_SHARED
-            c.pthread_mutexattr_setrobust(attr, 1),  # PTHREAD_MUTEX_ROBUST
-            c.pthread_mutex_init(buf, attr),
-        ):
-            if rc:
-                raise OSError(rc, "pthread mutex init failed")
-        c.pthread_mutexattr_destroy(attr)
-        return buf.raw
-
-    def mutex_lock_slowpath(self, addr: int, stop: StopCheck) -> int:
-        """Sleep on the mutex in 50 ms slices, checking the stop flag between slices.
-
-        Returns EOWNERDEAD when the previous owner died holding it (made consistent)."""
-        ts = _Timespec()
-        while True:
-            now = time.clock_gettime_ns(time.CLOCK_REALTIME) + 50_000_000
-            ts.tv_sec, ts.tv_nsec = divmod(now, 1_000_000_000)
-            rc = self._timedlock(addr, ctypes.addressof(ts))
-            if rc == 0:
-                return 0
-            if rc == errno.EOWNERDEAD:
-                self._consistent(addr)
-                return rc
-            if rc != errno.ETIMEDOUT:
-                raise OSError(rc, os.strerror(rc))
-            if stop():
-                raise Stopped()
-
-    wait = mutex_lock_slowpath
-
-    def make_consistent(self, addr: int) -> None:
-        self._consistent(addr)
+@cached_njit
+def note_order(words: np.ndarray, g: np.ndarray, held: np.ndarray, cls: int, site: int) -> None:
+    """lockdep: before taking class ``cls`` at ``site``, an edge from every class this CPU
+    holds (recorded on the attempt, so a deadlock that never completes is still seen)."""
+    base = g[G.LOCKDEP_BASE]
+    for i in range(held[0]):
+        hcls, hsite = held[1 + 2 * i], held[2 + 2 * i]
+        e = base + (hcls * _NCLS + cls) * 2
+        words[e] += 1
+        if words[e + 1] == 0:
+            words[e + 1] = hsite * 64 + site + 1
+    n = held[0]
+    if 2 + 2 * n < len(held):
+        held[1 + 2 * n] = cls
+        held[2 + 2 * n] = site
+        held[0] = n + 1
 
 
-def make_primitive(kind: str) -> Primitive:
-    if kind == "spin":
-        return SpinPrimitive()
-    if kind == "mutex":
-        return MutexPrimitive()
-    raise ValueError(f"unknown lock kind {kind!r} (choose from {', '.join(LOCK_KINDS)})")
+@cached_njit
+def note_release(held: np.ndarray, cls: int) -> None:
+    for i in range(held[0] - 1, -1, -1):
+        if held[1 + 2 * i] == cls:
+            for j in range(i, held[0] - 1):
+                held[1 + 2 * j] = held[3 + 2 * j]
+                held[2 + 2 * j] = held[4 + 2 * j]
+            held[0] -= 1
+            return
 
 
-def init_locks(seg: Segment, array: str, field: str | None, prim: Primitive) -> None:
-    """Initialise every lock in ``array[...][field]`` (or the array itself, when field is
-    None) with ``prim``: unlocked, no owner.
+@cached_njit
+def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                      site: int, shared: int) -> int:
+    """Try lock word ``w`` once; the acquire time (ns) on success, -1 when it is contended
+    (the caller then calls ``lock_acquire_slowpath`` with the time of its request)."""
+    if g[G.ORDER_CHECK]:
+        note_order(words, g, held, cls, site)
+    # Without lockstat only the anon_vma lock is timed (its hold is the walk's time share).
+    t0 = clock_ns() if g[G.INSTRUMENT] or cls == AV_CLASS else 0
+    if lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
+        return t0
+    return -1
 
-    An unlocked process-shared glibc lock holds no pointers, so one initialised template
-    is copied into every record, as a static initializer would be."""
-    template = np.frombuffer(prim.init_template()[:56], dtype="V56")[0]
-    locks = seg[array] if field is None else seg[array][field]
-    locks["raw"] = template
-    locks["owner"] = 0
+
+@cached_njit
+def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, w: int, cls: int, site: int,
+                          shared: int, t0: int) -> int:
+    """Wait for lock word ``w``, publishing "waiting for w" in this CPU's slot meanwhile;
+    returns the acquire time, or -1 when the run was aborted (stop = 2) during the wait.
+    Records the wait in lockstat."""
+    cb = g[G.CPU_BASE]
+    prev_state, prev_since = words[cb + G.F_STATE], words[cb + G.F_SINCE]
+    words[cb + G.F_WAIT_LOCK] = w
+    words[cb + G.F_SINCE] = t0
+    words[cb + G.F_STATE] = WAIT
+    st = lock_acquire(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG],
+                      g[G.NODE_W], g[G.STOP_W])
+    words[cb + G.F_STATE] = prev_state
+    words[cb + G.F_SINCE] = prev_since
+    words[cb + G.F_WAIT_LOCK] = -1
+    if st == LOCK_STOPPED:
+        return -1
+    t1 = clock_ns()
+    if st == LOCK_OWNER_DIED:
+        words[cb + G.F_OWNER_DIED] += 1
+    wait = t1 - t0
+    words[cb + G.F_T_WAIT] += wait
+    if g[G.INSTRUMENT]:
+        b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
+        words[b + LS_CONT] += 1
+        words[b + LS_WAIT_TOTAL] += wait
+        words[b + LS_WAIT_MAX] = max(words[b + LS_WAIT_MAX], wait)
+        words[b + LS_WAIT_MIN] = min(words[b + LS_WAIT_MIN], wait)
+        words[b + LS_WAIT_HIST + hist_bucket_c(wait)] += 1
+    return t1
+
+
+@cached_njit
+def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                   site: int, shared: int) -> int:
+    """Both halves, for compiled callers: the acquire time, or -1 when aborted."""
+    t = lock_acquire_fast(words, g, held, w, cls, site, shared)
+    if t >= 0:
+        return t
+    return lock_acquire_slowpath(words, g, w, cls, site, shared, clock_ns())
+
+
+@cached_njit
+def lock_release_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                   site: int, shared: int, t_acq: int) -> int:
+    """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns)."""
+    hold = clock_ns() - t_acq if g[G.INSTRUMENT] or cls == AV_CLASS else 0
+    if g[G.ORDER_CHECK]:
+        note_release(held, cls)
+    lock_release(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.NODE_W])
+    if g[G.INSTRUMENT]:
+        b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
+        words[b] += 1  # LS_ACQ
+        words[b + LS_HOLD_TOTAL] += hold
+        words[b + LS_HOLD_MAX] = max(words[b + LS_HOLD_MAX], hold)
+        words[b + LS_HOLD_MIN] = min(words[b + LS_HOLD_MIN], hold)
+        words[b + LS_HOLD_HIST + hist_bucket_c(hold)] += 1
+    return hold
+
+
+# ---------------------------------------------------------------------------- Python side
 
 
 class CpuLocks:
     """One CPU's view of the locks: acquire/release with lockstat recording.
 
     Usage is always paired: ``t = acquire(w, cls, site)`` ... ``release(w, cls, site, t)``
-    where ``w`` is the lock's word index in the segment (``lock_word``).
+    where ``w`` is the lock's word index in the segment.  ``g`` is this CPU's geometry
+    table (``shared_model.ctx``), shared with the compiled code that takes locks itself.
     """
 
-    def __init__(
-        self,
-        seg: Segment,
-        cpu: int,
-        prims: dict[int, Primitive],
-        instrument: bool = True,
-    ) -> None:
+    def __init__(self, seg: Segment, cpu: int, g: np.ndarray) -> None:
         self.seg = seg
         self.cpu = cpu
-        self.prims = prims  # lock class -> primitive
-        self.instrument = instrument
-        self.base = seg.base
-        self.words = seg.shm.buf.cast("q")
-        self.owner_tag = os.getpid() * 4096 + cpu + 1
-        off = seg.offsets["lockstat"] // 8 + cpu * len(LOCK_CLASSES) * len(LOCK_SITES) * LS_FIELDS
-        self.ls_base = off
-        self.cpu_base = (seg.offsets["cpu"] + cpu * CPU_DTYPE.itemsize) // 8
+        self.g = g
+        self.words, self.w32 = segment_words(seg)
+        self.owner_tag = int(g[G.OWNER_TAG])
+        self.cpu_base = int(g[G.CPU_BASE])
         self.f = {name: self.cpu_base + i for i, name in enumerate(CPU_FIELDS)}
-        self.stop_word = seg.offsets["header"] // 8 + 2
-        self.wait_ns = 0  # this CPU's total lock wait, for nested accounting
-        self._trylocks = {c: p.trylock for c, p in prims.items()}
-        self._unlocks = {c: p.unlock for c, p in prims.items()}
-        self.clock = time.perf_counter_ns
-        # lockdep-like order checking (off unless asked for): the classes this CPU holds,
-        # and its edge table [held class][taken class] -> (times, first call sites + 1).
-        self.order_check = False
-        self.held: list[tuple[int, int]] = []
-        ncls = len(LOCK_CLASSES)
-        self.ld_base = seg.offsets["lockdep"] // 8 + cpu * ncls * ncls * 2
+        self.stop_word = int(g[G.STOP_W])
+        self.ls_base = int(g[G.LS_BASE])
+        # lockdep's held stack: [count, (class, site) ...], process-local.
+        self.held = np.zeros(1 + 2 * 16, dtype=np.int64)
+        self._slowpaths = {cls: self._slowpath_for(int(g[G.KIND0 + cls])) for cls in range(_NCLS)}
+
+    def _slowpath_for(self, kind: int):  # type: ignore[no-untyped-def]
+        if kind == MUTEX:
+            return self.mutex_lock_slowpath
+        if kind == RWSEM:
+            return self.rwsem_down_slowpath
+        return self.spin_lock_slowpath
+
+    # The knobs the Python side may flip between operations.
+    @property
+    def instrument(self) -> bool:
+        return bool(self.g[G.INSTRUMENT])
+
+    @instrument.setter
+    def instrument(self, on: bool) -> None:
+        self.g[G.INSTRUMENT] = int(on)
+
+    @property
+    def order_check(self) -> bool:
+        return bool(self.g[G.ORDER_CHECK])
+
+    @order_check.setter
+    def order_check(self, on: bool) -> None:
+        self.g[G.ORDER_CHECK] = int(on)
+
+    @property
+    def wait_ns(self) -> int:
+        """This CPU's total lock wait so far (ns)."""
+        return int(self.words[self.f["t_wait_ns"]])
 
     def stopping(self) -> bool:
         """The run is being aborted (stop >= 2): waiters give up with Stopped.  A plain stop
         (1) lets every CPU finish its current operation, so waits go on."""
-        return self.words[self.stop_word] >= 2
+        return bool(self.words[self.stop_word] >= 2)
 
     def reset_stats(self) -> None:
         """Zero this CPU's lockstat (min fields start at +inf)."""
-        n = len(LOCK_CLASSES) * len(LOCK_SITES) * LS_FIELDS
-        view = np.frombuffer(self.seg.shm.buf, dtype=np.int64, count=n, offset=self.ls_base * 8)
-        v = view.reshape(-1, LS_FIELDS)
-        v[:] = 0
-        v[:, LS_WAIT_MIN] = I64_MAX
-        v[:, LS_HOLD_MIN] = I64_MAX
-        del view, v
+        reset_lockstat(self.seg, self.cpu)
 
-    def acquire(self, w: int, cls: int, site: int) -> int:
+    def acquire(self, w: int, cls: int, site: int, shared: int = 0) -> int:
         """Take lock word ``w``; returns the acquire time (ns) to hand to ``release``."""
-        if self.order_check:
-            self.note_order(cls, site)
-        t0 = self.clock()
-        rc = self._trylocks[cls](self.base + 8 * w)
-        if rc:
-            t0 = self.lock_contended(w, self.base + 8 * w, cls, site, t0, rc)
-        self.words[w + 7] = self.owner_tag
-        return t0
+        t = lock_acquire_fast(self.words, self.g, self.held, w, cls, site, shared)
+        if t < 0:
+            t = self.lock_contended(w, cls, site, shared)
+        return t
 
-    def note_order(self, cls: int, site: int) -> None:
-        """Record, before trying to take a lock of class ``cls`` at ``site``, an edge from
-        every class this CPU holds (as lockdep does on acquire, so a deadlock that never
-        completes the acquisition is still recorded)."""
-        words, n = self.words, len(LOCK_CLASSES)
-        for hcls, hsite in self.held:
-            e = self.ld_base + (hcls * n + cls) * 2
-            words[e] += 1
-            if not words[e + 1]:
-                words[e + 1] = hsite * 64 + site + 1
-        self.held.append((cls, site))
+    def lock_contended(self, w: int, cls: int, site: int, shared: int = 0) -> int:
+        """The contended path: the primitive's slow path (its own frame in a profile)."""
+        t = self._slowpaths[cls](w, cls, site, shared, time.monotonic_ns())
+        if t < 0:
+            raise Stopped()
+        return t
 
-    def lock_contended(self, w: int, addr: int, cls: int, site: int, t0: int, rc: int) -> int:
-        words, f = self.words, self.f
-        if rc == errno.EOWNERDEAD:
-            # A robust mutex whose owner died: trylock acquired it; make it usable again.
-            self.prims[cls].make_consistent(addr)
-            words[f["owner_died"]] += 1
-            return t0
-        prev_state, prev_since = words[f["state"]], words[f["state_since_ns"]]
-        words[f["wait_lock"]] = w
-        words[f["state_since_ns"]] = t0
-        words[f["state"]] = CPU_STATE["wait"]
-        try:
-            rc = self.prims[cls].wait(addr, self.stopping)
-        finally:
-            words[f["state"]] = prev_state
-            words[f["state_since_ns"]] = prev_since
-            words[f["wait_lock"]] = -1
-        t1 = self.clock()
-        if rc:
-            words[f["owner_died"]] += 1
-        wait = t1 - t0
-        self.wait_ns += wait
-        words[f["t_wait_ns"]] += wait
-        if self.instrument:
-            b = self.ls_base + (cls * _NSITES + site) * LS_FIELDS
-            words[b + LS_CONT] += 1
-            words[b + LS_WAIT_TOTAL] += wait
-            words[b + LS_WAIT_MAX] = max(words[b + LS_WAIT_MAX], wait)
-            words[b + LS_WAIT_MIN] = min(words[b + LS_WAIT_MIN], wait)
-            words[b + LS_WAIT_HIST + hist_bucket(wait)] += 1
-        return t1
+    # One wrapper per kind of wait, named as the kernel's, so that a profile says which.
+    def spin_lock_slowpath(self, w: int, cls: int, site: int, shared: int, t0: int) -> int:
+        return lock_acquire_slowpath(self.words, self.g, w, cls, site, shared, t0)
 
-    def release(self, w: int, cls: int, site: int, t_acq: int) -> int:
+    def mutex_lock_slowpath(self, w: int, cls: int, site: int, shared: int, t0: int) -> int:
+        return lock_acquire_slowpath(self.words, self.g, w, cls, site, shared, t0)
+
+    def rwsem_down_slowpath(self, w: int, cls: int, site: int, shared: int, t0: int) -> int:
+        return lock_acquire_slowpath(self.words, self.g, w, cls, site, shared, t0)
+
+    def release(self, w: int, cls: int, site: int, t_acq: int, shared: int = 0) -> int:
         """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns)."""
-        hold = self.clock() - t_acq
-        words = self.words
-        if self.order_check:
-            for i in range(len(self.held) - 1, -1, -1):
-                if self.held[i][0] == cls:
-                    del self.held[i]
-                    break
-        words[w + 7] = 0
-        self._unlocks[cls](self.base + 8 * w)
-        if self.instrument:
-            b = self.ls_base + (cls * _NSITES + site) * LS_FIELDS
-            words[b] += 1  # LS_ACQ
-            words[b + LS_HOLD_TOTAL] += hold
-            words[b + LS_HOLD_MAX] = max(words[b + LS_HOLD_MAX], hold)
-            words[b + LS_HOLD_MIN] = min(words[b + LS_HOLD_MIN], hold)
-            bl = hold.bit_length()  # hist_bucket(hold), inlined: this is the hot path
-            words[b + LS_HOLD_HIST + ((bl << 2) | ((hold >> (bl - 3)) & 3) if bl > 3 else hold)] += 1
-        return hold
+        return lock_release_c(self.words, self.g, self.held, w, cls, site, shared, t_acq)
 
+    def owner(self, w: int) -> int:
+        return int(self.words[w + OWNER_WORD])
+
+
+def reset_lockstat(seg: Segment, cpu: int) -> None:
+    """Zero CPU ``cpu``'s lockstat (min fields start at +inf)."""
+    ls = seg["lockstat"][cpu]
+    ls[...] = 0
+    ls[..., LS_WAIT_MIN] = I64_MAX
+    ls[..., LS_HOLD_MIN] = I64_MAX
+
+
+def owner_tag(pid: int, cpu: int) -> int:
+    return pid * 4096 + cpu + 1
+
+
+def default_owner_tag(cpu: int) -> int:
+    return owner_tag(os.getpid(), cpu)
+
+
+__all__ = ["CLASS", "LOCK_KINDS", "RWSEM_FIFO", "SITE", "CpuLocks", "Stopped", "lock_kind"]

@@ -2,32 +2,101 @@
 
 Only the CPU that runs an mm changes that mm's VMAs and page tables (this stands for
 mmap_sem held for write); other CPUs reach its PTEs only through an rmap walk, which takes
-the mm's ``ptl`` before it changes one.  Page-table updates are vectorised over a range of
-pages (a fault-around, or the whole of ``copy_page_range``), with the same semantics as
-doing them one page at a time.
+the mm's ``ptl`` before it changes one.  Every operation runs compiled (numba), a page at a time as the
+kernel's loops do, beside a thin Python wrapper with the kernel's name; compiled code
+returns a status that the wrapper turns into OutOfMemory or Stopped.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from .anon_vma import anon_vma_fork, anon_vma_link, anon_vma_prepare, unlink_anon_vmas
+from . import ctx as G
+from .anon_vma import (
+    anon_vma_fork_c,
+    anon_vma_link_c,
+    anon_vma_prepare_c,
+    unlink_anon_vmas,
+    unlink_anon_vmas_c,
+)
+from .ctx import raise_status
 from .layout import MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG
-from .model import Model, OutOfMemory
+from .locking.jit import cached_njit
+from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
+from .model import (
+    Model,
+    kmem_cache_alloc_c,
+    kmem_cache_alloc_one,
+    kmem_cache_free_c,
+    kmem_cache_free_one,
+)
+from .rmap import do_swap_page_c, mapcount_add_c
+
+PTL, MAPCOUNT = CLASS["ptl"], CLASS["mapcount"]
+S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_page", "dup_mmap", "exit_mmap"))
+OK, STOPPED = G.OK, G.STOPPED
+
+
+@njit(inline="always")
+def _mm(g: np.ndarray, mm: int, f: int) -> int:
+    return g[G.MM0] + mm * 2 * g[G.MM_W64] + f
+
+
+@njit(inline="always")
+def _vma(g: np.ndarray, vma: int, f: int) -> int:
+    return g[G.VMA0] + vma * g[G.VMA_W] + f
+
+
+@njit(inline="always")
+def _page(g: np.ndarray, page: int, f: int) -> int:
+    return g[G.PAGE0] + page * g[G.PAGE_W] + f
+
+
+@njit(inline="always")
+def _pte(g: np.ndarray, slot: int) -> int:
+    """int32 word of the PTE at ``slot``: [page, flags]."""
+    return g[G.PTE0] + 2 * slot
+
+
+@njit(inline="always")
+def lock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int) -> int:
+    return lock_acquire_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0)
+
+
+@njit(inline="always")
+def unlock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int, t: int) -> None:
+    lock_release_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0, t)
+
+
+# ---------------------------------------------------------------------------- mm and VMAs
+
+
+@cached_njit
+def mm_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+               parent: int) -> int:
+    """A new, empty mm_struct: its index or a negative status.  Takes the slab lock."""
+    mm = kmem_cache_alloc_one(words, w32, g, held, G.K_MM, sc)
+    if mm < 0:
+        return mm
+    w32[_mm(g, mm, G.MM_VMA_HEAD)] = -1
+    w32[_mm(g, mm, G.MM_NR_VMAS)] = 0
+    w32[_mm(g, mm, G.MM_RSS)] = 0
+    w32[_mm(g, mm, G.MM_PARENT)] = parent
+    ptrs = g[G.PTRS]
+    for a in range(ptrs):
+        e = _pte(g, mm * ptrs + a)
+        w32[e] = -1
+        w32[e + 1] = 0
+    return mm
 
 
 def mm_alloc(m: Model, parent: int = -1) -> int:
     """A new, empty mm_struct.  Takes the slab lock."""
-    mm = m.alloc_one("mm")
-    rec = m.mm
-    rec["vma_head"][mm] = -1
-    rec["nr_vmas"][mm] = 0
-    rec["rss"][mm] = 0
-    rec["parent"][mm] = parent
-    base = mm * m.ptrs
-    m.pte_page[base : base + m.ptrs] = -1
-    m.pte_flags[base : base + m.ptrs] = 0
-    return mm
+    mm = mm_alloc_c(m.words, m.w32, m.g, m.locks.held, m.scratch, parent)
+    if mm < 0:
+        raise_status(mm)
+    return int(mm)
 
 
 def mm_vmas(m: Model, mm: int) -> list[int]:
@@ -47,16 +116,18 @@ def find_vma(m: Model, mm: int, vpn: int) -> int:
     return -1
 
 
-def _vma_insert(m: Model, mm: int, vma: int) -> None:
+@cached_njit
+def vma_insert_c(w32: np.ndarray, g: np.ndarray, mm: int, vma: int) -> None:
     """Append vma to mm's list (address order is the order of creation here)."""
-    rec = m.vma
-    rec["vm_next"][vma] = -1
-    vmas = mm_vmas(m, mm)
-    if vmas:
-        rec["vm_next"][vmas[-1]] = vma
+    w32[_vma(g, vma, G.VMA_NEXT)] = -1
+    v = w32[_mm(g, mm, G.MM_VMA_HEAD)]
+    if v < 0:
+        w32[_mm(g, mm, G.MM_VMA_HEAD)] = vma
     else:
-        m.mm["vma_head"][mm] = vma
-    m.mm["nr_vmas"][mm] += 1
+        while w32[_vma(g, v, G.VMA_NEXT)] >= 0:
+            v = w32[_vma(g, v, G.VMA_NEXT)]
+        w32[_vma(g, v, G.VMA_NEXT)] = vma
+    w32[_mm(g, mm, G.MM_NR_VMAS)] += 1
 
 
 def do_mmap(m: Model, mm: int, start: int, npages: int) -> int:
@@ -67,58 +138,8 @@ def do_mmap(m: Model, mm: int, start: int, npages: int) -> int:
         raise ValueError(f"mapping [{start}, {start + npages}) outside the page table (0..{m.ptrs})")
     vma = m.alloc_one("vma")
     m.vma[vma] = (start, start + npages, start, mm, -1, -1, -1, -1, -1, 1)
-    _vma_insert(m, mm, vma)
+    vma_insert_c(m.w32, m.g, mm, vma)
     return vma
-
-
-def page_counts_add(m: Model, pages: np.ndarray, dmap: int, dswap: int, site: str) -> np.ndarray:
-    """Add dmap to the mapcount and dswap to the swap count of each (distinct) page; returns
-    the pages whose counts both reached zero (the caller frees them: it owned the last
-    reference).  Takes and releases the pages' mapcount stripe locks (lock_stripes)."""
-    toks = lock_stripes(m, pages, site)
-    try:
-        return page_counts_add_locked(m, pages, dmap, dswap)
-    finally:
-        unlock_stripes(m, toks)
-
-
-def lock_stripes(m: Model, pages: np.ndarray, site: str) -> list[tuple[int, int, int]]:
-    """Take the mapcount stripe locks (atomic_t) of ``pages``, all of them in ascending order,
-    so that a batch is one locked section; none while the model is ``exclusive`` (being
-    built by one process before any CPU starts)."""
-    if m.exclusive or not len(pages):
-        return []
-    if len(pages) == 1:
-        return [m.mapcount_lock(int(pages[0]), site)]
-    return [m.mapcount_lock(s, site) for s in np.unique(pages % MAPCOUNT_STRIPES).tolist()]
-
-
-def unlock_stripes(m: Model, toks: list[tuple[int, int, int]]) -> None:
-    for tok in reversed(toks):
-        m.mapcount_unlock(tok)
-
-
-def page_counts_add_locked(m: Model, pages: np.ndarray, dmap: int, dswap: int) -> np.ndarray:
-    """page_counts_add with the pages' stripes already held."""
-    if dmap:
-        was = m.page_mapcount[pages] > 0
-        m.page_mapcount[pages] += dmap
-        now = m.page_mapcount[pages] > 0
-        _count_frames(m, int(np.count_nonzero(now & ~was)), int(np.count_nonzero(was & ~now)))
-    if dswap:
-        m.page_swapcount[pages] += dswap
-    dead = (m.page_mapcount[pages] == 0) & (m.page_swapcount[pages] == 0)
-    return pages[dead]
-
-
-def _count_frames(m: Model, came: int, went: int) -> None:
-    """A page is resident (holds a frame) while its mapcount is above zero; count the
-    transitions in this CPU's slot so that resident pages = sum(in) - sum(out)."""
-    words, f = m.locks.words, m.locks.f
-    if came:
-        words[f["frames_in"]] += came
-    if went:
-        words[f["frames_out"]] += went
 
 
 def resident_pages(m: Model) -> int:
@@ -127,209 +148,362 @@ def resident_pages(m: Model) -> int:
     return int(cpu["frames_in"].sum() - cpu["frames_out"].sum())
 
 
-def free_pages(m: Model, pages: np.ndarray) -> None:
-    """Return unreferenced pages to the page slab.  Takes the slab lock."""
-    if len(pages):
-        m.page_mapping[pages] = -1
-        m.page_index[pages] = -1
-        m.free("page", pages)
+@cached_njit
+def free_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, pages: np.ndarray,
+                 n: int) -> int:
+    """Return unreferenced pages[:n] to the page slab.  Takes the slab lock."""
+    if n == 0:
+        return OK
+    for i in range(n):
+        w32[_page(g, pages[i], G.PAGE_MAPPING)] = -1
+        w32[_page(g, pages[i], G.PAGE_INDEX)] = -1
+    return kmem_cache_free_c(words, w32, g, held, G.K_PAGE, pages, n)
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+@cached_njit
+def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                         sc: np.ndarray, mm: int, vma: int, vpns: np.ndarray) -> int:
+    """First touch (write) of pages of vma not yet mapped: a new page each, in
+    ``vma->anon_vma`` (page_add_new_anon_rmap), PTE young and writable.  Returns pages
+    mapped, or a negative status with the mm as it was (a new anon_vma may stay).
+
+    Takes: anon_vma_prepare's lock, the slab lock, then the mm's ptl."""
+    av = anon_vma_prepare_c(words, w32, g, held, sc, vma)
+    if av < 0:
+        return av
+    ptrs = g[G.PTRS]
+    n = 0
+    todo = sc[len(vpns) :]
+    for i in range(len(vpns)):
+        slot = mm * ptrs + vpns[i]
+        if w32[_pte(g, slot)] < 0:
+            todo[n] = slot
+            n += 1
+    if n == 0:
+        return 0
+    st = kmem_cache_alloc_c(words, w32, g, held, G.K_PAGE, n, sc)
+    if st < 0:
+        return st
+    av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    start, pgoff = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_PGOFF)]
+    for i in range(n):
+        p = sc[i]
+        w32[_page(g, p, G.PAGE_MAPPING)] = av
+        w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (todo[i] - mm * ptrs - start)
+        w32[_page(g, p, G.PAGE_MAPCOUNT)] = 1
+        w32[_page(g, p, G.PAGE_SWAPCOUNT)] = 0
+    words[g[G.CPU_BASE] + G.F_FRAMES_IN] += n
+    t = lock_ptl_c(words, g, held, mm, S_ANON)
+    if t < 0:
+        return STOPPED
+    for i in range(n):
+        e = _pte(g, todo[i])
+        w32[e] = sc[i]
+        w32[e + 1] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
+    w32[_mm(g, mm, G.MM_RSS)] += n
+    unlock_ptl_c(words, g, held, mm, S_ANON, t)
+    return n
 
 
 def do_anonymous_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> int:
-    """First touch (write) of pages of vma not yet mapped: a new page each, in
-    ``vma->anon_vma`` (page_add_new_anon_rmap), PTE young and writable.  Returns pages mapped.
+    """First touch (write) of pages of vma not yet mapped (compiled: do_anonymous_pages_c).
+    Raises OutOfMemory leaving the mm as it was."""
+    n = do_anonymous_pages_c(m.words, m.w32, m.g, m.locks.held, m.scratch, mm, vma,
+                             np.asarray(vpns, dtype=np.int64))
+    if n < 0:
+        raise_status(n)
+    return int(n)
 
-    Takes: anon_vma_prepare's lock, the slab lock, then the mm's ptl.  OutOfMemory leaves
-    the mm as it was."""
-    anon_vma_prepare(m, vma)
-    vpns = np.asarray(vpns, dtype=np.int32)
-    slots = mm * m.ptrs + vpns
-    todo = slots[m.pte_page[slots] < 0]
-    if not len(todo):
-        return 0
-    pages = m.alloc("page", len(todo))
-    v = m.vma[vma]
-    m.page_mapping[pages] = v["anon_vma"]
-    m.page_index[pages] = v["vm_pgoff"] + (todo - mm * m.ptrs - v["vm_start"])
-    m.page_mapcount[pages] = 1
-    m.page_swapcount[pages] = 0
-    _count_frames(m, len(pages), 0)
-    tok = m.lock_ptl(mm, "do_anonymous_page")
-    m.pte_page[todo] = pages
-    m.pte_flags[todo] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
-    m.mm["rss"][mm] += len(todo)
-    m.unlock_ptl(tok)
-    return len(todo)
+
+@cached_njit
+def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+                  mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int, int]:
+    """Write faults on present, write-protected pages of vma: copy-on-write into a new page
+    in ``vma->anon_vma``, or reuse the page when this mm is its only user.  Returns
+    (copied, reused, status).
+
+    New pages are allocated before the ptl is taken and the PTEs rechecked under it, as
+    do_wp_page does; the reuse test reads the old page's counts under its mapcount stripe
+    (a concurrent try_to_unmap could otherwise be caught between its two updates)."""
+    st = anon_vma_prepare_c(words, w32, g, held, sc, vma)
+    if st < 0:
+        return 0, 0, st
+    ptrs = g[G.PTRS]
+    nv = len(vpns)
+    new, cand, dead = sc[:nv], sc[nv : 2 * nv], sc[2 * nv : 3 * nv]
+    n = 0
+    for i in range(nv):
+        slot = mm * ptrs + vpns[i]
+        if (w32[_pte(g, slot) + 1] & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT:
+            cand[n] = slot
+            n += 1
+    if n == 0:
+        return 0, 0, OK
+    st = kmem_cache_alloc_c(words, w32, g, held, G.K_PAGE, n, new)
+    if st < 0:
+        return 0, 0, st
+    av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    start, pgoff = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_PGOFF)]
+    cb = g[G.CPU_BASE]
+    t = lock_ptl_c(words, g, held, mm, S_WP)
+    if t < 0:
+        return 0, 0, STOPPED
+    used = reused = ndead = 0
+    for i in range(n):
+        slot = cand[i]
+        e = _pte(g, slot)
+        if (w32[e + 1] & (PTE_PRESENT | PTE_WRITE)) != PTE_PRESENT:
+            continue
+        old = w32[e]
+        mw = g[G.MC_LOCK_W0] + (old % MAPCOUNT_STRIPES) * 8
+        tm = lock_acquire_c(words, g, held, mw, MAPCOUNT, S_WP, 0)
+        if tm < 0:
+            return used, reused, STOPPED
+        ob = _page(g, old, 0)
+        if w32[ob + G.PAGE_MAPCOUNT] == 1 and w32[ob + G.PAGE_SWAPCOUNT] == 0:
+            w32[e + 1] |= PTE_WRITE | PTE_YOUNG
+            reused += 1
+        else:
+            p = new[used]
+            used += 1
+            w32[_page(g, p, G.PAGE_MAPPING)] = av
+            w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (slot - mm * ptrs - start)
+            w32[_page(g, p, G.PAGE_MAPCOUNT)] = 1
+            w32[_page(g, p, G.PAGE_SWAPCOUNT)] = 0
+            words[cb + G.F_FRAMES_IN] += 1
+            w32[e] = p
+            w32[e + 1] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
+            w32[ob + G.PAGE_MAPCOUNT] -= 1
+            if w32[ob + G.PAGE_MAPCOUNT] == 0:
+                words[cb + G.F_FRAMES_OUT] += 1
+                if w32[ob + G.PAGE_SWAPCOUNT] == 0:
+                    dead[ndead] = old
+                    ndead += 1
+        lock_release_c(words, g, held, mw, MAPCOUNT, S_WP, 0, tm)
+    unlock_ptl_c(words, g, held, mm, S_WP, t)
+    st = free_pages_c(words, w32, g, held, dead, ndead)
+    if st == OK:
+        st = free_pages_c(words, w32, g, held, new[used:], n - used)
+    return used, reused, st
 
 
 def do_wp_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int]:
-    """Write faults on present, write-protected pages of vma: copy-on-write into a new page
-    in ``vma->anon_vma``, or reuse the page when this mm is its only user.  Returns
-    (copied, reused).
-
-    New pages are allocated before the ptl is taken and the PTEs rechecked under it, as
-    do_wp_page does; takes mapcount stripe locks inside the ptl."""
-    anon_vma_prepare(m, vma)
-    vpns = np.asarray(vpns, dtype=np.int32)
-    slots = mm * m.ptrs + vpns
-    flags = m.pte_flags[slots]
-    slots = slots[(flags & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT]
-    if not len(slots):
-        return 0, 0
-    new = m.alloc("page", len(slots))
-    av = int(m.vma_anon_vma[vma])
-    v = m.vma[vma]
-    tok = m.lock_ptl(mm, "do_wp_page")
-    flags = m.pte_flags[slots]
-    ok = (flags & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT
-    slots = slots[ok]
-    old = m.pte_page[slots]
-    # The reuse test reads the counts: under their stripe locks, or a concurrent
-    # try_to_unmap could be caught between its mapcount and swapcount updates.
-    stripes = lock_stripes(m, old, "do_wp_page")
-    try:
-        reuse = (m.page_mapcount[old] == 1) & (m.page_swapcount[old] == 0)
-        m.pte_flags[slots[reuse]] |= PTE_WRITE | PTE_YOUNG
-        cslots, cold = slots[~reuse], old[~reuse]
-        used, spare = new[: len(cslots)], new[len(cslots) :]
-        m.page_mapping[used] = av
-        m.page_index[used] = v["vm_pgoff"] + (cslots - mm * m.ptrs - v["vm_start"])
-        m.page_mapcount[used] = 1
-        m.page_swapcount[used] = 0
-        _count_frames(m, len(used), 0)
-        m.pte_page[cslots] = used
-        m.pte_flags[cslots] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
-        gone = page_counts_add_locked(m, cold, -1, 0) if len(cold) else cold
-    finally:
-        unlock_stripes(m, stripes)
-    m.unlock_ptl(tok)
-    free_pages(m, gone)
-    free_pages(m, spare)
-    return len(cslots), int(reuse.sum())
+    """Write faults on present, write-protected pages of vma (compiled: do_wp_pages_c).
+    Returns (copied, reused)."""
+    copied, reused, st = do_wp_pages_c(m.words, m.w32, m.g, m.locks.held, m.scratch, mm, vma,
+                                       np.asarray(vpns, dtype=np.int64))
+    if st < 0:
+        raise_status(st)
+    return int(copied), int(reused)
 
 
 def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int]) -> int:
     """Fault ``page`` back in from the swap cache at each swap PTE in ``slots`` (each stands
     for that mm's owner touching it again): PTE present and young, mapcount up, swap
-    count down.  Takes each mm's ptl, and the page's mapcount stripe inside it."""
+    count down.  Takes each mm's ptl, and the page's mapcount stripe inside it (compiled:
+    rmap.do_swap_page_c)."""
+    slots = np.asarray(slots, dtype=np.int64)
+    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots))
+    if done < 0:
+        raise_status(done)
+    return int(done)
+
+
+@cached_njit
+def touch_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+                  mm: int, vpns: np.ndarray) -> tuple[int, int, int]:
+    """The owner of mm reads its pages at ``vpns``: a present PTE becomes young (the MMU's
+    accessed bit, set here under the ptl so it cannot race a walker's test-and-clear), a
+    swapped one faults back in (do_swap_page).  (touched, swapped in, status)."""
+    ptrs = g[G.PTRS]
+    nv = len(vpns)
+    slots, pages = sc[:nv], sc[nv : 2 * nv]
+    t = lock_ptl_c(words, g, held, mm, S_ANON)
+    if t < 0:
+        return 0, 0, STOPPED
+    touched = ns = 0
+    for i in range(nv):
+        slot = mm * ptrs + vpns[i]
+        e = _pte(g, slot)
+        fl = w32[e + 1]
+        if fl & PTE_PRESENT:
+            w32[e + 1] = fl | PTE_YOUNG
+            touched += 1
+        elif fl & PTE_SWAP:
+            slots[ns] = slot
+            pages[ns] = w32[e]
+            ns += 1
+    unlock_ptl_c(words, g, held, mm, S_ANON, t)
     done = 0
-    one = np.array([page], dtype=np.int32)
-    for slot in slots:
-        slot = int(slot)
-        tok = m.lock_ptl(slot // m.ptrs, "do_swap_page")
-        if m.pte_page[slot] == page and m.pte_flags[slot] & PTE_SWAP:
-            m.pte_flags[slot] = PTE_PRESENT | PTE_YOUNG
-            page_counts_add(m, one, 1, -1, "do_swap_page")
-            m.mm["rss"][slot // m.ptrs] += 1
-            done += 1
-            m.locks.words[m.locks.f["swapins"]] += 1
-        m.unlock_ptl(tok)
-    return done
-
-
-def copy_page_range(m: Model, child: int, parent: int, vma: int) -> None:
-    """Copy the parent's PTEs of vma's range into the child's, write-protecting both (the
-    child's copy is old, as copy_one_pte's pte_mkold makes it);
-    every mapped page gains a mapping (swap entries a swap reference).  Takes the child's
-    then the parent's ptl (dst then src, as the kernel nests them)."""
-    start, end = int(m.vma["vm_start"][vma]), int(m.vma["vm_end"][vma])
-    src = slice(parent * m.ptrs + start, parent * m.ptrs + end)
-    dst = slice(child * m.ptrs + start, child * m.ptrs + end)
-    t_dst = m.lock_ptl(child, "dup_mmap")
-    t_src = m.lock_ptl(parent, "dup_mmap")
-    flags = m.pte_flags[src]
-    present = (flags & PTE_PRESENT) != 0
-    swap = (flags & PTE_SWAP) != 0
-    m.pte_flags[src] = flags & ~PTE_WRITE
-    m.pte_page[dst] = m.pte_page[src]
-    m.pte_flags[dst] = flags & ~(PTE_WRITE | PTE_YOUNG)  # copy_one_pte: pte_mkold for the child
-    pages = m.pte_page[src]
-    if present.any():
-        page_counts_add(m, pages[present], 1, 0, "dup_mmap")
-    if swap.any():
-        page_counts_add(m, pages[swap], 0, 1, "dup_mmap")
-    m.mm["rss"][child] += int(present.sum())
-    m.unlock_ptl(t_src)
-    m.unlock_ptl(t_dst)
-
-
-def dup_mmap(m: Model, parent: int) -> int:
-    """fork: a child mm with a copy of each of the parent's VMAs, linked into the reverse
-    map as the era does it (anon_vma_link or anon_vma_fork), and copied page tables.
-
-    On OutOfMemory the half-built child is torn down with exit_mmap and the error re-raised:
-    the model stays consistent."""
-    child = mm_alloc(m, parent)
-    try:
-        for pv in mm_vmas(m, parent):
-            cv = m.alloc_one("vma")
-            p = m.vma[pv]
-            m.vma[cv] = (p["vm_start"], p["vm_end"], p["vm_pgoff"], child, -1, -1, -1, -1, -1, 1)
-            _vma_insert(m, child, cv)
-            if m.era.chain:
-                anon_vma_fork(m, cv, pv)
-            else:
-                m.vma_anon_vma[cv] = m.vma_anon_vma[pv]
-                anon_vma_link(m, cv)
-            copy_page_range(m, child, parent, cv)
-    except OutOfMemory:
-        exit_mmap(m, child)
-        raise
-    return child
-
-
-def zap_page_range(m: Model, mm: int, vma: int) -> None:
-    """Clear vma's PTEs: each page loses this mapping and is freed if that was its last
-    reference.  Takes the mm's ptl, and mapcount stripes inside it."""
-    start, end = int(m.vma["vm_start"][vma]), int(m.vma["vm_end"][vma])
-    rng = slice(mm * m.ptrs + start, mm * m.ptrs + end)
-    tok = m.lock_ptl(mm, "exit_mmap")
-    flags = m.pte_flags[rng]
-    pages = m.pte_page[rng]
-    present = (flags & PTE_PRESENT) != 0
-    swap = (flags & PTE_SWAP) != 0
-    gone = []
-    if present.any():
-        gone.append(page_counts_add(m, pages[present], -1, 0, "exit_mmap"))
-    if swap.any():
-        gone.append(page_counts_add(m, pages[swap], 0, -1, "exit_mmap"))
-    m.pte_page[rng] = -1
-    m.pte_flags[rng] = 0
-    m.mm["rss"][mm] -= int(present.sum())
-    m.unlock_ptl(tok)
-    for g in gone:
-        free_pages(m, g)
-
-
-def exit_mmap(m: Model, mm: int) -> None:
-    """exit: zap every VMA's pages, unlink it from the reverse map (freeing anon_vmas that
-    become unused), free the VMAs and the mm."""
-    for v in mm_vmas(m, mm):
-        zap_page_range(m, mm, v)
-        unlink_anon_vmas(m, v)
-        m.vma["in_use"][v] = 0
-        m.free("vma", v)
-    m.mm["vma_head"][mm] = -1
-    m.mm["nr_vmas"][mm] = 0
-    m.free("mm", mm)
+    for i in range(ns):
+        d = do_swap_page_c(words, w32, g, held, pages[i], slots[i:], 1)
+        if d < 0:
+            return touched, done, STOPPED
+        done += d
+    return touched, done, OK
 
 
 def touch_pages(m: Model, mm: int, vpns: np.ndarray) -> tuple[int, int]:
-    """The owner of mm reads its pages at ``vpns``: a present PTE becomes young (the MMU's
-    accessed bit, set here under the ptl so it cannot race a walker's test-and-clear), a
-    swapped one faults back in (do_swap_page).  Returns (touched, swapped in)."""
-    slots = mm * m.ptrs + np.asarray(vpns, dtype=np.int64)
-    tok = m.lock_ptl(mm, "do_anonymous_page")
-    flags = m.pte_flags[slots]
-    present = slots[(flags & PTE_PRESENT) != 0]
-    m.pte_flags[present] |= PTE_YOUNG
-    swapped = slots[(flags & PTE_SWAP) != 0]
-    pages = m.pte_page[swapped]
-    m.unlock_ptl(tok)
-    done = 0
-    for page, slot in zip(pages.tolist(), swapped.tolist()):
-        done += do_swap_page(m, page, [slot])
-    return len(present), done
+    """The owner of mm reads its pages at ``vpns`` (compiled: touch_pages_c).
+    Returns (touched, swapped in)."""
+    touched, done, st = touch_pages_c(m.words, m.w32, m.g, m.locks.held, m.scratch, mm,
+                                      np.asarray(vpns, dtype=np.int64))
+    if st < 0:
+        raise_status(st)
+    return int(touched), int(done)
+
+
+# ---------------------------------------------------------------------------- fork and exit
+
+
+@cached_njit
+def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                      child: int, parent: int, vma: int) -> int:
+    """Copy the parent's PTEs of vma's range into the child's, write-protecting both (the
+    child's copy is old, as copy_one_pte's pte_mkold makes it); every mapped page gains a
+    mapping (swap entries a swap reference).  Takes the child's then the parent's ptl (dst
+    then src, as the kernel nests them), and each page's mapcount stripe inside them."""
+    start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
+    ptrs = g[G.PTRS]
+    td = lock_ptl_c(words, g, held, child, S_DUP)
+    if td < 0:
+        return STOPPED
+    ts = lock_ptl_c(words, g, held, parent, S_DUP)
+    if ts < 0:
+        return STOPPED
+    present = 0
+    for a in range(start, end):
+        es, ed = _pte(g, parent * ptrs + a), _pte(g, child * ptrs + a)
+        fl = w32[es + 1]
+        page = w32[es]
+        w32[es + 1] = fl & ~PTE_WRITE
+        w32[ed] = page
+        w32[ed + 1] = fl & ~(PTE_WRITE | PTE_YOUNG)  # copy_one_pte: pte_mkold for the child
+        if fl & PTE_PRESENT:
+            present += 1
+            if mapcount_add_c(words, w32, g, held, page, 1, 0, S_DUP) < 0:
+                return STOPPED
+        elif fl & PTE_SWAP and mapcount_add_c(words, w32, g, held, page, 0, 1, S_DUP) < 0:
+            return STOPPED
+    w32[_mm(g, child, G.MM_RSS)] += present
+    unlock_ptl_c(words, g, held, parent, S_DUP, ts)
+    unlock_ptl_c(words, g, held, child, S_DUP, td)
+    return OK
+
+
+@cached_njit
+def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+               parent: int) -> int:
+    """fork: a child mm with a copy of each of the parent's VMAs, linked into the reverse
+    map as the era does it (anon_vma_link or anon_vma_fork), and copied page tables.  The
+    child, or a negative status; on ENOMEM the half-built child is torn down first."""
+    child = mm_alloc_c(words, w32, g, held, sc, parent)
+    if child < 0:
+        return child
+    pv = w32[_mm(g, parent, G.MM_VMA_HEAD)]
+    while pv >= 0:
+        cv = kmem_cache_alloc_one(words, w32, g, held, G.K_VMA, sc)
+        if cv < 0:
+            exit_mmap_c(words, w32, g, held, sc, child)
+            return cv
+        for f in (G.VMA_START, G.VMA_END, G.VMA_PGOFF):
+            w32[_vma(g, cv, f)] = w32[_vma(g, pv, f)]
+        w32[_vma(g, cv, G.VMA_MM)] = child
+        for f in (G.VMA_ANON_VMA, G.VMA_AVC_HEAD, G.VMA_NEXT, G.VMA_LIST_CHUNK, G.VMA_LIST_POS):
+            w32[_vma(g, cv, f)] = -1
+        vma_insert_c(w32, g, child, cv)
+        if g[G.CHAIN]:
+            st = anon_vma_fork_c(words, w32, g, held, sc, cv, pv)
+        else:
+            w32[_vma(g, cv, G.VMA_ANON_VMA)] = w32[_vma(g, pv, G.VMA_ANON_VMA)]
+            st = anon_vma_link_c(words, w32, g, held, sc, cv)
+        if st == OK:
+            st = copy_page_range_c(words, w32, g, held, child, parent, cv)
+        if st < 0:
+            if st != STOPPED:
+                exit_mmap_c(words, w32, g, held, sc, child)
+            return st
+        pv = w32[_vma(g, pv, G.VMA_NEXT)]
+    return child
+
+
+def dup_mmap(m: Model, parent: int) -> int:
+    """fork (compiled: dup_mmap_c).  On OutOfMemory the half-built child is torn down and
+    the error re-raised: the model stays consistent."""
+    child = dup_mmap_c(m.words, m.w32, m.g, m.locks.held, m.scratch, parent)
+    if child < 0:
+        raise_status(child)
+    return int(child)
+
+
+@cached_njit
+def zap_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+                     mm: int, vma: int) -> int:
+    """Clear vma's PTEs: each page loses this mapping and is freed if that was its last
+    reference.  Takes the mm's ptl, and mapcount stripes inside it."""
+    start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
+    ptrs = g[G.PTRS]
+    t = lock_ptl_c(words, g, held, mm, S_EXIT)
+    if t < 0:
+        return STOPPED
+    present = ndead = 0
+    for a in range(start, end):
+        e = _pte(g, mm * ptrs + a)
+        fl, page = w32[e + 1], w32[e]
+        dead = 0
+        if fl & PTE_PRESENT:
+            present += 1
+            dead = mapcount_add_c(words, w32, g, held, page, -1, 0, S_EXIT)
+        elif fl & PTE_SWAP:
+            dead = mapcount_add_c(words, w32, g, held, page, 0, -1, S_EXIT)
+        if dead < 0:
+            return STOPPED
+        if dead:
+            sc[ndead] = page
+            ndead += 1
+        w32[e] = -1
+        w32[e + 1] = 0
+    w32[_mm(g, mm, G.MM_RSS)] -= present
+    unlock_ptl_c(words, g, held, mm, S_EXIT, t)
+    return free_pages_c(words, w32, g, held, sc, ndead)
+
+
+def zap_page_range(m: Model, mm: int, vma: int) -> None:
+    """Clear vma's PTEs (compiled: zap_page_range_c)."""
+    st = zap_page_range_c(m.words, m.w32, m.g, m.locks.held, m.scratch, mm, vma)
+    if st < 0:
+        raise_status(st)
+
+
+@cached_njit
+def exit_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+                mm: int) -> int:
+    """exit: zap every VMA's pages, unlink it from the reverse map (freeing anon_vmas that
+    become unused), free the VMAs and the mm."""
+    v = w32[_mm(g, mm, G.MM_VMA_HEAD)]
+    while v >= 0:
+        nxt = w32[_vma(g, v, G.VMA_NEXT)]
+        st = zap_page_range_c(words, w32, g, held, sc, mm, v)
+        if st == OK:
+            st = unlink_anon_vmas_c(words, w32, g, held, sc, v)
+        if st == OK:
+            st = kmem_cache_free_one(words, w32, g, held, G.K_VMA, v, sc)
+        if st < 0:
+            return st
+        v = nxt
+    w32[_mm(g, mm, G.MM_VMA_HEAD)] = -1
+    w32[_mm(g, mm, G.MM_NR_VMAS)] = 0
+    return kmem_cache_free_one(words, w32, g, held, G.K_MM, mm, sc)
+
+
+def exit_mmap(m: Model, mm: int) -> None:
+    """exit (compiled: exit_mmap_c)."""
+    st = exit_mmap_c(m.words, m.w32, m.g, m.locks.held, m.scratch, mm)
+    if st < 0:
+        raise_status(st)
 
 
 def do_munmap(m: Model, mm: int, vma: int) -> None:

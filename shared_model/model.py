@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from . import ctx as G
+from .ctx import make_geometry
 from .eras import Era, get_era
 from .layout import (
     ALLOC_KINDS,
@@ -28,13 +30,98 @@ from .layout import (
     LockNamer,
     lock_namer,
 )
-from .locks import CLASS, SITE, CpuLocks, SpinPrimitive, init_locks, make_primitive
+from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
+from .locking import RWSEM_FIFO
+from .locking.jit import cached_njit
+from .locks import (
+    CLASS,
+    SITE,
+    CpuLocks,
+    default_owner_tag,
+    lock_acquire_c,
+    lock_release_c,
+    reset_lockstat,
+)
+from .locks import lock_kind as lock_kind_of
 from .segment import Segment
 
 AV_LOCK = CLASS["anon_vma"]
 PTL = CLASS["ptl"]
 SLAB = CLASS["slab"]
 MAPCOUNT = CLASS["mapcount"]
+S_ALLOC, S_FREE = SITE["kmem_cache_alloc"], SITE["kmem_cache_free"]
+
+
+@cached_njit
+def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                       n: int, out: np.ndarray) -> int:
+    """Pop ``n`` free records of kind ``k`` into ``out[:n]`` (in the order Model.alloc gives
+    them) and mark them in use; OK, ENOMEM - k (nothing allocated; also an injected
+    failure of an anon_vma or AVC allocation) or STOPPED.  Takes and releases the kind's
+    slab lock."""
+    if g[G.ALLOC_FAIL] and (k == G.K_ANON_VMA or k == G.K_AVC):
+        x = np.uint64(g[G.RNG])  # xorshift64
+        x ^= x << np.uint64(13)
+        x ^= x >> np.uint64(7)
+        x ^= x << np.uint64(17)
+        g[G.RNG] = np.int64(x)
+        if np.int64(x >> np.uint64(32)) < g[G.ALLOC_FAIL]:
+            return G.ENOMEM - k
+    w = g[G.SLAB_W0] + k * 8
+    t = lock_acquire_c(words, g, held, w, SLAB, S_ALLOC, 0)
+    if t < 0:
+        return G.STOPPED
+    tw = g[G.TOPS_W] + k
+    top = words[tw]
+    if top < n:
+        lock_release_c(words, g, held, w, SLAB, S_ALLOC, 0, t)
+        return G.ENOMEM - k
+    f0 = g[G.FREE0 + k]
+    for i in range(n):
+        out[i] = w32[f0 + top - 1 - i]
+    words[tw] = top - n
+    lock_release_c(words, g, held, w, SLAB, S_ALLOC, 0, t)
+    r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
+    for i in range(n):
+        w32[r0 + out[i] * rw + iu] = 1
+    return G.OK
+
+
+@cached_njit
+def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                      ids: np.ndarray, n: int) -> int:
+    """Push ``ids[:n]`` back on kind ``k``'s free stack; OK or STOPPED.  Takes and releases
+    the slab lock."""
+    r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
+    for i in range(n):
+        w32[r0 + ids[i] * rw + iu] = 0
+    w = g[G.SLAB_W0] + k * 8
+    t = lock_acquire_c(words, g, held, w, SLAB, S_FREE, 0)
+    if t < 0:
+        return G.STOPPED
+    tw = g[G.TOPS_W] + k
+    top = words[tw]
+    f0 = g[G.FREE0 + k]
+    for i in range(n):
+        w32[f0 + top + i] = ids[i]
+    words[tw] = top + n
+    lock_release_c(words, g, held, w, SLAB, S_FREE, 0, t)
+    return G.OK
+
+
+@cached_njit
+def kmem_cache_alloc_one(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                         k: int, sc: np.ndarray) -> int:
+    """One record of kind k: its index, or a negative status (see kmem_cache_alloc_c)."""
+    st = kmem_cache_alloc_c(words, w32, g, held, k, 1, sc)
+    return sc[0] if st == G.OK else st
+
+
+@cached_njit
+def kmem_cache_free_one(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                        k: int, idx: int, sc: np.ndarray) -> int:
+    sc[0] = idx
+    return kmem_cache_free_c(words, w32, g, held, k, sc, 1)
 
 
 class OutOfMemory(Exception):
@@ -62,6 +149,8 @@ class Model:
         self.era = get_era(era) if isinstance(era, str) else era
         self.cpu = cpu
         self.lock_kind = lock_kind or self.era.lock
+        av_kind = lock_kind_of(self.lock_kind)
+        spin = lock_kind_of(self.era.spin)
         self.entry_cost_ns = entry_cost_ns
         self.ptrs = self.caps.ptrs_per_mm
         self.header = seg["header"]
@@ -88,9 +177,20 @@ class Model:
         self.av_head = self.anon_vma["head"]
         self.av_root = self.anon_vma["root"]
         self.vma_anon_vma = self.vma["anon_vma"]
-        spin = SpinPrimitive()
-        prims = {AV_LOCK: make_primitive(self.lock_kind), PTL: spin, SLAB: spin, MAPCOUNT: spin}
-        self.locks = CpuLocks(seg, cpu, prims, instrument)
+        kinds = [spin] * len(CLASS)
+        kinds[AV_LOCK] = av_kind
+        self.g = make_geometry(
+            seg, cpu, default_owner_tag(cpu), kinds, lock_root=self.era.lock_root,
+            chain=self.era.chain, entry_cost_ns=entry_cost_ns, instrument=instrument,
+            rwsem_policy=getattr(self.era, "rwsem_policy", RWSEM_FIFO),
+            node_w=seg.offsets["qnodes"] // 8 + (cpu + 1) * NODE_BLOCK_WORDS)
+        self.locks = CpuLocks(seg, cpu, self.g)
+        self.words, self.w32 = self.locks.words, self.locks.w32
+        # try_to_unmap's unmapped PTE slots: at most one per mm.
+        self.walk_out = np.zeros(self.caps.mms + 1, dtype=np.int64)
+        # Compiled operations' scratch (allocation results, a VMA's chain): process-local.
+        self.scratch = np.zeros(max(3 * self.ptrs, 2 * self.caps.anon_vmas) + 64, dtype=np.int64)
+        self.alloc_fail_p = 0.0
         # Word index of lock 0 of each lock array, and the stride between locks, in words.
         offs = seg.offsets
         self._mm_ptl_w0 = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8
@@ -102,7 +202,6 @@ class Model:
         self.walkhist_word = offs["walkhist"] // 8 + cpu * WALK_HIST_BUCKETS
         self._free = {k: seg[f"free_{k}"] for k in ALLOC_KINDS}
         self._tops = self.header["top"][0]
-        self.alloc_fail_p = 0.0
         # True only while one process builds the model before any CPU starts: the counts
         # that stand for atomic_t need no stripe lock then (nothing runs concurrently).
         self.exclusive = False
@@ -128,11 +227,9 @@ class Model:
         try:
             era_obj = get_era(era) if isinstance(era, str) else era
             kind = lock_kind or era_obj.lock
-            spin = SpinPrimitive()
-            init_locks(seg, "mm", "ptl", spin)
-            init_locks(seg, "anon_vma", "lock", make_primitive(kind))
-            init_locks(seg, "slab", None, spin)
-            init_locks(seg, "mapcount_lock", None, spin)
+            lock_kind_of(kind)  # refuse an unknown primitive before anything is built
+            # Every lock of shared_model.locking is unlocked when all its words are zero,
+            # as a fresh segment is: no initialisation, as DEFINE_SPINLOCK's zero.
             for name in ("mm", "vma", "anon_vma", "avc", "chunk", "page"):
                 arr = seg[name]
                 for f in arr.dtype.names or ():
@@ -156,7 +253,7 @@ class Model:
                 stack[:n] = np.arange(cap - 1, reserved - 1, -1, dtype=np.int32)
                 tops[k_i] = n
             for c in range(caps.cpus):
-                CpuLocks(seg, c, {}, True).reset_stats()
+                reset_lockstat(seg, c)
                 seg["cpu"][c]["wait_lock"] = -1
                 seg["cpu"][c]["hold_lock"] = -1
             return cls(seg, era_obj, caps.cpus - 1, kind, instrument, entry_cost_ns)
@@ -165,9 +262,19 @@ class Model:
             seg.unlink()
             raise
 
+    @property
+    def alloc_fail_p(self) -> float:
+        """--inject alloc-fail: the probability that an anon_vma or AVC allocation fails."""
+        return self._alloc_fail_p
+
+    @alloc_fail_p.setter
+    def alloc_fail_p(self, p: float) -> None:
+        self._alloc_fail_p = p
+        self.g[G.ALLOC_FAIL] = int(p * 2**32)
+
     def close(self) -> None:
         """Drop this process's views (the creator also calls ``seg.unlink``)."""
-        self.locks.words.release()
+        self.locks.words = self.locks.w32 = None  # type: ignore[assignment]
         for name in list(vars(self)):
             if isinstance(getattr(self, name), np.ndarray):
                 delattr(self, name)
@@ -175,6 +282,11 @@ class Model:
         self.seg.close()
 
     # ------------------------------------------------------------------ lock words
+
+    def entry_cost(self, ns: int) -> None:
+        """Set the modelled extra cost per visited entry (see rmap.py)."""
+        self.entry_cost_ns = ns
+        self.g[G.ENTRY_COST_NS] = ns
 
     def ptl_word(self, mm: int) -> int:
         return self._mm_ptl_w0 + mm * self._mm_stride

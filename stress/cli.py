@@ -48,7 +48,8 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
                    help="fraction of its pages each child writes, COWing them (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="seed for which pages a child writes (default 0)")
     p.add_argument("--lock", choices=None, metavar="KIND", default=None,
-                   help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the era's)")
+                   help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the "
+                        "era's: ticket until 2.6.36, mutex in 3.0)")
     p.add_argument("--json", metavar="FILE", help="write the results document here")
 
 
@@ -62,6 +63,8 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
     p.add_argument("--entry-cost-ns", type=int, default=DEFAULT_ENTRY_COST_NS, metavar="NS",
                    help="modelled cost of visiting one list entry (the kernel's page-table walk "
                         f"into another mm); 0 turns it off (default {DEFAULT_ENTRY_COST_NS})")
+    p.add_argument("--no-lockstat", dest="lockstat", action="store_false",
+                   help="record no lock statistics (to measure what recording them costs)")
     p.add_argument("--work-us", type=int, default=200, metavar="US",
                    help="forking-server: user work per job in microseconds (default 200)")
     p.add_argument("--ram-pages", type=int, default=0, metavar="N",
@@ -280,8 +283,8 @@ def _wrote(path: str) -> None:
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
     over = {**_inject(getattr(a, "inject", [])), **over}
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
-                                          "lock", "seed", "entry_cost_ns", "work_us", "ram_pages", "check_lock_order",
-                                          "force") if hasattr(a, k)}
+                                          "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
+                                          "check_lock_order", "lockstat", "force") if hasattr(a, k)}
     fields.update(over)
     return RunConfig(**fields)
 

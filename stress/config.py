@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from shared_model.eras import ERAS
-from shared_model.locks import LOCK_KINDS
+from shared_model.locks import LOCK_ALIASES, LOCK_KINDS
 
 SCENARIOS = ("reclaim-storm", "forking-server")
 # Accepted but not advertised: workloads that exist to test the tool's failure handling.
@@ -38,6 +38,7 @@ class RunConfig:
     ram_pages: int = 0  # forking-server: page frames; 0 = 3/4 of what the family holds
     alloc_fail_p: float = 0.0  # --inject alloc-fail=P: anon_vma/AVC allocations fail with P
     check_lock_order: bool = False  # lockdep-like: record class order per CPU, report inversions
+    lockstat: bool = True  # record lock statistics (--no-lockstat: to measure what they cost)
     force: bool = False
 
     def resolved(self) -> RunConfig:
@@ -56,7 +57,7 @@ class RunConfig:
             raise ConfigError(f"unknown era {self.era!r} (choose from {', '.join(ERAS)})")
         if self.scenario not in SCENARIOS + TEST_SCENARIOS:
             raise ConfigError(f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
-        if self.lock is not None and self.lock not in LOCK_KINDS:
+        if self.lock is not None and self.lock not in LOCK_KINDS + tuple(LOCK_ALIASES):
             raise ConfigError(f"unknown lock {self.lock!r} (choose from {', '.join(LOCK_KINDS)})")
         for name in ("users", "pages"):
             if getattr(self, name) <= 0:

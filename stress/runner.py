@@ -29,6 +29,7 @@ import os
 import resource
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ import psutil
 
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
+from shared_model.jit import warm_up
 from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
 from shared_model.model import Model
 from shared_model.segment import sweep_stale_segments
@@ -215,6 +217,20 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
     return lines
 
 
+def compile_once() -> None:
+    """Compile (or load from cache) the model's compiled code before any CPU is forked, and
+    say so on a cold start, which takes a while (see shared_model/jit.py)."""
+    cold: list[str] = []
+
+    def note(msg: str) -> None:
+        cold.append(msg)
+        print(f"rmap-stress: {msg} ...", file=sys.stderr, flush=True)
+
+    took = warm_up(note)
+    if cold:
+        print(f"rmap-stress: compiled in {took:.1f} s (cached for later runs)", file=sys.stderr, flush=True)
+
+
 def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
         tick_s: float = 1.0, stall_timeout: float | None = None,
         on_phase: PhaseCallback | None = None) -> dict[str, Any]:
@@ -229,6 +245,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
     check_fits(caps)
     sweep_stale_segments()
     _raise_fd_limit(3 * cfg.cpus + 64)
+    compile_once()
     machine = machine_info()
     t_build = time.perf_counter()
     phase = "building the model"

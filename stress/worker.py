@@ -79,7 +79,7 @@ def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: 
         proc.cpu_affinity([target])
     except (OSError, psutil.Error) as e:  # pragma: no cover - restricted containers
         log.warning("cpu%d: could not pin to OS CPU %d: %s", cpu, target, e)
-    m = Model(seg, cfg.era, cpu, cfg.lock, instrument=True, entry_cost_ns=cfg.entry_cost_ns)
+    m = Model(seg, cfg.era, cpu, cfg.lock, instrument=cfg.lockstat, entry_cost_ns=cfg.entry_cost_ns)
     m.alloc_fail_p = cfg.alloc_fail_p
     m.locks.order_check = cfg.check_lock_order
     words, f = m.locks.words, m.locks.f

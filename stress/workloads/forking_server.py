@@ -59,7 +59,7 @@ def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int
     users = fam.children[cpu :: cfg.cpus] or fam.children
     share = lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru
     ram = cfg.ram_pages or default_ram_pages(cfg.users, cfg.pages, cfg.cow)
-    reclaim = DirectReclaim(m, share.tolist(), ram)
+    reclaim = DirectReclaim(m, share, ram)
     touch = max(1, round(cfg.cow * cfg.pages))
     writes = max(1, touch // 4)
     work_ns = cfg.work_us * 1000

@@ -2,7 +2,7 @@
 
 A fork family (a parent with P pages and N children that each COW a fraction F of them) is
 built once; then every CPU runs reclaim over its share of the family's pages, round-robin
-(``shrink_page``).  In 2.6.33 every page of the family points at the family's one anon_vma,
+(``shrink_page_list``, 32 pages at a time).  In 2.6.33 every page of the family points at the family's one anon_vma,
 so every CPU's every walk takes the same lock and scans about N/2 entries; in 2.6.34 a
 COWed page lives in its child's own anon_vma and the walk takes that lock and visits one.
 """
@@ -16,9 +16,10 @@ import numpy as np
 from shared_model.build import build_family, family_capacities
 from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.model import Model
+from shared_model.rmap import shrink_page_list
 
 from ..config import RunConfig
-from .common import shrink_page
+from .common import SWAP_CLUSTER_MAX
 
 
 def capacities(cfg: RunConfig) -> Capacities:
@@ -37,11 +38,7 @@ def setup(m: Model, cfg: RunConfig) -> np.ndarray:
 
 
 def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
-    mine = lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru
-    pages = mine.tolist()
-    n, i = len(pages), 0
+    mine = np.ascontiguousarray(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
+    hand = 0
     while not stopping():
-        shrink_page(m, pages[i], refault=True)
-        i += 1
-        if i == n:
-            i = 0
+        hand = (hand + shrink_page_list(m, mine, hand, SWAP_CLUSTER_MAX, refault=True)) % len(mine)

@@ -1,5 +1,6 @@
-"""Real process-shared locks: lockstat bookkeeping, contention across processes, the owner
-word, robust mutexes whose holder died, and the abort flag.
+"""Real process-shared locks as CpuLocks uses them: lockstat bookkeeping, contention across
+processes, the owner word, mutexes whose holder died, and the abort flag, for every
+primitive of shared_model/locking (whose own algorithms have their tests beside them).
 
 Other processes are plain ``os.fork`` children that inherit the segment, as the stress
 workers do.  Every hand-off between the two processes is ordered through the segment or a
@@ -11,8 +12,6 @@ broken lock fails the test instead of hanging it.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import signal
 import time
@@ -42,7 +41,8 @@ from shared_model.layout import (
     hist_bucket,
     hist_bucket_bounds,
 )
-from shared_model.locks import CLASS, I64_MAX, LOCK_KINDS, SITE, Stopped, libc, make_primitive
+from shared_model.locking import lock_release, lock_trylock
+from shared_model.locks import CLASS, I64_MAX, LOCK_KINDS, SITE, Stopped, lock_kind
 from shared_model.model import Model
 
 MakeModel = Callable[..., Model]
@@ -151,11 +151,14 @@ def parent_waits_on(m: Model, parent_cpu: int) -> Callable[[], bool]:
     return lambda: bool(cpu[parent_cpu]["state"] == CPU_STATE["wait"])
 
 
-def raw_lock(m: Model) -> tuple[Callable[[], int], Callable[[], int]]:
-    """(trylock, unlock) on anon_vma AV_INDEX's lock word, bypassing CpuLocks."""
-    prim = make_primitive(m.lock_kind)
-    addr = m.seg.base + 8 * m.anon_vma_lock_word(AV_INDEX)
-    return (lambda: prim.trylock(addr)), (lambda: prim.unlock(addr))
+def raw_lock(m: Model) -> tuple[Callable[[], bool], Callable[[], None]]:
+    """(trylock, unlock) on anon_vma AV_INDEX's lock word, bypassing CpuLocks (no owner tag,
+    no statistics: "someone" holds it)."""
+    kind = lock_kind(m.lock_kind)
+    w = m.anon_vma_lock_word(AV_INDEX)
+    node_w = m.seg.offsets["qnodes"] // 8  # the builder's MCS node block
+    return ((lambda: bool(lock_trylock(m.words, w, kind, 0, 0, 0))),
+            (lambda: lock_release(m.words, w, kind, 0, 0, node_w)))
 
 
 # ----------------------------------------------------------------------------- uncontended
@@ -264,34 +267,54 @@ def test_waiter_publishes_the_lock_it_waits_for(model: Model, spawn: Spawn) -> N
 # ----------------------------------------------------------------------------- dead owners
 
 
-def test_robust_mutex_whose_holder_died_is_recovered(make_model: MakeModel, spawn: Spawn) -> None:
+def die_holding(cm: Model, before_exit: Callable[[], None] = lambda: None) -> int:
+    """In a grandchild with a Model of its own (its own pid in the owner tag), take the lock,
+    run ``before_exit``, and exit holding it; reap it here, so that its pid is gone.  (An
+    unreaped zombie still counts as alive: the waiter is told only once it is reaped, as
+    the runner reaps a dead CPU within 50 ms.)  Returns the grandchild's pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the grandchild
+        try:
+            gm = Model(cm.seg, cm.era, CHILD_CPU, lock_kind=cm.lock_kind)
+            gm.anon_vma_lock(AV_INDEX, "anon_vma_fork")
+            before_exit()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_mutex_whose_holder_died_is_taken_over(make_model: MakeModel, spawn: Spawn) -> None:
     m = make_model("2.6.34", users=0, pages=1, lock_kind="mutex")
 
     def body(cm: Model, w: int, r: int) -> None:
-        cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")  # and die holding it
+        os.write(w, die_holding(cm).to_bytes(8, "little"))
 
     child = spawn(m, body)
+    dead = int.from_bytes(os.read(child.to_parent_r, 8), "little")
     assert child.join() == 0
-    assert lock_owner(m) == owner_tag(child.pid, CHILD_CPU)  # the dead holder's tag
+    assert lock_owner(m) == owner_tag(dead, CHILD_CPU)  # the dead holder's tag
     tok = m.anon_vma_lock(AV_INDEX, "page_referenced")
     assert lock_owner(m) == owner_tag(os.getpid(), m.cpu)
     m.anon_vma_unlock(tok)
     assert m.seg["cpu"][m.cpu]["owner_died"] == 1
-    # Made consistent: it works as a plain mutex again, with no further owner_died.
+    # Taken over: it works as a plain mutex again, with no further owner_died.
     m.anon_vma_unlock(m.anon_vma_lock(AV_INDEX, "page_referenced"))
     assert m.seg["cpu"][m.cpu]["owner_died"] == 1
     assert lockstat(m, m.cpu, "page_referenced")[LS_ACQ] == 2
     assert lock_owner(m) == 0
 
 
-def test_robust_mutex_holder_dies_while_parent_waits(make_model: MakeModel, spawn: Spawn) -> None:
+def test_mutex_holder_dies_while_parent_waits(make_model: MakeModel, spawn: Spawn) -> None:
     m = make_model("2.6.34", users=0, pages=1, lock_kind="mutex")
     waiting = parent_waits_on(m, m.cpu)
 
     def body(cm: Model, w: int, r: int) -> None:
-        cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")
-        os.write(w, b"r")
-        wait_until(waiting)  # then die holding it, under the parent's nose
+        def ready_then_wait() -> None:
+            os.write(w, b"r")
+            wait_until(waiting)  # then die holding it, under the parent's nose
+
+        die_holding(cm, ready_then_wait)
 
     child = spawn(m, body)
     child.wait_ready()
@@ -310,9 +333,9 @@ def test_robust_mutex_holder_dies_while_parent_waits(make_model: MakeModel, spaw
 
 def test_stop_flag_2_makes_a_spinning_waiter_give_up(make_model: MakeModel) -> None:
     m = make_model("2.6.34", users=0, pages=1)
-    assert m.lock_kind == "spin"
+    assert m.lock_kind == "ticket"
     trylock, unlock = raw_lock(m)
-    assert trylock() == 0  # held, by "someone": this process, behind CpuLocks' back
+    assert trylock()  # held, by "someone": this process, behind CpuLocks' back
     slot = m.seg["cpu"][m.cpu]
     state_before = int(slot["state"])
     m.header["stop"][0] = 2
@@ -321,7 +344,7 @@ def test_stop_flag_2_makes_a_spinning_waiter_give_up(make_model: MakeModel) -> N
             m.anon_vma_lock(AV_INDEX, "page_referenced")
     finally:
         m.header["stop"][0] = 0
-        assert unlock() == 0
+        unlock()
     # The waiter left no trace of holding it, and put its published state back.
     assert lock_owner(m) == 0
     assert (slot["state"], slot["wait_lock"]) == (state_before, -1)
@@ -367,21 +390,21 @@ def test_only_stop_2_aborts_lock_waits(make_model: MakeModel, stop: int, abortin
 
 def test_unknown_lock_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown lock kind"):
-        make_primitive("ticket")
+        lock_kind("rcu")
+    assert lock_kind("spin") == lock_kind("ticket")  # the old name of the era's spinlock
 
 
 @pytest.mark.parametrize("kind", LOCK_KINDS)
 def test_primitive_is_not_recursive(kind: str) -> None:
-    """A held lock refuses a second trylock, even from its holder (what contention is)."""
-    prim = make_primitive(kind)
-    buf = ctypes.create_string_buffer(prim.init_template(), 64)
-    addr = ctypes.addressof(buf)
-    assert prim.trylock(addr) == 0
-    assert prim.trylock(addr) == errno.EBUSY
-    assert prim.unlock(addr) == 0
-    assert prim.trylock(addr) == 0
-    assert prim.unlock(addr) == 0
-    assert libc() is libc()
+    """A held lock refuses a second trylock, even from its holder (what contention is); a
+    record of zeros is an unlocked lock."""
+    words = np.zeros(8 + 32, dtype=np.int64)  # one lock record, then one MCS node block
+    k = lock_kind(kind)
+    assert lock_trylock(words, 0, k, 0, 0, 1)
+    assert not lock_trylock(words, 0, k, 0, 0, 1)
+    lock_release(words, 0, k, 0, 0, 8)
+    assert lock_trylock(words, 0, k, 0, 0, 1)
+    lock_release(words, 0, k, 0, 0, 8)
 
 
 @given(st.integers(min_value=0, max_value=2**63 - 1))
@@ -426,7 +449,7 @@ def test_which_lock_guards_a_child_anon_vma(make_model: MakeModel, era: str) -> 
         assert words == {m.anon_vma_lock_word(root)}
     else:
         assert len(words | {m.anon_vma_lock_word(root)}) == 3
-    assert m.lock_kind == ("mutex" if era == "3.0" else "spin")
+    assert m.lock_kind == ("mutex" if era == "3.0" else "ticket")
     # Taking a child's lock marks the owner on the record that really holds the lock.
     tok = m.anon_vma_lock(kids[1], "page_referenced")
     holder = root if ERAS[era].lock_root else kids[1]

@@ -99,12 +99,12 @@ def test_failed_model_create_unlinks(monkeypatch: pytest.MonkeyPatch, era: str) 
         created.append(seg.name)
         return seg
 
-    def broken_init_locks(*args: object) -> None:
-        raise RuntimeError("lock init failed")
+    def broken_reset(*args: object) -> None:
+        raise RuntimeError("init failed")
 
     monkeypatch.setattr(Segment, "create", staticmethod(spy_create))
-    monkeypatch.setattr(model_module, "init_locks", broken_init_locks)
-    with pytest.raises(RuntimeError, match="lock init failed"):
+    monkeypatch.setattr(model_module, "reset_lockstat", broken_reset)
+    with pytest.raises(RuntimeError, match="init failed"):
         Model.create(family_capacities(era, 2, 2, 0.0, 1), era)
     assert len(created) == 1
     assert not on_disk(created[0])

@@ -1,0 +1,200 @@
+"""The compiled code's view of the segment: one CPU's geometry table.
+
+Compiled functions cannot take a ``Model``; they take the segment as two flat arrays over
+the same bytes (``words``: int64, ``w32``: int32) and ``g``, a small int64 table of where
+everything is and what this CPU is.  Every record address is computed from ``g`` the way
+the kernel computes a field's address from a pointer::
+
+    page p's mapcount      w32[g[PAGE0] + p * g[PAGE_W] + PAGE_MAPCOUNT]
+    mm m's ptl (lock word)  g[MM_PTL_W0] + m * g[MM_W64]          (an index into ``words``)
+
+``g`` is process-local (each CPU builds its own: its cpu number, owner tag, lockstat slot
+and MCS node block differ); the arrays it indexes are shared.  The table is built once per
+``Model`` by ``make_geometry`` and never changes while compiled code runs, except the
+entries the Python side may flip between calls (``ENTRY_COST_NS``, ``INSTRUMENT``,
+``ORDER_CHECK``, ``ALLOC_FAIL``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .layout import (
+    ALLOC_KINDS,
+    ANON_VMA_DTYPE,
+    AVC_DTYPE,
+    CH,
+    CHUNK_DTYPE,
+    CPU_DTYPE,
+    CPU_FIELDS,
+    HEADER_DTYPE,
+    LOCK_CLASSES,
+    LOCK_SITES,
+    LS_FIELDS,
+    MM_DTYPE,
+    PAGE_DTYPE,
+    VMA_DTYPE,
+    WALK_HIST_BUCKETS,
+)
+
+if TYPE_CHECKING:
+    from .segment import Segment
+
+# ---------------------------------------------------------------- geometry table indices
+(
+    CPU, OWNER_TAG, STOP_W, NODE_W, LS_BASE, CPU_BASE, WALKHIST_BASE, LOCKDEP_BASE,
+    PTRS, ENTRY_COST_NS, INSTRUMENT, ORDER_CHECK, LOCK_ROOT, CHAIN, RWSEM_POLICY,
+    PAGE0, PAGE_W, PTE0, VMA0, VMA_W, AV0, AV_W64, AV_LOCK_W0, CHUNK0, CHUNK_W,
+    MM0, MM_W64, MM_PTL_W0, MC_LOCK_W0, SLAB_W0, NCPUS,
+    AVC0, AVC_W, TOPS_W, ALLOC_FAIL, RNG,
+    KIND0,  # KIND0 + lock class: the primitive of that class (shared_model.locking kinds)
+) = range(37)
+# Per allocatable kind k (layout.ALLOC_KINDS order): its records' base and stride and the
+# offset of their ``in_use`` field (int32 words), and its free stack's base.
+REC0 = KIND0 + len(LOCK_CLASSES)
+REC_W = REC0 + len(ALLOC_KINDS)
+IN_USE = REC_W + len(ALLOC_KINDS)
+FREE0 = IN_USE + len(ALLOC_KINDS)
+G_SIZE = FREE0 + len(ALLOC_KINDS)
+K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
+    "mm", "vma", "anon_vma", "avc", "chunk", "page"))
+
+# Field positions, in int32 words, inside each record (from the dtypes, so a layout change
+# cannot silently desynchronise the compiled code).
+
+
+def _f32(dtype: np.dtype, name: str, sub: int = 0) -> int:
+    off = dtype.fields[name][1]  # type: ignore[index]
+    assert off % 4 == 0
+    return off // 4 + sub
+
+
+PAGE_MAPPING = _f32(PAGE_DTYPE, "mapping")
+PAGE_INDEX = _f32(PAGE_DTYPE, "index")
+PAGE_MAPCOUNT = _f32(PAGE_DTYPE, "mapcount")
+PAGE_SWAPCOUNT = _f32(PAGE_DTYPE, "swapcount")
+VMA_START = _f32(VMA_DTYPE, "vm_start")
+VMA_END = _f32(VMA_DTYPE, "vm_end")
+VMA_PGOFF = _f32(VMA_DTYPE, "vm_pgoff")
+VMA_MM = _f32(VMA_DTYPE, "vm_mm")
+VMA_ANON_VMA = _f32(VMA_DTYPE, "anon_vma")
+VMA_AVC_HEAD = _f32(VMA_DTYPE, "avc_head")
+VMA_NEXT = _f32(VMA_DTYPE, "vm_next")
+VMA_LIST_CHUNK = _f32(VMA_DTYPE, "list_chunk")
+VMA_LIST_POS = _f32(VMA_DTYPE, "list_pos")
+AV_ROOT = _f32(ANON_VMA_DTYPE, "root")
+AV_PARENT = _f32(ANON_VMA_DTYPE, "parent")
+AV_HEAD = _f32(ANON_VMA_DTYPE, "head")
+AV_TAIL = _f32(ANON_VMA_DTYPE, "tail")
+AV_NR_MEMBERS = _f32(ANON_VMA_DTYPE, "nr_members")
+AV_REFCOUNT = _f32(ANON_VMA_DTYPE, "refcount")
+AVC_VMA = _f32(AVC_DTYPE, "vma")
+AVC_ANON_VMA = _f32(AVC_DTYPE, "anon_vma")
+AVC_SAME_VMA_NEXT = _f32(AVC_DTYPE, "same_vma_next")
+AVC_LIST_CHUNK = _f32(AVC_DTYPE, "list_chunk")
+AVC_LIST_POS = _f32(AVC_DTYPE, "list_pos")
+CHUNK_PREV = _f32(CHUNK_DTYPE, "prev")
+CHUNK_NEXT = _f32(CHUNK_DTYPE, "next")
+CHUNK_ANON_VMA = _f32(CHUNK_DTYPE, "anon_vma")
+CHUNK_USED = _f32(CHUNK_DTYPE, "used")
+CHUNK_LIVE = _f32(CHUNK_DTYPE, "live")
+CHUNK_VMA = _f32(CHUNK_DTYPE, "vma")
+CHUNK_AVC = _f32(CHUNK_DTYPE, "avc")
+MM_VMA_HEAD = _f32(MM_DTYPE, "vma_head")
+MM_NR_VMAS = _f32(MM_DTYPE, "nr_vmas")
+MM_RSS = _f32(MM_DTYPE, "rss")
+MM_PARENT = _f32(MM_DTYPE, "parent")
+assert AVC_DTYPE.itemsize % 4 == 0 and CH > 0
+_DTYPES = {"mm": MM_DTYPE, "vma": VMA_DTYPE, "anon_vma": ANON_VMA_DTYPE, "avc": AVC_DTYPE,
+           "chunk": CHUNK_DTYPE, "page": PAGE_DTYPE}
+
+# Per-CPU slot fields, as word offsets from CPU_BASE.
+F = {name: i for i, name in enumerate(CPU_FIELDS)}
+F_STATE, F_SINCE, F_WAIT_LOCK, F_HOLD_LOCK = F["state"], F["state_since_ns"], F["wait_lock"], F["hold_lock"]
+F_HEARTBEAT, F_WALKS, F_VISITED, F_MAX_VISITED = F["heartbeat"], F["walks"], F["visited"], F["max_visited"]
+F_SCANNED, F_UNMAPPED, F_REFAULTS = F["pages_scanned"], F["pages_unmapped"], F["refaults"]
+F_T_WALK, F_T_WAIT, F_OWNER_DIED = F["t_walk_ns"], F["t_wait_ns"], F["owner_died"]
+F_FRAMES_IN, F_FRAMES_OUT, F_SWAPINS = F["frames_in"], F["frames_out"], F["swapins"]
+NSITES = len(LOCK_SITES)
+NCLASSES = len(LOCK_CLASSES)
+
+
+def segment_words(seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+    """The whole segment as int64 and int32 arrays (views, no copy)."""
+    n = seg.size
+    buf = seg.shm.buf
+    return (np.frombuffer(buf, dtype=np.int64, count=n // 8),
+            np.frombuffer(buf, dtype=np.int32, count=n // 4))
+
+
+def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, lock_root: bool,
+                  chain: bool, entry_cost_ns: int, instrument: bool, rwsem_policy: int,
+                  node_w: int) -> np.ndarray:
+    """This CPU's geometry table (see the module header)."""
+    offs = seg.offsets
+    caps = seg.caps
+    g = np.zeros(G_SIZE, dtype=np.int64)
+    g[CPU] = cpu
+    g[OWNER_TAG] = owner_tag
+    g[STOP_W] = offs["header"] // 8 + 2
+    g[NODE_W] = node_w
+    g[LS_BASE] = offs["lockstat"] // 8 + cpu * NCLASSES * NSITES * LS_FIELDS
+    g[CPU_BASE] = (offs["cpu"] + cpu * CPU_DTYPE.itemsize) // 8
+    g[WALKHIST_BASE] = offs["walkhist"] // 8 + cpu * WALK_HIST_BUCKETS
+    g[LOCKDEP_BASE] = offs["lockdep"] // 8 + cpu * NCLASSES * NCLASSES * 2
+    g[PTRS] = caps.ptrs_per_mm
+    g[ENTRY_COST_NS] = entry_cost_ns
+    g[INSTRUMENT] = int(instrument)
+    g[LOCK_ROOT] = int(lock_root)
+    g[CHAIN] = int(chain)
+    g[RWSEM_POLICY] = rwsem_policy
+    g[PAGE0] = offs["page"] // 4
+    g[PAGE_W] = PAGE_DTYPE.itemsize // 4
+    g[PTE0] = offs["pte"] // 4
+    g[VMA0] = offs["vma"] // 4
+    g[VMA_W] = VMA_DTYPE.itemsize // 4
+    g[AV0] = offs["anon_vma"] // 4
+    g[AV_W64] = ANON_VMA_DTYPE.itemsize // 8
+    g[AV_LOCK_W0] = (offs["anon_vma"] + ANON_VMA_DTYPE.fields["lock"][1]) // 8  # type: ignore[index]
+    g[CHUNK0] = offs["chunk"] // 4
+    g[CHUNK_W] = CHUNK_DTYPE.itemsize // 4
+    g[MM0] = offs["mm"] // 4
+    g[MM_W64] = MM_DTYPE.itemsize // 8
+    g[MM_PTL_W0] = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8  # type: ignore[index]
+    g[MC_LOCK_W0] = offs["mapcount_lock"] // 8
+    g[SLAB_W0] = offs["slab"] // 8
+    g[NCPUS] = caps.cpus
+    g[AVC0] = offs["avc"] // 4
+    g[AVC_W] = AVC_DTYPE.itemsize // 4
+    g[TOPS_W] = (offs["header"] + HEADER_DTYPE.fields["top"][1]) // 8  # type: ignore[index]
+    g[RNG] = 0x1E3779B97F4A7C15 ^ (cpu + 2)
+    for cls, kind in enumerate(kinds):
+        g[KIND0 + cls] = kind
+    for k, name in enumerate(ALLOC_KINDS):
+        g[REC0 + k] = offs[name] // 4
+        g[REC_W + k] = _DTYPES[name].itemsize // 4
+        g[IN_USE + k] = _f32(_DTYPES[name], "in_use")
+        g[FREE0 + k] = offs[f"free_{name}"] // 4
+    return g
+
+
+# Status codes of compiled model operations (compiled code raises nothing): 0 is success,
+# STOPPED a lock wait aborted by the run's stop word, ENOMEM - k no free record of kind k
+# (or an injected failure).
+OK = 0
+STOPPED = -1
+ENOMEM = -16
+
+
+def raise_status(st: int) -> None:
+    """Turn a compiled operation's negative status into the exception it stands for."""
+    from .locks import Stopped
+    from .model import OutOfMemory
+
+    if st == STOPPED:
+        raise Stopped()
+    if st <= ENOMEM:
+        raise OutOfMemory(ALLOC_KINDS[ENOMEM - st])
+    raise AssertionError(f"unknown status {st}")

@@ -1,0 +1,81 @@
+"""The kernel's lock algorithms, compiled (numba), on real atomics in the shared segment.
+
+One small file per primitive, as the kernel's ``kernel/locking/``; the atomics in one::
+
+    atomics.py     the only module that emits LLVM: atomic_fetch_add, cmpxchg, ...,
+                   futex_wait/futex_wake, clock_ns, pid_alive
+    common.py      kinds, statuses, the record's owner word, the stop check
+    tas.py         test-and-test-and-set (unfair; glibc's spinlock)
+    ticket.py      x86 ticket spinlock (FIFO), 2.6.25 - 4.1
+    qspinlock.py   MCS-queued spinlock, 4.2 on
+    mutex.py       futex sleeping lock with adaptive spinning, robust
+    rwsem.py       reader/writer semaphore, FIFO (3.8) or writer lock-stealing (3.9)
+    lock.py        lock_acquire / lock_trylock / lock_release: compiled dispatch by kind
+    jit.py         cached_njit: njit(cache=True) keyed on every model source, no NRT
+    locktorture.py compiled torture loops and LockLab (a shared mapping + forked children)
+
+Importing this package imports numba (about half a second) and registers the C symbols
+the compiled code calls; do it before forking, and call each compiled entry point once
+in the parent, so that children run the parent's machine code without compiling.
+"""
+
+from .atomics import clock_ns, pid_alive
+from .common import (
+    KIND_NAMES,
+    LOCK_CONTENDED,
+    LOCK_FAST,
+    LOCK_OWNER_DIED,
+    LOCK_STOPPED,
+    MUTEX,
+    NODE_BLOCK_WORDS,
+    OWNER,
+    OWNER_PID_SHIFT,
+    QSPINLOCK,
+    RECORD_WORDS,
+    RWSEM,
+    RWSEM_FIFO,
+    RWSEM_STEAL,
+    STOP_ABORT,
+    TAS,
+    TICKET,
+    owner_cpu,
+)
+from .lock import (
+    compile_locks,
+    lock_acquire,
+    lock_is_wedged,
+    lock_owner,
+    lock_release,
+    lock_state,
+    lock_trylock,
+)
+
+__all__ = [
+    "KIND_NAMES",
+    "LOCK_CONTENDED",
+    "LOCK_FAST",
+    "LOCK_OWNER_DIED",
+    "LOCK_STOPPED",
+    "MUTEX",
+    "NODE_BLOCK_WORDS",
+    "OWNER",
+    "OWNER_PID_SHIFT",
+    "QSPINLOCK",
+    "RECORD_WORDS",
+    "RWSEM",
+    "RWSEM_FIFO",
+    "RWSEM_STEAL",
+    "STOP_ABORT",
+    "TAS",
+    "TICKET",
+    "clock_ns",
+    "compile_locks",
+    "lock_acquire",
+    "lock_is_wedged",
+    "lock_owner",
+    "lock_release",
+    "lock_state",
+    "lock_trylock",
+    "owner_cpu",
+    "pid_alive",
+]

@@ -1,0 +1,194 @@
+"""Lock torture, as the kernel's locktorture: compiled loops that exercise one lock, and
+``LockLab``, a shared mapping plus forked processes to run them in.  The tests and
+scripts/bench_locks.py are built on it.
+
+Each loop does its critical section as a plain (non-atomic) read-modify-write of a shared
+counter word: if two holders ever overlap, increments are lost and the total comes out
+short.
+
+``LockLab``'s mapping is anonymous and MAP_SHARED (no /dev/shm entry to leak); children
+are ``os.fork`` children that inherit it, as the stress workers do.  Orderings between
+processes go through the shared words (a child's arrival shows in the lock's own state),
+never through sleeps; the only clock is a generous deadline that turns a hang into an
+error.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .atomics import READ_ONCE, clock_ns
+from .common import LOCK_STOPPED, NODE_BLOCK_WORDS, RWSEM
+from .jit import cached_njit
+from .lock import lock_acquire, lock_release
+
+
+@cached_njit
+def torture_hammer(
+    words: np.ndarray,
+    w: int,
+    kind: int,
+    policy: int,
+    shared: int,
+    owner_tag: int,
+    node_w: int,
+    stop_w: int,
+    counter_w: int,
+    loops: int,
+) -> int:
+    """``loops`` times: take the lock, increment ``words[counter_w]`` non-atomically,
+    release.  Returns how many were done (fewer only when stopped)."""
+    for done in range(loops):
+        if lock_acquire(words, w, kind, policy, shared, owner_tag, node_w, stop_w) == LOCK_STOPPED:
+            return done
+        words[counter_w] = words[counter_w] + 1
+        lock_release(words, w, kind, policy, shared, node_w)
+    return loops
+
+
+@cached_njit
+def torture_pair_ns(
+    words: np.ndarray,
+    w: int,
+    kind: int,
+    policy: int,
+    shared: int,
+    owner_tag: int,
+    node_w: int,
+    stop_w: int,
+    loops: int,
+) -> int:
+    """Nanoseconds for ``loops`` acquire+release pairs of the lock (no critical section)."""
+    start = clock_ns()
+    for _ in range(loops):
+        lock_acquire(words, w, kind, policy, shared, owner_tag, node_w, stop_w)
+        lock_release(words, w, kind, policy, shared, node_w)
+    return clock_ns() - start
+
+
+@cached_njit
+def torture_reader(
+    words: np.ndarray,
+    w: int,
+    policy: int,
+    node_w: int,
+    stop_w: int,
+    counter_w: int,
+    loops: int,
+    reads: int,
+) -> int:
+    """``loops`` times: take an rwsem's read side and read the counter ``reads`` times;
+    returns how many holds saw it change (a writer got in beside a reader), or -1 if
+    stopped."""
+    torn = 0
+    for _ in range(loops):
+        if lock_acquire(words, w, RWSEM, policy, 1, 0, node_w, stop_w) == LOCK_STOPPED:
+            return -1
+        first = words[counter_w]
+        for _ in range(reads):
+            if READ_ONCE(words, counter_w) != first:
+                torn += 1
+                break
+        lock_release(words, w, RWSEM, policy, 1, node_w)
+    return torn
+
+
+@dataclass(frozen=True)
+class LabLayout:
+    """Word indices in the lab's mapping, each thing on its own cache line."""
+
+    stop: int = 0  # the run's stop word
+    lock: int = 8  # the lock record (8 words)
+    counter: int = 16  # incremented non-atomically under the lock
+    log_len: int = 24  # entries in ``log``
+    log: int = 32  # acquisition order, 32 entries
+    status: int = 64  # one result per child, 32 entries
+    stops: int = 96  # a private stop word per CPU, 8 words apart, 12 CPUs
+    nodes: int = 192  # per-CPU node blocks, NODE_BLOCK_WORDS each, 16 CPUs
+    lock2: int = 192 + 16 * NODE_BLOCK_WORDS  # a second lock record
+    size: int = 192 + 16 * NODE_BLOCK_WORDS + 8
+
+    def node(self, cpu: int) -> int:
+        return self.nodes + cpu * NODE_BLOCK_WORDS
+
+    def own_stop(self, cpu: int) -> int:
+        return self.stops + cpu * 8
+
+
+class LockLab:
+    """A shared int64 mapping laid out as ``LabLayout``, and the children forked on it.
+
+    ``close()`` kills and reaps every child still running (call it in ``finally``)."""
+
+    DEADLINE_S = 60.0
+
+    def __init__(self) -> None:
+        self.at = LabLayout()
+        self._mapping = mmap.mmap(-1, self.at.size * 8, flags=mmap.MAP_SHARED)
+        self.words = np.frombuffer(self._mapping, dtype=np.int64)
+        self.running: set[int] = set()
+        self._exit_codes: dict[int, int] = {}
+
+    @staticmethod
+    def tag(cpu: int, pid: int | None = None) -> int:
+        """The owner tag of ``cpu`` in process ``pid`` (default: this one)."""
+        return (os.getpid() if pid is None else pid) * 4096 + cpu + 1
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> int:
+        """Fork a child running ``fn(*args)``: exit code 0 if it returned, 1 if it raised."""
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                fn(*args)
+                code = 0
+            except BaseException:  # noqa: BLE001 - a child exits 1 whatever it raised
+                traceback.print_exc(file=sys.stderr)
+            finally:
+                os._exit(code)
+        self.running.add(pid)
+        return pid
+
+    def join(self, pid: int) -> int:
+        """Wait for child ``pid``; its exit code (-signal if killed)."""
+        self.wait_until(lambda: self._reaped(pid), f"child {pid} to exit")
+        return self._exit_codes.pop(pid)
+
+    def _reaped(self, pid: int) -> bool:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            self.running.discard(pid)
+            self._exit_codes[pid] = os.waitstatus_to_exitcode(status)
+        return bool(done)
+
+    def kill(self, pid: int) -> int:
+        """SIGKILL child ``pid`` and reap it (a zombie's pid still looks alive)."""
+        os.kill(pid, signal.SIGKILL)
+        return self.join(pid)
+
+    def wait_until(self, cond: Callable[[], bool], what: str) -> None:
+        """Poll ``cond`` (a state another process will reach), up to the safety deadline."""
+        end = time.monotonic() + self.DEADLINE_S
+        while not cond():
+            if time.monotonic() > end:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(0.0002)
+
+    def close(self) -> None:
+        for pid in list(self.running):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+        self.running.clear()

@@ -1,0 +1,401 @@
+"""Reader/writer semaphore: readers share, a writer excludes, waiters sleep on a futex in
+a FIFO wait list.  Two hand-off policies (``policy``), the 3.8 - 3.9 story of the
+anon_vma rwsem:
+
+* RWSEM_FIFO, 3.8 as merged (5a505085f043, 4fc3f1d66b1e): once anybody waits, every
+  newcomer queues, and a releasing holder *grants* the lock to the queue head (a writer,
+  or the run of readers at the front) before waking it: nobody can come in between.
+* RWSEM_STEAL, writer lock-stealing (ce6711f3d196, 3.9): a running writer takes a free
+  rwsem even when others sleep in the queue; a release only *wakes* a writer at the
+  head, which then tries for the lock itself and sleeps again if it was stolen.
+  Readers at the head are still granted (unless a writer holds).
+
+Record (int64 words)::
+
+    w+0  count      readers holding (bits 0-31) | WRITER (bit 32) | WAITING (bit 33)
+    w+1  wait_lock  a tas spinlock guarding the list and every grant (short sections)
+    w+2  head       first waiter's node word + 1 (0: empty)     W: wait_lock
+    w+3  tail       last waiter's node word + 1                 W: wait_lock
+    w+4  waiters    nodes in the list (for lock_state)          W: wait_lock
+    w+5  died       a dead writer's hold was broken: the next acquirer is told
+    w+7  owner      tag of the writer holding it (readers do not write it)
+
+Waiter node (the caller's per-CPU node block, at its nesting level)::
+
+    +0 state  the futex word: WAITING 0 -> GRANTED 1 (it holds the lock now), or
+              WOKEN 2 (STEAL: a writer at the head, told to try for itself)
+    +1 next   next waiter's node word + 1                       W: wait_lock
+    +2 type   READER 0 / WRITER 1
+
+Hand-off, FIFO (3.8)::
+
+    count: R=1  list: W1 -> R2        R1 releases: R=0, under wait_lock grant W1:
+                                      count = WRITER, W1.state = GRANTED, futex_wake
+    a writer W3 arriving now finds WAITING set and queues behind R2
+
+Hand-off, STEAL (3.9)::
+
+    count: W=1  list: W1              W0 releases: W1.state = WOKEN, futex_wake
+    running W3: count has no holder -> cmpxchg(count, c, c | WRITER): W3 holds first
+    W1 wakes: cannot take it, back to WAITING; W3's release wakes it again
+
+Fast paths: a writer ``cmpxchg(count, 0, WRITER)`` (STEAL: any count without holders);
+a reader adds 1 while neither WRITER nor WAITING is set.  A holder whose release finds
+WAITING takes wait_lock and runs ``rwsem_wake_locked``.  A newcomer enqueues under
+wait_lock, sets WAITING, and runs ``rwsem_wake_locked`` itself, so a release that came
+just before WAITING was set cannot leave it asleep on a free lock.
+
+Abort (stop): a sleeper takes wait_lock and unlinks its node (then wakes whoever that
+lets in); if it had been granted the lock in the meantime, it releases it instead.  A
+writer that dies holding is found by its sleepers (the owner word's pid, ``pid_alive``):
+its hold is broken under wait_lock and the next acquirer gets LOCK_OWNER_DIED.  A reader
+that dies holding is not detected (readers are anonymous, as in the kernel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .atomics import (
+    READ_ONCE,
+    WRITE_ONCE,
+    atomic_fetch_add,
+    atomic_fetch_and,
+    atomic_fetch_or,
+    atomic_xchg,
+    cmpxchg,
+    cpu_relax,
+    futex_wait,
+    futex_wake,
+    pid_alive,
+    smp_load_acquire,
+    smp_store_release,
+)
+from .common import (
+    LOCK_CONTENDED,
+    LOCK_FAST,
+    LOCK_OWNER_DIED,
+    LOCK_STOPPED,
+    NODE_NESTING,
+    NODE_WORDS,
+    NODES_PER_CPU,
+    OWNER,
+    RWSEM_STEAL,
+    WAIT_SLICE_NS,
+    owner_pid,
+    stop_requested,
+)
+from .jit import cached_njit
+
+# record words
+COUNT = 0
+WAIT_LOCK = 1
+HEAD = 2
+TAIL = 3
+WAITERS = 4
+DIED = 5
+# count bits
+READERS_MASK = 0xFFFFFFFF
+WRITER = 1 << 32
+WAITING = 1 << 33
+HOLDERS = READERS_MASK | WRITER
+# node words and values
+STATE = 0
+NEXT = 1
+TYPE = 2
+WAITING_STATE = 0
+GRANTED = 1
+WOKEN = 2
+READER = 0
+WRITER_TYPE = 1
+
+
+# -- fast paths ---------------------------------------------------------------------------
+
+@cached_njit
+def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
+    """Take the read side if no writer holds it and nobody waits; never waits."""
+    c = READ_ONCE(words, w + COUNT)
+    while c & (WRITER | WAITING) == 0:
+        found = cmpxchg(words, w + COUNT, c, c + 1)
+        if found == c:
+            return True
+        c = found
+    return False
+
+
+@cached_njit
+def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
+    """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
+    if policy != RWSEM_STEAL:
+        return cmpxchg(words, w + COUNT, 0, WRITER) == 0
+    c = READ_ONCE(words, w + COUNT)
+    while c & HOLDERS == 0:  # lock-stealing: sleeping waiters do not stop a running writer
+        found = cmpxchg(words, w + COUNT, c, c | WRITER)
+        if found == c:
+            return True
+        c = found
+    return False
+
+
+@cached_njit
+def down_read(words: np.ndarray, w: int, policy: int, node_w: int, stop_w: int) -> int:
+    """Take the read side of the rwsem at record ``w``; sleep in the queue if a writer
+    holds it or anybody waits."""
+    if down_read_trylock(words, w, policy):
+        return LOCK_FAST
+    return rwsem_down_slowpath(words, w, policy, READER, node_w, stop_w)
+
+
+@cached_njit
+def down_write(
+    words: np.ndarray, w: int, policy: int, owner_tag: int, node_w: int, stop_w: int
+) -> int:
+    """Take the write side of the rwsem at record ``w``; sleep in the queue while it is
+    held (FIFO: or anybody waits).  The caller then writes the owner word."""
+    if down_write_trylock(words, w, policy):
+        return LOCK_FAST
+    return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, node_w, stop_w)
+
+
+@cached_njit
+def up_read(words: np.ndarray, w: int, policy: int) -> None:
+    """Release a read hold; the last reader out hands the lock to the queue."""
+    c = atomic_fetch_add(words, w + COUNT, -1) - 1
+    if c & HOLDERS == 0 and c & WAITING:
+        _wait_lock(words, w)
+        rwsem_wake_locked(words, w, policy)
+        _wait_unlock(words, w)
+
+
+@cached_njit
+def up_write(words: np.ndarray, w: int, policy: int) -> None:
+    """Release the write hold (the caller cleared the owner word); hand the lock to the
+    queue if anybody waits."""
+    if cmpxchg(words, w + COUNT, WRITER, 0) == WRITER:
+        return
+    _wait_lock(words, w)
+    atomic_fetch_add(words, w + COUNT, -WRITER)
+    rwsem_wake_locked(words, w, policy)
+    _wait_unlock(words, w)
+
+
+# -- wait_lock ----------------------------------------------------------------------------
+
+@cached_njit
+def _wait_lock(words: np.ndarray, w: int) -> None:
+    """Take wait_lock.  Its sections are a few dozen instructions and never sleep."""
+    while cmpxchg(words, w + WAIT_LOCK, 0, 1) != 0:
+        while READ_ONCE(words, w + WAIT_LOCK) != 0:
+            cpu_relax()
+
+
+@cached_njit
+def _wait_unlock(words: np.ndarray, w: int) -> None:
+    smp_store_release(words, w + WAIT_LOCK, 0)
+
+
+# -- the wait list (all under wait_lock) ----------------------------------------------------
+
+@cached_njit
+def _list_append(words: np.ndarray, w: int, node: int) -> None:
+    tail = READ_ONCE(words, w + TAIL)
+    if tail == 0:
+        WRITE_ONCE(words, w + HEAD, node + 1)
+    else:
+        WRITE_ONCE(words, tail - 1 + NEXT, node + 1)
+    WRITE_ONCE(words, w + TAIL, node + 1)
+    WRITE_ONCE(words, w + WAITERS, READ_ONCE(words, w + WAITERS) + 1)
+    atomic_fetch_or(words, w + COUNT, WAITING)
+
+
+@cached_njit
+def _list_remove(words: np.ndarray, w: int, node: int) -> None:
+    """Unlink ``node`` (found by walking from the head); clear WAITING if none is left."""
+    prev = 0
+    cur = READ_ONCE(words, w + HEAD)
+    while cur != 0 and cur != node + 1:
+        prev = cur
+        cur = READ_ONCE(words, cur - 1 + NEXT)
+    if cur == 0:
+        return
+    nxt = READ_ONCE(words, node + NEXT)
+    if prev == 0:
+        WRITE_ONCE(words, w + HEAD, nxt)
+    else:
+        WRITE_ONCE(words, prev - 1 + NEXT, nxt)
+    if READ_ONCE(words, w + TAIL) == node + 1:
+        WRITE_ONCE(words, w + TAIL, prev)
+    WRITE_ONCE(words, w + WAITERS, READ_ONCE(words, w + WAITERS) - 1)
+    if nxt == 0 and prev == 0:
+        atomic_fetch_and(words, w + COUNT, ~WAITING)
+
+
+@cached_njit
+def _grant(words: np.ndarray, w: int, node: int) -> None:
+    """Dequeue the head ``node``, whose hold the caller has added to count, and wake it.
+    ``next`` is read before GRANTED is published: from then on the node is its owner's."""
+    _list_remove(words, w, node)
+    smp_store_release(words, node + STATE, GRANTED)
+    futex_wake(words, node + STATE, 1)
+
+
+@cached_njit
+def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
+    """Hand the rwsem to the head of the queue if it can have it now (wait_lock held).
+
+    FIFO grants: the head writer gets WRITER added to count and is woken holding it; the
+    run of readers at the front gets one read hold each.  STEAL wakes a head writer
+    without granting (it competes for the lock when it runs); readers are granted."""
+    head = READ_ONCE(words, w + HEAD)
+    if head == 0:
+        return
+    node = head - 1
+    if READ_ONCE(words, node + TYPE) == WRITER_TYPE:
+        if READ_ONCE(words, w + COUNT) & HOLDERS != 0:
+            return  # still held: that holder's release comes back here
+        if policy == RWSEM_STEAL:
+            if cmpxchg(words, node + STATE, WAITING_STATE, WOKEN) == WAITING_STATE:
+                futex_wake(words, node + STATE, 1)
+            return
+        c = READ_ONCE(words, w + COUNT)
+        while c & HOLDERS == 0:  # readers may still be leaving (fetch_add, no wait_lock)
+            found = cmpxchg(words, w + COUNT, c, c | WRITER)
+            if found == c:
+                _grant(words, w, node)
+                return
+            c = found
+        return
+    # Readers at the front: one hold each, up to the first writer.
+    n = 0
+    cur = head
+    while cur != 0 and READ_ONCE(words, cur - 1 + TYPE) == READER:
+        n += 1
+        cur = READ_ONCE(words, cur - 1 + NEXT)
+    c = READ_ONCE(words, w + COUNT)
+    while True:
+        if c & WRITER:
+            return  # a writer holds (or stole) it: its release comes back here
+        found = cmpxchg(words, w + COUNT, c, c + n)
+        if found == c:
+            break
+        c = found
+    for _ in range(n):
+        _grant(words, w, READ_ONCE(words, w + HEAD) - 1)
+
+
+# -- the slow path ------------------------------------------------------------------------
+
+@cached_njit
+def rwsem_down_slowpath(
+    words: np.ndarray, w: int, policy: int, kind: int, node_w: int, stop_w: int
+) -> int:
+    """Queue this CPU's node, let ``rwsem_wake_locked`` grant it if it can, then sleep on
+    the node's state until granted (or, STEAL, woken to try), the holder found dead, or
+    the run stopped."""
+    idx = words[node_w + NODE_NESTING]
+    if idx >= NODES_PER_CPU:  # out of nodes: poll the trylock (never in this model)
+        while not (down_write_trylock(words, w, policy) if kind == WRITER_TYPE
+                   else down_read_trylock(words, w, policy)):
+            if stop_requested(words, stop_w):
+                return LOCK_STOPPED
+            cpu_relax()
+        return LOCK_CONTENDED
+    node = node_w + idx * NODE_WORDS
+    words[node_w + NODE_NESTING] = idx + 1
+    status = _queue_and_sleep(words, w, policy, kind, node, stop_w)
+    words[node_w + NODE_NESTING] = idx
+    if status == LOCK_CONTENDED and atomic_xchg(words, w + DIED, 0) != 0:
+        status = LOCK_OWNER_DIED
+    return status
+
+
+@cached_njit
+def _queue_and_sleep(
+    words: np.ndarray, w: int, policy: int, kind: int, node: int, stop_w: int
+) -> int:
+    WRITE_ONCE(words, node + STATE, WAITING_STATE)
+    WRITE_ONCE(words, node + NEXT, 0)
+    WRITE_ONCE(words, node + TYPE, kind)
+    _wait_lock(words, w)
+    _list_append(words, w, node)
+    rwsem_wake_locked(words, w, policy)
+    _wait_unlock(words, w)
+
+    last_owner = 0
+    while True:
+        state = smp_load_acquire(words, node + STATE)
+        if state == GRANTED:
+            return LOCK_CONTENDED
+        if state == WOKEN and _try_write_lock_woken(words, w, node):
+            return LOCK_CONTENDED
+        if stop_requested(words, stop_w):
+            return _abort_wait(words, w, policy, kind, node)
+        owner = READ_ONCE(words, w + OWNER)
+        if owner != 0 and owner == last_owner and not pid_alive(owner_pid(owner)):
+            rwsem_break_dead_writer(words, w, policy, owner)
+            continue
+        last_owner = owner
+        futex_wait(words, node + STATE, WAITING_STATE, WAIT_SLICE_NS)
+
+
+@cached_njit
+def _try_write_lock_woken(words: np.ndarray, w: int, node: int) -> bool:
+    """STEAL: a writer woken at the head tries for the lock; if a running writer stole it,
+    back to WAITING (the thief's release wakes it again)."""
+    _wait_lock(words, w)
+    c = READ_ONCE(words, w + COUNT)
+    while c & HOLDERS == 0:
+        found = cmpxchg(words, w + COUNT, c, c | WRITER)
+        if found == c:
+            _list_remove(words, w, node)
+            _wait_unlock(words, w)
+            return True
+        c = found
+    WRITE_ONCE(words, node + STATE, WAITING_STATE)
+    _wait_unlock(words, w)
+    return False
+
+
+@cached_njit
+def _abort_wait(words: np.ndarray, w: int, policy: int, kind: int, node: int) -> int:
+    """Stop: leave the queue (letting in whoever that unblocks), or give back a lock that
+    was granted meanwhile."""
+    _wait_lock(words, w)
+    if READ_ONCE(words, node + STATE) == GRANTED:
+        _wait_unlock(words, w)
+        if kind == WRITER_TYPE:
+            up_write(words, w, policy)
+        else:
+            up_read(words, w, policy)
+        return LOCK_STOPPED
+    _list_remove(words, w, node)
+    rwsem_wake_locked(words, w, policy)
+    _wait_unlock(words, w)
+    return LOCK_STOPPED
+
+
+@cached_njit
+def rwsem_break_dead_writer(words: np.ndarray, w: int, policy: int, dead_tag: int) -> None:
+    """The writer ``dead_tag`` died holding the rwsem: drop its hold, flag it for the next
+    acquirer (LOCK_OWNER_DIED) and hand the lock to the queue.  Under wait_lock, so only
+    one sleeper does it, and only if that writer still holds it."""
+    _wait_lock(words, w)
+    if READ_ONCE(words, w + OWNER) == dead_tag and READ_ONCE(words, w + COUNT) & WRITER:
+        WRITE_ONCE(words, w + OWNER, 0)
+        WRITE_ONCE(words, w + DIED, 1)
+        atomic_fetch_add(words, w + COUNT, -WRITER)
+        rwsem_wake_locked(words, w, policy)
+    _wait_unlock(words, w)
+
+
+@cached_njit
+def rwsem_state(words: np.ndarray, w: int) -> tuple[bool, int]:
+    """(held by a writer or any reader, waiters queued)."""
+    return READ_ONCE(words, w + COUNT) & HOLDERS != 0, READ_ONCE(words, w + WAITERS)
+
+
+@cached_njit
+def rwsem_readers(words: np.ndarray, w: int) -> int:
+    """Readers holding the rwsem now."""
+    return READ_ONCE(words, w + COUNT) & READERS_MASK
