@@ -144,6 +144,11 @@ def note_order(words: np.ndarray, g: np.ndarray, held: np.ndarray, cls: int, sit
         words[e] += 1
         if words[e + 1] == 0:
             words[e + 1] = hsite * 64 + site + 1
+
+
+@cached_njit
+def held_push(held: np.ndarray, cls: int, site: int) -> None:
+    """lockdep's held stack: this CPU holds (or waits for) class ``cls`` taken at ``site``."""
     n = held[0]
     if 2 + 2 * n < len(held):
         held[1 + 2 * n] = cls
@@ -172,16 +177,20 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     # Without lockstat only the anon_vma lock is timed (its hold is the walk's time share).
     t0 = clock_ns() if g[G.INSTRUMENT] or cls == AV_CLASS else 0
     if lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
+        if g[G.ORDER_CHECK]:
+            held_push(held, cls, site)
         return t0
     return -1
 
 
 @cached_njit
-def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, w: int, cls: int, site: int,
-                          shared: int, t0: int) -> int:
+def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                          site: int, shared: int, t0: int) -> int:
     """Wait for lock word ``w``, publishing "waiting for w" in this CPU's slot meanwhile;
     returns the acquire time, or -1 when the run was aborted (stop = 2) during the wait.
     Records the wait in lockstat."""
+    if g[G.ORDER_CHECK]:  # held while it waits, as lockdep counts a lock being acquired
+        held_push(held, cls, site)
     cb = g[G.CPU_BASE]
     prev_state, prev_since = words[cb + G.F_STATE], words[cb + G.F_SINCE]
     words[cb + G.F_WAIT_LOCK] = w
@@ -193,6 +202,8 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, w: int, cls: int, si
     words[cb + G.F_SINCE] = prev_since
     words[cb + G.F_WAIT_LOCK] = -1
     if st == LOCK_STOPPED:
+        if g[G.ORDER_CHECK]:
+            note_release(held, cls)
         return -1
     t1 = clock_ns()
     if st == LOCK_OWNER_DIED:
@@ -216,7 +227,7 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
     t = lock_acquire_fast(words, g, held, w, cls, site, shared)
     if t >= 0:
         return t
-    return lock_acquire_slowpath(words, g, w, cls, site, shared, clock_ns())
+    return lock_acquire_slowpath(words, g, held, w, cls, site, shared, clock_ns())
 
 
 @cached_njit
@@ -316,13 +327,13 @@ class CpuLocks:
 
     # One wrapper per kind of wait, named as the kernel's, so that a profile says which.
     def spin_lock_slowpath(self, w: int, cls: int, site: int, shared: int, t0: int) -> int:
-        return lock_acquire_slowpath(self.words, self.g, w, cls, site, shared, t0)
+        return lock_acquire_slowpath(self.words, self.g, self.held, w, cls, site, shared, t0)
 
     def mutex_lock_slowpath(self, w: int, cls: int, site: int, shared: int, t0: int) -> int:
-        return lock_acquire_slowpath(self.words, self.g, w, cls, site, shared, t0)
+        return lock_acquire_slowpath(self.words, self.g, self.held, w, cls, site, shared, t0)
 
     def rwsem_down_slowpath(self, w: int, cls: int, site: int, shared: int, t0: int) -> int:
-        return lock_acquire_slowpath(self.words, self.g, w, cls, site, shared, t0)
+        return lock_acquire_slowpath(self.words, self.g, self.held, w, cls, site, shared, t0)
 
     def release(self, w: int, cls: int, site: int, t_acq: int, shared: int = 0) -> int:
         """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns)."""

@@ -11,8 +11,8 @@ from shared_model.eras import ERAS, Era, get_era
 def test_the_eras_in_order_with_what_each_changed() -> None:
     assert list(ERAS) == ["2.6.33", "2.6.34", "2.6.36", "3.0"]
     got = {n: (e.chain, e.lock_root, e.lock) for n, e in ERAS.items()}
-    assert got == {"2.6.33": (False, False, "spin"), "2.6.34": (True, False, "spin"),
-                   "2.6.36": (True, True, "spin"), "3.0": (True, True, "mutex")}
+    assert got == {"2.6.33": (False, False, "ticket"), "2.6.34": (True, False, "ticket"),
+                   "2.6.36": (True, True, "ticket"), "3.0": (True, True, "mutex")}
     assert all(e.name == n and e.summary for n, e in ERAS.items())
 
 

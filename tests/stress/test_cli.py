@@ -83,7 +83,7 @@ def test_run_json_contract_and_the_progress_line(tmp_path) -> None:
     assert doc["schema"] == "rmap-stress/1"
     c = doc["config"]
     assert (c["era"], c["scenario"], c["users"], c["pages"], c["cow"], c["cpus"], c["duration"],
-            c["lock"], c["seed"]) == ("2.6.34", "reclaim-storm", 20, 5, 1.0, 2, 6.5, "spin", 0)
+            c["lock"], c["seed"]) == ("2.6.34", "reclaim-storm", 20, 5, 1.0, 2, 6.5, "ticket", 0)
     m = doc["machine"]
     assert m["online_cpus"] == os.cpu_count()
     assert sorted(m["affinity"]) == sorted(os.sched_getaffinity(0))

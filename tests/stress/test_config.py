@@ -15,7 +15,7 @@ from stress.config import MAX_CPUS_WITHOUT_FORCE, ConfigError, RunConfig, online
 @pytest.mark.parametrize(("bad", "words"), [
     ({"era": "2.4"}, "unknown era '2.4' (choose from 2.6.33, 2.6.34, 2.6.36, 3.0)"),
     ({"scenario": "nope"}, "unknown scenario 'nope' (choose from reclaim-storm, forking-server)"),
-    ({"lock": "rcu"}, "unknown lock 'rcu' (choose from spin, mutex)"),
+    ({"lock": "rcu"}, "unknown lock 'rcu' (choose from tas, ticket, qspinlock, mutex, rwsem)"),
     ({"users": 0}, "--users must be a positive count, not 0"),
     ({"pages": -1}, "--pages must be a positive count, not -1"),
     ({"pages": (1 << 24) + 1}, f"--pages {(1 << 24) + 1} is more than one mapping"),
@@ -56,7 +56,7 @@ def test_each_rule_refuses_and_says_which(bad: dict[str, Any], words: str) -> No
     {"scenario": "abba-deadlock", "users": 2, "cpus": 2, "era": "2.6.36"},
     {"scenario": "abba-deadlock", "users": 2, "cpus": 0, "era": "3.0"},
     {"entry_cost_ns": 0}, {"work_us": 0}, {"alloc_fail_p": 0.0}, {"alloc_fail_p": 1.0},
-    {"ram_pages": 0}, {"lock": "spin"}, {"lock": "mutex"},
+    {"ram_pages": 0}, {"lock": "spin"}, {"lock": "ticket"}, {"lock": "qspinlock"}, {"lock": "rwsem"}, {"lock": "mutex"},
 ])
 def test_boundaries_that_are_accepted(good: dict[str, Any]) -> None:
     RunConfig(**good).validate()
@@ -67,7 +67,7 @@ def test_resolved_fills_cpus_and_the_era_s_lock_in_a_copy() -> None:
     r = cfg.resolved()
     assert r.cpus == len(os.sched_getaffinity(0)) == online_cpus()
     assert r.lock == "mutex"
-    assert RunConfig(era="2.6.33").resolved().lock == "spin"
+    assert RunConfig(era="2.6.33").resolved().lock == "ticket"
     assert RunConfig(era="3.0", lock="spin", cpus=3).resolved().lock == "spin"
     assert RunConfig(cpus=3).resolved().cpus == 3
     assert (cfg.cpus, cfg.lock) == (0, None)  # the original is left alone

@@ -237,19 +237,20 @@ BASE = RunConfig(scenario="forking-server", pages=4, cow=1.0, cpus=2, duration=0
 
 def test_ramp_stops_an_era_past_its_crossover() -> None:
     """With a threshold no run can reach, every era is past its crossover at its first point:
-    --crossover runs that point (twice, with --repeat 2) only, and the progress count skips
-    the points not run so that it still ends at the total."""
+    --crossover runs that point (twice, with --repeat 2) only.  Repeats run in rounds (every
+    point once per round, so drift lands in the spread); the first round decides where each
+    era stops, and the progress total shrinks to the points that will run, ending at it."""
     calls: list[tuple[int, int, str, float]] = []
     t0 = time.monotonic()
     doc = ramp(["2.6.33", "2.6.34"], [2, 4, 8], BASE, repeat=2, stop_at_crossover=True, threshold=1e12,
                progress=lambda done, total, label, elapsed: calls.append((done, total, label, elapsed)))
     took = time.monotonic() - t0
     assert [(p["era"], p["users"], p["repeat"]) for p in doc["points"]] == [
-        ("2.6.33", 2, 0), ("2.6.33", 2, 1), ("2.6.34", 2, 0), ("2.6.34", 2, 1)]
+        ("2.6.33", 2, 0), ("2.6.34", 2, 0), ("2.6.33", 2, 1), ("2.6.34", 2, 1)]
     assert doc["crossover"]["2.6.33"]["users"] == 2 and doc["crossover"]["2.6.34"]["users"] == 2
     assert [c[:3] for c in calls] == [
-        (0, 12, "2.6.33 users 2 run 1/2"), (1, 12, "2.6.33 users 2 run 2/2"),
-        (6, 12, "2.6.34 users 2 run 1/2"), (7, 12, "2.6.34 users 2 run 2/2"), (12, 12, "done")]
+        (0, 12, "2.6.33 users 2 round 1/2"), (1, 8, "2.6.34 users 2 round 1/2"),
+        (2, 4, "2.6.33 users 2 round 2/2"), (3, 4, "2.6.34 users 2 round 2/2"), (4, 4, "done")]
     elapsed = [c[3] for c in calls]
     assert elapsed == sorted(elapsed) and 0 <= elapsed[0] and elapsed[-1] <= took
     assert doc["config"]["crossover_stop"] is True and doc["config"]["threshold"] == 1e12
@@ -267,9 +268,9 @@ def test_ramp_without_stop_runs_every_point_and_repeat() -> None:
 
     base = dataclasses.replace(BASE, pages=16, seed=7, entry_cost_ns=5)
     doc = ramp(["3.0"], [2, 3], base, repeat=2, live=live)
-    assert [(p["users"], p["repeat"]) for p in doc["points"]] == [(2, 0), (2, 1), (3, 0), (3, 1)]
-    assert labels == ["3.0 users 2 run 1/2 (point 1/4)", "3.0 users 2 run 2/2 (point 2/4)",
-                      "3.0 users 3 run 1/2 (point 3/4)", "3.0 users 3 run 2/2 (point 4/4)"]
+    assert [(p["users"], p["repeat"]) for p in doc["points"]] == [(2, 0), (3, 0), (2, 1), (3, 1)]
+    assert labels == ["3.0 users 2 round 1/2 (point 1/4)", "3.0 users 3 round 1/2 (point 2/4)",
+                      "3.0 users 2 round 2/2 (point 3/4)", "3.0 users 3 round 2/2 (point 4/4)"]
     assert doc["schema"] == "rmap-stress-ramp/1"
     # the machine's RAM is fixed for the whole ramp: the family at twice the first count
     assert doc["config"] == {
