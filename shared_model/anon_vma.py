@@ -443,6 +443,22 @@ def anon_vma_fork(m: Model, vma: int, pvma: int) -> None:
 
 
 @cached_njit
+def anon_vma_unlink_slot_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                           sc: np.ndarray, av: int, c: int, pos: int) -> int:
+    """Take slot (c, pos) off av's list under av's lock, and free av if that left it unused.
+    Takes and releases the lock guarding av."""
+    w, t = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
+    if t < 0:
+        return STOPPED
+    st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av, c, pos)
+    empty = _anon_vma_unused(w32, g, av)
+    anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
+    if st == OK and empty:
+        st = anon_vma_free_c(words, w32, g, held, sc, av)
+    return st
+
+
+@cached_njit
 def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        sc: np.ndarray, vma: int) -> int:
     """Unlink every AVC of vma (chain eras) or the VMA itself (2.6.33) from its anon_vma's
@@ -451,39 +467,19 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     if not g[G.CHAIN]:
         av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
         if av >= 0:
-            w, t = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
-            if t < 0:
-                return STOPPED
-            st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av, w32[_vma(g, vma, G.VMA_LIST_CHUNK)],
-                                            w32[_vma(g, vma, G.VMA_LIST_POS)])
-            empty = _anon_vma_unused(w32, g, av)
-            anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
+            st = anon_vma_unlink_slot_c(words, w32, g, held, sc, av, w32[_vma(g, vma, G.VMA_LIST_CHUNK)],
+                                        w32[_vma(g, vma, G.VMA_LIST_POS)])
             if st < 0:
                 return st
-            if empty:
-                st = anon_vma_free_c(words, w32, g, held, sc, av)
-                if st < 0:
-                    return st
         w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
         return OK
     avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     while avc >= 0:
         nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
-        av = w32[_avc(g, avc, G.AVC_ANON_VMA)]
-        w, t = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
-        if t < 0:
-            return STOPPED
-        st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av, w32[_avc(g, avc, G.AVC_LIST_CHUNK)],
-                                        w32[_avc(g, avc, G.AVC_LIST_POS)])
-        empty = _anon_vma_unused(w32, g, av)
-        anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
-        if st < 0:
-            return st
-        if empty:
-            st = anon_vma_free_c(words, w32, g, held, sc, av)
-            if st < 0:
-                return st
-        st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        st = anon_vma_unlink_slot_c(words, w32, g, held, sc, w32[_avc(g, avc, G.AVC_ANON_VMA)],
+                                    w32[_avc(g, avc, G.AVC_LIST_CHUNK)], w32[_avc(g, avc, G.AVC_LIST_POS)])
+        if st == OK:
+            st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
         if st < 0:
             return st
         w32[_vma(g, vma, G.VMA_AVC_HEAD)] = nxt
