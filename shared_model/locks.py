@@ -204,6 +204,9 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
     if st == LOCK_STOPPED:
         if g[G.ORDER_CHECK]:
             note_release(held, cls)
+        # A wait cut short by the stop was still a wait: count it in the CPU's time shares
+        # (a ticket convoy under oversubscription is mostly waits that never finish).
+        words[cb + G.F_T_WAIT] += clock_ns() - t0
         return -1
     t1 = clock_ns()
     if st == LOCK_OWNER_DIED:
