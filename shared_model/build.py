@@ -83,12 +83,7 @@ def check_fits(caps: Capacities) -> None:
 def build_family(m: Model, users: int, pages: int, cow: float, seed: int = 0) -> Family:
     """Parent maps and touches ``pages`` pages, forks ``users`` children; each child writes
     round(cow * pages) of its pages, chosen by ``seed``."""
-    rng = np.random.default_rng(seed)
-    m.exclusive = True
-    try:
-        return _build(m, rng, users, pages, cow)
-    finally:
-        m.exclusive = False
+    return _build(m, np.random.default_rng(seed), users, pages, cow)
 
 
 def _build(m: Model, rng: np.random.Generator, users: int, pages: int, cow: float) -> Family:

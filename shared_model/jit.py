@@ -13,6 +13,7 @@ memory and the run still works, only slower to start).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -30,8 +31,6 @@ def cache_is_cold() -> bool:
     try:
         cache = FunctionCache(rmap_walk_anon.py_func)
         index = cache._cache_path
-        import os
-
         return not any(n.startswith("rmap.rmap_walk_anon") and n.endswith(".nbi")
                        for n in os.listdir(index))
     except (OSError, RuntimeError, AttributeError):

@@ -202,9 +202,6 @@ class Model:
         self.walkhist_word = offs["walkhist"] // 8 + cpu * WALK_HIST_BUCKETS
         self._free = {k: seg[f"free_{k}"] for k in ALLOC_KINDS}
         self._tops = self.header["top"][0]
-        # True only while one process builds the model before any CPU starts: the counts
-        # that stand for atomic_t need no stripe lock then (nothing runs concurrently).
-        self.exclusive = False
         self._namer: LockNamer | None = None
         self._rng = np.random.default_rng(cpu + 1)
         self.clock = time.perf_counter_ns

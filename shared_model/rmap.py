@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .layout import CH, CPU_STATE, MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_YOUNG
+from .layout import CPU_STATE, MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_YOUNG
 from .locking.atomics import clock_ns
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
@@ -365,7 +365,6 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarra
     return out
 
 
-assert CH > 0
 
 
 # ---------------------------------------------------------------------------- wrappers
