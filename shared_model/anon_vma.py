@@ -27,6 +27,7 @@ from numba import njit
 from . import ctx as G
 from .ctx import raise_status
 from .layout import CH
+from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
@@ -209,22 +210,51 @@ def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     return av
 
 
+@njit(inline="always")
+def get_anon_vma_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
+    """get_anon_vma: one more reference on av (an atomic_inc; no lock)."""
+    atomic_fetch_add(w32, _av(g, av, G.AV_REFCOUNT), 1)
+
+
+@njit(inline="always")
+def atomic_add_unless_last_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
+    """The lock-free half of ``atomic_dec_and_lock``: drop one reference on av unless it
+    is the last (a cmpxchg loop).  True if dropped."""
+    i = _av(g, av, G.AV_REFCOUNT)
+    c = READ_ONCE(w32, i)
+    while c > 1:
+        old = cmpxchg(w32, i, c, c - 1)
+        if old == c:
+            return True
+        c = old
+    return False
+
+
 @cached_njit
 def anon_vma_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                     sc: np.ndarray, av: int) -> int:
     """Free an anon_vma with an empty list; in eras that lock the root, drop the reference
-    it holds on its root (freeing the root too when that was the last).  No lock expected;
-    takes the root's lock for the reference."""
+    it holds on its root (put_anon_vma / drop_anon_vma), freeing the root too when that was
+    the last and its list is empty.  The reference is an atomic: a reference that is not
+    the last goes without any lock; the last is dropped under the root's lock
+    (``atomic_dec_and_lock``), so that it and the root's own unlink, which tests "empty
+    list and no reference" under that lock, cannot both free the root.  (3.0's kernel
+    keeps a reference for the root's own list and needs the lock only when the mutex is
+    seen held; the model's refcount counts only other anon_vmas.)
+
+    No lock expected; takes the root's lock for the last reference only."""
     while True:
         root = w32[_av(g, av, G.AV_ROOT)]
         st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
         if st < 0 or not (g[G.LOCK_ROOT] and root != av):
             return st
+        if atomic_add_unless_last_c(w32, g, root):
+            return OK
         w, t = anon_vma_lock_c(words, w32, g, held, root, S_UNLINK)
         if t < 0:
             return STOPPED
-        w32[_av(g, root, G.AV_REFCOUNT)] -= 1
-        gone = w32[_av(g, root, G.AV_REFCOUNT)] == 0 and w32[_av(g, root, G.AV_NR_MEMBERS)] == 0
+        now = atomic_fetch_add(w32, _av(g, root, G.AV_REFCOUNT), -1) - 1
+        gone = now == 0 and w32[_av(g, root, G.AV_NR_MEMBERS)] == 0
         anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
         if not gone:
             return OK
@@ -369,16 +399,26 @@ def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
         return st
     # The list ops need scratch of their own (sc[0] for a chunk): keep ours above 2n.
     work = sc[2 * n :]
+    once = g[G.LOCK_ONCE] != 0
+    hw, ht = -1, 0  # the lock word held across AVCs (3.0: lock_anon_vma_root), its time
     for i in range(n):
         av = chain[n - 1 - i]
-        w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
-        if t < 0:
-            return STOPPED
+        w = anon_vma_lock_word_c(w32, g, av)
+        if w != hw:
+            if hw >= 0:
+                anon_vma_unlock_c(words, g, held, hw, S_FORK, ht)
+            hw, ht = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
+            if ht < 0:
+                return STOPPED
         st = anon_vma_chain_link_locked_c(words, w32, g, held, work, dst, sc[i], av)
-        anon_vma_unlock_c(words, g, held, w, S_FORK, t)
+        if not once or st < 0:
+            anon_vma_unlock_c(words, g, held, hw, S_FORK, ht)
+            hw = -1
         if st < 0:
             kmem_cache_free_c(words, w32, g, held, G.K_AVC, sc[i:], n - i)  # the ones never linked
             return st
+    if hw >= 0:
+        anon_vma_unlock_c(words, g, held, hw, S_FORK, ht)  # unlock_anon_vma_root
     return OK
 
 
@@ -414,12 +454,7 @@ def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
         unlink_anon_vmas_c(words, w32, g, held, sc, vma)
         return avc
     if g[G.LOCK_ROOT]:
-        root = w32[_av(g, av, G.AV_ROOT)]
-        w, t = anon_vma_lock_c(words, w32, g, held, root, S_FORK)
-        if t < 0:
-            return STOPPED
-        w32[_av(g, root, G.AV_REFCOUNT)] += 1
-        anon_vma_unlock_c(words, g, held, w, S_FORK, t)
+        get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])  # get_anon_vma(anon_vma->root)
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
     if t < 0:
         return STOPPED
@@ -473,6 +508,8 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
                 return st
         w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
         return OK
+    if g[G.LOCK_ONCE]:
+        return unlink_anon_vmas_once_c(words, w32, g, held, sc, vma)
     avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     while avc >= 0:
         nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
@@ -484,6 +521,57 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
             return st
         w32[_vma(g, vma, G.VMA_AVC_HEAD)] = nxt
         avc = nxt
+    w32[_vma(g, vma, G.VMA_AVC_HEAD)] = -1
+    w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
+    return OK
+
+
+@cached_njit
+def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                            sc: np.ndarray, vma: int) -> int:
+    """3.0's unlink_anon_vmas: one pass over vma's chain (newest first) under the root lock,
+    taken once (``lock_anon_vma_root``: again only if the root changes), taking each AVC
+    off its anon_vma's list and freeing it, except those whose anon_vma became unused,
+    which stay for the second pass; then, outside the lock, each of those anon_vmas is
+    freed (put_anon_vma: the root last, as the chain is newest first) with its AVC.
+
+    Takes and releases the root lock (once per root), then, for the last reference on a
+    root, the root lock again in anon_vma_free_c."""
+    keep = sc[8:]  # AVCs whose anon_vma is to be freed; sc[0] is the slab's scratch
+    nkeep = 0
+    hw, ht = -1, 0
+    avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
+    while avc >= 0:
+        nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
+        av = w32[_avc(g, avc, G.AVC_ANON_VMA)]
+        w = anon_vma_lock_word_c(w32, g, av)
+        if w != hw:
+            if hw >= 0:
+                anon_vma_unlock_c(words, g, held, hw, S_UNLINK, ht)
+            hw, ht = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
+            if ht < 0:
+                return STOPPED
+        st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av,
+                                        w32[_avc(g, avc, G.AVC_LIST_CHUNK)], w32[_avc(g, avc, G.AVC_LIST_POS)])
+        if st == OK:
+            if _anon_vma_unused(w32, g, av):
+                keep[nkeep] = avc
+                nkeep += 1
+            else:
+                st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        if st < 0:
+            anon_vma_unlock_c(words, g, held, hw, S_UNLINK, ht)
+            return st
+        avc = nxt
+    if hw >= 0:
+        anon_vma_unlock_c(words, g, held, hw, S_UNLINK, ht)  # unlock_anon_vma_root
+    for k in range(nkeep):
+        avc = keep[k]
+        st = anon_vma_free_c(words, w32, g, held, sc, w32[_avc(g, avc, G.AVC_ANON_VMA)])
+        if st == OK:
+            st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        if st < 0:
+            return st
     w32[_vma(g, vma, G.VMA_AVC_HEAD)] = -1
     w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
     return OK

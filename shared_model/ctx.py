@@ -58,6 +58,12 @@ REC_W = REC0 + len(ALLOC_KINDS)
 IN_USE = REC_W + len(ALLOC_KINDS)
 FREE0 = IN_USE + len(ALLOC_KINDS)
 G_SIZE = FREE0 + len(ALLOC_KINDS)
+# Era switches added later (appended so the indices above stay put): eras.Era.swapin as a
+# SWAPIN_* code, move_anon_rmap, lock_once.
+SWAPIN, MOVE_ANON_RMAP, LOCK_ONCE = G_SIZE, G_SIZE + 1, G_SIZE + 2
+G_SIZE += 3
+SWAPIN_KEEP, SWAPIN_OLDEST, SWAPIN_ROOT = 0, 1, 2
+SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT}
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
@@ -75,6 +81,7 @@ PAGE_MAPPING = _f32(PAGE_DTYPE, "mapping")
 PAGE_INDEX = _f32(PAGE_DTYPE, "index")
 PAGE_MAPCOUNT = _f32(PAGE_DTYPE, "mapcount")
 PAGE_SWAPCOUNT = _f32(PAGE_DTYPE, "swapcount")
+PAGE_FLAGS = _f32(PAGE_DTYPE, "flags")
 VMA_START = _f32(VMA_DTYPE, "vm_start")
 VMA_END = _f32(VMA_DTYPE, "vm_end")
 VMA_PGOFF = _f32(VMA_DTYPE, "vm_pgoff")
@@ -131,7 +138,8 @@ def segment_words(seg: Segment) -> tuple[np.ndarray, np.ndarray]:
 
 def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, lock_root: bool,
                   chain: bool, entry_cost_ns: int, instrument: bool, rwsem_policy: int,
-                  node_w: int) -> np.ndarray:
+                  node_w: int, swapin: str = "keep", move_anon_rmap: bool = False,
+                  lock_once: bool = False) -> np.ndarray:
     """This CPU's geometry table (see the module header)."""
     offs = seg.offsets
     caps = seg.caps
@@ -170,6 +178,9 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[AVC_W] = AVC_DTYPE.itemsize // 4
     g[TOPS_W] = (offs["header"] + HEADER_DTYPE.fields["top"][1]) // 8  # type: ignore[index]
     g[RNG] = 0x1E3779B97F4A7C15 ^ (cpu + 2)
+    g[SWAPIN] = SWAPIN_CODE[swapin]
+    g[MOVE_ANON_RMAP] = int(move_anon_rmap)
+    g[LOCK_ONCE] = int(lock_once)
     for cls, kind in enumerate(kinds):
         g[KIND0 + cls] = kind
     for k, name in enumerate(ALLOC_KINDS):

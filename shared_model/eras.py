@@ -11,6 +11,17 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   from 3.0 (``shared_model/locking``; ``--lock`` overrides it).
 * ``spin``: the primitive of the era's plain spinlocks (page_table_lock, the slab and
   mapcount locks): ticket on the x86 of 2.6.25-4.1.
+* ``swapin``: where ``do_swap_page`` puts a page it maps for the first time
+  (``page_add_anon_rmap`` -> ``__page_set_anon_rmap``): "keep" (2.6.33: the faulting VMA's
+  one anon_vma, the family's), "oldest" (2.6.34/35: the oldest anon_vma of the faulting
+  VMA's chain, even for a page still in the swap cache), "root" (2.6.36+, 288468c334e9: a
+  page still ``PageAnon`` keeps its mapping; one read fresh from swap goes to
+  ``vma->anon_vma->root``, or to ``vma->anon_vma`` when a write fault reuses it exclusively).
+* ``move_anon_rmap``: ``do_wp_page`` reusing a page only this process maps moves it to
+  ``vma->anon_vma`` (``page_move_anon_rmap``, 2.6.34+).
+* ``lock_once``: ``anon_vma_clone`` and ``unlink_anon_vmas`` take the root lock once around
+  the whole chain (``lock_anon_vma_root``, 3.0 as released) instead of once per AVC
+  (2.6.36 .. 3.0-rc1).
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ class Era:
     lock: str
     summary: str
     spin: str = "ticket"
+    swapin: str = "keep"
+    move_anon_rmap: bool = False
+    lock_once: bool = False
 
 
 ERAS: dict[str, Era] = {
@@ -34,11 +48,17 @@ ERAS: dict[str, Era] = {
         Era("2.6.33", chain=False, lock_root=False, lock="ticket",
             summary="one anon_vma per fork family; VMAs on its list; its spinlock"),
         Era("2.6.34", chain=True, lock_root=False, lock="ticket",
-            summary="anon_vma_chain: each child its own anon_vma; the page's anon_vma spinlock"),
+            summary="anon_vma_chain: each child its own anon_vma; the page's anon_vma spinlock",
+            swapin="oldest", move_anon_rmap=True),
         Era("2.6.36", chain=True, lock_root=True, lock="ticket",
-            summary="anon_vma_chain with anon_vma->root: the family's root spinlock"),
+            summary="anon_vma_chain with anon_vma->root: the family's root spinlock",
+            swapin="root", move_anon_rmap=True),
+        Era("3.0-rc1", chain=True, lock_root=True, lock="mutex",
+            summary="as 2.6.36, the root lock a sleeping mutex, still taken once per AVC",
+            swapin="root", move_anon_rmap=True),
         Era("3.0", chain=True, lock_root=True, lock="mutex",
-            summary="as 2.6.36, the root lock becomes a sleeping mutex"),
+            summary="as 2.6.36, the root lock a sleeping mutex, taken once per clone/unlink pass",
+            swapin="root", move_anon_rmap=True, lock_once=True),
     )
 }
 

@@ -12,14 +12,17 @@ Rules:
 3. VMAs: each belongs to a live mm and is on that mm's VMA list; its anon_vma is on its
    own chain (chain eras).
 4. Pages: mapcount equals the present PTEs that map the page, swapcount the swap PTEs; a
-   page in use has a reference; a free page has none; rss equals present PTEs.
+   page in use has a reference; a free page has none; rss equals present PTEs.  A page
+   with no anon_vma (mapping -1) in use is a swap slot dropped from the swap cache:
+   unmapped, with swap PTEs only.
 5. No lost mapping: every present PTE is found by an rmap walk from its page's anon_vma:
    the VMA covering it is on that anon_vma's list and vma_address(page) is that PTE.
 6. Refcounts (root-locking eras): each root's refcount is the number of other live
    anon_vmas whose root it is.
 7. Nothing leaked: every record is either in use or on its free stack, exactly once, and
    no live anon_vma is unused (empty list and no references).
-8. Locks: none is held (owner 0) once the CPUs have stopped.
+8. Locks: none is held (owner 0) once the CPUs have stopped; no page is locked
+   (PG_locked).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .layout import ALLOC_KINDS, CH, PTE_PRESENT, PTE_SWAP
+from .layout import ALLOC_KINDS, CH, PG_LOCKED, PTE_PRESENT, PTE_SWAP
 from .model import Model
 
 MAX_REPORTED = 50
@@ -182,7 +185,10 @@ def check_model(m: Model) -> list[str]:
     mapc = np.bincount(grid_page[present].astype(np.intp), minlength=npages)
     swapc = np.bincount(grid_page[swap].astype(np.intp), minlength=npages)
     in_use = page["in_use"] == 1
-    mismatch = np.flatnonzero(in_use != (page["mapping"] >= 0))
+    # A page dropped from the swap cache (mapping -1) is a swap slot: in use, unmapped, and
+    # only swap PTEs point at it.
+    slot_only = in_use & (page["mapping"] < 0) & (page["mapcount"] == 0) & (page["swapcount"] > 0)
+    mismatch = np.flatnonzero((in_use != (page["mapping"] >= 0)) & ~slot_only)
     if len(mismatch):
         bad(f"{len(mismatch)} pages whose in_use and mapping disagree (leaked or half-freed), "
             f"e.g. page {mismatch[0]}")
@@ -234,7 +240,10 @@ def check_model(m: Model) -> list[str]:
             bad(f"{len(bad_index)} pages whose index does not give back their address, "
                 f"e.g. page {pg[bad_index[0]]}")
         del want_index, vp
-        want = _distinct_pairs(page["mapping"][pg], cv, nv)
+        maps = page["mapping"][pg]
+        if (maps < 0).any():  # swap slots: no anon_vma until a fault reads them back
+            cv, maps = cv[maps >= 0], maps[maps >= 0]
+        want = _distinct_pairs(maps, cv, nv)
         lost = want[~np.isin(want, pair_keys)]
         if len(lost):
             a, v = divmod(int(lost[0]), nv)
@@ -282,6 +291,9 @@ def check_model(m: Model) -> list[str]:
         held = np.flatnonzero(arr["owner"] != 0)
         if len(held):
             bad(f"{len(held)} {name} locks still held, e.g. #{held[0]} by owner tag {arr['owner'][held[0]]}")
+    locked = np.flatnonzero(m.page["flags"] & PG_LOCKED)
+    if len(locked):
+        bad(f"{len(locked)} pages still locked (PG_locked), e.g. page {locked[0]}")
     return out
 
 

@@ -33,6 +33,9 @@ Field guards (W: modification, R: reading), the kernel's convention:
   anon_vma list (chunks)         W, R: the anon_vma's lock (its root's in eras that lock the root)
   page.mapping, page.index       W: page owner under the PTE lock; R: walkers (stable while mapped)
   page.mapcount, page.swapcount  W: the page's mapcount stripe lock (the kernel's atomic_t)
+  page.flags                     W, R: atomics (PG_locked is the page lock itself)
+  page.mapping of a swapped page W: the page lock (do_swap_page's placement, reclaim dropping
+                                 it from the swap cache: mapping -1 = no frame, a swap slot)
   pte[]                          W: that mm's ptl; R: walkers pre-check lock-free, confirm under ptl
   free stacks, header tops       W, R: the kind's slab lock
   cpu[c], lockstat[c], walkhist[c]  W: CPU c only; R: anyone (parent, live view), no lock
@@ -59,6 +62,9 @@ PTE_PRESENT = 1
 PTE_YOUNG = 2
 PTE_WRITE = 4
 PTE_SWAP = 8
+
+# page.flags bits.
+PG_LOCKED = 1
 
 LOCK_DTYPE = np.dtype(
     [
@@ -168,6 +174,7 @@ PAGE_DTYPE = np.dtype(
         ("mapcount", "<i4"),  # present PTEs that map this page
         ("swapcount", "<i4"),  # swap PTEs that point at it (it sits in the swap cache)
         ("in_use", "<i4"),
+        ("flags", "<i4"),  # PG_locked (lock_page / trylock_page: atomics on this word)
     ]
 )
 

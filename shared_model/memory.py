@@ -222,8 +222,9 @@ def do_anonymous_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> int:
 def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                   mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int, int]:
     """Write faults on present, write-protected pages of vma: copy-on-write into a new page
-    in ``vma->anon_vma``, or reuse the page when this mm is its only user.  Returns
-    (copied, reused, status).
+    in ``vma->anon_vma``, or reuse the page when this mm is its only user (and, 2.6.34+,
+    move it to ``vma->anon_vma``: page_move_anon_rmap; a walk that read the old mapping
+    sees the change when it rechecks under the lock).  Returns (copied, reused, status).
 
     New pages are allocated before the ptl is taken and the PTEs rechecked under it, as
     do_wp_page does; the reuse test reads the old page's counts under its mapcount stripe
@@ -266,6 +267,8 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
         if w32[ob + G.PAGE_MAPCOUNT] == 1 and w32[ob + G.PAGE_SWAPCOUNT] == 0:
             w32[e + 1] |= PTE_WRITE | PTE_YOUNG
             reused += 1
+            if g[G.MOVE_ANON_RMAP]:  # page_move_anon_rmap (2.6.34+): only we map it
+                w32[ob + G.PAGE_MAPPING] = av
         else:
             p = new[used]
             used += 1
@@ -300,13 +303,16 @@ def do_wp_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int
     return int(copied), int(reused)
 
 
-def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int]) -> int:
-    """Fault ``page`` back in from the swap cache at each swap PTE in ``slots`` (each stands
-    for that mm's owner touching it again): PTE present and young, mapcount up, swap
-    count down.  Takes each mm's ptl, and the page's mapcount stripe inside it (compiled:
-    rmap.do_swap_page_c)."""
+def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int], write: bool = False) -> int:
+    """Fault ``page`` back in (from the swap cache, or read fresh from swap when reclaim
+    dropped it from the cache) at each swap PTE in ``slots``, in that order (each stands
+    for that mm's owner touching it again): PTE present and young, mapcount up, swap count
+    down, and on the first mapping the page placed as the era's page_add_anon_rmap does
+    (eras.Era.swapin).  ``write``: write faults, which map the page writable where the
+    faulting entry is its only user (reuse_swap_page).  Takes the page lock, then each
+    mm's ptl and the page's mapcount stripe inside it (compiled: rmap.do_swap_page_c)."""
     slots = np.asarray(slots, dtype=np.int64)
-    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots))
+    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots), int(write))
     if done < 0:
         raise_status(done)
     return int(done)
@@ -339,7 +345,7 @@ def touch_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
     unlock_ptl_c(words, g, held, mm, S_ANON, t)
     done = 0
     for i in range(ns):
-        d = do_swap_page_c(words, w32, g, held, pages[i], slots[i:], 1)
+        d = do_swap_page_c(words, w32, g, held, pages[i], slots[i:], 1, 0)
         if d < 0:
             return touched, done, STOPPED
         done += d

@@ -183,6 +183,8 @@ class Model:
             seg, cpu, default_owner_tag(cpu), kinds, lock_root=self.era.lock_root,
             chain=self.era.chain, entry_cost_ns=entry_cost_ns, instrument=instrument,
             rwsem_policy=getattr(self.era, "rwsem_policy", RWSEM_FIFO),
+            swapin=self.era.swapin, move_anon_rmap=self.era.move_anon_rmap,
+            lock_once=self.era.lock_once,
             node_w=seg.offsets["qnodes"] // 8 + (cpu + 1) * NODE_BLOCK_WORDS)
         self.locks = CpuLocks(seg, cpu, self.g)
         self.words, self.w32 = self.locks.words, self.locks.w32
@@ -237,6 +239,7 @@ class Model:
             seg["chunk"]["avc"] = -1
             seg["page"]["mapcount"] = 0
             seg["page"]["swapcount"] = 0
+            seg["page"]["flags"] = 0
             seg["pte"]["page"] = -1
             seg["pte"]["flags"] = 0
             # VMA 0 is the sentinel that tombstoned list slots point at: an empty range.
@@ -404,7 +407,7 @@ class Model:
             "vmas": int(self.vma["in_use"].sum()) - 1,
             "anon_vmas": int(self.anon_vma["in_use"].sum()),
             "avcs": int(self.avc["in_use"].sum()),
-            "pages": int((self.page_mapping >= 0).sum()),
+            "pages": int((self.page["in_use"] == 1).sum()),
         }
 
     def __repr__(self) -> str:

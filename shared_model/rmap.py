@@ -35,8 +35,8 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .layout import CPU_STATE, MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_YOUNG
-from .locking.atomics import clock_ns
+from .layout import CPU_STATE, MAPCOUNT_STRIPES, PG_LOCKED, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG
+from .locking.atomics import READ_ONCE, atomic_fetch_and, atomic_fetch_or, clock_ns, cpu_relax, futex_wait
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
@@ -229,34 +229,212 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     return r, visited, st, av, w
 
 
+# ---------------------------------------------------------------------------- the page lock
+
+
+@njit(inline="always")
+def trylock_page_c(w32: np.ndarray, g: np.ndarray, page: int) -> bool:
+    """trylock_page: set PG_locked if it was clear (an atomic or on the page's flags)."""
+    return not atomic_fetch_or(w32, g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS, PG_LOCKED) & PG_LOCKED
+
+
+@cached_njit
+def lock_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, page: int) -> int:
+    """lock_page: wait for PG_locked (spinning a little, then sleeping on the word in short
+    futex naps: unlock_page wakes nobody, as the kernel's wait_on_page_bit sleeps are woken
+    by a hashed wait queue the model does not have).  0, or -1 when the run is aborted
+    meanwhile (stop word 2)."""
+    i = g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS
+    spins = 0
+    while atomic_fetch_or(w32, i, PG_LOCKED) & PG_LOCKED:
+        if READ_ONCE(words, g[G.STOP_W]) >= 2:
+            return -1
+        spins += 1
+        if spins < 64:
+            cpu_relax()
+        else:
+            futex_wait(w32, i, READ_ONCE(w32, i), 50_000)
+    return 0
+
+
+@njit(inline="always")
+def unlock_page_c(w32: np.ndarray, g: np.ndarray, page: int) -> None:
+    atomic_fetch_and(w32, g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS, ~PG_LOCKED)
+
+
+# ---------------------------------------------------------------------------- swap-in
+
+
+@njit(inline="always")
+def find_vma_c(w32: np.ndarray, g: np.ndarray, mm: int, vpn: int) -> int:
+    """The VMA of mm holding vpn, or -1 (the mm's VMA list, as find_vma walks it)."""
+    v = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_VMA_HEAD]
+    while v >= 0:
+        vb = g[G.VMA0] + v * g[G.VMA_W]
+        if w32[vb + G.VMA_START] <= vpn < w32[vb + G.VMA_END]:
+            return v
+        v = w32[vb + G.VMA_NEXT]
+    return -1
+
+
+@njit(inline="always")
+def oldest_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
+    """2.6.34's ``list_entry(vma->anon_vma_chain.prev, ...)->anon_vma``: the last AVC of
+    vma's same_vma list (newest first), the deepest ancestor."""
+    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    av = w32[vb + G.VMA_ANON_VMA]
+    a = w32[vb + G.VMA_AVC_HEAD]
+    while a >= 0:
+        ab = g[G.AVC0] + a * g[G.AVC_W]
+        av = w32[ab + G.AVC_ANON_VMA]
+        a = w32[ab + G.AVC_SAME_VMA_NEXT]
+    return av
+
+
+@njit(inline="always")
+def page_add_anon_rmap_swapin_c(w32: np.ndarray, g: np.ndarray, page: int, vma: int, first: bool,
+                                exclusive: bool) -> None:
+    """do_swap_page's page_add_anon_rmap / do_page_add_anon_rmap: on the first mapping,
+    ``__page_set_anon_rmap`` as the era does it (eras.Era.swapin).  A page whose mapping is
+    -1 was dropped from the swap cache and has just been read fresh from swap (not
+    PageAnon).  Expects held: the page lock."""
+    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    fresh = w32[pb + G.PAGE_MAPPING] < 0
+    if not (first or fresh):
+        return
+    mode = g[G.SWAPIN]
+    av = w32[vb + G.VMA_ANON_VMA]
+    if mode == G.SWAPIN_OLDEST:  # 2.6.34: exclusive=0, the oldest of the chain, always
+        av = oldest_anon_vma_c(w32, g, vma)
+    elif mode == G.SWAPIN_ROOT:  # 2.6.36+: if (PageAnon(page)) return;
+        if not fresh:
+            return
+        if not exclusive:
+            av = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_ROOT]
+    w32[pb + G.PAGE_MAPPING] = av  # page->index: linear_page_index gives back the same
+
+
+@cached_njit
+def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
+                       slot: int, write: int) -> int:
+    """One fault on the swap PTE at ``slot`` that points at ``page``: lock_page, the ptl,
+    recheck the PTE, place the page (page_add_anon_rmap, per era), PTE present and young
+    (and writable when a write fault may reuse the page: reuse_swap_page, the faulting
+    entry its only user), mapcount up, swap count down (swap_free).  1 done, 0 the PTE
+    changed meanwhile, -1 aborted.
+
+    Takes: the page lock, then the mm's ptl, the page's mapcount stripe inside it."""
+    if lock_page_c(words, w32, g, page) < 0:
+        return -1
+    ptrs = g[G.PTRS]
+    mm = slot // ptrs
+    pe = g[G.PTE0] + 2 * slot
+    ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
+    t = lock_acquire_c(words, g, held, ptl, PTL, S_SWAPIN, 0)
+    if t < 0:
+        unlock_page_c(w32, g, page)
+        return -1
+    done = 0
+    if w32[pe] == page and w32[pe + 1] & PTE_SWAP:
+        pb = g[G.PAGE0] + page * g[G.PAGE_W]
+        mapcount, swapcount = w32[pb + G.PAGE_MAPCOUNT], w32[pb + G.PAGE_SWAPCOUNT]
+        exclusive = write != 0 and mapcount + swapcount == 1
+        vma = find_vma_c(w32, g, mm, slot - mm * ptrs)
+        page_add_anon_rmap_swapin_c(w32, g, page, vma, mapcount == 0, exclusive)
+        w32[pe + 1] = PTE_PRESENT | PTE_YOUNG | (PTE_WRITE if exclusive else 0)
+        if mapcount_add_c(words, w32, g, held, page, 1, -1, S_SWAPIN) < 0:
+            lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
+            unlock_page_c(w32, g, page)
+            return -1
+        w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS] += 1
+        words[g[G.CPU_BASE] + G.F_SWAPINS] += 1
+        done = 1
+    lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
+    unlock_page_c(w32, g, page)
+    return done
+
+
 @cached_njit
 def do_swap_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
-                   slots: np.ndarray, n: int) -> int:
-    """Fault ``page`` back in at each swap PTE in ``slots[:n]``: present and young, mapcount
-    up, swap count down.  Takes each mm's ptl and the page's stripe inside it.  Returns the
-    faults done, or -1 when aborted."""
+                   slots: np.ndarray, n: int, write: int) -> int:
+    """Fault ``page`` back in at each swap PTE in ``slots[:n]``, in that order (see
+    do_swap_page_one_c).  Returns the faults done, or -1 when aborted."""
     done = 0
-    ptrs, pte0 = g[G.PTRS], g[G.PTE0]
-    mm0, mm_w32 = g[G.MM0], 2 * g[G.MM_W64]
-    cb = g[G.CPU_BASE]
     for i in range(n):
-        slot = slots[i]
-        mm = slot // ptrs
-        ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
-        t = lock_acquire_c(words, g, held, ptl, PTL, S_SWAPIN, 0)
-        if t < 0:
+        d = do_swap_page_one_c(words, w32, g, held, page, slots[i], write)
+        if d < 0:
             return -1
-        pe = pte0 + 2 * slot
-        if w32[pe] == page and w32[pe + 1] & PTE_SWAP:
-            w32[pe + 1] = PTE_PRESENT | PTE_YOUNG
-            if mapcount_add_c(words, w32, g, held, page, 1, -1, S_SWAPIN) < 0:
-                lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
-                return -1
-            w32[mm0 + mm * mm_w32 + G.MM_RSS] += 1
-            done += 1
-            words[cb + G.F_SWAPINS] += 1
-        lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
+        done += d
     return done
+
+
+@njit(inline="always")
+def delete_from_swap_cache_locked_c(w32: np.ndarray, g: np.ndarray, page: int) -> int:
+    """Reclaim meets a page it unmapped earlier, written back and clean: __remove_mapping ->
+    __delete_from_swap_cache, and the frame is freed (free_hot_cold_page clears an anon
+    page's mapping).  What is left is a swap slot: the record stays (swap PTEs point at
+    it) with mapping -1, and the next fault reads it fresh from swap.  1 if dropped.
+    Expects held: the page lock."""
+    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    if (w32[pb + G.PAGE_MAPPING] >= 0 and w32[pb + G.PAGE_MAPCOUNT] == 0
+            and w32[pb + G.PAGE_SWAPCOUNT] > 0):
+        w32[pb + G.PAGE_MAPPING] = -1
+        return 1
+    return 0
+
+
+@cached_njit
+def delete_from_swap_cache_c(w32: np.ndarray, g: np.ndarray, page: int) -> int:
+    """trylock_page, then delete_from_swap_cache_locked_c: 1 if dropped, 0 if not (busy,
+    mapped again, or no longer in the swap cache)."""
+    if not trylock_page_c(w32, g, page):
+        return 0
+    r = delete_from_swap_cache_locked_c(w32, g, page)
+    unlock_page_c(w32, g, page)
+    return r
+
+
+# Refault modes of ``refault_pass_c`` (``scan --refault``).
+REFAULT_CACHE, REFAULT_READ, REFAULT_WRITE = 0, 1, 2
+REFAULT_MODES = {"cache": REFAULT_CACHE, "read": REFAULT_READ, "write": REFAULT_WRITE}
+
+
+@cached_njit
+def refault_pass_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                   pages: np.ndarray, mode: int, out: np.ndarray) -> tuple[int, int, int, int]:
+    """``scan --refault``'s sweep: for each page, try_to_unmap (every PTE old, so it
+    unmaps them all), then, unless ``mode`` is REFAULT_CACHE, drop it from the swap cache
+    (written back, reclaimed: the next faults read it fresh); then each process that mapped
+    it faults it back in, in mm order (read faults, or write faults for REFAULT_WRITE).
+    Returns (pages unmapped, PTEs unmapped, pages dropped, faults), or a -1 first item when
+    aborted or a walk found its lock busy (one process: it cannot)."""
+    nun = npte = ndrop = nfault = 0
+    write = 1 if mode == REFAULT_WRITE else 0
+    for i in range(len(pages)):
+        page = pages[i]
+        r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_UNMAP, out)
+        if st == WALK_CONTENDED or st == WALK_STOPPED:
+            return -1, npte, ndrop, nfault
+        if st == WALK_NOT_MAPPED or r == 0:
+            continue
+        nun += 1
+        npte += r
+        slots = out[:r]
+        for a in range(1, r):  # mm order (slot = mm * ptrs + vpn); the list is nearly sorted
+            x, b = slots[a], a - 1
+            while b >= 0 and slots[b] > x:
+                slots[b + 1] = slots[b]
+                b -= 1
+            slots[b + 1] = x
+        if mode != REFAULT_CACHE and lock_page_c(words, w32, g, page) == 0:
+            ndrop += delete_from_swap_cache_locked_c(w32, g, page)
+            unlock_page_c(w32, g, page)
+        d = do_swap_page_c(words, w32, g, held, page, slots, r, write)
+        if d < 0:
+            return -1, npte, ndrop, nfault
+        nfault += d
+    return nun, npte, ndrop, nfault
 
 
 # Where a compiled shrink_page_list stopped.
@@ -285,6 +463,9 @@ def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         if st == WALK_STOPPED:
             return k, SHRINK_ABORTED
         if st == WALK_NOT_MAPPED:
+            # Unmapped on an earlier pass and written back since: free its frame
+            # (__remove_mapping), leaving the swap slot; its next fault reads it fresh.
+            delete_from_swap_cache_c(w32, g, page)
             continue
         st = shrink_page_tail_c(words, w32, g, held, page, r, refault, out)
         if st == SHRINK_WAIT_UNMAP or st == SHRINK_ABORTED:
@@ -319,7 +500,7 @@ def unmapped_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     if nun:
         words[cb + G.F_UNMAPPED] += 1
         if refault:
-            done = do_swap_page_c(words, w32, g, held, page, out, nun)
+            done = do_swap_page_c(words, w32, g, held, page, out, nun, 0)
             if done < 0:
                 return SHRINK_ABORTED
             words[cb + G.F_REFAULTS] += done
@@ -442,6 +623,36 @@ def shrink_page_list(m: Model, lru: np.ndarray, hand: int, count: int, refault: 
             m.words[m.locks.f["heartbeat"]] += 1
         done += 1
     return done
+
+
+def delete_from_swap_cache(m: Model, page: int) -> bool:
+    """Drop an unmapped, swapped page from the swap cache (its frame freed, its swap slot
+    kept): the next fault reads it fresh from swap.  Takes the page lock with trylock, as
+    reclaim does; False if it was busy or the page is mapped or already dropped."""
+    return bool(delete_from_swap_cache_c(m.w32, m.g, page))
+
+
+def swap_reads_needed(m: Model, pages: np.ndarray) -> int:
+    """How many of ``pages`` a fault would have to read from the swap device: swapped
+    (a swap PTE points at them) and no longer in the swap cache (mapping -1).  The hook
+    for a swap device's queue: a swap-cache hit costs no IO."""
+    p = np.asarray(pages, dtype=np.int64)
+    return int(np.count_nonzero((m.page["in_use"][p] == 1) & (m.page_mapping[p] < 0)
+                                & (m.page_swapcount[p] > 0)))
+
+
+def refault_pass(m: Model, pages: np.ndarray, mode: str) -> dict[str, int]:
+    """``scan --refault``'s sweep over ``pages`` (see refault_pass_c): try_to_unmap each,
+    drop it from the swap cache unless ``mode`` is "cache", fault it back in from every
+    mm that mapped it, in mm order ("read" or "write" faults; "cache": read faults on swap
+    cache hits).  Every PTE must be old first, or try_to_unmap stops at a young one."""
+    nun, npte, ndrop, nfault = refault_pass_c(m.words, m.w32, m.g, m.locks.held,
+                                              np.asarray(pages, dtype=np.int64),
+                                              REFAULT_MODES[mode], m.walk_out)
+    if nun < 0:
+        raise Stopped()
+    return {"pages_unmapped": int(nun), "ptes_unmapped": int(npte), "swap_cache_dropped": int(ndrop),
+            "faults": int(nfault)}
 
 
 def walk_lengths_of(m: Model, pages: np.ndarray) -> np.ndarray:

@@ -143,6 +143,12 @@ def build_parser() -> Parser:
                                    "COWs a fraction F) and run page_referenced once on every page; "
                                    "report exactly how many list entries the walks visit.")
     _model_options(s, users=1000, pages=100)
+    s.add_argument("--refault", nargs="?", const="write", default=None, choices=("write", "read", "cache"),
+                   help="after the first pass, try_to_unmap every page and fault it back in from "
+                        "each process that mapped it, then walk again (JSON walks: the second pass, "
+                        "first_pass: the first).  write (default): pages dropped from the swap cache, "
+                        "each owner write-faults them back; read: dropped, read faults; cache: "
+                        "swap-cache hits, read faults")
     r = sub.add_parser("run", help="a stress run on real CPU worker processes",
                        description="A stress run: W worker processes, pinned one per CPU, share the "
                                    "model in shared memory and take its real locks.")
@@ -356,7 +362,7 @@ def _end_progress(quiet: bool) -> None:
 def cmd_scan(a: argparse.Namespace) -> int:
     from .scan import scan, scan_report
 
-    res = scan(_config(a), progress=_scan_progress(False))
+    res = scan(_config(a), progress=_scan_progress(False), refault=a.refault)
     if a.json:
         write_json(a.json, res)
     print(scan_report(res))

@@ -4,6 +4,22 @@ Build the forking-server model, and count, for every anonymous page, the list en
 ``page_referenced`` walk visits (the walk's own loop, compiled, without its locks: they
 cost time and change no count).  With 1000 children that each COW all 1000 of
 their pages, 2.6.33 visits about N/2 entries per walk and 2.6.34 one or two.
+
+``--refault MODE``: after that first pass every page is unmapped by ``try_to_unmap`` and
+faulted back in by each process that mapped it, in mm order (the order a sweep of the
+family's processes touching their memory again gives; placement does not depend on it,
+since every VMA of the family has the same oldest anon_vma, the root), and the pass runs
+again: ``walks`` is that second pass, ``first_pass`` the first.  Modes:
+
+* ``write`` (the default): the pages were written back and dropped from the swap cache
+  (reclaim under pressure frees a clean, unmapped swap-cache page on its next look), so
+  every fault reads the page fresh from swap (not PageAnon), and each owner writes it (a
+  forking server's children write their own data): where the faulting entry is the page's
+  only user the fault reuses it exclusively.  2.6.34 puts every page on the oldest
+  anon_vma (about N/2 per walk again), 2.6.36+ on ``vma->anon_vma`` (1.0 stays 1.0).
+* ``read``: dropped, read faults: 2.6.36+ too puts every fresh page on the root.
+* ``cache``: swap-cache hits (no writeback finished yet), read faults: 2.6.34 moves each
+  page to the oldest anon_vma on its first mapping, 2.6.36+ keeps its mapping.
 """
 
 from __future__ import annotations
@@ -17,15 +33,28 @@ import numpy as np
 from shared_model.build import build_family, check_fits, family_capacities
 from shared_model.invariants import check_model
 from shared_model.model import Model
-from shared_model.rmap import walk_lengths_of
+from shared_model.layout import PTE_YOUNG
+from shared_model.rmap import refault_pass, walk_lengths_of
 
 from .config import RunConfig
 from .results import SCHEMA_SCAN
 
 
-def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+REFAULT_CASES = {
+    "write": "swap cache dropped after writeback: fresh reads from swap, write faults "
+             "(exclusive reuse where the faulting process is the page's only user)",
+    "read": "swap cache dropped after writeback: fresh reads from swap, read faults",
+    "cache": "swap-cache hits (pages still PageAnon), read faults",
+}
+
+
+def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None,
+         refault: str | None = None) -> dict[str, Any]:
     """``progress(phase, done, total)`` hears "build" (thousandths), "walk" (walks done of
-    all, every 1000 walks) and "check" (0 of 1, then 1 of 1)."""
+    all, every 1000 walks) and "check" (0 of 1, then 1 of 1).  ``refault``: None, or a
+    mode of REFAULT_CASES (see the module header)."""
+    if refault is not None and refault not in REFAULT_CASES:
+        raise ValueError(f"unknown refault mode {refault!r} (choose from {', '.join(REFAULT_CASES)})")
     from .runner import _BuildProgress
 
     cfg.validate()
@@ -37,6 +66,12 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
             build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
         pages = np.flatnonzero(m.page_mapping >= 0)
         visited = walk_lengths_of(m, pages)  # compiled: seconds even at 10M pages
+        first = visited
+        swept: dict[str, int] = {}
+        if refault is not None:
+            m.pte_flags[:] &= ~PTE_YOUNG  # idle: try_to_unmap takes every mapping
+            swept = refault_pass(m, pages, refault)
+            visited = walk_lengths_of(m, pages)
         if progress:
             progress("walk", len(pages), len(pages))
             progress("check", 0, 1)
@@ -50,19 +85,27 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
         seg = m.seg
         m.close()
         seg.unlink()
-    hist = np.bincount(visited)
-    return {
+    res: dict[str, Any] = {
         "schema": SCHEMA_SCAN,
         "config": {"era": cfg.era, "users": cfg.users, "pages": cfg.pages, "cow": cfg.cow,
-                   "seed": cfg.seed, "lock": cfg.lock or ""},
+                   "seed": cfg.seed, "lock": cfg.lock or "", "refault": refault or ""},
         "model": counts,
-        "walks": {
-            "count": len(visited),
-            "vmas_visited": int(visited.sum()),
-            "avg_visited": float(visited.mean()) if len(visited) else 0.0,
-            "max_visited": int(visited.max(initial=0)),
-            "histogram": {str(n): int(hist[n]) for n in np.flatnonzero(hist)},
-        },
+        "walks": _walk_stats(visited),
+    }
+    if refault is not None:
+        res["first_pass"] = _walk_stats(first)
+        res["refault"] = {"mode": refault, "case": REFAULT_CASES[refault], **swept}
+    return res
+
+
+def _walk_stats(visited: np.ndarray) -> dict[str, Any]:
+    hist = np.bincount(visited)
+    return {
+        "count": len(visited),
+        "vmas_visited": int(visited.sum()),
+        "avg_visited": float(visited.mean()) if len(visited) else 0.0,
+        "max_visited": int(visited.max(initial=0)),
+        "histogram": {str(n): int(hist[n]) for n in np.flatnonzero(hist)},
     }
 
 
@@ -72,6 +115,18 @@ def scan_report(res: dict[str, Any]) -> str:
         f"era {c['era']}  users {c['users']}  pages {c['pages']}  cow {c['cow']}",
         (f"model: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, {mo['avcs']} avcs, "
          f"{mo['pages']} pages"),
+    ]
+    if "refault" in res:
+        r, f = res["refault"], res["first_pass"]
+        lines += [
+            (f"first pass: walks: {f['count']}  VMAs visited: {f['vmas_visited']}  average "
+             f"{f['avg_visited']:.2f}  max {f['max_visited']}"),
+            (f"refault ({r['mode']}: {r['case']}): {r['pages_unmapped']} pages unmapped "
+             f"({r['ptes_unmapped']} PTEs), {r['swap_cache_dropped']} dropped from the swap cache, "
+             f"{r['faults']} faults"),
+            "second pass:",
+        ]
+    lines += [
         (f"walks: {w['count']}  VMAs visited: {w['vmas_visited']}  average {w['avg_visited']:.2f}  "
          f"max {w['max_visited']}"),
         "walk length histogram (length: walks):",

@@ -1,5 +1,7 @@
 """The eras table against the kernel's history (see /work/shared/reference/kernel-rmap.md):
-what changed in 2.6.34 (anon_vma_chain), 2.6.36 (the root's lock) and 3.0 (a mutex)."""
+what changed in 2.6.34 (anon_vma_chain, swap-in to the oldest anon_vma, page_move_anon_rmap),
+2.6.36 (the root's lock; a swap-cache hit keeps its mapping), 3.0-rc1 (a mutex) and 3.0 as
+released (the root locked once per clone/unlink pass)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,15 @@ from shared_model.eras import ERAS, Era, get_era
 
 
 def test_the_eras_in_order_with_what_each_changed() -> None:
-    assert list(ERAS) == ["2.6.33", "2.6.34", "2.6.36", "3.0"]
-    got = {n: (e.chain, e.lock_root, e.lock) for n, e in ERAS.items()}
+    assert list(ERAS)[:5] == ["2.6.33", "2.6.34", "2.6.36", "3.0-rc1", "3.0"]
+    got = {n: (e.chain, e.lock_root, e.lock) for n, e in list(ERAS.items())[:5]}
     assert got == {"2.6.33": (False, False, "ticket"), "2.6.34": (True, False, "ticket"),
-                   "2.6.36": (True, True, "ticket"), "3.0": (True, True, "mutex")}
+                   "2.6.36": (True, True, "ticket"), "3.0-rc1": (True, True, "mutex"),
+                   "3.0": (True, True, "mutex")}
+    swap = {n: (e.swapin, e.move_anon_rmap, e.lock_once) for n, e in list(ERAS.items())[:5]}
+    assert swap == {"2.6.33": ("keep", False, False), "2.6.34": ("oldest", True, False),
+                    "2.6.36": ("root", True, False), "3.0-rc1": ("root", True, False),
+                    "3.0": ("root", True, True)}
     assert all(e.name == n and e.summary for n, e in ERAS.items())
 
 
@@ -21,5 +28,6 @@ def test_get_era() -> None:
     assert isinstance(get_era("3.0"), Era)
     with pytest.raises(ValueError) as info:
         get_era("2.6.35")
-    assert str(info.value) == "unknown era '2.6.35' (choose from 2.6.33, 2.6.34, 2.6.36, 3.0)"
+    assert str(info.value) == f"unknown era '2.6.35' (choose from {', '.join(ERAS)})"
+    assert "3.0-rc1, 3.0" in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__

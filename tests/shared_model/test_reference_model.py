@@ -7,12 +7,15 @@ operation the obvious way, one PTE and one list entry at a time:
     RVma   start, end, pgoff, anon_vma, and (2.6.34) its chain of anon_vmas, newest first
     RAv    an anon_vma: its list, one entry per VMA (2.6.33) or per AVC (2.6.34), in
            insertion order; removing an entry takes it out of the list
-    RPage  mapping (an RAv), index, mapcount, swapcount; freed when both are zero
+    RPage  mapping (an RAv; None once dropped from the swap cache), index, mapcount,
+           swapcount; freed when both are zero
     RPte   page, present or swapped, young, writable
 
 Hypothesis drives random sequences of mmap + first touch, fork, COW write, touch, exit,
-munmap, page_referenced, try_to_unmap (+ swap-in), and fork / first touch with an injected
-ENOMEM, through both.  After every step the two must agree on everything visible: each
+munmap, page_referenced, try_to_unmap (+ swap-in, read or write), dropping an unmapped
+page from the swap cache, and fork / first touch with an injected ENOMEM, through both.
+Swap-in places the page as the era's ``page_add_anon_rmap`` does (eras.Era.swapin) and a
+reusing COW fault moves it (``page_move_anon_rmap``, Era.move_anon_rmap).  After every step the two must agree on everything visible: each
 mm's VMAs, each VMA's anon_vma and chain, each anon_vma's list in order, every PTE's
 flags, every page's mapping, index and counts, matched by (mm, vpn) identity and never by
 record index; and every walk's result: mappings referenced, list entries visited, PTEs
@@ -55,7 +58,7 @@ from shared_model.memory import (
     touch_pages,
 )
 from shared_model.model import Model, OutOfMemory
-from shared_model.rmap import page_referenced, try_to_unmap
+from shared_model.rmap import delete_from_swap_cache, page_referenced, try_to_unmap
 
 PTRS = 12  # page-table slots per mm
 MAX_MMS = 6
@@ -89,8 +92,9 @@ SETTINGS = settings(
 class RAv:
     """An anon_vma: its list, in insertion order."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: RAv | None = None) -> None:
         self.members: list[RVma] = []
+        self.root: RAv = self if root is None else root  # 2.6.36's anon_vma->root
 
     def __repr__(self) -> str:
         return f"<RAv {len(self.members)} entries>"
@@ -108,7 +112,7 @@ class RVma:
 
 @dataclasses.dataclass(eq=False)
 class RPage:
-    av: RAv
+    av: RAv | None  # None: dropped from the swap cache (a swap slot; not PageAnon)
     index: int
     mapcount: int = 1
     swapcount: int = 0
@@ -147,8 +151,10 @@ class Walk:
 
 
 class Reference:
-    def __init__(self, chain: bool) -> None:
+    def __init__(self, chain: bool, swapin: str = "keep", move_anon_rmap: bool = False) -> None:
         self.chain = chain  # 2.6.34+: anon_vma_chain; else one anon_vma per fork family
+        self.swapin = swapin  # eras.Era.swapin
+        self.move_anon_rmap = move_anon_rmap
         self.mms: list[RMm] = []
         self.skipped = 0  # list entries walked past because the page is outside their VMA
 
@@ -199,7 +205,7 @@ class Reference:
                     for av in reversed(pv.chain):  # oldest first; each to its list's tail
                         av.members.append(cv)
                         cv.chain.insert(0, av)
-                    own = RAv()
+                    own = RAv(root=pv.av.root)
                     own.members.append(cv)
                     cv.chain.insert(0, own)
                     cv.av = own
@@ -229,17 +235,38 @@ class Reference:
             old = pte.page
             if old.mapcount == 1 and old.swapcount == 0:
                 pte.write = pte.young = True  # the only user: reuse the page
+                if self.move_anon_rmap:  # page_move_anon_rmap
+                    old.av = vma.av
             else:
                 old.mapcount -= 1
                 page = RPage(vma.av, vma.pgoff + vpn - vma.start)
                 mm.ptes[vpn] = RPte(page, present=True, young=True, write=True)
 
-    def swap_in(self, mm: RMm, vpn: int) -> None:
+    def swap_in(self, mm: RMm, vpn: int, write: bool = False) -> None:
         pte = mm.ptes[vpn]
         assert not pte.present
-        pte.present, pte.young, pte.write = True, True, False
-        pte.page.mapcount += 1
-        pte.page.swapcount -= 1
+        page = pte.page
+        vma = next(v for v in mm.vmas if v.start <= vpn < v.end)
+        assert vma.av is not None
+        first, fresh = page.mapcount == 0, page.av is None
+        exclusive = write and page.mapcount + page.swapcount == 1  # reuse_swap_page
+        if first or fresh:  # page_add_anon_rmap -> __page_set_anon_rmap
+            if self.swapin == "oldest":
+                page.av = vma.chain[-1]
+            elif self.swapin == "root":
+                if fresh:
+                    page.av = vma.av if exclusive else vma.av.root
+            else:
+                page.av = vma.av
+        pte.present, pte.young, pte.write = True, True, exclusive
+        page.mapcount += 1
+        page.swapcount -= 1
+
+    def drop_from_swap_cache(self, page: RPage) -> bool:
+        if page.av is None or page.mapcount or not page.swapcount:
+            return False
+        page.av = None
+        return True
 
     def touch(self, mm: RMm, vpns: list[int]) -> None:
         for vpn in vpns:
@@ -283,6 +310,7 @@ class Reference:
         entries visited, stopping at the mapcount-th mapping."""
         found: list[tuple[RVma, int, int]] = []
         visited = 0
+        assert page.av is not None  # mapped pages have one
         for vma in page.av.members:
             if len(found) == page.mapcount:
                 break
@@ -437,7 +465,8 @@ class RmapMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.m = Model.create(CAPS, self.era, entry_cost_ns=0)
-        self.ref = Reference(self.m.era.chain)
+        e = self.m.era
+        self.ref = Reference(e.chain, e.swapin, e.move_anon_rmap)
 
     def teardown(self) -> None:
         if self.ref.skipped:
@@ -586,8 +615,8 @@ class RmapMachine(RuleBasedStateMachine):
         event(f"page_referenced: visited {min(want.visited, 4)}{'+' if want.visited >= 4 else ''}")
 
     @precondition(lambda self: any(mm.ptes for mm in self.ref.mms))
-    @rule(data=st.data(), swap_back=st.booleans())
-    def reclaim_unmap(self, data: st.DataObject, swap_back: bool) -> None:
+    @rule(data=st.data(), swap_back=st.booleans(), drop=st.booleans(), write=st.booleans())
+    def reclaim_unmap(self, data: st.DataObject, swap_back: bool, drop: bool, write: bool) -> None:
         rpage, page = self.draw_page(data)
         slots, visited = try_to_unmap(self.m, page)
         want = self.ref.try_to_unmap(rpage)
@@ -595,10 +624,14 @@ class RmapMachine(RuleBasedStateMachine):
         assert visited == want.visited
         event(f"try_to_unmap: {'SWAP_FAIL' if want.swap_fail else 'unmapped'}, visited "
               f"{min(want.visited, 4)}{'+' if want.visited >= 4 else ''}")
+        if drop:  # written back and freed: the swap slot stays
+            dropped = self.ref.drop_from_swap_cache(rpage)
+            assert delete_from_swap_cache(self.m, page) == dropped
+            event(f"drop from swap cache: {dropped}")
         if swap_back and slots:
-            assert do_swap_page(self.m, page, slots) == len(slots)
+            assert do_swap_page(self.m, page, slots, write=write) == len(slots)
             for mm, vpn in want.unmapped:
-                self.ref.swap_in(mm, vpn)
+                self.ref.swap_in(mm, vpn, write)
 
     @precondition(lambda self: 0 < len(self.ref.mms) < MAX_MMS)
     @rule(data=st.data())
@@ -645,7 +678,7 @@ class RmapMachine(RuleBasedStateMachine):
         assert check_model(self.m) == []
 
 
-@pytest.mark.parametrize("era", ["2.6.33", "2.6.34", "2.6.36"])
+@pytest.mark.parametrize("era", ["2.6.33", "2.6.34", "2.6.36", "3.0"])
 def test_model_agrees_with_reference(era: str) -> None:
     machine = type(f"RmapMachine_{era.replace('.', '_')}", (RmapMachine,), {"era": era})
     run_state_machine_as_test(machine, settings=SETTINGS)

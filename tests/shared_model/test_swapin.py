@@ -1,0 +1,174 @@
+"""Swap-in placement era by era, the swap cache dropping pages, page_move_anon_rmap, and
+``scan --refault``'s arithmetic.
+
+Every expected value is derived from the kernel's rules (shared/reference/kernel-rmap.md,
+"Details that change walk lengths and lock traffic"), not read back from the code:
+
+* 2.6.33: ``page_add_anon_rmap`` on the first mapping sets ``vma->anon_vma``: the family's
+  one anon_vma, so nothing moves;
+* 2.6.34: the first mapping after a swap-in calls ``__page_set_anon_rmap(exclusive=0)``:
+  the page goes to the oldest anon_vma of the faulting VMA's chain (the family's root,
+  av0), swap-cache hit or not, read or write;
+* 2.6.36+: ``__page_set_anon_rmap`` returns at once for a page still ``PageAnon`` (a
+  swap-cache hit keeps its mapping); a page read fresh from swap goes to
+  ``vma->anon_vma->root``, or to ``vma->anon_vma`` when a write fault reuses it exclusively
+  (``reuse_swap_page``: the faulting entry is its only user);
+* ``page_move_anon_rmap`` (2.6.34+): ``do_wp_page`` reusing a page that only this process
+  maps moves it to ``vma->anon_vma``.
+
+Walk arithmetic, for N children that each COWed all P pages (list order: parent first,
+then children in fork order): a page on av0 mapped only by child k is found at entry k+1,
+a parent page at entry 1, so a pass with every page on av0 averages
+(1 + sum_{k=1..N}(k+1)) / (N+1) = N/2 + 1; with every page on its writer's own anon_vma
+each walk visits 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from shared_model.build import build_family
+from shared_model.eras import ERAS
+from shared_model.invariants import check_model
+from shared_model.layout import PTE_PRESENT, PTE_WRITE, PTE_YOUNG
+from shared_model.memory import do_swap_page, do_wp_pages, exit_mmap
+from shared_model.model import Model
+from shared_model.rmap import delete_from_swap_cache, page_referenced, swap_reads_needed, try_to_unmap
+from stress.config import RunConfig
+from stress.scan import scan
+
+MakeModel = Callable[..., Model]
+ALL_ERAS = list(ERAS)
+
+# (era, refault mode) -> does the second pass put children's pages back on av0?
+ON_ROOT = {
+    ("2.6.33", "write"): True, ("2.6.33", "read"): True, ("2.6.33", "cache"): True,
+    ("2.6.34", "write"): True, ("2.6.34", "read"): True, ("2.6.34", "cache"): True,
+    ("2.6.36", "write"): False, ("2.6.36", "read"): True, ("2.6.36", "cache"): False,
+    ("3.0-rc1", "write"): False, ("3.0-rc1", "read"): True, ("3.0-rc1", "cache"): False,
+    ("3.0", "write"): False, ("3.0", "read"): True, ("3.0", "cache"): False,
+}
+
+
+def swap_out(m: Model, page: int) -> list[int]:
+    """Every mapping of ``page`` old, then try_to_unmap: the swap PTE slots."""
+    m.pte_flags[:] &= ~PTE_YOUNG
+    slots, _ = try_to_unmap(m, page)
+    assert m.page_mapcount[page] == 0 and m.page_swapcount[page] == len(slots) > 0
+    return slots
+
+
+def family(make_model: MakeModel, era: str, n: int = 3, p: int = 2) -> tuple[Model, int, list[int], int]:
+    """(model, parent, children, av0) of a family whose children COWed every page."""
+    m = make_model(era, users=n, pages=p, cow=1.0)
+    fam = build_family(m, n, p, 1.0)
+    return m, fam.parent, fam.children, int(m.vma_anon_vma[int(m.mm["vma_head"][fam.parent])])
+
+
+def own_av(m: Model, mm: int) -> int:
+    return int(m.vma_anon_vma[int(m.mm["vma_head"][mm])])
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+@pytest.mark.parametrize("mode", ["cache", "read", "write"])
+def test_swapin_placement_of_a_childs_page(make_model: MakeModel, era: str, mode: str) -> None:
+    m, _parent, kids, av0 = family(make_model, era)
+    child = kids[1]
+    page = int(m.pte_page[child * m.ptrs])
+    before = int(m.page_mapping[page])
+    assert before == (av0 if not ERAS[era].chain else own_av(m, child))
+    slots = swap_out(m, page)
+    assert slots == [child * m.ptrs]
+    if mode != "cache":
+        assert swap_reads_needed(m, np.array([page])) == 0
+        assert delete_from_swap_cache(m, page)
+        assert m.page_mapping[page] == -1 and m.page_swapcount[page] == 1
+        assert swap_reads_needed(m, np.array([page])) == 1
+        assert check_model(m) == []  # a swap slot, not a leak
+        assert not delete_from_swap_cache(m, page)  # already dropped
+    assert do_swap_page(m, page, slots, write=mode == "write") == 1
+    want = av0 if ON_ROOT[era, mode] else before
+    assert m.page_mapping[page] == want
+    # The write fault on the only user maps it writable (reuse_swap_page); a read does not.
+    assert bool(m.pte_flags[slots[0]] & PTE_WRITE) == (mode == "write")
+    assert m.pte_flags[slots[0]] & PTE_PRESENT
+    # The walk for it now visits child 2's position on av0's list (entry 3), or 1.
+    assert page_referenced(m, page) == (1, 3 if want == av0 and ERAS[era].chain or not ERAS[era].chain else 1)
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_page_move_anon_rmap_on_reuse(make_model: MakeModel, era: str) -> None:
+    """A child's page read back to av0 (2.6.34: always; 2.6.36+: a fresh read fault) and
+    then written: do_wp_page reuses it (mapcount 1, no swap entry) and 2.6.34+ moves it to
+    the child's own anon_vma; 2.6.33 has only av0."""
+    m, _parent, kids, av0 = family(make_model, era)
+    child = kids[2]
+    page = int(m.pte_page[child * m.ptrs + 1])
+    slots = swap_out(m, page)
+    delete_from_swap_cache(m, page)
+    do_swap_page(m, page, slots, write=False)
+    assert m.page_mapping[page] == av0
+    copied, reused = do_wp_pages(m, child, int(m.mm["vma_head"][child]), np.array([1]))
+    assert (copied, reused) == (0, 1)
+    assert m.page_mapping[page] == (own_av(m, child) if ERAS[era].move_anon_rmap else av0)
+    assert page_referenced(m, page)[1] == (1 if ERAS[era].chain else 4)
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_dropped_slot_is_freed_by_exit(make_model: MakeModel, era: str) -> None:
+    m, _parent, kids, _ = family(make_model, era)
+    page = int(m.pte_page[kids[0] * m.ptrs])
+    swap_out(m, page)
+    assert delete_from_swap_cache(m, page)
+    pages_before = m.counts()["pages"]
+    exit_mmap(m, kids[0])
+    assert m.page["in_use"][page] == 0 and m.page_mapping[page] == -1
+    assert m.counts()["pages"] == pages_before - 2  # the slot and the child's other page
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_reclaim_drops_an_unmapped_page_on_its_next_look(make_model: MakeModel, era: str) -> None:
+    """shrink_page_list meeting a page it unmapped before frees its frame (the swap slot
+    stays): the next fault is a fresh read."""
+    from shared_model.rmap import shrink_page_list
+
+    m, _parent, kids, _ = family(make_model, era)
+    page = int(m.pte_page[kids[0] * m.ptrs])
+    m.pte_flags[:] &= ~PTE_YOUNG
+    lru = np.array([page], dtype=np.int64)
+    assert shrink_page_list(m, lru, 0, 1, refault=False) == 1
+    assert m.page_mapcount[page] == 0 and m.page_mapping[page] >= 0  # unmapped, in the cache
+    assert shrink_page_list(m, lru, 0, 1, refault=False) == 1
+    assert m.page_mapping[page] == -1 and m.page_swapcount[page] == 1
+
+
+# ----------------------------------------------------------------------------- scan --refault
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+@pytest.mark.parametrize("mode", ["write", "read", "cache"])
+@pytest.mark.parametrize("n,p", [(1, 1), (4, 2), (10, 3), (60, 2)])
+def test_scan_refault_averages(era: str, mode: str, n: int, p: int) -> None:
+    res = scan(RunConfig(era=era, users=n, pages=p, cow=1.0), refault=mode)
+    on_av0 = n / 2 + 1
+    first = on_av0 if not ERAS[era].chain else 1.0
+    second = on_av0 if ON_ROOT[era, mode] else 1.0
+    assert res["first_pass"]["count"] == res["walks"]["count"] == p * (n + 1)
+    assert res["first_pass"]["avg_visited"] == pytest.approx(first)
+    assert res["walks"]["avg_visited"] == pytest.approx(second)
+    # Exact totals: P * (1 + sum_{k=1..N} (k+1)) on av0, P * (N+1) otherwise.
+    total = p * (1 + n * (n + 1) // 2 + n) if ON_ROOT[era, mode] else p * (n + 1)
+    assert res["walks"]["vmas_visited"] == total
+    r = res["refault"]
+    assert r["mode"] == mode and r["case"]
+    assert r["pages_unmapped"] == r["ptes_unmapped"] == r["faults"] == p * (n + 1)
+    assert r["swap_cache_dropped"] == (0 if mode == "cache" else p * (n + 1))
+    assert res["config"]["refault"] == mode
+
+
+def test_scan_without_refault_has_no_first_pass() -> None:
+    res = scan(RunConfig(era="2.6.34", users=3, pages=2, cow=1.0))
+    assert "first_pass" not in res and res["config"]["refault"] == ""
