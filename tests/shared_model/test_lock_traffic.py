@@ -1,0 +1,134 @@
+"""Lock traffic as the released kernels had it, counted from lockstat.
+
+* ``page_check_address`` takes the PTE lock for every visited entry whose range holds the
+  address and whose PTE there is present, and compares the page only under it: a walk's
+  PTE-lock acquisitions equal the entries it visited with a present PTE (a COWed sibling's
+  present PTE costs one too; a swap entry costs none).
+* 3.0 as released takes the root lock once around each ``anon_vma_clone`` and each
+  ``unlink_anon_vmas`` pass (``lock_anon_vma_root``); 2.6.36 and 3.0-rc1 once per AVC.
+  ``get_anon_vma``/``put_anon_vma`` are atomics: a reference that is not the last takes no
+  lock.
+
+A fork of a VMA whose chain holds L anon_vmas therefore takes the anon_vma lock at
+``anon_vma_fork`` L + 1 times per AVC (the clone's L, then the child's own AVC) in 2.6.36
+and 3.0-rc1, and 2 times in 3.0 (the clone pass, then the own AVC); an exit of a VMA with
+L AVCs takes it at ``unlink_anon_vmas`` L times, or once in 3.0 (while no root reference
+dropped is the last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from shared_model.build import build_family
+from shared_model.eras import ERAS
+from shared_model.layout import LS_ACQ, PTE_PRESENT, PTE_YOUNG, Capacities
+from shared_model.locks import CLASS, SITE
+from shared_model.memory import do_anonymous_pages, do_mmap, dup_mmap, exit_mmap, mm_alloc
+from shared_model.model import Model
+from shared_model.rmap import page_referenced, try_to_unmap
+
+MakeModel = Callable[..., Model]
+ROOT_ERAS = [n for n, e in ERAS.items() if e.lock_root]
+
+
+def acquisitions(m: Model, cls: str, site: str) -> int:
+    return int(m.seg["lockstat"][m.cpu, CLASS[cls], SITE[site], LS_ACQ])
+
+
+def present_on_walk(m: Model, page: int, visited: int) -> int:
+    """Entries among the first ``visited`` of page's list whose PTE at the page's address
+    is present (whatever page it maps): computed from the records, not from the walk."""
+    av = int(m.page_mapping[page])
+    index = int(m.page_index[page])
+    n = 0
+    c = int(m.av_head[av])
+    seen = 0
+    while c >= 0 and seen < visited:
+        for v in m.chunk_vma[c][: int(m.chunk["used"][c])].tolist():
+            if v == 0 or seen >= visited:
+                continue
+            seen += 1
+            start, pgoff = int(m.vma["vm_start"][v]), int(m.vma["vm_pgoff"][v])
+            addr = start + index - pgoff
+            if start <= addr < int(m.vma["vm_end"][v]):
+                n += bool(m.pte_flags[int(m.vma["vm_mm"][v]) * m.ptrs + addr] & PTE_PRESENT)
+        c = int(m.chunk_next[c])
+    return n
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_pte_lock_per_visited_present_entry(make_model: MakeModel, era: str) -> None:
+    n, p = 5, 2
+    m = make_model(era, users=n, pages=p, cow=1.0)
+    fam = build_family(m, n, p, 1.0)
+    kid = fam.children[3]  # child 4: entry 5 of the family list (2.6.33)
+    page = int(m.pte_page[kid * m.ptrs])
+    before = acquisitions(m, "ptl", "page_referenced_one")
+    _, visited = page_referenced(m, page)
+    taken = acquisitions(m, "ptl", "page_referenced_one") - before
+    # 2.6.33: parent, children 1-3 and child 4 all have a present PTE at vpn 0 (their own
+    # copies): 5 entries, 5 PTE locks.  2.6.34+: child 4's own list, 1 and 1.
+    assert visited == (5 if not ERAS[era].chain else 1)
+    assert taken == visited == present_on_walk(m, page, visited)
+    # Child 2's copy at vpn 0 swapped out: its entry is still visited, but its PTE is a
+    # swap entry, so no PTE lock for it.
+    m.pte_flags[:] &= ~PTE_YOUNG
+    assert len(try_to_unmap(m, int(m.pte_page[fam.children[1] * m.ptrs]))[0]) == 1
+    before = acquisitions(m, "ptl", "page_referenced_one")
+    _, visited = page_referenced(m, page)
+    taken = acquisitions(m, "ptl", "page_referenced_one") - before
+    assert taken == present_on_walk(m, page, visited) == (4 if not ERAS[era].chain else 1)
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_pte_lock_per_entry_of_a_shared_page(make_model: MakeModel, era: str) -> None:
+    """A page nobody COWed (cow 0): every entry maps it, N+1 entries and N+1 PTE locks;
+    try_to_unmap the same (one PTE lock each, inside the walk)."""
+    n, p = 4, 1
+    m = make_model(era, users=n, pages=p, cow=0.0)
+    fam = build_family(m, n, p, 0.0)
+    page = int(m.pte_page[fam.parent * m.ptrs])
+    m.pte_flags[:] &= ~PTE_YOUNG
+    before = acquisitions(m, "ptl", "page_referenced_one")
+    assert page_referenced(m, page) == (0, n + 1)
+    assert acquisitions(m, "ptl", "page_referenced_one") - before == n + 1
+    before = acquisitions(m, "ptl", "try_to_unmap_one")
+    slots, visited = try_to_unmap(m, page)
+    assert len(slots) == visited == n + 1
+    assert acquisitions(m, "ptl", "try_to_unmap_one") - before == n + 1
+
+
+CAPS = Capacities(mms=8, vmas=10, anon_vmas=16, avcs=32, chunks=32, pages=32, ptrs_per_mm=2, cpus=1)
+
+
+@pytest.mark.parametrize("era", ROOT_ERAS)
+def test_root_lock_once_per_clone_and_unlink_pass(make_model: MakeModel, era: str) -> None:
+    m = make_model(era, caps=CAPS)
+    once = ERAS[era].lock_once
+    mm = mm_alloc(m)
+    v = do_mmap(m, mm, 0, 1)
+    do_anonymous_pages(m, mm, v, np.array([0]))
+    mms = [mm]
+    for k in range(1, 5):  # generation k clones a chain of k anon_vmas
+        before = acquisitions(m, "anon_vma", "anon_vma_fork")
+        mms.append(dup_mmap(m, mms[-1]))
+        taken = acquisitions(m, "anon_vma", "anon_vma_fork") - before
+        assert taken == (2 if once else k + 1), (k, taken)
+    # Exit of the youngest (5 AVCs; its own anon_vma's reference on the root is not the
+    # last): once per pass in 3.0, once per AVC before.
+    before = acquisitions(m, "anon_vma", "unlink_anon_vmas")
+    exit_mmap(m, mms.pop())
+    assert acquisitions(m, "anon_vma", "unlink_anon_vmas") - before == (1 if once else 5)
+    # Refcounts are atomics: the root counts the other anon_vmas of its family, and
+    # dropping one that is not the last took no extra lock (counted above).
+    root = int(m.vma_anon_vma[int(m.mm["vma_head"][mms[0]])])
+    assert m.anon_vma["refcount"][root] == 3
+    # Everyone else exits, oldest first: the root outlives its list until the last child
+    # anon_vma lets go of it, and is freed exactly once (check_model at teardown).
+    for x in mms:
+        exit_mmap(m, x)
+    assert m.counts()["anon_vmas"] == 0
