@@ -61,7 +61,8 @@ G_SIZE = FREE0 + len(ALLOC_KINDS)
 # Era switches added later (appended so the indices above stay put): eras.Era.swapin as a
 # SWAPIN_* code, move_anon_rmap, lock_once.
 SWAPIN, MOVE_ANON_RMAP, LOCK_ONCE = G_SIZE, G_SIZE + 1, G_SIZE + 2
-G_SIZE += 3
+SWAP_LOCK_W = G_SIZE + 3  # the swap_lock's word
+G_SIZE += 4
 SWAPIN_KEEP, SWAPIN_OLDEST, SWAPIN_ROOT = 0, 1, 2
 SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT}
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
@@ -124,6 +125,7 @@ F_HEARTBEAT, F_WALKS, F_VISITED, F_MAX_VISITED = F["heartbeat"], F["walks"], F["
 F_SCANNED, F_UNMAPPED, F_REFAULTS = F["pages_scanned"], F["pages_unmapped"], F["refaults"]
 F_T_WALK, F_T_WAIT, F_OWNER_DIED = F["t_walk_ns"], F["t_wait_ns"], F["owner_died"]
 F_FRAMES_IN, F_FRAMES_OUT, F_SWAPINS = F["frames_in"], F["frames_out"], F["swapins"]
+F_DEACTIVATED = F["pages_deactivated"]
 NSITES = len(LOCK_SITES)
 NCLASSES = len(LOCK_CLASSES)
 
@@ -179,6 +181,7 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[TOPS_W] = (offs["header"] + HEADER_DTYPE.fields["top"][1]) // 8  # type: ignore[index]
     g[RNG] = 0x1E3779B97F4A7C15 ^ (cpu + 2)
     g[SWAPIN] = SWAPIN_CODE[swapin]
+    g[SWAP_LOCK_W] = offs["swap_lock"] // 8
     g[MOVE_ANON_RMAP] = int(move_anon_rmap)
     g[LOCK_ONCE] = int(lock_once)
     for cls, kind in enumerate(kinds):

@@ -287,7 +287,7 @@ def check_model(m: Model) -> list[str]:
 
     # 8. locks
     for name, arr in (("anon_vma", av["lock"]), ("ptl", mm["ptl"]), ("slab", m.seg["slab"]),
-                      ("mapcount", m.seg["mapcount_lock"])):
+                      ("mapcount", m.seg["mapcount_lock"]), ("swap_lock", m.seg["swap_lock"])):
         held = np.flatnonzero(arr["owner"] != 0)
         if len(held):
             bad(f"{len(held)} {name} locks still held, e.g. #{held[0]} by owner tag {arr['owner'][held[0]]}")

@@ -49,7 +49,14 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
     from .locking import compile_locks
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
-    from .rmap import page_referenced, shrink_page_list, try_to_unmap, walk_lengths_of
+    from .rmap import (
+        AnonLru,
+        page_referenced,
+        shrink_lru,
+        shrink_page_list,
+        try_to_unmap,
+        walk_lengths_of,
+    )
 
     if note is not None and cache_is_cold():
         note("compiling (first run only)")
@@ -63,6 +70,7 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
         page_referenced(m, int(pages[0]))
         try_to_unmap(m, int(pages[0]))
         shrink_page_list(m, pages, 0, len(pages), refault=True)
+        shrink_lru(m, AnonLru(pages), len(pages), refault=True)
         u = fam.children[0]
         touch_pages(m, u, np.arange(2))
         child = dup_mmap(m, u)

@@ -23,6 +23,7 @@ Segment map, in order, each array 64-byte aligned::
     walkhist[]    per-CPU walk-length histogram [cpu, bucket]
     lockdep[]     per-CPU lock-order edges [cpu, held class, taken class] (--check-lock-order)
     qnodes[]      per-CPU MCS queue nodes of the queued locks (qspinlock)
+    swap_lock     the global swap_lock (a leaf: taken inside the anon_vma lock and a ptl)
 
 Addresses are in pages: ``vm_start``/``vm_end`` are virtual page numbers and the page
 table of an mm is indexed by vpn directly (so ``vma_address`` works in pages, and
@@ -214,6 +215,7 @@ CPU_FIELDS = (
     "frames_out",  # pages that stopped being resident (mapcount 1 -> 0): freed or swapped
     "swapins",
     "direct_reclaims",
+    "pages_deactivated",  # shrink_active_list: pages walked and moved to the inactive list
 )
 CPU_SLOT_BYTES = 512
 CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{CPU_SLOT_BYTES - 8 * len(CPU_FIELDS)}")])
@@ -222,7 +224,7 @@ assert CPU_DTYPE.itemsize == CPU_SLOT_BYTES
 CPU_STATE = {"idle": 0, "work": 1, "walk": 2, "wait": 3, "fork": 4, "exit": 5, "fault": 6, "done": 7}
 
 # Lock statistics: lock classes, call sites, per-(class, site) fields.
-LOCK_CLASSES = ("anon_vma", "ptl", "slab", "mapcount")
+LOCK_CLASSES = ("anon_vma", "ptl", "slab", "mapcount", "swap_lock")
 LOCK_SITES = (
     "page_referenced",
     "try_to_unmap",
@@ -238,6 +240,8 @@ LOCK_SITES = (
     "exit_mmap",
     "kmem_cache_alloc",
     "kmem_cache_free",
+    "swap_duplicate",
+    "swap_free",
 )
 # Histogram: values < 8 have their own bucket; above, 4 sub-buckets per power of two
 # (25% resolution), fine enough to read p99.9 off it.
@@ -317,6 +321,8 @@ class Capacities:
             # qspinlock's per-CPU MCS nodes (4 nesting levels each); block 0 is the builder's
             # (the process that builds the model before any CPU runs, cpu -1), CPU c's is c + 1.
             ("qnodes", np.dtype("<i8"), (self.cpus + 1, QNODE_BLOCK_WORDS)),
+            # The global swap_lock (mm/swapfile.c): swap_duplicate, swap_free.
+            ("swap_lock", LOCK_DTYPE, (1,)),
         ]
         return spec
 
@@ -360,6 +366,7 @@ def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
         ((offsets["mm"] + mm_ptl) // 8, MM_DTYPE.itemsize // 8, int(caps.mms), lambda i: f"ptl(mm {i})"),
         (offsets["slab"] // 8, LOCK_WORDS, len(ALLOC_KINDS), lambda i: f"slab({ALLOC_KINDS[i]})"),
         (offsets["mapcount_lock"] // 8, LOCK_WORDS, MAPCOUNT_STRIPES, lambda i: f"mapcount#{i}"),
+        (offsets["swap_lock"] // 8, LOCK_WORDS, 1, lambda i: "swap_lock"),
     ]
 
     def name(w: int) -> str:

@@ -312,7 +312,7 @@ def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int], write: bool
     faulting entry is its only user (reuse_swap_page).  Takes the page lock, then each
     mm's ptl and the page's mapcount stripe inside it (compiled: rmap.do_swap_page_c)."""
     slots = np.asarray(slots, dtype=np.int64)
-    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots), int(write))
+    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots), int(write), 0)
     if done < 0:
         raise_status(done)
     return int(done)
@@ -345,7 +345,7 @@ def touch_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
     unlock_ptl_c(words, g, held, mm, S_ANON, t)
     done = 0
     for i in range(ns):
-        d = do_swap_page_c(words, w32, g, held, pages[i], slots[i:], 1, 0)
+        d = do_swap_page_c(words, w32, g, held, pages[i], slots[i:], 1, 0, 0)
         if d < 0:
             return touched, done, STOPPED
         done += d

@@ -35,8 +35,23 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .layout import CPU_STATE, MAPCOUNT_STRIPES, PG_LOCKED, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG
-from .locking.atomics import READ_ONCE, atomic_fetch_and, atomic_fetch_or, clock_ns, cpu_relax, futex_wait
+from .layout import (
+    CPU_STATE,
+    MAPCOUNT_STRIPES,
+    PG_LOCKED,
+    PTE_PRESENT,
+    PTE_SWAP,
+    PTE_WRITE,
+    PTE_YOUNG,
+)
+from .locking.atomics import (
+    READ_ONCE,
+    atomic_fetch_and,
+    atomic_fetch_or,
+    clock_ns,
+    cpu_relax,
+    futex_wait,
+)
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
@@ -45,6 +60,7 @@ WALK = CPU_STATE["walk"]
 AV_LOCK, PTL, MAPCOUNT = CLASS["anon_vma"], CLASS["ptl"], CLASS["mapcount"]
 S_PR, S_TTU = SITE["page_referenced"], SITE["try_to_unmap"]
 S_PR_ONE, S_TTU_ONE, S_SWAPIN = SITE["page_referenced_one"], SITE["try_to_unmap_one"], SITE["do_swap_page"]
+SWAP_LOCK, S_SWAP_DUP, S_SWAP_FREE = CLASS["swap_lock"], SITE["swap_duplicate"], SITE["swap_free"]
 # A walk takes the read side of an rwsem anon_vma lock (3.8+); other primitives ignore it.
 SHARED = 1
 
@@ -144,6 +160,12 @@ def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
                     w32[pe + 1] = fl & ~PTE_YOUNG
                     swap_fail = True
                 else:  # try_to_unmap_one: a swap entry in its place
+                    # swap_duplicate: the swap map's count, under the global swap_lock.
+                    ts = lock_acquire_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_DUP, 0)
+                    if ts < 0:
+                        lock_release_c(words, g, held, ptl, PTL, site, 0, t)
+                        return result, visited, WALK_STOPPED
+                    lock_release_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_DUP, 0, ts)
                     w32[pe + 1] = PTE_SWAP
                     if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
                         lock_release_c(words, g, held, ptl, PTL, site, 0, t)
@@ -317,15 +339,16 @@ def page_add_anon_rmap_swapin_c(w32: np.ndarray, g: np.ndarray, page: int, vma: 
 
 @cached_njit
 def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
-                       slot: int, write: int) -> int:
+                       slot: int, write: int, locked: int) -> int:
     """One fault on the swap PTE at ``slot`` that points at ``page``: lock_page, the ptl,
     recheck the PTE, place the page (page_add_anon_rmap, per era), PTE present and young
     (and writable when a write fault may reuse the page: reuse_swap_page, the faulting
     entry its only user), mapcount up, swap count down (swap_free).  1 done, 0 the PTE
     changed meanwhile, -1 aborted.
 
-    Takes: the page lock, then the mm's ptl, the page's mapcount stripe inside it."""
-    if lock_page_c(words, w32, g, page) < 0:
+    Takes: the page lock (unless ``locked``: the caller holds it), then the mm's ptl, the
+    page's mapcount stripe and the swap_lock (swap_free) inside it."""
+    if not locked and lock_page_c(words, w32, g, page) < 0:
         return -1
     ptrs = g[G.PTRS]
     mm = slot // ptrs
@@ -333,7 +356,8 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
     t = lock_acquire_c(words, g, held, ptl, PTL, S_SWAPIN, 0)
     if t < 0:
-        unlock_page_c(w32, g, page)
+        if not locked:
+            unlock_page_c(w32, g, page)
         return -1
     done = 0
     if w32[pe] == page and w32[pe + 1] & PTE_SWAP:
@@ -343,26 +367,34 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         vma = find_vma_c(w32, g, mm, slot - mm * ptrs)
         page_add_anon_rmap_swapin_c(w32, g, page, vma, mapcount == 0, exclusive)
         w32[pe + 1] = PTE_PRESENT | PTE_YOUNG | (PTE_WRITE if exclusive else 0)
-        if mapcount_add_c(words, w32, g, held, page, 1, -1, S_SWAPIN) < 0:
+        ok = mapcount_add_c(words, w32, g, held, page, 1, -1, S_SWAPIN) >= 0
+        if ok:  # swap_free: the swap map's count, under the global swap_lock
+            ts = lock_acquire_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_FREE, 0)
+            ok = ts >= 0
+            if ok:
+                lock_release_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_FREE, 0, ts)
+        if not ok:
             lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
-            unlock_page_c(w32, g, page)
+            if not locked:
+                unlock_page_c(w32, g, page)
             return -1
         w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS] += 1
         words[g[G.CPU_BASE] + G.F_SWAPINS] += 1
         done = 1
     lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
-    unlock_page_c(w32, g, page)
+    if not locked:
+        unlock_page_c(w32, g, page)
     return done
 
 
 @cached_njit
 def do_swap_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
-                   slots: np.ndarray, n: int, write: int) -> int:
+                   slots: np.ndarray, n: int, write: int, locked: int) -> int:
     """Fault ``page`` back in at each swap PTE in ``slots[:n]``, in that order (see
     do_swap_page_one_c).  Returns the faults done, or -1 when aborted."""
     done = 0
     for i in range(n):
-        d = do_swap_page_one_c(words, w32, g, held, page, slots[i], write)
+        d = do_swap_page_one_c(words, w32, g, held, page, slots[i], write, locked)
         if d < 0:
             return -1
         done += d
@@ -430,45 +462,76 @@ def refault_pass_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
         if mode != REFAULT_CACHE and lock_page_c(words, w32, g, page) == 0:
             ndrop += delete_from_swap_cache_locked_c(w32, g, page)
             unlock_page_c(w32, g, page)
-        d = do_swap_page_c(words, w32, g, held, page, slots, r, write)
+        d = do_swap_page_c(words, w32, g, held, page, slots, r, write, 0)
         if d < 0:
             return -1, npte, ndrop, nfault
         nfault += d
     return nun, npte, ndrop, nfault
 
 
-# Where a compiled shrink_page_list stopped.
+# ---------------------------------------------------------------------------- vmscan
+#
+# Reclaim as mm/vmscan.c of 2.6.33-3.0 does it for anonymous pages, over one CPU's share of
+# the LRU: ``lru`` holds the share's pages and ``active`` (process-local, one flag each)
+# says which list each is on, active or inactive; a clock hand over the share stands for
+# each list's tail.  A page comes back from swap to the inactive list (lru_cache_add_anon).
+#
+#   shrink_active_list    when the inactive list is low (inactive_anon_is_low: fewer
+#                         inactive than active pages), takes pages off the active list's
+#                         tail and walks each (page_referenced: walk 1), deactivating every
+#                         anonymous page whether referenced or not.
+#   shrink_page_list      for each inactive page: trylock_page (busy: skip it), then
+#                         page_check_references (page_referenced: walk 2; referenced ->
+#                         activate), else try_to_unmap (walk 3), under the page lock.  A page
+#                         found unmapped from an earlier pass is dropped from the swap cache.
+
+# Where a compiled shrink_page_list / shrink_active_list stopped.
 SHRINK_DONE, SHRINK_STOP, SHRINK_WAIT_REFERENCED, SHRINK_WAIT_UNMAP, SHRINK_ABORTED = 0, 1, 2, 3, -1
 
 
 @cached_njit
 def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
-                       lru: np.ndarray, hand: int, count: int, refault: int,
+                       lru: np.ndarray, active: np.ndarray, hand: int, count: int, refault: int,
                        out: np.ndarray) -> tuple[int, int]:
-    """shrink_page_list over ``count`` pages of ``lru`` from ``hand`` on (wrapping): for
-    each, page_referenced; if no mapping was young, try_to_unmap, and with ``refault`` each
-    owner faults it straight back in.  Returns (pages done, why it returned): SHRINK_DONE,
-    SHRINK_STOP (the run is stopping: leave between two pages), SHRINK_WAIT_* (the rmap lock
-    of the next page is contended: the caller waits for it in Python, where a profile sees
-    the wait), SHRINK_ABORTED.  Counts pages_scanned, pages_unmapped, refaults, heartbeat."""
+    """shrink_page_list over ``count`` positions of ``lru`` from ``hand`` on (wrapping),
+    taking the inactive pages there (active ones belong to shrink_active_list): for each,
+    trylock_page (busy: keep it, next), page_check_references (page_referenced; referenced:
+    activate), else try_to_unmap, and with ``refault`` each owner faults it straight back
+    in.  Returns (positions done, why it returned): SHRINK_DONE, SHRINK_STOP (the run is
+    stopping: leave between two pages), SHRINK_WAIT_* (the rmap lock of the page at the
+    next position is contended: the caller waits for it in Python, where a profile sees
+    the wait, still holding that page's lock), SHRINK_ABORTED.  Counts pages_scanned,
+    pages_unmapped, refaults, heartbeat.
+
+    Takes: the page lock of each page (trylock), the rmap lock and PTE locks inside it."""
     cb = g[G.CPU_BASE]
     n = len(lru)
     for k in range(count):
         if words[g[G.STOP_W]]:
             return k, SHRINK_STOP
-        page = lru[(hand + k) % n]
+        idx = (hand + k) % n
+        if active[idx]:
+            continue
+        page = lru[idx]
+        if not trylock_page_c(w32, g, page):
+            continue
         r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_REFERENCED, out)
         if st == WALK_CONTENDED:
             return k, SHRINK_WAIT_REFERENCED
         if st == WALK_STOPPED:
+            unlock_page_c(w32, g, page)
             return k, SHRINK_ABORTED
         if st == WALK_NOT_MAPPED:
             # Unmapped on an earlier pass and written back since: free its frame
             # (__remove_mapping), leaving the swap slot; its next fault reads it fresh.
-            delete_from_swap_cache_c(w32, g, page)
+            delete_from_swap_cache_locked_c(w32, g, page)
+            unlock_page_c(w32, g, page)
             continue
-        st = shrink_page_tail_c(words, w32, g, held, page, r, refault, out)
-        if st == SHRINK_WAIT_UNMAP or st == SHRINK_ABORTED:
+        st = shrink_page_tail_c(words, w32, g, held, page, r, refault, out, active, idx)
+        if st == SHRINK_WAIT_UNMAP:
+            return k, st
+        unlock_page_c(w32, g, page)
+        if st == SHRINK_ABORTED:
             return k, st
         words[cb + G.F_HEARTBEAT] += 1
     return count, SHRINK_DONE
@@ -476,14 +539,17 @@ def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
 
 @cached_njit
 def shrink_page_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
-                       referenced: int, refault: int, out: np.ndarray) -> int:
-    """After page_referenced found ``referenced`` young mappings: count the scan, and unmap
-    (and refault) a cold page.  SHRINK_DONE, SHRINK_WAIT_UNMAP (try_to_unmap's lock is
-    contended: the page is counted as scanned, the caller goes on with try_to_unmap) or
-    SHRINK_ABORTED."""
+                       referenced: int, refault: int, out: np.ndarray, active: np.ndarray,
+                       idx: int) -> int:
+    """After page_check_references found ``referenced`` young mappings: count the scan;
+    activate a referenced page (PAGEREF_ACTIVATE), unmap (and refault) a cold one.
+    SHRINK_DONE, SHRINK_WAIT_UNMAP (try_to_unmap's lock is contended: the page is counted
+    as scanned, the caller goes on with try_to_unmap) or SHRINK_ABORTED.
+    Expects held: the page lock (the caller releases it)."""
     cb = g[G.CPU_BASE]
     words[cb + G.F_SCANNED] += 1
     if referenced:
+        active[idx] = 1
         return SHRINK_DONE
     nun, _, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_UNMAP, out)
     if st == WALK_CONTENDED:
@@ -496,15 +562,53 @@ def shrink_page_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
 @cached_njit
 def unmapped_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                     nun: int, refault: int, out: np.ndarray) -> int:
+    """After try_to_unmap took ``nun`` mappings: count it, and with ``refault`` fault the
+    page straight back in from each (a swap-cache hit: the owners touch it again at once).
+    Expects held: the page lock, which the faults run under (do_swap_page's lock_page: the
+    owners wait for reclaim to let go of it; the caller releases it)."""
     cb = g[G.CPU_BASE]
     if nun:
         words[cb + G.F_UNMAPPED] += 1
         if refault:
-            done = do_swap_page_c(words, w32, g, held, page, out, nun, 0)
+            done = do_swap_page_c(words, w32, g, held, page, out, nun, 0, 1)
             if done < 0:
                 return SHRINK_ABORTED
             words[cb + G.F_REFAULTS] += done
     return SHRINK_DONE
+
+
+@cached_njit
+def shrink_active_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                         lru: np.ndarray, active: np.ndarray, hand: int, count: int,
+                         out: np.ndarray) -> tuple[int, int]:
+    """shrink_active_list over ``count`` positions of ``lru`` from ``hand``: each active
+    page there is walked (page_referenced, clearing its young bits) and deactivated, as
+    2.6.33-3.0 do for every anonymous page they take off the active list.  No page lock
+    (page_referenced does not take it for an anonymous page).  (positions done, why):
+    SHRINK_DONE, SHRINK_STOP, SHRINK_WAIT_REFERENCED (the rmap lock of the page at the next
+    position is contended), SHRINK_ABORTED."""
+    n = len(lru)
+    cb = g[G.CPU_BASE]
+    for k in range(count):
+        if words[g[G.STOP_W]]:
+            return k, SHRINK_STOP
+        idx = (hand + k) % n
+        if not active[idx]:
+            continue
+        _r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, lru[idx], OP_REFERENCED, out)
+        if st == WALK_CONTENDED:
+            return k, SHRINK_WAIT_REFERENCED
+        if st == WALK_STOPPED:
+            return k, SHRINK_ABORTED
+        active[idx] = 0
+        words[cb + G.F_DEACTIVATED] += 1
+    return count, SHRINK_DONE
+
+
+@cached_njit
+def unlock_page_one(w32: np.ndarray, g: np.ndarray, page: int) -> None:
+    """unlock_page, for the Python side of a contended reclaim step."""
+    unlock_page_c(w32, g, page)
 
 
 @cached_njit(nrt=True)
@@ -591,37 +695,104 @@ def try_to_unmap(m: Model, page: int) -> tuple[list[int], int]:
     return m.walk_out[:n].tolist(), visited
 
 
-def shrink_page_list(m: Model, lru: np.ndarray, hand: int, count: int, refault: bool) -> int:
-    """shrink_page_list over ``count`` pages of ``lru`` from ``hand`` (wrapping); returns the
-    pages done, fewer than ``count`` only when the run is stopping.  Runs compiled; a
+class AnonLru:
+    """One CPU's share of the anonymous LRU: its pages, which list each is on (1: active),
+    and a clock hand per list.  Process-local: only this CPU reclaims these pages.  New
+    pages start active (lru_cache_add_active_or_unevictable), as a fork family's are."""
+
+    def __init__(self, pages: np.ndarray, active: bool = True) -> None:
+        self.pages = np.ascontiguousarray(pages, dtype=np.int64)
+        self.active = np.full(len(self.pages), int(active), dtype=np.int64)
+        self.hand_inactive = 0
+        self.hand_active = 0
+
+    def __len__(self) -> int:
+        return len(self.pages)
+
+    def nr_active(self) -> int:
+        return int(self.active.sum())
+
+    def inactive_is_low(self) -> bool:
+        """inactive_anon_is_low with inactive_ratio 1: fewer inactive than active pages."""
+        return 2 * self.nr_active() > len(self.pages)
+
+
+def shrink_page_list(m: Model, lru: np.ndarray | AnonLru, hand: int, count: int, refault: bool) -> int:
+    """shrink_page_list over ``count`` positions of ``lru`` from ``hand`` (wrapping), the
+    inactive pages there; returns the positions done, fewer than ``count`` only when the
+    run is stopping.  A plain array of pages is taken as all inactive.  Runs compiled; a
     contended rmap lock comes back here to be waited for in page_lock_anon_vma, so that
     the wait is a frame of its own in a profile.  Raises Stopped when aborted."""
+    if not isinstance(lru, AnonLru):
+        lru = AnonLru(np.asarray(lru), active=False)
+    pages, active = lru.pages, lru.active
     done = 0
     held, out = m.locks.held, m.walk_out
     while done < count:
-        k, why = shrink_page_list_c(m.words, m.w32, m.g, held, lru, hand + done, count - done,
-                                    int(refault), out)
+        k, why = shrink_page_list_c(m.words, m.w32, m.g, held, pages, active, hand + done,
+                                    count - done, int(refault), out)
         done += k
         if why == SHRINK_DONE or why == SHRINK_STOP:
             return done
         if why == SHRINK_ABORTED:
             raise Stopped()
-        page = int(lru[(hand + done) % len(lru)])
+        idx = (hand + done) % len(pages)
+        page = int(pages[idx])
         visited = 0
-        if why == SHRINK_WAIT_REFERENCED:
-            referenced, visited = page_referenced_anon(m, page)
-            if visited:
-                why = shrink_page_tail_c(m.words, m.w32, m.g, held, page, referenced, int(refault), out)
-                if why == SHRINK_ABORTED:
+        try:  # the page lock is ours: give it back whatever happens
+            if why == SHRINK_WAIT_REFERENCED:
+                referenced, visited = page_referenced_anon(m, page)
+                if visited:
+                    why = shrink_page_tail_c(m.words, m.w32, m.g, held, page, referenced, int(refault),
+                                             out, active, idx)
+                    if why == SHRINK_ABORTED:
+                        raise Stopped()
+            if why == SHRINK_WAIT_UNMAP:
+                nun = len(try_to_unmap(m, page))
+                if unmapped_tail_c(m.words, m.w32, m.g, held, page, nun, int(refault), out) < 0:
                     raise Stopped()
-        if why == SHRINK_WAIT_UNMAP:
-            nun = len(try_to_unmap(m, page))
-            if unmapped_tail_c(m.words, m.w32, m.g, held, page, nun, int(refault), out) < 0:
-                raise Stopped()
-            visited = 1
+                visited = 1
+        finally:
+            unlock_page_one(m.w32, m.g, page)
         if visited:
             m.words[m.locks.f["heartbeat"]] += 1
         done += 1
+    return done
+
+
+def shrink_active_list(m: Model, lru: AnonLru, count: int) -> int:
+    """shrink_active_list over ``count`` positions of the share from its active hand: walk
+    and deactivate the active pages there; returns positions done (fewer only when the run
+    is stopping).  Raises Stopped when aborted."""
+    done = 0
+    pages, active = lru.pages, lru.active
+    n = len(pages)
+    while done < count:
+        k, why = shrink_active_list_c(m.words, m.w32, m.g, m.locks.held, pages, active,
+                                      lru.hand_active + done, count - done, m.walk_out)
+        done += k
+        if why == SHRINK_DONE or why == SHRINK_STOP:
+            break
+        if why == SHRINK_ABORTED:
+            raise Stopped()
+        idx = (lru.hand_active + done) % n
+        page_referenced_anon(m, int(pages[idx]))
+        active[idx] = 0
+        m.words[m.locks.f["pages_deactivated"]] += 1
+        done += 1
+    lru.hand_active = (lru.hand_active + done) % n
+    return done
+
+
+def shrink_lru(m: Model, lru: AnonLru, count: int, refault: bool) -> int:
+    """One reclaim step over a CPU's share, as shrink_zone -> shrink_list does for anon:
+    if the inactive list is low, shrink_active_list first (``count`` positions), then
+    shrink_page_list over ``count`` positions of the inactive hand.  Returns the inactive
+    positions done (fewer than ``count`` only when the run is stopping)."""
+    if lru.inactive_is_low():
+        shrink_active_list(m, lru, count)
+    done = shrink_page_list(m, lru, lru.hand_inactive, count, refault)
+    lru.hand_inactive = (lru.hand_inactive + done) % len(lru)
     return done
 
 

@@ -32,13 +32,12 @@ import numpy as np
 
 from shared_model.build import build_family, check_fits, family_capacities
 from shared_model.invariants import check_model
-from shared_model.model import Model
 from shared_model.layout import PTE_YOUNG
+from shared_model.model import Model
 from shared_model.rmap import refault_pass, walk_lengths_of
 
 from .config import RunConfig
 from .results import SCHEMA_SCAN
-
 
 REFAULT_CASES = {
     "write": "swap cache dropped after writeback: fresh reads from swap, write faults "

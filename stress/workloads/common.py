@@ -6,7 +6,7 @@ import numpy as np
 
 from shared_model.memory import resident_pages
 from shared_model.model import Model
-from shared_model.rmap import shrink_page_list
+from shared_model.rmap import AnonLru, shrink_lru, shrink_page_list
 
 # Pages shrink_page_list takes at a time, as the kernel's isolation batches.
 SWAP_CLUSTER_MAX = 32
@@ -24,14 +24,16 @@ def shrink_page(m: Model, page: int, refault: bool) -> None:
 
 
 class DirectReclaim:
-    """A CPU's direct reclaim over its share of the LRU (a clock hand over ``lru``): when free
-    frames fall below the low watermark, scan until the high watermark is met or
-    DIRECT_RECLAIM_SCAN pages have been looked at."""
+    """A CPU's direct reclaim over its share of the LRU (active and inactive anon lists,
+    shared_model.rmap.AnonLru): when free frames fall below the low watermark, reclaim
+    (shrink_active_list when the inactive list is low, then shrink_page_list) until the
+    high watermark is met or DIRECT_RECLAIM_SCAN positions have been looked at.  A page
+    it unmapped is dropped from the swap cache when reclaim comes round to it again, so
+    its owner's next touch reads it fresh from swap."""
 
     def __init__(self, m: Model, lru: np.ndarray, ram_pages: int) -> None:
         self.m = m
-        self.lru = np.asarray(lru, dtype=np.int64)
-        self.hand = 0
+        self.lru = AnonLru(np.asarray(lru, dtype=np.int64))
         self.ram = ram_pages
         self.low = max(8, ram_pages // 100)
         self.high = 2 * self.low
@@ -46,10 +48,8 @@ class DirectReclaim:
         m = self.m
         words = m.locks.words
         words[m.locks.f["direct_reclaims"]] += 1
-        n = len(self.lru)
         for _ in range(DIRECT_RECLAIM_SCAN // SWAP_CLUSTER_MAX):
             # shrink_page_list leaves early when the run is ending (between two pages).
-            done = shrink_page_list(m, self.lru, self.hand, SWAP_CLUSTER_MAX, refault=False)
-            self.hand = (self.hand + done) % n
+            done = shrink_lru(m, self.lru, SWAP_CLUSTER_MAX, refault=False)
             if done < SWAP_CLUSTER_MAX or self.free_frames() - need >= self.high:
                 return

@@ -1,8 +1,11 @@
 """reclaim-storm: the seed's picture.
 
 A fork family (a parent with P pages and N children that each COW a fraction F of them) is
-built once; then every CPU runs reclaim over its share of the family's pages, round-robin
-(``shrink_page_list``, 32 pages at a time).  In 2.6.33 every page of the family points at the family's one anon_vma,
+built once; then every CPU runs reclaim over its share of the family's pages as
+mm/vmscan.c does (``shrink_lru``: shrink_active_list when the inactive list is low, then
+shrink_page_list, 32 positions at a time), and each unmapped page's owners fault it
+straight back in (a swap-cache hit: 2.6.34 moves it to the family's root anon_vma on that
+first mapping, 2.6.36+ keep it where it was).  In 2.6.33 every page of the family points at the family's one anon_vma,
 so every CPU's every walk takes the same lock and scans about N/2 entries; in 2.6.34 a
 COWed page lives in its child's own anon_vma and the walk takes that lock and visits one.
 """
@@ -16,7 +19,7 @@ import numpy as np
 from shared_model.build import build_family, family_capacities
 from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.model import Model
-from shared_model.rmap import shrink_page_list
+from shared_model.rmap import AnonLru, shrink_lru
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX
@@ -38,7 +41,6 @@ def setup(m: Model, cfg: RunConfig) -> np.ndarray:
 
 
 def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
-    mine = np.ascontiguousarray(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
-    hand = 0
+    mine = AnonLru(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
     while not stopping():
-        hand = (hand + shrink_page_list(m, mine, hand, SWAP_CLUSTER_MAX, refault=True)) % len(mine)
+        shrink_lru(m, mine, SWAP_CLUSTER_MAX, refault=True)

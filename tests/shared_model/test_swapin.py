@@ -36,7 +36,12 @@ from shared_model.invariants import check_model
 from shared_model.layout import PTE_PRESENT, PTE_WRITE, PTE_YOUNG
 from shared_model.memory import do_swap_page, do_wp_pages, exit_mmap
 from shared_model.model import Model
-from shared_model.rmap import delete_from_swap_cache, page_referenced, swap_reads_needed, try_to_unmap
+from shared_model.rmap import (
+    delete_from_swap_cache,
+    page_referenced,
+    swap_reads_needed,
+    try_to_unmap,
+)
 from stress.config import RunConfig
 from stress.scan import scan
 
