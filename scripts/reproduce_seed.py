@@ -2,12 +2,15 @@
 """Reproduce the seed commit's claims (5beb4930525, "mm: change anon_vma linking to fix
 multi-process server scalability issue") on this machine, and write them beside ours.
 
-1. scan at the commit's sizes: 1000 children x 1000 pages, every page COWed, both eras;
-2. an AIM7-style ramp of both eras, each stopped once past its crossover (about 5 minutes
-   on 2 cores in all);
+1. scan at the commit's sizes: 1000 children x 1000 pages, every page COWed, in 2.6.33,
+   2.6.34 and 2.6.36, and again after one unmap-and-refault sweep (``scan --refault``:
+   pages dropped from the swap cache, each owner writes them back in), where 2.6.34 as
+   released puts every page back on the family's root anon_vma and 2.6.36 does not;
+2. an AIM7-style ramp of the eras (default 2.6.33, 2.6.34, 2.6.36), each stopped once past
+   its crossover (about 8 minutes on 2 cores in all);
 3. a Markdown table of our figures beside the commit message's, plus the ramp's pictures.
 
-    python scripts/reproduce_seed.py [--out DIR] [--quick]
+    python scripts/reproduce_seed.py [--out DIR] [--quick] [--eras 2.6.33,2.6.34,2.6.36]
 """
 
 from __future__ import annotations
@@ -28,50 +31,72 @@ def main() -> None:
     ap.add_argument("--out", default="seed-results", help="directory for the table, JSON and plots")
     ap.add_argument("--quick", action="store_true", help="smaller scan (300 x 100) and shorter ramp")
     ap.add_argument("--cpus", type=int, default=0, help="CPU workers for the ramp (default: all)")
+    ap.add_argument("--eras", default="2.6.33,2.6.34,2.6.36",
+                    help="eras to ramp, comma-separated (the first is the baseline; default "
+                         "2.6.33,2.6.34,2.6.36)")
     a = ap.parse_args()
+    eras = a.eras.split(",")
     os.makedirs(a.out, exist_ok=True)
     t0 = time.monotonic()
     n, p = (300, 100) if a.quick else (1000, 1000)
     scans = {}
-    for era in ("2.6.33", "2.6.34"):
-        print(f"scan {era}: {n} users x {p} pages ...", flush=True)
-        scans[era] = scan(RunConfig(era=era, users=n, pages=p, cow=1.0))
+    for era in ("2.6.33", "2.6.34", "2.6.36"):
+        print(f"scan {era} --refault: {n} users x {p} pages ...", flush=True)
+        scans[era] = scan(RunConfig(era=era, users=n, pages=p, cow=1.0), refault="write")
         write_json(os.path.join(a.out, f"scan-{era}.json"), scans[era])
-        print(f"  average walk {scans[era]['walks']['avg_visited']:.2f} entries, max "
-              f"{scans[era]['walks']['max_visited']}", flush=True)
+        print(f"  average walk {scans[era]['first_pass']['avg_visited']:.2f} entries, max "
+              f"{scans[era]['first_pass']['max_visited']}; after one unmap-and-refault sweep "
+              f"{scans[era]['walks']['avg_visited']:.2f}, max {scans[era]['walks']['max_visited']}",
+              flush=True)
     users = user_counts(100, 3200 if a.quick else 12800, None, 2.0)
     base = RunConfig(scenario="forking-server", pages=20, cow=1.0, cpus=a.cpus,
                      duration=2.0 if a.quick else 5.0)
     print(f"ramp: users {users}, {base.duration:g} s per point ...", flush=True)
-    doc = ramp(["2.6.33", "2.6.34"], users, base, stop_at_crossover=True)
+    doc = ramp(eras, users, base, stop_at_crossover=True)
     write_json(os.path.join(a.out, "ramp.json"), doc)
     plot_results(doc, os.path.join(a.out, "ramp.png"))
     plot_results(doc, os.path.join(a.out, "ramp.svg"))
     print(ramp_table(doc))
     print(headline(doc))
 
-    c33, c34 = doc["crossover"]["2.6.33"], doc["crossover"]["2.6.34"]
-    last34 = max(q["users"] for q in doc["points"] if q["era"] == "2.6.34")
-    at_cross = [q for q in doc["points"] if q["era"] == "2.6.33" and q["users"] == c33["users"]]
+    base_era = eras[0]
+    c33 = doc["crossover"][base_era]
+    at_cross = [q for q in doc["points"] if q["era"] == base_era and q["users"] == c33["users"]]
     sys_at = f"{100 * at_cross[0]['system_share']:.1f}%" if at_cross else "n/a"
-    if c33["users"] and c34["users"]:
-        ratio = f"{c34['users'] / c33['users']:.2f}x"
-    elif c33["users"]:
-        ratio = f"> {last34 / c33['users']:.2f}x (2.6.34 did not cross by {last34})"
-    else:
-        ratio = "n/a (2.6.33 did not cross)"
+
+    def crossing(era: str) -> str:
+        c = doc["crossover"][era]
+        last = max(q["users"] for q in doc["points"] if q["era"] == era)
+        return f"{c['users']} users" if c["users"] else f"not reached by {last}"
+
+    def ratio(era: str) -> str:
+        c = doc["crossover"][era]
+        last = max(q["users"] for q in doc["points"] if q["era"] == era)
+        if c33["users"] and c["users"]:
+            return f"{c['users'] / c33['users']:.2f}x"
+        if c33["users"]:
+            return f"> {last / c33['users']:.2f}x ({era} did not cross by {last})"
+        return f"n/a ({base_era} did not cross)"
+
+    def walk(era: str, key: str) -> str:
+        return f"{scans[era][key]['avg_visited']:.1f}"
+
     rows = [
         ("average scan cost, 1000 children x 1000 COWed pages",
          "O(N) -> 2 (\"from O(N) to 2\")",
-         f"{scans['2.6.33']['walks']['avg_visited']:.1f} -> {scans['2.6.34']['walks']['avg_visited']:.1f} "
-         f"entries ({n} x {p})"),
-        ("AIM7 crossover, 2.6.33", "about 9.7k users (16 GB box)",
-         f"{c33['users']} users" if c33["users"] else f"not reached by {users[-1]}"),
-        ("AIM7 crossover, 2.6.34", "about 29.7k users",
-         f"{c34['users']} users" if c34["users"] else f"not reached by {last34}"),
-        ("ratio of crossovers", "3.06x", ratio),
-        ("system time at 2.6.33's collapse", ">99%", f"{sys_at} (walk + lock wait, at its crossover)"),
+         f"{walk('2.6.33', 'first_pass')} -> {walk('2.6.34', 'first_pass')} entries ({n} x {p})"),
+        ("the same after one unmap-and-refault sweep (`scan --refault`)", "(not measured)",
+         (f"2.6.33 {walk('2.6.33', 'walks')}, 2.6.34 {walk('2.6.34', 'walks')}, "
+          f"2.6.36 {walk('2.6.36', 'walks')} entries")),
     ]
+    for era in eras:
+        claim = {"2.6.33": "about 9.7k users (16 GB box)", "2.6.34": "about 29.7k users"}.get(era, "(none)")
+        rows.append((f"AIM7 crossover, {era}", claim, crossing(era)))
+    for era in eras[1:]:
+        rows.append((f"ratio of crossovers, {era} / {base_era}", "3.06x" if era == "2.6.34" else "(none)",
+                     ratio(era)))
+    rows.append((f"system time at {base_era}'s collapse", ">99%",
+                 f"{sys_at} (walk + lock wait, at its crossover)"))
     lines = ["| claim | seed commit | rmap-stress, this machine |", "|---|---|---|"]
     lines += [f"| {a_} | {b} | {c} |" for a_, b, c in rows]
     table = "\n".join(lines)
