@@ -32,6 +32,7 @@ from .layout import (
     HEADER_DTYPE,
     LOCK_CLASSES,
     LOCK_SITES,
+    LOCKDEP_CLASSES,
     LS_FIELDS,
     MM_DTYPE,
     PAGE_DTYPE,
@@ -153,7 +154,7 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[LS_BASE] = offs["lockstat"] // 8 + cpu * NCLASSES * NSITES * LS_FIELDS
     g[CPU_BASE] = (offs["cpu"] + cpu * CPU_DTYPE.itemsize) // 8
     g[WALKHIST_BASE] = offs["walkhist"] // 8 + cpu * WALK_HIST_BUCKETS
-    g[LOCKDEP_BASE] = offs["lockdep"] // 8 + cpu * NCLASSES * NCLASSES * 2
+    g[LOCKDEP_BASE] = offs["lockdep"] // 8 + cpu * LOCKDEP_CLASSES * LOCKDEP_CLASSES * 2
     g[PTRS] = caps.ptrs_per_mm
     g[ENTRY_COST_NS] = entry_cost_ns
     g[INSTRUMENT] = int(instrument)

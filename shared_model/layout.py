@@ -253,6 +253,10 @@ LS_WAIT_HIST = LS_SCALARS
 LS_HOLD_HIST = LS_SCALARS + HIST_BUCKETS
 LS_FIELDS = LS_SCALARS + 2 * HIST_BUCKETS
 WALK_HIST_BUCKETS = 64
+# lockdep's per-CPU edge table is [held class, taken class] over this many classes (room
+# for more than LOCK_CLASSES, so that each CPU's table stays a whole number of cache lines).
+LOCKDEP_CLASSES = 8
+assert len(LOCK_CLASSES) <= LOCKDEP_CLASSES
 
 # page->_mapcount and the swap count are atomic_t in the kernel, changed by CPUs holding
 # different PTE locks.  numpy has no atomics on shared memory, so each change takes one of
@@ -317,7 +321,7 @@ class Capacities:
             ("lockstat", np.dtype("<i8"), (self.cpus, len(LOCK_CLASSES), len(LOCK_SITES), LS_FIELDS)),
             ("walkhist", np.dtype("<i8"), (self.cpus, WALK_HIST_BUCKETS)),
             # --check-lock-order: [cpu, held class, taken class] -> (times, first sites + 1)
-            ("lockdep", np.dtype("<i8"), (self.cpus, len(LOCK_CLASSES), len(LOCK_CLASSES), 2)),
+            ("lockdep", np.dtype("<i8"), (self.cpus, LOCKDEP_CLASSES, LOCKDEP_CLASSES, 2)),
             # qspinlock's per-CPU MCS nodes (4 nesting levels each); block 0 is the builder's
             # (the process that builds the model before any CPU runs, cpu -1), CPU c's is c + 1.
             ("qnodes", np.dtype("<i8"), (self.cpus + 1, QNODE_BLOCK_WORDS)),

@@ -44,6 +44,7 @@ from .layout import (
     CPU_STATE,
     LOCK_CLASSES,
     LOCK_SITES,
+    LOCKDEP_CLASSES,
     LS_CONT,
     LS_FIELDS,
     LS_HOLD_HIST,
@@ -140,7 +141,7 @@ def note_order(words: np.ndarray, g: np.ndarray, held: np.ndarray, cls: int, sit
     base = g[G.LOCKDEP_BASE]
     for i in range(held[0]):
         hcls, hsite = held[1 + 2 * i], held[2 + 2 * i]
-        e = base + (hcls * _NCLS + cls) * 2
+        e = base + (hcls * LOCKDEP_CLASSES + cls) * 2
         words[e] += 1
         if words[e + 1] == 0:
             words[e + 1] = hsite * 64 + site + 1
