@@ -94,7 +94,8 @@ def test_run_json_contract_and_the_progress_line(tmp_path) -> None:
     assert doc["model"] == {"mms": 21, "vmas": 21, "anon_vmas": 21, "avcs": 41, "pages": 105}
     w = doc["walks"]
     assert w["count"] > 0 and w["count"] == sum(x["walks"] for x in doc["cpus"])
-    assert w["avg_visited"] == w["vmas_visited"] / w["count"] and w["max_visited"] == 1
+    # 2.6.34 as released moves a page it swaps back in to the family's root: up to N+1.
+    assert w["avg_visited"] == w["vmas_visited"] / w["count"] and 1 <= w["max_visited"] <= 21
     assert sum(w["log2_histogram"].values()) == w["count"]
     classes = [r["class"] for r in doc["locks"]]
     assert "anon_vma" in classes and "ptl" in classes

@@ -183,21 +183,24 @@ def can_profile() -> None:
 def test_reclaim_storm_profile(can_profile: None, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Where the CPUs' samples go, by stack, not by how many there are: py-spy saw the
     workers, their stacks read like the kernel's, 2.6.33's CPUs wait for the family's one
-    anon_vma lock inside page_referenced, and 2.6.34's wait for locks a smaller share of
-    their samples than 2.6.33's (about 47% against 1-4%: a margin no busy machine erases)."""
+    anon_vma lock inside page_referenced.  No comparison of lock-wait shares between eras:
+    with the released kernels' swap-in, no era's reclaim-storm is free of a family-wide
+    lock (2.6.34 moves every page it swaps back in to the root anon_vma, 2.6.36+ walk under
+    the root's lock), so on 2 CPUs both eras wait about as much; what differs is how long
+    each walk holds the lock (scripts/measure_seed.py)."""
     s = {}
-    for era in ("2.6.33", "2.6.34"):
+    for era in ("2.6.33", "2.6.36"):
         out = tmp_path / f"{era}.txt"
         assert prof.profile(["--era", era, *RUN], str(out), fmt="raw", rate=RATE) == 0
         s[era] = summarize_raw(out)
         assert s[era]["cpu_samples"] > 0, prof.format_summary(s[era])
         assert "worker_main" in out.read_text() and "shrink_page" in out.read_text()
         assert "invariants: ok" in capfd.readouterr().out
-    old, new = s["2.6.33"], s["2.6.34"]
+    old, new = s["2.6.33"], s["2.6.36"]
     assert old["lock_wait_in"].get("page_referenced_anon", 0.0) > 0, prof.format_summary(old)
     assert any(h["entry"] == "page_referenced_anon" and h["lock_wait"] and "anon_vma" in h["what"]
                for h in old["hottest"]), prof.format_summary(old)
-    assert old["lock_wait"] > new["lock_wait"], (prof.format_summary(old), prof.format_summary(new))
+    assert new["lock_wait"] > 0 and new["cpu_samples"] > 0, prof.format_summary(new)
 
 
 # ---------------------------------------------------------------------------- the CPUs alone
