@@ -131,3 +131,14 @@ def test_reclaim_storm_refault_keeps_the_model_whole(make_model: MakeModel, era:
         assert (moved == root).all()
     else:
         assert (moved == where).all()
+
+
+def test_check_model_reports_a_page_left_locked(make_model: MakeModel) -> None:
+    from shared_model.invariants import check_model
+
+    m, pages = idle_family(make_model, "2.6.36", 1, 1)
+    page = int(pages[0])
+    assert lock_page_c(m.words, m.w32, m.g, page) == 0
+    assert check_model(m) == [f"1 pages still locked (PG_locked), e.g. page {page}"]
+    unlock_page_one(m.w32, m.g, page)
+    assert check_model(m) == []
