@@ -71,6 +71,22 @@ def test_scan_json_contract(tmp_path) -> None:
     assert "average" in p.stdout
 
 
+def test_scan_refault_json_contract(tmp_path) -> None:
+    """--refault: walks is the second pass, first_pass the first; 2.6.34 as released puts
+    every page back on the root (child i's 5 pages at entry i + 1 again), and the JSON and
+    the text say which case the sweep exercised."""
+    out = tmp_path / "scan.json"
+    p = rmap("scan", "--era", "2.6.34", "--users", "10", "--pages", "5", "--refault", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["config"]["refault"] == "write"
+    assert doc["first_pass"]["vmas_visited"] == 55 and doc["first_pass"]["max_visited"] == 1
+    assert doc["walks"]["vmas_visited"] == 5 + 5 * sum(i + 1 for i in range(1, 11))
+    r = doc["refault"]
+    assert (r["mode"], r["pages_unmapped"], r["swap_cache_dropped"], r["faults"]) == ("write", 55, 55, 55)
+    assert "swap cache dropped" in r["case"] and "first pass:" in p.stdout and r["case"] in p.stdout
+
+
 def test_run_json_contract_and_the_progress_line(tmp_path) -> None:
     """Everything the README promises in a run's results file, with values that follow from
     the options; and, without --quiet and with stderr not a terminal, a progress line (one
