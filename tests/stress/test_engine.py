@@ -51,7 +51,7 @@ def test_reclaim_storm_2_6_34_refault_moves_to_the_root() -> None:
     """2.6.34 as released: the first mapping after a swap-in puts the page on the oldest
     anon_vma of the chain, the family's root, whose list holds every process: walks of up
     to N+1 entries come back under reclaim-storm's refault churn."""
-    res = run(RunConfig(era="2.6.34", users=50, pages=10, cpus=2, duration=0.5))
+    res = run(RunConfig(era="2.6.34", users=50, pages=10, cpus=2, duration=1.0))
     assert res["invariants"]["violations"] == 0
     assert res["model"]["anon_vmas"] == 51
     assert 2 <= res["walks"]["max_visited"] <= 51
