@@ -11,6 +11,13 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   from 3.0 (``shared_model/locking``; ``--lock`` overrides it).
 * ``spin``: the primitive of the era's plain spinlocks (page_table_lock, the slab and
   mapcount locks): ticket on the x86 of 2.6.25-4.1.
+* ``tree`` (3.7+): each anon_vma's AVCs are also indexed by an interval tree keyed by the
+  VMA's pgoff range (``anon_vma_interval_tree``); a walk visits only the VMAs whose range
+  holds the page's index (``shared_model/interval_tree.py``).
+* ``reuse``: what lets ``anon_vma_clone`` reuse an anon_vma of the chain instead of
+  ``anon_vma_fork`` allocating one: "none"; "degree" (3.19, 7a3ef208e662: degree < 2 and
+  not the source VMA's own); "active" (6.0, 2555283eb40d: num_active_vmas == 0 and
+  num_children < 2).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ class Era:
     lock: str
     summary: str
     spin: str = "ticket"
+    tree: bool = False
+    reuse: str = "none"
 
 
 ERAS: dict[str, Era] = {
@@ -39,8 +48,19 @@ ERAS: dict[str, Era] = {
             summary="anon_vma_chain with anon_vma->root: the family's root spinlock"),
         Era("3.0", chain=True, lock_root=True, lock="mutex",
             summary="as 2.6.36, the root lock becomes a sleeping mutex"),
+        Era("3.7", chain=True, lock_root=True, lock="mutex", tree=True,
+            summary="as 3.0, each anon_vma's AVCs in an interval tree keyed by pgoff range"),
+        Era("3.19", chain=True, lock_root=True, lock="rwsem", tree=True, reuse="degree",
+            summary="interval tree, root rwsem; anon_vma_clone reuses an anon_vma with degree < 2"),
+        Era("6.0", chain=True, lock_root=True, lock="rwsem", tree=True, reuse="active",
+            summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix)"),
     )
 }
+
+
+# Era.reuse as the compiled code's geometry entry (ctx.REUSE).
+REUSE_NONE, REUSE_DEGREE, REUSE_ACTIVE = 0, 1, 2
+REUSE_CODES = {"none": REUSE_NONE, "degree": REUSE_DEGREE, "active": REUSE_ACTIVE}
 
 
 def get_era(name: str) -> Era:
