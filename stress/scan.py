@@ -117,6 +117,14 @@ def scan_scenario(cfg: RunConfig, progress: Callable[[str, int, int], None] | No
 def _scan_fork_chain(cfg: RunConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     from .workloads import fork_chain
 
+    # A few generations first, thrown away, so that no fork of the measured run pays for
+    # loading compiled code.
+    warm = Model.create(fork_chain.capacities(cfg.era, 3, 1), cfg.era, cfg.lock, entry_cost_ns=0)
+    try:
+        fork_chain.fork_chain(warm, 3, 1)
+    finally:
+        warm.close()
+        warm.seg.unlink()
     caps = fork_chain.capacities(cfg.era, cfg.generations, cfg.pages)
     check_fits(caps)
     m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
