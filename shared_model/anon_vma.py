@@ -667,13 +667,18 @@ def reusable_anon_vma_c(w32: np.ndarray, g: np.ndarray, old: int, a: int, b: int
 @njit(inline="always")
 def find_mergeable_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     """find_mergeable_anon_vma: the next VMA's anon_vma, else the previous one's, if
-    reusable; -1 for none.  The mm's VMA list is in address order.  Expects the mm's owner
-    (mmap_sem)."""
+    reusable; -1 for none.  Neighbours by address (the model's mm list is in creation
+    order).  Expects the mm's owner (mmap_sem)."""
     mm = w32[_vma(g, vma, G.VMA_MM)]
-    prev, v = -1, w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_VMA_HEAD]
-    while v >= 0 and v != vma:
-        prev, v = v, w32[_vma(g, v, G.VMA_NEXT)]
-    near = w32[_vma(g, vma, G.VMA_NEXT)]
+    start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
+    near = prev = -1  # the neighbours by address (vm_next, vm_prev)
+    v = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_VMA_HEAD]
+    while v >= 0:
+        if w32[_vma(g, v, G.VMA_START)] == end:
+            near = v
+        elif w32[_vma(g, v, G.VMA_END)] == start and v != vma:
+            prev = v
+        v = w32[_vma(g, v, G.VMA_NEXT)]
     if near >= 0:
         av = reusable_anon_vma_c(w32, g, near, vma, near)
         if av >= 0:

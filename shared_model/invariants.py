@@ -26,8 +26,8 @@ Rules of the later eras and of the VMA operations (``check_later_rules``):
 9. No page points at a freed anon_vma: a mapped page whose ``page->mapping`` is an
    anon_vma no longer in use is a use-after-free waiting for the next rmap walk (rule 5
    reports the same page as a mapping no walk finds: its VMA is not on the list).
-10. VMA lists: each mm's VMAs are in address order, do not overlap, have a non-empty range
-    and protection bits only.
+10. VMAs: each has a non-empty range and protection bits only, and an mm's VMAs do not
+    overlap.
 11. Reuse counters (3.19: ``degree``; 6.0: ``num_active_vmas``, ``num_children``) equal
     what they count: the VMAs using the anon_vma as their ``->anon_vma``, its child
     anon_vmas whose tree is not empty, and a root's link to itself while its own is not.
@@ -419,12 +419,12 @@ def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
     flags = vma["vm_flags"][live_vma]
     for v in live_vma[(flags < 0) | (flags & ~0x7 != 0)][:MAX_REPORTED].tolist():
         bad(f"vma {v}: vm_flags {vma['vm_flags'][v]:#x} hold more than protection bits")
-    nxt = vma["vm_next"][live_vma]
-    has = nxt >= 0
-    v, n = live_vma[has], nxt[has]
+    order = live_vma[np.lexsort((start[live_vma], vma["vm_mm"][live_vma]))]
+    same_mm = vma["vm_mm"][order[1:]] == vma["vm_mm"][order[:-1]]
+    v, n = order[:-1][same_mm], order[1:][same_mm]
     for i in np.flatnonzero(start[n] < end[v])[:MAX_REPORTED].tolist():
-        bad(f"vma {v[i]} [{start[v[i]]}, {end[v[i]]}) is followed on its mm's list by vma {n[i]} "
-            f"[{start[n[i]]}, {end[n[i]]}): out of order or overlapping")
+        bad(f"vma {v[i]} [{start[v[i]]}, {end[v[i]]}) and vma {n[i]} [{start[n[i]]}, {end[n[i]]}) "
+            f"of mm {vma['vm_mm'][v[i]]} overlap")
     del mm
 
     # 11. reuse counters

@@ -17,7 +17,9 @@ marks the VMA ``VM_LOCK_RMAP`` while it does (the seed's flag; the model's walks
 read it).  Linking allocates, so a split or an import can fail with ENOMEM; each unwinds
 as the kernel's callers do and the model stays consistent.
 
-The mm's VMA list is kept in address order (``vm_next``), as ``find_vma_prev`` needs.
+Neighbours are found by address (``vma_next_c``, ``find_vma_prev``), as the kernel's
+address-ordered list gives them: the model's ``do_mmap`` appends to the mm's list in
+creation order, and a split piece goes on the list right beside the VMA it came from.
 """
 
 from __future__ import annotations
@@ -68,13 +70,30 @@ def _mm(g: np.ndarray, mm: int, f: int) -> int:
 # ---------------------------------------------------------------------------- the VMA list
 
 
+@njit(inline="always")
+def vma_next_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
+    """The VMA of vma's mm that follows it in address order (the kernel's vma->vm_next), or
+    -1.  Expects the mm's owner."""
+    end = w32[_vma(g, vma, G.VMA_END)]
+    best, best_start = -1, 1 << 30
+    v = w32[_mm(g, w32[_vma(g, vma, G.VMA_MM)], G.MM_VMA_HEAD)]
+    while v >= 0:
+        s = w32[_vma(g, v, G.VMA_START)]
+        if v != vma and end <= s < best_start:
+            best, best_start = v, s
+        v = w32[_vma(g, v, G.VMA_NEXT)]
+    return best
+
+
 @cached_njit
-def vma_link_c(w32: np.ndarray, g: np.ndarray, mm: int, vma: int) -> None:
-    """__vma_link_list: put vma on mm's list in address order.  Expects the mm's owner."""
-    start = w32[_vma(g, vma, G.VMA_START)]
+def vma_link_c(w32: np.ndarray, g: np.ndarray, mm: int, vma: int, anchor: int, below: int) -> None:
+    """__vma_link_list: put vma on mm's list right before (``below``) or after ``anchor``,
+    the VMA it was split from.  Expects the mm's owner."""
     prev, v = -1, w32[_mm(g, mm, G.MM_VMA_HEAD)]
-    while v >= 0 and w32[_vma(g, v, G.VMA_START)] < start:
+    while v >= 0 and v != anchor:
         prev, v = v, w32[_vma(g, v, G.VMA_NEXT)]
+    if not below:
+        prev, v = anchor, w32[_vma(g, anchor, G.VMA_NEXT)]
     w32[_vma(g, vma, G.VMA_NEXT)] = v
     if prev < 0:
         w32[_mm(g, mm, G.MM_VMA_HEAD)] = vma
@@ -118,7 +137,7 @@ def _tree_update(w32: np.ndarray, g: np.ndarray, vma: int, insert: bool) -> None
 
 @cached_njit
 def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
-                 vma: int, start: int, end: int, pgoff: int, insert: int) -> int:
+                 vma: int, start: int, end: int, pgoff: int, insert: int, below: int) -> int:
     """Give vma the range [start, end) at ``pgoff``; link ``insert`` (a split piece) on the
     mm's list; when vma grows over its next neighbours, remove the ones it covers whole
     (anon_vma_merge) and shift the start of one it covers in part; when it shrinks with
@@ -129,7 +148,7 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
     Takes and releases: the anon_vma lock of vma (or of the neighbour whose range moves),
     the locks anon_vma_clone and unlink_anon_vmas take."""
     mm = w32[_vma(g, vma, G.VMA_MM)]
-    nxt = w32[_vma(g, vma, G.VMA_NEXT)]
+    nxt = vma_next_c(w32, g, vma)
     nremove = 0
     adjust_next = 0
     importer = exporter = -1
@@ -138,7 +157,7 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
         while n >= 0 and end >= w32[_vma(g, n, G.VMA_END)]:  # covered whole: removed
             sc[nremove] = n
             nremove += 1
-            n = w32[_vma(g, n, G.VMA_NEXT)]
+            n = vma_next_c(w32, g, n)
         if nremove:
             exporter, importer = nxt, vma
             nxt = n
@@ -188,7 +207,7 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
         if not g[G.LOCK_ROOT]:
             w32[_vma(g, vma, G.VMA_FLAGS)] &= ~VM_LOCK_RMAP
     if insert >= 0:
-        vma_link_c(w32, g, mm, insert)
+        vma_link_c(w32, g, mm, insert, vma, below)
     for i in range(nremove):
         vma_unlink_list_c(w32, g, mm, sc[i])
     if av >= 0:
@@ -205,9 +224,10 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
     return OK
 
 
-def vma_adjust(m: Model, vma: int, start: int, end: int, pgoff: int, insert: int = -1) -> None:
-    """vma_adjust (compiled: vma_adjust_c).  Raises OutOfMemory with nothing changed."""
-    st = vma_adjust_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma, start, end, pgoff, insert)
+def vma_adjust(m: Model, vma: int, start: int, end: int, pgoff: int) -> None:
+    """vma_adjust without a piece to insert (compiled: vma_adjust_c).  Raises OutOfMemory
+    with nothing changed."""
+    st = vma_adjust_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma, start, end, pgoff, -1, 0)
     if st < 0:
         raise_status(st)
 
@@ -247,9 +267,9 @@ def split_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
         kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
         return st
     if new_below:
-        st = vma_adjust_c(words, w32, g, held, sc, vma, addr, end, pgoff + (addr - start), new)
+        st = vma_adjust_c(words, w32, g, held, sc, vma, addr, end, pgoff + (addr - start), new, 1)
     else:
-        st = vma_adjust_c(words, w32, g, held, sc, vma, start, addr, pgoff, new)
+        st = vma_adjust_c(words, w32, g, held, sc, vma, start, addr, pgoff, new, 0)
     if st < 0:
         unlink_anon_vmas_c(words, w32, g, held, sc, new)
         kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
@@ -312,10 +332,10 @@ def vma_merge(m: Model, mm: int, prev: int, addr: int, end: int, flags: int, av:
     VMA, or both?  Returns the VMA that now holds the range, or -1.  The case analysis
     runs here (the mm's owner, mmap_sem); the change under locks is vma_adjust_c's."""
     rec = m.vma
-    nxt = int(rec["vm_next"][prev]) if prev >= 0 else int(m.mm["vma_head"][mm])
+    nxt = vma_next(m, prev) if prev >= 0 else _first_vma(m, mm)
     area = nxt
     if nxt >= 0 and int(rec["vm_end"][nxt]) == end:  # cases 6, 7, 8
-        nxt = int(rec["vm_next"][nxt])
+        nxt = vma_next(m, nxt)
     pglen = end - addr
     if prev >= 0 and int(rec["vm_end"][prev]) == addr and can_vma_merge_after(m, prev, flags, av, pgoff):
         if (nxt >= 0 and end == int(rec["vm_start"][nxt])
@@ -356,13 +376,33 @@ def change_protection_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held:
     return OK
 
 
+def _by_address(m: Model, mm: int) -> list[int]:
+    out, v = [], int(m.mm["vma_head"][mm])
+    nxt = m.vma["vm_next"]
+    while v >= 0:
+        out.append(v)
+        v = int(nxt[v])
+    return sorted(out, key=lambda x: int(m.vma["vm_start"][x]))
+
+
+def vma_next(m: Model, vma: int) -> int:
+    """vma->vm_next: the next VMA of its mm by address, or -1."""
+    return int(vma_next_c(m.w32, m.g, vma))
+
+
+def _first_vma(m: Model, mm: int) -> int:
+    vmas = _by_address(m, mm)
+    return vmas[0] if vmas else -1
+
+
 def _find_vma_prev(m: Model, mm: int, addr: int) -> tuple[int, int]:
     """find_vma_prev: (the first VMA ending above addr, the one before it), -1 for none."""
-    prev, v = -1, int(m.mm["vma_head"][mm])
-    rec = m.vma
-    while v >= 0 and int(rec["vm_end"][v]) <= addr:
-        prev, v = v, int(rec["vm_next"][v])
-    return v, prev
+    prev = -1
+    for v in _by_address(m, mm):
+        if int(m.vma["vm_end"][v]) > addr:
+            return v, prev
+        prev = v
+    return -1, prev
 
 
 def mprotect_fixup(m: Model, vma: int, prev: int, start: int, end: int, flags: int) -> int:
@@ -413,6 +453,6 @@ def do_mprotect(m: Model, mm: int, start: int, npages: int, flags: int) -> None:
         if nstart >= end:
             return
         prev = vma
-        vma = int(rec["vm_next"][prev])
+        vma = vma_next(m, prev)
         if vma < 0 or int(rec["vm_start"][vma]) != nstart:
             raise ValueError(f"mprotect: page {nstart} of mm {mm} is not mapped")
