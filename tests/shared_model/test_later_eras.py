@@ -31,7 +31,15 @@ import pytest
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
 from shared_model.layout import VM_READ, VM_WRITE, Capacities
-from shared_model.memory import do_anonymous_pages, do_mmap, dup_mmap, mm_alloc, mm_vmas
+from shared_model.memory import (
+    do_anonymous_pages,
+    do_mmap,
+    do_wp_pages,
+    dup_mmap,
+    exit_mmap,
+    mm_alloc,
+    mm_vmas,
+)
 from shared_model.mmap import do_mprotect, split_vma
 from shared_model.model import Model, OutOfMemory
 from shared_model.rmap import page_referenced, walk_lengths_of, walk_lengths_tree_of
@@ -291,3 +299,43 @@ def test_cve_2022_42703_run(era: str, status: int) -> None:
     else:
         assert "invariants: ok" in p.stdout
     assert "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------------------- interval tree
+
+
+@pytest.mark.parametrize("era,after_split", [("3.7", 2), ("3.0", 3)])
+def test_tree_order_of_equal_starts(make_model: MakeModel, era: str, after_split: int) -> None:
+    """The parent's VMA [0, 4) and its child's have the same start: the tree orders them by
+    insertion, the parent's first.  The child COWs page 0, so the parent's page 0 (in R,
+    mapped once) is found at the first entry.  The parent then mprotects [2, 4):
+    split_vma(new_below) gives the new piece [0, 2), cloned onto R after the child's AVC,
+    and the old VMA keeps [2, 4).  A tree walk for page 0 sees the child's [0, 4) (the
+    range holds it, the PTE maps the child's copy) and then the new piece: 2 entries; a
+    list walk passes the old VMA (now [2, 4)) and the child's before the new piece: 3."""
+    m = make_model(era, caps=SMALL)
+    mm = mm_alloc(m)
+    v = do_mmap(m, mm, 0, 4)
+    do_anonymous_pages(m, mm, v, np.arange(4))
+    child = dup_mmap(m, mm)
+    do_wp_pages(m, child, mm_vmas(m, child)[0], np.array([0]))
+    page = int(m.pte_page[mm * m.ptrs + 0])
+    assert walk_lengths_of(m, np.array([page]))[0] == 1
+    do_mprotect(m, mm, 2, 2, VM_READ)
+    assert walk_lengths_of(m, np.array([page]))[0] == after_split
+    assert page_referenced(m, page)[1] == after_split
+
+
+def test_tree_survives_many_erases(make_model: MakeModel) -> None:
+    """16 pieces forked into 6 children (112 nodes in the root's tree), the children exiting
+    in a shuffled order: after each exit check_model validates every tree (red-black, order,
+    rb_subtree_last, exactly the list's AVCs) and each walk still finds every mapping."""
+    era = "3.7"
+    m = make_model(era, caps=mprotect_split.capacities(era, 16, 6, 32))
+    parent = mprotect_split.build(m, 16, 6, 32)
+    kids = [int(x) for x in np.flatnonzero(m.mm["in_use"] == 1) if x != parent]
+    for k in np.random.default_rng(1).permutation(kids).tolist():
+        exit_mmap(m, k)
+        assert check_model(m) == []
+        pages = np.flatnonzero(m.page_mapping >= 0)
+        assert (walk_lengths_of(m, pages) == m.page_mapcount[pages]).all()
