@@ -12,9 +12,11 @@ Only the CPU that owns the mm runs these (mmap_sem held for write).  ``vma_adjus
 the anon_vma lock of the VMA (the root's from 2.6.36) around the range change and, in the
 eras with an interval tree, around taking the VMA's AVCs out of their trees and putting
 them back with the new range (``anon_vma_interval_tree_pre/post_update_vma``), as 3.7+
-does.  2.6.34's own-lock era changes the range under the VMA's own anon_vma lock and
-marks the VMA ``VM_LOCK_RMAP`` while it does (the seed's flag; the model's walks do not
-read it).  Linking allocates, so a split or an import can fail with ENOMEM; each unwinds
+does.  In 2.6.34's own-lock era the chain a VMA imports is linked outside "the"
+anon_vma lock (each anon_vma_clone link takes its own anon_vma's lock), and the seed marks
+the importer ``VM_LOCK_RMAP`` meanwhile so that walks skip it; the model sets and clears
+the flag there, but its walks do not read it (2.6.34 as released had already dropped the
+flag again: "remove VM_LOCK_RMAP code", Rik van Riel, February 2010).  Linking allocates, so a split or an import can fail with ENOMEM; each unwinds
 as the kernel's callers do and the model stays consistent.
 
 Neighbours are found by address (``vma_next_c``, ``find_vma_prev``), as the kernel's
@@ -173,7 +175,10 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
     if exporter >= 0 and w32[_vma(g, exporter, G.VMA_ANON_VMA)] >= 0 \
             and w32[_vma(g, importer, G.VMA_ANON_VMA)] < 0:
         w32[_vma(g, importer, G.VMA_ANON_VMA)] = w32[_vma(g, exporter, G.VMA_ANON_VMA)]
+        if not g[G.LOCK_ROOT]:  # the seed: block rmap lookups until the chain is set up
+            w32[_vma(g, importer, G.VMA_FLAGS)] |= VM_LOCK_RMAP
         st = anon_vma_clone_c(words, w32, g, held, sc[nremove:], importer, exporter)
+        w32[_vma(g, importer, G.VMA_FLAGS)] &= ~VM_LOCK_RMAP
         if st < 0:
             w32[_vma(g, importer, G.VMA_ANON_VMA)] = -1
             unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], importer)
@@ -187,8 +192,6 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
         w, t = anon_vma_lock_c(words, w32, g, held, av, S_ADJUST)
         if t < 0:
             return STOPPED
-        if not g[G.LOCK_ROOT]:
-            w32[_vma(g, vma, G.VMA_FLAGS)] |= VM_LOCK_RMAP
         if g[G.TREE]:
             _tree_update(w32, g, vma, False)
             if adjust_next:
@@ -199,13 +202,10 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
     if adjust_next:
         w32[_vma(g, nxt, G.VMA_START)] += adjust_next
         w32[_vma(g, nxt, G.VMA_PGOFF)] += adjust_next
-    if av >= 0:
-        if g[G.TREE]:
-            _tree_update(w32, g, vma, True)
-            if adjust_next:
-                _tree_update(w32, g, nxt, True)
-        if not g[G.LOCK_ROOT]:
-            w32[_vma(g, vma, G.VMA_FLAGS)] &= ~VM_LOCK_RMAP
+    if av >= 0 and g[G.TREE]:
+        _tree_update(w32, g, vma, True)
+        if adjust_next:
+            _tree_update(w32, g, nxt, True)
     if insert >= 0:
         vma_link_c(w32, g, mm, insert, vma, below)
     for i in range(nremove):
