@@ -26,6 +26,8 @@ from numba import njit
 
 from . import ctx as G
 from .ctx import raise_status
+from .eras import REUSE_ACTIVE, REUSE_DEGREE
+from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .layout import CH
 from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
 from .locking.jit import cached_njit
@@ -132,6 +134,9 @@ def anon_vma_list_del_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray
     """Remove slot (c, pos) from av's list, freeing the chunk if it empties.
 
     Expects held: the lock guarding av."""
+    avc = w32[_chunk(g, c, G.CHUNK_AVC + pos)]
+    if g[G.TREE] and avc >= 0:  # 3.7+: the AVC leaves the interval tree with the list
+        anon_vma_interval_tree_remove_c(w32, g, av, avc)
     w32[_chunk(g, c, G.CHUNK_VMA + pos)] = 0
     w32[_chunk(g, c, G.CHUNK_AVC + pos)] = -1
     w32[_chunk(g, c, G.CHUNK_LIVE)] -= 1
@@ -207,6 +212,7 @@ def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     w32[_av(g, av, G.AV_TAIL)] = -1
     w32[_av(g, av, G.AV_NR_MEMBERS)] = 0
     w32[_av(g, av, G.AV_REFCOUNT)] = 0
+    anon_vma_ctor_counts_c(w32, g, av)
     return av
 
 
@@ -294,6 +300,8 @@ def anon_vma_chain_link_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarr
     w32[_avc(g, avc, G.AVC_ANON_VMA)] = av
     w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)] = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     w32[_vma(g, vma, G.VMA_AVC_HEAD)] = avc
+    if g[G.TREE]:  # 3.7+: anon_vma_interval_tree_insert
+        anon_vma_interval_tree_insert_c(w32, g, av, avc)
     return OK
 
 
@@ -313,14 +321,19 @@ def anon_vma_prepare_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
     if av >= 0:
         return av
-    av = anon_vma_alloc_c(words, w32, g, held, sc, -1)
+    allocated = False
+    av = find_mergeable_anon_vma_c(w32, g, vma)
     if av < 0:
-        return av
+        av = anon_vma_alloc_c(words, w32, g, held, sc, -1)
+        if av < 0:
+            return av
+        allocated = True
     avc = -1
     if g[G.CHAIN]:
         avc = kmem_cache_alloc_one(words, w32, g, held, G.K_AVC, sc)
         if avc < 0:
-            kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+            if allocated:
+                kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
             return avc
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_PREPARE)
     if t < 0:
@@ -331,11 +344,13 @@ def anon_vma_prepare_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         st = anon_vma_list_add_tail_locked_c(words, w32, g, held, sc, av, vma, -1)
     if st == OK:
         w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
+        anon_vma_prepare_counts_locked_c(w32, g, av, allocated)
     anon_vma_unlock_c(words, g, held, w, S_PREPARE, t)
     if st < 0:
         if avc >= 0:
             kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
-        kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+        if allocated:
+            kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
         return st
     return av
 
@@ -411,6 +426,8 @@ def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
             if ht < 0:
                 return STOPPED
         st = anon_vma_chain_link_locked_c(words, w32, g, held, work, dst, sc[i], av)
+        if st == OK:
+            anon_vma_clone_reuse_locked_c(w32, g, dst, src, av, i == n - 1)
         if not once or st < 0:
             anon_vma_unlock_c(words, g, held, hw, S_FORK, ht)
             hw = -1
@@ -442,8 +459,11 @@ def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
         return OK
     st = anon_vma_clone_c(words, w32, g, held, sc, vma, pvma)
     if st < 0:
+        w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1  # a reused one was not counted yet
         unlink_anon_vmas_c(words, w32, g, held, sc, vma)
         return st
+    if w32[_vma(g, vma, G.VMA_ANON_VMA)] >= 0:  # 3.19+: an anon_vma of the chain was reused
+        return OK
     av = anon_vma_alloc_c(words, w32, g, held, sc, pav)
     if av < 0:
         unlink_anon_vmas_c(words, w32, g, held, sc, vma)
@@ -461,6 +481,7 @@ def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     st = anon_vma_chain_link_locked_c(words, w32, g, held, sc[1:], vma, avc, av)
     if st == OK:
         w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
+        anon_vma_fork_counts_locked_c(w32, g, av, pav)
     anon_vma_unlock_c(words, g, held, w, S_FORK, t)
     if st < 0:
         kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
@@ -486,6 +507,8 @@ def anon_vma_unlink_slot_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, he
     if t < 0:
         return STOPPED
     st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av, c, pos)
+    if st == OK and w32[_av(g, av, G.AV_NR_MEMBERS)] == 0:
+        anon_vma_emptied_locked_c(w32, g, av)
     empty = _anon_vma_unused(w32, g, av)
     anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
     if st == OK and empty:
@@ -510,6 +533,9 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         return OK
     if g[G.LOCK_ONCE]:
         return unlink_anon_vmas_once_c(words, w32, g, held, sc, vma)
+    st = vma_anon_vma_put_c(words, w32, g, held, vma)
+    if st < 0:
+        return st
     avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     while avc >= 0:
         nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
@@ -540,6 +566,12 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
     keep = sc[8:]  # AVCs whose anon_vma is to be freed; sc[0] is the slab's scratch
     nkeep = 0
     hw, ht = -1, 0
+    vav = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    if g[G.REUSE] and vav >= 0:  # 3.19+: the VMA's own use of vma->anon_vma, in the pass
+        hw, ht = anon_vma_lock_c(words, w32, g, held, vav, S_UNLINK)
+        if ht < 0:
+            return STOPPED
+        vma_anon_vma_put_locked_c(w32, g, vav)
     avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     while avc >= 0:
         nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
@@ -553,6 +585,8 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
                 return STOPPED
         st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av,
                                         w32[_avc(g, avc, G.AVC_LIST_CHUNK)], w32[_avc(g, avc, G.AVC_LIST_POS)])
+        if st == OK and w32[_av(g, av, G.AV_NR_MEMBERS)] == 0:
+            anon_vma_emptied_locked_c(w32, g, av)  # 3.19+: parent->degree-- / num_children--
         if st == OK:
             if _anon_vma_unused(w32, g, av):
                 keep[nkeep] = avc
@@ -582,3 +616,176 @@ def unlink_anon_vmas(m: Model, vma: int) -> None:
     st = unlink_anon_vmas_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma)
     if st < 0:
         raise_status(st)
+
+
+# ---------------------------------------------------------------------------- reuse (3.19+)
+#
+# What counts the users of an anon_vma, so that anon_vma_clone may reuse one instead of
+# anon_vma_fork allocating a new level per generation (eras.Era.reuse).  Each helper is
+# called from one place above; all expect held the lock guarding the anon_vma (its root's:
+# every era with reuse locks the root), as the kernel's counters are guarded by it.
+#
+#   3.19 (7a3ef208e662)   degree = VMAs using it as ->anon_vma + child anon_vmas (a root
+#                         counts itself); reuse: not src->anon_vma and degree < 2
+#   6.0  (2555283eb40d)   num_active_vmas = VMAs using it as ->anon_vma; num_children =
+#                         child anon_vmas (a root counts itself); reuse: src has an
+#                         anon_vma, num_children < 2 and num_active_vmas == 0
+
+
+@njit(inline="always")
+def _counted_parent(w32: np.ndarray, g: np.ndarray, av: int) -> int:
+    """anon_vma->parent, the kernel's self-pointer for a root (the model keeps -1 there)."""
+    p = w32[_av(g, av, G.AV_PARENT)]
+    return av if p < 0 else p
+
+
+@njit(inline="always")
+def anon_vma_ctor_counts_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
+    """anon_vma_alloc's counters: degree 1 ("reference for first vma", 3.19), no children
+    and no active VMA (6.0); an empty interval tree."""
+    w32[_av(g, av, G.AV_DEGREE)] = 1 if g[G.REUSE] == REUSE_DEGREE else 0
+    w32[_av(g, av, G.AV_NUM_CHILDREN)] = 0
+    w32[_av(g, av, G.AV_NUM_ACTIVE)] = 0
+    w32[_av(g, av, G.AV_RB_ROOT)] = -1
+
+
+@njit(inline="always")
+def anon_vma_prepare_counts_locked_c(w32: np.ndarray, g: np.ndarray, av: int, allocated: bool) -> None:
+    """anon_vma_prepare set vma->anon_vma = av: 3.19 degree++ ("vma reference or
+    self-parent link for new root"); 6.0 num_active_vmas++, and num_children++ for a new
+    root's self-parent link."""
+    if g[G.REUSE] == REUSE_DEGREE:
+        w32[_av(g, av, G.AV_DEGREE)] += 1
+    elif g[G.REUSE] == REUSE_ACTIVE:
+        w32[_av(g, av, G.AV_NUM_ACTIVE)] += 1
+        if allocated:
+            w32[_av(g, av, G.AV_NUM_CHILDREN)] += 1
+
+
+@njit(inline="always")
+def anon_vma_clone_reuse_locked_c(w32: np.ndarray, g: np.ndarray, dst: int, src: int, av: int,
+                                  last: bool) -> None:
+    """anon_vma_clone, after linking dst to av (the chain is walked oldest first): take av
+    as dst->anon_vma if the era's rule allows; after the last link, count dst as a user of
+    its anon_vma (reused, or inherited from src when splitting)."""
+    r = g[G.REUSE]
+    if r == 0:
+        return
+    if w32[_vma(g, dst, G.VMA_ANON_VMA)] < 0:
+        if r == REUSE_DEGREE:
+            ok = av != w32[_vma(g, src, G.VMA_ANON_VMA)] and w32[_av(g, av, G.AV_DEGREE)] < 2
+        else:
+            ok = (w32[_vma(g, src, G.VMA_ANON_VMA)] >= 0 and w32[_av(g, av, G.AV_NUM_CHILDREN)] < 2
+                  and w32[_av(g, av, G.AV_NUM_ACTIVE)] == 0)
+        if ok:
+            w32[_vma(g, dst, G.VMA_ANON_VMA)] = av
+    dav = w32[_vma(g, dst, G.VMA_ANON_VMA)]
+    if last and dav >= 0:
+        if r == REUSE_DEGREE:
+            w32[_av(g, dav, G.AV_DEGREE)] += 1
+        else:
+            w32[_av(g, dav, G.AV_NUM_ACTIVE)] += 1
+
+
+@njit(inline="always")
+def anon_vma_fork_counts_locked_c(w32: np.ndarray, g: np.ndarray, av: int, pav: int) -> None:
+    """anon_vma_fork made a new av, child of pav, the VMA's own: 3.19 parent->degree++ (av's
+    own 1 counts the VMA); 6.0 num_active_vmas++ and parent->num_children++."""
+    if g[G.REUSE] == REUSE_DEGREE:
+        w32[_av(g, pav, G.AV_DEGREE)] += 1
+    elif g[G.REUSE] == REUSE_ACTIVE:
+        w32[_av(g, av, G.AV_NUM_ACTIVE)] += 1
+        w32[_av(g, pav, G.AV_NUM_CHILDREN)] += 1
+
+
+@njit(inline="always")
+def anon_vma_emptied_locked_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
+    """unlink_anon_vmas left av's tree empty: anon_vma->parent->degree-- (3.19) or
+    ->num_children-- (6.0)."""
+    if g[G.REUSE] == REUSE_DEGREE:
+        w32[_av(g, _counted_parent(w32, g, av), G.AV_DEGREE)] -= 1
+    elif g[G.REUSE] == REUSE_ACTIVE:
+        w32[_av(g, _counted_parent(w32, g, av), G.AV_NUM_CHILDREN)] -= 1
+
+
+@cached_njit
+def vma_anon_vma_put_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       vma: int) -> int:
+    """unlink_anon_vmas: vma stops using its anon_vma: degree-- (3.19) or
+    num_active_vmas-- (6.0), under the anon_vma's lock, before any of the chain can be
+    freed.  Takes and releases that lock (nothing in eras without reuse)."""
+    av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    if g[G.REUSE] == 0 or av < 0:
+        return OK
+    w, t = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
+    if t < 0:
+        return STOPPED
+    vma_anon_vma_put_locked_c(w32, g, av)
+    anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
+    return OK
+
+
+@njit(inline="always")
+def vma_anon_vma_put_locked_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
+    """A VMA stops using av as its ->anon_vma: degree-- (3.19) or num_active_vmas-- (6.0).
+    Expects held: av's lock."""
+    if g[G.REUSE] == REUSE_DEGREE:
+        w32[_av(g, av, G.AV_DEGREE)] -= 1
+    elif g[G.REUSE] == REUSE_ACTIVE:
+        w32[_av(g, av, G.AV_NUM_ACTIVE)] -= 1
+
+
+# ---------------------------------------------------------------------------- find_mergeable_anon_vma
+#
+# mm/mmap.c's side of anon_vma_prepare: a VMA that faults for the first time next to a
+# compatible neighbour (adjacent, pgoff contiguous, flags equal but for VM_READ, VM_WRITE,
+# VM_EXEC) with a single-AVC chain shares that neighbour's anon_vma, so that vma_merge can
+# join them later.
+
+
+@njit(inline="always")
+def anon_vma_compatible_c(w32: np.ndarray, g: np.ndarray, a: int, b: int) -> bool:
+    """anon_vma_compatible: a ends where b starts and b's pgoff continues a's."""
+    return (w32[_vma(g, a, G.VMA_END)] == w32[_vma(g, b, G.VMA_START)]
+            and w32[_vma(g, b, G.VMA_PGOFF)] == w32[_vma(g, a, G.VMA_PGOFF)]
+            + w32[_vma(g, b, G.VMA_START)] - w32[_vma(g, a, G.VMA_START)])
+
+
+@njit(inline="always")
+def reusable_anon_vma_c(w32: np.ndarray, g: np.ndarray, old: int, a: int, b: int) -> int:
+    """reusable_anon_vma: old's anon_vma when a and b are compatible and old's chain is a
+    single AVC (2.6.34+; 2.6.33 has no chain), else -1."""
+    if not anon_vma_compatible_c(w32, g, a, b):
+        return -1
+    av = w32[_vma(g, old, G.VMA_ANON_VMA)]
+    if av < 0:
+        return -1
+    if g[G.CHAIN]:
+        head = w32[_vma(g, old, G.VMA_AVC_HEAD)]
+        if head < 0 or w32[_avc(g, head, G.AVC_SAME_VMA_NEXT)] >= 0:
+            return -1
+    return av
+
+
+@njit(inline="always")
+def find_mergeable_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
+    """find_mergeable_anon_vma: the next VMA's anon_vma, else the previous one's, if
+    reusable; -1 for none.  Neighbours by address (the model's mm list is in creation
+    order).  Expects the mm's owner (mmap_sem)."""
+    mm = w32[_vma(g, vma, G.VMA_MM)]
+    start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
+    near = prev = -1  # the neighbours by address (vm_next, vm_prev)
+    v = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_VMA_HEAD]
+    while v >= 0:
+        if w32[_vma(g, v, G.VMA_START)] == end:
+            near = v
+        elif w32[_vma(g, v, G.VMA_END)] == start and v != vma:
+            prev = v
+        v = w32[_vma(g, v, G.VMA_NEXT)]
+    if near >= 0:
+        av = reusable_anon_vma_c(w32, g, near, vma, near)
+        if av >= 0:
+            return av
+    if prev >= 0:
+        return reusable_anon_vma_c(w32, g, prev, prev, vma)
+    return -1

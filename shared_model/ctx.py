@@ -66,6 +66,10 @@ SWAP_LOCK_W = G_SIZE + 3  # the swap_lock's word
 G_SIZE += 4
 SWAPIN_KEEP, SWAPIN_OLDEST, SWAPIN_ROOT = 0, 1, 2
 SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT}
+# Appended (issue 12, structural half): the era's interval tree (3.7+) and reuse rule
+# (eras.REUSE_*, 3.19+).
+TREE, REUSE = G_SIZE, G_SIZE + 1
+G_SIZE = REUSE + 1
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
@@ -115,6 +119,16 @@ MM_VMA_HEAD = _f32(MM_DTYPE, "vma_head")
 MM_NR_VMAS = _f32(MM_DTYPE, "nr_vmas")
 MM_RSS = _f32(MM_DTYPE, "rss")
 MM_PARENT = _f32(MM_DTYPE, "parent")
+VMA_FLAGS = _f32(VMA_DTYPE, "vm_flags")
+AV_DEGREE = _f32(ANON_VMA_DTYPE, "degree")
+AV_NUM_CHILDREN = _f32(ANON_VMA_DTYPE, "num_children")
+AV_NUM_ACTIVE = _f32(ANON_VMA_DTYPE, "num_active_vmas")
+AV_RB_ROOT = _f32(ANON_VMA_DTYPE, "rb_root")
+AVC_RB_LEFT = _f32(AVC_DTYPE, "rb_left")
+AVC_RB_RIGHT = _f32(AVC_DTYPE, "rb_right")
+AVC_RB_PARENT = _f32(AVC_DTYPE, "rb_parent")
+AVC_RB_COLOR = _f32(AVC_DTYPE, "rb_color")
+AVC_RB_LAST = _f32(AVC_DTYPE, "rb_subtree_last")
 assert AVC_DTYPE.itemsize % 4 == 0 and CH > 0
 _DTYPES = {"mm": MM_DTYPE, "vma": VMA_DTYPE, "anon_vma": ANON_VMA_DTYPE, "avc": AVC_DTYPE,
            "chunk": CHUNK_DTYPE, "page": PAGE_DTYPE}
@@ -142,7 +156,7 @@ def segment_words(seg: Segment) -> tuple[np.ndarray, np.ndarray]:
 def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, lock_root: bool,
                   chain: bool, entry_cost_ns: int, instrument: bool, rwsem_policy: int,
                   node_w: int, swapin: str = "keep", move_anon_rmap: bool = False,
-                  lock_once: bool = False) -> np.ndarray:
+                  lock_once: bool = False, tree: bool = False, reuse: int = 0) -> np.ndarray:
     """This CPU's geometry table (see the module header)."""
     offs = seg.offsets
     caps = seg.caps
@@ -192,6 +206,8 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
         g[REC_W + k] = _DTYPES[name].itemsize // 4
         g[IN_USE + k] = _f32(_DTYPES[name], "in_use")
         g[FREE0 + k] = offs[f"free_{name}"] // 4
+    g[TREE] = int(tree)
+    g[REUSE] = reuse
     return g
 
 

@@ -22,6 +22,13 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
 * ``lock_once``: ``anon_vma_clone`` and ``unlink_anon_vmas`` take the root lock once around
   the whole chain (``lock_anon_vma_root``, 3.0 as released) instead of once per AVC
   (2.6.36 .. 3.0-rc1).
+* ``tree`` (3.7+): each anon_vma's AVCs are also indexed by an interval tree keyed by the
+  VMA's pgoff range (``anon_vma_interval_tree``); a walk visits only the VMAs whose range
+  holds the page's index (``shared_model/interval_tree.py``).
+* ``reuse``: what lets ``anon_vma_clone`` reuse an anon_vma of the chain instead of
+  ``anon_vma_fork`` allocating one: "none"; "degree" (3.19, 7a3ef208e662: degree < 2 and
+  not the source VMA's own); "active" (6.0, 2555283eb40d: num_active_vmas == 0 and
+  num_children < 2).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class Era:
     swapin: str = "keep"
     move_anon_rmap: bool = False
     lock_once: bool = False
+    tree: bool = False
+    reuse: str = "none"
 
 
 ERAS: dict[str, Era] = {
@@ -59,8 +68,22 @@ ERAS: dict[str, Era] = {
         Era("3.0", chain=True, lock_root=True, lock="mutex",
             summary="as 2.6.36, the root lock a sleeping mutex, taken once per clone/unlink pass",
             swapin="root", move_anon_rmap=True, lock_once=True),
+        Era("3.7", chain=True, lock_root=True, lock="mutex", tree=True,
+            swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="as 3.0, each anon_vma's AVCs in an interval tree keyed by pgoff range"),
+        Era("3.19", chain=True, lock_root=True, lock="rwsem", tree=True, reuse="degree",
+            swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="interval tree, root rwsem; anon_vma_clone reuses an anon_vma with degree < 2"),
+        Era("6.0", chain=True, lock_root=True, lock="rwsem", tree=True, reuse="active",
+            swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix)"),
     )
 }
+
+
+# Era.reuse as the compiled code's geometry entry (ctx.REUSE).
+REUSE_NONE, REUSE_DEGREE, REUSE_ACTIVE = 0, 1, 2
+REUSE_CODES = {"none": REUSE_NONE, "degree": REUSE_DEGREE, "active": REUSE_ACTIVE}
 
 
 def get_era(name: str) -> Era:

@@ -23,6 +23,19 @@ Rules:
    no live anon_vma is unused (empty list and no references).
 8. Locks: none is held (owner 0) once the CPUs have stopped; no page is locked
    (PG_locked).
+
+Rules of the later eras and of the VMA operations (``check_later_rules``):
+
+9. No page points at a freed anon_vma: a mapped page whose ``page->mapping`` is an
+   anon_vma no longer in use is a use-after-free waiting for the next rmap walk (rule 5
+   reports the same page as a mapping no walk finds: its VMA is not on the list).
+10. VMAs: each has a non-empty range and protection bits only, and an mm's VMAs do not
+    overlap.
+11. Reuse counters (3.19: ``degree``; 6.0: ``num_active_vmas``, ``num_children``) equal
+    what they count: the VMAs using the anon_vma as their ``->anon_vma``, its child
+    anon_vmas whose tree is not empty, and a root's link to itself while its own is not.
+12. Interval trees (3.7+): each anon_vma's tree is a red-black tree of exactly the AVCs on
+    its list, ordered by start pgoff, with parent links and ``rb_subtree_last`` right.
 """
 
 from __future__ import annotations
@@ -31,6 +44,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .eras import REUSE_CODES, REUSE_DEGREE
+from .interval_tree import TREE_ERRORS, TREE_OK, interval_trees_check_c
 from .layout import ALLOC_KINDS, CH, PG_LOCKED, PTE_PRESENT, PTE_SWAP
 from .model import Model
 
@@ -294,6 +309,7 @@ def check_model(m: Model) -> list[str]:
     locked = np.flatnonzero(m.page["flags"] & PG_LOCKED)
     if len(locked):
         bad(f"{len(locked)} pages still locked (PG_locked), e.g. page {locked[0]}")
+    check_later_rules(m, bad)
     return out
 
 
@@ -387,3 +403,83 @@ def _walk_lists(nxt: np.ndarray, prv: np.ndarray, heads: np.ndarray, owners: np.
     if not got_c:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(got_c), np.concatenate(got_a).astype(np.int64)
+
+
+def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
+    """Rules 9-12 (see the module header), whole-array like the rest."""
+    av, vma, mm, page = m.anon_vma, m.vma, m.mm, m.page
+    live_vma = np.flatnonzero(vma["in_use"] == 1)
+    live_vma = live_vma[live_vma != 0]
+
+    # 9. dangling page->mapping
+    mapping = page["mapping"]
+    mapped = np.flatnonzero((page["in_use"] == 1) & (mapping >= 0))
+    dangling = mapped[av["in_use"][mapping[mapped]] != 1]
+    if len(dangling):
+        p = int(dangling[0])
+        a = int(mapping[p])
+        where = _mapped_at(m, p)
+        bad(f"{len(dangling)} pages whose page->mapping points at a freed anon_vma (use after free), "
+            f"e.g. page {p} (index {int(page['index'][p])}{where}): page->mapping is anon_vma {a}, freed; "
+            f"the next page_referenced or try_to_unmap of it locks anon_vma {a} and walks its freed list")
+
+    # 10. VMA lists in address order, no overlap
+    start, end = vma["vm_start"], vma["vm_end"]
+    empty = live_vma[end[live_vma] <= start[live_vma]]
+    for v in empty[:MAX_REPORTED].tolist():
+        bad(f"vma {v}: empty or inverted range [{start[v]}, {end[v]})")
+    flags = vma["vm_flags"][live_vma]
+    for v in live_vma[(flags < 0) | (flags & ~0x7 != 0)][:MAX_REPORTED].tolist():
+        bad(f"vma {v}: vm_flags {vma['vm_flags'][v]:#x} hold more than protection bits")
+    order = live_vma[np.lexsort((start[live_vma], vma["vm_mm"][live_vma]))]
+    same_mm = vma["vm_mm"][order[1:]] == vma["vm_mm"][order[:-1]]
+    v, n = order[:-1][same_mm], order[1:][same_mm]
+    for i in np.flatnonzero(start[n] < end[v])[:MAX_REPORTED].tolist():
+        bad(f"vma {v[i]} [{start[v[i]]}, {end[v[i]]}) and vma {n[i]} [{start[n[i]]}, {end[n[i]]}) "
+            f"of mm {vma['vm_mm'][v[i]]} overlap")
+    del mm
+
+    # 11. reuse counters
+    reuse = REUSE_CODES[m.era.reuse]
+    live_av = np.flatnonzero(av["in_use"] == 1)
+    if reuse and len(live_av):
+        nav = len(av)
+        users = np.bincount(vma["anon_vma"][live_vma][vma["anon_vma"][live_vma] >= 0], minlength=nav)
+        parent = av["parent"].astype(np.int64)
+        counted = np.where(parent < 0, np.arange(nav), parent)  # a root is its own parent
+        nonempty = live_av[av["nr_members"][live_av] > 0]
+        children = np.bincount(counted[nonempty], minlength=nav)
+        if reuse == REUSE_DEGREE:
+            checks = (("degree", users + children),)
+        else:
+            checks = (("num_active_vmas", users), ("num_children", children))
+        for name, want in checks:
+            have = av[name][live_av]
+            wrong = np.flatnonzero(have != want[live_av])
+            if len(wrong):
+                a = int(live_av[wrong[0]])
+                bad(f"{len(wrong)} anon_vmas with a wrong {name}, e.g. anon_vma {a}: {have[wrong[0]]} "
+                    f"recorded, {want[a]} counted")
+
+    # 12. interval trees
+    if m.era.tree and len(live_av):
+        verdict = np.zeros(len(live_av), np.int64)
+        nodes = np.zeros(len(live_av), np.int64)
+        limits = av["nr_members"][live_av].astype(np.int64)
+        interval_trees_check_c(m.w32, m.g, live_av.astype(np.int64), limits, verdict, nodes)
+        for i in np.flatnonzero(verdict != TREE_OK)[:MAX_REPORTED].tolist():
+            bad(f"anon_vma {live_av[i]}'s interval tree: {TREE_ERRORS[int(verdict[i])]}")
+        for i in np.flatnonzero((verdict == TREE_OK) & (nodes != limits))[:MAX_REPORTED].tolist():
+            bad(f"anon_vma {live_av[i]}'s interval tree holds {nodes[i]} AVCs, its list {limits[i]}")
+
+
+def _mapped_at(m: Model, page: int) -> str:
+    """", mapped in vma V of mm M at page P" for the first PTE mapping ``page``."""
+    slots = np.flatnonzero((m.pte_page == page) & ((m.pte_flags & PTE_PRESENT) != 0))
+    if not len(slots):
+        return ""
+    mm, vpn = divmod(int(slots[0]), m.ptrs)
+    v = int(m.mm["vma_head"][mm])
+    while v >= 0 and not (m.vma["vm_start"][v] <= vpn < m.vma["vm_end"][v]):
+        v = int(m.vma["vm_next"][v])
+    return f", mapped in vma {v} of mm {mm} at page {vpn}"

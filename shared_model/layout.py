@@ -32,6 +32,9 @@ PAGE_SIZE never appears).  A private anonymous mapping has ``vm_pgoff == vm_star
 Field guards (W: modification, R: reading), the kernel's convention:
   vma.anon_vma, vma.avc_head     W: mm's mmap_sem (the CPU that owns the mm) + anon_vma lock
   anon_vma list (chunks)         W, R: the anon_vma's lock (its root's in eras that lock the root)
+  anon_vma rb_root, avc rb_*     W, R: the same lock as the list (3.7+: the interval tree)
+  anon_vma degree, num_*         W: the same lock (3.19+ reuse; read by anon_vma_clone under it)
+  vma.vm_flags, vm_start/end     W: mm's mmap_sem + (when it has an anon_vma) its anon_vma lock
   page.mapping, page.index       W: page owner under the PTE lock; R: walkers (stable while mapped)
   page.mapcount, page.swapcount  W: the page's mapcount stripe lock (the kernel's atomic_t)
   page.flags                     W, R: atomics (PG_locked is the page lock itself)
@@ -66,6 +69,10 @@ PTE_SWAP = 8
 
 # page.flags bits.
 PG_LOCKED = 1
+# vm_flags bits (the kernel's VM_READ, VM_WRITE, VM_EXEC).
+VM_READ = 1
+VM_WRITE = 2
+VM_EXEC = 4
 
 LOCK_DTYPE = np.dtype(
     [
@@ -120,6 +127,7 @@ VMA_DTYPE = np.dtype(
         ("list_chunk", "<i4"),  # 2.6.33: this VMA's slot on its anon_vma's list
         ("list_pos", "<i4"),
         ("in_use", "<i4"),
+        ("vm_flags", "<i4"),  # VM_READ | VM_WRITE | VM_EXEC (mprotect changes them)
     ]
 )
 
@@ -136,7 +144,8 @@ ANON_VMA_DTYPE = np.dtype(
         ("degree", "<i4"),  # 3.19: children + VMAs pointing here
         ("num_children", "<i4"),  # 6.0
         ("num_active_vmas", "<i4"),  # 6.0
-        ("pad", "V24"),
+        ("rb_root", "<i4"),  # 3.7+: root AVC of the interval tree of this anon_vma's AVCs
+        ("pad", "V20"),
     ],
     align=True,
 )
@@ -149,6 +158,13 @@ AVC_DTYPE = np.dtype(
         ("list_chunk", "<i4"),  # slot on the anon_vma's list (same_anon_vma)
         ("list_pos", "<i4"),
         ("in_use", "<i4"),
+        # 3.7+: the node of anon_vma's interval tree embedded in the AVC (rb_node and
+        # rb_subtree_last of the kernel's anon_vma_chain), keyed by the VMA's pgoff range.
+        ("rb_left", "<i4"),
+        ("rb_right", "<i4"),
+        ("rb_parent", "<i4"),
+        ("rb_color", "<i4"),  # 0 red, 1 black
+        ("rb_subtree_last", "<i4"),  # largest last pgoff in this subtree
     ]
 )
 
@@ -242,6 +258,7 @@ LOCK_SITES = (
     "kmem_cache_free",
     "swap_duplicate",
     "swap_free",
+    "vma_adjust",
 )
 # Histogram: values < 8 have their own bucket; above, 4 sub-buckets per power of two
 # (25% resolution), fine enough to read p99.9 off it.

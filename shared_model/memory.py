@@ -21,7 +21,7 @@ from .anon_vma import (
     unlink_anon_vmas_c,
 )
 from .ctx import raise_status
-from .layout import MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG
+from .layout import MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
@@ -137,7 +137,7 @@ def do_mmap(m: Model, mm: int, start: int, npages: int) -> int:
     if start < 0 or npages <= 0 or start + npages > m.ptrs:
         raise ValueError(f"mapping [{start}, {start + npages}) outside the page table (0..{m.ptrs})")
     vma = m.alloc_one("vma")
-    m.vma[vma] = (start, start + npages, start, mm, -1, -1, -1, -1, -1, 1)
+    m.vma[vma] = (start, start + npages, start, mm, -1, -1, -1, -1, -1, 1, VM_READ | VM_WRITE)
     vma_insert_c(m.w32, m.g, mm, vma)
     return vma
 
@@ -415,7 +415,7 @@ def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
         if cv < 0:
             exit_mmap_c(words, w32, g, held, sc, child)
             return cv
-        for f in (G.VMA_START, G.VMA_END, G.VMA_PGOFF):
+        for f in (G.VMA_START, G.VMA_END, G.VMA_PGOFF, G.VMA_FLAGS):
             w32[_vma(g, cv, f)] = w32[_vma(g, pv, f)]
         w32[_vma(g, cv, G.VMA_MM)] = child
         for f in (G.VMA_ANON_VMA, G.VMA_AVC_HEAD, G.VMA_NEXT, G.VMA_LIST_CHUNK, G.VMA_LIST_POS):

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import ctx as G
 from .ctx import make_geometry
-from .eras import Era, get_era
+from .eras import REUSE_CODES, Era, get_era
 from .layout import (
     ALLOC_KINDS,
     ANON_VMA_DTYPE,
@@ -185,7 +185,8 @@ class Model:
             rwsem_policy=getattr(self.era, "rwsem_policy", RWSEM_FIFO),
             swapin=self.era.swapin, move_anon_rmap=self.era.move_anon_rmap,
             lock_once=self.era.lock_once,
-            node_w=seg.offsets["qnodes"] // 8 + (cpu + 1) * NODE_BLOCK_WORDS)
+            node_w=seg.offsets["qnodes"] // 8 + (cpu + 1) * NODE_BLOCK_WORDS,
+            tree=self.era.tree, reuse=REUSE_CODES[self.era.reuse])
         self.locks = CpuLocks(seg, cpu, self.g)
         self.words, self.w32 = self.locks.words, self.locks.w32
         # try_to_unmap's unmapped PTE slots: at most one per mm.
@@ -237,13 +238,18 @@ class Model:
                 arr["in_use"] = 0
             seg["chunk"]["vma"] = 0
             seg["chunk"]["avc"] = -1
+            seg["anon_vma"]["degree"] = 0
+            seg["anon_vma"]["num_children"] = 0
+            seg["anon_vma"]["num_active_vmas"] = 0
+            seg["avc"]["rb_color"] = 0
+            seg["avc"]["rb_subtree_last"] = 0
             seg["page"]["mapcount"] = 0
             seg["page"]["swapcount"] = 0
             seg["page"]["flags"] = 0
             seg["pte"]["page"] = -1
             seg["pte"]["flags"] = 0
             # VMA 0 is the sentinel that tombstoned list slots point at: an empty range.
-            seg["vma"][0] = (0, 0, 0, 0, -1, -1, -1, -1, -1, 1)
+            seg["vma"][0] = (0, 0, 0, 0, -1, -1, -1, -1, -1, 1, 0)
             tops = seg["header"]["top"][0]
             for k_i, kind_name in enumerate(ALLOC_KINDS):
                 cap = caps.capacity(kind_name)

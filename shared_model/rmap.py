@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
+from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_tree_iter_next
 from .layout import (
     CPU_STATE,
     MAPCOUNT_STRIPES,
@@ -181,6 +182,65 @@ def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
 
 
 @cached_njit
+def rmap_walk_tree_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                          page: int, av: int, op: int, out: np.ndarray) -> tuple[int, int, int]:
+    """rmap_walk_locked of the eras with an interval tree (3.7+):
+    ``anon_vma_interval_tree_foreach(avc, &anon_vma->rb_root, pgoff, pgoff)``, so every
+    visited VMA holds the page's index.  Same results and status; ``visited`` counts the
+    VMAs visited (tree nodes examined are counted by ``walk_lengths_tree``).
+
+    Expects held: av's lock.  Takes and releases each present PTE's ptl; try_to_unmap_one
+    takes the page's mapcount stripe inside it."""
+    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    need = w32[pb + G.PAGE_MAPCOUNT]
+    index = w32[pb + G.PAGE_INDEX]
+    ptrs = g[G.PTRS]
+    vma0, vma_w, pte0 = g[G.VMA0], g[G.VMA_W], g[G.PTE0]
+    mm0, mm_w32 = g[G.MM0], 2 * g[G.MM_W64]
+    avc0, avc_w = g[G.AVC0], g[G.AVC_W]
+    result = found = visited = 0
+    avc, _ = anon_vma_interval_tree_iter_first(w32, g, av, index)
+    while avc >= 0 and found < need:
+        vma = w32[avc0 + avc * avc_w + G.AVC_VMA]
+        visited += 1
+        vb = vma0 + vma * vma_w
+        addr = w32[vb + G.VMA_START] + (index - w32[vb + G.VMA_PGOFF])  # vma_address
+        mm = w32[vb + G.VMA_MM]
+        slot = mm * ptrs + addr
+        pe = pte0 + 2 * slot
+        if w32[pe + 1] & PTE_PRESENT:  # page_check_address: pte_present, no lock
+            site = S_PR_ONE if op == OP_REFERENCED else S_TTU_ONE
+            ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
+            t = lock_acquire_c(words, g, held, ptl, PTL, site, 0)
+            if t < 0:
+                return result, visited, WALK_STOPPED
+            fl = w32[pe + 1]
+            swap_fail = False
+            if w32[pe] == page and fl & PTE_PRESENT:
+                found += 1
+                if op == OP_REFERENCED:  # page_referenced_one
+                    if fl & PTE_YOUNG:
+                        w32[pe + 1] = fl & ~PTE_YOUNG
+                        result += 1
+                elif fl & PTE_YOUNG:  # try_to_unmap_one: referenced meanwhile
+                    w32[pe + 1] = fl & ~PTE_YOUNG
+                    swap_fail = True
+                else:  # try_to_unmap_one: a swap entry in its place
+                    w32[pe + 1] = PTE_SWAP
+                    if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
+                        lock_release_c(words, g, held, ptl, PTL, site, 0, t)
+                        return result, visited, WALK_STOPPED
+                    w32[mm0 + mm * mm_w32 + G.MM_RSS] -= 1
+                    out[result] = slot
+                    result += 1
+            lock_release_c(words, g, held, ptl, PTL, site, 0, t)
+            if swap_fail or found >= need:
+                return result, visited, WALK_DONE
+        avc, _ = anon_vma_interval_tree_iter_next(w32, g, avc, index)
+    return result, visited, WALK_DONE
+
+
+@cached_njit
 def page_check_address_cost(g: np.ndarray, visited: int) -> None:
     """The modelled extra cost per visited entry (Model.entry_cost_ns), spent busy."""
     ns = g[G.ENTRY_COST_NS] * visited
@@ -212,7 +272,10 @@ def rmap_walk_anon_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     words[cb + G.F_STATE] = WALK
     words[cb + G.F_SINCE] = t_acq
     wait_before = words[cb + G.F_T_WAIT]
-    result, visited, status = rmap_walk_locked(words, w32, g, held, page, av, op, out)
+    if g[G.TREE]:  # 3.7+: only the VMAs whose pgoff range holds the page
+        result, visited, status = rmap_walk_tree_locked(words, w32, g, held, page, av, op, out)
+    else:
+        result, visited, status = rmap_walk_locked(words, w32, g, held, page, av, op, out)
     if status == WALK_DONE:
         page_check_address_cost(g, visited)
     hold = lock_release_c(words, g, held, w, AV_LOCK, site, SHARED, t_acq)
@@ -827,5 +890,49 @@ def refault_pass(m: Model, pages: np.ndarray, mode: str) -> dict[str, int]:
 
 
 def walk_lengths_of(m: Model, pages: np.ndarray) -> np.ndarray:
-    """Entries page_referenced would visit for each of ``pages`` (no lock, no change)."""
+    """Entries page_referenced would visit for each of ``pages`` (no lock, no change); in
+    eras with an interval tree, the VMAs it visits (see walk_lengths_tree_of)."""
+    if m.era.tree:
+        return walk_lengths_tree_of(m, pages)[0]
     return walk_lengths(m.w32, m.g, np.asarray(pages, dtype=np.int64))
+
+
+@cached_njit(nrt=True)
+def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``walk_lengths`` for the eras with an interval tree: for each page, the VMAs
+    page_referenced would visit and the tree nodes it would examine (the loop of
+    ``rmap_walk_tree_locked``, without locks or changes)."""
+    visited_out = np.zeros(len(pages), dtype=np.int64)
+    nodes_out = np.zeros(len(pages), dtype=np.int64)
+    ptrs, vma0, vma_w, pte0 = g[G.PTRS], g[G.VMA0], g[G.VMA_W], g[G.PTE0]
+    avc0, avc_w = g[G.AVC0], g[G.AVC_W]
+    for i in range(len(pages)):
+        page = pages[i]
+        pb = g[G.PAGE0] + page * g[G.PAGE_W]
+        av = w32[pb + G.PAGE_MAPPING]
+        need = w32[pb + G.PAGE_MAPCOUNT]
+        if av < 0 or need <= 0:
+            continue
+        index = w32[pb + G.PAGE_INDEX]
+        found = visited = 0
+        avc, nodes = anon_vma_interval_tree_iter_first(w32, g, av, index)
+        while avc >= 0:
+            visited += 1
+            vb = vma0 + w32[avc0 + avc * avc_w + G.AVC_VMA] * vma_w
+            addr = w32[vb + G.VMA_START] + (index - w32[vb + G.VMA_PGOFF])
+            pe = pte0 + 2 * (w32[vb + G.VMA_MM] * ptrs + addr)
+            if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
+                found += 1
+                if found >= need:
+                    break
+            avc, e = anon_vma_interval_tree_iter_next(w32, g, avc, index)
+            nodes += e
+        visited_out[i] = visited
+        nodes_out[i] = nodes
+    return visited_out, nodes_out
+
+
+def walk_lengths_tree_of(m: Model, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(VMAs visited, tree nodes examined) by page_referenced for each of ``pages``, in an
+    era with an interval tree (no lock, no change)."""
+    return walk_lengths_tree(m.w32, m.g, np.asarray(pages, dtype=np.int64))

@@ -20,7 +20,7 @@ from shared_model.build import ModelTooLarge
 from shared_model.eras import ERAS
 from shared_model.locks import LOCK_KINDS
 
-from .config import DEFAULT_ENTRY_COST_NS, SCENARIOS, ConfigError, RunConfig
+from .config import DEFAULT_ENTRY_COST_NS, SCAN_SCENARIOS, SCENARIOS, ConfigError, RunConfig
 from .predict import DEFAULT_HANDOFF_NS, PredictError
 from .results import ResultsError, package_version, write_json
 
@@ -89,6 +89,16 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
     p.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
 
 
+def _scan_scenario_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default=None, metavar="S",
+                   help=f"a structural scenario of the later eras instead of the fork family: "
+                        f"{', '.join(SCAN_SCENARIOS)}")
+    p.add_argument("--generations", type=int, default=1000, metavar="G",
+                   help="fork-chain: generations of fork-and-exit (default 1000)")
+    p.add_argument("--pieces", type=int, default=1000, metavar="K",
+                   help="mprotect-split: pieces mprotect splits the parent's VMA into (default 1000)")
+
+
 def _profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", dest="out", metavar="FILE",
                    help="where the profile goes (default profile-ERA.svg, .json or .txt)")
@@ -155,6 +165,7 @@ def build_parser() -> Parser:
                         "first_pass: the first).  write (default): pages dropped from the swap cache, "
                         "each owner write-faults them back; read: dropped, read faults; cache: "
                         "swap-cache hits, read faults")
+    _scan_scenario_options(s)
     r = sub.add_parser("run", help="a stress run on real CPU worker processes",
                        description="A stress run: W worker processes, pinned one per CPU, share the "
                                    "model in shared memory and take its real locks.")
@@ -368,6 +379,11 @@ def _end_progress(quiet: bool) -> None:
 def cmd_scan(a: argparse.Namespace) -> int:
     from .scan import scan, scan_report
 
+    if a.scenario is not None:
+        if a.refault is not None:
+            raise ConfigError("--refault applies to the fork family scan, not to --scenario")
+        return _cmd_scan_scenario(a)
+    del a.scenario
     res = scan(_config(a), progress=_scan_progress(False), refault=a.refault)
     if a.json:
         write_json(a.json, res)
@@ -377,6 +393,30 @@ def cmd_scan(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scan_scenario(a: argparse.Namespace) -> int:
+    """``scan --scenario``: fork-chain or mprotect-split.  Exit 1, with one line, when a
+    fork-chain stopped early because the segment was about to fill."""
+    from .scan import ScanStopped, scan_scenario, scan_scenario_report
+
+    if a.scenario not in SCAN_SCENARIOS:
+        raise ConfigError(f"unknown scan scenario {a.scenario!r} (choose from {', '.join(SCAN_SCENARIOS)})")
+    _check_output(a.json)
+    cfg = _config(a, generations=a.generations, pieces=a.pieces)
+    status = 0
+    try:
+        res = scan_scenario(cfg, progress=_scan_progress(False))
+    except ScanStopped as e:
+        res, status = e.results, 1
+        _end_progress(False)
+        print(f"{PROG}: {e}", file=sys.stderr)
+    if a.json:
+        write_json(a.json, res)
+    print(scan_scenario_report(res))
+    if a.json:
+        _wrote(a.json)
+    return status
+
+
 def _scan_progress(quiet: bool) -> Any:
     """On a terminal: building, then walks k/N."""
     on_phase = _phase_line(quiet)
@@ -384,8 +424,8 @@ def _scan_progress(quiet: bool) -> Any:
         return None
 
     def progress(phase: str, done: int, total: int) -> None:
-        if phase == "walk":
-            sys.stderr.write(f"\rwalks {done}/{total}\033[K" if done < total else "\r\033[K")
+        if phase in ("walk", "generation"):
+            sys.stderr.write(f"\r{phase}s {done}/{total}\033[K" if done < total else "\r\033[K")
             sys.stderr.flush()
         else:
             on_phase(phase, done, total)
@@ -399,6 +439,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     cfg.validate()
+    if cfg.scenario in SCAN_SCENARIOS:
+        raise ConfigError(f"{cfg.scenario} is a scan scenario: rmap-stress scan --scenario {cfg.scenario}")
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     if a.live and a.quiet:

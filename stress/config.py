@@ -11,6 +11,10 @@ from shared_model.locks import LOCK_ALIASES, LOCK_KINDS
 SCENARIOS = ("reclaim-storm", "forking-server")
 # Accepted but not advertised: workloads that exist to test the tool's failure handling.
 TEST_SCENARIOS = ("abba-deadlock",)
+# Scenarios of ``scan --scenario`` (one process, exact counts; not ``run``).
+SCAN_SCENARIOS = ("fork-chain", "mprotect-split")
+# ``run`` scenarios appended for the later eras (issue 12).
+SCENARIOS = SCENARIOS + ("cve-2022-42703",)
 # A walk over N list entries costs the kernel a page-table walk in another mm per entry
 # (about 8 dependent cache misses on 2010 hardware: vma, list node, mm, pgd, pud, pmd, pte,
 # ptl) which a vectorised numpy gather does not pay.  See README, "Modelled cost".
@@ -40,6 +44,8 @@ class RunConfig:
     check_lock_order: bool = False  # lockdep-like: record class order per CPU, report inversions
     lockstat: bool = True  # record lock statistics (--no-lockstat: to measure what they cost)
     force: bool = False
+    generations: int = 1000  # scan --scenario fork-chain: fork-and-exit generations
+    pieces: int = 1000  # scan --scenario mprotect-split: pieces mprotect splits the VMA into
 
     def resolved(self) -> RunConfig:
         """A copy with defaults filled in (cpus, lock), after validation."""
@@ -55,7 +61,7 @@ class RunConfig:
     def validate(self) -> None:
         if self.era not in ERAS:
             raise ConfigError(f"unknown era {self.era!r} (choose from {', '.join(ERAS)})")
-        if self.scenario not in SCENARIOS + TEST_SCENARIOS:
+        if self.scenario not in SCENARIOS + TEST_SCENARIOS + SCAN_SCENARIOS:
             raise ConfigError(f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
         if self.lock is not None and self.lock not in LOCK_KINDS + tuple(LOCK_ALIASES):
             raise ConfigError(f"unknown lock {self.lock!r} (choose from {', '.join(LOCK_KINDS)})")
@@ -87,6 +93,10 @@ class RunConfig:
             raise ConfigError(f"--work-us must be >= 0, not {self.work_us}")
         if not 0.0 <= self.alloc_fail_p <= 1.0:
             raise ConfigError(f"alloc-fail probability must be in [0, 1], not {self.alloc_fail_p}")
+        if self.generations <= 0:
+            raise ConfigError(f"--generations must be a positive count, not {self.generations}")
+        if self.scenario == "mprotect-split" and not 0 < self.pieces <= self.pages:
+            raise ConfigError(f"--pieces must be between 1 and --pages ({self.pages}), not {self.pieces}")
         if self.ram_pages < 0:
             raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), not {self.ram_pages}")
 

@@ -36,7 +36,7 @@ from shared_model.layout import PTE_YOUNG
 from shared_model.model import Model
 from shared_model.rmap import refault_pass, walk_lengths_of
 
-from .config import RunConfig
+from .config import SCAN_SCENARIOS, RunConfig
 from .results import SCHEMA_SCAN
 
 REFAULT_CASES = {
@@ -141,3 +141,151 @@ def scan_report(res: dict[str, Any]) -> str:
                 label = f"{lo}" if hi == lo + 1 else f"{lo}-{hi - 1}" if hi < 1 << 61 else f"{lo}+"
                 lines.append(f"  {label:>9}: {n}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- --scenario
+#
+# ``scan --scenario S``: the structural scenarios of the later eras, one process, exact
+# counts (stress/workloads/fork_chain.py, mprotect_split.py).  ``scan`` without
+# ``--scenario`` is the fork family above.
+
+class ScanStopped(Exception):
+    """A scan scenario stopped early (the segment about to fill); carries its results."""
+
+    def __init__(self, msg: str, results: dict[str, Any]) -> None:
+        super().__init__(msg)
+        self.results = results
+
+
+def scan_scenario(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Dispatch ``scan --scenario``.  Raises ScanStopped (with the results so far) when a
+    fork-chain run stopped before the segment filled."""
+    cfg.validate()
+    if cfg.scenario == "fork-chain":
+        return _scan_fork_chain(cfg, progress)
+    if cfg.scenario == "mprotect-split":
+        return _scan_mprotect_split(cfg, progress)
+    raise ValueError(f"not a scan scenario: {cfg.scenario} (choose from {', '.join(SCAN_SCENARIOS)})")
+
+
+def _scan_fork_chain(cfg: RunConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    from .workloads import fork_chain
+
+    # A few generations first, thrown away, so that no fork of the measured run pays for
+    # loading compiled code.
+    warm = Model.create(fork_chain.capacities(cfg.era, 3, 1), cfg.era, cfg.lock, entry_cost_ns=0)
+    try:
+        fork_chain.fork_chain(warm, 3, 1)
+    finally:
+        warm.close()
+        warm.seg.unlink()
+    caps = fork_chain.capacities(cfg.era, cfg.generations, cfg.pages)
+    check_fits(caps)
+    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
+    try:
+        def tick(gen: int) -> None:
+            if progress and (gen % 50 == 0 or gen == cfg.generations):
+                progress("generation", gen, cfg.generations)
+
+        out = fork_chain.fork_chain(m, cfg.generations, cfg.pages, tick)
+        violations = check_model(m)
+        if violations:
+            raise AssertionError(f"model inconsistent after fork-chain: {violations[0]}")
+        counts = m.counts()
+    finally:
+        seg = m.seg
+        m.close()
+        seg.unlink()
+    s = out["series"]
+    n = len(s["fork_ns"])
+    tenth = max(1, n // 10)
+    res = {
+        "schema": SCHEMA_SCAN,
+        "config": {"era": cfg.era, "scenario": "fork-chain", "generations": cfg.generations,
+                   "pages": cfg.pages, "lock": cfg.lock or ""},
+        "model": counts,
+        "generations": {"count": n, **s},
+        "summary": {
+            "anon_vmas_per_vma": counts["anon_vmas"] / max(1, counts["vmas"]),
+            "max_anon_vmas": max(s["anon_vmas"], default=0),
+            "fork_ns_first_tenth": float(np.mean(s["fork_ns"][:tenth])) if n else 0.0,
+            "fork_ns_last_tenth": float(np.mean(s["fork_ns"][-tenth:])) if n else 0.0,
+            "walk_ns_first_tenth": float(np.mean(s["walk_ns"][:tenth])) if n else 0.0,
+            "walk_ns_last_tenth": float(np.mean(s["walk_ns"][-tenth:])) if n else 0.0,
+        },
+        "stopped": out["stopped"],
+    }
+    if out["stopped"]:
+        raise ScanStopped(f"fork-chain stopped before generation {out['stopped']['generation']}: "
+                          f"{out['stopped']['reason']}; era {cfg.era} keeps every anon_vma level "
+                          f"(reuse came in 3.19)", res)
+    return res
+
+
+def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    from shared_model.rmap import walk_lengths_tree_of
+
+    from .workloads import mprotect_split
+
+    caps = mprotect_split.capacities(cfg.era, cfg.pieces, cfg.users, cfg.pages)
+    check_fits(caps)
+    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
+    try:
+        mprotect_split.build(m, cfg.pieces, cfg.users, cfg.pages)
+        pages = np.flatnonzero(m.page_mapping >= 0)
+        if m.era.tree:
+            visited, nodes = walk_lengths_tree_of(m, pages)
+        else:
+            visited = walk_lengths_of(m, pages)
+            nodes = visited
+        violations = check_model(m)
+        if violations:
+            raise AssertionError(f"model inconsistent after mprotect-split: {violations[0]}")
+        counts = m.counts()
+    finally:
+        seg = m.seg
+        m.close()
+        seg.unlink()
+    hist = np.bincount(visited)
+    return {
+        "schema": SCHEMA_SCAN,
+        "config": {"era": cfg.era, "scenario": "mprotect-split", "pieces": cfg.pieces, "users": cfg.users,
+                   "pages": cfg.pages, "lock": cfg.lock or ""},
+        "model": counts,
+        "walks": {
+            "count": len(visited),
+            "vmas_visited": int(visited.sum()),
+            "avg_visited": float(visited.mean()) if len(visited) else 0.0,
+            "max_visited": int(visited.max(initial=0)),
+            "histogram": {str(n): int(hist[n]) for n in np.flatnonzero(hist)},
+            # the list eras examine exactly the entries they visit
+            "nodes_examined": int(nodes.sum()),
+            "avg_nodes_examined": float(nodes.mean()) if len(nodes) else 0.0,
+            "max_nodes_examined": int(nodes.max(initial=0)),
+        },
+    }
+
+
+def scan_scenario_report(res: dict[str, Any]) -> str:
+    c, mo = res["config"], res["model"]
+    model = f"model at the end: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, {mo['avcs']} avcs"
+    if c["scenario"] == "fork-chain":
+        s, sm = res["generations"], res["summary"]
+        lines = [f"era {c['era']}  fork-chain  generations {s['count']} of {c['generations']}  pages {c['pages']}",
+                 model,
+                 (f"anon_vmas per VMA at the end: {sm['anon_vmas_per_vma']:.1f} (most at any generation: "
+                 f"{sm['max_anon_vmas']})"),
+                 (f"fork: {sm['fork_ns_first_tenth'] / 1e3:.1f} us in the first tenth of the generations, "
+                 f"{sm['fork_ns_last_tenth'] / 1e3:.1f} us in the last"),
+                 (f"walks of all pages: {sm['walk_ns_first_tenth'] / 1e3:.1f} us first tenth, "
+                 f"{sm['walk_ns_last_tenth'] / 1e3:.1f} us last")]
+        return "\n".join(lines)
+    w = res["walks"]
+    return "\n".join([
+        f"era {c['era']}  mprotect-split  pieces {c['pieces']}  users {c['users']}  pages {c['pages']}",
+        model,
+        (f"walks: {w['count']}  VMAs visited: {w['vmas_visited']}  average {w['avg_visited']:.2f}  "
+         f"max {w['max_visited']}"),
+        (f"entries examined (list entries or tree nodes): average {w['avg_nodes_examined']:.2f}  "
+         f"max {w['max_nodes_examined']}"),
+    ])

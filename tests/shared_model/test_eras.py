@@ -20,6 +20,12 @@ def test_the_eras_in_order_with_what_each_changed() -> None:
     assert swap == {"2.6.33": ("keep", False, False), "2.6.34": ("oldest", True, False),
                     "2.6.36": ("root", True, False), "3.0-rc1": ("root", True, False),
                     "3.0": ("root", True, True)}
+    later = {n: (e.lock, e.tree, e.reuse) for n, e in ERAS.items() if n in ("3.7", "3.19", "6.0")}
+    assert later == {"3.7": ("mutex", True, "none"), "3.19": ("rwsem", True, "degree"),
+                     "6.0": ("rwsem", True, "active")}
+    # Everything after 3.0 keeps 3.0's swap-in, page_move_anon_rmap and once-per-pass locking.
+    assert all((e.swapin, e.move_anon_rmap, e.lock_once) == ("root", True, True)
+               for e in list(ERAS.values())[5:])
     assert all(e.name == n and e.summary for n, e in ERAS.items())
 
 
@@ -29,5 +35,5 @@ def test_get_era() -> None:
     with pytest.raises(ValueError) as info:
         get_era("2.6.35")
     assert str(info.value) == f"unknown era '2.6.35' (choose from {', '.join(ERAS)})"
-    assert "3.0-rc1, 3.0" in str(info.value)
+    assert "3.0-rc1, 3.0, 3.7" in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__

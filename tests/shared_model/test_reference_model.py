@@ -172,11 +172,24 @@ class Reference:
 
     def anon_vma_prepare(self, vma: RVma) -> None:
         if vma.av is None:
+            near = self.find_mergeable_anon_vma(vma)
+            if near is not None:
+                self.share_anon_vma(vma, near)
+                return
             av = RAv()
             av.members.append(vma)
             vma.av = av
             if self.chain:
                 vma.chain.insert(0, av)
+
+    def find_mergeable_anon_vma(self, vma: RVma) -> RVma | None:
+        """The neighbour (by address: the next, then the previous) whose anon_vma a first
+        fault shares: it has one, and (2.6.34+) a chain of one AVC.  Private anonymous
+        mappings have vm_pgoff == vm_start, so adjacent ones are always compatible."""
+        for near in [v for v in vma.mm.vmas if v.start == vma.end] + [v for v in vma.mm.vmas if v.end == vma.start]:
+            if near.av is not None and (not self.chain or len(near.chain) == 1):
+                return near
+        return None
 
     def share_anon_vma(self, vma: RVma, neighbour: RVma) -> None:
         """vma takes neighbour's anon_vma (one list entry, one AVC), as anon_vma_prepare does
@@ -542,8 +555,8 @@ class RmapMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.sharers())
     @rule(data=st.data())
     def mmap_sharing_anon_vma(self, data: st.DataObject) -> None:
-        """A new VMA reuses a neighbour's anon_vma (find_mergeable_anon_vma, which the model's
-        anon_vma_prepare never does): the list then holds VMAs of different ranges, and the
+        """A new VMA takes a neighbour's anon_vma by hand (as find_mergeable_anon_vma does for
+        an adjacent one; here any neighbour of the mm): the list then holds VMAs of different ranges, and the
         walk must skip the entries whose range does not hold the page (vma_address)."""
         mm = self.draw_mm(data, self.sharers())
         rn = data.draw(st.sampled_from([v for v in mm.vmas if v.av is not None]), label="neighbour")

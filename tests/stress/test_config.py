@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from stress.config import MAX_CPUS_WITHOUT_FORCE, ConfigError, RunConfig, online_cpus
+from shared_model.eras import ERAS
+from stress.config import MAX_CPUS_WITHOUT_FORCE, SCENARIOS, ConfigError, RunConfig, online_cpus
 
 
 @pytest.mark.parametrize(("bad", "words"), [
-    ({"era": "2.4"}, "unknown era '2.4' (choose from 2.6.33, 2.6.34, 2.6.36, 3.0-rc1, 3.0)"),
-    ({"scenario": "nope"}, "unknown scenario 'nope' (choose from reclaim-storm, forking-server)"),
+    ({"era": "2.4"}, f"unknown era '2.4' (choose from {', '.join(ERAS)})"),
+    ({"scenario": "nope"}, f"unknown scenario 'nope' (choose from {', '.join(SCENARIOS)})"),
     ({"lock": "rcu"}, "unknown lock 'rcu' (choose from tas, ticket, qspinlock, mutex, rwsem)"),
     ({"users": 0}, "--users must be a positive count, not 0"),
     ({"pages": -1}, "--pages must be a positive count, not -1"),
