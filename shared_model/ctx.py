@@ -58,6 +58,9 @@ REC_W = REC0 + len(ALLOC_KINDS)
 IN_USE = REC_W + len(ALLOC_KINDS)
 FREE0 = IN_USE + len(ALLOC_KINDS)
 G_SIZE = FREE0 + len(ALLOC_KINDS)
+# Appended entries (after the per-kind tables): set by Model after make_geometry.
+RMAP_TRYLOCK = G_SIZE  # eras.Era.rmap_trylock: reclaim's walk trylocks the rmap lock
+G_SIZE += 1
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
@@ -117,6 +120,7 @@ F_HEARTBEAT, F_WALKS, F_VISITED, F_MAX_VISITED = F["heartbeat"], F["walks"], F["
 F_SCANNED, F_UNMAPPED, F_REFAULTS = F["pages_scanned"], F["pages_unmapped"], F["refaults"]
 F_T_WALK, F_T_WAIT, F_OWNER_DIED = F["t_walk_ns"], F["t_wait_ns"], F["owner_died"]
 F_FRAMES_IN, F_FRAMES_OUT, F_SWAPINS = F["frames_in"], F["frames_out"], F["swapins"]
+F_TRYLOCK_FAIL = F["rmap_trylock_fail"]
 NSITES = len(LOCK_SITES)
 NCLASSES = len(LOCK_CLASSES)
 

@@ -207,6 +207,7 @@ CPU_FIELDS = (
     "frames_out",  # pages that stopped being resident (mapcount 1 -> 0): freed or swapped
     "swapins",
     "direct_reclaims",
+    "rmap_trylock_fail",  # modern: reclaim walks that found the rmap lock contended and skipped
 )
 CPU_SLOT_BYTES = 512
 CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{CPU_SLOT_BYTES - 8 * len(CPU_FIELDS)}")])

@@ -280,6 +280,13 @@ def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
             return k, SHRINK_STOP
         page = lru[(hand + k) % n]
         r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_REFERENCED, out)
+        if st == WALK_CONTENDED and g[G.RMAP_TRYLOCK]:
+            # folio_referenced with rwc.try_lock (modern): the trylock failed, the page
+            # counts as referenced (folio_check_references keeps it) and reclaim moves on.
+            words[cb + G.F_TRYLOCK_FAIL] += 1
+            shrink_page_tail_c(words, w32, g, held, page, 1, refault, out)
+            words[cb + G.F_HEARTBEAT] += 1
+            continue
         if st == WALK_CONTENDED:
             return k, SHRINK_WAIT_REFERENCED
         if st == WALK_STOPPED:
