@@ -13,8 +13,8 @@ from stress.config import MAX_CPUS_WITHOUT_FORCE, ConfigError, RunConfig, online
 
 
 @pytest.mark.parametrize(("bad", "words"), [
-    ({"era": "2.4"}, "unknown era '2.4' (choose from 2.6.33, 2.6.34, 2.6.36, 3.0)"),
-    ({"scenario": "nope"}, "unknown scenario 'nope' (choose from reclaim-storm, forking-server)"),
+    ({"era": "2.4"}, "unknown era '2.4' (choose from 2.6.33, 2.6.34, 2.6.36, 3.0, 3.8, 3.9, modern)"),
+    ({"scenario": "nope"}, "unknown scenario 'nope' (choose from reclaim-storm, forking-server, fork-test, exim)"),
     ({"lock": "rcu"}, "unknown lock 'rcu' (choose from tas, ticket, qspinlock, mutex, rwsem)"),
     ({"users": 0}, "--users must be a positive count, not 0"),
     ({"pages": -1}, "--pages must be a positive count, not -1"),
