@@ -330,3 +330,16 @@ def test_story_runs_each_chapter_once_per_era() -> None:
     assert lines[1].startswith("b: skipped (")
     assert doc["chapters"][0]["results"]["3.8"]["cfg"].users == 2  # one user per CPU at least
     assert doc["chapters"][1]["skipped"]
+
+
+def test_ramp_compare_plot_take_the_new_eras(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    doc, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["ramp", "--era", "3.8", "--era", "modern", "--start-users", "2", "--end-users", "2",
+                 "--duration", "0.3", "--cpus", "2", "--pages", "8", "--quiet", "--json", str(doc)]) == 0
+    out = capsys.readouterr().out
+    assert "seed commit" not in out  # the seed's figure belongs to 2.6.33 -> 2.6.34 only
+    assert [p["era"] for p in json.loads(doc.read_text())["points"]] == ["3.8", "modern"]
+    assert main(["compare", str(doc)]) == 0
+    assert "modern" in capsys.readouterr().out.splitlines()[1]
+    assert main(["plot", str(doc), "-o", str(png)]) == 0
+    assert png.stat().st_size > 0
