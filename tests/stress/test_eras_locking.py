@@ -343,3 +343,20 @@ def test_ramp_compare_plot_take_the_new_eras(tmp_path, capsys) -> None:  # type:
     assert "modern" in capsys.readouterr().out.splitlines()[1]
     assert main(["plot", str(doc), "-o", str(png)]) == 0
     assert png.stat().st_size > 0
+
+
+def test_story_and_eras_bad_input_is_one_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["story", "--duration", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rmap-stress: error: --duration must be a positive, finite number of seconds, not 0.0"]
+    assert main(["story", "--cpus", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "rmap-stress: error: --cpus must be a positive count, not -1"
+    assert main(["run", "--scenario", "exim", "--users", "1", "--cpus", "2"]) == 2
+    assert "exim needs at least one user per CPU" in capsys.readouterr().err
+
+
+def test_the_scenarios_throughput_for_scale_and_predict() -> None:
+    from stress.predict import throughput_key
+
+    assert throughput_key({"config": {"scenario": "fork-test"}}) == "forks_per_s"
+    assert throughput_key({"config": {"scenario": "exim"}}) == "jobs_per_min"
