@@ -41,7 +41,8 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
                    help=f"kernel design: {', '.join(ERAS)} (default 2.6.33)")
     p.add_argument("--users", type=int, default=users, metavar="N",
                    help=f"reclaim-storm and scan: children forked by the family's parent; "
-                        f"forking-server: AIM7 users, each a process with its own jobs (default {users})")
+                        f"forking-server: AIM7 users, each a process with its own jobs; fork-test "
+                        f"and exim: the parent's children each CPU forks off (default {users})")
     p.add_argument("--pages", type=int, default=pages, metavar="P",
                    help=f"anonymous pages the parent maps and touches (default {pages})")
     p.add_argument("--cow", type=float, default=1.0, metavar="F",
@@ -470,7 +471,7 @@ def _note_injection(cfg: RunConfig) -> None:
     if not get_era(cfg.era).chain:
         why = (f"era {cfg.era} has one anon_vma per family and no anon_vma_chain: "
                f"no allocation to fail")
-    elif cfg.scenario != "forking-server":
+    elif cfg.scenario not in ("forking-server", "fork-test", "exim"):
         why = f"{cfg.scenario} forks nothing after the build: no allocation to fail"
     else:
         return

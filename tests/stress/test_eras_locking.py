@@ -360,3 +360,15 @@ def test_the_scenarios_throughput_for_scale_and_predict() -> None:
 
     assert throughput_key({"config": {"scenario": "fork-test"}}) == "forks_per_s"
     assert throughput_key({"config": {"scenario": "exim"}}) == "jobs_per_min"
+
+
+@pytest.mark.parametrize("scenario", ["fork-test", "exim"])
+def test_allocation_failures_unwind(scenario: str) -> None:
+    """--inject alloc-fail: a fork (or a COW) that fails unwinds; every process forked
+    still exits, and the model checks clean."""
+    res = run(RunConfig(era="3.9", scenario=scenario, users=2, pages=8, cpus=2, duration=0.5,
+                        alloc_fail_p=0.3))
+    t = res["throughput"]
+    assert res["invariants"]["violations"] == 0
+    assert t["alloc_failures"] > 0 and t["forks"] == t["exits"]
+    assert res["model"]["mms"] == 3
