@@ -24,7 +24,7 @@ from shared_model.eras import ERAS
 from shared_model.invariants import check_model
 from shared_model.layout import CPU_STATE, LS_ACQ, LS_CONT, PTE_YOUNG
 from shared_model.locking import RWSEM, RWSEM_FIFO, RWSEM_STEAL
-from shared_model.locks import CLASS, SITE, lock_kind
+from shared_model.locks import CLASS, SITE, lock_acquire_fast, lock_kind
 from shared_model.memory import dup_mmap, exit_mmap
 from shared_model.model import Model
 from shared_model.rmap import page_referenced, shrink_page_list
@@ -372,3 +372,28 @@ def test_allocation_failures_unwind(scenario: str) -> None:
     assert res["invariants"]["violations"] == 0
     assert t["alloc_failures"] > 0 and t["forks"] == t["exits"]
     assert res["model"]["mms"] == 3
+
+
+@pytest.mark.parametrize("era,stolen", [("3.8", False), ("3.9", True), ("modern", True)])
+def test_the_eras_hand_off_policy_on_a_real_fork(make_model, spawn, era: str, stolen: bool) -> None:  # type: ignore[no-untyped-def]
+    """A second CPU holds the root for writing; a forked child's dup_mmap queues for it (a
+    writer) and is frozen (SIGSTOP) while it sleeps.  The holder releases and wants the root
+    again at once: 3.8 (FIFO) has already granted it to the frozen fork, so the holder's
+    trylock fails; 3.9 and modern (lock-stealing) only woke the fork, and the running
+    holder takes it.  The fork then completes either way."""
+    m, holder, users, root_w = _family(make_model, era)
+    site = SITE["anon_vma_fork"]
+    t = holder.locks.acquire(root_w, AV, site, 0)
+    child = spawn(m, lambda cm: exit_mmap(cm, dup_mmap(cm, users[0])))
+    _wait_for(m, CHILD_CPU, root_w)
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        holder.locks.release(root_w, AV, site, t, 0)
+        got = lock_acquire_fast(holder.words, holder.g, holder.locks.held, root_w, AV, site, 0)
+        assert (got >= 0) == stolen
+        if got >= 0:
+            holder.locks.release(root_w, AV, site, got, 0)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    assert child.join() == 0
+    assert check_model(m) == []
