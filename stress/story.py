@@ -82,7 +82,7 @@ def seed_headline(rs: Results) -> str:
 
 def exim_headline(rs: Results) -> str:
     base = messages_per_s(next(iter(rs.values())))
-    parts = []
+    parts: list[str] = []
     for era, r in rs.items():
         mps = messages_per_s(r)
         waits = _site_waits(r)
@@ -96,7 +96,7 @@ def exim_headline(rs: Results) -> str:
 
 
 def forks_headline(rs: Results) -> str:
-    parts = []
+    parts: list[str] = []
     prev = None
     for era, r in rs.items():
         fps = r["throughput"]["forks_per_s"]
@@ -106,7 +106,7 @@ def forks_headline(rs: Results) -> str:
 
 
 def trylock_headline(rs: Results) -> str:
-    parts = []
+    parts: list[str] = []
     for era, r in rs.items():
         t = r["throughput"]
         reclaim_wait = sum(w for s, w in _site_waits(r).items() if s in ("page_referenced", "try_to_unmap"))
