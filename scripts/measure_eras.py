@@ -211,14 +211,14 @@ def markdown(doc: dict[str, Any]) -> str:
                        f"| {fmt([r['wait_share_anon_vma_fork'] for r in rs], '.0f', 100)}% "
                        f"| {fmt([r['wait_share_unlink_anon_vmas'] for r in rs], '.0f', 100)}% |")
         out += ["", f"Kernel: {doc['kernel']['exim']}.", "",
-                "Why few cores differ: at 40 cores up to 39 CPUs queue on the root; a mutex waiter "
+                ("Why few cores differ: at 40 cores up to 39 CPUs queue on the root; a mutex waiter "
                 "that cannot spin sleeps, so each hand-off puts a wake-up on the critical path and "
                 "the queue grows with the cores.  With 2 CPUs there is at most one waiter, the "
                 "mutex's adaptive spinning catches most hand-offs, and on a shared machine a "
                 "spinlock whose holder is preempted keeps its waiter spinning (ticket and "
                 "qspinlock alike) while a mutex waiter sleeps.  The kernel's own fix, locking the "
                 "root once per clone/unlink pass, is the 3.0-rc1 -> 3.0 step (`--exim-eras "
-                "2.6.36,3.0-rc1,3.0` where era 3.0-rc1 exists).", ""]
+                "2.6.36,3.0-rc1,3.0` where era 3.0-rc1 exists)."), ""]
     if "trylock" in secs:
         s = secs["trylock"]
         runs, eras = s["runs"], s["eras"]
