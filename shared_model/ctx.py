@@ -70,6 +70,9 @@ SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT
 # (eras.REUSE_*, 3.19+).
 TREE, REUSE = G_SIZE, G_SIZE + 1
 G_SIZE = REUSE + 1
+# Appended entries (after the per-kind tables): set by Model after make_geometry.
+RMAP_TRYLOCK = G_SIZE  # eras.Era.rmap_trylock: reclaim's walk trylocks the rmap lock
+G_SIZE += 1
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
@@ -141,6 +144,7 @@ F_SCANNED, F_UNMAPPED, F_REFAULTS = F["pages_scanned"], F["pages_unmapped"], F["
 F_T_WALK, F_T_WAIT, F_OWNER_DIED = F["t_walk_ns"], F["t_wait_ns"], F["owner_died"]
 F_FRAMES_IN, F_FRAMES_OUT, F_SWAPINS = F["frames_in"], F["frames_out"], F["swapins"]
 F_DEACTIVATED = F["pages_deactivated"]
+F_TRYLOCK_FAIL = F["rmap_trylock_fail"]
 NSITES = len(LOCK_SITES)
 NCLASSES = len(LOCK_CLASSES)
 

@@ -29,6 +29,13 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   ``anon_vma_fork`` allocating one: "none"; "degree" (3.19, 7a3ef208e662: degree < 2 and
   not the source VMA's own); "active" (6.0, 2555283eb40d: num_active_vmas == 0 and
   num_children < 2).
+* ``rwsem_policy``: the hand-off of an rwsem rmap lock (3.8+): "fifo", 3.8 as merged (a
+  releasing holder grants the lock to the queue head), or "steal", writer lock-stealing
+  (3.9+: a running writer takes a free rwsem ahead of the sleepers).
+* ``rmap_trylock``: reclaim's page_referenced walk takes the rmap lock with a trylock and
+  counts a contended page as referenced instead of waiting (modern, 5.18+).
+* ``fixed``, ``commit``: what the era's change fixed and the kernel commit that made it
+  (the ``eras`` table).
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ class Era:
     lock_once: bool = False
     tree: bool = False
     reuse: str = "none"
+    rwsem_policy: str = "fifo"
+    rmap_trylock: bool = False
+    fixed: str = ""
+    commit: str = ""
 
 
 ERAS: dict[str, Era] = {
@@ -71,14 +82,57 @@ ERAS: dict[str, Era] = {
         Era("3.7", chain=True, lock_root=True, lock="mutex", tree=True,
             swapin="root", move_anon_rmap=True, lock_once=True,
             summary="as 3.0, each anon_vma's AVCs in an interval tree keyed by pgoff range"),
-        Era("3.19", chain=True, lock_root=True, lock="rwsem", tree=True, reuse="degree",
+        Era("3.8", chain=True, lock_root=True, lock="rwsem", rwsem_policy="fifo", tree=True,
             swapin="root", move_anon_rmap=True, lock_once=True,
-            summary="interval tree, root rwsem; anon_vma_clone reuses an anon_vma with degree < 2"),
-        Era("6.0", chain=True, lock_root=True, lock="rwsem", tree=True, reuse="active",
+            summary="the root lock becomes an rwsem: walks read, fork/exit/prepare write; "
+                    "strict FIFO hand-off",
+            fixed="NUMA-balancing migration walks queued behind each other on the mutex",
+            commit="5a505085f043, 4fc3f1d66b1e"),
+        Era("3.9", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
             swapin="root", move_anon_rmap=True, lock_once=True,
-            summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix)"),
+            summary="as 3.8, with rwsem writer lock-stealing",
+            fixed="AIM7 fork_test -50% from 3.8's strict FIFO writer hand-off",
+            commit="ce6711f3d196"),
+        Era("3.19", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
+            reuse="degree", swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="interval tree, root rwsem; anon_vma_clone reuses an anon_vma with degree < 2",
+            fixed="endless growth of the anon_vma hierarchy under fork-and-exit chains",
+            commit="7a3ef208e662"),
+        Era("6.0", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
+            reuse="active", rmap_trylock=True, swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix); "
+                    "reclaim already trylocks the rmap lock (5.19)",
+            fixed="CVE-2022-42703: 3.19's degree let an anon_vma still in use be reused",
+            commit="2555283eb40d"),
+        Era("modern", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",
+            rwsem_policy="steal", rmap_trylock=True, tree=True, reuse="active",
+            swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="reclaim's walk trylocks the root rwsem; a contended page counts as "
+                    "referenced and is skipped",
+            fixed="reclaim stuck waiting for the rmap lock behind fork/exit/migration",
+            commit="6d4675e60135"),
     )
 }
+
+# What the eras without a fixed= of their own fixed, and their commits: kept apart from their lines above so
+# that edits to those lines merge cleanly.
+_HISTORY = {
+    "2.6.33": ("(the seed's baseline: object-based anon rmap, one anon_vma per family)",
+               "pre-git (2.6.7)"),
+    "2.6.34": ("O(N) walks of a fork family's one anon_vma list (the seed's pileup)",
+               "5beb4930525"),
+    "2.6.36": ("migration/munmap needing one lock over all of a VMA's anon_vmas",
+               "5c341ee1dfc, 012f18004da"),
+    "3.0-rc1": ("non-preemptible mm_take_all_locks and mmu_gather under the spinlock",
+                "2b575eb64f7a"),
+    "3.0": ("exim -52% at 40 cores: 3.0-rc1's mutex taken once per AVC at fork and exit",
+            "bb4aa39676f7, eee2acbae955"),
+    "3.7": ("irrelevant VMAs on every walk after mprotect splits a VMA into thousands",
+            "bf181b9f9d8d"),
+}
+for _name, (_fixed, _commit) in _HISTORY.items():
+    if _name in ERAS and not ERAS[_name].fixed:
+        ERAS[_name] = dataclasses.replace(ERAS[_name], fixed=_fixed, commit=_commit)
 
 
 # Era.reuse as the compiled code's geometry entry (ctx.REUSE).

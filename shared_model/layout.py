@@ -232,6 +232,7 @@ CPU_FIELDS = (
     "swapins",
     "direct_reclaims",
     "pages_deactivated",  # shrink_active_list: pages walked and moved to the inactive list
+    "rmap_trylock_fail",  # modern: reclaim walks that found the rmap lock contended and skipped
 )
 CPU_SLOT_BYTES = 512
 CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{CPU_SLOT_BYTES - 8 * len(CPU_FIELDS)}")])

@@ -31,7 +31,7 @@ from .layout import (
     lock_namer,
 )
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
-from .locking import RWSEM_FIFO
+from .locking import RWSEM_FIFO, RWSEM_STEAL
 from .locking.jit import cached_njit
 from .locks import (
     CLASS,
@@ -49,6 +49,8 @@ AV_LOCK = CLASS["anon_vma"]
 PTL = CLASS["ptl"]
 SLAB = CLASS["slab"]
 MAPCOUNT = CLASS["mapcount"]
+# eras.Era.rwsem_policy -> the rwsem's hand-off policy (shared_model.locking).
+RWSEM_POLICIES = {"fifo": RWSEM_FIFO, "steal": RWSEM_STEAL}
 S_ALLOC, S_FREE = SITE["kmem_cache_alloc"], SITE["kmem_cache_free"]
 
 
@@ -182,11 +184,12 @@ class Model:
         self.g = make_geometry(
             seg, cpu, default_owner_tag(cpu), kinds, lock_root=self.era.lock_root,
             chain=self.era.chain, entry_cost_ns=entry_cost_ns, instrument=instrument,
-            rwsem_policy=getattr(self.era, "rwsem_policy", RWSEM_FIFO),
+            rwsem_policy=RWSEM_POLICIES[self.era.rwsem_policy],
             swapin=self.era.swapin, move_anon_rmap=self.era.move_anon_rmap,
             lock_once=self.era.lock_once,
             node_w=seg.offsets["qnodes"] // 8 + (cpu + 1) * NODE_BLOCK_WORDS,
             tree=self.era.tree, reuse=REUSE_CODES[self.era.reuse])
+        self.g[G.RMAP_TRYLOCK] = int(self.era.rmap_trylock)
         self.locks = CpuLocks(seg, cpu, self.g)
         self.words, self.w32 = self.locks.words, self.locks.w32
         # try_to_unmap's unmapped PTE slots: at most one per mm.

@@ -579,6 +579,15 @@ def shrink_page_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         if not trylock_page_c(w32, g, page):
             continue
         r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_REFERENCED, out)
+        if st == WALK_CONTENDED and g[G.RMAP_TRYLOCK]:
+            # folio_referenced with rwc.try_lock (modern): the trylock failed (-1), and
+            # folio_check_references keeps the page ("rmap lock contention: rotate",
+            # FOLIOREF_KEEP: back on the inactive list); reclaim moves on.
+            words[cb + G.F_TRYLOCK_FAIL] += 1
+            words[cb + G.F_SCANNED] += 1
+            unlock_page_c(w32, g, page)
+            words[cb + G.F_HEARTBEAT] += 1
+            continue
         if st == WALK_CONTENDED:
             return k, SHRINK_WAIT_REFERENCED
         if st == WALK_STOPPED:
@@ -659,7 +668,11 @@ def shrink_active_list_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
         if not active[idx]:
             continue
         _r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, lru[idx], OP_REFERENCED, out)
-        if st == WALK_CONTENDED:
+        if st == WALK_CONTENDED and g[G.RMAP_TRYLOCK]:
+            # modern: folio_referenced's trylock failed (-1, "referenced"); an anonymous
+            # page is deactivated all the same.
+            words[cb + G.F_TRYLOCK_FAIL] += 1
+        elif st == WALK_CONTENDED:
             return k, SHRINK_WAIT_REFERENCED
         if st == WALK_STOPPED:
             return k, SHRINK_ABORTED

@@ -41,7 +41,8 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
                    help=f"kernel design: {', '.join(ERAS)} (default 2.6.33)")
     p.add_argument("--users", type=int, default=users, metavar="N",
                    help=f"reclaim-storm and scan: children forked by the family's parent; "
-                        f"forking-server: AIM7 users, each a process with its own jobs (default {users})")
+                        f"forking-server: AIM7 users, each a process with its own jobs; fork-test "
+                        f"and exim: the parent's children each CPU forks off (default {users})")
     p.add_argument("--pages", type=int, default=pages, metavar="P",
                    help=f"anonymous pages the parent maps and touches (default {pages})")
     p.add_argument("--cow", type=float, default=1.0, metavar="F",
@@ -262,6 +263,21 @@ def build_parser() -> Parser:
                                     "ratios to the first; repeated runs get a Welch t-test and "
                                     "pyperf-style verdicts and instability warnings.")
     cp.add_argument("files", nargs="+", metavar="RESULTS.json")
+    er = sub.add_parser("eras", help="the kernel eras modelled: linking, walk, lock, what each fixed",
+                        description="One row per era: how VMAs are linked to anon_vmas, how a walk "
+                                    "finds them, which lock it takes and its primitive, what the "
+                                    "era's change fixed and the kernel commit.")
+    er.add_argument("--json", metavar="FILE", help="write the table as a JSON list")
+    st = sub.add_parser("story", help="the anon_vma story: each era's motivating scenario, briefly "
+                                      "(a few minutes)",
+                        description="Runs, briefly, the seed pair (2.6.33 vs 2.6.34 reclaim-storm) "
+                                    "and each later era's motivating scenario against the eras "
+                                    "beside it; one line per chapter with its measured headline.")
+    st.add_argument("--duration", type=float, default=4.0, metavar="SECONDS",
+                    help="seconds per run (default 4)")
+    st.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
+    st.add_argument("--json", metavar="FILE", help="write every chapter's results")
+    st.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 
@@ -509,7 +525,7 @@ def _note_injection(cfg: RunConfig) -> None:
     if not get_era(cfg.era).chain:
         why = (f"era {cfg.era} has one anon_vma per family and no anon_vma_chain: "
                f"no allocation to fail")
-    elif cfg.scenario != "forking-server":
+    elif cfg.scenario not in ("forking-server", "fork-test", "exim"):
         why = f"{cfg.scenario} forks nothing after the build: no allocation to fail"
     else:
         return
@@ -794,6 +810,41 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eras(a: argparse.Namespace) -> int:
+    from .story import era_row, eras_table
+
+    print(eras_table())
+    if a.json:
+        write_json(a.json, {"schema": "rmap-stress-eras/1", "eras": [era_row(e) for e in ERAS.values()]})
+        _wrote(a.json)
+    return 0
+
+
+def cmd_story(a: argparse.Namespace) -> int:
+    from .runner import run
+    from .story import story
+
+    if not 0 < a.duration < 1e7:
+        raise ConfigError(f"--duration must be a positive, finite number of seconds, not {a.duration}")
+    if a.cpus < 0:
+        raise ConfigError(f"--cpus must be a positive count, not {a.cpus}")
+    _setup_logging("WARNING", None)
+
+    def one(cfg: RunConfig) -> dict[str, Any]:
+        if not a.quiet:
+            print(f"  {cfg.scenario} on {cfg.era} ...", file=sys.stderr, flush=True)
+        return run(cfg)
+
+    doc = story(a.duration, a.cpus, one, lambda line: print(line, flush=True))
+    print(f"({doc['elapsed_s']:.0f} s)")
+    if a.json:
+        write_json(a.json, doc)
+        _wrote(a.json)
+    bad = sum(r["invariants"]["violations"] for ch in doc["chapters"]
+              for r in ch.get("results", {}).values())
+    return 1 if bad else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -807,7 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_output(getattr(a, name, None))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
                     "plot": cmd_plot, "compare": cmd_compare, "scale": cmd_scale,
-                    "predict": cmd_predict}
+                    "predict": cmd_predict, "eras": cmd_eras, "story": cmd_story}
         return commands[a.command](a)
     except (UsageError, ConfigError, ModelTooLarge, ResultsError, PredictError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -222,6 +222,11 @@ RUN_FIGURES = (
     # would report p=0 for no reason.  Shown, not tested.
     Headline("anon_vma lock wait p99 (us)", _anon_vma_p99_us, ",.1f", "longer", "shorter",
              testable=False),
+    # fork-test and exim; modern's trylock (absent from older files: read as 0, left out).
+    Headline("forks per second", lambda r: r["throughput"].get("forks_per_s", 0.0),
+             ",.0f", "faster", "slower", throughput=True),
+    Headline("rmap trylock failures", lambda r: r["throughput"].get("rmap_trylock_fail", 0),
+             ",.0f", "more", "fewer"),
 )
 JOBS_PER_MIN = Headline("jobs/min", lambda r: 0.0, ",.0f", "faster", "slower", throughput=True)
 USERS = Headline("users", lambda r: 0.0, ".0f", "more", "fewer")

@@ -8,7 +8,7 @@ import os
 from shared_model.eras import ERAS
 from shared_model.locks import LOCK_ALIASES, LOCK_KINDS
 
-SCENARIOS = ("reclaim-storm", "forking-server")
+SCENARIOS = ("reclaim-storm", "forking-server", "fork-test", "exim")
 # Accepted but not advertised: workloads that exist to test the tool's failure handling.
 TEST_SCENARIOS = ("abba-deadlock",)
 # Scenarios of ``scan --scenario`` (one process, exact counts; not ``run``).
@@ -85,6 +85,9 @@ class RunConfig:
         if self.scenario == "forking-server" and self.cpus and self.users < self.cpus:
             raise ConfigError(f"forking-server needs at least one user per CPU (--users {self.users} < "
                               f"--cpus {self.cpus}): each CPU runs its own users' jobs")
+        if self.scenario in ("fork-test", "exim") and self.cpus and self.users < self.cpus:
+            raise ConfigError(f"{self.scenario} needs at least one user per CPU (--users {self.users} < "
+                              f"--cpus {self.cpus}): each CPU forks off its own users")
         if self.scenario == "abba-deadlock" and (self.users < 2 or self.cpus == 1 or self.era == "2.6.33"):
             raise ConfigError("abba-deadlock needs --users >= 2, --cpus >= 2 and an era with anon_vma_chain")
         if self.entry_cost_ns < 0:

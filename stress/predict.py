@@ -56,7 +56,7 @@ DEFAULT_HANDOFF_NS = 750
 # hand off to one waiter, sleeping locks through the scheduler: the repairman only.
 NON_SCALABLE_LOCKS = ("spin", "tas", "ticket")
 # Results of a run whose throughput is read as "the" throughput, by scenario.
-THROUGHPUT_KEYS = {"forking-server": "jobs_per_min"}
+THROUGHPUT_KEYS = {"forking-server": "jobs_per_min", "fork-test": "forks_per_s", "exim": "jobs_per_min"}
 DEFAULT_THROUGHPUT_KEY = "pages_scanned_per_s"
 
 

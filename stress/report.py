@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared_model.eras import ERAS
+
 
 def fmt_ns(ns: float) -> str:
     """A duration with its unit, scaled as perf does (ns, us, ms, s)."""
@@ -70,6 +72,15 @@ def run_summary(res: dict[str, Any]) -> str:
         "invariants: " + ("not checked (quit at once)" if inv.get("checked") is False
                           else "ok" if inv["violations"] == 0 else f"{inv['violations']} VIOLATIONS"),
     ]
+    if c["scenario"] in ("fork-test", "exim"):
+        lines.insert(4, f"forks: {t.get('forks', 0)}  exits: {t.get('exits', 0)}  "
+                        f"{t.get('forks_per_s', 0.0):.0f} forks/s"
+                        + (f"  {t['jobs'] / res['elapsed_s']:.0f} messages/s"
+                           if c["scenario"] == "exim" and res["elapsed_s"] else ""))
+    era = ERAS.get(c["era"])
+    if t.get("rmap_trylock_fail") or (era is not None and era.rmap_trylock and t.get("pages_scanned")):
+        lines.insert(4, f"rmap trylock: {t.get('rmap_trylock_fail', 0)} of {t.get('pages_scanned', 0)} "
+                        f"pages scanned found the rmap lock contended and were skipped as referenced")
     if c.get("alloc_fail_p"):
         lines.insert(-1, f"injected: alloc-fail={c['alloc_fail_p']:g}: {t.get('alloc_failures', 0)} "
                          f"allocations failed (fork, COW and anon_vma_prepare unwound)")

@@ -190,7 +190,7 @@ def summarize(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-UNITS = {"pages_scanned_per_s": "pages/s", "jobs_per_min": "jobs/min"}
+UNITS = {"pages_scanned_per_s": "pages/s", "jobs_per_min": "jobs/min", "forks_per_s": "forks/s"}
 
 
 def scale_table(doc: dict[str, Any]) -> str:

@@ -20,9 +20,14 @@ def test_the_eras_in_order_with_what_each_changed() -> None:
     assert swap == {"2.6.33": ("keep", False, False), "2.6.34": ("oldest", True, False),
                     "2.6.36": ("root", True, False), "3.0-rc1": ("root", True, False),
                     "3.0": ("root", True, True)}
-    later = {n: (e.lock, e.tree, e.reuse) for n, e in ERAS.items() if n in ("3.7", "3.19", "6.0")}
-    assert later == {"3.7": ("mutex", True, "none"), "3.19": ("rwsem", True, "degree"),
-                     "6.0": ("rwsem", True, "active")}
+    assert list(ERAS)[5:] == ["3.7", "3.8", "3.9", "3.19", "6.0", "modern"]
+    later = {n: (e.lock, e.rwsem_policy, e.tree, e.reuse, e.rmap_trylock) for n, e in list(ERAS.items())[5:]}
+    assert later == {"3.7": ("mutex", "fifo", True, "none", False),
+                     "3.8": ("rwsem", "fifo", True, "none", False),
+                     "3.9": ("rwsem", "steal", True, "none", False),
+                     "3.19": ("rwsem", "steal", True, "degree", False),
+                     "6.0": ("rwsem", "steal", True, "active", True),
+                     "modern": ("rwsem", "steal", True, "active", True)}
     # Everything after 3.0 keeps 3.0's swap-in, page_move_anon_rmap and once-per-pass locking.
     assert all((e.swapin, e.move_anon_rmap, e.lock_once) == ("root", True, True)
                for e in list(ERAS.values())[5:])

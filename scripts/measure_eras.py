@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""The lock-policy eras measured on this machine, beside the kernel's published numbers;
+writes docs/results/eras/ (eras.json and README.md).
+
+* fork-test (AIM7 fork_test): forks per second on each era (default 3.0, 3.8, 3.9,
+  modern).  Kernel: 3.8's rwsem cost fork_test 50%; writer lock-stealing (3.9,
+  ce6711f3d196) recovered it.
+* exim (MOSBENCH): messages per second, anon_vma lock wait and its two call sites on each
+  era (default 2.6.36, 3.0-rc1, 3.0; eras not registered are skipped with a note).  Kernel:
+  3.0's mutex cost exim 52% at 40 cores; lock acquisition 3.25% -> 18.6% of CPU, 39% of
+  it in anon_vma_clone and 37.6% in unlink_anon_vmas.
+* reclaim beside fork/exit (fork-test's reclaim, 3.9 against modern): pages scanned per
+  second, reclaim's wait for the root lock, pages skipped by modern's trylock.
+
+Every round runs each era once, eras interleaved, so slow drift of a shared machine hits
+all eras alike; each figure is the mean ± sd over the rounds.
+
+    PYTHONPATH=. python scripts/measure_eras.py [--cpus 2 --duration 5 --repeat 3]
+        [--fork-eras 3.0,3.8,3.9,modern] [--exim-eras 2.6.36,3.0-rc1,3.0]
+        [--trylock-eras 3.9,modern] [--users 8 --pages 32] [--out docs/results/eras]
+    PYTHONPATH=. python scripts/measure_eras.py --render docs/results/eras/eras.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from shared_model.eras import ERAS
+from stress.config import RunConfig
+from stress.report import mean_shares
+from stress.results import machine_info
+from stress.runner import run
+
+KERNEL = {
+    "fork-test": "AIM7 fork_test: 3.8's rwsem (strict FIFO writer hand-off) -50%; writer "
+                 "lock-stealing (ce6711f3d196) \"fully recovered\" it (Nehalem and Sandy Bridge, "
+                 "2 and 4 sockets)",
+    "exim": "MOSBENCH exim, 40 cores: 3.0's mutex -52% throughput; lock acquisition 3.25% -> "
+            "18.6% of CPU, of which anon_vma_clone 39%, unlink_anon_vmas 37.6%; fixed in part "
+            "by locking the root once per clone/unlink pass",
+    "trylock": "6d4675e60135 (5.18): reclaim's rmap walk trylocks the anon_vma lock and treats "
+               "a contended folio as referenced instead of waiting (no throughput figure taken "
+               "from the commit here)",
+}
+
+
+def summary(res: dict[str, Any]) -> dict[str, Any]:
+    """The figures this script reports, from one run's results."""
+    t = res["throughput"]
+    av = next((r for r in res["locks"] if r["class"] == "anon_vma"), None)
+    sites = {s["site"]: s for s in av["sites"]} if av else {}
+    wait_total = av["wait_ns"]["total"] if av else 0
+
+    def site_wait(name: str) -> float:
+        return sites[name]["wait_total_ns"] / wait_total if name in sites and wait_total else 0.0
+
+    return {
+        "elapsed_s": res["elapsed_s"],
+        "forks_per_s": t["forks_per_s"],
+        "messages_per_s": t["jobs"] / res["elapsed_s"] if res["elapsed_s"] else 0.0,
+        "pages_scanned_per_s": t["pages_scanned_per_s"],
+        "rmap_trylock_fail": t["rmap_trylock_fail"],
+        "pages_scanned": t["pages_scanned"],
+        "anon_vma_wait_share": res["anon_vma_wait_share"],
+        "lock_wait_share": mean_shares(res)["lock_wait"],
+        "anon_vma_contentions": av["contentions"] if av else 0,
+        "anon_vma_acquisitions": av["acquisitions"] if av else 0,
+        "wait_share_anon_vma_fork": site_wait("anon_vma_fork"),
+        "wait_share_unlink_anon_vmas": site_wait("unlink_anon_vmas"),
+        "reclaim_wait_ms": sum(sites[s]["wait_total_ns"] for s in ("page_referenced", "try_to_unmap")
+                               if s in sites) / 1e6,
+        "invariant_violations": res["invariants"]["violations"],
+    }
+
+
+def mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def fmt(xs: list[float], spec: str = ".0f", scale: float = 1.0) -> str:
+    m, sd = mean_sd([x * scale for x in xs])
+    return f"{m:{spec}} ± {sd:{spec}}" if len(xs) > 1 else f"{m:{spec}}"
+
+
+def measure(scenario: str, eras: list[str], a: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    runs: dict[str, list[dict[str, Any]]] = {e: [] for e in eras}
+    for r in range(a.repeat):
+        for era in eras:
+            cfg = RunConfig(era=era, scenario=scenario, users=max(a.users, a.cpus), pages=a.pages,
+                            cpus=a.cpus, duration=a.duration, seed=r)
+            t0 = time.monotonic()
+            s = summary(run(cfg))
+            runs[era].append(s)
+            print(f"  {scenario} {era} round {r + 1}/{a.repeat}: {s['forks_per_s']:.0f} forks/s, "
+                  f"{s['messages_per_s']:.0f} msg/s, {s['pages_scanned_per_s']:.0f} pages/s, "
+                  f"anon_vma wait {100 * s['anon_vma_wait_share']:.1f}% "
+                  f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return runs
+
+
+def change(runs: dict[str, list[dict[str, Any]]], key: str, base: str, era: str) -> str:
+    b = statistics.fmean(s[key] for s in runs[base])
+    v = statistics.fmean(s[key] for s in runs[era])
+    return f"{100 * (v / b - 1):+.0f}%" if b else "-"
+
+
+def registered(names: str) -> list[str]:
+    eras = [e for e in names.split(",") if e]
+    missing = [e for e in eras if e not in ERAS]
+    if missing:
+        print(f"note: eras {', '.join(missing)} are not registered here: skipped", file=sys.stderr)
+    return [e for e in eras if e in ERAS]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--pages", type=int, default=32)
+    ap.add_argument("--fork-eras", default="3.0,3.8,3.9,modern")
+    ap.add_argument("--exim-eras", default="2.6.36,3.0-rc1,3.0")
+    ap.add_argument("--trylock-eras", default="3.9,modern")
+    ap.add_argument("--out", default="docs/results/eras")
+    ap.add_argument("--render", metavar="ERAS.json", help="only rewrite README.md from a saved eras.json")
+    a = ap.parse_args()
+    if a.render:
+        with open(a.render) as fh:
+            text = markdown(json.load(fh))
+        with open(os.path.join(a.out, "README.md"), "w") as fh:
+            fh.write(text)
+        print(text)
+        return
+    t0 = time.monotonic()
+    sections = {"fork-test": ("fork-test", registered(a.fork_eras)),
+                "exim": ("exim", registered(a.exim_eras)),
+                "trylock": ("fork-test", registered(a.trylock_eras))}
+    doc: dict[str, Any] = {
+        "schema": "rmap-stress-eras-measure/1",
+        "machine": machine_info(),
+        "config": {"cpus": a.cpus, "duration": a.duration, "repeat": a.repeat, "users": a.users,
+                   "pages": a.pages, "command": "PYTHONPATH=. python scripts/measure_eras.py "
+                   + " ".join(sys.argv[1:])},
+        "kernel": KERNEL,
+        "sections": {},
+    }
+    for name, (scenario, eras) in sections.items():
+        if len(eras) < 1:
+            continue
+        doc["sections"][name] = {"scenario": scenario, "eras": eras, "runs": measure(scenario, eras, a)}
+    doc["elapsed_s"] = time.monotonic() - t0
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "eras.json"), "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    text = markdown(doc)
+    with open(os.path.join(a.out, "README.md"), "w") as fh:
+        fh.write(text)
+    print(text)
+    print(f"wrote {a.out}/eras.json and {a.out}/README.md ({doc['elapsed_s']:.0f} s)", file=sys.stderr)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    c = doc["config"]
+    m = doc["machine"]
+    out = [
+        "# The lock-policy eras, measured",
+        "",
+        (f"`{c['command']}`: {c['cpus']} CPU workers, {c['duration']:g} s per run, "
+        f"{c['repeat']} rounds (eras interleaved; mean ± sd over rounds), {c['users']} users x "
+        f"{c['pages']} pages; machine: {m.get('cpu_model', '?')}, {m.get('online_cpus', '?')} online CPUs "
+        "(shared with other work: absolute rates are noisy, compare within a table)."),
+        "",
+    ]
+    secs = doc["sections"]
+    if "fork-test" in secs:
+        s = secs["fork-test"]
+        runs, eras = s["runs"], s["eras"]
+        out += ["## fork-test (AIM7 fork_test)", "",
+                "| era | forks/s | change vs " + eras[0] + " | anon_vma lock wait | wait at anon_vma_fork "
+                "| wait at unlink_anon_vmas |", "|---|---|---|---|---|---|"]
+        for e in eras:
+            rs = runs[e]
+            out.append(f"| {e} | {fmt([r['forks_per_s'] for r in rs])} | {change(runs, 'forks_per_s', eras[0], e)} "
+                       f"| {fmt([r['anon_vma_wait_share'] for r in rs], '.1f', 100)}% "
+                       f"| {fmt([r['wait_share_anon_vma_fork'] for r in rs], '.0f', 100)}% "
+                       f"| {fmt([r['wait_share_unlink_anon_vmas'] for r in rs], '.0f', 100)}% |")
+        if "3.8" in runs and "3.9" in runs:
+            out += ["", (f"3.9 against 3.8 (writer lock-stealing): {change(runs, 'forks_per_s', '3.8', '3.9')} "
+                        "forks/s.")]
+        out += ["", f"Kernel: {doc['kernel']['fork-test']}.", ""]
+    if "exim" in secs:
+        s = secs["exim"]
+        runs, eras = s["runs"], s["eras"]
+        out += ["## exim (MOSBENCH)", "",
+                "| era | messages/s | change vs " + eras[0] + " | anon_vma lock wait (CPU) "
+                "| of it at anon_vma_fork (anon_vma_clone) | at unlink_anon_vmas |",
+                "|---|---|---|---|---|---|"]
+        for e in eras:
+            rs = runs[e]
+            out.append(f"| {e} | {fmt([r['messages_per_s'] for r in rs])} "
+                       f"| {change(runs, 'messages_per_s', eras[0], e)} "
+                       f"| {fmt([r['anon_vma_wait_share'] for r in rs], '.1f', 100)}% "
+                       f"| {fmt([r['wait_share_anon_vma_fork'] for r in rs], '.0f', 100)}% "
+                       f"| {fmt([r['wait_share_unlink_anon_vmas'] for r in rs], '.0f', 100)}% |")
+        out += ["", f"Kernel: {doc['kernel']['exim']}.", "",
+                ("Why few cores differ: at 40 cores up to 39 CPUs queue on the root; a mutex waiter "
+                "that cannot spin sleeps, so each hand-off puts a wake-up on the critical path and "
+                "the queue grows with the cores.  With 2 CPUs there is at most one waiter, the "
+                "mutex's adaptive spinning catches most hand-offs, and on a shared machine a "
+                "spinlock whose holder is preempted keeps its waiter spinning (ticket and "
+                "qspinlock alike) while a mutex waiter sleeps.  The kernel's own fix, locking the "
+                "root once per clone/unlink pass, is the 3.0-rc1 -> 3.0 step (`--exim-eras "
+                "2.6.36,3.0-rc1,3.0` where era 3.0-rc1 exists)."), ""]
+    if "trylock" in secs:
+        s = secs["trylock"]
+        runs, eras = s["runs"], s["eras"]
+        out += ["## Reclaim beside fork/exit: modern's trylock (fork-test)", "",
+                ("| era | pages scanned/s | reclaim waited for the root (ms per run) | pages skipped "
+                "(trylock failed) | forks/s |"), "|---|---|---|---|---|"]
+        for e in eras:
+            rs = runs[e]
+            skipped = [r["rmap_trylock_fail"] / r["pages_scanned"] if r["pages_scanned"] else 0.0 for r in rs]
+            out.append(f"| {e} | {fmt([r['pages_scanned_per_s'] for r in rs])} "
+                       f"| {fmt([r['reclaim_wait_ms'] for r in rs])} "
+                       f"| {fmt(skipped, '.0f', 100)}% | {fmt([r['forks_per_s'] for r in rs])} |")
+        out += ["", f"Kernel: {doc['kernel']['trylock']}.", ""]
+    bad = sum(r["invariant_violations"] for s in secs.values() for rs in s["runs"].values() for r in rs)
+    out += [f"Invariants: {'all runs checked clean' if not bad else f'{bad} VIOLATIONS'}.", ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The anon_vma story, era by era: the ``eras`` table and the ``story`` command.
+
+``story`` runs, briefly, each chapter's motivating scenario on the era that changed things
+and the eras beside it, and prints one line per chapter with its measured headline.  A
+chapter is one row of ``CHAPTERS``: (title, scenario, eras, run parameters, headline).
+A chapter whose scenario or any of whose eras is not registered is skipped (with a note),
+so chapters for scenarios that land later are added by one line each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared_model.eras import ERAS, Era
+
+from .config import SCENARIOS, RunConfig, online_cpus
+from .report import ratio_text
+
+# ---------------------------------------------------------------------------- eras table
+
+ERA_COLUMNS = ("era", "linking", "walk", "lock", "primitive", "fixed", "commit")
+
+
+def era_row(e: Era) -> dict[str, str]:
+    """One era as the ``eras`` table shows it (also its JSON form)."""
+    walk = "interval tree" if getattr(e, "tree", False) else "list"
+    if e.rmap_trylock:
+        walk += ", reclaim trylocks"
+    primitive = e.lock
+    if e.lock == "rwsem":
+        primitive += " (FIFO hand-off)" if e.rwsem_policy == "fifo" else " (writer lock-stealing)"
+    return {
+        "era": e.name,
+        "linking": "anon_vma_chain" if e.chain else "VMAs on the anon_vma's list",
+        "walk": walk,
+        "lock": "root anon_vma's" if e.lock_root else "page's anon_vma's",
+        "primitive": primitive,
+        "fixed": e.fixed,
+        "commit": e.commit,
+    }
+
+
+def eras_table(eras: list[Era] | None = None) -> str:
+    rows = [era_row(e) for e in (eras if eras is not None else ERAS.values())]
+    heads = {"era": "era", "linking": "linking", "walk": "walk", "lock": "lock",
+             "primitive": "primitive", "fixed": "what it fixed", "commit": "commit"}
+    widths = {k: max(len(heads[k]), *(len(r[k]) for r in rows)) for k in ERA_COLUMNS}
+    line = "  ".join(f"{heads[k]:<{widths[k]}}" for k in ERA_COLUMNS).rstrip()
+    out = [line, "-" * len(line)]
+    for r in rows:
+        out.append("  ".join(f"{r[k]:<{widths[k]}}" for k in ERA_COLUMNS).rstrip())
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------- headlines
+
+Results = dict[str, dict[str, Any]]  # era -> run results document
+
+
+def _site_waits(res: dict[str, Any], cls: str = "anon_vma") -> dict[str, int]:
+    for r in res["locks"]:
+        if r["class"] == cls:
+            return {s["site"]: s["wait_total_ns"] for s in r["sites"] if s["contentions"]}
+    return {}
+
+
+def messages_per_s(res: dict[str, Any]) -> float:
+    return res["throughput"]["jobs"] / res["elapsed_s"] if res["elapsed_s"] else 0.0
+
+
+def seed_headline(rs: Results) -> str:
+    a, b = list(rs.values())[:2]
+    wa, wb = a["walks"]["avg_visited"], b["walks"]["avg_visited"]
+    pa, pb = a["throughput"]["pages_scanned_per_s"], b["throughput"]["pages_scanned_per_s"]
+    return (f"walks {wa:.0f} -> {wb:.1f} entries, pages scanned/s {pa:.0f} -> {pb:.0f} "
+            f"({ratio_text(pa, pb)}), anon_vma lock wait {100 * a['anon_vma_wait_share']:.0f}% -> "
+            f"{100 * b['anon_vma_wait_share']:.0f}%")
+
+
+def exim_headline(rs: Results) -> str:
+    base = messages_per_s(next(iter(rs.values())))
+    parts: list[str] = []
+    for era, r in rs.items():
+        mps = messages_per_s(r)
+        waits = _site_waits(r)
+        tot = sum(waits.values()) or 1
+        sites = ", ".join(f"{s} {100 * waits.get(s, 0) / tot:.0f}%"
+                          for s in ("anon_vma_fork", "unlink_anon_vmas"))
+        change = "" if not parts else f" ({100 * (mps / base - 1):+.0f}%)" if base else ""
+        parts.append(f"{era} {mps:.0f} msg/s{change}, lock wait {100 * r['anon_vma_wait_share']:.0f}% "
+                     f"[{sites}]")
+    return "; ".join(parts) + "  (kernel, 40 cores: -52%)"
+
+
+def forks_headline(rs: Results) -> str:
+    parts: list[str] = []
+    prev = None
+    for era, r in rs.items():
+        fps = r["throughput"]["forks_per_s"]
+        parts.append(f"{era} {fps:.0f} forks/s" + (f" ({ratio_text(prev, fps)})" if prev else ""))
+        prev = fps
+    return ", ".join(parts) + "  (kernel: 3.8 -50%, recovered by stealing)"
+
+
+def trylock_headline(rs: Results) -> str:
+    parts: list[str] = []
+    for era, r in rs.items():
+        t = r["throughput"]
+        reclaim_wait = sum(w for s, w in _site_waits(r).items() if s in ("page_referenced", "try_to_unmap"))
+        parts.append(f"{era} {t['pages_scanned_per_s']:.0f} pages scanned/s, reclaim waited "
+                     f"{reclaim_wait / 1e6:.0f} ms, {t.get('rmap_trylock_fail', 0)} pages skipped contended")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------- chapters
+
+
+@dataclasses.dataclass(frozen=True)
+class Chapter:
+    title: str
+    scenario: str
+    eras: tuple[str, ...]
+    params: dict[str, Any]
+    headline: Callable[[Results], str]
+
+
+# One line per chapter.  Chapters whose scenario or eras are not registered are skipped;
+# the structural chapters land with their scenarios, e.g.:
+#   Chapter("3.7 interval tree", "mprotect-split", ("3.6", "3.7"), {...}, ...),
+#   Chapter("3.19 degree reuse", "fork-chain", ("3.18", "3.19"), {...}, ...),
+#   Chapter("6.0 num_children", "cve-2022-42703", ("3.19", "6.0"), {...}, ...),
+CHAPTERS: list[Chapter] = [
+    Chapter("2.6.34 anon_vma_chain: reclaim storm", "reclaim-storm", ("2.6.33", "2.6.34"),
+            {"users": 300, "pages": 50}, seed_headline),
+    Chapter("3.0 mutex: exim", "exim", ("2.6.36", "3.0-rc1", "3.0"),
+            {"users": 8, "pages": 32}, exim_headline),
+    Chapter("3.8 rwsem, 3.9 lock-stealing: AIM7 fork_test", "fork-test", ("3.0", "3.8", "3.9"),
+            {"users": 8, "pages": 32}, forks_headline),
+    Chapter("modern: reclaim trylocks the rmap lock", "fork-test", ("3.9", "modern"),
+            {"users": 8, "pages": 32}, trylock_headline),
+]
+
+
+def runnable(ch: Chapter) -> tuple[tuple[str, ...], str | None]:
+    """The chapter's registered eras, and why it is skipped (None: it runs).  Eras not
+    registered are dropped; fewer than two left, or no such scenario, skips it."""
+    if ch.scenario not in SCENARIOS:
+        return (), f"scenario {ch.scenario} not registered"
+    eras = tuple(e for e in ch.eras if e in ERAS)
+    if len(eras) < 2:
+        return eras, f"eras {', '.join(e for e in ch.eras if e not in ERAS)} not registered"
+    return eras, None
+
+
+def story(duration: float, cpus: int, run: Callable[[RunConfig], dict[str, Any]],
+          say: Callable[[str], None], chapters: list[Chapter] | None = None) -> dict[str, Any]:
+    """Run every chapter; ``say`` gets one line per chapter as it completes.  Returns
+    {"chapters": [{title, scenario, eras, headline, results: {era: results}} or
+    {title, skipped}], "elapsed_s"}."""
+    t0 = time.monotonic()
+    out: list[dict[str, Any]] = []
+    for ch in chapters if chapters is not None else CHAPTERS:
+        eras, why = runnable(ch)
+        if why:
+            out.append({"title": ch.title, "scenario": ch.scenario, "skipped": why})
+            say(f"{ch.title}: skipped ({why})")
+            continue
+        rs: Results = {}
+        params = dict(ch.params)
+        if "users" in params:  # at least one user per CPU (fork-test, exim, forking-server)
+            params["users"] = max(params["users"], cpus or online_cpus())
+        for era in eras:
+            cfg = RunConfig(era=era, scenario=ch.scenario, cpus=cpus, duration=duration, **params)
+            cfg.validate()
+            rs[era] = run(cfg)
+        line = ch.headline(rs)
+        bad = sum(r["invariants"]["violations"] for r in rs.values())
+        if bad:
+            line += f"  [{bad} INVARIANT VIOLATIONS]"
+        say(f"{ch.title}: {line}")
+        out.append({"title": ch.title, "scenario": ch.scenario, "eras": list(eras),
+                    "headline": line, "results": rs})
+    return {"schema": "rmap-stress-story/1", "chapters": out, "elapsed_s": time.monotonic() - t0}
