@@ -106,77 +106,98 @@ def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     return 1 if now == 0 and swap == 0 else 0
 
 
+# What one visited entry did to the walk (rmap_one_c).
+ONE_MISS, ONE_FOUND, ONE_FOUND_END, ONE_STOPPED = 0, 1, 2, -1
+
+
+@njit(inline="always")
+def rmap_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
+               vma: int, index: int, op: int, out: np.ndarray, result: int) -> tuple[int, int]:
+    """One visited entry of a walk: ``vma_address``; ``page_check_address`` (pte_present
+    without the lock, then the PTE lock and the compare under it); on a match
+    ``page_referenced_one`` (test-and-clear young) or ``try_to_unmap_one`` (a young PTE is
+    SWAP_FAIL; otherwise ``swap_duplicate`` under the global swap_lock and a swap entry in
+    the PTE's place, the slot stored at ``out[result]``).  Returns (ONE_* code, result).
+
+    Expects held: the rmap lock.  Takes and releases the PTE's ptl, the swap_lock inside
+    it."""
+    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    start = w32[vb + G.VMA_START]
+    addr = start + (index - w32[vb + G.VMA_PGOFF])  # vma_address
+    if addr < start or addr >= w32[vb + G.VMA_END]:
+        return ONE_MISS, result
+    mm = w32[vb + G.VMA_MM]
+    slot = mm * g[G.PTRS] + addr
+    pe = g[G.PTE0] + 2 * slot
+    if not w32[pe + 1] & PTE_PRESENT:  # page_check_address: pte_present, no lock
+        return ONE_MISS, result
+    # page_check_address: the PTE lock, then the compare under it.
+    site = S_PR_ONE if op == OP_REFERENCED else S_TTU_ONE
+    ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
+    t = lock_acquire_c(words, g, held, ptl, PTL, site, 0)
+    if t < 0:
+        return ONE_STOPPED, result
+    fl = w32[pe + 1]
+    code = ONE_MISS
+    if w32[pe] == page and fl & PTE_PRESENT:
+        code = ONE_FOUND
+        if op == OP_REFERENCED:  # page_referenced_one
+            if fl & PTE_YOUNG:
+                w32[pe + 1] = fl & ~PTE_YOUNG
+                result += 1
+        elif fl & PTE_YOUNG:  # try_to_unmap_one: referenced meanwhile: SWAP_FAIL
+            w32[pe + 1] = fl & ~PTE_YOUNG
+            code = ONE_FOUND_END
+        else:  # try_to_unmap_one: a swap entry in its place
+            # swap_duplicate: the swap map's count, under the global swap_lock.
+            ts = lock_acquire_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_DUP, 0)
+            if ts < 0:
+                lock_release_c(words, g, held, ptl, PTL, site, 0, t)
+                return ONE_STOPPED, result
+            lock_release_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_DUP, 0, ts)
+            w32[pe + 1] = PTE_SWAP
+            if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
+                lock_release_c(words, g, held, ptl, PTL, site, 0, t)
+                return ONE_STOPPED, result
+            w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS] -= 1
+            out[result] = slot
+            result += 1
+    lock_release_c(words, g, held, ptl, PTL, site, 0, t)
+    return code, result
+
+
 @cached_njit
 def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                      av: int, op: int, out: np.ndarray) -> tuple[int, int, int]:
-    """The walk itself: (result, entries visited, status).  ``result`` is the number of
-    young mappings found (and cleared) for OP_REFERENCED, or the number of PTE slots
-    unmapped, stored in ``out[:result]``, for OP_UNMAP.  status is WALK_DONE or
-    WALK_STOPPED (a nested wait was aborted).
+    """The walk itself, over av's list: (result, entries visited, status).  ``result`` is
+    the number of young mappings found (and cleared) for OP_REFERENCED, or the number of
+    PTE slots unmapped, stored in ``out[:result]``, for OP_UNMAP.  status is WALK_DONE or
+    WALK_STOPPED (a nested wait was aborted).  The walk ends once ``mapcount`` mappings
+    were found, or at try_to_unmap's SWAP_FAIL.
 
-    Expects held: av's lock.  Takes and releases each present PTE's ptl; try_to_unmap_one
-    takes the page's mapcount stripe inside it."""
+    Expects held: av's lock.  Each visited entry: rmap_one_c."""
     pb = g[G.PAGE0] + page * g[G.PAGE_W]
     need = w32[pb + G.PAGE_MAPCOUNT]
     index = w32[pb + G.PAGE_INDEX]
-    ptrs = g[G.PTRS]
-    vma0, vma_w, pte0 = g[G.VMA0], g[G.VMA_W], g[G.PTE0]
     chunk0, chunk_w = g[G.CHUNK0], g[G.CHUNK_W]
-    mm0, mm_w32 = g[G.MM0], 2 * g[G.MM_W64]
     result = found = visited = 0
+    if need <= 0:
+        return result, visited, WALK_DONE
     c = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
-    while c >= 0 and found < need:
+    while c >= 0:
         cb = chunk0 + c * chunk_w
-        used = w32[cb + G.CHUNK_USED]
-        for pos in range(used):
+        for pos in range(w32[cb + G.CHUNK_USED]):
             vma = w32[cb + G.CHUNK_VMA + pos]
             if vma == 0:  # a tombstone (the sentinel VMA): not an entry
                 continue
             visited += 1
-            vb = vma0 + vma * vma_w
-            start = w32[vb + G.VMA_START]
-            addr = start + (index - w32[vb + G.VMA_PGOFF])  # vma_address
-            if addr < start or addr >= w32[vb + G.VMA_END]:
-                continue
-            mm = w32[vb + G.VMA_MM]
-            slot = mm * ptrs + addr
-            pe = pte0 + 2 * slot
-            if not w32[pe + 1] & PTE_PRESENT:  # page_check_address: pte_present, no lock
-                continue
-            # page_check_address: the PTE lock, then the compare under it.
-            site = S_PR_ONE if op == OP_REFERENCED else S_TTU_ONE
-            ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
-            t = lock_acquire_c(words, g, held, ptl, PTL, site, 0)
-            if t < 0:
+            code, result = rmap_one_c(words, w32, g, held, page, vma, index, op, out, result)
+            if code == ONE_STOPPED:
                 return result, visited, WALK_STOPPED
-            fl = w32[pe + 1]
-            swap_fail = False
-            if w32[pe] == page and fl & PTE_PRESENT:
+            if code != ONE_MISS:
                 found += 1
-                if op == OP_REFERENCED:  # page_referenced_one
-                    if fl & PTE_YOUNG:
-                        w32[pe + 1] = fl & ~PTE_YOUNG
-                        result += 1
-                elif fl & PTE_YOUNG:  # try_to_unmap_one: referenced meanwhile
-                    w32[pe + 1] = fl & ~PTE_YOUNG
-                    swap_fail = True
-                else:  # try_to_unmap_one: a swap entry in its place
-                    # swap_duplicate: the swap map's count, under the global swap_lock.
-                    ts = lock_acquire_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_DUP, 0)
-                    if ts < 0:
-                        lock_release_c(words, g, held, ptl, PTL, site, 0, t)
-                        return result, visited, WALK_STOPPED
-                    lock_release_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_DUP, 0, ts)
-                    w32[pe + 1] = PTE_SWAP
-                    if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
-                        lock_release_c(words, g, held, ptl, PTL, site, 0, t)
-                        return result, visited, WALK_STOPPED
-                    w32[mm0 + mm * mm_w32 + G.MM_RSS] -= 1
-                    out[result] = slot
-                    result += 1
-            lock_release_c(words, g, held, ptl, PTL, site, 0, t)
-            if swap_fail or found >= need:  # SWAP_FAIL ends try_to_unmap_anon here
-                return result, visited, WALK_DONE
+                if code == ONE_FOUND_END or found >= need:
+                    return result, visited, WALK_DONE
         c = w32[cb + G.CHUNK_NEXT]
     return result, visited, WALK_DONE
 
@@ -189,52 +210,24 @@ def rmap_walk_tree_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     visited VMA holds the page's index.  Same results and status; ``visited`` counts the
     VMAs visited (tree nodes examined are counted by ``walk_lengths_tree``).
 
-    Expects held: av's lock.  Takes and releases each present PTE's ptl; try_to_unmap_one
-    takes the page's mapcount stripe inside it."""
+    Expects held: av's lock.  Each visited entry: rmap_one_c."""
     pb = g[G.PAGE0] + page * g[G.PAGE_W]
     need = w32[pb + G.PAGE_MAPCOUNT]
     index = w32[pb + G.PAGE_INDEX]
-    ptrs = g[G.PTRS]
-    vma0, vma_w, pte0 = g[G.VMA0], g[G.VMA_W], g[G.PTE0]
-    mm0, mm_w32 = g[G.MM0], 2 * g[G.MM_W64]
     avc0, avc_w = g[G.AVC0], g[G.AVC_W]
     result = found = visited = 0
+    if need <= 0:
+        return result, visited, WALK_DONE
     avc, _ = anon_vma_interval_tree_iter_first(w32, g, av, index)
-    while avc >= 0 and found < need:
-        vma = w32[avc0 + avc * avc_w + G.AVC_VMA]
+    while avc >= 0:
         visited += 1
-        vb = vma0 + vma * vma_w
-        addr = w32[vb + G.VMA_START] + (index - w32[vb + G.VMA_PGOFF])  # vma_address
-        mm = w32[vb + G.VMA_MM]
-        slot = mm * ptrs + addr
-        pe = pte0 + 2 * slot
-        if w32[pe + 1] & PTE_PRESENT:  # page_check_address: pte_present, no lock
-            site = S_PR_ONE if op == OP_REFERENCED else S_TTU_ONE
-            ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
-            t = lock_acquire_c(words, g, held, ptl, PTL, site, 0)
-            if t < 0:
-                return result, visited, WALK_STOPPED
-            fl = w32[pe + 1]
-            swap_fail = False
-            if w32[pe] == page and fl & PTE_PRESENT:
-                found += 1
-                if op == OP_REFERENCED:  # page_referenced_one
-                    if fl & PTE_YOUNG:
-                        w32[pe + 1] = fl & ~PTE_YOUNG
-                        result += 1
-                elif fl & PTE_YOUNG:  # try_to_unmap_one: referenced meanwhile
-                    w32[pe + 1] = fl & ~PTE_YOUNG
-                    swap_fail = True
-                else:  # try_to_unmap_one: a swap entry in its place
-                    w32[pe + 1] = PTE_SWAP
-                    if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
-                        lock_release_c(words, g, held, ptl, PTL, site, 0, t)
-                        return result, visited, WALK_STOPPED
-                    w32[mm0 + mm * mm_w32 + G.MM_RSS] -= 1
-                    out[result] = slot
-                    result += 1
-            lock_release_c(words, g, held, ptl, PTL, site, 0, t)
-            if swap_fail or found >= need:
+        code, result = rmap_one_c(words, w32, g, held, page, w32[avc0 + avc * avc_w + G.AVC_VMA], index,
+                                  op, out, result)
+        if code == ONE_STOPPED:
+            return result, visited, WALK_STOPPED
+        if code != ONE_MISS:
+            found += 1
+            if code == ONE_FOUND_END or found >= need:
                 return result, visited, WALK_DONE
         avc, _ = anon_vma_interval_tree_iter_next(w32, g, avc, index)
     return result, visited, WALK_DONE

@@ -16,7 +16,7 @@ from typing import Any
 
 from shared_model.eras import ERAS, Era
 
-from .config import SCENARIOS, RunConfig, online_cpus
+from .config import SCAN_SCENARIOS, SCENARIOS, RunConfig, online_cpus
 from .report import ratio_text
 
 # ---------------------------------------------------------------------------- eras table
@@ -118,6 +118,35 @@ def trylock_headline(rs: Results) -> str:
 # ---------------------------------------------------------------------------- chapters
 
 
+def split_headline(rs: Results) -> str:
+    parts = [f"{era} visits {r['walks']['avg_visited']:.1f} VMAs per walk "
+             f"({r['walks']['avg_nodes_examined']:.1f} entries examined)" for era, r in rs.items()]
+    return ", ".join(parts) + "  (exact)"
+
+
+def chain_headline(rs: Results) -> str:
+    parts = []
+    for era, r in rs.items():
+        sm = r["summary"]
+        parts.append(f"{era} {r['model']['anon_vmas']} anon_vmas after {r['generations']['count']} "
+                     f"generations, fork {sm['fork_ns_first_tenth'] / 1e3:.0f} -> "
+                     f"{sm['fork_ns_last_tenth'] / 1e3:.0f} us")
+    return "; ".join(parts)
+
+
+def cve_headline(rs: Results) -> str:
+    parts = []
+    for era, r in rs.items():
+        inv = r["invariants"]
+        if inv["violations"]:
+            uaf = [v for v in inv.get("messages", []) if "freed anon_vma" in v]
+            parts.append(f"{era}: {inv['violations']} violations"
+                         + (" (page->mapping points at a freed anon_vma)" if uaf else ""))
+        else:
+            parts.append(f"{era}: invariants ok")
+    return "; ".join(parts)
+
+
 @dataclasses.dataclass(frozen=True)
 class Chapter:
     title: str
@@ -125,13 +154,13 @@ class Chapter:
     eras: tuple[str, ...]
     params: dict[str, Any]
     headline: Callable[[Results], str]
+    # "run": a stress run per era; "scan": ``scan --scenario`` (exact counts, one process).
+    kind: str = "run"
+    # Eras whose invariant violations are the chapter's point (the CVE before its fix).
+    expect_violations: tuple[str, ...] = ()
 
 
-# One line per chapter.  Chapters whose scenario or eras are not registered are skipped;
-# the structural chapters land with their scenarios, e.g.:
-#   Chapter("3.7 interval tree", "mprotect-split", ("3.6", "3.7"), {...}, ...),
-#   Chapter("3.19 degree reuse", "fork-chain", ("3.18", "3.19"), {...}, ...),
-#   Chapter("6.0 num_children", "cve-2022-42703", ("3.19", "6.0"), {...}, ...),
+# One line per chapter.  Chapters whose scenario or eras are not registered are skipped.
 CHAPTERS: list[Chapter] = [
     Chapter("2.6.34 anon_vma_chain: reclaim storm", "reclaim-storm", ("2.6.33", "2.6.34"),
             {"users": 300, "pages": 50}, seed_headline),
@@ -141,13 +170,19 @@ CHAPTERS: list[Chapter] = [
             {"users": 8, "pages": 32}, forks_headline),
     Chapter("modern: reclaim trylocks the rmap lock", "fork-test", ("3.9", "modern"),
             {"users": 8, "pages": 32}, trylock_headline),
+    Chapter("3.7 interval tree: mprotect-split", "mprotect-split", ("3.0", "3.7"),
+            {"pieces": 1000, "users": 1, "pages": 1000}, split_headline, kind="scan"),
+    Chapter("3.19 degree reuse: fork-chain", "fork-chain", ("3.9", "3.19"),
+            {"generations": 500, "pages": 16}, chain_headline, kind="scan"),
+    Chapter("6.0 num_children: CVE-2022-42703", "cve-2022-42703", ("3.19", "6.0"),
+            {}, cve_headline, expect_violations=("3.19",)),
 ]
 
 
 def runnable(ch: Chapter) -> tuple[tuple[str, ...], str | None]:
     """The chapter's registered eras, and why it is skipped (None: it runs).  Eras not
     registered are dropped; fewer than two left, or no such scenario, skips it."""
-    if ch.scenario not in SCENARIOS:
+    if ch.scenario not in (SCAN_SCENARIOS if ch.kind == "scan" else SCENARIOS):
         return (), f"scenario {ch.scenario} not registered"
     eras = tuple(e for e in ch.eras if e in ERAS)
     if len(eras) < 2:
@@ -156,31 +191,41 @@ def runnable(ch: Chapter) -> tuple[tuple[str, ...], str | None]:
 
 
 def story(duration: float, cpus: int, run: Callable[[RunConfig], dict[str, Any]],
-          say: Callable[[str], None], chapters: list[Chapter] | None = None) -> dict[str, Any]:
-    """Run every chapter; ``say`` gets one line per chapter as it completes.  Returns
-    {"chapters": [{title, scenario, eras, headline, results: {era: results}} or
-    {title, skipped}], "elapsed_s"}."""
+          say: Callable[[str], None], chapters: list[Chapter] | None = None,
+          scan: Callable[[RunConfig], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run every chapter; ``say`` gets one line per chapter as it completes; ``scan`` runs
+    the "scan" chapters (``scan --scenario``; without it they are skipped).  Returns
+    {"chapters": [{title, scenario, eras, headline, results: {era: results},
+    unexpected_violations} or {title, skipped}], "elapsed_s"}."""
     t0 = time.monotonic()
     out: list[dict[str, Any]] = []
     for ch in chapters if chapters is not None else CHAPTERS:
         eras, why = runnable(ch)
+        if not why and ch.kind == "scan" and scan is None:
+            why = "no scan runner given"
         if why:
             out.append({"title": ch.title, "scenario": ch.scenario, "skipped": why})
             say(f"{ch.title}: skipped ({why})")
             continue
         rs: Results = {}
         params = dict(ch.params)
-        if "users" in params:  # at least one user per CPU (fork-test, exim, forking-server)
+        if ch.kind == "run" and "users" in params:  # at least one user per CPU (fork-test, exim)
             params["users"] = max(params["users"], cpus or online_cpus())
         for era in eras:
-            cfg = RunConfig(era=era, scenario=ch.scenario, cpus=cpus, duration=duration, **params)
-            cfg.validate()
-            rs[era] = run(cfg)
+            if ch.kind == "scan":
+                cfg = RunConfig(era=era, scenario=ch.scenario, **params)
+                cfg.validate()
+                rs[era] = scan(cfg)  # type: ignore[misc]
+            else:
+                cfg = RunConfig(era=era, scenario=ch.scenario, cpus=cpus, duration=duration, **params)
+                cfg.validate()
+                rs[era] = run(cfg)
         line = ch.headline(rs)
-        bad = sum(r["invariants"]["violations"] for r in rs.values())
+        bad = sum(r["invariants"]["violations"] for era, r in rs.items()
+                  if "invariants" in r and era not in ch.expect_violations)
         if bad:
             line += f"  [{bad} INVARIANT VIOLATIONS]"
         say(f"{ch.title}: {line}")
         out.append({"title": ch.title, "scenario": ch.scenario, "eras": list(eras),
-                    "headline": line, "results": rs})
+                    "headline": line, "results": rs, "unexpected_violations": bad})
     return {"schema": "rmap-stress-story/1", "chapters": out, "elapsed_s": time.monotonic() - t0}

@@ -128,6 +128,7 @@ class Reference:
     def __init__(self, era: str) -> None:
         e = ERAS[era]
         self.reuse, self.tree, self.lock_root = e.reuse, e.tree, e.lock_root
+        self.move_anon_rmap = e.move_anon_rmap
         self.mms: list[RMm] = []
         self.seq = itertools.count()
 
@@ -269,7 +270,9 @@ class Reference:
             if pte is None or pte.write:
                 continue
             if pte.page.mapcount == 1:
-                pte.write = pte.young = True
+                pte.write = pte.young = True  # the only user: reuse the page
+                if self.move_anon_rmap:  # page_move_anon_rmap (2.6.34+)
+                    pte.page.av = vma.av
             else:
                 pte.page.mapcount -= 1
                 mm.ptes[vpn] = RPte(RPage(vma.av, vma.pgoff + vpn - vma.start), young=True, write=True)
@@ -649,6 +652,14 @@ class LaterMachine(RuleBasedStateMachine):
         do_swap_page(self.m, page, slots)
         for pte in unmapped:
             pte.present, pte.young, pte.write = True, True, False
+        if unmapped and ERAS[self.era].swapin == "oldest":
+            # 2.6.34's do_swap_page: the page's first mapping after the swap-in (a swap-cache
+            # hit here) puts it on the oldest anon_vma of the faulting VMA's chain; 2.6.36+
+            # keeps a swap-cache page's mapping (see test_swapin.py).
+            mm0 = next(mm for mm in self.ref.mms if any(p is unmapped[0] for p in mm.ptes.values()))
+            vpn0 = next(v for v, p in mm0.ptes.items() if p is unmapped[0])
+            vma0 = next(v for v in mm0.vmas if v.start <= vpn0 < v.end)
+            rpage.av = vma0.chain[-1].av
 
     @invariant()
     def models_agree(self) -> None:
