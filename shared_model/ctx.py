@@ -58,6 +58,9 @@ REC_W = REC0 + len(ALLOC_KINDS)
 IN_USE = REC_W + len(ALLOC_KINDS)
 FREE0 = IN_USE + len(ALLOC_KINDS)
 G_SIZE = FREE0 + len(ALLOC_KINDS)
+# The swap device record's first int64 word (shared_model/swapdev.py).
+SWAPDEV_W = G_SIZE
+G_SIZE = SWAPDEV_W + 1
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
@@ -177,6 +180,7 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
         g[REC_W + k] = _DTYPES[name].itemsize // 4
         g[IN_USE + k] = _f32(_DTYPES[name], "in_use")
         g[FREE0 + k] = offs[f"free_{name}"] // 4
+    g[SWAPDEV_W] = offs["swapdev"] // 8
     return g
 
 

@@ -16,11 +16,22 @@ try_to_unmap for cold pages, whose frames then come free (the page waits in swap
 user touches it again).  More users means more pages competing for the same frames, more
 reclaim per job, and in 2.6.33 every one of those walks is O(users) under one lock.
 Jobs per minute is the throughput, as AIM7 reports it.
+
+Swap IO (shared_model/swapdev.py): the frames that reclaim freed are written out, and the
+frames a job's touch faulted back in are read, through the one swap device.  A job whose
+reads are queued parks until the last completes (its PTEs are already mapped: the frame
+is taken at submission, as read_swap_cache_async takes it, and the job goes on only once
+the data is there); a job whose writes found no free request slot parks until one frees
+(get_request_wait).  Each CPU runs its users' jobs round-robin, skipping parked ones; when
+every job of the CPU is parked the CPU sleeps in ``iowait`` until the earliest completion,
+as a real CPU is idle with IO outstanding (top's ``wa``).  A job parks only before its
+fork, so at most one job child per CPU is alive at once, as before.  With the device off
+no job ever parks and the loop is the one without IO.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -28,6 +39,7 @@ from shared_model.build import Family, build_family, family_capacities
 from shared_model.layout import Capacities
 from shared_model.memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
 from shared_model.model import Model, OutOfMemory
+from shared_model.swapdev import SwapIO, io_schedule_until
 
 from ..config import RunConfig
 from .common import DirectReclaim
@@ -53,36 +65,90 @@ def setup(m: Model, cfg: RunConfig) -> tuple[Family, np.ndarray]:
 
 def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int,
             stopping: Callable[[], bool]) -> None:
+    """This CPU's users' jobs, round-robin, until ``stopping()``: each job runs until it
+    parks on the swap device or ends; a parked job is skipped while another is runnable;
+    when none is, the CPU sleeps in iowait until the earliest completion."""
     fam, lru = state
-    words, f = m.locks.words, m.locks.f
-    rng = np.random.default_rng([cfg.seed, cpu])
     users = fam.children[cpu :: cfg.cpus] or fam.children
     share = lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru
     ram = cfg.ram_pages or default_ram_pages(cfg.users, cfg.pages, cfg.cow)
-    reclaim = DirectReclaim(m, share, ram)
-    touch = max(1, round(cfg.cow * cfg.pages))
-    writes = max(1, touch // 4)
-    work_ns = cfg.work_us * 1000
+    jobs = Jobs(m, cfg, DirectReclaim(m, share, ram), np.random.default_rng([cfg.seed, cpu]))
+    running: list[Iterator[int] | None] = [None] * len(users)
+    wake = np.zeros(len(users), dtype=np.int64)  # a parked job's wake-up time, 0 runnable
     clock = m.clock
     i = 0
     while not stopping():
-        u = users[i]
-        i = (i + 1) % len(users)
-        vpns = np.sort(rng.choice(cfg.pages, touch, replace=False))
-        reclaim.ensure(touch)
+        k = i
+        if jobs.io.enabled:
+            k = next_runnable(wake, i, clock())
+            if k < 0:
+                io_schedule_until(m, int(wake.min()), stopping)
+                continue
+        i = (k + 1) % len(users)
+        job = running[k] or jobs.job(users[k])
+        t = next(job, 0)
+        running[k] = job if t else None
+        wake[k] = t
+
+
+def next_runnable(wake: np.ndarray, i: int, now: int) -> int:
+    """Round-robin from ``i``: the first job not parked past ``now``, or -1 if every one is."""
+    ready = wake[i:] <= now
+    if ready.any():
+        return i + int(ready.argmax())
+    ready = wake[:i] <= now
+    return int(ready.argmax()) if ready.any() else -1
+
+
+class Jobs:
+    """One CPU's job of a user, as a generator that yields the time it is parked until."""
+
+    def __init__(self, m: Model, cfg: RunConfig, reclaim: DirectReclaim, rng: np.random.Generator) -> None:
+        self.m = m
+        self.cfg = cfg
+        self.reclaim = reclaim
+        self.rng = rng
+        self.io = SwapIO(m)
+        self.touch = max(1, round(cfg.cow * cfg.pages))
+        self.writes = max(1, self.touch // 4)
+        self.work_ns = cfg.work_us * 1000
+
+    def shrink(self, need: int) -> int:
+        """Direct reclaim before taking ``need`` frames, and the writeback of what it freed:
+        the time this job may go on (later than now when it waited for request slots)."""
+        io = self.io
+        io.mark()
+        self.reclaim.ensure(need)
+        return io.writes()
+
+    def job(self, u: int) -> Iterator[int]:
+        m, cfg = self.m, self.cfg
+        words, f = m.locks.words, m.locks.f
+        clock = m.clock
+        vpns = np.sort(self.rng.choice(cfg.pages, self.touch, replace=False))
+        t = self.shrink(self.touch)
+        if t > clock():
+            yield t
+        io = self.io
+        io.mark()
         touch_pages(m, u, vpns)
-        reclaim.ensure(writes)
+        t = io.reads()
+        if t > clock():
+            yield t
+        t = self.shrink(self.writes)
+        if t > clock():
+            yield t
         try:
             child = dup_mmap(m, u)
         except OutOfMemory:
             words[f["alloc_failures"]] += 1
-            continue
+            return
         words[f["forks"]] += 1
         try:
-            copied, _ = do_wp_pages(m, child, int(m.mm["vma_head"][child]), vpns[:writes])
+            copied, _ = do_wp_pages(m, child, int(m.mm["vma_head"][child]), vpns[: self.writes])
             words[f["cows"]] += copied
             t0 = clock()
-            end = t0 + work_ns
+            end = t0 + self.work_ns
             while clock() < end:
                 pass
             words[f["t_work_ns"]] += clock() - t0

@@ -17,6 +17,7 @@ from shared_model.build import build_family, family_capacities
 from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.model import Model
 from shared_model.rmap import shrink_page_list
+from shared_model.swapdev import SwapIO
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX
@@ -40,5 +41,8 @@ def setup(m: Model, cfg: RunConfig) -> np.ndarray:
 def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
     mine = np.ascontiguousarray(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
     hand = 0
+    io = SwapIO(m)  # hook (issue 11 item 7): pageouts and refault reads through the swap device
     while not stopping():
         hand = (hand + shrink_page_list(m, mine, hand, SWAP_CLUSTER_MAX, refault=True)) % len(mine)
+        io.wait(stopping)  # hook: submit them; with --swap-device disk sleep in iowait for the reads
+        io.mark()  # hook
