@@ -169,6 +169,38 @@ def swap_writepage(m: Model, n: int = 1) -> int:
     return submit_bio(m, WRITE, n)[2]
 
 
+# congestion_wait(BLK_RW_ASYNC, HZ/10): a direct reclaimer sleeps at most this long.
+CONGESTION_WAIT_NS = 100_000_000
+
+
+def congestion_thresholds(nr_requests: int) -> tuple[int, int]:
+    """The block layer's (blk_queue_congestion_threshold): congested from ``on`` requests
+    queued, uncongested again at ``off``."""
+    on = min(nr_requests, nr_requests - nr_requests // 8 + 1)
+    off = max(0, min(on - 1, nr_requests - nr_requests // 8 - nr_requests // 16 - 1))
+    return on, off
+
+
+def congestion_wait(m: Model, now: int) -> int:
+    """Where a direct reclaimer that is about to write pages may go on (2.6.33's
+    ``may_write_to_queue`` finds the queue congested, and ``do_try_to_free_pages`` naps in
+    ``congestion_wait(BLK_RW_ASYNC, HZ/10)``): ``now`` when the device is not congested
+    (fewer than the on-threshold requests ahead of a new one), else when the queue has
+    drained to the off-threshold, at most CONGESTION_WAIT_NS later.  Reads the record, no
+    lock: a moment's staleness moves the nap by one request."""
+    r = m.seg["swapdev"][0]
+    if not r["enabled"]:
+        return now
+    lat, svc, last = int(r["latency_ns"]), int(r["service_ns"]), int(r["last_completion_ns"])
+    if svc <= 0:
+        return now
+    on, off = congestion_thresholds(int(r["nr_requests"]))
+    ahead = max(0, (last + svc - now - lat) // svc)
+    if ahead < on:
+        return now
+    return min(last + svc - lat - off * svc, now + CONGESTION_WAIT_NS)
+
+
 def io_schedule_until(m: Model, until_ns: int, stopping: Callable[[], bool]) -> int:
     """This CPU sleeps until ``until_ns`` (CLOCK_MONOTONIC) in state ``iowait``: every job it
     could run waits for the device.  A real sleep, in slices of IOWAIT_SLICE_S so that a

@@ -39,10 +39,10 @@ from shared_model.build import Family, build_family, family_capacities
 from shared_model.layout import Capacities
 from shared_model.memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
 from shared_model.model import Model, OutOfMemory
-from shared_model.swapdev import SwapIO, io_schedule_until
+from shared_model.swapdev import SwapIO, congestion_wait, io_schedule_until
 
 from ..config import RunConfig
-from .common import DirectReclaim
+from .common import SWAP_CLUSTER_MAX, DirectReclaim
 
 
 def capacities(cfg: RunConfig) -> Capacities:
@@ -60,7 +60,20 @@ def setup(m: Model, cfg: RunConfig) -> tuple[Family, np.ndarray]:
     fam = build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
     lru = np.flatnonzero(m.page_mapping >= 0).astype(np.int64)
     np.random.default_rng(cfg.seed).shuffle(lru)
+    evict_to_ram(m, lru, cfg.ram_pages or default_ram_pages(cfg.users, cfg.pages, cfg.cow))
     return fam, lru
+
+
+def evict_to_ram(m: Model, lru: np.ndarray, ram: int) -> None:
+    """Before the gate: reclaim the family down to the machine's frames (the high watermark),
+    so that a run starts in the steady state of a full memory and its swap device is not
+    first busy writing out the family the build made resident beyond RAM (at 2x RAM that
+    is half the family: minutes of a 150 IOPS disk)."""
+    reclaim = DirectReclaim(m, lru, ram)
+    for _ in range(4 * (len(lru) // SWAP_CLUSTER_MAX + 2)):  # every page at most a few times
+        if reclaim.free_frames() >= reclaim.high:
+            return
+        reclaim.ensure(reclaim.high)
 
 
 def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int,
@@ -113,31 +126,49 @@ class Jobs:
         self.writes = max(1, self.touch // 4)
         self.work_ns = cfg.work_us * 1000
 
+    def congested(self, need: int) -> int:
+        """Before direct reclaim for ``need`` frames: when this job may go on, later than now
+        when reclaim is due and the swap device is congested (congestion_wait)."""
+        r = self.reclaim
+        now = self.m.clock()
+        if not self.io.enabled or r.free_frames() - need >= r.low:
+            return now
+        return congestion_wait(self.m, now)
+
     def shrink(self, need: int) -> int:
-        """Direct reclaim before taking ``need`` frames, and the writeback of what it freed:
-        the time this job may go on (later than now when it waited for request slots)."""
+        """Direct reclaim before taking ``need`` frames, and the writeback of what it freed
+        (asynchronous): the time this job may go on, later than now when it waited for
+        request slots (get_request_wait)."""
         io = self.io
         io.mark()
         self.reclaim.ensure(need)
         return io.writes()
 
+    def reclaim_for(self, need: int) -> Iterator[int]:
+        """Direct reclaim before taking ``need`` frames, parking on a congested device first
+        and for request slots after."""
+        clock = self.m.clock
+        t = self.congested(need)
+        if t > clock():
+            yield t
+        t = self.shrink(need)
+        if t > clock():
+            yield t
+
     def job(self, u: int) -> Iterator[int]:
+        """One job of user ``u`` (see the module header); yields where it parks."""
         m, cfg = self.m, self.cfg
         words, f = m.locks.words, m.locks.f
         clock = m.clock
         vpns = np.sort(self.rng.choice(cfg.pages, self.touch, replace=False))
-        t = self.shrink(self.touch)
-        if t > clock():
-            yield t
+        yield from self.reclaim_for(self.touch)  # frames for the touch's swap-ins
         io = self.io
         io.mark()
         touch_pages(m, u, vpns)
         t = io.reads()
         if t > clock():
             yield t
-        t = self.shrink(self.writes)
-        if t > clock():
-            yield t
+        yield from self.reclaim_for(self.writes)  # frames for the child's COW copies
         try:
             child = dup_mmap(m, u)
         except OutOfMemory:

@@ -67,7 +67,7 @@ def test_request_slots_throttle_the_submitter(make_model) -> None:
     m = make_model("2.6.34", users=1, pages=1)
     swap_device_init(m, L_MS, IOPS, 4, True)
     # 10 at once: the 10th has 9 ahead, 3 may be: it gets its slot when 6 have completed.
-    first, last, slot = submit_bio(m, WRITE, 10, now=T)
+    _, last, slot = submit_bio(m, WRITE, 10, now=T)
     assert last == T + L + 9 * S
     assert slot == last - L - 3 * S == T + 6 * S
     assert dev(m)["throttled"] == 1

@@ -91,15 +91,18 @@ def test_lockstat_table_rows_units_and_contention_points() -> None:
 
 def test_cpu_table() -> None:
     lines = cpu_table(make_run()).splitlines()
-    assert lines[0].split() == ["cpu", "work", "walk", "wait", "other", "walks", "utime", "stime", "vctx", "ivctx"]
-    assert lines[1].split() == ["0", "10.0%", "30.0%", "50.0%", "10.0%", "6", "1.50s", "0.25s", "3", "40"]
+    assert lines[0].split() == ["cpu", "work", "walk", "wait", "iowait", "other", "walks", "utime", "stime",
+                                "vctx", "ivctx"]
+    assert lines[1].split() == ["0", "10.0%", "30.0%", "50.0%", "0.0%", "10.0%", "6", "1.50s", "0.25s", "3", "40"]
     assert lines[2].split() == ["1", "30.0%", "10.0%", "40.0%", "20.0%", "4", "1.25s", "0.00s", "0", "7"]
     assert len(lines) == 3
 
 
 def test_mean_shares() -> None:
-    assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45, "other": 0.15})
-    assert mean_shares(make_run(cpus=[])) == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0}
+    assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45, "iowait": 0.0,
+                                                     "other": 0.15})
+    assert mean_shares(make_run(cpus=[])) == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "iowait": 0.0,
+                                              "other": 0.0}
 
 
 def test_run_summary() -> None:
@@ -108,7 +111,7 @@ def test_run_summary() -> None:
     assert lines[1] == "model: 65 mms, 65 vmas, 1 anon_vmas, 0 avcs, 520 pages"
     assert lines[2] == "walks: 10  avg visited 501.4  max 1001"
     assert lines[3] == "throughput: 855 pages scanned/s  0 jobs/min"
-    assert lines[4] == ("cpu time: work  20.0%  walk  20.0%  lock wait  45.0%  other  15.0%  "
+    assert lines[4] == ("cpu time: work  20.0%  walk  20.0%  lock wait  45.0%  iowait   0.0%  other  15.0%  "
                         "(anon_vma lock wait  48.5%)")
     assert lines[5] == "invariants: ok" and len(lines) == 6
 
