@@ -94,7 +94,7 @@ def test_cpu_table() -> None:
     assert lines[0].split() == ["cpu", "work", "walk", "wait", "iowait", "other", "walks", "utime", "stime",
                                 "vctx", "ivctx"]
     assert lines[1].split() == ["0", "10.0%", "30.0%", "50.0%", "0.0%", "10.0%", "6", "1.50s", "0.25s", "3", "40"]
-    assert lines[2].split() == ["1", "30.0%", "10.0%", "40.0%", "20.0%", "4", "1.25s", "0.00s", "0", "7"]
+    assert lines[2].split() == ["1", "30.0%", "10.0%", "40.0%", "0.0%", "20.0%", "4", "1.25s", "0.00s", "0", "7"]
     assert len(lines) == 3
 
 
