@@ -27,8 +27,8 @@ SWAPPED = {0: [1, 4, 6], 1: [0, 2, 3, 5, 7]}  # user (index of child) -> vpns sw
 
 
 def _cfg(**kw: object) -> RunConfig:
-    base = dict(era="2.6.34", scenario="forking-server", users=2, pages=PAGES, cow=1.0, cpus=1,
-                ram_pages=10_000, work_us=0, seed=0)
+    base: dict[str, object] = {"era": "2.6.34", "scenario": "forking-server", "users": 2, "pages": PAGES,
+                               "cow": 1.0, "cpus": 1, "ram_pages": 10_000, "work_us": 0, "seed": 0}
     base.update(kw)
     return RunConfig(**base).resolved()  # type: ignore[arg-type]
 
