@@ -204,8 +204,10 @@ def congestion_wait(m: Model, now: int) -> int:
 def io_schedule_until(m: Model, until_ns: int, stopping: Callable[[], bool]) -> int:
     """This CPU sleeps until ``until_ns`` (CLOCK_MONOTONIC) in state ``iowait``: every job it
     could run waits for the device.  A real sleep, in slices of IOWAIT_SLICE_S so that a
-    stopping run is noticed.  Counts the time slept in ``t_iowait_ns`` and a heartbeat (a
-    completion is progress); returns the nanoseconds slept."""
+    stopping run is noticed.  Counts the time slept in ``t_iowait_ns``, and a heartbeat per
+    slice: a CPU waiting for the device is not stalled (the run's stall detector looks for
+    CPUs that stop making progress on a lock), even behind a queue of many seconds.
+    Returns the nanoseconds slept."""
     words, f = m.words, m.locks.f
     t0 = time.perf_counter_ns()
     if until_ns <= t0:
@@ -218,10 +220,10 @@ def io_schedule_until(m: Model, until_ns: int, stopping: Callable[[], bool]) -> 
         while now < until_ns and not stopping():
             time.sleep(min((until_ns - now) / 1e9, IOWAIT_SLICE_S))
             now = time.perf_counter_ns()
+            words[f["heartbeat"]] += 1
     finally:
         words[f["t_iowait_ns"]] += now - t0
         words[f["state"]] = prev
-        words[f["heartbeat"]] += 1
     return now - t0
 
 

@@ -210,7 +210,7 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
         line = f"cpu{i} (pid {int(c['pid'])}): {state}"
         if c["wait_lock"] >= 0:
             line += f" waiting for {m.describe_lock(int(c['wait_lock']))} for {since:.0f} ms"
-        elif state in ("walk", "wait"):
+        elif state in ("walk", "wait", "iowait"):
             line += f" for {since:.0f} ms"
         if held.get(i):
             line += f", holding {', '.join(held[i])}"

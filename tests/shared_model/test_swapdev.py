@@ -156,7 +156,7 @@ def test_io_schedule_until_sleeps_in_iowait(make_model) -> None:
     words[f["state"]] = 1
     slept = io_schedule_until(m, m.clock() + 2_000_000, lambda: False)
     assert slept >= 2_000_000 and int(words[f["t_iowait_ns"]]) == slept
-    assert int(words[f["state"]]) == 1 and int(words[f["heartbeat"]]) == before + 1
+    assert int(words[f["state"]]) == 1 and int(words[f["heartbeat"]]) > before
     # A stopping run is not slept through; a time already past costs nothing.
     assert io_schedule_until(m, m.clock() + 10**12, lambda: True) == 0
     assert io_schedule_until(m, 0, lambda: False) == 0
