@@ -7,6 +7,8 @@ there, and the crossover ratio beside the seed commit's 3.06x.
     PYTHONPATH=. python scripts/measure_swapdev.py [--start-users 50 --end-users 800
         --duration 5 --cpus 2 --latency-ms 8 --iops 150]
     PYTHONPATH=. python scripts/measure_swapdev.py --submit-only   # the per-request cost alone
+    PYTHONPATH=. python scripts/measure_swapdev.py --modes disk --start-users 100 --end-users 800 \
+        --factor 1.41                                               # finer steps, the disk only
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def main() -> None:
     ap.add_argument("--start-users", type=int, default=50)
     ap.add_argument("--end-users", type=int, default=800)
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--factor", type=float, default=2.0, help="users multiplied by this per step")
+    ap.add_argument("--ram-pages", type=int, default=0, help="frames (default: the ramp's)")
+    ap.add_argument("--modes", default="disk,off", help="swap devices to ramp, comma-separated")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--latency-ms", type=float, default=8.0)
     ap.add_argument("--iops", type=float, default=150.0)
@@ -58,12 +63,13 @@ def main() -> None:
           f"in batches of 32 (one cmpxchg per batch)")
     if a.submit_only:
         return
-    users = user_counts(a.start_users, a.end_users, None, 2.0)
+    users = user_counts(a.start_users, a.end_users, None, a.factor)
     eras = ["2.6.33", "2.6.34"]
     docs: dict[str, dict[str, Any]] = {}
-    for mode in ("disk", "off"):
+    for mode in a.modes.split(","):
         base = RunConfig(scenario="forking-server", pages=20, cow=1.0, cpus=a.cpus, duration=a.duration,
-                         swap_device=mode, swap_latency_ms=a.latency_ms, swap_iops=a.iops)
+                         ram_pages=a.ram_pages, swap_device=mode, swap_latency_ms=a.latency_ms,
+                         swap_iops=a.iops)
         t0 = time.monotonic()
         docs[mode] = doc = ramp(eras, users, base)
         print(f"\n=== swap device {mode} ({time.monotonic() - t0:.0f} s)")
