@@ -24,7 +24,8 @@ is taken at submission, as read_swap_cache_async takes it, and the job goes on o
 the data is there); a job whose writes found no free request slot parks until one frees
 (get_request_wait).  Each CPU runs its users' jobs round-robin, skipping parked ones; when
 every job of the CPU is parked the CPU sleeps in ``iowait`` until the earliest completion,
-as a real CPU is idle with IO outstanding (top's ``wa``).  A job parks only before its
+as a real CPU is idle with IO outstanding (top's ``wa``).  A job whose wait is over runs
+before a new job starts, the longest-woken first.  A job parks only before its
 fork, so at most one job child per CPU is alive at once, as before.  With the device off
 no job ever parks and the loop is the one without IO.
 """
@@ -97,7 +98,8 @@ def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int
             if k < 0:
                 io_schedule_until(m, int(wake.min()), stopping)
                 continue
-        i = (k + 1) % len(users)
+        if not wake[k]:  # a new job: the round-robin moves on
+            i = (k + 1) % len(users)
         job = running[k] or jobs.job(users[k])
         t = next(job, 0)
         running[k] = job if t else None
@@ -105,12 +107,18 @@ def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int
 
 
 def next_runnable(wake: np.ndarray, i: int, now: int) -> int:
-    """Round-robin from ``i``: the first job not parked past ``now``, or -1 if every one is."""
-    ready = wake[i:] <= now
-    if ready.any():
-        return i + int(ready.argmax())
-    ready = wake[:i] <= now
-    return int(ready.argmax()) if ready.any() else -1
+    """The job to run next: a parked job whose wait is over, the one woken longest ago first
+    (a task woken from IO has slept and runs soon, as CFS places a waking task), else the
+    next user from ``i`` round-robin whose job is not parked (it starts a new job); -1 when
+    every job is parked past ``now``."""
+    woken = np.flatnonzero((wake > 0) & (wake <= now))
+    if len(woken):
+        return int(woken[wake[woken].argmin()])
+    free = wake[i:] == 0
+    if free.any():
+        return i + int(free.argmax())
+    free = wake[:i] == 0
+    return int(free.argmax()) if free.any() else -1
 
 
 class Jobs:
