@@ -25,10 +25,12 @@ the counts are ``atomic_fetch_add``s on the same record::
     cmpxchg(last -> end0): swapped            cmpxchg(last -> end1): fails (found end0)
                                               retry: end1 = max(now1 + L, end0 + S) + ...
 
-Request slots (``nr_requests``, the block layer's 128): a request with more than
-``nr_requests - 1`` requests ahead of it could not have been allocated yet; its submitter
-sleeps in ``get_request_wait`` until the queue has drained that far, at
-``c - latency - (nr_requests - 1) * service``.  Writeback is otherwise asynchronous
+Request slots (``nr_requests``, the block layer's 128): a submitter first asks
+``get_request_wait`` when its batch finds slots (at most ``nr_requests`` requests queued
+ahead, counting its own), and parks until then, so the queue stays about that long and a
+writer is never behind more than the slots' worth of reads.  A batch queued anyway with
+more than ``nr_requests - 1`` ahead of its last request reports a slot time
+``c - latency - (nr_requests - 1) * service`` and counts as ``throttled``.  Writeback is otherwise asynchronous
 (``pageout`` submits and goes on; the page is freed on a later pass, which the model
 folds into the pass that unmapped it), so a writer waits only for a slot; a reader waits
 for its data.
@@ -181,6 +183,26 @@ def congestion_thresholds(nr_requests: int) -> tuple[int, int]:
     return on, off
 
 
+def get_request_wait(m: Model, n: int, now: int) -> int:
+    """When a batch of ``n`` requests finds request slots: ``now`` when at most
+    ``nr_requests - n`` requests are queued ahead of a new one, else when the queue has
+    drained that far (the block layer's ``get_request_wait``: the submitter sleeps before
+    its request exists, so the queue never holds more than the slots and a later writer is
+    never behind more than that).  A batch larger than the slots waits for an empty queue.
+    Reads the record, no lock: two submitters may both find room, and the queue then holds
+    one batch more."""
+    r = m.seg["swapdev"][0]
+    svc = int(r["service_ns"])
+    if not r["enabled"] or svc <= 0 or n <= 0:
+        return now
+    nr = int(r["nr_requests"])
+    last, lat = int(r["last_completion_ns"]), int(r["latency_ns"])
+    room = nr - min(n, nr)
+    if max(0, (last + svc - now - lat) // svc) <= room:
+        return now
+    return last + svc - lat - room * svc
+
+
 def congestion_wait(m: Model, now: int) -> int:
     """Where a direct reclaimer that is about to write pages may go on (2.6.33's
     ``may_write_to_queue`` finds the queue congested, and ``do_try_to_free_pages`` naps in
@@ -245,6 +267,14 @@ class SwapIO:
         words = self.m.words
         self.frames_in = int(words[self._in])
         self.frames_out = int(words[self._out])
+
+    def came_in(self) -> int:
+        """Frames that came in since ``mark()``: pages to read."""
+        return int(self.m.words[self._in]) - self.frames_in
+
+    def went_out(self) -> int:
+        """Frames that went out since ``mark()``: pages to write."""
+        return int(self.m.words[self._out]) - self.frames_out
 
     def reads(self) -> int:
         """Submit a read for each frame that came in since ``mark()``: the time the last is

@@ -21,8 +21,10 @@ Swap IO (shared_model/swapdev.py): the frames that reclaim freed are written out
 frames a job's touch faulted back in are read, through the one swap device.  A job whose
 reads are queued parks until the last completes (its PTEs are already mapped: the frame
 is taken at submission, as read_swap_cache_async takes it, and the job goes on only once
-the data is there); a job whose writes found no free request slot parks until one frees
-(get_request_wait).  Each CPU runs its users' jobs round-robin, skipping parked ones; when
+the data is there); a reclaiming job parks while the device is congested
+(congestion_wait, at most 100 ms), and any job whose requests find no free request slot
+parks until there is room (get_request_wait), so the queue never holds much more than the
+slots.  Each CPU runs its users' jobs round-robin, skipping parked ones; when
 every job of the CPU is parked the CPU sleeps in ``iowait`` until the earliest completion,
 as a real CPU is idle with IO outstanding (top's ``wa``).  A job whose wait is over runs
 before a new job starts, the longest-woken first.  A job parks only before its
@@ -40,7 +42,15 @@ from shared_model.build import Family, build_family, family_capacities
 from shared_model.layout import Capacities
 from shared_model.memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
 from shared_model.model import Model, OutOfMemory
-from shared_model.swapdev import SwapIO, congestion_wait, io_schedule_until
+from shared_model.swapdev import (
+    READ,
+    WRITE,
+    SwapIO,
+    congestion_wait,
+    get_request_wait,
+    io_schedule_until,
+    submit_bio,
+)
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX, DirectReclaim
@@ -71,10 +81,15 @@ def evict_to_ram(m: Model, lru: np.ndarray, ram: int) -> None:
     first busy writing out the family the build made resident beyond RAM (at 2x RAM that
     is half the family: minutes of a 150 IOPS disk)."""
     reclaim = DirectReclaim(m, lru, ram)
-    for _ in range(4 * (len(lru) // SWAP_CLUSTER_MAX + 2)):  # every page at most a few times
-        if reclaim.free_frames() >= reclaim.high:
-            return
-        reclaim.ensure(reclaim.high)
+    cost = m.entry_cost_ns
+    m.entry_cost(0)  # the build's reclaim is not measured: no modelled cost per entry
+    try:
+        for _ in range(4 * (len(lru) // SWAP_CLUSTER_MAX + 2)):  # every page at most a few times
+            if reclaim.free_frames() >= reclaim.high:
+                return
+            reclaim.ensure(reclaim.high)
+    finally:
+        m.entry_cost(cost)
 
 
 def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int,
@@ -143,25 +158,31 @@ class Jobs:
             return now
         return congestion_wait(self.m, now)
 
-    def shrink(self, need: int) -> int:
-        """Direct reclaim before taking ``need`` frames, and the writeback of what it freed
-        (asynchronous): the time this job may go on, later than now when it waited for
-        request slots (get_request_wait)."""
-        io = self.io
-        io.mark()
-        self.reclaim.ensure(need)
-        return io.writes()
+    def submit(self, rw: int, n: int) -> Iterator[int]:
+        """get_request_wait, then submit_bio: parks while the device has no request slots
+        for the ``n`` requests; returns the last one's completion time."""
+        clock = self.m.clock
+        while True:
+            now = clock()
+            t = get_request_wait(self.m, n, now)
+            if t <= now:
+                return submit_bio(self.m, rw, n)[1]
+            yield t
 
     def reclaim_for(self, need: int) -> Iterator[int]:
-        """Direct reclaim before taking ``need`` frames, parking on a congested device first
-        and for request slots after."""
+        """Direct reclaim before taking ``need`` frames: a nap first when it is due and the
+        device is congested (congestion_wait), then reclaim, then the writeback of what it
+        freed (asynchronous: the job waits only for request slots)."""
         clock = self.m.clock
         t = self.congested(need)
         if t > clock():
             yield t
-        t = self.shrink(need)
-        if t > clock():
-            yield t
+        io = self.io
+        io.mark()
+        self.reclaim.ensure(need)
+        n = io.went_out()
+        if n > 0:
+            yield from self.submit(WRITE, n)
 
     def job(self, u: int) -> Iterator[int]:
         """One job of user ``u`` (see the module header); yields where it parks."""
@@ -173,9 +194,11 @@ class Jobs:
         io = self.io
         io.mark()
         touch_pages(m, u, vpns)
-        t = io.reads()
-        if t > clock():
-            yield t
+        n = io.came_in()
+        if n > 0:  # swap_readpage: wait for a slot, then for the data
+            t = yield from self.submit(READ, n)
+            if t > clock():
+                yield t
         yield from self.reclaim_for(self.writes)  # frames for the child's COW copies
         try:
             child = dup_mmap(m, u)
