@@ -199,3 +199,21 @@ def test_side_by_side_with_both_eras_locks_and_a_ratio_of_exactly_a_tenth() -> N
     assert ratio_value(rows["anon_vma lock contentions"][2]) == pytest.approx(100.0)
     assert rows["anon_vma lock wait p99 (us)"][:2] == ["1900000.0", "2.5"]
     assert ratio_value(rows["average walk length (VMAs)"][2]) == pytest.approx(0.1, rel=5e-3)
+
+
+def test_the_swap_device_line() -> None:
+    from stress.report import swap_device_line
+
+    run = make_run()
+    assert swap_device_line(run) is None  # a document from before the device
+    assert "swap device" not in run_summary(run)
+    run["swap_device"] = {"enabled": True, "latency_ms": 8.0, "iops": 149.99999, "nr_requests": 128,
+                          "reads": 300, "writes": 200, "requests_per_s": 100.0, "utilisation": 0.667,
+                          "avg_wait_ms": 123.45, "max_depth": 130, "throttled": 2}
+    line = swap_device_line(run)
+    assert line == ("swap device: 8 ms, 150 IOPS: 300 reads, 200 writes (100/s, 66.7% busy), "
+                    "avg wait 123.5 ms, queue up to 130, 2 writers throttled")
+    assert line in run_summary(run).splitlines()
+    run["swap_device"]["enabled"] = False
+    assert swap_device_line(run) == ("swap device: off (infinitely fast): 300 reads, 200 writes "
+                                     "completed at once")
