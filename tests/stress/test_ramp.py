@@ -294,3 +294,28 @@ def test_ramp_refuses_bad_options_before_running(kw: dict[str, Any], words: str)
     args: dict[str, Any] = {"eras": ["2.6.33"], "users": [2], "base": BASE, **kw}
     with pytest.raises(ConfigError, match=words):
         ramp(**args)
+
+
+def test_iowait_in_the_table_and_at_each_crossover() -> None:
+    """The IOwait % column is the mean over repeats; the headline gives the iowait at each
+    era's crossover (the seed's 2.6.34 crossed with ~99% IO wait); the swap device is named."""
+    pts = [{**_point("A", 1, 200.0, system=0.9, work=0.05), "iowait_share": 0.01},
+           {**_point("A", 2, 100.0, system=0.95, work=0.0), "iowait_share": 0.02},
+           {**_point("B", 1, 300.0, system=0.02, work=0.5), "iowait_share": 0.3},
+           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.94},
+           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.98}]
+    cfg = {"eras": ["A", "B"], "threshold": 60.0, "swap_device": "disk", "swap_latency_ms": 8.0,
+           "swap_iops": 150.0, "swap_queue": 128}
+    doc = {"config": cfg, "points": pts,
+           "crossover": {e: crossover_of(summarize(pts, e, 60.0)) for e in ("A", "B")}}
+    lines = ramp_table(doc).splitlines()
+    assert lines[0] == "swap device: 8 ms latency, 150 IOPS, 128 request slots (--swap-device, --swap-latency-ms, --swap-iops)"
+    assert "IOwait %" in lines[1]
+    b2 = next(ln for ln in lines if ln.split()[:2] == ["B", "2"]).split()
+    assert b2[6] == "96.0%"
+    assert doc["crossover"]["A"]["iowait_share"] == 0.02 and doc["crossover"]["B"]["iowait_share"] == 0.96
+    text = headline(doc)
+    assert "A: crossover (jobs/min/user < 60) at 2 users (iowait 2% there)" in text
+    assert "B: crossover (jobs/min/user < 60) at 2 users (iowait 96% there)" in text
+    doc["config"]["swap_device"] = "off"
+    assert ramp_table(doc).splitlines()[0] == "swap device: off (infinitely fast: no job waits for IO)"
