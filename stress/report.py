@@ -64,7 +64,7 @@ def swap_device_line(res: dict[str, Any]) -> str | None:
         return (f"swap device: off (infinitely fast): {d['reads']} reads, {d['writes']} writes "
                 f"completed at once")
     return (f"swap device: {d['latency_ms']:g} ms, {d['iops']:.0f} IOPS: {d['reads']} reads, "
-            f"{d['writes']} writes ({d['requests_per_s']:.0f}/s, {pct(d['utilisation']).strip()} busy), "
+            f"{d['writes']} writes ({d['requests_per_s']:.0f} submitted/s, {pct(d['utilisation']).strip()} busy), "
             f"avg wait {d['avg_wait_ms']:.1f} ms, queue up to {d['max_depth']}, "
             f"{d['throttled']} writers throttled")
 

@@ -211,7 +211,7 @@ def test_the_swap_device_line() -> None:
                           "reads": 300, "writes": 200, "requests_per_s": 100.0, "utilisation": 0.667,
                           "avg_wait_ms": 123.45, "max_depth": 130, "throttled": 2}
     line = swap_device_line(run)
-    assert line == ("swap device: 8 ms, 150 IOPS: 300 reads, 200 writes (100/s, 66.7% busy), "
+    assert line == ("swap device: 8 ms, 150 IOPS: 300 reads, 200 writes (100 submitted/s, 66.7% busy), "
                     "avg wait 123.5 ms, queue up to 130, 2 writers throttled")
     assert line in run_summary(run).splitlines()
     run["swap_device"]["enabled"] = False
