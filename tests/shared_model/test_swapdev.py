@@ -13,9 +13,13 @@ import numpy as np
 
 from shared_model.model import Model
 from shared_model.swapdev import (
+    CONGESTION_WAIT_NS,
     READ,
     WRITE,
     SwapIO,
+    congestion_thresholds,
+    congestion_wait,
+    get_request_wait,
     io_schedule_until,
     submit_bio,
     swap_device_init,
@@ -177,3 +181,31 @@ def test_swapio_reads_frames_in_and_writes_frames_out(make_model) -> None:
     assert io.reads() == 0 and io.writes() == 0
     m.words[f["frames_in"]] -= 3  # leave the frame counts as the model has them
     m.words[f["frames_out"]] -= 2
+
+
+def test_get_request_wait_waits_for_room_in_the_slots(make_model) -> None:
+    m = make_model("2.6.34", users=1, pages=1)
+    swap_device_init(m, L_MS, IOPS, 4, True)
+    assert get_request_wait(m, 3, T) == T  # an empty queue has room
+    submit_bio(m, WRITE, 6, now=T)  # 6 queued: the next would have 6 ahead of it
+    # One more fits once 3 are ahead: the queue has moved on by 3 slots.
+    assert get_request_wait(m, 1, T) == T + 3 * S
+    assert get_request_wait(m, 4, T) == T + 6 * S  # a full batch waits for an empty queue
+    assert get_request_wait(m, 10, T) == T + 6 * S  # larger than the slots: the same
+    assert get_request_wait(m, 1, T + 3 * S) == T + 3 * S
+    swap_device_init(m, L_MS, IOPS, 4, False)
+    assert get_request_wait(m, 100, T) == T  # the off device always has room
+
+
+def test_congestion_wait_naps_until_the_queue_drains_at_most_100_ms(make_model) -> None:
+    assert congestion_thresholds(128) == (113, 103)  # blk_queue_congestion_threshold
+    assert congestion_thresholds(4) == (4, 3)
+    m = make_model("2.6.34", users=1, pages=1)
+    swap_device_init(m, L_MS, IOPS, 4, True)
+    submit_bio(m, WRITE, 3, now=T)
+    assert congestion_wait(m, T) == T  # 3 ahead: not congested
+    submit_bio(m, WRITE, 3, now=T)  # 6 ahead: congested, clear again at 3
+    assert congestion_wait(m, T) == T + 3 * S
+    swap_device_init(m, 0.0, 10.0, 4, True)  # 100 ms per request
+    submit_bio(m, WRITE, 6, now=T)
+    assert congestion_wait(m, T) == T + CONGESTION_WAIT_NS  # HZ/10 at most
