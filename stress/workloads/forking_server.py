@@ -15,7 +15,9 @@ low watermark does direct reclaim over its share of the family's LRU: page_refer
 try_to_unmap for cold pages, whose frames then come free (the page waits in swap until its
 user touches it again).  More users means more pages competing for the same frames, more
 reclaim per job, and in 2.6.33 every one of those walks is O(users) under one lock.
-Jobs per minute is the throughput, as AIM7 reports it.
+Jobs per minute is the throughput, as AIM7 reports it.  ``setup`` reclaims the family
+down to RAM before the gate, so a run starts from a full memory, not from a burst of
+writeback of what the build made resident beyond RAM.
 
 Swap IO (shared_model/swapdev.py): the frames that reclaim freed are written out, and the
 frames a job's touch faulted back in are read, through the one swap device.  A job whose
