@@ -36,7 +36,7 @@ no job ever parks and the loop is the one without IO.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class Jobs:
             return now
         return congestion_wait(self.m, now)
 
-    def submit(self, rw: int, n: int) -> Iterator[int]:
+    def submit(self, rw: int, n: int) -> Generator[int, None, int]:
         """get_request_wait, then submit_bio: parks while the device has no request slots
         for the ``n`` requests; returns the last one's completion time."""
         clock = self.m.clock
