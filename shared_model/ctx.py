@@ -73,6 +73,9 @@ G_SIZE = REUSE + 1
 # Appended entries (after the per-kind tables): set by Model after make_geometry.
 RMAP_TRYLOCK = G_SIZE  # eras.Era.rmap_trylock: reclaim's walk trylocks the rmap lock
 G_SIZE += 1
+# The swap device record's first int64 word (shared_model/swapdev.py).
+SWAPDEV_W = G_SIZE
+G_SIZE = SWAPDEV_W + 1
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
@@ -212,6 +215,7 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
         g[FREE0 + k] = offs[f"free_{name}"] // 4
     g[TREE] = int(tree)
     g[REUSE] = reuse
+    g[SWAPDEV_W] = offs["swapdev"] // 8
     return g
 
 

@@ -57,6 +57,7 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
         try_to_unmap,
         walk_lengths_of,
     )
+    from .swapdev import swap_device_warm_up
 
     if note is not None and cache_is_cold():
         note("compiling (first run only)")
@@ -76,6 +77,7 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
         child = dup_mmap(m, u)
         do_wp_pages(m, child, int(m.mm["vma_head"][child]), np.arange(1))
         exit_mmap(m, child)
+        swap_device_warm_up(m)
         violations = check_model(m)
         assert not violations, violations
     finally:

@@ -24,6 +24,7 @@ Segment map, in order, each array 64-byte aligned::
     lockdep[]     per-CPU lock-order edges [cpu, held class, taken class] (--check-lock-order)
     qnodes[]      per-CPU MCS queue nodes of the queued locks (qspinlock)
     swap_lock     the global swap_lock (a leaf: taken inside the anon_vma lock and a ptl)
+    swapdev       the swap device's queue and counts (one record, atomics only)
 
 Addresses are in pages: ``vm_start``/``vm_end`` are virtual page numbers and the page
 table of an mm is indexed by vpn directly (so ``vma_address`` works in pages, and
@@ -233,12 +234,16 @@ CPU_FIELDS = (
     "direct_reclaims",
     "pages_deactivated",  # shrink_active_list: pages walked and moved to the inactive list
     "rmap_trylock_fail",  # modern: reclaim walks that found the rmap lock contended and skipped
+    "t_iowait_ns",  # time asleep with every job of this CPU parked on a swap read (top's wa)
+    "swap_reads",  # read requests this CPU submitted to the swap device (swap_readpage)
+    "swap_writes",  # write requests this CPU submitted (swap_writepage, from reclaim)
 )
 CPU_SLOT_BYTES = 512
 CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{CPU_SLOT_BYTES - 8 * len(CPU_FIELDS)}")])
 assert CPU_DTYPE.itemsize == CPU_SLOT_BYTES
 
-CPU_STATE = {"idle": 0, "work": 1, "walk": 2, "wait": 3, "fork": 4, "exit": 5, "fault": 6, "done": 7}
+CPU_STATE = {"idle": 0, "work": 1, "walk": 2, "wait": 3, "fork": 4, "exit": 5, "fault": 6, "done": 7,
+             "iowait": 8}
 
 # Lock statistics: lock classes, call sites, per-(class, site) fields.
 LOCK_CLASSES = ("anon_vma", "ptl", "slab", "mapcount", "swap_lock")
@@ -286,6 +291,27 @@ MAPCOUNT_STRIPES = 256
 QNODE_BLOCK_WORDS = 32
 
 ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "chunk", "page")
+
+# The swap device (shared_model/swapdev.py): one record for all CPUs, int64 words.
+#   W: the parent before the gate (latency_ns, service_ns, nr_requests); any CPU by atomics
+#   (last_completion by cmpxchg, the counts by atomic_fetch_add); R: anyone, no lock.
+SWAPDEV_FIELDS = (
+    "last_completion_ns",  # completion time of the request queued last (CLOCK_MONOTONIC)
+    "latency_ns",  # an idle device completes a request this long after submission
+    "service_ns",  # 1e9 / IOPS: completions are at least this far apart
+    "nr_requests",  # request slots: a submitter beyond them sleeps (get_request_wait)
+    "reads",
+    "writes",
+    "busy_ns",  # service time the requests took: requests * service_ns
+    "wait_ns",  # sum over requests of completion - submission
+    "max_depth",  # most requests queued ahead of one at its submission
+    "throttled",  # submissions that had to wait for a request slot
+    "enabled",  # 0: infinitely fast (no request waits), requests still counted
+)
+SWAPDEV_BYTES = 128
+SWAPDEV_DTYPE = np.dtype([(f, "<i8") for f in SWAPDEV_FIELDS]
+                         + [("pad", f"V{SWAPDEV_BYTES - 8 * len(SWAPDEV_FIELDS)}")])
+assert SWAPDEV_DTYPE.itemsize == SWAPDEV_BYTES
 
 
 def hist_bucket(v: int) -> int:
@@ -345,6 +371,8 @@ class Capacities:
             ("qnodes", np.dtype("<i8"), (self.cpus + 1, QNODE_BLOCK_WORDS)),
             # The global swap_lock (mm/swapfile.c): swap_duplicate, swap_free.
             ("swap_lock", LOCK_DTYPE, (1,)),
+            # The swap device: one queue for every CPU (shared_model/swapdev.py).
+            ("swapdev", SWAPDEV_DTYPE, (1,)),
         ]
         return spec
 

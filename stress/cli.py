@@ -20,7 +20,17 @@ from shared_model.build import ModelTooLarge
 from shared_model.eras import ERAS
 from shared_model.locks import LOCK_KINDS
 
-from .config import DEFAULT_ENTRY_COST_NS, SCAN_SCENARIOS, SCENARIOS, ConfigError, RunConfig
+from .config import (
+    DEFAULT_ENTRY_COST_NS,
+    DEFAULT_SWAP_IOPS,
+    DEFAULT_SWAP_LATENCY_MS,
+    DEFAULT_SWAP_QUEUE,
+    SCAN_SCENARIOS,
+    SCENARIOS,
+    SWAP_DEVICES,
+    ConfigError,
+    RunConfig,
+)
 from .predict import DEFAULT_HANDOFF_NS, PredictError
 from .results import ResultsError, package_version, write_json
 
@@ -81,6 +91,7 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
                    help="lockdep-like: record per CPU the order in which lock classes are taken "
                         "and report the first inversion (or recursive locking) with both call sites")
     p.add_argument("--force", action="store_true", help="allow more than 1024 CPU workers")
+    _swap_options(p, "disk for forking-server, off for reclaim-storm")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--live", action="store_true",
                    help="on a terminal, a live per-CPU view: what each CPU does, which lock it "
@@ -98,6 +109,18 @@ def _scan_scenario_options(p: argparse.ArgumentParser) -> None:
                    help="fork-chain: generations of fork-and-exit (default 1000)")
     p.add_argument("--pieces", type=int, default=1000, metavar="K",
                    help="mprotect-split: pieces mprotect splits the parent's VMA into (default 1000)")
+def _swap_options(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--swap-device", default=None, metavar="MODE",
+                   help=f"swap writeback and swap-in reads go to: {' or '.join(SWAP_DEVICES)} (a disk "
+                        f"with a latency and an IOPS limit, or infinitely fast; default {default})")
+    p.add_argument("--swap-latency-ms", type=float, default=DEFAULT_SWAP_LATENCY_MS, metavar="MS",
+                   help=f"swap device: an idle disk completes a request after this "
+                        f"(default {DEFAULT_SWAP_LATENCY_MS:g}, a 7200 rpm SATA disk)")
+    p.add_argument("--swap-iops", type=float, default=DEFAULT_SWAP_IOPS, metavar="N",
+                   help=f"swap device: requests per second it completes at most (default {DEFAULT_SWAP_IOPS:g})")
+    p.add_argument("--swap-queue", type=int, default=DEFAULT_SWAP_QUEUE, metavar="N",
+                   help=f"swap device: request slots; a writer beyond them waits (nr_requests, "
+                        f"default {DEFAULT_SWAP_QUEUE})")
 
 
 def _profile_options(p: argparse.ArgumentParser) -> None:
@@ -214,6 +237,7 @@ def build_parser() -> Parser:
     rp.add_argument("--log", action="store_true", dest="log_jobs",
                     help="--plot: jobs/min on a log axis (a collapse of 100x is flat on a linear one)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _swap_options(rp, "disk")
     rp.add_argument("--live", action="store_true",
                     help="on a terminal, the live per-CPU view during each point instead of the bar")
     _predict_options(rp)
@@ -323,7 +347,8 @@ def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
     over = {**_inject(getattr(a, "inject", [])), **over}
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
                                           "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
-                                          "check_lock_order", "lockstat", "force") if hasattr(a, k)}
+                                          "check_lock_order", "lockstat", "force", "swap_device",
+                                          "swap_latency_ms", "swap_iops", "swap_queue") if hasattr(a, k)}
     fields.update(over)
     return RunConfig(**fields)
 
@@ -650,7 +675,9 @@ def cmd_ramp(a: argparse.Namespace) -> int:
         raise ConfigError("--live and --quiet contradict each other: choose one")
     base = RunConfig(scenario="forking-server", pages=a.pages, cow=a.cow, cpus=a.cpus, duration=a.duration,
                      lock=a.lock, seed=a.seed, entry_cost_ns=a.entry_cost_ns, work_us=a.work_us,
-                     ram_pages=a.ram_pages)
+                     ram_pages=a.ram_pages, swap_device=a.swap_device, swap_latency_ms=a.swap_latency_ms,
+                     swap_iops=a.swap_iops, swap_queue=a.swap_queue)
+    base.validate_swap()
     _setup_logging("WARNING", None)
     live = None
     if a.live and not a.quiet and sys.stderr.isatty():

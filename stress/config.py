@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from shared_model.eras import ERAS
@@ -20,6 +21,15 @@ SCENARIOS = SCENARIOS + ("cve-2022-42703",)
 # ptl) which a vectorised numpy gather does not pay.  See README, "Modelled cost".
 DEFAULT_ENTRY_COST_NS = 1000
 MAX_CPUS_WITHOUT_FORCE = 1024
+# The swap device (shared_model/swapdev.py): "disk" has a latency and an IOPS limit, "off" is
+# infinitely fast.  By default forking-server (and so the ramp) swaps to a 2010 disk;
+# reclaim-storm's refaults come straight back from the swap cache, before writeback could
+# free the page, so its default is off (README, "The swap device and iowait").
+SWAP_DEVICES = ("disk", "off")
+SWAP_DEVICE_DEFAULT = {"forking-server": "disk"}
+DEFAULT_SWAP_LATENCY_MS = 8.0
+DEFAULT_SWAP_IOPS = 150.0
+DEFAULT_SWAP_QUEUE = 128
 
 
 class ConfigError(ValueError):
@@ -46,6 +56,10 @@ class RunConfig:
     force: bool = False
     generations: int = 1000  # scan --scenario fork-chain: fork-and-exit generations
     pieces: int = 1000  # scan --scenario mprotect-split: pieces mprotect splits the VMA into
+    swap_device: str | None = None  # SWAP_DEVICES; None: the scenario's (SWAP_DEVICE_DEFAULT)
+    swap_latency_ms: float = DEFAULT_SWAP_LATENCY_MS
+    swap_iops: float = DEFAULT_SWAP_IOPS
+    swap_queue: int = DEFAULT_SWAP_QUEUE  # request slots (the block layer's nr_requests)
 
     def resolved(self) -> RunConfig:
         """A copy with defaults filled in (cpus, lock), after validation."""
@@ -55,6 +69,8 @@ class RunConfig:
             c.cpus = online_cpus()
         if c.lock is None:
             c.lock = ERAS[c.era].lock
+        if c.swap_device is None:
+            c.swap_device = SWAP_DEVICE_DEFAULT.get(c.scenario, "off")
         c.validate()  # again: some rules depend on the CPU count just filled in
         return c
 
@@ -102,6 +118,20 @@ class RunConfig:
             raise ConfigError(f"--pieces must be between 1 and --pages ({self.pages}), not {self.pieces}")
         if self.ram_pages < 0:
             raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), not {self.ram_pages}")
+        self.validate_swap()
+
+    def validate_swap(self) -> None:
+        if self.swap_device is not None and self.swap_device not in SWAP_DEVICES:
+            raise ConfigError(f"unknown --swap-device {self.swap_device!r} (choose from {', '.join(SWAP_DEVICES)})")
+        if not (math.isfinite(self.swap_latency_ms) and 0 <= self.swap_latency_ms <= 1e4):
+            raise ConfigError(f"--swap-latency-ms must be a number of milliseconds in [0, 10000], "
+                              f"not {self.swap_latency_ms}")
+        if not (math.isfinite(self.swap_iops) and 0.01 <= self.swap_iops <= 1e9):
+            raise ConfigError(f"--swap-iops must be a positive rate in [0.01, 1e9] (--swap-device off for "
+                              f"an infinitely fast device), not {self.swap_iops}")
+        if not 1 <= self.swap_queue <= 1 << 20:
+            raise ConfigError(f"--swap-queue must be a count of request slots in [1, 1048576], "
+                              f"not {self.swap_queue}")
 
 
 def online_cpus() -> int:

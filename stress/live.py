@@ -45,6 +45,7 @@ __all__ = ["OWNER_WORD", "LiveView", "lock_namer"]
 
 STATE_NAME = {v: k for k, v in CPU_STATE.items()}
 WAIT, WALK = CPU_STATE["wait"], CPU_STATE["walk"]
+IOWAIT = CPU_STATE.get("iowait", -1)
 FALLBACK_SIZE = (80, 24)  # columns, lines of a terminal that reports 0 x 0
 
 
@@ -115,6 +116,11 @@ class LiveView:
         head = (f"{label}{tick.elapsed:5.1f}/{tick.duration:g} s  "
                 f"{waiting}/{n} CPUs waiting on a lock  walks {walks}  avg {avg:.1f} entries  "
                 f"pages scanned {int(cpu['pages_scanned'].sum())}")
+        if cpu.dtype.names and "t_iowait_ns" in cpu.dtype.names:
+            # top's wa: CPUs idle in iowait now, and the share of their run time so far.
+            total = int(cpu["t_total_ns"].sum()) or max(int(tick.elapsed * 1e9), 1) * n
+            head += (f"  iowait {int((state == IOWAIT).sum())}/{n} CPUs "
+                     f"({100 * int(cpu['t_iowait_ns'].sum()) / total:.0f}% wa)")
         lines = [head]
 
         waiters: dict[int, list[int]] = collections.defaultdict(list)
@@ -168,6 +174,8 @@ class LiveView:
                 what += f", holding {self.name(int(slot['hold_lock']))}"
         elif hold_lock >= 0:
             what = f"walking under {self.name(hold_lock)} for {_ms(age)}"
+        elif st == IOWAIT:  # every job of this CPU waits for the swap device
+            what = f"iowait for {_ms(age)} (swap device)"
         else:
             what = STATE_NAME.get(st, f"state {st}")
         walks = int(slot["walks"])

@@ -97,26 +97,38 @@ def _trim(hist: np.ndarray) -> dict[str, int]:
 
 
 def cpu_rows(cpu: np.ndarray) -> list[dict]:
-    """Per-CPU time shares (work, walk, lock_wait, other; summing to 1) and OS figures."""
+    """Per-CPU time shares (work, walk, lock_wait, iowait, other; summing to 1) and OS
+    figures.  iowait is time asleep with every job of the CPU waiting for the swap device
+    (top's ``wa``: idle with IO outstanding)."""
     rows = []
     for i, c in enumerate(cpu):
         total = max(int(c["t_total_ns"]), 1)
         work = min(int(c["t_work_ns"]) / total, 1.0)
         walk = min(int(c["t_walk_ns"]) / total, 1.0 - work)
         wait = min(int(c["t_wait_ns"]) / total, 1.0 - work - walk)
+        iowait = min(int(c["t_iowait_ns"]) / total, 1.0 - work - walk - wait)
         rows.append({
             "cpu": i,
             "pid": int(c["pid"]),
             "time_ns": int(c["t_total_ns"]),  # the CPU's run time: what the shares are of
-            "share": {"work": work, "walk": walk, "lock_wait": wait,
-                      "other": max(0.0, 1.0 - work - walk - wait)},
+            "share": {"work": work, "walk": walk, "lock_wait": wait, "iowait": iowait,
+                      "other": max(0.0, 1.0 - work - walk - wait - iowait)},
             "os": {"utime": int(c["utime_us"]) / 1e6, "stime": int(c["stime_us"]) / 1e6,
                    "voluntary_ctx": int(c["vctx"]), "involuntary_ctx": int(c["ivctx"])},
             "walks": int(c["walks"]),
             "pages_scanned": int(c["pages_scanned"]),
             "jobs": int(c["jobs"]),
+            "swap_reads": int(c["swap_reads"]),
+            "swap_writes": int(c["swap_writes"]),
         })
     return rows
+
+
+def iowait_share(cpu: np.ndarray) -> float:
+    """Share of all CPUs' run time spent idle in iowait (every job waiting for the swap
+    device), as top's ``wa`` over the whole machine."""
+    total = int(cpu["t_total_ns"].sum())
+    return int(cpu["t_iowait_ns"].sum()) / total if total else 0.0
 
 
 def walk_stats(cpu: np.ndarray, walkhist: np.ndarray) -> dict:

@@ -5,7 +5,8 @@
 * a ramp (``rmap-stress-ramp/1``): (a) the AIM7 curve, jobs/min against users, one line per
   era, mean over repeats with a standard-deviation bar where repeated, the crossover marked;
   (b) where CPU time goes against users, one panel per era, stacked: lock wait and rmap walk
-  (together the "system" time of the kernel's reverse map), work, other; (c) the anon_vma
+  (together the "system" time of the kernel's reverse map), work, iowait (idle with every
+  job waiting for the swap device, top's ``wa``), other; (c) the anon_vma
   lock's wait-time CDF per era, all points' histograms added up;
 * a run (``rmap-stress/1``) or a demo file (``{era: run}``): per-CPU time shares as stacked
   bars, one panel per era, and the anon_vma lock's wait-time CDF per era;
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 FORMATS = {".png": "png", ".svg": "svg"}
 # Shares stacked bottom to top; the first two are the reverse map's "system" time.
 SHARES = (("lock_wait", "system: lock wait", "#d62728"), ("walk", "system: rmap walk", "#ff9896"),
-          ("work", "work", "#2ca02c"), ("other", "other", "#c7c7c7"))
+          ("work", "work", "#2ca02c"), ("iowait", "idle: iowait (top's wa)", "#aec7e8"),
+          ("other", "other", "#c7c7c7"))
 PANEL_W, PANEL_H = 4.2, 3.4  # inches per era column and per row
 
 
@@ -326,9 +328,9 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
         by_u = _by_users(points, era)
         us = list(by_u)
         mean = {k: [100 * _mean_sd([float(p.get(f"{k}_share", 0.0)) for p in by_u[u]])[0]
-                    for u in us] for k in ("lock_wait", "walk", "work")}
-        mean["other"] = [max(0.0, 100 - a - b - c)
-                         for a, b, c in zip(mean["lock_wait"], mean["walk"], mean["work"])]
+                    for u in us] for k in ("lock_wait", "walk", "work", "iowait")}
+        mean["other"] = [max(0.0, 100 - a - b - c - d)
+                         for a, b, c, d in zip(mean["lock_wait"], mean["walk"], mean["work"], mean["iowait"])]
         if us:
             ax.stackplot(us, *(mean[k] for k, _, _ in SHARES), colors=[c for _, _, c in SHARES],
                          labels=[lab for _, lab, _ in SHARES], alpha=0.9)

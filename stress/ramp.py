@@ -3,7 +3,10 @@
 
 Crossover, as reaim defines it: the first user count at which jobs/min per user falls
 below ``threshold`` (default 1.0).  We also report where the simulated system time (walk +
-lock wait) first exceeds 90% of CPU time, the seed's ">99% system time" symptom.
+lock wait) first exceeds 90% of CPU time, the seed's ">99% system time" symptom, and the
+share of CPU time idle in iowait at the crossover (the seed's 2.6.34 crossed "with ~99% IO
+wait time"): each point swaps to the swap device (``--swap-device``, a 2010 disk by
+default), so a point whose jobs wait for their swap-ins shows iowait as top's ``wa``.
 """
 
 from __future__ import annotations
@@ -55,12 +58,17 @@ def point_of(res: dict[str, Any], era: str, users: int, repeat: int) -> dict[str
     walk = sum(c["share"]["walk"] for c in cpus) / n
     wait = sum(c["share"]["lock_wait"] for c in cpus) / n
     work = sum(c["share"]["work"] for c in cpus) / n
+    iowait = sum(c["share"].get("iowait", 0.0) for c in cpus) / n
+    dev = res.get("swap_device") or {}
     av = next((r for r in res["locks"] if r["class"] == "anon_vma"), None)
     jpm = res["throughput"]["jobs_per_min"]
     return {
         "era": era, "users": users, "repeat": repeat,
         "jobs_per_min": jpm, "jobs_per_min_per_user": jpm / users,
         "system_share": walk + wait, "work_share": work, "walk_share": walk, "lock_wait_share": wait,
+        "iowait_share": iowait,
+        "swap_reads": int(dev.get("reads", 0)), "swap_writes": int(dev.get("writes", 0)),
+        "swap_utilisation": float(dev.get("utilisation", 0.0)),
         "pages_scanned_per_s": res["throughput"]["pages_scanned_per_s"],
         "avg_walk": res["walks"]["avg_visited"],
         "wait_hist": av["wait_hist"] if av else {},
@@ -98,6 +106,7 @@ def summarize(points: list[dict[str, Any]], era: str, threshold: float) -> list[
             "users": users, "jobs_per_min": mean, "jobs_per_min_per_user": mean / users,
             "system_share": statistics.fmean(p["system_share"] for p in ps),
             "work_share": statistics.fmean(p["work_share"] for p in ps),
+            "iowait_share": statistics.fmean(p.get("iowait_share", 0.0) for p in ps),
             "std_dev": sd, "std_dev_pct": 100 * sd / mean if mean else 0.0,
             "jti": 100 * (1 - sd / mean) if mean else 0.0,
             "below_threshold": mean / users < threshold,
@@ -106,10 +115,11 @@ def summarize(points: list[dict[str, Any]], era: str, threshold: float) -> list[
 
 
 def crossover_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    cross = next((r["users"] for r in rows if r["below_threshold"]), None)
+    cross = next((r for r in rows if r["below_threshold"]), None)
     sys90 = next((r["users"] for r in rows if r["system_share"] > 0.9), None)
-    return {"users": cross, "system90_users": sys90,
-            "peak_jobs_per_min": max((r["jobs_per_min"] for r in rows), default=0.0)}
+    return {"users": cross["users"] if cross else None, "system90_users": sys90,
+            "peak_jobs_per_min": max((r["jobs_per_min"] for r in rows), default=0.0),
+            "iowait_share": cross["iowait_share"] if cross else None}
 
 
 def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
@@ -160,14 +170,16 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
                     break
     if progress:
         progress(total, total, "done", time.monotonic() - t0)
-    resolved = base.resolved()
+    resolved = dataclasses.replace(base, scenario="forking-server").resolved()
     return {
         "schema": SCHEMA_RAMP,
         "config": {"eras": eras, "users": users, "start_users": users[0], "end_users": users[-1],
                    "repeat": repeat, "threshold": threshold, "crossover_stop": stop_at_crossover,
                    "duration": base.duration, "cpus": resolved.cpus, "pages": base.pages,
                    "cow": base.cow, "ram_pages": base.ram_pages, "work_us": base.work_us,
-                   "entry_cost_ns": base.entry_cost_ns, "seed": base.seed},
+                   "entry_cost_ns": base.entry_cost_ns, "seed": base.seed,
+                   "swap_device": resolved.swap_device, "swap_latency_ms": base.swap_latency_ms,
+                   "swap_iops": base.swap_iops, "swap_queue": base.swap_queue},
         "machine": machine,
         "points": points,
         "crossover": {era: crossover_of(summarize(points, era, threshold)) for era in eras},
@@ -177,19 +189,34 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
 def ramp_table(doc: dict[str, Any]) -> str:
     thr = doc["config"]["threshold"]
     head = (f"{'era':<7} {'Num Forked':>10} {'Jobs/min':>10} {'Jobs/min/user':>13} {'System %':>9} "
-            f"{'Work %':>7} {'Std_dev':>8} {'Std_dev %':>9} {'JTI':>5}")
+            f"{'Work %':>7} {'IOwait %':>9} {'Std_dev':>8} {'Std_dev %':>9} {'JTI':>5}")
     # Every point's figures depend on the machine's RAM: say how much it was.
     ram = doc["config"].get("ram_pages")
     lines = [f"RAM: {ram} page frames at every point (--ram-pages)"] if ram else []
+    dev = swap_device_text(doc["config"])
+    if dev:
+        lines.append(dev)
     lines += [head, "-" * len(head)]
     for era in doc["config"]["eras"]:
         for r in summarize(doc["points"], era, thr):
             mark = "  <- below threshold" if r["below_threshold"] else ""
             lines.append(f"{era:<7} {r['users']:>10} {r['jobs_per_min']:>10.0f} "
                          f"{r['jobs_per_min_per_user']:>13.2f} {100 * r['system_share']:>8.1f}% "
-                         f"{100 * r['work_share']:>6.1f}% {r['std_dev']:>8.1f} {r['std_dev_pct']:>8.1f}% "
+                         f"{100 * r['work_share']:>6.1f}% {100 * r['iowait_share']:>8.1f}% "
+                         f"{r['std_dev']:>8.1f} {r['std_dev_pct']:>8.1f}% "
                          f"{r['jti']:>5.0f}{mark}")
     return "\n".join(lines)
+
+
+def swap_device_text(cfg: dict[str, Any]) -> str | None:
+    """The ramp's swap device in one line (None for a document from before it existed)."""
+    mode = cfg.get("swap_device")
+    if mode is None:
+        return None
+    if mode == "off":
+        return "swap device: off (infinitely fast: no job waits for IO)"
+    return (f"swap device: {cfg['swap_latency_ms']:g} ms latency, {cfg['swap_iops']:g} IOPS, "
+            f"{cfg['swap_queue']} request slots (--swap-device, --swap-latency-ms, --swap-iops)")
 
 
 def headline(doc: dict[str, Any]) -> str:
@@ -200,7 +227,8 @@ def headline(doc: dict[str, Any]) -> str:
         last = max(p["users"] for p in doc["points"] if p["era"] == era)
         u = f"at {c['users']} users" if c["users"] is not None else f"not reached by {last} users"
         s90 = f"from {c['system90_users']} users" if c["system90_users"] is not None else "never"
-        lines.append(f"{era}: crossover (jobs/min/user < {thr:g}) {u}; system time > 90% {s90}; "
+        io = f" (iowait {100 * c['iowait_share']:.0f}% there)" if c.get("iowait_share") is not None else ""
+        lines.append(f"{era}: crossover (jobs/min/user < {thr:g}) {u}{io}; system time > 90% {s90}; "
                      f"peak {c['peak_jobs_per_min']:.0f} jobs/min")
     eras = list(cross)
     if len(eras) >= 2:
@@ -220,10 +248,11 @@ def headline(doc: dict[str, Any]) -> str:
 
 def write_csv(path: str, doc: dict[str, Any]) -> None:
     cols = ["era", "users", "repeat", "jobs_per_min", "jobs_per_min_per_user", "system_share",
-            "work_share", "walk_share", "lock_wait_share", "pages_scanned_per_s", "avg_walk", "elapsed_s"]
+            "work_share", "walk_share", "lock_wait_share", "pages_scanned_per_s", "avg_walk", "elapsed_s",
+            "iowait_share", "swap_reads", "swap_writes"]
     with open(path, "w") as fh:
         fh.write(",".join(cols) + "\n")
-        fh.writelines(",".join(str(p[c]) for c in cols) + "\n" for p in doc["points"])
+        fh.writelines(",".join(str(p.get(c, "")) for c in cols) + "\n" for p in doc["points"])
 
 
 class ProgressBar:

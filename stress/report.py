@@ -39,12 +39,13 @@ def lockstat_table(res: dict[str, Any], top_sites: int = 4) -> str:
 
 
 def cpu_table(res: dict[str, Any]) -> str:
-    head = (f"{'cpu':>4} {'work':>6} {'walk':>6} {'wait':>6} {'other':>6} {'walks':>8} "
+    head = (f"{'cpu':>4} {'work':>6} {'walk':>6} {'wait':>6} {'iowait':>6} {'other':>6} {'walks':>8} "
             f"{'utime':>7} {'stime':>7} {'vctx':>7} {'ivctx':>7}")
     lines = [head]
     for c in res["cpus"]:
         s, o = c["share"], c["os"]
         lines.append(f"{c['cpu']:>4} {pct(s['work'])} {pct(s['walk'])} {pct(s['lock_wait'])} "
+                     f"{pct(s.get('iowait', 0.0))} "
                      f"{pct(s['other'])} {c['walks']:>8} {o['utime']:>6.2f}s {o['stime']:>6.2f}s "
                      f"{o['voluntary_ctx']:>7} {o['involuntary_ctx']:>7}")
     return "\n".join(lines)
@@ -52,8 +53,22 @@ def cpu_table(res: dict[str, Any]) -> str:
 
 def mean_shares(res: dict[str, Any]) -> dict[str, float]:
     cpus = res["cpus"]
-    keys = ("work", "walk", "lock_wait", "other")
-    return {k: sum(c["share"][k] for c in cpus) / len(cpus) if cpus else 0.0 for k in keys}
+    keys = ("work", "walk", "lock_wait", "iowait", "other")
+    return {k: sum(c["share"].get(k, 0.0) for c in cpus) / len(cpus) if cpus else 0.0 for k in keys}
+
+
+def swap_device_line(res: dict[str, Any]) -> str | None:
+    """One line on the swap device, or None for a document from before it existed."""
+    d = res.get("swap_device")
+    if not d:
+        return None
+    if not d["enabled"]:
+        return (f"swap device: off (infinitely fast): {d['reads']} reads, {d['writes']} writes "
+                f"completed at once")
+    return (f"swap device: {d['latency_ms']:g} ms, {d['iops']:.0f} IOPS: {d['reads']} reads, "
+            f"{d['writes']} writes ({d['requests_per_s']:.0f} submitted/s, {pct(d['utilisation']).strip()} busy), "
+            f"avg wait {d['avg_wait_ms']:.1f} ms, queue up to {d['max_depth']}, "
+            f"{d['throttled']} writers throttled")
 
 
 def run_summary(res: dict[str, Any]) -> str:
@@ -68,6 +83,7 @@ def run_summary(res: dict[str, Any]) -> str:
         f"walks: {w['count']}  avg visited {w['avg_visited']:.1f}  max {w['max_visited']}",
         f"throughput: {t['pages_scanned_per_s']:.0f} pages scanned/s  {t['jobs_per_min']:.0f} jobs/min",
         (f"cpu time: work {pct(sh['work'])}  walk {pct(sh['walk'])}  lock wait {pct(sh['lock_wait'])}  "
+         f"iowait {pct(sh['iowait'])}  "
          f"other {pct(sh['other'])}  (anon_vma lock wait {pct(res['anon_vma_wait_share'])})"),
         "invariants: " + ("not checked (quit at once)" if inv.get("checked") is False
                           else "ok" if inv["violations"] == 0 else f"{inv['violations']} VIOLATIONS"),
@@ -84,6 +100,9 @@ def run_summary(res: dict[str, Any]) -> str:
     if c.get("alloc_fail_p"):
         lines.insert(-1, f"injected: alloc-fail={c['alloc_fail_p']:g}: {t.get('alloc_failures', 0)} "
                          f"allocations failed (fork, COW and anon_vma_prepare unwound)")
+    dev = swap_device_line(res)
+    if dev:
+        lines.insert(-1, dev)
     lo = res.get("lock_order") or {}
     if lo.get("checked"):
         lines.append("lock order: " + ("no inversion in " + str(len(lo["edges"])) + " class pairs seen"

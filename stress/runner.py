@@ -44,6 +44,7 @@ from shared_model.jit import warm_up
 from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
 from shared_model.model import Model
 from shared_model.segment import sweep_stale_segments
+from shared_model.swapdev import swap_device_init, swap_device_stats
 
 from . import metrics
 from .config import RunConfig
@@ -209,7 +210,7 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
         line = f"cpu{i} (pid {int(c['pid'])}): {state}"
         if c["wait_lock"] >= 0:
             line += f" waiting for {m.describe_lock(int(c['wait_lock']))} for {since:.0f} ms"
-        elif state in ("walk", "wait"):
+        elif state in ("walk", "wait", "iowait"):
             line += f" for {since:.0f} ms"
         if held.get(i):
             line += f", holding {', '.join(held[i])}"
@@ -275,6 +276,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
         try:
             with _BuildProgress(m, caps, on_phase):
                 state = workload.setup(m, cfg)
+            swap_device_init(m, cfg.swap_latency_ms, cfg.swap_iops, cfg.swap_queue, cfg.swap_device == "disk")
             build_s = time.perf_counter() - t_build
             log.info("model built in %.2f s: %r", build_s, m)
             phase = "starting the CPUs"
@@ -538,7 +540,8 @@ class _Timeline:
         rows = []
         for i, c in enumerate(cpu):
             row: dict[str, Any] = {"cpu": i}
-            for key, field in (("walk", "t_walk_ns"), ("lock_wait", "t_wait_ns"), ("work", "t_work_ns")):
+            for key, field in (("walk", "t_walk_ns"), ("lock_wait", "t_wait_ns"), ("work", "t_work_ns"),
+                               ("iowait", "t_iowait_ns")):
                 before = int(self.prev[i][field]) if self.prev is not None else 0
                 row[key] = min(max((int(c[field]) - before) / span, 0.0), 1.0)
             row.update(walks=int(c["walks"]), pages_scanned=int(c["pages_scanned"]), jobs=int(c["jobs"]))
@@ -638,6 +641,8 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
             "ram_pages": cfg.ram_pages, "alloc_fail_p": cfg.alloc_fail_p,
             "check_lock_order": cfg.check_lock_order,
+            "swap_device": cfg.swap_device, "swap_latency_ms": cfg.swap_latency_ms,
+            "swap_iops": cfg.swap_iops, "swap_queue": cfg.swap_queue,
         },
         "machine": machine,
         "elapsed_s": elapsed,
@@ -647,6 +652,8 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
         "locks": locks,
         "cpus": cpus,
         "anon_vma_wait_share": metrics.class_wait_share(locks, cpu),
+        "iowait_share": metrics.iowait_share(cpu),
+        "swap_device": swap_device_stats(np.array(m.seg["swapdev"]), elapsed),
         "throughput": {
             "jobs_per_min": jobs / elapsed * 60 if elapsed else 0.0,
             "pages_scanned_per_s": scanned / elapsed if elapsed else 0.0,

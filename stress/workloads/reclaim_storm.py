@@ -20,6 +20,7 @@ from shared_model.build import build_family, family_capacities
 from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.model import Model
 from shared_model.rmap import AnonLru, shrink_lru
+from shared_model.swapdev import SwapIO
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX
@@ -42,5 +43,8 @@ def setup(m: Model, cfg: RunConfig) -> np.ndarray:
 
 def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
     mine = AnonLru(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
+    io = SwapIO(m)  # pageouts and refault reads through the swap device (issue 11 item 7)
     while not stopping():
         shrink_lru(m, mine, SWAP_CLUSTER_MAX, refault=True)
+        io.wait(stopping)  # submit them; with --swap-device disk sleep in iowait for the reads
+        io.mark()

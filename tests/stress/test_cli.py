@@ -130,7 +130,7 @@ def test_run_json_contract_and_the_progress_line(tmp_path) -> None:
                    for s in row["sites"])
     assert [x["cpu"] for x in doc["cpus"]] == [0, 1]
     for x in doc["cpus"]:
-        assert set(x["share"]) == {"work", "walk", "lock_wait", "other"}
+        assert set(x["share"]) == {"work", "walk", "lock_wait", "iowait", "other"}
         assert set(x["os"]) == {"utime", "stime", "voluntary_ctx", "involuntary_ctx"}
         assert x["pid"] > 0 and x["walks"] > 0
     assert len({x["pid"] for x in doc["cpus"]}) == 2

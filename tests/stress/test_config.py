@@ -72,7 +72,7 @@ def test_resolved_fills_cpus_and_the_era_s_lock_in_a_copy() -> None:
     assert RunConfig(era="3.0", lock="spin", cpus=3).resolved().lock == "spin"
     assert RunConfig(cpus=3).resolved().cpus == 3
     assert (cfg.cpus, cfg.lock) == (0, None)  # the original is left alone
-    assert dataclasses.replace(r, cpus=0, lock=None) == cfg
+    assert dataclasses.replace(r, cpus=0, lock=None, swap_device=None) == cfg
 
 
 def test_resolved_checks_again_once_cpus_is_known() -> None:

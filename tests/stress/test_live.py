@@ -186,3 +186,16 @@ def test_lock_namer_agrees_with_the_model(model: Model) -> None:
     assert name(mc_tok[0]) == "mapcount#7"
     assert name(model.ptl_word(5) + 1).startswith("lock@")
     assert name(model.ptl_word(6)).startswith("lock@")  # past the last mm
+
+
+def test_a_cpu_in_iowait_and_the_machine_s_wa() -> None:
+    """A CPU asleep with every job parked on the swap device: its line says so with the
+    time it has slept, and the header counts CPUs in iowait and the share so far (top's wa)."""
+    cpu = slots(2)
+    cpu[1]["state"] = CPU_STATE["iowait"]
+    cpu[1]["state_since_ns"] = NOW - 25 * MS
+    cpu["t_iowait_ns"] = [0, 500 * MS]  # of 2 CPUs x 1 s elapsed: 25%
+    lines = view().render(tick(cpu))
+    assert "iowait 1/2 CPUs (25% wa)" in lines[0]
+    assert "iowait for 25 ms (swap device)" in lines[2], lines[2]
+    assert "iowait" not in lines[1]

@@ -28,6 +28,7 @@ from stress.metrics import (
     class_wait_share,
     cpu_rows,
     hist_percentile,
+    iowait_share,
     lock_order_edges,
     lock_order_findings,
     lock_rows,
@@ -163,12 +164,15 @@ def test_cpu_shares_are_the_raw_times_over_the_total() -> None:
                 pages_scanned=[6, 0, 0, 1], jobs=[7, 0, 0, 8])
     rows = cpu_rows(cpu)
     assert [r["cpu"] for r in rows] == [0, 1, 2, 3]
-    assert rows[0]["share"] == pytest.approx({"work": 0.2, "walk": 0.3, "lock_wait": 0.1, "other": 0.4})
+    assert rows[0]["share"] == pytest.approx({"work": 0.2, "walk": 0.3, "lock_wait": 0.1, "iowait": 0.0,
+                                              "other": 0.4})
     # overlapping counters (a walk counted inside work) are clipped, in the order work, walk, wait
-    assert rows[1]["share"] == pytest.approx({"work": 0.6, "walk": 0.4, "lock_wait": 0.0, "other": 0.0})
+    assert rows[1]["share"] == pytest.approx({"work": 0.6, "walk": 0.4, "lock_wait": 0.0, "iowait": 0.0,
+                                              "other": 0.0})
     # a CPU that never ran: no time at all, all "other", no division by zero
-    assert rows[2]["share"] == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "other": 1.0}
-    assert rows[3]["share"] == pytest.approx({"work": 0.25, "walk": 0.0, "lock_wait": 0.75, "other": 0.0})
+    assert rows[2]["share"] == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "iowait": 0.0, "other": 1.0}
+    assert rows[3]["share"] == pytest.approx({"work": 0.25, "walk": 0.0, "lock_wait": 0.75, "iowait": 0.0,
+                                              "other": 0.0})
 
     assert rows[0]["os"] == {"utime": 1.5, "stime": 0.02, "voluntary_ctx": 3, "involuntary_ctx": 4}
     assert rows[3]["os"] == {"utime": 0.25, "stime": 0.0, "voluntary_ctx": 9, "involuntary_ctx": 1}
@@ -179,9 +183,12 @@ def test_cpu_shares_never_add_up_past_the_whole() -> None:
     # work, walk and wait overlapping past the total: each is cut to what is left
     rows = cpu_rows(_cpus(t_total_ns=[1000, 1000, 1], t_work_ns=[500, 1500, 1],
                           t_walk_ns=[300, 0, 0], t_wait_ns=[400, 0, 0]))
-    assert rows[0]["share"] == pytest.approx({"work": 0.5, "walk": 0.3, "lock_wait": 0.2, "other": 0.0})
-    assert rows[1]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0})
-    assert rows[2]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0})
+    assert rows[0]["share"] == pytest.approx({"work": 0.5, "walk": 0.3, "lock_wait": 0.2, "iowait": 0.0,
+                                              "other": 0.0})
+    assert rows[1]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "iowait": 0.0,
+                                              "other": 0.0})
+    assert rows[2]["share"] == pytest.approx({"work": 1.0, "walk": 0.0, "lock_wait": 0.0, "iowait": 0.0,
+                                              "other": 0.0})
 
 
 def test_walk_stats_and_the_log2_histogram() -> None:
@@ -256,3 +263,19 @@ def test_percentile_of_an_empty_histogram_is_zero() -> None:
     # 2 values: q * total = 1.0 lands on the first (cumulative count reaches 1 there)
     assert hist_percentile(hist, 0.5, 3, 6) == 3
     assert hist_percentile(hist, 0.51, 3, 6) == 6
+
+
+def test_iowait_is_a_share_of_its_own_after_the_cpu_time() -> None:
+    """iowait (asleep with every job parked on the swap device) is clipped after work, walk and
+    lock wait, and the machine's share is its sum over the CPUs' run time."""
+    cpu = _cpus(t_total_ns=[1000, 1000, 2000], t_work_ns=[100, 700, 0], t_walk_ns=[100, 0, 0],
+                t_wait_ns=[0, 0, 0], t_iowait_ns=[600, 500, 2000], swap_reads=[3, 0, 9],
+                swap_writes=[1, 2, 0])
+    rows = cpu_rows(cpu)
+    assert rows[0]["share"] == pytest.approx({"work": 0.1, "walk": 0.1, "lock_wait": 0.0, "iowait": 0.6,
+                                              "other": 0.2})
+    assert rows[1]["share"]["iowait"] == pytest.approx(0.3) and rows[1]["share"]["other"] == 0.0
+    assert rows[2]["share"]["iowait"] == 1.0
+    assert [(r["swap_reads"], r["swap_writes"]) for r in rows] == [(3, 1), (0, 2), (9, 0)]
+    assert iowait_share(cpu) == pytest.approx(3100 / 4000)
+    assert iowait_share(_cpus(t_total_ns=[0])) == 0.0

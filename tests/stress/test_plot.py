@@ -31,7 +31,7 @@ def _hist(n: int, base: int) -> dict[str, int]:
 
 def make_run(era: str = "2.6.33", cpus: int = 4, wait: float = 0.5,
              hist_base: int = 1024) -> dict[str, Any]:
-    share = {"work": 0.2, "walk": 0.2, "lock_wait": wait * 0.9, "other": 0.6 - wait * 0.9}
+    share = {"work": 0.2, "walk": 0.2, "lock_wait": wait * 0.9, "iowait": 0.1, "other": 0.5 - wait * 0.9}
     return {
         "schema": "rmap-stress/1",
         "config": {"era": era, "scenario": "reclaim-storm", "users": 64, "pages": 256,
@@ -64,8 +64,8 @@ def make_ramp(eras: tuple[str, ...] = ("2.6.33", "2.6.34"),
                 points.append({
                     "era": e, "users": u, "repeat": r, "jobs_per_min": jpm,
                     "jobs_per_min_per_user": jpm / u, "system_share": system,
-                    "work_share": max(0.0, 0.95 - system), "walk_share": 0.3 * system,
-                    "lock_wait_share": 0.7 * system, "pages_scanned_per_s": 10 * jpm,
+                    "work_share": max(0.0, 0.91 - system), "walk_share": 0.3 * system,
+                    "lock_wait_share": 0.7 * system, "iowait_share": 0.04, "pages_scanned_per_s": 10 * jpm,
                     "wait_hist": _hist(50 * u, 1024 if e == "2.6.33" else 64), "elapsed_s": 2.0})
     return {
         "schema": "rmap-stress-ramp/1",
@@ -91,8 +91,9 @@ def _needs_matplotlib() -> None:
     pytest.importorskip("matplotlib")
 
 
-# The stacked shares' colours, bottom to top: lock wait, rmap walk, work, other (README, panel b).
-SHARE_COLORS = ("#d62728", "#ff9896", "#2ca02c", "#c7c7c7")
+# The stacked shares' colours, bottom to top: lock wait, rmap walk, work, iowait, other (README,
+# panel b).
+SHARE_COLORS = ("#d62728", "#ff9896", "#2ca02c", "#aec7e8", "#c7c7c7")
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -167,8 +168,8 @@ def test_ramp_svg_has_the_panels(tmp_path: Path) -> None:
     assert len(aim7) == 2 and aim7[0][1] != aim7[1][1]
     # (c) one CDF per era through 8 histogram buckets: 9 points, the eras' colours again
     assert sorted(c for c in curves if c[0] == 9) == sorted((9, color) for _, color in aim7)
-    # (b) 4 stacked shares for each era
-    assert svg_groups(out, "FillBetweenPolyCollection") == 8
+    # (b) 5 stacked shares for each era
+    assert svg_groups(out, "FillBetweenPolyCollection") == 10
 
 
 def test_ramp_variants(tmp_path: Path) -> None:
@@ -180,7 +181,7 @@ def test_ramp_variants(tmp_path: Path) -> None:
     plot_results(one, str(tmp_path / "one.svg"))
     assert [n for n, _ in svg_lines(tmp_path / "one.svg", "1.8")].count(4) == 1  # 4 user counts
     assert svg_lines(tmp_path / "one.svg", "1.5") == [(10, "#1f77b4")]  # the 10 timeline samples
-    assert svg_groups(tmp_path / "one.svg", "FillBetweenPolyCollection") == 4
+    assert svg_groups(tmp_path / "one.svg", "FillBetweenPolyCollection") == 5
 
     empty = make_ramp()
     empty["points"], empty["crossover"] = [], {}

@@ -87,7 +87,8 @@ def test_point_of_averages_the_cpus() -> None:
         "era": "2.6.33", "users": 200, "repeat": 1, "jobs_per_min": 600.0,
         "jobs_per_min_per_user": 3.0, "system_share": 0.5, "work_share": 0.4,
         "walk_share": 0.2, "lock_wait_share": 0.3, "pages_scanned_per_s": 12.5,
-        "avg_walk": 3.5, "elapsed_s": 2.0, "invariant_violations": 0})
+        "avg_walk": 3.5, "elapsed_s": 2.0, "invariant_violations": 0, "iowait_share": 0.0,
+        "swap_reads": 0, "swap_writes": 0, "swap_utilisation": 0.0})
     one = point_of(_res([(0.5, 0.1, 0.2)], 60.0, None), "3.0", 2, 0)
     assert one["wait_hist"] == {} and one["work_share"] == 0.5 and one["system_share"] == pytest.approx(0.3)
 
@@ -112,7 +113,7 @@ def test_summarize_means_std_dev_and_jti_per_user_count() -> None:
     assert one == pytest.approx({
         "users": 1, "jobs_per_min": 100.0, "jobs_per_min_per_user": 100.0,
         "system_share": 0.3, "work_share": 0.6, "std_dev": sd, "std_dev_pct": sd,
-        "jti": 100 * (1 - sd / 100), "below_threshold": True})
+        "jti": 100 * (1 - sd / 100), "below_threshold": True, "iowait_share": 0.0})
     # one repeat: no spread; 300 / 2 = 150 is not below 150
     assert rows[1]["std_dev"] == 0.0 and rows[1]["jti"] == 100.0
     assert rows[1]["jobs_per_min_per_user"] == 150.0 and rows[1]["below_threshold"] is False
@@ -129,10 +130,12 @@ def test_summarize_of_a_point_with_no_jobs() -> None:
 def test_crossover_is_the_first_count_below_threshold_and_system90_strictly_above() -> None:
     rows = summarize(POINTS, "A", threshold=150.0)
     # users 1 is below the threshold already; 2 has exactly 0.9 system (not above), 4 has 0.95
-    assert crossover_of(rows) == {"users": 1, "system90_users": 4, "peak_jobs_per_min": 400.0}
+    assert crossover_of(rows) == {"users": 1, "system90_users": 4, "peak_jobs_per_min": 400.0,
+                                  "iowait_share": 0.0}
     rows = summarize(POINTS, "A", threshold=50.0)
     assert crossover_of(rows)["users"] is None
-    assert crossover_of([]) == {"users": None, "system90_users": None, "peak_jobs_per_min": 0.0}
+    assert crossover_of([]) == {"users": None, "system90_users": None, "peak_jobs_per_min": 0.0,
+                                "iowait_share": None}
 
 
 def _doc(cross: dict[str, tuple[int | None, int | None, float]], last: dict[str, int],
@@ -185,7 +188,7 @@ def test_ramp_table_rows_and_the_threshold_mark() -> None:
     assert [ln.split()[:2] for ln in body] == [["A", "1"], ["A", "2"], ["A", "4"], ["B", "1"]]
     a1 = body[0].split()
     assert a1[2:6] == ["100", "100.00", "30.0%", "60.0%"]
-    assert a1[8] == "86"  # JTI of 90 and 110
+    assert a1[9] == "86"  # JTI of 90 and 110
     assert body[0].endswith("<- below threshold") and not body[1].endswith("threshold")
 
 
@@ -199,7 +202,8 @@ def test_write_csv_one_row_per_run(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["era", "users", "repeat", "jobs_per_min", "jobs_per_min_per_user",
                              "system_share", "work_share", "walk_share", "lock_wait_share",
-                             "pages_scanned_per_s", "avg_walk", "elapsed_s"]
+                             "pages_scanned_per_s", "avg_walk", "elapsed_s", "iowait_share",
+                             "swap_reads", "swap_writes"]
     assert [(r["era"], int(r["users"]), float(r["jobs_per_min"])) for r in rows] == [
         ("A", 1, 10.0), ("A", 2, 20.0)]
     assert float(rows[1]["lock_wait_share"]) == 0.4
@@ -276,7 +280,8 @@ def test_ramp_without_stop_runs_every_point_and_repeat() -> None:
     assert doc["config"] == {
         "eras": ["3.0"], "users": [2, 3], "start_users": 2, "end_users": 3, "repeat": 2,
         "threshold": 1.0, "crossover_stop": False, "duration": 0.3, "cpus": 2, "pages": 16,
-        "cow": 1.0, "ram_pages": 2 * 16 * 3, "work_us": 20, "entry_cost_ns": 5, "seed": 7}
+        "cow": 1.0, "ram_pages": 2 * 16 * 3, "work_us": 20, "entry_cost_ns": 5, "seed": 7,
+        "swap_device": "disk", "swap_latency_ms": 8.0, "swap_iops": 150.0, "swap_queue": 128}
     assert {"online_cpus", "python", "package_version"} <= set(doc["machine"])
     assert all(p["jobs_per_min"] == pytest.approx(p["jobs_per_min_per_user"] * p["users"])
                for p in doc["points"])
@@ -289,3 +294,28 @@ def test_ramp_refuses_bad_options_before_running(kw: dict[str, Any], words: str)
     args: dict[str, Any] = {"eras": ["2.6.33"], "users": [2], "base": BASE, **kw}
     with pytest.raises(ConfigError, match=words):
         ramp(**args)
+
+
+def test_iowait_in_the_table_and_at_each_crossover() -> None:
+    """The IOwait % column is the mean over repeats; the headline gives the iowait at each
+    era's crossover (the seed's 2.6.34 crossed with ~99% IO wait); the swap device is named."""
+    pts = [{**_point("A", 1, 200.0, system=0.9, work=0.05), "iowait_share": 0.01},
+           {**_point("A", 2, 100.0, system=0.95, work=0.0), "iowait_share": 0.02},
+           {**_point("B", 1, 300.0, system=0.02, work=0.5), "iowait_share": 0.3},
+           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.94},
+           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.98}]
+    cfg = {"eras": ["A", "B"], "threshold": 60.0, "swap_device": "disk", "swap_latency_ms": 8.0,
+           "swap_iops": 150.0, "swap_queue": 128}
+    doc = {"config": cfg, "points": pts,
+           "crossover": {e: crossover_of(summarize(pts, e, 60.0)) for e in ("A", "B")}}
+    lines = ramp_table(doc).splitlines()
+    assert lines[0] == "swap device: 8 ms latency, 150 IOPS, 128 request slots (--swap-device, --swap-latency-ms, --swap-iops)"
+    assert "IOwait %" in lines[1]
+    b2 = next(ln for ln in lines if ln.split()[:2] == ["B", "2"]).split()
+    assert b2[6] == "96.0%"
+    assert doc["crossover"]["A"]["iowait_share"] == 0.02 and doc["crossover"]["B"]["iowait_share"] == 0.96
+    text = headline(doc)
+    assert "A: crossover (jobs/min/user < 60) at 2 users (iowait 2% there)" in text
+    assert "B: crossover (jobs/min/user < 60) at 2 users (iowait 96% there)" in text
+    doc["config"]["swap_device"] = "off"
+    assert ramp_table(doc).splitlines()[0] == "swap device: off (infinitely fast: no job waits for IO)"

@@ -91,15 +91,18 @@ def test_lockstat_table_rows_units_and_contention_points() -> None:
 
 def test_cpu_table() -> None:
     lines = cpu_table(make_run()).splitlines()
-    assert lines[0].split() == ["cpu", "work", "walk", "wait", "other", "walks", "utime", "stime", "vctx", "ivctx"]
-    assert lines[1].split() == ["0", "10.0%", "30.0%", "50.0%", "10.0%", "6", "1.50s", "0.25s", "3", "40"]
-    assert lines[2].split() == ["1", "30.0%", "10.0%", "40.0%", "20.0%", "4", "1.25s", "0.00s", "0", "7"]
+    assert lines[0].split() == ["cpu", "work", "walk", "wait", "iowait", "other", "walks", "utime", "stime",
+                                "vctx", "ivctx"]
+    assert lines[1].split() == ["0", "10.0%", "30.0%", "50.0%", "0.0%", "10.0%", "6", "1.50s", "0.25s", "3", "40"]
+    assert lines[2].split() == ["1", "30.0%", "10.0%", "40.0%", "0.0%", "20.0%", "4", "1.25s", "0.00s", "0", "7"]
     assert len(lines) == 3
 
 
 def test_mean_shares() -> None:
-    assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45, "other": 0.15})
-    assert mean_shares(make_run(cpus=[])) == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "other": 0.0}
+    assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45, "iowait": 0.0,
+                                                     "other": 0.15})
+    assert mean_shares(make_run(cpus=[])) == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "iowait": 0.0,
+                                              "other": 0.0}
 
 
 def test_run_summary() -> None:
@@ -108,7 +111,7 @@ def test_run_summary() -> None:
     assert lines[1] == "model: 65 mms, 65 vmas, 1 anon_vmas, 0 avcs, 520 pages"
     assert lines[2] == "walks: 10  avg visited 501.4  max 1001"
     assert lines[3] == "throughput: 855 pages scanned/s  0 jobs/min"
-    assert lines[4] == ("cpu time: work  20.0%  walk  20.0%  lock wait  45.0%  other  15.0%  "
+    assert lines[4] == ("cpu time: work  20.0%  walk  20.0%  lock wait  45.0%  iowait   0.0%  other  15.0%  "
                         "(anon_vma lock wait  48.5%)")
     assert lines[5] == "invariants: ok" and len(lines) == 6
 
@@ -196,3 +199,21 @@ def test_side_by_side_with_both_eras_locks_and_a_ratio_of_exactly_a_tenth() -> N
     assert ratio_value(rows["anon_vma lock contentions"][2]) == pytest.approx(100.0)
     assert rows["anon_vma lock wait p99 (us)"][:2] == ["1900000.0", "2.5"]
     assert ratio_value(rows["average walk length (VMAs)"][2]) == pytest.approx(0.1, rel=5e-3)
+
+
+def test_the_swap_device_line() -> None:
+    from stress.report import swap_device_line
+
+    run = make_run()
+    assert swap_device_line(run) is None  # a document from before the device
+    assert "swap device" not in run_summary(run)
+    run["swap_device"] = {"enabled": True, "latency_ms": 8.0, "iops": 149.99999, "nr_requests": 128,
+                          "reads": 300, "writes": 200, "requests_per_s": 100.0, "utilisation": 0.667,
+                          "avg_wait_ms": 123.45, "max_depth": 130, "throttled": 2}
+    line = swap_device_line(run)
+    assert line == ("swap device: 8 ms, 150 IOPS: 300 reads, 200 writes (100 submitted/s, 66.7% busy), "
+                    "avg wait 123.5 ms, queue up to 130, 2 writers throttled")
+    assert line in run_summary(run).splitlines()
+    run["swap_device"]["enabled"] = False
+    assert swap_device_line(run) == ("swap device: off (infinitely fast): 300 reads, 200 writes "
+                                     "completed at once")
