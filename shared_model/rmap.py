@@ -25,8 +25,8 @@ while holding the lock, on top of what the compiled walk really costs on this ma
 "Modelled cost").  Zero (off) for ``scan`` and the model's own tests.
 
 Locks: a walk takes the page's anon_vma lock (the era's: its own or its root's; the read
-side of an rwsem), and inside it each present PTE's ptl; try_to_unmap_one takes the page's
-mapcount stripe inside the ptl.
+side of an rwsem), and inside it each present PTE's ptl; try_to_unmap_one changes the
+page's mapcount with an atomic add inside the ptl.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .layout import CPU_STATE, MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_YOUNG
-from .locking.atomics import clock_ns
+from .layout import CPU_STATE, PTE_PRESENT, PTE_SWAP, PTE_YOUNG
+from .locking.atomics import atomic_fetch_add, clock_ns
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
 
 WALK = CPU_STATE["walk"]
-AV_LOCK, PTL, MAPCOUNT = CLASS["anon_vma"], CLASS["ptl"], CLASS["mapcount"]
+AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]
 S_PR, S_TTU = SITE["page_referenced"], SITE["try_to_unmap"]
 S_PR_ONE, S_TTU_ONE, S_SWAPIN = SITE["page_referenced_one"], SITE["try_to_unmap_one"], SITE["do_swap_page"]
 # A walk takes the read side of an rwsem anon_vma lock (3.8+); other primitives ignore it.
@@ -67,26 +67,21 @@ def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
 @njit(inline="always")
 def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    dmap: int, dswap: int, site: int) -> int:
-    """page->_mapcount += dmap and the swap count += dswap under the page's stripe lock (the
-    model's atomic_t); counts the frame coming or going.  1 when both counts reached zero
-    (the caller held the last reference and frees the page), 0 if not, -1 when aborted."""
-    w = g[G.MC_LOCK_W0] + (page % MAPCOUNT_STRIPES) * 8
-    t = lock_acquire_c(words, g, held, w, MAPCOUNT, site, 0)
-    if t < 0:
-        return -1
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
-    was = w32[pb + G.PAGE_MAPCOUNT]
-    now = was + dmap
-    w32[pb + G.PAGE_MAPCOUNT] = now
-    swap = w32[pb + G.PAGE_SWAPCOUNT] + dswap
-    w32[pb + G.PAGE_SWAPCOUNT] = swap
-    lock_release_c(words, g, held, w, MAPCOUNT, site, 0, t)
+    """page->_mapcount += dmap and the swap count += dswap: one atomic add on the 64-bit word
+    they share (mapcount the low half; both stay >= 0, so no borrow crosses the halves), as
+    the kernel's atomic_add_negative on an atomic_t.  Counts the frame coming or going.  1
+    when both counts reached zero (the caller held the last reference and frees the page),
+    else 0 (never -1: an atomic does not wait; ``held`` and ``site`` are the callers')."""
+    delta = dmap + (dswap << 32)
+    old = atomic_fetch_add(words, (g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_MAPCOUNT) >> 1, delta)
+    new = old + delta
+    was, now = old & 0xFFFFFFFF, new & 0xFFFFFFFF
     cb = g[G.CPU_BASE]
-    if was <= 0 < now:
+    if was == 0 and now > 0:
         words[cb + G.F_FRAMES_IN] += 1
-    elif now <= 0 < was:
+    elif now == 0 and was > 0:
         words[cb + G.F_FRAMES_OUT] += 1
-    return 1 if now == 0 and swap == 0 else 0
+    return 1 if new == 0 else 0
 
 
 @cached_njit
@@ -98,7 +93,7 @@ def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     WALK_STOPPED (a nested wait was aborted).
 
     Expects held: av's lock.  Takes and releases each present PTE's ptl; try_to_unmap_one
-    takes the page's mapcount stripe inside it."""
+    changes the page's mapcount (an atomic) inside it."""
     pb = g[G.PAGE0] + page * g[G.PAGE_W]
     need = w32[pb + G.PAGE_MAPCOUNT]
     index = w32[pb + G.PAGE_INDEX]
@@ -233,7 +228,7 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
 def do_swap_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    slots: np.ndarray, n: int) -> int:
     """Fault ``page`` back in at each swap PTE in ``slots[:n]``: present and young, mapcount
-    up, swap count down.  Takes each mm's ptl and the page's stripe inside it.  Returns the
+    up, swap count down (an atomic).  Takes each mm's ptl.  Returns the
     faults done, or -1 when aborted."""
     done = 0
     ptrs, pte0 = g[G.PTRS], g[G.PTE0]

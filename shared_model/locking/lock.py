@@ -174,6 +174,21 @@ def lock_is_wedged(words: np.ndarray, w: int, kind: int) -> bool:
     return False
 
 
+@cached_njit
+def wedged_in(words: np.ndarray, w0: int, stride: int, count: int, kind: int,
+              out: np.ndarray) -> int:
+    """``lock_is_wedged`` over ``count`` locks of one kind, at words ``w0 + i * stride``:
+    the indices of the wedged ones into ``out``, how many (at most ``len(out)``)."""
+    n = 0
+    if kind != TICKET and kind != QSPINLOCK:
+        return 0
+    for i in range(count):
+        if lock_is_wedged(words, w0 + i * stride, kind) and n < len(out):
+            out[n] = i
+            n += 1
+    return n
+
+
 def lock_state(words: np.ndarray, w: int, kind: int) -> tuple[bool, int]:
     """(locked, waiters) for the live view: "locked by cpu 3, 7 waiters" (the holder is
     ``owner_cpu(words[w + 7])``; an rwsem held only by readers has no owner)."""
