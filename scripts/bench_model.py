@@ -39,6 +39,7 @@ from shared_model.model import Model
 from shared_model.rmap import page_referenced
 
 AV, PTL, SITE_PR = CLASS["anon_vma"], CLASS["ptl"], SITE["page_referenced"]
+REPS = 7
 
 
 def _close(m: Model) -> None:
@@ -69,13 +70,16 @@ def bench_locks(n: int) -> None:
         for name in LOCK_KINDS:
             m.words[w : w + 8] = 0  # each primitive starts from a zeroed (unlocked) record
             m.g[KIND0 + PTL] = lock_kind(name)
-            per = {}
-            for instrument in (False, True):
-                m.locks.instrument = instrument
-                _lock_loop(m.words, m.g, m.locks.held, w, 1000)
-                t = time.perf_counter_ns()
-                _lock_loop(m.words, m.g, m.locks.held, w, n)
-                per[instrument] = (time.perf_counter_ns() - t) / n
+            # The best of REPS interleaved rounds of each: on a shared machine the minimum is
+            # the cost itself, the rest is other processes' time.
+            per = {False: float("inf"), True: float("inf")}
+            for _ in range(REPS):
+                for instrument in (False, True):
+                    m.locks.instrument = instrument
+                    _lock_loop(m.words, m.g, m.locks.held, w, 1000)
+                    t = time.perf_counter_ns()
+                    _lock_loop(m.words, m.g, m.locks.held, w, n // REPS)
+                    per[instrument] = min(per[instrument], (time.perf_counter_ns() - t) / (n // REPS))
             _line(f"lock {name}: acquire+release, compiled, instrumented", f"{per[True]:.1f} ns",
                   "<= 30 ns", per[True] <= 30)
             _line(f"lock {name}: uninstrumented / ratio", f"{per[False]:.1f} ns {per[True] / per[False]:.2f}x",
