@@ -64,7 +64,7 @@ from .ticket import (
 )
 
 
-@cached_njit
+@cached_njit(inline=True)
 def _exclusive(kind: int, shared: int) -> bool:
     return not (kind == RWSEM and shared)
 
@@ -102,7 +102,7 @@ def lock_acquire(
     return status
 
 
-@cached_njit
+@cached_njit(inline=True)
 def lock_trylock(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int
 ) -> bool:
@@ -124,7 +124,7 @@ def lock_trylock(
     return taken
 
 
-@cached_njit
+@cached_njit(inline=True)
 def lock_release(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, node_w: int
 ) -> None:

@@ -82,7 +82,7 @@ def ticket_lock_slowpath(words: np.ndarray, w: int, ticket: int, stop_w: int) ->
         cpu_relax()
 
 
-@cached_njit
+@cached_njit(inline=True)
 def ticket_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if nobody holds or waits for it; never waits."""
     serving = READ_ONCE(words, w + SERVING)
@@ -91,7 +91,7 @@ def ticket_trylock(words: np.ndarray, w: int) -> bool:
     return cmpxchg(words, w + NEXT, serving, serving + 1) == serving
 
 
-@cached_njit
+@cached_njit(inline=True)
 def ticket_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds: serve the next ticket that was not abandoned.
 
@@ -109,7 +109,7 @@ def ticket_unlock(words: np.ndarray, w: int) -> None:
     ticket_skip_abandoned(words, w, serving)
 
 
-@cached_njit
+@cached_njit(inline=True)
 def _abandoned_bit(w: int, ticket: int) -> tuple[int, int]:
     bit = ticket % ABANDONED_TICKETS
     return w + ABANDONED + bit // 64, 1 << (bit % 64)
