@@ -149,8 +149,8 @@ def class_wait_share(locks: list[dict], cpu: np.ndarray, cls: str = "anon_vma",
 TIME_FIELDS = ("t_work_ns", "t_walk_ns", "t_wait_ns", "t_total_ns")
 
 
-def window_end(cpu: np.ndarray, now_ns: int, start_ns: int,
-               lock_class: Callable[[int], str]) -> tuple[np.ndarray, dict[str, Any]]:
+def window_end(cpu: np.ndarray, now_ns: int, start_ns: int, lock_class: Callable[[int], str],
+               only: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The CPUs' times as of the end of the measured window, from a copy ``cpu`` of their
     slots taken at ``now_ns`` (CLOCK_MONOTONIC, the clock of ``state_since_ns``); the gate
     opened at ``start_ns``.
@@ -161,9 +161,12 @@ def window_end(cpu: np.ndarray, now_ns: int, start_ns: int,
     (or walk) in progress, from ``state_since_ns`` to ``now_ns``, is added here, and a CPU
     still running has run ``now_ns - start_ns``.  Returns the adjusted copy and a summary
     (CPUs waiting and walking, in-progress wait ns by lock class, named by
-    ``lock_class(wait_lock word)``)."""
+    ``lock_class(wait_lock word)``).  ``only``: a mask of the CPUs to account (the
+    others are left as they are)."""
     out = cpu.copy()
     live = out["done"] == 0
+    if only is not None:
+        live &= only
     out["t_total_ns"][live] = max(now_ns - start_ns, 0)
     since = out["state_since_ns"]
     open_ = live & (since > 0) & (since <= now_ns)
@@ -185,11 +188,11 @@ def window_end(cpu: np.ndarray, now_ns: int, start_ns: int,
     return out, summary
 
 
-def with_window_times(final: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """The final slots (counters as the CPUs left them) with the window's times."""
+def with_window_times(final: np.ndarray, window: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """The final slots, with the window's times for the CPUs in mask ``which``."""
     out = final.copy()
     for f in TIME_FIELDS:
-        out[f] = window[f]
+        out[f][which] = window[f][which]
     return out
 
 

@@ -366,11 +366,11 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             results["timeline"] = sampler.samples
         results["phases"] = {"build_s": build_s, **phases}
         if failure:
-            report += [f"wedged lock: {name} (a CPU died queued for it: unusable)"
-                       for name in results.get("wedged_locks", [])]
+            wedged = [f"wedged lock: {name} (a CPU died queued for it: unusable)"
+                      for name in results.get("wedged_locks", [])]
             results["failed"] = {"reason": failure, "cpu_states": report,
                                  "note": "the model may have been mid-update: see invariants"}
-            raise RunFailed(failure + "\n" + "\n".join(report), results)
+            raise RunFailed(failure + "\n" + "\n".join(report + wedged), results)
         if sigs.signum:
             results["interrupted"] = True
             raise RunInterrupted(sigs.status_signum, results)
@@ -631,16 +631,20 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             window: tuple[np.ndarray, int, int] | None = None) -> dict[str, Any]:
     """The results document, from copies of the per-CPU slots; runs check_model() unless
     ``check`` is off (quitting at once).  ``window``: the slots copied when the measured
-    window closed, that instant and the gate's (perf_counter_ns): the time shares are
-    those of the window, waits and walks still in progress then included."""
+    window closed, that instant and the gate's (perf_counter_ns).  A CPU that left on its
+    own published its times, an aborted wait included; one that was killed (SIGKILL after
+    the stop timed out, or a death) never did: its times are those of the window, with
+    the wait or walk it was in then (``metrics.window_end``)."""
     n = cfg.cpus
     cpu = np.array(m.seg["cpu"][:n])
     in_progress: dict[str, Any] = {}
     if window is not None:
         names = lock_namer(m.seg.offsets, m.caps)
+        killed = cpu["done"] == 0
         at_end, in_progress = metrics.window_end(window[0][:n], window[1], window[2],
-                                                 lambda w: re.split(r"[#(]", names(w))[0])
-        cpu = metrics.with_window_times(cpu, at_end)
+                                                 lambda w: re.split(r"[#(]", names(w))[0],
+                                                 only=killed)
+        cpu = metrics.with_window_times(cpu, at_end, killed)
     lockstat = np.array(m.seg["lockstat"][:n])
     walkhist = np.array(m.seg["walkhist"][:n])
     lockdep = np.array(m.seg["lockdep"][:n])
