@@ -205,9 +205,14 @@ def bench_storm(duration: float) -> None:
     ratio = _pps(new) / _pps(old)
     _line("2.6.34 / 2.6.33 pages/s, default cost", f"{ratio:.1f}x", ">= 20x", ratio >= 20)
     _line("2.6.33 anon_vma lock wait share", f"{100 * _av_wait(old):.1f}%", ">= 40%", _av_wait(old) >= 0.4)
-    off = _storm("2.6.34", duration, "--no-lockstat")
-    loss = 1 - _pps(new) / _pps(off)
-    _line("lockstat's cost: 2.6.34 default vs --no-lockstat", f"{100 * loss:.1f}%", "within 10%", abs(loss) <= 0.10)
+    # Interleaved pairs, the best of each: on a shared machine one pair alone moves by 20%.
+    on, off = [_pps(new)], []
+    for _ in range(3):
+        off.append(_pps(_storm("2.6.34", duration, "--no-lockstat")))
+        on.append(_pps(_storm("2.6.34", duration)))
+    loss = 1 - max(on) / max(off)
+    _line("lockstat's cost: 2.6.34 default vs --no-lockstat (best of 4 / 3)", f"{100 * loss:.1f}%",
+          "within 10%", abs(loss) <= 0.10)
 
 
 def bench_compile() -> None:

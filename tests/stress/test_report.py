@@ -196,3 +196,11 @@ def test_side_by_side_with_both_eras_locks_and_a_ratio_of_exactly_a_tenth() -> N
     assert ratio_value(rows["anon_vma lock contentions"][2]) == pytest.approx(100.0)
     assert rows["anon_vma lock wait p99 (us)"][:2] == ["1900000.0", "2.5"]
     assert ratio_value(rows["average walk length (VMAs)"][2]) == pytest.approx(0.1, rel=5e-3)
+
+
+def test_run_summary_names_wedged_locks() -> None:
+    assert "wedged" not in run_summary(make_run())
+    one = run_summary(make_run(wedged_locks=["anon_vma#3"])).splitlines()
+    assert one[-1] == "wedged locks: anon_vma#3 (a CPU died queued for it: unusable)"
+    many = run_summary(make_run(wedged_locks=[f"ptl(mm {i})" for i in range(10)])).splitlines()
+    assert many[-1].startswith("wedged locks: ptl(mm 0), ") and " ... (a CPU died queued for them" in many[-1]
