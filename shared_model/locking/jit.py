@@ -75,7 +75,7 @@ def _plain(t: Any) -> Any:
     """The type a compiled caller's argument is compiled for: unliteral, and a signed
     integer narrower than 64 bits widened to int64."""
     t = types.unliteral(t)
-    if isinstance(t, types.Integer) and t.signed and t.bitwidth < 64:
+    if isinstance(t, types.Integer) and getattr(t, "signed", False) and getattr(t, "bitwidth", 64) < 64:
         return types.int64
     return t
 
