@@ -193,25 +193,25 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
     words[cb + G.F_STATE] = prev_state
     words[cb + G.F_SINCE] = prev_since
     words[cb + G.F_WAIT_LOCK] = -1
-    if st == LOCK_STOPPED:
-        if g[G.ORDER_CHECK]:
-            note_release(held, cls)
-        # A wait cut short by the stop was still a wait: count it in the CPU's time shares
-        # (a ticket convoy under oversubscription is mostly waits that never finish).
-        words[cb + G.F_T_WAIT] += local_clock(g) - t0
-        return -1
     t1 = local_clock(g)
-    if st == LOCK_OWNER_DIED:
-        words[cb + G.F_OWNER_DIED] += 1
     wait = t1 - t0
     words[cb + G.F_T_WAIT] += wait
     if g[G.INSTRUMENT]:
+        # A wait cut short by the stop was still a wait: it counts as a contention of its
+        # class (a ticket convoy under oversubscription is mostly waits that never finish,
+        # and the class's wait share would otherwise miss them); it acquired nothing.
         b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
         words[b + LS_CONT] += 1
         words[b + LS_WAIT_TOTAL] += wait
         words[b + LS_WAIT_MAX] = max(words[b + LS_WAIT_MAX], wait)
         words[b + LS_WAIT_MIN] = min(words[b + LS_WAIT_MIN], wait)
         words[b + LS_WAIT_HIST + hist_bucket_c(wait)] += 1
+    if st == LOCK_STOPPED:
+        if g[G.ORDER_CHECK]:
+            note_release(held, cls)
+        return -1
+    if st == LOCK_OWNER_DIED:
+        words[cb + G.F_OWNER_DIED] += 1
     return t1
 
 

@@ -348,8 +348,11 @@ def test_stop_flag_2_makes_a_spinning_waiter_give_up(make_model: MakeModel) -> N
     # The waiter left no trace of holding it, and put its published state back.
     assert lock_owner(m) == 0
     assert (slot["state"], slot["wait_lock"]) == (state_before, -1)
+    # It acquired nothing, but it waited: one contention, its wait in the class's total.
     row = lockstat(m, m.cpu, "page_referenced")
-    assert (row[LS_ACQ], row[LS_CONT]) == (0, 0)
+    assert (row[LS_ACQ], row[LS_CONT]) == (0, 1)
+    assert row[LS_WAIT_TOTAL] == row[LS_WAIT_MAX] == row[LS_WAIT_MIN] > 0
+    assert row[LS_WAIT_TOTAL] <= int(slot["t_wait_ns"])
     m.anon_vma_unlock(m.anon_vma_lock(AV_INDEX, "page_referenced"))  # still a good lock
 
 
