@@ -32,13 +32,24 @@ import numpy as np
 
 from shared_model.build import build_family, family_capacities
 from shared_model.ctx import KIND0
+from shared_model.ctx import TSC_MULT as G_TSC_MULT
 from shared_model.jit import warm_up
+from shared_model.locking.atomics import clock_ns
 from shared_model.locking.jit import cached_njit
-from shared_model.locks import CLASS, LOCK_KINDS, SITE, lock_acquire_c, lock_kind, lock_release_c
+from shared_model.locks import (
+    CLASS,
+    LOCK_KINDS,
+    SITE,
+    local_clock,
+    lock_acquire_c,
+    lock_kind,
+    lock_release_c,
+)
 from shared_model.model import Model
 from shared_model.rmap import page_referenced
 
 AV, PTL, SITE_PR = CLASS["anon_vma"], CLASS["ptl"], SITE["page_referenced"]
+REPS = 40
 
 
 def _close(m: Model) -> None:
@@ -61,6 +72,32 @@ def _lock_loop(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, n: in
     return t
 
 
+@cached_njit
+def _clock_loop(g: np.ndarray, n: int, tsc: int) -> int:
+    t = 0
+    for _ in range(n):
+        t += local_clock(g) if tsc else clock_ns()
+    return t
+
+
+def bench_clock(n: int) -> None:
+    """What one lockstat timestamp costs: the TSC through the calibration, clock_gettime."""
+    m = Model.create(family_capacities("2.6.34", 1, 1, 1.0, 1), "2.6.34")
+    try:
+        for tsc, what in ((1, "TSC (rdtsc, cyc2ns)"), (0, "clock_gettime(CLOCK_MONOTONIC)")):
+            _clock_loop(m.g, 1000, tsc)
+            best = float("inf")
+            for _ in range(REPS):
+                t = time.perf_counter_ns()
+                _clock_loop(m.g, n // REPS, tsc)
+                best = min(best, (time.perf_counter_ns() - t) / (n // REPS))
+            _line(f"lockstat clock: one read, {what}", f"{best:.1f} ns")
+        if not m.g[G_TSC_MULT]:
+            print("  (no usable TSC here: lockstat reads clock_gettime)")
+    finally:
+        _close(m)
+
+
 def bench_locks(n: int) -> None:
     m = Model.create(family_capacities("2.6.34", 1, 1, 1.0, 1), "2.6.34")
     try:
@@ -69,13 +106,16 @@ def bench_locks(n: int) -> None:
         for name in LOCK_KINDS:
             m.words[w : w + 8] = 0  # each primitive starts from a zeroed (unlocked) record
             m.g[KIND0 + PTL] = lock_kind(name)
-            per = {}
-            for instrument in (False, True):
-                m.locks.instrument = instrument
-                _lock_loop(m.words, m.g, m.locks.held, w, 1000)
-                t = time.perf_counter_ns()
-                _lock_loop(m.words, m.g, m.locks.held, w, n)
-                per[instrument] = (time.perf_counter_ns() - t) / n
+            # The best of REPS short interleaved rounds of each: on a shared machine the minimum is
+            # the cost itself, the rest is other processes' time.
+            per = {False: float("inf"), True: float("inf")}
+            for _ in range(REPS):
+                for instrument in (False, True):
+                    m.locks.instrument = instrument
+                    _lock_loop(m.words, m.g, m.locks.held, w, 1000)
+                    t = time.perf_counter_ns()
+                    _lock_loop(m.words, m.g, m.locks.held, w, n // REPS)
+                    per[instrument] = min(per[instrument], (time.perf_counter_ns() - t) / (n // REPS))
             _line(f"lock {name}: acquire+release, compiled, instrumented", f"{per[True]:.1f} ns",
                   "<= 30 ns", per[True] <= 30)
             _line(f"lock {name}: uninstrumented / ratio", f"{per[False]:.1f} ns {per[True] / per[False]:.2f}x",
@@ -85,24 +125,26 @@ def bench_locks(n: int) -> None:
         _close(m)
 
 
-def _walk_cost(users: int, reps: int) -> tuple[float, float]:
+def _walk_cost(users: int, reps: int, instrument: bool = True) -> tuple[float, float]:
     """(us per one-entry walk from Python, ns per visited entry) on a 2.6.33 family of
-    ``users`` children that each COWed their one page."""
+    ``users`` children that each COWed their one page; each the best of its repetitions
+    (on a shared machine the minimum is the cost, the rest other processes' time)."""
     m = Model.create(family_capacities("2.6.33", users, 1, 1.0, 1), "2.6.33")
     try:
         build_family(m, users, 1, 1.0)
+        m.locks.instrument = instrument
         pages = np.flatnonzero(m.page_mapping >= 0)
         last, first = int(pages[-1]), int(pages[0])  # last child's page: N+1 entries; parent's: 1
         page_referenced(m, last)
-        t = time.perf_counter_ns()
+        short_ns = long_ns = float("inf")
         for _ in range(reps):
+            t = time.perf_counter_ns()
             page_referenced(m, first)
-        short_ns = (time.perf_counter_ns() - t) / reps
-        long_reps = max(3, reps * 50 // users)
-        t = time.perf_counter_ns()
-        for _ in range(long_reps):
+            short_ns = min(short_ns, time.perf_counter_ns() - t)
+        for _ in range(max(5, reps * 50 // users)):
+            t = time.perf_counter_ns()
             _, v_long = page_referenced(m, last)
-        long_ns = (time.perf_counter_ns() - t) / long_reps
+            long_ns = min(long_ns, time.perf_counter_ns() - t)
         return short_ns / 1e3, (long_ns - short_ns) / (v_long - 1)
     finally:
         _close(m)
@@ -113,6 +155,8 @@ def bench_walk(reps: int, big: int) -> None:
     _line("walk: one entry, including the call from Python", f"{short_us:.2f} us", "<= 2 us", short_us <= 2)
     _line("walk: per visited entry, PTE lock included (2000, in cache)", f"{per_in:.1f} ns", "<= 20 ns",
           per_in <= 20)
+    _, per_off = _walk_cost(2000, reps, instrument=False)
+    _line("walk: per visited entry, the same without lockstat", f"{per_off:.1f} ns")
     _, per_out = _walk_cost(big, max(20, reps // 10))
     _line(f"walk: per visited entry ({big} entries, outside the LLC)", f"{per_out:.1f} ns")
 
@@ -161,9 +205,14 @@ def bench_storm(duration: float) -> None:
     ratio = _pps(new) / _pps(old)
     _line("2.6.34 / 2.6.33 pages/s, default cost", f"{ratio:.1f}x", ">= 20x", ratio >= 20)
     _line("2.6.33 anon_vma lock wait share", f"{100 * _av_wait(old):.1f}%", ">= 40%", _av_wait(old) >= 0.4)
-    off = _storm("2.6.34", duration, "--no-lockstat")
-    loss = 1 - _pps(new) / _pps(off)
-    _line("lockstat's cost: 2.6.34 default vs --no-lockstat", f"{100 * loss:.1f}%", "within 10%", abs(loss) <= 0.10)
+    # Interleaved pairs, the best of each: on a shared machine one pair alone moves by 20%.
+    on, off = [_pps(new)], []
+    for _ in range(3):
+        off.append(_pps(_storm("2.6.34", duration, "--no-lockstat")))
+        on.append(_pps(_storm("2.6.34", duration)))
+    loss = 1 - max(on) / max(off)
+    _line("lockstat's cost: 2.6.34 default vs --no-lockstat (best of 4 / 3)", f"{100 * loss:.1f}%",
+          "within 10%", abs(loss) <= 0.10)
 
 
 def bench_compile() -> None:
@@ -188,6 +237,7 @@ def main() -> None:
     only = set(a.only.split(","))
     warm_up()
     if "locks" in only:
+        bench_clock(200_000 if a.quick else 2_000_000)
         bench_locks(200_000 if a.quick else 2_000_000)
     if "walk" in only:
         bench_walk(2000 if a.quick else 20000, 50_000 if a.quick else 200_000)

@@ -36,6 +36,7 @@ from .layout import (
     LS_FIELDS,
     MM_DTYPE,
     PAGE_DTYPE,
+    SLAB_CPU_WORDS,
     VMA_DTYPE,
     WALK_HIST_BUCKETS,
 )
@@ -76,6 +77,11 @@ G_SIZE += 1
 # The swap device record's first int64 word (shared_model/swapdev.py).
 SWAPDEV_W = G_SIZE
 G_SIZE = SWAPDEV_W + 1
+# Appended: the lockstat clock's calibration (copied from the segment header), and the
+# per-CPU slab caches (int32 word of this CPU's first array_cache).
+TSC_MULT = G_SIZE
+TSC_SHIFT, TSC_CYC0, TSC_NS0, SLAB_CPU_W = range(TSC_MULT + 1, TSC_MULT + 5)
+G_SIZE = SLAB_CPU_W + 1
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "chunk", "page"))
 
@@ -94,6 +100,9 @@ PAGE_INDEX = _f32(PAGE_DTYPE, "index")
 PAGE_MAPCOUNT = _f32(PAGE_DTYPE, "mapcount")
 PAGE_SWAPCOUNT = _f32(PAGE_DTYPE, "swapcount")
 PAGE_FLAGS = _f32(PAGE_DTYPE, "flags")
+# mapcount (low half) and swapcount (high half) as one int64 word: page p's is
+# (g[PAGE0] + p * g[PAGE_W] + PAGE_MAPCOUNT) // 2 in ``words``.
+assert PAGE_MAPCOUNT % 2 == 0 and PAGE_SWAPCOUNT == PAGE_MAPCOUNT + 1 and PAGE_DTYPE.itemsize % 8 == 0
 VMA_START = _f32(VMA_DTYPE, "vm_start")
 VMA_END = _f32(VMA_DTYPE, "vm_end")
 VMA_PGOFF = _f32(VMA_DTYPE, "vm_pgoff")
@@ -195,7 +204,7 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[MM0] = offs["mm"] // 4
     g[MM_W64] = MM_DTYPE.itemsize // 8
     g[MM_PTL_W0] = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8  # type: ignore[index]
-    g[MC_LOCK_W0] = offs["mapcount_lock"] // 8
+    g[MC_LOCK_W0] = 0  # unused: page->_mapcount is an atomic, no stripe locks any more
     g[SLAB_W0] = offs["slab"] // 8
     g[NCPUS] = caps.cpus
     g[AVC0] = offs["avc"] // 4
@@ -208,6 +217,10 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[LOCK_ONCE] = int(lock_once)
     for cls, kind in enumerate(kinds):
         g[KIND0 + cls] = kind
+    hdr = seg["header"][0]
+    g[TSC_MULT], g[TSC_SHIFT] = hdr["tsc_mult"], hdr["tsc_shift"]
+    g[TSC_CYC0], g[TSC_NS0] = hdr["tsc_cyc0"], hdr["tsc_ns0"]
+    g[SLAB_CPU_W] = offs["slab_cpu"] // 4 + cpu * SLAB_CPU_WORDS
     for k, name in enumerate(ALLOC_KINDS):
         g[REC0 + k] = offs[name] // 4
         g[REC_W + k] = _DTYPES[name].itemsize // 4

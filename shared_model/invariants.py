@@ -19,8 +19,8 @@ Rules:
    the VMA covering it is on that anon_vma's list and vma_address(page) is that PTE.
 6. Refcounts (root-locking eras): each root's refcount is the number of other live
    anon_vmas whose root it is.
-7. Nothing leaked: every record is either in use or on its free stack, exactly once, and
-   no live anon_vma is unused (empty list and no references).
+7. Nothing leaked: every record is either in use or free (its free stack or a CPU's slab
+   cache), exactly once, and no live anon_vma is unused (empty list and no references).
 8. Locks: none is held (owner 0) once the CPUs have stopped; no page is locked
    (PG_locked).
 
@@ -277,18 +277,18 @@ def check_model(m: Model) -> list[str]:
         if len(dead_root):
             bad(f"{len(dead_root)} anon_vmas whose root has been freed")
 
-    # 7. leaks: in use xor on the free stack, exactly once
-    tops = m.header["top"][0]
-    for k, kind in enumerate(ALLOC_KINDS):
+    # 7. leaks: in use xor free (on the global stack or in a CPU's slab cache, a dead
+    # CPU's included), exactly once
+    for kind in ALLOC_KINDS:
         rec = getattr(m, kind)
         cap = len(rec)
-        stack = m.seg[f"free_{kind}"][: int(tops[k])]
+        stack = m.free_records(kind)
         on_stack = np.unique(stack)  # the stack is short next to the records, sort it
         used = rec["in_use"] == 1
         if kind == "vma":
             used[0] = True  # the sentinel
         if len(on_stack) < len(stack):
-            bad(f"{kind}: a record is on the free stack twice")
+            bad(f"{kind}: a record is free twice (free stack, slab caches)")
         both = on_stack[used[on_stack]]
         if len(both):
             bad(f"{kind}: {len(both)} records both in use and free, e.g. {both[0]}")
@@ -302,7 +302,7 @@ def check_model(m: Model) -> list[str]:
 
     # 8. locks
     for name, arr in (("anon_vma", av["lock"]), ("ptl", mm["ptl"]), ("slab", m.seg["slab"]),
-                      ("mapcount", m.seg["mapcount_lock"]), ("swap_lock", m.seg["swap_lock"])):
+                      ("swap_lock", m.seg["swap_lock"])):
         held = np.flatnonzero(arr["owner"] != 0)
         if len(held):
             bad(f"{len(held)} {name} locks still held, e.g. #{held[0]} by owner tag {arr['owner'][held[0]]}")

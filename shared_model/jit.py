@@ -78,6 +78,8 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
         do_wp_pages(m, child, int(m.mm["vma_head"][child]), np.arange(1))
         exit_mmap(m, child)
         swap_device_warm_up(m)
+        m.free("page", m.alloc("page", 1))  # the Python side of the per-CPU slab caches
+        m.wedged_locks()  # the parent's end-of-run look for wedged ticket/MCS locks
         violations = check_model(m)
         assert not violations, violations
     finally:

@@ -9,7 +9,6 @@ Segment map, in order, each array 64-byte aligned::
 
     header        1 record     run control (gate, stop), capacities, allocator tops
     slab[K]       K records    one lock per allocatable kind (the slab's lock)
-    mapcount_lock[S]           S striped locks that stand for atomic_t on page counts
     mm[]          mm_struct    with its page_table_lock (``ptl``)
     vma[]         vm_area_struct
     anon_vma[]    struct anon_vma with its lock
@@ -18,6 +17,7 @@ Segment map, in order, each array 64-byte aligned::
     page[]        struct page
     pte[]         page tables: mm i owns pte[i * ptrs_per_mm : (i + 1) * ptrs_per_mm]
     free_<kind>[] free stack of each allocatable kind
+    slab_cpu[]    per-CPU array caches of free records: [cpu] kind k's at k * SLAB_AC_WORDS
     cpu[]         per-CPU published state, one 512-byte slot each (will-it-scale: >= 256 apart)
     lockstat[]    per-CPU lock statistics [cpu, class, site, field]
     walkhist[]    per-CPU walk-length histogram [cpu, bucket]
@@ -37,12 +37,13 @@ Field guards (W: modification, R: reading), the kernel's convention:
   anon_vma degree, num_*         W: the same lock (3.19+ reuse; read by anon_vma_clone under it)
   vma.vm_flags, vm_start/end     W: mm's mmap_sem + (when it has an anon_vma) its anon_vma lock
   page.mapping, page.index       W: page owner under the PTE lock; R: walkers (stable while mapped)
-  page.mapcount, page.swapcount  W: the page's mapcount stripe lock (the kernel's atomic_t)
+  page.mapcount, page.swapcount  W: atomic add on the 64-bit word they share (atomic_t)
   page.flags                     W, R: atomics (PG_locked is the page lock itself)
   page.mapping of a swapped page W: the page lock (do_swap_page's placement, reclaim dropping
                                  it from the swap cache: mapping -1 = no frame, a swap slot)
   pte[]                          W: that mm's ptl; R: walkers pre-check lock-free, confirm under ptl
   free stacks, header tops       W, R: the kind's slab lock
+  slab_cpu[c]                    W, R: CPU c only (the kernel's array_cache, irqs off)
   cpu[c], lockstat[c], walkhist[c]  W: CPU c only; R: anyone (parent, live view), no lock
 """
 
@@ -99,6 +100,12 @@ HEADER_DTYPE = np.dtype(
         ("ncpus", "<i8"),
         ("ptrs_per_mm", "<i8"),
         ("top", "<i8", (8,)),  # free-stack tops, one per allocatable kind
+        # The lockstat clock's calibration (shared_model.locking.clock): every CPU converts
+        # the TSC with these, so timestamps of different CPUs compare.  tsc_mult 0: no TSC.
+        ("tsc_mult", "<i8"),
+        ("tsc_shift", "<i8"),
+        ("tsc_cyc0", "<i8"),
+        ("tsc_ns0", "<i8"),
     ]
 )
 
@@ -192,9 +199,13 @@ PAGE_DTYPE = np.dtype(
         ("mapcount", "<i4"),  # present PTEs that map this page
         ("swapcount", "<i4"),  # swap PTEs that point at it (it sits in the swap cache)
         ("in_use", "<i4"),
-        ("flags", "<i4"),  # PG_locked (lock_page / trylock_page: atomics on this word)
+        # PG_locked (lock_page / trylock_page: atomics on this word).  It also makes the
+        # record 24 bytes, so that mapcount and swapcount share one aligned 64-bit word,
+        # changed by one atomic add (mapcount the low half): "both reached zero" is exact.
+        ("flags", "<i4"),
     ]
 )
+assert PAGE_DTYPE.itemsize == 24
 
 PTE_DTYPE = np.dtype([("page", "<i4"), ("flags", "<i4")])
 
@@ -246,7 +257,11 @@ CPU_STATE = {"idle": 0, "work": 1, "walk": 2, "wait": 3, "fork": 4, "exit": 5, "
              "iowait": 8}
 
 # Lock statistics: lock classes, call sites, per-(class, site) fields.
-LOCK_CLASSES = ("anon_vma", "ptl", "slab", "mapcount", "swap_lock")
+LOCK_CLASSES = ("anon_vma", "ptl", "slab", "swap_lock")
+# lockdep's per-CPU edge table is [LOCKDEP_CLASSES, LOCKDEP_CLASSES, 2] words, padded past
+# the classes so that each CPU's table is whole cache lines (4 x 4 x 2 x 8 = 256 bytes).
+LOCKDEP_CLASSES = 4
+assert len(LOCK_CLASSES) <= LOCKDEP_CLASSES
 LOCK_SITES = (
     "page_referenced",
     "try_to_unmap",
@@ -276,21 +291,23 @@ LS_WAIT_HIST = LS_SCALARS
 LS_HOLD_HIST = LS_SCALARS + HIST_BUCKETS
 LS_FIELDS = LS_SCALARS + 2 * HIST_BUCKETS
 WALK_HIST_BUCKETS = 64
-# lockdep's per-CPU edge table is [held class, taken class] over this many classes (room
-# for more than LOCK_CLASSES, so that each CPU's table stays a whole number of cache lines).
-LOCKDEP_CLASSES = 8
-assert len(LOCK_CLASSES) <= LOCKDEP_CLASSES
 
-# page->_mapcount and the swap count are atomic_t in the kernel, changed by CPUs holding
-# different PTE locks.  numpy has no atomics on shared memory, so each change takes one of
-# these striped spinlocks (page index modulo the stripe count): one short locked section
-# per page, which is what a LOCK-prefixed add costs the kernel.
-MAPCOUNT_STRIPES = 256
+# Per-CPU slab caches (the kernel's array_cache): each CPU keeps up to SLAB_LIMIT free
+# records of each kind, refilled from and drained to the kind's global free stack
+# SLAB_BATCH at a time under its slab lock.  Words per cache: the count, the cache's own
+# lock (0 free, 1 held: its CPU's, or a CPU short of records draining it), then the
+# records (the newest last).
+SLAB_BATCH = 16
+SLAB_LIMIT = 2 * SLAB_BATCH
+SLAB_AC_AVAIL, SLAB_AC_LOCK, SLAB_AC_ENTRY = 0, 1, 2
+SLAB_AC_WORDS = SLAB_AC_ENTRY + SLAB_LIMIT
 
 # Words of one CPU's block of MCS queue nodes (shared_model.locking.NODE_BLOCK_WORDS).
 QNODE_BLOCK_WORDS = 32
 
 ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "chunk", "page")
+# One CPU's caches of every kind, padded to whole cache lines (int32 words).
+SLAB_CPU_WORDS = (len(ALLOC_KINDS) * SLAB_AC_WORDS + 15) // 16 * 16
 
 # The swap device (shared_model/swapdev.py): one record for all CPUs, int64 words.
 #   W: the parent before the gate (latency_ns, service_ns, nr_requests); any CPU by atomics
@@ -349,7 +366,6 @@ class Capacities:
         spec: list[tuple[str, np.dtype, tuple[int, ...]]] = [
             ("header", HEADER_DTYPE, (1,)),
             ("slab", LOCK_DTYPE, (len(ALLOC_KINDS),)),
-            ("mapcount_lock", LOCK_DTYPE, (MAPCOUNT_STRIPES,)),
             ("mm", MM_DTYPE, (self.mms,)),
             ("vma", VMA_DTYPE, (self.vmas,)),
             ("anon_vma", ANON_VMA_DTYPE, (self.anon_vmas,)),
@@ -360,6 +376,7 @@ class Capacities:
         ]
         for kind in ALLOC_KINDS:
             spec.append((f"free_{kind}", np.dtype("<i4"), (self.capacity(kind),)))
+        spec.append(("slab_cpu", np.dtype("<i4"), (self.cpus, SLAB_CPU_WORDS)))
         spec += [
             ("cpu", CPU_DTYPE, (self.cpus,)),
             ("lockstat", np.dtype("<i8"), (self.cpus, len(LOCK_CLASSES), len(LOCK_SITES), LS_FIELDS)),
@@ -404,7 +421,7 @@ LockNamer = Callable[[int], str]
 def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
     """Decode a lock's word index in the segment (as published in ``wait_lock`` and
     ``hold_lock``) into a name: ``anon_vma#N``, ``ptl(mm N)``, ``slab(KIND)``,
-    ``mapcount#S``; ``lock@W`` for a word that is none of them.
+    ``lock@W`` for a word that is none of them.
 
     ``offsets`` is ``seg.offsets``, ``caps`` the segment's Capacities (``anon_vmas``,
     ``mms``).  The arithmetic is Model's: lock 0's word plus index * record words."""
@@ -415,7 +432,6 @@ def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
          lambda i: f"anon_vma#{i}"),
         ((offsets["mm"] + mm_ptl) // 8, MM_DTYPE.itemsize // 8, int(caps.mms), lambda i: f"ptl(mm {i})"),
         (offsets["slab"] // 8, LOCK_WORDS, len(ALLOC_KINDS), lambda i: f"slab({ALLOC_KINDS[i]})"),
-        (offsets["mapcount_lock"] // 8, LOCK_WORDS, MAPCOUNT_STRIPES, lambda i: f"mapcount#{i}"),
         (offsets["swap_lock"] // 8, LOCK_WORDS, 1, lambda i: "swap_lock"),
     ]
 

@@ -5,13 +5,13 @@ Lock ordering (deeper indentation = taken inside), as in mm/rmap.c::
     mm->mmap_sem                 (modelled by ownership: only the CPU running an mm changes it)
       anon_vma->lock             (the page's own anon_vma, or its root's: eras.py decides)
         mm->page_table_lock      (``ptl``: page_referenced_one, try_to_unmap_one, faults)
-        mapcount stripe lock     (leaf: stands for atomic_t on page->_mapcount)
       slab lock                  (leaf: allocation and freeing of records)
 
 The primitives are the kernel's own algorithms on real atomics, compiled with numba
 (``shared_model/locking/``: ``ticket``, ``qspinlock``, ``tas``, ``mutex``, ``rwsem``).  The
-anon_vma lock takes the era's primitive (or ``--lock``); the ptl, slab and mapcount locks
-are spinlocks of the era's spinning kind (ticket on the x86 of 2010).
+anon_vma lock takes the era's primitive (or ``--lock``); the ptl and slab locks are
+spinlocks of the era's spinning kind (ticket on the x86 of 2010).  page->_mapcount is no
+lock: an atomic add on the page record (``rmap.mapcount_add_c``), as the kernel's atomic_t.
 
 Every lock record is 64 bytes: the primitive's words, then ``owner`` (pid * 4096 + cpu + 1,
 written by the holder after it acquires and cleared before it releases).
@@ -19,8 +19,10 @@ written by the holder after it acquires and cleared before it releases).
 Instrumentation, recorded by compiled code in the acquiring CPU's own lockstat slot, for
 its (class, call site): acquisitions, contentions (the first trylock failed), wait (request
 to acquire) and hold (acquire to release) min/max/total, and a histogram of each.  The
-uncontended path costs two clock reads and a handful of stores; waits are recorded only on
-the contended path.
+uncontended path costs two clock reads (one at acquire, one at release, as the kernel's
+holdtime stamp; the TSC through ``locking.clock``, ~9 ns each, where clock_gettime costs
+~21) and five stores after the release; waits are recorded only on the contended path.
+Without lockstat (``--no-lockstat``) only the anon_vma lock is timed (the walk's share).
 
 Python sees two calls per acquisition at most: ``lock_acquire_fast`` (a trylock) and, only
 when that failed, the kind's ``*_slowpath`` wrapper, so that a py-spy profile shows lock
@@ -68,7 +70,8 @@ from .locking import (
     lock_release,
     lock_trylock,
 )
-from .locking.atomics import clock_ns
+from .locking.atomics import bit_length
+from .locking.clock import sched_clock
 from .locking.jit import cached_njit
 from .segment import Segment
 
@@ -102,36 +105,19 @@ def lock_kind(name: str) -> int:
 
 
 @njit(inline="always")
-def bit_length(v: int) -> int:
-    n = 0
-    if v >= 1 << 32:
-        v >>= 32
-        n += 32
-    if v >= 1 << 16:
-        v >>= 16
-        n += 16
-    if v >= 1 << 8:
-        v >>= 8
-        n += 8
-    if v >= 1 << 4:
-        v >>= 4
-        n += 4
-    if v >= 1 << 2:
-        v >>= 2
-        n += 2
-    if v >= 2:
-        v >>= 1
-        n += 1
-    return n + v
-
-
-@njit(inline="always")
 def hist_bucket_c(v: int) -> int:
-    """layout.hist_bucket, compiled."""
+    """layout.hist_bucket, compiled (bit_length is one lzcnt)."""
     if v < 8:
         return max(0, v)
     bl = bit_length(v)
     return (bl << 2) | ((v >> (bl - 3)) & 3)
+
+
+@njit(inline="always")
+def local_clock(g: np.ndarray) -> int:
+    """The lockstat clock (ns, CLOCK_MONOTONIC's scale): the TSC through the segment's
+    calibration, or clock_gettime without a usable TSC (shared_model.locking.clock)."""
+    return sched_clock(g[G.TSC_MULT], g[G.TSC_SHIFT], g[G.TSC_CYC0], g[G.TSC_NS0])
 
 
 @cached_njit
@@ -168,20 +154,25 @@ def note_release(held: np.ndarray, cls: int) -> None:
             return
 
 
-@cached_njit
+@cached_njit(inline=True)
 def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """Try lock word ``w`` once; the acquire time (ns) on success, -1 when it is contended
-    (the caller then calls ``lock_acquire_slowpath`` with the time of its request)."""
+    (the caller then calls ``lock_acquire_slowpath`` with the time of its request).
+
+    One clock read, after the lock is taken (the kernel's holdtime_stamp), and only when
+    something will use it: lockstat, or the anon_vma lock's hold (the walk's time share);
+    an untimed acquisition returns 0.  lockdep's bookkeeping only with --check-lock-order."""
     if g[G.ORDER_CHECK]:
         note_order(words, g, held, cls, site)
-    # Without lockstat only the anon_vma lock is timed (its hold is the walk's time share).
-    t0 = clock_ns() if g[G.INSTRUMENT] or cls == AV_CLASS else 0
-    if lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
-        if g[G.ORDER_CHECK]:
-            held_push(held, cls, site)
-        return t0
-    return -1
+        if not lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
+            return -1
+        held_push(held, cls, site)
+    elif not lock_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
+        return -1
+    if g[G.INSTRUMENT] or cls == AV_CLASS:
+        return local_clock(g)
+    return 0
 
 
 @cached_njit
@@ -202,25 +193,25 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
     words[cb + G.F_STATE] = prev_state
     words[cb + G.F_SINCE] = prev_since
     words[cb + G.F_WAIT_LOCK] = -1
-    if st == LOCK_STOPPED:
-        if g[G.ORDER_CHECK]:
-            note_release(held, cls)
-        # A wait cut short by the stop was still a wait: count it in the CPU's time shares
-        # (a ticket convoy under oversubscription is mostly waits that never finish).
-        words[cb + G.F_T_WAIT] += clock_ns() - t0
-        return -1
-    t1 = clock_ns()
-    if st == LOCK_OWNER_DIED:
-        words[cb + G.F_OWNER_DIED] += 1
+    t1 = local_clock(g)
     wait = t1 - t0
     words[cb + G.F_T_WAIT] += wait
     if g[G.INSTRUMENT]:
+        # A wait cut short by the stop was still a wait: it counts as a contention of its
+        # class (a ticket convoy under oversubscription is mostly waits that never finish,
+        # and the class's wait share would otherwise miss them); it acquired nothing.
         b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
         words[b + LS_CONT] += 1
         words[b + LS_WAIT_TOTAL] += wait
         words[b + LS_WAIT_MAX] = max(words[b + LS_WAIT_MAX], wait)
         words[b + LS_WAIT_MIN] = min(words[b + LS_WAIT_MIN], wait)
         words[b + LS_WAIT_HIST + hist_bucket_c(wait)] += 1
+    if st == LOCK_STOPPED:
+        if g[G.ORDER_CHECK]:
+            note_release(held, cls)
+        return -1
+    if st == LOCK_OWNER_DIED:
+        words[cb + G.F_OWNER_DIED] += 1
     return t1
 
 
@@ -231,25 +222,39 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
     t = lock_acquire_fast(words, g, held, w, cls, site, shared)
     if t >= 0:
         return t
-    return lock_acquire_slowpath(words, g, held, w, cls, site, shared, clock_ns())
+    return lock_acquire_slowpath(words, g, held, w, cls, site, shared, local_clock(g))
+
+
+@njit(inline="always")
+def lockstat_hold(words: np.ndarray, g: np.ndarray, cls: int, site: int, hold: int) -> None:
+    """lock_release's lockstat: one acquisition held ``hold`` ns, into this CPU's slot."""
+    b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
+    words[b] += 1  # LS_ACQ
+    words[b + LS_HOLD_TOTAL] += hold
+    words[b + LS_HOLD_MAX] = max(words[b + LS_HOLD_MAX], hold)
+    words[b + LS_HOLD_MIN] = min(words[b + LS_HOLD_MIN], hold)
+    words[b + LS_HOLD_HIST + hist_bucket_c(hold)] += 1
 
 
 @cached_njit
 def lock_release_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                    site: int, shared: int, t_acq: int) -> int:
-    """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns)."""
-    hold = clock_ns() - t_acq if g[G.INSTRUMENT] or cls == AV_CLASS else 0
+    """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns; 0 when the
+    acquisition was not timed).  One clock read, before the release; lockstat's stores
+    after it, outside the critical section."""
     if g[G.ORDER_CHECK]:
         note_release(held, cls)
-    lock_release(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.NODE_W])
     if g[G.INSTRUMENT]:
-        b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
-        words[b] += 1  # LS_ACQ
-        words[b + LS_HOLD_TOTAL] += hold
-        words[b + LS_HOLD_MAX] = max(words[b + LS_HOLD_MAX], hold)
-        words[b + LS_HOLD_MIN] = min(words[b + LS_HOLD_MIN], hold)
-        words[b + LS_HOLD_HIST + hist_bucket_c(hold)] += 1
-    return hold
+        hold = local_clock(g) - t_acq
+        lock_release(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.NODE_W])
+        lockstat_hold(words, g, cls, site, hold)
+        return hold
+    if cls == AV_CLASS:
+        hold = local_clock(g) - t_acq
+        lock_release(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.NODE_W])
+        return hold
+    lock_release(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.NODE_W])
+    return 0
 
 
 # ---------------------------------------------------------------------------- Python side
@@ -324,7 +329,7 @@ class CpuLocks:
 
     def lock_contended(self, w: int, cls: int, site: int, shared: int = 0) -> int:
         """The contended path: the primitive's slow path (its own frame in a profile)."""
-        t = self._slowpaths[cls](w, cls, site, shared, time.monotonic_ns())
+        t = self._slowpaths[cls](w, cls, site, shared, time.perf_counter_ns())
         if t < 0:
             raise Stopped()
         return t

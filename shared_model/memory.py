@@ -21,7 +21,8 @@ from .anon_vma import (
     unlink_anon_vmas_c,
 )
 from .ctx import raise_status
-from .layout import MAPCOUNT_STRIPES, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
+from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
+from .locking.atomics import READ_ONCE
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
@@ -33,7 +34,7 @@ from .model import (
 )
 from .rmap import do_swap_page_c, mapcount_add_c
 
-PTL, MAPCOUNT = CLASS["ptl"], CLASS["mapcount"]
+PTL = CLASS["ptl"]
 S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_page", "dup_mmap", "exit_mmap"))
 OK, STOPPED = G.OK, G.STOPPED
 
@@ -227,8 +228,8 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
     sees the change when it rechecks under the lock).  Returns (copied, reused, status).
 
     New pages are allocated before the ptl is taken and the PTEs rechecked under it, as
-    do_wp_page does; the reuse test reads the old page's counts under its mapcount stripe
-    (a concurrent try_to_unmap could otherwise be caught between its two updates)."""
+    do_wp_page does; the reuse test is one atomic read of the old page's counts word under
+    the ptl (mapcount and swap count change together, by one atomic add)."""
     st = anon_vma_prepare_c(words, w32, g, held, sc, vma)
     if st < 0:
         return 0, 0, st
@@ -259,12 +260,11 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
         if (w32[e + 1] & (PTE_PRESENT | PTE_WRITE)) != PTE_PRESENT:
             continue
         old = w32[e]
-        mw = g[G.MC_LOCK_W0] + (old % MAPCOUNT_STRIPES) * 8
-        tm = lock_acquire_c(words, g, held, mw, MAPCOUNT, S_WP, 0)
-        if tm < 0:
-            return used, reused, STOPPED
         ob = _page(g, old, 0)
-        if w32[ob + G.PAGE_MAPCOUNT] == 1 and w32[ob + G.PAGE_SWAPCOUNT] == 0:
+        # reuse_swap_page: mapcount 1 (this PTE) and no swap entry, one atomic read of the
+        # counts word.  Stable under this ptl: no other PTE maps the page, and only a
+        # holder of this ptl could add one (fork's copy) or take this one (try_to_unmap).
+        if READ_ONCE(words, (ob + G.PAGE_MAPCOUNT) >> 1) == 1:
             w32[e + 1] |= PTE_WRITE | PTE_YOUNG
             reused += 1
             if g[G.MOVE_ANON_RMAP]:  # page_move_anon_rmap (2.6.34+): only we map it
@@ -279,13 +279,9 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
             words[cb + G.F_FRAMES_IN] += 1
             w32[e] = p
             w32[e + 1] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
-            w32[ob + G.PAGE_MAPCOUNT] -= 1
-            if w32[ob + G.PAGE_MAPCOUNT] == 0:
-                words[cb + G.F_FRAMES_OUT] += 1
-                if w32[ob + G.PAGE_SWAPCOUNT] == 0:
-                    dead[ndead] = old
-                    ndead += 1
-        lock_release_c(words, g, held, mw, MAPCOUNT, S_WP, 0, tm)
+            if mapcount_add_c(words, w32, g, held, old, -1, 0, S_WP):
+                dead[ndead] = old
+                ndead += 1
     unlock_ptl_c(words, g, held, mm, S_WP, t)
     st = free_pages_c(words, w32, g, held, dead, ndead)
     if st == OK:
@@ -310,7 +306,7 @@ def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int], write: bool
     down, and on the first mapping the page placed as the era's page_add_anon_rmap does
     (eras.Era.swapin).  ``write``: write faults, which map the page writable where the
     faulting entry is its only user (reuse_swap_page).  Takes the page lock, then each
-    mm's ptl and the page's mapcount stripe inside it (compiled: rmap.do_swap_page_c)."""
+    mm's ptl; the page's counts change by an atomic add (compiled: rmap.do_swap_page_c)."""
     slots = np.asarray(slots, dtype=np.int64)
     done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots), int(write), 0)
     if done < 0:
@@ -371,7 +367,7 @@ def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: n
     """Copy the parent's PTEs of vma's range into the child's, write-protecting both (the
     child's copy is old, as copy_one_pte's pte_mkold makes it); every mapped page gains a
     mapping (swap entries a swap reference).  Takes the child's then the parent's ptl (dst
-    then src, as the kernel nests them), and each page's mapcount stripe inside them."""
+    then src, as the kernel nests them); page counts change by atomic adds."""
     start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
     ptrs = g[G.PTRS]
     td = lock_ptl_c(words, g, held, child, S_DUP)
@@ -449,7 +445,7 @@ def dup_mmap(m: Model, parent: int) -> int:
 def zap_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                      mm: int, vma: int) -> int:
     """Clear vma's PTEs: each page loses this mapping and is freed if that was its last
-    reference.  Takes the mm's ptl, and mapcount stripes inside it."""
+    reference.  Takes the mm's ptl; page counts change by atomic adds."""
     start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
     ptrs = g[G.PTRS]
     t = lock_ptl_c(words, g, held, mm, S_EXIT)

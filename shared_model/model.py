@@ -5,7 +5,10 @@ A ``Model`` is cheap to make for each process: the parent builds the segment wit
 segment with its own CPU number (so its lock statistics land in its own slot).
 
 Allocation is slab-like: each record kind has a free stack in the segment guarded by that
-kind's slab lock (a leaf in the lock order).  Records are type-stable, as with
+kind's slab lock (a leaf in the lock order), and each CPU a small array cache of free
+records of each kind in front of it (the kernel's per-CPU ``array_cache``: up to
+SLAB_LIMIT, refilled and flushed SLAB_BATCH at a time under the slab lock), so that most
+allocations and frees take no shared lock.  Records are type-stable, as with
 SLAB_DESTROY_BY_RCU: a freed anon_vma's lock bytes stay a valid lock, so a walker that read
 ``page->mapping`` just before the anon_vma was freed can still take its lock and then see,
 under it, that the page moved on (``page_lock_anon_vma``).
@@ -16,6 +19,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from numba import njit
 
 from . import ctx as G
 from .ctx import make_geometry
@@ -23,8 +27,14 @@ from .eras import REUSE_CODES, Era, get_era
 from .layout import (
     ALLOC_KINDS,
     ANON_VMA_DTYPE,
-    MAPCOUNT_STRIPES,
     MM_DTYPE,
+    SLAB_AC_AVAIL,
+    SLAB_AC_ENTRY,
+    SLAB_AC_LOCK,
+    SLAB_AC_WORDS,
+    SLAB_BATCH,
+    SLAB_CPU_WORDS,
+    SLAB_LIMIT,
     WALK_HIST_BUCKETS,
     Capacities,
     LockNamer,
@@ -32,7 +42,10 @@ from .layout import (
 )
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
 from .locking import RWSEM_FIFO, RWSEM_STEAL
+from .locking.atomics import READ_ONCE, cmpxchg, cpu_relax, smp_store_release
+from .locking.common import STOP_ABORT
 from .locking.jit import cached_njit
+from .locking.lock import wedged_in
 from .locks import (
     CLASS,
     SITE,
@@ -48,19 +61,137 @@ from .segment import Segment
 AV_LOCK = CLASS["anon_vma"]
 PTL = CLASS["ptl"]
 SLAB = CLASS["slab"]
-MAPCOUNT = CLASS["mapcount"]
 # eras.Era.rwsem_policy -> the rwsem's hand-off policy (shared_model.locking).
 RWSEM_POLICIES = {"fifo": RWSEM_FIFO, "steal": RWSEM_STEAL}
 S_ALLOC, S_FREE = SITE["kmem_cache_alloc"], SITE["kmem_cache_free"]
 
 
+@njit(inline="always")
+def _ac(g: np.ndarray, k: int) -> int:
+    """int32 word of this CPU's array_cache of kind ``k`` (layout.SLAB_AC_*)."""
+    return g[G.SLAB_CPU_W] + k * SLAB_AC_WORDS
+
+
+@njit(inline="always")
+def ac_lock(words: np.ndarray, w32: np.ndarray, g: np.ndarray, ac: int) -> bool:
+    """Take a CPU's cache lock (its own, uncontended but for a drain); False on abort."""
+    while cmpxchg(w32, ac + SLAB_AC_LOCK, 0, 1) != 0:
+        if READ_ONCE(words, g[G.STOP_W]) >= STOP_ABORT:
+            return False
+        cpu_relax()
+    return True
+
+
+@njit(inline="always")
+def ac_unlock(w32: np.ndarray, ac: int) -> None:
+    smp_store_release(w32, ac + SLAB_AC_LOCK, 0)
+
+
+@njit(inline="always")
+def cache_flusharray(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                     ac: int, nr: int, site: int) -> int:
+    """Move the ``nr`` oldest records of the cache at ``ac`` (whose lock the caller holds)
+    to kind ``k``'s global free stack, under its slab lock (the kernel's
+    cache_flusharray); OK or STOPPED."""
+    w = g[G.SLAB_W0] + k * 8
+    t = lock_acquire_c(words, g, held, w, SLAB, site, 0)
+    if t < 0:
+        return G.STOPPED
+    tw = g[G.TOPS_W] + k
+    top = words[tw]
+    f0 = g[G.FREE0 + k]
+    e0 = ac + SLAB_AC_ENTRY
+    for i in range(nr):
+        w32[f0 + top + i] = w32[e0 + i]
+    words[tw] = top + nr
+    lock_release_c(words, g, held, w, SLAB, site, 0, t)
+    avail = w32[ac + SLAB_AC_AVAIL] - nr
+    for i in range(avail):
+        w32[e0 + i] = w32[e0 + nr + i]
+    w32[ac + SLAB_AC_AVAIL] = avail
+    return G.OK
+
+
+@cached_njit
+def drain_other_caches(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       k: int) -> int:
+    """Kind ``k`` is short: give every other CPU's cached records of it back to the global
+    stack (drain_all_pages' work).  Each cache is taken with a trylock only (its CPU may
+    hold it, or be draining ours): no wait, so no lock-order cycle.  OK or STOPPED."""
+    base = g[G.SLAB_CPU_W] - g[G.CPU] * SLAB_CPU_WORDS + k * SLAB_AC_WORDS
+    for c in range(g[G.NCPUS]):
+        if c == g[G.CPU]:
+            continue
+        ac = base + c * SLAB_CPU_WORDS
+        if w32[ac + SLAB_AC_AVAIL] == 0 or cmpxchg(w32, ac + SLAB_AC_LOCK, 0, 1) != 0:
+            continue
+        st = G.OK
+        if w32[ac + SLAB_AC_AVAIL] > 0:
+            st = cache_flusharray(words, w32, g, held, k, ac, w32[ac + SLAB_AC_AVAIL], S_ALLOC)
+        ac_unlock(w32, ac)
+        if st < 0:
+            return st
+    return G.OK
+
+
+@cached_njit
+def cache_alloc_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                       n: int, out: np.ndarray, ac: int) -> int:
+    """kmem_cache_alloc_c's work with this CPU's cache lock held: OK, ENOMEM - k or
+    STOPPED."""
+    e0 = ac + SLAB_AC_ENTRY
+    avail = w32[ac + SLAB_AC_AVAIL]
+    if avail < n:
+        w = g[G.SLAB_W0] + k * 8
+        t = lock_acquire_c(words, g, held, w, SLAB, S_ALLOC, 0)
+        if t < 0:
+            return G.STOPPED
+        tw = g[G.TOPS_W] + k
+        top = words[tw]
+        f0 = g[G.FREE0 + k]
+        if n > SLAB_BATCH:  # bulk: the cache's records first, the rest from the global stack
+            if avail + top < n:
+                lock_release_c(words, g, held, w, SLAB, S_ALLOC, 0, t)
+                return G.ENOMEM - k
+            for i in range(avail):
+                out[i] = w32[e0 + avail - 1 - i]
+            rest = n - avail
+            for i in range(rest):
+                out[avail + i] = w32[f0 + top - 1 - i]
+            words[tw] = top - rest
+            lock_release_c(words, g, held, w, SLAB, S_ALLOC, 0, t)
+            w32[ac + SLAB_AC_AVAIL] = 0
+            return G.OK
+        # cache_alloc_refill: the global stack's top SLAB_BATCH, its topmost the newest
+        r = min(top, SLAB_BATCH)
+        for i in range(r):
+            w32[e0 + avail + i] = w32[f0 + top - r + i]
+        words[tw] = top - r
+        lock_release_c(words, g, held, w, SLAB, S_ALLOC, 0, t)
+        avail += r
+        w32[ac + SLAB_AC_AVAIL] = avail
+        if avail < n:
+            return G.ENOMEM - k
+    for i in range(n):
+        out[i] = w32[e0 + avail - 1 - i]
+    w32[ac + SLAB_AC_AVAIL] = avail - n
+    return G.OK
+
+
 @cached_njit
 def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                        n: int, out: np.ndarray) -> int:
-    """Pop ``n`` free records of kind ``k`` into ``out[:n]`` (in the order Model.alloc gives
-    them) and mark them in use; OK, ENOMEM - k (nothing allocated; also an injected
-    failure of an anon_vma or AVC allocation) or STOPPED.  Takes and releases the kind's
-    slab lock."""
+    """Take ``n`` free records of kind ``k`` into ``out[:n]`` and mark them in use; OK,
+    ENOMEM - k (nothing allocated; also an injected failure of an anon_vma or AVC
+    allocation) or STOPPED.
+
+    From this CPU's array_cache when it holds ``n``: no shared lock (its own cache lock
+    is a line no other CPU touches but to drain it).  Else, under the kind's slab lock,
+    refill it with SLAB_BATCH records from the global free stack (cache_alloc_refill),
+    or for a bulk request (``n`` > SLAB_BATCH) take the cache's records and the rest
+    straight from the global stack.  When even that is short, the other CPUs' caches are
+    drained to the global stack and the allocation tried once more, so a record cached
+    on another CPU never makes an allocation fail."""
     if g[G.ALLOC_FAIL] and (k == G.K_ANON_VMA or k == G.K_AVC):
         x = np.uint64(g[G.RNG])  # xorshift64
         x ^= x << np.uint64(13)
@@ -69,20 +200,17 @@ def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         g[G.RNG] = np.int64(x)
         if np.int64(x >> np.uint64(32)) < g[G.ALLOC_FAIL]:
             return G.ENOMEM - k
-    w = g[G.SLAB_W0] + k * 8
-    t = lock_acquire_c(words, g, held, w, SLAB, S_ALLOC, 0)
-    if t < 0:
+    ac = _ac(g, k)
+    if not ac_lock(words, w32, g, ac):
         return G.STOPPED
-    tw = g[G.TOPS_W] + k
-    top = words[tw]
-    if top < n:
-        lock_release_c(words, g, held, w, SLAB, S_ALLOC, 0, t)
-        return G.ENOMEM - k
-    f0 = g[G.FREE0 + k]
-    for i in range(n):
-        out[i] = w32[f0 + top - 1 - i]
-    words[tw] = top - n
-    lock_release_c(words, g, held, w, SLAB, S_ALLOC, 0, t)
+    st = cache_alloc_locked(words, w32, g, held, k, n, out, ac)
+    if st == G.ENOMEM - k:
+        st = drain_other_caches(words, w32, g, held, k)
+        if st == G.OK:
+            st = cache_alloc_locked(words, w32, g, held, k, n, out, ac)
+    ac_unlock(w32, ac)
+    if st != G.OK:
+        return st
     r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
     for i in range(n):
         w32[r0 + out[i] * rw + iu] = 1
@@ -92,22 +220,39 @@ def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
 @cached_njit
 def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                       ids: np.ndarray, n: int) -> int:
-    """Push ``ids[:n]`` back on kind ``k``'s free stack; OK or STOPPED.  Takes and releases
-    the slab lock."""
+    """Give ``ids[:n]`` back: onto this CPU's array_cache, first flushing its SLAB_BATCH
+    oldest records to the global stack under the slab lock when it is full
+    (cache_flusharray); a bulk free (``n`` > SLAB_BATCH) goes straight to the global
+    stack.  OK or STOPPED."""
     r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
     for i in range(n):
         w32[r0 + ids[i] * rw + iu] = 0
-    w = g[G.SLAB_W0] + k * 8
-    t = lock_acquire_c(words, g, held, w, SLAB, S_FREE, 0)
-    if t < 0:
+    if n > SLAB_BATCH:
+        w = g[G.SLAB_W0] + k * 8
+        t = lock_acquire_c(words, g, held, w, SLAB, S_FREE, 0)
+        if t < 0:
+            return G.STOPPED
+        tw = g[G.TOPS_W] + k
+        top = words[tw]
+        f0 = g[G.FREE0 + k]
+        for i in range(n):
+            w32[f0 + top + i] = ids[i]
+        words[tw] = top + n
+        lock_release_c(words, g, held, w, SLAB, S_FREE, 0, t)
+        return G.OK
+    ac = _ac(g, k)
+    if not ac_lock(words, w32, g, ac):
         return G.STOPPED
-    tw = g[G.TOPS_W] + k
-    top = words[tw]
-    f0 = g[G.FREE0 + k]
+    if (w32[ac + SLAB_AC_AVAIL] + n > SLAB_LIMIT
+            and cache_flusharray(words, w32, g, held, k, ac, SLAB_BATCH, S_FREE) < 0):
+        ac_unlock(w32, ac)
+        return G.STOPPED
+    avail = w32[ac + SLAB_AC_AVAIL]
+    e0 = ac + SLAB_AC_ENTRY
     for i in range(n):
-        w32[f0 + top + i] = ids[i]
-    words[tw] = top + n
-    lock_release_c(words, g, held, w, SLAB, S_FREE, 0, t)
+        w32[e0 + avail + i] = ids[i]
+    w32[ac + SLAB_AC_AVAIL] = avail + n
+    ac_unlock(w32, ac)
     return G.OK
 
 
@@ -204,7 +349,6 @@ class Model:
         self._av_lock_w0 = (offs["anon_vma"] + ANON_VMA_DTYPE.fields["lock"][1]) // 8
         self._av_stride = ANON_VMA_DTYPE.itemsize // 8
         self._slab_w0 = offs["slab"] // 8
-        self._mc_w0 = offs["mapcount_lock"] // 8
         self.walkhist_word = offs["walkhist"] // 8 + cpu * WALK_HIST_BUCKETS
         self._free = {k: seg[f"free_{k}"] for k in ALLOC_KINDS}
         self._tops = self.header["top"][0]
@@ -316,16 +460,6 @@ class Model:
         w, s, t = token
         self.locks.release(w, PTL, s, t)
 
-    def mapcount_lock(self, page: int, site: str) -> tuple[int, int, int]:
-        """The stripe lock that stands for atomic_t on page's mapcount and swapcount."""
-        w = self._mc_w0 + (page % MAPCOUNT_STRIPES) * 8
-        s = SITE[site]
-        return w, s, self.locks.acquire(w, MAPCOUNT, s)
-
-    def mapcount_unlock(self, token: tuple[int, int, int]) -> None:
-        w, s, t = token
-        self.locks.release(w, MAPCOUNT, s, t)
-
     def anon_vma_lock(self, av: int, site: str) -> tuple[int, int, int]:
         """Take the lock guarding anon_vma ``av`` (callers never reach into root)."""
         w = self.anon_vma_lock_word(av)
@@ -339,49 +473,57 @@ class Model:
     # ------------------------------------------------------------------ allocation
 
     def alloc(self, kind: str, n: int = 1, site: str = "kmem_cache_alloc") -> np.ndarray:
-        """Pop ``n`` free records of ``kind``; takes and releases that kind's slab lock.
-
-        Raises OutOfMemory (nothing allocated) when fewer than n are free, or when an
-        injected failure fires."""
-        if self.alloc_fail_p and kind in ("anon_vma", "avc") and self._rng.random() < self.alloc_fail_p:
-            raise OutOfMemory(kind)
+        """Take ``n`` free records of ``kind`` (compiled: kmem_cache_alloc_c, through this
+        CPU's slab cache).  Raises OutOfMemory (nothing allocated) when fewer than n are
+        free, or when an injected failure fires."""
         k = ALLOC_KINDS.index(kind)
-        w = self._slab_w0 + k * 8
-        s = SITE[site]
-        t = self.locks.acquire(w, SLAB, s)
-        try:
-            top = int(self._tops[k])
-            if top < n:
-                raise OutOfMemory(kind)
-            out = self._free[kind][top - n : top][::-1].copy()
-            self._tops[k] = top - n
-        finally:
-            self.locks.release(w, SLAB, s, t)
-        getattr(self, kind)["in_use"][out] = 1
-        return out
+        out = np.empty(n, dtype=np.int64)
+        st = kmem_cache_alloc_c(self.words, self.w32, self.g, self.locks.held, k, n, out)
+        if st < 0:
+            G.raise_status(st)
+        return out.astype(np.int32)
 
     def alloc_one(self, kind: str) -> int:
         return int(self.alloc(kind, 1)[0])
 
     def free(self, kind: str, idx: np.ndarray | int, site: str = "kmem_cache_free") -> None:
-        """Push records back on their free stack; takes and releases the slab lock."""
-        arr = np.atleast_1d(np.asarray(idx, dtype=np.int32))
+        """Give records back (compiled: kmem_cache_free_c, through this CPU's slab cache)."""
+        arr = np.atleast_1d(np.asarray(idx, dtype=np.int64))
         if not len(arr):
             return
-        getattr(self, kind)["in_use"][arr] = 0
-        k = ALLOC_KINDS.index(kind)
-        w = self._slab_w0 + k * 8
-        s = SITE[site]
-        t = self.locks.acquire(w, SLAB, s)
-        try:
-            top = int(self._tops[k])
-            self._free[kind][top : top + len(arr)] = arr
-            self._tops[k] = top + len(arr)
-        finally:
-            self.locks.release(w, SLAB, s, t)
+        st = kmem_cache_free_c(self.words, self.w32, self.g, self.locks.held,
+                               ALLOC_KINDS.index(kind), arr, len(arr))
+        if st < 0:
+            G.raise_status(st)
 
     def free_count(self, kind: str) -> int:
-        return int(self._tops[ALLOC_KINDS.index(kind)])
+        """Free records of ``kind``: the global stack and every CPU's slab cache."""
+        k = ALLOC_KINDS.index(kind)
+        caches = self.seg["slab_cpu"][:, k * SLAB_AC_WORDS + SLAB_AC_AVAIL]
+        return int(self._tops[k]) + int(caches.sum())
+
+    def flush_slab_caches(self) -> None:
+        """Move every CPU's cached free records onto the global free stacks.  Only while no
+        CPU runs (tests, and a parent after its CPUs are gone): it takes no lock."""
+        for k, kind in enumerate(ALLOC_KINDS):
+            for c in range(self.caps.cpus):
+                ac = self.seg["slab_cpu"][c, k * SLAB_AC_WORDS:]
+                n = int(ac[SLAB_AC_AVAIL])
+                top = int(self._tops[k])
+                self._free[kind][top : top + n] = ac[SLAB_AC_ENTRY : SLAB_AC_ENTRY + n]
+                self._tops[k] = top + n
+                ac[SLAB_AC_AVAIL] = 0
+
+    def free_records(self, kind: str) -> np.ndarray:
+        """Every free record of ``kind`` (the global stack, then each CPU's cache), int32;
+        a record listed twice is a bug check_model reports."""
+        k = ALLOC_KINDS.index(kind)
+        parts = [self._free[kind][: int(self._tops[k])]]
+        for c in range(self.caps.cpus):
+            ac = self.seg["slab_cpu"][c, k * SLAB_AC_WORDS:]
+            avail = int(ac[SLAB_AC_AVAIL])
+            parts.append(ac[SLAB_AC_ENTRY : SLAB_AC_ENTRY + min(max(avail, 0), SLAB_LIMIT)])
+        return np.concatenate(parts)
 
     # ------------------------------------------------------------------ lock names
 
@@ -400,12 +542,26 @@ class Model:
             (self.anon_vma["lock"], self._av_lock_w0, self._av_stride),
             (self.mm["ptl"], self._mm_ptl_w0, self._mm_stride),
             (self.seg["slab"], self._slab_w0, 8),
-            (self.seg["mapcount_lock"], self._mc_w0, 8),
         ):
             for i in np.flatnonzero(arr["owner"] != 0).tolist():
                 tag = int(arr["owner"][i])
                 out.append((self.describe_lock(w0 + i * stride), tag // 4096, tag % 4096 - 1))
         return out
+
+    def wedged_locks(self, limit: int = 64) -> list[str]:
+        """The ticket and MCS (qspinlock) locks left unusable: a CPU died queued for them
+        (``locking.lock_is_wedged``), named as ``describe_lock`` does; at most ``limit``.
+        Meaningful once every CPU has stopped waiting (the parent, after its CPUs left)."""
+        out = np.zeros(limit, dtype=np.int64)
+        names: list[str] = []
+        for w0, stride, count, cls in (
+            (self._av_lock_w0, self._av_stride, len(self.anon_vma), AV_LOCK),
+            (self._mm_ptl_w0, self._mm_stride, len(self.mm), PTL),
+            (self._slab_w0, 8, len(ALLOC_KINDS), SLAB),
+        ):
+            n = wedged_in(self.words, w0, stride, count, int(self.g[G.KIND0 + cls]), out)
+            names += [self.describe_lock(w0 + int(i) * stride) for i in out[:n]]
+        return names[:limit]
 
     # ------------------------------------------------------------------ counts
 

@@ -25,8 +25,8 @@ while holding the lock, on top of what the compiled walk really costs on this ma
 "Modelled cost").  Zero (off) for ``scan`` and the model's own tests.
 
 Locks: a walk takes the page's anon_vma lock (the era's: its own or its root's; the read
-side of an rwsem), and inside it each present PTE's ptl; try_to_unmap_one takes the page's
-mapcount stripe inside the ptl.
+side of an rwsem), and inside it each present PTE's ptl; try_to_unmap_one changes the
+page's mapcount with an atomic add inside the ptl.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from . import ctx as G
 from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_tree_iter_next
 from .layout import (
     CPU_STATE,
-    MAPCOUNT_STRIPES,
     PG_LOCKED,
     PTE_PRESENT,
     PTE_SWAP,
@@ -47,6 +46,7 @@ from .layout import (
 )
 from .locking.atomics import (
     READ_ONCE,
+    atomic_fetch_add,
     atomic_fetch_and,
     atomic_fetch_or,
     clock_ns,
@@ -58,7 +58,7 @@ from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock
 from .model import Model
 
 WALK = CPU_STATE["walk"]
-AV_LOCK, PTL, MAPCOUNT = CLASS["anon_vma"], CLASS["ptl"], CLASS["mapcount"]
+AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]
 S_PR, S_TTU = SITE["page_referenced"], SITE["try_to_unmap"]
 S_PR_ONE, S_TTU_ONE, S_SWAPIN = SITE["page_referenced_one"], SITE["try_to_unmap_one"], SITE["do_swap_page"]
 SWAP_LOCK, S_SWAP_DUP, S_SWAP_FREE = CLASS["swap_lock"], SITE["swap_duplicate"], SITE["swap_free"]
@@ -84,26 +84,21 @@ def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
 @njit(inline="always")
 def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    dmap: int, dswap: int, site: int) -> int:
-    """page->_mapcount += dmap and the swap count += dswap under the page's stripe lock (the
-    model's atomic_t); counts the frame coming or going.  1 when both counts reached zero
-    (the caller held the last reference and frees the page), 0 if not, -1 when aborted."""
-    w = g[G.MC_LOCK_W0] + (page % MAPCOUNT_STRIPES) * 8
-    t = lock_acquire_c(words, g, held, w, MAPCOUNT, site, 0)
-    if t < 0:
-        return -1
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
-    was = w32[pb + G.PAGE_MAPCOUNT]
-    now = was + dmap
-    w32[pb + G.PAGE_MAPCOUNT] = now
-    swap = w32[pb + G.PAGE_SWAPCOUNT] + dswap
-    w32[pb + G.PAGE_SWAPCOUNT] = swap
-    lock_release_c(words, g, held, w, MAPCOUNT, site, 0, t)
+    """page->_mapcount += dmap and the swap count += dswap: one atomic add on the 64-bit word
+    they share (mapcount the low half; both stay >= 0, so no borrow crosses the halves), as
+    the kernel's atomic_add_negative on an atomic_t.  Counts the frame coming or going.  1
+    when both counts reached zero (the caller held the last reference and frees the page),
+    else 0 (never -1: an atomic does not wait; ``held`` and ``site`` are the callers')."""
+    delta = dmap + (dswap << 32)
+    old = atomic_fetch_add(words, (g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_MAPCOUNT) >> 1, delta)
+    new = old + delta
+    was, now = old & 0xFFFFFFFF, new & 0xFFFFFFFF
     cb = g[G.CPU_BASE]
-    if was <= 0 < now:
+    if was == 0 and now > 0:
         words[cb + G.F_FRAMES_IN] += 1
-    elif now <= 0 < was:
+    elif now == 0 and was > 0:
         words[cb + G.F_FRAMES_OUT] += 1
-    return 1 if now == 0 and swap == 0 else 0
+    return 1 if new == 0 else 0
 
 
 # What one visited entry did to the walk (rmap_one_c).

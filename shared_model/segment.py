@@ -26,6 +26,7 @@ import secrets
 import numpy as np
 
 from .layout import Capacities
+from .locking.clock import calibrate_tsc
 
 SHM_PREFIX = "rmap-stress-"
 MAGIC = 0x524D4150_53545253  # "RMAPSTRS"
@@ -100,6 +101,7 @@ class Segment:
             hdr["magic"] = MAGIC
             hdr["ncpus"] = caps.cpus
             hdr["ptrs_per_mm"] = caps.ptrs_per_mm
+            hdr["tsc_mult"], hdr["tsc_shift"], hdr["tsc_cyc0"], hdr["tsc_ns0"] = calibrate_tsc()
             return seg
         except BaseException:
             try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from shared_model.layout import (
+    CPU_STATE,
     HIST_BUCKETS,
     LOCK_CLASSES,
     LOCK_SITES,
@@ -145,17 +147,70 @@ def walk_stats(cpu: np.ndarray, walkhist: np.ndarray) -> dict:
     }
 
 
-def class_wait_share(locks: list[dict], cpu: np.ndarray, cls: str = "anon_vma") -> float:
-    """Share of all CPUs' run time spent waiting on lock class ``cls``."""
+def class_wait_share(locks: list[dict], cpu: np.ndarray, cls: str = "anon_vma",
+                     in_progress: dict[str, int] | None = None) -> float:
+    """Share of all CPUs' run time spent waiting on lock class ``cls``: lockstat's finished
+    waits, plus the waits still in progress when the window closed (``in_progress``, ns
+    by class, from ``window_end``)."""
     total = int(cpu["t_total_ns"].sum())
     wait = sum(r["wait_ns"]["total"] for r in locks if r["class"] == cls)
+    wait += (in_progress or {}).get(cls, 0)
     return wait / total if total else 0.0
 
 
+TIME_FIELDS = ("t_work_ns", "t_walk_ns", "t_wait_ns", "t_total_ns")
+
+
+def window_end(cpu: np.ndarray, now_ns: int, start_ns: int, lock_class: Callable[[int], str],
+               only: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The CPUs' times as of the end of the measured window, from a copy ``cpu`` of their
+    slots taken at ``now_ns`` (CLOCK_MONOTONIC, the clock of ``state_since_ns``); the gate
+    opened at ``start_ns``.
+
+    A CPU publishes a wait or a walk in its times only when it ends.  One still waiting
+    when the window closes (a ticket convoy of 256 CPUs on 2 cores: nearly all of them)
+    may be aborted or SIGKILLed before it ends, and its wait would be lost; so the wait
+    (or walk) in progress, from ``state_since_ns`` to ``now_ns``, is added here, and a CPU
+    still running has run ``now_ns - start_ns``.  Returns the adjusted copy and a summary
+    (CPUs waiting and walking, in-progress wait ns by lock class, named by
+    ``lock_class(wait_lock word)``).  ``only``: a mask of the CPUs to account (the
+    others are left as they are)."""
+    out = cpu.copy()
+    live = out["done"] == 0
+    if only is not None:
+        live &= only
+    out["t_total_ns"][live] = max(now_ns - start_ns, 0)
+    since = out["state_since_ns"]
+    open_ = live & (since > 0) & (since <= now_ns)
+    by_class: dict[str, int] = {}
+    summary: dict[str, Any] = {}
+    for state, field, key in ((CPU_STATE["wait"], "t_wait_ns", "waiting"),
+                              (CPU_STATE["walk"], "t_walk_ns", "walking")):
+        sel = np.flatnonzero(open_ & (out["state"] == state))
+        span = now_ns - since[sel]
+        out[field][sel] += span
+        summary[f"cpus_{key}"] = len(sel)
+        summary[f"{key}_ns"] = int(span.sum())
+        if key == "waiting":
+            for i, ns in zip(sel.tolist(), span.tolist(), strict=True):
+                w = int(out["wait_lock"][i])
+                cls = lock_class(w) if w >= 0 else "?"
+                by_class[cls] = by_class.get(cls, 0) + int(ns)
+    summary["wait_ns_by_class"] = by_class
+    return out, summary
+
+
+def with_window_times(final: np.ndarray, window: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """The final slots, with the window's times for the CPUs in mask ``which``."""
+    out = final.copy()
+    for f in TIME_FIELDS:
+        out[f][which] = window[f][which]
+    return out
+
+
 # Classes whose same-class nesting is annotated, as the kernel does with spin_lock_nested:
-# copy_page_range takes the child's then the parent's ptl; a batch of mapcount stripes is
-# taken in ascending order.
-NESTED_OK = {"ptl", "mapcount"}
+# copy_page_range takes the child's then the parent's ptl.
+NESTED_OK = {"ptl"}
 
 
 def lock_order_findings(lockdep: np.ndarray) -> list[str]:

@@ -108,6 +108,10 @@ def run_summary(res: dict[str, Any]) -> str:
         lines.append("lock order: " + ("no inversion in " + str(len(lo["edges"])) + " class pairs seen"
                                        if not lo["findings"] else lo["findings"][0]))
     lines += [f"  {msg}" for msg in inv.get("messages", [])[:5]]
+    wedged = res.get("wedged_locks") or []
+    if wedged:
+        lines.append(f"wedged locks: {', '.join(wedged[:8])}{' ...' if len(wedged) > 8 else ''} "
+                     f"(a CPU died queued for {'it' if len(wedged) == 1 else 'them'}: unusable)")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ import gc
 import logging
 import multiprocessing as mp
 import os
+import re
 import resource
 import select
 import signal
@@ -272,6 +273,8 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
         phases: dict[str, float] = {}  # seconds spent starting, stopping, checking
         sampler: _Timeline | None = None
         nice: int | None = None  # the parent's own nice value, when it raised its priority
+        window: tuple[np.ndarray, int, int] | None = None  # slots, now_ns, start_ns at the end
+        start_ns = 0
         cpu_arr = seg["cpu"][: cfg.cpus]
         try:
             with _BuildProgress(m, caps, on_phase):
@@ -285,6 +288,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             names = lock_namer(seg.offsets, caps)
             nice = _parent_priority(cfg.cpus)
             words[gate_w] = 1
+            start_ns = time.perf_counter_ns()
             os.close(gate_wfd)  # EOF at every CPU's read: all go at once
             gate_wfd = -1
             sigs.quick = False
@@ -317,6 +321,9 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                     next_tick += tick_s
                 time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
             elapsed = time.monotonic() - t0
+            # The window closes: the CPUs' slots now, before any is stopped or killed, so
+            # that waits and walks still in progress count (metrics.window_end).
+            window = (np.array(cpu_arr), time.perf_counter_ns(), start_ns)
             # The last timeline interval, so a plot's timeline runs to the end.
             sampler.maybe_sample(time.monotonic(), cpu_arr, final=True)
             phase = "stopping"
@@ -328,7 +335,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             if on_phase:
                 on_phase("check", 0, 1)
             t_check = time.perf_counter()
-            results = collect(m, cfg, machine, elapsed, build_s)
+            results = collect(m, cfg, machine, elapsed, build_s, window=window)
             phases["check_s"] = time.perf_counter() - t_check
             if on_phase:
                 on_phase("check", 1, 1)
@@ -338,9 +345,11 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                 raise RunInterrupted(sigs.status_signum, None, phase) from None
             # Quit at once, with what can be gathered without the model check (fast).
             elapsed = elapsed or time.monotonic() - sampler.t0
+            if window is None:
+                window = (np.array(cpu_arr), time.perf_counter_ns(), start_ns)
             words[stop_w] = 2
             _reap(procs, words, stop_w)
-            results = collect(m, cfg, machine, elapsed, build_s, check=False)
+            results = collect(m, cfg, machine, elapsed, build_s, check=False, window=window)
             results["aborted"] = f"a second signal while {phase}: the model was not checked"
         finally:
             sigs.ignore()  # the cleanup below must run to its end
@@ -359,9 +368,11 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             results["timeline"] = sampler.samples
         results["phases"] = {"build_s": build_s, **phases}
         if failure:
+            wedged = [f"wedged lock: {name} (a CPU died queued for it: unusable)"
+                      for name in results.get("wedged_locks", [])]
             results["failed"] = {"reason": failure, "cpu_states": report,
                                  "note": "the model may have been mid-update: see invariants"}
-            raise RunFailed(failure + "\n" + "\n".join(report), results)
+            raise RunFailed(failure + "\n" + "\n".join(report + wedged), results)
         if sigs.signum:
             results["interrupted"] = True
             raise RunInterrupted(sigs.status_signum, results)
@@ -619,11 +630,24 @@ def _join_all(procs: list[mp.process.BaseProcess], timeout: float) -> None:
 
 
 def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
-            build_s: float, check: bool = True) -> dict[str, Any]:
+            build_s: float, check: bool = True,
+            window: tuple[np.ndarray, int, int] | None = None) -> dict[str, Any]:
     """The results document, from copies of the per-CPU slots; runs check_model() unless
-    ``check`` is off (quitting at once)."""
+    ``check`` is off (quitting at once).  ``window``: the slots copied when the measured
+    window closed, that instant and the gate's (perf_counter_ns).  A CPU that left on its
+    own published its times, an aborted wait included; one that was killed (SIGKILL after
+    the stop timed out, or a death) never did: its times are those of the window, with
+    the wait or walk it was in then (``metrics.window_end``)."""
     n = cfg.cpus
     cpu = np.array(m.seg["cpu"][:n])
+    in_progress: dict[str, Any] = {}
+    if window is not None:
+        names = lock_namer(m.seg.offsets, m.caps)
+        killed = cpu["done"] == 0
+        at_end, in_progress = metrics.window_end(window[0][:n], window[1], window[2],
+                                                 lambda w: re.split(r"[#(]", names(w))[0],
+                                                 only=killed)
+        cpu = metrics.with_window_times(cpu, at_end, killed)
     lockstat = np.array(m.seg["lockstat"][:n])
     walkhist = np.array(m.seg["walkhist"][:n])
     lockdep = np.array(m.seg["lockdep"][:n])
@@ -651,7 +675,12 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
         "walks": walks,
         "locks": locks,
         "cpus": cpus,
-        "anon_vma_wait_share": metrics.class_wait_share(locks, cpu),
+        "anon_vma_wait_share": metrics.class_wait_share(locks, cpu,
+                                                        in_progress=in_progress.get("wait_ns_by_class")),
+        "in_progress_at_end": in_progress,
+        # Ticket and MCS locks a CPU died queued for (a SIGKILLed waiter's ticket is never
+        # served): unusable by any later run of this model.  Read after every CPU left.
+        "wedged_locks": m.wedged_locks(),
         "iowait_share": metrics.iowait_share(cpu),
         "swap_device": swap_device_stats(np.array(m.seg["swapdev"]), elapsed),
         "throughput": {

@@ -3,7 +3,9 @@
 One small file per primitive, as the kernel's ``kernel/locking/``; the atomics in one::
 
     atomics.py     the only module that emits LLVM: atomic_fetch_add, cmpxchg, ...,
-                   futex_wait/futex_wake, clock_ns, pid_alive
+                   futex_wait/futex_wake, clock_ns, rdtsc, pid_alive
+    clock.py       the lockstat clock: the TSC through a cyc2ns calibration kept in the
+                   segment header (sched_clock), clock_gettime without a usable TSC
     common.py      kinds, statuses, the record's owner word, the stop check
     tas.py         test-and-test-and-set (unfair; glibc's spinlock)
     ticket.py      x86 ticket spinlock (FIFO), 2.6.25 - 4.1

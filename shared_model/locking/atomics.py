@@ -327,3 +327,52 @@ def pid_alive(typingctx: Any, pid: Any) -> Any:
         return alive
 
     return sig, codegen
+
+
+@_intrinsic
+def rdtsc(typingctx: Any) -> Any:
+    """x86 ``rdtsc``: the time-stamp counter, in cycles (inline asm; not serialising, as the
+    kernel's sched_clock/lockstat reads it: a few cycles of skid do not matter to a hold
+    time).  Kept from being hoisted or merged by the asm's side effect."""
+    sig = types.int64()
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        pair = builder.asm(ir.FunctionType(ir.LiteralStructType([_I32, _I32]), []), "rdtsc",
+                           "={eax},={edx}", [], True)
+        lo = builder.zext(builder.extract_value(pair, 0), _I64)
+        hi = builder.zext(builder.extract_value(pair, 1), _I64)
+        return builder.or_(builder.shl(hi, ir.Constant(_I64, 32)), lo)
+
+    return sig, codegen
+
+
+@_intrinsic
+def mul_u64_u32_shr(typingctx: Any, a: Any, mult: Any, shift: Any) -> Any:
+    """(a * mult) >> shift with a 128-bit product, as the kernel's ``mul_u64_u32_shr`` that
+    cyc2ns uses: no overflow for any cycle count (a and mult are taken as unsigned)."""
+    if not all(isinstance(x, types.Integer) for x in (a, mult, shift)):
+        return None
+    sig = types.int64(a, mult, shift)
+    i128 = ir.IntType(128)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        x, m, s = (builder.zext(context.cast(builder, v, t, types.int64), i128)
+                   for v, t in zip(args, sig.args))
+        return builder.trunc(builder.lshr(builder.mul(x, m), s), _I64)
+
+    return sig, codegen
+
+
+@_intrinsic
+def bit_length(typingctx: Any, v: Any) -> Any:
+    """Python's ``int.bit_length`` of a non-negative int64: 64 - ``lzcnt`` (one instruction)."""
+    if not isinstance(v, types.Integer):
+        return None
+    sig = types.int64(v)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        x = context.cast(builder, args[0], sig.args[0], types.int64)
+        lz = builder.ctlz(x, ir.Constant(ir.IntType(1), 0))
+        return builder.sub(ir.Constant(_I64, 64), lz)
+
+    return sig, codegen

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from numba import njit
+from numba import njit, types
 
 _MODEL_ROOT = Path(__file__).resolve().parent.parent  # shared_model/
 
@@ -48,15 +48,53 @@ SOURCE_TREE_STAMP = _source_tree_stamp(_MODEL_ROOT)
 _njit: Any = njit  # numba's stubs do not list the _nrt flag
 
 
-def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False) -> Any:
+def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
+                inline: bool = False) -> Any:
     """``njit(cache=True)(fn)``, its cache keyed on the whole model's sources too; without
-    NRT unless ``nrt=True``.  Use as ``@cached_njit`` or ``@cached_njit(nrt=True)``."""
+    NRT unless ``nrt=True``.  Use as ``@cached_njit`` or ``@cached_njit(nrt=True)``.
+
+    ``inline=True`` (numba's ``inline="always"``): compiled callers take a copy of the
+    body instead of calling it.  For the lock fast paths: a call between two compiled
+    functions passes each array as its seven fields on the stack (21 words for
+    ``words, g, held``), which cost more than a trylock; the uncontended pair went from
+    three such calls deep to none.  Python callers still get a compiled function."""
     if fn is None:
-        return lambda f: cached_njit(f, nrt=nrt)
+        return lambda f: cached_njit(f, nrt=nrt, inline=inline)
+    how = "always" if inline else "never"
     try:
-        dispatcher = _njit(cache=True, _nrt=nrt)(fn)
+        dispatcher = _njit(cache=True, _nrt=nrt, inline=how)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return _njit(_nrt=nrt)(fn)
+        return _njit(_nrt=nrt, inline=how)(fn)
     cache_file = dispatcher._cache._cache_file
     cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)
+    _compile_unliteral(dispatcher)
     return dispatcher
+
+
+def _plain(t: Any) -> Any:
+    """The type a compiled caller's argument is compiled for: unliteral, and a signed
+    integer narrower than 64 bits widened to int64."""
+    t = types.unliteral(t)
+    if isinstance(t, types.Integer) and getattr(t, "signed", False) and getattr(t, "bitwidth", 64) < 64:
+        return types.int64
+    return t
+
+
+def _compile_unliteral(dispatcher: Any) -> None:
+    """Called from compiled code, compile for the arguments' plain types.
+
+    numba types a module-level int constant as ``Literal[int](3)`` and, when a compiled
+    caller passes one, compiles the callee for that literal: ``lock_release_c(..., PTL,
+    S_PR_ONE, 0, t)`` and ``lock_release_c(..., SLAB, S_FREE, 0, t)`` were two versions,
+    each with the whole lock dispatch inlined (12 versions of lock_release_c, 11 of
+    lock_acquire_slowpath: a third of the cold compile).  No function of the model needs
+    a literal argument, so every call from compiled code asks for the unliteral types;
+    a literal still converts to them at the call.  Likewise a narrower signed integer
+    (an int32 read from the segment's ``w32`` view) is passed as int64: record indices
+    read from int32 fields made a second version of five anon_vma functions."""
+    typed = dispatcher.get_call_template
+
+    def get_call_template(args: Any, kws: Any) -> Any:
+        return typed(tuple(_plain(a) for a in args), {k: _plain(v) for k, v in kws.items()})
+
+    dispatcher.get_call_template = get_call_template

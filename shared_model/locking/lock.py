@@ -64,7 +64,7 @@ from .ticket import (
 )
 
 
-@cached_njit
+@cached_njit(inline=True)
 def _exclusive(kind: int, shared: int) -> bool:
     return not (kind == RWSEM and shared)
 
@@ -102,7 +102,7 @@ def lock_acquire(
     return status
 
 
-@cached_njit
+@cached_njit(inline=True)
 def lock_trylock(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int
 ) -> bool:
@@ -124,7 +124,7 @@ def lock_trylock(
     return taken
 
 
-@cached_njit
+@cached_njit(inline=True)
 def lock_release(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, node_w: int
 ) -> None:
@@ -172,6 +172,21 @@ def lock_is_wedged(words: np.ndarray, w: int, kind: int) -> bool:
     if kind == QSPINLOCK:
         return queued_spin_is_wedged(words, w)
     return False
+
+
+@cached_njit
+def wedged_in(words: np.ndarray, w0: int, stride: int, count: int, kind: int,
+              out: np.ndarray) -> int:
+    """``lock_is_wedged`` over ``count`` locks of one kind, at words ``w0 + i * stride``:
+    the indices of the wedged ones into ``out``, how many (at most ``len(out)``)."""
+    n = 0
+    if kind != TICKET and kind != QSPINLOCK:
+        return 0
+    for i in range(count):
+        if lock_is_wedged(words, w0 + i * stride, kind) and n < len(out):
+            out[n] = i
+            n += 1
+    return n
 
 
 def lock_state(words: np.ndarray, w: int, kind: int) -> tuple[bool, int]:

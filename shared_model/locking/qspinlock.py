@@ -88,13 +88,13 @@ def queued_spin_lock(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int
     return queued_spin_lock_slowpath(words, w, node_w, stop_w)
 
 
-@cached_njit
+@cached_njit(inline=True)
 def queued_spin_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if it is free and nobody queues for it; never waits."""
     return READ_ONCE(words, w) == 0 and cmpxchg(words, w, 0, 1) == 0
 
 
-@cached_njit
+@cached_njit(inline=True)
 def queued_spin_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds: clear the locked byte for the queue's head."""
     atomic_fetch_add(words, w, -1)

@@ -112,7 +112,7 @@ WRITER_TYPE = 1
 
 # -- fast paths ---------------------------------------------------------------------------
 
-@cached_njit
+@cached_njit(inline=True)
 def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the read side if no writer holds it and nobody waits; never waits."""
     c = READ_ONCE(words, w + COUNT)
@@ -124,7 +124,7 @@ def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     return False
 
 
-@cached_njit
+@cached_njit(inline=True)
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
     if policy != RWSEM_STEAL:
@@ -158,7 +158,7 @@ def down_write(
     return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, node_w, stop_w)
 
 
-@cached_njit
+@cached_njit(inline=True)
 def up_read(words: np.ndarray, w: int, policy: int) -> None:
     """Release a read hold; the last reader out hands the lock to the queue."""
     c = atomic_fetch_add(words, w + COUNT, -1) - 1
@@ -168,7 +168,7 @@ def up_read(words: np.ndarray, w: int, policy: int) -> None:
         _wait_unlock(words, w)
 
 
-@cached_njit
+@cached_njit(inline=True)
 def up_write(words: np.ndarray, w: int, policy: int) -> None:
     """Release the write hold (the caller cleared the owner word); hand the lock to the
     queue if anybody waits."""

@@ -46,6 +46,7 @@ from .atomics import (
     cmpxchg,
     cpu_relax,
     smp_load_acquire,
+    smp_store_release,
 )
 from .common import LOCK_CONTENDED, LOCK_FAST, LOCK_STOPPED, OWNER, stop_requested
 from .jit import cached_njit
@@ -67,16 +68,21 @@ def ticket_lock(words: np.ndarray, w: int, stop_w: int) -> int:
 
 @cached_njit
 def ticket_lock_slowpath(words: np.ndarray, w: int, ticket: int, stop_w: int) -> int:
-    """Spin until ``ticket`` is served; on stop, abandon it so the hand-off skips it."""
-    while smp_load_acquire(words, w + SERVING) != ticket:
+    """Spin until ``ticket`` is served; on stop, abandon it so the hand-off skips it.
+    While spinning, a ticket being served that was given up is skipped here too (the
+    uncontended unlock does not look: see ``ticket_unlock``)."""
+    while True:
+        serving = smp_load_acquire(words, w + SERVING)
+        if serving == ticket:
+            return LOCK_CONTENDED
+        ticket_skip_abandoned(words, w, serving)
         if stop_requested(words, stop_w):
             ticket_abandon(words, w, ticket)
             return LOCK_STOPPED
         cpu_relax()
-    return LOCK_CONTENDED
 
 
-@cached_njit
+@cached_njit(inline=True)
 def ticket_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if nobody holds or waits for it; never waits."""
     serving = READ_ONCE(words, w + SERVING)
@@ -85,15 +91,25 @@ def ticket_trylock(words: np.ndarray, w: int) -> bool:
     return cmpxchg(words, w + NEXT, serving, serving + 1) == serving
 
 
-@cached_njit
+@cached_njit(inline=True)
 def ticket_unlock(words: np.ndarray, w: int) -> None:
-    """Release the lock the caller holds: serve the next ticket that was not abandoned."""
-    # A full barrier (not a plain store): the abandoned map is read after it (Dekker).
+    """Release the lock the caller holds: serve the next ticket that was not abandoned.
+
+    Uncontended (no ticket out but the caller's), a plain release store, as the kernel's
+    ``__ticket_unlock`` (an add without LOCK prefix): only the holder writes ``owner``.
+    A ticket taken after that look and given up before the store shows is then served
+    with nobody to take it; the next CPU to take a ticket skips it while it spins
+    (``ticket_lock_slowpath``), so nobody waits behind it for good.  Contended, a full
+    barrier (not a plain store), since the abandoned map is read after it (Dekker)."""
+    serving = READ_ONCE(words, w + SERVING) + 1
+    if READ_ONCE(words, w + NEXT) == serving:
+        smp_store_release(words, w + SERVING, serving)
+        return
     serving = atomic_fetch_add(words, w + SERVING, 1) + 1
     ticket_skip_abandoned(words, w, serving)
 
 
-@cached_njit
+@cached_njit(inline=True)
 def _abandoned_bit(w: int, ticket: int) -> tuple[int, int]:
     bit = ticket % ABANDONED_TICKETS
     return w + ABANDONED + bit // 64, 1 << (bit % 64)
@@ -133,4 +149,7 @@ def ticket_is_wedged(words: np.ndarray, w: int) -> bool:
     """A ticket is being served that nobody took: read once every live CPU has stopped
     waiting, that is the ticket of a CPU that died in the queue."""
     serving = READ_ONCE(words, w + SERVING)
-    return READ_ONCE(words, w + NEXT) != serving and READ_ONCE(words, w + OWNER) == 0
+    if READ_ONCE(words, w + NEXT) == serving or READ_ONCE(words, w + OWNER) != 0:
+        return False
+    word, mask = _abandoned_bit(w, serving)
+    return READ_ONCE(words, word) & mask == 0  # a given-up ticket: the next arrival skips it

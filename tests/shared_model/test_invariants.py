@@ -145,6 +145,7 @@ def test_wrong_chunk_live_count_is_caught(make_model: MakeModel, era: str) -> No
 
 def take_off_free_stack(m: Model, kind: str) -> int:
     """Pop a record off kind's free stack without marking it in use: leaked."""
+    m.flush_slab_caches()
     tops = m.header["top"][0]
     k = ALLOC_KINDS.index(kind)
     tops[k] -= 1
@@ -165,6 +166,7 @@ def test_record_neither_in_use_nor_free_is_caught(
 @pytest.mark.parametrize("kind", ["mm", "page", "chunk"])
 def test_record_both_in_use_and_free_is_caught(make_model: MakeModel, era: str, kind: str) -> None:
     m, _ = corrupt_family(make_model, era)
+    m.flush_slab_caches()
     tops = m.header["top"][0]
     rec = int(m.seg[f"free_{kind}"][tops[ALLOC_KINDS.index(kind)] - 1])
     getattr(m, kind)["in_use"][rec] = 1
@@ -174,12 +176,13 @@ def test_record_both_in_use_and_free_is_caught(make_model: MakeModel, era: str, 
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_record_freed_twice_is_caught(make_model: MakeModel, era: str) -> None:
     m, _ = corrupt_family(make_model, era)
+    m.flush_slab_caches()
     k = ALLOC_KINDS.index("page")  # pages are in use, so the stack has room for one more
     tops = m.header["top"][0]
     stack = m.seg["free_page"]
     stack[tops[k]] = stack[tops[k] - 1]  # push the top record again
     tops[k] += 1
-    assert_caught(m, "page: a record is on the free stack twice")
+    assert_caught(m, "page: a record is free twice")
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)
@@ -196,14 +199,13 @@ def test_leaked_anon_vma_is_caught(make_model: MakeModel, era: str) -> None:
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)
-@pytest.mark.parametrize("lock", ["anon_vma", "ptl", "slab", "mapcount"])
+@pytest.mark.parametrize("lock", ["anon_vma", "ptl", "slab"])
 def test_held_lock_is_caught(make_model: MakeModel, era: str, lock: str) -> None:
     m, _ = corrupt_family(make_model, era)
     arr = {
         "anon_vma": m.anon_vma["lock"],
         "ptl": m.mm["ptl"],
         "slab": m.seg["slab"],
-        "mapcount": m.seg["mapcount_lock"],
     }[lock]
     arr["owner"][1] = 12345 * 4096 + 1  # as if pid 12345, CPU 0 still held it
     assert_caught(m, f"1 {lock} locks still held, e.g. #1 by owner tag {12345 * 4096 + 1}")

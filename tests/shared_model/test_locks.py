@@ -348,8 +348,11 @@ def test_stop_flag_2_makes_a_spinning_waiter_give_up(make_model: MakeModel) -> N
     # The waiter left no trace of holding it, and put its published state back.
     assert lock_owner(m) == 0
     assert (slot["state"], slot["wait_lock"]) == (state_before, -1)
+    # It acquired nothing, but it waited: one contention, its wait in the class's total.
     row = lockstat(m, m.cpu, "page_referenced")
-    assert (row[LS_ACQ], row[LS_CONT]) == (0, 0)
+    assert (row[LS_ACQ], row[LS_CONT]) == (0, 1)
+    assert row[LS_WAIT_TOTAL] == row[LS_WAIT_MAX] == row[LS_WAIT_MIN] > 0
+    assert row[LS_WAIT_TOTAL] <= int(slot["t_wait_ns"])
     m.anon_vma_unlock(m.anon_vma_lock(AV_INDEX, "page_referenced"))  # still a good lock
 
 
@@ -456,3 +459,86 @@ def test_which_lock_guards_a_child_anon_vma(make_model: MakeModel, era: str) -> 
     assert m.anon_vma["lock"]["owner"][holder] == owner_tag(os.getpid(), m.cpu)
     m.anon_vma_unlock(tok)
     assert not m.anon_vma["lock"]["owner"].any()
+
+
+# ----------------------------------------------------------------------------- CPUs killed in a wait
+
+
+def killed_while_waiting(m: Model, spawn: Spawn) -> tuple[np.ndarray, int]:
+    """The parent holds anon_vma AV_INDEX's lock; a child CPU waits for it and is SIGKILLed
+    in the wait (as the runner kills CPUs that do not leave).  Returns the CPU slots as
+    they were just before the kill, and when they were copied (perf_counter_ns); the
+    parent has released the lock since."""
+    tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
+    slot = m.seg["cpu"]
+    child = spawn(m, lambda cm, w, r: cm.anon_vma_unlock(cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")))
+    end = time.monotonic() + CHILD_DEADLINE_S
+    while slot[CHILD_CPU]["state"] != CPU_STATE["wait"]:
+        assert time.monotonic() < end, "the child never waited"
+    copy, now_ns = np.array(slot), time.perf_counter_ns()
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.join() == -signal.SIGKILL
+    m.anon_vma_unlock(tok)
+    return copy, now_ns
+
+
+@pytest.mark.parametrize("kind", ["ticket", "qspinlock", "tas", "mutex"])
+def test_lock_whose_waiter_was_killed_in_the_queue_is_named_wedged(make_model: MakeModel, spawn: Spawn,
+                                                                   kind: str) -> None:
+    """A ticket waiter killed holding its ticket leaves a ticket nobody will take: the lock
+    can never be taken again, and ``wedged_locks`` (the failure report's list) names it.
+    A test-and-set or mutex waiter holds no place in a queue: nothing is wedged."""
+    m = make_model("2.6.34", users=0, pages=1, lock_kind=kind)
+    assert m.wedged_locks() == []
+    killed_while_waiting(m, spawn)
+    if kind == "ticket":
+        assert m.wedged_locks() == [f"anon_vma#{AV_INDEX}"]
+    elif kind != "qspinlock":  # qspinlock: wedged only if the waiter had queued an MCS node
+        assert m.wedged_locks() == []
+
+
+def test_aborted_ticket_waiter_wedges_nothing(make_model: MakeModel, spawn: Spawn) -> None:
+    """A waiter that gives up on stop marks its ticket abandoned; the release skips it."""
+    m = make_model("2.6.34", users=0, pages=1, lock_kind="ticket")
+    tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
+    slot = m.seg["cpu"]
+
+    def body(cm: Model, w: int, r: int) -> None:
+        try:
+            cm.anon_vma_lock(AV_INDEX, "anon_vma_fork")
+        except Stopped:
+            os.write(w, b"s")
+
+    child = spawn(m, body)
+    end = time.monotonic() + CHILD_DEADLINE_S
+    while slot[CHILD_CPU]["state"] != CPU_STATE["wait"]:
+        assert time.monotonic() < end, "the child never waited"
+    m.header["stop"][0] = 2
+    assert os.read(child.to_parent_r, 1) == b"s"
+    assert child.join() == 0
+    m.header["stop"][0] = 0
+    m.anon_vma_unlock(tok)
+    assert m.wedged_locks() == []
+    m.anon_vma_unlock(m.anon_vma_lock(AV_INDEX, "try_to_unmap"))  # usable
+
+
+def test_wait_in_progress_when_the_window_closes_is_counted(make_model: MakeModel, spawn: Spawn) -> None:
+    """A CPU killed while it waits never adds that wait to its times; the parent's account
+    at the window's end (metrics.window_end) adds it, from the slot's state_since_ns to
+    the instant the slots were copied, to the CPU's wait and to its lock's class."""
+    from stress.metrics import class_wait_share, cpu_rows, window_end
+
+    m = make_model("2.6.34", users=0, pages=1, lock_kind="ticket")
+    start_ns = time.perf_counter_ns()
+    copy, now_ns = killed_while_waiting(m, spawn)
+    assert int(m.seg["cpu"][CHILD_CPU]["t_wait_ns"]) == 0  # the killed CPU published nothing
+    since = int(copy[CHILD_CPU]["state_since_ns"])
+    assert start_ns < since <= now_ns
+    at_end, summary = window_end(copy[:1], now_ns, start_ns, lambda w: m.describe_lock(w).split("#")[0])
+    assert int(at_end[0]["t_wait_ns"]) == now_ns - since
+    assert int(at_end[0]["t_total_ns"]) == now_ns - start_ns
+    assert summary["cpus_waiting"] == 1 and summary["cpus_walking"] == 0
+    assert summary["wait_ns_by_class"] == {"anon_vma": now_ns - since}
+    assert cpu_rows(at_end)[0]["share"]["lock_wait"] == (now_ns - since) / (now_ns - start_ns)
+    share = class_wait_share([], at_end, in_progress=summary["wait_ns_by_class"])
+    assert share == (now_ns - since) / (now_ns - start_ns)

@@ -165,8 +165,7 @@ def test_lock_addresses_in_the_mapping_are_aligned(caps: Capacities) -> None:
     seg = Segment.create(caps)
     try:
         assert seg.base % 4096 == 0
-        for array, field in (("mm", "ptl"), ("anon_vma", "lock"), ("slab", None),
-                             ("mapcount_lock", None)):
+        for array, field in (("mm", "ptl"), ("anon_vma", "lock"), ("slab", None)):
             arr = seg[array]
             locks = arr if field is None else arr[field]
             for i in range(len(arr)):

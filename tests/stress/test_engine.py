@@ -14,9 +14,9 @@ from stress.runner import run
 
 # The lock-ordering tree of shared_model/locks.py (README, "Locks"), as ranks: a class may be
 # taken while holding one of a lower rank; slab is a leaf; ptl in ptl (child then parent in
-# fork) and mapcount in mapcount (stripes in ascending order) are the annotated nestings.
-LOCK_RANK = {"anon_vma": 0, "ptl": 1, "mapcount": 2, "slab": 3, "swap_lock": 4}
-ANNOTATED = {("ptl", "ptl"), ("mapcount", "mapcount")}
+# fork) is the annotated nesting.  (page->_mapcount is an atomic, no lock.)
+LOCK_RANK = {"anon_vma": 0, "ptl": 1, "slab": 3, "swap_lock": 4}
+ANNOTATED = {("ptl", "ptl")}
 
 
 def test_reclaim_storm_runs_and_checks_invariants() -> None:

@@ -181,9 +181,6 @@ def test_lock_namer_agrees_with_the_model(model: Model) -> None:
     assert name(model.ptl_word(5)) == "ptl(mm 5)"
     slab_w0 = model.seg.offsets["slab"] // 8
     assert name(slab_w0 + 8 * ALLOC_KINDS.index("anon_vma")) == "slab(anon_vma)"
-    mc_tok = model.mapcount_lock(7, "do_swap_page")
-    model.mapcount_unlock(mc_tok)
-    assert name(mc_tok[0]) == "mapcount#7"
     assert name(model.ptl_word(5) + 1).startswith("lock@")
     assert name(model.ptl_word(6)).startswith("lock@")  # past the last mm
 

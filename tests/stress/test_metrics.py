@@ -57,7 +57,6 @@ def test_inversion_is_reported_with_both_call_sites() -> None:
 def test_annotated_nesting_is_not_a_finding_but_anon_vma_in_anon_vma_is() -> None:
     t = np.zeros((1, len(LOCK_CLASSES), len(LOCK_CLASSES), 2), dtype=np.int64)
     _edge(t, 0, "ptl", "ptl", "dup_mmap", "dup_mmap")
-    _edge(t, 0, "mapcount", "mapcount", "exit_mmap", "exit_mmap")
     _edge(t, 0, "anon_vma", "ptl", "page_referenced", "page_referenced_one")
     assert lock_order_findings(t) == []
     _edge(t, 0, "anon_vma", "anon_vma", "anon_vma_fork", "anon_vma_fork")
@@ -112,7 +111,7 @@ def test_lock_rows_sum_cpus_and_sites_and_sort_by_total_wait() -> None:
     _record(ls, 1, "ptl", "page_referenced_one", waits=[], holds=[3] * 100)
     _record(ls, 0, "slab", "kmem_cache_alloc", waits=[], holds=[2] * 1000)
     rows = lock_rows(ls)
-    # anon_vma waited; slab and ptl did not, and are ordered by acquisitions; mapcount unused
+    # anon_vma waited; slab and ptl did not, and are ordered by acquisitions
     assert [r["class"] for r in rows] == ["anon_vma", "slab", "ptl"]
     av = rows[0]
     assert (av["acquisitions"], av["contentions"]) == (24, 5)
@@ -225,12 +224,12 @@ def test_lock_order_edges_count_over_cpus_and_name_the_first_sites() -> None:
     _edge(t, 1, "anon_vma", "ptl", "page_referenced", "page_referenced_one")
     _edge(t, 0, "anon_vma", "ptl", "try_to_unmap", "try_to_unmap_one")
     _edge(t, 0, "anon_vma", "ptl", "try_to_unmap", "try_to_unmap_one")
-    _edge(t, 1, "ptl", "mapcount", "do_wp_page", "do_wp_page")
+    _edge(t, 1, "ptl", "slab", "do_wp_page", "kmem_cache_free")
     t[0, C["anon_vma"], C["slab"], 0] = 3  # counted, no site recorded
     assert lock_order_edges(t) == [
         {"held": "anon_vma", "taken": "ptl", "times": 3, "sites": ["try_to_unmap", "try_to_unmap_one"]},
         {"held": "anon_vma", "taken": "slab", "times": 3, "sites": ["page_referenced", "page_referenced"]},
-        {"held": "ptl", "taken": "mapcount", "times": 1, "sites": ["do_wp_page", "do_wp_page"]},
+        {"held": "ptl", "taken": "slab", "times": 1, "sites": ["do_wp_page", "kmem_cache_free"]},
     ]
     assert lock_order_findings(t) == []
 
@@ -248,11 +247,11 @@ def test_recursive_locking_says_how_often_and_where() -> None:
 
 def test_inversion_is_reported_once_per_pair() -> None:
     t = np.zeros((1, len(LOCK_CLASSES), len(LOCK_CLASSES), 2), dtype=np.int64)
-    _edge(t, 0, "slab", "mapcount", "kmem_cache_alloc", "exit_mmap")
-    _edge(t, 0, "mapcount", "slab", "exit_mmap", "kmem_cache_free")
+    _edge(t, 0, "slab", "ptl", "kmem_cache_alloc", "exit_mmap")
+    _edge(t, 0, "ptl", "slab", "exit_mmap", "kmem_cache_free")
     assert lock_order_findings(t) == [
-        ("lock inversion: mapcount under slab (kmem_cache_alloc -> exit_mmap on cpu0) and "
-         "slab under mapcount (exit_mmap -> kmem_cache_free on cpu0)")]
+        ("lock inversion: slab under ptl (exit_mmap -> kmem_cache_free on cpu0) and "
+         "ptl under slab (kmem_cache_alloc -> exit_mmap on cpu0)")]
 
 
 def test_percentile_of_an_empty_histogram_is_zero() -> None:

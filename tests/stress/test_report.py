@@ -217,3 +217,11 @@ def test_the_swap_device_line() -> None:
     run["swap_device"]["enabled"] = False
     assert swap_device_line(run) == ("swap device: off (infinitely fast): 300 reads, 200 writes "
                                      "completed at once")
+
+
+def test_run_summary_names_wedged_locks() -> None:
+    assert "wedged" not in run_summary(make_run())
+    one = run_summary(make_run(wedged_locks=["anon_vma#3"])).splitlines()
+    assert one[-1] == "wedged locks: anon_vma#3 (a CPU died queued for it: unusable)"
+    many = run_summary(make_run(wedged_locks=[f"ptl(mm {i})" for i in range(10)])).splitlines()
+    assert many[-1].startswith("wedged locks: ptl(mm 0), ") and " ... (a CPU died queued for them" in many[-1]
