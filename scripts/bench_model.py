@@ -12,8 +12,9 @@ Sections (``--only``):
            of a 2.6.33 walk, PTE lock included, with the model inside the last-level cache
            and far outside it (<= 20 ns in cache)
   scan     ``scan`` wall time: 2.6.33 1000 x 1000 (<= 10 s), 2.6.34 100000 x 100 (<= 30 s)
-  storm    reclaim-storm, 1000 users x 100 pages, 2 CPUs: 2.6.34 pages/s (>= 200,000); the
-           2.6.34/2.6.33 ratio with --entry-cost-ns 0 (>= 10) and the default (>= 20);
+  storm    reclaim-storm, 1000 users x 100 pages, 2 CPUs: 2.6.36 pages/s (>= 200,000; the
+           released 2.6.34 is printed beside it without a target, see bench_storm); the
+           2.6.36/2.6.33 ratio with --entry-cost-ns 0 (>= 10) and the default (>= 20);
            2.6.33's anon_vma wait share (>= 40%); lockstat's cost (within 10%)
   compile  cold compile into an empty cache (<= 30 s) and a cached start (<= 2 s extra)
 Every ratio comes from runs made one after another in this one invocation.
@@ -192,26 +193,41 @@ def _av_wait(r: dict) -> float:
 
 
 def bench_storm(duration: float) -> None:
+    """The issue's targets were set for 2.6.34 when the model kept a swapped-in page's
+    anon_vma.  The released 2.6.34 puts every page it swaps back in on the oldest anon_vma
+    of the chain (the family's root), so under reclaim-storm's refault churn its walks are
+    O(N) again (issue "The seed's eras exactly as released"): the kernel wins, and its
+    figures are printed without a target.  The seed's fix holds from 2.6.36 (288468c334e9),
+    which carries the targets."""
     r = {}
     for cost in ("0", None):
         extra = ("--entry-cost-ns", cost) if cost else ()
-        for era in ("2.6.33", "2.6.34"):
+        for era in ("2.6.33", "2.6.34", "2.6.36"):
             r[era, cost] = _storm(era, duration, *extra)
-    new, old = r["2.6.34", None], r["2.6.33", None]
-    _line("reclaim-storm 2.6.34 pages scanned/s (default cost)", f"{_pps(new):,.0f}", ">= 200,000",
-          _pps(new) >= 200_000)
-    ratio0 = _pps(r["2.6.34", "0"]) / _pps(r["2.6.33", "0"])
-    _line("2.6.34 / 2.6.33 pages/s, --entry-cost-ns 0", f"{ratio0:.1f}x", ">= 10x", ratio0 >= 10)
-    ratio = _pps(new) / _pps(old)
-    _line("2.6.34 / 2.6.33 pages/s, default cost", f"{ratio:.1f}x", ">= 20x", ratio >= 20)
+    old = r["2.6.33", None]
+    for era in ("2.6.34", "2.6.36"):
+        new = r[era, None]
+        ratio0 = _pps(r[era, "0"]) / _pps(r["2.6.33", "0"])
+        ratio = _pps(new) / _pps(old)
+        walk = new["walks"]["avg_visited"]
+        if era == "2.6.34":
+            _line(f"reclaim-storm 2.6.34 pages scanned/s (released: avg walk {walk:.1f})", f"{_pps(new):,.0f}",
+                  "(no target)")
+            _line("2.6.34 / 2.6.33 pages/s, --entry-cost-ns 0 / default", f"{ratio0:.1f}x / {ratio:.1f}x",
+                  "(no target)")
+            continue
+        _line(f"reclaim-storm {era} pages scanned/s (default cost, avg walk {walk:.1f})", f"{_pps(new):,.0f}",
+              ">= 200,000", _pps(new) >= 200_000)
+        _line(f"{era} / 2.6.33 pages/s, --entry-cost-ns 0", f"{ratio0:.1f}x", ">= 10x", ratio0 >= 10)
+        _line(f"{era} / 2.6.33 pages/s, default cost", f"{ratio:.1f}x", ">= 20x", ratio >= 20)
     _line("2.6.33 anon_vma lock wait share", f"{100 * _av_wait(old):.1f}%", ">= 40%", _av_wait(old) >= 0.4)
     # Interleaved pairs, the best of each: on a shared machine one pair alone moves by 20%.
-    on, off = [_pps(new)], []
+    on, off = [_pps(r["2.6.36", None])], []
     for _ in range(3):
-        off.append(_pps(_storm("2.6.34", duration, "--no-lockstat")))
-        on.append(_pps(_storm("2.6.34", duration)))
+        off.append(_pps(_storm("2.6.36", duration, "--no-lockstat")))
+        on.append(_pps(_storm("2.6.36", duration)))
     loss = 1 - max(on) / max(off)
-    _line("lockstat's cost: 2.6.34 default vs --no-lockstat (best of 4 / 3)", f"{100 * loss:.1f}%",
+    _line("lockstat's cost: 2.6.36 default vs --no-lockstat (best of 4 / 3)", f"{100 * loss:.1f}%",
           "within 10%", abs(loss) <= 0.10)
 
 
