@@ -44,7 +44,7 @@ KERNEL = {
     "exim": "MOSBENCH exim, 40 cores: 3.0's mutex -52% throughput; lock acquisition 3.25% -> "
             "18.6% of CPU, of which anon_vma_clone 39%, unlink_anon_vmas 37.6%; fixed in part "
             "by locking the root once per clone/unlink pass",
-    "trylock": "6d4675e60135 (5.18): reclaim's rmap walk trylocks the anon_vma lock and treats "
+    "trylock": "6d4675e60135 (2022, before 6.0): reclaim's rmap walk trylocks the anon_vma lock and treats "
                "a contended folio as referenced instead of waiting (no throughput figure taken "
                "from the commit here)",
 }

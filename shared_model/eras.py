@@ -33,7 +33,7 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   releasing holder grants the lock to the queue head), or "steal", writer lock-stealing
   (3.9+: a running writer takes a free rwsem ahead of the sleepers).
 * ``rmap_trylock``: reclaim's page_referenced walk takes the rmap lock with a trylock and
-  counts a contended page as referenced instead of waiting (modern, 5.18+).
+  counts a contended page as referenced instead of waiting (6d4675e60135, 2022: 6.0 and modern).
 * ``fixed``, ``commit``: what the era's change fixed and the kernel commit that made it
   (the ``eras`` table).
 """
@@ -101,7 +101,7 @@ ERAS: dict[str, Era] = {
         Era("6.0", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
             reuse="active", rmap_trylock=True, swapin="root", move_anon_rmap=True, lock_once=True,
             summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix); "
-                    "reclaim already trylocks the rmap lock (5.19)",
+                    "reclaim already trylocks the rmap lock (6d4675e60135, 2022)",
             fixed="CVE-2022-42703: 3.19's degree let an anon_vma still in use be reused",
             commit="2555283eb40d"),
         Era("modern", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",

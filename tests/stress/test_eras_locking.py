@@ -443,3 +443,17 @@ def test_story_scan_chapters_and_the_cve_chapters_expected_violations() -> None:
     assert lines[-1].endswith("[2 INVARIANT VIOLATIONS]")
     doc = story(1.0, 2, fake_run, lines.append, chs[:1])  # no scan runner: skipped
     assert doc["chapters"][0]["skipped"] == "no scan runner given"
+
+
+def test_the_seed_chapter_compares_each_later_era_with_the_first() -> None:
+    from stress.story import seed_headline
+
+    def res(walk: float, pps: float, wait: float) -> dict:  # type: ignore[type-arg]
+        return {"walks": {"avg_visited": walk}, "throughput": {"pages_scanned_per_s": pps},
+                "anon_vma_wait_share": wait}
+
+    line = seed_headline({"2.6.33": res(151, 2000, 0.5), "2.6.34": res(54.6, 8000, 0.5),
+                          "2.6.36": res(1.0, 100000, 0.1)})
+    assert line == ("2.6.33 walks 151 entries, 2000 pages scanned/s, anon_vma lock wait 50%; "
+                    "2.6.34 54.6 entries, 8000/s (4.00x), wait 50%; 2.6.36 1.0 entries, 100000/s (50.00x), wait 10%")
+    assert next(c for c in CHAPTERS if c.scenario == "reclaim-storm").eras == ("2.6.33", "2.6.34", "2.6.36")
