@@ -34,7 +34,6 @@ calls the compiled halves directly.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 from numba import njit
@@ -173,6 +172,12 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     if g[G.INSTRUMENT] or cls == AV_CLASS:
         return local_clock(g)
     return 0
+
+
+@cached_njit
+def lockstat_clock(g: np.ndarray) -> int:
+    """local_clock for the Python side (the time a contended request starts)."""
+    return local_clock(g)
 
 
 @cached_njit
@@ -329,7 +334,9 @@ class CpuLocks:
 
     def lock_contended(self, w: int, cls: int, site: int, shared: int = 0) -> int:
         """The contended path: the primitive's slow path (its own frame in a profile)."""
-        t = self._slowpaths[cls](w, cls, site, shared, time.perf_counter_ns())
+        # The request's time on the clock the slow path will stop on (lockstat's): a wait
+        # is the difference of two readings of one clock, never of two calibrated ones.
+        t = self._slowpaths[cls](w, cls, site, shared, lockstat_clock(self.g))
         if t < 0:
             raise Stopped()
         return t

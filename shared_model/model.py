@@ -116,15 +116,19 @@ def cache_flusharray(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
 def drain_other_caches(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        k: int) -> int:
     """Kind ``k`` is short: give every other CPU's cached records of it back to the global
-    stack (drain_all_pages' work).  Each cache is taken with a trylock only (its CPU may
-    hold it, or be draining ours): no wait, so no lock-order cycle.  OK or STOPPED."""
+    stack (drain_all_pages' work).  Called with no cache lock held: it waits for each
+    other cache's lock in turn (held only for a short compiled section by its CPU, or by
+    another drainer), so a busy cache is drained too, and no lock-order cycle can form
+    (cache locks are taken one at a time, each before the slab lock).  OK or STOPPED."""
     base = g[G.SLAB_CPU_W] - g[G.CPU] * SLAB_CPU_WORDS + k * SLAB_AC_WORDS
     for c in range(g[G.NCPUS]):
         if c == g[G.CPU]:
             continue
         ac = base + c * SLAB_CPU_WORDS
-        if w32[ac + SLAB_AC_AVAIL] == 0 or cmpxchg(w32, ac + SLAB_AC_LOCK, 0, 1) != 0:
+        if w32[ac + SLAB_AC_AVAIL] == 0:
             continue
+        if not ac_lock(words, w32, g, ac):
+            return G.STOPPED
         st = G.OK
         if w32[ac + SLAB_AC_AVAIL] > 0:
             st = cache_flusharray(words, w32, g, held, k, ac, w32[ac + SLAB_AC_AVAIL], S_ALLOC)
@@ -178,6 +182,10 @@ def cache_alloc_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return G.OK
 
 
+# Drain-and-retry rounds of an allocation that found its kind short (kmem_cache_alloc_c).
+SLAB_DRAIN_TRIES = 32
+
+
 @cached_njit
 def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                        n: int, out: np.ndarray) -> int:
@@ -190,8 +198,8 @@ def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     refill it with SLAB_BATCH records from the global free stack (cache_alloc_refill),
     or for a bulk request (``n`` > SLAB_BATCH) take the cache's records and the rest
     straight from the global stack.  When even that is short, the other CPUs' caches are
-    drained to the global stack and the allocation tried once more, so a record cached
-    on another CPU never makes an allocation fail."""
+    drained to the global stack and the allocation tried again, so a record cached on
+    another CPU does not make an allocation fail."""
     if g[G.ALLOC_FAIL] and (k == G.K_ANON_VMA or k == G.K_AVC):
         x = np.uint64(g[G.RNG])  # xorshift64
         x ^= x << np.uint64(13)
@@ -201,14 +209,19 @@ def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         if np.int64(x >> np.uint64(32)) < g[G.ALLOC_FAIL]:
             return G.ENOMEM - k
     ac = _ac(g, k)
-    if not ac_lock(words, w32, g, ac):
-        return G.STOPPED
-    st = cache_alloc_locked(words, w32, g, held, k, n, out, ac)
-    if st == G.ENOMEM - k:
-        st = drain_other_caches(words, w32, g, held, k)
-        if st == G.OK:
-            st = cache_alloc_locked(words, w32, g, held, k, n, out, ac)
-    ac_unlock(w32, ac)
+    # A shortage drains the other CPUs' caches (with ours unlocked) and tries again, up to
+    # SLAB_DRAIN_TRIES times: a CPU that refilled its cache from the drained records
+    # meanwhile may win the race (and is drained in turn); a real shortage fails fast.
+    for _attempt in range(SLAB_DRAIN_TRIES):
+        if not ac_lock(words, w32, g, ac):
+            return G.STOPPED
+        st = cache_alloc_locked(words, w32, g, held, k, n, out, ac)
+        ac_unlock(w32, ac)
+        if st != G.ENOMEM - k:
+            break
+        st2 = drain_other_caches(words, w32, g, held, k)
+        if st2 != G.OK:
+            return st2
     if st != G.OK:
         return st
     r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
