@@ -549,17 +549,25 @@ class RmapMachine(RuleBasedStateMachine):
     def mmap_and_touch(self, data: st.DataObject) -> None:
         self.mmap_touch(data, self.draw_mm(data, self.mappable()))
 
+    def shareable(self, mm: RMm) -> list[RVma]:
+        """The VMAs whose anon_vma a new one may share: find_mergeable_anon_vma's
+        reusable_anon_vma takes one only from a VMA whose chain is a single AVC (2.6.34+),
+        i.e. an anon_vma that is its own root, so that 2.6.36's swap-in, which puts a page
+        read fresh on ``anon_vma->root``, keeps it on a list that holds the VMA."""
+        return [v for v in mm.vmas if v.av is not None and (not self.ref.chain or len(v.chain) == 1)]
+
     def sharers(self) -> list[RMm]:
-        return [mm for mm in self.mappable() if any(v.av is not None for v in mm.vmas)]
+        return [mm for mm in self.mappable() if self.shareable(mm)]
 
     @precondition(lambda self: self.sharers())
     @rule(data=st.data())
     def mmap_sharing_anon_vma(self, data: st.DataObject) -> None:
-        """A new VMA takes a neighbour's anon_vma by hand (as find_mergeable_anon_vma does for
-        an adjacent one; here any neighbour of the mm): the list then holds VMAs of different ranges, and the
-        walk must skip the entries whose range does not hold the page (vma_address)."""
+        """A new VMA takes a shareable neighbour's anon_vma by hand (as find_mergeable_anon_vma
+        does for an adjacent one; here any VMA of the mm with a one-AVC chain): the list then
+        holds VMAs of different ranges, and the walk must skip the entries whose range does not
+        hold the page (vma_address)."""
         mm = self.draw_mm(data, self.sharers())
-        rn = data.draw(st.sampled_from([v for v in mm.vmas if v.av is not None]), label="neighbour")
+        rn = data.draw(st.sampled_from(self.shareable(mm)), label="neighbour")
         n = find_vma(self.m, mm.idx, rn.start)
         start, npages = self.draw_range(data, mm, 2)
         m = self.m
