@@ -25,7 +25,11 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
+from .ctx import av_word as _av
+from .ctx import avc_word as _avc
+from .ctx import chunk_word as _chunk
 from .ctx import raise_status
+from .ctx import vma_word as _vma
 from .eras import REUSE_ACTIVE, REUSE_DEGREE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .layout import CH
@@ -47,26 +51,6 @@ OK, STOPPED = G.OK, G.STOPPED
 
 # Compiled code addresses records through the geometry table (shared_model/ctx.py); these
 # give one field's int32 word.
-
-
-@njit(inline="always")
-def _av(g: np.ndarray, av: int, f: int) -> int:
-    return g[G.AV0] + av * 2 * g[G.AV_W64] + f
-
-
-@njit(inline="always")
-def _vma(g: np.ndarray, vma: int, f: int) -> int:
-    return g[G.VMA0] + vma * g[G.VMA_W] + f
-
-
-@njit(inline="always")
-def _avc(g: np.ndarray, avc: int, f: int) -> int:
-    return g[G.AVC0] + avc * g[G.AVC_W] + f
-
-
-@njit(inline="always")
-def _chunk(g: np.ndarray, c: int, f: int) -> int:
-    return g[G.CHUNK0] + c * g[G.CHUNK_W] + f
 
 
 @njit(inline="always")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 
 from .layout import (
     ALLOC_KINDS,
@@ -230,6 +231,40 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[REUSE] = reuse
     g[SWAPDEV_W] = offs["swapdev"] // 8
     return g
+
+
+# A record field's int32 word in ``w32``, for compiled code (one definition for every
+# module that addresses records; ``f`` is a field offset from the table above).
+
+
+@njit(inline="always")
+def av_word(g: np.ndarray, av: int, f: int) -> int:
+    return g[AV0] + av * 2 * g[AV_W64] + f
+
+
+@njit(inline="always")
+def vma_word(g: np.ndarray, vma: int, f: int) -> int:
+    return g[VMA0] + vma * g[VMA_W] + f
+
+
+@njit(inline="always")
+def avc_word(g: np.ndarray, avc: int, f: int) -> int:
+    return g[AVC0] + avc * g[AVC_W] + f
+
+
+@njit(inline="always")
+def chunk_word(g: np.ndarray, c: int, f: int) -> int:
+    return g[CHUNK0] + c * g[CHUNK_W] + f
+
+
+@njit(inline="always")
+def mm_word(g: np.ndarray, mm: int, f: int) -> int:
+    return g[MM0] + mm * 2 * g[MM_W64] + f
+
+
+@njit(inline="always")
+def page_word(g: np.ndarray, page: int, f: int) -> int:
+    return g[PAGE0] + page * g[PAGE_W] + f
 
 
 # Status codes of compiled model operations (compiled code raises nothing): 0 is success,

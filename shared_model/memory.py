@@ -20,7 +20,10 @@ from .anon_vma import (
     unlink_anon_vmas,
     unlink_anon_vmas_c,
 )
+from .ctx import mm_word as _mm
+from .ctx import page_word as _page
 from .ctx import raise_status
+from .ctx import vma_word as _vma
 from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
 from .locking.atomics import READ_ONCE
 from .locking.jit import cached_njit
@@ -37,21 +40,6 @@ from .rmap import do_swap_page_c, mapcount_add_c
 PTL = CLASS["ptl"]
 S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_page", "dup_mmap", "exit_mmap"))
 OK, STOPPED = G.OK, G.STOPPED
-
-
-@njit(inline="always")
-def _mm(g: np.ndarray, mm: int, f: int) -> int:
-    return g[G.MM0] + mm * 2 * g[G.MM_W64] + f
-
-
-@njit(inline="always")
-def _vma(g: np.ndarray, vma: int, f: int) -> int:
-    return g[G.VMA0] + vma * g[G.VMA_W] + f
-
-
-@njit(inline="always")
-def _page(g: np.ndarray, page: int, f: int) -> int:
-    return g[G.PAGE0] + page * g[G.PAGE_W] + f
 
 
 @njit(inline="always")

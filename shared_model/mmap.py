@@ -37,7 +37,10 @@ from .anon_vma import (
     anon_vma_unlock_c,
     unlink_anon_vmas_c,
 )
+from .ctx import avc_word as _avc
+from .ctx import mm_word as _mm
 from .ctx import raise_status
+from .ctx import vma_word as _vma
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
 from .locking.jit import cached_njit
@@ -52,21 +55,6 @@ OK, STOPPED = G.OK, G.STOPPED
 VM_LOCK_RMAP = 0x100
 # Everything a VMA's vm_flags may hold in the model.
 VM_PROT_MASK = VM_READ | VM_WRITE | 4
-
-
-@njit(inline="always")
-def _vma(g: np.ndarray, vma: int, f: int) -> int:
-    return g[G.VMA0] + vma * g[G.VMA_W] + f
-
-
-@njit(inline="always")
-def _avc(g: np.ndarray, avc: int, f: int) -> int:
-    return g[G.AVC0] + avc * g[G.AVC_W] + f
-
-
-@njit(inline="always")
-def _mm(g: np.ndarray, mm: int, f: int) -> int:
-    return g[G.MM0] + mm * 2 * g[G.MM_W64] + f
 
 
 # ---------------------------------------------------------------------------- the VMA list
