@@ -675,25 +675,12 @@ def unlock_page_one(w32: np.ndarray, g: np.ndarray, page: int) -> None:
     unlock_page_c(w32, g, page)
 
 
-@njit(inline="always")
-def maps_page_c(w32: np.ndarray, g: np.ndarray, page: int, vma: int, index: int) -> bool:
-    """``scan``'s rmap_one: does vma map ``page`` (vma_address in range, and the PTE there
-    present and pointing at it)?  The compare rmap_one_c makes under the PTE lock, made
-    here without it (one process, nothing changes)."""
-    vb = g[G.VMA0] + vma * g[G.VMA_W]
-    start = w32[vb + G.VMA_START]
-    addr = start + (index - w32[vb + G.VMA_PGOFF])
-    if addr < start or addr >= w32[vb + G.VMA_END]:
-        return False
-    pe = g[G.PTE0] + 2 * (w32[vb + G.VMA_MM] * g[G.PTRS] + addr)
-    return w32[pe] == page and (w32[pe + 1] & PTE_PRESENT) != 0
-
-
 @cached_njit(nrt=True)
 def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarray:
     """``scan``'s arithmetic: the entries page_referenced would visit for each page, counted
     in one process with no lock and no change (the same loop as ``rmap_walk_locked``)."""
     out = np.zeros(len(pages), dtype=np.int64)
+    ptrs, vma0, vma_w, pte0 = g[G.PTRS], g[G.VMA0], g[G.VMA_W], g[G.PTE0]
     chunk0, chunk_w = g[G.CHUNK0], g[G.CHUNK_W]
     for i in range(len(pages)):
         page = pages[i]
@@ -712,7 +699,13 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarra
                 if vma == 0:
                     continue
                 visited += 1
-                if maps_page_c(w32, g, page, vma, index):
+                vb = vma0 + vma * vma_w
+                start = w32[vb + G.VMA_START]
+                addr = start + (index - w32[vb + G.VMA_PGOFF])
+                if addr < start or addr >= w32[vb + G.VMA_END]:
+                    continue
+                pe = pte0 + 2 * (w32[vb + G.VMA_MM] * ptrs + addr)
+                if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
                     found += 1
                     if found >= need:
                         break
@@ -910,6 +903,7 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tupl
     ``rmap_walk_tree_locked``, without locks or changes)."""
     visited_out = np.zeros(len(pages), dtype=np.int64)
     nodes_out = np.zeros(len(pages), dtype=np.int64)
+    ptrs, vma0, vma_w, pte0 = g[G.PTRS], g[G.VMA0], g[G.VMA_W], g[G.PTE0]
     avc0, avc_w = g[G.AVC0], g[G.AVC_W]
     for i in range(len(pages)):
         page = pages[i]
@@ -923,7 +917,10 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tupl
         avc, nodes = anon_vma_interval_tree_iter_first(w32, g, av, index)
         while avc >= 0:
             visited += 1
-            if maps_page_c(w32, g, page, w32[avc0 + avc * avc_w + G.AVC_VMA], index):
+            vb = vma0 + w32[avc0 + avc * avc_w + G.AVC_VMA] * vma_w
+            addr = w32[vb + G.VMA_START] + (index - w32[vb + G.VMA_PGOFF])
+            pe = pte0 + 2 * (w32[vb + G.VMA_MM] * ptrs + addr)
+            if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
                 found += 1
                 if found >= need:
                     break
