@@ -33,8 +33,7 @@ def main() -> int:
         caps = family_capacities(era, a.users, a.pages, a.cow, cpus=0)
         check_fits(caps)
         t0 = time.perf_counter()
-        m = Model.create(caps, era)
-        try:
+        with Model.private(caps, era) as m:
             build_family(m, a.users, a.pages, a.cow)
             build = time.perf_counter() - t0
             times = []
@@ -45,10 +44,6 @@ def main() -> int:
             print(f"era {era}  users {a.users}  pages {a.pages}  cow {a.cow}  segment "
                   f"{caps.nbytes() / 2**30:.2f} GiB  build {build:.1f} s  check_model "
                   f"{min(times):.2f} s (best of {a.repeat})  violations {len(found)}", flush=True)
-        finally:
-            seg = m.seg
-            m.close()
-            seg.unlink()
     return 0
 
 

@@ -26,8 +26,7 @@ from stress.ramp import crossover_of, headline, ramp, ramp_table, summarize, use
 
 def submit_cost(n: int = 200_000) -> tuple[float, float]:
     """ns per submit_bio from Python (one request) and per request in batches of 32."""
-    m = Model.create(family_capacities("2.6.34", 1, 1, 0.0, 1), "2.6.34")
-    try:
+    with Model.private(family_capacities("2.6.34", 1, 1, 0.0, 1), "2.6.34") as m:
         swap_device_init(m, 0.0, 1e9, 1 << 20, True)
         submit_bio(m, READ, 1)
         t0 = time.perf_counter_ns()
@@ -39,10 +38,6 @@ def submit_cost(n: int = 200_000) -> tuple[float, float]:
             submit_bio(m, READ, 32)
         batch = (time.perf_counter_ns() - t0) / (n // 32 * 32)
         return one, batch
-    finally:
-        seg = m.seg
-        m.close()
-        seg.unlink()
 
 
 def main() -> None:

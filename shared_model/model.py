@@ -16,7 +16,9 @@ under it, that the page moved on (``page_lock_anon_vma``).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from numba import njit
@@ -446,6 +448,20 @@ class Model:
                 delattr(self, name)
         self._free = {}
         self.seg.close()
+
+    @classmethod
+    @contextlib.contextmanager
+    def private(cls, caps: Capacities, era: Era | str, lock_kind: str | None = None,
+                instrument: bool = True, entry_cost_ns: int = 0) -> Iterator[Model]:
+        """``create``, for a model only this process uses (scan, scripts, warm-up): closed
+        and its segment unlinked however the ``with`` block ends."""
+        m = cls.create(caps, era, lock_kind, instrument, entry_cost_ns)
+        seg = m.seg
+        try:
+            yield m
+        finally:
+            m.close()
+            seg.unlink()
 
     # ------------------------------------------------------------------ lock words
 

@@ -59,8 +59,7 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
     cfg.validate()
     caps = family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cpus=0)
     check_fits(caps)
-    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
-    try:
+    with Model.private(caps, cfg.era, cfg.lock) as m:
         with _BuildProgress(m, caps, progress):
             build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
         pages = np.flatnonzero(m.page_mapping >= 0)
@@ -80,10 +79,6 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
         if violations:
             raise AssertionError(f"model inconsistent after scan: {violations[0]}")
         counts = m.counts()
-    finally:
-        seg = m.seg
-        m.close()
-        seg.unlink()
     res: dict[str, Any] = {
         "schema": SCHEMA_SCAN,
         "config": {"era": cfg.era, "users": cfg.users, "pages": cfg.pages, "cow": cfg.cow,
@@ -173,16 +168,11 @@ def _scan_fork_chain(cfg: RunConfig, progress: Callable[[str, int, int], None] |
 
     # A few generations first, thrown away, so that no fork of the measured run pays for
     # loading compiled code.
-    warm = Model.create(fork_chain.capacities(cfg.era, 3, 1), cfg.era, cfg.lock, entry_cost_ns=0)
-    try:
+    with Model.private(fork_chain.capacities(cfg.era, 3, 1), cfg.era, cfg.lock) as warm:
         fork_chain.fork_chain(warm, 3, 1)
-    finally:
-        warm.close()
-        warm.seg.unlink()
     caps = fork_chain.capacities(cfg.era, cfg.generations, cfg.pages)
     check_fits(caps)
-    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
-    try:
+    with Model.private(caps, cfg.era, cfg.lock) as m:
         def tick(gen: int) -> None:
             if progress and (gen % 50 == 0 or gen == cfg.generations):
                 progress("generation", gen, cfg.generations)
@@ -192,10 +182,6 @@ def _scan_fork_chain(cfg: RunConfig, progress: Callable[[str, int, int], None] |
         if violations:
             raise AssertionError(f"model inconsistent after fork-chain: {violations[0]}")
         counts = m.counts()
-    finally:
-        seg = m.seg
-        m.close()
-        seg.unlink()
     s = out["series"]
     n = len(s["fork_ns"])
     tenth = max(1, n // 10)
@@ -229,8 +215,7 @@ def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], Non
 
     caps = mprotect_split.capacities(cfg.era, cfg.pieces, cfg.users, cfg.pages)
     check_fits(caps)
-    m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=0)
-    try:
+    with Model.private(caps, cfg.era, cfg.lock) as m:
         mprotect_split.build(m, cfg.pieces, cfg.users, cfg.pages)
         pages = np.flatnonzero(m.page_mapping >= 0)
         if m.era.tree:
@@ -242,10 +227,6 @@ def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], Non
         if violations:
             raise AssertionError(f"model inconsistent after mprotect-split: {violations[0]}")
         counts = m.counts()
-    finally:
-        seg = m.seg
-        m.close()
-        seg.unlink()
     hist = np.bincount(visited)
     return {
         "schema": SCHEMA_SCAN,
