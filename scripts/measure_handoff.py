@@ -1,58 +1,66 @@
-"""The cost of one lock hand-off between two CPUs, as the simulator's locks pay it.
+"""The cost of one lock hand-off between two CPUs, as the model's compiled locks pay it.
 
-Two processes pinned to two different CPUs share one process-shared spinlock (the
-project's ``SpinPrimitive``, polled from Python as ``spin_lock_slowpath`` polls it).  They
-pass it back and forth: the holder waits until the other is spinning, stamps the time and
-unlocks; the spinner stamps the time it got the lock.  The difference is one hand-off:
-the release reaching the spinner's cache, plus the spinner's polling period.
+Two processes pinned to two different CPUs share one ticket spinlock (the project's
+compiled ``ticket_lock``/``ticket_unlock`` on a shared mapping).  They pass it back and
+forth: the holder waits until the other has taken its ticket and is spinning, stamps the
+time (the lockstat clock: the TSC through the calibration) and unlocks; the spinner stamps
+the time its ticket was served.  The difference is one hand-off: the release store
+reaching the spinner's cache line, plus the spinner's ``pause`` period.  Everything
+between the two stamps runs compiled; no Python is timed.
 
 Prints ``handoff_ns <median>`` (the figure ``--handoff-ns`` takes) and the spread.
 Timing is noisy on a shared machine: run it on a quiet one, and more than once.
 
-    python scripts/measure_handoff.py [--rounds 20000]
+    PYTHONPATH=. python scripts/measure_handoff.py [--rounds 20000]
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import mmap
 import os
 import statistics
-import time
 
 import numpy as np
+from numba import njit
 
-from shared_model.locks import SpinPrimitive
+from shared_model.locking.atomics import READ_ONCE, cpu_relax, smp_store_release
+from shared_model.locking.clock import calibrate_tsc, sched_clock
+from shared_model.locking.ticket import NEXT, SERVING, ticket_lock, ticket_unlock
 
-LOCK_OFF, STAMP_OFF, SEQ_OFF, SPINNING_OFF = 0, 64, 128, 192
+# int64 word indices in the shared page, each on its own cache line.
+LOCK_W, STAMP_W, SEQ_W, QUEUED_W, STOP_W = 0, 8, 16, 24, 32
+HOLD_NS = 20_000  # the holder keeps the lock this long once the spinner waits
 
 
-def player(mm: mmap.mmap, me: int, rounds: int, out: list[int]) -> None:
-    """Alternate with the other player: ``me`` holds on even rounds if 0, odd ones if 1."""
-    prim = SpinPrimitive()
-    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-    addr = base + LOCK_OFF
-    words = np.frombuffer(mm, dtype=np.int64)
-    stamp, seq, spinning = STAMP_OFF // 8, SEQ_OFF // 8, SPINNING_OFF // 8
+@njit
+def player(words: np.ndarray, me: int, rounds: int, out: np.ndarray, cal: np.ndarray) -> int:
+    """Alternate with the other player: ``me`` holds on even rounds if 0, odd ones if 1.
+    Fills ``out`` with the hand-offs it received; returns how many."""
+    mult, shift, cyc0, ns0 = cal[0], cal[1], cal[2], cal[3]
+    n = 0
     for r in range(rounds):
-        if r % 2 == me:  # I hold the lock: release it once the other is spinning on it
-            while words[spinning] != r + 1:
-                pass
-            time.sleep(0)  # let the spinner get into its loop
-            t = time.perf_counter_ns() + 20_000
-            while time.perf_counter_ns() < t:
-                pass
-            words[stamp] = time.perf_counter_ns()
-            prim.unlock(addr)
-            while words[seq] != r + 1:  # wait until it has it (test-and-set is unfair)
-                pass
+        if r % 2 == me:  # I hold the lock: release it once the other's ticket is out
+            while READ_ONCE(words, QUEUED_W) != r + 1:
+                cpu_relax()
+            # its ticket is taken (next is past the one being served): it is spinning
+            while READ_ONCE(words, LOCK_W + NEXT) == READ_ONCE(words, LOCK_W + SERVING) + 1:
+                cpu_relax()
+            end = sched_clock(mult, shift, cyc0, ns0) + HOLD_NS
+            while sched_clock(mult, shift, cyc0, ns0) < end:
+                cpu_relax()
+            smp_store_release(words, STAMP_W, sched_clock(mult, shift, cyc0, ns0))
+            ticket_unlock(words, LOCK_W)
+            while READ_ONCE(words, SEQ_W) != r + 1:  # wait until it has it
+                cpu_relax()
         else:  # I spin until the holder lets go
-            words[spinning] = r + 1
-            prim.spin_lock_slowpath(addr, lambda: False)
-            got = time.perf_counter_ns()
-            out.append(got - int(words[stamp]))
-            words[seq] = r + 1
+            smp_store_release(words, QUEUED_W, r + 1)
+            ticket_lock(words, LOCK_W, STOP_W)
+            got = sched_clock(mult, shift, cyc0, ns0)
+            out[n] = got - READ_ONCE(words, STAMP_W)
+            n += 1
+            smp_store_release(words, SEQ_W, r + 1)
+    return n
 
 
 def main() -> None:
@@ -61,32 +69,34 @@ def main() -> None:
     a = ap.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
-        raise SystemExit("needs two CPUs")
+        raise SystemExit("measure_handoff: needs two CPUs in this process's affinity")
+    cal = np.array(calibrate_tsc(), dtype=np.int64)
     mm = mmap.mmap(-1, 4096)
-    prim = SpinPrimitive()
-    mm[LOCK_OFF:LOCK_OFF + 64] = prim.init_template()
-    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-    if prim.trylock(base + LOCK_OFF):  # player 0 starts holding it
-        raise SystemExit("could not take a fresh lock")
+    words = np.frombuffer(mm, dtype=np.int64)
+    scratch = np.zeros(2, dtype=np.int64)
+    player(np.zeros(64, dtype=np.int64), 1, 0, scratch, cal)  # compile before the fork
+    ticket_lock(words, LOCK_W, STOP_W)  # player 0 starts holding it
     r_fd, w_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.sched_setaffinity(0, {cpus[1]})
-        samples: list[int] = []
-        player(mm, 1, a.rounds, samples)
-        os.write(w_fd, np.array(samples, dtype=np.int64).tobytes())
-        os._exit(0)
-    os.sched_setaffinity(0, {cpus[0]})
-    mine: list[int] = []
-    player(mm, 0, a.rounds, mine)
+        try:
+            os.sched_setaffinity(0, {cpus[1]})
+            out = np.zeros(a.rounds, dtype=np.int64)
+            n = player(words, 1, a.rounds, out, cal)
+            os.write(w_fd, out[:n].tobytes())
+        finally:
+            os._exit(0)
     os.close(w_fd)
+    os.sched_setaffinity(0, {cpus[0]})
+    mine = np.zeros(a.rounds, dtype=np.int64)
+    n = player(words, 0, a.rounds, mine, cal)
     data = b""
     while chunk := os.read(r_fd, 1 << 16):
         data += chunk
     os.waitpid(pid, 0)
-    allv = sorted(mine + np.frombuffer(data, dtype=np.int64).tolist())
+    allv = sorted(mine[:n].tolist() + np.frombuffer(data, dtype=np.int64).tolist())
     q = statistics.quantiles(allv, n=10)
-    print(f"{len(allv)} hand-offs between CPU {cpus[0]} and CPU {cpus[1]}: "
+    print(f"{len(allv)} hand-offs of a ticket lock between CPU {cpus[0]} and CPU {cpus[1]}: "
           f"p10 {q[0]:.0f} ns, p90 {q[-1]:.0f} ns, mean {statistics.fmean(allv):.0f} ns")
     print(f"handoff_ns {statistics.median(allv):.0f}")
 
