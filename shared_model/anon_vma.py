@@ -1,15 +1,16 @@
 """anon_vma and anon_vma_chain: prepare, link/fork/clone, unlink, and the list itself.
 
-Each anon_vma's list ("same_anon_vma" in 2.6.34, the VMA list in 2.6.33) is a chain of
-chunks of CH slots.  Insertion is at the tail, as ``list_add_tail`` does, so list order is
-fork order and walk lengths match the kernel's.  Removal tombstones the slot (it points
-at the sentinel VMA 0) so the order of the others is kept; an emptied chunk is unlinked
-and freed.  Every list operation is ``_locked``: the caller holds the lock that
-``Model.anon_vma_lock`` takes for that anon_vma.
+Each anon_vma's list ("same_anon_vma" in 2.6.34+, the VMA list in 2.6.33) is a doubly
+linked list through nodes embedded in the records, as the kernel's ``list_head``: the
+AVC's same_anon_vma node (2.6.34+) or the VMA's anon_vma_node (2.6.33); the anon_vma
+holds head, tail and nr_members.  Insertion is at the tail, as ``list_add_tail`` does, so
+list order is fork order and walk lengths match the kernel's; removal is ``list_del``
+(O(1), the order of the others kept).  Every list operation is ``_locked``: the caller
+holds the lock that ``anon_vma_lock_c`` takes for that anon_vma.
 
 Allocation happens before the lock is taken, as in the kernel (GFP_KERNEL outside the
-spinlock), except list chunks, which stand for the list_head embedded in the AVC and are
-taken from their slab under the anon_vma lock (the slab lock is a leaf).
+spinlock): the list nodes are inside the records, so nothing is allocated under an
+anon_vma lock.
 
 2.6.33 (era.chain False)                 2.6.34+ (era.chain True)
 ---------------------------------------  ---------------------------------------------
@@ -27,12 +28,10 @@ from numba import njit
 from . import ctx as G
 from .ctx import av_word as _av
 from .ctx import avc_word as _avc
-from .ctx import chunk_word as _chunk
 from .ctx import raise_status
 from .ctx import vma_word as _vma
 from .eras import REUSE_ACTIVE, REUSE_DEGREE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
-from .layout import CH
 from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
@@ -40,7 +39,6 @@ from .model import (
     Model,
     kmem_cache_alloc_c,
     kmem_cache_alloc_one,
-    kmem_cache_free_c,
     kmem_cache_free_one,
 )
 from .rmap import anon_vma_lock_word_c
@@ -67,115 +65,129 @@ def anon_vma_unlock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     lock_release_c(words, g, held, w, AV_LOCK, site, 0, t)
 
 
+@njit(inline="always")
+def lock_anon_vma_root(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, hw: int,
+                       ht: int, av: int, site: int) -> tuple[int, int]:
+    """3.0's lock_anon_vma_root for a pass over a chain: with lock word ``hw`` held since
+    ``ht`` (-1: none), make the one guarding av held: the same word is kept, another is
+    switched to (the held one released first).  (lock word, acquire time); the time -1
+    when aborted, with nothing held."""
+    w = anon_vma_lock_word_c(w32, g, av)
+    if w == hw:
+        return hw, ht
+    if hw >= 0:
+        anon_vma_unlock_c(words, g, held, hw, site, ht)
+    return anon_vma_lock_c(words, w32, g, held, av, site)
+
+
+@njit(inline="always")
+def unlock_anon_vma_root(words: np.ndarray, g: np.ndarray, held: np.ndarray, hw: int, ht: int,
+                         site: int) -> None:
+    """unlock_anon_vma_root: release lock word ``hw`` if one is held (-1: none)."""
+    if hw >= 0:
+        anon_vma_unlock_c(words, g, held, hw, site, ht)
+
+
 # ---------------------------------------------------------------------------- list
+#
+# Each anon_vma's list runs through nodes embedded in the records it links, as the
+# kernel's ``struct list_head``: the AVC's same_anon_vma (2.6.34+) or the VMA's
+# anon_vma_node (2.6.33), each a (prev, next) pair of record indices, -1 at the ends; the
+# anon_vma holds head and tail (the kernel's list head, circular, the model's two ends).
+# A list entry is an AVC index in chain eras, a VMA index in 2.6.33.  Adding and removing
+# touch only the neighbours: nothing is allocated, nothing can fail.
 
 
-@cached_njit
-def anon_vma_list_add_tail_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
-                                    sc: np.ndarray, av: int, vma: int, avc: int) -> int:
-    """Append (vma, avc) to av's list; records the slot in the AVC (or, 2.6.33, the VMA).
-    OK, or a negative status with nothing changed.
+@njit(inline="always")
+def _node_word(g: np.ndarray, node: int, prev: bool) -> int:
+    """The int32 word of node's prev (or next) link: the AVC's same_anon_vma in chain
+    eras, the VMA's anon_vma_node in 2.6.33."""
+    if g[G.CHAIN]:
+        return _avc(g, node, G.AVC_AV_PREV if prev else G.AVC_AV_NEXT)
+    return _vma(g, node, G.VMA_AV_PREV if prev else G.VMA_AV_NEXT)
 
-    Expects held: the lock guarding av.  Takes and releases the chunk slab lock when the
-    tail chunk is full."""
+
+@njit(inline="always")
+def anon_vma_list_add_tail_locked_c(w32: np.ndarray, g: np.ndarray, av: int, node: int) -> None:
+    """list_add_tail(node, &av->head): node (an AVC, or in 2.6.33 a VMA) becomes the last
+    entry of av's list.  Expects held: the lock guarding av."""
     tail = w32[_av(g, av, G.AV_TAIL)]
-    if tail < 0 or w32[_chunk(g, tail, G.CHUNK_USED)] == CH:
-        c = kmem_cache_alloc_one(words, w32, g, held, G.K_CHUNK, sc)
-        if c < 0:
-            return c
-        w32[_chunk(g, c, G.CHUNK_PREV)] = tail
-        w32[_chunk(g, c, G.CHUNK_NEXT)] = -1
-        w32[_chunk(g, c, G.CHUNK_ANON_VMA)] = av
-        w32[_chunk(g, c, G.CHUNK_USED)] = 0
-        w32[_chunk(g, c, G.CHUNK_LIVE)] = 0
-        for pos in range(CH):
-            w32[_chunk(g, c, G.CHUNK_VMA + pos)] = 0
-            w32[_chunk(g, c, G.CHUNK_AVC + pos)] = -1
-        if tail < 0:
-            w32[_av(g, av, G.AV_HEAD)] = c
-        else:
-            w32[_chunk(g, tail, G.CHUNK_NEXT)] = c
-        w32[_av(g, av, G.AV_TAIL)] = c
-        tail = c
-    pos = w32[_chunk(g, tail, G.CHUNK_USED)]
-    w32[_chunk(g, tail, G.CHUNK_VMA + pos)] = vma
-    w32[_chunk(g, tail, G.CHUNK_AVC + pos)] = avc
-    w32[_chunk(g, tail, G.CHUNK_USED)] = pos + 1
-    w32[_chunk(g, tail, G.CHUNK_LIVE)] += 1
-    w32[_av(g, av, G.AV_NR_MEMBERS)] += 1
-    if avc >= 0:
-        w32[_avc(g, avc, G.AVC_LIST_CHUNK)] = tail
-        w32[_avc(g, avc, G.AVC_LIST_POS)] = pos
+    w32[_node_word(g, node, True)] = tail
+    w32[_node_word(g, node, False)] = -1
+    if tail < 0:
+        w32[_av(g, av, G.AV_HEAD)] = node
     else:
-        w32[_vma(g, vma, G.VMA_LIST_CHUNK)] = tail
-        w32[_vma(g, vma, G.VMA_LIST_POS)] = pos
-    return OK
+        w32[_node_word(g, tail, False)] = node
+    w32[_av(g, av, G.AV_TAIL)] = node
+    w32[_av(g, av, G.AV_NR_MEMBERS)] += 1
 
 
-@cached_njit
-def anon_vma_list_del_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
-                               sc: np.ndarray, av: int, c: int, pos: int) -> int:
-    """Remove slot (c, pos) from av's list, freeing the chunk if it empties.
+@njit(inline="always")
+def anon_vma_list_del_locked_c(w32: np.ndarray, g: np.ndarray, av: int, node: int) -> None:
+    """list_del(node): take node off av's list; the others keep their order.  Leaves node's
+    links -1.  In eras with an interval tree (3.7+) the AVC leaves the tree too.
 
     Expects held: the lock guarding av."""
-    avc = w32[_chunk(g, c, G.CHUNK_AVC + pos)]
-    if g[G.TREE] and avc >= 0:  # 3.7+: the AVC leaves the interval tree with the list
-        anon_vma_interval_tree_remove_c(w32, g, av, avc)
-    w32[_chunk(g, c, G.CHUNK_VMA + pos)] = 0
-    w32[_chunk(g, c, G.CHUNK_AVC + pos)] = -1
-    w32[_chunk(g, c, G.CHUNK_LIVE)] -= 1
+    if g[G.TREE]:
+        anon_vma_interval_tree_remove_c(w32, g, av, node)
+    prev, nxt = w32[_node_word(g, node, True)], w32[_node_word(g, node, False)]
+    if prev >= 0:
+        w32[_node_word(g, prev, False)] = nxt
+    else:
+        w32[_av(g, av, G.AV_HEAD)] = nxt
+    if nxt >= 0:
+        w32[_node_word(g, nxt, True)] = prev
+    else:
+        w32[_av(g, av, G.AV_TAIL)] = prev
+    w32[_node_word(g, node, True)] = -1
+    w32[_node_word(g, node, False)] = -1
     w32[_av(g, av, G.AV_NR_MEMBERS)] -= 1
-    if w32[_chunk(g, c, G.CHUNK_LIVE)] == 0:
-        prev, nxt = w32[_chunk(g, c, G.CHUNK_PREV)], w32[_chunk(g, c, G.CHUNK_NEXT)]
-        if prev >= 0:
-            w32[_chunk(g, prev, G.CHUNK_NEXT)] = nxt
-        else:
-            w32[_av(g, av, G.AV_HEAD)] = nxt
-        if nxt >= 0:
-            w32[_chunk(g, nxt, G.CHUNK_PREV)] = prev
-        else:
-            w32[_av(g, av, G.AV_TAIL)] = prev
-        return kmem_cache_free_one(words, w32, g, held, G.K_CHUNK, c, sc)
-    return OK
+
+
+@cached_njit
+def anon_vma_list_add_tail_one(w32: np.ndarray, g: np.ndarray, av: int, node: int) -> None:
+    anon_vma_list_add_tail_locked_c(w32, g, av, node)
+
+
+@cached_njit
+def anon_vma_list_del_one(w32: np.ndarray, g: np.ndarray, av: int, node: int) -> None:
+    anon_vma_list_del_locked_c(w32, g, av, node)
 
 
 def anon_vma_list_add_tail_locked(m: Model, av: int, vma: int, avc: int) -> None:
-    """Append (vma, avc) to av's list (compiled; see anon_vma_list_add_tail_locked_c).
-    Expects held: the lock guarding av.  Raises OutOfMemory with nothing changed."""
-    st = anon_vma_list_add_tail_locked_c(m.words, m.w32, m.g, m.locks.held, m.scratch, av, vma, avc)
-    if st < 0:
-        raise_status(st)
+    """Append the entry of (vma, avc) to av's list: the AVC in chain eras, the VMA in
+    2.6.33 (avc -1) (compiled: anon_vma_list_add_tail_locked_c).  Expects held: the lock
+    guarding av."""
+    anon_vma_list_add_tail_one(m.w32, m.g, av, avc if m.era.chain else vma)
 
 
-def anon_vma_list_del_locked(m: Model, av: int, c: int, pos: int) -> None:
-    """Remove slot (c, pos) from av's list.  Expects held: the lock guarding av."""
-    chunk = m.chunk
-    assert chunk["anon_vma"][c] == av and chunk["vma"][c, pos] != 0, "slot not on this list"
-    st = anon_vma_list_del_locked_c(m.words, m.w32, m.g, m.locks.held, m.scratch, av, c, pos)
-    if st < 0:
-        raise_status(st)
+def anon_vma_list_del_locked(m: Model, av: int, node: int) -> None:
+    """Take node (an AVC; in 2.6.33 a VMA) off av's list.  Expects held: the lock
+    guarding av."""
+    assert node in anon_vma_list_nodes(m, av).tolist(), "node not on this list"
+    anon_vma_list_del_one(m.w32, m.g, av, node)
+
+
+def anon_vma_list_nodes(m: Model, av: int) -> np.ndarray:
+    """The entries of av's list (AVCs; in 2.6.33 VMAs), in list order, following next as
+    the walk does (bounded: a corrupt list cannot hold it).  Expects held: av's lock (or
+    a quiescent model)."""
+    nxt = m.avc["same_anon_vma_next"] if m.era.chain else m.vma["anon_vma_node_next"]
+    out = []
+    n = int(m.av_head[av])
+    while n >= 0 and len(out) <= len(nxt):
+        out.append(n)
+        n = int(nxt[n])
+    return np.array(out, np.int32)
 
 
 def anon_vma_members(m: Model, av: int) -> tuple[np.ndarray, np.ndarray]:
-    """(vma, avc) of every live entry of av's list, in list order.  Expects held: av's lock
-    (or a quiescent model)."""
-    ids = _chunk_ids(m, av)
-    if not ids:
-        return np.empty(0, np.int32), np.empty(0, np.int32)
-    vmas = m.chunk["vma"][ids].ravel()
-    avcs = m.chunk["avc"][ids].ravel()
-    live = vmas != 0
-    return vmas[live], avcs[live]
-
-
-def _chunk_ids(m: Model, av: int) -> list[int]:
-    ids = []
-    c = int(m.av_head[av])
-    nxt = m.chunk_next
-    while c >= 0:
-        ids.append(c)
-        c = int(nxt[c])
-    return ids
+    """(vma, avc) of every entry of av's list, in list order (avc -1 in 2.6.33).  Expects
+    held: av's lock (or a quiescent model)."""
+    nodes = anon_vma_list_nodes(m, av)
+    if m.era.chain:
+        return m.avc["vma"][nodes].astype(np.int32), nodes
+    return nodes, np.full(len(nodes), -1, np.int32)
 
 
 # ---------------------------------------------------------------------------- anon_vma
@@ -273,28 +285,22 @@ def _anon_vma_unused(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
 
 
 @cached_njit
-def anon_vma_chain_link_locked_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
-                                 sc: np.ndarray, vma: int, avc: int, av: int) -> int:
-    """Link AVC ``avc`` between vma and av: head of vma's same_vma list (newest first, as
-    ``list_add``), tail of av's list.  Expects held: av's lock (and the mm's mmap_sem)."""
-    st = anon_vma_list_add_tail_locked_c(words, w32, g, held, sc, av, vma, avc)
-    if st < 0:
-        return st
+def anon_vma_chain_link_locked_c(w32: np.ndarray, g: np.ndarray, vma: int, avc: int, av: int) -> None:
+    """anon_vma_chain_link: link AVC ``avc`` between vma and av: head of vma's same_vma
+    list (newest first, as ``list_add``), tail of av's list (``list_add_tail`` of its
+    same_anon_vma node).  Expects held: av's lock (and the mm's mmap_sem)."""
     w32[_avc(g, avc, G.AVC_VMA)] = vma
     w32[_avc(g, avc, G.AVC_ANON_VMA)] = av
     w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)] = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     w32[_vma(g, vma, G.VMA_AVC_HEAD)] = avc
+    anon_vma_list_add_tail_locked_c(w32, g, av, avc)
     if g[G.TREE]:  # 3.7+: anon_vma_interval_tree_insert
         anon_vma_interval_tree_insert_c(w32, g, av, avc)
-    return OK
 
 
 def anon_vma_chain_link_locked(m: Model, vma: int, avc: int, av: int) -> None:
-    """Link AVC ``avc`` between vma and av.  Expects held: av's lock.  Raises OutOfMemory
-    with nothing changed."""
-    st = anon_vma_chain_link_locked_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma, avc, av)
-    if st < 0:
-        raise_status(st)
+    """Link AVC ``avc`` between vma and av.  Expects held: av's lock."""
+    anon_vma_chain_link_locked_c(m.w32, m.g, vma, avc, av)
 
 
 @cached_njit
@@ -323,19 +329,12 @@ def anon_vma_prepare_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     if t < 0:
         return STOPPED
     if g[G.CHAIN]:
-        st = anon_vma_chain_link_locked_c(words, w32, g, held, sc, vma, avc, av)
+        anon_vma_chain_link_locked_c(w32, g, vma, avc, av)
     else:
-        st = anon_vma_list_add_tail_locked_c(words, w32, g, held, sc, av, vma, -1)
-    if st == OK:
-        w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
-        anon_vma_prepare_counts_locked_c(w32, g, av, allocated)
+        anon_vma_list_add_tail_locked_c(w32, g, av, vma)
+    w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
+    anon_vma_prepare_counts_locked_c(w32, g, av, allocated)
     anon_vma_unlock_c(words, g, held, w, S_PREPARE, t)
-    if st < 0:
-        if avc >= 0:
-            kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
-        if allocated:
-            kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
-        return st
     return av
 
 
@@ -360,15 +359,14 @@ def anon_vma_link_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
     if t < 0:
         return STOPPED
-    st = anon_vma_list_add_tail_locked_c(words, w32, g, held, sc, av, vma, -1)
-    if st < 0:
-        w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
+    anon_vma_list_add_tail_locked_c(w32, g, av, vma)
     anon_vma_unlock_c(words, g, held, w, S_FORK, t)
-    return st
+    return OK
 
 
 def anon_vma_link(m: Model, vma: int) -> None:
-    """2.6.33 fork of one VMA (compiled: anon_vma_link_c).  Raises OutOfMemory."""
+    """2.6.33 fork of one VMA (compiled: anon_vma_link_c).  Raises Stopped if the run is
+    aborted while it waits for the lock."""
     st = anon_vma_link_c(m.words, m.w32, m.g, m.locks.held, m.scratch, vma)
     if st < 0:
         raise_status(st)
@@ -378,8 +376,9 @@ def anon_vma_link(m: Model, vma: int) -> None:
 def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                      sc: np.ndarray, dst: int, src: int) -> int:
     """Give dst one AVC for every anon_vma on src's chain, oldest first, each linked under
-    that anon_vma's lock.  A failed allocation returns before linking anything; a failed
-    link leaves what was linked (the caller unwinds with unlink_anon_vmas)."""
+    that anon_vma's lock (3.0: the root's, taken once for the pass).  A failed allocation
+    returns before linking anything; linking itself cannot fail (the list nodes are in
+    the AVCs)."""
     n = 0
     a = w32[_vma(g, src, G.VMA_AVC_HEAD)]
     while a >= 0:
@@ -396,30 +395,19 @@ def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     st = kmem_cache_alloc_c(words, w32, g, held, G.K_AVC, n, sc)
     if st < 0:
         return st
-    # The list ops need scratch of their own (sc[0] for a chunk): keep ours above 2n.
-    work = sc[2 * n :]
     once = g[G.LOCK_ONCE] != 0
     hw, ht = -1, 0  # the lock word held across AVCs (3.0: lock_anon_vma_root), its time
     for i in range(n):
         av = chain[n - 1 - i]
-        w = anon_vma_lock_word_c(w32, g, av)
-        if w != hw:
-            if hw >= 0:
-                anon_vma_unlock_c(words, g, held, hw, S_FORK, ht)
-            hw, ht = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
-            if ht < 0:
-                return STOPPED
-        st = anon_vma_chain_link_locked_c(words, w32, g, held, work, dst, sc[i], av)
-        if st == OK:
-            anon_vma_clone_reuse_locked_c(w32, g, dst, src, av, i == n - 1)
-        if not once or st < 0:
-            anon_vma_unlock_c(words, g, held, hw, S_FORK, ht)
+        hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, av, S_FORK)
+        if ht < 0:
+            return STOPPED
+        anon_vma_chain_link_locked_c(w32, g, dst, sc[i], av)
+        anon_vma_clone_reuse_locked_c(w32, g, dst, src, av, i == n - 1)
+        if not once:  # before 3.0: each anon_vma's lock around its own AVC
+            unlock_anon_vma_root(words, g, held, hw, ht, S_FORK)
             hw = -1
-        if st < 0:
-            kmem_cache_free_c(words, w32, g, held, G.K_AVC, sc[i:], n - i)  # the ones never linked
-            return st
-    if hw >= 0:
-        anon_vma_unlock_c(words, g, held, hw, S_FORK, ht)  # unlock_anon_vma_root
+    unlock_anon_vma_root(words, g, held, hw, ht, S_FORK)
     return OK
 
 
@@ -462,16 +450,11 @@ def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
     if t < 0:
         return STOPPED
-    st = anon_vma_chain_link_locked_c(words, w32, g, held, sc[1:], vma, avc, av)
-    if st == OK:
-        w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
-        anon_vma_fork_counts_locked_c(w32, g, av, pav)
+    anon_vma_chain_link_locked_c(w32, g, vma, avc, av)
+    w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
+    anon_vma_fork_counts_locked_c(w32, g, av, pav)
     anon_vma_unlock_c(words, g, held, w, S_FORK, t)
-    if st < 0:
-        kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
-        anon_vma_free_c(words, w32, g, held, sc, av)
-        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
-    return st
+    return OK
 
 
 def anon_vma_fork(m: Model, vma: int, pvma: int) -> None:
@@ -483,21 +466,21 @@ def anon_vma_fork(m: Model, vma: int, pvma: int) -> None:
 
 
 @cached_njit
-def anon_vma_unlink_slot_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
-                           sc: np.ndarray, av: int, c: int, pos: int) -> int:
-    """Take slot (c, pos) off av's list under av's lock, and free av if that left it unused.
-    Takes and releases the lock guarding av."""
+def anon_vma_unlink_node_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                           sc: np.ndarray, av: int, node: int) -> int:
+    """Take node (an AVC; in 2.6.33 a VMA) off av's list under av's lock, and free av if
+    that left it unused.  Takes and releases the lock guarding av."""
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
     if t < 0:
         return STOPPED
-    st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av, c, pos)
-    if st == OK and w32[_av(g, av, G.AV_NR_MEMBERS)] == 0:
+    anon_vma_list_del_locked_c(w32, g, av, node)
+    if w32[_av(g, av, G.AV_NR_MEMBERS)] == 0:
         anon_vma_emptied_locked_c(w32, g, av)
     empty = _anon_vma_unused(w32, g, av)
     anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
-    if st == OK and empty:
-        st = anon_vma_free_c(words, w32, g, held, sc, av)
-    return st
+    if empty:
+        return anon_vma_free_c(words, w32, g, held, sc, av)
+    return OK
 
 
 @cached_njit
@@ -509,8 +492,7 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     if not g[G.CHAIN]:
         av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
         if av >= 0:
-            st = anon_vma_unlink_slot_c(words, w32, g, held, sc, av, w32[_vma(g, vma, G.VMA_LIST_CHUNK)],
-                                        w32[_vma(g, vma, G.VMA_LIST_POS)])
+            st = anon_vma_unlink_node_c(words, w32, g, held, sc, av, vma)
             if st < 0:
                 return st
         w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
@@ -523,8 +505,7 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     while avc >= 0:
         nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
-        st = anon_vma_unlink_slot_c(words, w32, g, held, sc, w32[_avc(g, avc, G.AVC_ANON_VMA)],
-                                    w32[_avc(g, avc, G.AVC_LIST_CHUNK)], w32[_avc(g, avc, G.AVC_LIST_POS)])
+        st = anon_vma_unlink_node_c(words, w32, g, held, sc, w32[_avc(g, avc, G.AVC_ANON_VMA)], avc)
         if st == OK:
             st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
         if st < 0:
@@ -552,7 +533,7 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
     hw, ht = -1, 0
     vav = w32[_vma(g, vma, G.VMA_ANON_VMA)]
     if g[G.REUSE] and vav >= 0:  # 3.19+: the VMA's own use of vma->anon_vma, in the pass
-        hw, ht = anon_vma_lock_c(words, w32, g, held, vav, S_UNLINK)
+        hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, vav, S_UNLINK)
         if ht < 0:
             return STOPPED
         vma_anon_vma_put_locked_c(w32, g, vav)
@@ -560,29 +541,22 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
     while avc >= 0:
         nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
         av = w32[_avc(g, avc, G.AVC_ANON_VMA)]
-        w = anon_vma_lock_word_c(w32, g, av)
-        if w != hw:
-            if hw >= 0:
-                anon_vma_unlock_c(words, g, held, hw, S_UNLINK, ht)
-            hw, ht = anon_vma_lock_c(words, w32, g, held, av, S_UNLINK)
-            if ht < 0:
-                return STOPPED
-        st = anon_vma_list_del_locked_c(words, w32, g, held, sc, av,
-                                        w32[_avc(g, avc, G.AVC_LIST_CHUNK)], w32[_avc(g, avc, G.AVC_LIST_POS)])
-        if st == OK and w32[_av(g, av, G.AV_NR_MEMBERS)] == 0:
+        hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, av, S_UNLINK)
+        if ht < 0:
+            return STOPPED
+        anon_vma_list_del_locked_c(w32, g, av, avc)
+        if w32[_av(g, av, G.AV_NR_MEMBERS)] == 0:
             anon_vma_emptied_locked_c(w32, g, av)  # 3.19+: parent->degree-- / num_children--
-        if st == OK:
-            if _anon_vma_unused(w32, g, av):
-                keep[nkeep] = avc
-                nkeep += 1
-            else:
-                st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
-        if st < 0:
-            anon_vma_unlock_c(words, g, held, hw, S_UNLINK, ht)
-            return st
+        if _anon_vma_unused(w32, g, av):
+            keep[nkeep] = avc
+            nkeep += 1
+        else:
+            st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+            if st < 0:
+                unlock_anon_vma_root(words, g, held, hw, ht, S_UNLINK)
+                return st
         avc = nxt
-    if hw >= 0:
-        anon_vma_unlock_c(words, g, held, hw, S_UNLINK, ht)  # unlock_anon_vma_root
+    unlock_anon_vma_root(words, g, held, hw, ht, S_UNLINK)
     for k in range(nkeep):
         avc = keep[k]
         st = anon_vma_free_c(words, w32, g, held, sc, w32[_avc(g, avc, G.AVC_ANON_VMA)])

@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 
 from .eras import Era, get_era
-from .layout import CH, Capacities
+from .layout import Capacities
 from .memory import do_anonymous_pages, do_mmap, do_wp_pages, dup_mmap, mm_alloc
 from .model import Model
 
@@ -45,18 +45,14 @@ def family_capacities(era: Era | str, users: int, pages: int, cow: float, cpus: 
     if era.chain:
         anon_vmas = mms + 1
         avcs = 2 * kids + 1
-        members = avcs
     else:
         anon_vmas = 2
         avcs = 1
-        members = mms
-    chunks = anon_vmas + math.ceil(members / CH) + kids // 4 + 8
     return Capacities(
         mms=mms,
         vmas=mms + 1,
         anon_vmas=anon_vmas,
         avcs=avcs,
-        chunks=chunks,
         pages=pages + cowed + 64,
         ptrs_per_mm=pages,
         cpus=cpus + 1,

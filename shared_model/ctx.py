@@ -26,8 +26,6 @@ from .layout import (
     ALLOC_KINDS,
     ANON_VMA_DTYPE,
     AVC_DTYPE,
-    CH,
-    CHUNK_DTYPE,
     CPU_DTYPE,
     CPU_FIELDS,
     HEADER_DTYPE,
@@ -49,11 +47,13 @@ if TYPE_CHECKING:
 (
     CPU, OWNER_TAG, STOP_W, NODE_W, LS_BASE, CPU_BASE, WALKHIST_BASE, LOCKDEP_BASE,
     PTRS, ENTRY_COST_NS, INSTRUMENT, ORDER_CHECK, LOCK_ROOT, CHAIN, RWSEM_POLICY,
-    PAGE0, PAGE_W, PTE0, VMA0, VMA_W, AV0, AV_W64, AV_LOCK_W0, CHUNK0, CHUNK_W,
+    PAGE0, PAGE_W, PTE0, VMA0, VMA_W, AV0, AV_W64, AV_LOCK_W0, _FREE_23, _FREE_24,
     MM0, MM_W64, MM_PTL_W0, MC_LOCK_W0, SLAB_W0, NCPUS,
     AVC0, AVC_W, TOPS_W, ALLOC_FAIL, RNG,
     KIND0,  # KIND0 + lock class: the primitive of that class (shared_model.locking kinds)
 ) = range(37)
+# _FREE_23, _FREE_24: unused (were the list chunks' base and stride; the lists are nodes
+# embedded in the VMA and AVC records now), kept so that the indices after them stay put.
 # Per allocatable kind k (layout.ALLOC_KINDS order): its records' base and stride and the
 # offset of their ``in_use`` field (int32 words), and its free stack's base.
 REC0 = KIND0 + len(LOCK_CLASSES)
@@ -83,8 +83,8 @@ G_SIZE = SWAPDEV_W + 1
 TSC_MULT = G_SIZE
 TSC_SHIFT, TSC_CYC0, TSC_NS0, SLAB_CPU_W = range(TSC_MULT + 1, TSC_MULT + 5)
 G_SIZE = SLAB_CPU_W + 1
-K_MM, K_VMA, K_ANON_VMA, K_AVC, K_CHUNK, K_PAGE = (ALLOC_KINDS.index(k) for k in (
-    "mm", "vma", "anon_vma", "avc", "chunk", "page"))
+K_MM, K_VMA, K_ANON_VMA, K_AVC, K_PAGE = (ALLOC_KINDS.index(k) for k in (
+    "mm", "vma", "anon_vma", "avc", "page"))
 
 # Field positions, in int32 words, inside each record (from the dtypes, so a layout change
 # cannot silently desynchronise the compiled code).
@@ -111,8 +111,8 @@ VMA_MM = _f32(VMA_DTYPE, "vm_mm")
 VMA_ANON_VMA = _f32(VMA_DTYPE, "anon_vma")
 VMA_AVC_HEAD = _f32(VMA_DTYPE, "avc_head")
 VMA_NEXT = _f32(VMA_DTYPE, "vm_next")
-VMA_LIST_CHUNK = _f32(VMA_DTYPE, "list_chunk")
-VMA_LIST_POS = _f32(VMA_DTYPE, "list_pos")
+VMA_AV_PREV = _f32(VMA_DTYPE, "anon_vma_node_prev")  # 2.6.33: the anon_vma list's node
+VMA_AV_NEXT = _f32(VMA_DTYPE, "anon_vma_node_next")
 AV_ROOT = _f32(ANON_VMA_DTYPE, "root")
 AV_PARENT = _f32(ANON_VMA_DTYPE, "parent")
 AV_HEAD = _f32(ANON_VMA_DTYPE, "head")
@@ -122,15 +122,8 @@ AV_REFCOUNT = _f32(ANON_VMA_DTYPE, "refcount")
 AVC_VMA = _f32(AVC_DTYPE, "vma")
 AVC_ANON_VMA = _f32(AVC_DTYPE, "anon_vma")
 AVC_SAME_VMA_NEXT = _f32(AVC_DTYPE, "same_vma_next")
-AVC_LIST_CHUNK = _f32(AVC_DTYPE, "list_chunk")
-AVC_LIST_POS = _f32(AVC_DTYPE, "list_pos")
-CHUNK_PREV = _f32(CHUNK_DTYPE, "prev")
-CHUNK_NEXT = _f32(CHUNK_DTYPE, "next")
-CHUNK_ANON_VMA = _f32(CHUNK_DTYPE, "anon_vma")
-CHUNK_USED = _f32(CHUNK_DTYPE, "used")
-CHUNK_LIVE = _f32(CHUNK_DTYPE, "live")
-CHUNK_VMA = _f32(CHUNK_DTYPE, "vma")
-CHUNK_AVC = _f32(CHUNK_DTYPE, "avc")
+AVC_AV_PREV = _f32(AVC_DTYPE, "same_anon_vma_prev")  # 2.6.34+: the anon_vma list's node
+AVC_AV_NEXT = _f32(AVC_DTYPE, "same_anon_vma_next")
 MM_VMA_HEAD = _f32(MM_DTYPE, "vma_head")
 MM_NR_VMAS = _f32(MM_DTYPE, "nr_vmas")
 MM_RSS = _f32(MM_DTYPE, "rss")
@@ -145,9 +138,9 @@ AVC_RB_RIGHT = _f32(AVC_DTYPE, "rb_right")
 AVC_RB_PARENT = _f32(AVC_DTYPE, "rb_parent")
 AVC_RB_COLOR = _f32(AVC_DTYPE, "rb_color")
 AVC_RB_LAST = _f32(AVC_DTYPE, "rb_subtree_last")
-assert AVC_DTYPE.itemsize % 4 == 0 and CH > 0
+assert AVC_DTYPE.itemsize % 4 == 0
 _DTYPES = {"mm": MM_DTYPE, "vma": VMA_DTYPE, "anon_vma": ANON_VMA_DTYPE, "avc": AVC_DTYPE,
-           "chunk": CHUNK_DTYPE, "page": PAGE_DTYPE}
+           "page": PAGE_DTYPE}
 
 # Per-CPU slot fields, as word offsets from CPU_BASE.
 F = {name: i for i, name in enumerate(CPU_FIELDS)}
@@ -200,8 +193,6 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[AV0] = offs["anon_vma"] // 4
     g[AV_W64] = ANON_VMA_DTYPE.itemsize // 8
     g[AV_LOCK_W0] = (offs["anon_vma"] + ANON_VMA_DTYPE.fields["lock"][1]) // 8  # type: ignore[index]
-    g[CHUNK0] = offs["chunk"] // 4
-    g[CHUNK_W] = CHUNK_DTYPE.itemsize // 4
     g[MM0] = offs["mm"] // 4
     g[MM_W64] = MM_DTYPE.itemsize // 8
     g[MM_PTL_W0] = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8  # type: ignore[index]
@@ -250,11 +241,6 @@ def vma_word(g: np.ndarray, vma: int, f: int) -> int:
 @njit(inline="always")
 def avc_word(g: np.ndarray, avc: int, f: int) -> int:
     return g[AVC0] + avc * g[AVC_W] + f
-
-
-@njit(inline="always")
-def chunk_word(g: np.ndarray, c: int, f: int) -> int:
-    return g[CHUNK0] + c * g[CHUNK_W] + f
 
 
 @njit(inline="always")

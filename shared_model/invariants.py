@@ -4,11 +4,13 @@ Run on a quiescent model (no CPU running): at the end of every stress run and af
 test that mutates the model.  Returns the violations found, as sentences; empty is good.
 Rules:
 
-1. Lists: each anon_vma's chunks are doubly linked head to tail, owned by it, their live
-   counts match their non-tombstoned slots, and ``nr_members`` is the sum.
-2. AVCs (chain eras): each live AVC sits on both of its lists: its slot on its anon_vma's
-   list holds it, and it is on its VMA's same_vma list.  2.6.33: each VMA with an anon_vma
-   sits in its recorded slot of that anon_vma's list.
+1. Lists: each anon_vma's list, through the nodes embedded in its entries (AVCs; VMAs in
+   2.6.33), runs from ``head`` by ``next`` to ``tail`` with every ``prev`` pointing back,
+   no entry reached twice (no cycle, no entry on two lists), every entry live and
+   claiming this anon_vma; ``nr_members`` is its length.
+2. AVCs (chain eras): each live AVC sits on both of its lists: the list of the anon_vma
+   it claims, and its VMA's same_vma list.  2.6.33: each VMA with an anon_vma sits on that
+   anon_vma's list.
 3. VMAs: each belongs to a live mm and is on that mm's VMA list; its anon_vma is on its
    own chain (chain eras).
 4. Pages: mapcount equals the present PTEs that map the page, swapcount the swap PTEs; a
@@ -46,7 +48,8 @@ import numpy as np
 
 from .eras import REUSE_CODES, REUSE_DEGREE
 from .interval_tree import TREE_ERRORS, TREE_OK, interval_trees_check_c
-from .layout import ALLOC_KINDS, CH, PG_LOCKED, PTE_PRESENT, PTE_SWAP
+from .layout import ALLOC_KINDS, PG_LOCKED, PTE_PRESENT, PTE_SWAP
+from .locking.jit import cached_njit
 from .model import Model
 
 MAX_REPORTED = 50
@@ -54,73 +57,41 @@ MAX_REPORTED = 50
 
 def check_model(m: Model) -> list[str]:
     """Every rule above, as whole-array numpy operations: no Python step per record, page
-    or PTE.  Linked lists (chunks, same_vma chains, mm VMA lists) are walked in lockstep,
-    one step for all lists at once, so the Python loop runs as many times as the longest
-    list is long, not once per entry.  Lock-free: the model must be quiescent."""
+    or PTE.  Linked lists (same_vma chains, mm VMA lists) are walked in lockstep, one step
+    for all lists at once, so the Python loop runs as many times as the longest list is
+    long, not once per entry; the anon_vma lists, as long as a fork family is large, are
+    walked by compiled code (anon_vma_lists_walk_c).  Lock-free: the model must be
+    quiescent."""
     out: list[str] = []
 
     def bad(msg: str) -> None:
         if len(out) < MAX_REPORTED:
             out.append(msg)
 
-    av, ch, avc, vma, mm = m.anon_vma, m.chunk, m.avc, m.vma, m.mm
+    av, avc, vma, mm = m.anon_vma, m.avc, m.vma, m.mm
     live_av = np.flatnonzero(av["in_use"] == 1)
     live_vma = np.flatnonzero(vma["in_use"] == 1)
     live_vma = live_vma[live_vma != 0]
     live_mm = np.flatnonzero(mm["in_use"] == 1)
+    nv = len(vma)
 
     # 1. lists, and the (anon_vma, vma) pairs they hold
-    chunks, owners = _walk_lists(ch["next"], ch["prev"], av["head"][live_av], live_av, av["tail"], ch, bad)
-    used = ch["used"][chunks]
-    slot_vma = ch["vma"][chunks]
-    in_range = np.arange(CH)[None, :] < used[:, None]
-    occupied = in_range & (slot_vma != 0)
-    live = occupied.sum(axis=1)
-    for i in np.flatnonzero((live != ch["live"][chunks]) | (live == 0))[:MAX_REPORTED].tolist():
-        bad(f"anon_vma {owners[i]}: chunk {chunks[i]} live count {ch['live'][chunks[i]]} but {live[i]} "
-            f"live slots")
-    totals = np.bincount(np.searchsorted(live_av, owners), weights=live, minlength=len(live_av)) \
-        .astype(np.int64) if len(live_av) else np.zeros(0, np.int64)
-    rows, pos = np.nonzero(occupied)
-    pair_c, pair_pos = chunks[rows], pos
-    pair_a, pair_v = owners[rows], slot_vma[rows, pos].astype(np.int64)
-    nv = len(vma)
+    kind, rec = ("avc", avc) if m.era.chain else ("vma", vma)
+    link = "same_anon_vma" if m.era.chain else "anon_vma_node"
+    nodes, owners, seen = _walk_lists(live_av, av, rec, link, kind, bad)
+    pair_a = owners
+    pair_v = avc["vma"][nodes].astype(np.int64) if m.era.chain else nodes
     keys = pair_a * nv + pair_v
     pair_keys, counts = np.unique(keys, return_counts=True)
     for k in pair_keys[counts > 1][:MAX_REPORTED].tolist():
         bad(f"anon_vma {k // nv}: vma {k % nv} is on its list twice")
-    on_list_chunk = np.full(len(avc), -1, np.int64)
-    on_list_pos = np.full(len(avc), -1, np.int64)
-    if m.era.chain:
-        x = ch["avc"][pair_c, pair_pos].astype(np.int64)
-        xs = np.where(x >= 0, x, 0)
-        good = (x >= 0) & (avc["in_use"][xs] == 1) & (avc["anon_vma"][xs] == pair_a) \
-            & (avc["vma"][xs] == pair_v) & (avc["list_chunk"][xs] == pair_c) & (avc["list_pos"][xs] == pair_pos)
-        for i in np.flatnonzero(~good)[:MAX_REPORTED].tolist():
-            bad(f"anon_vma {pair_a[i]}: slot ({pair_c[i]}, {pair_pos[i]}) holds avc {x[i]}, which does "
-                f"not point back at it")
-        xg, xn = np.unique(x[good], return_counts=True)
-        for d in xg[xn > 1][:MAX_REPORTED].tolist():
-            bad(f"avc {d} is on a list twice")
-        hold = x >= 0
-        on_list_chunk[x[hold]] = pair_c[hold]
-        on_list_pos[x[hold]] = pair_pos[hold]
-    else:
-        back = (vma["anon_vma"][pair_v] == pair_a) & (vma["list_chunk"][pair_v] == pair_c) \
-            & (vma["list_pos"][pair_v] == pair_pos)
-        for i in np.flatnonzero(~back)[:MAX_REPORTED].tolist():
-            bad(f"anon_vma {pair_a[i]}: slot ({pair_c[i]}, {pair_pos[i]}) holds vma {pair_v[i]}, which "
-                f"does not point back at it")
+    totals = np.bincount(np.searchsorted(live_av, owners), minlength=len(live_av)) \
+        if len(live_av) else np.zeros(0, np.int64)
     nr = av["nr_members"][live_av]
     for i in np.flatnonzero(totals != nr)[:MAX_REPORTED].tolist():
         bad(f"anon_vma {live_av[i]}: nr_members {nr[i]} but {totals[i]} on its list")
     for i in np.flatnonzero((totals == 0) & (av["refcount"][live_av] == 0))[:MAX_REPORTED].tolist():
         bad(f"anon_vma {live_av[i]}: in use with an empty list and no references (leaked)")
-    seen_chunk = np.zeros(len(ch), bool)
-    seen_chunk[chunks] = True
-    stray = np.flatnonzero((ch["in_use"] == 1) & ~seen_chunk)
-    if len(stray):
-        bad(f"{len(stray)} list chunks in use but on no anon_vma's list, e.g. {stray[0]}")
 
     # 2./3. AVCs and VMAs
     live_avc = np.flatnonzero(avc["in_use"] == 1)
@@ -145,23 +116,14 @@ def check_model(m: Model) -> list[str]:
             bad(f"vma {v}: its anon_vma {vma['anon_vma'][v]} is not on its own chain")
         for x in live_avc[~chained[live_avc]][:MAX_REPORTED].tolist():
             bad(f"avc {x} is not on its vma's same_vma list")
-        lc, lp = avc["list_chunk"][live_avc], avc["list_pos"][live_avc]
-        moved = (on_list_chunk[live_avc] != lc) | (on_list_pos[live_avc] != lp)
-        for i in np.flatnonzero(moved)[:MAX_REPORTED].tolist():
-            x = live_avc[i]
-            bad(f"avc {x} is not in its recorded slot ({lc[i]}, {lp[i]}) of anon_vma {avc['anon_vma'][x]}")
-        k = avc["anon_vma"][live_avc].astype(np.int64) * nv + avc["vma"][live_avc]
-        for x in live_avc[~moved & ~np.isin(k, pair_keys)][:MAX_REPORTED].tolist():
-            bad(f"avc {x}: list slot holds another vma")
+        for x in live_avc[~seen[live_avc]][:MAX_REPORTED].tolist():
+            bad(f"avc {x} is not on the list of its anon_vma {avc['anon_vma'][x]}")
     else:
         if len(live_avc):
             bad(f"{len(live_avc)} AVCs in use in an era without anon_vma_chain")
         vs = live_vma[vma["anon_vma"][live_vma] >= 0]
-        a, c, p = vma["anon_vma"][vs], vma["list_chunk"][vs], vma["list_pos"][vs]
-        cs, ps = np.where(c >= 0, c, 0), np.clip(p, 0, CH - 1)
-        wrong = (c < 0) | (ch["anon_vma"][cs] != a) | (ch["vma"][cs, ps] != vs)
-        for i in np.flatnonzero(wrong)[:MAX_REPORTED].tolist():
-            bad(f"vma {vs[i]} is not in its recorded slot of anon_vma {a[i]}'s list")
+        for v in vs[~seen[vs]][:MAX_REPORTED].tolist():
+            bad(f"vma {v} is not on the list of its anon_vma {vma['anon_vma'][v]}")
     on_mm = np.zeros(len(vma), bool)
     lane_mm = live_mm.astype(np.int64)
     cur = mm["vma_head"][live_mm].astype(np.int64)
@@ -361,48 +323,84 @@ def _distinct_pairs(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
     return np.unique(a[starts].astype(np.int64) * nb + b[starts])
 
 
-def _walk_lists(nxt: np.ndarray, prv: np.ndarray, heads: np.ndarray, owners: np.ndarray,
-                tails: np.ndarray, ch: np.ndarray, bad: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
-    """Walk every anon_vma's chunk list at once, one step for all; check each chunk is in
-    use, owned by its list and back-linked, that no chunk is reached twice, and that each
-    tail is the last chunk.  Returns (chunks, owner anon_vma of each), in walk order."""
-    seen = np.zeros(len(nxt), bool)
-    lane = np.arange(len(heads))
-    cur = heads.astype(np.int64)
-    prev = np.full(len(heads), -1, np.int64)
-    last = np.full(len(heads), -1, np.int64)
-    got_c: list[np.ndarray] = []
-    got_a: list[np.ndarray] = []
-    while True:
-        act = cur >= 0
-        if not act.any():
-            break
-        lane, cur, prev = lane[act], cur[act], prev[act]
-        a = owners[lane]
-        _, first = np.unique(cur, return_index=True)
-        again = seen[cur].copy()
-        dup = np.ones(len(cur), bool)
-        dup[first] = False
-        again |= dup
-        for i in np.flatnonzero(again)[:MAX_REPORTED].tolist():
-            bad(f"anon_vma {a[i]}: chunk {cur[i]} reached twice (cycle or shared)")
-        keep = ~again
-        lane, cur, prev, a = lane[keep], cur[keep], prev[keep], a[keep]
-        seen[cur] = True
-        wrong = (ch["in_use"][cur] != 1) | (ch["anon_vma"][cur] != a) | (prv[cur] != prev)
-        for i in np.flatnonzero(wrong)[:MAX_REPORTED].tolist():
-            bad(f"anon_vma {a[i]}: chunk {cur[i]} not properly linked or owned")
-        got_c.append(cur)
-        got_a.append(a)
-        last[lane] = cur
-        prev = cur
-        cur = nxt[cur].astype(np.int64)
-    off = np.flatnonzero(tails[owners] != last)
-    for i in off[:MAX_REPORTED].tolist():
-        bad(f"anon_vma {owners[i]}: tail {tails[owners[i]]} is not the last chunk {last[i]}")
-    if not got_c:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(got_c), np.concatenate(got_a).astype(np.int64)
+LIST_OK, LIST_TWICE, LIST_FOREIGN, LIST_BAD_PREV, LIST_BAD_TAIL = 0, 1, 2, 3, 4
+
+
+@cached_njit
+def anon_vma_lists_walk_c(avs: np.ndarray, head: np.ndarray, tail: np.ndarray, nxt: np.ndarray,
+                          prv: np.ndarray, in_use: np.ndarray, owner: np.ndarray, nodes: np.ndarray,
+                          owners: np.ndarray, verdict: np.ndarray, where: np.ndarray,
+                          seen: np.ndarray) -> int:
+    """Walk the list of each anon_vma of ``avs`` from its head by ``next``, as
+    list_for_each_entry does, checking each entry (an index into ``nxt``, ``prv``,
+    ``in_use``, ``owner``) as it goes: not reached before (on this list or another: the
+    walk is bounded by the records), in use, claiming this anon_vma, its ``prev`` the entry
+    before it; and the tail the last.  Stops a list at its first fault: verdict[i] (LIST_*)
+    and where[i], the entry at fault.  The entries reached, in walk order, go to
+    ``nodes``/``owners``; ``seen`` marks them.  Returns how many."""
+    k = 0
+    n = len(nxt)
+    for i in range(len(avs)):
+        a = avs[i]
+        prev = -1
+        cur = head[a]
+        v = LIST_OK
+        while cur >= 0:
+            if cur >= n or seen[cur]:
+                v = LIST_TWICE
+                break
+            if in_use[cur] != 1 or owner[cur] != a:
+                v = LIST_FOREIGN
+                break
+            if prv[cur] != prev:
+                v = LIST_BAD_PREV
+                break
+            seen[cur] = True
+            nodes[k] = cur
+            owners[k] = a
+            k += 1
+            prev = cur
+            cur = nxt[cur]
+        if v == LIST_OK and tail[a] != prev:
+            v = LIST_BAD_TAIL
+            cur = prev
+        verdict[i] = v
+        where[i] = cur
+    return k
+
+
+def _walk_lists(live_av: np.ndarray, av: np.ndarray, rec: np.ndarray, link: str, kind: str,
+                bad: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rule 1 over every live anon_vma's list (anon_vma_lists_walk_c), the faults reported.
+    ``rec`` holds the entries (AVCs, or VMAs in 2.6.33), ``link`` names their node.
+    Returns (entries, owner anon_vma of each) in list order, and which records were
+    reached."""
+    def col(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=np.int64)
+
+    n = len(rec)
+    nodes = np.empty(n, np.int64)
+    owners = np.empty(n, np.int64)
+    verdict = np.zeros(len(live_av), np.int64)
+    where = np.zeros(len(live_av), np.int64)
+    seen = np.zeros(n, np.bool_)
+    prv, nxt = col(rec[f"{link}_prev"]), col(rec[f"{link}_next"])
+    head, tail = col(av["head"]), col(av["tail"])
+    owner = col(rec["anon_vma"])
+    k = anon_vma_lists_walk_c(col(live_av), head, tail, nxt, prv, col(rec["in_use"]), owner,
+                              nodes, owners, verdict, where, seen)
+    for i in np.flatnonzero(verdict != LIST_OK)[:MAX_REPORTED].tolist():
+        a, x, v = int(live_av[i]), int(where[i]), int(verdict[i])
+        if v == LIST_TWICE:
+            bad(f"anon_vma {a}: {kind} {x} reached twice (a cycle, or an entry on two lists)")
+        elif v == LIST_FOREIGN:
+            bad(f"anon_vma {a}: {kind} {x} on its list is free or claims anon_vma {owner[x]}")
+        elif v == LIST_BAD_PREV:
+            bad(f"anon_vma {a}: {kind} {x} on its list is not properly linked (its prev, "
+                f"{prv[x]}, is not the entry before it)")
+        else:
+            bad(f"anon_vma {a}: tail {tail[a]} is not the last entry {x}")
+    return nodes[:k], owners[:k], seen
 
 
 def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:

@@ -13,7 +13,6 @@ Segment map, in order, each array 64-byte aligned::
     vma[]         vm_area_struct
     anon_vma[]    struct anon_vma with its lock
     avc[]         struct anon_vma_chain
-    chunk[]       list chunks: each anon_vma's list is a chain of chunks of CH entries
     page[]        struct page
     pte[]         page tables: mm i owns pte[i * ptrs_per_mm : (i + 1) * ptrs_per_mm]
     free_<kind>[] free stack of each allocatable kind
@@ -32,7 +31,8 @@ PAGE_SIZE never appears).  A private anonymous mapping has ``vm_pgoff == vm_star
 
 Field guards (W: modification, R: reading), the kernel's convention:
   vma.anon_vma, vma.avc_head     W: mm's mmap_sem (the CPU that owns the mm) + anon_vma lock
-  anon_vma list (chunks)         W, R: the anon_vma's lock (its root's in eras that lock the root)
+  anon_vma head/tail/nr_members  W, R: the anon_vma's lock (its root's in eras that lock the root)
+  vma.anon_vma_node_*, avc.same_anon_vma_*  (the list nodes) W, R: the same lock
   anon_vma rb_root, avc rb_*     W, R: the same lock as the list (3.7+: the interval tree)
   anon_vma degree, num_*         W: the same lock (3.19+ reuse; read by anon_vma_clone under it)
   vma.vm_flags, vm_start/end     W: mm's mmap_sem + (when it has an anon_vma) its anon_vma lock
@@ -60,9 +60,6 @@ CACHELINE = 64
 # Bytes reserved for the real lock word(s) inside each lock record: large enough for a
 # pthread_rwlock_t (56 bytes on x86-64), the biggest primitive we place.
 LOCK_RAW_BYTES = 56
-# Entries per anon_vma list chunk.
-CH = 56
-
 # PTE flag bits.
 PTE_PRESENT = 1
 PTE_YOUNG = 2
@@ -132,8 +129,10 @@ VMA_DTYPE = np.dtype(
         ("anon_vma", "<i4"),  # where this VMA's new anonymous pages go
         ("avc_head", "<i4"),  # first AVC of the same_vma list (2.6.34+)
         ("vm_next", "<i4"),
-        ("list_chunk", "<i4"),  # 2.6.33: this VMA's slot on its anon_vma's list
-        ("list_pos", "<i4"),
+        # 2.6.33: the node of its anon_vma's list embedded in the VMA (the kernel's
+        # ``struct list_head anon_vma_node``): the previous and next VMA, -1 at the ends.
+        ("anon_vma_node_prev", "<i4"),
+        ("anon_vma_node_next", "<i4"),
         ("in_use", "<i4"),
         ("vm_flags", "<i4"),  # VM_READ | VM_WRITE | VM_EXEC (mprotect changes them)
     ]
@@ -145,8 +144,8 @@ ANON_VMA_DTYPE = np.dtype(
         ("in_use", "<i4"),
         ("root", "<i4"),  # oldest anon_vma of the family (2.6.36+ lock it)
         ("parent", "<i4"),  # anon_vma it was forked from (3.19+ reuse)
-        ("head", "<i4"),  # first chunk of the list
-        ("tail", "<i4"),  # last chunk of the list
+        ("head", "<i4"),  # first entry of the list (a VMA in 2.6.33, an AVC after), -1: empty
+        ("tail", "<i4"),  # last entry of the list, -1: empty
         ("nr_members", "<i4"),  # live list entries (VMAs in 2.6.33, AVCs after)
         ("refcount", "<i4"),  # references from other anon_vmas' root/parent + pinned pages
         ("degree", "<i4"),  # 3.19: children + VMAs pointing here
@@ -163,8 +162,10 @@ AVC_DTYPE = np.dtype(
         ("vma", "<i4"),
         ("anon_vma", "<i4"),
         ("same_vma_next", "<i4"),
-        ("list_chunk", "<i4"),  # slot on the anon_vma's list (same_anon_vma)
-        ("list_pos", "<i4"),
+        # The node of the anon_vma's list embedded in the AVC (the kernel's
+        # ``struct list_head same_anon_vma``): the previous and next AVC, -1 at the ends.
+        ("same_anon_vma_prev", "<i4"),
+        ("same_anon_vma_next", "<i4"),
         ("in_use", "<i4"),
         # 3.7+: the node of anon_vma's interval tree embedded in the AVC (rb_node and
         # rb_subtree_last of the kernel's anon_vma_chain), keyed by the VMA's pgoff range.
@@ -173,22 +174,6 @@ AVC_DTYPE = np.dtype(
         ("rb_parent", "<i4"),
         ("rb_color", "<i4"),  # 0 red, 1 black
         ("rb_subtree_last", "<i4"),  # largest last pgoff in this subtree
-    ]
-)
-
-CHUNK_DTYPE = np.dtype(
-    [
-        ("prev", "<i4"),
-        ("next", "<i4"),
-        ("anon_vma", "<i4"),
-        ("used", "<i4"),  # slots filled so far (tail insertion only)
-        ("live", "<i4"),  # slots not tombstoned
-        ("in_use", "<i4"),
-        ("pad", "V8"),
-        # A removed entry is tombstoned to vma 0 (the sentinel VMA, whose range is empty)
-        # so that the walk needs no liveness mask and list order is kept.
-        ("vma", "<i4", (CH,)),
-        ("avc", "<i4", (CH,)),
     ]
 )
 
@@ -305,7 +290,7 @@ SLAB_AC_WORDS = SLAB_AC_ENTRY + SLAB_LIMIT
 # Words of one CPU's block of MCS queue nodes (shared_model.locking.NODE_BLOCK_WORDS).
 QNODE_BLOCK_WORDS = 32
 
-ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "chunk", "page")
+ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "page")
 # One CPU's caches of every kind, padded to whole cache lines (int32 words).
 SLAB_CPU_WORDS = (len(ALLOC_KINDS) * SLAB_AC_WORDS + 15) // 16 * 16
 
@@ -356,7 +341,6 @@ class Capacities:
     vmas: int
     anon_vmas: int
     avcs: int
-    chunks: int
     pages: int
     ptrs_per_mm: int
     cpus: int
@@ -370,7 +354,6 @@ class Capacities:
             ("vma", VMA_DTYPE, (self.vmas,)),
             ("anon_vma", ANON_VMA_DTYPE, (self.anon_vmas,)),
             ("avc", AVC_DTYPE, (self.avcs,)),
-            ("chunk", CHUNK_DTYPE, (self.chunks,)),
             ("page", PAGE_DTYPE, (self.pages,)),
             ("pte", PTE_DTYPE, (self.mms * self.ptrs_per_mm,)),
         ]
@@ -395,7 +378,7 @@ class Capacities:
 
     def capacity(self, kind: str) -> int:
         return int(getattr(self, {"mm": "mms", "vma": "vmas", "anon_vma": "anon_vmas",
-                                   "avc": "avcs", "chunk": "chunks", "page": "pages"}[kind]))
+                                   "avc": "avcs", "page": "pages"}[kind]))
 
     def offsets(self) -> tuple[dict[str, int], int]:
         """Byte offset of each array, and the segment's total size."""

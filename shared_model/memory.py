@@ -402,7 +402,7 @@ def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
         for f in (G.VMA_START, G.VMA_END, G.VMA_PGOFF, G.VMA_FLAGS):
             w32[_vma(g, cv, f)] = w32[_vma(g, pv, f)]
         w32[_vma(g, cv, G.VMA_MM)] = child
-        for f in (G.VMA_ANON_VMA, G.VMA_AVC_HEAD, G.VMA_NEXT, G.VMA_LIST_CHUNK, G.VMA_LIST_POS):
+        for f in (G.VMA_ANON_VMA, G.VMA_AVC_HEAD, G.VMA_NEXT, G.VMA_AV_PREV, G.VMA_AV_NEXT):
             w32[_vma(g, cv, f)] = -1
         vma_insert_c(w32, g, child, cv)
         if g[G.CHAIN]:

@@ -235,7 +235,7 @@ def split_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
         return new
     for f in (G.VMA_START, G.VMA_END, G.VMA_PGOFF, G.VMA_MM, G.VMA_ANON_VMA, G.VMA_FLAGS):
         w32[_vma(g, new, f)] = w32[_vma(g, vma, f)]
-    for f in (G.VMA_AVC_HEAD, G.VMA_NEXT, G.VMA_LIST_CHUNK, G.VMA_LIST_POS):
+    for f in (G.VMA_AVC_HEAD, G.VMA_NEXT, G.VMA_AV_PREV, G.VMA_AV_NEXT):
         w32[_vma(g, new, f)] = -1
     start, end, pgoff = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)], w32[_vma(g, vma, G.VMA_PGOFF)]
     if new_below:

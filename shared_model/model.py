@@ -320,7 +320,6 @@ class Model:
         self.vma = seg["vma"]
         self.anon_vma = seg["anon_vma"]
         self.avc = seg["avc"]
-        self.chunk = seg["chunk"]
         self.page = seg["page"]
         self.pte = seg["pte"]
         # Hot fields, pre-bound (a structured-array field lookup costs more than the access).
@@ -330,8 +329,6 @@ class Model:
         self.page_index = self.page["index"]
         self.page_mapcount = self.page["mapcount"]
         self.page_swapcount = self.page["swapcount"]
-        self.chunk_next = self.chunk["next"]
-        self.chunk_vma = self.chunk["vma"]
         # Plain int32 views of the VMA and PTE records, for the walk's gathers (the first
         # four VMA fields are vm_start, vm_end, vm_pgoff, vm_mm; a PTE is page, flags).
         self.vma_words = self.vma.view(np.int32).reshape(len(self.vma), -1)
@@ -392,14 +389,12 @@ class Model:
             lock_kind_of(kind)  # refuse an unknown primitive before anything is built
             # Every lock of shared_model.locking is unlocked when all its words are zero,
             # as a fresh segment is: no initialisation, as DEFINE_SPINLOCK's zero.
-            for name in ("mm", "vma", "anon_vma", "avc", "chunk", "page"):
+            for name in ("mm", "vma", "anon_vma", "avc", "page"):
                 arr = seg[name]
                 for f in arr.dtype.names or ():
                     if f not in ("ptl", "lock", "pad", "vma", "avc") and arr.dtype[f].kind == "i":
                         arr[f] = -1
                 arr["in_use"] = 0
-            seg["chunk"]["vma"] = 0
-            seg["chunk"]["avc"] = -1
             seg["anon_vma"]["degree"] = 0
             seg["anon_vma"]["num_children"] = 0
             seg["anon_vma"]["num_active_vmas"] = 0
@@ -410,7 +405,7 @@ class Model:
             seg["page"]["flags"] = 0
             seg["pte"]["page"] = -1
             seg["pte"]["flags"] = 0
-            # VMA 0 is the sentinel that tombstoned list slots point at: an empty range.
+            # VMA 0 is a sentinel, never allocated: an empty range that no PTE falls in.
             seg["vma"][0] = (0, 0, 0, 0, -1, -1, -1, -1, -1, 1, 0)
             tops = seg["header"]["top"][0]
             for k_i, kind_name in enumerate(ALLOC_KINDS):

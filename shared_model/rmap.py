@@ -10,7 +10,9 @@ each PTE into a swap entry until none is left, or stopping at the first young on
 (SWAP_FAIL).
 
 Everything under the anon_vma lock runs compiled (numba), one entry at a time, as the
-kernel's loop does: the list is followed chunk by chunk, each visited entry that holds the
+kernel's loop does: the list is followed node by node (``list_for_each_entry``: each
+``next`` is a load that depends on the one before, through the AVC and then its VMA in
+2.6.34+, through the VMA in 2.6.33), each visited entry that holds the
 address costs its PTE lock round trip when the PTE is present (a COWed sibling's PTE too:
 the kernel compares only under the lock), so time under the lock grows with the walk as it
 did in 2010.  The Python functions below are thin wrappers with the kernel's names, so a
@@ -174,26 +176,28 @@ def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     pb = g[G.PAGE0] + page * g[G.PAGE_W]
     need = w32[pb + G.PAGE_MAPCOUNT]
     index = w32[pb + G.PAGE_INDEX]
-    chunk0, chunk_w = g[G.CHUNK0], g[G.CHUNK_W]
     result = found = visited = 0
     if need <= 0:
         return result, visited, WALK_DONE
-    c = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
-    while c >= 0:
-        cb = chunk0 + c * chunk_w
-        for pos in range(w32[cb + G.CHUNK_USED]):
-            vma = w32[cb + G.CHUNK_VMA + pos]
-            if vma == 0:  # a tombstone (the sentinel VMA): not an entry
-                continue
-            visited += 1
-            code, result = rmap_one_c(words, w32, g, held, page, vma, index, op, out, result)
-            if code == ONE_STOPPED:
-                return result, visited, WALK_STOPPED
-            if code != ONE_MISS:
-                found += 1
-                if code == ONE_FOUND_END or found >= need:
-                    return result, visited, WALK_DONE
-        c = w32[cb + G.CHUNK_NEXT]
+    # The list's nodes: the AVCs' same_anon_vma (2.6.34+) or the VMAs' anon_vma_node.
+    chain = g[G.CHAIN] != 0
+    if chain:
+        node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
+    else:
+        node0, node_w, next_f = g[G.VMA0], g[G.VMA_W], G.VMA_AV_NEXT
+    node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
+    while node >= 0:
+        nb = node0 + node * node_w
+        vma = w32[nb + G.AVC_VMA] if chain else node
+        visited += 1
+        code, result = rmap_one_c(words, w32, g, held, page, vma, index, op, out, result)
+        if code == ONE_STOPPED:
+            return result, visited, WALK_STOPPED
+        if code != ONE_MISS:
+            found += 1
+            if code == ONE_FOUND_END or found >= need:
+                return result, visited, WALK_DONE
+        node = w32[nb + next_f]
     return result, visited, WALK_DONE
 
 
@@ -681,7 +685,11 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarra
     in one process with no lock and no change (the same loop as ``rmap_walk_locked``)."""
     out = np.zeros(len(pages), dtype=np.int64)
     ptrs, vma0, vma_w, pte0 = g[G.PTRS], g[G.VMA0], g[G.VMA_W], g[G.PTE0]
-    chunk0, chunk_w = g[G.CHUNK0], g[G.CHUNK_W]
+    chain = g[G.CHAIN] != 0
+    if chain:
+        node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
+    else:
+        node0, node_w, next_f = vma0, vma_w, G.VMA_AV_NEXT
     for i in range(len(pages)):
         page = pages[i]
         pb = g[G.PAGE0] + page * g[G.PAGE_W]
@@ -691,25 +699,22 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarra
             continue
         index = w32[pb + G.PAGE_INDEX]
         found = visited = 0
-        c = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
-        while c >= 0 and found < need:
-            cb = chunk0 + c * chunk_w
-            for pos in range(w32[cb + G.CHUNK_USED]):
-                vma = w32[cb + G.CHUNK_VMA + pos]
-                if vma == 0:
-                    continue
-                visited += 1
-                vb = vma0 + vma * vma_w
-                start = w32[vb + G.VMA_START]
-                addr = start + (index - w32[vb + G.VMA_PGOFF])
-                if addr < start or addr >= w32[vb + G.VMA_END]:
-                    continue
-                pe = pte0 + 2 * (w32[vb + G.VMA_MM] * ptrs + addr)
-                if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
-                    found += 1
-                    if found >= need:
-                        break
-            c = w32[cb + G.CHUNK_NEXT]
+        node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
+        while node >= 0:
+            nb = node0 + node * node_w
+            vma = w32[nb + G.AVC_VMA] if chain else node
+            node = w32[nb + next_f]
+            visited += 1
+            vb = vma0 + vma * vma_w
+            start = w32[vb + G.VMA_START]
+            addr = start + (index - w32[vb + G.VMA_PGOFF])
+            if addr < start or addr >= w32[vb + G.VMA_END]:
+                continue
+            pe = pte0 + 2 * (w32[vb + G.VMA_MM] * ptrs + addr)
+            if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
+                found += 1
+                if found >= need:
+                    break
         out[i] = visited
     return out
 

@@ -45,7 +45,7 @@ RW = VM_READ | VM_WRITE
 
 
 def capacities(cfg: RunConfig) -> Capacities:
-    return Capacities(mms=10, vmas=24, anon_vmas=24, avcs=96, chunks=48, pages=32, ptrs_per_mm=PAGES,
+    return Capacities(mms=10, vmas=24, anon_vmas=24, avcs=96, pages=32, ptrs_per_mm=PAGES,
                       cpus=cfg.cpus + 1)
 
 

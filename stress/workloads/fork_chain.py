@@ -44,9 +44,9 @@ SEGMENT_LEVELS = 10_000
 def capacities(era: str, generations: int, pages: int) -> Capacities:
     """Records for ``generations`` forks of one VMA of ``pages`` pages (two mms at a time)."""
     levels = min(generations, SEGMENT_LEVELS) + 4 if get_era(era).chain else 4
-    # A list's chunk is freed when its last slot dies; appends go to a fresh chunk every CH
-    # generations: at most two chunks per anon_vma.
-    return Capacities(mms=4, vmas=6, anon_vmas=levels, avcs=2 * levels + 8, chunks=2 * levels + 8,
+    # Each anon_vma's list runs through nodes embedded in its AVCs: linking needs no record
+    # beyond the AVC.
+    return Capacities(mms=4, vmas=6, anon_vmas=levels, avcs=2 * levels + 8,
                       pages=pages + 64, ptrs_per_mm=pages, cpus=1)
 
 
@@ -69,9 +69,7 @@ def fork_chain(m: Model, generations: int, pages: int,
     for gen in range(generations):
         counts = m.counts()
         need_avcs = counts["avcs"] + 2  # one per level of the chain, one for a new level
-        need_chunks = counts["anon_vmas"] + 1  # a fresh tail chunk on every list, at worst
-        if (m.free_count("anon_vma") < 1 or m.free_count("avc") < need_avcs
-                or m.free_count("chunk") < need_chunks):
+        if m.free_count("anon_vma") < 1 or m.free_count("avc") < need_avcs:
             stopped = {
                 "generation": gen,
                 "reason": (f"the segment is about to fill: generation {gen}'s fork needs {need_avcs} "

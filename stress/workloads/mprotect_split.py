@@ -13,11 +13,9 @@ Run by ``rmap-stress scan --scenario mprotect-split`` (one process, exact counts
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from shared_model.layout import CH, VM_READ, Capacities
+from shared_model.layout import VM_READ, Capacities
 from shared_model.memory import do_anonymous_pages, do_mmap, dup_mmap, mm_alloc
 from shared_model.mmap import do_mprotect
 from shared_model.model import Model
@@ -25,13 +23,11 @@ from shared_model.model import Model
 
 def capacities(era: str, pieces: int, users: int, pages: int) -> Capacities:
     kids = users
-    entries = pieces * (kids + 1)
     return Capacities(
         mms=kids + 2,
         vmas=pieces * (kids + 1) + 4,
         anon_vmas=pieces * kids + 4,
         avcs=pieces + 2 * pieces * kids + 8,
-        chunks=pieces * kids + math.ceil(entries / CH) + 16,
         pages=pages + 64,
         ptrs_per_mm=pages,
         cpus=1,

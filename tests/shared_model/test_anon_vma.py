@@ -112,6 +112,40 @@ def test_fork_links_child_into_the_reverse_map(make_model: MakeModel, era: str) 
         assert m.anon_vma["refcount"][pav] == 3
 
 
+def list_links(m: Model, av: int) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """(head, tail, [(entry, prev, next) in list order]) of av's list: the nodes embedded
+    in the AVCs (2.6.34+) or the VMAs (2.6.33)."""
+    vmas, avcs = anon_vma_members(m, av)
+    rec, link = (m.avc, "same_anon_vma") if m.era.chain else (m.vma, "anon_vma_node")
+    nodes = (avcs if m.era.chain else vmas).tolist()
+    return (int(m.anon_vma["head"][av]), int(m.anon_vma["tail"][av]),
+            [(x, int(rec[f"{link}_prev"][x]), int(rec[f"{link}_next"][x])) for x in nodes])
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_list_del_keeps_order_and_links(make_model: MakeModel, era: str) -> None:
+    """The family list (parent, then children 0-4 in fork order) after exits at its tail,
+    in its middle and of its head's neighbour: list_del links the neighbours to each other,
+    the rest keep their order; head, tail and nr_members follow."""
+    n = 5
+    m = make_model(era, users=n, pages=2, cow=1.0)
+    fam = build_family(m, n, 2, 1.0)
+    av0 = int(m.vma_anon_vma[fam.vma])
+    head, tail, links = list_links(m, av0)
+    nodes = [x for x, _, _ in links]
+    assert head == nodes[0] and tail == nodes[-1]
+    assert links == [(x, p, q) for x, p, q in zip(nodes, [-1, *nodes[:-1]], [*nodes[1:], -1], strict=True)]
+    for c in (4, 2, 0):  # children 4 (the tail), 2 (the middle), 0 (after the head)
+        exit_mmap(m, fam.children[c])
+    keep = [nodes[0], nodes[2], nodes[4]]  # the parent's entry, children 1 and 3
+    head, tail, links = list_links(m, av0)
+    assert (head, tail) == (keep[0], keep[-1])
+    assert links == [(keep[0], -1, keep[1]), (keep[1], keep[0], keep[2]), (keep[2], keep[1], -1)]
+    assert anon_vma_members(m, av0)[0].tolist() == [fam.vma, vma_of(m, fam.children[1]),
+                                                    vma_of(m, fam.children[3])]
+    assert m.anon_vma["nr_members"][av0] == 3
+
+
 @pytest.mark.parametrize("era", CHAIN_ERAS)
 def test_grandchild_chain_has_three_avcs(make_model: MakeModel, era: str) -> None:
     m = make_model(era, users=1, pages=2, cow=0.0, spare_users=4)
@@ -294,12 +328,8 @@ EXHAUST: list[tuple[str, list[str], dict[str, int], int, str, str]] = [
     ("avc-clone", CHAIN_ERAS, {"avcs": 4}, 1, "child", "avc"),
     # 2.6.34+: the clone is linked, then no anon_vma for the grandchild.
     ("anon_vma", CHAIN_ERAS, {"anon_vmas": 2}, 1, "child", "anon_vma"),
-    # 2.6.34+: the clone fits in av0's chunk, but the child's own anon_vma needs a new list
-    # chunk: the last link fails after the root reference was taken (2.6.36+).
-    ("chunk-own", CHAIN_ERAS, {"chunks": 1}, 0, "parent", "chunk"),
-    # 2.6.33: the family list has CH=56 slots per chunk: parent + 55 children fill the
-    # first, and the 56th child's anon_vma_link needs a second chunk.
-    ("chunk-link", ["2.6.33"], {"chunks": 1}, 55, "parent", "chunk"),
+    # (No row for linking itself: the list nodes are embedded in the AVCs and VMAs, so
+    # anon_vma_chain_link and 2.6.33's anon_vma_link allocate nothing and cannot fail.)
 ]
 
 

@@ -8,7 +8,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from shared_model.anon_vma import anon_vma_members
+from shared_model.anon_vma import (
+    anon_vma_list_add_tail_locked,
+    anon_vma_list_del_locked,
+    anon_vma_members,
+)
 from shared_model.build import Family, build_family
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
@@ -101,17 +105,13 @@ def test_wrong_rss_is_caught(make_model: MakeModel, era: str) -> None:
 
 
 def unlist_behind_its_back(m: Model, av: int, vma: int) -> None:
-    """Tombstone vma's entry on av's list, keeping the list's own counts consistent, so
-    only the rules about who should be on it can notice."""
-    ch = m.chunk
-    for c in np.flatnonzero((ch["in_use"] == 1) & (ch["anon_vma"] == av)).tolist():
-        for pos in np.flatnonzero(ch["vma"][c] == vma).tolist():
-            ch["vma"][c, pos] = 0
-            ch["avc"][c, pos] = -1
-            ch["live"][c] -= 1
-            m.anon_vma["nr_members"][av] -= 1
-            return
-    raise AssertionError(f"vma {vma} not on anon_vma {av}'s list")
+    """list_del vma's entry (its AVC, or in 2.6.33 the VMA) from av's list, keeping the
+    list's own links and count consistent but not the entry's claim on av, so only the
+    rules about who should be on it can notice."""
+    vmas, avcs = anon_vma_members(m, av)
+    hit = np.flatnonzero(vmas == vma)
+    assert len(hit), f"vma {vma} not on anon_vma {av}'s list"
+    anon_vma_list_del_locked(m, av, int(avcs[hit[0]] if m.era.chain else vma))
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)
@@ -123,8 +123,8 @@ def test_pte_whose_vma_is_not_on_its_pages_list_is_caught(make_model: MakeModel,
     unlist_behind_its_back(m, av, victim)
     assert victim not in anon_vma_members(m, av)[0].tolist()
     found = assert_caught(m, "not found by an rmap walk", f"anon_vma {av} mapped in vma {victim}")
-    # ... and the record that says where the entry was no longer matches the list.
-    assert any("recorded slot" in msg for msg in found)
+    # ... and the entry that claims the anon_vma is not on its list.
+    assert any("is not on the list of its anon_vma" in msg for msg in found)
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)
@@ -135,12 +135,67 @@ def test_wrong_nr_members_is_caught(make_model: MakeModel, era: str) -> None:
     assert_caught(m, f"anon_vma {av}: nr_members {N + 2} but {N + 1} on its list")
 
 
-@pytest.mark.parametrize("era", ALL_ERAS)
-def test_wrong_chunk_live_count_is_caught(make_model: MakeModel, era: str) -> None:
-    m, fam = corrupt_family(make_model, era)
+def list_links(m: Model) -> tuple[np.ndarray, np.ndarray]:
+    """The prev and next links of the list nodes embedded in the entries (AVCs; VMAs in
+    2.6.33), as writable views."""
+    if m.era.chain:
+        return m.avc["same_anon_vma_prev"], m.avc["same_anon_vma_next"]
+    return m.vma["anon_vma_node_prev"], m.vma["anon_vma_node_next"]
+
+
+def family_list(m: Model, fam: Family) -> tuple[int, list[int]]:
+    """The parent's anon_vma (the family's, N + 1 entries long) and its entries in order."""
     av = int(m.vma_anon_vma[fam.vma])
-    m.chunk["live"][int(m.anon_vma["head"][av])] += 1
-    assert_caught(m, "live count")
+    vmas, avcs = anon_vma_members(m, av)
+    nodes = (avcs if m.era.chain else vmas).tolist()
+    assert len(nodes) == N + 1
+    return av, nodes
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_broken_prev_link_is_caught(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era)
+    av, nodes = family_list(m, fam)
+    prv, _ = list_links(m)
+    prv[nodes[2]] = nodes[0]  # skips its real predecessor
+    assert_caught(m, f"anon_vma {av}: ", f" {nodes[2]} on its list is not properly linked")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_list_cycle_is_caught(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era)
+    av, nodes = family_list(m, fam)
+    _, nxt = list_links(m)
+    nxt[nodes[-1]] = nodes[1]  # the tail points back into the list
+    assert_caught(m, f"anon_vma {av}: ", f" {nodes[1]} reached twice")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_wrong_list_tail_is_caught(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era)
+    av, nodes = family_list(m, fam)
+    m.anon_vma["tail"][av] = nodes[-2]
+    assert_caught(m, f"anon_vma {av}: tail {nodes[-2]} is not the last entry {nodes[-1]}")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_entry_claiming_another_anon_vma_is_caught(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era, cow=1.0)
+    av, nodes = family_list(m, fam)
+    other = int(m.vma_anon_vma[int(m.mm["vma_head"][fam.children[0]])])
+    if not m.era.chain:  # 2.6.33: one anon_vma per family; any other live one will do
+        other = take_off_free_stack(m, "anon_vma")
+    owner = m.avc["anon_vma"] if m.era.chain else m.vma["anon_vma"]
+    owner[nodes[1]] = other
+    assert_caught(m, f"anon_vma {av}: ", f" {nodes[1]} on its list is free or claims anon_vma {other}")
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_freed_entry_on_a_list_is_caught(make_model: MakeModel, era: str) -> None:
+    m, fam = corrupt_family(make_model, era)
+    av, nodes = family_list(m, fam)
+    (m.avc if m.era.chain else m.vma)["in_use"][nodes[1]] = 0
+    assert_caught(m, f"anon_vma {av}: ", f" {nodes[1]} on its list is free")
 
 
 def take_off_free_stack(m: Model, kind: str) -> int:
@@ -163,7 +218,7 @@ def test_record_neither_in_use_nor_free_is_caught(
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)
-@pytest.mark.parametrize("kind", ["mm", "page", "chunk"])
+@pytest.mark.parametrize("kind", ["mm", "page", "avc"])
 def test_record_both_in_use_and_free_is_caught(make_model: MakeModel, era: str, kind: str) -> None:
     m, _ = corrupt_family(make_model, era)
     m.flush_slab_caches()
@@ -254,22 +309,27 @@ def test_torn_pte_is_reported_not_crashed_on(make_model: MakeModel, era: str) ->
 
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_duplicate_list_entry_is_caught(make_model: MakeModel, era: str) -> None:
-    from shared_model.anon_vma import anon_vma_list_add_tail_locked
-
     m, fam = corrupt_family(make_model, era, cow=1.0)
     child = fam.children[0]
     v = int(m.mm["vma_head"][child])
     av = int(m.vma_anon_vma[v])
-    saved = (int(m.vma["list_chunk"][v]), int(m.vma["list_pos"][v]))
     if m.era.chain:
-        x = int(m.vma["avc_head"][v])
-        saved = (int(m.avc["list_chunk"][x]), int(m.avc["list_pos"][x]))
-        anon_vma_list_add_tail_locked(m, av, v, x)  # a stale second slot for the same AVC
-        m.avc["list_chunk"][x], m.avc["list_pos"][x] = saved
+        # A second AVC for the same (vma, anon_vma) pair on the list: no AVC is there
+        # twice, but the VMA is.
+        x = m.alloc("avc", 1)[0]
+        m.avc["vma"][x], m.avc["anon_vma"][x] = v, av
+        anon_vma_list_add_tail_locked(m, av, v, x)
+        assert_caught(m, f"anon_vma {av}: vma {v} is on its list twice")
     else:
-        anon_vma_list_add_tail_locked(m, av, v, -1)
-        m.vma["list_chunk"][v], m.vma["list_pos"][v] = saved
-    assert_caught(m, "twice")
+        # 2.6.33: the node is the VMA itself, so it can be on a list only once: make it
+        # the one entry of a second anon_vma's list as well.  That list's walk finds it
+        # reached twice, or (walked first) claiming the other anon_vma.
+        other = take_off_free_stack(m, "anon_vma")
+        a = m.anon_vma
+        a["in_use"][other], a["root"][other], a["refcount"][other] = 1, other, 0
+        a["head"][other] = a["tail"][other] = v
+        a["nr_members"][other] = 1
+        assert_caught(m, f"anon_vma {other}: vma {v} ")
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)

@@ -51,7 +51,7 @@ RW = VM_READ | VM_WRITE
 CHAIN_ERAS = [n for n, e in ERAS.items() if e.chain]
 REUSE_ERAS = [n for n, e in ERAS.items() if e.reuse != "none"]
 TREE_ERAS = [n for n, e in ERAS.items() if e.tree]
-SMALL = Capacities(mms=6, vmas=64, anon_vmas=64, avcs=256, chunks=128, pages=96, ptrs_per_mm=16, cpus=1)
+SMALL = Capacities(mms=6, vmas=64, anon_vmas=64, avcs=256, pages=96, ptrs_per_mm=16, cpus=1)
 
 
 def test_the_later_eras() -> None:
@@ -96,10 +96,9 @@ def test_fork_chain_stays_three_levels_with_reuse(era: str) -> None:
 
 
 def test_fork_chain_stops_before_the_segment_fills(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SEGMENT_LEVELS 20: 24 anon_vmas, 56 AVCs, 56 chunks.  Before the fork of generation
-    g, g + 1 anon_vmas and AVCs are live; the fork needs an anon_vma (g + 1 <= 23), g + 3
-    AVCs (56 - g - 1 >= g + 3) and g + 2 chunks (56 - 2(g + 1) >= g + 2 at worst, each
-    list on two chunks): the anon_vma runs out first, at g = 23."""
+    """SEGMENT_LEVELS 20: 24 anon_vmas, 56 AVCs.  Before the fork of generation g, g + 1
+    anon_vmas and AVCs are live; the fork needs an anon_vma (g + 1 <= 23) and g + 3 AVCs
+    (56 - g - 1 >= g + 3): the anon_vma runs out first, at g = 23."""
     monkeypatch.setattr(fork_chain, "SEGMENT_LEVELS", 20)
     out = run_chain("2.6.34", 100)
     assert out["stopped"]["generation"] == 23

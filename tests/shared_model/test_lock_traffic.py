@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from shared_model.anon_vma import anon_vma_members
 from shared_model.build import build_family
 from shared_model.eras import ERAS
 from shared_model.layout import LS_ACQ, PTE_PRESENT, PTE_YOUNG, Capacities
@@ -45,18 +46,11 @@ def present_on_walk(m: Model, page: int, visited: int) -> int:
     av = int(m.page_mapping[page])
     index = int(m.page_index[page])
     n = 0
-    c = int(m.av_head[av])
-    seen = 0
-    while c >= 0 and seen < visited:
-        for v in m.chunk_vma[c][: int(m.chunk["used"][c])].tolist():
-            if v == 0 or seen >= visited:
-                continue
-            seen += 1
-            start, pgoff = int(m.vma["vm_start"][v]), int(m.vma["vm_pgoff"][v])
-            addr = start + index - pgoff
-            if start <= addr < int(m.vma["vm_end"][v]):
-                n += bool(m.pte_flags[int(m.vma["vm_mm"][v]) * m.ptrs + addr] & PTE_PRESENT)
-        c = int(m.chunk_next[c])
+    for v in anon_vma_members(m, av)[0][:visited].tolist():
+        start, pgoff = int(m.vma["vm_start"][v]), int(m.vma["vm_pgoff"][v])
+        addr = start + index - pgoff
+        if start <= addr < int(m.vma["vm_end"][v]):
+            n += bool(m.pte_flags[int(m.vma["vm_mm"][v]) * m.ptrs + addr] & PTE_PRESENT)
     return n
 
 
@@ -102,7 +96,7 @@ def test_pte_lock_per_entry_of_a_shared_page(make_model: MakeModel, era: str) ->
     assert acquisitions(m, "ptl", "try_to_unmap_one") - before == n + 1
 
 
-CAPS = Capacities(mms=8, vmas=10, anon_vmas=16, avcs=32, chunks=32, pages=32, ptrs_per_mm=2, cpus=1)
+CAPS = Capacities(mms=8, vmas=10, anon_vmas=16, avcs=32, pages=32, ptrs_per_mm=2, cpus=1)
 
 
 @pytest.mark.parametrize("era", ROOT_ERAS)

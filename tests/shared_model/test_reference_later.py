@@ -65,7 +65,7 @@ PTRS = 12
 MAX_MMS = 5
 MAX_VMAS = 6
 RW, RO = VM_READ | VM_WRITE, VM_READ
-CAPS = Capacities(mms=MAX_MMS + 1, vmas=64, anon_vmas=256, avcs=2048, chunks=1024,
+CAPS = Capacities(mms=MAX_MMS + 1, vmas=64, anon_vmas=256, avcs=2048,
                   pages=2 * (MAX_MMS + 1) * PTRS, ptrs_per_mm=PTRS, cpus=1)
 ERAS_TESTED = ["2.6.34", "2.6.36", "3.7", "3.19", "6.0"]
 SETTINGS = settings(max_examples=80, stateful_step_count=40, deadline=None,

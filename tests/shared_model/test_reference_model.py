@@ -71,7 +71,6 @@ CAPS = Capacities(
     vmas=MAX_MMS * MAX_VMAS + 2,
     anon_vmas=256,
     avcs=2048,
-    chunks=1024,
     pages=2 * (MAX_MMS + 1) * PTRS,
     ptrs_per_mm=PTRS,
     cpus=1,

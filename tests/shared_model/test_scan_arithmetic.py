@@ -31,7 +31,7 @@ from shared_model.rmap import page_referenced
 
 MakeModel = Callable[..., Model]
 CHAIN_ERAS = [name for name, e in ERAS.items() if e.chain]
-SIZES = [(1, 1), (2, 3), (3, 2), (5, 4), (10, 3), (60, 2)]  # (N users, P pages); 60 > CH
+SIZES = [(1, 1), (2, 3), (3, 2), (5, 4), (10, 3), (60, 2)]  # (N users, P pages)
 
 
 def scan(m: Model) -> dict[int, tuple[int, int]]:
@@ -262,9 +262,8 @@ def test_fork_leaves_the_childs_ptes_old(make_model: MakeModel, era: str, cow: f
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_2_6_33_exits_shorten_the_walk_across_list_chunks(make_model: MakeModel, seed: int) -> None:
-    """N=130 children (the list spans three chunks of 56), all COW both pages, then a random
-    two thirds exit.  The kernel's list_del removes an exiting VMA, so a survivor's copies
+def test_2_6_33_exits_shorten_the_walk(make_model: MakeModel, seed: int) -> None:
+    """N=130 children, all COW both pages, then a random two thirds exit.  The kernel's list_del removes an exiting VMA, so a survivor's copies
     are found at its place among the *survivors*: 1 (the parent) + the number of surviving
     children forked no later than it."""
     n, p = 130, 2
@@ -273,7 +272,7 @@ def test_2_6_33_exits_shorten_the_walk_across_list_chunks(make_model: MakeModel,
     rng = np.random.default_rng(seed)
     leaving = set(rng.choice(n, size=2 * n // 3, replace=False).tolist())
     if seed == 0:
-        leaving |= set(range(56, 112)) - {57}  # empty most of the middle chunk as well
+        leaving |= set(range(56, 112)) - {57}  # a long run of neighbours as well
     for i in sorted(leaving):
         exit_mmap(m, fam.children[i])
     res = scan(m)

@@ -27,7 +27,7 @@ CAPS = [
     family_capacities("2.6.33", 3, 5, 0.5, 2),
     family_capacities("2.6.34", 7, 3, 1.0, 1),
     family_capacities("3.0", 100, 10, 0.3, 4, spare_users=9),
-    Capacities(mms=1, vmas=2, anon_vmas=1, avcs=1, chunks=1, pages=1, ptrs_per_mm=1, cpus=1),
+    Capacities(mms=1, vmas=2, anon_vmas=1, avcs=1, pages=1, ptrs_per_mm=1, cpus=1),
 ]
 
 

@@ -76,14 +76,13 @@ class Torture:
 
 def torture_capacities(workers: int) -> Capacities:
     """Generous: pages can never run out (one per PTE slot of every mm, plus spares);
-    anon_vmas, AVCs and chunks cover deep fork chains (chunks one per entry at worst)."""
+    anon_vmas and AVCs cover deep fork chains."""
     mms = FAMILIES * (FAMILY_KIDS + 1) + workers * MAX_OWN + 2
     return Capacities(
         mms=mms,
         vmas=mms * MAX_VMAS + 1,
         anon_vmas=1024,
         avcs=4096,
-        chunks=4096,
         pages=mms * PTRS + 64,
         ptrs_per_mm=PTRS,
         cpus=workers + 1,

@@ -165,7 +165,7 @@ def test_update_is_throttled() -> None:
 
 @pytest.fixture
 def model():
-    caps = Capacities(mms=6, vmas=8, anon_vmas=4, avcs=8, chunks=4, pages=8, ptrs_per_mm=4, cpus=1)
+    caps = Capacities(mms=6, vmas=8, anon_vmas=4, avcs=8, pages=8, ptrs_per_mm=4, cpus=1)
     m = Model.create(caps, "2.6.34")
     try:
         yield m
