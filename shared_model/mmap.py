@@ -165,7 +165,10 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
         w32[_vma(g, importer, G.VMA_ANON_VMA)] = w32[_vma(g, exporter, G.VMA_ANON_VMA)]
         if not g[G.LOCK_ROOT]:  # the seed: block rmap lookups until the chain is set up
             w32[_vma(g, importer, G.VMA_FLAGS)] |= VM_LOCK_RMAP
-        st = anon_vma_clone_c(words, w32, g, held, sc[nremove:], importer, exporter)
+        if g[G.CHAIN]:
+            st = anon_vma_clone_c(words, w32, g, held, sc[nremove:], importer, exporter)
+        else:  # 2.6.33: __anon_vma_link(importer), the VMA itself on the list
+            st = anon_vma_link_c(words, w32, g, held, sc[nremove:], importer)
         w32[_vma(g, importer, G.VMA_FLAGS)] &= ~VM_LOCK_RMAP
         if st < 0:
             w32[_vma(g, importer, G.VMA_ANON_VMA)] = -1

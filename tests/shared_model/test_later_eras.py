@@ -199,6 +199,27 @@ def test_a_failed_import_changes_nothing(make_model: MakeModel, era: str) -> Non
     assert (c["vmas"], c["anon_vmas"], c["avcs"]) == (1, 1, 1)
 
 
+@pytest.mark.parametrize("era", list(ERAS))
+def test_an_importing_vma_joins_the_list(make_model: MakeModel, era: str) -> None:
+    """[0,5) never touched beside [5,10) RO with pages: mprotect [5,10) RW merges them and
+    the VMA that imports the pages takes the other's anon_vma.  2.6.33's vma_adjust puts
+    it on that anon_vma's list (``__anon_vma_link(importer)``); later eras clone the chain.
+    Either way every page's walk finds its one mapping."""
+    m = make_model(era, caps=SMALL)
+    mm = mm_alloc(m)
+    a = do_mmap(m, mm, 0, 5)
+    b = do_mmap(m, mm, 5, 5)
+    do_anonymous_pages(m, mm, b, np.arange(5, 10))
+    do_mprotect(m, mm, 5, 5, VM_READ)
+    do_mprotect(m, mm, 5, 5, RW)
+    assert mm_vmas(m, mm) == [a] and ranges(m, mm) == [(0, 10, RW)]
+    assert check_model(m) == []
+    pages = np.flatnonzero(m.page_mapping >= 0).tolist()
+    assert len(pages) == 5
+    for p in pages:
+        assert page_referenced(m, p)[1] == 1
+
+
 @pytest.mark.parametrize("era", CHAIN_ERAS)
 def test_a_new_neighbour_shares_the_anon_vma(make_model: MakeModel, era: str) -> None:
     """find_mergeable_anon_vma: a VMA that faults next to a compatible one with a single
