@@ -230,6 +230,11 @@ def check_model(m: Model) -> list[str]:
     # 6. refcounts
     if m.era.lock_root:
         roots = av["root"][live_av]
+        rootless = (roots < 0) | (roots >= len(av))
+        if rootless.any():
+            bad(f"{int(rootless.sum())} anon_vmas with no root, e.g. {int(live_av[rootless][0])}: "
+                f"root {int(roots[rootless][0])}")
+            live_av, roots = live_av[~rootless], roots[~rootless]
         refs = np.bincount(roots[roots != live_av], minlength=len(av))
         wrong = np.flatnonzero(refs[live_av] != av["refcount"][live_av])
         if len(wrong):

@@ -275,6 +275,16 @@ def test_wrong_root_refcount_is_caught(make_model: MakeModel, era: str) -> None:
     assert_caught(m, "wrong refcount", f"{root}: {N - 1} vs {N}")
 
 
+@pytest.mark.parametrize("era", ROOT_ERAS)
+def test_an_anon_vma_without_a_root_is_caught(make_model: MakeModel, era: str) -> None:
+    """A torn root pointer is reported (it used to make the refcount rule raise)."""
+    m, fam = corrupt_family(make_model, era)
+    root = int(m.vma_anon_vma[fam.vma])
+    child = next(a for a in np.flatnonzero(m.anon_vma["in_use"] == 1).tolist() if a != root)
+    m.anon_vma["root"][child] = -1
+    assert_caught(m, "1 anon_vmas with no root", f"e.g. {child}: root -1")
+
+
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_pte_of_a_freed_page_is_caught(make_model: MakeModel, era: str) -> None:
     m, fam = corrupt_family(make_model, era, cow=0.0)
