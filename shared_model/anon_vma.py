@@ -39,6 +39,7 @@ from .model import (
     Model,
     kmem_cache_alloc_c,
     kmem_cache_alloc_one,
+    kmem_cache_free_c,
     kmem_cache_free_one,
 )
 from .rmap import anon_vma_lock_word_c
@@ -400,7 +401,8 @@ def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     for i in range(n):
         av = chain[n - 1 - i]
         hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, av, S_FORK)
-        if ht < 0:
+        if ht < 0:  # aborted: the AVCs not linked yet go back (the caller unlinks the rest)
+            kmem_cache_free_c(words, w32, g, held, G.K_AVC, sc[i:n], n - i)
             return STOPPED
         anon_vma_chain_link_locked_c(w32, g, dst, sc[i], av)
         anon_vma_clone_reuse_locked_c(w32, g, dst, src, av, i == n - 1)

@@ -10,6 +10,7 @@ chain (``anon_vma_clone``) plus a new anon_vma and its AVC.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +19,10 @@ import pytest
 from shared_model.anon_vma import anon_vma_members
 from shared_model.build import build_family, family_capacities
 from shared_model.eras import ERAS
+from shared_model.invariants import check_model
 from shared_model.layout import ALLOC_KINDS, PTE_PRESENT, PTE_SWAP, PTE_YOUNG, Capacities
+from shared_model.locking import OWNER, OWNER_PID_SHIFT, lock_release, lock_trylock
+from shared_model.locks import Stopped, lock_kind
 from shared_model.memory import (
     do_anonymous_pages,
     do_mmap,
@@ -259,6 +263,32 @@ def test_swapped_page_survives_fork_and_is_freed_by_exit(make_model: MakeModel, 
 
 
 # ----------------------------------------------------------------------------- ENOMEM
+
+
+@pytest.mark.parametrize("era", CHAIN_ERAS)
+def test_fork_aborted_in_anon_vma_clone_leaks_nothing(make_model: MakeModel, era: str) -> None:
+    """The run is aborted (stop 2) while fork's anon_vma_clone waits for the family's
+    lock: the AVCs it allocated and had not linked go back to the slab.  (The half-built
+    child mm stays, consistent: an aborted run ends there.)"""
+    m = make_model(era, users=1, pages=2, cow=0.0, spare_users=2)
+    fam = build_family(m, 1, 2, 0.0)
+    before, free_before = m.counts(), free_counts(m)
+    kind = lock_kind(m.lock_kind)
+    w = m.anon_vma_lock_word(int(m.vma_anon_vma[fam.vma]))  # the family's oldest anon_vma
+    tag = os.getpid() * OWNER_PID_SHIFT + 1  # held by "someone" alive (a mutex looks)
+    assert lock_trylock(m.words, w, kind, 0, 0, tag)
+    m.words[w + OWNER] = tag
+    m.header["stop"][0] = 2
+    try:
+        with pytest.raises(Stopped):
+            dup_mmap(m, fam.children[0])
+    finally:
+        m.header["stop"][0] = 0
+        lock_release(m.words, w, kind, 0, 0, m.seg.offsets["qnodes"] // 8)
+    after, free_after = m.counts(), free_counts(m)
+    assert (after["avcs"], after["anon_vmas"]) == (before["avcs"], before["anon_vmas"])
+    assert (free_after["avc"], free_after["anon_vma"]) == (free_before["avc"], free_before["anon_vma"])
+    assert check_model(m) == []
 
 
 def injected_failure(m: Model) -> None:
