@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from numba import njit, types
 
 _MODEL_ROOT = Path(__file__).resolve().parent.parent  # shared_model/
@@ -46,6 +47,9 @@ def _source_tree_stamp(root: Path) -> str:
 
 SOURCE_TREE_STAMP = _source_tree_stamp(_MODEL_ROOT)
 _njit: Any = njit  # numba's stubs do not list the _nrt flag
+# Every dispatcher cached_njit made, in definition order (callees mostly before their
+# callers): what shared_model.jit's parallel cold compile shares out among its children.
+REGISTRY: list[Any] = []
 
 
 def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
@@ -68,7 +72,36 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
     cache_file = dispatcher._cache._cache_file
     cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)
     _compile_unliteral(dispatcher)
+    REGISTRY.append(dispatcher)
     return dispatcher
+
+
+_ANNOTATED = {"int": types.int64, "bool": types.boolean, "float": types.float64}
+_INT32_ARRAYS = ("w32",)  # the segment's int32 view; every other array is int64
+
+
+def declared_signature(dispatcher: Any) -> tuple[Any, ...] | None:
+    """The argument types a compiled function is called with, read from its annotations
+    and the project's conventions: ``np.ndarray`` is a C-contiguous 1-d int64 array (the
+    segment's ``words``, ``g``, ``held``, index arrays) or int32 for ``w32``; ``int`` is
+    int64 (a Python int, or any integer from compiled code: see ``_compile_unliteral``);
+    ``bool``, ``float`` as numba types them.  None when an annotation says anything else:
+    such a function is compiled when first called, as always.  A wrong guess only costs
+    a version nobody calls."""
+    import inspect
+
+    out = []
+    for name, p in inspect.signature(dispatcher.py_func).parameters.items():
+        ann = p.annotation
+        if ann in ("np.ndarray", np.ndarray):
+            out.append(types.Array(types.int32 if name in _INT32_ARRAYS else types.int64, 1, "C"))
+        elif isinstance(ann, str) and ann in _ANNOTATED:
+            out.append(_ANNOTATED[ann])
+        elif isinstance(ann, type) and ann.__name__ in _ANNOTATED:
+            out.append(_ANNOTATED[ann.__name__])
+        else:
+            return None
+    return tuple(out)
 
 
 def _plain(t: Any) -> Any:
