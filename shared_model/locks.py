@@ -220,7 +220,7 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
     return t1
 
 
-@cached_njit
+@cached_njit(llvm_inline=True)
 def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                    site: int, shared: int) -> int:
     """Both halves, for compiled callers: the acquire time, or -1 when aborted."""
@@ -241,7 +241,7 @@ def lockstat_hold(words: np.ndarray, g: np.ndarray, cls: int, site: int, hold: i
     words[b + LS_HOLD_HIST + hist_bucket_c(hold)] += 1
 
 
-@cached_njit
+@cached_njit(llvm_inline=True)
 def lock_release_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                    site: int, shared: int, t_acq: int) -> int:
     """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns; 0 when the
