@@ -10,13 +10,17 @@ some seconds, later runs load the cache (``__pycache__`` beside the sources, or 
 per-user cache directory when that is not writable; with neither, numba compiles in
 memory and the run still works, only slower to start).
 
-A cold compile is shared out among forked children, one per CPU this process may run on
-(``compile_in_children``): each compiles every n-th compiled function of the model, by the
-argument types its annotations declare (``locking.jit.declared_signature``), into numba's
-disk cache, and exits; the parent's warm-up then loads them.  Only when the cache is
-writable (otherwise the children's work would be lost: the parent compiles in memory, as
-before); a child that fails or is killed fails nothing: whatever it did not save, the
-parent compiles itself.  ``RMAP_STRESS_COMPILE_JOBS=1`` compiles serially.
+A cold compile can be shared out among forked children (``RMAP_STRESS_COMPILE_JOBS=N``,
+``compile_in_children``): the parent compiles the locks and the slab first, then each
+child compiles every n-th other compiled function of the model, by the argument types its
+annotations declare (``locking.jit.declared_signature``), into numba's disk cache, and
+exits; the parent's warm-up then loads them.  Only when the cache is writable (otherwise
+the children's work would be lost); a child that fails or is killed fails nothing:
+whatever it did not save, the parent compiles itself.  Off by default: on this project's
+2-core machine it lost (2 jobs: 71-100 s wall and 58-70 s of CPU against 57 s and 44 s
+serial, the same hour): the model's compiled code is one deep call chain (memory ->
+anon_vma -> slab -> locks), numba compiles a callee with its first caller, and a child
+that needs a callee another child is still compiling compiles it again.
 """
 
 from __future__ import annotations
@@ -110,16 +114,15 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
 
 
 def compile_jobs() -> int:
-    """Children for a cold compile: the CPUs this process may run on (at most
-    MAX_COMPILE_JOBS), or ``RMAP_STRESS_COMPILE_JOBS``."""
-    env = os.environ.get("RMAP_STRESS_COMPILE_JOBS", "")
-    if env.isdigit():
-        return max(1, int(env))
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_COMPILE_JOBS))
+    """Children for a cold compile: ``RMAP_STRESS_COMPILE_JOBS`` (``auto``: the CPUs this
+    process may run on), at most MAX_COMPILE_JOBS; 1 (serial, no child) by default."""
+    env = os.environ.get("RMAP_STRESS_COMPILE_JOBS", "1")
+    if env == "auto":
+        try:
+            return max(1, min(len(os.sched_getaffinity(0)), MAX_COMPILE_JOBS))
+        except (AttributeError, OSError):
+            return max(1, min(os.cpu_count() or 1, MAX_COMPILE_JOBS))
+    return max(1, min(int(env), MAX_COMPILE_JOBS)) if env.isdigit() else 1
 
 
 def model_dispatchers() -> list[Any]:
