@@ -163,3 +163,32 @@ def _compile_unliteral(dispatcher: Any) -> None:
         return typed(tuple(_plain(a) for a in args), {k: _plain(v) for k, v in kws.items()})
 
     dispatcher.get_call_template = get_call_template
+
+
+def cached_cfunc(symbol: str, sig: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.cfunc(sig, cache=True)``, its cache keyed on the model's sources as
+    ``cached_njit``'s, and registered under ``symbol`` with
+    ``llvmlite.binding.add_symbol`` so that compiled code calls it by name
+    (``atomics.c_entry_call``).  Compiled (or loaded) at import, so the symbol exists
+    before any cached caller's machine code is loaded (an unresolved name would abort the
+    process); a child forked after the import inherits it.  With no writable cache it is
+    compiled in memory at each import."""
+    from llvmlite import binding as llvm
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        cf = CFunc(fn, sigutils.normalize_signature(sig), locals={}, options={})
+        try:
+            cf.enable_caching()
+            cache_file = cf._cache._cache_file
+            cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)
+        except RuntimeError:  # no locator: compile in memory
+            from numba.core.caching import NullCache
+
+            cf._cache = NullCache()
+        cf.compile()
+        llvm.add_symbol(symbol, cf.address)
+        return cf
+
+    return wrap
