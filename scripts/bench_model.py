@@ -35,7 +35,7 @@ from shared_model.build import build_family, family_capacities
 from shared_model.ctx import KIND0
 from shared_model.ctx import TSC_MULT as G_TSC_MULT
 from shared_model.jit import warm_up
-from shared_model.locking.atomics import clock_ns
+from shared_model.locking.atomics import clock_ns, rdtsc
 from shared_model.locking.jit import cached_njit
 from shared_model.locks import (
     CLASS,
@@ -45,6 +45,7 @@ from shared_model.locks import (
     lock_acquire_c,
     lock_kind,
     lock_release_c,
+    lockstat_hold,
 )
 from shared_model.model import Model
 from shared_model.rmap import page_referenced
@@ -69,6 +70,29 @@ def _lock_loop(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, n: in
     t = 0
     for _ in range(n):
         t0 = lock_acquire_c(words, g, held, w, PTL, 0, 0)
+        t += lock_release_c(words, g, held, w, PTL, 0, 0, t0)
+    return t
+
+
+@cached_njit
+def _lock_parts_loop(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, n: int, part: int) -> int:
+    """The uninstrumented pair (lockstat off in ``g``) plus one part of lockstat's cost:
+    0 nothing, 1 two raw TSC reads, 2 two clock reads converted (local_clock), 3 both
+    reads and lockstat's stores (lockstat_hold): the instrumented path built up piece by
+    piece."""
+    t = 0
+    for _ in range(n):
+        t0 = lock_acquire_c(words, g, held, w, PTL, 0, 0)
+        if part == 1:
+            c0 = rdtsc()
+            c1 = rdtsc()
+            t += c1 - c0
+        elif part >= 2:
+            c0 = local_clock(g)
+            c1 = local_clock(g)
+            if part == 3:
+                lockstat_hold(words, g, PTL, 0, c1 - c0)
+            t += c1 - c0
         t += lock_release_c(words, g, held, w, PTL, 0, 0, t0)
     return t
 
@@ -121,6 +145,34 @@ def bench_locks(n: int) -> None:
                   "<= 30 ns", per[True] <= 30)
             _line(f"lock {name}: uninstrumented / ratio", f"{per[False]:.1f} ns {per[True] / per[False]:.2f}x",
                   "<= 1.5x", per[True] / per[False] <= 1.5)
+        m.locks.reset_stats()
+    finally:
+        _close(m)
+
+
+def bench_lockstat_parts(n: int) -> None:
+    """What lockstat adds to an uncontended ticket round trip, part by part (the best of
+    interleaved rounds): the two timestamps (raw TSC reads, then their conversion to ns)
+    and the statistics stores.  The kernel's lockstat reads sched_clock at the same two
+    points, on top of lockdep's own bookkeeping (which lockstat requires)."""
+    m = Model.create(family_capacities("2.6.34", 1, 1, 1.0, 1), "2.6.34")
+    try:
+        w = m.ptl_word(0)
+        m.words[w : w + 8] = 0
+        m.g[KIND0 + PTL] = lock_kind("ticket")
+        m.locks.instrument = False
+        best = [float("inf")] * 4
+        for _ in range(REPS):
+            for part in range(4):
+                _lock_parts_loop(m.words, m.g, m.locks.held, w, 1000, part)
+                t = time.perf_counter_ns()
+                _lock_parts_loop(m.words, m.g, m.locks.held, w, n // REPS, part)
+                best[part] = min(best[part], (time.perf_counter_ns() - t) / (n // REPS))
+        what = ("lockstat parts (ticket): bare acquire+release", "  + two raw TSC reads (rdtsc)",
+                "  + converting both to ns (cyc2ns)", "  + lockstat's stores (= instrumented)")
+        for part in range(4):
+            extra = "" if part == 0 else f" (+{best[part] - best[part - 1]:.1f})"
+            _line(what[part], f"{best[part]:.1f} ns{extra}")
         m.locks.reset_stats()
     finally:
         _close(m)
@@ -255,6 +307,7 @@ def main() -> None:
     if "locks" in only:
         bench_clock(200_000 if a.quick else 2_000_000)
         bench_locks(200_000 if a.quick else 2_000_000)
+        bench_lockstat_parts(200_000 if a.quick else 2_000_000)
     if "walk" in only:
         bench_walk(2000 if a.quick else 20000, 50_000 if a.quick else 200_000)
     if "scan" in only:

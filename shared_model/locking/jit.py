@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from numba import njit, types
 
 _MODEL_ROOT = Path(__file__).resolve().parent.parent  # shared_model/
@@ -46,10 +47,13 @@ def _source_tree_stamp(root: Path) -> str:
 
 SOURCE_TREE_STAMP = _source_tree_stamp(_MODEL_ROOT)
 _njit: Any = njit  # numba's stubs do not list the _nrt flag
+# Every dispatcher cached_njit made, in definition order (callees mostly before their
+# callers): what shared_model.jit's parallel cold compile shares out among its children.
+REGISTRY: list[Any] = []
 
 
 def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
-                inline: bool = False) -> Any:
+                inline: bool = False, llvm_inline: bool = False) -> Any:
     """``njit(cache=True)(fn)``, its cache keyed on the whole model's sources too; without
     NRT unless ``nrt=True``.  Use as ``@cached_njit`` or ``@cached_njit(nrt=True)``.
 
@@ -57,9 +61,16 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
     body instead of calling it.  For the lock fast paths: a call between two compiled
     functions passes each array as its seven fields on the stack (21 words for
     ``words, g, held``), which cost more than a trylock; the uncontended pair went from
-    three such calls deep to none.  Python callers still get a compiled function."""
+    three such calls deep to none.  Python callers still get a compiled function.
+
+    ``llvm_inline=True``: compiled once, as any function (numba types and lowers it once),
+    and marked ``alwaysinline`` for LLVM, which pastes the optimised body into each
+    compiled caller instead of a call.  The same saving as ``inline`` at a fraction of its
+    compile time: numba's own inlining re-types the body (and all it inlines in turn) at
+    every call site (inlining lock_acquire_c and lock_release_c that way took the cold
+    compile from 44 to 151 s of CPU)."""
     if fn is None:
-        return lambda f: cached_njit(f, nrt=nrt, inline=inline)
+        return lambda f: cached_njit(f, nrt=nrt, inline=inline, llvm_inline=llvm_inline)
     how = "always" if inline else "never"
     try:
         dispatcher = _njit(cache=True, _nrt=nrt, inline=how)(fn)
@@ -68,7 +79,61 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
     cache_file = dispatcher._cache._cache_file
     cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)
     _compile_unliteral(dispatcher)
+    if llvm_inline:
+        _always_inline(dispatcher)
+    REGISTRY.append(dispatcher)
     return dispatcher
+
+
+_ANNOTATED = {"int": types.int64, "bool": types.boolean, "float": types.float64}
+_INT32_ARRAYS = ("w32",)  # the segment's int32 view; every other array is int64
+
+
+def declared_signature(dispatcher: Any) -> tuple[Any, ...] | None:
+    """The argument types a compiled function is called with, read from its annotations
+    and the project's conventions: ``np.ndarray`` is a C-contiguous 1-d int64 array (the
+    segment's ``words``, ``g``, ``held``, index arrays) or int32 for ``w32``; ``int`` is
+    int64 (a Python int, or any integer from compiled code: see ``_compile_unliteral``);
+    ``bool``, ``float`` as numba types them.  None when an annotation says anything else:
+    such a function is compiled when first called, as always.  A wrong guess only costs
+    a version nobody calls."""
+    import inspect
+
+    out = []
+    for name, p in inspect.signature(dispatcher.py_func).parameters.items():
+        ann = p.annotation
+        if ann in ("np.ndarray", np.ndarray):
+            out.append(types.Array(types.int32 if name in _INT32_ARRAYS else types.int64, 1, "C"))
+        elif isinstance(ann, str) and ann in _ANNOTATED:
+            out.append(_ANNOTATED[ann])
+        elif isinstance(ann, type) and ann.__name__ in _ANNOTATED:
+            out.append(_ANNOTATED[ann.__name__])
+        else:
+            return None
+    return tuple(out)
+
+
+def _always_inline(dispatcher: Any) -> None:
+    """Mark each new version's LLVM function ``alwaysinline`` in the module that compiled
+    callers link in (and that numba's cache stores beside the machine code), before it
+    is saved."""
+    add_overload = dispatcher.add_overload
+
+    def add_overload_inline(cres: Any) -> None:
+        library = cres.library
+        name = cres.fndesc.llvm_func_name
+        for module in (library._final_module, library._shared_module):
+            if module is None:
+                continue
+            try:
+                fn = module.get_function(name)
+            except NameError:
+                continue
+            if "alwaysinline" not in str(list(fn.attributes)):
+                fn.add_function_attribute("alwaysinline")
+        add_overload(cres)
+
+    dispatcher.add_overload = add_overload_inline
 
 
 def _plain(t: Any) -> Any:
@@ -98,3 +163,32 @@ def _compile_unliteral(dispatcher: Any) -> None:
         return typed(tuple(_plain(a) for a in args), {k: _plain(v) for k, v in kws.items()})
 
     dispatcher.get_call_template = get_call_template
+
+
+def cached_cfunc(symbol: str, sig: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.cfunc(sig, cache=True)``, its cache keyed on the model's sources as
+    ``cached_njit``'s, and registered under ``symbol`` with
+    ``llvmlite.binding.add_symbol`` so that compiled code calls it by name
+    (``atomics.c_entry_call``).  Compiled (or loaded) at import, so the symbol exists
+    before any cached caller's machine code is loaded (an unresolved name would abort the
+    process); a child forked after the import inherits it.  With no writable cache it is
+    compiled in memory at each import."""
+    from llvmlite import binding as llvm
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        cf = CFunc(fn, sigutils.normalize_signature(sig), locals={}, options={})
+        try:
+            cf.enable_caching()
+            cache_file = cf._cache._cache_file
+            cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)
+        except RuntimeError:  # no locator: compile in memory
+            from numba.core.caching import NullCache
+
+            cf._cache = NullCache()
+        cf.compile()
+        llvm.add_symbol(symbol, cf.address)
+        return cf
+
+    return wrap
