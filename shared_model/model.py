@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import carray, njit, types
 
 from . import ctx as G
 from .ctx import make_geometry
@@ -44,9 +45,9 @@ from .layout import (
 )
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
 from .locking import RWSEM_FIFO, RWSEM_STEAL
-from .locking.atomics import READ_ONCE, cmpxchg, cpu_relax, smp_store_release
+from .locking.atomics import READ_ONCE, c_entry_call, cmpxchg, cpu_relax, smp_store_release
 from .locking.common import STOP_ABORT
-from .locking.jit import cached_njit
+from .locking.jit import cached_cfunc, cached_njit
 from .locking.lock import wedged_in
 from .locks import (
     CLASS,
@@ -189,8 +190,8 @@ SLAB_DRAIN_TRIES = 32
 
 
 @cached_njit
-def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
-                       n: int, out: np.ndarray) -> int:
+def kmem_cache_alloc_body(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                          n: int, out: np.ndarray) -> int:
     """Take ``n`` free records of kind ``k`` into ``out[:n]`` and mark them in use; OK,
     ENOMEM - k (nothing allocated; also an injected failure of an anon_vma or AVC
     allocation) or STOPPED.
@@ -233,8 +234,8 @@ def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
 
 
 @cached_njit
-def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
-                      ids: np.ndarray, n: int) -> int:
+def kmem_cache_free_body(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                         ids: np.ndarray, n: int) -> int:
     """Give ``ids[:n]`` back: onto this CPU's array_cache, first flushing its SLAB_BATCH
     oldest records to the global stack under the slab lock when it is full
     (cache_flusharray); a bulk free (``n`` > SLAB_BATCH) goes straight to the global
@@ -269,6 +270,47 @@ def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: n
     w32[ac + SLAB_AC_AVAIL] = avail + n
     ac_unlock(w32, ac)
     return G.OK
+
+
+# The slab behind C entry points, as the lock slow paths (shared_model/locks.py): every
+# compiled caller (fork, faults, exit, mmap, the page tables) reaches it by name instead of
+# linking its code, lock code included, into its own module for LLVM to optimise again.
+_I64P, _I32P, _I64 = types.CPointer(types.int64), types.CPointer(types.int32), types.int64
+_SLAB_SIG = _I64(_I64P, _I64, _I32P, _I64, _I64P, _I64, _I64P, _I64, _I64P, _I64, _I64, _I64)
+
+
+@cached_cfunc("rmap_stress_kmem_cache_alloc", _SLAB_SIG)
+def kmem_cache_alloc_cabi(wp: Any, wn: int, w32p: Any, w32n: int, gp: Any, gn: int, hp: Any, hn: int,
+                          op: Any, on: int, k: int, n: int) -> int:
+    """kmem_cache_alloc_body behind a C entry point."""
+    return kmem_cache_alloc_body(carray(wp, wn), carray(w32p, w32n), carray(gp, gn), carray(hp, hn),
+                                 k, n, carray(op, on))
+
+
+@cached_cfunc("rmap_stress_kmem_cache_free", _SLAB_SIG)
+def kmem_cache_free_cabi(wp: Any, wn: int, w32p: Any, w32n: int, gp: Any, gn: int, hp: Any, hn: int,
+                         ip: Any, inn: int, k: int, n: int) -> int:
+    """kmem_cache_free_body behind a C entry point."""
+    return kmem_cache_free_body(carray(wp, wn), carray(w32p, w32n), carray(gp, gn), carray(hp, hn),
+                                k, carray(ip, inn), n)
+
+
+_call_kmem_cache_alloc = c_entry_call("rmap_stress_kmem_cache_alloc", 5, 2)
+_call_kmem_cache_free = c_entry_call("rmap_stress_kmem_cache_free", 5, 2)
+
+
+@cached_njit(inline=True)
+def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                       n: int, out: np.ndarray) -> int:
+    """kmem_cache_alloc_body (which see), called by name."""
+    return _call_kmem_cache_alloc(words, w32, g, held, out, k, n)
+
+
+@cached_njit(inline=True)
+def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
+                      ids: np.ndarray, n: int) -> int:
+    """kmem_cache_free_body (which see), called by name."""
+    return _call_kmem_cache_free(words, w32, g, held, ids, k, n)
 
 
 @cached_njit

@@ -381,15 +381,15 @@ def bit_length(typingctx: Any, v: Any) -> Any:
 def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
     """An intrinsic ``f(a_1 .. a_n_arrays, i_1 .. i_n_ints) -> int64`` that calls the C
     function ``symbol`` (a ``locking.jit.cached_cfunc``, registered by that name with
-    ``llvmlite.binding.add_symbol``), passing each int64 array as (data pointer, length)
-    and each integer as int64.  The callee is compiled once, in its own module; a call
+    ``llvmlite.binding.add_symbol``), passing each int64 or int32 array as (data pointer,
+    length) and each integer as int64.  The callee is compiled once, in its own module; a call
     through a name links nothing into the caller, where a call to a compiled function
     links the callee's whole IR into every caller's module to be optimised again."""
 
     def typer(typingctx: Any, *args: Any) -> Any:
         if len(args) != n_arrays + n_ints:
             return None
-        if not all(_int_array(a) and a.dtype == types.int64 for a in args[:n_arrays]):
+        if not all(_int_array(a) for a in args[:n_arrays]):
             return None
         if not all(isinstance(i, types.Integer) for i in args[n_arrays:]):
             return None
@@ -399,7 +399,7 @@ def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
             flat = []
             for aty, ary in zip(sig.args[:n_arrays], llargs[:n_arrays]):
                 a = context.make_array(aty)(context, builder, ary)
-                flat.append(builder.bitcast(a.data, _I64.as_pointer()))
+                flat.append(builder.bitcast(a.data, ir.IntType(aty.dtype.bitwidth).as_pointer()))
                 flat.append(a.nitems)
             for ity, v in zip(sig.args[n_arrays:], llargs[n_arrays:]):
                 flat.append(context.cast(builder, v, ity, types.int64))
@@ -414,20 +414,9 @@ def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
 def _fixed_arity(n: int, typer: Callable[..., Any], name: str) -> Any:
     """``typer`` as a function of exactly ``n`` named arguments (numba lowers an
     intrinsic's arguments by name: ``*args`` does not lower)."""
-    if n == 2:
-        def stub(tc: Any, a0: Any, a1: Any) -> Any:
-            return typer(tc, a0, a1)
-    elif n == 5:
-        def stub(tc: Any, a0: Any, a1: Any, a2: Any, a3: Any, a4: Any) -> Any:
-            return typer(tc, a0, a1, a2, a3, a4)
-    elif n == 6:
-        def stub(tc: Any, a0: Any, a1: Any, a2: Any, a3: Any, a4: Any, a5: Any) -> Any:
-            return typer(tc, a0, a1, a2, a3, a4, a5)
-    elif n == 8:
-        def stub(tc: Any, a0: Any, a1: Any, a2: Any, a3: Any, a4: Any, a5: Any, a6: Any,
-                 a7: Any) -> Any:
-            return typer(tc, a0, a1, a2, a3, a4, a5, a6, a7)
-    else:
-        raise ValueError(f"c_entry_call: {n} arguments not spelled out (2, 5, 6, 8 are)")
+    params = ", ".join(f"a{i}" for i in range(n))
+    scope: dict[str, Any] = {"typer": typer}
+    exec(f"def stub(tc, {params}):\n    return typer(tc, {params})\n", scope)  # noqa: S102
+    stub = scope["stub"]
     stub.__name__ = name
     return stub
