@@ -367,8 +367,8 @@ def _check_pgtables(m: Model, live_mm: np.ndarray, bad: Callable[[str], None]) -
             free = np.ones(cap, dtype=bool)
             free[on_stack] = False
             free[uniq] = False
-            bad(f"{kind}: {leaked} blocks allocated but in no live mm's page table (leaked), "
-                f"e.g. {np.flatnonzero(free)[0]}")
+            bad(f"{kind}: {leaked} records neither in use nor free (leaked), e.g. "
+                f"{np.flatnonzero(free)[0]}, in no live mm's page table")
         if table is not None:
             reached = _table_children(table, uniq)
 
