@@ -191,12 +191,7 @@ def check_model(m: Model) -> list[str]:
     ptrs = m.ptrs
     nmm = len(mm)
     _check_pgtables(m, live_mm, bad)
-    grid = m.pte_grid()  # through each mm's tables: [mm, vpn] -> PTE index, -1 none
-    none = grid < 0
-    grid[none] = 0
-    grid_page = np.where(none, -1, m.pte_page[grid])
-    grid_flags = np.where(none, 0, m.pte_flags[grid])
-    del grid, none
+    grid_page, grid_flags = m.pte_values_grid()  # through each mm's tables
     present = (grid_flags & PTE_PRESENT) != 0
     swap = (grid_flags & PTE_SWAP) != 0
     torn = np.flatnonzero((present | swap) & (grid_page < 0))

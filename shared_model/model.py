@@ -525,6 +525,20 @@ class Model:
         p = self.pte_pages_grid()[:, vpn >> PMD_SHIFT]
         return np.where(p >= 0, p * PTRS_PER_TABLE + (vpn & (PTRS_PER_TABLE - 1)), -1)
 
+    def pte_values_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """[mm, vpn] (page, flags) of every mm's PTE for vpn 0 .. ptrs - 1 read through the
+        tables, (-1, 0) where they have none: whole PTE pages gathered at once (check_model)."""
+        pp = self.pte_pages_grid()
+        none = pp < 0
+        idx = np.where(none, 0, pp)
+        nmm, nb = pp.shape
+        out = []
+        for arr, empty in ((self.pte_page, -1), (self.pte_flags, 0)):
+            rows = arr.reshape(-1, PTRS_PER_TABLE)[idx]  # [mm, block, PTE]
+            rows[none] = empty
+            out.append(rows.reshape(nmm, nb * PTRS_PER_TABLE)[:, : self.ptrs])
+        return out[0], out[1]
+
     def ptes_of(self, mm: int) -> tuple[np.ndarray, np.ndarray]:
         """(pages, flags) of mm's PTEs for vpn 0 .. ptrs - 1, copies; (-1, 0) where none."""
         vpn = np.arange(self.ptrs, dtype=np.int64)
