@@ -173,7 +173,8 @@ def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
                          sc: np.ndarray, mm: int, vma: int, vpns: np.ndarray) -> int:
     """First touch (write) of pages of vma not yet mapped: a new page each, in
     ``vma->anon_vma`` (page_add_new_anon_rmap), PTE young and writable.  Returns pages
-    mapped, or a negative status with the mm as it was (a new anon_vma may stay).
+    mapped, or a negative status with the mm as it was (a new anon_vma and page-table levels
+    may stay: the tables are the mm's, freed at exit).
 
     Takes: anon_vma_prepare's lock, mm->page_table_lock for each page-table level it
     allocates (pte_alloc_map_c), the slab lock, then each PTE page's lock in turn."""

@@ -25,6 +25,7 @@ from shared_model.layout import (
     PTE_YOUNG,
     PTRS_PER_TABLE,
     PUD_SHIFT,
+    VM_READ,
     Capacities,
 )
 from shared_model.locks import CLASS, SITE
@@ -239,3 +240,30 @@ def test_a_freed_block_in_a_live_table_is_caught(make_model: MakeModel) -> None:
     tops[kk] += 1
     found = check_model(m)
     assert any(f"pte: 1 blocks in a live mm's page table but free, e.g. {pte_page}" in f for f in found), found
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_batched_faults_take_each_pte_page_lock_once(make_model: MakeModel, era: str) -> None:
+    """A batch of PTEs in two PTE pages (COW, the owner's touch, mprotect's
+    change_protection, exit's zap) takes each PTE page's lock once, in address order."""
+    from shared_model.memory import do_wp_pages, touch_pages
+    from shared_model.mmap import do_mprotect
+
+    pages = P + 4
+    m = make_model(era, users=1, pages=pages, cow=0.0)
+    fam = build_family(m, 1, pages, 0.0)
+    child = fam.children[0]
+    cv = int(m.mm["vma_head"][child])
+    vpns = np.array([0, 1, P, P + 1])
+
+    def taken(site: str, op: Callable[[], object]) -> int:
+        before = acquisitions(m, site)
+        op()
+        return acquisitions(m, site) - before
+
+    assert taken("do_wp_page", lambda: do_wp_pages(m, child, cv, vpns)) == 2
+    assert [m.pte_of(child, int(v))[1] for v in vpns] == [PTE_PRESENT | PTE_YOUNG | PTE_WRITE] * 4
+    assert taken("do_anonymous_page", lambda: touch_pages(m, child, vpns)) == 2
+    assert taken("vma_adjust", lambda: do_mprotect(m, fam.parent, 0, pages, VM_READ)) == 2
+    assert all(not m.pte_of(fam.parent, v)[1] & PTE_WRITE for v in range(pages))
+    assert taken("exit_mmap", lambda: exit_mmap(m, child)) == 2
