@@ -37,6 +37,7 @@ from .model import (
     kmem_cache_free_one,
 )
 from .pgtable import (
+    free_pgd_range,
     free_pgtables_c,
     pgd_alloc_c,
     pte_alloc_map_c,
@@ -552,7 +553,8 @@ def exit_mmap(m: Model, mm: int) -> None:
 
 def do_munmap(m: Model, mm: int, vma: int) -> None:
     """Unmap a whole VMA of mm: zap its pages, unlink it from the reverse map (freeing
-    anon_vmas that become unused), take it off the mm's list and free it."""
+    anon_vmas that become unused), take it off the mm's list and free it, then the page
+    tables no other VMA of mm lies under (free_pgd_range)."""
     zap_page_range(m, mm, vma)
     unlink_anon_vmas(m, vma)
     rec = m.vma
@@ -568,4 +570,6 @@ def do_munmap(m: Model, mm: int, vma: int) -> None:
         rec["vm_next"][prev] = nxt
     m.mm["nr_vmas"][mm] -= 1
     rec["in_use"][vma] = 0
+    start, end = int(rec["vm_start"][vma]), int(rec["vm_end"][vma])
     m.free("vma", vma)
+    free_pgd_range(m, mm, start, end)

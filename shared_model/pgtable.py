@@ -33,7 +33,7 @@ from .layout import PGDIR_SHIFT, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT
 from .locking.atomics import READ_ONCE, smp_store_release
 from .locking.jit import cached_njit
 from .locks import CLASS, lock_acquire_c, lock_release_c
-from .model import kmem_cache_alloc_one, kmem_cache_free_one
+from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
 
 PTL = CLASS["ptl"]
 IDX = PTRS_PER_TABLE - 1
@@ -207,3 +207,47 @@ def free_pgtables_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
             return G.STOPPED
     w32[mb] = -1
     return kmem_cache_free_one(words, w32, g, held, G.K_PGD, pgd, sc)
+
+
+def free_pgd_range(m: Model, mm: int, start: int, end: int) -> int:
+    """munmap's free_pgtables for [start, end) of ``mm``, whose VMA has just been unmapped
+    (zapped, unlinked from the reverse map and off the mm's list): free each PTE page, pmd
+    and pud whose whole range lies in no remaining VMA of the mm (the kernel's floor and
+    ceiling), clearing the entry above it.  Walkers look up only addresses inside VMAs on
+    anon_vma lists, so none can be reading a freed block; a refault's lookup rechecks under
+    the PTE lock (do_swap_page_one_c).  Expects: the mm's owner, its PTEs in the range
+    zapped.  Returns the blocks freed.  Python: it takes no model lock (only the slab's)."""
+    from .memory import mm_vmas
+
+    vmas = [(int(m.vma["vm_start"][v]), int(m.vma["vm_end"][v])) for v in mm_vmas(m, mm)]
+
+    def unused(lo: int, hi: int) -> bool:
+        return not any(s < hi and lo < e for s, e in vmas)
+
+    pgd = int(m.mm["pgd"][mm])
+    freed = 0
+    levels = ((m.pgd_table, PGDIR_SHIFT, "pud"), (m.pud_table, PUD_SHIFT, "pmd"),
+              (m.pmd_table, PMD_SHIFT, "pte"))
+
+    def free_below(level: int, block: int, base: int) -> None:
+        nonlocal freed
+        table, shift, kind = levels[level]
+        span = 1 << shift
+        first = max(start, base) >> shift & IDX
+        last = (min(end, base + PTRS_PER_TABLE * span) - 1) >> shift & IDX
+        for i in range(first, last + 1):
+            e = int(table[block, i])
+            if not e:
+                continue
+            lo = base + i * span
+            child = levels[level + 1][0] if level + 1 < len(levels) else None
+            if child is not None:
+                free_below(level + 1, e - 1, lo)
+            if unused(lo, lo + span) and (child is None or not child[e - 1].any()):
+                table[block, i] = 0
+                m.free(kind, e - 1)
+                freed += 1
+
+    if pgd >= 0 and start < end:
+        free_below(0, pgd, 0)
+    return freed

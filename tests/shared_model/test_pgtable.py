@@ -267,3 +267,32 @@ def test_batched_faults_take_each_pte_page_lock_once(make_model: MakeModel, era:
     assert taken("vma_adjust", lambda: do_mprotect(m, fam.parent, 0, pages, VM_READ)) == 2
     assert all(not m.pte_of(fam.parent, v)[1] & PTE_WRITE for v in range(pages))
     assert taken("exit_mmap", lambda: exit_mmap(m, child)) == 2
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_munmap_frees_the_tables_no_other_vma_lies_under(make_model: MakeModel, era: str) -> None:
+    """Three VMAs: [0, 10) and [10, 20) share PTE page 0, [2P, 2P + 10) has PTE page 2 to
+    itself.  Unmapping the third frees its PTE page; unmapping the first keeps PTE page 0
+    (the second lies under it); unmapping the second then frees it, and the pmd and pud
+    above, which no VMA lies under any more.  The pgd stays until exit."""
+    from shared_model.memory import do_munmap
+
+    m = make_model(era, caps=small_caps(2, 3 * P, 64))
+    mm = mm_alloc(m)
+    start = free_counts(m)
+    vs = [do_mmap(m, mm, s, 10) for s in (0, 10, 2 * P)]
+    for v, s in zip(vs, (0, 10, 2 * P), strict=True):
+        do_anonymous_pages(m, mm, v, np.arange(s, s + 10))
+    assert {k: start[k] - free_counts(m)[k] for k in PGTABLE_KINDS} == {"pgd": 0, "pud": 1, "pmd": 1, "pte": 2}
+    do_munmap(m, mm, vs[2])
+    assert {k: start[k] - free_counts(m)[k] for k in PGTABLE_KINDS} == {"pgd": 0, "pud": 1, "pmd": 1, "pte": 1}
+    assert m.pte_index(mm * m.ptrs + 2 * P) == -1
+    do_munmap(m, mm, vs[0])
+    assert {k: start[k] - free_counts(m)[k] for k in PGTABLE_KINDS} == {"pgd": 0, "pud": 1, "pmd": 1, "pte": 1}
+    assert m.pte_of(mm, 10)[1] & PTE_PRESENT and m.pte_of(mm, 0) == (-1, 0)
+    assert check_model(m) == []
+    do_munmap(m, mm, vs[1])
+    assert free_counts(m) == start
+    assert int(m.mm["rss"][mm]) == 0
+    assert check_model(m) == []
+    exit_mmap(m, mm)
