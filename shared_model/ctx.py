@@ -35,6 +35,8 @@ from .layout import (
     LS_FIELDS,
     MM_DTYPE,
     PAGE_DTYPE,
+    PGTABLE_KINDS,
+    PTRS_PER_TABLE,
     SLAB_CPU_WORDS,
     VMA_DTYPE,
     WALK_HIST_BUCKETS,
@@ -85,6 +87,11 @@ TSC_SHIFT, TSC_CYC0, TSC_NS0, SLAB_CPU_W = range(TSC_MULT + 1, TSC_MULT + 5)
 G_SIZE = SLAB_CPU_W + 1
 K_MM, K_VMA, K_ANON_VMA, K_AVC, K_PAGE = (ALLOC_KINDS.index(k) for k in (
     "mm", "vma", "anon_vma", "avc", "page"))
+# Appended: the page tables (layout.PTRS_PER_TABLE): the int64 word of block 0 of each
+# upper level, and of the split PTE lock of PTE page 0 (PTE page p's: PTL_W0 + p * 8).
+PGD0, PUD0, PMD0, PTL_W0 = range(G_SIZE, G_SIZE + 4)
+G_SIZE = PTL_W0 + 1
+K_PGD, K_PUD, K_PMD, K_PTE = (ALLOC_KINDS.index(k) for k in PGTABLE_KINDS)
 
 # Field positions, in int32 words, inside each record (from the dtypes, so a layout change
 # cannot silently desynchronise the compiled code).
@@ -128,6 +135,7 @@ MM_VMA_HEAD = _f32(MM_DTYPE, "vma_head")
 MM_NR_VMAS = _f32(MM_DTYPE, "nr_vmas")
 MM_RSS = _f32(MM_DTYPE, "rss")
 MM_PARENT = _f32(MM_DTYPE, "parent")
+MM_PGD = _f32(MM_DTYPE, "pgd")
 VMA_FLAGS = _f32(VMA_DTYPE, "vm_flags")
 AV_DEGREE = _f32(ANON_VMA_DTYPE, "degree")
 AV_NUM_CHILDREN = _f32(ANON_VMA_DTYPE, "num_children")
@@ -214,6 +222,12 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[TSC_CYC0], g[TSC_NS0] = hdr["tsc_cyc0"], hdr["tsc_ns0"]
     g[SLAB_CPU_W] = offs["slab_cpu"] // 4 + cpu * SLAB_CPU_WORDS
     for k, name in enumerate(ALLOC_KINDS):
+        if name in PGTABLE_KINDS:  # page-sized blocks with no in_use field
+            g[REC0 + k] = offs[name] // 4
+            g[REC_W + k] = PTRS_PER_TABLE * 2
+            g[IN_USE + k] = -1
+            g[FREE0 + k] = offs[f"free_{name}"] // 4
+            continue
         g[REC0 + k] = offs[name] // 4
         g[REC_W + k] = _DTYPES[name].itemsize // 4
         g[IN_USE + k] = _f32(_DTYPES[name], "in_use")
@@ -221,6 +235,8 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[TREE] = int(tree)
     g[REUSE] = reuse
     g[SWAPDEV_W] = offs["swapdev"] // 8
+    g[PGD0], g[PUD0], g[PMD0] = offs["pgd"] // 8, offs["pud"] // 8, offs["pmd"] // 8
+    g[PTL_W0] = offs["ptl"] // 8
     return g
 
 

@@ -25,6 +25,10 @@ Rules:
    cache), exactly once, and no live anon_vma is unused (empty list and no references).
 8. Locks: none is held (owner 0) once the CPUs have stopped; no page is locked
    (PG_locked).
+13. Page tables: every live mm has a pgd, a freed one none; every page-table block
+    reachable from a live mm's pgd is allocated and reached exactly once (no block
+    shared between two entries), and every allocated block is reachable (none leaked).
+    PTEs are read only through the tables (rules 4 and 5 see exactly what a walk sees).
 
 Rules of the later eras and of the VMA operations (``check_later_rules``):
 
@@ -48,7 +52,7 @@ import numpy as np
 
 from .eras import REUSE_CODES, REUSE_DEGREE
 from .interval_tree import TREE_ERRORS, TREE_OK, interval_trees_check_c
-from .layout import ALLOC_KINDS, PG_LOCKED, PTE_PRESENT, PTE_SWAP
+from .layout import ALLOC_KINDS, PG_LOCKED, PGTABLE_KINDS, PTE_PRESENT, PTE_SWAP
 from .locking.jit import cached_njit
 from .model import Model
 
@@ -148,9 +152,8 @@ def check_model(m: Model) -> list[str]:
     page = m.page
     ptrs = m.ptrs
     nmm = len(mm)
-    pte_page, pte_flags = m.pte_page, m.pte_flags
-    grid_page = pte_page.reshape(nmm, ptrs)
-    grid_flags = pte_flags.reshape(nmm, ptrs)
+    _check_pgtables(m, live_mm, bad)
+    grid_page, grid_flags = m.pte_values_grid()  # through each mm's tables
     present = (grid_flags & PTE_PRESENT) != 0
     swap = (grid_flags & PTE_SWAP) != 0
     torn = np.flatnonzero((present | swap) & (grid_page < 0))
@@ -247,6 +250,8 @@ def check_model(m: Model) -> list[str]:
     # 7. leaks: in use xor free (on the global stack or in a CPU's slab cache, a dead
     # CPU's included), exactly once
     for kind in ALLOC_KINDS:
+        if kind in PGTABLE_KINDS:  # blocks without an in_use field: rule 13
+            continue
         rec = getattr(m, kind)
         cap = len(rec)
         stack = m.free_records(kind)
@@ -269,7 +274,7 @@ def check_model(m: Model) -> list[str]:
 
     # 8. locks
     for name, arr in (("anon_vma", av["lock"]), ("ptl", mm["ptl"]), ("slab", m.seg["slab"]),
-                      ("swap_lock", m.seg["swap_lock"])):
+                      ("swap_lock", m.seg["swap_lock"]), ("PTE page", m.pte_ptl)):
         held = np.flatnonzero(arr["owner"] != 0)
         if len(held):
             bad(f"{len(held)} {name} locks still held, e.g. #{held[0]} by owner tag {arr['owner'][held[0]]}")
@@ -278,6 +283,56 @@ def check_model(m: Model) -> list[str]:
         bad(f"{len(locked)} pages still locked (PG_locked), e.g. page {locked[0]}")
     check_later_rules(m, bad)
     return out
+
+
+def _table_children(table: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """The blocks that the entries of ``table[blocks]`` point at (entry - 1; 0 is none), a
+    few thousand rows at a time (a 100,000-mm model's pgds are 400 MB of entries)."""
+    parts = []
+    for i in range(0, len(blocks), 4096):
+        rows = table[blocks[i : i + 4096]]
+        parts.append(rows[rows != 0] - 1)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _check_pgtables(m: Model, live_mm: np.ndarray, bad: Callable[[str], None]) -> None:
+    """Rule 13: the page tables of the live mms, and nothing else, hold the allocated
+    page-table blocks, each exactly once."""
+    pgd = m.mm["pgd"].astype(np.int64)
+    nopgd = live_mm[pgd[live_mm] < 0]
+    if len(nopgd):
+        bad(f"{len(nopgd)} live mms without a pgd, e.g. mm {nopgd[0]}")
+    dead = np.flatnonzero((m.mm["in_use"] != 1) & (pgd >= 0))
+    if len(dead):
+        bad(f"{len(dead)} freed mms still holding a pgd, e.g. mm {dead[0]} (pgd {pgd[dead[0]]})")
+    reached = pgd[live_mm]
+    reached = reached[reached >= 0]
+    for kind, table in (("pgd", m.pgd_table), ("pud", m.pud_table), ("pmd", m.pmd_table), ("pte", None)):
+        cap = m.caps.capacity(kind)
+        bad_ref = reached[(reached < 0) | (reached >= cap)]
+        if len(bad_ref):
+            bad(f"{len(bad_ref)} {kind} entries pointing outside the {kind} pool, e.g. block {bad_ref[0]}")
+            reached = reached[(reached >= 0) & (reached < cap)]
+        uniq, counts = np.unique(reached, return_counts=True)
+        if len(uniq) < len(reached):
+            bad(f"{kind}: {int((counts > 1).sum())} blocks reached from two page-table entries, "
+                f"e.g. block {uniq[counts > 1][0]}")
+        stack = m.free_records(kind)
+        on_stack = np.unique(stack)
+        if len(on_stack) < len(stack):
+            bad(f"{kind}: a block is free twice (free stack, slab caches)")
+        both = np.intersect1d(uniq, on_stack)
+        if len(both):
+            bad(f"{kind}: {len(both)} blocks in a live mm's page table but free, e.g. {both[0]}")
+        leaked = cap - len(on_stack) - (len(uniq) - len(both))
+        if leaked > 0:
+            free = np.ones(cap, dtype=bool)
+            free[on_stack] = False
+            free[uniq] = False
+            bad(f"{kind}: {leaked} records neither in use nor free (leaked), e.g. "
+                f"{np.flatnonzero(free)[0]}, in no live mm's page table")
+        if table is not None:
+            reached = _table_children(table, uniq)
 
 
 def _covering_vmas_grid(m: Model, per_mm: np.ndarray, vpns: np.ndarray) -> np.ndarray:
@@ -478,7 +533,11 @@ def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
 
 def _mapped_at(m: Model, page: int) -> str:
     """", mapped in vma V of mm M at page P" for the first PTE mapping ``page``."""
-    slots = np.flatnonzero((m.pte_page == page) & ((m.pte_flags & PTE_PRESENT) != 0))
+    grid = m.pte_grid()
+    none = grid < 0
+    grid[none] = 0
+    mapped = ~none & (m.pte_page[grid] == page) & ((m.pte_flags[grid] & PTE_PRESENT) != 0)
+    slots = np.flatnonzero(mapped)
     if not len(slots):
         return ""
     mm, vpn = divmod(int(slots[0]), m.ptrs)

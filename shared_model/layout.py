@@ -14,7 +14,7 @@ Segment map, in order, each array 64-byte aligned::
     anon_vma[]    struct anon_vma with its lock
     avc[]         struct anon_vma_chain
     page[]        struct page
-    pte[]         page tables: mm i owns pte[i * ptrs_per_mm : (i + 1) * ptrs_per_mm]
+    pte[]         PTE pages, PTRS_PER_TABLE PTEs each (the "pte" kind's pool)
     free_<kind>[] free stack of each allocatable kind
     slab_cpu[]    per-CPU array caches of free records: [cpu] kind k's at k * SLAB_AC_WORDS
     cpu[]         per-CPU published state, one 512-byte slot each (will-it-scale: >= 256 apart)
@@ -24,10 +24,14 @@ Segment map, in order, each array 64-byte aligned::
     qnodes[]      per-CPU MCS queue nodes of the queued locks (qspinlock)
     swap_lock     the global swap_lock (a leaf: taken inside the anon_vma lock and a ptl)
     swapdev       the swap device's queue and counts (one record, atomics only)
+    pgd/pud/pmd[] the upper page-table levels' blocks, PTRS_PER_TABLE int64 entries each
+    ptl[]         the split PTE locks, one per PTE page
 
 Addresses are in pages: ``vm_start``/``vm_end`` are virtual page numbers and the page
-table of an mm is indexed by vpn directly (so ``vma_address`` works in pages, and
-PAGE_SIZE never appears).  A private anonymous mapping has ``vm_pgoff == vm_start``.
+table of an mm (pgd -> pud -> pmd -> pte, see PTRS_PER_TABLE) is indexed by vpn (so
+``vma_address`` works in pages, and PAGE_SIZE never appears).  A "slot" (mm *
+ptrs_per_mm + vpn) names a faulting address, not a place in memory: try_to_unmap returns
+slots, do_swap_page finds the PTE from one through the tables.  A private anonymous mapping has ``vm_pgoff == vm_start``.
 
 Field guards (W: modification, R: reading), the kernel's convention:
   vma.anon_vma, vma.avc_head     W: mm's mmap_sem (the CPU that owns the mm) + anon_vma lock
@@ -41,7 +45,10 @@ Field guards (W: modification, R: reading), the kernel's convention:
   page.flags                     W, R: atomics (PG_locked is the page lock itself)
   page.mapping of a swapped page W: the page lock (do_swap_page's placement, reclaim dropping
                                  it from the swap cache: mapping -1 = no frame, a swap slot)
-  pte[]                          W: that mm's ptl; R: walkers pre-check lock-free, confirm under ptl
+  pte[] (a PTE page's PTEs)      W: that PTE page's split lock (ptl[]); R: walkers pre-check
+                                 lock-free, confirm under it
+  pgd/pud/pmd entries, mm.pgd    W: the mm's owner, populated under mm->page_table_lock (mm.ptl),
+                                 cleared at exit after every VMA left the rmap; R: anyone, no lock
   free stacks, header tops       W, R: the kind's slab lock
   slab_cpu[c]                    W, R: CPU c only (the kernel's array_cache, irqs off)
   cpu[c], lockstat[c], walkhist[c]  W: CPU c only; R: anyone (parent, live view), no lock
@@ -96,7 +103,7 @@ HEADER_DTYPE = np.dtype(
         ("start_ns", "<i8"),
         ("ncpus", "<i8"),
         ("ptrs_per_mm", "<i8"),
-        ("top", "<i8", (8,)),  # free-stack tops, one per allocatable kind
+        ("top", "<i8", (16,)),  # free-stack tops, one per allocatable kind
         # The lockstat clock's calibration (shared_model.locking.clock): every CPU converts
         # the TSC with these, so timestamps of different CPUs compare.  tsc_mult 0: no TSC.
         ("tsc_mult", "<i8"),
@@ -114,7 +121,8 @@ MM_DTYPE = np.dtype(
         ("nr_vmas", "<i4"),
         ("rss", "<i4"),  # present PTEs
         ("parent", "<i4"),  # the mm it was forked from, -1 for the first
-        ("pad", "V44"),
+        ("pgd", "<i4"),  # its page table's top block (a "pgd" record), -1 none
+        ("pad", "V40"),
     ],
     align=True,
 )
@@ -193,6 +201,21 @@ PAGE_DTYPE = np.dtype(
 assert PAGE_DTYPE.itemsize == 24
 
 PTE_DTYPE = np.dtype([("page", "<i4"), ("flags", "<i4")])
+
+# Page tables (x86-64, 4 levels): pgd -> pud -> pmd -> pte, each level a page-sized block of
+# PTRS_PER_TABLE entries from its own pool (allocatable kinds "pgd", "pud", "pmd", "pte").
+# An upper-level entry (pgd_t, pud_t, pmd_t) is one int64: the next level's block + 1, so
+# that 0 is pgd_none / pud_none / pmd_none and a fresh block cleared to zero is empty.  A
+# PTE page is PTRS_PER_TABLE PTEs (page, flags), pte_none when page is -1 and flags 0.
+# Index bits as x86-64's: vpn & 511 the PTE, (vpn >> 9) & 511 the pmd, (vpn >> 18) & 511
+# the pud, (vpn >> 27) & 511 the pgd.  Each PTE page has its own lock (``ptl[]``, the
+# split PTE lock in the page-table page's struct page: distro kernels have NR_CPUS >=
+# SPLIT_PTLOCK_CPUS); the mm's own ``ptl`` is its page_table_lock, taken to populate an
+# upper-level entry (__pud_alloc, __pmd_alloc, __pte_alloc).
+PTRS_PER_TABLE = 512
+TABLE_SHIFT = 9
+PMD_SHIFT, PUD_SHIFT, PGDIR_SHIFT = TABLE_SHIFT, 2 * TABLE_SHIFT, 3 * TABLE_SHIFT
+PGTABLE_KINDS = ("pgd", "pud", "pmd", "pte")
 
 # Per-CPU published state: one slot each, written only by its CPU.
 CPU_FIELDS = (
@@ -290,7 +313,7 @@ SLAB_AC_WORDS = SLAB_AC_ENTRY + SLAB_LIMIT
 # Words of one CPU's block of MCS queue nodes (shared_model.locking.NODE_BLOCK_WORDS).
 QNODE_BLOCK_WORDS = 32
 
-ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "page")
+ALLOC_KINDS = ("mm", "vma", "anon_vma", "avc", "page", "pgd", "pud", "pmd", "pte")
 # One CPU's caches of every kind, padded to whole cache lines (int32 words).
 SLAB_CPU_WORDS = (len(ALLOC_KINDS) * SLAB_AC_WORDS + 15) // 16 * 16
 
@@ -355,7 +378,7 @@ class Capacities:
             ("anon_vma", ANON_VMA_DTYPE, (self.anon_vmas,)),
             ("avc", AVC_DTYPE, (self.avcs,)),
             ("page", PAGE_DTYPE, (self.pages,)),
-            ("pte", PTE_DTYPE, (self.mms * self.ptrs_per_mm,)),
+            ("pte", PTE_DTYPE, (self.ptes * PTRS_PER_TABLE,)),  # the PTE pages' pool
         ]
         for kind in ALLOC_KINDS:
             spec.append((f"free_{kind}", np.dtype("<i4"), (self.capacity(kind),)))
@@ -373,10 +396,41 @@ class Capacities:
             ("swap_lock", LOCK_DTYPE, (1,)),
             # The swap device: one queue for every CPU (shared_model/swapdev.py).
             ("swapdev", SWAPDEV_DTYPE, (1,)),
+            # Page tables: the upper levels' pools (the PTE pages' is ``pte`` above), and
+            # each PTE page's split lock.  Cleared at allocation, never at creation.
+            ("pgd", np.dtype("<i8"), (self.pgds, PTRS_PER_TABLE)),
+            ("pud", np.dtype("<i8"), (self.puds, PTRS_PER_TABLE)),
+            ("pmd", np.dtype("<i8"), (self.pmds, PTRS_PER_TABLE)),
+            ("ptl", LOCK_DTYPE, (self.ptes,)),
         ]
         return spec
 
+    def tables_per_mm(self, level: str) -> int:
+        """Blocks of a page-table level that one mm may need: enough for every address
+        of its page table (vpn 0 .. ptrs_per_mm - 1)."""
+        shift = {"pgd": 4 * TABLE_SHIFT, "pud": PGDIR_SHIFT, "pmd": PUD_SHIFT, "pte": PMD_SHIFT}[level]
+        return max(1, -(-self.ptrs_per_mm // (1 << shift)))
+
+    @property
+    def pgds(self) -> int:
+        return self.mms * self.tables_per_mm("pgd")
+
+    @property
+    def puds(self) -> int:
+        return self.mms * self.tables_per_mm("pud")
+
+    @property
+    def pmds(self) -> int:
+        return self.mms * self.tables_per_mm("pmd")
+
+    @property
+    def ptes(self) -> int:
+        """PTE pages (each PTRS_PER_TABLE PTEs)."""
+        return self.mms * self.tables_per_mm("pte")
+
     def capacity(self, kind: str) -> int:
+        if kind in PGTABLE_KINDS:
+            return int(getattr(self, kind + "s"))
         return int(getattr(self, {"mm": "mms", "vma": "vmas", "anon_vma": "anon_vmas",
                                    "avc": "avcs", "page": "pages"}[kind]))
 
@@ -403,7 +457,8 @@ LockNamer = Callable[[int], str]
 
 def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
     """Decode a lock's word index in the segment (as published in ``wait_lock`` and
-    ``hold_lock``) into a name: ``anon_vma#N``, ``ptl(mm N)``, ``slab(KIND)``,
+    ``hold_lock``) into a name: ``anon_vma#N``, ``ptl(mm N)`` (its page_table_lock),
+    ``ptl(pte page N)`` (a split PTE lock), ``slab(KIND)``,
     ``lock@W`` for a word that is none of them.
 
     ``offsets`` is ``seg.offsets``, ``caps`` the segment's Capacities (``anon_vmas``,
@@ -417,6 +472,9 @@ def lock_namer(offsets: dict[str, int], caps: Any) -> LockNamer:
         (offsets["slab"] // 8, LOCK_WORDS, len(ALLOC_KINDS), lambda i: f"slab({ALLOC_KINDS[i]})"),
         (offsets["swap_lock"] // 8, LOCK_WORDS, 1, lambda i: "swap_lock"),
     ]
+    if "ptl" in offsets:  # the split PTE locks, one per PTE page
+        tables.append((offsets["ptl"] // 8, LOCK_WORDS, int(getattr(caps, "ptes", 0)),
+                       lambda i: f"ptl(pte page {i})"))
 
     def name(w: int) -> str:
         for w0, stride, count, fmt in tables:

@@ -2,7 +2,8 @@
 
 Only the CPU that runs an mm changes that mm's VMAs and page tables (this stands for
 mmap_sem held for write); other CPUs reach its PTEs only through an rmap walk, which takes
-the mm's ``ptl`` before it changes one.  Every operation runs compiled (numba), a page at a time as the
+the PTE page's split lock before it changes one.  PTEs are found through the mm's
+four-level tables (pgtable.py): a fault allocates the levels it lacks, exit frees them.  Every operation runs compiled (numba), a page at a time as the
 kernel's loops do, beside a thin Python wrapper with the kernel's name; compiled code
 returns a status that the wrapper turns into OutOfMemory or Stopped.
 """
@@ -24,8 +25,8 @@ from .ctx import mm_word as _mm
 from .ctx import page_word as _page
 from .ctx import raise_status
 from .ctx import vma_word as _vma
-from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
-from .locking.atomics import READ_ONCE
+from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, PTRS_PER_TABLE, VM_READ, VM_WRITE
+from .locking.atomics import READ_ONCE, atomic_fetch_add
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
@@ -35,6 +36,16 @@ from .model import (
     kmem_cache_free_c,
     kmem_cache_free_one,
 )
+from .pgtable import (
+    free_pgd_range,
+    free_pgtables_c,
+    pgd_alloc_c,
+    pte_alloc_map_c,
+    pte_lock_c,
+    pte_lockptr_c,
+    pte_offset_map_c,
+    pte_unlock_c,
+)
 from .rmap import do_swap_page_c, mapcount_add_c
 
 PTL = CLASS["ptl"]
@@ -43,19 +54,24 @@ OK, STOPPED = G.OK, G.STOPPED
 
 
 @njit(inline="always")
-def _pte(g: np.ndarray, slot: int) -> int:
-    """int32 word of the PTE at ``slot``: [page, flags]."""
-    return g[G.PTE0] + 2 * slot
+def add_mm_rss_c(w32: np.ndarray, g: np.ndarray, mm: int, n: int) -> None:
+    """mm->rss += n, an atomic add (add_mm_counter): with split PTE locks two CPUs may
+    change one mm's PTEs under different locks at once."""
+    atomic_fetch_add(w32, _mm(g, mm, G.MM_RSS), n)
 
 
 @njit(inline="always")
-def lock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int) -> int:
-    return lock_acquire_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0)
-
-
-@njit(inline="always")
-def unlock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int, t: int) -> None:
-    lock_release_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0, t)
+def pte_relock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, lw: int, t: int, pe: int,
+                 site: int) -> tuple[int, int]:
+    """Walking PTEs in order: keep the PTE lock held (word ``lw``, taken at ``t``; -1 none)
+    while ``pe`` is on the same PTE page, else release it and take ``pe``'s.  (lock word,
+    acquire time); time -1 when aborted (nothing held then)."""
+    w = pte_lockptr_c(g, pe)
+    if w == lw:
+        return lw, t
+    if lw >= 0:
+        lock_release_c(words, g, held, lw, PTL, site, 0, t)
+    return w, lock_acquire_c(words, g, held, w, PTL, site, 0)
 
 
 # ---------------------------------------------------------------------------- mm and VMAs
@@ -64,7 +80,8 @@ def unlock_ptl_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, si
 @cached_njit
 def mm_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                parent: int) -> int:
-    """A new, empty mm_struct: its index or a negative status.  Takes the slab lock."""
+    """A new, empty mm_struct with an empty pgd (mm_alloc_pgd): its index or a negative
+    status.  Takes the slab lock."""
     mm = kmem_cache_alloc_one(words, w32, g, held, G.K_MM, sc)
     if mm < 0:
         return mm
@@ -72,11 +89,11 @@ def mm_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
     w32[_mm(g, mm, G.MM_NR_VMAS)] = 0
     w32[_mm(g, mm, G.MM_RSS)] = 0
     w32[_mm(g, mm, G.MM_PARENT)] = parent
-    ptrs = g[G.PTRS]
-    for a in range(ptrs):
-        e = _pte(g, mm * ptrs + a)
-        w32[e] = -1
-        w32[e + 1] = 0
+    w32[_mm(g, mm, G.MM_PGD)] = -1
+    st = pgd_alloc_c(words, w32, g, held, sc, mm)
+    if st < 0:
+        kmem_cache_free_one(words, w32, g, held, G.K_MM, mm, sc)
+        return st
     return mm
 
 
@@ -157,19 +174,24 @@ def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
                          sc: np.ndarray, mm: int, vma: int, vpns: np.ndarray) -> int:
     """First touch (write) of pages of vma not yet mapped: a new page each, in
     ``vma->anon_vma`` (page_add_new_anon_rmap), PTE young and writable.  Returns pages
-    mapped, or a negative status with the mm as it was (a new anon_vma may stay).
+    mapped, or a negative status with the mm as it was (a new anon_vma and page-table levels
+    may stay: the tables are the mm's, freed at exit).
 
-    Takes: anon_vma_prepare's lock, the slab lock, then the mm's ptl."""
+    Takes: anon_vma_prepare's lock, mm->page_table_lock for each page-table level it
+    allocates (pte_alloc_map_c), the slab lock, then each PTE page's lock in turn."""
     av = anon_vma_prepare_c(words, w32, g, held, sc, vma)
     if av < 0:
         return av
-    ptrs = g[G.PTRS]
+    nv = len(vpns)
     n = 0
-    todo = sc[len(vpns) :]
-    for i in range(len(vpns)):
-        slot = mm * ptrs + vpns[i]
-        if w32[_pte(g, slot)] < 0:
-            todo[n] = slot
+    todo, addrs = sc[nv : 2 * nv], sc[2 * nv : 3 * nv]
+    for i in range(nv):
+        pe = pte_alloc_map_c(words, w32, g, held, sc, mm, vpns[i], S_ANON)
+        if pe < 0:
+            return pe
+        if w32[pe] < 0:
+            todo[n] = pe
+            addrs[n] = vpns[i]
             n += 1
     if n == 0:
         return 0
@@ -181,19 +203,20 @@ def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
     for i in range(n):
         p = sc[i]
         w32[_page(g, p, G.PAGE_MAPPING)] = av
-        w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (todo[i] - mm * ptrs - start)
+        w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (addrs[i] - start)
         w32[_page(g, p, G.PAGE_MAPCOUNT)] = 1
         w32[_page(g, p, G.PAGE_SWAPCOUNT)] = 0
     words[g[G.CPU_BASE] + G.F_FRAMES_IN] += n
-    t = lock_ptl_c(words, g, held, mm, S_ANON)
-    if t < 0:
-        return STOPPED
+    lw, t = -1, 0
     for i in range(n):
-        e = _pte(g, todo[i])
+        e = todo[i]
+        lw, t = pte_relock_c(words, g, held, lw, t, e, S_ANON)
+        if t < 0:
+            return STOPPED
         w32[e] = sc[i]
         w32[e + 1] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
-    w32[_mm(g, mm, G.MM_RSS)] += n
-    unlock_ptl_c(words, g, held, mm, S_ANON, t)
+    add_mm_rss_c(w32, g, mm, n)
+    pte_unlock_c(words, g, held, todo[n - 1], S_ANON, t)
     return n
 
 
@@ -217,18 +240,19 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
 
     New pages are allocated before the ptl is taken and the PTEs rechecked under it, as
     do_wp_page does; the reuse test is one atomic read of the old page's counts word under
-    the ptl (mapcount and swap count change together, by one atomic add)."""
+    the PTE lock (mapcount and swap count change together, by one atomic add).  Takes
+    each PTE page's lock in turn."""
     st = anon_vma_prepare_c(words, w32, g, held, sc, vma)
     if st < 0:
         return 0, 0, st
-    ptrs = g[G.PTRS]
     nv = len(vpns)
-    new, cand, dead = sc[:nv], sc[nv : 2 * nv], sc[2 * nv : 3 * nv]
+    new, cand, dead, addrs = sc[:nv], sc[nv : 2 * nv], sc[2 * nv : 3 * nv], sc[3 * nv : 4 * nv]
     n = 0
     for i in range(nv):
-        slot = mm * ptrs + vpns[i]
-        if (w32[_pte(g, slot) + 1] & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT:
-            cand[n] = slot
+        pe = pte_offset_map_c(w32, g, mm, vpns[i])
+        if pe >= 0 and (w32[pe + 1] & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT:
+            cand[n] = pe
+            addrs[n] = vpns[i]
             n += 1
     if n == 0:
         return 0, 0, OK
@@ -238,20 +262,21 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
     av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
     start, pgoff = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_PGOFF)]
     cb = g[G.CPU_BASE]
-    t = lock_ptl_c(words, g, held, mm, S_WP)
-    if t < 0:
-        return 0, 0, STOPPED
     used = reused = ndead = 0
+    lw, t = -1, 0
     for i in range(n):
-        slot = cand[i]
-        e = _pte(g, slot)
+        e = cand[i]
+        lw, t = pte_relock_c(words, g, held, lw, t, e, S_WP)
+        if t < 0:
+            return 0, 0, STOPPED
         if (w32[e + 1] & (PTE_PRESENT | PTE_WRITE)) != PTE_PRESENT:
             continue
         old = w32[e]
         ob = _page(g, old, 0)
         # reuse_swap_page: mapcount 1 (this PTE) and no swap entry, one atomic read of the
-        # counts word.  Stable under this ptl: no other PTE maps the page, and only a
-        # holder of this ptl could add one (fork's copy) or take this one (try_to_unmap).
+        # counts word.  Stable under this PTE lock: no other PTE maps the page, and only
+        # a holder of this lock could add one (fork's copy) or take this one
+        # (try_to_unmap).
         if READ_ONCE(words, (ob + G.PAGE_MAPCOUNT) >> 1) == 1:
             w32[e + 1] |= PTE_WRITE | PTE_YOUNG
             reused += 1
@@ -261,7 +286,7 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
             p = new[used]
             used += 1
             w32[_page(g, p, G.PAGE_MAPPING)] = av
-            w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (slot - mm * ptrs - start)
+            w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (addrs[i] - start)
             w32[_page(g, p, G.PAGE_MAPCOUNT)] = 1
             w32[_page(g, p, G.PAGE_SWAPCOUNT)] = 0
             words[cb + G.F_FRAMES_IN] += 1
@@ -270,7 +295,7 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
             if mapcount_add_c(words, w32, g, held, old, -1, 0, S_WP):
                 dead[ndead] = old
                 ndead += 1
-    unlock_ptl_c(words, g, held, mm, S_WP, t)
+    pte_unlock_c(words, g, held, cand[n - 1], S_WP, t)
     st = free_pages_c(words, w32, g, held, dead, ndead)
     if st == OK:
         st = free_pages_c(words, w32, g, held, new[used:], n - used)
@@ -306,18 +331,24 @@ def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int], write: bool
 def touch_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                   mm: int, vpns: np.ndarray) -> tuple[int, int, int]:
     """The owner of mm reads its pages at ``vpns``: a present PTE becomes young (the MMU's
-    accessed bit, set here under the ptl so it cannot race a walker's test-and-clear), a
-    swapped one faults back in (do_swap_page).  (touched, swapped in, status)."""
+    accessed bit, set here under the PTE lock so it cannot race a walker's
+    test-and-clear), a swapped one faults back in (do_swap_page).  (touched, swapped in,
+    status).  Takes each PTE page's lock in turn, then do_swap_page's locks."""
     ptrs = g[G.PTRS]
     nv = len(vpns)
     slots, pages = sc[:nv], sc[nv : 2 * nv]
-    t = lock_ptl_c(words, g, held, mm, S_ANON)
-    if t < 0:
-        return 0, 0, STOPPED
     touched = ns = 0
+    lw, t = -1, 0
+    last = -1
     for i in range(nv):
+        e = pte_offset_map_c(w32, g, mm, vpns[i])
+        if e < 0:
+            continue
+        lw, t = pte_relock_c(words, g, held, lw, t, e, S_ANON)
+        if t < 0:
+            return 0, 0, STOPPED
+        last = e
         slot = mm * ptrs + vpns[i]
-        e = _pte(g, slot)
         fl = w32[e + 1]
         if fl & PTE_PRESENT:
             w32[e + 1] = fl | PTE_YOUNG
@@ -326,7 +357,8 @@ def touch_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
             slots[ns] = slot
             pages[ns] = w32[e]
             ns += 1
-    unlock_ptl_c(words, g, held, mm, S_ANON, t)
+    if last >= 0:
+        pte_unlock_c(words, g, held, last, S_ANON, t)
     done = 0
     for i in range(ns):
         d = do_swap_page_c(words, w32, g, held, pages[i], slots[i:], 1, 0, 0)
@@ -351,36 +383,49 @@ def touch_pages(m: Model, mm: int, vpns: np.ndarray) -> tuple[int, int]:
 
 @cached_njit
 def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
-                      child: int, parent: int, vma: int) -> int:
+                      sc: np.ndarray, child: int, parent: int, vma: int) -> int:
     """Copy the parent's PTEs of vma's range into the child's, write-protecting both (the
     child's copy is old, as copy_one_pte's pte_mkold makes it); every mapped page gains a
-    mapping (swap entries a swap reference).  Takes the child's then the parent's ptl (dst
-    then src, as the kernel nests them); page counts change by atomic adds."""
+    mapping (swap entries a swap reference).  One PMD's worth (a PTE page) at a time, as
+    copy_pte_range: a range whose source PTE page is none is skipped; else the child's
+    levels are allocated (pte_alloc_map_c, mm->page_table_lock), then the child's PTE lock
+    and the parent's inside it (dst then src, spin_lock_nested); page counts change by
+    atomic adds.  Uses sc[0]."""
     start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
-    ptrs = g[G.PTRS]
-    td = lock_ptl_c(words, g, held, child, S_DUP)
-    if td < 0:
-        return STOPPED
-    ts = lock_ptl_c(words, g, held, parent, S_DUP)
-    if ts < 0:
-        return STOPPED
     present = 0
-    for a in range(start, end):
-        es, ed = _pte(g, parent * ptrs + a), _pte(g, child * ptrs + a)
-        fl = w32[es + 1]
-        page = w32[es]
-        w32[es + 1] = fl & ~PTE_WRITE
-        w32[ed] = page
-        w32[ed + 1] = fl & ~(PTE_WRITE | PTE_YOUNG)  # copy_one_pte: pte_mkold for the child
-        if fl & PTE_PRESENT:
-            present += 1
-            if mapcount_add_c(words, w32, g, held, page, 1, 0, S_DUP) < 0:
-                return STOPPED
-        elif fl & PTE_SWAP and mapcount_add_c(words, w32, g, held, page, 0, 1, S_DUP) < 0:
+    a = start
+    while a < end:
+        nxt = min(end, (a | (PTRS_PER_TABLE - 1)) + 1)  # pmd_addr_end
+        es = pte_offset_map_c(w32, g, parent, a)
+        if es < 0:  # pmd_none_or_clear_bad(src_pmd): nothing to copy
+            a = nxt
+            continue
+        ed = pte_alloc_map_c(words, w32, g, held, sc, child, a, S_DUP)
+        if ed < 0:
+            return ed
+        td = pte_lock_c(words, g, held, ed, S_DUP)
+        if td < 0:
             return STOPPED
-    w32[_mm(g, child, G.MM_RSS)] += present
-    unlock_ptl_c(words, g, held, parent, S_DUP, ts)
-    unlock_ptl_c(words, g, held, child, S_DUP, td)
+        ts = pte_lock_c(words, g, held, es, S_DUP)
+        if ts < 0:
+            pte_unlock_c(words, g, held, ed, S_DUP, td)
+            return STOPPED
+        for i in range(nxt - a):
+            s_, d_ = es + 2 * i, ed + 2 * i
+            fl = w32[s_ + 1]
+            page = w32[s_]
+            w32[s_ + 1] = fl & ~PTE_WRITE
+            w32[d_] = page
+            w32[d_ + 1] = fl & ~(PTE_WRITE | PTE_YOUNG)  # copy_one_pte: pte_mkold for the child
+            if fl & PTE_PRESENT:
+                present += 1
+                mapcount_add_c(words, w32, g, held, page, 1, 0, S_DUP)
+            elif fl & PTE_SWAP:
+                mapcount_add_c(words, w32, g, held, page, 0, 1, S_DUP)
+        pte_unlock_c(words, g, held, es, S_DUP, ts)
+        pte_unlock_c(words, g, held, ed, S_DUP, td)
+        a = nxt
+    add_mm_rss_c(w32, g, child, present)
     return OK
 
 
@@ -411,7 +456,7 @@ def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
             w32[_vma(g, cv, G.VMA_ANON_VMA)] = w32[_vma(g, pv, G.VMA_ANON_VMA)]
             st = anon_vma_link_c(words, w32, g, held, sc, cv)
         if st == OK:
-            st = copy_page_range_c(words, w32, g, held, child, parent, cv)
+            st = copy_page_range_c(words, w32, g, held, sc, child, parent, cv)
         if st < 0:
             if st != STOPPED:
                 exit_mmap_c(words, w32, g, held, sc, child)
@@ -433,31 +478,37 @@ def dup_mmap(m: Model, parent: int) -> int:
 def zap_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                      mm: int, vma: int) -> int:
     """Clear vma's PTEs: each page loses this mapping and is freed if that was its last
-    reference.  Takes the mm's ptl; page counts change by atomic adds."""
+    reference.  One PTE page at a time under its lock (zap_pte_range), none skipped; page
+    counts change by atomic adds.  The tables stay (freed at exit: free_pgtables_c)."""
     start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
-    ptrs = g[G.PTRS]
-    t = lock_ptl_c(words, g, held, mm, S_EXIT)
-    if t < 0:
-        return STOPPED
     present = ndead = 0
-    for a in range(start, end):
-        e = _pte(g, mm * ptrs + a)
-        fl, page = w32[e + 1], w32[e]
-        dead = 0
-        if fl & PTE_PRESENT:
-            present += 1
-            dead = mapcount_add_c(words, w32, g, held, page, -1, 0, S_EXIT)
-        elif fl & PTE_SWAP:
-            dead = mapcount_add_c(words, w32, g, held, page, 0, -1, S_EXIT)
-        if dead < 0:
+    a = start
+    while a < end:
+        nxt = min(end, (a | (PTRS_PER_TABLE - 1)) + 1)  # pmd_addr_end
+        e0 = pte_offset_map_c(w32, g, mm, a)
+        if e0 < 0:
+            a = nxt
+            continue
+        t = pte_lock_c(words, g, held, e0, S_EXIT)
+        if t < 0:
             return STOPPED
-        if dead:
-            sc[ndead] = page
-            ndead += 1
-        w32[e] = -1
-        w32[e + 1] = 0
-    w32[_mm(g, mm, G.MM_RSS)] -= present
-    unlock_ptl_c(words, g, held, mm, S_EXIT, t)
+        for i in range(nxt - a):
+            e = e0 + 2 * i
+            fl, page = w32[e + 1], w32[e]
+            dead = 0
+            if fl & PTE_PRESENT:
+                present += 1
+                dead = mapcount_add_c(words, w32, g, held, page, -1, 0, S_EXIT)
+            elif fl & PTE_SWAP:
+                dead = mapcount_add_c(words, w32, g, held, page, 0, -1, S_EXIT)
+            if dead:
+                sc[ndead] = page
+                ndead += 1
+            w32[e] = -1
+            w32[e + 1] = 0
+        pte_unlock_c(words, g, held, e0, S_EXIT, t)
+        a = nxt
+    add_mm_rss_c(w32, g, mm, -present)
     return free_pages_c(words, w32, g, held, sc, ndead)
 
 
@@ -472,7 +523,8 @@ def zap_page_range(m: Model, mm: int, vma: int) -> None:
 def exit_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                 mm: int) -> int:
     """exit: zap every VMA's pages, unlink it from the reverse map (freeing anon_vmas that
-    become unused), free the VMAs and the mm."""
+    become unused), free the VMAs, then the page tables (free_pgtables: no walker can
+    reach them once no VMA of the mm is on a list) and the mm."""
     v = w32[_mm(g, mm, G.MM_VMA_HEAD)]
     while v >= 0:
         nxt = w32[_vma(g, v, G.VMA_NEXT)]
@@ -486,6 +538,9 @@ def exit_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
         v = nxt
     w32[_mm(g, mm, G.MM_VMA_HEAD)] = -1
     w32[_mm(g, mm, G.MM_NR_VMAS)] = 0
+    st = free_pgtables_c(words, w32, g, held, sc, mm)
+    if st < 0:
+        return st
     return kmem_cache_free_one(words, w32, g, held, G.K_MM, mm, sc)
 
 
@@ -498,7 +553,8 @@ def exit_mmap(m: Model, mm: int) -> None:
 
 def do_munmap(m: Model, mm: int, vma: int) -> None:
     """Unmap a whole VMA of mm: zap its pages, unlink it from the reverse map (freeing
-    anon_vmas that become unused), take it off the mm's list and free it."""
+    anon_vmas that become unused), take it off the mm's list and free it, then the page
+    tables no other VMA of mm lies under (free_pgd_range)."""
     zap_page_range(m, mm, vma)
     unlink_anon_vmas(m, vma)
     rec = m.vma
@@ -514,4 +570,6 @@ def do_munmap(m: Model, mm: int, vma: int) -> None:
         rec["vm_next"][prev] = nxt
     m.mm["nr_vmas"][mm] -= 1
     rec["in_use"][vma] = 0
+    start, end = int(rec["vm_start"][vma]), int(rec["vm_end"][vma])
     m.free("vma", vma)
+    free_pgd_range(m, mm, start, end)

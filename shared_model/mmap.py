@@ -42,11 +42,12 @@ from .ctx import mm_word as _mm
 from .ctx import raise_status
 from .ctx import vma_word as _vma
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
-from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
+from .layout import PTE_PRESENT, PTE_WRITE, PTRS_PER_TABLE, VM_READ, VM_WRITE
 from .locking.jit import cached_njit
 from .locks import CLASS as LOCK_CLASS
 from .locks import SITE, lock_acquire_c, lock_release_c
 from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
+from .pgtable import pte_lockptr_c, pte_offset_map_c
 
 S_ADJUST = SITE["vma_adjust"]
 PTL = LOCK_CLASS["ptl"]
@@ -353,17 +354,25 @@ def vma_merge(m: Model, mm: int, prev: int, addr: int, end: int, flags: int, av:
 def change_protection_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                         mm: int, start: int, end: int) -> int:
     """change_protection for a range losing VM_WRITE: write-protect its present PTEs (the
-    next write faults, do_wp_page).  Takes and releases the mm's ptl."""
-    w = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
-    t = lock_acquire_c(words, g, held, w, PTL, S_ADJUST, 0)
-    if t < 0:
-        return STOPPED
-    ptrs = g[G.PTRS]
-    for a in range(start, end):
-        e = g[G.PTE0] + 2 * (mm * ptrs + a)
-        if w32[e + 1] & PTE_PRESENT:
-            w32[e + 1] &= ~PTE_WRITE
-    lock_release_c(words, g, held, w, PTL, S_ADJUST, 0, t)
+    next write faults, do_wp_page).  One PTE page at a time (change_pte_range), none
+    skipped; takes and releases each PTE page's lock."""
+    a = start
+    while a < end:
+        nxt = min(end, (a | (PTRS_PER_TABLE - 1)) + 1)  # pmd_addr_end
+        e0 = pte_offset_map_c(w32, g, mm, a)
+        if e0 < 0:
+            a = nxt
+            continue
+        w = pte_lockptr_c(g, e0)
+        t = lock_acquire_c(words, g, held, w, PTL, S_ADJUST, 0)
+        if t < 0:
+            return STOPPED
+        for i in range(nxt - a):
+            e = e0 + 2 * i
+            if w32[e + 1] & PTE_PRESENT:
+                w32[e + 1] &= ~PTE_WRITE
+        lock_release_c(words, g, held, w, PTL, S_ADJUST, 0, t)
+        a = nxt
     return OK
 
 

@@ -31,6 +31,10 @@ from .layout import (
     ALLOC_KINDS,
     ANON_VMA_DTYPE,
     MM_DTYPE,
+    PGDIR_SHIFT,
+    PMD_SHIFT,
+    PTRS_PER_TABLE,
+    PUD_SHIFT,
     SLAB_AC_AVAIL,
     SLAB_AC_ENTRY,
     SLAB_AC_LOCK,
@@ -228,8 +232,9 @@ def kmem_cache_alloc_body(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     if st != G.OK:
         return st
     r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
-    for i in range(n):
-        w32[r0 + out[i] * rw + iu] = 1
+    if iu >= 0:  # page-table blocks have no in_use field (ctx.make_geometry)
+        for i in range(n):
+            w32[r0 + out[i] * rw + iu] = 1
     return G.OK
 
 
@@ -241,8 +246,9 @@ def kmem_cache_free_body(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
     (cache_flusharray); a bulk free (``n`` > SLAB_BATCH) goes straight to the global
     stack.  OK or STOPPED."""
     r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
-    for i in range(n):
-        w32[r0 + ids[i] * rw + iu] = 0
+    if iu >= 0:
+        for i in range(n):
+            w32[r0 + ids[i] * rw + iu] = 0
     if n > SLAB_BATCH:
         w = g[G.SLAB_W0] + k * 8
         t = lock_acquire_c(words, g, held, w, SLAB, S_FREE, 0)
@@ -375,6 +381,11 @@ class Model:
         # four VMA fields are vm_start, vm_end, vm_pgoff, vm_mm; a PTE is page, flags).
         self.vma_words = self.vma.view(np.int32).reshape(len(self.vma), -1)
         self.pte_words = self.pte.view(np.int32).reshape(len(self.pte), 2)
+        # The upper page-table levels (pgtable.py): [block, entry], an entry the next
+        # level's block + 1 (0: none).  ``pte_page``/``pte_flags`` above are the PTE pages'
+        # pool: PTE i of PTE page p at p * PTRS_PER_TABLE + i (pte_index finds it).
+        self.pgd_table, self.pud_table, self.pmd_table = seg["pgd"], seg["pud"], seg["pmd"]
+        self.pte_ptl = seg["ptl"]
         self.av_head = self.anon_vma["head"]
         self.av_root = self.anon_vma["root"]
         self.vma_anon_vma = self.vma["anon_vma"]
@@ -394,7 +405,7 @@ class Model:
         # try_to_unmap's unmapped PTE slots: at most one per mm.
         self.walk_out = np.zeros(self.caps.mms + 1, dtype=np.int64)
         # Compiled operations' scratch (allocation results, a VMA's chain): process-local.
-        self.scratch = np.zeros(max(3 * self.ptrs, 2 * self.caps.anon_vmas) + 64, dtype=np.int64)
+        self.scratch = np.zeros(max(4 * self.ptrs, 2 * self.caps.anon_vmas) + 64, dtype=np.int64)
         self.alloc_fail_p = 0.0
         # Word index of lock 0 of each lock array, and the stride between locks, in words.
         offs = seg.offsets
@@ -403,6 +414,7 @@ class Model:
         self._av_lock_w0 = (offs["anon_vma"] + ANON_VMA_DTYPE.fields["lock"][1]) // 8
         self._av_stride = ANON_VMA_DTYPE.itemsize // 8
         self._slab_w0 = offs["slab"] // 8
+        self._pte_ptl_w0 = offs["ptl"] // 8
         self.walkhist_word = offs["walkhist"] // 8 + cpu * WALK_HIST_BUCKETS
         self._free = {k: seg[f"free_{k}"] for k in ALLOC_KINDS}
         self._tops = self.header["top"][0]
@@ -445,8 +457,8 @@ class Model:
             seg["page"]["mapcount"] = 0
             seg["page"]["swapcount"] = 0
             seg["page"]["flags"] = 0
-            seg["pte"]["page"] = -1
-            seg["pte"]["flags"] = 0
+            # Page-table blocks are cleared when allocated (pgtable.py), not here: creating
+            # the segment touches none of them.
             # VMA 0 is a sentinel, never allocated: an empty range that no PTE falls in.
             seg["vma"][0] = (0, 0, 0, 0, -1, -1, -1, -1, -1, 1, 0)
             tops = seg["header"]["top"][0]
@@ -508,7 +520,88 @@ class Model:
         self.g[G.ENTRY_COST_NS] = ns
 
     def ptl_word(self, mm: int) -> int:
+        """mm's page_table_lock (its ``ptl`` record), taken to populate its page tables."""
         return self._mm_ptl_w0 + mm * self._mm_stride
+
+    # ------------------------------------------------------------------ page tables
+
+    def pte_page_lock_word(self, pte_page: int) -> int:
+        """The split lock of PTE page ``pte_page`` (ptl[pte_page])."""
+        return self._pte_ptl_w0 + pte_page * 8
+
+    def pte_lock_word(self, slot: int) -> int:
+        """The split lock guarding the PTE of ``slot`` (mm * ptrs + vpn), -1 if none."""
+        i = self.pte_index(slot)
+        return -1 if i < 0 else self.pte_page_lock_word(i // PTRS_PER_TABLE)
+
+    def pte_index(self, slot: int) -> int:
+        """Where the PTE of ``slot`` (mm * ptrs + vpn: the faulting address) lies: its index
+        into ``pte_page``/``pte_flags``, found through the mm's tables, or -1 when a level
+        on the way is none (pte_offset_map)."""
+        mm, vpn = divmod(int(slot), self.ptrs)
+        e = int(self.mm["pgd"][mm]) + 1
+        for table, shift in ((self.pgd_table, PGDIR_SHIFT), (self.pud_table, PUD_SHIFT),
+                             (self.pmd_table, PMD_SHIFT)):
+            if e <= 0:
+                return -1
+            e = int(table[e - 1, (vpn >> shift) & (PTRS_PER_TABLE - 1)])
+        if e <= 0:
+            return -1
+        return (e - 1) * PTRS_PER_TABLE + (vpn & (PTRS_PER_TABLE - 1))
+
+    def pte_of(self, mm: int, vpn: int) -> tuple[int, int]:
+        """(page, flags) of mm's PTE for vpn; (-1, 0), pte_none, where the tables have none."""
+        i = self.pte_index(mm * self.ptrs + vpn)
+        return (-1, 0) if i < 0 else (int(self.pte_page[i]), int(self.pte_flags[i]))
+
+    def pte_pages_grid(self) -> np.ndarray:
+        """[mm, block] the PTE page holding vpns block * PTRS_PER_TABLE onwards of each mm,
+        -1 where none (a freed mm's row included): the tables walked for every mm at once."""
+        nb = -(-self.ptrs // PTRS_PER_TABLE)
+        a = np.arange(nb, dtype=np.int64) << PMD_SHIFT
+        pgd = self.mm["pgd"].astype(np.int64)
+        out = np.full((len(pgd), nb), -1, dtype=np.int64)
+        rows = np.flatnonzero(pgd >= 0)
+        if not len(rows):
+            return out
+        idx = PTRS_PER_TABLE - 1
+        e = self.pgd_table[pgd[rows][:, None], ((a >> PGDIR_SHIFT) & idx)[None, :]].astype(np.int64)
+        for table, shift in ((self.pud_table, PUD_SHIFT), (self.pmd_table, PMD_SHIFT)):
+            e = np.where(e > 0, table[np.maximum(e - 1, 0), ((a >> shift) & idx)[None, :]], 0)
+        out[rows] = e - 1
+        return out
+
+    def pte_grid(self) -> np.ndarray:
+        """[mm, vpn] index into ``pte_page``/``pte_flags`` of every mm's PTE for vpn 0 ..
+        ptrs - 1, -1 where the tables have none (check_model, tests)."""
+        vpn = np.arange(self.ptrs, dtype=np.int64)
+        p = self.pte_pages_grid()[:, vpn >> PMD_SHIFT]
+        return np.where(p >= 0, p * PTRS_PER_TABLE + (vpn & (PTRS_PER_TABLE - 1)), -1)
+
+    def pte_values_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """[mm, vpn] (page, flags) of every mm's PTE for vpn 0 .. ptrs - 1 read through the
+        tables, (-1, 0) where they have none: whole PTE pages gathered at once (check_model)."""
+        pp = self.pte_pages_grid()
+        none = pp < 0
+        idx = np.where(none, 0, pp)
+        nmm, nb = pp.shape
+        out = []
+        for arr, empty in ((self.pte_page, -1), (self.pte_flags, 0)):
+            rows = arr.reshape(-1, PTRS_PER_TABLE)[idx]  # [mm, block, PTE]
+            rows[none] = empty
+            out.append(rows.reshape(nmm, nb * PTRS_PER_TABLE)[:, : self.ptrs])
+        return out[0], out[1]
+
+    def ptes_of(self, mm: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pages, flags) of mm's PTEs for vpn 0 .. ptrs - 1, copies; (-1, 0) where none."""
+        vpn = np.arange(self.ptrs, dtype=np.int64)
+        idx = np.array([self.pte_index(mm * self.ptrs + int(b)) for b in range(0, self.ptrs, PTRS_PER_TABLE)],
+                       dtype=np.int64)
+        p = idx[vpn >> PMD_SHIFT]
+        p = np.where(p >= 0, p + (vpn & (PTRS_PER_TABLE - 1)), -1)
+        pages = np.where(p >= 0, self.pte_page[np.maximum(p, 0)], -1)
+        flags = np.where(p >= 0, self.pte_flags[np.maximum(p, 0)], 0)
+        return pages, flags
 
     def anon_vma_lock_word(self, av: int) -> int:
         """The lock that guards av's list: its own, or its root's (eras.lock_root)."""
@@ -608,6 +701,7 @@ class Model:
             (self.anon_vma["lock"], self._av_lock_w0, self._av_stride),
             (self.mm["ptl"], self._mm_ptl_w0, self._mm_stride),
             (self.seg["slab"], self._slab_w0, 8),
+            (self.pte_ptl, self._pte_ptl_w0, 8),
         ):
             for i in np.flatnonzero(arr["owner"] != 0).tolist():
                 tag = int(arr["owner"][i])
@@ -624,6 +718,7 @@ class Model:
             (self._av_lock_w0, self._av_stride, len(self.anon_vma), AV_LOCK),
             (self._mm_ptl_w0, self._mm_stride, len(self.mm), PTL),
             (self._slab_w0, 8, len(ALLOC_KINDS), SLAB),
+            (self._pte_ptl_w0, 8, len(self.pte_ptl), PTL),
         ):
             n = wedged_in(self.words, w0, stride, count, int(self.g[G.KIND0 + cls]), out)
             names += [self.describe_lock(w0 + int(i) * stride) for i in out[:n]]

@@ -58,6 +58,7 @@ from .locking.atomics import (
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
+from .pgtable import pte_lockptr_c, pte_offset_map_c
 
 WALK = CPU_STATE["walk"]
 AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]
@@ -116,21 +117,21 @@ def rmap_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
     SWAP_FAIL; otherwise ``swap_duplicate`` under the global swap_lock and a swap entry in
     the PTE's place, the slot stored at ``out[result]``).  Returns (ONE_* code, result).
 
-    Expects held: the rmap lock.  Takes and releases the PTE's ptl, the swap_lock inside
-    it."""
+    Expects held: the rmap lock.  Takes and releases the PTE page's lock, the swap_lock
+    inside it."""
     vb = g[G.VMA0] + vma * g[G.VMA_W]
     start = w32[vb + G.VMA_START]
     addr = start + (index - w32[vb + G.VMA_PGOFF])  # vma_address
     if addr < start or addr >= w32[vb + G.VMA_END]:
         return ONE_MISS, result
     mm = w32[vb + G.VMA_MM]
-    slot = mm * g[G.PTRS] + addr
-    pe = g[G.PTE0] + 2 * slot
-    if not w32[pe + 1] & PTE_PRESENT:  # page_check_address: pte_present, no lock
+    # page_check_address: pgd -> pud -> pmd -> pte (a none level: not mapped here), then
+    # pte_present without the lock, then the PTE page's lock and the compare under it.
+    pe = pte_offset_map_c(w32, g, mm, addr)
+    if pe < 0 or not w32[pe + 1] & PTE_PRESENT:
         return ONE_MISS, result
-    # page_check_address: the PTE lock, then the compare under it.
     site = S_PR_ONE if op == OP_REFERENCED else S_TTU_ONE
-    ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
+    ptl = pte_lockptr_c(g, pe)
     t = lock_acquire_c(words, g, held, ptl, PTL, site, 0)
     if t < 0:
         return ONE_STOPPED, result
@@ -156,8 +157,8 @@ def rmap_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
             if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
                 lock_release_c(words, g, held, ptl, PTL, site, 0, t)
                 return ONE_STOPPED, result
-            w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS] -= 1
-            out[result] = slot
+            atomic_fetch_add(w32, g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS, -1)  # add_mm_counter
+            out[result] = mm * g[G.PTRS] + addr  # the slot: the address a refault comes back to
             result += 1
     lock_release_c(words, g, held, ptl, PTL, site, 0, t)
     return code, result
@@ -401,25 +402,37 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     entry its only user), mapcount up, swap count down (swap_free).  1 done, 0 the PTE
     changed meanwhile, -1 aborted.
 
-    Takes: the page lock (unless ``locked``: the caller holds it), then the mm's ptl, the
-    page's mapcount stripe and the swap_lock (swap_free) inside it."""
+    ``slot`` is the faulting address (mm * ptrs_per_mm + vpn): the PTE is found through
+    mm's tables (pte_offset_map_lock), and under its lock the walk is done again and must
+    give the same PTE (pte_same): the faulting CPU is not the mm's owner here (reclaim
+    refaults for the owners), and the mm may have exited, its tables freed and reused,
+    meanwhile.
+
+    Takes: the page lock (unless ``locked``: the caller holds it), then the PTE page's
+    lock, the swap_lock (swap_free) inside it."""
     if not locked and lock_page_c(words, w32, g, page) < 0:
         return -1
     ptrs = g[G.PTRS]
     mm = slot // ptrs
-    pe = g[G.PTE0] + 2 * slot
-    ptl = g[G.MM_PTL_W0] + mm * g[G.MM_W64]
+    addr = slot - mm * ptrs
+    pe = pte_offset_map_c(w32, g, mm, addr)
+    if pe < 0:
+        if not locked:
+            unlock_page_c(w32, g, page)
+        return 0
+    ptl = pte_lockptr_c(g, pe)
     t = lock_acquire_c(words, g, held, ptl, PTL, S_SWAPIN, 0)
     if t < 0:
         if not locked:
             unlock_page_c(w32, g, page)
         return -1
     done = 0
-    if w32[pe] == page and w32[pe + 1] & PTE_SWAP:
+    if (w32[pe] == page and w32[pe + 1] & PTE_SWAP
+            and pte_offset_map_c(w32, g, mm, addr) == pe):
         pb = g[G.PAGE0] + page * g[G.PAGE_W]
         mapcount, swapcount = w32[pb + G.PAGE_MAPCOUNT], w32[pb + G.PAGE_SWAPCOUNT]
         exclusive = write != 0 and mapcount + swapcount == 1
-        vma = find_vma_c(w32, g, mm, slot - mm * ptrs)
+        vma = find_vma_c(w32, g, mm, addr)
         page_add_anon_rmap_swapin_c(w32, g, page, vma, mapcount == 0, exclusive)
         w32[pe + 1] = PTE_PRESENT | PTE_YOUNG | (PTE_WRITE if exclusive else 0)
         ok = mapcount_add_c(words, w32, g, held, page, 1, -1, S_SWAPIN) >= 0
@@ -433,7 +446,7 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
             if not locked:
                 unlock_page_c(w32, g, page)
             return -1
-        w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS] += 1
+        atomic_fetch_add(w32, g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS, 1)  # add_mm_counter
         words[g[G.CPU_BASE] + G.F_SWAPINS] += 1
         done = 1
     lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
@@ -684,7 +697,7 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarra
     """``scan``'s arithmetic: the entries page_referenced would visit for each page, counted
     in one process with no lock and no change (the same loop as ``rmap_walk_locked``)."""
     out = np.zeros(len(pages), dtype=np.int64)
-    ptrs, vma0, vma_w, pte0 = g[G.PTRS], g[G.VMA0], g[G.VMA_W], g[G.PTE0]
+    vma0, vma_w = g[G.VMA0], g[G.VMA_W]
     chain = g[G.CHAIN] != 0
     if chain:
         node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
@@ -710,8 +723,8 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarra
             addr = start + (index - w32[vb + G.VMA_PGOFF])
             if addr < start or addr >= w32[vb + G.VMA_END]:
                 continue
-            pe = pte0 + 2 * (w32[vb + G.VMA_MM] * ptrs + addr)
-            if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
+            pe = pte_offset_map_c(w32, g, w32[vb + G.VMA_MM], addr)
+            if pe >= 0 and w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
                 found += 1
                 if found >= need:
                     break
@@ -908,7 +921,7 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tupl
     ``rmap_walk_tree_locked``, without locks or changes)."""
     visited_out = np.zeros(len(pages), dtype=np.int64)
     nodes_out = np.zeros(len(pages), dtype=np.int64)
-    ptrs, vma0, vma_w, pte0 = g[G.PTRS], g[G.VMA0], g[G.VMA_W], g[G.PTE0]
+    vma0, vma_w = g[G.VMA0], g[G.VMA_W]
     avc0, avc_w = g[G.AVC0], g[G.AVC_W]
     for i in range(len(pages)):
         page = pages[i]
@@ -924,8 +937,8 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tupl
             visited += 1
             vb = vma0 + w32[avc0 + avc * avc_w + G.AVC_VMA] * vma_w
             addr = w32[vb + G.VMA_START] + (index - w32[vb + G.VMA_PGOFF])
-            pe = pte0 + 2 * (w32[vb + G.VMA_MM] * ptrs + addr)
-            if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
+            pe = pte_offset_map_c(w32, g, w32[vb + G.VMA_MM], addr)
+            if pe >= 0 and w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
                 found += 1
                 if found >= need:
                     break

@@ -189,8 +189,7 @@ def test_exit_of_all_children_frees_their_anon_vmas(
     av0 = int(m.vma_anon_vma[fam.vma])
     assert m.anon_vma["nr_members"][av0] == 1
     assert anon_vma_members(m, av0)[0].tolist() == [fam.vma]
-    parent_ptes = slice(fam.parent * m.ptrs, fam.parent * m.ptrs + p)
-    assert m.page_mapcount[m.pte_page[parent_ptes]].tolist() == [1] * p
+    assert m.page_mapcount[m.ptes_of(fam.parent)[0][:p]].tolist() == [1] * p
     if ERAS[era].lock_root:
         assert m.anon_vma["refcount"][av0] == 0
 
@@ -220,26 +219,26 @@ def test_try_to_unmap_then_do_swap_page_round_trip(make_model: MakeModel, era: s
     n, p = 3, 2
     m = make_model(era, users=n, pages=p, cow=0.0)
     fam = build_family(m, n, p, 0.0)
-    page = int(m.pte_page[fam.parent * m.ptrs + 1])
+    page = m.pte_of(fam.parent, 1)[0]
     slots = sorted(mm * m.ptrs + 1 for mm in [fam.parent, *fam.children])
     # The parent's mapping, first on the list, is young since its first touch: SWAP_FAIL,
     # nothing unmapped, and that young bit is cleared.
     assert try_to_unmap(m, page)[0] == []
     assert m.page_mapcount[page] == n + 1
-    assert not m.pte_flags[fam.parent * m.ptrs + 1] & PTE_YOUNG
+    assert not m.pte_of(fam.parent, 1)[1] & PTE_YOUNG
     page_referenced(m, page)  # clears whatever young bits are left
     # Now none is young: every mapping becomes a swap entry.
     unmapped, visited = try_to_unmap(m, page)
     assert sorted(unmapped) == slots and visited == n + 1
     assert (m.page_mapcount[page], m.page_swapcount[page]) == (0, n + 1)
-    assert all(m.pte_flags[s] == PTE_SWAP for s in slots)
+    assert all(m.pte_flags[m.pte_index(s)] == PTE_SWAP for s in slots)
     assert m.page_mapping[page] >= 0  # still in the swap cache
     assert page_referenced(m, page) == (0, 0)  # not mapped: no walk
     assert m.counts() == family_counts(era, n, p, 0.0)
     # Fault it back in everywhere.
     assert do_swap_page(m, page, unmapped) == n + 1
     assert (m.page_mapcount[page], m.page_swapcount[page]) == (n + 1, 0)
-    assert all(m.pte_flags[s] & PTE_PRESENT for s in slots)
+    assert all(m.pte_flags[m.pte_index(s)] & PTE_PRESENT for s in slots)
     assert page_referenced(m, page) == (n + 1, n + 1)
     assert m.mm["rss"][[fam.parent, *fam.children]].tolist() == [p] * (n + 1)
 
@@ -249,14 +248,14 @@ def test_swapped_page_survives_fork_and_is_freed_by_exit(make_model: MakeModel, 
     n, p = 2, 2
     m = make_model(era, users=n, pages=p, cow=0.0, spare_users=2)
     fam = build_family(m, n, p, 0.0)
-    page = int(m.pte_page[fam.parent * m.ptrs])
+    page = m.pte_of(fam.parent, 0)[0]
     page_referenced(m, page)
     unmapped, _ = try_to_unmap(m, page)
     assert len(unmapped) == n + 1
     # fork copies the swap entry: one more swap reference, no mapping.
     g = dup_mmap(m, fam.children[0])
     assert (m.page_mapcount[page], m.page_swapcount[page]) == (0, n + 2)
-    assert m.pte_flags[g * m.ptrs] == PTE_SWAP
+    assert m.pte_of(g, 0)[1] == PTE_SWAP
     for mm in [g, *fam.children, fam.parent]:
         exit_mmap(m, mm)
     assert m.counts() == ZERO

@@ -288,7 +288,7 @@ def test_an_anon_vma_without_a_root_is_caught(make_model: MakeModel, era: str) -
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_pte_of_a_freed_page_is_caught(make_model: MakeModel, era: str) -> None:
     m, fam = corrupt_family(make_model, era, cow=0.0)
-    slot = fam.parent * m.ptrs
+    slot = m.pte_index(fam.parent * m.ptrs)
     page = int(m.pte_page[slot])
     m.page_mapping[page] = -1  # freed under a live mapping
     m.page["in_use"][page] = 0
@@ -298,7 +298,7 @@ def test_pte_of_a_freed_page_is_caught(make_model: MakeModel, era: str) -> None:
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_half_freed_page_is_caught(make_model: MakeModel, era: str) -> None:
     m, fam = corrupt_family(make_model, era, cow=0.0)
-    page = int(m.pte_page[fam.parent * m.ptrs])
+    page = m.pte_of(fam.parent, 0)[0]
     m.page_mapping[page] = -1  # mapping cleared, record still in use
     assert_caught(m, "in_use and mapping disagree")
 
@@ -313,7 +313,7 @@ def test_page_allocated_and_never_used_is_caught(make_model: MakeModel, era: str
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_torn_pte_is_reported_not_crashed_on(make_model: MakeModel, era: str) -> None:
     m, fam = corrupt_family(make_model, era, cow=0.0)
-    m.pte_page[fam.parent * m.ptrs] = -1  # page cleared, flags not yet: a CPU killed mid-zap
+    m.pte_page[m.pte_index(fam.parent * m.ptrs)] = -1  # page cleared, flags not yet: a CPU killed mid-zap
     assert_caught(m, "marked present or swapped with no page")
 
 
@@ -355,7 +355,7 @@ def test_page_index_that_does_not_give_back_its_address_is_caught(
     make_model: MakeModel, era: str
 ) -> None:
     m, fam = corrupt_family(make_model, era, cow=0.0)
-    page = int(m.pte_page[fam.parent * m.ptrs])
+    page = m.pte_of(fam.parent, 0)[0]
     m.page_index[page] += 1
     assert_caught(m, "whose index does not give back their address")
 
@@ -363,7 +363,7 @@ def test_page_index_that_does_not_give_back_its_address_is_caught(
 def test_swap_and_present_flags_are_counted_separately(make_model: MakeModel) -> None:
     """A present PTE turned into a swap entry behind the counts' back shows on both."""
     m, fam = corrupt_family(make_model, "2.6.34", cow=0.0)
-    slot = fam.children[0] * m.ptrs
+    slot = m.pte_index(fam.children[0] * m.ptrs)
     assert m.pte_flags[slot] & PTE_PRESENT
     m.pte_flags[slot] = PTE_SWAP
     assert_caught(m, "wrong mapcount", "wrong swapcount", "wrong rss")

@@ -339,7 +339,7 @@ def test_tree_order_of_equal_starts(make_model: MakeModel, era: str, after_split
     do_anonymous_pages(m, mm, v, np.arange(4))
     child = dup_mmap(m, mm)
     do_wp_pages(m, child, mm_vmas(m, child)[0], np.array([0]))
-    page = int(m.pte_page[mm * m.ptrs + 0])
+    page = m.pte_of(mm, 0)[0]
     assert walk_lengths_of(m, np.array([page]))[0] == 1
     do_mprotect(m, mm, 2, 2, VM_READ)
     assert walk_lengths_of(m, np.array([page]))[0] == after_split

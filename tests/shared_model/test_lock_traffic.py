@@ -50,7 +50,7 @@ def present_on_walk(m: Model, page: int, visited: int) -> int:
         start, pgoff = int(m.vma["vm_start"][v]), int(m.vma["vm_pgoff"][v])
         addr = start + index - pgoff
         if start <= addr < int(m.vma["vm_end"][v]):
-            n += bool(m.pte_flags[int(m.vma["vm_mm"][v]) * m.ptrs + addr] & PTE_PRESENT)
+            n += bool(m.pte_of(int(m.vma["vm_mm"][v]), addr)[1] & PTE_PRESENT)
     return n
 
 
@@ -60,7 +60,7 @@ def test_pte_lock_per_visited_present_entry(make_model: MakeModel, era: str) -> 
     m = make_model(era, users=n, pages=p, cow=1.0)
     fam = build_family(m, n, p, 1.0)
     kid = fam.children[3]  # child 4: entry 5 of the family list (2.6.33)
-    page = int(m.pte_page[kid * m.ptrs])
+    page = m.pte_of(kid, 0)[0]
     before = acquisitions(m, "ptl", "page_referenced_one")
     _, visited = page_referenced(m, page)
     taken = acquisitions(m, "ptl", "page_referenced_one") - before
@@ -71,7 +71,7 @@ def test_pte_lock_per_visited_present_entry(make_model: MakeModel, era: str) -> 
     # Child 2's copy at vpn 0 swapped out: its entry is still visited, but its PTE is a
     # swap entry, so no PTE lock for it.
     m.pte_flags[:] &= ~PTE_YOUNG
-    assert len(try_to_unmap(m, int(m.pte_page[fam.children[1] * m.ptrs]))[0]) == 1
+    assert len(try_to_unmap(m, m.pte_of(fam.children[1], 0)[0])[0]) == 1
     before = acquisitions(m, "ptl", "page_referenced_one")
     _, visited = page_referenced(m, page)
     taken = acquisitions(m, "ptl", "page_referenced_one") - before
@@ -85,7 +85,7 @@ def test_pte_lock_per_entry_of_a_shared_page(make_model: MakeModel, era: str) ->
     n, p = 4, 1
     m = make_model(era, users=n, pages=p, cow=0.0)
     fam = build_family(m, n, p, 0.0)
-    page = int(m.pte_page[fam.parent * m.ptrs])
+    page = m.pte_of(fam.parent, 0)[0]
     m.pte_flags[:] &= ~PTE_YOUNG
     before = acquisitions(m, "ptl", "page_referenced_one")
     assert page_referenced(m, page) == (0, n + 1)

@@ -502,8 +502,7 @@ def compare(m: Model, ref: Reference) -> None:
                 f"anon_vma {a} counters"
     pages: dict[int, int] = {}
     for mm in ref.mms:
-        row = slice(mm.idx * PTRS, (mm.idx + 1) * PTRS)
-        mp, mf = m.pte_page[row], m.pte_flags[row]
+        mp, mf = m.ptes_of(mm.idx)
         assert sorted(np.flatnonzero(mp >= 0).tolist()) == sorted(mm.ptes), f"mm {mm.idx} PTEs"
         for vpn, pte in mm.ptes.items():
             p, fl = int(mp[vpn]), int(mf[vpn])
@@ -640,7 +639,7 @@ class LaterMachine(RuleBasedStateMachine):
         """shrink_page_list for one page: page_referenced; cold, try_to_unmap and refault."""
         mm, vpn = data.draw(st.sampled_from(self.pages()), label="page")
         rpage = mm.ptes[vpn].page
-        page = int(self.m.pte_page[mm.idx * PTRS + vpn])
+        page = self.m.pte_of(mm.idx, vpn)[0]
         ref, visited = page_referenced(self.m, page)
         rref, rvisited, _ = self.ref.walk(rpage, unmap=False)
         assert (ref, visited) == (rref, rvisited), "page_referenced"

@@ -437,8 +437,7 @@ def compare(m: Model, ref: Reference) -> None:
     pages: dict[int, int] = {}
     page_back: dict[int, int] = {}
     for mm in ref.mms:
-        row = slice(mm.idx * PTRS, (mm.idx + 1) * PTRS)
-        flags, mpages = m.pte_flags[row].tolist(), m.pte_page[row].tolist()
+        mpages, flags = (a.tolist() for a in m.ptes_of(mm.idx))
         for vpn in range(PTRS):
             pte = mm.ptes.get(vpn)
             where = f"mm {mm.idx} vpn {vpn}"
@@ -506,7 +505,7 @@ class RmapMachine(RuleBasedStateMachine):
     def draw_page(self, data: st.DataObject) -> tuple[RPage, int]:
         mm = self.draw_mm(data, [x for x in self.ref.mms if x.ptes])
         vpn = data.draw(st.sampled_from(sorted(mm.ptes)), label="vpn")
-        return mm.ptes[vpn].page, int(self.m.pte_page[mm.idx * PTRS + vpn])
+        return mm.ptes[vpn].page, self.m.pte_of(mm.idx, vpn)[0]
 
     def free_starts(self, mm: RMm, npages: int) -> list[int]:
         used = [False] * PTRS
@@ -737,7 +736,7 @@ def parent_and_child(m: Model) -> tuple[int, int, int]:
     vma = do_mmap(m, parent, 0, 1)
     do_anonymous_pages(m, parent, vma, np.array([0], dtype=np.int32))
     child = dup_mmap(m, parent)
-    return parent, child, int(m.pte_page[parent * PTRS])
+    return parent, child, m.pte_of(parent, 0)[0]
 
 
 @pytest.mark.parametrize("era", ["2.6.33", "2.6.34"])
@@ -745,7 +744,7 @@ def test_forked_child_pte_is_old(model: MakeModel, era: str) -> None:
     """copy_one_pte makes the child's copy old (pte_mkold): only the parent's access counts."""
     m = model(era)
     _, child, page = parent_and_child(m)
-    assert not m.pte_flags[child * PTRS] & PTE_YOUNG
+    assert not m.pte_of(child, 0)[1] & PTE_YOUNG
     assert page_referenced(m, page) == (1, 2)
 
 
@@ -760,5 +759,5 @@ def test_try_to_unmap_visits_only_up_to_swap_fail(model: MakeModel, era: str) ->
     slots, visited = try_to_unmap(m, page)
     assert slots == []  # SWAP_FAIL at the first entry, its young bit now cleared
     assert visited == 1
-    assert not m.pte_flags[parent * PTRS] & PTE_YOUNG
+    assert not m.pte_of(parent, 0)[1] & PTE_YOUNG
     assert try_to_unmap(m, page) == ([parent * PTRS, child * PTRS], 2)  # now both go

@@ -41,7 +41,7 @@ def scan(m: Model) -> dict[int, tuple[int, int]]:
 
 def page_at(m: Model, mm: int, vpn: int) -> int:
     """The page the PTE at (mm, vpn) points at."""
-    return int(m.pte_page[mm * m.ptrs + vpn])
+    return m.pte_of(mm, vpn)[0]
 
 
 def mm_pages(m: Model, mm: int, npages: int) -> list[int]:
@@ -206,8 +206,10 @@ def test_grandchild_joins_the_walk(make_model: MakeModel, era: str) -> None:
 def young_mappings(m: Model) -> dict[int, int]:
     """Per in-use page, the present PTEs with the young bit that map it, read off the page
     tables directly (not through the walk)."""
-    flags = m.pte_flags
-    young = np.flatnonzero(((flags & PTE_PRESENT) != 0) & ((flags & PTE_YOUNG) != 0))
+    grid = m.pte_grid()  # through the page tables: [mm, vpn] -> PTE, -1 none
+    idx = grid[grid >= 0]
+    flags = m.pte_flags[idx]
+    young = idx[((flags & PTE_PRESENT) != 0) & ((flags & PTE_YOUNG) != 0)]
     counts = np.bincount(m.pte_page[young], minlength=len(m.page_mapping))
     return {int(p): int(counts[p]) for p in np.flatnonzero(m.page_mapping >= 0)}
 

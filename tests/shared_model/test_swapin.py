@@ -83,7 +83,7 @@ def own_av(m: Model, mm: int) -> int:
 def test_swapin_placement_of_a_childs_page(make_model: MakeModel, era: str, mode: str) -> None:
     m, _parent, kids, av0 = family(make_model, era)
     child = kids[1]
-    page = int(m.pte_page[child * m.ptrs])
+    page = m.pte_of(child, 0)[0]
     before = int(m.page_mapping[page])
     assert before == (av0 if not ERAS[era].chain else own_av(m, child))
     slots = swap_out(m, page)
@@ -99,8 +99,8 @@ def test_swapin_placement_of_a_childs_page(make_model: MakeModel, era: str, mode
     want = av0 if ON_ROOT[era, mode] else before
     assert m.page_mapping[page] == want
     # The write fault on the only user maps it writable (reuse_swap_page); a read does not.
-    assert bool(m.pte_flags[slots[0]] & PTE_WRITE) == (mode == "write")
-    assert m.pte_flags[slots[0]] & PTE_PRESENT
+    assert bool(m.pte_flags[m.pte_index(slots[0])] & PTE_WRITE) == (mode == "write")
+    assert m.pte_flags[m.pte_index(slots[0])] & PTE_PRESENT
     # The walk for it now visits child 2's position on av0's list (entry 3), or 1.
     assert page_referenced(m, page) == (1, 3 if want == av0 and ERAS[era].chain or not ERAS[era].chain else 1)
 
@@ -112,7 +112,7 @@ def test_page_move_anon_rmap_on_reuse(make_model: MakeModel, era: str) -> None:
     the child's own anon_vma; 2.6.33 has only av0."""
     m, _parent, kids, av0 = family(make_model, era)
     child = kids[2]
-    page = int(m.pte_page[child * m.ptrs + 1])
+    page = m.pte_of(child, 1)[0]
     slots = swap_out(m, page)
     delete_from_swap_cache(m, page)
     do_swap_page(m, page, slots, write=False)
@@ -126,7 +126,7 @@ def test_page_move_anon_rmap_on_reuse(make_model: MakeModel, era: str) -> None:
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_dropped_slot_is_freed_by_exit(make_model: MakeModel, era: str) -> None:
     m, _parent, kids, _ = family(make_model, era)
-    page = int(m.pte_page[kids[0] * m.ptrs])
+    page = m.pte_of(kids[0], 0)[0]
     swap_out(m, page)
     assert delete_from_swap_cache(m, page)
     pages_before = m.counts()["pages"]
@@ -142,7 +142,7 @@ def test_reclaim_drops_an_unmapped_page_on_its_next_look(make_model: MakeModel, 
     from shared_model.rmap import shrink_page_list
 
     m, _parent, kids, _ = family(make_model, era)
-    page = int(m.pte_page[kids[0] * m.ptrs])
+    page = m.pte_of(kids[0], 0)[0]
     m.pte_flags[:] &= ~PTE_YOUNG
     lru = np.array([page], dtype=np.int64)
     assert shrink_page_list(m, lru, 0, 1, refault=False) == 1

@@ -77,7 +77,7 @@ def test_referenced_inactive_page_is_activated(make_model: MakeModel, era: str) 
     lru = AnonLru(pages, active=False)
     parent = 0
     touch_pages(m, parent, np.arange(2))  # the parent uses its two pages again
-    young = {int(m.pte_page[parent * m.ptrs + v]) for v in range(2)}
+    young = {m.pte_of(parent, v)[0] for v in range(2)}
     assert shrink_page_list(m, lru, 0, len(pages), refault=False) == len(pages)
     assert {int(p) for p, a in zip(pages, lru.active) if a} == young
     assert cpu(m, "pages_unmapped") == len(pages) - 2
@@ -105,7 +105,7 @@ def test_swap_lock_per_pte(make_model: MakeModel, era: str) -> None:
     n = 4
     m = make_model(era, users=n, pages=1, cow=0.0)
     fam = build_family(m, n, 1, 0.0)
-    page = int(m.pte_page[fam.parent * m.ptrs])
+    page = m.pte_of(fam.parent, 0)[0]
     m.pte_flags[:] &= ~PTE_YOUNG
     slots, _ = try_to_unmap(m, page)
     assert len(slots) == n + 1 == swap_lock_acq(m, "swap_duplicate")

@@ -37,7 +37,7 @@ def _swap_out(m: Model, mm: int, vpns: list[int]) -> None:
     """try_to_unmap the user's own (COWed) pages at ``vpns``: the first walk finds the PTE
     young and clears it (SWAP_FAIL), the second leaves a swap entry."""
     for v in vpns:
-        page = int(m.pte_page[mm * m.ptrs + v])
+        page = m.pte_of(mm, v)[0]
         for _ in range(2):
             try_to_unmap(m, page)
         assert int(m.page_mapcount[page]) == 0 and int(m.page_swapcount[page]) == 1
@@ -88,7 +88,7 @@ def test_a_job_parks_on_its_reads_another_runs_then_the_cpu_sleeps_in_iowait(mak
     assert int(c["jobs"]) == 2 and int(c["t_iowait_ns"]) > 0
     assert int(c["state"]) != IOWAIT  # back from the sleep
     for u in fam.children:  # every touched page is in memory again, young
-        flags = m.pte_flags[u * m.ptrs : u * m.ptrs + PAGES]
+        flags = m.ptes_of(u)[1][:PAGES]
         assert np.all(flags & (PTE_PRESENT | PTE_YOUNG) == PTE_PRESENT | PTE_YOUNG)
 
 
