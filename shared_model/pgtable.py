@@ -62,6 +62,26 @@ def pte_offset_map_c(w32: np.ndarray, g: np.ndarray, mm: int, addr: int) -> int:
     return g[G.PTE0] + 2 * ((e - 1) * PTRS_PER_TABLE + (addr & IDX))
 
 
+@cached_njit(nrt=True)
+def pte_page_bases(w32: np.ndarray, g: np.ndarray, nmm: int, per_mm: int) -> np.ndarray:
+    """For ``scan``: the int32 word of PTE 0 of each mm's PTE pages, ``[mm * per_mm + p]``
+    for addresses ``p << PMD_SHIFT`` on (-1: none), found through the four levels once per
+    PTE page.  scan's counting loops then find a PTE with one load instead of four
+    dependent ones: the levels cost time and change no count, and the issue lets scan skip
+    them (the walks under a lock keep ``pte_offset_map_c``)."""
+    out = np.full(nmm * per_mm, -1, dtype=np.int64)
+    for mm in range(nmm):
+        for p in range(per_mm):
+            out[mm * per_mm + p] = pte_offset_map_c(w32, g, mm, p << PMD_SHIFT)
+    return out
+
+
+def pte_page_bases_of(m: Model) -> tuple[np.ndarray, int]:
+    """(pte_page_bases of every mm, PTE pages per mm)."""
+    per_mm = m.caps.tables_per_mm("pte")
+    return pte_page_bases(m.w32, m.g, m.caps.mms, per_mm), per_mm
+
+
 @njit(inline="always")
 def pte_lockptr_c(g: np.ndarray, pe: int) -> int:
     """The split lock of the PTE page holding the PTE at int32 word ``pe`` (pte_lockptr)."""

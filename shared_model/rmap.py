@@ -41,10 +41,12 @@ from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_
 from .layout import (
     CPU_STATE,
     PG_LOCKED,
+    PMD_SHIFT,
     PTE_PRESENT,
     PTE_SWAP,
     PTE_WRITE,
     PTE_YOUNG,
+    PTRS_PER_TABLE,
 )
 from .locking.atomics import (
     READ_ONCE,
@@ -58,9 +60,10 @@ from .locking.atomics import (
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
-from .pgtable import pte_lockptr_c, pte_offset_map_c
+from .pgtable import pte_lockptr_c, pte_offset_map_c, pte_page_bases_of
 
 WALK = CPU_STATE["walk"]
+PTE_IDX = PTRS_PER_TABLE - 1
 AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]
 S_PR, S_TTU = SITE["page_referenced"], SITE["try_to_unmap"]
 S_PR_ONE, S_TTU_ONE, S_SWAPIN = SITE["page_referenced_one"], SITE["try_to_unmap_one"], SITE["do_swap_page"]
@@ -693,9 +696,11 @@ def unlock_page_one(w32: np.ndarray, g: np.ndarray, page: int) -> None:
 
 
 @cached_njit(nrt=True)
-def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarray:
+def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.ndarray,
+                 per_mm: int) -> np.ndarray:
     """``scan``'s arithmetic: the entries page_referenced would visit for each page, counted
-    in one process with no lock and no change (the same loop as ``rmap_walk_locked``)."""
+    in one process with no lock and no change (the same loop as ``rmap_walk_locked``; a PTE
+    found through ``bases``, pgtable.pte_page_bases, instead of the four levels)."""
     out = np.zeros(len(pages), dtype=np.int64)
     vma0, vma_w = g[G.VMA0], g[G.VMA_W]
     chain = g[G.CHAIN] != 0
@@ -723,8 +728,11 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> np.ndarra
             addr = start + (index - w32[vb + G.VMA_PGOFF])
             if addr < start or addr >= w32[vb + G.VMA_END]:
                 continue
-            pe = pte_offset_map_c(w32, g, w32[vb + G.VMA_MM], addr)
-            if pe >= 0 and w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
+            pe = bases[w32[vb + G.VMA_MM] * per_mm + (addr >> PMD_SHIFT)]
+            if pe < 0:
+                continue
+            pe += 2 * (addr & PTE_IDX)
+            if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
                 found += 1
                 if found >= need:
                     break
@@ -911,11 +919,12 @@ def walk_lengths_of(m: Model, pages: np.ndarray) -> np.ndarray:
     eras with an interval tree, the VMAs it visits (see walk_lengths_tree_of)."""
     if m.era.tree:
         return walk_lengths_tree_of(m, pages)[0]
-    return walk_lengths(m.w32, m.g, np.asarray(pages, dtype=np.int64))
+    return walk_lengths(m.w32, m.g, np.asarray(pages, dtype=np.int64), *pte_page_bases_of(m))
 
 
 @cached_njit(nrt=True)
-def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.ndarray,
+                      per_mm: int) -> tuple[np.ndarray, np.ndarray]:
     """``walk_lengths`` for the eras with an interval tree: for each page, the VMAs
     page_referenced would visit and the tree nodes it would examine (the loop of
     ``rmap_walk_tree_locked``, without locks or changes)."""
@@ -937,8 +946,9 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tupl
             visited += 1
             vb = vma0 + w32[avc0 + avc * avc_w + G.AVC_VMA] * vma_w
             addr = w32[vb + G.VMA_START] + (index - w32[vb + G.VMA_PGOFF])
-            pe = pte_offset_map_c(w32, g, w32[vb + G.VMA_MM], addr)
-            if pe >= 0 and w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
+            pe = bases[w32[vb + G.VMA_MM] * per_mm + (addr >> PMD_SHIFT)]
+            if pe >= 0 and w32[pe + 2 * (addr & PTE_IDX)] == page \
+                    and w32[pe + 2 * (addr & PTE_IDX) + 1] & PTE_PRESENT:
                 found += 1
                 if found >= need:
                     break
@@ -952,4 +962,4 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray) -> tupl
 def walk_lengths_tree_of(m: Model, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(VMAs visited, tree nodes examined) by page_referenced for each of ``pages``, in an
     era with an interval tree (no lock, no change)."""
-    return walk_lengths_tree(m.w32, m.g, np.asarray(pages, dtype=np.int64))
+    return walk_lengths_tree(m.w32, m.g, np.asarray(pages, dtype=np.int64), *pte_page_bases_of(m))

@@ -13,12 +13,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from shared_model import ctx as G
 from shared_model.build import build_family
 from shared_model.invariants import check_model
 from shared_model.layout import (
     ALLOC_KINDS,
     LS_ACQ,
     PGTABLE_KINDS,
+    PMD_SHIFT,
     PTE_PRESENT,
     PTE_SWAP,
     PTE_WRITE,
@@ -38,6 +40,7 @@ from shared_model.memory import (
     mm_alloc,
 )
 from shared_model.model import Model
+from shared_model.pgtable import pte_page_bases_of
 from shared_model.rmap import page_referenced, try_to_unmap
 
 MakeModel = Callable[..., Model]
@@ -176,6 +179,30 @@ def test_fork_copies_one_pmd_worth_at_a_time_under_both_pte_locks(make_model: Ma
     exit_mmap(m, child)
     assert free_counts(m) == start
     exit_mmap(m, parent)
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_scan_finds_every_pte_as_the_walk_does(make_model: MakeModel, era: str) -> None:
+    """scan's one-load PTE lookup (pte_page_bases) agrees with the four levels
+    (pte_offset_map) at every address of every mm, the never-touched middle PTE page
+    (none) and an exited mm (no pgd) included."""
+    m = make_model(era, caps=small_caps(3, 3 * P, 64))
+    parent = mm_alloc(m)
+    v = do_mmap(m, parent, 0, 3 * P)
+    do_anonymous_pages(m, parent, v, np.r_[np.arange(0, 10), np.arange(2 * P, 2 * P + 10)])
+    child = dup_mmap(m, parent)
+    gone = dup_mmap(m, child)
+    exit_mmap(m, gone)
+    bases, per_mm = pte_page_bases_of(m)
+    assert per_mm == 3
+    pte0 = int(m.g[G.PTE0])
+    for mm in range(m.caps.mms):
+        for vpn in range(m.ptrs):
+            b = int(bases[mm * per_mm + (vpn >> PMD_SHIFT)])
+            found = -1 if b < 0 else (b + 2 * (vpn & (P - 1)) - pte0) // 2
+            assert found == m.pte_index(mm * m.ptrs + vpn), (mm, vpn)
+    assert int(bases[gone * per_mm]) == -1 and int(bases[parent * per_mm + 1]) == -1
+    assert check_model(m) == []
 
 
 @pytest.mark.parametrize("era", ERAS)
