@@ -47,10 +47,10 @@ from collections.abc import Callable
 from typing import Any
 
 # The cost c of one hand-off of a lock between two cores, measured on this project's 2-core
-# machine by scripts/measure_handoff.py (medians of three runs: 786, 757, 662 ns): the
-# release-to-acquire time of a process-shared spinlock polled from Python, as the
-# simulator's spinners poll it.  scripts/bench_locks.py will measure each primitive's.
-DEFAULT_HANDOFF_NS = 750
+# machine by scripts/measure_handoff.py (medians of three runs: 55, 54, 56 ns): the
+# release-to-acquire time of the model's compiled ticket lock passed between two pinned
+# processes (the release store reaching the spinner's line, plus its pause loop).
+DEFAULT_HANDOFF_NS = 55
 # Lock kinds whose hand-off gets slower with every spinner (Boyd-Wickizer's model applies):
 # test-and-set ("spin" today, "tas" to be) and ticket locks.  Queued locks (MCS, qspinlock)
 # hand off to one waiter, sleeping locks through the scheduler: the repairman only.
