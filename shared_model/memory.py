@@ -25,7 +25,7 @@ from .ctx import mm_word as _mm
 from .ctx import page_word as _page
 from .ctx import raise_status
 from .ctx import vma_word as _vma
-from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, PTRS_PER_TABLE, VM_READ, VM_WRITE
+from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
 from .locking.atomics import READ_ONCE, atomic_fetch_add
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
@@ -40,6 +40,7 @@ from .pgtable import (
     free_pgd_range,
     free_pgtables_c,
     pgd_alloc_c,
+    pmd_addr_end,
     pte_alloc_map_c,
     pte_lock_c,
     pte_lockptr_c,
@@ -395,7 +396,7 @@ def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: n
     present = 0
     a = start
     while a < end:
-        nxt = min(end, (a | (PTRS_PER_TABLE - 1)) + 1)  # pmd_addr_end
+        nxt = pmd_addr_end(a, end)
         es = pte_offset_map_c(w32, g, parent, a)
         if es < 0:  # pmd_none_or_clear_bad(src_pmd): nothing to copy
             a = nxt
@@ -484,7 +485,7 @@ def zap_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     present = ndead = 0
     a = start
     while a < end:
-        nxt = min(end, (a | (PTRS_PER_TABLE - 1)) + 1)  # pmd_addr_end
+        nxt = pmd_addr_end(a, end)
         e0 = pte_offset_map_c(w32, g, mm, a)
         if e0 < 0:
             a = nxt

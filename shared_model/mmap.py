@@ -42,15 +42,13 @@ from .ctx import mm_word as _mm
 from .ctx import raise_status
 from .ctx import vma_word as _vma
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
-from .layout import PTE_PRESENT, PTE_WRITE, PTRS_PER_TABLE, VM_READ, VM_WRITE
+from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
 from .locking.jit import cached_njit
-from .locks import CLASS as LOCK_CLASS
-from .locks import SITE, lock_acquire_c, lock_release_c
+from .locks import SITE
 from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
-from .pgtable import pte_lockptr_c, pte_offset_map_c
+from .pgtable import pmd_addr_end, pte_lock_c, pte_offset_map_c, pte_unlock_c
 
 S_ADJUST = SITE["vma_adjust"]
-PTL = LOCK_CLASS["ptl"]
 OK, STOPPED = G.OK, G.STOPPED
 # The seed's flag: "this VMA's anon_vma_chain is being set up" (2.6.34-2.6.35).
 VM_LOCK_RMAP = 0x100
@@ -358,20 +356,19 @@ def change_protection_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held:
     skipped; takes and releases each PTE page's lock."""
     a = start
     while a < end:
-        nxt = min(end, (a | (PTRS_PER_TABLE - 1)) + 1)  # pmd_addr_end
+        nxt = pmd_addr_end(a, end)
         e0 = pte_offset_map_c(w32, g, mm, a)
         if e0 < 0:
             a = nxt
             continue
-        w = pte_lockptr_c(g, e0)
-        t = lock_acquire_c(words, g, held, w, PTL, S_ADJUST, 0)
+        t = pte_lock_c(words, g, held, e0, S_ADJUST)
         if t < 0:
             return STOPPED
         for i in range(nxt - a):
             e = e0 + 2 * i
             if w32[e + 1] & PTE_PRESENT:
                 w32[e + 1] &= ~PTE_WRITE
-        lock_release_c(words, g, held, w, PTL, S_ADJUST, 0, t)
+        pte_unlock_c(words, g, held, e0, S_ADJUST, t)
         a = nxt
     return OK
 

@@ -83,6 +83,14 @@ def pte_page_bases_of(m: Model) -> tuple[np.ndarray, int]:
 
 
 @njit(inline="always")
+def pmd_addr_end(addr: int, end: int) -> int:
+    """The end of the PTE page's range that ``addr`` lies in, or ``end`` if sooner: the
+    kernel's pmd_addr_end, by which zap, change_protection and fork's copy go one PTE page
+    (one PTE lock) at a time."""
+    return min(end, (addr | IDX) + 1)
+
+
+@njit(inline="always")
 def pte_lockptr_c(g: np.ndarray, pe: int) -> int:
     """The split lock of the PTE page holding the PTE at int32 word ``pe`` (pte_lockptr)."""
     return g[G.PTL_W0] + ((pe - g[G.PTE0]) // PTE_WORDS) * 8
