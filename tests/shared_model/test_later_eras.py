@@ -175,18 +175,25 @@ def test_a_failed_split_changes_nothing(make_model: MakeModel, era: str) -> None
     assert check_model(m) == []
 
 
-@pytest.mark.parametrize("era", CHAIN_ERAS)
-def test_a_failed_import_changes_nothing(make_model: MakeModel, era: str) -> None:
-    """[0,5) never touched (no anon_vma) beside [5,10) RO with pages: mprotect [5,10) RW
-    merges them (is_mergeable_anon_vma: one side has none), and the VMA that imports the
-    pages must first clone the other's chain; with that allocation failing vma_adjust
-    changes nothing; without, one VMA on one anon_vma."""
+def untouched_beside_read_only(make_model: MakeModel, era: str) -> tuple[Model, int, int]:
+    """(model, mm, a): VMA a = [0,5) never touched (no anon_vma) beside [5,10) read-only
+    with its five pages faulted in."""
     m = make_model(era, caps=SMALL)
     mm = mm_alloc(m)
     a = do_mmap(m, mm, 0, 5)
     b = do_mmap(m, mm, 5, 5)
     do_anonymous_pages(m, mm, b, np.arange(5, 10))
     do_mprotect(m, mm, 5, 5, VM_READ)
+    return m, mm, a
+
+
+@pytest.mark.parametrize("era", CHAIN_ERAS)
+def test_a_failed_import_changes_nothing(make_model: MakeModel, era: str) -> None:
+    """[0,5) never touched (no anon_vma) beside [5,10) RO with pages: mprotect [5,10) RW
+    merges them (is_mergeable_anon_vma: one side has none), and the VMA that imports the
+    pages must first clone the other's chain; with that allocation failing vma_adjust
+    changes nothing; without, one VMA on one anon_vma."""
+    m, mm, a = untouched_beside_read_only(make_model, era)
     before = m.counts()
     m.alloc_fail_p = 1.0
     with pytest.raises(OutOfMemory):
@@ -205,12 +212,7 @@ def test_an_importing_vma_joins_the_list(make_model: MakeModel, era: str) -> Non
     the VMA that imports the pages takes the other's anon_vma.  2.6.33's vma_adjust puts
     it on that anon_vma's list (``__anon_vma_link(importer)``); later eras clone the chain.
     Either way every page's walk finds its one mapping."""
-    m = make_model(era, caps=SMALL)
-    mm = mm_alloc(m)
-    a = do_mmap(m, mm, 0, 5)
-    b = do_mmap(m, mm, 5, 5)
-    do_anonymous_pages(m, mm, b, np.arange(5, 10))
-    do_mprotect(m, mm, 5, 5, VM_READ)
+    m, mm, a = untouched_beside_read_only(make_model, era)
     do_mprotect(m, mm, 5, 5, RW)
     assert mm_vmas(m, mm) == [a] and ranges(m, mm) == [(0, 10, RW)]
     assert check_model(m) == []
