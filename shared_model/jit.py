@@ -172,6 +172,17 @@ def _compile_share(dispatchers: list[Any], job: int, jobs: int) -> None:
             d.compile(sig)
 
 
+def _die_with_parent(parent: int) -> None:
+    """PR_SET_PDEATHSIG: the kernel SIGKILLs this compile child when the parent dies (a
+    ``kill -9`` of the run during a cold start leaves no compiler running), and the ppid
+    check closes the window where the parent died before the prctl."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
                         share: Callable[[list[Any], int, int], None] | None = None) -> int:
     """Compile ``dispatchers`` into the disk cache in ``jobs`` forked children, each its
@@ -192,6 +203,7 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
         return 0
     dispatchers = [d for d in dispatchers if d.py_func.__module__ not in BASE_MODULES]
     pids = []
+    parent = os.getpid()
     for job in range(jobs):
         try:
             pid = os.fork()
@@ -200,6 +212,7 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
         if pid == 0:  # the child: compile, save, and leave without running any cleanup
             code = 1
             try:
+                _die_with_parent(parent)
                 import warnings
 
                 warnings.simplefilter("ignore")
