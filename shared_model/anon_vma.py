@@ -28,6 +28,7 @@ from numba import njit
 from . import ctx as G
 from .ctx import av_word as _av
 from .ctx import avc_word as _avc
+from .ctx import mm_word as _mm
 from .ctx import raise_status
 from .ctx import vma_word as _vma
 from .eras import REUSE_ACTIVE, REUSE_DEGREE
@@ -735,7 +736,7 @@ def find_mergeable_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     mm = w32[_vma(g, vma, G.VMA_MM)]
     start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
     near = prev = -1  # the neighbours by address (vm_next, vm_prev)
-    v = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_VMA_HEAD]
+    v = w32[_mm(g, mm, G.MM_VMA_HEAD)]
     while v >= 0:
         if w32[_vma(g, v, G.VMA_START)] == end:
             near = v

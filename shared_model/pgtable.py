@@ -29,7 +29,8 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .layout import PGDIR_SHIFT, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT
+from .ctx import mm_word
+from .layout import PGDIR_SHIFT, PMD_SHIFT, PTE_PRESENT, PTRS_PER_TABLE, PUD_SHIFT
 from .locking.atomics import READ_ONCE, smp_store_release
 from .locking.jit import cached_njit
 from .locks import CLASS, lock_acquire_c, lock_release_c
@@ -47,7 +48,7 @@ def pte_offset_map_c(w32: np.ndarray, g: np.ndarray, mm: int, addr: int) -> int:
     pte_offset_map, each a dependent load.  No lock (see the module header).  An entry is
     read as the low half of its int64 (x86-64 is little-endian and a block index + 1 is
     below 2**31), so that every walker, ``scan``'s included, needs only ``w32``."""
-    pgd = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_PGD]
+    pgd = w32[mm_word(g, mm, G.MM_PGD)]
     if pgd < 0:
         return -1
     e = READ_ONCE(w32, 2 * (g[G.PGD0] + pgd * PTRS_PER_TABLE + ((addr >> PGDIR_SHIFT) & IDX)))
@@ -74,6 +75,19 @@ def pte_page_bases(w32: np.ndarray, g: np.ndarray, nmm: int, per_mm: int) -> np.
         for p in range(per_mm):
             out[mm * per_mm + p] = pte_offset_map_c(w32, g, mm, p << PMD_SHIFT)
     return out
+
+
+@njit(inline="always")
+def pte_maps_page(w32: np.ndarray, bases: np.ndarray, per_mm: int, mm: int, addr: int,
+                  page: int) -> bool:
+    """scan's page_check_address: mm's PTE at ``addr``, found through ``bases``
+    (pte_page_bases), is present and maps ``page``.  Takes only hoisted values: no
+    geometry-table reads per visited entry."""
+    pe = bases[mm * per_mm + (addr >> PMD_SHIFT)]
+    if pe < 0:
+        return False
+    pe += 2 * (addr & IDX)
+    return w32[pe] == page and (w32[pe + 1] & PTE_PRESENT) != 0
 
 
 def pte_page_bases_of(m: Model) -> tuple[np.ndarray, int]:
@@ -169,7 +183,7 @@ def pte_alloc_map_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     ``addr``, allocating the levels that are none (each under mm->page_table_lock, taken at
     ``site``); or a negative status (ENOMEM: the levels allocated so far stay, freed at
     exit).  Expects held: nothing of this mm (the caller is its owner).  Uses sc[0]."""
-    pgd = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_PGD]
+    pgd = w32[mm_word(g, mm, G.MM_PGD)]
     ew = g[G.PGD0] + pgd * PTRS_PER_TABLE + ((addr >> PGDIR_SHIFT) & IDX)
     if words[ew] == 0:
         st = _populate_c(words, w32, g, held, sc, mm, ew, G.K_PUD, site)
@@ -195,7 +209,7 @@ def pgd_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
     b = pgtable_block_alloc_c(words, w32, g, held, G.K_PGD, sc)
     if b < 0:
         return b
-    w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_PGD] = b
+    w32[mm_word(g, mm, G.MM_PGD)] = b
     return G.OK
 
 
@@ -205,7 +219,7 @@ def free_pgtables_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     """free_pgtables at exit: give every PTE page, pmd, pud and the pgd of ``mm`` back to
     their pools.  Expects: no VMA of mm left in the reverse map (so no walker can reach the
     tables) and every PTE already zapped.  Takes the slab locks only.  OK or STOPPED."""
-    mb = g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_PGD
+    mb = mm_word(g, mm, G.MM_PGD)
     pgd = w32[mb]
     if pgd < 0:
         return G.OK

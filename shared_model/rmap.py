@@ -41,12 +41,10 @@ from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_
 from .layout import (
     CPU_STATE,
     PG_LOCKED,
-    PMD_SHIFT,
     PTE_PRESENT,
     PTE_SWAP,
     PTE_WRITE,
     PTE_YOUNG,
-    PTRS_PER_TABLE,
 )
 from .locking.atomics import (
     READ_ONCE,
@@ -60,10 +58,9 @@ from .locking.atomics import (
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model
-from .pgtable import pte_lockptr_c, pte_offset_map_c, pte_page_bases_of
+from .pgtable import pte_lockptr_c, pte_maps_page, pte_offset_map_c, pte_page_bases_of
 
 WALK = CPU_STATE["walk"]
-PTE_IDX = PTRS_PER_TABLE - 1
 AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]
 S_PR, S_TTU = SITE["page_referenced"], SITE["try_to_unmap"]
 S_PR_ONE, S_TTU_ONE, S_SWAPIN = SITE["page_referenced_one"], SITE["try_to_unmap_one"], SITE["do_swap_page"]
@@ -728,11 +725,7 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.nd
             addr = start + (index - w32[vb + G.VMA_PGOFF])
             if addr < start or addr >= w32[vb + G.VMA_END]:
                 continue
-            pe = bases[w32[vb + G.VMA_MM] * per_mm + (addr >> PMD_SHIFT)]
-            if pe < 0:
-                continue
-            pe += 2 * (addr & PTE_IDX)
-            if w32[pe] == page and w32[pe + 1] & PTE_PRESENT:
+            if pte_maps_page(w32, bases, per_mm, w32[vb + G.VMA_MM], addr, page):
                 found += 1
                 if found >= need:
                     break
@@ -946,9 +939,7 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: 
             visited += 1
             vb = vma0 + w32[avc0 + avc * avc_w + G.AVC_VMA] * vma_w
             addr = w32[vb + G.VMA_START] + (index - w32[vb + G.VMA_PGOFF])
-            pe = bases[w32[vb + G.VMA_MM] * per_mm + (addr >> PMD_SHIFT)]
-            if pe >= 0 and w32[pe + 2 * (addr & PTE_IDX)] == page \
-                    and w32[pe + 2 * (addr & PTE_IDX) + 1] & PTE_PRESENT:
+            if pte_maps_page(w32, bases, per_mm, w32[vb + G.VMA_MM], addr, page):
                 found += 1
                 if found >= need:
                     break
