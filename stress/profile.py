@@ -61,6 +61,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .results import ResultsError, load, write_output
+
 FORMATS = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 
 # The lock module, and the names of its waiting functions: a sample with one of these (in
@@ -199,12 +201,15 @@ def profile(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool
 
 
 def _has_json(run_argv: list[str]) -> str | None:
+    """Where the run writes its results (--internal-json first, then --json), or None."""
+    found: dict[str, str] = {}
     for i, arg in enumerate(run_argv):
-        if arg == "--json" and i + 1 < len(run_argv):
-            return run_argv[i + 1]
-        if arg.startswith("--json="):
-            return arg.split("=", 1)[1]
-    return None
+        for opt in ("--internal-json", "--json"):
+            if arg == opt and i + 1 < len(run_argv):
+                found.setdefault(opt, run_argv[i + 1])
+            elif arg.startswith(opt + "="):
+                found.setdefault(opt, arg.split("=", 1)[1])
+    return found.get("--internal-json") or found.get("--json")
 
 
 def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,
@@ -224,9 +229,10 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
         raw = os.path.join(d, "raw.txt")
         results = _has_json(run_argv)
         argv = list(run_argv)
-        if results is None:
+        if results is None or results == "-":
+            # Written for cpu_pids and not reported: it goes with the temporary folder.
             results = os.path.join(d, "results.json")
-            argv += ["--json", results]
+            argv += ["--internal-json", results]
         cmd = build_pyspy_command(argv, raw, "raw", native, rate, pyspy=exe, lineno=lineno)
         with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout) as p:
             try:
@@ -248,10 +254,9 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
 def cpu_pids(results_path: str) -> dict[int, int]:
     """{pid: cpu} from a run's results file; empty when there is none (a failed start)."""
     try:
-        with open(results_path) as fh:
-            doc = json.load(fh)
-        return {int(c["pid"]): int(c["cpu"]) for c in doc.get("cpus", []) if c.get("pid")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        doc = load(results_path, ("run",))
+        return {int(c["pid"]): int(c["cpu"]) for c in doc["cpus"] if c.get("pid")}
+    except ResultsError:
         return {}
 
 
@@ -433,8 +438,7 @@ def write_raw(stacks: Stacks, out: str) -> None:
     """py-spy's raw format, one process label per line: the CPU's (or the harness's)."""
     lines = [f'process {pid or 0}:"{_label(owner)}"' + "".join(";" + f for f in frames) + f" {n}\n"
              for owner, rows in stacks.items() for pid, frames, n in rows]
-    with open(out, "w") as fh:
-        fh.writelines(lines)
+    write_output(out, lambda fh: fh.writelines(lines))
 
 
 def write_speedscope(stacks: Stacks, out: str) -> None:
@@ -459,8 +463,7 @@ def write_speedscope(stacks: Stacks, out: str) -> None:
     doc = {"$schema": "https://www.speedscope.app/file-format-schema.json",
            "shared": {"frames": frames_out}, "profiles": profiles, "name": "rmap-stress CPUs",
            "activeProfileIndex": 0, "exporter": "rmap-stress"}
-    with open(out, "w") as fh:
-        json.dump(doc, fh)
+    write_output(out, lambda fh: json.dump(doc, fh))
 
 
 @dataclasses.dataclass
@@ -540,5 +543,4 @@ def write_flamegraph(stacks: Stacks, out: str) -> None:
             parts.append(f'<text x="{x + 3:.2f}" y="{y + FLAME_ROW - 5}">{html.escape(text)}</text>')
         parts.append("</g>")
     parts.append("</svg>")
-    with open(out, "w") as fh:
-        fh.write("\n".join(parts) + "\n")
+    write_output(out, lambda fh: fh.write("\n".join(parts) + "\n"))
