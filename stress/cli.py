@@ -710,7 +710,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         print("(2.6.34 as released puts each page it swaps back in on the family's root anon_vma: "
               "under this refault churn its walks grow back towards 2.6.33's; 2.6.36 keeps them "
               f"short, on the root's lock)  ({time.monotonic() - t0:.0f} s)")
-    if a.json and results:
+    if a.json and (results or stop):
         write_json(a.json, {"schema": SCHEMA_DEMO, "eras": results,
                             "elapsed_s": time.monotonic() - t0, **stop})
         _wrote(a.json)
@@ -862,11 +862,12 @@ def _sweep_status(doc: dict[str, Any]) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    from .compare import load_for_compare
     from .predict import format_prediction, predict_inputs, predict_run, prediction_table
-    from .results import load, stop_notes
+    from .results import stop_notes
 
     _check_handoff(a.handoff_ns)
-    doc = load(a.results, ("run", "demo", "ramp", "scale"))
+    doc = load_for_compare(a.results)
     for note in stop_notes(doc):
         print(f"{PROG}: warning: {a.results}: {note}", file=sys.stderr)
     schema = doc["schema"]

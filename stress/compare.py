@@ -287,7 +287,11 @@ def is_demo_doc(doc: Any) -> bool:
 def load_for_compare(path: str) -> dict[str, Any]:
     """A run, a ramp, a scale or a demo file, validated; anything else raises
     ResultsError with one line."""
-    return load(path, ("run", "demo", "ramp", "scale"))
+    doc = load(path, ("run", "demo", "ramp", "scale"))
+    if not doc.get("eras" if is_demo_doc(doc) else "points", True):
+        why = f"interrupted by {doc['interrupted']} before" if doc.get("interrupted") else "no"
+        raise ResultsError(f"{path}: {why} anything was measured: nothing to read")
+    return doc
 
 
 def _expand(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:

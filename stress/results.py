@@ -281,12 +281,12 @@ RUN_SPEC: dict[str, Any] = {
     "anon_vma_wait_share": NUM,
     "throughput": MapOf(NUM),
     "invariants": {"violations": int, "checked": Opt(bool), "messages": Opt([str])},
-    "timeline": Opt([{"t": NUM, "cpu": Opt([dict])}]),
+    "timeline": Opt([{"t": NUM, "cpus": Opt([{"lock_wait": Opt(NUM)}])}]),
     "interrupted": Opt(bool),
     "aborted": Opt(str),
     "failed": Opt({"reason": str}),
 }
-SCAN_SPEC: dict[str, Any] = {"config": dict, "walks": dict}
+SCAN_SPEC: dict[str, Any] = {"config": dict, "model": Opt(dict), "walks": Opt(dict)}
 RAMP_POINT = {"era": str, "users": int, "repeat": int, "jobs_per_min": NUM,
               "jobs_per_min_per_user": NUM, "system_share": NUM, "work_share": NUM,
               "walk_share": Opt(NUM), "lock_wait_share": Opt(NUM), "iowait_share": Opt(NUM),
@@ -413,8 +413,11 @@ def validate(doc: Any, label: str, kinds: Collection[str] | None = None) -> dict
     if kinds is not None and kind not in kinds:
         raise ResultsError(f"{label}: a {kind} document; this takes {_kinds_text(kinds)}")
     if kind == "demo":
-        _check(doc, {"eras": MapOf(dict), "interrupted": Opt(str), "elapsed_s": Opt(NUM)}, "")
-        if not doc["eras"]:
+        try:
+            _check(doc, {"eras": MapOf(dict), "interrupted": Opt(str), "elapsed_s": Opt(NUM)}, "")
+        except ResultsError as e:
+            raise ResultsError(f"{label}: damaged demo document: {str(e).lstrip('.')}") from None
+        if not doc["eras"] and not doc.get("interrupted"):
             raise ResultsError(f"{label}: a demo document with no eras")
         for era, run in doc["eras"].items():
             _check_run(run, f"{label}: eras.{era}")
@@ -497,9 +500,9 @@ def stop_notes(doc: dict[str, Any]) -> list[str]:
             notes.append(f"{label}{_measured(measured, planned)}")
     for p in doc.get("points", []) if kind in ("ramp", "scale") else []:
         if p.get("interrupted"):
-            what = p.get("curve", p.get("era"))
-            notes.append(f"the point {what} at {p.get('users', p.get('cpus'))} was cut short "
-                         f"after {p['elapsed_s']:.1f} s")
+            at = f"{p['users']} users" if kind == "ramp" else f"{p['cpus']} CPUs"
+            notes.append(f"the point {p.get('curve', p.get('era'))} at {at} was cut short after "
+                         f"{p['elapsed_s']:.1f} s")
     return notes
 
 
