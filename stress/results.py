@@ -486,7 +486,8 @@ def stop_notes(doc: dict[str, Any]) -> list[str]:
     elif kind == "demo":
         runs = [(f"{era}: ", r) for era, r in doc["eras"].items()]
     if doc.get("interrupted") and kind != "run":
-        notes.append(f"interrupted by {doc['interrupted']}: only the points completed are whole")
+        what = "eras" if kind == "demo" else "chapters" if kind == "story" else "points"
+        notes.append(f"interrupted by {doc['interrupted']}: only the {what} completed are whole")
     for label, r in runs:
         planned = r["config"]["duration"]
         measured = r.get("elapsed_s")
