@@ -208,11 +208,13 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
     for i, c in enumerate(cpu):
         state = STATE_NAMES.get(int(c["state"]), "?")
         since = (now_ns - int(c["state_since_ns"])) / 1e6 if c["state_since_ns"] else 0.0
-        line = f"cpu{i} (pid {int(c['pid'])}): {state}"
-        if c["wait_lock"] >= 0:
+        line = f"cpu{i} (pid {int(c['pid'])}):"
+        if c["wait_lock"] >= 0:  # "waiting for", not "wait waiting for"
             line += f" waiting for {m.describe_lock(int(c['wait_lock']))} for {since:.0f} ms"
         elif state in ("walk", "wait", "iowait"):
-            line += f" for {since:.0f} ms"
+            line += f" {state} for {since:.0f} ms"
+        else:
+            line += f" {state}"
         if held.get(i):
             line += f", holding {', '.join(held[i])}"
         lines.append(line)
