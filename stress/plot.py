@@ -375,9 +375,15 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
                      layout="constrained")
     gs = fig.add_gridspec(nrows, ncols)
     c0 = runs[eras[0]]["config"]
+    # The run's measured length (a run cut short by a signal or a failure is not its plan).
+    took = runs[eras[0]].get("elapsed_s")
+    planned = c0.get("duration", "?")
+    length = (f"{took:.1f} s of {planned} s planned" if isinstance(took, (int, float))
+              and isinstance(planned, (int, float)) and abs(took - planned) > 0.05 * planned + 0.1
+              else f"{planned} s")
     fig.suptitle(f"rmap-stress {c0.get('scenario', '')}: {c0.get('users', '?')} users × "
                  f"{c0.get('pages', '?')} pages, {c0.get('cpus', '?')} CPUs, "
-                 f"{c0.get('duration', '?')} s  "
+                 f"{length}  "
                  f"[{runs[eras[0]].get('machine', {}).get('cpu_model') or 'unknown CPU'}]",
                  fontsize="large")
 
@@ -399,7 +405,11 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
                 ax.axhline(100 * pred[model]["wait_share"], color="black", ls=MODEL_STYLES[model],
                            lw=1.2, label=f"predicted {pred['lock_class']} wait ({name})")
         t = run.get("throughput", {})
-        ax.set_title(f"{era}: {t.get('pages_scanned_per_s', 0):,.0f} pages/s, "
+        from .predict import throughput_key
+        from .scale import UNITS
+
+        key = throughput_key(run)  # the scenario's own figure: jobs/min, forks/s or pages/s
+        ax.set_title(f"{era}: {float(t.get(key, 0)):,.0f} {UNITS.get(key, key)}, "
                      f"anon_vma wait {100 * run.get('anon_vma_wait_share', 0):.1f}%",
                      fontsize="medium")
         ax.set_xlabel("CPU (worker process)")
