@@ -123,7 +123,8 @@ def _scan_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generations", type=int, default=1000, metavar="G",
                    help="fork-chain: generations of fork-and-exit (default 1000)")
     p.add_argument("--pieces", type=int, default=1000, metavar="K",
-                   help="mprotect-split: pieces mprotect splits the parent's VMA into (default 1000)")
+                   help="mprotect-split: pieces mprotect splits the parent's VMA into (default 1000; "
+                        "--pages then defaults to K, a page per piece)")
 def _swap_options(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--swap-device", default=None, metavar="MODE",
                    help=f"swap writeback and swap-in reads go to: {' or '.join(SWAP_DEVICES)} (a disk "
@@ -205,6 +206,7 @@ def build_parser() -> Parser:
                         "each owner write-faults them back; read: dropped, read faults; cache: "
                         "swap-cache hits, read faults")
     _scan_scenario_options(s)
+    s.set_defaults(pages=None)  # 100, or for mprotect-split --pieces (see cmd_scan)
     r = sub.add_parser("run", help="a stress run on real CPU worker processes",
                        description="A stress run: W worker processes, pinned one per CPU, share the "
                                    "model in shared memory and take its real locks.")
@@ -445,6 +447,9 @@ def _end_progress(quiet: bool) -> None:
 def cmd_scan(a: argparse.Namespace) -> int:
     from .scan import scan, scan_report
 
+    if a.pages is None:  # mprotect-split's own defaults must work: a page per piece
+        a.pages = max(a.pieces, 1) if a.scenario == "mprotect-split" else 100
+
     if a.scenario is not None:
         if a.refault is not None:
             raise ConfigError("--refault applies to the fork family scan, not to --scenario")
@@ -510,7 +515,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     if a.live and a.quiet:
         raise ConfigError("--live and --quiet contradict each other: choose one")
+    _note_no_live(a)
     _note_injection(cfg)
+    _note_no_reuse(cfg)
     _check_handoff(a.handoff_ns)
     _setup_logging(a.log_level, a.log_file)
     progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
@@ -564,6 +571,17 @@ def cmd_run(a: argparse.Namespace) -> int:
     except BrokenPipeError:
         _stdout_gone()
     return status
+
+
+def _note_no_reuse(cfg: RunConfig) -> None:
+    """cve-2022-42703 needs anon_vma reuse (3.19's degree, 6.0's num_active_vmas): on an
+    era without it the run is fine and shows nothing, which should not pass for a fix."""
+    from shared_model.eras import get_era
+
+    if cfg.scenario == "cve-2022-42703" and get_era(cfg.era).reuse == "none":
+        print(f"{PROG}: note: era {cfg.era} never reuses an anon_vma (anon_vma_clone's reuse came "
+              f"in 3.19): cve-2022-42703 cannot happen here, so a clean run shows nothing",
+              file=sys.stderr)
 
 
 def _note_injection(cfg: RunConfig) -> None:

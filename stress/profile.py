@@ -57,6 +57,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,13 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
             results = os.path.join(d, "results.json")
             argv += ["--internal-json", results]
         cmd = build_pyspy_command(argv, raw, "raw", native, rate, pyspy=exe, lineno=lineno)
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout) as p:
+        chatter: list[str] = []
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE if stdout is None else stdout) as p:
+            relay = None
+            if stdout is None:
+                relay = threading.Thread(target=relay_output, args=(p.stdout, chatter), daemon=True)
+                relay.start()
             try:
                 rc = p.wait()
             except KeyboardInterrupt:
@@ -242,13 +249,58 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
                 # writes the profile; let it finish rather than leave it half-written.
                 p.wait()
                 raise
+            finally:
+                if relay is not None:
+                    relay.join(10)
         if rc or not os.path.exists(raw):
-            raise ProfileError(f"py-spy record failed (exit status {rc}); its message is above")
+            said = "; ".join(chatter[-2:]) or "no message"
+            raise ProfileError(f"py-spy record failed (exit status {rc}): {said}")
+        note = sample_errors_note(chatter)
+        if note:
+            print(f"rmap-stress: note: {note}", file=sys.stderr)
         res = write_profile(raw, out, fmt, cpu_pids(results), per_cpu=per_cpu, harness=harness)
         res.rc = rc
         if summary is not None:
             summary(raw)
     return res
+
+
+PYSPY_LEDE = b"py-spy> "
+
+
+def relay_output(pipe: Any, chatter: list[str]) -> None:
+    """Copy the run's output (py-spy's stdout is the run's) to our standard output, line by
+    line, keeping py-spy's own lines ("py-spy> Sampling process ...", "You can use the
+    flamegraph.pl script ...", the blank lines after them) out of it, in ``chatter``."""
+    from .results import _real_stdout
+
+    out = _real_stdout()
+    after_lede = False
+    for line in iter(pipe.readline, b""):
+        if line.startswith(PYSPY_LEDE):
+            chatter.append(line[len(PYSPY_LEDE):].decode(errors="replace").strip())
+            after_lede = True
+            continue
+        if after_lede and not line.strip():
+            continue
+        after_lede = False
+        try:
+            out.flush()
+            out.buffer.write(line)
+            out.buffer.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+def sample_errors_note(chatter: list[str]) -> str | None:
+    """py-spy's "Errors: N" explained (samples it could not take), or None when there were none."""
+    for line in chatter:
+        m = re.search(r"Samples: (\d+) Errors: (\d+)", line)
+        if m and int(m.group(2)):
+            return (f"py-spy could not take {m.group(2)} of its {int(m.group(1)) + int(m.group(2))} "
+                    f"samples (a process starting or exiting as it read its stack): the profile "
+                    f"is made of the rest")
+    return None
 
 
 def cpu_pids(results_path: str) -> dict[int, int]:

@@ -218,7 +218,7 @@ class _Stream(io.StringIO):
         return self.tty
 
 
-def test_progress_bar_on_a_terminal_and_silent_otherwise() -> None:
+def test_progress_bar_on_a_terminal_and_a_line_every_few_seconds_otherwise() -> None:
     s = _Stream(tty=True)
     bar = ProgressBar(s, width=20)
     bar(0, 4, "2.6.33 users 100 run 1/1", 0.0)
@@ -229,9 +229,15 @@ def test_progress_bar_on_a_terminal_and_silent_otherwise() -> None:
     # a quarter done in 10 s: 30 s to go
     assert frames[1] == "[#####...............] 1/4 2.6.33 users 200 run 1/1  elapsed 10s  ETA 0m30s\033[K"
     assert frames[2] == "[####################] 4/4 done  elapsed 75s  ETA 0m00s\033[K\n"
-    quiet = _Stream(tty=False)
-    ProgressBar(quiet)(1, 4, "x", 1.0)
-    assert quiet.getvalue() == ""
+    log = _Stream(tty=False)
+    bar = ProgressBar(log)
+    for done, t in ((0, 0.0), (1, 2.0), (2, 6.0), (3, 7.0)):
+        bar(done, 4, f"p{done}", t)
+    bar(4, 4, "done", 8.0)
+    assert log.getvalue().splitlines() == [
+        "rmap-stress: point 1/4: p0  (elapsed 0 s)",
+        "rmap-stress: point 3/4: p2  (elapsed 6 s)",  # 2 s after the first: skipped
+        "rmap-stress: 4/4 points done  (elapsed 8 s)"]
 
 
 # -- a real ramp: tiny forking-server runs -------------------------------------------------
