@@ -390,3 +390,61 @@ def test_a_signal_between_runs_stops_at_once(tmp_path: Path) -> None:
     with stop_on_signals():
         pass
     assert signal.getsignal(signal.SIGINT) is before
+
+
+# -- the smaller items ----------------------------------------------------------------------
+
+def test_a_wait_share_shown_as_0_00_has_no_relative_error() -> None:
+    """+7032% of a wait share printed as 0.00 was noise: n/a, with the reason under it."""
+    from stress.predict import format_prediction, predict_run, prediction_table
+
+    row = {"class": "anon_vma", "acquisitions": 800, "contentions": 1,
+           "hold_ns": {"total": 800_000_000}, "wait_ns": {"total": 10}}  # 10 ns waited in 2 s
+    run = {"config": {"cpus": 2, "lock": "spin", "scenario": "reclaim-storm"}, "elapsed_s": 1.0,
+           "locks": [row], "cpus": [{"cpu": i, "time_ns": 10**9} for i in range(2)],
+           "throughput": {"pages_scanned_per_s": 500.0}}
+    p = predict_run(run, handoff_ns=0.0)
+    assert abs(p["repairman"]["wait_share_error"]) > 10  # the relative error itself is huge
+    text = format_prediction(p)
+    assert "%" not in text.splitlines()[3].split()[-3] and "n/a" in text.splitlines()[3]
+    assert "shown as 0.00" in text
+    table = prediction_table([("x", p)])
+    assert "n/a" in table.splitlines()[2] and "shown as 0.00" in table
+
+
+def test_no_lockstat_says_not_recorded_and_the_stall_report_reads() -> None:
+    from stress import report
+
+    run = {**make_run(), "model": {"mms": 1, "vmas": 1, "anon_vmas": 1, "avcs": 0, "pages": 1},
+           "config": {**make_run()["config"], "lockstat": False}}
+    assert "(anon_vma lock wait: not recorded, --no-lockstat)" in report.run_summary(run)
+    assert "--no-lockstat: no lock statistics were recorded" in report.lockstat_table(run)
+    waited = {**make_run(), "locks": [{**make_run()["locks"][0], "contentions": 0}]}
+    assert "waiting on locks they never got" in report.lockstat_table(waited)
+    fork_test = {**run, "config": {**run["config"], "scenario": "fork-test"},
+                 "throughput": {"jobs_per_min": 960974.0, "pages_scanned_per_s": 0.0, "forks_per_s": 16016.0}}
+    assert "jobs/min" not in report.run_summary(fork_test) and "16016 forks/s" in report.run_summary(fork_test)
+
+
+def test_mprotect_split_runs_with_its_own_defaults(tmp_path: Path) -> None:
+    """--pages defaults to --pieces (1000 by default: a page per piece), so the scenario's
+    own defaults work; shown with a smaller --pieces to keep the test short."""
+    a = cli.build_parser().parse_args(["scan", "--scenario", "mprotect-split"])
+    assert (a.pieces, a.pages) == (1000, None)  # None: cmd_scan makes it --pieces
+    out = tmp_path / "m.json"
+    p = rmap("scan", "--era", "3.7", "--scenario", "mprotect-split", "--pieces", "20", "--json", str(out),
+             timeout=300)
+    assert p.returncode == 0, p.stderr
+    doc = load(str(out), ("scan",))
+    assert (doc["config"]["pieces"], doc["config"]["pages"]) == (20, 20)
+
+
+def test_run_notes_what_it_cannot_show() -> None:
+    """--live without a terminal and cve-2022-42703 on an era without reuse: a note each,
+    not silence; abba-deadlock's refusal names the condition that failed."""
+    p = rmap("run", "--era", "2.6.33", "--scenario", "cve-2022-42703", "--live", "--cpus", "1",
+             "--duration", "0.2")
+    assert p.returncode == 0, p.stderr
+    assert "--live needs a terminal" in p.stderr and "never reuses an anon_vma" in p.stderr
+    one_error_line(rmap("run", "--scenario", "abba-deadlock", "--era", "2.6.33", "--cpus", "2"),
+                   "abba-deadlock needs an era with anon_vma_chain (2.6.33 has none)")
