@@ -189,7 +189,8 @@ def build_parser() -> Parser:
                    help="seconds per era (default 20)")
     d.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
     d.add_argument("--json", metavar="FILE",
-                   help="write the results as {\"2.6.33\": ..., \"2.6.34\": ..., \"2.6.36\": ...}")
+                   help="write the demo document (schema rmap-stress-demo/2: each era's run; - : "
+                        "standard output)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.add_argument("--profile", action="store_true",
                    help="run each era under py-spy and write its CPUs' flamegraph, "
@@ -248,8 +249,9 @@ def build_parser() -> Parser:
     rp.add_argument("--seed", type=int, default=0,
                     help="seed for which pages a user touches and its child COWs (default 0)")
     rp.add_argument("--lock", default=None, metavar="KIND", help="override the eras' lock primitive")
-    rp.add_argument("--json", metavar="FILE", help="write the ramp document (schema rmap-stress-ramp/1)")
-    rp.add_argument("--csv", metavar="FILE", help="write one row per run")
+    rp.add_argument("--json", metavar="FILE",
+                    help="write the ramp document (schema rmap-stress-ramp/2; - : standard output)")
+    rp.add_argument("--csv", metavar="FILE", help="write one row per run (- : standard output)")
     rp.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
     rp.add_argument("--log", action="store_true", dest="log_jobs",
                     help="--plot: jobs/min on a log axis (a collapse of 100x is flat on a linear one)")
@@ -280,8 +282,9 @@ def build_parser() -> Parser:
                          "as many workers as CPUs, oversubscribed)")
     sc.add_argument("--repeat", type=int, default=1, metavar="R",
                     help="rounds: every point once per round (default 1)")
-    sc.add_argument("--json", metavar="FILE", help="write the scale document (schema rmap-stress-scale/1)")
-    sc.add_argument("--csv", metavar="FILE", help="write one row per run")
+    sc.add_argument("--json", metavar="FILE",
+                    help="write the scale document (schema rmap-stress-scale/2; - : standard output)")
+    sc.add_argument("--csv", metavar="FILE", help="write one row per run (- : standard output)")
     sc.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
     pd = sub.add_parser("predict", help="queueing-theory predictions for saved results",
                         description="For a saved run, demo, ramp or scale file: the M/M/1//N (and "
@@ -308,7 +311,8 @@ def build_parser() -> Parser:
                         description="One row per era: how VMAs are linked to anon_vmas, how a walk "
                                     "finds them, which lock it takes and its primitive, what the "
                                     "era's change fixed and the kernel commit.")
-    er.add_argument("--json", metavar="FILE", help="write the table as a JSON list")
+    er.add_argument("--json", metavar="FILE",
+                    help="write the table (schema rmap-stress-eras/1; - : standard output)")
     st = sub.add_parser("story", help="the anon_vma story: each era's motivating scenario, briefly "
                                       "(a few minutes)",
                         description="Runs, briefly, the seed pair (2.6.33 vs 2.6.34 reclaim-storm) "
@@ -317,7 +321,8 @@ def build_parser() -> Parser:
     st.add_argument("--duration", type=float, default=4.0, metavar="SECONDS",
                     help="seconds per run (default 4)")
     st.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
-    st.add_argument("--json", metavar="FILE", help="write every chapter's results")
+    st.add_argument("--json", metavar="FILE",
+                    help="write every chapter's results (schema rmap-stress-story/2; - : standard output)")
     st.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
