@@ -42,7 +42,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Collection, Iterator
 from importlib import metadata
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import psutil
 
@@ -112,7 +112,7 @@ def machine_info() -> dict[str, Any]:
 STDOUT = "-"
 # Where ``-`` writes: the real standard output, kept here when the command's report was
 # moved to stderr (``--json -``) so that the document alone reaches stdout.
-_stdout: list[IO[str]] = []
+_stdout: list[TextIO] = []
 
 
 @contextlib.contextmanager
@@ -129,7 +129,7 @@ def report_to_stderr(active: bool) -> Iterator[None]:
         sys.stdout = _stdout.pop()
 
 
-def _real_stdout() -> IO[str]:
+def _real_stdout() -> TextIO:
     return _stdout[-1] if _stdout else sys.stdout
 
 
@@ -194,7 +194,7 @@ def check_outputs(outputs: list[tuple[str, str | None]], stdout_ok: Collection[s
         seen[key] = option
 
 
-def write_output(path: str, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
+def write_output(path: str, write: Callable[[IO[Any]], object], binary: bool = False) -> None:
     """Write a result file as a user expects of the path:
 
     * ``-``: standard output (the real one, see report_to_stderr);
@@ -432,7 +432,7 @@ def validate(doc: Any, label: str, kinds: Collection[str] | None = None) -> dict
 
 
 def _check_run(run: Any, label: str) -> None:
-    if not isinstance(run, dict) or KINDS.get(run.get("schema")) != "run":
+    if not isinstance(run, dict) or KINDS.get(str(run.get("schema"))) != "run":
         got = run.get("schema") if isinstance(run, dict) else None
         raise ResultsError(f"{label}: schema {got!r}, expected {SCHEMA_RUN!r}")
     try:
