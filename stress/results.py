@@ -393,7 +393,8 @@ def upgrade(doc: Any) -> Any:
         return {**doc, "schema": SCHEMA_RUN if "throughput" in doc else SCHEMA_SCAN}
     if schema in ("rmap-stress-ramp/1", "rmap-stress-scale/1", "rmap-stress-story/1"):
         return {**doc, "schema": schema.replace("/1", "/2")}
-    if "schema" not in doc and doc and all(isinstance(v, dict) and v.get("schema") == "rmap-stress/1"
+    if "schema" not in doc and doc and all(isinstance(v, dict)
+                                          and v.get("schema") in ("rmap-stress/1", SCHEMA_RUN)
                                           for v in doc.values()):
         return {"schema": SCHEMA_DEMO, "eras": {era: upgrade(r) for era, r in doc.items()}}
     return doc
