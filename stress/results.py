@@ -24,9 +24,9 @@ Format history (newest first; as pyperf's, a version changes when a reader would
 * story ``rmap-stress-story/2``: adds ``interrupted``; a chapter a signal cut short holds
   the runs completed and ``interrupted: true``.  /1 loads as /2.
 * eras ``rmap-stress-eras/1``: {schema, eras: [one row per era, as the ``eras`` table]}.
-* profile ``rmap-stress-profile/1``: ``profile --summary-json`` is not written yet; the id is
-  reserved so that a profile's own document (not py-spy's speedscope file, which has its
-  own ``$schema``) cannot be mistaken for another kind.
+* profile ``rmap-stress-profile/1``: reserved.  ``profile`` writes py-spy's formats (SVG,
+  speedscope JSON with its own ``$schema``, raw stacks) and, with ``--json``, a run document;
+  a summary document of its own, when one comes, takes this id.
 """
 
 from __future__ import annotations

@@ -448,3 +448,20 @@ def test_run_notes_what_it_cannot_show() -> None:
     assert "--live needs a terminal" in p.stderr and "never reuses an anon_vma" in p.stderr
     one_error_line(rmap("run", "--scenario", "abba-deadlock", "--era", "2.6.33", "--cpus", "2"),
                    "abba-deadlock needs an era with anon_vma_chain (2.6.33 has none)")
+
+
+def test_compare_and_predict_warn_on_runs_cut_short(tmp_path: Path, capsys: Any) -> None:
+    """An interrupted run (1.7 s of a planned 10) is compared and predicted with a warning
+    that says so and how long it measured; a failed one with its reason."""
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps({**make_run(), "interrupted": True, "elapsed_s": 1.7,
+                               "config": {**make_run()["config"], "duration": 10.0}}))
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps({**make_run("2.6.34"), "failed": {"reason": "cpu1 died"}}))
+    assert cli.main(["compare", str(cut), str(failed)]) == 0
+    out = capsys.readouterr().out
+    assert f"WARNING: {cut}: interrupted: 1.7 s measured of 10 s planned" in out
+    assert f"WARNING: {failed}: the run failed: cpu1 died" in out
+    assert cli.main(["predict", str(cut)]) == 0
+    err = capsys.readouterr().err
+    assert f"rmap-stress: warning: {cut}: interrupted: 1.7 s measured of 10 s planned" in err
