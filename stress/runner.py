@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import psutil
@@ -587,7 +587,7 @@ class _Timeline:
                 self.ps.append(psutil.Process(p.pid))
             except psutil.Error:
                 self.ps.append(None)
-        self.prev: np.ndarray | None = None
+        self.prev: dict[str, np.ndarray] | None = None
         self.prev_ns = time.perf_counter_ns()
 
     def maybe_sample(self, now: float, cpu_arr: np.ndarray, final: bool = False) -> None:
@@ -603,13 +603,13 @@ class _Timeline:
         cpu = np.array(cpu_arr)
         now_ns = time.perf_counter_ns()
         span = max(now_ns - self.prev_ns, 1)
+        totals = self._totals(cpu, now_ns)
         rows = []
         for i, c in enumerate(cpu):
             row: dict[str, Any] = {"cpu": i}
-            for key, field in (("walk", "t_walk_ns"), ("lock_wait", "t_wait_ns"), ("work", "t_work_ns"),
-                               ("iowait", "t_iowait_ns")):
-                before = int(self.prev[i][field]) if self.prev is not None else 0
-                row[key] = min(max((int(c[field]) - before) / span, 0.0), 1.0)
+            for key, field in self.FIELDS:
+                before = int(self.prev[field][i]) if self.prev is not None else 0
+                row[key] = min(max((int(totals[field][i]) - before) / span, 0.0), 1.0)
             row.update(walks=int(c["walks"]), pages_scanned=int(c["pages_scanned"]), jobs=int(c["jobs"]))
             ps = self.ps[i] if i < len(self.ps) else None
             try:
@@ -621,7 +621,28 @@ class _Timeline:
                 pass
             rows.append(row)
         self.samples.append({"t": round(now - self.t0, 3), "cpus": rows})
-        self.prev, self.prev_ns = cpu, now_ns
+        self.prev, self.prev_ns = totals, now_ns
+
+    FIELDS = (("walk", "t_walk_ns"), ("lock_wait", "t_wait_ns"), ("work", "t_work_ns"),
+              ("iowait", "t_iowait_ns"))
+    # A CPU publishes a wait, walk or iowait when it ends; the one under way counts from
+    # its start (state_since_ns), so a wait that never ends (a deadlock, a stall) shows in
+    # the timeline as it does in the end-of-run shares, not as 0%.
+    IN_PROGRESS: ClassVar[dict[str, int]] = {"t_wait_ns": CPU_STATE["wait"], "t_walk_ns": CPU_STATE["walk"],
+                                             "t_iowait_ns": CPU_STATE["iowait"]}
+
+    def _totals(self, cpu: np.ndarray, now_ns: int) -> dict[str, np.ndarray]:
+        """Each CPU's cumulative time per field, the interval under way included."""
+        out = {}
+        state = cpu["state"].astype(np.int64)
+        running = np.maximum(now_ns - cpu["state_since_ns"].astype(np.int64), 0)
+        for _, field in self.FIELDS:
+            total = cpu[field].astype(np.int64)
+            st = self.IN_PROGRESS.get(field)
+            if st is not None:
+                total = total + np.where((state == st) & (cpu["state_since_ns"] > 0), running, 0)
+            out[field] = total
+        return out
 
 
 def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryview,
