@@ -8,12 +8,12 @@ stops reading (``| head``) ends the output quietly with status 0.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from shared_model.build import ModelTooLarge
@@ -32,7 +32,19 @@ from .config import (
     RunConfig,
 )
 from .predict import DEFAULT_HANDOFF_NS, PredictError
-from .results import ResultsError, package_version, write_json
+from .results import (
+    SCHEMA_DEMO,
+    SCHEMA_ERAS,
+    SCHEMA_RAMP,
+    SCHEMA_RUN,
+    STDOUT,
+    ResultsError,
+    check_outputs,
+    package_version,
+    report_to_stderr,
+    write_json,
+)
+from .stopping import status_of
 
 PROG = "rmap-stress"
 
@@ -61,7 +73,8 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
     p.add_argument("--lock", choices=None, metavar="KIND", default=None,
                    help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the "
                         "era's: ticket until 2.6.36, mutex in 3.0)")
-    p.add_argument("--json", metavar="FILE", help="write the results document here")
+    p.add_argument("--json", metavar="FILE", help="write the results document here (- : standard "
+                                                  "output, the report then goes to stderr)")
 
 
 def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
@@ -99,6 +112,8 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
     p.add_argument("--log-level", default="WARNING",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default WARNING)")
     p.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
+    # profile's own results file: written, not reported (it goes with profile's temporary folder)
+    p.add_argument("--internal-json", metavar="FILE", help=argparse.SUPPRESS)
 
 
 def _scan_scenario_options(p: argparse.ArgumentParser) -> None:
@@ -108,7 +123,8 @@ def _scan_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generations", type=int, default=1000, metavar="G",
                    help="fork-chain: generations of fork-and-exit (default 1000)")
     p.add_argument("--pieces", type=int, default=1000, metavar="K",
-                   help="mprotect-split: pieces mprotect splits the parent's VMA into (default 1000)")
+                   help="mprotect-split: pieces mprotect splits the parent's VMA into (default 1000; "
+                        "--pages then defaults to K, a page per piece)")
 def _swap_options(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--swap-device", default=None, metavar="MODE",
                    help=f"swap writeback and swap-in reads go to: {' or '.join(SWAP_DEVICES)} (a disk "
@@ -173,7 +189,8 @@ def build_parser() -> Parser:
                    help="seconds per era (default 20)")
     d.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
     d.add_argument("--json", metavar="FILE",
-                   help="write the results as {\"2.6.33\": ..., \"2.6.34\": ..., \"2.6.36\": ...}")
+                   help="write the demo document (schema rmap-stress-demo/2: each era's run; - : "
+                        "standard output)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.add_argument("--profile", action="store_true",
                    help="run each era under py-spy and write its CPUs' flamegraph, "
@@ -190,6 +207,7 @@ def build_parser() -> Parser:
                         "each owner write-faults them back; read: dropped, read faults; cache: "
                         "swap-cache hits, read faults")
     _scan_scenario_options(s)
+    s.set_defaults(pages=None)  # 100, or for mprotect-split --pieces (see cmd_scan)
     r = sub.add_parser("run", help="a stress run on real CPU worker processes",
                        description="A stress run: W worker processes, pinned one per CPU, share the "
                                    "model in shared memory and take its real locks.")
@@ -231,8 +249,9 @@ def build_parser() -> Parser:
     rp.add_argument("--seed", type=int, default=0,
                     help="seed for which pages a user touches and its child COWs (default 0)")
     rp.add_argument("--lock", default=None, metavar="KIND", help="override the eras' lock primitive")
-    rp.add_argument("--json", metavar="FILE", help="write the ramp document (schema rmap-stress-ramp/1)")
-    rp.add_argument("--csv", metavar="FILE", help="write one row per run")
+    rp.add_argument("--json", metavar="FILE",
+                    help="write the ramp document (schema rmap-stress-ramp/2; - : standard output)")
+    rp.add_argument("--csv", metavar="FILE", help="write one row per run (- : standard output)")
     rp.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
     rp.add_argument("--log", action="store_true", dest="log_jobs",
                     help="--plot: jobs/min on a log axis (a collapse of 100x is flat on a linear one)")
@@ -263,8 +282,9 @@ def build_parser() -> Parser:
                          "as many workers as CPUs, oversubscribed)")
     sc.add_argument("--repeat", type=int, default=1, metavar="R",
                     help="rounds: every point once per round (default 1)")
-    sc.add_argument("--json", metavar="FILE", help="write the scale document (schema rmap-stress-scale/1)")
-    sc.add_argument("--csv", metavar="FILE", help="write one row per run")
+    sc.add_argument("--json", metavar="FILE",
+                    help="write the scale document (schema rmap-stress-scale/2; - : standard output)")
+    sc.add_argument("--csv", metavar="FILE", help="write one row per run (- : standard output)")
     sc.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
     pd = sub.add_parser("predict", help="queueing-theory predictions for saved results",
                         description="For a saved run, demo, ramp or scale file: the M/M/1//N (and "
@@ -291,7 +311,8 @@ def build_parser() -> Parser:
                         description="One row per era: how VMAs are linked to anon_vmas, how a walk "
                                     "finds them, which lock it takes and its primitive, what the "
                                     "era's change fixed and the kernel commit.")
-    er.add_argument("--json", metavar="FILE", help="write the table as a JSON list")
+    er.add_argument("--json", metavar="FILE",
+                    help="write the table (schema rmap-stress-eras/1; - : standard output)")
     st = sub.add_parser("story", help="the anon_vma story: each era's motivating scenario, briefly "
                                       "(a few minutes)",
                         description="Runs, briefly, the seed pair (2.6.33 vs 2.6.34 reclaim-storm) "
@@ -300,7 +321,8 @@ def build_parser() -> Parser:
     st.add_argument("--duration", type=float, default=4.0, metavar="SECONDS",
                     help="seconds per run (default 4)")
     st.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
-    st.add_argument("--json", metavar="FILE", help="write every chapter's results")
+    st.add_argument("--json", metavar="FILE",
+                    help="write every chapter's results (schema rmap-stress-story/2; - : standard output)")
     st.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -318,29 +340,26 @@ def _inject(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _check_output(path: str | None) -> None:
-    """Refuse, before a long run, an output file that could not be written at its end: by
-    creating it (and its ``.tmp``, where the atomic write goes first), then removing what
-    did not exist before.  Asking the folder is not enough (/proc says it is writable)."""
-    if not path:
-        return
-    for p in (path, f"{path}.tmp"):
-        existed = os.path.exists(p)
-        try:
-            with open(p, "a"):
-                pass
-        except OSError as e:
-            why = e.strerror or str(e)
-            raise ConfigError(f"{path}: cannot write there ({why.lower()})") from None
-        if not existed:
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+# Every option that writes a file, as (attribute, option as the user types it); only
+# --json and --csv may be ``-`` (standard output).
+OUTPUT_OPTIONS = (("json", "--json"), ("csv", "--csv"), ("plot", "--plot"), ("log_file", "--log-file"),
+                  ("output", "-o"), ("out", "-o"), ("internal_json", "--internal-json"))
+STDOUT_OPTIONS = ("--json", "--csv")
+
+
+def _outputs(a: argparse.Namespace) -> list[tuple[str, str | None]]:
+    return [(opt, getattr(a, attr)) for attr, opt in OUTPUT_OPTIONS if hasattr(a, attr)]
+
+
+def _check_outputs(a: argparse.Namespace) -> None:
+    """Before any work: every output path writable, ``-`` only where it means stdout, no
+    two options naming one file (the second would replace the first at the end)."""
+    check_outputs(_outputs(a), STDOUT_OPTIONS)
 
 
 def _wrote(path: str) -> None:
-    print(f"wrote {path}")
+    """Every file written is reported, once, after it was written; standard output is named."""
+    print(f"wrote {path}" if path != STDOUT else "wrote the document to standard output", flush=True)
 
 
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
@@ -359,12 +378,25 @@ def _setup_logging(level: str, path: str | None) -> None:
     inherit a held lock)."""
     import multiprocessing_logging
 
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    global _log_file
+    # delay: the file is made by the first record, so a run that logs nothing writes nothing
+    _log_file = logging.FileHandler(path, delay=True) if path else None
+    handler: logging.Handler = _log_file or logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     multiprocessing_logging.install_mp_handler()
+
+
+_log_file: logging.FileHandler | None = None
+
+
+def _wrote_log(path: str | None) -> None:
+    """``--log-file``: reported when something was logged there (the file was opened)."""
+    if path and _log_file is not None and _log_file.stream is not None:
+        _log_file.flush()
+        _wrote(path)
 
 
 def _progress(quiet: bool, label: str, live: bool = False):  # type: ignore[no-untyped-def]
@@ -420,6 +452,9 @@ def _end_progress(quiet: bool) -> None:
 def cmd_scan(a: argparse.Namespace) -> int:
     from .scan import scan, scan_report
 
+    if a.pages is None:  # mprotect-split's own defaults must work: a page per piece
+        a.pages = max(a.pieces, 1) if a.scenario == "mprotect-split" else 100
+
     if a.scenario is not None:
         if a.refault is not None:
             raise ConfigError("--refault applies to the fork family scan, not to --scenario")
@@ -441,7 +476,6 @@ def _cmd_scan_scenario(a: argparse.Namespace) -> int:
 
     if a.scenario not in SCAN_SCENARIOS:
         raise ConfigError(f"unknown scan scenario {a.scenario!r} (choose from {', '.join(SCAN_SCENARIOS)})")
-    _check_output(a.json)
     cfg = _config(a, generations=a.generations, pieces=a.pieces)
     status = 0
     try:
@@ -486,7 +520,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     if a.live and a.quiet:
         raise ConfigError("--live and --quiet contradict each other: choose one")
+    _note_no_live(a)
     _note_injection(cfg)
+    _note_no_reuse(cfg)
     _check_handoff(a.handoff_ns)
     _setup_logging(a.log_level, a.log_file)
     progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
@@ -524,6 +560,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     # The results first: a reader that stops reading, or a second Ctrl-C, cannot lose them.
     if a.json:
         write_json(a.json, res)
+    if a.internal_json:
+        write_json(a.internal_json, res)
     try:
         print(report.run_report(res))
         if res.get("predicted"):
@@ -533,10 +571,22 @@ def cmd_run(a: argparse.Namespace) -> int:
             print(format_prediction(res["predicted"]))
         if a.json:
             _wrote(a.json)
+        _wrote_log(a.log_file)
         sys.stdout.flush()
     except BrokenPipeError:
         _stdout_gone()
     return status
+
+
+def _note_no_reuse(cfg: RunConfig) -> None:
+    """cve-2022-42703 needs anon_vma reuse (3.19's degree, 6.0's num_active_vmas): on an
+    era without it the run is fine and shows nothing, which should not pass for a fix."""
+    from shared_model.eras import get_era
+
+    if cfg.scenario == "cve-2022-42703" and get_era(cfg.era).reuse == "none":
+        print(f"{PROG}: note: era {cfg.era} never reuses an anon_vma (anon_vma_clone's reuse came "
+              f"in 3.19): cve-2022-42703 cannot happen here, so a clean run shows nothing",
+              file=sys.stderr)
 
 
 def _note_injection(cfg: RunConfig) -> None:
@@ -571,7 +621,7 @@ def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
     cfg = _config(a)
     cfg.validate()  # a bad option is a usage error now, not a profile of a failed run
     out = a.out or f"profile-{cfg.era}.{FORMATS[a.profile_format]}"
-    _check_output(out)
+    check_outputs([("-o", out)] + [o for o in _outputs(a) if o[0] != "-o"], STDOUT_OPTIONS)
     summary: list[str] = []
     try:
         res = record(_run_argv(argv[argv.index("profile") + 1:]), out, a.profile_format,
@@ -599,15 +649,15 @@ def _profiled_run(cfg: RunConfig, quiet: bool) -> dict[str, Any]:
         path = os.path.join(d, "results.json")
         argv = ["--era", cfg.era, "--scenario", cfg.scenario, "--users", str(cfg.users),
                 "--pages", str(cfg.pages), "--cow", str(cfg.cow), "--cpus", str(cfg.cpus),
-                "--duration", str(cfg.duration), "--json", path] + (["--quiet"] if quiet else [])
+                "--duration", str(cfg.duration), "--internal-json", path] + (["--quiet"] if quiet else [])
         out = f"profile-{cfg.era}.svg"
         try:
             res = record(argv, out, stdout=subprocess.DEVNULL)
         except ProfileError as e:
             raise ConfigError(str(e)) from None
-        from .results import read_json
+        from .results import load
 
-        doc = read_json(path, "rmap-stress/1")
+        doc = load(path, ("run",))
     print(res.describe(False))
     _wrote(out)
     return doc
@@ -618,34 +668,56 @@ DEMO_ERAS = ("2.6.33", "2.6.34", "2.6.36")
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from . import report
-    from .runner import run
+    from .results import SCHEMA_DEMO
+    from .runner import RunInterrupted, run
+    from .stopping import Stopped, signal_name, stop_on_signals
 
     _setup_logging("WARNING", None)
-    results = {}
+    results: dict[str, Any] = {}
+    stop: dict[str, str] = {}
     t0 = time.monotonic()
-    for era in DEMO_ERAS:
-        cfg = RunConfig(era=era, scenario="reclaim-storm", users=a.users, pages=a.pages,
-                        cow=1.0, cpus=a.cpus, duration=a.duration)
+    cfgs = [RunConfig(era=era, scenario="reclaim-storm", users=a.users, pages=a.pages,
+                      cow=1.0, cpus=a.cpus, duration=a.duration) for era in DEMO_ERAS]
+    for cfg in cfgs:
         cfg.validate()
-        if not a.quiet:
-            print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
-                  flush=True)
-        if a.profile:
-            res = _profiled_run(cfg, a.quiet)
-        else:
-            res = run(cfg, on_tick=_progress(a.quiet, era), on_phase=_phase_line(a.quiet))
-            _end_progress(a.quiet)
-        results[era] = res
-        print(report.run_summary(res))
-        print()
-        print(report.lockstat_table(res))
-        print()
-    old = results[DEMO_ERAS[0]]
+    try:
+        with stop_on_signals():
+            for cfg in cfgs:
+                era = cfg.era
+                # The headings are the report's, on stdout whatever --quiet says.
+                print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
+                      flush=True)
+                try:
+                    if a.profile:
+                        res = _profiled_run(cfg, a.quiet)
+                    else:
+                        res = run(cfg, on_tick=_progress(a.quiet, era), on_phase=_phase_line(a.quiet))
+                except RunInterrupted as e:
+                    _end_progress(a.quiet)
+                    stop["interrupted"] = signal_name(e.signum)
+                    if e.results is None:
+                        break
+                    res = e.results
+                _end_progress(a.quiet)
+                results[era] = res
+                print(report.run_summary(res))
+                print()
+                print(report.lockstat_table(res))
+                print()
+                if stop:
+                    break
+    except Stopped as e:  # between eras: the eras completed stand
+        stop["interrupted"] = signal_name(e.signum)
+    old = results.get(DEMO_ERAS[0])
     for era in DEMO_ERAS[1:]:
+        if old is None or era not in results:
+            continue
         print(f"== side by side: {DEMO_ERAS[0]} and {era} ==")
         print(report.side_by_side(old, results[era]))
         print()
     for era in DEMO_ERAS[1:]:
+        if old is None or era not in results:
+            continue
         new = results[era]
         ratio = (new["throughput"]["pages_scanned_per_s"] / old["throughput"]["pages_scanned_per_s"]
                  if old["throughput"]["pages_scanned_per_s"] else float("inf"))
@@ -654,12 +726,19 @@ def cmd_demo(a: argparse.Namespace) -> int:
               f"shorter, anon_vma lock wait {100 * old['anon_vma_wait_share']:.0f}% -> "
               f"{100 * new['anon_vma_wait_share']:.1f}% of CPU time, {ratio:.1f}x more pages scanned per "
               f"second")
-    print("(2.6.34 as released puts each page it swaps back in on the family's root anon_vma: "
-          "under this refault churn its walks grow back towards 2.6.33's; 2.6.36 keeps them "
-          f"short, on the root's lock)  ({time.monotonic() - t0:.0f} s)")
-    if a.json:
-        write_json(a.json, results)
+    if stop:
+        print(f"{PROG}: interrupted by {stop['interrupted']}: {len(results)} of {len(DEMO_ERAS)} eras "
+              f"measured" + (", the last cut short" if results else ""), file=sys.stderr)
+    else:
+        print("(2.6.34 as released puts each page it swaps back in on the family's root anon_vma: "
+              "under this refault churn its walks grow back towards 2.6.33's; 2.6.36 keeps them "
+              f"short, on the root's lock)  ({time.monotonic() - t0:.0f} s)")
+    if a.json and (results or stop):
+        write_json(a.json, {"schema": SCHEMA_DEMO, "eras": results,
+                            "elapsed_s": time.monotonic() - t0, **stop})
         _wrote(a.json)
+    if stop:
+        return status_of(stop["interrupted"])
     bad = sum(r["invariants"]["violations"] for r in results.values())
     return 1 if bad else 0
 
@@ -671,8 +750,12 @@ def cmd_ramp(a: argparse.Namespace) -> int:
                         a.factor if a.factor is not None or a.increment is not None else 2.0)
     if a.plot and not a.plot.endswith((".png", ".svg")):
         raise ConfigError(f"--plot {a.plot}: the file name must end in .png or .svg")
+    if a.log_jobs and not a.plot:
+        raise ConfigError("--log draws --plot's jobs/min axis on a log scale: give --plot FILE too")
+    _check_eras_once(a.eras or [], "--era")
     if a.live and a.quiet:
         raise ConfigError("--live and --quiet contradict each other: choose one")
+    _note_no_live(a)
     base = RunConfig(scenario="forking-server", pages=a.pages, cow=a.cow, cpus=a.cpus, duration=a.duration,
                      lock=a.lock, seed=a.seed, entry_cost_ns=a.entry_cost_ns, work_us=a.work_us,
                      ram_pages=a.ram_pages, swap_device=a.swap_device, swap_latency_ms=a.swap_latency_ms,
@@ -691,6 +774,7 @@ def cmd_ramp(a: argparse.Namespace) -> int:
                stop_at_crossover=a.crossover, threshold=a.threshold,
                progress=None if a.quiet or live else ProgressBar(), live=live,
                predict=a.predict, handoff_ns=a.handoff_ns)
+    _say_stop(doc, len(doc["points"]))
     print(ramp_table(doc))
     print()
     print(headline(doc))
@@ -700,19 +784,8 @@ def cmd_ramp(a: argparse.Namespace) -> int:
         print()
         print(prediction_table([(f"{p['era']} {p['users']} users #{p['repeat'] + 1}", p["predicted"])
                                 for p in doc["points"] if p.get("predicted")]))
-    if a.json:
-        write_json(a.json, doc)
-        _wrote(a.json)
-    if a.csv:
-        write_csv(a.csv, doc)
-        _wrote(a.csv)
-    if a.plot:
-        from .plot import plot_results
-
-        plot_results(doc, a.plot, log_jobs=a.log_jobs)
-        _wrote(a.plot)
-    bad = sum(p["invariant_violations"] for p in doc["points"])
-    return 1 if bad else 0
+    _write_sweep(a, doc, write_csv)
+    return _sweep_status(doc)
 
 
 def _cpus(n: int) -> str:
@@ -733,8 +806,11 @@ def cmd_scale(a: argparse.Namespace) -> int:
         raise ConfigError("scale takes --cpus-list N,N,..., not --cpus")
     if a.plot and not a.plot.endswith((".png", ".svg")):
         raise ConfigError(f"--plot {a.plot}: the file name must end in .png or .svg")
+    if a.live and a.quiet:
+        raise ConfigError("--live and --quiet contradict each other: choose one")
+    _note_no_live(a)
     _check_handoff(a.handoff_ns)
-    cpus_list = parse_cpus_list(a.cpus_list) if a.cpus_list else default_cpus_list(online_cpus())
+    cpus_list = parse_cpus_list(a.cpus_list) if a.cpus_list is not None else default_cpus_list(online_cpus())
     curves = curves_of(a.eras or ["2.6.33"], list(a.locks or [None]))
     base = _config(a, era=curves[0].era, lock=None, cpus=cpus_list[0])
     if a.stall_timeout < 0:
@@ -751,6 +827,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
     doc = scale(base, curves, cpus_list, repeat=a.repeat, predict=a.predict, handoff_ns=a.handoff_ns,
                 stall_timeout=a.stall_timeout or None,
                 progress=None if a.quiet or live else ProgressBar(), live=live)
+    _say_stop(doc, len(doc["points"]))
     print(scale_table(doc))
     if a.predict:
         from .predict import prediction_table
@@ -758,58 +835,100 @@ def cmd_scale(a: argparse.Namespace) -> int:
         print()
         print(prediction_table([(f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}", p["predicted"])
                                 for p in doc["points"] if p.get("predicted")]))
+    _write_sweep(a, doc, write_csv)
+    _wrote_log(a.log_file)
+    return _sweep_status(doc)
+
+
+def _check_eras_once(eras: list[str], option: str) -> None:
+    twice = sorted({e for e in eras if eras.count(e) > 1})
+    if twice:
+        raise ConfigError(f"{option} {twice[0]} given twice: each era is ramped once (--repeat R "
+                          f"runs every point R times)")
+
+
+def _note_no_live(a: argparse.Namespace) -> None:
+    if a.live and not a.quiet and not sys.stderr.isatty():
+        print(f"{PROG}: note: --live needs a terminal on stderr; showing a status line every "
+              f"few seconds instead", file=sys.stderr)
+
+
+def _say_stop(doc: dict[str, Any], points: int) -> None:
+    """One line on stderr when a signal or a failure ended a sweep early."""
+    if doc.get("interrupted"):
+        print(f"{PROG}: interrupted by {doc['interrupted']}: {points} point{'s' if points != 1 else ''} "
+              f"kept (a point cut short is marked)", file=sys.stderr)
+    elif doc.get("failed"):
+        print(f"{PROG}: run failed: {doc['failed']}: the points before it are kept", file=sys.stderr)
+
+
+def _write_sweep(a: argparse.Namespace, doc: dict[str, Any], write_csv: Callable[..., None]) -> None:
+    """A ramp's or a scale's files (what was measured, even when cut short), each reported."""
     if a.json:
         write_json(a.json, doc)
+        _wrote(a.json)
     if a.csv:
         write_csv(a.csv, doc)
-    if a.plot:
+        _wrote(a.csv)
+    if a.plot and doc["points"]:
         from .plot import plot_results
 
-        plot_results(doc, a.plot)
-    bad = sum(p["invariant_violations"] for p in doc["points"])
-    return 1 if bad else 0
+        plot_results(doc, a.plot, **({"log_jobs": a.log_jobs} if hasattr(a, "log_jobs") else {}))
+        _wrote(a.plot)
+
+
+def _sweep_status(doc: dict[str, Any]) -> int:
+    if doc.get("interrupted"):
+        return status_of(doc["interrupted"])
+    bad = sum(p.get("invariant_violations", 0) for p in doc["points"])
+    return 1 if bad or doc.get("failed") else 0
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from .compare import is_demo_doc
+    from .compare import load_for_compare
     from .predict import format_prediction, predict_inputs, predict_run, prediction_table
-    from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError
+    from .results import stop_notes
 
     _check_handoff(a.handoff_ns)
-    try:
-        with open(a.results) as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        raise ResultsError(f"{a.results}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{a.results}: not a results file ({e})") from None
-    schema = doc.get("schema") if isinstance(doc, dict) else None
-    if schema == SCHEMA_RUN and "throughput" in doc:
-        print(format_prediction(predict_run(doc, a.handoff_ns)))
-    elif is_demo_doc(doc):
-        print("\n\n".join(f"== {era} ==\n" + format_prediction(predict_run(r, a.handoff_ns))
-                           for era, r in doc.items()))
-    elif schema in (SCHEMA_RAMP, SCHEMA_SCALE):
-        def label(p: dict[str, Any]) -> str:
-            if schema == SCHEMA_RAMP:
-                return f"{p['era']} {p['users']} users #{p['repeat'] + 1}"
-            return f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}"
+    doc = load_for_compare(a.results)
+    for note in stop_notes(doc):
+        print(f"{PROG}: warning: {a.results}: {note}", file=sys.stderr)
+    schema = doc["schema"]
+    with _reading(a.results):
+        if doc["schema"] == SCHEMA_RUN:
+            print(format_prediction(predict_run(doc, a.handoff_ns)))
+        elif doc["schema"] == SCHEMA_DEMO:
+            print("\n\n".join(f"== {era} ==\n" + format_prediction(predict_run(r, a.handoff_ns))
+                               for era, r in doc["eras"].items()))
+        else:
+            def label(p: dict[str, Any]) -> str:
+                if schema == SCHEMA_RAMP:
+                    return f"{p['era']} {p['users']} users #{p['repeat'] + 1}"
+                return f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}"
 
-        entries = []
-        for p in doc.get("points", []):
-            if p.get("lock_inputs"):
-                try:
-                    entries.append((label(p), predict_inputs(p["lock_inputs"], a.handoff_ns)))
-                except PredictError:
-                    pass
-        if not entries:
-            raise ResultsError(f"{a.results}: its points hold no lock figures to predict from "
-                               f"(written by an older rmap-stress?)")
-        print(prediction_table(entries))
-    else:
-        raise ResultsError(f"{a.results}: schema {schema!r}: predict takes run, demo, ramp or "
-                           f"scale results")
+            entries = []
+            for p in doc["points"]:
+                if p.get("lock_inputs"):
+                    try:
+                        entries.append((label(p), predict_inputs(p["lock_inputs"], a.handoff_ns)))
+                    except PredictError:
+                        pass
+            if not entries:
+                raise ResultsError(f"{a.results}: its points hold no lock figures to predict from "
+                                   f"(written by an older rmap-stress?)")
+            print(prediction_table(entries))
     return 0
+
+
+@contextlib.contextmanager
+def _reading(label: str) -> Iterator[None]:
+    """Around a reader of a loaded document: a field load() does not check (the readers
+    go deeper than its shape) that is missing or mistyped is one line, not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, AttributeError, ZeroDivisionError, OverflowError) as e:
+        what = f"missing {e}" if isinstance(e, KeyError) else str(e)
+        raise ResultsError(f"{label}: damaged results document ({what})") from None
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
@@ -818,13 +937,16 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
     if not a.output.lower().endswith((".png", ".svg")):
         raise ConfigError(f"-o {a.output}: the file name must end in .png or .svg")
-    plot_results(load_for_compare(a.results), a.output, log_jobs=a.log_jobs)
+    doc = load_for_compare(a.results)
+    with _reading(a.results):
+        plot_results(doc, a.output, log_jobs=a.log_jobs)
     _wrote(a.output)
     return 0
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
     from .compare import compare, load_for_compare
+    from .results import content_hash
 
     seen: dict[str, str] = {}
     for path in a.files:
@@ -833,7 +955,16 @@ def cmd_compare(a: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: given twice (as {seen[key]}): one file is one measurement, "
                               f"not two repeats")
         seen[key] = path
-    print(compare([(p, load_for_compare(p)) for p in a.files]))
+    docs = [(p, load_for_compare(p)) for p in a.files]
+    same: dict[str, str] = {}
+    for path in a.files:
+        digest = content_hash(path)
+        if digest in same:
+            raise ConfigError(f"{path} has the same content as {same[digest]}: a copy of one "
+                              f"measurement, not a second repeat")
+        same[digest] = path
+    with _reading(", ".join(a.files)):
+        print(compare(docs))
     return 0
 
 
@@ -842,7 +973,7 @@ def cmd_eras(a: argparse.Namespace) -> int:
 
     print(eras_table())
     if a.json:
-        write_json(a.json, {"schema": "rmap-stress-eras/1", "eras": [era_row(e) for e in ERAS.values()]})
+        write_json(a.json, {"schema": SCHEMA_ERAS, "eras": [era_row(e) for e in ERAS.values()]})
         _wrote(a.json)
     return 0
 
@@ -871,9 +1002,14 @@ def cmd_story(a: argparse.Namespace) -> int:
 
     doc = story(a.duration, a.cpus, one, lambda line: print(line, flush=True), scan=one_scan)
     print(f"({doc['elapsed_s']:.0f} s)")
+    if doc.get("interrupted"):
+        print(f"{PROG}: interrupted by {doc['interrupted']}: the chapters completed and the runs of "
+              f"the one under way are kept", file=sys.stderr)
     if a.json:
         write_json(a.json, doc)
         _wrote(a.json)
+    if doc.get("interrupted"):
+        return status_of(doc["interrupted"])
     # The CVE chapter's 3.19 violations are its point; any other violation fails the story.
     bad = sum(ch.get("unexpected_violations", 0) for ch in doc["chapters"])
     return 1 if bad else 0
@@ -886,14 +1022,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.command:
             parser.print_help()
             return 2
-        if a.command == "profile":
-            return cmd_profile(a, list(sys.argv[1:] if argv is None else argv))
-        for name in ("json", "csv", "plot", "log_file", "output"):
-            _check_output(getattr(a, name, None))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
                     "plot": cmd_plot, "compare": cmd_compare, "scale": cmd_scale,
                     "predict": cmd_predict, "eras": cmd_eras, "story": cmd_story}
-        return commands[a.command](a)
+        # ``--json -`` / ``--csv -``: the document alone on stdout, the report on stderr.
+        with report_to_stderr(any(path == STDOUT for _, path in _outputs(a))):
+            if a.command == "profile":
+                return cmd_profile(a, list(sys.argv[1:] if argv is None else argv))
+            _check_outputs(a)
+            return commands[a.command](a)
     except (UsageError, ConfigError, ModelTooLarge, ResultsError, PredictError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

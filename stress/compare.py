@@ -1,8 +1,9 @@
 """Compare results documents side by side, as pyperf's ``compare_to`` does for benchmarks.
 
-Input is a list of ``(label, document)``; a document is a run (schema ``rmap-stress/1``), a
-ramp (``rmap-stress-ramp/1``) or what ``rmap-stress demo --json`` writes (``{era: run}``,
-expanded to one run per era).  Runs and ramps cannot be mixed in one comparison.
+Input is a list of ``(label, document)``, each as ``results.load`` returns it: a run, a
+ramp, a scale or a demo (expanded to one run per era).  Runs and ramps cannot be mixed in
+one comparison.  A document a signal or a failure cut short is compared with a warning
+that says so and how long it measured.
 
 Runs.  Runs with the same configuration (seed aside) on the same machine are repeats of
 one measurement and form one column, so three ``old.json`` and three ``new.json`` passed
@@ -35,6 +36,7 @@ or maximum is >= 50% away from it.  Shares and walk lengths are not checked: nea
 (2.6.34's lock wait) a 10% rule flags noise in a figure nobody reads as a speed.
 
 Everything here is a pure function of the documents; ``load_for_compare`` is the only I/O.
+Two files with the same content are one measurement, refused as repeats by the CLI.
 """
 
 from __future__ import annotations
@@ -47,7 +49,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .report import mean_shares, ratio_text
-from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError
+from .results import (
+    SCHEMA_DEMO,
+    SCHEMA_RAMP,
+    SCHEMA_RUN,
+    SCHEMA_SCALE,
+    ResultsError,
+    load,
+    stop_notes,
+    upgrade,
+)
 
 ALPHA = 0.05  # two-sided, as pyperf's 95% confidence
 UNSTABLE_STDEV = 0.10  # pyperf: std dev >= 10% of the mean
@@ -269,40 +280,31 @@ def _ratio(a: Sequence[float], b: Sequence[float]) -> str:
 # -- documents -------------------------------------------------------------------------
 
 def is_demo_doc(doc: Any) -> bool:
-    """A ``demo --json`` file: {era: run document}, no schema of its own."""
-    return (isinstance(doc, dict) and "schema" not in doc and bool(doc)
-            and all(isinstance(v, dict) and v.get("schema") == SCHEMA_RUN for v in doc.values()))
+    """A ``demo --json`` document (loaded: ``{"schema": demo, "eras": {era: run}}``)."""
+    return isinstance(doc, dict) and doc.get("schema") == SCHEMA_DEMO and isinstance(doc.get("eras"), dict)
 
 
 def load_for_compare(path: str) -> dict[str, Any]:
-    """A run, a ramp or a demo file; anything else raises ResultsError with one line."""
-    try:
-        with open(path) as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{path}: not a results file ({e})") from None
-    if isinstance(doc, dict) and doc.get("schema") == SCHEMA_RUN and "throughput" not in doc:
-        raise ResultsError(f"{path}: a scan result (exact walk counts, no run): compare and plot "
-                           f"take run, demo or ramp results")
-    if isinstance(doc, dict) and (doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP, SCHEMA_SCALE)
-                                  or is_demo_doc(doc)):
-        return doc
-    got = doc.get("schema") if isinstance(doc, dict) else None
-    raise ResultsError(f"{path}: schema {got!r}, expected {SCHEMA_RUN!r} or {SCHEMA_RAMP!r}")
+    """A run, a ramp, a scale or a demo file, validated; anything else raises
+    ResultsError with one line."""
+    doc = load(path, ("run", "demo", "ramp", "scale"))
+    if not doc.get("eras" if is_demo_doc(doc) else "points", True):
+        why = f"interrupted by {doc['interrupted']} before" if doc.get("interrupted") else "no"
+        raise ResultsError(f"{path}: {why} anything was measured: nothing to read")
+    return doc
 
 
 def _expand(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for label, doc in docs:
         if is_demo_doc(doc):
-            out.extend((f"{label}:{era}", run) for era, run in doc.items())
+            out.extend((f"{label}:{era}", run) for era, run in doc["eras"].items())
         elif isinstance(doc, dict) and doc.get("schema") in (SCHEMA_RUN, SCHEMA_RAMP, SCHEMA_SCALE):
             out.append((label, doc))
         else:
             got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-            raise ResultsError(f"{label}: schema {got!r}, expected {SCHEMA_RUN!r} or {SCHEMA_RAMP!r}")
+            raise ResultsError(f"{label}: schema {got!r}, expected {SCHEMA_RUN!r}, {SCHEMA_RAMP!r}, "
+                               f"{SCHEMA_SCALE!r} or {SCHEMA_DEMO!r}")
     return out
 
 
@@ -603,6 +605,7 @@ def compare(docs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     runs and ramps together.  Raises ResultsError for anything else."""
     if not docs:
         raise ResultsError("nothing to compare")
+    docs = [(label, upgrade(doc)) for label, doc in docs]
     items = _expand(docs)
     kinds = {doc["schema"] for _, doc in items}
     if len(kinds) > 1:
@@ -614,7 +617,10 @@ def compare(docs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     else:
         out = _compare_ramps(items)
     # Machines: per input file, so that a demo's two runs do not count twice.
-    machines = [(label, _machine_id(doc if not is_demo_doc(doc) else next(iter(doc.values()))))
+    machines = [(label, _machine_id(doc if not is_demo_doc(doc) else next(iter(doc["eras"].values()))))
                 for label, doc in docs]
     _section(out, _differences("machines", [lab for lab, _ in machines], [m for _, m in machines]))
+    # Figures of a run cut short are not those of the run asked for: say so, with how long
+    # it measured (the configs' "duration" is what was planned).
+    _section(out, [f"WARNING: {label}: {note}" for label, doc in docs for note in stop_notes(doc)])
     return "\n".join(line.rstrip() for line in out)

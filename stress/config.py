@@ -104,8 +104,15 @@ class RunConfig:
         if self.scenario in ("fork-test", "exim") and self.cpus and self.users < self.cpus:
             raise ConfigError(f"{self.scenario} needs at least one user per CPU (--users {self.users} < "
                               f"--cpus {self.cpus}): each CPU forks off its own users")
-        if self.scenario == "abba-deadlock" and (self.users < 2 or self.cpus == 1 or self.era == "2.6.33"):
-            raise ConfigError("abba-deadlock needs --users >= 2, --cpus >= 2 and an era with anon_vma_chain")
+        if self.scenario == "abba-deadlock":
+            # Say which of the three conditions failed, not all three.
+            no_chain = "an era with anon_vma_chain (2.6.33 has none)"
+            failed = [why for bad, why in ((self.users < 2, f"--users >= 2 (not {self.users})"),
+                                           (self.cpus == 1, "--cpus >= 2 (not 1)"),
+                                           (self.era == "2.6.33", no_chain))
+                      if bad]
+            if failed:
+                raise ConfigError(f"abba-deadlock needs {' and '.join(failed)}")
         if self.entry_cost_ns < 0:
             raise ConfigError(f"--entry-cost-ns must be >= 0, not {self.entry_cost_ns}")
         if self.work_us < 0:

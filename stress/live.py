@@ -162,7 +162,9 @@ class LiveView:
         tag = owners.get(w, 0)
         if tag:
             return f"{self.name(w)} held by cpu{tag % 4096 - 1} (pid {tag // 4096}), {tail}"
-        return f"{self.name(w)} held by ?, {tail}"
+        # No CPU is recorded as holding it: released between the two reads, or taken by a
+        # lock primitive that records no owner.
+        return f"{self.name(w)} held by ? (holder not recorded), {tail}"
 
     def _cpu_line(self, c: int, slot: Any, wait_lock: int, hold_lock: int, age: int) -> str:
         # state_since_ns is stamped when a wait or a walk begins, not when a CPU goes back

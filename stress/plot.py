@@ -8,7 +8,7 @@
   (together the "system" time of the kernel's reverse map), work, iowait (idle with every
   job waiting for the swap device, top's ``wa``), other; (c) the anon_vma
   lock's wait-time CDF per era, all points' histograms added up;
-* a run (``rmap-stress/1``) or a demo file (``{era: run}``): per-CPU time shares as stacked
+* a run or a demo file (its runs, one per era): per-CPU time shares as stacked
   bars, one panel per era, and the anon_vma lock's wait-time CDF per era;
 * a scale (``rmap-stress-scale/1``): will-it-scale's picture, one line per curve (era and
   lock primitive): (a) throughput against CPUs with the linear line from the first point
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from shared_model.layout import hist_bucket, hist_bucket_bounds
 
 from .compare import is_demo_doc
-from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError
+from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError, upgrade, write_output
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -58,12 +58,13 @@ PANEL_W, PANEL_H = 4.2, 3.4  # inches per era column and per row
 
 
 def plot_results(doc: dict[str, Any], out_path: str, log_jobs: bool = False) -> None:
-    """Draw ``doc`` (a ramp, a run, or a demo file's ``{era: run}``) into ``out_path``;
+    """Draw ``doc`` (a ramp, a scale, a run or a demo) into ``out_path``;
     ``log_jobs``: a ramp's jobs/min on a log axis (a 100x collapse is flat on a linear one).
 
     Raises ValueError for an extension other than .png / .svg, ResultsError (a ValueError)
     for a document of another kind; both with one line fit for the user."""
     fmt = _format_of(out_path)
+    doc = upgrade(doc)
     kind = _kind(doc)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -73,12 +74,12 @@ def plot_results(doc: dict[str, Any], out_path: str, log_jobs: bool = False) -> 
     elif kind == "scale":
         fig = _scale_figure(Figure, doc)
     else:
-        runs = {doc["config"]["era"]: doc} if kind == "run" else doc
+        runs = {doc["config"]["era"]: doc} if kind == "run" else doc["eras"]
         fig = _runs_figure(Figure, runs)
     FigureCanvasAgg(fig)
     # No creation date in an SVG: the same document draws the same file.
     meta = {"Date": None} if fmt == "svg" else {}
-    fig.savefig(out_path, format=fmt, dpi=110, metadata=meta)
+    write_output(out_path, lambda fh: fig.savefig(fh, format=fmt, dpi=110, metadata=meta), binary=True)
 
 
 def _format_of(path: str) -> str:
@@ -374,9 +375,15 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
                      layout="constrained")
     gs = fig.add_gridspec(nrows, ncols)
     c0 = runs[eras[0]]["config"]
+    # The run's measured length (a run cut short by a signal or a failure is not its plan).
+    took = runs[eras[0]].get("elapsed_s")
+    planned = c0.get("duration", "?")
+    length = (f"{took:.1f} s of {planned} s planned" if isinstance(took, (int, float))
+              and isinstance(planned, (int, float)) and abs(took - planned) > 0.05 * planned + 0.1
+              else f"{planned} s")
     fig.suptitle(f"rmap-stress {c0.get('scenario', '')}: {c0.get('users', '?')} users × "
                  f"{c0.get('pages', '?')} pages, {c0.get('cpus', '?')} CPUs, "
-                 f"{c0.get('duration', '?')} s  "
+                 f"{length}  "
                  f"[{runs[eras[0]].get('machine', {}).get('cpu_model') or 'unknown CPU'}]",
                  fontsize="large")
 
@@ -398,7 +405,11 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
                 ax.axhline(100 * pred[model]["wait_share"], color="black", ls=MODEL_STYLES[model],
                            lw=1.2, label=f"predicted {pred['lock_class']} wait ({name})")
         t = run.get("throughput", {})
-        ax.set_title(f"{era}: {t.get('pages_scanned_per_s', 0):,.0f} pages/s, "
+        from .predict import throughput_key
+        from .scale import UNITS
+
+        key = throughput_key(run)  # the scenario's own figure: jobs/min, forks/s or pages/s
+        ax.set_title(f"{era}: {float(t.get(key, 0)):,.0f} {UNITS.get(key, key)}, "
                      f"anon_vma wait {100 * run.get('anon_vma_wait_share', 0):.1f}%",
                      fontsize="medium")
         ax.set_xlabel("CPU (worker process)")

@@ -245,8 +245,12 @@ def predict_inputs(inputs: dict[str, Any], handoff_ns: float = DEFAULT_HANDOFF_N
 MODEL_TITLES = {"repairman": "M/M/1//N", "ticket": "ticket (Boyd-Wickizer)"}
 
 
-def _err(e: float | None) -> str:
-    return "n/a" if e is None else f"{100 * e:+.1f}%"
+def _err(e: float | None, measured_pct: float | None = None) -> str:
+    """A relative error, or n/a where there is none to give: the measurement is 0, or is
+    shown as 0.00 (a wait share below 0.005%: +7032% of nothing is noise, not an error)."""
+    if e is None or (measured_pct is not None and abs(measured_pct) < 0.005):
+        return "n/a"
+    return f"{100 * e:+.1f}%"
 
 
 def format_prediction(p: dict[str, Any]) -> str:
@@ -261,11 +265,12 @@ def format_prediction(p: dict[str, Any]) -> str:
     for name, title in MODEL_TITLES.items():
         if name in p:
             q = p[name]
-            lines.append(f"  {title:<24} {100 * q['wait_share']:>8.2f} {_err(q['wait_share_error']):>9} "
+            wait_err = _err(q['wait_share_error'], 100 * m['wait_share'])
+            lines.append(f"  {title:<24} {100 * q['wait_share']:>8.2f} {wait_err:>9} "
                          f"{q['throughput']:>20,.1f} {_err(q['throughput_error']):>9}")
     if any(name in p and None in (p[name]["wait_share_error"], p[name]["throughput_error"])
-           for name in MODEL_TITLES):
-        lines.append("  (n/a: the measurement is 0, so there is no relative error)")
+           for name in MODEL_TITLES) or 100 * m["wait_share"] < 0.005:
+        lines.append("  (n/a: the measurement is 0 or shown as 0.00, so there is no relative error)")
     return "\n".join(lines)
 
 
@@ -273,19 +278,20 @@ def format_prediction(p: dict[str, Any]) -> str:
 def prediction_table(entries: list[tuple[str, dict[str, Any]]]) -> str:
     """One line per (label, predicted object): the measured wait share of the predicted
     lock class beside each model's, with relative errors; then the throughputs."""
-    def err(e: float | None) -> str:
-        return "n/a" if e is None else f"{100 * e:+.1f}%"
-
+    err = _err
     head = (f"{'point':<28} {'lock':<9} {'wait %':>7} {'M/M/1//N':>9} {'error':>8} "
             f"{'ticket':>7} {'error':>8} {'throughput':>11} {'M/M/1//N':>10} {'error':>8}")
     lines = [head, "-" * len(head)]
     for label, p in entries:
         rm, tk = p["repairman"], p.get("ticket")
         tk_wait = f"{100 * tk['wait_share']:.2f}" if tk else "-"
-        tk_err = err(tk["wait_share_error"]) if tk else "-"
+        measured = 100 * p["measured"]["wait_share"]
+        tk_err = err(tk["wait_share_error"], measured) if tk else "-"
         lines.append(
             f"{label:<28} {p['lock_class']:<9} {100 * p['measured']['wait_share']:>7.2f} "
-            f"{100 * rm['wait_share']:>9.2f} {err(rm['wait_share_error']):>8} {tk_wait:>7} "
+            f"{100 * rm['wait_share']:>9.2f} {err(rm['wait_share_error'], measured):>8} {tk_wait:>7} "
             f"{tk_err:>8} {p['measured']['throughput']:>11,.1f} {rm['throughput']:>10,.1f} "
             f"{err(rm['throughput_error']):>8}")
+    if any(100 * p["measured"]["wait_share"] < 0.005 for _, p in entries):
+        lines.append("(n/a: a wait share of 0 or shown as 0.00 has no relative error)")
     return "\n".join(lines)

@@ -57,9 +57,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .results import ResultsError, load, write_output
 
 FORMATS = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 
@@ -199,12 +202,15 @@ def profile(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool
 
 
 def _has_json(run_argv: list[str]) -> str | None:
+    """Where the run writes its results (--internal-json first, then --json), or None."""
+    found: dict[str, str] = {}
     for i, arg in enumerate(run_argv):
-        if arg == "--json" and i + 1 < len(run_argv):
-            return run_argv[i + 1]
-        if arg.startswith("--json="):
-            return arg.split("=", 1)[1]
-    return None
+        for opt in ("--internal-json", "--json"):
+            if arg == opt and i + 1 < len(run_argv):
+                found.setdefault(opt, run_argv[i + 1])
+            elif arg.startswith(opt + "="):
+                found.setdefault(opt, arg.split("=", 1)[1])
+    return found.get("--internal-json") or found.get("--json")
 
 
 def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool = False,
@@ -224,11 +230,18 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
         raw = os.path.join(d, "raw.txt")
         results = _has_json(run_argv)
         argv = list(run_argv)
-        if results is None:
+        if results is None or results == "-":
+            # Written for cpu_pids and not reported: it goes with the temporary folder.
             results = os.path.join(d, "results.json")
-            argv += ["--json", results]
+            argv += ["--internal-json", results]
         cmd = build_pyspy_command(argv, raw, "raw", native, rate, pyspy=exe, lineno=lineno)
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout) as p:
+        chatter: list[str] = []
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE if stdout is None else stdout) as p:
+            relay = None
+            if stdout is None:
+                relay = threading.Thread(target=relay_output, args=(p.stdout, chatter), daemon=True)
+                relay.start()
             try:
                 rc = p.wait()
             except KeyboardInterrupt:
@@ -236,8 +249,15 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
                 # writes the profile; let it finish rather than leave it half-written.
                 p.wait()
                 raise
+            finally:
+                if relay is not None:
+                    relay.join(10)
         if rc or not os.path.exists(raw):
-            raise ProfileError(f"py-spy record failed (exit status {rc}); its message is above")
+            said = "; ".join(chatter[-2:]) or "no message"
+            raise ProfileError(f"py-spy record failed (exit status {rc}): {said}")
+        note = sample_errors_note(chatter)
+        if note:
+            print(f"rmap-stress: note: {note}", file=sys.stderr)
         res = write_profile(raw, out, fmt, cpu_pids(results), per_cpu=per_cpu, harness=harness)
         res.rc = rc
         if summary is not None:
@@ -245,13 +265,50 @@ def record(run_argv: list[str], out: str, fmt: str = "flamegraph", native: bool 
     return res
 
 
+PYSPY_LEDE = b"py-spy> "
+
+
+def relay_output(pipe: Any, chatter: list[str]) -> None:
+    """Copy the run's output (py-spy's stdout is the run's) to our standard output, line by
+    line, keeping py-spy's own lines ("py-spy> Sampling process ...", "You can use the
+    flamegraph.pl script ...", the blank lines after them) out of it, in ``chatter``."""
+    from .results import _real_stdout
+
+    out = _real_stdout()
+    after_lede = False
+    for line in iter(pipe.readline, b""):
+        if line.startswith(PYSPY_LEDE):
+            chatter.append(line[len(PYSPY_LEDE):].decode(errors="replace").strip())
+            after_lede = True
+            continue
+        if after_lede and not line.strip():
+            continue
+        after_lede = False
+        try:
+            out.flush()
+            out.buffer.write(line)
+            out.buffer.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+def sample_errors_note(chatter: list[str]) -> str | None:
+    """py-spy's "Errors: N" explained (samples it could not take), or None when there were none."""
+    for line in chatter:
+        m = re.search(r"Samples: (\d+) Errors: (\d+)", line)
+        if m and int(m.group(2)):
+            return (f"py-spy could not take {m.group(2)} of its {int(m.group(1)) + int(m.group(2))} "
+                    f"samples (a process starting or exiting as it read its stack): the profile "
+                    f"is made of the rest")
+    return None
+
+
 def cpu_pids(results_path: str) -> dict[int, int]:
     """{pid: cpu} from a run's results file; empty when there is none (a failed start)."""
     try:
-        with open(results_path) as fh:
-            doc = json.load(fh)
-        return {int(c["pid"]): int(c["cpu"]) for c in doc.get("cpus", []) if c.get("pid")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        doc = load(results_path, ("run",))
+        return {int(c["pid"]): int(c["cpu"]) for c in doc["cpus"] if c.get("pid")}
+    except ResultsError:
         return {}
 
 
@@ -433,8 +490,7 @@ def write_raw(stacks: Stacks, out: str) -> None:
     """py-spy's raw format, one process label per line: the CPU's (or the harness's)."""
     lines = [f'process {pid or 0}:"{_label(owner)}"' + "".join(";" + f for f in frames) + f" {n}\n"
              for owner, rows in stacks.items() for pid, frames, n in rows]
-    with open(out, "w") as fh:
-        fh.writelines(lines)
+    write_output(out, lambda fh: fh.writelines(lines))
 
 
 def write_speedscope(stacks: Stacks, out: str) -> None:
@@ -459,8 +515,7 @@ def write_speedscope(stacks: Stacks, out: str) -> None:
     doc = {"$schema": "https://www.speedscope.app/file-format-schema.json",
            "shared": {"frames": frames_out}, "profiles": profiles, "name": "rmap-stress CPUs",
            "activeProfileIndex": 0, "exporter": "rmap-stress"}
-    with open(out, "w") as fh:
-        json.dump(doc, fh)
+    write_output(out, lambda fh: json.dump(doc, fh))
 
 
 @dataclasses.dataclass
@@ -540,5 +595,4 @@ def write_flamegraph(stacks: Stacks, out: str) -> None:
             parts.append(f'<text x="{x + 3:.2f}" y="{y + FLAME_ROW - 5}">{html.escape(text)}</text>')
         parts.append("</g>")
     parts.append("</svg>")
-    with open(out, "w") as fh:
-        fh.write("\n".join(parts) + "\n")
+    write_output(out, lambda fh: fh.write("\n".join(parts) + "\n"))

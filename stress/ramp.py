@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import ConfigError, RunConfig
-from .results import SCHEMA_RAMP, machine_info
-from .runner import run
+from .results import SCHEMA_RAMP, machine_info, write_output
+from .stopping import Stopped, run_point, signal_name, stop_on_signals
 
 
 def user_counts(start: int, end: int, increment: int | None, factor: float | None) -> list[int]:
@@ -110,6 +110,7 @@ def summarize(points: list[dict[str, Any]], era: str, threshold: float) -> list[
             "std_dev": sd, "std_dev_pct": 100 * sd / mean if mean else 0.0,
             "jti": 100 * (1 - sd / mean) if mean else 0.0,
             "below_threshold": mean / users < threshold,
+            "cut_short": any(p.get("interrupted") or p.get("failed") for p in ps),
         })
     return rows
 
@@ -149,27 +150,39 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
     done = 0
     t0 = time.monotonic()
     points: list[dict[str, Any]] = []
-    for r in range(repeat):
-        for era in eras:
-            for u in planned[era]:
-                if progress:
-                    progress(done, total, f"{era} users {u} round {r + 1}/{repeat}", time.monotonic() - t0)
-                cfg = RunConfig(**{**base.__dict__, "era": era, "users": u, "scenario": "forking-server"})
-                if live:
-                    label = f"{era} users {u} round {r + 1}/{repeat} (point {done + 1}/{total})"
-                    res = run(cfg, on_tick=live(label), tick_s=0.25)
-                else:
-                    res = run(cfg)
-                point = point_of(res, era, u, r)
-                _add_prediction(point, res, predict, handoff_ns)
-                points.append(point)
-                done += 1
-                if r == 0 and stop_at_crossover and summarize(points, era, threshold)[-1]["below_threshold"]:
-                    total -= (len(users) - users.index(u) - 1) * repeat
-                    planned[era] = users[: users.index(u) + 1]
-                    break
+    stop: dict[str, str] = {}  # {"interrupted": signal name} or {"failed": reason}
+
+    def sweep() -> None:
+        nonlocal done, total
+        for r in range(repeat):
+            for era in eras:
+                for u in planned[era]:
+                    if progress:
+                        progress(done, total, f"{era} users {u} round {r + 1}/{repeat}", time.monotonic() - t0)
+                    cfg = RunConfig(**{**base.__dict__, "era": era, "users": u, "scenario": "forking-server"})
+                    res = run_point(cfg, live, f"{era} users {u} round {r + 1}/{repeat} "
+                                                f"(point {done + 1}/{total})", stop)
+                    if res is not None:
+                        point = point_of(res, era, u, r)
+                        _add_prediction(point, res, predict, handoff_ns)
+                        if stop:  # the point a signal or a failure cut short: its partial figures
+                            point["interrupted" if "interrupted" in stop else "failed"] = True
+                        points.append(point)
+                    if stop:
+                        return
+                    done += 1
+                    if r == 0 and stop_at_crossover and summarize(points, era, threshold)[-1]["below_threshold"]:
+                        total -= (len(users) - users.index(u) - 1) * repeat
+                        planned[era] = users[: users.index(u) + 1]
+                        break
+
+    try:
+        with stop_on_signals():
+            sweep()
+    except Stopped as e:  # between points: nothing of the next point was measured
+        stop.setdefault("interrupted", signal_name(e.signum))
     if progress:
-        progress(total, total, "done", time.monotonic() - t0)
+        progress(done if stop else total, total, "stopped" if stop else "done", time.monotonic() - t0)
     resolved = dataclasses.replace(base, scenario="forking-server").resolved()
     return {
         "schema": SCHEMA_RAMP,
@@ -183,6 +196,8 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
         "machine": machine,
         "points": points,
         "crossover": {era: crossover_of(summarize(points, era, threshold)) for era in eras},
+        "elapsed_s": time.monotonic() - t0,
+        **stop,
     }
 
 
@@ -200,6 +215,7 @@ def ramp_table(doc: dict[str, Any]) -> str:
     for era in doc["config"]["eras"]:
         for r in summarize(doc["points"], era, thr):
             mark = "  <- below threshold" if r["below_threshold"] else ""
+            mark += "  (cut short: partial figures)" if r["cut_short"] else ""
             lines.append(f"{era:<7} {r['users']:>10} {r['jobs_per_min']:>10.0f} "
                          f"{r['jobs_per_min_per_user']:>13.2f} {100 * r['system_share']:>8.1f}% "
                          f"{100 * r['work_share']:>6.1f}% {100 * r['iowait_share']:>8.1f}% "
@@ -224,7 +240,10 @@ def headline(doc: dict[str, Any]) -> str:
     lines = []
     cross = doc["crossover"]
     for era, c in cross.items():
-        last = max(p["users"] for p in doc["points"] if p["era"] == era)
+        last = max((p["users"] for p in doc["points"] if p["era"] == era), default=0)
+        if not last:
+            lines.append(f"{era}: no point measured")
+            continue
         u = f"at {c['users']} users" if c["users"] is not None else f"not reached by {last} users"
         s90 = f"from {c['system90_users']} users" if c["system90_users"] is not None else "never"
         io = f" (iowait {100 * c['iowait_share']:.0f}% there)" if c.get("iowait_share") is not None else ""
@@ -237,11 +256,11 @@ def headline(doc: dict[str, Any]) -> str:
         if a["users"] and b["users"]:
             lines.append(f"crossover moved {b['users'] / a['users']:.2f}x ({eras[0]} -> {eras[-1]})"
                          + ("; the seed commit: 9.7k -> 29.7k users, 3.06x" if seed else ""))
-        elif a["users"] and not b["users"]:
-            last = max(p["users"] for p in doc["points"] if p["era"] == eras[-1])
+        elif a["users"] and not b["users"] and (last := max(
+                (p["users"] for p in doc["points"] if p["era"] == eras[-1]), default=0)):
             lines.append(f"crossover moved more than {last / a['users']:.2f}x "
                          f"({eras[-1]} never crossed)" + ("; the seed commit: 3.06x" if seed else ""))
-        if a["peak_jobs_per_min"]:
+        if a["peak_jobs_per_min"] and b["peak_jobs_per_min"]:
             lines.append(f"peak jobs/min ratio {b['peak_jobs_per_min'] / a['peak_jobs_per_min']:.2f}x")
     return "\n".join(lines)
 
@@ -250,21 +269,35 @@ def write_csv(path: str, doc: dict[str, Any]) -> None:
     cols = ["era", "users", "repeat", "jobs_per_min", "jobs_per_min_per_user", "system_share",
             "work_share", "walk_share", "lock_wait_share", "pages_scanned_per_s", "avg_walk", "elapsed_s",
             "iowait_share", "swap_reads", "swap_writes"]
-    with open(path, "w") as fh:
+    cols.append("interrupted")
+
+    def rows(fh: Any) -> None:
         fh.write(",".join(cols) + "\n")
         fh.writelines(",".join(str(p.get(c, "")) for c in cols) + "\n" for p in doc["points"])
 
+    write_output(path, rows)
+
 
 class ProgressBar:
-    """points done / total with an ETA, redrawn in place on a terminal; silent otherwise."""
+    """points done / total with an ETA, redrawn in place on a terminal; without one (a log
+    file, CI), one plain line at a point's start at most every ``every_s`` seconds, and
+    the last one, so a long sweep is never silent for its whole length."""
 
-    def __init__(self, stream: Any = sys.stderr, width: int = 30) -> None:
+    def __init__(self, stream: Any = sys.stderr, width: int = 30, every_s: float = 5.0) -> None:
         self.stream = stream
         self.width = width
         self.tty = stream.isatty()
+        self.every_s = every_s
+        self.last: float | None = None
 
     def __call__(self, done: int, total: int, label: str, elapsed: float) -> None:
         if not self.tty:
+            if done < total and self.last is not None and elapsed - self.last < self.every_s:
+                return
+            self.last = elapsed
+            what = f"point {done + 1}/{total}: {label}" if done < total else f"{done}/{total} points {label}"
+            self.stream.write(f"rmap-stress: {what}  (elapsed {elapsed:.0f} s)\n")
+            self.stream.flush()
             return
         frac = done / total if total else 1.0
         eta = elapsed / done * (total - done) if done else math.nan

@@ -35,6 +35,14 @@ def lockstat_table(res: dict[str, Any], top_sites: int = 4) -> str:
             f"{r['acquisitions']:>12} {fmt_ns(h['max']):>10} {fmt_ns(h['total']):>11} {fmt_ns(h['avg']):>10}")
         for s in [s for s in r["sites"] if s["contentions"]][:top_sites]:
             lines.append(f"{'':<10} {s['contentions']:>11} {s['site']}  (waited {fmt_ns(s['wait_total_ns'])})")
+    if res["config"].get("lockstat") is False:
+        lines.append("(--no-lockstat: no lock statistics were recorded)")
+    elif mean_shares(res)["lock_wait"] >= 0.05 and not any(r["contentions"] for r in res["locks"]):
+        # lockstat counts a wait when the lock is got; a wait that never got it (a deadlock,
+        # or one given up at the stop) is only in the CPUs' time shares.
+        lines.append(f"(the CPUs spent {pct(mean_shares(res)['lock_wait']).strip()} of their time waiting "
+                     f"on locks they never got (a deadlock, or waits given up at the stop): lockstat "
+                     f"records a wait only once the lock is taken)")
     return "\n".join(lines)
 
 
@@ -81,10 +89,14 @@ def run_summary(res: dict[str, Any]) -> str:
         (f"model: {res['model']['mms']} mms, {res['model']['vmas']} vmas, {res['model']['anon_vmas']} "
          f"anon_vmas, {res['model']['avcs']} avcs, {res['model']['pages']} pages"),
         f"walks: {w['count']}  avg visited {w['avg_visited']:.1f}  max {w['max_visited']}",
-        f"throughput: {t['pages_scanned_per_s']:.0f} pages scanned/s  {t['jobs_per_min']:.0f} jobs/min",
+        # fork-test's jobs are forks: its figure is forks/s (the forks line), not jobs/min
+        (f"throughput: {t['pages_scanned_per_s']:.0f} pages scanned/s"
+         + (f"  {t['jobs_per_min']:.0f} jobs/min" if c["scenario"] != "fork-test" else "")),
         (f"cpu time: work {pct(sh['work'])}  walk {pct(sh['walk'])}  lock wait {pct(sh['lock_wait'])}  "
          f"iowait {pct(sh['iowait'])}  "
-         f"other {pct(sh['other'])}  (anon_vma lock wait {pct(res['anon_vma_wait_share'])})"),
+         f"other {pct(sh['other'])}  " + (
+             "(anon_vma lock wait: not recorded, --no-lockstat)" if c.get("lockstat") is False
+             else f"(anon_vma lock wait {pct(res['anon_vma_wait_share'])})")),
         "invariants: " + ("not checked (quit at once)" if inv.get("checked") is False
                           else "ok" if inv["violations"] == 0 else f"{inv['violations']} VIOLATIONS"),
     ]

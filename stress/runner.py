@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import psutil
@@ -208,11 +208,13 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
     for i, c in enumerate(cpu):
         state = STATE_NAMES.get(int(c["state"]), "?")
         since = (now_ns - int(c["state_since_ns"])) / 1e6 if c["state_since_ns"] else 0.0
-        line = f"cpu{i} (pid {int(c['pid'])}): {state}"
-        if c["wait_lock"] >= 0:
+        line = f"cpu{i} (pid {int(c['pid'])}):"
+        if c["wait_lock"] >= 0:  # "waiting for", not "wait waiting for"
             line += f" waiting for {m.describe_lock(int(c['wait_lock']))} for {since:.0f} ms"
         elif state in ("walk", "wait", "iowait"):
-            line += f" for {since:.0f} ms"
+            line += f" {state} for {since:.0f} ms"
+        else:
+            line += f" {state}"
         if held.get(i):
             line += f", holding {', '.join(held[i])}"
         lines.append(line)
@@ -221,16 +223,69 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
 
 def compile_once() -> None:
     """Compile (or load from cache) the model's compiled code before any CPU is forked, and
-    say so on a cold start, which takes a while (see shared_model/jit.py)."""
-    cold: list[str] = []
+    say so on a cold start, which takes a while (see shared_model/jit.py): "compiling k/N
+    functions" with the time so far, redrawn on a terminal, a line every 10 s otherwise."""
+    ticker: list[_CompileTicker] = []
 
     def note(msg: str) -> None:
-        cold.append(msg)
         print(f"rmap-stress: {msg} ...", file=sys.stderr, flush=True)
+        ticker.append(_CompileTicker(msg))
 
-    took = warm_up(note)
-    if cold:
+    try:
+        took = warm_up(note)
+    finally:
+        for t in ticker:
+            t.stop()
+    if ticker:
         print(f"rmap-stress: compiled in {took:.1f} s (cached for later runs)", file=sys.stderr, flush=True)
+
+
+class _CompileTicker:
+    """Counts the compiled functions numba has saved to its cache since the cold start
+    began (one index file per function) against all the model's, from a thread."""
+
+    def __init__(self, msg: str) -> None:
+        from shared_model.jit import model_dispatchers
+
+        self.msg = msg
+        self.t0 = time.time()
+        self.total = 0
+        self.folders: set[str] = set()
+        try:
+            ds = model_dispatchers()
+            self.total = len(ds)
+            self.folders = {d._cache._cache_path for d in ds if getattr(d._cache, "_cache_path", None)}
+        except Exception:  # noqa: BLE001, S110 - the count is a courtesy: without it, the time alone
+            pass
+        self.tty = sys.stderr.isatty()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="compile-progress", daemon=True)
+        self.thread.start()
+
+    def compiled(self) -> int:
+        n = 0
+        for folder in self.folders:
+            try:
+                with os.scandir(folder) as it:
+                    n += sum(1 for e in it if e.name.endswith(".nbi") and e.stat().st_mtime >= self.t0)
+            except OSError:
+                pass
+        return min(n, self.total)
+
+    def _loop(self) -> None:
+        every = 0.5 if self.tty else 10.0
+        while not self.done.wait(every):
+            count = f"compiling {self.compiled()}/{self.total} functions" if self.total else "compiling"
+            line = f"rmap-stress: {count} ... {time.time() - self.t0:.0f} s"
+            sys.stderr.write(f"\r{line}\033[K" if self.tty else line + "\n")
+            sys.stderr.flush()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(2)
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
@@ -532,7 +587,7 @@ class _Timeline:
                 self.ps.append(psutil.Process(p.pid))
             except psutil.Error:
                 self.ps.append(None)
-        self.prev: np.ndarray | None = None
+        self.prev: dict[str, np.ndarray] | None = None
         self.prev_ns = time.perf_counter_ns()
 
     def maybe_sample(self, now: float, cpu_arr: np.ndarray, final: bool = False) -> None:
@@ -548,13 +603,13 @@ class _Timeline:
         cpu = np.array(cpu_arr)
         now_ns = time.perf_counter_ns()
         span = max(now_ns - self.prev_ns, 1)
+        totals = self._totals(cpu, now_ns)
         rows = []
         for i, c in enumerate(cpu):
             row: dict[str, Any] = {"cpu": i}
-            for key, field in (("walk", "t_walk_ns"), ("lock_wait", "t_wait_ns"), ("work", "t_work_ns"),
-                               ("iowait", "t_iowait_ns")):
-                before = int(self.prev[i][field]) if self.prev is not None else 0
-                row[key] = min(max((int(c[field]) - before) / span, 0.0), 1.0)
+            for key, field in self.FIELDS:
+                before = int(self.prev[field][i]) if self.prev is not None else 0
+                row[key] = min(max((int(totals[field][i]) - before) / span, 0.0), 1.0)
             row.update(walks=int(c["walks"]), pages_scanned=int(c["pages_scanned"]), jobs=int(c["jobs"]))
             ps = self.ps[i] if i < len(self.ps) else None
             try:
@@ -566,7 +621,28 @@ class _Timeline:
                 pass
             rows.append(row)
         self.samples.append({"t": round(now - self.t0, 3), "cpus": rows})
-        self.prev, self.prev_ns = cpu, now_ns
+        self.prev, self.prev_ns = totals, now_ns
+
+    FIELDS = (("walk", "t_walk_ns"), ("lock_wait", "t_wait_ns"), ("work", "t_work_ns"),
+              ("iowait", "t_iowait_ns"))
+    # A CPU publishes a wait, walk or iowait when it ends; the one under way counts from
+    # its start (state_since_ns), so a wait that never ends (a deadlock, a stall) shows in
+    # the timeline as it does in the end-of-run shares, not as 0%.
+    IN_PROGRESS: ClassVar[dict[str, int]] = {"t_wait_ns": CPU_STATE["wait"], "t_walk_ns": CPU_STATE["walk"],
+                                             "t_iowait_ns": CPU_STATE["iowait"]}
+
+    def _totals(self, cpu: np.ndarray, now_ns: int) -> dict[str, np.ndarray]:
+        """Each CPU's cumulative time per field, the interval under way included."""
+        out = {}
+        state = cpu["state"].astype(np.int64)
+        running = np.maximum(now_ns - cpu["state_since_ns"].astype(np.int64), 0)
+        for _, field in self.FIELDS:
+            total = cpu[field].astype(np.int64)
+            st = self.IN_PROGRESS.get(field)
+            if st is not None:
+                total = total + np.where((state == st) & (cpu["state_since_ns"] > 0), running, 0)
+            out[field] = total
+        return out
 
 
 def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryview,
@@ -664,7 +740,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "cow": cfg.cow, "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
             "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
             "ram_pages": cfg.ram_pages, "alloc_fail_p": cfg.alloc_fail_p,
-            "check_lock_order": cfg.check_lock_order,
+            "check_lock_order": cfg.check_lock_order, "lockstat": cfg.lockstat,
             "swap_device": cfg.swap_device, "swap_latency_ms": cfg.swap_latency_ms,
             "swap_iops": cfg.swap_iops, "swap_queue": cfg.swap_queue,
         },

@@ -11,7 +11,7 @@ spreads into every point's repeats instead of turning into a difference between 
 The same curve given twice (``--lock spin --lock spin``) is two curves, the second
 labelled ``#2``: an A/A check, which ``compare`` should find "Not significant".
 
-The document (schema ``rmap-stress-scale/1``) holds ``config``, ``machine`` and
+The document (schema ``rmap-stress-scale/2``, see results.py) holds ``config``, ``machine`` and
 ``points``; each point has era, lock, curve, cpus, repeat, oversubscribed, throughput (in
 ``throughput_key``'s unit), throughput_per_cpu, wait_share (all locks), the hottest lock's
 figures (``lock_inputs``, enough to predict again) and, with ``--predict``, ``predicted``.
@@ -27,8 +27,8 @@ from typing import Any
 
 from .config import ConfigError, RunConfig, online_cpus
 from .predict import PredictError, lock_inputs, predict_inputs, throughput_key
-from .results import SCHEMA_SCALE, machine_info
-from .runner import run
+from .results import SCHEMA_SCALE, machine_info, write_output
+from .stopping import Stopped, run_point, signal_name, stop_on_signals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,25 +120,39 @@ def scale(base: RunConfig, curves: list[Curve], cpus_list: list[int], repeat: in
     plan = schedule(curves, cpus_list, repeat)
     points: list[dict[str, Any]] = []
     t0 = time.monotonic()
-    for done, (r, curve, n) in enumerate(plan):
-        label = f"{curve.label}, {n} CPUs, round {r + 1}/{repeat}"
-        if progress:
-            progress(done, len(plan), label, time.monotonic() - t0)
-        cfg = dataclasses.replace(base, era=curve.era, lock=curve.lock, cpus=n)
-        if live:
-            res = run(cfg, on_tick=live(f"{label} (point {done + 1}/{len(plan)})"), tick_s=0.25,
-                      stall_timeout=stall_timeout)
-        else:
-            res = run(cfg, stall_timeout=stall_timeout)
-        p = point_of(res, curve, n, r, online)
-        if predict and p["lock_inputs"]:
-            try:
-                p["predicted"] = predict_inputs(p["lock_inputs"], handoff_ns)
-            except PredictError:  # e.g. no time measured outside the lock: no prediction
-                pass
-        points.append(p)
+    stop: dict[str, str] = {}  # {"interrupted": signal name} or {"failed": reason}
+    done = 0
+
+    def sweep() -> None:
+        nonlocal done
+        for done, (r, curve, n) in enumerate(plan):
+            label = f"{curve.label}, {n} CPUs, round {r + 1}/{repeat}"
+            if progress:
+                progress(done, len(plan), label, time.monotonic() - t0)
+            cfg = dataclasses.replace(base, era=curve.era, lock=curve.lock, cpus=n)
+            res = run_point(cfg, live, f"{label} (point {done + 1}/{len(plan)})", stop,
+                             stall_timeout=stall_timeout)
+            if res is not None:
+                p = point_of(res, curve, n, r, online)
+                if predict and p["lock_inputs"]:
+                    try:
+                        p["predicted"] = predict_inputs(p["lock_inputs"], handoff_ns)
+                    except PredictError:  # e.g. no time measured outside the lock: no prediction
+                        pass
+                if stop:  # the point a signal or a failure cut short: its partial figures
+                    p["interrupted" if "interrupted" in stop else "failed"] = True
+                points.append(p)
+            if stop:
+                return
+        done = len(plan)
+
+    try:
+        with stop_on_signals():
+            sweep()
+    except Stopped as e:  # between points: nothing of the next point was measured
+        stop.setdefault("interrupted", signal_name(e.signum))
     if progress:
-        progress(len(plan), len(plan), "done", time.monotonic() - t0)
+        progress(done, len(plan), "stopped" if stop else "done", time.monotonic() - t0)
     return {
         "schema": SCHEMA_SCALE,
         "config": {"curves": [dataclasses.asdict(c) for c in curves], "cpus_list": cpus_list,
@@ -150,6 +164,8 @@ def scale(base: RunConfig, curves: list[Curve], cpus_list: list[int], repeat: in
                    "predict": predict, "handoff_ns": handoff_ns if predict else None},
         "machine": machine,
         "points": points,
+        "elapsed_s": time.monotonic() - t0,
+        **stop,
     }
 
 
@@ -178,6 +194,7 @@ def summarize(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "throughput": thr, "std_dev": sd, "throughput_per_cpu": thr / n,
                 "linear": base * n, "efficiency": thr / (base * n) if base else 0.0,
                 "wait_share": statistics.fmean(p["wait_share"] for p in ps),
+                "cut_short": any(p.get("interrupted") or p.get("failed") for p in ps),
             }
             preds = [p["predicted"] for p in ps if p.get("predicted")]
             if preds:
@@ -201,6 +218,7 @@ def scale_table(doc: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         mark = "  oversubscribed" if r["oversubscribed"] else ""
+        mark += "  (cut short: partial figures)" if r["cut_short"] else ""
         lines.append(f"{r['curve']:<16} {r['cpus']:>5} {r['throughput']:>11,.1f} {r['std_dev']:>9,.1f} "
                      f"{r['throughput_per_cpu']:>9,.1f} {r['linear']:>11,.1f} "
                      f"{100 * r['efficiency']:>8.0f}% {100 * r['wait_share']:>6.1f}%{mark}")
@@ -214,9 +232,13 @@ def write_csv(path: str, doc: dict[str, Any]) -> None:
     cols = ["curve", "era", "lock", "cpus", "repeat", "oversubscribed", "throughput_key", "throughput",
             "throughput_per_cpu", "wait_share", "anon_vma_wait_share", "avg_walk", "elapsed_s"]
     pred = ["predicted_wait_share", "measured_lock_wait_share"]
-    with open(path, "w") as fh:
-        fh.write(",".join(cols + pred) + "\n")
+
+    def rows(fh: Any) -> None:
+        fh.write(",".join(cols + pred + ["interrupted"]) + "\n")
         for p in doc["points"]:
             q = p.get("predicted") or {}
             extra = [q["repairman"]["wait_share"], q["measured"]["wait_share"]] if q else ["", ""]
-            fh.write(",".join(str(v) for v in [p[c] for c in cols] + extra) + "\n")
+            fh.write(",".join(str(v) for v in [p[c] for c in cols] + extra
+                              + [p.get("interrupted", "")]) + "\n")
+
+    write_output(path, rows)

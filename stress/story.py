@@ -18,6 +18,7 @@ from shared_model.eras import ERAS, Era
 
 from .config import SCAN_SCENARIOS, SCENARIOS, RunConfig, online_cpus
 from .report import ratio_text
+from .results import SCHEMA_STORY
 
 # ---------------------------------------------------------------------------- eras table
 
@@ -201,36 +202,71 @@ def story(duration: float, cpus: int, run: Callable[[RunConfig], dict[str, Any]]
     """Run every chapter; ``say`` gets one line per chapter as it completes; ``scan`` runs
     the "scan" chapters (``scan --scenario``; without it they are skipped).  Returns
     {"chapters": [{title, scenario, eras, headline, results: {era: results},
-    unexpected_violations} or {title, skipped}], "elapsed_s"}."""
+    unexpected_violations} or {title, skipped}], "elapsed_s"}; a signal ends it early with
+    "interrupted" (the signal's name) set, the chapter under way holding the runs it
+    completed (the one a signal cut short: its partial results) and "interrupted": true."""
+    from .runner import RunInterrupted
+    from .stopping import Stopped, signal_name, stop_on_signals
+
     t0 = time.monotonic()
     out: list[dict[str, Any]] = []
-    for ch in chapters if chapters is not None else CHAPTERS:
-        eras, why = runnable(ch)
-        if not why and ch.kind == "scan" and scan is None:
-            why = "no scan runner given"
-        if why:
-            out.append({"title": ch.title, "scenario": ch.scenario, "skipped": why})
-            say(f"{ch.title}: skipped ({why})")
-            continue
-        rs: Results = {}
-        params = dict(ch.params)
-        if ch.kind == "run" and "users" in params:  # at least one user per CPU (fork-test, exim)
-            params["users"] = max(params["users"], cpus or online_cpus())
-        for era in eras:
-            if ch.kind == "scan":
-                cfg = RunConfig(era=era, scenario=ch.scenario, **params)
-                cfg.validate()
-                rs[era] = scan(cfg)  # type: ignore[misc]
-            else:
-                cfg = RunConfig(era=era, scenario=ch.scenario, cpus=cpus, duration=duration, **params)
-                cfg.validate()
+    stop: dict[str, str] = {}
+    try:
+        with stop_on_signals():
+            for ch in chapters if chapters is not None else CHAPTERS:
+                _chapter(ch, duration, cpus, run, say, scan, out, stop)
+                if stop:
+                    break
+    except Stopped as e:  # between runs: the chapter under way keeps the runs it completed
+        stop["interrupted"] = signal_name(e.signum)
+    except RunInterrupted as e:  # raised by a ``run`` that does not keep partial results
+        stop["interrupted"] = signal_name(e.signum)
+    return {"schema": SCHEMA_STORY, "chapters": out, "elapsed_s": time.monotonic() - t0, **stop}
+
+
+def _chapter(ch: Chapter, duration: float, cpus: int, run: Callable[[RunConfig], dict[str, Any]],
+             say: Callable[[str], None], scan: Callable[[RunConfig], dict[str, Any]] | None,
+             out: list[dict[str, Any]], stop: dict[str, str]) -> None:
+    """One chapter, appended to ``out`` as soon as it has begun, so that a signal leaves
+    the runs it completed in the document (``interrupted`` set, no headline)."""
+    from .runner import RunInterrupted
+    from .stopping import signal_name
+
+    eras, why = runnable(ch)
+    if not why and ch.kind == "scan" and scan is None:
+        why = "no scan runner given"
+    if why:
+        out.append({"title": ch.title, "scenario": ch.scenario, "skipped": why})
+        say(f"{ch.title}: skipped ({why})")
+        return
+    rs: Results = {}
+    entry: dict[str, Any] = {"title": ch.title, "scenario": ch.scenario, "eras": list(eras),
+                             "results": rs, "interrupted": True}
+    out.append(entry)
+    params = dict(ch.params)
+    if ch.kind == "run" and "users" in params:  # at least one user per CPU (fork-test, exim)
+        params["users"] = max(params["users"], cpus or online_cpus())
+    for era in eras:
+        if ch.kind == "scan":
+            cfg = RunConfig(era=era, scenario=ch.scenario, **params)
+            cfg.validate()
+            rs[era] = scan(cfg)  # type: ignore[misc]
+        else:
+            cfg = RunConfig(era=era, scenario=ch.scenario, cpus=cpus, duration=duration, **params)
+            cfg.validate()
+            try:
                 rs[era] = run(cfg)
-        line = ch.headline(rs)
-        bad = sum(r["invariants"]["violations"] for era, r in rs.items()
-                  if "invariants" in r and era not in ch.expect_violations)
-        if bad:
-            line += f"  [{bad} INVARIANT VIOLATIONS]"
-        say(f"{ch.title}: {line}")
-        out.append({"title": ch.title, "scenario": ch.scenario, "eras": list(eras),
-                    "headline": line, "results": rs, "unexpected_violations": bad})
-    return {"schema": "rmap-stress-story/1", "chapters": out, "elapsed_s": time.monotonic() - t0}
+            except RunInterrupted as e:
+                stop["interrupted"] = signal_name(e.signum)
+                if e.results is not None:
+                    rs[era] = e.results
+                say(f"{ch.title}: interrupted ({len(rs)} of {len(eras)} runs, the last cut short)")
+                return
+    del entry["interrupted"]
+    line = ch.headline(rs)
+    bad = sum(r["invariants"]["violations"] for era, r in rs.items()
+              if "invariants" in r and era not in ch.expect_violations)
+    if bad:
+        line += f"  [{bad} INVARIANT VIOLATIONS]"
+    say(f"{ch.title}: {line}")
+    entry.update({"headline": line, "unexpected_violations": bad})

@@ -62,7 +62,7 @@ def test_scan_json_contract(tmp_path) -> None:
     p = rmap("scan", "--era", "2.6.33", "--users", "10", "--pages", "5", "--json", str(out))
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "rmap-stress/1"
+    assert doc["schema"] == "rmap-stress-scan/2"
     assert set(doc) >= {"schema", "config", "model", "walks"}
     # 5 parent pages found first, child i's 5 pages found at entry i + 1
     assert doc["walks"]["count"] == 55
@@ -96,7 +96,7 @@ def test_run_json_contract_and_the_progress_line(tmp_path) -> None:
              "--duration", "6.5", "--check-lock-order", "--json", str(out))
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "rmap-stress/1"
+    assert doc["schema"] == "rmap-stress-run/2"
     c = doc["config"]
     assert (c["era"], c["scenario"], c["users"], c["pages"], c["cow"], c["cpus"], c["duration"],
             c["lock"], c["seed"]) == ("2.6.34", "reclaim-storm", 20, 5, 1.0, 2, 6.5, "ticket", 0)
@@ -184,7 +184,7 @@ def test_plot_and_compare_refuse_a_scan_result(tmp_path) -> None:
     assert rmap("scan", "--users", "3", "--pages", "2", "--json", str(out)).returncode == 0
     for args in (["plot", str(out), "-o", str(tmp_path / "x.png")], ["compare", str(out)]):
         p = rmap(*args)
-        assert p.returncode == 2 and "a scan result" in p.stderr, p.stderr
+        assert p.returncode == 2 and "a scan document" in p.stderr, p.stderr
 
 
 def test_more_workers_than_cpus_are_pinned_round_robin(tmp_path: Path) -> None:
@@ -223,9 +223,11 @@ def test_demo_side_by_side_and_its_json(tmp_path: Path) -> None:
              "--json", str(out))
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
+    assert doc["schema"] == "rmap-stress-demo/2" and "interrupted" not in doc
+    doc = doc["eras"]
     assert list(doc) == ["2.6.33", "2.6.34", "2.6.36"]
     for era, run in doc.items():
-        assert run["schema"] == "rmap-stress/1"
+        assert run["schema"] == "rmap-stress-run/2"
         c = run["config"]
         assert (c["era"], c["scenario"], c["users"], c["pages"], c["cow"], c["cpus"], c["duration"]) == \
             (era, "reclaim-storm", 20, 5, 1.0, 2, 0.5)
@@ -258,7 +260,7 @@ def test_ramp_cli_stops_past_the_crossover_and_writes_json_and_csv(tmp_path: Pat
     p = rmap(*common, "--threshold", "1e9", "--crossover", "--json", str(js), "--csv", str(cs))
     assert p.returncode == 0, p.stderr
     doc = json.loads(js.read_text())
-    assert doc["schema"] == "rmap-stress-ramp/1"
+    assert doc["schema"] == "rmap-stress-ramp/2" and "interrupted" not in doc
     assert [(x["era"], x["users"]) for x in doc["points"]] == [("2.6.33", 2), ("2.6.34", 2)]
     assert {e: c["users"] for e, c in doc["crossover"].items()} == {"2.6.33": 2, "2.6.34": 2}
     with cs.open() as fh:

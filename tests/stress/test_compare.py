@@ -21,7 +21,7 @@ from stress.compare import (
     t_two_sided_p,
     welch_t_test,
 )
-from stress.results import ResultsError
+from stress.results import ResultsError, upgrade
 
 MACHINE = {"online_cpus": 8, "affinity": list(range(8)), "cpu_model": "Synthetic CPU",
            "loadavg": [0.1, 0.1, 0.1], "python": "3.11.7", "package_version": "0.1.0"}
@@ -237,7 +237,7 @@ def test_load_for_compare(tmp_path: Path) -> None:
     for name, doc in (("run.json", make_run()), ("ramp.json", make_ramp({"3.0": {1: [1.0]}})),
                       ("demo.json", {"2.6.33": make_run(), "2.6.34": make_run("2.6.34")})):
         (tmp_path / name).write_text(json.dumps(doc))
-        assert load_for_compare(str(tmp_path / name)) == doc
+        assert load_for_compare(str(tmp_path / name)) == upgrade(doc)  # previous versions load
 
 
 @pytest.mark.parametrize("content", [json.dumps({"schema": "rmap-stress-scan/9"}),
@@ -357,7 +357,9 @@ def test_instability_rules_at_their_edges() -> None:
 def test_is_demo_doc() -> None:
     from stress.compare import is_demo_doc
 
-    assert is_demo_doc({"2.6.33": make_run(), "2.6.34": make_run("2.6.34")})
+    assert is_demo_doc(upgrade({"2.6.33": make_run(), "2.6.34": make_run("2.6.34")}))
+    assert is_demo_doc({"schema": "rmap-stress-demo/2", "eras": {"2.6.33": make_run()}})
+    assert not is_demo_doc({"2.6.33": make_run(), "2.6.34": make_run("2.6.34")})  # not loaded
     assert not is_demo_doc({})
     assert not is_demo_doc([make_run()])
     assert not is_demo_doc(make_run())
@@ -368,9 +370,10 @@ def test_is_demo_doc() -> None:
 def test_load_for_compare_says_why_a_file_is_refused(tmp_path: Path) -> None:
     scan = tmp_path / "scan.json"
     scan.write_text(json.dumps({"schema": "rmap-stress/1", "walks": {}}))
-    with pytest.raises(ResultsError, match=r"scan\.json: a scan result"):
+    with pytest.raises(ResultsError, match=r"scan\.json: a scan document; this takes demo, ramp, run "
+                                           r"or scale"):
         load_for_compare(str(scan))
-    with pytest.raises(ResultsError, match="not a results file"):
+    with pytest.raises(ResultsError, match="is a folder, not a results file"):
         load_for_compare(str(tmp_path))  # a folder
     binary = tmp_path / "b.json"
     binary.write_bytes(b"\xff\xfe\x00garbage")
@@ -380,9 +383,10 @@ def test_load_for_compare_says_why_a_file_is_refused(tmp_path: Path) -> None:
     other.write_text(json.dumps({"schema": "x/1"}))
     with pytest.raises(ResultsError) as info:
         load_for_compare(str(other))
-    assert str(info.value) == f"{other}: schema 'x/1', expected 'rmap-stress/1' or 'rmap-stress-ramp/1'"
+    assert str(info.value) == (f"{other}: schema 'x/1' is not one rmap-stress writes (expected demo, "
+                               f"ramp, run or scale)")
     other.write_text("[]")
-    with pytest.raises(ResultsError, match="schema None"):
+    with pytest.raises(ResultsError, match="not a results document"):
         load_for_compare(str(other))
 
 

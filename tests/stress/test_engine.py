@@ -23,7 +23,7 @@ def test_reclaim_storm_runs_and_checks_invariants() -> None:
     # 2.6.36: a page faulted back from the swap cache keeps its anon_vma (2.6.34 as released
     # moves it to the family's root: see test_reclaim_storm_2_6_34_refault_moves_to_the_root).
     res = run(RunConfig(era="2.6.36", users=50, pages=10, cpus=2, duration=0.5))
-    assert res["schema"] == "rmap-stress/1"
+    assert res["schema"] == "rmap-stress-run/2"
     assert res["invariants"] == {"checked": True, "violations": 0, "messages": []}
     assert res["model"] == {"mms": 51, "vmas": 51, "anon_vmas": 51, "avcs": 101, "pages": 510}
     assert res["walks"]["count"] > 0

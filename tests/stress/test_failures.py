@@ -210,6 +210,8 @@ def test_deadlock_is_caught_by_the_stall_watchdog(tmp_path: Path) -> None:
     assert "stall: no CPU made progress" in stderr
     doc = json.loads(out.read_text())
     assert doc["failed"]["reason"].startswith("stall")
+    # the timeline counts the waits under way: the deadlocked CPUs wait there, not 0%
+    assert all(c["lock_wait"] > 0.9 for c in doc["timeline"][-1]["cpus"]), doc["timeline"][-1]
     states = doc["failed"]["cpu_states"]
     assert len(states) == 2
     # each CPU waits for the lock the other holds

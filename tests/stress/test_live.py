@@ -65,7 +65,7 @@ def test_hottest_lock_names_holder_waiters_and_longest_wait() -> None:
     assert "7/8 CPUs waiting on a lock" in lines[0]
     assert "avg 100.0 entries" in lines[0]
     assert lines[1].strip() == "anon_vma#0 held by cpu3 for 12 ms, 6 waiters, longest wait 30 ms"
-    assert lines[2].strip() == "anon_vma#1 held by ?, 1 waiter, longest wait 4.0 ms"
+    assert lines[2].strip() == "anon_vma#1 held by ? (holder not recorded), 1 waiter, longest wait 4.0 ms"
     assert len(lines) == 1 + 2 + 8
 
 
@@ -87,7 +87,7 @@ def test_holder_waiting_on_a_nested_ptl_still_holds_its_anon_vma() -> None:
     set_wait(cpu, 2, AV0, 2)
     lines = view().render(tick(cpu), now_ns=NOW)
     assert lines[1].strip() == "anon_vma#0 held by cpu0 (itself waiting), 2 waiters, longest wait 9.0 ms"
-    assert lines[2].strip() == "ptl(mm 5) held by ?, 1 waiter, longest wait 1.0 ms"
+    assert lines[2].strip() == "ptl(mm 5) held by ? (holder not recorded), 1 waiter, longest wait 1.0 ms"
     assert "waiting on ptl(mm 5) for 1.0 ms, holding anon_vma#0" in lines[3]
 
 

@@ -26,3 +26,4 @@ def test_eight_workers_log_every_record_to_one_file(tmp_path: Path) -> None:
     assert stopped == {str(i) for i in range(8)}
     assert "model built" in text  # the parent's records share the stream
     assert p.stderr == ""  # nothing leaked to stderr when a log file is given
+    assert f"wrote {log}" in p.stdout  # and the log is reported as every file written

@@ -247,11 +247,12 @@ def test_wait_cdf() -> None:
 
 
 def test_only_the_ramp_schema_written_by_ramp_is_drawn(tmp_path: Path) -> None:
-    """make_ramp() spells the schema out ("rmap-stress-ramp/1", as README and ramp write it);
-    another version of it is refused, not drawn as something else."""
+    """make_ramp() spells the schema out ("rmap-stress-ramp/1", the previous version, which
+    loads as /2); a version rmap-stress never wrote is refused, not drawn as something else."""
     plot_results(make_ramp(), str(tmp_path / "ok.svg"))
+    plot_results({**make_ramp(), "schema": "rmap-stress-ramp/2"}, str(tmp_path / "ok2.svg"))
     with pytest.raises(ResultsError, match="schema"):
-        plot_results({**make_ramp(), "schema": "rmap-stress-ramp/2"}, str(tmp_path / "no.svg"))
+        plot_results({**make_ramp(), "schema": "rmap-stress-ramp/3"}, str(tmp_path / "no.svg"))
     assert not (tmp_path / "no.svg").exists()
 
 

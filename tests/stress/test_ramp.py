@@ -113,7 +113,8 @@ def test_summarize_means_std_dev_and_jti_per_user_count() -> None:
     assert one == pytest.approx({
         "users": 1, "jobs_per_min": 100.0, "jobs_per_min_per_user": 100.0,
         "system_share": 0.3, "work_share": 0.6, "std_dev": sd, "std_dev_pct": sd,
-        "jti": 100 * (1 - sd / 100), "below_threshold": True, "iowait_share": 0.0})
+        "jti": 100 * (1 - sd / 100), "below_threshold": True, "iowait_share": 0.0,
+        "cut_short": False})
     # one repeat: no spread; 300 / 2 = 150 is not below 150
     assert rows[1]["std_dev"] == 0.0 and rows[1]["jti"] == 100.0
     assert rows[1]["jobs_per_min_per_user"] == 150.0 and rows[1]["below_threshold"] is False
@@ -203,7 +204,7 @@ def test_write_csv_one_row_per_run(tmp_path: Path) -> None:
     assert list(rows[0]) == ["era", "users", "repeat", "jobs_per_min", "jobs_per_min_per_user",
                              "system_share", "work_share", "walk_share", "lock_wait_share",
                              "pages_scanned_per_s", "avg_walk", "elapsed_s", "iowait_share",
-                             "swap_reads", "swap_writes"]
+                             "swap_reads", "swap_writes", "interrupted"]
     assert [(r["era"], int(r["users"]), float(r["jobs_per_min"])) for r in rows] == [
         ("A", 1, 10.0), ("A", 2, 20.0)]
     assert float(rows[1]["lock_wait_share"]) == 0.4
@@ -218,7 +219,7 @@ class _Stream(io.StringIO):
         return self.tty
 
 
-def test_progress_bar_on_a_terminal_and_silent_otherwise() -> None:
+def test_progress_bar_on_a_terminal_and_a_line_every_few_seconds_otherwise() -> None:
     s = _Stream(tty=True)
     bar = ProgressBar(s, width=20)
     bar(0, 4, "2.6.33 users 100 run 1/1", 0.0)
@@ -229,9 +230,15 @@ def test_progress_bar_on_a_terminal_and_silent_otherwise() -> None:
     # a quarter done in 10 s: 30 s to go
     assert frames[1] == "[#####...............] 1/4 2.6.33 users 200 run 1/1  elapsed 10s  ETA 0m30s\033[K"
     assert frames[2] == "[####################] 4/4 done  elapsed 75s  ETA 0m00s\033[K\n"
-    quiet = _Stream(tty=False)
-    ProgressBar(quiet)(1, 4, "x", 1.0)
-    assert quiet.getvalue() == ""
+    log = _Stream(tty=False)
+    bar = ProgressBar(log)
+    for done, t in ((0, 0.0), (1, 2.0), (2, 6.0), (3, 7.0)):
+        bar(done, 4, f"p{done}", t)
+    bar(4, 4, "done", 8.0)
+    assert log.getvalue().splitlines() == [
+        "rmap-stress: point 1/4: p0  (elapsed 0 s)",
+        "rmap-stress: point 3/4: p2  (elapsed 6 s)",  # 2 s after the first: skipped
+        "rmap-stress: 4/4 points done  (elapsed 8 s)"]
 
 
 # -- a real ramp: tiny forking-server runs -------------------------------------------------
@@ -275,7 +282,7 @@ def test_ramp_without_stop_runs_every_point_and_repeat() -> None:
     assert [(p["users"], p["repeat"]) for p in doc["points"]] == [(2, 0), (3, 0), (2, 1), (3, 1)]
     assert labels == ["3.0 users 2 round 1/2 (point 1/4)", "3.0 users 3 round 1/2 (point 2/4)",
                       "3.0 users 2 round 2/2 (point 3/4)", "3.0 users 3 round 2/2 (point 4/4)"]
-    assert doc["schema"] == "rmap-stress-ramp/1"
+    assert doc["schema"] == "rmap-stress-ramp/2" and "interrupted" not in doc
     # the machine's RAM is fixed for the whole ramp: the family at twice the first count
     assert doc["config"] == {
         "eras": ["3.0"], "users": [2, 3], "start_users": 2, "end_users": 3, "repeat": 2,

@@ -182,7 +182,7 @@ def test_scale_and_predict_commands(tmp_path: Path) -> None:
     assert "repairman" in json.loads(run_js.read_text())["predicted"]
     assert rmap("predict", str(run_js)).returncode == 0
     assert rmap("plot", str(run_js), "-o", str(tmp_path / "r.png")).returncode == 0
-    demo = tmp_path / "demo.json"  # what `demo --json` writes: {era: run}
+    demo = tmp_path / "demo.json"  # demo/1's shape, {era: run}, still read
     demo.write_text(json.dumps({"2.6.33": json.loads(run_js.read_text())}))
     d = rmap("predict", str(demo))
     assert d.returncode == 0 and "== 2.6.33 ==" in d.stdout, d.stderr

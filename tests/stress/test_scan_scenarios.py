@@ -23,7 +23,7 @@ def test_fork_chain_json(tmp_path, era: str, levels: list[int]) -> None:
              "--json", str(out))
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "rmap-stress/1"
+    assert doc["schema"] == "rmap-stress-scan/2"
     assert doc["config"] == {"era": era, "scenario": "fork-chain", "generations": 6, "pages": 4, "lock": ""}
     assert doc["model"] == {"mms": 1, "vmas": 1, "anon_vmas": levels[-1], "avcs": levels[-1], "pages": 4}
     g = doc["generations"]
