@@ -402,6 +402,8 @@ def _phase_line(quiet: bool, live: bool = False) -> Any:
             line = f"building the model ... {100 * done // max(total, 1)}%"
         elif phase == "start":
             line = f"starting {total} CPUs ... {done}/{total}"
+        elif phase == "stop":
+            line = f"stopping: {done}/{total} CPUs at a boundary"
         elif done < total:
             line = "checking the model ..."
         else:
