@@ -145,6 +145,36 @@ def stop_line(res: dict[str, Any]) -> str | None:
             f"{'; '.join(parts)}{more}")
 
 
+def status_reason(res: dict[str, Any] | None, stderr: str = "") -> str:
+    """Why a run's exit status is what it is, in one paragraph, from its results document
+    (and the CLI's stderr): what a failing test prints, since a --quiet run says it only
+    in the JSON.  "no results" when there are none."""
+    if res is None:
+        return f"no results; stderr: {stderr.strip()[-2000:]}"
+    out = []
+    failed = res.get("failed")
+    if failed:
+        out.append(f"failed: {failed['reason']}")
+        out += [f"  {line}" for line in failed.get("cpu_states", [])[:8]]
+    if res.get("interrupted"):
+        out.append("interrupted by a signal")
+    if res.get("aborted"):
+        out.append(f"aborted: {res['aborted']}")
+    inv = res.get("invariants", {})
+    if inv.get("violations"):
+        out.append(f"invariants: {inv['violations']} violations, first: {inv['messages'][:3]}")
+        if inv.get("explained_by"):
+            out.append(f"  after aborted operations: {', '.join(inv['explained_by'][:8])}")
+    stop = stop_line(res)
+    if stop:
+        out.append(stop)
+    if not out:
+        out.append("ok: invariants clean, nothing failed")
+    if stderr.strip():
+        out.append(f"stderr: {stderr.strip()[-2000:]}")
+    return "\n".join(out)
+
+
 def run_report(res: dict[str, Any]) -> str:
     return "\n\n".join([run_summary(res), lockstat_table(res), cpu_table(res)])
 
