@@ -33,6 +33,8 @@ from .config import (
 )
 from .predict import DEFAULT_HANDOFF_NS, PredictError
 from .results import ResultsError, package_version, write_json
+from .torture import add_parser as torture_parser
+from .torture import cmd_torture
 
 PROG = "rmap-stress"
 
@@ -287,6 +289,7 @@ def build_parser() -> Parser:
                                     "ratios to the first; repeated runs get a Welch t-test and "
                                     "pyperf-style verdicts and instability warnings.")
     cp.add_argument("files", nargs="+", metavar="RESULTS.json")
+    torture_parser(sub)
     er = sub.add_parser("eras", help="the kernel eras modelled: linking, walk, lock, what each fixed",
                         description="One row per era: how VMAs are linked to anon_vmas, how a walk "
                                     "finds them, which lock it takes and its primitive, what the "
@@ -894,7 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_output(getattr(a, name, None))
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
                     "plot": cmd_plot, "compare": cmd_compare, "scale": cmd_scale,
-                    "predict": cmd_predict, "eras": cmd_eras, "story": cmd_story}
+                    "predict": cmd_predict, "eras": cmd_eras, "story": cmd_story,
+                    "torture": cmd_torture}
         return commands[a.command](a)
     except (UsageError, ConfigError, ModelTooLarge, ResultsError, PredictError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
