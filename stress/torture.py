@@ -207,6 +207,10 @@ def run_one(plan: Plan, workdir: Path, cwd: Path) -> Outcome:
         os.killpg(p.pid, signal.SIGKILL)
         _, err_b = p.communicate()
         failures.append(("hung", f"no exit within {RUN_TIMEOUT_S:.0f} s"))
+    except BaseException:  # Ctrl-C or SIGTERM of the torturer: the run goes with it
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
     finally:
         for target in stopped:
             try:
@@ -341,6 +345,11 @@ def cmd_torture(a: Any) -> int:
     print(f"rmap-stress torture: {budget:.0f} s, seed {seed}, up to {max_cpus} CPUs on {cores} cores",
           file=sys.stderr, flush=True)
     root = Path(__file__).resolve().parent.parent
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # ends the current run too (run_one), exit 130
+
+    signal.signal(signal.SIGTERM, on_term)
     doc = torture(budget, seed, max_cpus, a.max_run, lambda line: print(line, file=sys.stderr, flush=True),
                   root)
     for line in summary_lines(doc):
