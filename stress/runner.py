@@ -333,8 +333,12 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             t_stop = time.perf_counter()
             words[stop_w] = 2 if failure else 1
             stop_stall = stall_timeout or STOP_STALL_S
-            stop = _reap(procs, words, stop_w, cpu_arr, stop_stall, on_phase,
-                         lambda arr=cpu_arr: cpu_states(m, np.array(arr), time.perf_counter_ns()))
+            arr = cpu_arr
+
+            def states_now() -> list[str]:
+                return cpu_states(m, np.array(arr), time.perf_counter_ns())
+
+            stop = _reap(procs, words, stop_w, cpu_arr, stop_stall, on_phase, states_now)
             phases["stop_s"] = time.perf_counter() - t_stop
             if stop.stalled and not failure:
                 failure = (f"stalled while stopping: {len(stop.stalled)} of {cfg.cpus} CPUs made no "
@@ -597,7 +601,7 @@ def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryvie
     return Tick(elapsed, duration, cpu, now_ns, owners, names)
 
 
-def _reap(procs: list[mp.process.BaseProcess], words: memoryview, stop_w: int,
+def _reap(procs: list[mp.process.BaseProcess], words: np.ndarray, stop_w: int,
           cpu_arr: np.ndarray | None = None, stall_s: float = 0.0,
           on_phase: PhaseCallback | None = None,
           states: Callable[[], list[str]] | None = None) -> _Stop:
