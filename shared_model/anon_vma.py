@@ -508,12 +508,18 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     avc = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
     while avc >= 0:
         nxt = w32[_avc(g, avc, G.AVC_SAME_VMA_NEXT)]
-        st = anon_vma_unlink_node_c(words, w32, g, held, sc, w32[_avc(g, avc, G.AVC_ANON_VMA)], avc)
+        av_of = w32[_avc(g, avc, G.AVC_ANON_VMA)]
+        st = anon_vma_unlink_node_c(words, w32, g, held, sc, av_of, avc)
         if st == OK:
             st = kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
         if st < 0:
             return st
         w32[_vma(g, vma, G.VMA_AVC_HEAD)] = nxt
+        # Restartable (issue 18): the chain's head follows each AVC freed, and once the
+        # VMA's own anon_vma is off the chain the VMA stops naming it, so a pass aborted
+        # at the next lock leaves a VMA whose chain and anon_vma agree.
+        if w32[_vma(g, vma, G.VMA_ANON_VMA)] == av_of:
+            w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1
         avc = nxt
     w32[_vma(g, vma, G.VMA_AVC_HEAD)] = -1
     w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1

@@ -43,17 +43,18 @@ CHILD_TIMEOUT_S = 600.0  # a compile child still running then is killed (the par
 
 
 def cache_is_cold() -> bool:
-    """True when the walk's compiled code is not in numba's cache yet (a first run)."""
-    from numba.core.caching import FunctionCache
-
+    """True when the walk's compiled code is not in numba's cache for these sources: a
+    first run, or the first after any edit under shared_model/ (cached_njit stamps every
+    function with the whole tree's hash).  An index written for other sources does not
+    count: numba's ``_load_index`` returns it empty.  Looking for the index file alone
+    called such a cache warm, skipped the parallel compile, and left every function the
+    warm-up does not call (lockstat_clock, the contended lock paths) to be compiled by
+    each CPU after the gate: 64 CPUs on 2 cores spent the run and its stop in LLVM."""
     from .rmap import rmap_walk_anon
 
     try:
-        cache = FunctionCache(rmap_walk_anon.py_func)
-        index = cache._cache_path
-        return not any(n.startswith("rmap.rmap_walk_anon") and n.endswith(".nbi")
-                       for n in os.listdir(index))
-    except (OSError, RuntimeError, AttributeError):
+        return not rmap_walk_anon._cache._cache_file._load_index()
+    except (OSError, RuntimeError, AttributeError, EOFError, ValueError):
         return True
 
 

@@ -256,6 +256,8 @@ CPU_FIELDS = (
     "t_iowait_ns",  # time asleep with every job of this CPU parked on a swap read (top's wa)
     "swap_reads",  # read requests this CPU submitted to the swap device (swap_readpage)
     "swap_writes",  # write requests this CPU submitted (swap_writepage, from reclaim)
+    "aborted_op",  # 0, or 1 + the index in stress.worker.MODEL_OPS of the operation a lock
+                   # wait aborted (the run's stop word reached "abort" inside it)
 )
 CPU_SLOT_BYTES = 512
 CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{CPU_SLOT_BYTES - 8 * len(CPU_FIELDS)}")])

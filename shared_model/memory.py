@@ -213,12 +213,27 @@ def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
         e = todo[i]
         lw, t = pte_relock_c(words, g, held, lw, t, e, S_ANON)
         if t < 0:
-            return STOPPED
+            return do_anonymous_pages_unwind_c(words, w32, g, held, sc, mm, i, n)
         w32[e] = sc[i]
         w32[e + 1] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
     add_mm_rss_c(w32, g, mm, n)
     pte_unlock_c(words, g, held, todo[n - 1], S_ANON, t)
     return n
+
+
+@cached_njit
+def do_anonymous_pages_unwind_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                                sc: np.ndarray, mm: int, mapped: int, n: int) -> int:
+    """do_anonymous_pages aborted at a PTE lock (issue 18) with ``mapped`` of its ``n`` new
+    pages (sc[:n]) in place: those stay, counted in the mm's rss; the others, never
+    mapped, go back to the slab with their counts cleared.  STOPPED (or the free's status).
+    Expects nothing held; takes the slab lock (the free)."""
+    add_mm_rss_c(w32, g, mm, mapped)
+    for k in range(mapped, n):
+        w32[_page(g, sc[k], G.PAGE_MAPCOUNT)] = 0
+    words[g[G.CPU_BASE] + G.F_FRAMES_IN] -= n - mapped
+    st = free_pages_c(words, w32, g, held, sc[mapped:n], n - mapped)
+    return STOPPED if st == OK else st
 
 
 def do_anonymous_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> int:
@@ -269,7 +284,12 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
         e = cand[i]
         lw, t = pte_relock_c(words, g, held, lw, t, e, S_WP)
         if t < 0:
-            return 0, 0, STOPPED
+            # Aborted (issue 18): the copies made stay; the old pages they freed of their
+            # last mapping and the new pages not used go back, as at the end.
+            st = free_pages_c(words, w32, g, held, dead, ndead)
+            if st == OK:
+                st = free_pages_c(words, w32, g, held, new[used:], n - used)
+            return used, reused, STOPPED if st == OK else st
         if (w32[e + 1] & (PTE_PRESENT | PTE_WRITE)) != PTE_PRESENT:
             continue
         old = w32[e]
@@ -456,6 +476,11 @@ def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
         else:
             w32[_vma(g, cv, G.VMA_ANON_VMA)] = w32[_vma(g, pv, G.VMA_ANON_VMA)]
             st = anon_vma_link_c(words, w32, g, held, sc, cv)
+            if st == STOPPED:
+                # Aborted waiting for the lock, off the list (issue 18): the child's VMA
+                # must not name an anon_vma that cannot reach it.  It maps nothing yet
+                # (copy_page_range comes after), so no anon_vma at all is consistent.
+                w32[_vma(g, cv, G.VMA_ANON_VMA)] = -1
         if st == OK:
             st = copy_page_range_c(words, w32, g, held, sc, child, parent, cv)
         if st < 0:

@@ -45,6 +45,8 @@ from .results import (
     write_json,
 )
 from .stopping import status_of
+from .torture import add_parser as torture_parser
+from .torture import cmd_torture
 
 PROG = "rmap-stress"
 
@@ -307,6 +309,7 @@ def build_parser() -> Parser:
                                     "ratios to the first; repeated runs get a Welch t-test and "
                                     "pyperf-style verdicts and instability warnings.")
     cp.add_argument("files", nargs="+", metavar="RESULTS.json")
+    torture_parser(sub)
     er = sub.add_parser("eras", help="the kernel eras modelled: linking, walk, lock, what each fixed",
                         description="One row per era: how VMAs are linked to anon_vmas, how a walk "
                                     "finds them, which lock it takes and its primitive, what the "
@@ -434,6 +437,8 @@ def _phase_line(quiet: bool, live: bool = False) -> Any:
             line = f"building the model ... {100 * done // max(total, 1)}%"
         elif phase == "start":
             line = f"starting {total} CPUs ... {done}/{total}"
+        elif phase == "stop":
+            line = f"stopping: {done}/{total} CPUs at a boundary"
         elif done < total:
             line = "checking the model ..."
         else:
@@ -1024,7 +1029,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         commands = {"scan": cmd_scan, "run": cmd_run, "demo": cmd_demo, "ramp": cmd_ramp,
                     "plot": cmd_plot, "compare": cmd_compare, "scale": cmd_scale,
-                    "predict": cmd_predict, "eras": cmd_eras, "story": cmd_story}
+                    "predict": cmd_predict, "eras": cmd_eras, "story": cmd_story,
+                    "torture": cmd_torture}
         # ``--json -`` / ``--csv -``: the document alone on stdout, the report on stderr.
         with report_to_stderr(any(path == STDOUT for _, path in _outputs(a))):
             if a.command == "profile":

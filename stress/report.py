@@ -119,12 +119,72 @@ def run_summary(res: dict[str, Any]) -> str:
     if lo.get("checked"):
         lines.append("lock order: " + ("no inversion in " + str(len(lo["edges"])) + " class pairs seen"
                                        if not lo["findings"] else lo["findings"][0]))
+    stop = stop_line(res)
+    if stop:
+        lines.append(stop)
+    if inv.get("explained_by"):
+        lines.append(f"  the violations may be traces of the operations aborted: "
+                     f"{', '.join(inv['explained_by'][:8])}")
+    elif inv.get("corruption"):
+        lines.append(f"  model corruption: no operation was aborted, first: {inv['corruption']}")
     lines += [f"  {msg}" for msg in inv.get("messages", [])[:5]]
     wedged = res.get("wedged_locks") or []
     if wedged:
         lines.append(f"wedged locks: {', '.join(wedged[:8])}{' ...' if len(wedged) > 8 else ''} "
                      f"(a CPU died queued for {'it' if len(wedged) == 1 else 'them'}: unusable)")
     return "\n".join(lines)
+
+
+def stop_line(res: dict[str, Any]) -> str | None:
+    """How the CPUs stopped, when it is worth a line: a stop of a second or more, or CPUs
+    aborted inside an operation (which CPU, which operation, what it held)."""
+    st = res.get("stop")
+    if not st:
+        return None
+    took = "" if st["s"] is None else f" in {st['s']:.1f} s"
+    if not st["aborted"]:
+        if st["s"] is None or st["s"] < 1.0:
+            return None
+        return f"stop: all {st['cpus']} CPUs finished their operation{took}"
+    parts = []
+    for a in st["aborted"][:4]:
+        what = f"cpu{a['cpu']} {'killed' if a['killed'] else 'aborted'} in {a['operation']}"
+        if a.get("state"):
+            what += f" ({a['state'].split(': ', 1)[-1]})"
+        parts.append(what)
+    more = f" and {len(st['aborted']) - 4} more" if len(st["aborted"]) > 4 else ""
+    return (f"stop: {st['at_boundary']} of {st['cpus']} CPUs at a boundary{took}; "
+            f"{'; '.join(parts)}{more}")
+
+
+def status_reason(res: dict[str, Any] | None, stderr: str = "") -> str:
+    """Why a run's exit status is what it is, in one paragraph, from its results document
+    (and the CLI's stderr): what a failing test prints, since a --quiet run says it only
+    in the JSON.  "no results" when there are none."""
+    if res is None:
+        return f"no results; stderr: {stderr.strip()[-2000:]}"
+    out = []
+    failed = res.get("failed")
+    if failed:
+        out.append(f"failed: {failed['reason']}")
+        out += [f"  {line}" for line in failed.get("cpu_states", [])[:8]]
+    if res.get("interrupted"):
+        out.append("interrupted by a signal")
+    if res.get("aborted"):
+        out.append(f"aborted: {res['aborted']}")
+    inv = res.get("invariants", {})
+    if inv.get("violations"):
+        out.append(f"invariants: {inv['violations']} violations, first: {inv['messages'][:3]}")
+        if inv.get("explained_by"):
+            out.append(f"  after aborted operations: {', '.join(inv['explained_by'][:8])}")
+    stop = stop_line(res)
+    if stop:
+        out.append(stop)
+    if not out:
+        out.append("ok: invariants clean, nothing failed")
+    if stderr.strip():
+        out.append(f"stderr: {stderr.strip()[-2000:]}")
+    return "\n".join(out)
 
 
 def run_report(res: dict[str, Any]) -> str:

@@ -50,13 +50,13 @@ from shared_model.swapdev import swap_device_init, swap_device_stats
 from . import metrics
 from .config import RunConfig
 from .results import SCHEMA_RUN, machine_info
-from .worker import worker_main
+from .worker import model_op_name, worker_main
 from .workloads import get_workload
 
 log = logging.getLogger("rmap_stress")
 JOIN_TIMEOUT_S = 5.0  # at most this for the CPUs to finish their operation and leave
 ABORT_TIMEOUT_S = 30.0  # at most this for aborted CPUs to leave (while they do) before SIGKILL
-STOP_GRACE_S = 1.0  # no CPU left for this long: escalate (stop -> abort -> SIGKILL)
+STOP_GRACE_S = 1.0  # aborting (or a failure's stop): no CPU left for this long: SIGKILL
 GATE_TIMEOUT_S = 30.0  # after the last fork, for every CPU to reach the gate
 GATE_TIMEOUT_PER_CPU_S = 0.05  # plus this per CPU (their start-up shares the machine)
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -65,7 +65,8 @@ STOPPING_MESSAGE = "stopping: checking the model, Ctrl-C again to quit"
 PhaseCallback = Callable[[str, int, int], None]
 """``on_phase(phase, done, total)``: progress of the silent phases, for a terminal line.
 Phases: "build" (done and total in thousandths), "start" (CPUs at the gate of all),
-"check" (0 of 1 when it begins, 1 of 1 when it ends)."""
+"stop" (CPUs at a boundary between operations, of all), "check" (0 of 1 when it begins,
+1 of 1 when it ends)."""
 
 
 class RunFailed(RuntimeError):
@@ -329,6 +330,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
         sampler: _Timeline | None = None
         nice: int | None = None  # the parent's own nice value, when it raised its priority
         window: tuple[np.ndarray, int, int] | None = None  # slots, now_ns, start_ns at the end
+        window_lockstat: np.ndarray | None = None  # lockstat at the end
         start_ns = 0
         cpu_arr = seg["cpu"][: cfg.cpus]
         try:
@@ -379,19 +381,34 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             # The window closes: the CPUs' slots now, before any is stopped or killed, so
             # that waits and walks still in progress count (metrics.window_end).
             window = (np.array(cpu_arr), time.perf_counter_ns(), start_ns)
+            window_lockstat = np.array(seg["lockstat"][: cfg.cpus])
             # The last timeline interval, so a plot's timeline runs to the end.
             sampler.maybe_sample(time.monotonic(), cpu_arr, final=True)
             phase = "stopping"
             t_stop = time.perf_counter()
             words[stop_w] = 2 if failure else 1
-            _reap(procs, words, stop_w)
+            stop_stall = stall_timeout or STOP_STALL_S
+            arr = cpu_arr
+
+            def states_now() -> list[str]:
+                return cpu_states(m, np.array(arr), time.perf_counter_ns())
+
+            stop = _reap(procs, words, stop_w, cpu_arr, stop_stall, on_phase, states_now)
             phases["stop_s"] = time.perf_counter() - t_stop
+            if stop.stalled and not failure:
+                failure = (f"stalled while stopping: {len(stop.stalled)} of {cfg.cpus} CPUs made no "
+                           f"progress for {stop_stall:g} s (--stall-timeout) and were aborted "
+                           f"inside an operation")
+                report = stop.stalled_states
             phase = "checking the model"
             if on_phase:
                 on_phase("check", 0, 1)
             t_check = time.perf_counter()
-            results = collect(m, cfg, machine, elapsed, build_s, window=window)
+            results = collect(m, cfg, machine, elapsed, build_s, window=window,
+                              window_lockstat=window_lockstat)
             phases["check_s"] = time.perf_counter() - t_check
+            results["stop"] = stop_outcome(stop, np.array(cpu_arr), phases["stop_s"])
+            explain_violations(results)
             if on_phase:
                 on_phase("check", 1, 1)
         except _Abort:
@@ -403,8 +420,10 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             if window is None:
                 window = (np.array(cpu_arr), time.perf_counter_ns(), start_ns)
             words[stop_w] = 2
-            _reap(procs, words, stop_w)
-            results = collect(m, cfg, machine, elapsed, build_s, check=False, window=window)
+            stop = _reap(procs, words, stop_w)
+            results = collect(m, cfg, machine, elapsed, build_s, check=False, window=window,
+                              window_lockstat=window_lockstat)
+            results["stop"] = stop_outcome(stop, np.array(cpu_arr), None)
             results["aborted"] = f"a second signal while {phase}: the model was not checked"
         finally:
             sigs.ignore()  # the cleanup below must run to its end
@@ -658,24 +677,111 @@ def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryvie
     return Tick(elapsed, duration, cpu, now_ns, owners, names)
 
 
-def _reap(procs: list[mp.process.BaseProcess], words: memoryview, stop_w: int) -> None:
-    """Join every CPU: while they keep leaving, wait (up to JOIN_TIMEOUT_S); once none has
-    left for STOP_GRACE_S (or at once when aborting), abort lock waits; then wait again
-    while they leave, and SIGKILL what remains.
+def _reap(procs: list[mp.process.BaseProcess], words: np.ndarray, stop_w: int,
+          cpu_arr: np.ndarray | None = None, stall_s: float = 0.0,
+          on_phase: PhaseCallback | None = None,
+          states: Callable[[], list[str]] | None = None) -> _Stop:
+    """Join every CPU, and say how the stop went.
 
-    Why not one fixed timeout: with 256 CPUs spinning on one anon_vma lock on 2 cores, each
-    CPU's current operation needs that lock in turn, and its holder runs a 128th of the
-    time; finishing them all would take minutes.  Waiting only while CPUs are still leaving
-    ends such a run within seconds, and a quiet machine loses nothing."""
-    if words[stop_w] < 2:
+    With ``cpu_arr`` (the end of a run, stop word 1): every CPU finishes the operation it
+    is in and leaves at the next boundary between operations, however long that takes, as
+    long as some CPU makes progress (_stop_at_boundaries); only when none has for
+    ``stall_s`` does the stop escalate: lock waits are aborted (stop word 2), which leaves
+    those operations half-done.  Without it (a failure, a second signal, the cleanup) the
+    old rule: wait while CPUs keep leaving (up to JOIN_TIMEOUT_S), abort lock waits once
+    none left for STOP_GRACE_S.  Either way, aborted CPUs get ABORT_TIMEOUT_S to leave,
+    then what remains is SIGKILLed.  ``states`` gives cpu_states() lines, read for the
+    stalled CPUs before their waits are aborted.
+
+    Why not "no CPU left for a second": with 64 CPUs on 2 cores queued on one ticket lock,
+    each hand-off waits for the next CPU in line to be scheduled, and a second often passes
+    without any CPU reaching a boundary while every one of them is moving.  Aborting then
+    broke the model in operations that would have finished (issue 18)."""
+    stop = _Stop()
+    if words[stop_w] < 2 and cpu_arr is not None:
+        stop.stalled = _stop_at_boundaries(procs, cpu_arr, stall_s, on_phase)
+        if stop.stalled and states is not None:
+            stop.stalled_states = [line for i, line in enumerate(states()) if i in stop.stalled]
+    elif words[stop_w] < 2:
         _join_while_leaving(procs, JOIN_TIMEOUT_S, STOP_GRACE_S)
-    if any(p.exitcode is None for p in procs):
+    stop.aborted = [i for i, p in enumerate(procs) if p.exitcode is None]
+    if stop.aborted:
         words[stop_w] = 2
         _join_while_leaving(procs, ABORT_TIMEOUT_S, STOP_GRACE_S)
-    for p in procs:
+    for i, p in enumerate(procs):
         if p.exitcode is None:
+            stop.killed.append(i)
             p.kill()
     _join_all(procs, 5.0)
+    return stop
+
+
+@dataclasses.dataclass
+class _Stop:
+    """How the CPUs left: ``stalled``, those that made no progress for the stall timeout
+    while the others reached a boundary (with ``stalled_states``, their cpu_states lines
+    then); ``aborted``, those still in an operation when lock waits were aborted;
+    ``killed``, those SIGKILLed after that."""
+
+    stalled: list[int] = dataclasses.field(default_factory=list)
+    stalled_states: list[str] = dataclasses.field(default_factory=list)
+    aborted: list[int] = dataclasses.field(default_factory=list)
+    killed: list[int] = dataclasses.field(default_factory=list)
+
+
+# Per-CPU counters that move whenever a CPU gets anywhere: an operation done (heartbeat,
+# and the counts of each kind), a contended lock acquired (t_wait_ns is added when the
+# wait ends), a walk ended, a slice of an I/O sleep, the CPU left (done).
+PROGRESS_FIELDS = ("heartbeat", "t_wait_ns", "t_walk_ns", "t_iowait_ns", "done", "walks",
+                   "pages_scanned", "faults", "cows", "forks", "exits", "swapins")
+STOP_STALL_S = 10.0  # the stop's stall timeout when the run has none (--stall-timeout 0)
+STOP_NOTE_S = 5.0  # a log line this often while the stop takes long
+
+
+def _progress(cpu_arr: np.ndarray) -> np.ndarray:
+    """Per CPU, a number that grows whenever it makes progress (a sum of counters that
+    only grow): a copy, read without a lock."""
+    snap = np.array(cpu_arr)
+    total = np.zeros(len(snap), dtype=np.int64)
+    for f in PROGRESS_FIELDS:
+        total += snap[f]
+    return total
+
+
+def _stop_at_boundaries(procs: list[mp.process.BaseProcess], cpu_arr: np.ndarray, stall_s: float,
+                        on_phase: PhaseCallback | None) -> list[int]:
+    """Wait until every CPU has left (each leaves at its next boundary between operations),
+    for as long as some CPU makes progress; return the CPUs still there when none made any
+    for ``stall_s`` (empty: all reached a boundary).  ``on_phase("stop", k, n)`` hears k of
+    n CPUs at a boundary.
+
+    Progress is global, not per CPU: in a ticket convoy on an oversubscribed machine one
+    waiter may see no hand-off for seconds while the queue moves ahead of it."""
+    n = len(procs)
+    alive = {p.sentinel: i for i, p in enumerate(procs) if p.exitcode is None}
+    poller = select.poll()
+    for fd in alive:
+        poller.register(fd, select.POLLIN)
+    now = t0 = time.monotonic()
+    last, last_change, next_note = _progress(cpu_arr), now, now + STOP_NOTE_S
+    while alive:
+        ready = poller.poll(50)
+        now = time.monotonic()
+        for fd, _ in ready:
+            poller.unregister(fd)
+            procs[alive.pop(fd)].join(0.1)
+            last_change = now
+        cur = _progress(cpu_arr)
+        if (cur != last).any():
+            last, last_change = cur, now
+        elif now - last_change > stall_s:
+            return sorted(alive.values())
+        if on_phase:
+            on_phase("stop", n - len(alive), n)
+        if now >= next_note:
+            log.info("stopping: %d/%d CPUs at a boundary after %.1f s", n - len(alive), n, now - t0)
+            next_note += STOP_NOTE_S
+    return []
 
 
 def _join_while_leaving(procs: list[mp.process.BaseProcess], timeout: float, grace: float) -> None:
@@ -705,26 +811,64 @@ def _join_all(procs: list[mp.process.BaseProcess], timeout: float) -> None:
             p.join(max(0.0, deadline - time.monotonic()))
 
 
+def stop_outcome(stop: _Stop, cpu: np.ndarray, stop_s: float | None) -> dict[str, Any]:
+    """The results' ``stop`` block: how long the stop took, how many CPUs reached a boundary
+    between operations, and each CPU that did not: the operation its aborted lock wait was
+    in (its slot's ``aborted_op``), or "killed" (SIGKILLed: unknown), with what it held
+    when it stalled where that is known."""
+    states = {int(line.split(" ", 1)[0][3:]): line for line in stop.stalled_states}
+    left: list[dict[str, Any]] = []
+    for i in sorted(set(stop.aborted) | set(stop.killed)):
+        op = model_op_name(int(cpu[i]["aborted_op"]))
+        entry: dict[str, Any] = {"cpu": i, "operation": op or ("unknown: killed" if i in stop.killed
+                                                                 else "none: left between operations"),
+                                 "killed": i in stop.killed, "stalled": i in stop.stalled}
+        if i in states:
+            entry["state"] = states[i]
+        if op or i in stop.killed:
+            left.append(entry)
+    return {"s": stop_s, "cpus": len(cpu), "at_boundary": len(cpu) - len(left),
+            "aborted": left}
+
+
+def explain_violations(results: dict[str, Any]) -> None:
+    """Say what the invariant violations are: the traces of operations the stop aborted
+    (``explained_by``: "cpu3 in dup_mmap", ...), or, when no operation was left half-done,
+    model corruption: a bug in the model or a lock, with the first example."""
+    inv, aborted = results["invariants"], results.get("stop", {}).get("aborted", [])
+    if not inv.get("violations"):
+        return
+    if aborted:
+        inv["explained_by"] = [f"cpu{a['cpu']} in {a['operation']}" for a in aborted]
+    else:
+        inv["corruption"] = inv["messages"][0] if inv["messages"] else "?"
+
+
 def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             build_s: float, check: bool = True,
-            window: tuple[np.ndarray, int, int] | None = None) -> dict[str, Any]:
+            window: tuple[np.ndarray, int, int] | None = None,
+            window_lockstat: np.ndarray | None = None) -> dict[str, Any]:
     """The results document, from copies of the per-CPU slots; runs check_model() unless
     ``check`` is off (quitting at once).  ``window``: the slots copied when the measured
-    window closed, that instant and the gate's (perf_counter_ns).  A CPU that left on its
-    own published its times, an aborted wait included; one that was killed (SIGKILL after
-    the stop timed out, or a death) never did: its times are those of the window, with
-    the wait or walk it was in then (``metrics.window_end``)."""
+    window closed, that instant and the gate's (perf_counter_ns); ``window_lockstat``:
+    the lock statistics copied then.
+
+    The measured window ends at the deadline; the stop that follows (every CPU finishing
+    its operation, which can take minutes on an oversubscribed machine, see _reap) is not
+    measured.  So every CPU's times are those of the window, with the wait or walk it was
+    in then (``metrics.window_end``), and lockstat is the window's when given.  Counters
+    (jobs, forks, ...) are the final ones: a CPU finishes at most the operation it was in."""
     n = cfg.cpus
     cpu = np.array(m.seg["cpu"][:n])
     in_progress: dict[str, Any] = {}
     if window is not None:
         names = lock_namer(m.seg.offsets, m.caps)
-        killed = cpu["done"] == 0
+        every = np.ones(n, dtype=bool)
         at_end, in_progress = metrics.window_end(window[0][:n], window[1], window[2],
                                                  lambda w: re.split(r"[#(]", names(w))[0],
-                                                 only=killed)
-        cpu = metrics.with_window_times(cpu, at_end, killed)
-    lockstat = np.array(m.seg["lockstat"][:n])
+                                                 only=every)
+        cpu = metrics.with_window_times(cpu, at_end, every)
+    lockstat = np.array(m.seg["lockstat"][:n]) if window_lockstat is None else window_lockstat[:n]
     walkhist = np.array(m.seg["walkhist"][:n])
     lockdep = np.array(m.seg["lockdep"][:n])
     violations = check_model(m) if check else []

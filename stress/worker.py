@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from types import TracebackType
 from typing import Any
 
 import psutil
@@ -33,6 +34,32 @@ from .workloads import get_workload
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger("rmap_stress.worker")
+# The model operations a workload calls (shared_model's Python wrappers).  A CPU whose lock
+# wait was aborted inside one publishes which in its slot's ``aborted_op`` (1 + the index;
+# 1 + len(MODEL_OPS) for one not listed here), so that the parent can say which operation
+# was left half-done.
+MODEL_OPS = ("dup_mmap", "exit_mmap", "do_anonymous_pages", "do_wp_pages", "touch_pages",
+             "do_mmap", "do_munmap", "do_mprotect", "mm_alloc", "shrink_page_list",
+             "shrink_lru", "page_referenced")
+
+
+def model_op_name(code: int) -> str:
+    """The name behind a slot's ``aborted_op`` (0: none)."""
+    if code <= 0:
+        return ""
+    return MODEL_OPS[code - 1] if code <= len(MODEL_OPS) else "another model operation"
+
+
+def aborted_op_code(tb: TracebackType | None) -> int:
+    """The outermost shared_model frame of a ``Stopped`` traceback: the model operation the
+    workload called, as an ``aborted_op`` code."""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals.get("__name__", "").startswith("shared_model"):
+            name = frame.f_code.co_name
+            return 1 + (MODEL_OPS.index(name) if name in MODEL_OPS else len(MODEL_OPS))
+        tb = tb.tb_next
+    return 1 + len(MODEL_OPS)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -103,8 +130,10 @@ def worker_main(seg: Segment, cfg: RunConfig, state: Any, cpu: int, parent_pid: 
     words[f["state"]] = CPU_STATE["work"]
     try:
         workload.run_cpu(m, cfg, state, cpu, lambda: words[stop_word] > 0)
-    except Stopped:
-        log.info("cpu%d: aborted while waiting for a lock", cpu)
+    except Stopped as e:
+        words[f["aborted_op"]] = aborted_op_code(e.__traceback__)
+        log.info("cpu%d: aborted while waiting for a lock in %s", cpu,
+                 model_op_name(int(words[f["aborted_op"]])))
     finally:
         words[f["t_total_ns"]] = time.perf_counter_ns() - t0
         cpu_t1, ctx1 = proc.cpu_times(), proc.num_ctx_switches()
