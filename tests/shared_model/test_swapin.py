@@ -6,6 +6,8 @@ Every expected value is derived from the kernel's rules (shared/reference/kernel
 
 * 2.6.33: ``page_add_anon_rmap`` on the first mapping sets ``vma->anon_vma``: the family's
   one anon_vma, so nothing moves;
+* 2.6.34-rc1 (the seed as committed): ``page->mapping = vma->anon_vma`` on the first
+  mapping: a child's page goes to the child's own anon_vma, read or write, cached or not;
 * 2.6.34: the first mapping after a swap-in calls ``__page_set_anon_rmap(exclusive=0)``:
   the page goes to the oldest anon_vma of the faulting VMA's chain (the family's root,
   av0), swap-cache hit or not, read or write;
@@ -13,6 +15,10 @@ Every expected value is derived from the kernel's rules (shared/reference/kernel
   swap-cache hit keeps its mapping); a page read fresh from swap goes to
   ``vma->anon_vma->root``, or to ``vma->anon_vma`` when a write fault reuses it exclusively
   (``reuse_swap_page``: the faulting entry is its only user);
+* 6.0 and modern (anon_exclusive): ``try_to_unmap_one`` leaves an exclusive swap PTE for
+  a PageAnonExclusive page (a child's COWed page is one), and ``do_swap_page`` maps from it
+  exclusively on read faults too: a fresh page goes to ``vma->anon_vma``; a swap-cache hit
+  keeps its mapping, as in 2.6.36;
 * ``page_move_anon_rmap`` (2.6.34+): ``do_wp_page`` reusing a page that only this process
   maps moves it to ``vma->anon_vma``.
 
@@ -54,9 +60,15 @@ ON_ROOT = {
     ("2.6.34", "write"): True, ("2.6.34", "read"): True, ("2.6.34", "cache"): True,
     ("2.6.36", "write"): False, ("2.6.36", "read"): True, ("2.6.36", "cache"): False,
 }
-# Every later era places a swapped-in page as 2.6.36 does (288468c334e9 stayed).
-ON_ROOT |= {(era, mode): ON_ROOT["2.6.36", mode] for era in ERAS for mode in ("write", "read", "cache")
+MODES = ("write", "read", "cache")
+# The seed: the faulting VMA's own anon_vma, whatever the fault.
+ON_ROOT |= {("2.6.34-rc1", mode): False for mode in MODES}
+# 2.6.36 to 3.19 place a swapped-in page as 2.6.36 does (288468c334e9 stayed) ...
+ON_ROOT |= {(era, mode): ON_ROOT["2.6.36", mode] for era in ERAS for mode in MODES
             if ERAS[era].swapin == "root"}
+# ... and 6.0+ put an exclusive page read fresh from swap on vma->anon_vma, read faults too.
+ON_ROOT |= {(era, mode): False for era in ERAS for mode in MODES if ERAS[era].swapin == "anon_exclusive"}
+assert set(ON_ROOT) == {(era, mode) for era in ERAS for mode in MODES}
 
 
 def swap_out(m: Model, page: int) -> list[int]:
@@ -107,16 +119,17 @@ def test_swapin_placement_of_a_childs_page(make_model: MakeModel, era: str, mode
 
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_page_move_anon_rmap_on_reuse(make_model: MakeModel, era: str) -> None:
-    """A child's page read back to av0 (2.6.34: always; 2.6.36+: a fresh read fault) and
-    then written: do_wp_page reuses it (mapcount 1, no swap entry) and 2.6.34+ moves it to
-    the child's own anon_vma; 2.6.33 has only av0."""
+    """A child's page read back fresh (2.6.34: to av0; 2.6.36-3.19: a fresh read fault, to
+    av0; the seed and 6.0+: to its own anon_vma) and then written: do_wp_page reuses it
+    (mapcount 1, no swap entry) and 2.6.34+ moves it to the child's own anon_vma; 2.6.33
+    has only av0."""
     m, _parent, kids, av0 = family(make_model, era)
     child = kids[2]
     page = m.pte_of(child, 1)[0]
     slots = swap_out(m, page)
     delete_from_swap_cache(m, page)
     do_swap_page(m, page, slots, write=False)
-    assert m.page_mapping[page] == av0
+    assert m.page_mapping[page] == (av0 if ON_ROOT[era, "read"] else own_av(m, child))
     copied, reused = do_wp_pages(m, child, int(m.mm["vma_head"][child]), np.array([1]))
     assert (copied, reused) == (0, 1)
     assert m.page_mapping[page] == (own_av(m, child) if ERAS[era].move_anon_rmap else av0)
