@@ -856,6 +856,52 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.nd
     return out
 
 
+@cached_njit(nrt=True)
+def mappings_found(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.ndarray,
+                   per_mm: int) -> np.ndarray:
+    """For each page, how many of its present mappings a walk from ``page->mapping`` finds
+    over the whole list (no early stop; the list holds every AVC in the tree eras too): its
+    mapcount when the reverse map is whole, fewer when a mapping is unreachable (the seed's
+    swap-in placement), -1 when ``page->mapping`` is a freed anon_vma (not followed).  One
+    process, no lock, no change (``walk_lengths``' loop)."""
+    out = np.zeros(len(pages), dtype=np.int64)
+    vma0, vma_w = g[G.VMA0], g[G.VMA_W]
+    chain = g[G.CHAIN] != 0
+    if chain:
+        node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
+    else:
+        node0, node_w, next_f = vma0, vma_w, G.VMA_AV_NEXT
+    for i in range(len(pages)):
+        page = pages[i]
+        pb = g[G.PAGE0] + page * g[G.PAGE_W]
+        av = w32[pb + G.PAGE_MAPPING]
+        if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0:
+            continue
+        if anon_vma_freed_c(w32, g, av):
+            out[i] = -1
+            continue
+        index = w32[pb + G.PAGE_INDEX]
+        found = 0
+        node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
+        while node >= 0:
+            nb = node0 + node * node_w
+            vma = w32[nb + G.AVC_VMA] if chain else node
+            node = w32[nb + next_f]
+            vb = vma0 + vma * vma_w
+            start = w32[vb + G.VMA_START]
+            addr = start + (index - w32[vb + G.VMA_PGOFF])
+            if start <= addr < w32[vb + G.VMA_END] and pte_maps_page(w32, bases, per_mm, w32[vb + G.VMA_MM],
+                                                                   addr, page):
+                found += 1
+        out[i] = found
+    return out
+
+
+def mappings_found_of(m: Model, pages: np.ndarray) -> np.ndarray:
+    """mappings_found (which see) for ``pages`` of m."""
+    return mappings_found(m.w32, m.g, np.asarray(pages, dtype=np.int64), *pte_page_bases_of(m))
+
+
 # ---------------------------------------------------------------------------- wrappers
 
 

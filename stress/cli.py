@@ -25,6 +25,7 @@ from .config import (
     DEFAULT_SWAP_IOPS,
     DEFAULT_SWAP_LATENCY_MS,
     DEFAULT_SWAP_QUEUE,
+    REFAULT_ORDERS,
     SCAN_SCENARIOS,
     SCENARIOS,
     SWAP_DEVICES,
@@ -58,6 +59,10 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
     p.add_argument("--cow", type=float, default=1.0, metavar="F",
                    help="fraction of its pages each child writes, COWing them (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="seed for which pages a child writes (default 0)")
+    p.add_argument("--refault-order", default=None, choices=REFAULT_ORDERS,
+                   help="order in which a page's owners fault it back in after reclaim unmapped it "
+                        "(scan --refault, reclaim-storm, shared-swapin; default parent-first, "
+                        "child-first for shared-swapin)")
     p.add_argument("--lock", choices=None, metavar="KIND", default=None,
                    help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the "
                         "era's: ticket until 2.6.36, mutex in 3.0)")
@@ -348,7 +353,8 @@ def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
                                           "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
                                           "check_lock_order", "lockstat", "force", "swap_device",
-                                          "swap_latency_ms", "swap_iops", "swap_queue") if hasattr(a, k)}
+                                          "swap_latency_ms", "swap_iops", "swap_queue", "refault_order")
+              if hasattr(a, k)}
     fields.update(over)
     return RunConfig(**fields)
 
@@ -431,7 +437,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
     print(scan_report(res))
     if a.json:
         _wrote(a.json)
-    return 0
+    return 1 if res["invariants"]["violations"] else 0
 
 
 def _cmd_scan_scenario(a: argparse.Namespace) -> int:
@@ -455,7 +461,7 @@ def _cmd_scan_scenario(a: argparse.Namespace) -> int:
     print(scan_scenario_report(res))
     if a.json:
         _wrote(a.json)
-    return status
+    return 1 if res.get("invariants", {}).get("violations") else status
 
 
 def _scan_progress(quiet: bool) -> Any:
@@ -480,7 +486,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     cfg.validate()
-    if cfg.scenario in SCAN_SCENARIOS:
+    if cfg.scenario in SCAN_SCENARIOS and cfg.scenario not in SCENARIOS:
         raise ConfigError(f"{cfg.scenario} is a scan scenario: rmap-stress scan --scenario {cfg.scenario}")
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")

@@ -336,6 +336,8 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                 on_phase("check", 0, 1)
             t_check = time.perf_counter()
             results = collect(m, cfg, machine, elapsed, build_s, window=window)
+            if hasattr(workload, "results"):  # a scenario's own section (shared-swapin: seed_bug)
+                results.update(workload.results(m, state, results))
             phases["check_s"] = time.perf_counter() - t_check
             if on_phase:
                 on_phase("check", 1, 1)
@@ -667,6 +669,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "check_lock_order": cfg.check_lock_order,
             "swap_device": cfg.swap_device, "swap_latency_ms": cfg.swap_latency_ms,
             "swap_iops": cfg.swap_iops, "swap_queue": cfg.swap_queue,
+            "refault_order": cfg.resolved_refault_order(),
         },
         "machine": machine,
         "elapsed_s": elapsed,
@@ -698,6 +701,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "exits": int(cpu["exits"].sum()),
             "forks_per_s": int(cpu["forks"].sum()) / elapsed if elapsed else 0.0,
             "rmap_trylock_fail": int(cpu["rmap_trylock_fail"].sum()),
+            "rmap_freed_anon_vma": int(cpu["rmap_freed_anon_vma"].sum()),
         },
         "invariants": {"checked": check, "violations": len(violations), "messages": violations},
         "lock_order": {"checked": cfg.check_lock_order,
