@@ -100,7 +100,8 @@ REFAULT_ORDER = G_SIZE
 # One scratch word of this CPU's: the page do_wp_page allocates after a write fault's
 # swap-in (rmap.wp_page_copy_c, which may not allocate an array itself).
 WP_SCRATCH = G_SIZE + 1
-G_SIZE = WP_SCRATCH + 1
+FREE_RELOCK = G_SIZE + 2  # eras.Era.anon_vma_free_relock (set by Model)
+G_SIZE = FREE_RELOCK + 1
 REFAULT_PARENT_FIRST, REFAULT_CHILD_FIRST, REFAULT_RANDOM = 0, 1, 2
 REFAULT_ORDER_CODE = {"parent-first": REFAULT_PARENT_FIRST, "child-first": REFAULT_CHILD_FIRST,
                       "random": REFAULT_RANDOM}

@@ -71,6 +71,14 @@ class Era:
     fixed: str = ""
     commit: str = ""
 
+    @property
+    def anon_vma_free_relock(self) -> bool:
+        """``anon_vma_free`` takes and drops the root's lock whenever it sees it held, so
+        that a ``page_lock_anon_vma`` that found the anon_vma under RCU cannot be left
+        holding a freed one (3.0: ``mutex_is_locked``, 88c22088bf23, with the mutex; 3.8+:
+        ``rwsem_is_locked``): the eras whose anon_vma lock sleeps."""
+        return self.lock in ("mutex", "rwsem")
+
 
 ERAS: dict[str, Era] = {
     e.name: e

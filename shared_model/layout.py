@@ -299,6 +299,7 @@ LOCK_SITES = (
     "swap_duplicate",
     "swap_free",
     "vma_adjust",
+    "anon_vma_free",  # 3.0+: the root lock taken and dropped when seen held (issue 19)
 )
 # Histogram: values < 8 have their own bucket; above, 4 sub-buckets per power of two
 # (25% resolution), fine enough to read p99.9 off it.
