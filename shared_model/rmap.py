@@ -617,8 +617,8 @@ def refault_order_c(g: np.ndarray, slots: np.ndarray) -> None:
             x ^= x >> np.uint64(7)
             x ^= x << np.uint64(17)
             g[G.RNG] = np.int64(x)
-            b = np.int64(x >> np.uint64(33)) % (a + 1)
-            slots[a], slots[b] = slots[b], slots[a]
+            j = np.int64(x >> np.uint64(33)) % (a + 1)
+            slots[a], slots[j] = slots[j], slots[a]
 
 
 # Refault modes of ``refault_pass_c`` (``scan --refault``).
