@@ -35,6 +35,7 @@ from .eras import REUSE_ACTIVE, REUSE_DEGREE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
 from .locking.jit import cached_njit
+from .locking.lock import lock_state_compiled
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
     Model,
@@ -47,6 +48,7 @@ from .rmap import anon_vma_lock_word_c
 
 AV_LOCK = CLASS["anon_vma"]
 S_PREPARE, S_FORK, S_UNLINK = SITE["anon_vma_prepare"], SITE["anon_vma_fork"], SITE["unlink_anon_vmas"]
+S_FREE = SITE["anon_vma_free"]
 OK, STOPPED = G.OK, G.STOPPED
 
 # Compiled code addresses records through the geometry table (shared_model/ctx.py); these
@@ -234,6 +236,33 @@ def atomic_add_unless_last_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     return False
 
 
+@njit(inline="always")
+def anon_vma_free_relock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                           av: int) -> int:
+    """3.0+ ``anon_vma_free``, before the free::
+
+        if (mutex_is_locked(&anon_vma->root->mutex)) {   /* 3.8+: rwsem_is_locked */
+                anon_vma_lock(anon_vma);                  /* the write side */
+                anon_vma_unlock(anon_vma);
+        }
+
+    A walker that found av through a page and is about to lock it (or holds it) makes the
+    freeing task wait for it: one more write acquisition of the root's lock per freed
+    anon_vma whenever the lock is busy (lockstat site anon_vma_free).  OK, or STOPPED.
+    Expects no lock held (a held root would be seen locked by its own holder)."""
+    if not g[G.FREE_RELOCK]:
+        return OK
+    w = anon_vma_lock_word_c(w32, g, av)
+    locked, _ = lock_state_compiled(words, w, g[G.KIND0 + AV_LOCK])
+    if not locked:
+        return OK
+    w, t = anon_vma_lock_c(words, w32, g, held, av, S_FREE)
+    if t < 0:
+        return STOPPED
+    anon_vma_unlock_c(words, g, held, w, S_FREE, t)
+    return OK
+
+
 @cached_njit
 def anon_vma_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                     sc: np.ndarray, av: int) -> int:
@@ -249,7 +278,9 @@ def anon_vma_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     No lock expected; takes the root's lock for the last reference only."""
     while True:
         root = w32[_av(g, av, G.AV_ROOT)]
-        st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+        st = anon_vma_free_relock_c(words, w32, g, held, av)
+        if st == OK:
+            st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
         if st < 0 or not (g[G.LOCK_ROOT] and root != av):
             return st
         if atomic_add_unless_last_c(w32, g, root):

@@ -68,8 +68,9 @@ G_SIZE = FREE0 + len(ALLOC_KINDS)
 SWAPIN, MOVE_ANON_RMAP, LOCK_ONCE = G_SIZE, G_SIZE + 1, G_SIZE + 2
 SWAP_LOCK_W = G_SIZE + 3  # the swap_lock's word
 G_SIZE += 4
-SWAPIN_KEEP, SWAPIN_OLDEST, SWAPIN_ROOT = 0, 1, 2
-SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT}
+SWAPIN_KEEP, SWAPIN_OLDEST, SWAPIN_ROOT, SWAPIN_ANON_EXCLUSIVE = 0, 1, 2, 3
+SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT,
+               "anon_exclusive": SWAPIN_ANON_EXCLUSIVE}
 # Appended (issue 12, structural half): the era's interval tree (3.7+) and reuse rule
 # (eras.REUSE_*, 3.19+).
 TREE, REUSE = G_SIZE, G_SIZE + 1
@@ -92,6 +93,18 @@ K_MM, K_VMA, K_ANON_VMA, K_AVC, K_PAGE = (ALLOC_KINDS.index(k) for k in (
 PGD0, PUD0, PMD0, PTL_W0 = range(G_SIZE, G_SIZE + 4)
 G_SIZE = PTL_W0 + 1
 K_PGD, K_PUD, K_PMD, K_PTE = (ALLOC_KINDS.index(k) for k in PGTABLE_KINDS)
+# Appended (issue 19): the order in which a page's owners fault it back in after reclaim
+# unmapped it (``scan --refault`` and reclaim-storm's refaults; REFAULT_ORDER_*), set by the
+# workload in its own process (``--refault-order``).
+REFAULT_ORDER = G_SIZE
+# One scratch word of this CPU's: the page do_wp_page allocates after a write fault's
+# swap-in (rmap.wp_page_copy_c, which may not allocate an array itself).
+WP_SCRATCH = G_SIZE + 1
+FREE_RELOCK = G_SIZE + 2  # eras.Era.anon_vma_free_relock (set by Model)
+G_SIZE = FREE_RELOCK + 1
+REFAULT_PARENT_FIRST, REFAULT_CHILD_FIRST, REFAULT_RANDOM = 0, 1, 2
+REFAULT_ORDER_CODE = {"parent-first": REFAULT_PARENT_FIRST, "child-first": REFAULT_CHILD_FIRST,
+                      "random": REFAULT_RANDOM}
 
 # Field positions, in int32 words, inside each record (from the dtypes, so a layout change
 # cannot silently desynchronise the compiled code).
@@ -159,6 +172,7 @@ F_T_WALK, F_T_WAIT, F_OWNER_DIED = F["t_walk_ns"], F["t_wait_ns"], F["owner_died
 F_FRAMES_IN, F_FRAMES_OUT, F_SWAPINS = F["frames_in"], F["frames_out"], F["swapins"]
 F_DEACTIVATED = F["pages_deactivated"]
 F_TRYLOCK_FAIL = F["rmap_trylock_fail"]
+F_FREED_AV = F["rmap_freed_anon_vma"]
 NSITES = len(LOCK_SITES)
 NCLASSES = len(LOCK_CLASSES)
 

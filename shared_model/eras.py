@@ -12,11 +12,21 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
 * ``spin``: the primitive of the era's plain spinlocks (page_table_lock, the slab and
   mapcount locks): ticket on the x86 of 2.6.25-4.1.
 * ``swapin``: where ``do_swap_page`` puts a page it maps for the first time
-  (``page_add_anon_rmap`` -> ``__page_set_anon_rmap``): "keep" (2.6.33: the faulting VMA's
-  one anon_vma, the family's), "oldest" (2.6.34/35: the oldest anon_vma of the faulting
-  VMA's chain, even for a page still in the swap cache), "root" (2.6.36+, 288468c334e9: a
-  page still ``PageAnon`` keeps its mapping; one read fresh from swap goes to
-  ``vma->anon_vma->root``, or to ``vma->anon_vma`` when a write fault reuses it exclusively).
+  (``page_add_anon_rmap`` -> ``__page_set_anon_rmap``): "keep" (``page->mapping =
+  vma->anon_vma``: in 2.6.33 the family's one anon_vma; in the seed as committed,
+  2.6.34-rc1 to -rc3, the faulting VMA's own, which the first process to fault a fully
+  unmapped page back in decides: the oops of ``shared-swapin``), "oldest" (2.6.34/35,
+  ea90002b0fa7: the oldest anon_vma of the faulting VMA's chain, even for a page still in
+  the swap cache), "root" (2.6.36+, 288468c334e9: a page still ``PageAnon`` keeps its
+  mapping; one read fresh from swap goes to ``vma->anon_vma->root``, or to
+  ``vma->anon_vma`` when a write fault reuses it exclusively), "anon_exclusive" (5.19+:
+  as "root", but ``try_to_unmap_one`` marks the swap PTE of an exclusive page
+  (``pte_swp_mkexclusive``) and ``do_swap_page`` maps the page exclusive when that bit is
+  set, read faults too: a fresh page goes to ``vma->anon_vma``; David Hildenbrand's
+  anon-exclusive series, "mm: remember exclusively mapped anonymous pages with
+  PG_anon_exclusive" and "mm/swap: remember PG_anon_exclusive via a swp pte bit": ids
+  6c287605fd56 and 1493a1913e34 as recalled, not confirmed in a tree here).  Every era: a write fault
+  on a swapped page it may not reuse goes on to ``do_wp_page`` and copies.
 * ``move_anon_rmap``: ``do_wp_page`` reusing a page only this process maps moves it to
   ``vma->anon_vma`` (``page_move_anon_rmap``, 2.6.34+).
 * ``lock_once``: ``anon_vma_clone`` and ``unlink_anon_vmas`` take the root lock once around
@@ -61,14 +71,27 @@ class Era:
     fixed: str = ""
     commit: str = ""
 
+    @property
+    def anon_vma_free_relock(self) -> bool:
+        """``anon_vma_free`` takes and drops the root's lock whenever it sees it held, so
+        that a ``page_lock_anon_vma`` that found the anon_vma under RCU cannot be left
+        holding a freed one (3.0: ``mutex_is_locked``, 88c22088bf23, with the mutex; 3.8+:
+        ``rwsem_is_locked``): the eras whose anon_vma lock sleeps."""
+        return self.lock in ("mutex", "rwsem")
+
 
 ERAS: dict[str, Era] = {
     e.name: e
     for e in (
         Era("2.6.33", chain=False, lock_root=False, lock="ticket",
             summary="one anon_vma per fork family; VMAs on its list; its spinlock"),
+        Era("2.6.34-rc1", chain=True, lock_root=False, lock="ticket",
+            summary="the seed as committed: anon_vma_chain; a swapped-in page goes to the "
+                    "faulting VMA's own anon_vma",
+            swapin="keep", move_anon_rmap=True),
         Era("2.6.34", chain=True, lock_root=False, lock="ticket",
-            summary="anon_vma_chain: each child its own anon_vma; the page's anon_vma spinlock",
+            summary="anon_vma_chain as released: a swapped-in page goes to the chain's oldest "
+                    "anon_vma",
             swapin="oldest", move_anon_rmap=True),
         Era("2.6.36", chain=True, lock_root=True, lock="ticket",
             summary="anon_vma_chain with anon_vma->root: the family's root spinlock",
@@ -99,14 +122,14 @@ ERAS: dict[str, Era] = {
             fixed="endless growth of the anon_vma hierarchy under fork-and-exit chains",
             commit="7a3ef208e662"),
         Era("6.0", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
-            reuse="active", rmap_trylock=True, swapin="root", move_anon_rmap=True, lock_once=True,
+            reuse="active", rmap_trylock=True, swapin="anon_exclusive", move_anon_rmap=True, lock_once=True,
             summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix); "
                     "reclaim already trylocks the rmap lock (6d4675e60135, 2022)",
             fixed="CVE-2022-42703: 3.19's degree let an anon_vma still in use be reused",
             commit="2555283eb40d"),
         Era("modern", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",
             rwsem_policy="steal", rmap_trylock=True, tree=True, reuse="active",
-            swapin="root", move_anon_rmap=True, lock_once=True,
+            swapin="anon_exclusive", move_anon_rmap=True, lock_once=True,
             summary="reclaim's walk trylocks the root rwsem; a contended page counts as "
                     "referenced and is skipped",
             fixed="reclaim stuck waiting for the rmap lock behind fork/exit/migration",
@@ -119,14 +142,17 @@ ERAS: dict[str, Era] = {
 _HISTORY = {
     "2.6.33": ("(the seed's baseline: object-based anon rmap, one anon_vma per family)",
                "pre-git (2.6.7)"),
-    "2.6.34": ("O(N) walks of a fork family's one anon_vma list (the seed's pileup)",
-               "5beb4930525"),
+    "2.6.34-rc1": ("O(N) walks of a fork family's one anon_vma list (the seed's pileup)",
+                   "5beb4930525"),
+    "2.6.34": (("the seed's oops: a page a child faulted back in first pointed at the child's "
+                "anon_vma, unreachable from the parent and freed at the child's exit"),
+               "5beb4930525 + ea90002b0fa7"),
     "2.6.36": ("migration/munmap needing one lock over all of a VMA's anon_vmas",
-               "5c341ee1dfc, 012f18004da"),
+               "5c341ee1dfc, 012f18004da; swap-in: 288468c334e9, ad8c2ee801ad"),
     "3.0-rc1": ("non-preemptible mm_take_all_locks and mmu_gather under the spinlock",
                 "2b575eb64f7a"),
     "3.0": ("exim -52% at 40 cores: 3.0-rc1's mutex taken once per AVC at fork and exit",
-            "bb4aa39676f7, eee2acbae955"),
+            "bb4aa39676f7, eee2acbae955, dd34739c03f2"),
     "3.7": ("irrelevant VMAs on every walk after mprotect splits a VMA into thousands",
             "bf181b9f9d8d"),
 }

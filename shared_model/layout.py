@@ -72,9 +72,17 @@ PTE_PRESENT = 1
 PTE_YOUNG = 2
 PTE_WRITE = 4
 PTE_SWAP = 8
+# A swap PTE's exclusive bit (pte_swp_exclusive, 5.19+): try_to_unmap_one sets it for a
+# PageAnonExclusive page; fork's copy clears it in both mms.  Kept in every era, read only
+# by the anon_exclusive swap-in (eras.Era.swapin).
+PTE_SWP_EXCLUSIVE = 16
 
 # page.flags bits.
 PG_LOCKED = 1
+# PageAnonExclusive (5.19+): set when a page is mapped exclusively (a new page, a COW copy,
+# a reuse, an exclusive swap-in), cleared when fork shares it.  Changed by atomic and/or,
+# as PG_locked shares the word.  Kept in every era, read as PTE_SWP_EXCLUSIVE's source.
+PG_ANON_EXCLUSIVE = 2
 # vm_flags bits (the kernel's VM_READ, VM_WRITE, VM_EXEC).
 VM_READ = 1
 VM_WRITE = 2
@@ -258,6 +266,9 @@ CPU_FIELDS = (
     "swap_writes",  # write requests this CPU submitted (swap_writepage, from reclaim)
     "aborted_op",  # 0, or 1 + the index in stress.worker.MODEL_OPS of the operation a lock
                    # wait aborted (the run's stop word reached "abort" inside it)
+    # walks that found page->mapping pointing at a freed anon_vma and did not follow it:
+    # the kernel's oops (the seed's swap-in placement, 2.6.34-rc1; a dangling CVE page)
+    "rmap_freed_anon_vma",
 )
 CPU_SLOT_BYTES = 512
 CPU_DTYPE = np.dtype([(f, "<i8") for f in CPU_FIELDS] + [("pad", f"V{CPU_SLOT_BYTES - 8 * len(CPU_FIELDS)}")])
@@ -290,6 +301,7 @@ LOCK_SITES = (
     "swap_duplicate",
     "swap_free",
     "vma_adjust",
+    "anon_vma_free",  # 3.0+: the root lock taken and dropped when seen held (issue 19)
 )
 # Histogram: values < 8 have their own bucket; above, 4 sub-buckets per power of two
 # (25% resolution), fine enough to read p99.9 off it.

@@ -25,7 +25,15 @@ from .ctx import mm_word as _mm
 from .ctx import page_word as _page
 from .ctx import raise_status
 from .ctx import vma_word as _vma
-from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
+from .layout import (
+    PTE_PRESENT,
+    PTE_SWAP,
+    PTE_SWP_EXCLUSIVE,
+    PTE_WRITE,
+    PTE_YOUNG,
+    VM_READ,
+    VM_WRITE,
+)
 from .locking.atomics import READ_ONCE, atomic_fetch_add
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
@@ -47,7 +55,7 @@ from .pgtable import (
     pte_offset_map_c,
     pte_unlock_c,
 )
-from .rmap import do_swap_page_c, mapcount_add_c
+from .rmap import do_swap_page_c, mapcount_add_c, page_set_anon_exclusive_c
 
 PTL = CLASS["ptl"]
 S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_page", "dup_mmap", "exit_mmap"))
@@ -207,6 +215,7 @@ def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
         w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (addrs[i] - start)
         w32[_page(g, p, G.PAGE_MAPCOUNT)] = 1
         w32[_page(g, p, G.PAGE_SWAPCOUNT)] = 0
+        page_set_anon_exclusive_c(w32, g, p, True)
     words[g[G.CPU_BASE] + G.F_FRAMES_IN] += n
     lw, t = -1, 0
     for i in range(n):
@@ -300,6 +309,7 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
         # (try_to_unmap).
         if READ_ONCE(words, (ob + G.PAGE_MAPCOUNT) >> 1) == 1:
             w32[e + 1] |= PTE_WRITE | PTE_YOUNG
+            page_set_anon_exclusive_c(w32, g, old, True)
             reused += 1
             if g[G.MOVE_ANON_RMAP]:  # page_move_anon_rmap (2.6.34+): only we map it
                 w32[ob + G.PAGE_MAPPING] = av
@@ -310,6 +320,7 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
             w32[_page(g, p, G.PAGE_INDEX)] = pgoff + (addrs[i] - start)
             w32[_page(g, p, G.PAGE_MAPCOUNT)] = 1
             w32[_page(g, p, G.PAGE_SWAPCOUNT)] = 0
+            page_set_anon_exclusive_c(w32, g, p, True)
             words[cb + G.F_FRAMES_IN] += 1
             w32[e] = p
             w32[e + 1] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
@@ -435,10 +446,13 @@ def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: n
             s_, d_ = es + 2 * i, ed + 2 * i
             fl = w32[s_ + 1]
             page = w32[s_]
-            w32[s_ + 1] = fl & ~PTE_WRITE
+            # Shared now: neither copy is exclusive (page_try_dup_anon_rmap; a swap PTE's
+            # bit cleared in both, copy_nonpresent_pte, 5.19+).
+            w32[s_ + 1] = fl & ~(PTE_WRITE | PTE_SWP_EXCLUSIVE)
             w32[d_] = page
-            w32[d_ + 1] = fl & ~(PTE_WRITE | PTE_YOUNG)  # copy_one_pte: pte_mkold for the child
+            w32[d_ + 1] = fl & ~(PTE_WRITE | PTE_YOUNG | PTE_SWP_EXCLUSIVE)  # copy_one_pte: pte_mkold
             if fl & PTE_PRESENT:
+                page_set_anon_exclusive_c(w32, g, page, False)
                 present += 1
                 mapcount_add_c(words, w32, g, held, page, 1, 0, S_DUP)
             elif fl & PTE_SWAP:

@@ -400,6 +400,7 @@ class Model:
             node_w=seg.offsets["qnodes"] // 8 + (cpu + 1) * NODE_BLOCK_WORDS,
             tree=self.era.tree, reuse=REUSE_CODES[self.era.reuse])
         self.g[G.RMAP_TRYLOCK] = int(self.era.rmap_trylock)
+        self.g[G.FREE_RELOCK] = int(self.era.anon_vma_free_relock)
         self.locks = CpuLocks(seg, cpu, self.g)
         self.words, self.w32 = self.locks.words, self.locks.w32
         # try_to_unmap's unmapped PTE slots: at most one per mm.

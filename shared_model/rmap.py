@@ -40,9 +40,11 @@ from . import ctx as G
 from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_tree_iter_next
 from .layout import (
     CPU_STATE,
+    PG_ANON_EXCLUSIVE,
     PG_LOCKED,
     PTE_PRESENT,
     PTE_SWAP,
+    PTE_SWP_EXCLUSIVE,
     PTE_WRITE,
     PTE_YOUNG,
 )
@@ -57,13 +59,14 @@ from .locking.atomics import (
 )
 from .locking.jit import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
-from .model import Model
+from .model import Model, kmem_cache_alloc_c, kmem_cache_free_c
 from .pgtable import pte_lockptr_c, pte_maps_page, pte_offset_map_c, pte_page_bases_of
 
 WALK = CPU_STATE["walk"]
 AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]
 S_PR, S_TTU = SITE["page_referenced"], SITE["try_to_unmap"]
 S_PR_ONE, S_TTU_ONE, S_SWAPIN = SITE["page_referenced_one"], SITE["try_to_unmap_one"], SITE["do_swap_page"]
+S_WP = SITE["do_wp_page"]
 SWAP_LOCK, S_SWAP_DUP, S_SWAP_FREE = CLASS["swap_lock"], SITE["swap_duplicate"], SITE["swap_free"]
 # A walk takes the read side of an rwsem anon_vma lock (3.8+); other primitives ignore it.
 SHARED = 1
@@ -82,6 +85,24 @@ def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
     if g[G.LOCK_ROOT]:
         av = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_ROOT]
     return g[G.AV_LOCK_W0] + av * g[G.AV_W64]
+
+
+@njit(inline="always")
+def anon_vma_freed_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
+    """av's record is free: a page whose ``mapping`` is av points at freed memory (the
+    kernel would lock and walk whatever the slab put there; records here are type-stable,
+    so the model can see it and refuse to follow it)."""
+    return w32[g[G.AV0] + av * 2 * g[G.AV_W64] + g[G.IN_USE + G.K_ANON_VMA]] != 1
+
+
+@njit(inline="always")
+def page_set_anon_exclusive_c(w32: np.ndarray, g: np.ndarray, page: int, on: bool) -> int:
+    """SetPageAnonExclusive / ClearPageAnonExclusive (an atomic on the flags word, which
+    PG_locked shares); returns whether it was set before."""
+    i = g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS
+    if on:
+        return atomic_fetch_or(w32, i, PG_ANON_EXCLUSIVE) & PG_ANON_EXCLUSIVE
+    return atomic_fetch_and(w32, i, ~PG_ANON_EXCLUSIVE) & PG_ANON_EXCLUSIVE
 
 
 @njit(inline="always")
@@ -153,7 +174,10 @@ def rmap_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
                 lock_release_c(words, g, held, ptl, PTL, site, 0, t)
                 return ONE_STOPPED, result
             lock_release_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_DUP, 0, ts)
-            w32[pe + 1] = PTE_SWAP
+            # 5.19+: an exclusive page leaves an exclusive swap PTE (page_try_share_anon_rmap
+            # clears the page's bit, pte_swp_mkexclusive keeps it in the PTE).
+            was_excl = page_set_anon_exclusive_c(w32, g, page, False)
+            w32[pe + 1] = PTE_SWAP | (PTE_SWP_EXCLUSIVE if was_excl else 0)
             if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
                 lock_release_c(words, g, held, ptl, PTL, site, 0, t)
                 return ONE_STOPPED, result
@@ -299,6 +323,9 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     av = w32[pb + G.PAGE_MAPPING]
     if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0:
         return 0, 0, WALK_NOT_MAPPED, av, -1
+    if anon_vma_freed_c(w32, g, av):  # the kernel's oops: counted, not followed
+        words[g[G.CPU_BASE] + G.F_FREED_AV] += 1
+        return 0, 0, WALK_NOT_MAPPED, av, -1
     w = anon_vma_lock_word_c(w32, g, av)
     t = lock_acquire_fast(words, g, held, w, AV_LOCK, site, SHARED)
     if t < 0:
@@ -382,10 +409,10 @@ def page_add_anon_rmap_swapin_c(w32: np.ndarray, g: np.ndarray, page: int, vma: 
     if not (first or fresh):
         return
     mode = g[G.SWAPIN]
-    av = w32[vb + G.VMA_ANON_VMA]
+    av = w32[vb + G.VMA_ANON_VMA]  # SWAPIN_KEEP: 2.6.33, and the seed (2.6.34-rc1 to -rc3)
     if mode == G.SWAPIN_OLDEST:  # 2.6.34: exclusive=0, the oldest of the chain, always
         av = oldest_anon_vma_c(w32, g, vma)
-    elif mode == G.SWAPIN_ROOT:  # 2.6.36+: if (PageAnon(page)) return;
+    elif mode == G.SWAPIN_ROOT or mode == G.SWAPIN_ANON_EXCLUSIVE:  # 2.6.36+: if (PageAnon(page)) return;
         if not fresh:
             return
         if not exclusive:
@@ -406,7 +433,7 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     mm's tables (pte_offset_map_lock), and under its lock the walk is done again and must
     give the same PTE (pte_same): the faulting CPU is not the mm's owner here (reclaim
     refaults for the owners), and the mm may have exited, its tables freed and reused,
-    meanwhile.
+    meanwhile.  2: done, mapped read-only, and the write fault goes on to do_wp_page.
 
     Takes: the page lock (unless ``locked``: the caller holds it), then the PTE page's
     lock, the swap_lock (swap_free) inside it."""
@@ -431,10 +458,16 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
             and pte_offset_map_c(w32, g, mm, addr) == pe):
         pb = g[G.PAGE0] + page * g[G.PAGE_W]
         mapcount, swapcount = w32[pb + G.PAGE_MAPCOUNT], w32[pb + G.PAGE_SWAPCOUNT]
+        # reuse_swap_page on a write fault: the faulting entry is the page's only user;
+        # 5.19+ (anon_exclusive) also an exclusive swap PTE, on read faults too.
         exclusive = write != 0 and mapcount + swapcount == 1
+        if g[G.SWAPIN] == G.SWAPIN_ANON_EXCLUSIVE and w32[pe + 1] & PTE_SWP_EXCLUSIVE:
+            exclusive = True
         vma = find_vma_c(w32, g, mm, addr)
         page_add_anon_rmap_swapin_c(w32, g, page, vma, mapcount == 0, exclusive)
-        w32[pe + 1] = PTE_PRESENT | PTE_YOUNG | (PTE_WRITE if exclusive else 0)
+        if exclusive:
+            page_set_anon_exclusive_c(w32, g, page, True)
+        w32[pe + 1] = PTE_PRESENT | PTE_YOUNG | (PTE_WRITE if exclusive and write else 0)
         ok = mapcount_add_c(words, w32, g, held, page, 1, -1, S_SWAPIN) >= 0
         if ok:  # swap_free: the swap map's count, under the global swap_lock
             ts = lock_acquire_c(words, g, held, g[G.SWAP_LOCK_W], SWAP_LOCK, S_SWAP_FREE, 0)
@@ -448,7 +481,7 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
             return -1
         atomic_fetch_add(w32, g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS, 1)  # add_mm_counter
         words[g[G.CPU_BASE] + G.F_SWAPINS] += 1
-        done = 1
+        done = 2 if write and not exclusive else 1
     lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
     if not locked:
         unlock_page_c(w32, g, page)
@@ -459,14 +492,78 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
 def do_swap_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    slots: np.ndarray, n: int, write: int, locked: int) -> int:
     """Fault ``page`` back in at each swap PTE in ``slots[:n]``, in that order (see
-    do_swap_page_one_c).  Returns the faults done, or -1 when aborted."""
+    do_swap_page_one_c); a write fault that could not map the page exclusively goes on to
+    do_wp_page (wp_page_copy_c), every era.  Returns the faults done, or -1 when aborted."""
     done = 0
     for i in range(n):
         d = do_swap_page_one_c(words, w32, g, held, page, slots[i], write, locked)
         if d < 0:
             return -1
-        done += d
+        if d == 2 and wp_page_copy_c(words, w32, g, held, page, slots[i]) < 0:
+            return -1
+        done += 1 if d else 0
     return done
+
+
+@cached_njit
+def wp_page_copy_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
+                   slot: int) -> int:
+    """do_wp_page after a write fault's do_swap_page mapped ``page`` read-only at ``slot``
+    (it was not the only user): reuse it if it has become ours alone meanwhile (as
+    do_wp_pages_c: one atomic read of the counts word; page_move_anon_rmap, 2.6.34+),
+    else wp_page_copy: a new page in ``vma->anon_vma``, allocated before the PTE lock is
+    taken again, the PTE rechecked under it (pte_same), the old page's mapcount down.
+    0 done (or the PTE changed meanwhile), -1 aborted, or an allocation failure status.
+
+    Takes: the slab lock (allocation), then the PTE page's lock."""
+    new = g[G.WP_SCRATCH : G.WP_SCRATCH + 1]
+    st = kmem_cache_alloc_c(words, w32, g, held, G.K_PAGE, 1, new)
+    if st < 0:
+        return st
+    ptrs = g[G.PTRS]
+    mm = slot // ptrs
+    addr = slot - mm * ptrs
+    used = False
+    dead = False
+    pe = pte_offset_map_c(w32, g, mm, addr)
+    if pe >= 0:
+        ptl = pte_lockptr_c(g, pe)
+        t = lock_acquire_c(words, g, held, ptl, PTL, S_WP, 0)
+        if t < 0:
+            return -1
+        if w32[pe] == page and (w32[pe + 1] & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT:
+            pb = g[G.PAGE0] + page * g[G.PAGE_W]
+            vma = find_vma_c(w32, g, mm, addr)
+            vb = g[G.VMA0] + vma * g[G.VMA_W]
+            av = w32[vb + G.VMA_ANON_VMA]
+            if READ_ONCE(words, (pb + G.PAGE_MAPCOUNT) >> 1) == 1:  # reuse_swap_page
+                w32[pe + 1] |= PTE_WRITE | PTE_YOUNG
+                page_set_anon_exclusive_c(w32, g, page, True)
+                if g[G.MOVE_ANON_RMAP]:
+                    w32[pb + G.PAGE_MAPPING] = av
+            else:
+                p = new[0]
+                nb = g[G.PAGE0] + p * g[G.PAGE_W]
+                w32[nb + G.PAGE_MAPPING] = av
+                w32[nb + G.PAGE_INDEX] = w32[vb + G.VMA_PGOFF] + (addr - w32[vb + G.VMA_START])
+                w32[nb + G.PAGE_MAPCOUNT] = 1
+                w32[nb + G.PAGE_SWAPCOUNT] = 0
+                page_set_anon_exclusive_c(w32, g, p, True)
+                words[g[G.CPU_BASE] + G.F_FRAMES_IN] += 1
+                w32[pe] = p
+                w32[pe + 1] = PTE_PRESENT | PTE_YOUNG | PTE_WRITE
+                used = True
+                dead = mapcount_add_c(words, w32, g, held, page, -1, 0, S_WP) == 1
+        lock_release_c(words, g, held, ptl, PTL, S_WP, 0, t)
+    if used and not dead:
+        return 0
+    if dead:  # cannot happen while swap PTEs still point at it, but free it if so
+        new[0] = page
+    nb = g[G.PAGE0] + new[0] * g[G.PAGE_W]
+    w32[nb + G.PAGE_MAPPING] = -1
+    w32[nb + G.PAGE_INDEX] = -1
+    st = kmem_cache_free_c(words, w32, g, held, G.K_PAGE, new, 1)
+    return min(0, st)
 
 
 @njit(inline="always")
@@ -495,6 +592,35 @@ def delete_from_swap_cache_c(w32: np.ndarray, g: np.ndarray, page: int) -> int:
     return r
 
 
+@njit(inline="always")
+def refault_order_c(g: np.ndarray, slots: np.ndarray) -> None:
+    """Put the swap PTE slots a walk unmapped in the order their owners fault them back in
+    (g[REFAULT_ORDER], ``--refault-order``): parent-first is mm order (slot = mm * ptrs +
+    vpn; a fork family's parent is its lowest mm), child-first the reverse, random a
+    shuffle drawn from this CPU's generator.  Order decides placement only where the first
+    mapping decides it (the seed's, 2.6.34-rc1); the other eras must not depend on it."""
+    n = len(slots)
+    for a in range(1, n):  # insertion sort: the walk's order is nearly mm order
+        x, b = slots[a], a - 1
+        while b >= 0 and slots[b] > x:
+            slots[b + 1] = slots[b]
+            b -= 1
+        slots[b + 1] = x
+    order = g[G.REFAULT_ORDER]
+    if order == G.REFAULT_CHILD_FIRST:
+        for a in range(n // 2):
+            slots[a], slots[n - 1 - a] = slots[n - 1 - a], slots[a]
+    elif order == G.REFAULT_RANDOM:
+        for a in range(n - 1, 0, -1):  # Fisher-Yates, xorshift64 as the slab's injector
+            x = np.uint64(g[G.RNG])
+            x ^= x << np.uint64(13)
+            x ^= x >> np.uint64(7)
+            x ^= x << np.uint64(17)
+            g[G.RNG] = np.int64(x)
+            j = np.int64(x >> np.uint64(33)) % (a + 1)
+            slots[a], slots[j] = slots[j], slots[a]
+
+
 # Refault modes of ``refault_pass_c`` (``scan --refault``).
 REFAULT_CACHE, REFAULT_READ, REFAULT_WRITE = 0, 1, 2
 REFAULT_MODES = {"cache": REFAULT_CACHE, "read": REFAULT_READ, "write": REFAULT_WRITE}
@@ -506,7 +632,8 @@ def refault_pass_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     """``scan --refault``'s sweep: for each page, try_to_unmap (every PTE old, so it
     unmaps them all), then, unless ``mode`` is REFAULT_CACHE, drop it from the swap cache
     (written back, reclaimed: the next faults read it fresh); then each process that mapped
-    it faults it back in, in mm order (read faults, or write faults for REFAULT_WRITE).
+    it faults it back in, in the order of ``refault_order_c`` (read faults, or write faults
+    for REFAULT_WRITE).
     Returns (pages unmapped, PTEs unmapped, pages dropped, faults), or a -1 first item when
     aborted or a walk found its lock busy (one process: it cannot)."""
     nun = npte = ndrop = nfault = 0
@@ -521,12 +648,7 @@ def refault_pass_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
         nun += 1
         npte += r
         slots = out[:r]
-        for a in range(1, r):  # mm order (slot = mm * ptrs + vpn); the list is nearly sorted
-            x, b = slots[a], a - 1
-            while b >= 0 and slots[b] > x:
-                slots[b + 1] = slots[b]
-                b -= 1
-            slots[b + 1] = x
+        refault_order_c(g, slots)
         if mode != REFAULT_CACHE and lock_page_c(words, w32, g, page) == 0:
             ndrop += delete_from_swap_cache_locked_c(w32, g, page)
             unlock_page_c(w32, g, page)
@@ -647,6 +769,7 @@ def unmapped_tail_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     if nun:
         words[cb + G.F_UNMAPPED] += 1
         if refault:
+            refault_order_c(g, out[:nun])
             done = do_swap_page_c(words, w32, g, held, page, out, nun, 0, 1)
             if done < 0:
                 return SHRINK_ABORTED
@@ -710,7 +833,7 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.nd
         pb = g[G.PAGE0] + page * g[G.PAGE_W]
         av = w32[pb + G.PAGE_MAPPING]
         need = w32[pb + G.PAGE_MAPCOUNT]
-        if av < 0 or need <= 0:
+        if av < 0 or need <= 0 or anon_vma_freed_c(w32, g, av):  # a freed one: not followed
             continue
         index = w32[pb + G.PAGE_INDEX]
         found = visited = 0
@@ -731,6 +854,52 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.nd
                     break
         out[i] = visited
     return out
+
+
+@cached_njit(nrt=True)
+def mappings_found(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.ndarray,
+                   per_mm: int) -> np.ndarray:
+    """For each page, how many of its present mappings a walk from ``page->mapping`` finds
+    over the whole list (no early stop; the list holds every AVC in the tree eras too): its
+    mapcount when the reverse map is whole, fewer when a mapping is unreachable (the seed's
+    swap-in placement), -1 when ``page->mapping`` is a freed anon_vma (not followed).  One
+    process, no lock, no change (``walk_lengths``' loop)."""
+    out = np.zeros(len(pages), dtype=np.int64)
+    vma0, vma_w = g[G.VMA0], g[G.VMA_W]
+    chain = g[G.CHAIN] != 0
+    if chain:
+        node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
+    else:
+        node0, node_w, next_f = vma0, vma_w, G.VMA_AV_NEXT
+    for i in range(len(pages)):
+        page = pages[i]
+        pb = g[G.PAGE0] + page * g[G.PAGE_W]
+        av = w32[pb + G.PAGE_MAPPING]
+        if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0:
+            continue
+        if anon_vma_freed_c(w32, g, av):
+            out[i] = -1
+            continue
+        index = w32[pb + G.PAGE_INDEX]
+        found = 0
+        node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
+        while node >= 0:
+            nb = node0 + node * node_w
+            vma = w32[nb + G.AVC_VMA] if chain else node
+            node = w32[nb + next_f]
+            vb = vma0 + vma * vma_w
+            start = w32[vb + G.VMA_START]
+            addr = start + (index - w32[vb + G.VMA_PGOFF])
+            if start <= addr < w32[vb + G.VMA_END] and pte_maps_page(w32, bases, per_mm, w32[vb + G.VMA_MM],
+                                                                   addr, page):
+                found += 1
+        out[i] = found
+    return out
+
+
+def mappings_found_of(m: Model, pages: np.ndarray) -> np.ndarray:
+    """mappings_found (which see) for ``pages`` of m."""
+    return mappings_found(m.w32, m.g, np.asarray(pages, dtype=np.int64), *pte_page_bases_of(m))
 
 
 # ---------------------------------------------------------------------------- wrappers
@@ -930,7 +1099,7 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: 
         pb = g[G.PAGE0] + page * g[G.PAGE_W]
         av = w32[pb + G.PAGE_MAPPING]
         need = w32[pb + G.PAGE_MAPCOUNT]
-        if av < 0 or need <= 0:
+        if av < 0 or need <= 0 or anon_vma_freed_c(w32, g, av):
             continue
         index = w32[pb + G.PAGE_INDEX]
         found = visited = 0

@@ -25,6 +25,7 @@ from .config import (
     DEFAULT_SWAP_IOPS,
     DEFAULT_SWAP_LATENCY_MS,
     DEFAULT_SWAP_QUEUE,
+    REFAULT_ORDERS,
     SCAN_SCENARIOS,
     SCENARIOS,
     SWAP_DEVICES,
@@ -72,6 +73,10 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
     p.add_argument("--cow", type=float, default=1.0, metavar="F",
                    help="fraction of its pages each child writes, COWing them (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="seed for which pages a child writes (default 0)")
+    p.add_argument("--refault-order", default=None, choices=REFAULT_ORDERS,
+                   help="order in which a page's owners fault it back in after reclaim unmapped it "
+                        "(scan --refault, reclaim-storm, shared-swapin; default parent-first, "
+                        "child-first for shared-swapin)")
     p.add_argument("--lock", choices=None, metavar="KIND", default=None,
                    help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the "
                         "era's: ticket until 2.6.36, mutex in 3.0)")
@@ -177,22 +182,24 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    d = sub.add_parser("demo", help="reclaim-storm in 2.6.33, 2.6.34 and 2.6.36, side by side "
-                                    "(about a minute and a half)",
-                       description="Run reclaim-storm in era 2.6.33, then 2.6.34 and 2.6.36, on every "
-                                   "online CPU and print each later era beside 2.6.33 with ratios.  "
-                                   "reclaim-storm faults every page it unmaps straight back in: "
-                                   "2.6.34 as released moves each such page to the family's root "
-                                   "anon_vma, so its walks grow back as the run goes on; 2.6.36 keeps "
-                                   "the seed's short walks, on the root's lock.")
+    d = sub.add_parser("demo", help="reclaim-storm in 2.6.33, 2.6.34-rc1 (the seed), 2.6.34 and 2.6.36, "
+                                    "side by side (about a minute)",
+                       description="Run reclaim-storm in era 2.6.33, then 2.6.34-rc1 (the seed as "
+                                   "committed), 2.6.34 (as released) and 2.6.36, on every online CPU and "
+                                   "print each later era beside 2.6.33 with ratios and a line on what it "
+                                   "changed.  reclaim-storm faults every page it unmaps straight back in: "
+                                   "the seed keeps each page on its child's anon_vma; 2.6.34 as released "
+                                   "moves it to the family's root anon_vma (the fix for the seed's oops), "
+                                   "so its walks grow back as the run goes on; 2.6.36 keeps the seed's "
+                                   "short walks, on the root's lock.")
     d.add_argument("--users", type=int, default=1000, metavar="N", help="children (default 1000)")
     d.add_argument("--pages", type=int, default=100, metavar="P", help="pages (default 100)")
-    d.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
-                   help="seconds per era (default 20)")
+    d.add_argument("--duration", type=float, default=12.0, metavar="SECONDS",
+                   help="seconds per era (default 12)")
     d.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
     d.add_argument("--json", metavar="FILE",
-                   help="write the demo document (schema rmap-stress-demo/2: each era's run; - : "
-                        "standard output)")
+                   help="write the demo document (schema rmap-stress-demo/2: each era's run, "
+                        "2.6.33, 2.6.34-rc1, 2.6.34 and 2.6.36; - : standard output)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.add_argument("--profile", action="store_true",
                    help="run each era under py-spy and write its CPUs' flamegraph, "
@@ -370,7 +377,8 @@ def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
                                           "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
                                           "check_lock_order", "lockstat", "force", "swap_device",
-                                          "swap_latency_ms", "swap_iops", "swap_queue") if hasattr(a, k)}
+                                          "swap_latency_ms", "swap_iops", "swap_queue", "refault_order")
+              if hasattr(a, k)}
     fields.update(over)
     return RunConfig(**fields)
 
@@ -471,7 +479,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
     print(scan_report(res))
     if a.json:
         _wrote(a.json)
-    return 0
+    return 1 if res["invariants"]["violations"] else 0
 
 
 def _cmd_scan_scenario(a: argparse.Namespace) -> int:
@@ -494,7 +502,7 @@ def _cmd_scan_scenario(a: argparse.Namespace) -> int:
     print(scan_scenario_report(res))
     if a.json:
         _wrote(a.json)
-    return status
+    return 1 if res.get("invariants", {}).get("violations") else status
 
 
 def _scan_progress(quiet: bool) -> Any:
@@ -519,7 +527,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     cfg.validate()
-    if cfg.scenario in SCAN_SCENARIOS:
+    if cfg.scenario in SCAN_SCENARIOS and cfg.scenario not in SCENARIOS:
         raise ConfigError(f"{cfg.scenario} is a scan scenario: rmap-stress scan --scenario {cfg.scenario}")
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
@@ -668,7 +676,16 @@ def _profiled_run(cfg: RunConfig, quiet: bool) -> dict[str, Any]:
     return doc
 
 
-DEMO_ERAS = ("2.6.33", "2.6.34", "2.6.36")
+DEMO_ERAS = ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36")
+# What each later era of the demo changed, and why (one line each, after the ratios).
+DEMO_WHY = {
+    "2.6.34-rc1": "the seed as committed (5beb4930525): anon_vma_chain, each child's COWed page on "
+                  "its own anon_vma, and a page swapped back in on the faulting VMA's own: walks stay short",
+    "2.6.34": "as released (+ ea90002b0fa7): a swapped-in page goes to the oldest anon_vma, the fix for "
+              "the seed's oops (scenario shared-swapin); under this refault churn walks grow back towards 2.6.33's",
+    "2.6.36": "the root's lock for the whole family (migration needed one lock); a swap-cache hit keeps "
+              "its anon_vma (288468c334e9): walks short again, on one lock per family",
+}
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -731,13 +748,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
               f"shorter, anon_vma lock wait {100 * old['anon_vma_wait_share']:.0f}% -> "
               f"{100 * new['anon_vma_wait_share']:.1f}% of CPU time, {ratio:.1f}x more pages scanned per "
               f"second")
+        print(f"  {DEMO_WHY[era]}")
     if stop:
         print(f"{PROG}: interrupted by {stop['interrupted']}: {len(results)} of {len(DEMO_ERAS)} eras "
               f"measured" + (", the last cut short" if results else ""), file=sys.stderr)
     else:
-        print("(2.6.34 as released puts each page it swaps back in on the family's root anon_vma: "
-              "under this refault churn its walks grow back towards 2.6.33's; 2.6.36 keeps them "
-              f"short, on the root's lock)  ({time.monotonic() - t0:.0f} s)")
+        print(f"({time.monotonic() - t0:.0f} s)")
     if a.json and (results or stop):
         write_json(a.json, {"schema": SCHEMA_DEMO, "eras": results,
                             "elapsed_s": time.monotonic() - t0, **stop})

@@ -13,9 +13,14 @@ SCENARIOS = ("reclaim-storm", "forking-server", "fork-test", "exim")
 # Accepted but not advertised: workloads that exist to test the tool's failure handling.
 TEST_SCENARIOS = ("abba-deadlock",)
 # Scenarios of ``scan --scenario`` (one process, exact counts; not ``run``).
-SCAN_SCENARIOS = ("fork-chain", "mprotect-split")
-# ``run`` scenarios appended for the later eras (issue 12).
-SCENARIOS = SCENARIOS + ("cve-2022-42703",)
+SCAN_SCENARIOS = ("fork-chain", "mprotect-split", "shared-swapin")
+# ``run`` scenarios appended for the later eras (issue 12), and the seed's oops (issue 19,
+# also a scan scenario).
+SCENARIOS = SCENARIOS + ("cve-2022-42703", "shared-swapin")
+# The order in which a page's owners fault it back in after reclaim unmapped it
+# (--refault-order); None: the scenario's (REFAULT_ORDER_DEFAULT, else parent-first).
+REFAULT_ORDERS = ("parent-first", "child-first", "random")
+REFAULT_ORDER_DEFAULT = {"shared-swapin": "child-first"}
 # A walk over N list entries costs the kernel a page-table walk in another mm per entry
 # (about 8 dependent cache misses on 2010 hardware: vma, list node, mm, pgd, pud, pmd, pte,
 # ptl) which a vectorised numpy gather does not pay.  See README, "Modelled cost".
@@ -60,6 +65,10 @@ class RunConfig:
     swap_latency_ms: float = DEFAULT_SWAP_LATENCY_MS
     swap_iops: float = DEFAULT_SWAP_IOPS
     swap_queue: int = DEFAULT_SWAP_QUEUE  # request slots (the block layer's nr_requests)
+    refault_order: str | None = None  # REFAULT_ORDERS; None: the scenario's
+
+    def resolved_refault_order(self) -> str:
+        return self.refault_order or REFAULT_ORDER_DEFAULT.get(self.scenario, "parent-first")
 
     def resolved(self) -> RunConfig:
         """A copy with defaults filled in (cpus, lock), after validation."""
@@ -125,6 +134,9 @@ class RunConfig:
             raise ConfigError(f"--pieces must be between 1 and --pages ({self.pages}), not {self.pieces}")
         if self.ram_pages < 0:
             raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), not {self.ram_pages}")
+        if self.refault_order is not None and self.refault_order not in REFAULT_ORDERS:
+            raise ConfigError(f"unknown --refault-order {self.refault_order!r} "
+                              f"(choose from {', '.join(REFAULT_ORDERS)})")
         self.validate_swap()
 
     def validate_swap(self) -> None:

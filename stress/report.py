@@ -100,6 +100,12 @@ def run_summary(res: dict[str, Any]) -> str:
         "invariants: " + ("not checked (quit at once)" if inv.get("checked") is False
                           else "ok" if inv["violations"] == 0 else f"{inv['violations']} VIOLATIONS"),
     ]
+    if "seed_bug" in res:  # shared-swapin: what the seed's placement did, in words
+        from .workloads.shared_swapin import seed_bug_lines
+
+        lines += seed_bug_lines(res["seed_bug"])
+        if inv["violations"]:
+            lines.append("  (the invariant violations are this bug: rules 5 and 9, not a model fault)")
     if c["scenario"] in ("fork-test", "exim"):
         lines.insert(4, f"forks: {t.get('forks', 0)}  exits: {t.get('exits', 0)}  "
                         f"{t.get('forks_per_s', 0.0):.0f} forks/s"

@@ -406,6 +406,8 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             t_check = time.perf_counter()
             results = collect(m, cfg, machine, elapsed, build_s, window=window,
                               window_lockstat=window_lockstat)
+            if hasattr(workload, "results"):  # a scenario's own section (shared-swapin: seed_bug)
+                results.update(workload.results(m, state, results))
             phases["check_s"] = time.perf_counter() - t_check
             results["stop"] = stop_outcome(stop, np.array(cpu_arr), phases["stop_s"])
             explain_violations(results)
@@ -838,8 +840,11 @@ def explain_violations(results: dict[str, Any]) -> None:
     inv, aborted = results["invariants"], results.get("stop", {}).get("aborted", [])
     if not inv.get("violations"):
         return
-    if aborted:
+    seed = results.get("seed_bug") or {}
+    if aborted or seed.get("unreachable_mappings") or seed.get("pages_freed_anon_vma"):
         inv["explained_by"] = [f"cpu{a['cpu']} in {a['operation']}" for a in aborted]
+        if seed.get("unreachable_mappings") or seed.get("pages_freed_anon_vma"):
+            inv["explained_by"].append("the seed's swap-in placement (seed_bug)")
     else:
         inv["corruption"] = inv["messages"][0] if inv["messages"] else "?"
 
@@ -887,6 +892,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "check_lock_order": cfg.check_lock_order, "lockstat": cfg.lockstat,
             "swap_device": cfg.swap_device, "swap_latency_ms": cfg.swap_latency_ms,
             "swap_iops": cfg.swap_iops, "swap_queue": cfg.swap_queue,
+            "refault_order": cfg.resolved_refault_order(),
         },
         "machine": machine,
         "elapsed_s": elapsed,
@@ -918,6 +924,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
             "exits": int(cpu["exits"].sum()),
             "forks_per_s": int(cpu["forks"].sum()) / elapsed if elapsed else 0.0,
             "rmap_trylock_fail": int(cpu["rmap_trylock_fail"].sum()),
+            "rmap_freed_anon_vma": int(cpu["rmap_freed_anon_vma"].sum()),
         },
         "invariants": {"checked": check, "violations": len(violations), "messages": violations},
         "lock_order": {"checked": cfg.check_lock_order,

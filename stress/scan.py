@@ -6,16 +6,20 @@ cost time and change no count).  With 1000 children that each COW all 1000 of
 their pages, 2.6.33 visits about N/2 entries per walk and 2.6.34 one or two.
 
 ``--refault MODE``: after that first pass every page is unmapped by ``try_to_unmap`` and
-faulted back in by each process that mapped it, in mm order (the order a sweep of the
-family's processes touching their memory again gives; placement does not depend on it,
-since every VMA of the family has the same oldest anon_vma, the root), and the pass runs
-again: ``walks`` is that second pass, ``first_pass`` the first.  Modes:
+faulted back in by each process that mapped it, in ``--refault-order`` (parent-first: mm
+order, the order a sweep of the family's processes touching their memory again gives;
+child-first; random), and the pass runs again: ``walks`` is that second pass,
+``first_pass`` the first.  Placement depends on the order only in the seed as committed
+(2.6.34-rc1), where the first process to fault a shared page back in decides its
+anon_vma: a child first makes the other mappings unreachable (reported as ``seed_bug``,
+exit 1; see stress/workloads/shared_swapin.py).  Modes:
 
 * ``write`` (the default): the pages were written back and dropped from the swap cache
   (reclaim under pressure frees a clean, unmapped swap-cache page on its next look), so
   every fault reads the page fresh from swap (not PageAnon), and each owner writes it (a
   forking server's children write their own data): where the faulting entry is the page's
-  only user the fault reuses it exclusively.  2.6.34 puts every page on the oldest
+  only user the fault reuses it exclusively, else do_wp_page copies it (a page shared
+  without COW: every owner but the last gets its own copy).  2.6.34 puts every page on the oldest
   anon_vma (about N/2 per walk again), 2.6.36+ on ``vma->anon_vma`` (1.0 stays 1.0).
 * ``read``: dropped, read faults: 2.6.36+ too puts every fresh page on the root.
 * ``cache``: swap-cache hits (no writeback finished yet), read faults: 2.6.34 moves each
@@ -24,6 +28,7 @@ again: ``walks`` is that second pass, ``first_pass`` the first.  Modes:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +43,8 @@ from shared_model.rmap import refault_pass, walk_lengths_of
 
 from .config import SCAN_SCENARIOS, RunConfig
 from .results import SCHEMA_SCAN
+from .workloads.common import set_refault_order
+from .workloads.shared_swapin import reach
 
 REFAULT_CASES = {
     "write": "swap cache dropped after writeback: fresh reads from swap, write faults "
@@ -58,8 +65,11 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
 
     cfg.validate()
     caps = family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cpus=0)
+    if refault == "write":  # do_wp_page's copies of the pages no child COWed
+        caps = dataclasses.replace(caps, pages=caps.pages + cfg.users * (cfg.pages - round(cfg.cow * cfg.pages)))
     check_fits(caps)
     with Model.private(caps, cfg.era, cfg.lock) as m:
+        set_refault_order(m, cfg)
         with _BuildProgress(m, caps, progress):
             build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
         pages = np.flatnonzero(m.page_mapping >= 0)
@@ -76,16 +86,22 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
         violations = check_model(m)
         if progress:
             progress("check", 1, 1)
-        if violations:
+        unreachable, short, _ = reach(m)
+        if violations and not unreachable:  # the seed's own bug is reported, not raised
             raise AssertionError(f"model inconsistent after scan: {violations[0]}")
         counts = m.counts()
     res: dict[str, Any] = {
         "schema": SCHEMA_SCAN,
         "config": {"era": cfg.era, "users": cfg.users, "pages": cfg.pages, "cow": cfg.cow,
-                   "seed": cfg.seed, "lock": cfg.lock or "", "refault": refault or ""},
+                   "seed": cfg.seed, "lock": cfg.lock or "", "refault": refault or "",
+                   "refault_order": cfg.resolved_refault_order() if refault else ""},
         "model": counts,
         "walks": _walk_stats(visited),
+        "invariants": {"violations": len(violations), "messages": violations},
     }
+    if unreachable:
+        res["seed_bug"] = {"refault_order": cfg.resolved_refault_order(), "unreachable_mappings": unreachable,
+                           "pages_not_unmapped": short, "pages_freed_anon_vma": 0, "example": {}}
     if refault is not None:
         res["first_pass"] = _walk_stats(first)
         res["refault"] = {"mode": refault, "case": REFAULT_CASES[refault], **swept}
@@ -125,6 +141,12 @@ def scan_report(res: dict[str, Any]) -> str:
          f"max {w['max_visited']}"),
         "walk length histogram (length: walks):",
     ]
+    if "seed_bug" in res:
+        sb = res["seed_bug"]
+        lines[2:2] = [(f"seed bug (2.6.34-rc1's swap-in placement, refault order {sb['refault_order']}): "
+                      f"{sb['unreachable_mappings']} mappings unreachable by any rmap walk, on "
+                      f"{sb['pages_not_unmapped']} pages that reclaim cannot unmap (see scan --scenario "
+                      f"shared-swapin)")]
     hist = {int(k): v for k, v in w["histogram"].items()}
     if len(hist) <= 12:
         lines += [f"  {k:>7}: {v}" for k, v in sorted(hist.items())]
@@ -160,6 +182,8 @@ def scan_scenario(cfg: RunConfig, progress: Callable[[str, int, int], None] | No
         return _scan_fork_chain(cfg, progress)
     if cfg.scenario == "mprotect-split":
         return _scan_mprotect_split(cfg, progress)
+    if cfg.scenario == "shared-swapin":
+        return _scan_shared_swapin(cfg)
     raise ValueError(f"not a scan scenario: {cfg.scenario} (choose from {', '.join(SCAN_SCENARIOS)})")
 
 
@@ -208,6 +232,35 @@ def _scan_fork_chain(cfg: RunConfig, progress: Callable[[str, int, int], None] |
     return res
 
 
+def _scan_shared_swapin(cfg: RunConfig) -> dict[str, Any]:
+    """The seed's oops, exactly (stress/workloads/shared_swapin.py): the sequence, then one
+    reclaim pass (page_referenced on every page left), which counts the walks that meet a
+    freed anon_vma instead of following them."""
+    from shared_model.rmap import page_referenced
+
+    from .workloads import shared_swapin
+
+    caps = family_capacities(cfg.era, cfg.users, cfg.pages, 0.0, cpus=0)
+    check_fits(caps)
+    with Model.private(caps, cfg.era, cfg.lock) as m:
+        counts = shared_swapin.shared_swapin(m, cfg)
+        cpu = m.seg["cpu"]
+        before = int(cpu["rmap_freed_anon_vma"].sum())
+        for page in np.flatnonzero((m.page["in_use"] == 1) & (m.page_mapping >= 0)).tolist():
+            page_referenced(m, page)
+        counts["walks_freed_anon_vma"] = int(cpu["rmap_freed_anon_vma"].sum()) - before
+        violations = check_model(m)
+        model = m.counts()
+    return {
+        "schema": SCHEMA_SCAN,
+        "config": {"era": cfg.era, "scenario": "shared-swapin", "users": cfg.users, "pages": cfg.pages,
+                   "refault_order": cfg.resolved_refault_order(), "lock": cfg.lock or ""},
+        "model": model,
+        "seed_bug": counts,
+        "invariants": {"violations": len(violations), "messages": violations},
+    }
+
+
 def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     from shared_model.rmap import walk_lengths_tree_of
 
@@ -250,6 +303,15 @@ def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], Non
 def scan_scenario_report(res: dict[str, Any]) -> str:
     c, mo = res["config"], res["model"]
     model = f"model at the end: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, {mo['avcs']} avcs"
+    if c["scenario"] == "shared-swapin":
+        from .workloads.shared_swapin import seed_bug_lines
+
+        inv = res["invariants"]
+        return "\n".join([f"era {c['era']}  shared-swapin  users {c['users']}  pages {c['pages']}", model,
+                          *seed_bug_lines(res["seed_bug"]),
+                          "invariants: " + ("ok" if not inv["violations"] else
+                                            f"{inv['violations']} violations (the seed bug above): "
+                                            + inv["messages"][0])])
     if c["scenario"] == "fork-chain":
         s, sm = res["generations"], res["summary"]
         lines = [f"era {c['era']}  fork-chain  generations {s['count']} of {c['generations']}  pages {c['pages']}",

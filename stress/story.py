@@ -22,7 +22,10 @@ from .results import SCHEMA_STORY
 
 # ---------------------------------------------------------------------------- eras table
 
-ERA_COLUMNS = ("era", "linking", "walk", "lock", "primitive", "fixed", "commit")
+ERA_COLUMNS = ("era", "linking", "walk", "lock", "primitive", "swapin", "fixed", "commit")
+# Where a page swapped back in goes on its first mapping (eras.Era.swapin), in words.
+SWAPIN_WORDS = {"oldest": "oldest anon_vma", "root": "root's; own if a write reuses it",
+                "anon_exclusive": "root's; own if exclusive"}
 
 
 def era_row(e: Era) -> dict[str, str]:
@@ -39,6 +42,7 @@ def era_row(e: Era) -> dict[str, str]:
         "walk": walk,
         "lock": "root anon_vma's" if e.lock_root else "page's anon_vma's",
         "primitive": primitive,
+        "swapin": SWAPIN_WORDS.get(e.swapin, "faulting VMA's own" if e.chain else "the family's"),
         "fixed": e.fixed,
         "commit": e.commit,
     }
@@ -47,7 +51,7 @@ def era_row(e: Era) -> dict[str, str]:
 def eras_table(eras: list[Era] | None = None) -> str:
     rows = [era_row(e) for e in (eras if eras is not None else ERAS.values())]
     heads = {"era": "era", "linking": "linking", "walk": "walk", "lock": "lock",
-             "primitive": "primitive", "fixed": "what it fixed", "commit": "commit"}
+             "primitive": "primitive", "swapin": "swap-in to", "fixed": "what it fixed", "commit": "commit"}
     widths = {k: max(len(heads[k]), *(len(r[k]) for r in rows)) for k in ERA_COLUMNS}
     line = "  ".join(f"{heads[k]:<{widths[k]}}" for k in ERA_COLUMNS).rstrip()
     out = [line, "-" * len(line)]
@@ -73,8 +77,10 @@ def messages_per_s(res: dict[str, Any]) -> float:
 
 
 def seed_headline(rs: Results) -> str:
-    """The first era against each later one: 2.6.33's pileup, the released 2.6.34 (whose
-    swap-in puts refaulted pages back on the root), 2.6.36 where the fix holds."""
+    """The first era against each later one: 2.6.33's pileup, the seed as committed
+    (2.6.34-rc1: the commit's "O(N) to 2" and 3.06x were measured on it), the released
+    2.6.34 (whose swap-in puts refaulted pages back on the root: the price of the oops fix),
+    2.6.36 where the fix holds."""
     (e0, a), *rest = rs.items()
     wa, pa = a["walks"]["avg_visited"], a["throughput"]["pages_scanned_per_s"]
     parts = [(f"{e0} walks {wa:.0f} entries, {pa:.0f} pages scanned/s, anon_vma lock wait "
@@ -140,6 +146,20 @@ def chain_headline(rs: Results) -> str:
     return "; ".join(parts)
 
 
+def oops_headline(rs: Results) -> str:
+    """The seed's oops (shared-swapin): what its placement lost, and the fix."""
+    parts = []
+    for era, r in rs.items():
+        sb = r["seed_bug"]
+        if sb["pages_freed_anon_vma"] or sb["unreachable_mappings"]:
+            parts.append(f"{era}: {sb['unreachable_mappings']} mappings unreachable, "
+                         f"{sb['pages_not_unmapped']} pages reclaim cannot unmap, "
+                         f"{sb['pages_freed_anon_vma']} pages on a freed anon_vma (the oops)")
+        else:
+            parts.append(f"{era}: none")
+    return "; ".join(parts) + "  (exact)"
+
+
 def cve_headline(rs: Results) -> str:
     parts = []
     for era, r in rs.items():
@@ -168,8 +188,10 @@ class Chapter:
 
 # One line per chapter.  Chapters whose scenario or eras are not registered are skipped.
 CHAPTERS: list[Chapter] = [
-    Chapter("2.6.34 anon_vma_chain: reclaim storm", "reclaim-storm", ("2.6.33", "2.6.34", "2.6.36"),
-            {"users": 300, "pages": 50}, seed_headline),
+    Chapter("2.6.34-rc1 anon_vma_chain (the seed): reclaim storm", "reclaim-storm",
+            ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36"), {"users": 300, "pages": 50}, seed_headline),
+    Chapter("2.6.34 oldest anon_vma: the seed's oops", "shared-swapin", ("2.6.34-rc1", "2.6.34"),
+            {"users": 100, "pages": 20}, oops_headline, kind="scan", expect_violations=("2.6.34-rc1",)),
     Chapter("3.0 mutex: exim", "exim", ("2.6.36", "3.0-rc1", "3.0"),
             {"users": 8, "pages": 32}, exim_headline),
     Chapter("3.8 rwsem, 3.9 lock-stealing: AIM7 fork_test", "fork-test", ("3.0", "3.8", "3.9"),

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared_model import ctx as G
 from shared_model.memory import resident_pages
 from shared_model.model import Model
 from shared_model.rmap import AnonLru, shrink_lru, shrink_page_list
+
+from ..config import RunConfig
 
 # Pages shrink_page_list takes at a time, as the kernel's isolation batches.
 SWAP_CLUSTER_MAX = 32
 # Pages direct reclaim scans per attempt before giving up (4 x SWAP_CLUSTER_MAX).
 DIRECT_RECLAIM_SCAN = 4 * SWAP_CLUSTER_MAX
+
+
+def set_refault_order(m: Model, cfg: RunConfig) -> None:
+    """This process's refault order (g[REFAULT_ORDER], rmap.refault_order_c) from
+    ``--refault-order`` or the scenario's default."""
+    m.g[G.REFAULT_ORDER] = G.REFAULT_ORDER_CODE[cfg.resolved_refault_order()]
 
 
 def shrink_page(m: Model, page: int, refault: bool) -> None:

@@ -23,7 +23,7 @@ from shared_model.rmap import AnonLru, shrink_lru
 from shared_model.swapdev import SwapIO
 
 from ..config import RunConfig
-from .common import SWAP_CLUSTER_MAX
+from .common import SWAP_CLUSTER_MAX, set_refault_order
 
 
 def capacities(cfg: RunConfig) -> Capacities:
@@ -42,6 +42,7 @@ def setup(m: Model, cfg: RunConfig) -> np.ndarray:
 
 
 def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
+    set_refault_order(m, cfg)
     mine = AnonLru(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
     io = SwapIO(m)  # pageouts and refault reads through the swap device (issue 11 item 7)
     while not stopping():

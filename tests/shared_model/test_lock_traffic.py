@@ -126,3 +126,48 @@ def test_root_lock_once_per_clone_and_unlink_pass(make_model: MakeModel, era: st
     for x in mms:
         exit_mmap(m, x)
     assert m.counts()["anon_vmas"] == 0
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_anon_vma_free_takes_the_root_lock_only_when_it_sees_it_held(make_model: MakeModel, era: str) -> None:
+    """3.0+ ``anon_vma_free``: ``if (mutex_is_locked(&anon_vma->root->mutex))`` (3.8+:
+    ``rwsem_is_locked``) take and drop the lock before the free: one more write acquisition
+    per freed anon_vma, but only while another task holds the lock (here a forked process
+    holds it for 0.3 s); never in the spinlock eras, never when the lock is free."""
+    import os
+    import time
+
+    from shared_model import ctx as G
+    from shared_model.anon_vma import anon_vma_alloc, anon_vma_free
+    from shared_model.locking.lock import lock_state
+
+    m = make_model(era, users=1, pages=1, cow=0.0, cpus=2)
+    kind = int(m.g[G.KIND0 + CLASS["anon_vma"]])
+    quiet = anon_vma_alloc(m)
+    anon_vma_free(m, quiet)  # nobody holds its lock: no acquisition
+    assert acquisitions(m, "anon_vma", "anon_vma_free") == 0
+    av = anon_vma_alloc(m)
+    w = m.anon_vma_lock_word(av)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the holder
+        code = 1
+        try:
+            h = Model(m.seg, m.era, 1, lock_kind=m.lock_kind)
+            t = h.locks.acquire(w, CLASS["anon_vma"], SITE["unlink_anon_vmas"], 0)
+            time.sleep(0.3)
+            h.locks.release(w, CLASS["anon_vma"], SITE["unlink_anon_vmas"], t, 0)
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        deadline = time.monotonic() + 30
+        while not lock_state(m.words, w, kind)[0]:
+            assert time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.001)
+        anon_vma_free(m, av)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert acquisitions(m, "anon_vma", "anon_vma_free") == int(ERAS[era].anon_vma_free_relock)
+    assert ERAS[era].anon_vma_free_relock == (ERAS[era].lock in ("mutex", "rwsem"))
+    assert m.anon_vma["in_use"][av] == 0

@@ -42,8 +42,17 @@ from hypothesis.stateful import (
 )
 
 from shared_model.anon_vma import anon_vma_chain_link_locked, anon_vma_link, anon_vma_members
+from shared_model.eras import ERAS
 from shared_model.invariants import check_model
-from shared_model.layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, Capacities
+from shared_model.layout import (
+    PG_ANON_EXCLUSIVE,
+    PTE_PRESENT,
+    PTE_SWAP,
+    PTE_SWP_EXCLUSIVE,
+    PTE_WRITE,
+    PTE_YOUNG,
+    Capacities,
+)
 from shared_model.memory import (
     do_anonymous_pages,
     do_mmap,
@@ -115,6 +124,7 @@ class RPage:
     index: int
     mapcount: int = 1
     swapcount: int = 0
+    exclusive: bool = True  # PageAnonExclusive: mapped by one process that may write it
 
 
 @dataclasses.dataclass(eq=False)
@@ -123,10 +133,11 @@ class RPte:
     present: bool  # False: a swap entry
     young: bool
     write: bool
+    swp_exclusive: bool = False  # a swap entry left by an exclusive page (pte_swp_exclusive)
 
     def flags(self) -> int:
         if not self.present:
-            return PTE_SWAP
+            return PTE_SWAP | (PTE_SWP_EXCLUSIVE if self.swp_exclusive else 0)
         return PTE_PRESENT | (PTE_YOUNG if self.young else 0) | (PTE_WRITE if self.write else 0)
 
 
@@ -229,9 +240,11 @@ class Reference:
                 if pte is None:
                     continue
                 pte.write = False
+                pte.swp_exclusive = False  # shared now: copy_nonpresent_pte clears it
                 # copy_one_pte: write-protected in both, and old (pte_mkold) in the child.
                 child.ptes[vpn] = RPte(pte.page, pte.present, young=False, write=False)
                 if pte.present:
+                    pte.page.exclusive = False  # page_try_dup_anon_rmap
                     pte.page.mapcount += 1
                 else:
                     pte.page.swapcount += 1
@@ -247,6 +260,7 @@ class Reference:
             old = pte.page
             if old.mapcount == 1 and old.swapcount == 0:
                 pte.write = pte.young = True  # the only user: reuse the page
+                old.exclusive = True
                 if self.move_anon_rmap:  # page_move_anon_rmap
                     old.av = vma.av
             else:
@@ -262,17 +276,30 @@ class Reference:
         assert vma.av is not None
         first, fresh = page.mapcount == 0, page.av is None
         exclusive = write and page.mapcount + page.swapcount == 1  # reuse_swap_page
+        if self.swapin == "anon_exclusive" and pte.swp_exclusive:  # 5.19+: read faults too
+            exclusive = True
         if first or fresh:  # page_add_anon_rmap -> __page_set_anon_rmap
             if self.swapin == "oldest":
                 page.av = vma.chain[-1]
-            elif self.swapin == "root":
+            elif self.swapin in ("root", "anon_exclusive"):
                 if fresh:
                     page.av = vma.av if exclusive else vma.av.root
-            else:
+            else:  # "keep": 2.6.33, and the seed as committed (2.6.34-rc1)
                 page.av = vma.av
-        pte.present, pte.young, pte.write = True, True, exclusive
+        if exclusive:
+            page.exclusive = True
+        pte.present, pte.young, pte.write, pte.swp_exclusive = True, True, exclusive and write, False
         page.mapcount += 1
         page.swapcount -= 1
+        if write and not exclusive:  # do_wp_page, every era: reuse if ours alone now, else copy
+            if page.mapcount == 1 and page.swapcount == 0:
+                pte.write = page.exclusive = True
+                if self.move_anon_rmap:
+                    page.av = vma.av
+            else:
+                page.mapcount -= 1
+                copy = RPage(vma.av, vma.pgoff + vpn - vma.start)
+                mm.ptes[vpn] = RPte(copy, present=True, young=True, write=True)
 
     def drop_from_swap_cache(self, page: RPage) -> bool:
         if page.av is None or page.mapcount or not page.swapcount:
@@ -361,6 +388,7 @@ class Reference:
                 out.visited = at
                 break
             pte.present = pte.young = pte.write = False
+            pte.swp_exclusive, page.exclusive = page.exclusive, False  # pte_swp_mkexclusive
             page.mapcount -= 1
             page.swapcount += 1
             out.unmapped.append((vma.mm, vpn))
@@ -375,6 +403,19 @@ class Reference:
                 for av in vma.chain if self.chain else [vma.av] if vma.av else []:
                     seen.setdefault(id(av), av)
         return list(seen.values())
+
+    def lost(self) -> int:
+        """PTEs (present or swapped, as check_model's rule 5 counts them) whose VMA is not on
+        their page's anon_vma list (the seed's swap-in placement, 2.6.34-rc1: the first
+        process to fault a shared page back in decides its anon_vma)."""
+        n = 0
+        for mm in self.mms:
+            for vpn, pte in mm.ptes.items():
+                av = pte.page.av
+                if av is not None:
+                    vma = next(v for v in mm.vmas if v.start <= vpn < v.end)
+                    n += not any(v is vma for v in av.members)
+        return n
 
     def live_pages(self) -> list[RPage]:
         seen: dict[int, RPage] = {}
@@ -451,11 +492,14 @@ def compare(m: Model, ref: Reference) -> None:
             else:
                 assert p >= 0 and p not in page_back, f"{where}: page {p} stands for two"
                 pages[k], page_back[p] = p, k
+    live_ids = {id(r) for r in live}
     for page in ref.live_pages():
         p = pages[id(page)]
-        same_av(page.av, int(m.page_mapping[p]), f"page {p} mapping")
+        if page.av is None or id(page.av) in live_ids:  # 2.6.34-rc1: a swap-cache page may
+            same_av(page.av, int(m.page_mapping[p]), f"page {p} mapping")  # point at a freed one
         got = (int(m.page_index[p]), int(m.page_mapcount[p]), int(m.page_swapcount[p]))
         assert got == (page.index, page.mapcount, page.swapcount), f"page {p} index/counts"
+        assert bool(m.page["flags"][p] & PG_ANON_EXCLUSIVE) == page.exclusive, f"page {p} PageAnonExclusive"
     counts = m.counts()
     assert counts["pages"] == len(pages)
     assert counts["vmas"] == len(vmas)
@@ -609,14 +653,16 @@ class RmapMachine(RuleBasedStateMachine):
         touch_pages(self.m, mm.idx, np.array(vpns, dtype=np.int32))
         self.ref.touch(mm, vpns)
 
-    @precondition(lambda self: self.ref.mms)
+    # Once a mapping is lost (2.6.34-rc1), freeing an anon_vma could leave a mapped page
+    # on a freed record the model may hand out again: shared-swapin's ground, not this one.
+    @precondition(lambda self: self.ref.mms and not self.ref.lost())
     @rule(data=st.data())
     def exit(self, data: st.DataObject) -> None:
         mm = self.draw_mm(data)
         exit_mmap(self.m, mm.idx)
         self.ref.exit(mm)
 
-    @precondition(lambda self: any(mm.vmas for mm in self.ref.mms))
+    @precondition(lambda self: any(mm.vmas for mm in self.ref.mms) and not self.ref.lost())
     @rule(data=st.data())
     def munmap(self, data: st.DataObject) -> None:
         mm = self.draw_mm(data, [x for x in self.ref.mms if x.vmas])
@@ -694,12 +740,23 @@ class RmapMachine(RuleBasedStateMachine):
     @invariant()
     def models_agree(self) -> None:
         compare(self.m, self.ref)
-        assert check_model(self.m) == []
+        violations = check_model(self.m)
+        if self.ref.lost():  # the seed's bug, foreseen by the reference: rule 5 only
+            assert violations and all("not found by an rmap walk" in v for v in violations), violations
+            event("2.6.34-rc1: a mapping lost")
+        else:
+            assert violations == []
 
 
-@pytest.mark.parametrize("era", ["2.6.33", "2.6.34", "2.6.36", "3.0"])
+# 6.0's swap-in rule (anon_exclusive) on 2.6.36's structure: the reference has no interval
+# tree or anon_vma reuse (test_reference_later.py has those).
+EXCLUSIVE_2636 = dataclasses.replace(ERAS["2.6.36"], swapin="anon_exclusive")
+
+
+@pytest.mark.parametrize("era", ["2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36", "3.0", "2.6.36+anon_exclusive"])
 def test_model_agrees_with_reference(era: str) -> None:
-    machine = type(f"RmapMachine_{era.replace('.', '_')}", (RmapMachine,), {"era": era})
+    e = EXCLUSIVE_2636 if era == "2.6.36+anon_exclusive" else era
+    machine = type(f"RmapMachine_{era.replace('.', '_').replace('+', '_')}", (RmapMachine,), {"era": e})
     run_state_machine_as_test(machine, settings=SETTINGS)
 
 

@@ -6,6 +6,8 @@ Every expected value is derived from the kernel's rules (shared/reference/kernel
 
 * 2.6.33: ``page_add_anon_rmap`` on the first mapping sets ``vma->anon_vma``: the family's
   one anon_vma, so nothing moves;
+* 2.6.34-rc1 (the seed as committed): ``page->mapping = vma->anon_vma`` on the first
+  mapping: a child's page goes to the child's own anon_vma, read or write, cached or not;
 * 2.6.34: the first mapping after a swap-in calls ``__page_set_anon_rmap(exclusive=0)``:
   the page goes to the oldest anon_vma of the faulting VMA's chain (the family's root,
   av0), swap-cache hit or not, read or write;
@@ -13,6 +15,10 @@ Every expected value is derived from the kernel's rules (shared/reference/kernel
   swap-cache hit keeps its mapping); a page read fresh from swap goes to
   ``vma->anon_vma->root``, or to ``vma->anon_vma`` when a write fault reuses it exclusively
   (``reuse_swap_page``: the faulting entry is its only user);
+* 6.0 and modern (anon_exclusive): ``try_to_unmap_one`` leaves an exclusive swap PTE for
+  a PageAnonExclusive page (a child's COWed page is one), and ``do_swap_page`` maps from it
+  exclusively on read faults too: a fresh page goes to ``vma->anon_vma``; a swap-cache hit
+  keeps its mapping, as in 2.6.36;
 * ``page_move_anon_rmap`` (2.6.34+): ``do_wp_page`` reusing a page that only this process
   maps moves it to ``vma->anon_vma``.
 
@@ -25,16 +31,24 @@ each walk visits 1.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from shared_model.build import build_family
+from shared_model.build import build_family, family_capacities
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
-from shared_model.layout import PTE_PRESENT, PTE_WRITE, PTE_YOUNG
-from shared_model.memory import do_swap_page, do_wp_pages, exit_mmap
+from shared_model.layout import (
+    PG_ANON_EXCLUSIVE,
+    PTE_PRESENT,
+    PTE_SWAP,
+    PTE_SWP_EXCLUSIVE,
+    PTE_WRITE,
+    PTE_YOUNG,
+)
+from shared_model.memory import do_swap_page, do_wp_pages, dup_mmap, exit_mmap
 from shared_model.model import Model
 from shared_model.rmap import (
     delete_from_swap_cache,
@@ -54,9 +68,15 @@ ON_ROOT = {
     ("2.6.34", "write"): True, ("2.6.34", "read"): True, ("2.6.34", "cache"): True,
     ("2.6.36", "write"): False, ("2.6.36", "read"): True, ("2.6.36", "cache"): False,
 }
-# Every later era places a swapped-in page as 2.6.36 does (288468c334e9 stayed).
-ON_ROOT |= {(era, mode): ON_ROOT["2.6.36", mode] for era in ERAS for mode in ("write", "read", "cache")
+MODES = ("write", "read", "cache")
+# The seed: the faulting VMA's own anon_vma, whatever the fault.
+ON_ROOT |= {("2.6.34-rc1", mode): False for mode in MODES}
+# 2.6.36 to 3.19 place a swapped-in page as 2.6.36 does (288468c334e9 stayed) ...
+ON_ROOT |= {(era, mode): ON_ROOT["2.6.36", mode] for era in ERAS for mode in MODES
             if ERAS[era].swapin == "root"}
+# ... and 6.0+ put an exclusive page read fresh from swap on vma->anon_vma, read faults too.
+ON_ROOT |= {(era, mode): False for era in ERAS for mode in MODES if ERAS[era].swapin == "anon_exclusive"}
+assert set(ON_ROOT) == {(era, mode) for era in ERAS for mode in MODES}
 
 
 def swap_out(m: Model, page: int) -> list[int]:
@@ -107,16 +127,17 @@ def test_swapin_placement_of_a_childs_page(make_model: MakeModel, era: str, mode
 
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_page_move_anon_rmap_on_reuse(make_model: MakeModel, era: str) -> None:
-    """A child's page read back to av0 (2.6.34: always; 2.6.36+: a fresh read fault) and
-    then written: do_wp_page reuses it (mapcount 1, no swap entry) and 2.6.34+ moves it to
-    the child's own anon_vma; 2.6.33 has only av0."""
+    """A child's page read back fresh (2.6.34: to av0; 2.6.36-3.19: a fresh read fault, to
+    av0; the seed and 6.0+: to its own anon_vma) and then written: do_wp_page reuses it
+    (mapcount 1, no swap entry) and 2.6.34+ moves it to the child's own anon_vma; 2.6.33
+    has only av0."""
     m, _parent, kids, av0 = family(make_model, era)
     child = kids[2]
     page = m.pte_of(child, 1)[0]
     slots = swap_out(m, page)
     delete_from_swap_cache(m, page)
     do_swap_page(m, page, slots, write=False)
-    assert m.page_mapping[page] == av0
+    assert m.page_mapping[page] == (av0 if ON_ROOT[era, "read"] else own_av(m, child))
     copied, reused = do_wp_pages(m, child, int(m.mm["vma_head"][child]), np.array([1]))
     assert (copied, reused) == (0, 1)
     assert m.page_mapping[page] == (own_av(m, child) if ERAS[era].move_anon_rmap else av0)
@@ -178,3 +199,97 @@ def test_scan_refault_averages(era: str, mode: str, n: int, p: int) -> None:
 def test_scan_without_refault_has_no_first_pass() -> None:
     res = scan(RunConfig(era="2.6.34", users=3, pages=2, cow=1.0))
     assert "first_pass" not in res and res["config"]["refault"] == ""
+
+
+# ----------------------------------------------------------------------------- refault order
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+@pytest.mark.parametrize("mode", ["write", "read", "cache"])
+@pytest.mark.parametrize("order", ["parent-first", "child-first", "random"])
+def test_scan_refault_order_of_cowed_pages_changes_nothing(era: str, mode: str, order: str) -> None:
+    """Every page of a family whose children COWed everything has one owner: the order in
+    which owners fault back in cannot move it, in any era."""
+    n, p = 4, 2
+    res = scan(RunConfig(era=era, users=n, pages=p, cow=1.0, refault_order=order), refault=mode)
+    want = n / 2 + 1 if ON_ROOT[era, mode] else 1.0
+    assert res["walks"]["avg_visited"] == pytest.approx(want)
+    assert res["config"]["refault_order"] == order
+    assert res["invariants"]["violations"] == 0 and "seed_bug" not in res
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+@pytest.mark.parametrize("mode", ["write", "read", "cache"])
+@pytest.mark.parametrize("order", ["parent-first", "child-first", "random"])
+def test_scan_refault_order_of_shared_pages(era: str, mode: str, order: str) -> None:
+    """Pages the children share without COW, refaulted in each order.  Only the seed as
+    committed (2.6.34-rc1) depends on it: a read fault by a child first puts the page on the
+    child's own anon_vma and the other N mappings of each page are lost (N x P, or a
+    multiple of N for random); a write fault copies for every owner but the last (do_wp_page),
+    which maps the original alone, so nothing is lost.  Every other era: nothing lost."""
+    n, p = 4, 2
+    res = scan(RunConfig(era=era, users=n, pages=p, cow=0.0, refault_order=order, seed=3), refault=mode)
+    r = res["refault"]
+    assert r["pages_unmapped"] == p and r["ptes_unmapped"] == r["faults"] == p * (n + 1)
+    # write faults: every owner but the last gets a copy; read faults share the page
+    assert res["model"]["pages"] == (p * (n + 1) if mode == "write" else p)
+    lost = res.get("seed_bug", {}).get("unreachable_mappings", 0)
+    if era == "2.6.34-rc1" and mode != "write" and order == "child-first":
+        assert lost == n * p and res["seed_bug"]["pages_not_unmapped"] == p
+        assert res["invariants"]["violations"] > 0
+    elif era == "2.6.34-rc1" and mode != "write" and order == "random":
+        assert lost % n == 0 and (res["invariants"]["violations"] > 0) == (lost > 0)
+    else:
+        assert lost == 0 and res["invariants"]["violations"] == 0
+
+
+# ----------------------------------------------------------------------------- 6.0's exclusive swap PTE
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_swap_pte_remembers_an_exclusive_page(make_model: MakeModel, era: str) -> None:
+    """try_to_unmap_one leaves an exclusive swap PTE for a PageAnonExclusive page (a child's
+    COWed page), not for the parent's original, which fork shared (kept in every era; read
+    only by 6.0+); a fork clears the bit in both copies (copy_nonpresent_pte)."""
+    caps = family_capacities(era, 2, 1, 1.0, 1, spare_users=1)
+    m = make_model(era, caps=dataclasses.replace(caps, avcs=caps.avcs + 4))
+    fam = build_family(m, 2, 1, 1.0)
+    parent, child = fam.parent, fam.children[0]
+    cpage, ppage = m.pte_of(child, 0)[0], m.pte_of(parent, 0)[0]
+    assert m.page["flags"][cpage] & PG_ANON_EXCLUSIVE and not m.page["flags"][ppage] & PG_ANON_EXCLUSIVE
+    swap_out(m, cpage)
+    swap_out(m, ppage)
+    assert m.pte_of(child, 0)[1] == PTE_SWAP | PTE_SWP_EXCLUSIVE
+    assert m.pte_of(parent, 0)[1] == PTE_SWAP
+    assert not m.page["flags"][cpage] & PG_ANON_EXCLUSIVE  # page_try_share_anon_rmap
+    grandchild = dup_mmap(m, child)
+    assert m.pte_of(child, 0)[1] == m.pte_of(grandchild, 0)[1] == PTE_SWAP
+
+
+@pytest.mark.parametrize("era", ALL_ERAS)
+def test_write_swapin_of_a_shared_page_copies(make_model: MakeModel, era: str) -> None:
+    """A write fault on a swapped page with other users maps it and goes on to do_wp_page,
+    which copies it into ``vma->anon_vma``; the last owner is its only user and reuses it."""
+    m2 = make_model(era, users=2, pages=1, cow=0.0)
+    fam = build_family(m2, 2, 1, 0.0)
+    owners = [fam.parent, *fam.children]
+    page = m2.pte_of(fam.parent, 0)[0]
+    slots = swap_out(m2, page)
+    assert sorted(slots) == [mm * m2.ptrs for mm in owners]
+    assert do_swap_page(m2, page, sorted(slots), write=True) == 3
+    for mm in owners:
+        got, flags = m2.pte_of(mm, 0)
+        assert flags == PTE_PRESENT | PTE_YOUNG | PTE_WRITE
+        assert (got == page) == (mm == owners[-1])  # copies for all but the last
+        if got != page:
+            assert m2.page_mapping[got] == own_av(m2, mm) and m2.page["flags"][got] & PG_ANON_EXCLUSIVE
+    assert (m2.page_mapcount[page], m2.page_swapcount[page]) == (1, 0)
+    assert m2.counts()["pages"] == 3
+    # the original's placement: its last first mapping (the last owner, exclusive)
+    last = owners[-1]
+    want = {"keep": own_av(m2, last), "oldest": own_av(m2, fam.parent)}.get(ERAS[era].swapin,
+                                                                             own_av(m2, fam.parent))
+    if not ERAS[era].chain:
+        want = own_av(m2, fam.parent)
+    assert m2.page_mapping[page] == want
+    assert page_referenced(m2, page)[0] == 1

@@ -225,7 +225,7 @@ def test_demo_side_by_side_and_its_json(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["schema"] == "rmap-stress-demo/2" and "interrupted" not in doc
     doc = doc["eras"]
-    assert list(doc) == ["2.6.33", "2.6.34", "2.6.36"]
+    assert list(doc) == ["2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36"]
     for era, run in doc.items():
         assert run["schema"] == "rmap-stress-run/2"
         c = run["config"]
@@ -234,11 +234,14 @@ def test_demo_side_by_side_and_its_json(tmp_path: Path) -> None:
         assert run["invariants"]["violations"] == 0 and run["walks"]["count"] > 0
     old, mid, new = doc["2.6.33"], doc["2.6.34"], doc["2.6.36"]
     assert old["model"]["anon_vmas"] == 1 and mid["model"]["anon_vmas"] == new["model"]["anon_vmas"] == 21
+    # the seed as committed keeps each child's page on the child's anon_vma: one entry
+    assert doc["2.6.34-rc1"]["walks"]["max_visited"] == 1
     # 2.6.36 keeps a swapped-in page where it was: every walk visits one entry.  2.6.34 as
     # released moves it to the root on its first mapping after the swap-in: up to N+1.
     assert new["walks"]["max_visited"] == 1 and 1 <= old["walks"]["max_visited"] <= 21
     assert 1 <= mid["walks"]["max_visited"] <= 21
-    assert p.stdout.count("invariants: ok") == 3
+    assert p.stdout.count("invariants: ok") == 4
+    assert "the seed as committed (5beb4930525)" in p.stdout and "ea90002b0fa7" in p.stdout
     assert "== side by side: 2.6.33 and 2.6.34 ==" in p.stdout
     # the last side-by-side table (2.6.33 and 2.6.36) wins in the parse below
     # the side-by-side table: one row per figure with both eras' values
