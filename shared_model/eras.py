@@ -10,7 +10,8 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
 * ``lock``: the primitive of that lock: x86's ticket spinlock until 3.0, a sleeping mutex
   from 3.0 (``shared_model/locking``; ``--lock`` overrides it).
 * ``spin``: the primitive of the era's plain spinlocks (page_table_lock, the slab and
-  mapcount locks): ticket on the x86 of 2.6.25-4.1.
+  mapcount locks): ticket on the x86 of 2.6.25-4.1, qspinlock from 4.2 (x86;
+  6.0 and modern).
 * ``swapin``: where ``do_swap_page`` puts a page it maps for the first time
   (``page_add_anon_rmap`` -> ``__page_set_anon_rmap``): "keep" (2.6.33: the faulting VMA's
   one anon_vma, the family's), "oldest" (2.6.34/35: the oldest anon_vma of the faulting
@@ -98,7 +99,8 @@ ERAS: dict[str, Era] = {
             summary="interval tree, root rwsem; anon_vma_clone reuses an anon_vma with degree < 2",
             fixed="endless growth of the anon_vma hierarchy under fork-and-exit chains",
             commit="7a3ef208e662"),
-        Era("6.0", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
+        Era("6.0", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",
+            rwsem_policy="steal", tree=True,
             reuse="active", rmap_trylock=True, swapin="root", move_anon_rmap=True, lock_once=True,
             summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix); "
                     "reclaim already trylocks the rmap lock (6d4675e60135, 2022)",

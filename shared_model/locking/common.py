@@ -39,11 +39,12 @@ OWNER_PID_SHIFT = 4096  # owner_tag = pid * 4096 + cpu + 1
 
 # Per-CPU MCS nodes: 4 nodes of 8 words each, one per nesting level as the kernel's 4
 # per-CPU qnodes (task, softirq, hardirq, nmi); the nesting count lives in the first
-# node's last word.
+# node's last word, the count of MCS queueings (lockstat's) in the word before it.
 NODES_PER_CPU = 4
 NODE_WORDS = 8
 NODE_BLOCK_WORDS = NODES_PER_CPU * NODE_WORDS
 NODE_NESTING = 7  # offset in the block of the per-CPU nesting count
+NODE_MCS_QUEUED = 6  # offset in the block of this CPU's count of MCS queueings (qspinlock)
 
 STOP_ABORT = 2  # words[stop_w] >= this: every wait gives up
 
