@@ -31,8 +31,11 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   not the source VMA's own); "active" (6.0, 2555283eb40d: num_active_vmas == 0 and
   num_children < 2).
 * ``rwsem_policy``: the hand-off of an rwsem rmap lock (3.8+): "fifo", 3.8 as merged (a
-  releasing holder grants the lock to the queue head), or "steal", writer lock-stealing
-  (3.9+: a running writer takes a free rwsem ahead of the sleepers).
+  releasing holder grants the lock to the queue head); "steal-behind-writer", 3.9 as
+  committed (ce6711f3d196: a writer queues, then takes the free rwsem only when the first
+  waiter is a writer; woken writers are woken, not granted); or "steal", writer
+  lock-stealing as 3.10+ (a running writer takes a free rwsem ahead of every sleeper;
+  3.19, 6.0 and modern, which in the kernel also spin on a running owner: not modelled).
 * ``rmap_trylock``: reclaim's page_referenced walk takes the rmap lock with a trylock and
   counts a contended page as referenced instead of waiting (6d4675e60135, 2022: 6.0 and modern).
 * ``fixed``, ``commit``: what the era's change fixed and the kernel commit that made it
@@ -89,9 +92,9 @@ ERAS: dict[str, Era] = {
                     "strict FIFO hand-off",
             fixed="NUMA-balancing migration walks queued behind each other on the mutex",
             commit="5a505085f043, 4fc3f1d66b1e"),
-        Era("3.9", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
-            swapin="root", move_anon_rmap=True, lock_once=True,
-            summary="as 3.8, with rwsem writer lock-stealing",
+        Era("3.9", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal-behind-writer",
+            tree=True, swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="as 3.8, with rwsem writer lock-stealing behind a writer at the queue's head",
             fixed="AIM7 fork_test -50% from 3.8's strict FIFO writer hand-off",
             commit="ce6711f3d196"),
         Era("3.19", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,

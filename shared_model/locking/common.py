@@ -25,7 +25,8 @@ KIND_NAMES = {"tas": TAS, "ticket": TICKET, "qspinlock": QSPINLOCK, "mutex": MUT
 
 # rwsem hand-off policies (``lock_acquire``'s ``policy``; other kinds ignore it).
 RWSEM_FIFO = 0  # 3.8 as merged: a releasing holder grants the lock to the queue head
-RWSEM_STEAL = 1  # writer lock-stealing (3.9): a running writer may take a free rwsem first
+RWSEM_STEAL = 1  # writer lock-stealing (3.10-3.15): a running writer takes a free rwsem first
+RWSEM_STEAL_39 = 2  # 3.9 as committed (ce6711f3d196): steal only behind a writer at the head
 
 # What ``lock_acquire`` returns.
 LOCK_FAST = 0  # acquired without waiting

@@ -1,14 +1,22 @@
 """Reader/writer semaphore: readers share, a writer excludes, waiters sleep on a futex in
-a FIFO wait list.  Two hand-off policies (``policy``), the 3.8 - 3.9 story of the
+a FIFO wait list.  Three hand-off policies (``policy``), the 3.8 - 3.10 story of the
 anon_vma rwsem:
 
 * RWSEM_FIFO, 3.8 as merged (5a505085f043, 4fc3f1d66b1e): once anybody waits, every
   newcomer queues, and a releasing holder *grants* the lock to the queue head (a writer,
   or the run of readers at the front) before waking it: nobody can come in between.
-* RWSEM_STEAL, writer lock-stealing (ce6711f3d196, 3.9): a running writer takes a free
-  rwsem even when others sleep in the queue; a release only *wakes* a writer at the
-  head, which then tries for the lock itself and sleeps again if it was stolen.
-  Readers at the head are still granted (unless a writer holds).
+* RWSEM_STEAL_39, 3.9 as committed (ce6711f3d196, Alex Shi's writer lock-stealing in
+  ``lib/rwsem.c`` of 3.9.6): the x86 ``__down_write`` fast path still succeeds only when
+  the whole count is 0, so with sleepers queued a writer enqueues at the tail; then, in
+  its wait loop (once on arrival, again each time it is woken), under wait_lock,
+  ``try_get_writer_sem`` takes the lock only when the **first waiter is a writer** and
+  nothing is active, and unlinks itself wherever it stood.  A release only *wakes* a
+  writer at the head; readers at the head are granted, so nobody steals past them.
+* RWSEM_STEAL, writer lock-stealing as 3.10-3.15 have it (unconfirmed: 3.10's rwsem
+  rework): a running writer takes a free rwsem whatever waits (here in the fast path),
+  past queued readers too; a release only wakes a writer at the head, which then tries
+  for the lock itself and sleeps again if it was stolen.  Readers at the head are still
+  granted (unless a writer holds).
 
 Record (int64 words)::
 
@@ -23,7 +31,7 @@ Record (int64 words)::
 Waiter node (the caller's per-CPU node block, at its nesting level)::
 
     +0 state  the futex word: WAITING 0 -> GRANTED 1 (it holds the lock now), or
-              WOKEN 2 (STEAL: a writer at the head, told to try for itself)
+              WOKEN 2 (the steal policies: a writer at the head, told to try for itself)
     +1 next   next waiter's node word + 1                       W: wait_lock
     +2 type   READER 0 / WRITER 1
 
@@ -38,6 +46,14 @@ Hand-off, STEAL (3.9)::
     count: W=1  list: W1              W0 releases: W1.state = WOKEN, futex_wake
     running W3: count has no holder -> cmpxchg(count, c, c | WRITER): W3 holds first
     W1 wakes: cannot take it, back to WAITING; W3's release wakes it again
+
+Hand-off, STEAL_39 (3.9)::
+
+    count: W=1  list: W1 -> R2        W0 releases: W1.state = WOKEN, futex_wake
+    running W3: count != 0 -> queues:  list: W1 -> R2 -> W3; the first waiter W1 is a
+                writer, nothing active -> W3 takes WRITER and unlinks itself
+    list: R1 -> W2, nothing active    (a release granting R1, seen half-way) a running
+                                      writer queues behind W2 and sleeps: no steal
 
 Fast paths: a writer ``cmpxchg(count, 0, WRITER)`` (STEAL: any count without holders);
 a reader adds 1 while neither WRITER nor WAITING is set.  A holder whose release finds
@@ -80,7 +96,9 @@ from .common import (
     NODE_WORDS,
     NODES_PER_CPU,
     OWNER,
+    RWSEM_FIFO,
     RWSEM_STEAL,
+    RWSEM_STEAL_39,
     WAIT_SLICE_NS,
     owner_pid,
     stop_requested,
@@ -127,7 +145,7 @@ def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
 @cached_njit(inline=True)
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
-    if policy != RWSEM_STEAL:
+    if policy != RWSEM_STEAL:  # FIFO and 3.9: the whole count must be 0 (no waiters)
         return cmpxchg(words, w + COUNT, 0, WRITER) == 0
     c = READ_ONCE(words, w + COUNT)
     while c & HOLDERS == 0:  # lock-stealing: sleeping waiters do not stop a running writer
@@ -245,8 +263,8 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
     """Hand the rwsem to the head of the queue if it can have it now (wait_lock held).
 
     FIFO grants: the head writer gets WRITER added to count and is woken holding it; the
-    run of readers at the front gets one read hold each.  STEAL wakes a head writer
-    without granting (it competes for the lock when it runs); readers are granted."""
+    run of readers at the front gets one read hold each.  The steal policies wake a head
+    writer without granting (it competes for the lock when it runs); readers are granted."""
     head = READ_ONCE(words, w + HEAD)
     if head == 0:
         return
@@ -254,7 +272,7 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
     if READ_ONCE(words, node + TYPE) == WRITER_TYPE:
         if READ_ONCE(words, w + COUNT) & HOLDERS != 0:
             return  # still held: that holder's release comes back here
-        if policy == RWSEM_STEAL:
+        if policy != RWSEM_FIFO:
             if cmpxchg(words, node + STATE, WAITING_STATE, WOKEN) == WAITING_STATE:
                 futex_wake(words, node + STATE, 1)
             return
@@ -322,13 +340,20 @@ def _queue_and_sleep(
     rwsem_wake_locked(words, w, policy)
     _wait_unlock(words, w)
 
+    # 3.9: the wait loop's first pass, before any sleep: steal behind a writer at the head.
+    if policy == RWSEM_STEAL_39 and kind == WRITER_TYPE and try_get_writer_sem(words, w, node):
+        return LOCK_CONTENDED
     last_owner = 0
     while True:
         state = smp_load_acquire(words, node + STATE)
         if state == GRANTED:
             return LOCK_CONTENDED
-        if state == WOKEN and _try_write_lock_woken(words, w, node):
-            return LOCK_CONTENDED
+        if state == WOKEN:
+            if policy == RWSEM_STEAL_39:
+                if try_get_writer_sem(words, w, node):
+                    return LOCK_CONTENDED
+            elif _try_write_lock_woken(words, w, node):
+                return LOCK_CONTENDED
         if stop_requested(words, stop_w):
             return _abort_wait(words, w, policy, kind, node)
         owner = READ_ONCE(words, w + OWNER)
@@ -353,6 +378,29 @@ def _try_write_lock_woken(words: np.ndarray, w: int, node: int) -> bool:
             return True
         c = found
     WRITE_ONCE(words, node + STATE, WAITING_STATE)
+    _wait_unlock(words, w)
+    return False
+
+
+@cached_njit
+def try_get_writer_sem(words: np.ndarray, w: int, node: int) -> bool:
+    """3.9's ``try_get_writer_sem`` (takes and drops wait_lock): a queued writer takes the
+    rwsem only when the **first waiter is a writer** (itself or another) and nothing is
+    active, and leaves the queue from wherever it stands.  A woken writer that fails goes
+    back to WAITING (the holder's release wakes the head again)."""
+    _wait_lock(words, w)
+    head = READ_ONCE(words, w + HEAD)
+    if head != 0 and READ_ONCE(words, head - 1 + TYPE) == WRITER_TYPE:
+        c = READ_ONCE(words, w + COUNT)
+        while c & HOLDERS == 0:
+            found = cmpxchg(words, w + COUNT, c, c | WRITER)
+            if found == c:
+                _list_remove(words, w, node)
+                _wait_unlock(words, w)
+                return True
+            c = found
+    if READ_ONCE(words, node + STATE) == WOKEN:
+        WRITE_ONCE(words, node + STATE, WAITING_STATE)
     _wait_unlock(words, w)
     return False
 

@@ -24,7 +24,7 @@ def test_the_eras_in_order_with_what_each_changed() -> None:
     later = {n: (e.lock, e.rwsem_policy, e.tree, e.reuse, e.rmap_trylock) for n, e in list(ERAS.items())[5:]}
     assert later == {"3.7": ("mutex", "fifo", True, "none", False),
                      "3.8": ("rwsem", "fifo", True, "none", False),
-                     "3.9": ("rwsem", "steal", True, "none", False),
+                     "3.9": ("rwsem", "steal-behind-writer", True, "none", False),
                      "3.19": ("rwsem", "steal", True, "degree", False),
                      "6.0": ("rwsem", "steal", True, "active", True),
                      "modern": ("rwsem", "steal", True, "active", True)}
