@@ -252,11 +252,13 @@ def _site(res: dict, site: str) -> dict:  # type: ignore[type-arg]
     return next(s for s in _lock_row(res)["sites"] if s["site"] == site)
 
 
-@pytest.mark.parametrize("era", ["3.8", "3.9"])
-def test_fork_test_counts(era: str) -> None:
+@pytest.mark.parametrize("era,reclaim", [("3.8", False), ("3.9", True)])
+def test_fork_test_counts(era: str, reclaim: bool) -> None:
     """fork-test: every fork of a user is followed by its exit; per fork the root is taken
-    root_takes(era, 2) times (a user's chain is its anon_vma and the root), all writes."""
-    res = run(RunConfig(era=era, scenario="fork-test", users=2, pages=8, cpus=2, duration=0.5))
+    root_takes(era, 2) times (a user's chain is its anon_vma and the root), all writes.
+    Reclaim scans pages only with --reclaim (AIM7's fork_test has none)."""
+    res = run(RunConfig(era=era, scenario="fork-test", users=2, pages=8, cpus=2, duration=0.5,
+                        reclaim=reclaim))
     t = res["throughput"]
     assert res["invariants"]["violations"] == 0
     assert t["forks"] == t["exits"] == t["jobs"] > 0 and t["alloc_failures"] == 0
@@ -264,7 +266,7 @@ def test_fork_test_counts(era: str) -> None:
     fork, unlink = root_takes(era, 2)
     assert _site(res, "anon_vma_fork")["acquisitions"] == fork * t["forks"]
     assert _site(res, "unlink_anon_vmas")["acquisitions"] == unlink * t["forks"]
-    assert t["pages_scanned"] > 0 and t["rmap_trylock_fail"] == 0
+    assert (t["pages_scanned"] > 0) == reclaim and t["rmap_trylock_fail"] == 0
     assert res["model"]["mms"] == 3  # the children are all gone
 
 
@@ -287,7 +289,8 @@ def test_exim_counts(era: str) -> None:
 
 def test_modern_run_reports_trylock_failures(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "m.json"
-    assert main(["run", "--era", "modern", "--scenario", "fork-test", "--users", "2", "--pages", "8",
+    assert main(["run", "--era", "modern", "--scenario", "fork-test", "--reclaim", "--users", "2",
+                 "--pages", "8",
                  "--cpus", "2", "--duration", "0.5", "--quiet", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     t = doc["throughput"]
