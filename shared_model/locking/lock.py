@@ -92,7 +92,7 @@ def lock_acquire(
     elif kind == MUTEX:
         # The mutex's lock word *is* the owner word: it is taken by swapping 0 -> owner_tag,
         # so no instant exists where it is held by nobody known (robust).
-        return mutex_lock(words, w, owner_tag, stop_w)
+        return mutex_lock(words, w, owner_tag, node_w, stop_w)
     elif shared:
         return down_read(words, w, policy, node_w, stop_w)
     else:

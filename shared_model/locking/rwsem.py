@@ -93,9 +93,11 @@ from .common import (
     LOCK_OWNER_DIED,
     LOCK_STOPPED,
     NODE_NESTING,
+    NODE_RUN_STATE,
     NODE_WORDS,
     NODES_PER_CPU,
     OWNER,
+    RUN_SLEEPING,
     RWSEM_FIFO,
     RWSEM_STEAL,
     RWSEM_STEAL_39,
@@ -321,7 +323,7 @@ def rwsem_down_slowpath(
         return LOCK_CONTENDED
     node = node_w + idx * NODE_WORDS
     words[node_w + NODE_NESTING] = idx + 1
-    status = _queue_and_sleep(words, w, policy, kind, node, stop_w)
+    status = _queue_and_sleep(words, w, policy, kind, node_w, node, stop_w)
     words[node_w + NODE_NESTING] = idx
     if status == LOCK_CONTENDED and atomic_xchg(words, w + DIED, 0) != 0:
         status = LOCK_OWNER_DIED
@@ -330,7 +332,7 @@ def rwsem_down_slowpath(
 
 @cached_njit
 def _queue_and_sleep(
-    words: np.ndarray, w: int, policy: int, kind: int, node: int, stop_w: int
+    words: np.ndarray, w: int, policy: int, kind: int, node_w: int, node: int, stop_w: int
 ) -> int:
     WRITE_ONCE(words, node + STATE, WAITING_STATE)
     WRITE_ONCE(words, node + NEXT, 0)
@@ -361,7 +363,10 @@ def _queue_and_sleep(
             rwsem_break_dead_writer(words, w, policy, owner)
             continue
         last_owner = owner
+        run = words[node_w + NODE_RUN_STATE]  # asleep: a spinner on a lock we hold stops
+        WRITE_ONCE(words, node_w + NODE_RUN_STATE, RUN_SLEEPING)
         futex_wait(words, node + STATE, WAITING_STATE, WAIT_SLICE_NS)
+        WRITE_ONCE(words, node_w + NODE_RUN_STATE, run)
 
 
 @cached_njit
