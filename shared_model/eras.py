@@ -33,9 +33,12 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
 * ``rwsem_policy``: the hand-off of an rwsem rmap lock (3.8+): "fifo", 3.8 as merged (a
   releasing holder grants the lock to the queue head); "steal-behind-writer", 3.9 as
   committed (ce6711f3d196: a writer queues, then takes the free rwsem only when the first
-  waiter is a writer; woken writers are woken, not granted); or "steal", writer
-  lock-stealing as 3.10+ (a running writer takes a free rwsem ahead of every sleeper;
-  3.19, 6.0 and modern, which in the kernel also spin on a running owner: not modelled).
+  waiter is a writer; woken writers are woken, not granted); "steal", writer
+  lock-stealing as 3.10-3.15 (a running writer takes a free rwsem ahead of every sleeper;
+  no era uses it now); "spin-on-owner", 3.16-3.19 (steal, and a writer first spins while
+  the owner runs, taking the lock unqueued: rwsem-xadd.c's rwsem_optimistic_spin); or
+  "handoff", 6.0 and modern (kernel/locking/rwsem.c: writers spin, readers steal, and a
+  first waiter robbed for RWSEM_WAIT_TIMEOUT sets the hand-off bit that stops stealing).
 * ``rmap_trylock``: reclaim's page_referenced walk takes the rmap lock with a trylock and
   counts a contended page as referenced instead of waiting (6d4675e60135, 2022: 6.0 and modern).
 * ``fixed``, ``commit``: what the era's change fixed and the kernel commit that made it
@@ -97,20 +100,21 @@ ERAS: dict[str, Era] = {
             summary="as 3.8, with rwsem writer lock-stealing behind a writer at the queue's head",
             fixed="AIM7 fork_test -50% from 3.8's strict FIFO writer hand-off",
             commit="ce6711f3d196"),
-        Era("3.19", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
+        Era("3.19", chain=True, lock_root=True, lock="rwsem", rwsem_policy="spin-on-owner",
+            tree=True,
             reuse="degree", swapin="root", move_anon_rmap=True, lock_once=True,
             summary="interval tree, root rwsem; anon_vma_clone reuses an anon_vma with degree < 2",
             fixed="endless growth of the anon_vma hierarchy under fork-and-exit chains",
             commit="7a3ef208e662"),
         Era("6.0", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",
-            rwsem_policy="steal", tree=True,
+            rwsem_policy="handoff", tree=True,
             reuse="active", rmap_trylock=True, swapin="root", move_anon_rmap=True, lock_once=True,
             summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix); "
                     "reclaim already trylocks the rmap lock (6d4675e60135, 2022)",
             fixed="CVE-2022-42703: 3.19's degree let an anon_vma still in use be reused",
             commit="2555283eb40d"),
         Era("modern", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",
-            rwsem_policy="steal", rmap_trylock=True, tree=True, reuse="active",
+            rwsem_policy="handoff", rmap_trylock=True, tree=True, reuse="active",
             swapin="root", move_anon_rmap=True, lock_once=True,
             summary="reclaim's walk trylocks the root rwsem; a contended page counts as "
                     "referenced and is skipped",

@@ -32,7 +32,9 @@ def era_row(e: Era) -> dict[str, str]:
     primitive = e.lock
     if e.lock == "rwsem":
         primitive += {"fifo": " (FIFO hand-off)",
-                      "steal-behind-writer": " (writer lock-stealing behind a writer)"}.get(
+                      "steal-behind-writer": " (writer lock-stealing behind a writer)",
+                      "spin-on-owner": " (writer lock-stealing, spinning on the owner)",
+                      "handoff": " (optimistic spinning, hand-off bit)"}.get(
             e.rwsem_policy, " (writer lock-stealing)")
     return {
         "era": e.name,

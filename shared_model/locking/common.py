@@ -27,6 +27,8 @@ KIND_NAMES = {"tas": TAS, "ticket": TICKET, "qspinlock": QSPINLOCK, "mutex": MUT
 RWSEM_FIFO = 0  # 3.8 as merged: a releasing holder grants the lock to the queue head
 RWSEM_STEAL = 1  # writer lock-stealing (3.10-3.15): a running writer takes a free rwsem first
 RWSEM_STEAL_39 = 2  # 3.9 as committed (ce6711f3d196): steal only behind a writer at the head
+RWSEM_SPIN = 3  # 3.16-3.19: STEAL, and a writer spins on a running owner before it queues
+RWSEM_HANDOFF = 4  # 6.0: writers spin, readers steal, the first waiter's hand-off bit
 
 # What ``lock_acquire`` returns.
 LOCK_FAST = 0  # acquired without waiting

@@ -17,10 +17,25 @@ anon_vma rwsem:
   past queued readers too; a release only wakes a writer at the head, which then tries
   for the lock itself and sleeps again if it was stolen.  Readers at the head are still
   granted (unless a writer holds).
+* RWSEM_SPIN, 3.16-3.19 (``kernel/locking/rwsem-xadd.c`` of 3.19.8,
+  ``RWSEM_SPIN_ON_OWNER`` default y): as STEAL, and a writer whose fast path failed first
+  spins (``rwsem_optimistic_spin``) if the owner word names a writer whose CPU runs
+  (``rwsem_can_spin_on_owner``): while that owner runs, or while there is no owner
+  (readers) until its slice ends, taking the lock unqueued the moment nothing is active
+  (``rwsem_try_write_lock_unqueued``).  The osq (one spinner at a time) is not modelled.
+* RWSEM_HANDOFF, 6.0 (``kernel/locking/rwsem.c`` of 6.0.1): the writer fast path needs
+  the whole count 0; writers spin as SPIN (also with no owner) and steal unqueued unless
+  the HANDOFF bit is set; a reader whose fast path failed steals a lock that no writer
+  holds and no hand-off reserves, if no other reader holds it (reader optimistic lock
+  stealing); the first waiter, a writer woken and robbed after it waited
+  RWSEM_WAIT_TIMEOUT (1 jiffy, 4 ms at HZ=250), sets HANDOFF: from then on nobody
+  steals and the lock goes to it.  Not modelled: RWSEM_NONSPINNABLE (spinning on a
+  reader-owned lock that timed out), the first waiter's spinning while HANDOFF is set.
 
 Record (int64 words)::
 
     w+0  count      readers holding (bits 0-31) | WRITER (bit 32) | WAITING (bit 33)
+                    | HANDOFF (bit 34: 6.0's RWSEM_FLAG_HANDOFF)
     w+1  wait_lock  a tas spinlock guarding the list and every grant (short sections)
     w+2  head       first waiter's node word + 1 (0: empty)     W: wait_lock
     w+3  tail       last waiter's node word + 1                 W: wait_lock
@@ -34,6 +49,7 @@ Waiter node (the caller's per-CPU node block, at its nesting level)::
               WOKEN 2 (the steal policies: a writer at the head, told to try for itself)
     +1 next   next waiter's node word + 1                       W: wait_lock
     +2 type   READER 0 / WRITER 1
+    +3 since  when it queued (clock_ns; 6.0's hand-off timeout)
 
 Hand-off, FIFO (3.8)::
 
@@ -79,6 +95,7 @@ from .atomics import (
     atomic_fetch_and,
     atomic_fetch_or,
     atomic_xchg,
+    clock_ns,
     cmpxchg,
     cpu_relax,
     futex_wait,
@@ -97,12 +114,17 @@ from .common import (
     NODE_WORDS,
     NODES_PER_CPU,
     OWNER,
+    RUN_RUNNING,
     RUN_SLEEPING,
     RWSEM_FIFO,
+    RWSEM_HANDOFF,
+    RWSEM_SPIN,
     RWSEM_STEAL,
     RWSEM_STEAL_39,
+    SPIN_SLICE_NS,
     WAIT_SLICE_NS,
     owner_pid,
+    owner_run_word,
     stop_requested,
 )
 from .jit import cached_njit
@@ -118,11 +140,14 @@ DIED = 5
 READERS_MASK = 0xFFFFFFFF
 WRITER = 1 << 32
 WAITING = 1 << 33
+HANDOFF = 1 << 34
 HOLDERS = READERS_MASK | WRITER
+RWSEM_WAIT_TIMEOUT_NS = 4_000_000  # DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=250
 # node words and values
 STATE = 0
 NEXT = 1
 TYPE = 2
+SINCE = 3
 WAITING_STATE = 0
 GRANTED = 1
 WOKEN = 2
@@ -147,8 +172,8 @@ def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
 @cached_njit(inline=True)
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
-    if policy != RWSEM_STEAL:  # FIFO and 3.9: the whole count must be 0 (no waiters)
-        return cmpxchg(words, w + COUNT, 0, WRITER) == 0
+    if policy != RWSEM_STEAL and policy != RWSEM_SPIN:
+        return cmpxchg(words, w + COUNT, 0, WRITER) == 0  # FIFO, 3.9, 6.0: a count of 0
     c = READ_ONCE(words, w + COUNT)
     while c & HOLDERS == 0:  # lock-stealing: sleeping waiters do not stop a running writer
         found = cmpxchg(words, w + COUNT, c, c | WRITER)
@@ -164,6 +189,8 @@ def down_read(words: np.ndarray, w: int, policy: int, node_w: int, stop_w: int) 
     holds it or anybody waits."""
     if down_read_trylock(words, w, policy):
         return LOCK_FAST
+    if policy == RWSEM_HANDOFF and rwsem_read_steal(words, w, policy):
+        return LOCK_CONTENDED
     return rwsem_down_slowpath(words, w, policy, READER, node_w, stop_w)
 
 
@@ -175,7 +202,66 @@ def down_write(
     held (FIFO: or anybody waits).  The caller then writes the owner word."""
     if down_write_trylock(words, w, policy):
         return LOCK_FAST
+    if policy == RWSEM_SPIN or policy == RWSEM_HANDOFF:
+        status = rwsem_optimistic_spin(words, w, policy, owner_tag, node_w, stop_w)
+        if status != _NOT_TAKEN:
+            return status
     return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, node_w, stop_w)
+
+
+_NOT_TAKEN = -2
+
+
+@cached_njit
+def rwsem_optimistic_spin(words: np.ndarray, w: int, policy: int, owner_tag: int, node_w: int,
+                          stop_w: int) -> int:
+    """3.19 / 6.0: spin instead of queueing while spinning can pay: LOCK_CONTENDED when
+    taken unqueued, LOCK_STOPPED, or _NOT_TAKEN (queue).  Spin while the owner word names a
+    writer whose CPU runs, or names nobody (readers hold, or a writer between taking the
+    count and writing its tag) until this spinner's slice ends (``need_resched``); 3.19
+    starts only on a running writer owner (``rwsem_can_spin_on_owner``)."""
+    owner = READ_ONCE(words, w + OWNER)
+    if owner != 0 and READ_ONCE(words, owner_run_word(node_w, owner_tag, owner)) != RUN_RUNNING:
+        return _NOT_TAKEN
+    if owner == 0 and policy == RWSEM_SPIN:
+        return _NOT_TAKEN
+    busy = HOLDERS | HANDOFF if policy == RWSEM_HANDOFF else HOLDERS
+    start = clock_ns()
+    spins = 0
+    while True:
+        c = READ_ONCE(words, w + COUNT)
+        if c & busy == 0 and cmpxchg(words, w + COUNT, c, c | WRITER) == c:
+            return LOCK_CONTENDED  # rwsem_try_write_lock_unqueued
+        if c & HANDOFF:
+            return _NOT_TAKEN  # reserved for the first waiter
+        owner = READ_ONCE(words, w + OWNER)
+        if owner != 0 and READ_ONCE(words, owner_run_word(node_w, owner_tag, owner)) \
+                != RUN_RUNNING:
+            return _NOT_TAKEN  # rwsem_spin_on_owner: the owner went to sleep
+        if stop_requested(words, stop_w):
+            return LOCK_STOPPED
+        spins += 1
+        if spins % 64 == 0 and clock_ns() - start > SPIN_SLICE_NS:
+            return _NOT_TAKEN  # need_resched()
+        cpu_relax()
+
+
+@cached_njit
+def rwsem_read_steal(words: np.ndarray, w: int, policy: int) -> bool:
+    """6.0's reader optimistic lock stealing (``rwsem_down_read_slowpath``): take the read
+    side though others wait, when no writer holds it, no hand-off reserves it and no other
+    reader holds it; then let the readers at the head of the queue in too."""
+    c = READ_ONCE(words, w + COUNT)
+    while c & (WRITER | HANDOFF | READERS_MASK) == 0:
+        found = cmpxchg(words, w + COUNT, c, c + 1)
+        if found == c:
+            if c & WAITING:
+                _wait_lock(words, w)
+                rwsem_wake_locked(words, w, policy)  # RWSEM_WAKE_READ_OWNED
+                _wait_unlock(words, w)
+            return True
+        c = found
+    return False
 
 
 @cached_njit(inline=True)
@@ -248,7 +334,7 @@ def _list_remove(words: np.ndarray, w: int, node: int) -> None:
         WRITE_ONCE(words, w + TAIL, prev)
     WRITE_ONCE(words, w + WAITERS, READ_ONCE(words, w + WAITERS) - 1)
     if nxt == 0 and prev == 0:
-        atomic_fetch_and(words, w + COUNT, ~WAITING)
+        atomic_fetch_and(words, w + COUNT, ~(WAITING | HANDOFF))
 
 
 @cached_njit
@@ -337,6 +423,7 @@ def _queue_and_sleep(
     WRITE_ONCE(words, node + STATE, WAITING_STATE)
     WRITE_ONCE(words, node + NEXT, 0)
     WRITE_ONCE(words, node + TYPE, kind)
+    WRITE_ONCE(words, node + SINCE, clock_ns())
     _wait_lock(words, w)
     _list_append(words, w, node)
     rwsem_wake_locked(words, w, policy)
@@ -353,6 +440,9 @@ def _queue_and_sleep(
         if state == WOKEN:
             if policy == RWSEM_STEAL_39:
                 if try_get_writer_sem(words, w, node):
+                    return LOCK_CONTENDED
+            elif policy == RWSEM_HANDOFF:
+                if rwsem_try_write_lock(words, w, node):
                     return LOCK_CONTENDED
             elif _try_write_lock_woken(words, w, node):
                 return LOCK_CONTENDED
@@ -411,6 +501,38 @@ def try_get_writer_sem(words: np.ndarray, w: int, node: int) -> bool:
 
 
 @cached_njit
+def rwsem_try_write_lock(words: np.ndarray, w: int, node: int) -> bool:
+    """6.0's ``rwsem_try_write_lock`` for the woken head writer (takes and drops
+    wait_lock): take the lock if nothing holds it (clearing HANDOFF); if it is held (it
+    was stolen) and this waiter has waited RWSEM_WAIT_TIMEOUT, set HANDOFF: no more
+    stealing, the next release leaves it to this waiter.  Failing, back to WAITING."""
+    _wait_lock(words, w)
+    first = READ_ONCE(words, w + HEAD) == node + 1
+    c = READ_ONCE(words, w + COUNT)
+    while True:
+        if c & HOLDERS == 0:
+            if c & HANDOFF and not first:
+                break
+            found = cmpxchg(words, w + COUNT, c, (c | WRITER) & ~HANDOFF)
+            if found == c:
+                _list_remove(words, w, node)
+                _wait_unlock(words, w)
+                return True
+            c = found
+            continue
+        if c & HANDOFF or not first or clock_ns() - READ_ONCE(words, node + SINCE) \
+                <= RWSEM_WAIT_TIMEOUT_NS:
+            break
+        found = cmpxchg(words, w + COUNT, c, c | HANDOFF)
+        if found == c:
+            break
+        c = found
+    WRITE_ONCE(words, node + STATE, WAITING_STATE)
+    _wait_unlock(words, w)
+    return False
+
+
+@cached_njit
 def _abort_wait(words: np.ndarray, w: int, policy: int, kind: int, node: int) -> int:
     """Stop: leave the queue (letting in whoever that unblocks), or give back a lock that
     was granted meanwhile."""
@@ -422,6 +544,8 @@ def _abort_wait(words: np.ndarray, w: int, policy: int, kind: int, node: int) ->
         else:
             up_read(words, w, policy)
         return LOCK_STOPPED
+    if READ_ONCE(words, w + HEAD) == node + 1:  # the first waiter's hand-off goes with it
+        atomic_fetch_and(words, w + COUNT, ~HANDOFF)
     _list_remove(words, w, node)
     rwsem_wake_locked(words, w, policy)
     _wait_unlock(words, w)

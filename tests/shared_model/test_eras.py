@@ -25,9 +25,9 @@ def test_the_eras_in_order_with_what_each_changed() -> None:
     assert later == {"3.7": ("mutex", "fifo", True, "none", False),
                      "3.8": ("rwsem", "fifo", True, "none", False),
                      "3.9": ("rwsem", "steal-behind-writer", True, "none", False),
-                     "3.19": ("rwsem", "steal", True, "degree", False),
-                     "6.0": ("rwsem", "steal", True, "active", True),
-                     "modern": ("rwsem", "steal", True, "active", True)}
+                     "3.19": ("rwsem", "spin-on-owner", True, "degree", False),
+                     "6.0": ("rwsem", "handoff", True, "active", True),
+                     "modern": ("rwsem", "handoff", True, "active", True)}
     # Everything after 3.0 keeps 3.0's swap-in, page_move_anon_rmap and once-per-pass locking.
     assert all((e.swapin, e.move_anon_rmap, e.lock_once) == ("root", True, True)
                for e in list(ERAS.values())[5:])

@@ -23,7 +23,7 @@ from shared_model.build import build_family
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
 from shared_model.layout import CPU_STATE, LS_ACQ, LS_CONT, PTE_YOUNG
-from shared_model.locking import RWSEM, RWSEM_FIFO, RWSEM_STEAL, RWSEM_STEAL_39
+from shared_model.locking import RWSEM, RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_STEAL_39
 from shared_model.locks import CLASS, SITE, lock_acquire_fast, lock_kind
 from shared_model.memory import dup_mmap, exit_mmap
 from shared_model.model import Model
@@ -57,7 +57,7 @@ def test_lock_policy_eras() -> None:
     assert list(ERAS)[-1] == "modern"
     assert all(e.chain and e.lock_root and e.lock == "rwsem" for e in (e38, e39, mod))
     assert (e38.rwsem_policy, e39.rwsem_policy, mod.rwsem_policy) == ("fifo", "steal-behind-writer",
-                                                                        "steal")
+                                                                        "handoff")
     assert (e38.rmap_trylock, e39.rmap_trylock, mod.rmap_trylock) == (False, False, True)
     assert mod.spin == ERAS["6.0"].spin == "qspinlock" and e38.spin == e39.spin == "ticket"
     assert [ERAS[n].commit for n in LOCK_ERAS] == ["5a505085f043, 4fc3f1d66b1e", "ce6711f3d196",
@@ -69,7 +69,7 @@ def test_lock_policy_eras() -> None:
 
 
 @pytest.mark.parametrize("era,policy,trylock", [("3.8", RWSEM_FIFO, 0), ("3.9", RWSEM_STEAL_39, 0),
-                                                ("modern", RWSEM_STEAL, 1), ("3.0", RWSEM_FIFO, 0)])
+                                                ("modern", RWSEM_HANDOFF, 1), ("3.0", RWSEM_FIFO, 0)])
 def test_geometry_carries_the_policy(make_model, era: str, policy: int, trylock: int) -> None:  # type: ignore[no-untyped-def]
     m = make_model(era, users=0, pages=1, cpus=1)
     assert m.g[G.RWSEM_POLICY] == policy
@@ -81,7 +81,7 @@ def test_eras_table_rows() -> None:
     rows = {r["era"]: r for r in (era_row(e) for e in ERAS.values())}
     assert rows["3.8"]["primitive"] == "rwsem (FIFO hand-off)"
     assert rows["3.9"]["primitive"] == "rwsem (writer lock-stealing behind a writer)"
-    assert rows["3.19"]["primitive"] == "rwsem (writer lock-stealing)"
+    assert rows["3.19"]["primitive"] == "rwsem (writer lock-stealing, spinning on the owner)"
     assert rows["modern"]["walk"].endswith("reclaim trylocks")
     assert rows["2.6.33"]["linking"] == "VMAs on the anon_vma's list"
     assert rows["2.6.34"]["lock"] == "page's anon_vma's" and rows["2.6.36"]["lock"] == "root anon_vma's"
@@ -396,9 +396,11 @@ def test_the_eras_hand_off_policy_on_a_real_fork(make_model, spawn, era: str, st
     """A second CPU holds the root for writing; a forked child's dup_mmap queues for it (a
     writer) and is frozen (SIGSTOP) while it sleeps.  The holder releases and wants the root
     again at once: 3.8 (FIFO) has already granted it to the frozen fork, so the holder's
-    trylock fails; 3.9 and modern (lock-stealing) only woke the fork, and the running
-    holder takes it: modern in the fast path, 3.9 (ce6711f3d196) only after queueing
-    behind the fork (the fast path needs a count of 0), as the first waiter is a writer.
+    trylock fails; 3.9 (lock-stealing) only woke the fork, and the running holder takes it
+    in its slow path (the fast path needs a count of 0) after queueing behind the fork,
+    the first waiter being a writer (ce6711f3d196).  Modern's fork never queued: it spins
+    on the running holder (optimistic spinning), so frozen it holds no place, and the
+    holder's fast path finds the count 0.
     The fork then completes either way."""
     m, holder, users, root_w = _family(make_model, era)
     site = SITE["anon_vma_fork"]
