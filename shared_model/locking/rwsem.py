@@ -573,6 +573,15 @@ def rwsem_state(words: np.ndarray, w: int) -> tuple[bool, int]:
 
 
 @cached_njit
+def rwsem_is_wedged(words: np.ndarray, w: int) -> bool:
+    """A node is still queued: read once every live CPU has stopped waiting (each takes its
+    node out as it aborts), that is the node of a CPU that died asleep in the queue; a
+    release would grant (FIFO) or wake it (the others) with nobody to run, and with
+    6.0's HANDOFF bit set nobody may steal past it."""
+    return READ_ONCE(words, w + WAITERS) != 0
+
+
+@cached_njit
 def rwsem_readers(words: np.ndarray, w: int) -> int:
     """Readers holding the rwsem now."""
     return READ_ONCE(words, w + COUNT) & READERS_MASK

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import time
 
-from shared_model.locking import LOCK_CONTENDED, LOCK_FAST, MUTEX, lock_acquire, lock_release
+from shared_model.locking import (
+    LOCK_CONTENDED,
+    LOCK_FAST,
+    MUTEX,
+    lock_acquire,
+    lock_is_wedged,
+    lock_release,
+)
 from shared_model.locking.common import (
     NODE_RUN_STATE,
     RUN_RUNNING,
@@ -95,3 +102,17 @@ def test_a_spinner_follows_a_new_running_owner(lab: LockLab) -> None:
     assert mine in (LOCK_FAST, 1)
     assert words[at.status] == LOCK_CONTENDED
     assert words[at.lock + SLEEPERS] == 0
+
+
+def test_a_spinner_killed_while_spinning_wedges_nothing(lab: LockLab) -> None:
+    """A spinner holds no place: killed mid-spin, the mutex is released and taken as ever
+    (its spinner count stays, a statistic only)."""
+    at, words = lab.at, lab.words
+    hold(lab)
+    pid = lab.spawn(spinner, lab)
+    lab.wait_until(lambda: words[at.lock + SPINNERS] == 1, "the child to spin")
+    lab.kill(pid)
+    lock_release(words, at.lock, MUTEX, 0, 0, at.node(PARENT))
+    assert not lock_is_wedged(words, at.lock, MUTEX)
+    hold(lab)
+    lock_release(words, at.lock, MUTEX, 0, 0, at.node(PARENT))

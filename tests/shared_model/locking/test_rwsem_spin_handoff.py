@@ -19,6 +19,7 @@ from shared_model.locking import (
     RWSEM_HANDOFF,
     RWSEM_SPIN,
     lock_acquire,
+    lock_is_wedged,
     lock_release,
     lock_state,
 )
@@ -137,3 +138,19 @@ def test_60_stealing_stops_once_the_hand_off_bit_is_set(lab: LockLab) -> None:
     assert logged(lab) == [PARENT, 1]
     assert words[at.lock] == 0  # HANDOFF cleared by W1 taking it, WAITING by the empty queue
     assert lock_state(words, at.lock, RWSEM) == (False, 0)
+
+
+def test_60_a_writer_killed_in_the_queue_is_named_wedged(lab: LockLab) -> None:
+    """A writer that dies asleep in the queue keeps its node there: every release wakes a
+    process that is gone (and with its hand-off bit set nobody else may take the lock), so
+    ``lock_is_wedged`` names it for the report.  (Read once no live CPU waits: a live
+    sleeper's node reads the same; the stop test in test_rwsem shows aborts empty it.)"""
+    at, policy, words = lab.at, RWSEM_HANDOFF, lab.words
+    assert take(lab, policy, WRITE, PARENT) == LOCK_FAST
+    lab.words[at.node(PARENT) + NODE_RUN_STATE] = RUN_SLEEPING  # so that W1 queues
+    (w1,) = [lab.spawn(waiter, lab, policy, WRITE, 1)]
+    lab.wait_until(partial(queued, lab, 1), "W1 to queue")
+    lab.kill(w1)
+    lab.words[at.node(PARENT) + NODE_RUN_STATE] = RUN_RUNNING
+    release(lab, policy, WRITE, PARENT)
+    assert lock_is_wedged(words, at.lock, RWSEM)
