@@ -2,21 +2,22 @@
 """The lock-policy eras measured on this machine, beside the kernel's published numbers;
 writes docs/results/eras/ (eras.json and README.md).
 
-* fork-test (AIM7 fork_test): forks per second on each era (default 3.0, 3.8, 3.9,
-  modern).  Kernel: 3.8's rwsem cost fork_test 50%; writer lock-stealing (3.9,
+* fork-test (AIM7 fork_test: fork and exit only, no reclaim): forks per second on each
+  era (default 3.0, 3.8, 3.9, 3.19, 6.0), and each era's ratio to the first, round by
+  round.  Kernel: 3.8's rwsem cost fork_test 50%; writer lock-stealing (3.9,
   ce6711f3d196) recovered it.
 * exim (MOSBENCH): messages per second, anon_vma lock wait and its two call sites on each
   era (default 2.6.36, 3.0-rc1, 3.0; eras not registered are skipped with a note).  Kernel:
   3.0's mutex cost exim 52% at 40 cores; lock acquisition 3.25% -> 18.6% of CPU, 39% of
   it in anon_vma_clone and 37.6% in unlink_anon_vmas.
-* reclaim beside fork/exit (fork-test's reclaim, 3.9 against modern): pages scanned per
+* reclaim beside fork/exit (fork-test --reclaim, 3.9 against modern): pages scanned per
   second, reclaim's wait for the root lock, pages skipped by modern's trylock.
 
 Every round runs each era once, eras interleaved, so slow drift of a shared machine hits
 all eras alike; each figure is the mean ± sd over the rounds.
 
     PYTHONPATH=. python scripts/measure_eras.py [--cpus 2 --duration 5 --repeat 3]
-        [--fork-eras 3.0,3.8,3.9,modern] [--exim-eras 2.6.36,3.0-rc1,3.0]
+        [--fork-eras 3.0,3.8,3.9,3.19,6.0] [--exim-eras 2.6.36,3.0-rc1,3.0]
         [--trylock-eras 3.9,modern] [--users 8 --pages 32] [--out docs/results/eras]
     PYTHONPATH=. python scripts/measure_eras.py --render docs/results/eras/eras.json
 """
@@ -71,6 +72,9 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
         "lock_wait_share": mean_shares(res)["lock_wait"],
         "anon_vma_contentions": av["contentions"] if av else 0,
         "anon_vma_acquisitions": av["acquisitions"] if av else 0,
+        "anon_vma_wait_avg_ns": av["wait_ns"]["avg"] if av else 0,
+        "anon_vma_hold_avg_ns": av["hold_ns"]["avg"] if av else 0,
+        "forks": t["forks"],
         "wait_share_anon_vma_fork": site_wait("anon_vma_fork"),
         "wait_share_unlink_anon_vmas": site_wait("unlink_anon_vmas"),
         "reclaim_wait_ms": sum(sites[s]["wait_total_ns"] for s in ("page_referenced", "try_to_unmap")
@@ -88,12 +92,13 @@ def fmt(xs: list[float], spec: str = ".0f", scale: float = 1.0) -> str:
     return f"{m:{spec}} ± {sd:{spec}}" if len(xs) > 1 else f"{m:{spec}}"
 
 
-def measure(scenario: str, eras: list[str], a: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+def measure(scenario: str, eras: list[str], a: argparse.Namespace,
+            reclaim: bool = False) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {e: [] for e in eras}
     for r in range(a.repeat):
         for era in eras:
             cfg = RunConfig(era=era, scenario=scenario, users=max(a.users, a.cpus), pages=a.pages,
-                            cpus=a.cpus, duration=a.duration, seed=r)
+                            cpus=a.cpus, duration=a.duration, seed=r, reclaim=reclaim)
             t0 = time.monotonic()
             s = summary(run(cfg))
             runs[era].append(s)
@@ -108,6 +113,42 @@ def change(runs: dict[str, list[dict[str, Any]]], key: str, base: str, era: str)
     b = statistics.fmean(s[key] for s in runs[base])
     v = statistics.fmean(s[key] for s in runs[era])
     return f"{100 * (v / b - 1):+.0f}%" if b else "-"
+
+
+def ratio(runs: dict[str, list[dict[str, Any]]], key: str, base: str, era: str) -> str:
+    """``era``'s figure over ``base``'s, round by round (the two ran back to back), as
+    mean ± sd over the rounds."""
+    rs = [e[key] / b[key] for e, b in zip(runs[era], runs[base], strict=True) if b[key]]
+    return fmt(rs, ".2f") + "x" if rs else "-"
+
+
+# The kernel's published fork_test changes, read as ratios to the era before the rwsem:
+# 3.8's rwsem -50%, 3.9 "fully recovered" (ce6711f3d196).  None published for 3.19 or 6.0.
+KERNEL_FORK_RATIO = {"3.8": "0.5x", "3.9": "~1.0x"}
+
+
+def fork_test_note(runs: dict[str, list[dict[str, Any]]], base: str, cpus: int) -> list[str]:
+    """Why 3.8's fall differs in size from the kernel's: what one FIFO hand-off costs here
+    (the mean wait of a contended take: a futex wake-up and the woken CPU's scheduling)
+    against the hold it waits out and the time of one fork."""
+    rs = runs.get("3.8")
+    if not rs or base not in runs or "anon_vma_wait_avg_ns" not in rs[0]:
+        return []
+    per_fork = statistics.fmean(r["anon_vma_contentions"] / max(r["forks"], 1) for r in rs)
+    wait_us = statistics.fmean(r["anon_vma_wait_avg_ns"] for r in rs) / 1e3
+    hold_ns = statistics.fmean(r["anon_vma_hold_avg_ns"] for r in rs)
+    fork_us = cpus * 1e6 / statistics.fmean(r["forks_per_s"] for r in runs[base])
+    return [(f"Why 3.8 falls further than the kernel's -50%: each fork on 3.8 waits "
+             f"{per_fork:.2f} times for the root, {wait_us:.0f} us on average (a FIFO hand-off "
+             f"is a futex wake-up and the woken CPU's scheduling, on this machine), for a hold "
+             f"of {hold_ns:.0f} ns, while a whole fork costs {fork_us:.0f} us of CPU on {base}: "
+             f"the wake-ups ({per_fork * wait_us:.0f} us per fork) outweigh the work several "
+             "times.  The kernel's fork_test fork is a real process creation (hundreds of us) "
+             "and a bare-metal wake-up a few us, so there the hand-off is a smaller share.  "
+             "With 16 CPUs every take on 3.8 queues behind a sleeper: forks/s is then bounded "
+             "by one hand-off chain, about 1 / (takes per fork x wake-up), whatever the CPU "
+             "count, while the stealing eras scale until the root's hold saturates; so the "
+             "prediction is a deeper 3.8 fall at 16 cores, and 3.9 still near 3.0."), ""]
 
 
 def registered(names: str) -> list[str]:
@@ -125,7 +166,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--pages", type=int, default=32)
-    ap.add_argument("--fork-eras", default="3.0,3.8,3.9,modern")
+    ap.add_argument("--fork-eras", default="3.0,3.8,3.9,3.19,6.0")
     ap.add_argument("--exim-eras", default="2.6.36,3.0-rc1,3.0")
     ap.add_argument("--trylock-eras", default="3.9,modern")
     ap.add_argument("--out", default="docs/results/eras")
@@ -141,7 +182,7 @@ def main() -> None:
     t0 = time.monotonic()
     sections = {"fork-test": ("fork-test", registered(a.fork_eras)),
                 "exim": ("exim", registered(a.exim_eras)),
-                "trylock": ("fork-test", registered(a.trylock_eras))}
+                "trylock": ("fork-test", registered(a.trylock_eras))}  # with --reclaim
     doc: dict[str, Any] = {
         "schema": "rmap-stress-eras-measure/1",
         "machine": machine_info(),
@@ -154,7 +195,8 @@ def main() -> None:
     for name, (scenario, eras) in sections.items():
         if len(eras) < 1:
             continue
-        doc["sections"][name] = {"scenario": scenario, "eras": eras, "runs": measure(scenario, eras, a)}
+        doc["sections"][name] = {"scenario": scenario, "eras": eras, "reclaim": name == "trylock",
+                                 "runs": measure(scenario, eras, a, reclaim=name == "trylock")}
     doc["elapsed_s"] = time.monotonic() - t0
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "eras.json"), "w") as fh:
@@ -184,11 +226,13 @@ def markdown(doc: dict[str, Any]) -> str:
         s = secs["fork-test"]
         runs, eras = s["runs"], s["eras"]
         out += ["## fork-test (AIM7 fork_test)", "",
-                "| era | forks/s | change vs " + eras[0] + " | anon_vma lock wait | wait at anon_vma_fork "
-                "| wait at unlink_anon_vmas |", "|---|---|---|---|---|---|"]
+                "| era | forks/s | change vs " + eras[0] + " | ratio to " + eras[0] + " (per round) "
+                "| kernel | anon_vma lock wait | wait at anon_vma_fork "
+                "| wait at unlink_anon_vmas |", "|---|---|---|---|---|---|---|---|"]
         for e in eras:
             rs = runs[e]
             out.append(f"| {e} | {fmt([r['forks_per_s'] for r in rs])} | {change(runs, 'forks_per_s', eras[0], e)} "
+                       f"| {ratio(runs, 'forks_per_s', eras[0], e)} | {KERNEL_FORK_RATIO.get(e, '-')} "
                        f"| {fmt([r['anon_vma_wait_share'] for r in rs], '.1f', 100)}% "
                        f"| {fmt([r['wait_share_anon_vma_fork'] for r in rs], '.0f', 100)}% "
                        f"| {fmt([r['wait_share_unlink_anon_vmas'] for r in rs], '.0f', 100)}% |")
@@ -196,6 +240,7 @@ def markdown(doc: dict[str, Any]) -> str:
             out += ["", (f"3.9 against 3.8 (writer lock-stealing): {change(runs, 'forks_per_s', '3.8', '3.9')} "
                         "forks/s.")]
         out += ["", f"Kernel: {doc['kernel']['fork-test']}.", ""]
+        out += fork_test_note(runs, eras[0], c["cpus"])
     if "exim" in secs:
         s = secs["exim"]
         runs, eras = s["runs"], s["eras"]

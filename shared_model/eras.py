@@ -10,7 +10,8 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
 * ``lock``: the primitive of that lock: x86's ticket spinlock until 3.0, a sleeping mutex
   from 3.0 (``shared_model/locking``; ``--lock`` overrides it).
 * ``spin``: the primitive of the era's plain spinlocks (page_table_lock, the slab and
-  mapcount locks): ticket on the x86 of 2.6.25-4.1.
+  mapcount locks): ticket on the x86 of 2.6.25-4.1, qspinlock from 4.2 (x86;
+  6.0 and modern).
 * ``swapin``: where ``do_swap_page`` puts a page it maps for the first time
   (``page_add_anon_rmap`` -> ``__page_set_anon_rmap``): "keep" (``page->mapping =
   vma->anon_vma``: in 2.6.33 the family's one anon_vma; in the seed as committed,
@@ -40,8 +41,14 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   not the source VMA's own); "active" (6.0, 2555283eb40d: num_active_vmas == 0 and
   num_children < 2).
 * ``rwsem_policy``: the hand-off of an rwsem rmap lock (3.8+): "fifo", 3.8 as merged (a
-  releasing holder grants the lock to the queue head), or "steal", writer lock-stealing
-  (3.9+: a running writer takes a free rwsem ahead of the sleepers).
+  releasing holder grants the lock to the queue head); "steal-behind-writer", 3.9 as
+  committed (ce6711f3d196: a writer queues, then takes the free rwsem only when the first
+  waiter is a writer; woken writers are woken, not granted); "steal", writer
+  lock-stealing as 3.10-3.15 (a running writer takes a free rwsem ahead of every sleeper;
+  no era uses it now); "spin-on-owner", 3.16-3.19 (steal, and a writer first spins while
+  the owner runs, taking the lock unqueued: rwsem-xadd.c's rwsem_optimistic_spin); or
+  "handoff", 6.0 and modern (kernel/locking/rwsem.c: writers spin, readers steal, and a
+  first waiter robbed for RWSEM_WAIT_TIMEOUT sets the hand-off bit that stops stealing).
 * ``rmap_trylock``: reclaim's page_referenced walk takes the rmap lock with a trylock and
   counts a contended page as referenced instead of waiting (6d4675e60135, 2022: 6.0 and modern).
 * ``fixed``, ``commit``: what the era's change fixed and the kernel commit that made it
@@ -111,24 +118,26 @@ ERAS: dict[str, Era] = {
                     "strict FIFO hand-off",
             fixed="NUMA-balancing migration walks queued behind each other on the mutex",
             commit="5a505085f043, 4fc3f1d66b1e"),
-        Era("3.9", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
-            swapin="root", move_anon_rmap=True, lock_once=True,
-            summary="as 3.8, with rwsem writer lock-stealing",
+        Era("3.9", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal-behind-writer",
+            tree=True, swapin="root", move_anon_rmap=True, lock_once=True,
+            summary="as 3.8, with rwsem writer lock-stealing behind a writer at the queue's head",
             fixed="AIM7 fork_test -50% from 3.8's strict FIFO writer hand-off",
             commit="ce6711f3d196"),
-        Era("3.19", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
+        Era("3.19", chain=True, lock_root=True, lock="rwsem", rwsem_policy="spin-on-owner",
+            tree=True,
             reuse="degree", swapin="root", move_anon_rmap=True, lock_once=True,
             summary="interval tree, root rwsem; anon_vma_clone reuses an anon_vma with degree < 2",
             fixed="endless growth of the anon_vma hierarchy under fork-and-exit chains",
             commit="7a3ef208e662"),
-        Era("6.0", chain=True, lock_root=True, lock="rwsem", rwsem_policy="steal", tree=True,
+        Era("6.0", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",
+            rwsem_policy="handoff", tree=True,
             reuse="active", rmap_trylock=True, swapin="anon_exclusive", move_anon_rmap=True, lock_once=True,
             summary="degree split into num_children and num_active_vmas (CVE-2022-42703 fix); "
                     "reclaim already trylocks the rmap lock (6d4675e60135, 2022)",
             fixed="CVE-2022-42703: 3.19's degree let an anon_vma still in use be reused",
             commit="2555283eb40d"),
         Era("modern", chain=True, lock_root=True, lock="rwsem", spin="qspinlock",
-            rwsem_policy="steal", rmap_trylock=True, tree=True, reuse="active",
+            rwsem_policy="handoff", rmap_trylock=True, tree=True, reuse="active",
             swapin="anon_exclusive", move_anon_rmap=True, lock_once=True,
             summary="reclaim's walk trylocks the root rwsem; a contended page counts as "
                     "referenced and is skipped",

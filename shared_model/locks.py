@@ -17,7 +17,8 @@ Every lock record is 64 bytes: the primitive's words, then ``owner`` (pid * 4096
 written by the holder after it acquires and cleared before it releases).
 
 Instrumentation, recorded by compiled code in the acquiring CPU's own lockstat slot, for
-its (class, call site): acquisitions, contentions (the first trylock failed), wait (request
+its (class, call site): acquisitions, contentions (the first trylock failed), MCS
+queueings (contentions that took a qspinlock node: the pending waiter takes none), wait (request
 to acquire) and hold (acquire to release) min/max/total, and a histogram of each.  The
 uncontended path costs two clock reads (one at acquire, one at release, as the kernel's
 holdtime stamp; the TSC through ``locking.clock``, ~9 ns each, where clock_gettime costs
@@ -53,6 +54,7 @@ from .layout import (
     LS_HOLD_MAX,
     LS_HOLD_MIN,
     LS_HOLD_TOTAL,
+    LS_QUEUED,
     LS_WAIT_HIST,
     LS_WAIT_MAX,
     LS_WAIT_MIN,
@@ -75,7 +77,7 @@ from .locking import (
 )
 from .locking.atomics import WRITE_ONCE, bit_length, c_entry_call
 from .locking.clock import sched_clock
-from .locking.common import OWNER
+from .locking.common import NODE_MCS_QUEUED, OWNER
 from .locking.jit import cached_cfunc, cached_njit
 from .locking.qspinlock import queued_spin_trylock, queued_spin_unlock
 from .locking.tas import tas_trylock, tas_unlock
@@ -278,6 +280,7 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
     words[cb + G.F_WAIT_LOCK] = w
     words[cb + G.F_SINCE] = t0
     words[cb + G.F_STATE] = WAIT
+    queueings = words[g[G.NODE_W] + NODE_MCS_QUEUED]
     st = lock_acquire(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG],
                       g[G.NODE_W], g[G.STOP_W])
     words[cb + G.F_STATE] = prev_state
@@ -292,6 +295,7 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
         # and the class's wait share would otherwise miss them); it acquired nothing.
         b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS
         words[b + LS_CONT] += 1
+        words[b + LS_QUEUED] += words[g[G.NODE_W] + NODE_MCS_QUEUED] - queueings
         words[b + LS_WAIT_TOTAL] += wait
         words[b + LS_WAIT_MAX] = max(words[b + LS_WAIT_MAX], wait)
         words[b + LS_WAIT_MIN] = min(words[b + LS_WAIT_MIN], wait)

@@ -48,7 +48,7 @@ from .layout import (
     lock_namer,
 )
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
-from .locking import RWSEM_FIFO, RWSEM_STEAL
+from .locking import RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_SPIN, RWSEM_STEAL, RWSEM_STEAL_39
 from .locking.atomics import READ_ONCE, c_entry_call, cmpxchg, cpu_relax, smp_store_release
 from .locking.common import STOP_ABORT
 from .locking.jit import cached_cfunc, cached_njit
@@ -69,7 +69,8 @@ AV_LOCK = CLASS["anon_vma"]
 PTL = CLASS["ptl"]
 SLAB = CLASS["slab"]
 # eras.Era.rwsem_policy -> the rwsem's hand-off policy (shared_model.locking).
-RWSEM_POLICIES = {"fifo": RWSEM_FIFO, "steal": RWSEM_STEAL}
+RWSEM_POLICIES = {"fifo": RWSEM_FIFO, "steal-behind-writer": RWSEM_STEAL_39,
+                  "steal": RWSEM_STEAL, "spin-on-owner": RWSEM_SPIN, "handoff": RWSEM_HANDOFF}
 S_ALLOC, S_FREE = SITE["kmem_cache_alloc"], SITE["kmem_cache_free"]
 
 

@@ -56,6 +56,7 @@ from numba import njit
 from . import ctx as G
 from .layout import CPU_STATE, SWAPDEV_FIELDS
 from .locking.atomics import READ_ONCE, atomic_fetch_add, clock_ns, cmpxchg
+from .locking.common import NODE_RUN_STATE, RUN_IOWAIT
 from .locking.jit import cached_njit
 from .model import Model
 
@@ -237,6 +238,9 @@ def io_schedule_until(m: Model, until_ns: int, stopping: Callable[[], bool]) -> 
     prev = int(words[f["state"]])
     words[f["state_since_ns"]] = t0
     words[f["state"]] = IOWAIT
+    run_w = int(m.g[G.NODE_W]) + NODE_RUN_STATE  # asleep: a spinner on a lock we hold stops
+    prev_run = int(words[run_w])
+    words[run_w] = RUN_IOWAIT
     now = t0
     try:
         while now < until_ns and not stopping():
@@ -246,6 +250,7 @@ def io_schedule_until(m: Model, until_ns: int, stopping: Callable[[], bool]) -> 
     finally:
         words[f["t_iowait_ns"]] += now - t0
         words[f["state"]] = prev
+        words[run_w] = prev_run
     return now - t0
 
 

@@ -98,6 +98,10 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
                    help="record no lock statistics (to measure what recording them costs)")
     p.add_argument("--work-us", type=int, default=200, metavar="US",
                    help="forking-server: user work per job in microseconds (default 200)")
+    p.add_argument("--reclaim", action="store_true",
+                   help="fork-test: after every fork the CPU also reclaims 2 pages of the "
+                        "family's LRU (rmap walks reading the root lock); off by default: "
+                        "AIM7's fork_test only forks and exits")
     p.add_argument("--ram-pages", type=int, default=0, metavar="N",
                    help="forking-server: page frames of the machine; below a low watermark a "
                         "faulting CPU does direct reclaim (default: 3/4 of the family's pages)")
@@ -375,7 +379,7 @@ def _wrote(path: str) -> None:
 def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
     over = {**_inject(getattr(a, "inject", [])), **over}
     fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
-                                          "lock", "seed", "entry_cost_ns", "work_us", "ram_pages",
+                                          "lock", "seed", "entry_cost_ns", "work_us", "reclaim", "ram_pages",
                                           "check_lock_order", "lockstat", "force", "swap_device",
                                           "swap_latency_ms", "swap_iops", "swap_queue", "refault_order")
               if hasattr(a, k)}

@@ -54,6 +54,7 @@ class RunConfig:
     seed: int = 0
     entry_cost_ns: int = DEFAULT_ENTRY_COST_NS
     work_us: int = 200  # forking-server: user work per job
+    reclaim: bool = False  # fork-test: reclaim beside the forks (off: AIM7's fork_test, fork and exit)
     ram_pages: int = 0  # forking-server: page frames; 0 = 3/4 of what the family holds
     alloc_fail_p: float = 0.0  # --inject alloc-fail=P: anon_vma/AVC allocations fail with P
     check_lock_order: bool = False  # lockdep-like: record class order per CPU, report inversions

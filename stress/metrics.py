@@ -17,6 +17,7 @@ from shared_model.layout import (
     LS_HOLD_MAX,
     LS_HOLD_MIN,
     LS_HOLD_TOTAL,
+    LS_QUEUED,
     LS_WAIT_HIST,
     LS_WAIT_MAX,
     LS_WAIT_MIN,
@@ -52,7 +53,7 @@ def lock_rows(lockstat: np.ndarray) -> list[dict]:
     """lockstat rows, one per lock class with any acquisition, sorted by total wait.
 
     ``lockstat`` is [cpu, class, site, field]; each row has acquisitions, contentions,
-    wait_ns and hold_ns (min/max/total/avg/p50/p90/p99/p999) and its call sites."""
+    mcs_queued (contentions that queued on a qspinlock MCS node), wait_ns and hold_ns (min/max/total/avg/p50/p90/p99/p999) and its call sites."""
     rows = []
     for ci, cls in enumerate(LOCK_CLASSES):
         per_site = lockstat[:, ci]  # [cpu, site, field]
@@ -60,6 +61,7 @@ def lock_rows(lockstat: np.ndarray) -> list[dict]:
         if not acq:
             continue
         cont = int(per_site[:, :, LS_CONT].sum())
+        queued = int(per_site[:, :, LS_QUEUED].sum())
         wait_hist = per_site[:, :, LS_WAIT_HIST : LS_WAIT_HIST + HIST_BUCKETS].sum(axis=(0, 1))
         hold_hist = per_site[:, :, LS_HOLD_HIST : LS_HOLD_HIST + HIST_BUCKETS].sum(axis=(0, 1))
         sites = []
@@ -80,6 +82,7 @@ def lock_rows(lockstat: np.ndarray) -> list[dict]:
             "class": cls,
             "acquisitions": acq,
             "contentions": cont,
+            "mcs_queued": queued,
             "wait_ns": _time_stats(int(per_site[:, :, LS_WAIT_TOTAL].sum()), cont,
                                    int(per_site[:, :, LS_WAIT_MIN].min()),
                                    int(per_site[:, :, LS_WAIT_MAX].max()), wait_hist),

@@ -35,7 +35,11 @@ def era_row(e: Era) -> dict[str, str]:
         walk += ", reclaim trylocks"
     primitive = e.lock
     if e.lock == "rwsem":
-        primitive += " (FIFO hand-off)" if e.rwsem_policy == "fifo" else " (writer lock-stealing)"
+        primitive += {"fifo": " (FIFO hand-off)",
+                      "steal-behind-writer": " (writer lock-stealing behind a writer)",
+                      "spin-on-owner": " (writer lock-stealing, spinning on the owner)",
+                      "handoff": " (optimistic spinning, hand-off bit)"}.get(
+            e.rwsem_policy, " (writer lock-stealing)")
     return {
         "era": e.name,
         "linking": "anon_vma_chain" if e.chain else "VMAs on the anon_vma's list",

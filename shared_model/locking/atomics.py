@@ -16,6 +16,11 @@ smp_load_acquire(a, i)       load atomic acquire                                
 smp_store_release(a, i, v)   store atomic release                                  release
 READ_ONCE(a, i)              load atomic monotonic: never hoisted out of a loop    relaxed
 WRITE_ONCE(a, i, v)          store atomic monotonic                                relaxed
+WRITE_ONCE_u8(a, i, v)       store atomic monotonic i8 to byte 0 of a[i]          relaxed
+WRITE_ONCE_u8_1(a, i, v)     the same to byte 1 (bits 8-15)                        relaxed
+WRITE_ONCE_u16(a, i, v)      store atomic monotonic i16 to bits 0-15 of a[i]      relaxed
+smp_store_release_u8(a,i,v)  store atomic release i8 to byte 0 of a[i]            release
+atomic_xchg_hi32(a, i, v)    atomicrmw xchg i32 on bits 32-63, returns the old     seq_cst
 cpu_relax()                  x86 ``pause`` (inline asm, also a compiler barrier)
 ===========================  ====================================================  =======
 
@@ -202,6 +207,75 @@ smp_store_release = _intrinsic(_store("release"))
 smp_store_release.__doc__ = "a[i] = v, ordered after every earlier load and store of this CPU."
 WRITE_ONCE = _intrinsic(_store("monotonic"))
 WRITE_ONCE.__doc__ = "a[i] = v, written to memory once, untorn."
+
+
+# -- parts of a word: the kernel's byte and halfword views of one lock word ------------------
+# x86-64 is little-endian: byte 0 of an int64 word is its bits 0-7, the upper half (byte
+# offset 4) its bits 32-63.  A store to a part of a word that others cmpxchg as a whole is
+# what qspinlock does (``lock->locked``, ``lock->locked_pending``, ``lock->tail``): x86
+# keeps such mixed-size accesses to one cache line coherent.
+
+
+def _part_ptr(context: Any, builder: Any, sig: Any, ary: Any, idx: Any, offset: int,
+              bits: int) -> Any:
+    ptr = _element_ptr(context, builder, sig.args[0], ary, sig.args[1], idx)
+    byte_ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+    part = builder.gep(byte_ptr, [ir.Constant(_I64, offset)])
+    return builder.bitcast(part, ir.IntType(bits).as_pointer())
+
+
+def _store_part(ordering: str, offset: int, bits: int) -> Any:
+    def typer(typingctx: Any, a: Any, i: Any, v: Any) -> Any:
+        if not (_int_array(a) and a.dtype.bitwidth == 64 and isinstance(i, types.Integer)
+                and isinstance(v, types.Integer)):
+            return None
+        sig = types.void(a, i, v)
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            ary, idx, val = args
+            ptr = _part_ptr(context, builder, sig, ary, idx, offset, bits)
+            val = builder.trunc(context.cast(builder, val, sig.args[2], types.int64),
+                                ir.IntType(bits))
+            builder.store_atomic(val, ptr, ordering, bits // 8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return typer
+
+
+def _xchg_part(offset: int, bits: int) -> Any:
+    def typer(typingctx: Any, a: Any, i: Any, v: Any) -> Any:
+        if not (_int_array(a) and a.dtype.bitwidth == 64 and isinstance(i, types.Integer)
+                and isinstance(v, types.Integer)):
+            return None
+        sig = types.int64(a, i, v)
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            ary, idx, val = args
+            ptr = _part_ptr(context, builder, sig, ary, idx, offset, bits)
+            val = builder.trunc(context.cast(builder, val, sig.args[2], types.int64),
+                                ir.IntType(bits))
+            old = builder.atomic_rmw("xchg", ptr, val, "seq_cst")
+            return builder.zext(old, _I64)
+
+        return sig, codegen
+
+    return typer
+
+
+WRITE_ONCE_u8 = _intrinsic(_store_part("monotonic", 0, 8))
+WRITE_ONCE_u8.__doc__ = "byte 0 of a[i] (bits 0-7) = v: one byte store (x86 ``movb``)."
+WRITE_ONCE_u8_1 = _intrinsic(_store_part("monotonic", 1, 8))
+WRITE_ONCE_u8_1.__doc__ = "byte 1 of a[i] (bits 8-15) = v: one byte store."
+WRITE_ONCE_u16 = _intrinsic(_store_part("monotonic", 0, 16))
+WRITE_ONCE_u16.__doc__ = "bits 0-15 of a[i] = v: one halfword store (x86 ``movw``)."
+smp_store_release_u8 = _intrinsic(_store_part("release", 0, 8))
+smp_store_release_u8.__doc__ = ("byte 0 of a[i] = v, ordered after every earlier load and "
+                                "store of this CPU: on x86 a plain ``movb``.")
+atomic_xchg_hi32 = _intrinsic(_xchg_part(4, 32))
+atomic_xchg_hi32.__doc__ = ("bits 32-63 of a[i] = v atomically (``xchg`` on the upper half); "
+                            "returns the old upper half (a full barrier).")
 
 
 @_intrinsic

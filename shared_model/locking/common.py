@@ -25,7 +25,10 @@ KIND_NAMES = {"tas": TAS, "ticket": TICKET, "qspinlock": QSPINLOCK, "mutex": MUT
 
 # rwsem hand-off policies (``lock_acquire``'s ``policy``; other kinds ignore it).
 RWSEM_FIFO = 0  # 3.8 as merged: a releasing holder grants the lock to the queue head
-RWSEM_STEAL = 1  # writer lock-stealing (3.9): a running writer may take a free rwsem first
+RWSEM_STEAL = 1  # writer lock-stealing (3.10-3.15): a running writer takes a free rwsem first
+RWSEM_STEAL_39 = 2  # 3.9 as committed (ce6711f3d196): steal only behind a writer at the head
+RWSEM_SPIN = 3  # 3.16-3.19: STEAL, and a writer spins on a running owner before it queues
+RWSEM_HANDOFF = 4  # 6.0: writers spin, readers steal, the first waiter's hand-off bit
 
 # What ``lock_acquire`` returns.
 LOCK_FAST = 0  # acquired without waiting
@@ -39,11 +42,28 @@ OWNER_PID_SHIFT = 4096  # owner_tag = pid * 4096 + cpu + 1
 
 # Per-CPU MCS nodes: 4 nodes of 8 words each, one per nesting level as the kernel's 4
 # per-CPU qnodes (task, softirq, hardirq, nmi); the nesting count lives in the first
-# node's last word.
+# node's last word, the count of MCS queueings (lockstat's) in the word before it.
 NODES_PER_CPU = 4
 NODE_WORDS = 8
 NODE_BLOCK_WORDS = NODES_PER_CPU * NODE_WORDS
 NODE_NESTING = 7  # offset in the block of the per-CPU nesting count
+NODE_MCS_QUEUED = 6  # offset in the block of this CPU's count of MCS queueings (qspinlock)
+NODE_RUN_STATE = 5  # offset in the block of this CPU's run state (below)
+
+# "Is the owner running?" (the kernel's ``owner->on_cpu``): each CPU publishes in its own
+# node block whether it runs or sleeps, so that a spinner can look at the owner it spins
+# on.  A zero-filled block reads RUNNING.  Written only by the CPU itself.
+RUN_RUNNING = 0
+RUN_SLEEPING = 1  # asleep on a futex in a lock's slow path
+RUN_IOWAIT = 2  # asleep waiting for the swap device
+RUN_PARKED = 3  # not running the workload (before the start gate, after its end)
+RUN_STATES = ("running", "sleeping", "iowait", "parked")
+
+# A spinner's time slice: spinning on a running owner ends when ``need_resched()`` would
+# be set.  The kernel sets it when another task is waiting for this CPU, at the latest by
+# the scheduler tick; a CPU worker is the only task of its CPU, so here it is one tick
+# (HZ=250) of spinning: a bound, not a measured scheduler event.
+SPIN_SLICE_NS = 4_000_000
 
 STOP_ABORT = 2  # words[stop_w] >= this: every wait gives up
 
@@ -70,6 +90,19 @@ def stop_requested(words: np.ndarray, stop_w: int) -> bool:
     if stop == STOP_DRAIN:
         futex_wait(words, stop_w, stop, DRAIN_NAP_NS)
     return stop >= STOP_ABORT
+
+
+@cached_njit(inline=True)
+def owner_run_word(node_w: int, my_tag: int, owner: int) -> int:
+    """The run-state word of the CPU in owner tag ``owner``, found from the caller's own
+    node block ``node_w`` and tag: every CPU's block is NODE_BLOCK_WORDS after the one
+    before (the builder, cpu -1, has the block before CPU 0's)."""
+    return node_w + (_tag_cpu(owner) - _tag_cpu(my_tag)) * NODE_BLOCK_WORDS + NODE_RUN_STATE
+
+
+@cached_njit(inline=True)
+def _tag_cpu(tag: int) -> int:
+    return tag % OWNER_PID_SHIFT - 1  # the tag's low part is cpu + 1 (the builder: cpu -1)
 
 
 @cached_njit

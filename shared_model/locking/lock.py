@@ -50,6 +50,7 @@ from .rwsem import (
     down_read_trylock,
     down_write,
     down_write_trylock,
+    rwsem_is_wedged,
     rwsem_state,
     up_read,
     up_write,
@@ -92,7 +93,7 @@ def lock_acquire(
     elif kind == MUTEX:
         # The mutex's lock word *is* the owner word: it is taken by swapping 0 -> owner_tag,
         # so no instant exists where it is held by nobody known (robust).
-        return mutex_lock(words, w, owner_tag, stop_w)
+        return mutex_lock(words, w, owner_tag, node_w, stop_w)
     elif shared:
         return down_read(words, w, policy, node_w, stop_w)
     else:
@@ -164,13 +165,15 @@ def lock_state_compiled(words: np.ndarray, w: int, kind: int) -> tuple[bool, int
 @cached_njit
 def lock_is_wedged(words: np.ndarray, w: int, kind: int) -> bool:
     """The lock can never be taken again because a CPU died queued for it (ticket,
-    qspinlock).  Meaningful only once every live CPU has stopped waiting (after a stop):
+    qspinlock: also holding the pending bit; rwsem: asleep in its queue).  Meaningful only once every live CPU has stopped waiting (after a stop):
     the report then names the lock left unusable.  A dead *holder* is the owner word's
     business, not this."""
     if kind == TICKET:
         return ticket_is_wedged(words, w)
     if kind == QSPINLOCK:
         return queued_spin_is_wedged(words, w)
+    if kind == RWSEM:
+        return rwsem_is_wedged(words, w)
     return False
 
 
@@ -180,7 +183,7 @@ def wedged_in(words: np.ndarray, w0: int, stride: int, count: int, kind: int,
     """``lock_is_wedged`` over ``count`` locks of one kind, at words ``w0 + i * stride``:
     the indices of the wedged ones into ``out``, how many (at most ``len(out)``)."""
     n = 0
-    if kind != TICKET and kind != QSPINLOCK:
+    if kind != TICKET and kind != QSPINLOCK and kind != RWSEM:
         return 0
     for i in range(count):
         if lock_is_wedged(words, w0 + i * stride, kind) and n < len(out):

@@ -13,9 +13,12 @@ so a holder that dies is always found: a sleeper that sees the same owner twice 
 its pid (``pid_alive``) and, if it is gone, swaps the dead tag for its own and reports
 LOCK_OWNER_DIED.  (A killed process stays "alive" until its parent reaps it.)
 
-Acquire: fast path ``cmpxchg(owner, 0, tag)``.  Then spin while the lock is held and
-the owner runs (here: up to MUTEX_SPIN_NS; a spinner cannot see whether the owner's
-process is on a CPU), taking it the moment it reads free.  Then sleep::
+Acquire: fast path ``cmpxchg(owner, 0, tag)``.  Then spin as 3.0's ``__mutex_lock_common``
+(``mutex_spin_on_owner``): while the lock is held by the same owner and that owner's CPU
+publishes RUNNING (``common.owner_run_word``: the kernel's ``owner->on_cpu``), spin, for
+as long as that lasts (no fixed cap); when the owner changes, spin on the new one; take the lock the moment it
+reads free.  Stop spinning and sleep when the owner sleeps (futex, iowait, parked) or
+this spinner's time slice is used up (``need_resched()``: SPIN_SLICE_NS).  Then sleep::
 
     sleeper                                   releaser
     sleepers += 1            (full barrier)
@@ -23,6 +26,8 @@ process is on a CPU), taking it the moment it reads free.  Then sleep::
     cmpxchg(owner, 0, tag)   fails           xchg(owner, 0)          (full barrier)
     futex_wait(wake_seq, seq)                 sleepers > 0 ?  -> wake_seq += 1, futex_wake 1
 
+A sleeper publishes RUN_SLEEPING in its own node block while it is in futex_wait, so a
+spinner on a lock this CPU holds stops spinning.
 Either the releaser sees the sleeper counted (and bumps the sequence, so the sleeper's
 futex_wait returns at once even if it has not gone to sleep yet), or the sleeper's
 cmpxchg comes after the release and takes the lock.  Hand-off is not FIFO: a woken
@@ -37,6 +42,7 @@ import numpy as np
 
 from .atomics import (
     READ_ONCE,
+    WRITE_ONCE,
     atomic_fetch_add,
     atomic_xchg,
     clock_ns,
@@ -51,9 +57,14 @@ from .common import (
     LOCK_FAST,
     LOCK_OWNER_DIED,
     LOCK_STOPPED,
+    NODE_RUN_STATE,
     OWNER,
+    RUN_RUNNING,
+    RUN_SLEEPING,
+    SPIN_SLICE_NS,
     WAIT_SLICE_NS,
     owner_pid,
+    owner_run_word,
     stop_requested,
 )
 from .jit import cached_njit
@@ -61,16 +72,16 @@ from .jit import cached_njit
 SPINNERS = 0
 WAKE_SEQ = 1
 SLEEPERS = 2
-MUTEX_SPIN_NS = 50_000  # how long a waiter spins before it sleeps
 _NOT_TAKEN = -2
 
 
 @cached_njit
-def mutex_lock(words: np.ndarray, w: int, owner_tag: int, stop_w: int) -> int:
-    """Take the mutex at record ``w`` as ``owner_tag``: spin a while, then sleep."""
+def mutex_lock(words: np.ndarray, w: int, owner_tag: int, node_w: int, stop_w: int) -> int:
+    """Take the mutex at record ``w`` as ``owner_tag``: spin while its owner runs, then
+    sleep.  ``node_w``: the caller's node block (its run state, the owner's found from it)."""
     if cmpxchg(words, w + OWNER, 0, owner_tag) == 0:
         return LOCK_FAST
-    return mutex_lock_slowpath(words, w, owner_tag, stop_w)
+    return mutex_lock_slowpath(words, w, owner_tag, node_w, stop_w)
 
 
 @cached_njit(inline=True)
@@ -89,40 +100,47 @@ def mutex_unlock(words: np.ndarray, w: int) -> None:
 
 
 @cached_njit
-def mutex_lock_slowpath(words: np.ndarray, w: int, owner_tag: int, stop_w: int) -> int:
-    status = mutex_optimistic_spin(words, w, owner_tag, stop_w)
+def mutex_lock_slowpath(words: np.ndarray, w: int, owner_tag: int, node_w: int,
+                        stop_w: int) -> int:
+    status = mutex_optimistic_spin(words, w, owner_tag, node_w, stop_w)
     if status != _NOT_TAKEN:
         return status
-    return mutex_sleep(words, w, owner_tag, stop_w)
+    return mutex_sleep(words, w, owner_tag, node_w, stop_w)
 
 
 @cached_njit
-def mutex_optimistic_spin(words: np.ndarray, w: int, owner_tag: int, stop_w: int) -> int:
-    """Spin while the mutex is held, up to MUTEX_SPIN_NS; LOCK_CONTENDED if it was taken,
-    LOCK_STOPPED, or _NOT_TAKEN (go to sleep)."""
+def mutex_optimistic_spin(words: np.ndarray, w: int, owner_tag: int, node_w: int,
+                          stop_w: int) -> int:
+    """3.0's spin loop: spin while the owner runs (``mutex_spin_on_owner``), taking the
+    mutex the moment it is free; LOCK_CONTENDED if taken, LOCK_STOPPED, or _NOT_TAKEN (go
+    to sleep: the owner sleeps, or this spinner's slice is used up)."""
     atomic_fetch_add(words, w + SPINNERS, 1)
     start = clock_ns()
     spins = 0
     status = _NOT_TAKEN
     while True:
-        if READ_ONCE(words, w + OWNER) == 0 and cmpxchg(words, w + OWNER, 0, owner_tag) == 0:
-            status = LOCK_CONTENDED
-            break
+        owner = READ_ONCE(words, w + OWNER)
+        if owner == 0:
+            if cmpxchg(words, w + OWNER, 0, owner_tag) == 0:
+                status = LOCK_CONTENDED
+                break
+        elif READ_ONCE(words, owner_run_word(node_w, owner_tag, owner)) != RUN_RUNNING:
+            break  # mutex_spin_on_owner: the owner is not on a CPU
         if stop_requested(words, stop_w):
             status = LOCK_STOPPED
             break
         spins += 1
-        if spins % 64 == 0 and clock_ns() - start > MUTEX_SPIN_NS:
-            break
+        if spins % 64 == 0 and clock_ns() - start > SPIN_SLICE_NS:
+            break  # need_resched()
         cpu_relax()
     atomic_fetch_add(words, w + SPINNERS, -1)
     return status
 
 
 @cached_njit
-def mutex_sleep(words: np.ndarray, w: int, owner_tag: int, stop_w: int) -> int:
+def mutex_sleep(words: np.ndarray, w: int, owner_tag: int, node_w: int, stop_w: int) -> int:
     """Sleep on the wake sequence until the mutex is taken, its owner found dead, or the
-    run stops; wakes every WAIT_SLICE_NS to look."""
+    run stops; wakes every WAIT_SLICE_NS to look.  This CPU reads RUN_SLEEPING meanwhile."""
     atomic_fetch_add(words, w + SLEEPERS, 1)
     last_owner = 0
     while True:
@@ -141,7 +159,10 @@ def mutex_sleep(words: np.ndarray, w: int, owner_tag: int, stop_w: int) -> int:
                 break
             continue
         last_owner = owner
+        run = words[node_w + NODE_RUN_STATE]
+        WRITE_ONCE(words, node_w + NODE_RUN_STATE, RUN_SLEEPING)
         futex_wait(words, w + WAKE_SEQ, seq, WAIT_SLICE_NS)
+        WRITE_ONCE(words, node_w + NODE_RUN_STATE, run)
     atomic_fetch_add(words, w + SLEEPERS, -1)
     return status
 

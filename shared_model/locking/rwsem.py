@@ -1,18 +1,41 @@
 """Reader/writer semaphore: readers share, a writer excludes, waiters sleep on a futex in
-a FIFO wait list.  Two hand-off policies (``policy``), the 3.8 - 3.9 story of the
+a FIFO wait list.  Three hand-off policies (``policy``), the 3.8 - 3.10 story of the
 anon_vma rwsem:
 
 * RWSEM_FIFO, 3.8 as merged (5a505085f043, 4fc3f1d66b1e): once anybody waits, every
   newcomer queues, and a releasing holder *grants* the lock to the queue head (a writer,
   or the run of readers at the front) before waking it: nobody can come in between.
-* RWSEM_STEAL, writer lock-stealing (ce6711f3d196, 3.9): a running writer takes a free
-  rwsem even when others sleep in the queue; a release only *wakes* a writer at the
-  head, which then tries for the lock itself and sleeps again if it was stolen.
-  Readers at the head are still granted (unless a writer holds).
+* RWSEM_STEAL_39, 3.9 as committed (ce6711f3d196, Alex Shi's writer lock-stealing in
+  ``lib/rwsem.c`` of 3.9.6): the x86 ``__down_write`` fast path still succeeds only when
+  the whole count is 0, so with sleepers queued a writer enqueues at the tail; then, in
+  its wait loop (once on arrival, again each time it is woken), under wait_lock,
+  ``try_get_writer_sem`` takes the lock only when the **first waiter is a writer** and
+  nothing is active, and unlinks itself wherever it stood.  A release only *wakes* a
+  writer at the head; readers at the head are granted, so nobody steals past them.
+* RWSEM_STEAL, writer lock-stealing as 3.10-3.15 have it (unconfirmed: 3.10's rwsem
+  rework): a running writer takes a free rwsem whatever waits (here in the fast path),
+  past queued readers too; a release only wakes a writer at the head, which then tries
+  for the lock itself and sleeps again if it was stolen.  Readers at the head are still
+  granted (unless a writer holds).
+* RWSEM_SPIN, 3.16-3.19 (``kernel/locking/rwsem-xadd.c`` of 3.19.8,
+  ``RWSEM_SPIN_ON_OWNER`` default y): as STEAL, and a writer whose fast path failed first
+  spins (``rwsem_optimistic_spin``) if the owner word names a writer whose CPU runs
+  (``rwsem_can_spin_on_owner``): while that owner runs, or while there is no owner
+  (readers) until its slice ends, taking the lock unqueued the moment nothing is active
+  (``rwsem_try_write_lock_unqueued``).  The osq (one spinner at a time) is not modelled.
+* RWSEM_HANDOFF, 6.0 (``kernel/locking/rwsem.c`` of 6.0.1): the writer fast path needs
+  the whole count 0; writers spin as SPIN (also with no owner) and steal unqueued unless
+  the HANDOFF bit is set; a reader whose fast path failed steals a lock that no writer
+  holds and no hand-off reserves, if no other reader holds it (reader optimistic lock
+  stealing); the first waiter, a writer woken and robbed after it waited
+  RWSEM_WAIT_TIMEOUT (1 jiffy, 4 ms at HZ=250), sets HANDOFF: from then on nobody
+  steals and the lock goes to it.  Not modelled: RWSEM_NONSPINNABLE (spinning on a
+  reader-owned lock that timed out), the first waiter's spinning while HANDOFF is set.
 
 Record (int64 words)::
 
     w+0  count      readers holding (bits 0-31) | WRITER (bit 32) | WAITING (bit 33)
+                    | HANDOFF (bit 34: 6.0's RWSEM_FLAG_HANDOFF)
     w+1  wait_lock  a tas spinlock guarding the list and every grant (short sections)
     w+2  head       first waiter's node word + 1 (0: empty)     W: wait_lock
     w+3  tail       last waiter's node word + 1                 W: wait_lock
@@ -23,9 +46,10 @@ Record (int64 words)::
 Waiter node (the caller's per-CPU node block, at its nesting level)::
 
     +0 state  the futex word: WAITING 0 -> GRANTED 1 (it holds the lock now), or
-              WOKEN 2 (STEAL: a writer at the head, told to try for itself)
+              WOKEN 2 (the steal policies: a writer at the head, told to try for itself)
     +1 next   next waiter's node word + 1                       W: wait_lock
     +2 type   READER 0 / WRITER 1
+    +3 since  when it queued (clock_ns; 6.0's hand-off timeout)
 
 Hand-off, FIFO (3.8)::
 
@@ -38,6 +62,14 @@ Hand-off, STEAL (3.9)::
     count: W=1  list: W1              W0 releases: W1.state = WOKEN, futex_wake
     running W3: count has no holder -> cmpxchg(count, c, c | WRITER): W3 holds first
     W1 wakes: cannot take it, back to WAITING; W3's release wakes it again
+
+Hand-off, STEAL_39 (3.9)::
+
+    count: W=1  list: W1 -> R2        W0 releases: W1.state = WOKEN, futex_wake
+    running W3: count != 0 -> queues:  list: W1 -> R2 -> W3; the first waiter W1 is a
+                writer, nothing active -> W3 takes WRITER and unlinks itself
+    list: R1 -> W2, nothing active    (a release granting R1, seen half-way) a running
+                                      writer queues behind W2 and sleeps: no steal
 
 Fast paths: a writer ``cmpxchg(count, 0, WRITER)`` (STEAL: any count without holders);
 a reader adds 1 while neither WRITER nor WAITING is set.  A holder whose release finds
@@ -63,6 +95,7 @@ from .atomics import (
     atomic_fetch_and,
     atomic_fetch_or,
     atomic_xchg,
+    clock_ns,
     cmpxchg,
     cpu_relax,
     futex_wait,
@@ -77,12 +110,21 @@ from .common import (
     LOCK_OWNER_DIED,
     LOCK_STOPPED,
     NODE_NESTING,
+    NODE_RUN_STATE,
     NODE_WORDS,
     NODES_PER_CPU,
     OWNER,
+    RUN_RUNNING,
+    RUN_SLEEPING,
+    RWSEM_FIFO,
+    RWSEM_HANDOFF,
+    RWSEM_SPIN,
     RWSEM_STEAL,
+    RWSEM_STEAL_39,
+    SPIN_SLICE_NS,
     WAIT_SLICE_NS,
     owner_pid,
+    owner_run_word,
     stop_requested,
 )
 from .jit import cached_njit
@@ -98,11 +140,14 @@ DIED = 5
 READERS_MASK = 0xFFFFFFFF
 WRITER = 1 << 32
 WAITING = 1 << 33
+HANDOFF = 1 << 34
 HOLDERS = READERS_MASK | WRITER
+RWSEM_WAIT_TIMEOUT_NS = 4_000_000  # DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=250
 # node words and values
 STATE = 0
 NEXT = 1
 TYPE = 2
+SINCE = 3
 WAITING_STATE = 0
 GRANTED = 1
 WOKEN = 2
@@ -127,8 +172,8 @@ def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
 @cached_njit(inline=True)
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
-    if policy != RWSEM_STEAL:
-        return cmpxchg(words, w + COUNT, 0, WRITER) == 0
+    if policy != RWSEM_STEAL and policy != RWSEM_SPIN:
+        return cmpxchg(words, w + COUNT, 0, WRITER) == 0  # FIFO, 3.9, 6.0: a count of 0
     c = READ_ONCE(words, w + COUNT)
     while c & HOLDERS == 0:  # lock-stealing: sleeping waiters do not stop a running writer
         found = cmpxchg(words, w + COUNT, c, c | WRITER)
@@ -144,6 +189,8 @@ def down_read(words: np.ndarray, w: int, policy: int, node_w: int, stop_w: int) 
     holds it or anybody waits."""
     if down_read_trylock(words, w, policy):
         return LOCK_FAST
+    if policy == RWSEM_HANDOFF and rwsem_read_steal(words, w, policy):
+        return LOCK_CONTENDED
     return rwsem_down_slowpath(words, w, policy, READER, node_w, stop_w)
 
 
@@ -155,7 +202,66 @@ def down_write(
     held (FIFO: or anybody waits).  The caller then writes the owner word."""
     if down_write_trylock(words, w, policy):
         return LOCK_FAST
+    if policy == RWSEM_SPIN or policy == RWSEM_HANDOFF:
+        status = rwsem_optimistic_spin(words, w, policy, owner_tag, node_w, stop_w)
+        if status != _NOT_TAKEN:
+            return status
     return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, node_w, stop_w)
+
+
+_NOT_TAKEN = -2
+
+
+@cached_njit
+def rwsem_optimistic_spin(words: np.ndarray, w: int, policy: int, owner_tag: int, node_w: int,
+                          stop_w: int) -> int:
+    """3.19 / 6.0: spin instead of queueing while spinning can pay: LOCK_CONTENDED when
+    taken unqueued, LOCK_STOPPED, or _NOT_TAKEN (queue).  Spin while the owner word names a
+    writer whose CPU runs, or names nobody (readers hold, or a writer between taking the
+    count and writing its tag) until this spinner's slice ends (``need_resched``); 3.19
+    starts only on a running writer owner (``rwsem_can_spin_on_owner``)."""
+    owner = READ_ONCE(words, w + OWNER)
+    if owner != 0 and READ_ONCE(words, owner_run_word(node_w, owner_tag, owner)) != RUN_RUNNING:
+        return _NOT_TAKEN
+    if owner == 0 and policy == RWSEM_SPIN:
+        return _NOT_TAKEN
+    busy = HOLDERS | HANDOFF if policy == RWSEM_HANDOFF else HOLDERS
+    start = clock_ns()
+    spins = 0
+    while True:
+        c = READ_ONCE(words, w + COUNT)
+        if c & busy == 0 and cmpxchg(words, w + COUNT, c, c | WRITER) == c:
+            return LOCK_CONTENDED  # rwsem_try_write_lock_unqueued
+        if c & HANDOFF:
+            return _NOT_TAKEN  # reserved for the first waiter
+        owner = READ_ONCE(words, w + OWNER)
+        if owner != 0 and READ_ONCE(words, owner_run_word(node_w, owner_tag, owner)) \
+                != RUN_RUNNING:
+            return _NOT_TAKEN  # rwsem_spin_on_owner: the owner went to sleep
+        if stop_requested(words, stop_w):
+            return LOCK_STOPPED
+        spins += 1
+        if spins % 64 == 0 and clock_ns() - start > SPIN_SLICE_NS:
+            return _NOT_TAKEN  # need_resched()
+        cpu_relax()
+
+
+@cached_njit
+def rwsem_read_steal(words: np.ndarray, w: int, policy: int) -> bool:
+    """6.0's reader optimistic lock stealing (``rwsem_down_read_slowpath``): take the read
+    side though others wait, when no writer holds it, no hand-off reserves it and no other
+    reader holds it; then let the readers at the head of the queue in too."""
+    c = READ_ONCE(words, w + COUNT)
+    while c & (WRITER | HANDOFF | READERS_MASK) == 0:
+        found = cmpxchg(words, w + COUNT, c, c + 1)
+        if found == c:
+            if c & WAITING:
+                _wait_lock(words, w)
+                rwsem_wake_locked(words, w, policy)  # RWSEM_WAKE_READ_OWNED
+                _wait_unlock(words, w)
+            return True
+        c = found
+    return False
 
 
 @cached_njit(inline=True)
@@ -228,7 +334,7 @@ def _list_remove(words: np.ndarray, w: int, node: int) -> None:
         WRITE_ONCE(words, w + TAIL, prev)
     WRITE_ONCE(words, w + WAITERS, READ_ONCE(words, w + WAITERS) - 1)
     if nxt == 0 and prev == 0:
-        atomic_fetch_and(words, w + COUNT, ~WAITING)
+        atomic_fetch_and(words, w + COUNT, ~(WAITING | HANDOFF))
 
 
 @cached_njit
@@ -245,8 +351,8 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
     """Hand the rwsem to the head of the queue if it can have it now (wait_lock held).
 
     FIFO grants: the head writer gets WRITER added to count and is woken holding it; the
-    run of readers at the front gets one read hold each.  STEAL wakes a head writer
-    without granting (it competes for the lock when it runs); readers are granted."""
+    run of readers at the front gets one read hold each.  The steal policies wake a head
+    writer without granting (it competes for the lock when it runs); readers are granted."""
     head = READ_ONCE(words, w + HEAD)
     if head == 0:
         return
@@ -254,7 +360,7 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
     if READ_ONCE(words, node + TYPE) == WRITER_TYPE:
         if READ_ONCE(words, w + COUNT) & HOLDERS != 0:
             return  # still held: that holder's release comes back here
-        if policy == RWSEM_STEAL:
+        if policy != RWSEM_FIFO:
             if cmpxchg(words, node + STATE, WAITING_STATE, WOKEN) == WAITING_STATE:
                 futex_wake(words, node + STATE, 1)
             return
@@ -303,7 +409,7 @@ def rwsem_down_slowpath(
         return LOCK_CONTENDED
     node = node_w + idx * NODE_WORDS
     words[node_w + NODE_NESTING] = idx + 1
-    status = _queue_and_sleep(words, w, policy, kind, node, stop_w)
+    status = _queue_and_sleep(words, w, policy, kind, node_w, node, stop_w)
     words[node_w + NODE_NESTING] = idx
     if status == LOCK_CONTENDED and atomic_xchg(words, w + DIED, 0) != 0:
         status = LOCK_OWNER_DIED
@@ -312,23 +418,34 @@ def rwsem_down_slowpath(
 
 @cached_njit
 def _queue_and_sleep(
-    words: np.ndarray, w: int, policy: int, kind: int, node: int, stop_w: int
+    words: np.ndarray, w: int, policy: int, kind: int, node_w: int, node: int, stop_w: int
 ) -> int:
     WRITE_ONCE(words, node + STATE, WAITING_STATE)
     WRITE_ONCE(words, node + NEXT, 0)
     WRITE_ONCE(words, node + TYPE, kind)
+    WRITE_ONCE(words, node + SINCE, clock_ns())
     _wait_lock(words, w)
     _list_append(words, w, node)
     rwsem_wake_locked(words, w, policy)
     _wait_unlock(words, w)
 
+    # 3.9: the wait loop's first pass, before any sleep: steal behind a writer at the head.
+    if policy == RWSEM_STEAL_39 and kind == WRITER_TYPE and try_get_writer_sem(words, w, node):
+        return LOCK_CONTENDED
     last_owner = 0
     while True:
         state = smp_load_acquire(words, node + STATE)
         if state == GRANTED:
             return LOCK_CONTENDED
-        if state == WOKEN and _try_write_lock_woken(words, w, node):
-            return LOCK_CONTENDED
+        if state == WOKEN:
+            if policy == RWSEM_STEAL_39:
+                if try_get_writer_sem(words, w, node):
+                    return LOCK_CONTENDED
+            elif policy == RWSEM_HANDOFF:
+                if rwsem_try_write_lock(words, w, node):
+                    return LOCK_CONTENDED
+            elif _try_write_lock_woken(words, w, node):
+                return LOCK_CONTENDED
         if stop_requested(words, stop_w):
             return _abort_wait(words, w, policy, kind, node)
         owner = READ_ONCE(words, w + OWNER)
@@ -336,7 +453,10 @@ def _queue_and_sleep(
             rwsem_break_dead_writer(words, w, policy, owner)
             continue
         last_owner = owner
+        run = words[node_w + NODE_RUN_STATE]  # asleep: a spinner on a lock we hold stops
+        WRITE_ONCE(words, node_w + NODE_RUN_STATE, RUN_SLEEPING)
         futex_wait(words, node + STATE, WAITING_STATE, WAIT_SLICE_NS)
+        WRITE_ONCE(words, node_w + NODE_RUN_STATE, run)
 
 
 @cached_njit
@@ -358,6 +478,61 @@ def _try_write_lock_woken(words: np.ndarray, w: int, node: int) -> bool:
 
 
 @cached_njit
+def try_get_writer_sem(words: np.ndarray, w: int, node: int) -> bool:
+    """3.9's ``try_get_writer_sem`` (takes and drops wait_lock): a queued writer takes the
+    rwsem only when the **first waiter is a writer** (itself or another) and nothing is
+    active, and leaves the queue from wherever it stands.  A woken writer that fails goes
+    back to WAITING (the holder's release wakes the head again)."""
+    _wait_lock(words, w)
+    head = READ_ONCE(words, w + HEAD)
+    if head != 0 and READ_ONCE(words, head - 1 + TYPE) == WRITER_TYPE:
+        c = READ_ONCE(words, w + COUNT)
+        while c & HOLDERS == 0:
+            found = cmpxchg(words, w + COUNT, c, c | WRITER)
+            if found == c:
+                _list_remove(words, w, node)
+                _wait_unlock(words, w)
+                return True
+            c = found
+    if READ_ONCE(words, node + STATE) == WOKEN:
+        WRITE_ONCE(words, node + STATE, WAITING_STATE)
+    _wait_unlock(words, w)
+    return False
+
+
+@cached_njit
+def rwsem_try_write_lock(words: np.ndarray, w: int, node: int) -> bool:
+    """6.0's ``rwsem_try_write_lock`` for the woken head writer (takes and drops
+    wait_lock): take the lock if nothing holds it (clearing HANDOFF); if it is held (it
+    was stolen) and this waiter has waited RWSEM_WAIT_TIMEOUT, set HANDOFF: no more
+    stealing, the next release leaves it to this waiter.  Failing, back to WAITING."""
+    _wait_lock(words, w)
+    first = READ_ONCE(words, w + HEAD) == node + 1
+    c = READ_ONCE(words, w + COUNT)
+    while True:
+        if c & HOLDERS == 0:
+            if c & HANDOFF and not first:
+                break
+            found = cmpxchg(words, w + COUNT, c, (c | WRITER) & ~HANDOFF)
+            if found == c:
+                _list_remove(words, w, node)
+                _wait_unlock(words, w)
+                return True
+            c = found
+            continue
+        if c & HANDOFF or not first or clock_ns() - READ_ONCE(words, node + SINCE) \
+                <= RWSEM_WAIT_TIMEOUT_NS:
+            break
+        found = cmpxchg(words, w + COUNT, c, c | HANDOFF)
+        if found == c:
+            break
+        c = found
+    WRITE_ONCE(words, node + STATE, WAITING_STATE)
+    _wait_unlock(words, w)
+    return False
+
+
+@cached_njit
 def _abort_wait(words: np.ndarray, w: int, policy: int, kind: int, node: int) -> int:
     """Stop: leave the queue (letting in whoever that unblocks), or give back a lock that
     was granted meanwhile."""
@@ -369,6 +544,8 @@ def _abort_wait(words: np.ndarray, w: int, policy: int, kind: int, node: int) ->
         else:
             up_read(words, w, policy)
         return LOCK_STOPPED
+    if READ_ONCE(words, w + HEAD) == node + 1:  # the first waiter's hand-off goes with it
+        atomic_fetch_and(words, w + COUNT, ~HANDOFF)
     _list_remove(words, w, node)
     rwsem_wake_locked(words, w, policy)
     _wait_unlock(words, w)
@@ -393,6 +570,15 @@ def rwsem_break_dead_writer(words: np.ndarray, w: int, policy: int, dead_tag: in
 def rwsem_state(words: np.ndarray, w: int) -> tuple[bool, int]:
     """(held by a writer or any reader, waiters queued)."""
     return READ_ONCE(words, w + COUNT) & HOLDERS != 0, READ_ONCE(words, w + WAITERS)
+
+
+@cached_njit
+def rwsem_is_wedged(words: np.ndarray, w: int) -> bool:
+    """A node is still queued: read once every live CPU has stopped waiting (each takes its
+    node out as it aborts), that is the node of a CPU that died asleep in the queue; a
+    release would grant (FIFO) or wake it (the others) with nobody to run, and with
+    6.0's HANDOFF bit set nobody may steal past it."""
+    return READ_ONCE(words, w + WAITERS) != 0
 
 
 @cached_njit

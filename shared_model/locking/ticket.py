@@ -19,16 +19,17 @@ Hand-off (every waiter reads the same line, so each release costs a transfer to 
 
 Abort: a waiter cannot give its ticket back (the tickets after it are already out), so a
 stopped waiter marks its ticket abandoned and leaves; whoever makes ``owner`` equal an
-abandoned ticket (the releaser, or the aborter itself when it finds it was already served)
-claims the skip by clearing the bit and advances ``owner`` past it, so no waiter behind it
-is wedged.  The two sides race as Dekker's::
+abandoned ticket (the releaser, the aborter itself when it finds it was already served,
+or a waiter behind it that sees it served while spinning) claims the skip by clearing the
+bit and advances ``owner`` past it, so no waiter behind it is wedged::
 
-    aborter (ticket t)               releaser
-    fetch_or(abandoned, bit t)       fetch_add(owner, 1) -> owner == t
-    owner == t ?  -> claim, skip     bit t set ?  -> claim, skip
+    aborter (ticket t)               releaser                    waiter (ticket > t)
+    fetch_or(abandoned, bit t)       store owner = t (plain)     sees owner == t
+    owner == t ?  -> claim, skip     bit t set ?  -> claim, skip  bit t set ? -> claim, skip
 
-Both are full barriers, so at least one sees the other; clearing the bit decides which one
-skips.  The map holds 256 tickets: at most 256 tickets may be out at once (one per CPU
+Clearing the bit (``fetch_and``) decides which one skips.  The releaser's store is plain,
+as the kernel's ``incb``, so it and the aborter may both miss the other (see
+``ticket_unlock``); the next ticket's taker then skips it.  The map holds 256 tickets: at most 256 tickets may be out at once (one per CPU
 waiting; CPUs are far fewer).  A CPU killed while it waits leaves its ticket unserved: the
 lock is then wedged, as a kernel with a CPU dead inside spin_lock would be
 (``ticket_is_wedged``).
@@ -93,20 +94,26 @@ def ticket_trylock(words: np.ndarray, w: int) -> bool:
 
 @cached_njit(inline=True)
 def ticket_unlock(words: np.ndarray, w: int) -> None:
-    """Release the lock the caller holds: serve the next ticket that was not abandoned.
+    """Release the lock the caller holds: serve the next ticket, as 2.6.3x's
+    ``__ticket_spin_unlock`` (``UNLOCK_LOCK_PREFIX incb``: no LOCK prefix on x86, a
+    plain increment of the byte only the holder writes), here a release store of
+    ``owner + 1``.  Then one load: if that ticket was given up (stop), claim the skip.
 
-    Uncontended (no ticket out but the caller's), a plain release store, as the kernel's
-    ``__ticket_unlock`` (an add without LOCK prefix): only the holder writes ``owner``.
-    A ticket taken after that look and given up before the store shows is then served
-    with nobody to take it; the next CPU to take a ticket skips it while it spins
-    (``ticket_lock_slowpath``), so nobody waits behind it for good.  Contended, a full
-    barrier (not a plain store), since the abandoned map is read after it (Dekker)."""
+    The load may pass the store (x86 orders a store after a later load), so a ticket
+    given up at that moment can be missed by both sides::
+
+        releaser                          aborter (ticket t = owner + 1)
+        store owner = t   (buffered)      fetch_or(abandoned, bit t)
+        load bit t: clear                 load owner: still t - 1 -> leaves
+
+    Then ticket t is served with nobody to take it; whoever takes a ticket next (or
+    already spins behind t) skips it while it spins (``ticket_lock_slowpath``), so
+    nobody waits behind it for good; only a trylock fails until then."""
     serving = READ_ONCE(words, w + SERVING) + 1
-    if READ_ONCE(words, w + NEXT) == serving:
-        smp_store_release(words, w + SERVING, serving)
-        return
-    serving = atomic_fetch_add(words, w + SERVING, 1) + 1
-    ticket_skip_abandoned(words, w, serving)
+    smp_store_release(words, w + SERVING, serving)
+    word, mask = _abandoned_bit(w, serving)
+    if READ_ONCE(words, word) & mask != 0:
+        ticket_skip_abandoned(words, w, serving)
 
 
 @cached_njit(inline=True)

@@ -9,11 +9,14 @@ one CPU per mm stands for mmap_sem), round-robin, as fast as it can:
    anon_vma of the user's chain, then the child's own anon_vma; each link takes the root
    lock for *writing*, lockstat site ``anon_vma_fork``);
 2. the child exits at once (exit_mmap -> unlink_anon_vmas: the root lock for writing again,
-   site ``unlink_anon_vmas``), as fork_test's ``exit(0)``;
-3. reclaim, which runs meanwhile on the family's pages, is this CPU's too: after every
-   fork it scans ``RECLAIM_PAGES`` pages of its share of the family's LRU
-   (shrink_page_list: page_referenced takes the root lock for *reading*; a cold page is
-   unmapped and its users fault it straight back in).
+   site ``unlink_anon_vmas``), as fork_test's ``exit(0)``.
+
+That is all AIM7's fork_test does (fork, the child exits, the parent waits; not checked
+against reaim's source: none was found), so by default nothing else takes the root lock
+and every waiter is a writer.  With ``--reclaim``, reclaim runs beside the forks on this
+CPU: after every fork it scans ``RECLAIM_PAGES`` pages of its share of the family's LRU
+(shrink_page_list: page_referenced takes the root lock for *reading*; a cold page is
+unmapped and its users fault it straight back in): readers that queue among the writers.
 
 Forks per second is the throughput (``throughput.forks_per_s``).  With the rwsem of 3.8
 (strict FIFO: a release grants the lock to the sleeping head of the queue, and the
@@ -95,4 +98,5 @@ def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int
         words[f["exits"]] += 1
         words[f["jobs"]] += 1
         words[f["heartbeat"]] += 1
-        share.reclaim()
+        if cfg.reclaim:
+            share.reclaim()

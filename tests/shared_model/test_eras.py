@@ -31,10 +31,10 @@ def test_the_eras_in_order_with_what_each_changed() -> None:
     later = {n: (e.lock, e.rwsem_policy, e.tree, e.reuse, e.rmap_trylock) for n, e in list(ERAS.items())[6:]}
     assert later == {"3.7": ("mutex", "fifo", True, "none", False),
                      "3.8": ("rwsem", "fifo", True, "none", False),
-                     "3.9": ("rwsem", "steal", True, "none", False),
-                     "3.19": ("rwsem", "steal", True, "degree", False),
-                     "6.0": ("rwsem", "steal", True, "active", True),
-                     "modern": ("rwsem", "steal", True, "active", True)}
+                     "3.9": ("rwsem", "steal-behind-writer", True, "none", False),
+                     "3.19": ("rwsem", "spin-on-owner", True, "degree", False),
+                     "6.0": ("rwsem", "handoff", True, "active", True),
+                     "modern": ("rwsem", "handoff", True, "active", True)}
     # 3.7-3.19 keep 3.0's swap-in, page_move_anon_rmap and once-per-pass locking; 6.0 and
     # modern map an exclusive swap entry exclusively (5.19's anon-exclusive work).
     assert {n: (e.swapin, e.move_anon_rmap, e.lock_once) for n, e in list(ERAS.items())[6:]} == {

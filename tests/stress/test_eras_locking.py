@@ -23,7 +23,7 @@ from shared_model.build import build_family
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
 from shared_model.layout import CPU_STATE, LS_ACQ, LS_CONT, PTE_YOUNG
-from shared_model.locking import RWSEM, RWSEM_FIFO, RWSEM_STEAL
+from shared_model.locking import RWSEM, RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_STEAL_39
 from shared_model.locks import CLASS, SITE, lock_acquire_fast, lock_kind
 from shared_model.memory import dup_mmap, exit_mmap
 from shared_model.model import Model
@@ -56,9 +56,10 @@ def test_lock_policy_eras() -> None:
     assert [n for n in ERAS if ERAS[n].lock == "rwsem" and ERAS[n].reuse == "none"] == ["3.8", "3.9"]
     assert list(ERAS)[-1] == "modern"
     assert all(e.chain and e.lock_root and e.lock == "rwsem" for e in (e38, e39, mod))
-    assert (e38.rwsem_policy, e39.rwsem_policy, mod.rwsem_policy) == ("fifo", "steal", "steal")
+    assert (e38.rwsem_policy, e39.rwsem_policy, mod.rwsem_policy) == ("fifo", "steal-behind-writer",
+                                                                        "handoff")
     assert (e38.rmap_trylock, e39.rmap_trylock, mod.rmap_trylock) == (False, False, True)
-    assert mod.spin == "qspinlock" and e38.spin == e39.spin == "ticket"
+    assert mod.spin == ERAS["6.0"].spin == "qspinlock" and e38.spin == e39.spin == "ticket"
     assert [ERAS[n].commit for n in LOCK_ERAS] == ["5a505085f043, 4fc3f1d66b1e", "ce6711f3d196",
                                                     "6d4675e60135"]
     assert all(e.fixed and e.commit for e in ERAS.values())
@@ -67,8 +68,8 @@ def test_lock_policy_eras() -> None:
                for n in ("2.6.33", "2.6.34", "2.6.36", "3.0"))
 
 
-@pytest.mark.parametrize("era,policy,trylock", [("3.8", RWSEM_FIFO, 0), ("3.9", RWSEM_STEAL, 0),
-                                                ("modern", RWSEM_STEAL, 1), ("3.0", RWSEM_FIFO, 0)])
+@pytest.mark.parametrize("era,policy,trylock", [("3.8", RWSEM_FIFO, 0), ("3.9", RWSEM_STEAL_39, 0),
+                                                ("modern", RWSEM_HANDOFF, 1), ("3.0", RWSEM_FIFO, 0)])
 def test_geometry_carries_the_policy(make_model, era: str, policy: int, trylock: int) -> None:  # type: ignore[no-untyped-def]
     m = make_model(era, users=0, pages=1, cpus=1)
     assert m.g[G.RWSEM_POLICY] == policy
@@ -79,7 +80,8 @@ def test_geometry_carries_the_policy(make_model, era: str, policy: int, trylock:
 def test_eras_table_rows() -> None:
     rows = {r["era"]: r for r in (era_row(e) for e in ERAS.values())}
     assert rows["3.8"]["primitive"] == "rwsem (FIFO hand-off)"
-    assert rows["3.9"]["primitive"] == "rwsem (writer lock-stealing)"
+    assert rows["3.9"]["primitive"] == "rwsem (writer lock-stealing behind a writer)"
+    assert rows["3.19"]["primitive"] == "rwsem (writer lock-stealing, spinning on the owner)"
     assert rows["modern"]["walk"].endswith("reclaim trylocks")
     assert rows["2.6.33"]["linking"] == "VMAs on the anon_vma's list"
     assert rows["2.6.34"]["lock"] == "page's anon_vma's" and rows["2.6.36"]["lock"] == "root anon_vma's"
@@ -254,11 +256,13 @@ def _site(res: dict, site: str) -> dict:  # type: ignore[type-arg]
     return next(s for s in _lock_row(res)["sites"] if s["site"] == site)
 
 
-@pytest.mark.parametrize("era", ["3.8", "3.9"])
-def test_fork_test_counts(era: str) -> None:
+@pytest.mark.parametrize("era,reclaim", [("3.8", False), ("3.9", True)])
+def test_fork_test_counts(era: str, reclaim: bool) -> None:
     """fork-test: every fork of a user is followed by its exit; per fork the root is taken
-    root_takes(era, 2) times (a user's chain is its anon_vma and the root), all writes."""
-    res = run(RunConfig(era=era, scenario="fork-test", users=2, pages=8, cpus=2, duration=0.5))
+    root_takes(era, 2) times (a user's chain is its anon_vma and the root), all writes.
+    Reclaim scans pages only with --reclaim (AIM7's fork_test has none)."""
+    res = run(RunConfig(era=era, scenario="fork-test", users=2, pages=8, cpus=2, duration=0.5,
+                        reclaim=reclaim))
     t = res["throughput"]
     assert res["invariants"]["violations"] == 0
     assert t["forks"] == t["exits"] == t["jobs"] > 0 and t["alloc_failures"] == 0
@@ -266,7 +270,7 @@ def test_fork_test_counts(era: str) -> None:
     fork, unlink = root_takes(era, 2)
     assert _site(res, "anon_vma_fork")["acquisitions"] == fork * t["forks"]
     assert _site(res, "unlink_anon_vmas")["acquisitions"] == unlink * t["forks"]
-    assert t["pages_scanned"] > 0 and t["rmap_trylock_fail"] == 0
+    assert (t["pages_scanned"] > 0) == reclaim and t["rmap_trylock_fail"] == 0
     assert res["model"]["mms"] == 3  # the children are all gone
 
 
@@ -289,7 +293,8 @@ def test_exim_counts(era: str) -> None:
 
 def test_modern_run_reports_trylock_failures(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "m.json"
-    assert main(["run", "--era", "modern", "--scenario", "fork-test", "--users", "2", "--pages", "8",
+    assert main(["run", "--era", "modern", "--scenario", "fork-test", "--reclaim", "--users", "2",
+                 "--pages", "8",
                  "--cpus", "2", "--duration", "0.5", "--quiet", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     t = doc["throughput"]
@@ -390,13 +395,17 @@ def test_allocation_failures_unwind(scenario: str) -> None:
     assert res["model"]["mms"] == 3
 
 
-@pytest.mark.parametrize("era,stolen", [("3.8", False), ("3.9", True), ("modern", True)])
-def test_the_eras_hand_off_policy_on_a_real_fork(make_model, spawn, era: str, stolen: bool) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("era,stolen", [("3.8", ""), ("3.9", "queued"), ("modern", "fast")])
+def test_the_eras_hand_off_policy_on_a_real_fork(make_model, spawn, era: str, stolen: str) -> None:  # type: ignore[no-untyped-def]
     """A second CPU holds the root for writing; a forked child's dup_mmap queues for it (a
     writer) and is frozen (SIGSTOP) while it sleeps.  The holder releases and wants the root
     again at once: 3.8 (FIFO) has already granted it to the frozen fork, so the holder's
-    trylock fails; 3.9 and modern (lock-stealing) only woke the fork, and the running
-    holder takes it.  The fork then completes either way."""
+    trylock fails; 3.9 (lock-stealing) only woke the fork, and the running holder takes it
+    in its slow path (the fast path needs a count of 0) after queueing behind the fork,
+    the first waiter being a writer (ce6711f3d196).  Modern's fork never queued: it spins
+    on the running holder (optimistic spinning), so frozen it holds no place, and the
+    holder's fast path finds the count 0.
+    The fork then completes either way."""
     m, holder, users, root_w = _family(make_model, era)
     site = SITE["anon_vma_fork"]
     t = holder.locks.acquire(root_w, AV, site, 0)
@@ -406,7 +415,9 @@ def test_the_eras_hand_off_policy_on_a_real_fork(make_model, spawn, era: str, st
     try:
         holder.locks.release(root_w, AV, site, t, 0)
         got = lock_acquire_fast(holder.words, holder.g, holder.locks.held, root_w, AV, site, 0)
-        assert (got >= 0) == stolen
+        assert (got >= 0) == (stolen == "fast")
+        if stolen == "queued":  # the slow path: queue at the tail, steal behind the writer
+            got = holder.locks.acquire(root_w, AV, site, 0)
         if got >= 0:
             holder.locks.release(root_w, AV, site, got, 0)
     finally:

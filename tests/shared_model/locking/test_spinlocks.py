@@ -207,14 +207,14 @@ def test_a_lock_left_by_stopped_waiters_is_not_wedged(lab: LockLab, kind: int) -
 
 
 def test_qspinlock_node_abandoned_in_a_queue_is_not_reused_until_skipped(lab: LockLab) -> None:
-    """CPU 0 gives up behind CPU 1 in lock A's queue: its node stays linked there until
-    A's head passes over it.  Meanwhile CPU 0 queues for lock B on its next node, and the
+    """CPU 0 gives up behind CPU 2 in lock A's queue (CPU 1 holds A's pending bit, CPU 2
+    its first node): CPU 0's node stays linked there until A's head passes over it.  Meanwhile CPU 0 queues for lock B on its next node, and the
     abandoned one is marked SKIPPED once A moves on."""
     at = lab.at
     hold(lab, QSPINLOCK)
     assert lock_acquire(lab.words, at.lock2, QSPINLOCK, 0, 0, lab.tag(PARENT_CPU),
                         at.node(PARENT_CPU), at.stop) == LOCK_FAST
-    (head,) = queue_waiters(lab, QSPINLOCK, [1], {})
+    pending, head = queue_waiters(lab, QSPINLOCK, [1, 2], {})
     node0 = at.node(0)
 
     def cpu0() -> None:
@@ -227,7 +227,7 @@ def test_qspinlock_node_abandoned_in_a_queue_is_not_reused_until_skipped(lab: Lo
 
     lab.words[at.status] = ARRIVED
     pid = lab.spawn(cpu0)
-    lab.wait_until(lambda: lock_state(lab.words, at.lock, QSPINLOCK)[1] == 2, "2 waiters on A")
+    lab.wait_until(lambda: lock_state(lab.words, at.lock, QSPINLOCK)[1] == 3, "3 waiters on A")
     lab.words[at.own_stop(0)] = 2
     lab.wait_until(lambda: lab.words[at.status] == LOCK_STOPPED, "CPU 0 to give up on A")
     assert lab.words[node0] == ABANDONED
@@ -237,6 +237,7 @@ def test_qspinlock_node_abandoned_in_a_queue_is_not_reused_until_skipped(lab: Lo
     assert lab.words[at.status + 8] == LOCK_CONTENDED
     assert lab.words[node0] == ABANDONED  # A has not moved yet
     release(lab, QSPINLOCK)
+    assert lab.join(pending) == 0
     assert lab.join(head) == 0
     assert lab.words[node0] == SKIPPED
     assert lab.words[node0 + NODE_WORDS] != ABANDONED

@@ -1,0 +1,156 @@
+"""The rwsem of 3.19 (optimistic spinning on a running owner, ``rwsem-xadd.c``) and of 6.0
+(the hand-off bit, ``kernel/locking/rwsem.c``) across real processes, with scripted
+interleavings: a frozen waiter (SIGSTOP), the owner's published run state, and the
+lock's own words.  The one clock read in a test only decides whether a spinner's time
+slice could have run out (which would let it queue)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import partial
+
+from shared_model.locking import (
+    LOCK_CONTENDED,
+    LOCK_FAST,
+    LOCK_STOPPED,
+    RWSEM,
+    RWSEM_HANDOFF,
+    RWSEM_SPIN,
+    lock_acquire,
+    lock_is_wedged,
+    lock_release,
+    lock_state,
+)
+from shared_model.locking.common import NODE_RUN_STATE, RUN_RUNNING, RUN_SLEEPING, SPIN_SLICE_NS
+from shared_model.locking.locktorture import LockLab
+from shared_model.locking.rwsem import _NOT_TAKEN as NOT_TAKEN
+from shared_model.locking.rwsem import (
+    HANDOFF,
+    RWSEM_WAIT_TIMEOUT_NS,
+    SINCE,
+    WAITING,
+    down_write_trylock,
+    rwsem_optimistic_spin,
+    rwsem_read_steal,
+)
+
+PARENT = 15
+READ, WRITE = 1, 0
+
+
+def take(lab: LockLab, policy: int, shared: int, cpu: int) -> int:
+    at = lab.at
+    return lock_acquire(lab.words, at.lock, RWSEM, policy, shared, lab.tag(cpu), at.node(cpu),
+                        at.stop)
+
+
+def release(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
+    lock_release(lab.words, lab.at.lock, RWSEM, policy, shared, lab.at.node(cpu))
+
+
+def log(lab: LockLab, cpu: int) -> None:
+    at, words = lab.at, lab.words
+    words[at.log + words[at.log_len]] = cpu
+    words[at.log_len] += 1
+
+
+def logged(lab: LockLab) -> list[int]:
+    return list(lab.words[lab.at.log : lab.at.log + lab.words[lab.at.log_len]])
+
+
+def waiter(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
+    status = take(lab, policy, shared, cpu)
+    if status != LOCK_STOPPED:
+        log(lab, cpu)
+        release(lab, policy, shared, cpu)
+    lab.words[lab.at.status + cpu] = status
+
+
+def queued(lab: LockLab, n: int) -> bool:
+    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n
+
+
+def test_319_writer_spins_on_a_running_owner_and_takes_it_unqueued(lab: LockLab) -> None:
+    at, policy = lab.at, RWSEM_SPIN
+    assert take(lab, policy, WRITE, PARENT) == LOCK_FAST
+    t_spawn = time.monotonic_ns()
+    pid = lab.spawn(waiter, lab, policy, WRITE, 1)
+    time.sleep(0.001)  # the owner (this CPU, publishing RUNNING) holds on
+    t_release = time.monotonic_ns()
+    release(lab, policy, WRITE, PARENT)
+    assert lab.join(pid) == 0
+    assert lab.words[at.status + 1] in (LOCK_FAST, LOCK_CONTENDED)
+    ever_queued = lab.words[at.node(1) + SINCE] != 0  # written only when it queues
+    assert not ever_queued or t_release - t_spawn > SPIN_SLICE_NS
+    assert lock_state(lab.words, at.lock, RWSEM) == (False, 0)
+
+
+def test_319_writer_queues_when_the_owner_sleeps(lab: LockLab) -> None:
+    at, policy = lab.at, RWSEM_SPIN
+    assert take(lab, policy, WRITE, PARENT) == LOCK_FAST
+    lab.words[at.node(PARENT) + NODE_RUN_STATE] = RUN_SLEEPING
+    pid = lab.spawn(waiter, lab, policy, WRITE, 1)
+    lab.wait_until(partial(queued, lab, 1), "the writer to queue")
+    lab.words[at.node(PARENT) + NODE_RUN_STATE] = RUN_RUNNING
+    release(lab, policy, WRITE, PARENT)
+    assert lab.join(pid) == 0
+    assert lab.words[at.status + 1] == LOCK_CONTENDED
+    assert lock_state(lab.words, at.lock, RWSEM) == (False, 0)
+
+
+def test_60_stealing_stops_once_the_hand_off_bit_is_set(lab: LockLab) -> None:
+    """W1 heads the queue and is frozen; the parent's release only wakes it and the
+    parent steals the lock back unqueued.  W1, thawed after more than RWSEM_WAIT_TIMEOUT
+    in the queue, finds it stolen and sets HANDOFF.  At the parent's next release nobody
+    steals any more: not the fast path, not a spinning writer (the parent queues), not a
+    reader; W1 gets it (frozen again across the release, so the look is exact)."""
+    at, policy, words = lab.at, RWSEM_HANDOFF, lab.words
+    assert take(lab, policy, WRITE, PARENT) == LOCK_FAST
+    (w1,) = [lab.spawn(waiter, lab, policy, WRITE, 1)]
+    lab.wait_until(partial(queued, lab, 1), "W1 to queue")
+    os.kill(w1, signal.SIGSTOP)
+    try:
+        time.sleep(2 * RWSEM_WAIT_TIMEOUT_NS / 1e9)  # W1 waits past the timeout
+        release(lab, policy, WRITE, PARENT)
+        assert lock_state(words, at.lock, RWSEM) == (False, 1)  # woken, not granted
+        assert not words[at.lock] & HANDOFF
+        assert take(lab, policy, WRITE, PARENT) == LOCK_CONTENDED  # stolen unqueued
+        log(lab, PARENT)
+    finally:
+        os.kill(w1, signal.SIGCONT)
+    lab.wait_until(lambda: bool(words[at.lock] & HANDOFF), "W1 to set the hand-off bit")
+    # W1 asleep again (its run state says so once it is past wait_lock): freeze it again.
+    lab.wait_until(lambda: words[at.node(1) + NODE_RUN_STATE] == RUN_SLEEPING, "W1 to sleep")
+    os.kill(w1, signal.SIGSTOP)
+    try:
+        release(lab, policy, WRITE, PARENT)
+        assert words[at.lock] == WAITING | HANDOFF  # free, one waiter, reserved for it
+        assert not down_write_trylock(words, at.lock, policy)
+        assert rwsem_optimistic_spin(words, at.lock, policy, lab.tag(PARENT), at.node(PARENT),
+                                     at.stop) == NOT_TAKEN  # a writer would queue
+        assert not rwsem_read_steal(words, at.lock, policy)  # a reader would queue
+    finally:
+        os.kill(w1, signal.SIGCONT)
+    assert lab.join(w1) == 0
+    assert lab.words[at.status + 1] == LOCK_CONTENDED
+    assert logged(lab) == [PARENT, 1]
+    assert words[at.lock] == 0  # HANDOFF cleared by W1 taking it, WAITING by the empty queue
+    assert lock_state(words, at.lock, RWSEM) == (False, 0)
+
+
+def test_60_a_writer_killed_in_the_queue_is_named_wedged(lab: LockLab) -> None:
+    """A writer that dies asleep in the queue keeps its node there: every release wakes a
+    process that is gone (and with its hand-off bit set nobody else may take the lock), so
+    ``lock_is_wedged`` names it for the report.  (Read once no live CPU waits: a live
+    sleeper's node reads the same; the stop test in test_rwsem shows aborts empty it.)"""
+    at, policy, words = lab.at, RWSEM_HANDOFF, lab.words
+    assert take(lab, policy, WRITE, PARENT) == LOCK_FAST
+    lab.words[at.node(PARENT) + NODE_RUN_STATE] = RUN_SLEEPING  # so that W1 queues
+    (w1,) = [lab.spawn(waiter, lab, policy, WRITE, 1)]
+    lab.wait_until(partial(queued, lab, 1), "W1 to queue")
+    lab.kill(w1)
+    lab.words[at.node(PARENT) + NODE_RUN_STATE] = RUN_RUNNING
+    release(lab, policy, WRITE, PARENT)
+    assert lock_is_wedged(words, at.lock, RWSEM)
