@@ -47,7 +47,7 @@ from shared_model.locking import (
     lock_release,
 )
 from shared_model.locking.atomics import READ_ONCE, WRITE_ONCE, cpu_relax
-from shared_model.locking.jit import cached_njit
+from shared_model.locking.cached_compile import cached_njit
 from shared_model.locking.locktorture import LockLab, torture_pair_ns
 
 TARGET_PAIR_NS = 30.0

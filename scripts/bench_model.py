@@ -34,9 +34,8 @@ import numpy as np
 from shared_model.build import build_family, family_capacities
 from shared_model.ctx import KIND0
 from shared_model.ctx import TSC_MULT as G_TSC_MULT
-from shared_model.jit import warm_up
 from shared_model.locking.atomics import clock_ns, rdtsc
-from shared_model.locking.jit import cached_njit
+from shared_model.locking.cached_compile import cached_njit
 from shared_model.locks import (
     CLASS,
     LOCK_KINDS,
@@ -48,6 +47,7 @@ from shared_model.locks import (
     lockstat_hold,
 )
 from shared_model.model import Model
+from shared_model.precompile import warm_up
 from shared_model.rmap import page_referenced
 
 AV, PTL, SITE_PR = CLASS["anon_vma"], CLASS["ptl"], SITE["page_referenced"]
@@ -284,7 +284,7 @@ def bench_storm(duration: float) -> None:
 
 
 def bench_compile() -> None:
-    code = ("import time; t=time.perf_counter(); from shared_model.jit import warm_up; warm_up(); "
+    code = ("import time; t=time.perf_counter(); from shared_model.precompile import warm_up; warm_up(); "
             "print(time.perf_counter()-t)")
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}

@@ -34,7 +34,7 @@ from .ctx import vma_word as _vma
 from .eras import REUSE_ACTIVE, REUSE_DEGREE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
     Model,

@@ -74,9 +74,9 @@ from .locking import (
     lock_trylock,
 )
 from .locking.atomics import WRITE_ONCE, bit_length, c_entry_call
+from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.clock import sched_clock
 from .locking.common import OWNER
-from .locking.jit import cached_cfunc, cached_njit
 from .locking.qspinlock import queued_spin_trylock, queued_spin_unlock
 from .locking.tas import tas_trylock, tas_unlock
 from .locking.ticket import ticket_trylock, ticket_unlock

@@ -27,7 +27,7 @@ from .ctx import raise_status
 from .ctx import vma_word as _vma
 from .layout import PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_YOUNG, VM_READ, VM_WRITE
 from .locking.atomics import READ_ONCE, atomic_fetch_add
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
     Model,

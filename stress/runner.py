@@ -41,9 +41,9 @@ import psutil
 
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
-from shared_model.jit import warm_up
 from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
 from shared_model.model import Model
+from shared_model.precompile import warm_up
 from shared_model.segment import sweep_stale_segments
 from shared_model.swapdev import swap_device_init, swap_device_stats
 
@@ -221,14 +221,28 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
 
 def compile_once() -> None:
     """Compile (or load from cache) the model's compiled code before any CPU is forked, and
-    say so on a cold start, which takes a while (see shared_model/jit.py)."""
+    say so on a cold start, which takes a while (see shared_model/precompile.py): "compiling
+    k/N" as it goes (one line rewritten in place on a terminal, every tenth otherwise)."""
     cold: list[str] = []
+    tty = sys.stderr.isatty()
+    shown = [-1]
 
     def note(msg: str) -> None:
         cold.append(msg)
         print(f"rmap-stress: {msg} ...", file=sys.stderr, flush=True)
 
-    took = warm_up(note)
+    def progress(done: int, total: int) -> None:
+        step = done * 10 // max(total, 1)
+        if done == shown[0] or (not tty and step == shown[0] * 10 // max(total, 1)
+                                and done != total):
+            return
+        shown[0] = done
+        end = "" if tty and done < total else "\n"
+        lead = "\r" if tty else ""
+        print(f"{lead}rmap-stress: compiling {done}/{total}", end=end, file=sys.stderr,
+              flush=True)
+
+    took = warm_up(note, progress)
     if cold:
         print(f"rmap-stress: compiled in {took:.1f} s (cached for later runs)", file=sys.stderr, flush=True)
 

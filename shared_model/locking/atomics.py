@@ -380,7 +380,7 @@ def bit_length(typingctx: Any, v: Any) -> Any:
 
 def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
     """An intrinsic ``f(a_1 .. a_n_arrays, i_1 .. i_n_ints) -> int64`` that calls the C
-    function ``symbol`` (a ``locking.jit.cached_cfunc``, registered by that name with
+    function ``symbol`` (a ``locking.cached_compile.cached_cfunc``, registered by that name with
     ``llvmlite.binding.add_symbol``), passing each int64 or int32 array as (data pointer,
     length) and each integer as int64.  The callee is compiled once, in its own module; a call
     through a name links nothing into the caller, where a call to a compiled function

@@ -46,6 +46,7 @@ from .atomics import (
     futex_wake,
     pid_alive,
 )
+from .cached_compile import cached_njit
 from .common import (
     LOCK_CONTENDED,
     LOCK_FAST,
@@ -56,7 +57,6 @@ from .common import (
     owner_pid,
     stop_requested,
 )
-from .jit import cached_njit
 
 SPINNERS = 0
 WAKE_SEQ = 1

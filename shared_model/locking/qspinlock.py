@@ -55,6 +55,7 @@ from .atomics import (
     smp_load_acquire,
     smp_store_release,
 )
+from .cached_compile import cached_njit
 from .common import (
     LOCK_CONTENDED,
     LOCK_FAST,
@@ -64,7 +65,6 @@ from .common import (
     NODES_PER_CPU,
     stop_requested,
 )
-from .jit import cached_njit
 
 LOCKED_MASK = 0xFF
 TAIL_SHIFT = 8

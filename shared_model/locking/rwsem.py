@@ -71,6 +71,7 @@ from .atomics import (
     smp_load_acquire,
     smp_store_release,
 )
+from .cached_compile import cached_njit
 from .common import (
     LOCK_CONTENDED,
     LOCK_FAST,
@@ -85,7 +86,6 @@ from .common import (
     owner_pid,
     stop_requested,
 )
-from .jit import cached_njit
 
 # record words
 COUNT = 0
