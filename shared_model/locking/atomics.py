@@ -56,6 +56,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .numba_hooks import fixed_arity
+
 SYS_FUTEX = 202  # x86-64
 FUTEX_WAIT = 0
 FUTEX_WAKE = 1
@@ -408,15 +410,4 @@ def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
 
         return sig, codegen
 
-    return _intrinsic(_fixed_arity(n_arrays + n_ints, typer, f"call_{symbol}"))
-
-
-def _fixed_arity(n: int, typer: Callable[..., Any], name: str) -> Any:
-    """``typer`` as a function of exactly ``n`` named arguments (numba lowers an
-    intrinsic's arguments by name: ``*args`` does not lower)."""
-    params = ", ".join(f"a{i}" for i in range(n))
-    scope: dict[str, Any] = {"typer": typer}
-    exec(f"def stub(tc, {params}):\n    return typer(tc, {params})\n", scope)  # noqa: S102
-    stub = scope["stub"]
-    stub.__name__ = name
-    return stub
+    return _intrinsic(fixed_arity(n_arrays + n_ints, typer, f"call_{symbol}"))
