@@ -289,7 +289,8 @@ def bench_compile() -> None:
     machine stretches the wall time, not the CPU time)."""
     import resource
 
-    code = ("import time; t=time.perf_counter(); from shared_model.precompile import warm_up; warm_up(); "
+    code = ("import time; t=time.perf_counter(); "
+            "from shared_model.precompile import warm_up; warm_up(); "
             "print(time.perf_counter()-t)")
 
     def child_cpu() -> float:
@@ -305,9 +306,10 @@ def bench_compile() -> None:
         warm = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                     check=True).stdout.split()[-1])
         cpu2 = child_cpu()
-    _line("compile, cold (empty cache)", f"{cold:.1f} s ({cpu1 - cpu0:.1f} s CPU)", "<= 15 s", cold <= 15)
-    _line("cached start (warm_up with a full cache)", f"{warm:.2f} s ({cpu2 - cpu1:.1f} s CPU)", "<= 1 s",
-          warm <= 1)
+    _line("compile, cold (empty cache)", f"{cold:.1f} s ({cpu1 - cpu0:.1f} s CPU)", "<= 15 s",
+          cold <= 15)
+    _line("cached start (warm_up with a full cache)", f"{warm:.2f} s ({cpu2 - cpu1:.1f} s CPU)",
+          "<= 1 s", warm <= 1)
 
 
 def main() -> None:

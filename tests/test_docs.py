@@ -19,7 +19,7 @@ from stress.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
-FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def _anchors(path: Path) -> set[str]:
@@ -107,8 +107,9 @@ def test_commands_shown_parse(doc: Path, line: str) -> None:
 
 def test_the_option_reference_is_current() -> None:
     """docs/cli-reference.md is what scripts/gen_cli_reference.py writes from --help."""
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_cli_reference.py"), "--check"],
-                         capture_output=True, text=True, cwd=ROOT)
+    script = ROOT / "scripts" / "gen_cli_reference.py"
+    out = subprocess.run([sys.executable, str(script), "--check"],
+                         capture_output=True, text=True, cwd=ROOT, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

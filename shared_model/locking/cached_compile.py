@@ -103,7 +103,7 @@ def declared_signature(dispatcher: Any) -> tuple[Any, ...] | None:
     a version nobody calls."""
     import inspect
 
-    out = []
+    out: list[Any] = []
     for name, p in inspect.signature(dispatcher.py_func).parameters.items():
         ann = p.annotation
         if ann in ("np.ndarray", np.ndarray):
