@@ -160,14 +160,14 @@ def anon_vma_list_add_tail_locked(m: Model, av: int, vma: int, avc: int) -> None
     """Append the entry of (vma, avc) to av's list: the AVC in chain eras, the VMA in
     2.6.33 (avc -1) (compiled: anon_vma_list_add_tail_locked_c).  Expects held: the lock
     guarding av."""
-    anon_vma_list_add_tail_one(m.w32, m.g, av, avc if m.era.chain else vma)
+    anon_vma_list_add_tail_one(m.w32, m.g, int(av), int(avc if m.era.chain else vma))
 
 
 def anon_vma_list_del_locked(m: Model, av: int, node: int) -> None:
     """Take node (an AVC; in 2.6.33 a VMA) off av's list.  Expects held: the lock
     guarding av."""
     assert node in anon_vma_list_nodes(m, av).tolist(), "node not on this list"
-    anon_vma_list_del_one(m.w32, m.g, av, node)
+    anon_vma_list_del_one(m.w32, m.g, int(av), int(node))
 
 
 def anon_vma_list_nodes(m: Model, av: int) -> np.ndarray:

@@ -62,6 +62,7 @@ def warm_up(note: Callable[[str], None] | None = None,
     from .build import build_family, family_capacities
     from .invariants import check_model
     from .locking import compile_locks
+    from .locks import CLASS
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
     from .rmap import (
@@ -98,6 +99,8 @@ def warm_up(note: Callable[[str], None] | None = None,
         exit_mmap(m, child)
         swap_device_warm_up(m)
         m.free("page", m.alloc("page", 1))  # the Python side of the per-CPU slab caches
+        w = m.ptl_word(0)  # the Python side of a lock: CpuLocks.acquire's fast path
+        m.locks.release(w, CLASS["ptl"], 0, m.locks.acquire(w, CLASS["ptl"], 0))
         m.wedged_locks()  # the parent's end-of-run look for wedged ticket/MCS locks
         violations = check_model(m)
         assert not violations, violations
