@@ -15,8 +15,8 @@ then the cache-line hand-off costs the many-core predictor needs:
   * line_ns: one cache line bounced between two processes (a turn word flipped back and
     forth), half a round trip;
 and compile times: cold (an empty NUMBA_CACHE_DIR), warm (that cache again), with an
-unwritable NUMBA_CACHE_DIR (numba falls back to __pycache__ beside the sources), and
-with no writable cache at all (compiled in memory each run).  Each in a fresh process.
+unwritable NUMBA_CACHE_DIR, and with the locator list overridden (both: compiled in memory
+each run, see shared_model/locking/cached_compile.py).  Each in a fresh process.
 
 Target (issue #9): uncontended pair from compiled code <= 30 ns.  Timings on a shared,
 loaded machine are noisy: the uncontended numbers are a best of repeats, the contended
@@ -47,7 +47,7 @@ from shared_model.locking import (
     lock_release,
 )
 from shared_model.locking.atomics import READ_ONCE, WRITE_ONCE, cpu_relax
-from shared_model.locking.jit import cached_njit
+from shared_model.locking.cached_compile import cached_njit
 from shared_model.locking.locktorture import LockLab, torture_pair_ns
 
 TARGET_PAIR_NS = 30.0

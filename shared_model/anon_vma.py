@@ -34,7 +34,7 @@ from .ctx import vma_word as _vma
 from .eras import REUSE_ACTIVE, REUSE_DEGREE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .locking.lock import lock_state_compiled
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
@@ -162,14 +162,14 @@ def anon_vma_list_add_tail_locked(m: Model, av: int, vma: int, avc: int) -> None
     """Append the entry of (vma, avc) to av's list: the AVC in chain eras, the VMA in
     2.6.33 (avc -1) (compiled: anon_vma_list_add_tail_locked_c).  Expects held: the lock
     guarding av."""
-    anon_vma_list_add_tail_one(m.w32, m.g, av, avc if m.era.chain else vma)
+    anon_vma_list_add_tail_one(m.w32, m.g, int(av), int(avc if m.era.chain else vma))
 
 
 def anon_vma_list_del_locked(m: Model, av: int, node: int) -> None:
     """Take node (an AVC; in 2.6.33 a VMA) off av's list.  Expects held: the lock
     guarding av."""
     assert node in anon_vma_list_nodes(m, av).tolist(), "node not on this list"
-    anon_vma_list_del_one(m.w32, m.g, av, node)
+    anon_vma_list_del_one(m.w32, m.g, int(av), int(node))
 
 
 def anon_vma_list_nodes(m: Model, av: int) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 
 RED, BLACK = 0, 1
 # interval_tree_check_c's verdicts.

@@ -53,7 +53,7 @@ import numpy as np
 from .eras import REUSE_CODES, REUSE_DEGREE
 from .interval_tree import TREE_ERRORS, TREE_OK, interval_trees_check_c
 from .layout import ALLOC_KINDS, PG_LOCKED, PGTABLE_KINDS, PTE_PRESENT, PTE_SWAP
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .model import Model
 
 MAX_REPORTED = 50

@@ -3,8 +3,13 @@
 Lock ordering (deeper indentation = taken inside), as in mm/rmap.c::
 
     mm->mmap_sem                 (modelled by ownership: only the CPU running an mm changes it)
-      anon_vma->lock             (the page's own anon_vma, or its root's: eras.py decides)
-        mm->page_table_lock      (``ptl``: page_referenced_one, try_to_unmap_one, faults)
+      page lock                  (PG_locked: shrink_page_list's trylock, do_swap_page's lock_page)
+        anon_vma->lock           (the page's own anon_vma, or its root's: eras.py decides)
+          PTE lock               (``ptl``, split: the PTE page's own; page_check_address,
+                                  faults, fork (the child's, then the parent's), exit,
+                                  mprotect)
+            swap_lock            (leaf, global: swap_duplicate, swap_free)
+      mm->page_table_lock        (``ptl`` too: populating a pud/pmd/pte entry; nothing inside)
       slab lock                  (leaf: allocation and freeing of records)
 
 The primitives are the kernel's own algorithms on real atomics, compiled with numba
@@ -76,9 +81,9 @@ from .locking import (
     lock_trylock,
 )
 from .locking.atomics import WRITE_ONCE, bit_length, c_entry_call
+from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.clock import sched_clock
 from .locking.common import NODE_MCS_QUEUED, OWNER
-from .locking.jit import cached_cfunc, cached_njit
 from .locking.qspinlock import queued_spin_trylock, queued_spin_unlock
 from .locking.tas import tas_trylock, tas_unlock
 from .locking.ticket import ticket_trylock, ticket_unlock

@@ -35,7 +35,7 @@ from .layout import (
     VM_WRITE,
 )
 from .locking.atomics import READ_ONCE, atomic_fetch_add
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
 from .model import (
     Model,

@@ -43,7 +43,7 @@ from .ctx import raise_status
 from .ctx import vma_word as _vma
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .locks import SITE
 from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
 from .pgtable import pmd_addr_end, pte_lock_c, pte_offset_map_c, pte_unlock_c

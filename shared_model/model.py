@@ -50,8 +50,8 @@ from .layout import (
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
 from .locking import RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_SPIN, RWSEM_STEAL, RWSEM_STEAL_39
 from .locking.atomics import READ_ONCE, c_entry_call, cmpxchg, cpu_relax, smp_store_release
+from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.common import STOP_ABORT
-from .locking.jit import cached_cfunc, cached_njit
 from .locking.lock import wedged_in
 from .locks import (
     CLASS,

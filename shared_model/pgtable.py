@@ -32,7 +32,7 @@ from . import ctx as G
 from .ctx import mm_word
 from .layout import PGDIR_SHIFT, PMD_SHIFT, PTE_PRESENT, PTRS_PER_TABLE, PUD_SHIFT
 from .locking.atomics import READ_ONCE, smp_store_release
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .locks import CLASS, lock_acquire_c, lock_release_c
 from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
 

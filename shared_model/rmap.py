@@ -57,7 +57,7 @@ from .locking.atomics import (
     cpu_relax,
     futex_wait,
 )
-from .locking.jit import cached_njit
+from .locking.cached_compile import cached_njit
 from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
 from .model import Model, kmem_cache_alloc_c, kmem_cache_free_c
 from .pgtable import pte_lockptr_c, pte_maps_page, pte_offset_map_c, pte_page_bases_of

@@ -79,7 +79,8 @@ def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
                         "child-first for shared-swapin)")
     p.add_argument("--lock", choices=None, metavar="KIND", default=None,
                    help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the "
-                        "era's: ticket until 2.6.36, mutex in 3.0)")
+                        "era's: ticket to 2.6.36, mutex in 3.0-rc1 to 3.7, rwsem from 3.8; "
+                        "`rmap-stress eras` lists them)")
     p.add_argument("--json", metavar="FILE", help="write the results document here (- : standard "
                                                   "output, the report then goes to stderr)")
 
@@ -158,7 +159,8 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
                    help="flamegraph (SVG), speedscope (JSON) or raw collapsed stacks, which are "
                         "also summed up (default flamegraph)")
     p.add_argument("--native", action="store_true",
-                   help="include C frames (the pthread lock calls under the Python frames)")
+                   help="include the compiled code's native frames (unnamed JIT frames, and "
+                        "syscall for a futex wait) under the Python frames")
     p.add_argument("--rate", type=int, default=100, metavar="HZ",
                    help="samples per second per process (default 100)")
     p.add_argument("--per-cpu", action="store_true",

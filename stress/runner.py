@@ -41,9 +41,9 @@ import psutil
 
 from shared_model.build import check_fits
 from shared_model.invariants import check_model
-from shared_model.jit import warm_up
 from shared_model.layout import CPU_STATE, OWNER_WORD, lock_namer
 from shared_model.model import Model
+from shared_model.precompile import warm_up
 from shared_model.segment import sweep_stale_segments
 from shared_model.swapdev import swap_device_init, swap_device_stats
 
@@ -224,69 +224,32 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
 
 def compile_once() -> None:
     """Compile (or load from cache) the model's compiled code before any CPU is forked, and
-    say so on a cold start, which takes a while (see shared_model/jit.py): "compiling k/N
-    functions" with the time so far, redrawn on a terminal, a line every 10 s otherwise."""
-    ticker: list[_CompileTicker] = []
+    say so on a cold start, which takes a while (see shared_model/precompile.py): "compiling
+    k/N" as it goes (one line rewritten in place on a terminal, every tenth otherwise)."""
+    cold: list[str] = []
+    tty = sys.stderr.isatty()
+    shown = [-1]
+    t0 = time.monotonic()
 
     def note(msg: str) -> None:
+        cold.append(msg)
         print(f"rmap-stress: {msg} ...", file=sys.stderr, flush=True)
-        ticker.append(_CompileTicker(msg))
 
-    try:
-        took = warm_up(note)
-    finally:
-        for t in ticker:
-            t.stop()
-    if ticker:
+    def progress(done: int, total: int) -> None:
+        step = done * 10 // max(total, 1)
+        if done == shown[0] or (not tty and step == shown[0] * 10 // max(total, 1)
+                                and done != total):
+            return
+        shown[0] = done
+        end = "" if tty and done < total else "\n"
+        lead = "\r" if tty else ""
+        print(f"{lead}rmap-stress: compiling {done}/{total} functions ... "
+              f"{time.monotonic() - t0:.0f} s", end=end, file=sys.stderr,
+              flush=True)
+
+    took = warm_up(note, progress)
+    if cold:
         print(f"rmap-stress: compiled in {took:.1f} s (cached for later runs)", file=sys.stderr, flush=True)
-
-
-class _CompileTicker:
-    """Counts the compiled functions numba has saved to its cache since the cold start
-    began (one index file per function) against all the model's, from a thread."""
-
-    def __init__(self, msg: str) -> None:
-        from shared_model.jit import model_dispatchers
-
-        self.msg = msg
-        self.t0 = time.time()
-        self.total = 0
-        self.folders: set[str] = set()
-        try:
-            ds = model_dispatchers()
-            self.total = len(ds)
-            self.folders = {d._cache._cache_path for d in ds if getattr(d._cache, "_cache_path", None)}
-        except Exception:  # noqa: BLE001, S110 - the count is a courtesy: without it, the time alone
-            pass
-        self.tty = sys.stderr.isatty()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="compile-progress", daemon=True)
-        self.thread.start()
-
-    def compiled(self) -> int:
-        n = 0
-        for folder in self.folders:
-            try:
-                with os.scandir(folder) as it:
-                    n += sum(1 for e in it if e.name.endswith(".nbi") and e.stat().st_mtime >= self.t0)
-            except OSError:
-                pass
-        return min(n, self.total)
-
-    def _loop(self) -> None:
-        every = 0.5 if self.tty else 10.0
-        while not self.done.wait(every):
-            count = f"compiling {self.compiled()}/{self.total} functions" if self.total else "compiling"
-            line = f"rmap-stress: {count} ... {time.time() - self.t0:.0f} s"
-            sys.stderr.write(f"\r{line}\033[K" if self.tty else line + "\n")
-            sys.stderr.flush()
-
-    def stop(self) -> None:
-        self.done.set()
-        self.thread.join(2)
-        if self.tty:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
 
 
 def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,

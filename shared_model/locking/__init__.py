@@ -13,7 +13,9 @@ One small file per primitive, as the kernel's ``kernel/locking/``; the atomics i
     mutex.py       futex sleeping lock with adaptive spinning, robust
     rwsem.py       reader/writer semaphore, FIFO (3.8) or writer lock-stealing (3.9)
     lock.py        lock_acquire / lock_trylock / lock_release: compiled dispatch by kind
-    jit.py         cached_njit: njit(cache=True) keyed on every model source, no NRT
+    cached_compile.py  cached_njit / cached_cfunc: numba's cache keyed on the model's
+                   sources (not the install path), no NRT, LLVM alwaysinline on request
+    numba_hooks.py every numba-internal hook, with what it relies on and its test
     locktorture.py compiled torture loops and LockLab (a shared mapping + forked children)
 
 Importing this package imports numba (about half a second) and registers the C symbols

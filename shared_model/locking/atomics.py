@@ -61,6 +61,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .numba_hooks import fixed_arity
+
 SYS_FUTEX = 202  # x86-64
 FUTEX_WAIT = 0
 FUTEX_WAKE = 1
@@ -454,7 +456,7 @@ def bit_length(typingctx: Any, v: Any) -> Any:
 
 def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
     """An intrinsic ``f(a_1 .. a_n_arrays, i_1 .. i_n_ints) -> int64`` that calls the C
-    function ``symbol`` (a ``locking.jit.cached_cfunc``, registered by that name with
+    function ``symbol`` (a ``locking.cached_compile.cached_cfunc``, registered by that name with
     ``llvmlite.binding.add_symbol``), passing each int64 or int32 array as (data pointer,
     length) and each integer as int64.  The callee is compiled once, in its own module; a call
     through a name links nothing into the caller, where a call to a compiled function
@@ -482,15 +484,4 @@ def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
 
         return sig, codegen
 
-    return _intrinsic(_fixed_arity(n_arrays + n_ints, typer, f"call_{symbol}"))
-
-
-def _fixed_arity(n: int, typer: Callable[..., Any], name: str) -> Any:
-    """``typer`` as a function of exactly ``n`` named arguments (numba lowers an
-    intrinsic's arguments by name: ``*args`` does not lower)."""
-    params = ", ".join(f"a{i}" for i in range(n))
-    scope: dict[str, Any] = {"typer": typer}
-    exec(f"def stub(tc, {params}):\n    return typer(tc, {params})\n", scope)  # noqa: S102
-    stub = scope["stub"]
-    stub.__name__ = name
-    return stub
+    return _intrinsic(fixed_arity(n_arrays + n_ints, typer, f"call_{symbol}"))

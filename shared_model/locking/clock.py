@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from .atomics import clock_ns, mul_u64_u32_shr, rdtsc
-from .jit import cached_njit
+from .cached_compile import cached_njit
 
 TSC_SHIFT = 32  # mult = ns per cycle * 2**32 (fits 32 bits for any TSC faster than 1 GHz)
 CALIBRATION_NS = 20_000_000  # 20 ms between the two samples: ~1 ppm with ~30 ns brackets

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .atomics import READ_ONCE, futex_wait
-from .jit import cached_njit
+from .cached_compile import cached_njit
 
 # Lock kinds (``lock_acquire``'s ``kind``).
 TAS = 0

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from .atomics import WRITE_ONCE
+from .cached_compile import cached_njit
 from .common import (
     LOCK_STOPPED,
     MUTEX,
@@ -36,7 +37,6 @@ from .common import (
     TAS,
     TICKET,
 )
-from .jit import cached_njit
 from .mutex import mutex_lock, mutex_state, mutex_trylock, mutex_unlock
 from .qspinlock import (
     queued_spin_is_wedged,

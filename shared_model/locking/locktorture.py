@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .atomics import READ_ONCE, clock_ns
+from .cached_compile import cached_njit
 from .common import LOCK_STOPPED, NODE_BLOCK_WORDS, RWSEM
-from .jit import cached_njit
 from .lock import lock_acquire, lock_release
 
 

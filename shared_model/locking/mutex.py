@@ -52,6 +52,7 @@ from .atomics import (
     futex_wake,
     pid_alive,
 )
+from .cached_compile import cached_njit
 from .common import (
     LOCK_CONTENDED,
     LOCK_FAST,
@@ -67,7 +68,6 @@ from .common import (
     owner_run_word,
     stop_requested,
 )
-from .jit import cached_njit
 
 SPINNERS = 0
 WAKE_SEQ = 1

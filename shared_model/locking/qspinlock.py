@@ -69,6 +69,7 @@ from .atomics import (
     smp_store_release,
     smp_store_release_u8,
 )
+from .cached_compile import cached_njit
 from .common import (
     LOCK_CONTENDED,
     LOCK_FAST,
@@ -79,7 +80,6 @@ from .common import (
     NODES_PER_CPU,
     stop_requested,
 )
-from .jit import cached_njit
 
 LOCKED_VAL = 1
 LOCKED_MASK = 0xFF

@@ -104,6 +104,7 @@ from .atomics import (
     smp_load_acquire,
     smp_store_release,
 )
+from .cached_compile import cached_njit
 from .common import (
     LOCK_CONTENDED,
     LOCK_FAST,
@@ -127,7 +128,6 @@ from .common import (
     owner_run_word,
     stop_requested,
 )
-from .jit import cached_njit
 
 # record words
 COUNT = 0

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from .atomics import READ_ONCE, cmpxchg, cpu_relax, smp_store_release
+from .cached_compile import cached_njit
 from .common import LOCK_CONTENDED, LOCK_FAST, LOCK_STOPPED, stop_requested
-from .jit import cached_njit
 
 LOCKED = 0
 

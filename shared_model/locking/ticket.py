@@ -49,8 +49,8 @@ from .atomics import (
     smp_load_acquire,
     smp_store_release,
 )
+from .cached_compile import cached_njit
 from .common import LOCK_CONTENDED, LOCK_FAST, LOCK_STOPPED, OWNER, stop_requested
-from .jit import cached_njit
 
 NEXT = 0
 SERVING = 1  # the kernel's "owner" half of the ticket word (the owner *tag* is word 7)

@@ -25,7 +25,7 @@ from shared_model.locking.atomics import (
     smp_load_acquire,
     smp_store_release,
 )
-from shared_model.locking.jit import cached_njit
+from shared_model.locking.cached_compile import cached_njit
 from shared_model.locking.locktorture import LockLab
 
 CHILDREN = 2

@@ -13,7 +13,6 @@ from shared_model.locking import (
     lock_release,
     lock_trylock,
 )
-from shared_model.locking.jit import SOURCE_TREE_STAMP
 from shared_model.locking.lock import lock_state_compiled
 from shared_model.locking.locktorture import LockLab
 
@@ -47,18 +46,11 @@ def test_forked_children_do_not_compile(lab: LockLab) -> None:
     assert lab.words[lab.at.status] == 1
 
 
-def test_the_cache_is_keyed_on_every_model_source() -> None:
-    """numba alone stamps a cached function with its own file's hash, so an edit to a
-    primitive would leave a stale copy inlined in the cached dispatch."""
-    stamp = lock_acquire._cache._cache_file._source_stamp
-    assert stamp[1] == SOURCE_TREE_STAMP
-
-
 # ------------------------------------------------------------- the cold compile's helpers
 
 _MODULE = '''
 import numpy as np
-from shared_model.locking.jit import cached_njit
+from shared_model.locking.cached_compile import cached_njit
 from shared_model.locks import lock_acquire_c, lock_release_c
 
 
@@ -82,23 +74,23 @@ def pairs(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, n: int) ->
 
 
 def _fresh_module(tmp_path, monkeypatch, name: str):  # type: ignore[no-untyped-def]
-    """A module of cached functions never compiled before (its cache: beside it)."""
+    """A module of cached functions never compiled before (its cache: an empty folder)."""
     import importlib
 
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / f"{name}.py").write_text(_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     return importlib.import_module(name)
 
 
 def _loaded_from_cache(d) -> bool:  # type: ignore[no-untyped-def]
-    return sum(d._cache_hits.values()) > 0 and sum(d._cache_misses.values()) == 0
+    return sum(d.stats.cache_hits.values()) > 0 and sum(d.stats.cache_misses.values()) == 0
 
 
 def test_children_compile_into_the_cache_and_the_parent_loads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from shared_model.jit import compile_in_children
+    from shared_model.precompile import compile_in_children
 
     mod = _fresh_module(tmp_path, monkeypatch, "cold_ok")
     assert compile_in_children([mod.triple], jobs=2) == 2
@@ -111,7 +103,7 @@ def test_a_failed_child_fails_nothing(tmp_path, monkeypatch) -> None:  # type: i
     """Child 0 dies before compiling its share: the parent compiles that one itself."""
     import numpy as np
 
-    from shared_model.jit import _compile_share, compile_in_children
+    from shared_model.precompile import _compile_share, compile_in_children
 
     mod = _fresh_module(tmp_path, monkeypatch, "cold_fail")
 
@@ -124,7 +116,7 @@ def test_a_failed_child_fails_nothing(tmp_path, monkeypatch) -> None:  # type: i
     a = np.zeros(5, dtype=np.int64)
     assert mod.triple(a, 5) == 30
     assert list(a) == [0, 3, 6, 9, 12]
-    assert sum(mod.triple._cache_misses.values()) == 1  # compiled here, after the failure
+    assert sum(mod.triple.stats.cache_misses.values()) == 1  # compiled here, after the failure
 
 
 def test_no_writable_cache_no_children() -> None:
@@ -132,7 +124,7 @@ def test_no_writable_cache_no_children() -> None:
     compiles in memory as before."""
     from numba import njit
 
-    from shared_model.jit import compile_in_children
+    from shared_model.precompile import compile_in_children
 
     @njit
     def f(x: int) -> int:

@@ -26,7 +26,7 @@ from shared_model.locking import (
 )
 from shared_model.locking.atomics import atomic_fetch_add
 from shared_model.locking.common import OWNER
-from shared_model.locking.jit import cached_njit
+from shared_model.locking.cached_compile import cached_njit
 from shared_model.locking.locktorture import LockLab
 from shared_model.locking.rwsem import (
     WRITER,

@@ -6,16 +6,16 @@ spend its first seconds in LLVM, and N CPUs would compile N times; compiled code
 in the parent is inherited by every forked child instead.  ``warm_up`` runs each compiled
 path once on a tiny throwaway model (so the argument types are exactly those of a real
 run), and reports whether that was a cold compile: the first run after an install takes
-some seconds, later runs load the cache (``__pycache__`` beside the sources, or numba's
-per-user cache directory when that is not writable; with neither, numba compiles in
-memory and the run still works, only slower to start).
+some seconds, later runs load the cache (``~/.cache/rmap-stress/<hash of the sources>/``,
+or under ``$NUMBA_CACHE_DIR``: see locking/cached_compile.py; when that is not writable,
+numba compiles in memory and the run still works, only slower to start).
 
 A cold compile is shared out among forked children (``compile_in_children``), one per
 CPU this process may run on (at most MAX_COMPILE_JOBS; ``RMAP_STRESS_COMPILE_JOBS=N``
 sets it, 1 compiles serially): the parent compiles the functions everything else calls
 (the lock primitives, the slab) first, so that the children inherit them, then each child
 compiles every n-th remaining compiled function of the model, for the argument types its
-annotations declare (``locking.jit.declared_signature``), into numba's disk cache, and
+annotations declare (``locking.cached_compile.declared_signature``), into numba's disk cache, and
 exits; the parent's warm-up then loads them.  Only when the cache is writable (otherwise
 the children's work would be lost); a child that fails, is killed or outlives
 CHILD_TIMEOUT_S fails nothing: whatever it did not save, the parent compiles itself.
@@ -43,31 +43,26 @@ CHILD_TIMEOUT_S = 600.0  # a compile child still running then is killed (the par
 
 
 def cache_is_cold() -> bool:
-    """True when the walk's compiled code is not in numba's cache for these sources: a
-    first run, or the first after any edit under shared_model/ (cached_njit stamps every
-    function with the whole tree's hash).  An index written for other sources does not
-    count: numba's ``_load_index`` returns it empty.  Looking for the index file alone
-    called such a cache warm, skipped the parallel compile, and left every function the
-    warm-up does not call (lockstat_clock, the contended lock paths) to be compiled by
-    each CPU after the gate: 64 CPUs on 2 cores spent the run and its stop in LLVM."""
+    """True when the walk's compiled code is not in the cache yet (a first run)."""
+    from .locking.numba_hooks import has_cached_index
     from .rmap import rmap_walk_anon
 
-    try:
-        return not rmap_walk_anon._cache._cache_file._load_index()
-    except (OSError, RuntimeError, AttributeError, EOFError, ValueError):
-        return True
+    return not has_cached_index(rmap_walk_anon)
 
 
-def warm_up(note: Callable[[str], None] | None = None) -> float:
+def warm_up(note: Callable[[str], None] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> float:
     """Compile (or load) every compiled path of the model; returns the seconds it took.
-    ``note`` is told "compiling (first run only)" before a cold compile.  Runs once per
-    process; creates and removes one small segment."""
+    ``note`` is told "compiling (first run only)" before a cold compile, and ``progress``
+    hears (functions compiled, functions to compile) during it, about twice a second.
+    Runs once per process; creates and removes one small segment."""
     global _warm
     if _warm:
         return 0.0
     from .build import build_family, family_capacities
     from .invariants import check_model
     from .locking import compile_locks
+    from .locks import CLASS
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
     from .rmap import (
@@ -84,8 +79,9 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
     if note is not None and cold:
         note("compiling (first run only)")
     t0 = time.perf_counter()
+    dispatchers = model_dispatchers() if cold else []
     if cold:
-        compile_in_children(model_dispatchers())
+        compile_in_children(dispatchers, progress=progress)
     compile_locks()
     m = Model.create(family_capacities("2.6.34", 2, 2, 1.0, 1, spare_users=4), "2.6.34")
     try:
@@ -103,9 +99,14 @@ def warm_up(note: Callable[[str], None] | None = None) -> float:
         exit_mmap(m, child)
         swap_device_warm_up(m)
         m.free("page", m.alloc("page", 1))  # the Python side of the per-CPU slab caches
+        w = m.ptl_word(0)  # the Python side of a lock: CpuLocks.acquire's fast path
+        m.locks.release(w, CLASS["ptl"], 0, m.locks.acquire(w, CLASS["ptl"], 0))
         m.wedged_locks()  # the parent's end-of-run look for wedged ticket/MCS locks
         violations = check_model(m)
         assert not violations, violations
+        if progress is not None and cold:
+            total = len(_to_compile(dispatchers))
+            progress(total, total)
     finally:
         seg = m.seg
         m.close()
@@ -134,7 +135,7 @@ def model_dispatchers() -> list[Any]:
 
     import shared_model
 
-    from .locking.jit import REGISTRY
+    from .locking.cached_compile import REGISTRY
 
     for mod in pkgutil.walk_packages(shared_model.__path__, "shared_model."):
         importlib.import_module(mod.name)
@@ -143,30 +144,35 @@ def model_dispatchers() -> list[Any]:
 
 
 def cache_writable(dispatchers: list[Any]) -> bool:
-    """Every function has an on-disk cache (numba found a locator) in a writable folder."""
-    from numba.core.caching import NullCache
+    """Every function has an on-disk cache: the source-keyed cache is usable and numba
+    made one for each (``stats.cache_path`` is None for a function compiled in memory)."""
+    from .locking.numba_hooks import cache_usable
 
-    for d in dispatchers:
-        cache = getattr(d, "_cache", None)
-        if cache is None or isinstance(cache, NullCache):
-            return False
-        path = cache._cache_path
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError:
-            return False
-        if not os.access(path, os.W_OK):
-            return False
-    return True
+    return cache_usable() and all(getattr(d.stats, "cache_path", None) for d in dispatchers)
+
+
+def _to_compile(dispatchers: list[Any]) -> list[Any]:
+    """The functions compiled on their own (not inlined into each caller by numba)."""
+    from .locking.cached_compile import INLINED
+
+    return [d for d in dispatchers if d not in INLINED]
+
+
+def _count_compiled(total: int) -> int:
+    """Functions of the model in the cache now, at most ``total`` (the count includes the
+    C entry points compiled at import)."""
+    from .locking.numba_hooks import count_cached_indexes, model_cache_dir
+
+    return min(total, count_cached_indexes(model_cache_dir()))
 
 
 def _compile_share(dispatchers: list[Any], job: int, jobs: int) -> None:
     """A child's share: every ``jobs``-th function from ``job``, each for its declared
     types (a function inlined into its callers is compiled there, not alone)."""
-    from .locking.jit import declared_signature
+    from .locking.cached_compile import INLINED, declared_signature
 
     for d in dispatchers[job::jobs]:
-        if d.targetoptions.get("inline") == "always":
+        if d in INLINED:
             continue
         sig = declared_signature(d)
         if sig is not None and sig not in d.overloads:
@@ -185,7 +191,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
-                        share: Callable[[list[Any], int, int], None] | None = None) -> int:
+                        share: Callable[[list[Any], int, int], None] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> int:
     """Compile ``dispatchers`` into the disk cache in ``jobs`` forked children, each its
     share (``share``, for tests; ``_compile_share``), and wait for them.  Returns how many
     children exited cleanly; 0 without forking when one job would do or the cache is not
@@ -194,6 +201,9 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
     jobs = compile_jobs() if jobs is None else jobs
     if jobs < 2 or not dispatchers or not cache_writable(dispatchers):
         return 0
+    total = len(_to_compile(dispatchers))
+    if progress is not None:
+        progress(_count_compiled(total), total)
     share = share or _compile_share
     # The functions every other one calls (the locks, the slab), compiled here first: the
     # children inherit them in memory instead of each compiling its own copy.
@@ -226,8 +236,12 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
         pids.append(pid)
     ok = 0
     deadline = time.monotonic() + CHILD_TIMEOUT_S
+    told = time.monotonic()
     try:
         while pids and time.monotonic() < deadline:
+            if progress is not None and time.monotonic() - told >= 0.5:
+                told = time.monotonic()
+                progress(_count_compiled(total), total)
             try:
                 pid, status = os.waitpid(pids[0], os.WNOHANG)
             except ChildProcessError:

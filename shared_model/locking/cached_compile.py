@@ -1,0 +1,140 @@
+"""``cached_njit`` and ``cached_cfunc``: numba's ``njit(cache=True)`` and ``cfunc(cache=True)``
+with a cache keyed by the model's sources, without numba's reference counting (NRT)
+unless asked for it.  The numba internals this relies on are in numba_hooks.py, with a
+table of what each relies on and the test that catches a change.
+
+Why no NRT by default: numba keeps a reference count on every array a compiled function
+receives, and its increments and decrements are atomic read-modify-writes.  Every call
+from one compiled function to another with ``words`` as an argument paid two of them
+(about 16 ns on this machine), doubling an uncontended ticket lock round trip
+(38 -> 14 ns from compiled code, measured).  A function compiled without NRT (numba's
+``_nrt=False``) does no counting, which is correct as long as it allocates no arrays:
+true of every lock primitive and of a walk over the segment.  A function that must
+allocate takes ``@cached_njit(nrt=True)``.
+
+Why not plain ``njit(cache=True)``: numba stamps a cached function with a hash of *its
+own* source file only, and files it under a folder named after the file's path.  A
+compiled function inlines the compiled functions it calls, so after an edit to
+``mutex.py`` the cached ``lock_acquire`` (in ``lock.py``) would still load, with the old
+mutex inside it: stale machine code, silently; and an installed copy of the package and a
+checkout would each compile everything once.  Here every function is cached under
+``<cache root>/<hash of every .py file of shared_model/ and of the function's own package
+or script>/`` (numba_hooks.SourceTreeLocator), with that hash as its stamp: any edit
+recompiles everything once, and identical sources anywhere on the machine share one
+cache.  The root is ``$NUMBA_CACHE_DIR``, else ``~/.cache/rmap-stress``; when it is not
+writable, functions are compiled in memory at every start instead (slower, never a
+failure).  Old hash folders are not removed: deleting the root is always safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import cfunc, njit, types
+
+from . import numba_hooks
+from .numba_hooks import cache_usable, claim, compile_unliteral, mark_always_inline, no_nrt_options
+
+numba_hooks.install_source_tree_locator()
+_njit: Any = njit  # numba's stubs do not list the _nrt flag
+# Every dispatcher cached_njit made, in definition order (callees mostly before their
+# callers): what shared_model.precompile's parallel cold compile shares out among its
+# children.
+REGISTRY: list[Any] = []
+# The dispatchers of REGISTRY that numba inlines into each caller (``inline=True``): never
+# compiled on their own.
+INLINED: set[Any] = set()
+
+
+def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
+                inline: bool = False, llvm_inline: bool = False) -> Any:
+    """``njit(cache=True)(fn)``, its cache keyed on the whole model's sources too; without
+    NRT unless ``nrt=True``.  Use as ``@cached_njit`` or ``@cached_njit(nrt=True)``.
+
+    ``inline=True`` (numba's ``inline="always"``): compiled callers take a copy of the
+    body instead of calling it.  For the lock fast paths: a call between two compiled
+    functions passes each array as its seven fields on the stack (21 words for
+    ``words, g, held``), which cost more than a trylock; the uncontended pair went from
+    three such calls deep to none.  Python callers still get a compiled function.
+
+    ``llvm_inline=True``: compiled once, as any function (numba types and lowers it once),
+    and marked ``alwaysinline`` for LLVM, which pastes the optimised body into each
+    compiled caller instead of a call.  The same saving as ``inline`` at a fraction of its
+    compile time: numba's own inlining re-types the body (and all it inlines in turn) at
+    every call site (inlining lock_acquire_c and lock_release_c that way took the cold
+    compile from 44 to 151 s of CPU)."""
+    if fn is None:
+        return lambda f: cached_njit(f, nrt=nrt, inline=inline, llvm_inline=llvm_inline)
+    how = "always" if inline else "never"
+    options = {} if nrt else no_nrt_options()
+    cache = cache_usable()
+    if cache:
+        claim(fn)
+    try:
+        dispatcher = _njit(cache=cache, inline=how, **options)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        dispatcher = _njit(inline=how, **options)(fn)
+    compile_unliteral(dispatcher)
+    if llvm_inline:
+        mark_always_inline(dispatcher)
+    REGISTRY.append(dispatcher)
+    if inline:
+        INLINED.add(dispatcher)
+    return dispatcher
+
+
+_ANNOTATED = {"int": types.int64, "bool": types.boolean, "float": types.float64}
+# Arrays whose elements are not int64, by parameter name: the segment's int32 view, and the
+# check's "reached" marks (a bool array).  Every other array is int64.
+_ARRAY_DTYPES = {"w32": types.int32, "seen": types.boolean}
+
+
+def declared_signature(dispatcher: Any) -> tuple[Any, ...] | None:
+    """The argument types a compiled function is called with, read from its annotations
+    and the project's conventions: ``np.ndarray`` is a C-contiguous 1-d int64 array (the
+    segment's ``words``, ``g``, ``held``, index arrays), int32 for ``w32``, bool for
+    ``seen``; ``int`` is
+    int64 (a Python int, or any integer from compiled code: see
+    ``numba_hooks.compile_unliteral``);
+    ``bool``, ``float`` as numba types them.  None when an annotation says anything else:
+    such a function is compiled when first called, as always.  A wrong guess only costs
+    a version nobody calls."""
+    import inspect
+
+    out: list[Any] = []
+    for name, p in inspect.signature(dispatcher.py_func).parameters.items():
+        ann = p.annotation
+        if ann in ("np.ndarray", np.ndarray):
+            out.append(types.Array(_ARRAY_DTYPES.get(name, types.int64), 1, "C"))
+        elif isinstance(ann, str) and ann in _ANNOTATED:
+            out.append(_ANNOTATED[ann])
+        elif isinstance(ann, type) and ann.__name__ in _ANNOTATED:
+            out.append(_ANNOTATED[ann.__name__])
+        else:
+            return None
+    return tuple(out)
+
+
+def cached_cfunc(symbol: str, sig: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.cfunc(sig, cache=True)``, in the source-keyed cache as ``cached_njit``'s, and
+    registered under ``symbol`` with ``llvmlite.binding.add_symbol`` so that compiled code
+    calls it by name (``atomics.c_entry_call``).  Compiled (or loaded) at import, so the
+    symbol exists before any cached caller's machine code is loaded (an unresolved name
+    would abort the process); a child forked after the import inherits it.  With no
+    usable cache it is compiled in memory at each import."""
+    from llvmlite import binding as llvm
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        cache = cache_usable()
+        if cache:
+            claim(fn)
+        try:
+            cf = cfunc(sig, cache=cache)(fn)
+        except RuntimeError:  # no locator: compile in memory
+            cf = cfunc(sig)(fn)
+        llvm.add_symbol(symbol, cf.address)
+        return cf
+
+    return wrap

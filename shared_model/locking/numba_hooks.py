@@ -1,0 +1,305 @@
+"""Every line of the project that depends on how a particular numba release works inside.
+
+numba and llvmlite are pinned to the minor release these were checked against
+(pyproject.toml: ``numba>=0.68,<0.69``, ``llvmlite>=0.50,<0.51``).  Moving the pin means
+reading this table, then running the tests it names (``tests/shared_model/locking/
+test_numba_hooks.py`` holds most of them)::
+
+  ==========================  ===================================  =========================
+  hook (function below)       relies on (numba 0.68 internals)     test that catches a change
+  ==========================  ===================================  =========================
+  no_nrt_options              njit's undocumented ``_nrt=False``   test_no_reference_counting
+  mark_always_inline          ``Dispatcher.add_overload``,         test_the_lock_pair_is_
+                              ``cres.library._final_module`` and   inlined_by_llvm
+                              ``._shared_module``,                 (test_compile.py)
+                              ``cres.fndesc.llvm_func_name``
+  compile_unliteral           ``Dispatcher.get_call_template``     test_each_function_
+                              (how calls from compiled code are    compiles_once, test_a_
+                              typed)                               literal_argument_...
+  install_source_tree_locator ``caching.CacheImpl._locator_        test_an_edited_callee_
+                              classes`` and the locator protocol   recompiles_its_callers,
+                              (from_function, ensure_cache_path,   test_two_copies_share_
+                              get_cache_path, get_source_stamp,    one_cache, test_cache_
+                              get_disambiguator)                   lives_under_the_source_key
+  has_cached_index,           cache file names: one index          test_cache_lives_under_
+  count_cached_indexes        ``<module>.<qualname>-<line>.pyXY    the_source_key, test_each_
+                              .nbi`` per function, data files      function_compiles_once
+                              ``<same>.<n>.nbc`` per version
+  fixed_arity                 ``numba.extending.intrinsic`` reads  test_allocation_goes_
+                              its typer's parameters by name       through_the_cpu_cache
+                              (``*args`` does not lower)           (test_slab_mapcount.py)
+  ==========================  ===================================  =========================
+
+Why no public way, for each: NRT cannot be turned off per function by any documented
+option; numba gives no access to LLVM function attributes; nothing stops numba from
+compiling a callee once per literal constant or integer width its compiled callers pass;
+the documented cache settings (``NUMBA_CACHE_DIR``) file a function under a folder named
+after the *path* of its source and stamp it with *its own file's* hash only, so two
+copies of the package compile twice and an edited callee leaves its callers' cached code
+stale (``NUMBA_CACHE_LOCATOR_CLASSES`` takes a locator too, but as an environment
+setting it is global and is reset when numba reloads its configuration); and numba has
+no query for "is this function in the cache".  fixed_arity builds a typer of ``n``
+named parameters with ``exec``: ``types.ExternalFunction`` with each array passed as
+``a.ctypes.data, a.size`` does the same job through public API and works (measured on the
+shared 2-core machine, one run: 2.09 against 2.13 ns per call from compiled code), but it
+needs one more compiled wrapper per C entry point to keep the call sites as they are
+(a probe entry point: 0.30-0.34 s cold against 0.14-0.18 s), so the stub stays.
+
+Public numba and llvmlite API the project also uses (documented, so not listed as hooks,
+but a pin move should still run ``tests/shared_model/locking``): ``njit(cache=True,
+inline=...)``, ``cfunc(sig, cache=True)`` and ``.address``, ``Dispatcher.compile``,
+``.overloads``, ``.py_func``, ``.stats``, ``.inspect_llvm``; ``numba.extending.intrinsic``
+with llvmlite's IR builder and ``context.make_array`` / ``context.cast`` / ``cgutils``
+(atomics.py, tested by test_atomics.py); ``llvmlite.binding.add_symbol`` and
+``initialize_native_asmparser`` (atomics.py, cached_compile.cached_cfunc).
+
+What replaced earlier private hooks: the per-function source stamp that was rewritten to
+carry a hash of every model source is now the stamp of the locator below (a public
+protocol method, installed through one private list); the cold-compile check reads the
+locator's own directory instead of ``FunctionCache._cache_path``; cfuncs go through
+``numba.cfunc(cache=True)`` instead of ``numba.core.ccallback.CFunc``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MODEL_ROOT = Path(__file__).resolve().parent.parent  # shared_model/
+CACHE_ENV = "NUMBA_CACHE_DIR"
+
+
+# ---------------------------------------------------------------- compile options
+
+
+def no_nrt_options() -> dict[str, Any]:
+    """njit's options for a function that does no reference counting of the arrays it
+    receives (numba's private ``_nrt`` flag).  See cached_compile: 38 -> 14 ns for an
+    uncontended ticket lock round trip called from compiled code."""
+    return {"_nrt": False}
+
+
+def mark_always_inline(dispatcher: Any) -> None:
+    """Mark each new version's LLVM function ``alwaysinline`` in the modules that compiled
+    callers link in (and that the cache stores beside the machine code), before numba
+    saves it."""
+    add_overload = dispatcher.add_overload
+
+    def add_overload_inline(cres: Any) -> None:
+        library = cres.library
+        name = cres.fndesc.llvm_func_name
+        for module in (library._final_module, library._shared_module):
+            if module is None:
+                continue
+            try:
+                fn = module.get_function(name)
+            except NameError:
+                continue
+            if "alwaysinline" not in str(list(fn.attributes)):
+                fn.add_function_attribute("alwaysinline")
+        add_overload(cres)
+
+    dispatcher.add_overload = add_overload_inline
+
+
+def compile_unliteral(dispatcher: Any) -> None:
+    """Called from compiled code, compile for the arguments' plain types: unliteral, and a
+    signed integer narrower than 64 bits widened to int64.
+
+    numba types a module-level int constant as ``Literal[int](3)`` and, when a compiled
+    caller passes one, compiles the callee for that literal: ``lock_release_c(..., PTL,
+    S_PR_ONE, 0, t)`` and ``lock_release_c(..., SLAB, S_FREE, 0, t)`` were two versions,
+    each with the whole lock dispatch inlined (12 versions of lock_release_c, 11 of
+    lock_acquire_slowpath: a third of the cold compile).  No function of the model needs
+    a literal argument, so every call from compiled code asks for the unliteral types;
+    a literal still converts to them at the call.  Likewise a narrower signed integer
+    (an int32 read from the segment's ``w32`` view) is passed as int64: record indices
+    read from int32 fields made a second version of five anon_vma functions."""
+    from numba import types
+
+    def plain_type(t: Any) -> Any:
+        t = types.unliteral(t)
+        if (isinstance(t, types.Integer) and getattr(t, "signed", False)
+                and getattr(t, "bitwidth", 64) < 64):
+            return types.int64
+        return t
+
+    typed = dispatcher.get_call_template
+
+    def get_call_template(args: Any, kws: Any) -> Any:
+        return typed(tuple(plain_type(a) for a in args),
+                     {k: plain_type(v) for k, v in kws.items()})
+
+    dispatcher.get_call_template = get_call_template
+
+
+def fixed_arity(n: int, typer: Callable[..., Any], name: str) -> Any:
+    """``typer`` as a function of exactly ``n`` named arguments, for
+    ``numba.extending.intrinsic`` (it lowers an intrinsic's arguments by name: ``*args``
+    does not lower)."""
+    params = ", ".join(f"a{i}" for i in range(n))
+    scope: dict[str, Any] = {"typer": typer}
+    exec(f"def stub(tc, {params}):\n    return typer(tc, {params})\n", scope)  # noqa: S102
+    stub = scope["stub"]
+    stub.__name__ = name
+    return stub
+
+
+# ---------------------------------------------------------------- the source-keyed cache
+
+_CLAIMED: weakref.WeakSet[Any] = weakref.WeakSet()  # functions the locator caches
+_TREE_HASHES: dict[tuple[Path, bool], str] = {}
+
+
+def cache_root() -> Path:
+    """Where every compiled function is cached: ``$NUMBA_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/rmap-stress`` (``~/.cache/rmap-stress``).  One per user and machine:
+    an installed package and a checkout with the same sources share it."""
+    env = os.environ.get(CACHE_ENV, "")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME", "") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rmap-stress"
+
+
+def _tree_hash(root: Path) -> str:
+    """sha256 of every ``.py`` file under ``root`` (or of ``root`` itself, a plain module),
+    names and contents; read once per process (a few milliseconds for shared_model)."""
+    key = (root, root.is_dir())
+    if key not in _TREE_HASHES:
+        digest = hashlib.sha256()
+        files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts) \
+            if root.is_dir() else [root]
+        for path in files:
+            digest.update(str(path.relative_to(root.parent)).encode())
+            digest.update(b"\0")
+            digest.update(path.read_bytes())
+        _TREE_HASHES[key] = digest.hexdigest()
+    return _TREE_HASHES[key]
+
+
+def _source_root(py_func: Any, py_file: str) -> Path:
+    """The sources a compiled function depends on besides the model: its top-level
+    package's folder, or its own file when it is a plain module (a script)."""
+    top = py_func.__module__.split(".")[0]
+    module = sys.modules.get(top)
+    paths = list(getattr(module, "__path__", []) or [])
+    if paths:
+        return Path(paths[0]).resolve()
+    return Path(py_file).resolve()
+
+
+def source_key(py_func: Any, py_file: str) -> tuple[str, Path]:
+    """(the hash of every source the function's machine code may hold, its folder under
+    that hash).  A compiled function inlines what it calls, from any file of the model,
+    so the key covers all of shared_model/, plus the function's own package or script."""
+    root = _source_root(py_func, py_file)
+    digest = hashlib.sha256(_tree_hash(MODEL_ROOT).encode())
+    if root != MODEL_ROOT:
+        digest.update(_tree_hash(root).encode())
+    if root.is_dir():
+        sub = Path(root.name) / Path(py_file).resolve().parent.relative_to(root)
+    else:
+        sub = Path(root.stem)
+    return digest.hexdigest()[:24], sub
+
+
+def model_cache_dir() -> Path:
+    """The folder holding the model's own compiled functions (for the cold-start check
+    and the progress count): ``cache_root()/<key>``."""
+    digest = hashlib.sha256(_tree_hash(MODEL_ROOT).encode())
+    return cache_root() / digest.hexdigest()[:24]
+
+
+class SourceTreeLocator:
+    """numba's cache locator protocol, for the functions ``claim`` marked: the cache
+    folder is named after ``source_key`` (not the install path), and the stamp numba checks
+    before loading is that key (not one file's hash), so an edit anywhere in the model
+    recompiles every caller, and two copies of the same sources share one cache."""
+
+    def __init__(self, py_func: Any, py_file: str) -> None:
+        key, sub = source_key(py_func, py_file)
+        self._key = key
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = str(cache_root() / key / sub)
+
+    def ensure_cache_path(self) -> None:
+        os.makedirs(self._cache_path, exist_ok=True)
+        tempfile.TemporaryFile(dir=self._cache_path).close()
+
+    def get_cache_path(self) -> str:
+        return self._cache_path
+
+    def get_source_stamp(self) -> str:
+        return self._key
+
+    def get_disambiguator(self) -> str:
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func: Any, py_file: str) -> SourceTreeLocator | None:
+        if py_func not in _CLAIMED or not os.path.exists(py_file):
+            return None
+        locator = cls(py_func, py_file)
+        try:
+            locator.ensure_cache_path()
+        except OSError:
+            return None
+        return locator
+
+
+def install_source_tree_locator() -> None:
+    """Put SourceTreeLocator first in the list numba asks for a cache folder (once).
+    It claims only the functions ``claim`` marked; every other function keeps numba's
+    own locators.  ``NUMBA_CACHE_LOCATOR_CLASSES``, when a user sets it, replaces the list
+    and so this locator too (cached_compile then caches nothing, see cache_usable)."""
+    from numba.core import caching
+
+    classes = caching.CacheImpl._locator_classes
+    if SourceTreeLocator not in classes:
+        classes.insert(0, SourceTreeLocator)
+
+
+def claim(py_func: Any) -> None:
+    """The next cache made for ``py_func`` is SourceTreeLocator's."""
+    _CLAIMED.add(py_func)
+
+
+def cache_usable() -> bool:
+    """The source-keyed cache can be used: its root is writable and no user override of
+    the locator list bypasses it.  Otherwise compiled functions are compiled in memory at
+    every start (slower, never stale)."""
+    if os.environ.get("NUMBA_CACHE_LOCATOR_CLASSES", ""):
+        return False
+    root = cache_root()
+    try:
+        os.makedirs(root, exist_ok=True)
+        tempfile.TemporaryFile(dir=root).close()
+    except OSError:
+        return False
+    return True
+
+
+def has_cached_index(dispatcher: Any) -> bool:
+    """numba's cache holds an index file for ``dispatcher`` in its folder."""
+    py = dispatcher.py_func
+    prefix = f"{py.__module__.rsplit('.', 1)[-1]}.{py.__qualname__}-"
+    try:
+        names = os.listdir(dispatcher.stats.cache_path)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return any(n.startswith(prefix) and n.endswith(".nbi") for n in names)
+
+
+def count_cached_indexes(folder: Path) -> int:
+    """Index files (one per cached function) under ``folder``."""
+    n = 0
+    for _dir, _subdirs, names in os.walk(folder):
+        n += sum(1 for name in names if name.endswith(".nbi"))
+    return n

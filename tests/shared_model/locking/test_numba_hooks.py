@@ -1,0 +1,203 @@
+"""The numba internals of locking/numba_hooks.py, each checked for what it must do, so that
+a numba release that changes one fails here instead of running stale or slow code.
+
+The cache tests compile a small package of their own (a callee and its caller, in two
+files) in a fresh Python process, as a user's second run would, and remove what they
+cached; the model's own compiled code is only loaded, never compiled again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared_model.locking.numba_hooks import (
+    cache_root,
+    count_cached_indexes,
+    has_cached_index,
+    model_cache_dir,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+
+_CALLEE = '''from shared_model.locking.cached_compile import cached_njit
+
+TOKEN = "{token}"
+
+
+@cached_njit
+def callee(x: int) -> int:
+    return x + 1
+'''
+
+_CALLER = '''from shared_model.locking.cached_compile import cached_njit
+
+from .callee import callee
+
+
+@cached_njit
+def caller(x: int) -> int:
+    return callee(x) * 10
+'''
+
+_RUN = '''import sys
+from probe.caller import caller
+print(caller(1), sum(caller.stats.cache_misses.values()), caller.stats.cache_path)
+'''
+
+
+def _probe(where: Path, token: str) -> Path:
+    pkg = where / "probe"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "callee.py").write_text(_CALLEE.format(token=token))
+    (pkg / "caller.py").write_text(_CALLER)
+    return where
+
+
+def _run(where: Path) -> tuple[int, int, Path]:
+    """caller(1), how many versions this process compiled, and where it is cached."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), str(REPO)])}
+    out = subprocess.run([sys.executable, "-c", _RUN], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()
+    return int(out[0]), int(out[1]), Path(out[2])
+
+
+def _forget(cache_path: Path) -> None:
+    """Remove the probe's key folder (cache_root()/<key>/probe/...) from the cache."""
+    key_dir = cache_path
+    while key_dir.parent != cache_root() and key_dir.parent != key_dir:
+        key_dir = key_dir.parent
+    if key_dir.parent == cache_root() and key_dir != model_cache_dir():
+        shutil.rmtree(key_dir, ignore_errors=True)
+
+
+def test_an_edited_callee_recompiles_its_callers(tmp_path: Path) -> None:
+    """numba alone stamps caller.py's cache with caller.py's hash: after an edit to
+    callee.py it would load the caller with the old callee compiled into it."""
+    where = _probe(tmp_path, uuid.uuid4().hex)
+    paths = []
+    try:
+        value, compiled, path = _run(where)
+        paths.append(path)
+        assert (value, compiled) == (20, 1)
+        assert _run(where)[:2] == (20, 0)  # unchanged: loaded from the cache
+        callee = where / "probe" / "callee.py"
+        callee.write_text(callee.read_text().replace("x + 1", "x + 2"))
+        value, compiled, path = _run(where)
+        paths.append(path)
+        assert (value, compiled) == (30, 1)  # the caller compiled again, with the new callee
+    finally:
+        for p in paths:
+            _forget(p)
+
+
+def test_two_copies_share_one_cache(tmp_path: Path) -> None:
+    """The same sources at two paths (an installed package, a checkout) compile once."""
+    token = uuid.uuid4().hex
+    first = _probe(tmp_path / "one", token)
+    second = _probe(tmp_path / "two", token)
+    path = None
+    try:
+        value, compiled, path = _run(first)
+        assert (value, compiled) == (20, 1)
+        files = sorted(p.name for p in path.iterdir())
+        value, compiled, path_two = _run(second)
+        assert (value, compiled, path_two) == (20, 0, path)
+        assert sorted(p.name for p in path.iterdir()) == files
+    finally:
+        if path is not None:
+            _forget(path)
+
+
+def test_cache_lives_under_the_source_key() -> None:
+    """Every model function is cached under cache_root()/<hash of the model's sources>."""
+    from shared_model.precompile import warm_up
+    from shared_model.rmap import rmap_walk_anon
+
+    warm_up()
+    assert Path(rmap_walk_anon.stats.cache_path).is_relative_to(model_cache_dir())
+    assert model_cache_dir().parent == cache_root()
+    assert has_cached_index(rmap_walk_anon)
+    assert count_cached_indexes(model_cache_dir()) > 50
+
+
+def test_each_function_compiles_once() -> None:
+    """One version per function in the model's cache: numba's literal and int32
+    specialisations turned off (compile_unliteral), the declared signatures right."""
+    from shared_model.precompile import warm_up
+
+    warm_up()
+    versions: dict[str, int] = {}
+    for folder, _dirs, names in os.walk(model_cache_dir()):
+        for name in names:
+            if name.endswith(".nbc"):
+                base = os.path.join(folder, name.rsplit(".", 2)[0])
+                versions[base] = versions.get(base, 0) + 1
+    assert versions
+    assert {b: n for b, n in versions.items() if n > 1} == {}
+
+
+_KERNELS = '''
+import numpy as np
+from shared_model.locking.cached_compile import cached_njit
+
+THREE = 3
+
+
+@cached_njit
+def total(a: np.ndarray, n: int) -> int:
+    t = 0
+    for i in range(n):
+        t += a[i]
+    return t
+
+
+@cached_njit
+def twice(a: np.ndarray, n: int) -> int:
+    return total(a, n) + total(a, n)
+
+
+@cached_njit
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@cached_njit
+def use(a: np.ndarray) -> int:
+    return add(a[0], THREE) + add(np.int32(a[1]), 4)
+'''
+
+
+def _kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    """A module of compiled functions never compiled before, cached in an empty folder."""
+    import importlib
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / f"{name}.py").write_text(_KERNELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(name)
+
+
+def test_no_reference_counting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled function that receives arrays does no NRT counting (``_nrt=False``)."""
+    mod = _kernels(tmp_path, monkeypatch, "hooks_nrt")
+    assert mod.twice(np.arange(4, dtype=np.int64), 4) == 12
+    ir = next(iter(mod.twice.inspect_llvm().values()))
+    assert "NRT_incref" not in ir and "NRT_decref" not in ir
+
+
+def test_a_literal_argument_compiles_no_second_version(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called from compiled code with a constant and with an int32, the callee compiles
+    once, for int64 (compile_unliteral)."""
+    mod = _kernels(tmp_path, monkeypatch, "hooks_literal")
+    assert mod.use(np.arange(2, dtype=np.int64)) == 8
+    assert [str(s) for s in mod.add.signatures] == ["(int64, int64)"]
