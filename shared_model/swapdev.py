@@ -56,8 +56,8 @@ from numba import njit
 from . import ctx as G
 from .layout import CPU_STATE, SWAPDEV_FIELDS
 from .locking.atomics import READ_ONCE, atomic_fetch_add, clock_ns, cmpxchg
-from .locking.common import NODE_RUN_STATE, RUN_IOWAIT
 from .locking.cached_compile import cached_njit
+from .locking.common import NODE_RUN_STATE, RUN_IOWAIT
 from .model import Model
 
 D = {name: i for i, name in enumerate(SWAPDEV_FIELDS)}

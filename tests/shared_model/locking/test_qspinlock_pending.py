@@ -25,8 +25,8 @@ from shared_model.locking.atomics import (
     atomic_xchg_hi32,
     smp_store_release_u8,
 )
-from shared_model.locking.common import NODE_MCS_QUEUED
 from shared_model.locking.cached_compile import cached_njit
+from shared_model.locking.common import NODE_MCS_QUEUED
 from shared_model.locking.locktorture import LockLab, torture_hammer
 from shared_model.locking.qspinlock import LOCKED_VAL, PENDING_VAL, TAIL_SHIFT
 

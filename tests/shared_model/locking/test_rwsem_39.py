@@ -25,8 +25,8 @@ from shared_model.locking import (
     lock_state,
 )
 from shared_model.locking.atomics import atomic_fetch_add
-from shared_model.locking.common import OWNER
 from shared_model.locking.cached_compile import cached_njit
+from shared_model.locking.common import OWNER
 from shared_model.locking.locktorture import LockLab
 from shared_model.locking.rwsem import (
     WRITER,
