@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -135,8 +136,8 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
 # before issue 24 ("before"), then the tests issue 24 added ("new").  Outcomes per run:
 #
 #   killed    a test failed on an assertion (or the compile refused the mutant)
-#   deadline  a test failed only because a bounded wait without a report ran out
-#             (LockLab's TimeoutError "timed out waiting for ...", 60 s)
+#   deadline  the first failure was a bounded wait that ran out without a report
+#             (LockLab's bare TimeoutError "timed out waiting for ...", 60 s)
 #   hang      the run outlived --timeout and was killed: caught only by an outer timeout
 #   survived  every test passed
 #
@@ -360,7 +361,7 @@ def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, s
     tail = "\n".join(out.splitlines()[-6:])
     if rc == 0:
         return "survived", time.monotonic() - t0, tail
-    if "TimeoutError: timed out waiting" in out:
+    if re.search(r"^FAILED .* - TimeoutError", out, re.MULTILINE):
         return "deadline", time.monotonic() - t0, tail
     return "killed", time.monotonic() - t0, tail
 

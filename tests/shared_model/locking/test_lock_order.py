@@ -90,14 +90,17 @@ def join_all(lab: LockLab, pids: list[int], seen: Callable[[], str]) -> list[int
     try:
         return [lab.join(p) for p in pids]
     except TimeoutError as e:
-        pytest.fail(f"{e} within {BOUND_S} s (a lost hand-off?); saw {seen()}")
+        why = str(e)
+    pytest.fail(f"{why} within {BOUND_S} s (a lost hand-off?); saw {seen()}")
 
 
 def wait_for(lab: LockLab, cond: Callable[[], bool], what: str, seen: Callable[[], str]) -> None:
     try:
         lab.wait_until(cond, what)
+        return
     except TimeoutError as e:
-        pytest.fail(f"{e} within {BOUND_S} s; saw {seen()}")
+        why = str(e)
+    pytest.fail(f"{why} within {BOUND_S} s; saw {seen()}")
 
 
 def queue(lab: LockLab, kind: int, cpus: list[int], stop_of: dict[int, int],
@@ -193,11 +196,11 @@ def test_mutex_release_wakes_a_sleeper_and_every_sleeper_gets_it(bounded: LockLa
              "all three asleep", seen)
     seq = int(lab.words[w + WAKE_SEQ])
     release(lab, MUTEX, PARENT_CPU)
-    assert lab.words[w + WAKE_SEQ] == seq + 1, f"the release woke nobody: {seen()}"
+    # > not ==: the woken sleeper may already have taken, released and woken the next.
+    assert lab.words[w + WAKE_SEQ] > seq, f"the release woke nobody: {seen()}"
     assert join_all(lab, pids, seen) == [0, 0, 0]
     assert sorted(logged(lab)) == cpus, seen()
     assert statuses(lab, cpus) == [LOCK_CONTENDED] * 3, seen()
-    assert lab.words[w + WAKE_SEQ] >= seq + 1
     assert (lab.words[w + SLEEPERS], lab.words[w + SPINNERS]) == (0, 0), seen()
     assert lock_state(lab.words, w, MUTEX) == (False, 0)
 
