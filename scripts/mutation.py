@@ -175,6 +175,8 @@ SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
     "shared_model/invariants.py": (["tests/shared_model/test_invariants.py", "tests/shared_model/test_pgtable.py",
                                     "tests/shared_model/test_later_eras.py"], CORE_NEW),
     "shared_model/rmap.py": (["tests/shared_model/test_swapin.py"], CORE_NEW),
+    "shared_model/anon_vma.py": (["tests/shared_model/test_anon_vma.py", "tests/shared_model/test_later_eras.py"],
+                                 CORE_NEW),
     "shared_model/swapdev.py": (["tests/shared_model/test_swapdev.py", "tests/stress/test_swapio.py"], CORE_NEW),
     "stress/predict.py": (["tests/stress/test_predict.py"], ANALYSIS_NEW),
     "stress/scale.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
@@ -306,6 +308,13 @@ SCRIPTED: list[Mutation] = [
       "        if not exclusive:\n", "        if True:\n"),
     M("shared_model/rmap.py", "2.6.36+: a swap-cache hit is moved too",
       "        if not fresh:\n            return", "        if False:\n            return"),
+    # anon_vma.py: the era rules of fork and of the reuse counters
+    M("shared_model/anon_vma.py", "2.6.36+: anon_vma_fork takes no reference on the root",
+      "    if g[G.LOCK_ROOT]:\n        get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])",
+      "    if False:\n        get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])"),
+    M("shared_model/anon_vma.py", "6.0: a new root does not count its self-parent link",
+      "        if allocated:\n            w32[_av(g, av, G.AV_NUM_CHILDREN)] += 1",
+      "        if False:\n            w32[_av(g, av, G.AV_NUM_CHILDREN)] += 1"),
     # swapdev.py
     M("shared_model/swapdev.py", "SwapIO.wait ignores the writer's slot time",
       "        until = max(self.writes(), self.reads())", "        self.writes()\n        until = self.reads()",
@@ -357,6 +366,10 @@ def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, s
             os.killpg(proc.pid, signal.SIGKILL)  # its own session: pytest and its children
             proc.wait()
             return "hang", time.monotonic() - t0, ""
+        except BaseException:  # interrupted (SIGTERM, ^C): leave no pytest running behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     out = (root / "pytest.log").read_text()
     tail = "\n".join(out.splitlines()[-6:])
     if rc == 0:
@@ -407,12 +420,14 @@ def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Cal
                     r.update(before="killed", after="killed", note=f"does not compile: {why}")
                 else:
                     r["compile_s"] = round(time.monotonic() - t0, 1)
-                    before, t_old, _ = _pytest(root, old_tests, timeout)
+                    before, t_old, tail_old = _pytest(root, old_tests, timeout)
                     new, t_new, tail_new = _pytest(root, new_tests, timeout)
                     r.update(before=before, new=new, old_s=round(t_old, 1), new_s=round(t_new, 1),
                              after="killed" if "killed" in (before, new) else
                              ("deadline" if "deadline" in (before, new) else
                               ("hang" if "hang" in (before, new) else "survived")))
+                    if before != "survived":
+                        r["old_says"] = tail_old[-600:]
                     if new != "survived":
                         r["new_says"] = tail_new[-600:]
                 out.append(r)
@@ -459,6 +474,7 @@ def main() -> int:
                     help="with --scripted: seconds per test run before it counts as a hang (default 180)")
     args = ap.parse_args()
     if args.scripted:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
         chosen = [mu for mu in SCRIPTED if (not args.modules or mu.module in args.modules)
                   and (mu.named or not args.named) and not (mu.named and args.others)]
         if not chosen:
