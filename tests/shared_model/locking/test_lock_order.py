@@ -3,9 +3,9 @@ bounded wait: a broken hand-off fails here with what the waiters were seen doing
 by hanging until an outer timeout.
 
 * ticket: four waiters are served exactly in arrival order;
-* qspinlock: with four waiters queued (3+ contenders, so at least two sit in the MCS
-  queue however the first contender waits), one that gave up in the middle of the queue
-  is skipped, its node marked SKIPPED, and the others served in order;
+* qspinlock: with five waiters queued (so at least three sit behind the MCS queue's head
+  however the first contender waits), one or two that gave up behind the head are
+  skipped, their nodes marked SKIPPED, and the others served in order;
 * mutex: a release with sleepers bumps the wake sequence (the wake-up is not lost), and
   every sleeper gets the mutex, once;
 * rwsem (3.8's FIFO policy): a run of three queued readers is granted together (all three
@@ -135,13 +135,15 @@ def test_ticket_serves_four_waiters_in_arrival_order(bounded: LockLab) -> None:
     assert (lab.words[at.lock], lab.words[at.lock + 1]) == (5, 5), seen()
 
 
-@pytest.mark.parametrize("quitters", [[2], [1, 2]], ids=["one", "two-in-a-row"])
+@pytest.mark.parametrize("quitters", [[2], [2, 3]], ids=["one", "two-in-a-row"])
 def test_qspinlock_skips_abandoned_nodes_in_the_queue(bounded: LockLab, quitters: list[int]) -> None:
-    """Four waiters behind the holder; those in ``quitters`` (never the first, which may
-    wait without a node) give up while queued.  The release serves the others in order,
-    and the head that passed over an abandoned node marked it SKIPPED (reusable)."""
+    """Five waiters behind the holder; those in ``quitters`` give up while queued.  They
+    are never the first two: the first may wait on a pending bit without a node (the
+    kernel's qspinlock), and then the second is the MCS queue's head, which passes the
+    head on when it stops instead of abandoning its node.  The release serves the others
+    in order, and the head that passed over an abandoned node marked it SKIPPED."""
     lab, at = bounded, bounded.at
-    cpus = [0, 1, 2, 3]
+    cpus = [0, 1, 2, 3, 4]
 
     def seen() -> str:
         nodes = [int(lab.words[at.node(c)]) for c in cpus]
@@ -154,7 +156,7 @@ def test_qspinlock_skips_abandoned_nodes_in_the_queue(bounded: LockLab, quitters
         lab.words[at.own_stop(q)] = 2
         assert join_all(lab, [pids[q]], seen) == [0]
         assert lab.words[at.status + q] == LOCK_STOPPED, seen()
-    assert lock_state(lab.words, at.lock, QSPINLOCK) == (True, 4 - len(quitters)), seen()
+    assert lock_state(lab.words, at.lock, QSPINLOCK) == (True, 5 - len(quitters)), seen()
     assert lab.words[at.log_len] == 0, seen()
     release(lab, QSPINLOCK, PARENT_CPU)
     served = [c for c in cpus if c not in quitters]
