@@ -132,18 +132,18 @@ def _verdict(m: Model, av: int) -> int:
 
 
 def test_tree_checker_finds_each_colour_fault(make_model: MakeModel) -> None:
-    """The root anon_vma's tree of a 3.7 family (parent and 7 children: 8 nodes).  Each
+    """The root anon_vma's tree of a 3.7 family (parent and 15 children: 16 nodes).  Each
     colour flip of one node breaks a red-black rule; which one is derived from the tree
     itself: the root made red, a red root; a black node made red next to a red one, a red
     node with a red child (its black height is off too: the walk reports whichever it
     meets first); any other flip (a black node made red with no red neighbour, a red one
     made black) leaves one black node fewer or more on the paths through it than on the
     others: the black height, and nothing else."""
-    m = make_model("3.7", users=7, pages=2, cow=0.0)
-    build_family(m, 7, 2, 0.0)
+    m = make_model("3.7", users=15, pages=2, cow=0.0)
+    build_family(m, 15, 2, 0.0)
     av = int(np.argmax(m.anon_vma["nr_members"]))
     nodes = _tree_nodes(m, av)
-    assert len(nodes) == 8 and _verdict(m, av) == TREE_OK
+    assert len(nodes) == 16 and _verdict(m, av) == TREE_OK
     color, parent = m.avc["rb_color"], m.avc["rb_parent"]
     seen = set()
     for x in nodes:
@@ -165,6 +165,21 @@ def test_tree_checker_finds_each_colour_fault(make_model: MakeModel) -> None:
         finally:
             color[x] = was
     assert TREE_BLACK_HEIGHT in seen and TREE_RED_ROOT in seen
+    assert _verdict(m, av) == TREE_OK
+    # A red node with a red child and nothing else wrong: a black node with two red
+    # children under a red parent recoloured (it red, they black) keeps every path's
+    # black count, and only the red-red rule is broken.
+    left, right = m.avc["rb_left"], m.avc["rb_right"]
+    fours = [x for x in nodes if color[x] == BLACK and parent[x] >= 0 and color[parent[x]] == RED
+             and left[x] >= 0 and right[x] >= 0 and color[left[x]] == RED and color[right[x]] == RED]
+    assert fours, "the 16-node tree has such a node"
+    x = fours[0]
+    kids = (int(left[x]), int(right[x]))
+    color[x], color[kids[0]], color[kids[1]] = RED, BLACK, BLACK
+    try:
+        assert _verdict(m, av) == TREE_RED_RED
+    finally:
+        color[x], color[kids[0]], color[kids[1]] = BLACK, RED, RED
     assert _verdict(m, av) == TREE_OK
 
 
