@@ -138,7 +138,8 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
 #   killed    a test failed on an assertion (or the compile refused the mutant)
 #   deadline  the first failure was a bounded wait that ran out without a report
 #             (LockLab's bare TimeoutError "timed out waiting for ...", 60 s)
-#   hang      the run outlived --timeout and was killed: caught only by an outer timeout
+#   hang      the run (or the warm-up before it) outlived --timeout and was killed: caught
+#             only by an outer timeout
 #   survived  every test passed
 #
 # "killed before" counts the mutants the old selection killed by an assertion; "killed
@@ -380,14 +381,21 @@ def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, s
 
 
 def _compile(root: Path, timeout: float) -> str:
-    """Compile the mutant (numba's cache in the scratch copy): "" or why it failed."""
+    """Compile the mutant (numba's cache in the scratch copy) and run each compiled path
+    once on a tiny model (warm_up): "" when that worked, "hang" when it outlived
+    ``timeout`` (a mutant that wedges a lock wedges the warm-up too), else why it failed."""
     code = "from shared_model.jit import warm_up; warm_up()"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        p = subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True,
-                           text=True, timeout=timeout, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return "compile timed out"
-    return "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
+        _, err = proc.communicate(timeout=timeout)
+    except BaseException:  # the timeout, or an interrupted run: leave nothing behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if sys.exc_info()[0] is subprocess.TimeoutExpired:
+            return "hang"
+        raise
+    return "" if proc.returncode == 0 else (err.strip().splitlines() or ["?"])[-1]
 
 
 def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Callable[[str], None]
@@ -415,8 +423,10 @@ def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Cal
                 path.write_text(original.replace(mu.old, mu.new))
                 t0 = time.monotonic()
                 r: dict[str, object] = {"module": module, "mutation": mu.name, "named": mu.named}
-                why = _compile(root, 900)  # for a stress/ module: loads the copied cache
-                if why:
+                why = _compile(root, timeout)  # for a stress/ module: loads the copied cache
+                if why == "hang":
+                    r.update(before="hang", after="hang", note="the warm-up hung")
+                elif why:
                     r.update(before="killed", after="killed", note=f"does not compile: {why}")
                 else:
                     r["compile_s"] = round(time.monotonic() - t0, 1)
