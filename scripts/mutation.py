@@ -381,10 +381,12 @@ def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, s
 
 
 def _compile(root: Path, timeout: float) -> str:
-    """Compile the mutant (numba's cache in the scratch copy) and run each compiled path
-    once on a tiny model (warm_up): "" when that worked, "hang" when it outlived
-    ``timeout`` (a mutant that wedges a lock wedges the warm-up too), else why it failed."""
-    code = "from shared_model.jit import warm_up; warm_up()"
+    """Compile the mutant into numba's cache in the scratch copy, every compiled function
+    for its declared types, in parallel children, running none of them (warm_up would run
+    them, and a mutant that wedges a lock wedged it: a hang counted before any test ran):
+    "" when that worked, "hang" when it outlived ``timeout``, else why it failed."""
+    code = ("from shared_model.jit import compile_in_children, model_dispatchers; "
+            "compile_in_children(model_dispatchers())")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
