@@ -482,13 +482,16 @@ def main() -> int:
                          "(all, or those of the modules named) instead of mutmut")
     ap.add_argument("--named", action="store_true", help="with --scripted: only the issue's 16")
     ap.add_argument("--others", action="store_true", help="with --scripted: all but the issue's 16")
+    ap.add_argument("--only", action="append", default=[],
+                    help="with --scripted: the mutations whose name contains this (repeatable)")
     ap.add_argument("--timeout", type=float, default=180.0,
                     help="with --scripted: seconds per test run before it counts as a hang (default 180)")
     args = ap.parse_args()
     if args.scripted:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
         chosen = [mu for mu in SCRIPTED if (not args.modules or mu.module in args.modules)
-                  and (mu.named or not args.named) and not (mu.named and args.others)]
+                  and (mu.named or not args.named) and not (mu.named and args.others)
+                  and (not args.only or any(o in mu.name for o in args.only))]
         if not chosen:
             print(f"mutation.py: error: no scripted mutation of {', '.join(args.modules)} "
                   f"(choose from {', '.join(SCRIPTED_TESTS)})", file=sys.stderr)
