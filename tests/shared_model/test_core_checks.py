@@ -270,3 +270,21 @@ def test_swapio_wait_sleeps_until_the_writer_has_its_slots(make_model: MakeModel
     assert (int(d["writes"]), int(d["reads"])) == (10, 0)
     assert woke >= slot
     assert int(m.words[f["t_iowait_ns"]]) - slept_before > 0
+
+
+def test_swapio_wait_sleeps_until_the_reads_are_in(make_model: MakeModel) -> None:
+    """Three pages read and none written: wait() sleeps until the last read completes
+    (latency + 2 service slots after submission), the writer having nothing to wait for."""
+    m = make_model("2.6.34", users=1, pages=1)
+    swap_device_init(m, 1.0, 500.0, 128, True)  # 1 ms latency, 2 ms per request
+    f = m.locks.f
+    d = m.seg["swapdev"][0]
+    io = SwapIO(m)
+    m.words[f["frames_in"]] += 3
+    try:
+        io.wait(lambda: False)
+        woke = time.perf_counter_ns()
+    finally:
+        m.words[f["frames_in"]] -= 3
+    assert (int(d["writes"]), int(d["reads"])) == (0, 3)
+    assert woke >= int(d["last_completion_ns"])
