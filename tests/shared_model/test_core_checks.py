@@ -70,24 +70,29 @@ SMALL = Capacities(mms=6, vmas=64, anon_vmas=64, avcs=256, pages=96, ptrs_per_mm
 
 @pytest.mark.parametrize("era", ["2.6.33", "3.7"])
 def test_each_pte_page_has_its_own_split_lock(make_model: MakeModel, era: str) -> None:
-    """Three PTE pages of one mm and one of a child: the compiled pte_lockptr of a PTE
-    in each is that page's ptl record, four distinct locks, shared by all PTEs of a page."""
+    """Three PTE pages of one mm, then one of a child: the compiled pte_lockptr of a PTE in
+    each is that page's ptl record, four distinct locks, shared by all PTEs of a page.  The
+    mm's own three are checked before the fork: fork's copy holds the child's and the
+    parent's PTE locks at once, which one shared lock would turn into a self-deadlock."""
     m = make_model(era, caps=SMALL)
     mm = mm_alloc(m)
     v = do_mmap(m, mm, 0, 3 * P)
     do_anonymous_pages(m, mm, v, np.array([0, P - 1, P, 2 * P + 5]))
-    child = dup_mmap(m, mm)
-    where = [(mm, 0), (mm, P), (mm, 2 * P + 5), (child, 0)]
-    locks = []
-    for owner, vpn in where:
+
+    def lock_of(owner: int, vpn: int) -> int:
         pe = pte_offset_map_c(m.w32, m.g, owner, vpn)
         assert pe >= 0
         lock = pte_lockptr_c(m.g, pe)
         page = (pe - int(m.g[G.PTE0])) // 2 // P  # the PTE page holding it (int32 pairs)
         assert lock == m.pte_page_lock_word(page) == m.pte_lock_word(owner * m.ptrs + vpn)
-        locks.append(lock)
+        return int(lock)
+
+    locks = [lock_of(mm, vpn) for vpn in (0, P, 2 * P + 5)]
+    assert len(set(locks)) == 3, locks
+    assert lock_of(mm, P - 1) == locks[0]
+    child = dup_mmap(m, mm)
+    locks.append(lock_of(child, 0))
     assert len(set(locks)) == 4, locks
-    assert pte_lockptr_c(m.g, pte_offset_map_c(m.w32, m.g, mm, P - 1)) == locks[0]
     assert not set(locks) & {m.ptl_word(mm), m.ptl_word(child)}
 
 
