@@ -180,3 +180,13 @@ def test_exim_headline_change_is_against_the_first_era() -> None:
     line = exim_headline({"2.6.36": run(1000.0, 2.0), "3.0": run(600.0, 2.0)})
     assert line.startswith("2.6.36 500 msg/s, lock wait 50% [anon_vma_fork 75%, unlink_anon_vmas 25%]; "
                            "3.0 300 msg/s (-40%), ")
+
+
+def test_scale_linear_line_from_the_smallest_count_scaled() -> None:
+    """A curve measured from 2 CPUs up: the linear line is its 2-CPU throughput per CPU
+    times the count (1200/s at 2 CPUs: 600 per CPU, 2400 at 4)."""
+    doc = {"config": {"curves": [{"label": "c"}]},
+           "points": [_point("c", 2, 0, 1200.0, None), _point("c", 4, 0, 1800.0, None)]}
+    two, four = summarize(doc)
+    assert (two["linear"], four["linear"]) == (pytest.approx(1200.0), pytest.approx(2400.0))
+    assert four["efficiency"] == pytest.approx(0.75)
