@@ -1,9 +1,22 @@
 #!/usr/bin/env python3
-"""Mutation testing of the pure modules: how many deliberate bugs the fast tests catch.
+"""Mutation testing: how many deliberate bugs the tests catch.
 
-    python scripts/mutation.py                      # every module below, one after another
+    python scripts/mutation.py                      # mutmut, every pure module below
     python scripts/mutation.py stress/ramp.py       # one module
     python scripts/mutation.py --budget 600 --jobs 1 stress/metrics.py
+    python scripts/mutation.py --scripted           # the compiled core's scripted mutations
+    python scripts/mutation.py --scripted --named shared_model/pgtable.py
+    python scripts/mutation.py --scripted --only "black-height" --json out.json
+
+``--scripted`` (see SCRIPTED below): hand-written mutations of the compiled core (the lock
+primitives, page tables, interval tree, VMA merges, invariants, swap-in era rules, the swap
+device, the compile cache) and of the analysis modules; each mutant is compiled in a
+scratch copy, then the module's tests from before issue 24 run ("before"), then the tests
+issue 24 added ("new"), each run bounded by ``--timeout``; the table gives, per module,
+the mutants killed by an assertion before and after, and those that were not.  About a
+minute of 2 busy cores per compiled mutant (an edit under shared_model/ recompiles it all).
+
+The rest of this header is about the mutmut mode.
 
 For each module, a scratch copy of the project is made under a temporary folder (so the
 working tree and its pyproject stay as they are), mutmut (a dev extra) is configured there to
@@ -24,14 +37,17 @@ Not part of CI: a full pass takes tens of minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,15 +138,384 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
     return out
 
 
+
+# ---------------------------------------------------------------------------- scripted mutations
+#
+# mutmut cannot mutate the compiled core usefully: a numba function's body is compiled from
+# its source, and an edit anywhere under shared_model/ recompiles every function (the source
+# stamp, locking/jit.py), about a minute on 2 shared cores.  So each scripted mutation is one
+# hand-written, semantically important edit (a kernel rule broken the way a rewrite could
+# break it), run in a scratch copy: compile (warm_up), then the module's tests as they were
+# before issue 24 ("before"), then the tests issue 24 added ("new").  Outcomes per run:
+#
+#   killed    a test failed on an assertion (or the compile refused the mutant)
+#   deadline  the first failure was a bounded wait that ran out without a report
+#             (LockLab's bare TimeoutError "timed out waiting for ...", 60 s)
+#   hang      the run outlived --timeout and was killed: caught only by an outer timeout
+#   survived  every test passed
+#
+# "killed before" counts the mutants the old selection killed by an assertion; "killed
+# after" those killed by an assertion in the old or the new selection.
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    module: str
+    name: str
+    old: str
+    new: str
+    named: bool = False  # one of the 16 the issue names
+
+
+COMPILE_S = 1500.0  # a cold compile of the whole model on 2 busy cores
+LOCK_OLD = ["tests/shared_model/locking/test_spinlocks.py", "tests/shared_model/locking/test_mutex.py",
+            "tests/shared_model/locking/test_rwsem.py"]
+LOCK_NEW = ["tests/shared_model/locking/test_lock_order.py"]
+TREE_OLD = ["tests/shared_model/test_later_eras.py", "tests/shared_model/test_reference_later.py"]
+CORE_NEW = ["tests/shared_model/test_core_checks.py", "tests/shared_model/test_invariant_rules.py"]
+ANALYSIS_NEW = ["tests/stress/test_analysis_values.py"]
+
+# module -> (tests before issue 24, tests it added)
+SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
+    "shared_model/locking/ticket.py": (LOCK_OLD, LOCK_NEW),
+    "shared_model/locking/qspinlock.py": (LOCK_OLD, LOCK_NEW),
+    "shared_model/locking/mutex.py": (LOCK_OLD, LOCK_NEW),
+    "shared_model/locking/rwsem.py": (LOCK_OLD, LOCK_NEW),
+    "shared_model/locking/jit.py": (["tests/shared_model/locking/test_compile.py"],
+                                    ["tests/shared_model/locking/test_jit_stamp.py"]),
+    "shared_model/pgtable.py": (["tests/shared_model/test_pgtable.py"], CORE_NEW),
+    "shared_model/interval_tree.py": (TREE_OLD, CORE_NEW),
+    "shared_model/mmap.py": (TREE_OLD, CORE_NEW),
+    "shared_model/invariants.py": (["tests/shared_model/test_invariants.py", "tests/shared_model/test_pgtable.py",
+                                    "tests/shared_model/test_later_eras.py"], CORE_NEW),
+    "shared_model/rmap.py": (["tests/shared_model/test_swapin.py"], CORE_NEW),
+    "shared_model/anon_vma.py": (["tests/shared_model/test_anon_vma.py", "tests/shared_model/test_later_eras.py"],
+                                 CORE_NEW),
+    "shared_model/swapdev.py": (["tests/shared_model/test_swapdev.py", "tests/stress/test_swapio.py"], CORE_NEW),
+    "stress/predict.py": (["tests/stress/test_predict.py"], ANALYSIS_NEW),
+    "stress/scale.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
+    "stress/story.py": (["tests/stress/test_eras_locking.py"], ANALYSIS_NEW),
+}
+
+M = Mutation
+SCRIPTED: list[Mutation] = [
+    # ticket.py
+    M("shared_model/locking/ticket.py", "slowpath waits for the ticket after its own",
+      "        if serving == ticket:\n            return LOCK_CONTENDED",
+      "        if serving == ticket + 1:\n            return LOCK_CONTENDED", named=True),
+    M("shared_model/locking/ticket.py", "abandoned tickets never skipped",
+      "        if READ_ONCE(words, word) & mask == 0:\n            return\n",
+      "        if True:\n            return\n"),
+    M("shared_model/locking/ticket.py", "uncontended unlock serves one ticket too many",
+      "        smp_store_release(words, w + SERVING, serving)\n        return",
+      "        smp_store_release(words, w + SERVING, serving + 1)\n        return"),
+    M("shared_model/locking/ticket.py", "trylock ignores waiters",
+      "    if READ_ONCE(words, w + NEXT) != serving:\n        return False",
+      "    if False:\n        return False"),
+    # qspinlock.py
+    M("shared_model/locking/qspinlock.py", "mcs_pass_head hands the head to an abandoned node",
+      "        if cmpxchg(words, succ + STATE, WAITING, HEAD) == WAITING:\n            return",
+      "        smp_store_release(words, succ + STATE, HEAD)\n        if True:\n            return", named=True),
+    M("shared_model/locking/qspinlock.py", "a passed-over node is never marked SKIPPED",
+      "        if cur != node:\n            smp_store_release(words, cur + STATE, SKIPPED)\n        succ",
+      "        succ"),
+    M("shared_model/locking/qspinlock.py", "a stopped waiter leaves without marking its node",
+      "                if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:",
+      "                if True:"),
+    M("shared_model/locking/qspinlock.py", "an abandoned node is reused at once",
+      "    while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \\\n            == ABANDONED:",
+      "    while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \\\n            == -1:"),
+    # mutex.py
+    M("shared_model/locking/mutex.py", "mutex_unlock never wakes a sleeper",
+      "    if READ_ONCE(words, w + SLEEPERS) > 0:\n        atomic_fetch_add(words, w + WAKE_SEQ, 1)\n"
+      "        futex_wake(words, w + WAKE_SEQ, 1)",
+      "    pass", named=True),
+    M("shared_model/locking/mutex.py", "mutex_unlock bumps the sequence but makes no futex_wake",
+      "        futex_wake(words, w + WAKE_SEQ, 1)\n",
+      "        pass\n"),
+    M("shared_model/locking/mutex.py", "sleepers are not counted",
+      "    atomic_fetch_add(words, w + SLEEPERS, 1)\n    last_owner = 0",
+      "    last_owner = 0"),
+    M("shared_model/locking/mutex.py", "a dead owner is never taken over",
+      "        if owner == last_owner and not pid_alive(owner_pid(owner)):",
+      "        if False:"),
+    # rwsem.py
+    M("shared_model/locking/rwsem.py", "only the first of a run of queued readers is granted",
+      "    while cur != 0 and READ_ONCE(words, cur - 1 + TYPE) == READER:",
+      "    while cur != 0 and n == 0 and READ_ONCE(words, cur - 1 + TYPE) == READER:", named=True),
+    M("shared_model/locking/rwsem.py", "a newcomer reader passes the queue",
+      "    while c & (WRITER | WAITING) == 0:",
+      "    while c & WRITER == 0:"),
+    M("shared_model/locking/rwsem.py", "the last reader out hands nothing to the queue",
+      "    if c & HOLDERS == 0 and c & WAITING:",
+      "    if False:"),
+    M("shared_model/locking/rwsem.py", "FIFO grants the head writer without WRITER in count",
+      "            found = cmpxchg(words, w + COUNT, c, c | WRITER)\n            if found == c:\n"
+      "                _grant(words, w, node)",
+      "            found = c\n            if found == c:\n                _grant(words, w, node)"),
+    # jit.py
+    M("shared_model/locking/jit.py", "the source-tree stamp hashes no file",
+      'for path in sorted(root.rglob("*.py")):', "for path in []:", named=True),
+    M("shared_model/locking/jit.py", "the stamp is not attached to cached_njit's functions",
+      "    cache_file = dispatcher._cache._cache_file\n"
+      "    cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)\n",
+      ""),
+    # pgtable.py
+    M("shared_model/pgtable.py", "pte_lockptr_c gives two PTE pages one split lock",
+      "((pe - g[G.PTE0]) // PTE_WORDS) * 8", "((pe - g[G.PTE0]) // (2 * PTE_WORDS)) * 8", named=True),
+    M("shared_model/pgtable.py", "_populate_c leaks its block when the entry was populated first",
+      "        return kmem_cache_free_one(words, w32, g, held, k, b, sc)\n    return G.OK",
+      "        return G.OK\n    return G.OK", named=True),
+    M("shared_model/pgtable.py", "_populate_c does not recheck the entry under the lock",
+      "    if words[ew] == 0:\n        smp_store_release(words, ew, b + 1)",
+      "    if True:\n        smp_store_release(words, ew, b + 1)"),
+    M("shared_model/pgtable.py", "free_pgtables leaves the PTE pages",
+      "                words[pmd_b + k] = 0\n                if kmem_cache_free_one(words, w32, g, held, G.K_PTE, pte, sc) < 0:",
+      "                words[pmd_b + k] = 0\n                if False:"),
+    # interval_tree.py
+    M("shared_model/interval_tree.py", "black-height check disabled",
+      "            elif b != bh:\n                return TREE_BLACK_HEIGHT, nodes",
+      "            elif False:\n                return TREE_BLACK_HEIGHT, nodes", named=True),
+    M("shared_model/interval_tree.py", "red-red check disabled",
+      "if w32[_w(g, x, G.AVC_RB_COLOR)] == RED and w32[_w(g, c, G.AVC_RB_COLOR)] == RED:",
+      "if False:"),
+    M("shared_model/interval_tree.py", "rb_subtree_last check disabled",
+      "        if m != w32[_w(g, x, G.AVC_RB_LAST)]:", "        if False:"),
+    M("shared_model/interval_tree.py", "insert fixup ignores a red uncle",
+      "        if not _is_black(w32, g, u):", "        if False:"),
+    # mmap.py
+    M("shared_model/mmap.py", "is_mergeable_anon_vma treats two AVCs as one",
+      "(vma < 0 or _chain_len(m, vma) <= 1)", "(vma < 0 or _chain_len(m, vma) <= 2)", named=True),
+    M("shared_model/mmap.py", "is_mergeable_anon_vma: any two anon_vmas merge",
+      "    return av1 == av2\n", "    return True\n"),
+    M("shared_model/mmap.py", "vma_merge after prev ignores pgoff",
+      "int(m.vma[\"vm_pgoff\"][vma]) + _vma_pages(m, vma) == pgoff",
+      "int(m.vma[\"vm_pgoff\"][vma]) + _vma_pages(m, vma) >= pgoff - 1000"),
+    # invariants.py, rules 9-13
+    M("shared_model/invariants.py", "rule 9 disabled",
+      'dangling = mapped[av["in_use"][mapping[mapped]] != 1]', 'dangling = mapped[av["in_use"][mapping[mapped]] == 7]'),
+    M("shared_model/invariants.py", "rule 10: empty ranges pass",
+      "empty = live_vma[end[live_vma] <= start[live_vma]]", "empty = live_vma[end[live_vma] < start[live_vma]]"),
+    M("shared_model/invariants.py", "rule 10: overlaps pass",
+      "np.flatnonzero(start[n] < end[v])", "np.flatnonzero(start[n] < start[v])"),
+    M("shared_model/invariants.py", "rule 11 disabled",
+      "wrong = np.flatnonzero(have != want[live_av])", "wrong = np.flatnonzero(have != have)", named=True),
+    M("shared_model/invariants.py", "rule 11: degree counts the VMAs only",
+      'checks = (("degree", users + children),)', 'checks = (("degree", users + 0 * children),)'),
+    M("shared_model/invariants.py", "rule 12 disabled",
+      "    if m.era.tree and len(live_av):", "    if False:", named=True),
+    M("shared_model/invariants.py", "rule 12: a tree missing nodes passes",
+      "(verdict == TREE_OK) & (nodes != limits)", "(verdict == TREE_OK) & (nodes > limits)"),
+    M("shared_model/invariants.py", "rule 13: a live mm without pgd passes",
+      "nopgd = live_mm[pgd[live_mm] < 0]", "nopgd = live_mm[pgd[live_mm] < -1]"),
+    M("shared_model/invariants.py", "rule 13: a block reached twice passes",
+      "        if len(uniq) < len(reached):", "        if False:"),
+    M("shared_model/invariants.py", "rule 13: one leaked block passes",
+      "        if leaked > 0:", "        if leaked > 1:"),
+    # rmap.py: the era rules of swap-in
+    M("shared_model/rmap.py", "2.6.34's swap-in uses vma->anon_vma->root",
+      "        av = oldest_anon_vma_c(w32, g, vma)",
+      "        av = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_ROOT]", named=True),
+    M("shared_model/rmap.py", "the oldest AVC is the newest (the VMA's own anon_vma)",
+      "        a = w32[ab + G.AVC_SAME_VMA_NEXT]\n    return av", "        a = -1\n    return av"),
+    M("shared_model/rmap.py", "2.6.36+: an exclusive write fault goes to the root",
+      "        if not exclusive:\n", "        if True:\n"),
+    M("shared_model/rmap.py", "2.6.36+: a swap-cache hit is moved too",
+      "        if not fresh:\n            return", "        if False:\n            return"),
+    # anon_vma.py: the era rules of fork and of the reuse counters
+    M("shared_model/anon_vma.py", "2.6.36+: anon_vma_fork takes no reference on the root",
+      "    if g[G.LOCK_ROOT]:\n        get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])",
+      "    if False:\n        get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])"),
+    M("shared_model/anon_vma.py", "6.0: a new root does not count its self-parent link",
+      "        if allocated:\n            w32[_av(g, av, G.AV_NUM_CHILDREN)] += 1",
+      "        if False:\n            w32[_av(g, av, G.AV_NUM_CHILDREN)] += 1"),
+    # swapdev.py
+    M("shared_model/swapdev.py", "SwapIO.wait ignores the writer's slot time",
+      "        until = max(self.writes(), self.reads())", "        self.writes()\n        until = self.reads()",
+      named=True),
+    M("shared_model/swapdev.py", "SwapIO.wait ignores the reads",
+      "        until = max(self.writes(), self.reads())", "        self.reads()\n        until = self.writes()"),
+    M("shared_model/swapdev.py", "SwapIO.wait never sleeps",
+      "        if self.enabled:\n            io_schedule_until", "        if False:\n            io_schedule_until"),
+    # stress/predict.py
+    M("stress/predict.py", "predicted throughput equal to the measured one",
+      "    thr = measured_thr * q.acquisitions_per_s / measured_x if measured_x else 0.0",
+      "    thr = measured_thr", named=True),
+    M("stress/predict.py", "measured acquisitions per second use the CPU count, not the time",
+      "    measured_x = lt.acquisitions / elapsed if elapsed else 0.0",
+      "    measured_x = lt.acquisitions / lt.cpus if elapsed else 0.0"),
+    M("stress/predict.py", "the wait share's relative error inverted",
+      '"wait_share_error": relative_error(q.wait_share, lt.wait_share)',
+      '"wait_share_error": relative_error(lt.wait_share, q.wait_share)'),
+    # stress/scale.py
+    M("stress/scale.py", "CSV: predicted and measured wait share swapped",
+      'extra = [q["repairman"]["wait_share"], q["measured"]["wait_share"]]',
+      'extra = [q["measured"]["wait_share"], q["repairman"]["wait_share"]]', named=True),
+    M("stress/scale.py", "summary: the linear line from the 1-CPU point's total",
+      "                base = thr / n\n", "                base = thr\n"),
+    M("stress/scale.py", "summary: the ticket model's throughput as its wait share",
+      'row[f"{model}_throughput"] = statistics.fmean(q[model]["throughput"] for q in preds)',
+      'row[f"{model}_throughput"] = statistics.fmean(q[model]["wait_share"] for q in preds)'),
+    # stress/story.py
+    M("stress/story.py", "fork_test headline ratio inverted",
+      'f" ({ratio_text(prev, fps)})"', 'f" ({ratio_text(fps, prev)})"', named=True),
+    M("stress/story.py", "seed headline ratio inverted",
+      "({ratio_text(pa, pb)})", "({ratio_text(pb, pa)})"),
+    M("stress/story.py", "exim headline change against the era itself",
+      "(mps / base - 1)", "(base / mps - 1)"),
+]
+del M
+
+
+def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
+    """Run ``tests`` in ``root``: (outcome, seconds, the last lines of output)."""
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
+           *tests]
+    with open(root / "pytest.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: pytest and its children
+            proc.wait()
+            return "hang", time.monotonic() - t0, ""
+        except BaseException:  # interrupted (SIGTERM, ^C): leave no pytest running behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    out = (root / "pytest.log").read_text()
+    tail = "\n".join(out.splitlines()[-6:])
+    if rc == 0:
+        return "survived", time.monotonic() - t0, tail
+    if re.search(r"^FAILED .* - TimeoutError", out, re.MULTILINE):
+        return "deadline", time.monotonic() - t0, tail
+    return "killed", time.monotonic() - t0, tail
+
+
+def _compile(root: Path, timeout: float) -> str:
+    """Compile the mutant into numba's cache in the scratch copy, every compiled function
+    for its declared types, in parallel children, running none of them (warm_up would run
+    them, and a mutant that wedges a lock wedged it: a hang counted before any test ran):
+    "" when that worked, else why it failed (nothing runs, so running out of ``timeout``
+    is a slow machine, not a hang)."""
+    code = ("from shared_model.jit import compile_in_children, model_dispatchers; "
+            "compile_in_children(model_dispatchers())")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except BaseException:  # the timeout, or an interrupted run: leave nothing behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if sys.exc_info()[0] is subprocess.TimeoutExpired:
+            return f"compile not done in {timeout:.0f} s"
+        raise
+    return "" if proc.returncode == 0 else (err.strip().splitlines() or ["?"])[-1]
+
+
+def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Callable[[str], None]
+                 ) -> list[dict[str, object]]:
+    out = []
+    by_module: dict[str, list[Mutation]] = {}
+    for mu in mutations:
+        by_module.setdefault(mu.module, []).append(mu)
+    for module, mus in by_module.items():
+        old_tests, new_tests = SCRIPTED_TESTS[module]
+        root = Path(tempfile.mkdtemp(prefix=f"mutation-{Path(module).stem}-"))
+        for name in COPY:
+            src = REPO / name
+            if src.is_dir():
+                shutil.copytree(src, root / name)  # with __pycache__: numba's cache, still valid
+            else:
+                shutil.copy2(src, root / name)
+        path = root / module
+        original = path.read_text()
+        try:
+            for mu in mus:
+                if original.count(mu.old) != 1:
+                    raise SystemExit(f"{module}: mutation {mu.name!r}: its text occurs "
+                                     f"{original.count(mu.old)} times, not once")
+                path.write_text(original.replace(mu.old, mu.new))
+                t0 = time.monotonic()
+                r: dict[str, object] = {"module": module, "mutation": mu.name, "named": mu.named}
+                why = _compile(root, COMPILE_S)  # for a stress/ module: loads the copied cache
+                if why.startswith("compile not done"):
+                    r.update(before="not run", after="not run", note=why)
+                elif why:
+                    r.update(before="killed", after="killed", note=f"does not compile: {why}")
+                else:
+                    r["compile_s"] = round(time.monotonic() - t0, 1)
+                    before, t_old, tail_old = _pytest(root, old_tests, timeout)
+                    new, t_new, tail_new = _pytest(root, new_tests, timeout)
+                    r.update(before=before, new=new, old_s=round(t_old, 1), new_s=round(t_new, 1),
+                             after="killed" if "killed" in (before, new) else
+                             ("deadline" if "deadline" in (before, new) else
+                              ("hang" if "hang" in (before, new) else "survived")))
+                    if before != "survived":
+                        r["old_says"] = tail_old[-600:]
+                    if new != "survived":
+                        r["new_says"] = tail_new[-600:]
+                out.append(r)
+                log(f"{module}: {mu.name}: before {r['before']}, after {r['after']}"
+                    + (f" ({r['note']})" if "note" in r else f" (new tests: {r.get('new')})"))
+            path.write_text(original)
+        finally:
+            if not keep:
+                shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def scripted_table(results: list[dict[str, object]]) -> str:
+    """module | mutations | killed before | killed after | survivors (by assertion only)."""
+    head = (f"{'module':<34} {'mutations':>9} {'killed before':>14} {'killed after':>13} "
+            f"{'score after':>11}  survivors")
+    lines = [head]
+    mods: dict[str, list[dict[str, object]]] = {}
+    for r in results:
+        mods.setdefault(str(r["module"]), []).append(r)
+    for mod, rs in mods.items():
+        kb = sum(r["before"] == "killed" for r in rs)
+        ka = sum(r["after"] == "killed" for r in rs)
+        surv = [str(r["mutation"]) for r in rs if r["after"] != "killed"]
+        lines.append(f"{mod:<34} {len(rs):>9} {kb:>14} {ka:>13} {100 * ka / len(rs):>10.0f}%  "
+                     + "; ".join(surv))
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("modules", nargs="*", default=list(TESTS), help="modules to mutate")
+    ap.add_argument("modules", nargs="*", help="modules to mutate (default: every module of the table)")
     ap.add_argument("--budget", type=float, default=600.0, help="seconds per module (default 600)")
     ap.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
     ap.add_argument("--tests", help="comma-separated test selection instead of the table's")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--scripted", action="store_true",
+                    help="run the scripted mutations of the compiled core and the analysis modules "
+                         "(all, or those of the modules named) instead of mutmut")
+    ap.add_argument("--named", action="store_true", help="with --scripted: only the issue's 16")
+    ap.add_argument("--others", action="store_true", help="with --scripted: all but the issue's 16")
+    ap.add_argument("--only", action="append", default=[],
+                    help="with --scripted: the mutations whose name contains this (repeatable)")
+    ap.add_argument("--timeout", type=float, default=180.0,
+                    help="with --scripted: seconds per test run before it counts as a hang (default 180)")
     args = ap.parse_args()
+    if args.scripted:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+        chosen = [mu for mu in SCRIPTED if (not args.modules or mu.module in args.modules)
+                  and (mu.named or not args.named) and not (mu.named and args.others)
+                  and (not args.only or any(o in mu.name for o in args.only))]
+        if not chosen:
+            print(f"mutation.py: error: no scripted mutation of {', '.join(args.modules)} "
+                  f"(choose from {', '.join(SCRIPTED_TESTS)})", file=sys.stderr)
+            return 2
+        results = run_scripted(chosen, args.timeout, args.keep, lambda line: print(line, flush=True))
+        print(scripted_table(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+    args.modules = args.modules or list(TESTS)
     unknown = [m for m in args.modules if m not in TESTS]
     if unknown:
         print(f"mutation.py: error: no test list for {', '.join(unknown)} "

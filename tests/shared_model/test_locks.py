@@ -76,6 +76,25 @@ def model(request: pytest.FixtureRequest, make_model: MakeModel) -> Model:
     return make_model("2.6.34", users=0, pages=1, cpus=1, lock_kind=request.param)
 
 
+JOIN_S = 30.0  # a child that has not exited by then is stuck: killed, and the test fails
+
+
+def _waitpid_within(pid: int, timeout: float) -> int:
+    """os.waitpid(pid, 0) bounded by ``timeout``: the wait status, or (the child killed and
+    reaped) an AssertionError naming the child and the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} still running after {timeout} s (killed): "
+                                 "it never got the lock it waited for, or never let it go")
+        time.sleep(0.001)
+
+
 class Child:
     """A forked process running ``body(model_for_cpu_0, write_fd, read_fd)``, then
     ``os._exit``: 0 if the body returned, 1 if it raised.  A body that returns holding a
@@ -108,10 +127,14 @@ class Child:
         os.write(self.to_child_w, b"g")
 
     def join(self) -> int:
-        _, status = os.waitpid(self.pid, 0)
-        self.joined = True
-        for fd in (self.to_parent_r, self.to_child_w):
-            os.close(fd)
+        """The child's exit code; a child still running after JOIN_S is killed and the test
+        fails saying so (a lost hand-off must fail, not hang the suite)."""
+        try:
+            status = _waitpid_within(self.pid, JOIN_S)
+        finally:
+            self.joined = True  # reaped either way: reap() must not signal the pid again
+            for fd in (self.to_parent_r, self.to_child_w):
+                os.close(fd)
         return os.waitstatus_to_exitcode(status)
 
     def reap(self) -> None:
