@@ -143,7 +143,7 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
 #
 # mutmut cannot mutate the compiled core usefully: a numba function's body is compiled from
 # its source, and an edit anywhere under shared_model/ recompiles every function (the source
-# stamp, locking/jit.py), about a minute on 2 shared cores.  So each scripted mutation is one
+# key, locking/numba_hooks.py), about a minute on 2 shared cores.  So each scripted mutation is one
 # hand-written, semantically important edit (a kernel rule broken the way a rewrite could
 # break it), run in a scratch copy: compile (warm_up), then the module's tests as they were
 # before issue 24 ("before"), then the tests issue 24 added ("new").  Outcomes per run:
@@ -181,8 +181,8 @@ SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
     "shared_model/locking/qspinlock.py": (LOCK_OLD, LOCK_NEW),
     "shared_model/locking/mutex.py": (LOCK_OLD, LOCK_NEW),
     "shared_model/locking/rwsem.py": (LOCK_OLD, LOCK_NEW),
-    "shared_model/locking/jit.py": (["tests/shared_model/locking/test_compile.py"],
-                                    ["tests/shared_model/locking/test_jit_stamp.py"]),
+    "shared_model/locking/numba_hooks.py": (["tests/shared_model/locking/test_compile.py"],
+                                            ["tests/shared_model/locking/test_numba_hooks.py"]),
     "shared_model/pgtable.py": (["tests/shared_model/test_pgtable.py"], CORE_NEW),
     "shared_model/interval_tree.py": (TREE_OLD, CORE_NEW),
     "shared_model/mmap.py": (TREE_OLD, CORE_NEW),
@@ -253,13 +253,9 @@ SCRIPTED: list[Mutation] = [
       "            found = cmpxchg(words, w + COUNT, c, c | WRITER)\n            if found == c:\n"
       "                _grant(words, w, node)",
       "            found = c\n            if found == c:\n                _grant(words, w, node)"),
-    # jit.py
-    M("shared_model/locking/jit.py", "the source-tree stamp hashes no file",
-      'for path in sorted(root.rglob("*.py")):', "for path in []:", named=True),
-    M("shared_model/locking/jit.py", "the stamp is not attached to cached_njit's functions",
-      "    cache_file = dispatcher._cache._cache_file\n"
-      "    cache_file._source_stamp = (cache_file._source_stamp, SOURCE_TREE_STAMP)\n",
-      ""),
+    # numba_hooks.py: the source-keyed cache
+    M("shared_model/locking/numba_hooks.py", "the source-tree hash reads no file",
+      "        for path in files:\n", "        for path in []:\n", named=True),
     # pgtable.py
     M("shared_model/pgtable.py", "pte_lockptr_c gives two PTE pages one split lock",
       "((pe - g[G.PTE0]) // PTE_WORDS) * 8", "((pe - g[G.PTE0]) // (2 * PTE_WORDS)) * 8", named=True),
@@ -399,7 +395,7 @@ def _compile(root: Path, timeout: float) -> str:
     them, and a mutant that wedges a lock wedged it: a hang counted before any test ran):
     "" when that worked, else why it failed (nothing runs, so running out of ``timeout``
     is a slow machine, not a hang)."""
-    code = ("from shared_model.jit import compile_in_children, model_dispatchers; "
+    code = ("from shared_model.precompile import compile_in_children, model_dispatchers; "
             "compile_in_children(model_dispatchers())")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
