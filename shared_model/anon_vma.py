@@ -425,6 +425,8 @@ def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     for i in range(n):
         chain[i] = w32[_avc(g, a, G.AVC_ANON_VMA)]
         a = w32[_avc(g, a, G.AVC_SAME_VMA_NEXT)]
+    if g[G.CLONE_NOWAIT]:
+        return anon_vma_clone_nowait_c(words, w32, g, held, sc, dst, src, n)
     st = kmem_cache_alloc_c(words, w32, g, held, G.K_AVC, n, sc)
     if st < 0:
         return st
@@ -441,6 +443,53 @@ def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
         if not once:  # before 3.0: each anon_vma's lock around its own AVC
             unlock_anon_vma_root(words, g, held, hw, ht, S_FORK)
             hw = -1
+    unlock_anon_vma_root(words, g, held, hw, ht, S_FORK)
+    return OK
+
+
+@njit(inline="always")
+def anon_vma_clone_nowait_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                            sc: np.ndarray, dst: int, src: int, n: int) -> int:
+    """3.0+ ``anon_vma_clone`` (dd34739c03f2; linux-3.0.1 and 3.9.6 mm/rmap.c, 6.0.1 with
+    the reuse test), for src's chain of n anon_vmas in sc[n:2n] (newest first)::
+
+        list_for_each_entry_reverse(pavc, &src->anon_vma_chain, same_vma) {
+                avc = anon_vma_chain_alloc(GFP_NOWAIT | __GFP_NOWARN);
+                if (unlikely(!avc)) {
+                        unlock_anon_vma_root(root);
+                        root = NULL;
+                        avc = anon_vma_chain_alloc(GFP_KERNEL);
+                        if (!avc)
+                                goto enomem_failure;
+                }
+                root = lock_anon_vma_root(root, pavc->anon_vma);
+                anon_vma_chain_link(dst, avc, pavc->anon_vma);
+        }
+        unlock_anon_vma_root(root);
+
+    Each AVC after the first is allocated inside the root lock (the slab lock nested in
+    it); a failed allocation there (the model's GFP_NOWAIT: the pool empty or an injected
+    failure) drops the root lock, allocates again outside it, and takes the lock again at
+    the next link: one more acquisition at lockstat site anon_vma_fork.  A second failure
+    returns ENOMEM with the AVCs linked so far left on dst's chain: the caller unlinks them
+    (the kernel's enomem_failure: unlink_anon_vmas(dst)), as it does after STOPPED."""
+    chain = sc[n : 2 * n]
+    hw, ht = -1, 0
+    for i in range(n):
+        st = kmem_cache_alloc_c(words, w32, g, held, G.K_AVC, 1, sc[i : i + 1])
+        if st < 0:
+            unlock_anon_vma_root(words, g, held, hw, ht, S_FORK)
+            hw = -1
+            st = kmem_cache_alloc_c(words, w32, g, held, G.K_AVC, 1, sc[i : i + 1])
+            if st < 0:
+                return st
+        av = chain[n - 1 - i]
+        hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, av, S_FORK)
+        if ht < 0:  # aborted, nothing held: the AVC not linked goes back
+            kmem_cache_free_c(words, w32, g, held, G.K_AVC, sc[i : i + 1], 1)
+            return STOPPED
+        anon_vma_chain_link_locked_c(w32, g, dst, sc[i], av)
+        anon_vma_clone_reuse_locked_c(w32, g, dst, src, av, i == n - 1)
     unlock_anon_vma_root(words, g, held, hw, ht, S_FORK)
     return OK
 

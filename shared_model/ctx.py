@@ -102,6 +102,10 @@ REFAULT_ORDER = G_SIZE
 WP_SCRATCH = G_SIZE + 1
 FREE_RELOCK = G_SIZE + 2  # eras.Era.anon_vma_free_relock (set by Model)
 G_SIZE = FREE_RELOCK + 1
+# Appended (issue 19, item 6; set by Model): eras.Era.adjust_lock as an eras.ADJUST_* code,
+# and eras.Era.clone_nowait.
+ADJUST_LOCK, CLONE_NOWAIT = G_SIZE, G_SIZE + 1
+G_SIZE = CLONE_NOWAIT + 1
 REFAULT_PARENT_FIRST, REFAULT_CHILD_FIRST, REFAULT_RANDOM = 0, 1, 2
 REFAULT_ORDER_CODE = {"parent-first": REFAULT_PARENT_FIRST, "child-first": REFAULT_CHILD_FIRST,
                       "random": REFAULT_RANDOM}

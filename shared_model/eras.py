@@ -51,6 +51,23 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   first waiter robbed for RWSEM_WAIT_TIMEOUT sets the hand-off bit that stops stealing).
 * ``rmap_trylock``: reclaim's page_referenced walk takes the rmap lock with a trylock and
   counts a contended page as referenced instead of waiting (6d4675e60135, 2022: 6.0 and modern).
+* ``adjust_lock``: when ``vma_adjust`` takes the anon_vma lock of ``vma->anon_vma``
+  (mm/mmap.c ``vma_adjust``): "insert" (2.6.33, 2.6.36 .. 3.0-rc1: only ``if
+  (vma->anon_vma && (insert || importer || start != vma->vm_start))``, so a plain
+  ``vm_end`` change such as brk's goes without it); "importer" (3.0.1: ``importer || start
+  != vma->vm_start``, a split's insert no longer locks); "none" (2.6.34-rc1 and 2.6.34: no
+  anon_vma lock at all, the seed relied on ``VM_LOCK_RMAP``/mmap_sem; "add the proper
+  locking to vma_adjust" came with 012f18004da in 2.6.36); "always" (3.7+: the interval
+  tree's pre/post update needs it; ``vma->anon_vma``, or ``next->anon_vma`` when vma has
+  none and next's start moves).
+* ``merge_singular``: ``is_mergeable_anon_vma`` lets a side without an anon_vma merge only
+  when the VMA's chain is singular (``list_is_singular(&vma->anon_vma_chain)``, 3.0+,
+  965f55dea0e3 "mmap: avoid merging cloned VMAs" as recalled); before 3.0 the plain ``!a1
+  || !a2 || a1 == a2`` (2.6.36's mm/mmap.c).
+* ``clone_nowait``: ``anon_vma_clone`` allocates each AVC inside the root lock with
+  ``GFP_NOWAIT | __GFP_NOWARN`` and, only when that fails, drops the lock and allocates
+  with ``GFP_KERNEL`` (dd34739c03f2, 3.0; the same code in 3.9.6, and in 6.0.1 around the
+  reuse test); before, every AVC was allocated first and the lock taken per AVC.
 * ``fixed``, ``commit``: what the era's change fixed and the kernel commit that made it
   (the ``eras`` table).
 """
@@ -75,6 +92,9 @@ class Era:
     reuse: str = "none"
     rwsem_policy: str = "fifo"
     rmap_trylock: bool = False
+    adjust_lock: str = "insert"
+    merge_singular: bool = True
+    clone_nowait: bool = True
     fixed: str = ""
     commit: str = ""
 
@@ -89,26 +109,29 @@ class Era:
 
 ERAS: dict[str, Era] = {
     e.name: e
-    for e in (
+    for e in (  # adjust_lock "always" from 3.7: set below with the tree
         Era("2.6.33", chain=False, lock_root=False, lock="ticket",
-            summary="one anon_vma per fork family; VMAs on its list; its spinlock"),
+            summary="one anon_vma per fork family; VMAs on its list; its spinlock",
+            merge_singular=False, clone_nowait=False),
         Era("2.6.34-rc1", chain=True, lock_root=False, lock="ticket",
             summary="the seed as committed: anon_vma_chain; a swapped-in page goes to the "
                     "faulting VMA's own anon_vma",
-            swapin="keep", move_anon_rmap=True),
+            swapin="keep", move_anon_rmap=True, adjust_lock="none", merge_singular=False,
+            clone_nowait=False),
         Era("2.6.34", chain=True, lock_root=False, lock="ticket",
             summary="anon_vma_chain as released: a swapped-in page goes to the chain's oldest "
                     "anon_vma",
-            swapin="oldest", move_anon_rmap=True),
+            swapin="oldest", move_anon_rmap=True, adjust_lock="none", merge_singular=False,
+            clone_nowait=False),
         Era("2.6.36", chain=True, lock_root=True, lock="ticket",
             summary="anon_vma_chain with anon_vma->root: the family's root spinlock",
-            swapin="root", move_anon_rmap=True),
+            swapin="root", move_anon_rmap=True, merge_singular=False, clone_nowait=False),
         Era("3.0-rc1", chain=True, lock_root=True, lock="mutex",
             summary="as 2.6.36, the root lock a sleeping mutex, still taken once per AVC",
-            swapin="root", move_anon_rmap=True),
+            swapin="root", move_anon_rmap=True, clone_nowait=False),
         Era("3.0", chain=True, lock_root=True, lock="mutex",
             summary="as 2.6.36, the root lock a sleeping mutex, taken once per clone/unlink pass",
-            swapin="root", move_anon_rmap=True, lock_once=True),
+            swapin="root", move_anon_rmap=True, lock_once=True, adjust_lock="importer"),
         Era("3.7", chain=True, lock_root=True, lock="mutex", tree=True,
             swapin="root", move_anon_rmap=True, lock_once=True,
             summary="as 3.0, each anon_vma's AVCs in an interval tree keyed by pgoff range"),
@@ -165,10 +188,18 @@ _HISTORY = {
     "3.7": ("irrelevant VMAs on every walk after mprotect splits a VMA into thousands",
             "bf181b9f9d8d"),
 }
+for _name, _era in ERAS.items():  # 3.7+: vma_adjust always locks (the interval tree)
+    if _era.tree:
+        ERAS[_name] = dataclasses.replace(_era, adjust_lock="always")
 for _name, (_fixed, _commit) in _HISTORY.items():
     if _name in ERAS and not ERAS[_name].fixed:
         ERAS[_name] = dataclasses.replace(ERAS[_name], fixed=_fixed, commit=_commit)
 
+
+# Era.adjust_lock as the compiled code's geometry entry (ctx.ADJUST_LOCK).
+ADJUST_NONE, ADJUST_INSERT, ADJUST_IMPORTER, ADJUST_ALWAYS = 0, 1, 2, 3
+ADJUST_CODES = {"none": ADJUST_NONE, "insert": ADJUST_INSERT, "importer": ADJUST_IMPORTER,
+                "always": ADJUST_ALWAYS}
 
 # Era.reuse as the compiled code's geometry entry (ctx.REUSE).
 REUSE_NONE, REUSE_DEGREE, REUSE_ACTIVE = 0, 1, 2

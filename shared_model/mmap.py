@@ -9,10 +9,12 @@ a VMA's range changes, a split piece is inserted, or a merged neighbour removed
 from a neighbour without an anon_vma of its own first clones the neighbour's chain.
 
 Only the CPU that owns the mm runs these (mmap_sem held for write).  ``vma_adjust_c`` takes
-the anon_vma lock of the VMA (the root's from 2.6.36) around the range change and, in the
-eras with an interval tree, around taking the VMA's AVCs out of their trees and putting
-them back with the new range (``anon_vma_interval_tree_pre/post_update_vma``), as 3.7+
-does.  In 2.6.34's own-lock era the chain a VMA imports is linked outside "the"
+the anon_vma lock of the VMA (the root's from 2.6.36) around the range change when its era
+did (``vma_adjust_lock_target_c``, eras.Era.adjust_lock: 2.6.33 and 2.6.36-3.0-rc1 only
+for an insert, an importer or a moved start, 3.0 only for an importer or a moved start,
+2.6.34 never, 3.7+ always) and, in the eras with an interval tree, around taking the
+VMA's AVCs out of their trees and putting them back with the new range
+(``anon_vma_interval_tree_pre/post_update_vma``), as 3.7+ does.  In 2.6.34's own-lock era the chain a VMA imports is linked outside "the"
 anon_vma lock (each anon_vma_clone link takes its own anon_vma's lock), and the seed marks
 the importer ``VM_LOCK_RMAP`` meanwhile so that walks skip it; the model sets and clears
 the flag there, but its walks do not read it (2.6.34 as released had already dropped the
@@ -41,6 +43,7 @@ from .ctx import avc_word as _avc
 from .ctx import mm_word as _mm
 from .ctx import raise_status
 from .ctx import vma_word as _vma
+from .eras import ADJUST_ALWAYS, ADJUST_INSERT, ADJUST_NONE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
 from .locking.cached_compile import cached_njit
@@ -124,6 +127,32 @@ def _tree_update(w32: np.ndarray, g: np.ndarray, vma: int, insert: bool) -> None
 # ---------------------------------------------------------------------------- vma_adjust
 
 
+@njit(inline="always")
+def vma_adjust_lock_target_c(w32: np.ndarray, g: np.ndarray, vma: int, nxt: int, start: int,
+                             insert: int, importer: int, adjust_next: int) -> int:
+    """The anon_vma whose lock vma_adjust takes around the range change, or -1 for none
+    (eras.Era.adjust_lock, mm/mmap.c ``vma_adjust`` of each tree):
+
+    * 2.6.33, 2.6.36 .. 3.0-rc1: ``if (vma->anon_vma && (insert || importer || start !=
+      vma->vm_start))``; 3.0.1: the same without ``insert``;
+    * 2.6.34-rc1, 2.6.34: none (the range changes under mmap_sem alone);
+    * 3.7+: always ``vma->anon_vma``, or ``next->anon_vma`` when vma has none and next's
+      start moves (the interval tree's pre/post update)."""
+    mode = g[G.ADJUST_LOCK]
+    av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    if mode == ADJUST_ALWAYS:
+        if av < 0 and adjust_next:
+            av = w32[_vma(g, nxt, G.VMA_ANON_VMA)]
+        return av
+    if mode == ADJUST_NONE or av < 0:
+        return -1
+    moved = start != w32[_vma(g, vma, G.VMA_START)]
+    if importer >= 0 or moved or (mode == ADJUST_INSERT and insert >= 0):
+        return av
+    return -1
+
+
+
 @cached_njit
 def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                  vma: int, start: int, end: int, pgoff: int, insert: int, below: int) -> int:
@@ -173,9 +202,7 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
             w32[_vma(g, importer, G.VMA_ANON_VMA)] = -1
             unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], importer)
             return st
-    av = w32[_vma(g, vma, G.VMA_ANON_VMA)]
-    if av < 0 and adjust_next:
-        av = w32[_vma(g, nxt, G.VMA_ANON_VMA)]
+    av = vma_adjust_lock_target_c(w32, g, vma, nxt, start, insert, importer, adjust_next)
     t = 0
     w = -1
     if av >= 0:
@@ -283,9 +310,11 @@ def split_vma(m: Model, vma: int, addr: int, new_below: bool) -> int:
 
 
 def _is_mergeable_anon_vma(m: Model, av1: int, av2: int, vma: int) -> bool:
-    """is_mergeable_anon_vma: the same anon_vma, or one side has none and vma (if given)
-    has a single AVC: the check that trusts "same anon_vma" to mean "same chain"."""
-    if (av1 < 0 or av2 < 0) and (vma < 0 or _chain_len(m, vma) <= 1):
+    """is_mergeable_anon_vma: the same anon_vma, or one side has none, and from 3.0
+    (eras.Era.merge_singular) only when vma (if given) has a single AVC
+    (``list_is_singular(&vma->anon_vma_chain)``); before 3.0 the plain ``!a1 || !a2 || a1 ==
+    a2``.  Both trust "same anon_vma" to mean "same chain"."""
+    if (av1 < 0 or av2 < 0) and (not m.era.merge_singular or vma < 0 or _chain_len(m, vma) <= 1):
         return True
     return av1 == av2
 

@@ -26,7 +26,7 @@ from numba import carray, njit, types
 
 from . import ctx as G
 from .ctx import make_geometry
-from .eras import REUSE_CODES, Era, get_era
+from .eras import ADJUST_CODES, REUSE_CODES, Era, get_era
 from .layout import (
     ALLOC_KINDS,
     ANON_VMA_DTYPE,
@@ -402,6 +402,8 @@ class Model:
             tree=self.era.tree, reuse=REUSE_CODES[self.era.reuse])
         self.g[G.RMAP_TRYLOCK] = int(self.era.rmap_trylock)
         self.g[G.FREE_RELOCK] = int(self.era.anon_vma_free_relock)
+        self.g[G.ADJUST_LOCK] = ADJUST_CODES[self.era.adjust_lock]
+        self.g[G.CLONE_NOWAIT] = int(self.era.clone_nowait)
         self.locks = CpuLocks(seg, cpu, self.g)
         self.words, self.w32 = self.locks.words, self.locks.w32
         # try_to_unmap's unmapped PTE slots: at most one per mm.

@@ -129,6 +129,7 @@ class Reference:
         e = ERAS[era]
         self.reuse, self.tree, self.lock_root = e.reuse, e.tree, e.lock_root
         self.move_anon_rmap = e.move_anon_rmap
+        self.merge_singular = e.merge_singular
         self.mms: list[RMm] = []
         self.seq = itertools.count()
 
@@ -344,7 +345,9 @@ class Reference:
             self.vma_adjust(vma, vma.start, addr, vma.pgoff, new, False)
 
     def mergeable_av(self, a1: RAv | None, a2: RAv | None, vma: RVma | None) -> bool:
-        if (a1 is None or a2 is None) and (vma is None or len(vma.chain) <= 1):
+        # is_mergeable_anon_vma: before 3.0 the plain !a1 || !a2 || a1 == a2; from 3.0 a side
+        # without an anon_vma only when vma's chain is singular (list_is_singular).
+        if (a1 is None or a2 is None) and (not self.merge_singular or vma is None or len(vma.chain) <= 1):
             return True
         return a1 is a2
 
