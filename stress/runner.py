@@ -105,6 +105,25 @@ class Tick:
     now_ns: int  # perf_counter_ns when the copy was taken (the workers' clock)
     owners: dict[int, int] = dataclasses.field(default_factory=dict)  # waited lock word -> owner tag
     lock_names: Callable[[int], str] | None = None  # lock word -> "anon_vma#3", "ptl(mm 5)", ...
+    # waited lock word -> seconds it has read as wedged (lock_is_wedged) at every tick
+    wedged: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+class _WedgedWatch:
+    """How long each waited lock has read as wedged (``locking.lock_is_wedged``: a ticket
+    or MCS place, or the pending bit, that nobody will take) at every tick in a row.  A
+    single reading proves nothing while CPUs run (a hand-off in flight reads the same for a
+    moment); a CPU that died queued leaves it so for good, and the live view names such a
+    lock once it has read so for ``live.WEDGED_SHOW_S``."""
+
+    def __init__(self, wedged_among: Callable[[list[int]], set[int]]) -> None:
+        self.wedged_among = wedged_among
+        self.since: dict[int, float] = {}
+
+    def __call__(self, now: float, waited: list[int]) -> dict[int, float]:
+        now_wedged = self.wedged_among(waited)
+        self.since = {w: self.since.get(w, now) for w in now_wedged}
+        return {w: now - t for w, t in self.since.items()}
 
 
 class _Signals:
@@ -356,6 +375,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             sampler = _Timeline(procs, t0)
             progress, last_progress = -1, t0
             by_pid = {p.pid: i for i, p in enumerate(procs)}
+            watch = _WedgedWatch(m.wedged_among)
             while (now := time.monotonic()) < t0 + cfg.duration and not sigs.signum:
                 i = _first_dead(procs, by_pid)
                 if i is not None:
@@ -374,7 +394,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                     break
                 sampler.maybe_sample(now, cpu_arr)
                 if on_tick and now >= next_tick:
-                    on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names))
+                    on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names, watch))
                     next_tick += tick_s
                 time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
             elapsed = time.monotonic() - t0
@@ -667,7 +687,7 @@ class _Timeline:
 
 
 def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryview,
-          names: Callable[[int], str]) -> Tick:
+          names: Callable[[int], str], watch: _WedgedWatch | None = None) -> Tick:
     """A copy of the per-CPU slots, and of the owner word of each lock a CPU waits on.
 
     Reads only, takes no lock: a slot or an owner may be a moment stale, and the live view
@@ -676,7 +696,8 @@ def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryvie
     now_ns = time.perf_counter_ns()
     waited = cpu["wait_lock"][(cpu["state"] == CPU_STATE["wait"]) & (cpu["wait_lock"] >= 0)]
     owners = {int(w): int(words[int(w) + OWNER_WORD]) for w in np.unique(waited)}
-    return Tick(elapsed, duration, cpu, now_ns, owners, names)
+    wedged = watch(elapsed, list(owners)) if watch is not None else {}
+    return Tick(elapsed, duration, cpu, now_ns, owners, names, wedged)
 
 
 def _reap(procs: list[mp.process.BaseProcess], words: np.ndarray, stop_w: int,

@@ -191,7 +191,9 @@ def test_requester_killed_before_its_wait_is_named_wedged(
     assert os.read(ready_r, 1) == b"r"
     os.kill(children[0], signal.SIGKILL)
     assert _join(children[0], children) == -signal.SIGKILL
+    assert m.wedged_among([w]) == set()  # held: not wedged yet
     m.anon_vma_unlock(tok)
     assert m.wedged_locks() == [f"anon_vma#{AV_INDEX}"]
+    assert m.wedged_among([w, w + 1]) == {w}  # what the live view's ticks carry
     for fd in (ready_r, ready_w):
         os.close(fd)
