@@ -330,10 +330,13 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     site = S_PR if op == OP_REFERENCED else S_TTU
     pb = g[G.PAGE0] + page * g[G.PAGE_W]
     av = w32[pb + G.PAGE_MAPPING]
-    if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0:
-        return 0, 0, WALK_NOT_MAPPED, av, -1
-    if anon_vma_freed_c(w32, g, av):  # the kernel's oops: counted, not followed
-        words[g[G.CPU_BASE] + G.F_FREED_AV] += 1
+    if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0 or anon_vma_freed_c(w32, g, av):
+        if av >= 0 and w32[pb + G.PAGE_MAPCOUNT] > 0:  # the kernel's oops: counted, not followed
+            words[g[G.CPU_BASE] + G.F_FREED_AV] += 1
+        # A walk asked again (after returning to Python to wait) that no longer needs
+        # the lock: give up the place its first request took.
+        if g[G.REQ_PLACE] != 0:
+            lock_request_cancel(words, g)
         return 0, 0, WALK_NOT_MAPPED, av, -1
     w = anon_vma_lock_word_c(w32, g, av)
     # The request point: a contended ticket lock's ticket is taken here, in compiled
