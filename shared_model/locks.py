@@ -80,13 +80,26 @@ from .locking import (
     lock_release,
     lock_trylock,
 )
-from .locking.atomics import WRITE_ONCE, bit_length, c_entry_call
+from .locking.atomics import (
+    WRITE_ONCE,
+    atomic_fetch_add,
+    bit_length,
+    c_entry_call,
+    smp_load_acquire,
+)
 from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.clock import sched_clock
 from .locking.common import NODE_MCS_QUEUED, OWNER
 from .locking.qspinlock import queued_spin_trylock, queued_spin_unlock
 from .locking.tas import tas_trylock, tas_unlock
-from .locking.ticket import ticket_trylock, ticket_unlock
+from .locking.ticket import NEXT as TICKET_NEXT
+from .locking.ticket import SERVING as TICKET_SERVING
+from .locking.ticket import (
+    ticket_abandon,
+    ticket_lock_slowpath,
+    ticket_trylock,
+    ticket_unlock,
+)
 from .segment import Segment
 
 # Primitive names a user can ask for (``--lock``); "spin" is kept as the old name of the
@@ -246,24 +259,94 @@ def spin_release(words: np.ndarray, w: int, kind: int, policy: int, shared: int,
 
 
 @cached_njit(inline=True)
+def ticket_request(words: np.ndarray, g: np.ndarray, w: int) -> bool:
+    """The ticket spinlock's request point, as 2.6.3x's ``__ticket_spin_lock``: take a
+    ticket (one ``xadd`` on ``next``) and compare it with the one served: True when it is
+    served at once.  Otherwise the ticket is this CPU's place in the queue from now on: it
+    is kept in ``g[REQ_PLACE]`` (ticket + 1; the lock word in ``g[REQ_W]``) for the slow
+    path to poll, wherever the caller waits (a compiled caller at once, a walk after
+    returning to Python).  A CPU that asks again for the lock it already holds a ticket
+    for (a walk that returned to Python and walks again) polls that ticket instead of
+    taking another; a ticket held for another lock is given up first (abandoned: the
+    hand-off skips it)."""
+    place = g[G.REQ_PLACE]
+    if place != 0 and g[G.REQ_W] == w:
+        ticket = place - 1
+    else:
+        if place != 0:
+            ticket_abandon(words, g[G.REQ_W], place - 1)
+        ticket = atomic_fetch_add(words, w + TICKET_NEXT, 1)
+    if smp_load_acquire(words, w + TICKET_SERVING) == ticket:
+        if place != 0:
+            g[G.REQ_PLACE] = 0
+        return True
+    g[G.REQ_PLACE] = ticket + 1
+    g[G.REQ_W] = w
+    return False
+
+
+@cached_njit
+def lock_request_cancel(words: np.ndarray, g: np.ndarray) -> None:
+    """Give up the place a contended request took and nobody will wait on (a caller that
+    cannot wait): the ticket is abandoned, as a stopped waiter's."""
+    place = g[G.REQ_PLACE]
+    if place != 0:
+        g[G.REQ_PLACE] = 0
+        ticket_abandon(words, g[G.REQ_W], place - 1)
+
+
+@cached_njit(inline=True)
+def spin_request(words: np.ndarray, g: np.ndarray, w: int, kind: int, policy: int, shared: int,
+                 owner_tag: int) -> bool:
+    """``spin_trylock``, except that a contended ticket lock keeps the ticket it took (the
+    request point: ``ticket_request``).  The other kinds take their place in their slow
+    path, as before."""
+    if kind != TICKET:
+        return spin_trylock(words, w, kind, policy, shared, owner_tag)
+    taken = ticket_request(words, g, w)
+    if taken:
+        WRITE_ONCE(words, w + OWNER, owner_tag)
+    return taken
+
+
+@cached_njit(inline=True)
+def _acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                  site: int, shared: int, request: bool) -> int:
+    if g[G.ORDER_CHECK]:
+        call_note_order(words, g, held, cls, site)
+    if request:
+        taken = spin_request(words, g, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG])
+    else:
+        taken = spin_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG])
+    if not taken:
+        return -1
+    if g[G.ORDER_CHECK]:
+        held_push(held, cls, site)
+    if g[G.INSTRUMENT] or cls == AV_CLASS:
+        return local_clock(g)
+    return 0
+
+
+@cached_njit(inline=True)
 def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """Try lock word ``w`` once; the acquire time (ns) on success, -1 when it is contended
-    (the caller then calls ``lock_acquire_slowpath`` with the time of its request).
+    (nothing is then held or queued: a trylock).
 
     One clock read, after the lock is taken (the kernel's holdtime_stamp), and only when
     something will use it: lockstat, or the anon_vma lock's hold (the walk's time share);
     an untimed acquisition returns 0.  lockdep's bookkeeping only with --check-lock-order."""
-    if g[G.ORDER_CHECK]:
-        call_note_order(words, g, held, cls, site)
-        if not spin_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
-            return -1
-        held_push(held, cls, site)
-    elif not spin_trylock(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG]):
-        return -1
-    if g[G.INSTRUMENT] or cls == AV_CLASS:
-        return local_clock(g)
-    return 0
+    return _acquire_fast(words, g, held, w, cls, site, shared, False)
+
+
+@cached_njit(inline=True)
+def lock_request_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                      site: int, shared: int) -> int:
+    """The request: ``lock_acquire_fast``, except that a contended ticket lock has taken
+    its ticket when this returns -1 (``ticket_request``), so the caller must then wait
+    (``lock_acquire_slowpath``, which polls that ticket) or give the place up
+    (``lock_request_cancel``)."""
+    return _acquire_fast(words, g, held, w, cls, site, shared, True)
 
 
 @cached_njit
@@ -286,8 +369,20 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
     words[cb + G.F_SINCE] = t0
     words[cb + G.F_STATE] = WAIT
     queueings = words[g[G.NODE_W] + NODE_MCS_QUEUED]
-    st = lock_acquire(words, w, g[G.KIND0 + cls], g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG],
-                      g[G.NODE_W], g[G.STOP_W])
+    kind = g[G.KIND0 + cls]
+    place = g[G.REQ_PLACE]
+    if place != 0:
+        g[G.REQ_PLACE] = 0
+    if place != 0 and kind == TICKET and g[G.REQ_W] == w:
+        # The request already took its ticket (lock_request_fast): poll that one.
+        st = ticket_lock_slowpath(words, w, place - 1, g[G.STOP_W])
+        if st != LOCK_STOPPED:
+            WRITE_ONCE(words, w + OWNER, g[G.OWNER_TAG])
+    else:
+        if place != 0:  # a ticket for another lock that nobody will wait on: give it up
+            ticket_abandon(words, g[G.REQ_W], place - 1)
+        st = lock_acquire(words, w, kind, g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG],
+                          g[G.NODE_W], g[G.STOP_W])
     words[cb + G.F_STATE] = prev_state
     words[cb + G.F_SINCE] = prev_since
     words[cb + G.F_WAIT_LOCK] = -1
@@ -337,7 +432,7 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
     Compiled once and pasted by LLVM into each compiled caller (``llvm_inline``): an
     uncontended acquisition makes no call (a call passes each of the three arrays as
     seven words: 17.4 ns for the ticket pair, 6.8 ns inlined); the wait is a call."""
-    t = lock_acquire_fast(words, g, held, w, cls, site, shared)
+    t = lock_request_fast(words, g, held, w, cls, site, shared)
     if t >= 0:
         return t
     return call_lock_acquire_slowpath(words, g, held, w, cls, site, shared, local_clock(g))
@@ -438,7 +533,7 @@ class CpuLocks:
 
     def acquire(self, w: int, cls: int, site: int, shared: int = 0) -> int:
         """Take lock word ``w``; returns the acquire time (ns) to hand to ``release``."""
-        t = lock_acquire_fast(self.words, self.g, self.held, w, cls, site, shared)
+        t = lock_request_fast(self.words, self.g, self.held, w, cls, site, shared)
         if t < 0:
             t = self.lock_contended(w, cls, site, shared)
         return t

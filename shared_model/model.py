@@ -52,7 +52,7 @@ from .locking import RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_SPIN, RWSEM_STEAL, RWSEM_S
 from .locking.atomics import READ_ONCE, c_entry_call, cmpxchg, cpu_relax, smp_store_release
 from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.common import STOP_ABORT
-from .locking.lock import wedged_in
+from .locking.lock import lock_is_wedged, wedged_in
 from .locks import (
     CLASS,
     SITE,
@@ -727,6 +727,29 @@ class Model:
             n = wedged_in(self.words, w0, stride, count, int(self.g[G.KIND0 + cls]), out)
             names += [self.describe_lock(w0 + int(i) * stride) for i in out[:n]]
         return names[:limit]
+
+    def _lock_tables(self) -> tuple[tuple[int, int, int, int], ...]:
+        """(first word, stride, count, class) of each table of locks."""
+        return (
+            (self._av_lock_w0, self._av_stride, len(self.anon_vma), AV_LOCK),
+            (self._mm_ptl_w0, self._mm_stride, len(self.mm), PTL),
+            (self._slab_w0, 8, len(ALLOC_KINDS), SLAB),
+            (self._pte_ptl_w0, 8, len(self.pte_ptl), PTL),
+        )
+
+    def wedged_among(self, ws: Iterator[int] | list[int]) -> set[int]:
+        """Which of the lock words ``ws`` read as wedged now (``lock_is_wedged``).  While
+        CPUs run this is a hint, not a verdict: a ticket or MCS hand-off in flight reads
+        the same for a moment (the live view shows a lock only once it has read so for a
+        while, runner._WedgedWatch)."""
+        out: set[int] = set()
+        for w in ws:
+            for w0, stride, count, cls in self._lock_tables():
+                if w0 <= w < w0 + count * stride and (w - w0) % stride == 0:
+                    if lock_is_wedged(self.words, int(w), int(self.g[G.KIND0 + cls])):
+                        out.add(int(w))
+                    break
+        return out
 
     # ------------------------------------------------------------------ counts
 

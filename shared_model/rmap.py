@@ -58,7 +58,16 @@ from .locking.atomics import (
     futex_wait,
 )
 from .locking.cached_compile import cached_njit
-from .locks import CLASS, SITE, Stopped, lock_acquire_c, lock_acquire_fast, lock_release_c
+from .locks import (
+    CLASS,
+    SITE,
+    Stopped,
+    lock_acquire_c,
+    lock_acquire_fast,
+    lock_release_c,
+    lock_request_cancel,
+    lock_request_fast,
+)
 from .model import Model, kmem_cache_alloc_c, kmem_cache_free_c
 from .pgtable import pte_lockptr_c, pte_maps_page, pte_offset_map_c, pte_page_bases_of
 
@@ -321,13 +330,22 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     site = S_PR if op == OP_REFERENCED else S_TTU
     pb = g[G.PAGE0] + page * g[G.PAGE_W]
     av = w32[pb + G.PAGE_MAPPING]
-    if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0:
-        return 0, 0, WALK_NOT_MAPPED, av, -1
-    if anon_vma_freed_c(w32, g, av):  # the kernel's oops: counted, not followed
-        words[g[G.CPU_BASE] + G.F_FREED_AV] += 1
+    if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0 or anon_vma_freed_c(w32, g, av):
+        if av >= 0 and w32[pb + G.PAGE_MAPCOUNT] > 0:  # the kernel's oops: counted, not followed
+            words[g[G.CPU_BASE] + G.F_FREED_AV] += 1
+        # A walk asked again (after returning to Python to wait) that no longer needs
+        # the lock: give up the place its first request took.
+        if g[G.REQ_PLACE] != 0:
+            lock_request_cancel(words, g)
         return 0, 0, WALK_NOT_MAPPED, av, -1
     w = anon_vma_lock_word_c(w32, g, av)
-    t = lock_acquire_fast(words, g, held, w, AV_LOCK, site, SHARED)
+    # The request point: a contended ticket lock's ticket is taken here, in compiled
+    # code, and the wait in page_lock_anon_vma polls it; a reclaim walk that trylocks
+    # (the era's rmap_trylock) takes no place.
+    if g[G.RMAP_TRYLOCK]:
+        t = lock_acquire_fast(words, g, held, w, AV_LOCK, site, SHARED)
+    else:
+        t = lock_request_fast(words, g, held, w, AV_LOCK, site, SHARED)
     if t < 0:
         return 0, 0, WALK_CONTENDED, av, w
     r, visited, st = rmap_walk_anon_locked(words, w32, g, held, page, op, out, av, w, t)
@@ -642,6 +660,7 @@ def refault_pass_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
         page = pages[i]
         r, _visited, st, _av, _w = rmap_walk_anon(words, w32, g, held, page, OP_UNMAP, out)
         if st == WALK_CONTENDED or st == WALK_STOPPED:
+            lock_request_cancel(words, g)  # nobody will wait on the place it took
             return -1, npte, ndrop, nfault
         if st == WALK_NOT_MAPPED or r == 0:
             continue

@@ -46,7 +46,11 @@ __all__ = ["OWNER_WORD", "LiveView", "lock_namer"]
 STATE_NAME = {v: k for k, v in CPU_STATE.items()}
 WAIT, WALK = CPU_STATE["wait"], CPU_STATE["walk"]
 IOWAIT = CPU_STATE.get("iowait", -1)
-FALLBACK_SIZE = (80, 24)  # columns, lines of a terminal that reports 0 x 0
+FALLBACK_SIZE = (80, 24)
+# A waited lock that has read as wedged (``locking.lock_is_wedged``) at every tick for this
+# long is named so: a hand-off in flight reads so for microseconds, a CPU that died queued
+# (its ticket, MCS node or pending bit never taken) for good.
+WEDGED_SHOW_S = 1.0  # columns, lines of a terminal that reports 0 x 0
 
 
 def _ms(ns: int) -> str:
@@ -100,6 +104,7 @@ class LiveView:
         if now_ns is None:
             now_ns = getattr(tick, "now_ns", None) or time.perf_counter_ns()
         owners: dict[int, int] = getattr(tick, "owners", None) or {}
+        wedged: dict[int, float] = getattr(tick, "wedged", None) or {}
         n = len(cpu)
         state = cpu["state"].astype(np.int64)
         since = cpu["state_since_ns"].astype(np.int64)
@@ -130,7 +135,10 @@ class LiveView:
         hot = sorted(waiters.items(),
                      key=lambda kv: (-len(kv[1]), -max(age[c] for c in kv[1]), kv[0]))
         for w, ws in hot[: self.max_locks]:
-            lines.append("  " + self._lock_line(w, ws, cpu, holds, hold_lock, age, owners))
+            line = self._lock_line(w, ws, cpu, holds, hold_lock, age, owners)
+            if wedged.get(w, 0.0) >= WEDGED_SHOW_S:
+                line += f"  WEDGED for {wedged[w]:.0f} s (a CPU died queued for it?)"
+            lines.append("  " + line)
         if len(hot) > self.max_locks:
             rest = hot[self.max_locks:]
             lines.append(f"  ... {len(rest)} more locks, {sum(len(ws) for _, ws in rest)} waiters")

@@ -105,6 +105,25 @@ class Tick:
     now_ns: int  # perf_counter_ns when the copy was taken (the workers' clock)
     owners: dict[int, int] = dataclasses.field(default_factory=dict)  # waited lock word -> owner tag
     lock_names: Callable[[int], str] | None = None  # lock word -> "anon_vma#3", "ptl(mm 5)", ...
+    # waited lock word -> seconds it has read as wedged (lock_is_wedged) at every tick
+    wedged: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+class _WedgedWatch:
+    """How long each waited lock has read as wedged (``locking.lock_is_wedged``: a ticket
+    or MCS place, or the pending bit, that nobody will take) at every tick in a row.  A
+    single reading proves nothing while CPUs run (a hand-off in flight reads the same for a
+    moment); a CPU that died queued leaves it so for good, and the live view names such a
+    lock once it has read so for ``live.WEDGED_SHOW_S``."""
+
+    def __init__(self, wedged_among: Callable[[list[int]], set[int]]) -> None:
+        self.wedged_among = wedged_among
+        self.since: dict[int, float] = {}
+
+    def __call__(self, now: float, waited: list[int]) -> dict[int, float]:
+        now_wedged = self.wedged_among(waited)
+        self.since = {w: self.since.get(w, now) for w in now_wedged}
+        return {w: now - t for w, t in self.since.items()}
 
 
 class _Signals:
@@ -319,6 +338,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             sampler = _Timeline(procs, t0)
             progress, last_progress = -1, t0
             by_pid = {p.pid: i for i, p in enumerate(procs)}
+            watch = _WedgedWatch(m.wedged_among)
             while (now := time.monotonic()) < t0 + cfg.duration and not sigs.signum:
                 i = _first_dead(procs, by_pid)
                 if i is not None:
@@ -337,7 +357,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
                     break
                 sampler.maybe_sample(now, cpu_arr)
                 if on_tick and now >= next_tick:
-                    on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names))
+                    on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names, watch))
                     next_tick += tick_s
                 time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
             elapsed = time.monotonic() - t0
@@ -630,7 +650,7 @@ class _Timeline:
 
 
 def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryview,
-          names: Callable[[int], str]) -> Tick:
+          names: Callable[[int], str], watch: _WedgedWatch | None = None) -> Tick:
     """A copy of the per-CPU slots, and of the owner word of each lock a CPU waits on.
 
     Reads only, takes no lock: a slot or an owner may be a moment stale, and the live view
@@ -639,7 +659,8 @@ def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryvie
     now_ns = time.perf_counter_ns()
     waited = cpu["wait_lock"][(cpu["state"] == CPU_STATE["wait"]) & (cpu["wait_lock"] >= 0)]
     owners = {int(w): int(words[int(w) + OWNER_WORD]) for w in np.unique(waited)}
-    return Tick(elapsed, duration, cpu, now_ns, owners, names)
+    wedged = watch(elapsed, list(owners)) if watch is not None else {}
+    return Tick(elapsed, duration, cpu, now_ns, owners, names, wedged)
 
 
 def _reap(procs: list[mp.process.BaseProcess], words: np.ndarray, stop_w: int,
@@ -837,6 +858,11 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
                                                  only=every)
         cpu = metrics.with_window_times(cpu, at_end, every)
     lockstat = np.array(m.seg["lockstat"][:n]) if window_lockstat is None else window_lockstat[:n]
+    # The operation counters when the window closed, read just before its lockstat: what
+    # lockstat's acquisitions are to be compared with (the final counters also hold the
+    # operations the CPUs finished while stopping, whose locking the window does not).
+    at_window = window[0][:n] if window is not None else cpu
+    window_counts = {k: int(at_window[k].sum()) for k in ("jobs", "forks", "exits", "pages_scanned")}
     walkhist = np.array(m.seg["walkhist"][:n])
     lockdep = np.array(m.seg["lockdep"][:n])
     violations = check_model(m) if check else []
@@ -867,6 +893,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
         "anon_vma_wait_share": metrics.class_wait_share(locks, cpu,
                                                         in_progress=in_progress.get("wait_ns_by_class")),
         "in_progress_at_end": in_progress,
+        "window_counts": window_counts,
         # Ticket and MCS locks a CPU died queued for (a SIGKILLed waiter's ticket is never
         # served): unusable by any later run of this model.  Read after every CPU left.
         "wedged_locks": m.wedged_locks(),

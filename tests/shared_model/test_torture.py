@@ -292,11 +292,20 @@ def own_segments() -> list[str]:
     return [n for n in leftover_segments() if n.startswith(mine)]
 
 
+SEED_BUG = ("mappings not found by an rmap walk", "points at a freed anon_vma")
+
+
 @pytest.mark.parametrize("era", list(ERAS))
 def test_torture_checks_clean(era: str) -> None:
     """Three CPUs race fork, COW, exit, mmap, munmap, touch and cross-CPU reclaim."""
     before = own_segments()
     results, violations = run_torture(Torture(era, workers=3, seconds=2.0, seed=1))
+    e = ERAS[era]
+    if e.chain and e.swapin == "keep":
+        # The seed as committed: a shared page swapped back in by a child first lands on
+        # the child's anon_vma, and its other mappings become unreachable, then dangling
+        # when the child exits (its oops).  Those two rules may fire; nothing else may.
+        violations = [v for v in violations if not any(s in v for s in SEED_BUG)]
     assert violations == []
     assert own_segments() == before
     done = total(results)

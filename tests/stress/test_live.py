@@ -196,3 +196,32 @@ def test_a_cpu_in_iowait_and_the_machine_s_wa() -> None:
     assert "iowait 1/2 CPUs (25% wa)" in lines[0]
     assert "iowait for 25 ms (swap device)" in lines[2], lines[2]
     assert "iowait" not in lines[1]
+
+
+def test_a_lock_read_as_wedged_for_a_while_is_named_so() -> None:
+    """The runner's tick carries, for each waited lock, how long it has read as wedged at
+    every tick (runner._WedgedWatch); the view names it only past WEDGED_SHOW_S, since a
+    hand-off in flight reads the same for a moment."""
+    from stress.live import WEDGED_SHOW_S
+
+    cpu = slots(3)
+    set_wait(cpu, 0, AV0, 3000)
+    set_wait(cpu, 1, AV1, 2)
+    t = tick(cpu)
+    t.wedged = {AV0: WEDGED_SHOW_S + 2.0, AV1: WEDGED_SHOW_S / 2}
+    lines = view().render(t)
+    av0 = next(ln for ln in lines if ln.strip().startswith("anon_vma#0"))
+    av1 = next(ln for ln in lines if ln.strip().startswith("anon_vma#1"))
+    assert av0.endswith("WEDGED for 3 s (a CPU died queued for it?)")
+    assert "WEDGED" not in av1
+
+
+def test_wedged_watch_counts_only_unbroken_readings() -> None:
+    from stress.runner import _WedgedWatch
+
+    readings = iter([{AV0}, {AV0, AV1}, {AV1}, {AV0, AV1}])
+    watch = _WedgedWatch(lambda ws: next(readings) & set(ws))
+    assert watch(1.0, [AV0, AV1]) == {AV0: 0.0}
+    assert watch(2.0, [AV0, AV1]) == {AV0: 1.0, AV1: 0.0}
+    assert watch(3.0, [AV0, AV1]) == {AV1: 1.0}  # AV0 moved: its count starts again
+    assert watch(4.5, [AV0, AV1]) == {AV0: 0.0, AV1: 2.5}
