@@ -858,11 +858,11 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
                                                  only=every)
         cpu = metrics.with_window_times(cpu, at_end, every)
     lockstat = np.array(m.seg["lockstat"][:n]) if window_lockstat is None else window_lockstat[:n]
-    # The operation counters when the window closed, read just before its lockstat: what
-    # lockstat's acquisitions are to be compared with (the final counters also hold the
-    # operations the CPUs finished while stopping, whose locking the window does not).
-    at_window = window[0][:n] if window is not None else cpu
-    window_counts = {k: int(at_window[k].sum()) for k in ("jobs", "forks", "exits", "pages_scanned")}
+    # The lock table is the window's; the operation counters are final (every CPU finished
+    # the operation it was in).  Acquisitions per site over the whole run, drain included,
+    # go beside them, so that lock traffic per operation can be checked exactly.
+    final = metrics.lock_rows(np.array(m.seg["lockstat"][:n])) if window_lockstat is not None \
+        else None
     walkhist = np.array(m.seg["walkhist"][:n])
     lockdep = np.array(m.seg["lockdep"][:n])
     violations = check_model(m) if check else []
@@ -893,7 +893,8 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
         "anon_vma_wait_share": metrics.class_wait_share(locks, cpu,
                                                         in_progress=in_progress.get("wait_ns_by_class")),
         "in_progress_at_end": in_progress,
-        "window_counts": window_counts,
+        "acquisitions_whole_run": {r["class"]: {x["site"]: x["acquisitions"] for x in r["sites"]}
+                                   for r in (final if final is not None else locks)},
         # Ticket and MCS locks a CPU died queued for (a SIGKILLed waiter's ticket is never
         # served): unusable by any later run of this model.  Read after every CPU left.
         "wedged_locks": m.wedged_locks(),

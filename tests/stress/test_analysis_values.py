@@ -119,7 +119,8 @@ def test_scale_csv_columns_are_each_points_own_values(tmp_path: Path) -> None:
     write_csv(str(path), doc)
     with open(path) as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == COLS + ["predicted_wait_share", "measured_lock_wait_share"]
+        assert reader.fieldnames == COLS + ["predicted_wait_share", "measured_lock_wait_share",
+                                           "interrupted"]
         rows = list(reader)
     assert len(rows) == len(doc["points"])
     for row, p in zip(rows, doc["points"], strict=True):
