@@ -99,6 +99,13 @@ class Era:
     commit: str = ""
 
     @property
+    def seed_placement(self) -> bool:
+        """The seed as committed: a page's first mapping after a swap-in goes to the
+        faulting VMA's own anon_vma, so a shared page a child faults back first loses its
+        other mappings to every walk, then dangles when the child exits (its oops)."""
+        return self.chain and self.swapin == "keep"
+
+    @property
     def anon_vma_free_relock(self) -> bool:
         """``anon_vma_free`` takes and drops the root's lock whenever it sees it held, so
         that a ``page_lock_anon_vma`` that found the anon_vma under RCU cannot be left
