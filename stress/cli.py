@@ -956,6 +956,8 @@ def _reading(label: str) -> Iterator[None]:
     except (KeyError, TypeError, IndexError, AttributeError, ZeroDivisionError, OverflowError) as e:
         what = f"missing {e}" if isinstance(e, KeyError) else str(e)
         raise ResultsError(f"{label}: damaged results document ({what})") from None
+    except PredictError as e:  # a document whose figures cannot carry a prediction
+        raise ResultsError(f"{label}: {e}") from None
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
