@@ -130,7 +130,7 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
                 for u in planned[era]:
                     if progress:
                         progress(done, total, f"{era} users {u} round {r + 1}/{repeat}", time.monotonic() - t0)
-                    cfg = RunConfig(**{**base.__dict__, "era": era, "users": u, "scenario": "forking-server"})
+                    cfg = dataclasses.replace(base, era=era, users=u, scenario="forking-server")
                     res = run_point(cfg, live, f"{era} users {u} round {r + 1}/{repeat} "
                                                 f"(point {done + 1}/{total})", stop)
                     if res is not None:
@@ -159,11 +159,7 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
         "schema": SCHEMA_RAMP,
         "config": {"eras": eras, "users": users, "start_users": users[0], "end_users": users[-1],
                    "repeat": repeat, "threshold": threshold, "crossover_stop": stop_at_crossover,
-                   "duration": base.duration, "cpus": resolved.cpus, "pages": base.pages,
-                   "cow": base.cow, "ram_pages": base.ram_pages, "work_us": base.work_us,
-                   "entry_cost_ns": base.entry_cost_ns, "seed": base.seed,
-                   "swap_device": resolved.swap_device, "swap_latency_ms": base.swap_latency_ms,
-                   "swap_iops": base.swap_iops, "swap_queue": base.swap_queue},
+                   **resolved.record("ramp")},
         "machine": machine,
         "points": points,
         "crossover": {era: crossover_of(summarize_ramp(points, era, threshold)) for era in eras},

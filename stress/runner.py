@@ -873,16 +873,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
     jobs = int(cpu["jobs"].sum())
     return {
         "schema": SCHEMA_RUN,
-        "config": {
-            "era": cfg.era, "scenario": cfg.scenario, "users": cfg.users, "pages": cfg.pages,
-            "cow": cfg.cow, "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
-            "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
-            "ram_pages": cfg.ram_pages, "alloc_fail_p": cfg.alloc_fail_p,
-            "check_lock_order": cfg.check_lock_order, "lockstat": cfg.lockstat,
-            "swap_device": cfg.swap_device, "swap_latency_ms": cfg.swap_latency_ms,
-            "swap_iops": cfg.swap_iops, "swap_queue": cfg.swap_queue,
-            "refault_order": cfg.resolved_refault_order(),
-        },
+        "config": cfg.record("run", refault_order=cfg.resolved_refault_order()),
         "machine": machine,
         "elapsed_s": elapsed,
         "build_s": build_s,

@@ -157,11 +157,7 @@ def scale(base: RunConfig, curves: list[Curve], cpus_list: list[int], repeat: in
     return {
         "schema": SCHEMA_SCALE,
         "config": {"curves": [dataclasses.asdict(c) for c in curves], "cpus_list": cpus_list,
-                   "repeat": repeat, "online_cpus": online, "scenario": base.scenario,
-                   "users": base.users, "pages": base.pages, "cow": base.cow,
-                   "duration": base.duration, "seed": base.seed,
-                   "entry_cost_ns": base.entry_cost_ns, "work_us": base.work_us,
-                   "ram_pages": base.ram_pages, "alloc_fail_p": base.alloc_fail_p,
+                   "repeat": repeat, "online_cpus": online, **base.record("scale"),
                    "predict": predict, "handoff_ns": handoff_ns if predict else None},
         "machine": machine,
         "points": points,
