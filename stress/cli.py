@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import sys
-import time
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
@@ -21,6 +20,7 @@ from typing import Any, NoReturn
 from shared_model.build import ModelTooLarge
 from shared_model.eras import ERAS
 
+from . import ui
 from .config import SCAN_SCENARIOS, SCENARIOS, ConfigError, Option, RunConfig
 from .predict import DEFAULT_HANDOFF_NS, PredictError
 from .results import (
@@ -38,8 +38,7 @@ from .results import (
 from .stopping import status_of
 from .torture import add_parser as torture_parser
 from .torture import cmd_torture
-
-PROG = "rmap-stress"
+from .ui import PROG
 
 
 class UsageError(Exception):
@@ -328,11 +327,6 @@ def _check_outputs(a: argparse.Namespace) -> None:
     check_outputs(_outputs(a), STDOUT_OPTIONS)
 
 
-def _wrote(path: str) -> None:
-    """Every file written is reported, once, after it was written; standard output is named."""
-    print(f"wrote {path}" if path != STDOUT else "wrote the document to standard output", flush=True)
-
-
 def config_from_args(a: argparse.Namespace, **over: Any) -> RunConfig:
     """The RunConfig of the parsed options: every field that is an option of the command
     (the others keep their defaults), ``--inject``'s, then ``over``."""
@@ -365,59 +359,7 @@ def _wrote_log(path: str | None) -> None:
     """``--log-file``: reported when something was logged there (the file was opened)."""
     if path and _log_file is not None and _log_file.stream is not None:
         _log_file.flush()
-        _wrote(path)
-
-
-def _progress(quiet: bool, label: str, live: bool = False):  # type: ignore[no-untyped-def]
-    if quiet:
-        return None
-    tty = sys.stderr.isatty()
-    if live and tty:
-        from .live import LiveView
-
-        return LiveView(sys.stderr, label=label)
-    last = [0.0]
-
-    def on_tick(t: Any) -> None:
-        if not tty and t.elapsed - last[0] < 5:
-            return
-        last[0] = t.elapsed
-        waiting = int((t.cpu["state"] == 3).sum())
-        line = (f"{label}: {t.elapsed:5.1f}/{t.duration:.0f} s  walks {int(t.cpu['walks'].sum())}  "
-                f"pages scanned {int(t.cpu['pages_scanned'].sum())}  jobs {int(t.cpu['jobs'].sum())}  "
-                f"cpus waiting on a lock: {waiting}/{len(t.cpu)}")
-        sys.stderr.write(("\r" + line + "\033[K") if tty else line + "\n")
-        sys.stderr.flush()
-
-    return on_tick
-
-
-def _phase_line(quiet: bool, live: bool = False) -> Any:
-    """On a terminal, one line for each silent phase of a run: "building the model ... 40%",
-    "starting 256 CPUs ... 87/256", "checking the model ...".  None otherwise."""
-    if quiet or not sys.stderr.isatty():
-        return None
-
-    def on_phase(phase: str, done: int, total: int) -> None:
-        if phase == "build":
-            line = f"building the model ... {100 * done // max(total, 1)}%"
-        elif phase == "start":
-            line = f"starting {total} CPUs ... {done}/{total}"
-        elif phase == "stop":
-            line = f"stopping: {done}/{total} CPUs at a boundary"
-        elif done < total:
-            line = "checking the model ..."
-        else:
-            line = ""
-        sys.stderr.write("\r" + line + "\033[K")
-        sys.stderr.flush()
-
-    return on_phase
-
-
-def _end_progress(quiet: bool) -> None:
-    if not quiet and sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+        ui.wrote(path)
 
 
 def cmd_scan(a: argparse.Namespace) -> int:
@@ -431,12 +373,12 @@ def cmd_scan(a: argparse.Namespace) -> int:
             raise ConfigError("--refault applies to the fork family scan, not to --scenario")
         return _cmd_scan_scenario(a)
     del a.scenario, a.generations, a.pieces  # scan --scenario's alone
-    res = scan(config_from_args(a), progress=_scan_progress(False), refault=a.refault)
+    res = scan(config_from_args(a), progress=ui.scan_progress(False), refault=a.refault)
     if a.json:
         write_json(a.json, res)
     print(scan_report(res))
     if a.json:
-        _wrote(a.json)
+        ui.wrote(a.json)
     return 1 if res["invariants"]["violations"] else 0
 
 
@@ -450,33 +392,17 @@ def _cmd_scan_scenario(a: argparse.Namespace) -> int:
     cfg = config_from_args(a)
     status = 0
     try:
-        res = scan_scenario(cfg, progress=_scan_progress(False))
+        res = scan_scenario(cfg, progress=ui.scan_progress(False))
     except ScanStopped as e:
         res, status = e.results, 1
-        _end_progress(False)
+        ui.end_progress(False)
         print(f"{PROG}: {e}", file=sys.stderr)
     if a.json:
         write_json(a.json, res)
     print(scan_scenario_report(res))
     if a.json:
-        _wrote(a.json)
+        ui.wrote(a.json)
     return 1 if res.get("invariants", {}).get("violations") else status
-
-
-def _scan_progress(quiet: bool) -> Any:
-    """On a terminal: building, then walks k/N."""
-    on_phase = _phase_line(quiet)
-    if on_phase is None:
-        return None
-
-    def progress(phase: str, done: int, total: int) -> None:
-        if phase in ("walk", "generation"):
-            sys.stderr.write(f"\r{phase}s {done}/{total}\033[K" if done < total else "\r\033[K")
-            sys.stderr.flush()
-        else:
-            on_phase(phase, done, total)
-
-    return progress
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -496,9 +422,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     _note_no_reuse(cfg)
     _check_handoff(a.handoff_ns)
     _setup_logging(a.log_level, a.log_file)
-    progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
+    progress = ui.run_progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
     view = progress if hasattr(progress, "update") else None
-    on_phase = _phase_line(a.quiet)
+    on_phase = ui.phase_line(a.quiet)
     try:
         if view is not None:  # the live view: a frame 4 times a second
             res = run(cfg, on_tick=view.update, tick_s=0.25, stall_timeout=a.stall_timeout or None,
@@ -507,7 +433,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             res = run(cfg, on_tick=progress, stall_timeout=a.stall_timeout or None, on_phase=on_phase)
         status = 1 if res["invariants"]["violations"] else 0
     except RunInterrupted as e:
-        _end_progress(a.quiet)
+        ui.end_progress(a.quiet)
         status = 128 + e.signum
         if e.results is None:
             print(f"{PROG}: {e}: nothing was measured, no results", file=sys.stderr)
@@ -515,12 +441,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         res = e.results
         print(f"{PROG}: interrupted: partial results of {res['elapsed_s']:.1f} s follow", file=sys.stderr)
     except RunFailed as e:
-        _end_progress(a.quiet)
+        ui.end_progress(a.quiet)
         print(f"{PROG}: run failed: {e}", file=sys.stderr)
         if e.results is None:
             return 1
         res, status = e.results, 1
-    _end_progress(a.quiet)
+    ui.end_progress(a.quiet)
     if a.predict:
         from .predict import predict_run
 
@@ -541,7 +467,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             print()
             print(format_prediction(res["predicted"]))
         if a.json:
-            _wrote(a.json)
+            ui.wrote(a.json)
         _wrote_log(a.log_file)
         sys.stdout.flush()
     except BrokenPipeError:
@@ -605,116 +531,21 @@ def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
         print("\n".join(summary))
     print(res.describe(a.harness))
     for f in res.files:
-        _wrote(f)
+        ui.wrote(f)
     return res.rc
 
 
-def _profiled_run(cfg: RunConfig, quiet: bool) -> dict[str, Any]:
-    """``cfg`` run under py-spy, its CPUs' flamegraph in profile-ERA.svg; the results."""
-    import subprocess
-    import tempfile
-
-    from .profile import ProfileError, record
-
-    with tempfile.TemporaryDirectory(prefix="rmap-stress-demo-") as d:
-        path = os.path.join(d, "results.json")
-        argv = ["--era", cfg.era, "--scenario", cfg.scenario, "--users", str(cfg.users),
-                "--pages", str(cfg.pages), "--cow", str(cfg.cow), "--cpus", str(cfg.cpus),
-                "--duration", str(cfg.duration), "--internal-json", path] + (["--quiet"] if quiet else [])
-        out = f"profile-{cfg.era}.svg"
-        try:
-            res = record(argv, out, stdout=subprocess.DEVNULL)
-        except ProfileError as e:
-            raise ConfigError(str(e)) from None
-        from .results import load
-
-        doc = load(path, ("run",))
-    print(res.describe(False))
-    _wrote(out)
-    return doc
-
-
-DEMO_ERAS = ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36")
-# What each later era of the demo changed, and why (one line each, after the ratios).
-DEMO_WHY = {
-    "2.6.34-rc1": "the seed as committed (5beb4930525): anon_vma_chain, each child's COWed page on "
-                  "its own anon_vma, and a page swapped back in on the faulting VMA's own: walks stay short",
-    "2.6.34": "as released (+ ea90002b0fa7): a swapped-in page goes to the oldest anon_vma, the fix for "
-              "the seed's oops (scenario shared-swapin); under this refault churn walks grow back towards 2.6.33's",
-    "2.6.36": "the root's lock for the whole family (migration needed one lock); a swap-cache hit keeps "
-              "its anon_vma (288468c334e9): walks short again, on one lock per family",
-}
-
-
 def cmd_demo(a: argparse.Namespace) -> int:
-    from . import report
-    from .results import SCHEMA_DEMO
-    from .runner import RunInterrupted, run
-    from .stopping import Stopped, signal_name, stop_on_signals
+    from .demo import DEMO_ERAS, demo
 
     _setup_logging("WARNING", None)
-    results: dict[str, Any] = {}
-    stop: dict[str, str] = {}
-    t0 = time.monotonic()
     cfgs = [config_from_args(a, era=era, scenario="reclaim-storm") for era in DEMO_ERAS]
     for cfg in cfgs:
         cfg.validate()
-    try:
-        with stop_on_signals():
-            for cfg in cfgs:
-                era = cfg.era
-                # The headings are the report's, on stdout whatever --quiet says.
-                print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
-                      flush=True)
-                try:
-                    if a.profile:
-                        res = _profiled_run(cfg, a.quiet)
-                    else:
-                        res = run(cfg, on_tick=_progress(a.quiet, era), on_phase=_phase_line(a.quiet))
-                except RunInterrupted as e:
-                    _end_progress(a.quiet)
-                    stop["interrupted"] = signal_name(e.signum)
-                    if e.results is None:
-                        break
-                    res = e.results
-                _end_progress(a.quiet)
-                results[era] = res
-                print(report.run_summary(res))
-                print()
-                print(report.lockstat_table(res))
-                print()
-                if stop:
-                    break
-    except Stopped as e:  # between eras: the eras completed stand
-        stop["interrupted"] = signal_name(e.signum)
-    old = results.get(DEMO_ERAS[0])
-    for era in DEMO_ERAS[1:]:
-        if old is None or era not in results:
-            continue
-        print(f"== side by side: {DEMO_ERAS[0]} and {era} ==")
-        print(report.side_by_side(old, results[era]))
-        print()
-    for era in DEMO_ERAS[1:]:
-        if old is None or era not in results:
-            continue
-        new = results[era]
-        ratio = (new["throughput"]["pages_scanned_per_s"] / old["throughput"]["pages_scanned_per_s"]
-                 if old["throughput"]["pages_scanned_per_s"] else float("inf"))
-        print(f"{era} vs {DEMO_ERAS[0]}: walks "
-              f"{old['walks']['avg_visited'] / max(new['walks']['avg_visited'], 1e-9):.1f}x "
-              f"shorter, anon_vma lock wait {100 * old['anon_vma_wait_share']:.0f}% -> "
-              f"{100 * new['anon_vma_wait_share']:.1f}% of CPU time, {ratio:.1f}x more pages scanned per "
-              f"second")
-        print(f"  {DEMO_WHY[era]}")
-    if stop:
-        print(f"{PROG}: interrupted by {stop['interrupted']}: {len(results)} of {len(DEMO_ERAS)} eras "
-              f"measured" + (", the last cut short" if results else ""), file=sys.stderr)
-    else:
-        print(f"({time.monotonic() - t0:.0f} s)")
+    results, stop, elapsed = demo(cfgs, a.quiet, a.profile)
     if a.json and (results or stop):
-        write_json(a.json, {"schema": SCHEMA_DEMO, "eras": results,
-                            "elapsed_s": time.monotonic() - t0, **stop})
-        _wrote(a.json)
+        write_json(a.json, {"schema": SCHEMA_DEMO, "eras": results, "elapsed_s": elapsed, **stop})
+        ui.wrote(a.json)
     if stop:
         return status_of(stop["interrupted"])
     bad = sum(r["invariants"]["violations"] for r in results.values())
@@ -722,7 +553,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_ramp(a: argparse.Namespace) -> int:
-    from .ramp import ProgressBar, headline, ramp, ramp_table, user_counts, write_csv
+    from .ramp import headline, ramp, ramp_table, user_counts, write_csv
 
     users = user_counts(a.start_users, a.end_users, a.increment,
                         a.factor if a.factor is not None or a.increment is not None else 2.0)
@@ -737,17 +568,11 @@ def cmd_ramp(a: argparse.Namespace) -> int:
     base = config_from_args(a, scenario="forking-server")
     base.validate_swap()
     _setup_logging("WARNING", None)
-    live = None
-    if a.live and not a.quiet and sys.stderr.isatty():
-        from .live import LiveView
-
-        def live(label: str) -> Any:
-            return LiveView(sys.stderr, label=label).update
-
+    live = ui.live_views(a.live and not a.quiet)
     _check_handoff(a.handoff_ns)
     doc = ramp(a.eras or ["2.6.33", "2.6.34"], users, base, repeat=a.repeat,
                stop_at_crossover=a.crossover, threshold=a.threshold,
-               progress=None if a.quiet or live else ProgressBar(), live=live,
+               progress=None if a.quiet or live else ui.ProgressBar(), live=live,
                predict=a.predict, handoff_ns=a.handoff_ns)
     _say_stop(doc, len(doc["points"]))
     print(ramp_table(doc))
@@ -774,7 +599,6 @@ def _check_handoff(ns: float) -> None:
 
 def cmd_scale(a: argparse.Namespace) -> int:
     from .config import online_cpus
-    from .ramp import ProgressBar
     from .scale import curves_of, default_cpus_list, parse_cpus_list, scale, scale_table, write_csv
 
     if a.cpus:
@@ -791,17 +615,10 @@ def cmd_scale(a: argparse.Namespace) -> int:
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     _setup_logging(a.log_level, a.log_file)
-    live: Callable[[str], Callable[[Any], None]] | None = None
-    if a.live and not a.quiet and sys.stderr.isatty():
-        from .live import LiveView
-
-        def live_view(label: str) -> Callable[[Any], None]:
-            return LiveView(sys.stderr, label=label).update
-
-        live = live_view
+    live = ui.live_views(a.live and not a.quiet)
     doc = scale(base, curves, cpus_list, repeat=a.repeat, predict=a.predict, handoff_ns=a.handoff_ns,
                 stall_timeout=a.stall_timeout or None,
-                progress=None if a.quiet or live else ProgressBar(), live=live)
+                progress=None if a.quiet or live else ui.ProgressBar(), live=live)
     _say_stop(doc, len(doc["points"]))
     print(scale_table(doc))
     if a.predict:
@@ -841,15 +658,15 @@ def _write_sweep(a: argparse.Namespace, doc: dict[str, Any], write_csv: Callable
     """A ramp's or a scale's files (what was measured, even when cut short), each reported."""
     if a.json:
         write_json(a.json, doc)
-        _wrote(a.json)
+        ui.wrote(a.json)
     if a.csv:
         write_csv(a.csv, doc)
-        _wrote(a.csv)
+        ui.wrote(a.csv)
     if a.plot and doc["points"]:
         from .plot import plot_results
 
         plot_results(doc, a.plot, **({"log_jobs": a.log_jobs} if hasattr(a, "log_jobs") else {}))
-        _wrote(a.plot)
+        ui.wrote(a.plot)
 
 
 def _sweep_status(doc: dict[str, Any]) -> int:
@@ -915,7 +732,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     doc = load_for_compare(a.results)
     with _reading(a.results):
         plot_results(doc, a.output, log_jobs=a.log_jobs)
-    _wrote(a.output)
+    ui.wrote(a.output)
     return 0
 
 
@@ -949,7 +766,7 @@ def cmd_eras(a: argparse.Namespace) -> int:
     print(eras_table())
     if a.json:
         write_json(a.json, {"schema": SCHEMA_ERAS, "eras": [era_row(e) for e in ERAS.values()]})
-        _wrote(a.json)
+        ui.wrote(a.json)
     return 0
 
 
@@ -982,7 +799,7 @@ def cmd_story(a: argparse.Namespace) -> int:
               f"the one under way are kept", file=sys.stderr)
     if a.json:
         write_json(a.json, doc)
-        _wrote(a.json)
+        ui.wrote(a.json)
     if doc.get("interrupted"):
         return status_of(doc["interrupted"])
     # The CVE chapter's 3.19 violations are its point; any other violation fails the story.

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -256,33 +254,3 @@ def write_csv(path: str, doc: dict[str, Any]) -> None:
         out.writerows([str(p.get(c, "")) for c in cols] for p in doc["points"])
 
     write_output(path, rows)
-
-
-class ProgressBar:
-    """points done / total with an ETA, redrawn in place on a terminal; without one (a log
-    file, CI), one plain line at a point's start at most every ``every_s`` seconds, and
-    the last one, so a long sweep is never silent for its whole length."""
-
-    def __init__(self, stream: Any = sys.stderr, width: int = 30, every_s: float = 5.0) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = stream.isatty()
-        self.every_s = every_s
-        self.last: float | None = None
-
-    def __call__(self, done: int, total: int, label: str, elapsed: float) -> None:
-        if not self.tty:
-            if done < total and self.last is not None and elapsed - self.last < self.every_s:
-                return
-            self.last = elapsed
-            what = f"point {done + 1}/{total}: {label}" if done < total else f"{done}/{total} points {label}"
-            self.stream.write(f"rmap-stress: {what}  (elapsed {elapsed:.0f} s)\n")
-            self.stream.flush()
-            return
-        frac = done / total if total else 1.0
-        eta = elapsed / done * (total - done) if done else math.nan
-        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
-        eta_s = "?" if math.isnan(eta) else f"{int(eta) // 60}m{int(eta) % 60:02d}s"
-        end = "\n" if done == total else ""
-        self.stream.write(f"\r[{bar}] {done}/{total} {label}  elapsed {elapsed:.0f}s  ETA {eta_s}\033[K{end}")
-        self.stream.flush()

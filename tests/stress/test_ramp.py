@@ -22,7 +22,6 @@ import pytest
 from stress.analysis import crossover_of, summarize_ramp
 from stress.config import ConfigError, RunConfig
 from stress.ramp import (
-    ProgressBar,
     default_ram_pages,
     headline,
     point_of,
@@ -31,6 +30,7 @@ from stress.ramp import (
     user_counts,
     write_csv,
 )
+from stress.ui import ProgressBar
 
 
 def test_user_counts_by_factor_round_and_drop_repeats() -> None:
