@@ -75,12 +75,15 @@ def config_options(p: Parser, command: str, config: type[RunConfig],
         text = over.get("help", opt.help).format(default=_shown(default))
         flag = opt.flag or "--" + name.replace("_", "-")
         if types[name] is bool:
-            p.add_argument(flag, dest=name, help=text,
+            p.add_argument(flag, dest=name, default=default, help=text,
                            action="store_false" if flag.startswith("--no-") else "store_true")
         else:
             p.add_argument(flag, dest=name, default=default, help=text, choices=opt.choices,
                            type=types[name] if types[name] in (int, float) else str,
                            metavar=over.get("metavar", opt.metavar))
+
+
+SWAP_FIELDS = ("swap_device", "swap_latency_ms", "swap_iops", "swap_queue")
 
 
 def _model_options(p: Parser, command: str, config: type[RunConfig]) -> None:
@@ -110,9 +113,6 @@ def _run_options(p: Parser, command: str, config: type[RunConfig]) -> None:
     # profile's own results file: written, not reported (it goes with profile's temporary folder)
     p.add_argument("--internal-json", metavar="FILE", help=argparse.SUPPRESS)
     config_options(p, command, config)
-
-
-SWAP_FIELDS = ("swap_device", "swap_latency_ms", "swap_iops", "swap_queue")
 
 
 def _profile_options(p: argparse.ArgumentParser) -> None:
