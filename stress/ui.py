@@ -244,6 +244,15 @@ class LiveView:
         self._drawn = 0
 
 
+def say_from_handler(line: str) -> None:
+    """One line on stderr from a signal handler: os.write, no buffered stream (a handler
+    that interrupted a write to sys.stderr must not write to it again)."""
+    try:
+        os.write(2, f"\r\033[K{PROG}: {line}\n".encode() if os.isatty(2) else f"{PROG}: {line}\n".encode())
+    except OSError:
+        pass
+
+
 def wrote(path: str) -> None:
     """Every file written is reported, once, after it was written; standard output is named."""
     print(f"wrote {path}" if path != STDOUT else "wrote the document to standard output", flush=True)
