@@ -6,6 +6,8 @@ from typing import Any
 
 from shared_model.eras import ERAS
 
+from .analysis import mean
+
 
 def fmt_ns(ns: float) -> str:
     """A duration with its unit, scaled as perf does (ns, us, ms, s)."""
@@ -62,7 +64,7 @@ def cpu_table(res: dict[str, Any]) -> str:
 def mean_shares(res: dict[str, Any]) -> dict[str, float]:
     cpus = res["cpus"]
     keys = ("work", "walk", "lock_wait", "iowait", "other")
-    return {k: sum(c["share"].get(k, 0.0) for c in cpus) / len(cpus) if cpus else 0.0 for k in keys}
+    return {k: mean(c["share"].get(k, 0.0) for c in cpus) for k in keys}
 
 
 def swap_device_line(res: dict[str, Any]) -> str | None:
