@@ -875,7 +875,7 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
         "schema": SCHEMA_RUN,
         "config": {
             "era": cfg.era, "scenario": cfg.scenario, "users": cfg.users, "pages": cfg.pages,
-            "cow": cfg.cow, "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
+            "cow": getattr(get_workload(cfg.scenario), "COW", cfg.cow), "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
             "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
             "ram_pages": cfg.ram_pages, "alloc_fail_p": cfg.alloc_fail_p,
             "check_lock_order": cfg.check_lock_order, "lockstat": cfg.lockstat,
