@@ -63,8 +63,8 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   none and next's start moves).
 * ``merge_singular``: ``is_mergeable_anon_vma`` lets a side without an anon_vma merge only
   when the VMA's chain is singular (``list_is_singular(&vma->anon_vma_chain)``, 3.0+,
-  965f55dea0e3 "mmap: avoid merging cloned VMAs" as recalled); before 3.0 the plain ``!a1
-  || !a2 || a1 == a2`` (2.6.36's mm/mmap.c).
+  965f55dea0e3 "mmap: avoid merging cloned VMAs", Shaohua Li, 2011-05-24, in 3.0-rc1);
+  before 3.0 the plain ``!a1 || !a2 || a1 == a2`` (2.6.36's mm/mmap.c).
 * ``clone_nowait``: ``anon_vma_clone`` allocates each AVC inside the root lock with
   ``GFP_NOWAIT | __GFP_NOWARN`` and, only when that fails, drops the lock and allocates
   with ``GFP_KERNEL`` (dd34739c03f2, 3.0; the same code in 3.9.6, and in 6.0.1 around the
