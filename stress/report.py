@@ -108,6 +108,9 @@ def run_summary(res: dict[str, Any]) -> str:
         lines += seed_bug_lines(res["seed_bug"])
         if inv["violations"]:
             lines.append("  (the invariant violations are this bug: rules 5 and 9, not a model fault)")
+    elif t.get("rmap_freed_anon_vma"):  # e.g. cve-2022-42703: a page->mapping left dangling
+        lines.append(f"rmap walks that met a freed anon_vma: {t['rmap_freed_anon_vma']} "
+                     f"(counted, not followed: the kernel would walk freed memory)")
     if c["scenario"] in ("fork-test", "exim"):
         lines.insert(4, f"forks: {t.get('forks', 0)}  exits: {t.get('exits', 0)}  "
                         f"{t.get('forks_per_s', 0.0):.0f} forks/s"

@@ -861,7 +861,9 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
     jobs = int(cpu["jobs"].sum())
     return {
         "schema": SCHEMA_RUN,
-        "config": cfg.record("run", refault_order=cfg.resolved_refault_order()),
+        "config": cfg.record("run", refault_order=cfg.resolved_refault_order(),
+                             # a scenario that builds its own COW (shared-swapin) records that
+                             cow=getattr(get_workload(cfg.scenario), "COW", cfg.cow)),
         "machine": machine,
         "elapsed_s": elapsed,
         "build_s": build_s,
