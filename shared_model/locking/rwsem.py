@@ -398,28 +398,53 @@ def rwsem_down_slowpath(
 ) -> int:
     """Queue this CPU's node, let ``rwsem_wake_locked`` grant it if it can, then sleep on
     the node's state until granted (or, STEAL, woken to try), the holder found dead, or
-    the run stopped."""
-    idx = words[node_w + NODE_NESTING]
-    if idx >= NODES_PER_CPU:  # out of nodes: poll the trylock (never in this model)
+    the run stopped: the queueing (``rwsem_queue``), then the wait (``rwsem_wait_queued``)."""
+    place = rwsem_queue(words, w, policy, kind, node_w)
+    if place == PLACE_NONE:  # out of nodes: poll the trylock (never in this model)
         while not (down_write_trylock(words, w, policy) if kind == WRITER_TYPE
                    else down_read_trylock(words, w, policy)):
             if stop_requested(words, stop_w):
                 return LOCK_STOPPED
             cpu_relax()
         return LOCK_CONTENDED
-    node = node_w + idx * NODE_WORDS
-    words[node_w + NODE_NESTING] = idx + 1
-    status = _queue_and_sleep(words, w, policy, kind, node_w, node, stop_w)
-    words[node_w + NODE_NESTING] = idx
-    if status == LOCK_CONTENDED and atomic_xchg(words, w + DIED, 0) != 0:
-        status = LOCK_OWNER_DIED
-    return status
+    return rwsem_wait_queued(words, w, policy, node_w, place, stop_w)
+
+
+PLACE_NONE = -1  # rwsem_request / rwsem_queue: no place taken (the slow path does it all)
 
 
 @cached_njit
-def _queue_and_sleep(
-    words: np.ndarray, w: int, policy: int, kind: int, node_w: int, node: int, stop_w: int
-) -> int:
+def rwsem_request(words: np.ndarray, w: int, policy: int, shared: int, node_w: int) -> int:
+    """The request point, up to the place in the wait list (``list_add_tail`` in
+    ``rwsem_down_failed_common`` of 3.8/3.9, ``rwsem_down_read_failed`` and
+    ``rwsem_down_write_failed`` of 3.19, ``rwsem_add_waiter`` in 6.0's slow paths): 0 if
+    the lock was taken, else the node's place (``rwsem_wait_queued`` polls it), or
+    PLACE_NONE where the kernel's slow path spins before it queues (a writer of 3.19 and
+    6.0: ``rwsem_optimistic_spin``), so the request takes no place and the whole slow
+    path follows in the wait."""
+    if shared:
+        if down_read_trylock(words, w, policy):
+            return 0
+        if policy == RWSEM_HANDOFF and rwsem_read_steal(words, w, policy):
+            return 0
+        return rwsem_queue(words, w, policy, READER, node_w)
+    if down_write_trylock(words, w, policy):
+        return 0
+    if policy == RWSEM_SPIN or policy == RWSEM_HANDOFF:
+        return PLACE_NONE
+    return rwsem_queue(words, w, policy, WRITER_TYPE, node_w)
+
+
+@cached_njit
+def rwsem_queue(words: np.ndarray, w: int, policy: int, kind: int, node_w: int) -> int:
+    """Put this CPU's next node at the tail of the wait list (under wait_lock, then
+    ``rwsem_wake_locked``, which may grant it at once); its place (node word + 1), or
+    PLACE_NONE when this CPU has no free node."""
+    idx = words[node_w + NODE_NESTING]
+    if idx >= NODES_PER_CPU:
+        return PLACE_NONE
+    node = node_w + idx * NODE_WORDS
+    words[node_w + NODE_NESTING] = idx + 1
     WRITE_ONCE(words, node + STATE, WAITING_STATE)
     WRITE_ONCE(words, node + NEXT, 0)
     WRITE_ONCE(words, node + TYPE, kind)
@@ -428,7 +453,38 @@ def _queue_and_sleep(
     _list_append(words, w, node)
     rwsem_wake_locked(words, w, policy)
     _wait_unlock(words, w)
+    return node + 1
 
+
+@cached_njit
+def rwsem_wait_queued(words: np.ndarray, w: int, policy: int, node_w: int, place: int,
+                      stop_w: int) -> int:
+    """Sleep on the node ``rwsem_queue`` placed until it holds the lock (or the run
+    stopped: the place is then given up); its nesting level is free again after."""
+    node = place - 1
+    status = _sleep_queued(words, w, policy, READ_ONCE(words, node + TYPE), node_w, node,
+                           stop_w)
+    words[node_w + NODE_NESTING] = (node - node_w) // NODE_WORDS
+    if status == LOCK_CONTENDED and atomic_xchg(words, w + DIED, 0) != 0:
+        status = LOCK_OWNER_DIED
+    return status
+
+
+@cached_njit
+def rwsem_abandon(words: np.ndarray, w: int, policy: int, node_w: int, place: int) -> None:
+    """Give up a place nobody will wait on, as a stopped sleeper does (``_abort_wait``:
+    out of the list, or the lock given back if it was granted meanwhile)."""
+    if place == PLACE_NONE:
+        return
+    node = place - 1
+    _abort_wait(words, w, policy, READ_ONCE(words, node + TYPE), node)
+    words[node_w + NODE_NESTING] = (node - node_w) // NODE_WORDS
+
+
+@cached_njit
+def _sleep_queued(
+    words: np.ndarray, w: int, policy: int, kind: int, node_w: int, node: int, stop_w: int
+) -> int:
     # 3.9: the wait loop's first pass, before any sleep: steal behind a writer at the head.
     if policy == RWSEM_STEAL_39 and kind == WRITER_TYPE and try_get_writer_sem(words, w, node):
         return LOCK_CONTENDED
