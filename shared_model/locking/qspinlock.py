@@ -34,6 +34,12 @@ Acquire, as ``queued_spin_lock_slowpath`` (6.0)::
                   tail == me ? cmpxchg(val, LOCKED) (clears the tail) : set_locked
                   (a byte store), and passes the head on.
 
+The slow path is split where the kernel fixes a CPU's place in the lock's order: the
+request (``queued_spin_request``: the pending bit, or the node linked in after
+``xchg_tail``), taken in compiled code before the request returns, and the wait on that
+place (``queued_spin_wait``); a place nobody will wait on is given up
+(``queued_spin_abandon``) as a stopped waiter gives up its own.
+
 So with two CPUs nobody ever queues: the second is the pending one.  Release is
 ``smp_store_release(&lock->locked, 0)``: one byte store (x86 ``movb``), no atomic.
 

@@ -12,11 +12,13 @@ anon_vma rwsem:
   ``try_get_writer_sem`` takes the lock only when the **first waiter is a writer** and
   nothing is active, and unlinks itself wherever it stood.  A release only *wakes* a
   writer at the head; readers at the head are granted, so nobody steals past them.
-* RWSEM_STEAL, writer lock-stealing as 3.10-3.15 have it (unconfirmed: 3.10's rwsem
-  rework): a running writer takes a free rwsem whatever waits (here in the fast path),
-  past queued readers too; a release only wakes a writer at the head, which then tries
-  for the lock itself and sleeps again if it was stolen.  Readers at the head are still
-  granted (unless a writer holds).
+* RWSEM_STEAL, writer lock-stealing in the fast path: a running writer takes a free
+  rwsem whatever waits, past queued readers too; a release only wakes a writer at the
+  head, which then tries for the lock itself and sleeps again if it was stolen.  Readers
+  at the head are still granted (unless a writer holds).  No era uses it: 3.10-3.15's
+  ``rwsem_down_write_failed`` (read in 3.15's ``kernel/locking/rwsem-xadd.c``) queues the
+  writer first, then steals when nothing is active whoever heads the queue, which with
+  writers only (fork-test) is 3.9's rule (docs/locks.md, "No separate era").
 * RWSEM_SPIN, 3.16-3.19 (``kernel/locking/rwsem-xadd.c`` of 3.19.8,
   ``RWSEM_SPIN_ON_OWNER`` default y): as STEAL, and a writer whose fast path failed first
   spins (``rwsem_optimistic_spin``) if the owner word names a writer whose CPU runs
@@ -70,6 +72,13 @@ Hand-off, STEAL_39 (3.9)::
                 writer, nothing active -> W3 takes WRITER and unlinks itself
     list: R1 -> W2, nothing active    (a release granting R1, seen half-way) a running
                                       writer queues behind W2 and sleeps: no steal
+
+The request point (``rwsem_request``, called from compiled code before the request
+returns): the fast path, then the node's place at the tail of the wait list
+(``rwsem_queue``), where the kernel's slow path puts it before any sleep; the wait
+(``rwsem_wait_queued``) polls it, and a place nobody will wait on is given up
+(``rwsem_abandon``, as a stopped sleeper's).  A writer whose kernel spins before it
+queues (3.19, 6.0) takes no place: its wait is the whole slow path.
 
 Fast paths: a writer ``cmpxchg(count, 0, WRITER)`` (STEAL: any count without holders);
 a reader adds 1 while neither WRITER nor WAITING is set.  A holder whose release finds
