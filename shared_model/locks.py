@@ -92,6 +92,7 @@ from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.clock import sched_clock
 from .locking.common import NODE_MCS_QUEUED, OWNER
 from .locking.qspinlock import LOCKED_VAL as QSPIN_LOCKED
+from .locking.qspinlock import PLACE_NODE_SHIFT
 from .locking.qspinlock import (
     queued_spin_abandon,
     queued_spin_request,
@@ -122,6 +123,7 @@ _NSITES = len(LOCK_SITES)
 _NCLS = len(LOCK_CLASSES)
 WAIT = CPU_STATE["wait"]
 AV_CLASS = CLASS["anon_vma"]
+QSPIN_FIRST_NODE_PLACE = 1 << PLACE_NODE_SHIFT  # a qspinlock place this or above: an MCS node
 
 
 class Stopped(Exception):
@@ -477,6 +479,8 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
         if kind == TICKET:
             st = ticket_lock_slowpath(words, w, place - 1, g[G.STOP_W])
         elif kind == QSPINLOCK:
+            if place >= QSPIN_FIRST_NODE_PLACE:
+                queueings -= 1  # the request queued the node: this wait's queueing
             st = queued_spin_wait(words, w, g[G.NODE_W], place, g[G.STOP_W])
         else:
             st = rwsem_wait_queued(words, w, g[G.RWSEM_POLICY], g[G.NODE_W], place, g[G.STOP_W])
