@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from shared_model import ctx as G
+from shared_model.build import build_family
 from shared_model.layout import CPU_STATE
 from shared_model.locking.lock import lock_state
 from shared_model.locking.qspinlock import PENDING_MASK, PLACE_PENDING, TAIL_SHIFT
@@ -42,6 +43,16 @@ AV = CLASS["anon_vma"]
 SITE_PR = SITE["page_referenced"]
 AV_INDEX = 0
 DEADLINE_S = 10.0  # a safety valve against hangs, never an assertion
+
+
+def _model(make_model: MakeModel, era: str, cpus: int, kind: str, check: bool = True) -> Model:
+    """A model of ``era`` with the rmap lock ``kind``; where the era locks the root
+    anon_vma, a one-page family gives anon_vma AV_INDEX its root."""
+    m = make_model(era, users=1, pages=1, cpus=cpus, lock_kind=kind,
+                   check=check)
+    if m.era.lock_root:
+        build_family(m, 1, 1, 0.0)
+    return m
 
 
 def _fork(m: Model, cpu: int, body: Callable[[Model], None]) -> int:
@@ -103,7 +114,7 @@ def test_service_follows_the_order_of_request_not_of_reaching_python(
     A dawdles before its own; the holder releases: A is served first all the same.  (A
     qspinlock's A holds the pending bit and B an MCS node: B, the queue's head, waits for
     the pending bit to clear.  An rwsem's A and B are writers queued in that order.)"""
-    m = make_model(era, users=0, pages=1, cpus=2, lock_kind=kind)
+    m = _model(make_model, era, 2, kind)
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")  # the builder holds it
     order_r, order_w = os.pipe()
@@ -148,7 +159,7 @@ def test_asking_again_polls_the_place_already_held(make_model: MakeModel, era: s
     """A walk that returned to Python and asks again (page_referenced after the compiled
     shrink found the lock busy) takes no second place; a request nobody will wait on is
     given up (lock_request_cancel) and the release skips it."""
-    m = make_model(era, users=0, pages=1, cpus=1, lock_kind=kind)
+    m = _model(make_model, era, 1, kind)
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")  # the builder holds it
     other = Model(m.seg, m.era, 0, lock_kind=kind)
@@ -172,7 +183,7 @@ def test_requester_stopped_before_its_wait_gives_its_place_up(
         make_model: MakeModel, children: list[int], era: str, kind: str) -> None:
     """A run aborted (stop word 2) between the request and the wait: the wait gives the
     place up at once (Stopped), and the lock is not wedged."""
-    m = make_model(era, users=0, pages=1, cpus=1, lock_kind=kind)
+    m = _model(make_model, era, 1, kind)
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
     ready_r, ready_w = os.pipe()
@@ -209,7 +220,7 @@ def test_requester_killed_before_its_wait_is_named_wedged(
     in the wait: never silent, the failure report names the lock (wedged_locks).  (A
     ticket reads wedged once its ticket is served with nobody to take it; a qspinlock's
     dead pending bit and an rwsem's dead wait-list node at once.)"""
-    m = make_model(era, users=0, pages=1, cpus=1, lock_kind=kind, check=kind == "ticket")
+    m = _model(make_model, era, 1, kind, check=kind == "ticket")
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
     ready_r, ready_w = os.pipe()
@@ -241,7 +252,7 @@ def test_qspinlock_places_pending_then_mcs_and_gives_both_up(make_model: MakeMod
     second's an MCS node at the tail (the queue's head, as nobody is ahead); each given
     up (lock_request_cancel) leaves the lock word as it was: the tail cleared by the head
     that leaves, the pending bit cleared by its holder."""
-    m = make_model("6.0", users=0, pages=1, cpus=2, lock_kind="qspinlock")
+    m = _model(make_model, "6.0", 2, "qspinlock")
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
     a = Model(m.seg, m.era, 0, lock_kind="qspinlock")
@@ -267,7 +278,7 @@ def test_qspinlock_node_given_up_behind_the_head_is_skipped(
         make_model: MakeModel, children: list[int]) -> None:
     """A third contender's MCS node behind the head, given up before its wait, is marked
     abandoned: the head that passes the queue on skips it, nobody waits behind it."""
-    m = make_model("6.0", users=0, pages=1, cpus=3, lock_kind="qspinlock")
+    m = _model(make_model, "6.0", 3, "qspinlock")
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
     a = Model(m.seg, m.era, 0, lock_kind="qspinlock")
@@ -291,7 +302,7 @@ def test_mutex_request_takes_no_place(make_model: MakeModel) -> None:
     """3.0's mutex: the request is the fast path alone (``__mutex_fastpath_lock``'s
     ``decl``); the slow path spins on the owner, then joins the wait list, so a failed
     request holds nothing and leaves nothing to give up; the wait then takes the lock."""
-    m = make_model("3.0", users=0, pages=1, cpus=1, lock_kind="mutex")
+    m = _model(make_model, "3.0", 1, "mutex")
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
     a = Model(m.seg, m.era, 0, lock_kind="mutex")
@@ -309,7 +320,7 @@ def test_spinning_rwsem_writer_takes_no_place_and_a_reader_does(
     """3.19 and 6.0: a writer's slow path spins on the owner before it queues
     (``rwsem_optimistic_spin`` ahead of ``list_add_tail`` / ``rwsem_add_waiter``), so its
     request takes no place; a reader's request (no spinning in either) queues its node."""
-    m = make_model(era, users=0, pages=1, cpus=2, lock_kind="rwsem")
+    m = _model(make_model, era, 2, "rwsem")
     w = m.anon_vma_lock_word(AV_INDEX)
     tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
     writer = Model(m.seg, m.era, 0, lock_kind="rwsem")
