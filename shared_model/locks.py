@@ -360,7 +360,7 @@ def lock_request_place(words: np.ndarray, g: np.ndarray, w: int, kind: int, poli
         else:
             place = queued_spin_request(words, w, g[G.NODE_W])
     else:
-        place = rwsem_request(words, w, policy, shared, g[G.NODE_W])
+        place = rwsem_request(words, w, policy, shared, owner_tag, g[G.NODE_W])
     if place == 0:
         if not (kind == RWSEM and shared):
             WRITE_ONCE(words, w + OWNER, owner_tag)

@@ -143,7 +143,7 @@ def _request(words: np.ndarray, w: int, kind: int, policy: int, shared: int, own
             return 0
         return queued_spin_request(words, w, node_w)
     if kind == RWSEM:
-        return rwsem_request(words, w, policy, shared, node_w)
+        return rwsem_request(words, w, policy, shared, owner_tag, node_w)
     return 0 if lock_trylock(words, w, kind, policy, shared, owner_tag) else -1
 
 

@@ -52,6 +52,8 @@ Waiter node (the caller's per-CPU node block, at its nesting level)::
     +1 next   next waiter's node word + 1                       W: wait_lock
     +2 type   READER 0 / WRITER 1
     +3 since  when it queued (clock_ns; 6.0's hand-off timeout)
+    +4 tag    a writer's owner tag: a FIFO grant writes it into the owner word, so a
+              writer granted the lock is never anonymous (one that died is found)
 
 Hand-off, FIFO (3.8)::
 
@@ -157,6 +159,7 @@ STATE = 0
 NEXT = 1
 TYPE = 2
 SINCE = 3
+TAG = 4  # a writer's owner tag (word 4 is free in every node, the block's words 5-7 too)
 WAITING_STATE = 0
 GRANTED = 1
 WOKEN = 2
@@ -200,7 +203,7 @@ def down_read(words: np.ndarray, w: int, policy: int, node_w: int, stop_w: int) 
         return LOCK_FAST
     if policy == RWSEM_HANDOFF and rwsem_read_steal(words, w, policy):
         return LOCK_CONTENDED
-    return rwsem_down_slowpath(words, w, policy, READER, node_w, stop_w)
+    return rwsem_down_slowpath(words, w, policy, READER, 0, node_w, stop_w)
 
 
 @cached_njit
@@ -215,7 +218,7 @@ def down_write(
         status = rwsem_optimistic_spin(words, w, policy, owner_tag, node_w, stop_w)
         if status != _NOT_TAKEN:
             return status
-    return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, node_w, stop_w)
+    return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, owner_tag, node_w, stop_w)
 
 
 _NOT_TAKEN = -2
@@ -377,6 +380,9 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
         while c & HOLDERS == 0:  # readers may still be leaving (fetch_add, no wait_lock)
             found = cmpxchg(words, w + COUNT, c, c | WRITER)
             if found == c:
+                # The holder is named at once: a grantee that died before it ran is then
+                # a dead owner, whom the sleepers find and break (rwsem_break_dead_writer).
+                WRITE_ONCE(words, w + OWNER, READ_ONCE(words, node + TAG))
                 _grant(words, w, node)
                 return
             c = found
@@ -403,12 +409,12 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
 
 @cached_njit
 def rwsem_down_slowpath(
-    words: np.ndarray, w: int, policy: int, kind: int, node_w: int, stop_w: int
+    words: np.ndarray, w: int, policy: int, kind: int, owner_tag: int, node_w: int, stop_w: int
 ) -> int:
     """Queue this CPU's node, let ``rwsem_wake_locked`` grant it if it can, then sleep on
     the node's state until granted (or, STEAL, woken to try), the holder found dead, or
     the run stopped: the queueing (``rwsem_queue``), then the wait (``rwsem_wait_queued``)."""
-    place = rwsem_queue(words, w, policy, kind, node_w)
+    place = rwsem_queue(words, w, policy, kind, owner_tag, node_w)
     if place == PLACE_NONE:  # out of nodes: poll the trylock (never in this model)
         while not (down_write_trylock(words, w, policy) if kind == WRITER_TYPE
                    else down_read_trylock(words, w, policy)):
@@ -423,7 +429,8 @@ PLACE_NONE = -1  # rwsem_request / rwsem_queue: no place taken (the slow path do
 
 
 @cached_njit
-def rwsem_request(words: np.ndarray, w: int, policy: int, shared: int, node_w: int) -> int:
+def rwsem_request(words: np.ndarray, w: int, policy: int, shared: int, owner_tag: int,
+                  node_w: int) -> int:
     """The request point, up to the place in the wait list (``list_add_tail`` in
     ``rwsem_down_failed_common`` of 3.8/3.9, ``rwsem_down_read_failed`` and
     ``rwsem_down_write_failed`` of 3.19, ``rwsem_add_waiter`` in 6.0's slow paths): 0 if
@@ -436,19 +443,21 @@ def rwsem_request(words: np.ndarray, w: int, policy: int, shared: int, node_w: i
             return 0
         if policy == RWSEM_HANDOFF and rwsem_read_steal(words, w, policy):
             return 0
-        return rwsem_queue(words, w, policy, READER, node_w)
+        return rwsem_queue(words, w, policy, READER, 0, node_w)
     if down_write_trylock(words, w, policy):
         return 0
     if policy == RWSEM_SPIN or policy == RWSEM_HANDOFF:
         return PLACE_NONE
-    return rwsem_queue(words, w, policy, WRITER_TYPE, node_w)
+    return rwsem_queue(words, w, policy, WRITER_TYPE, owner_tag, node_w)
 
 
 @cached_njit
-def rwsem_queue(words: np.ndarray, w: int, policy: int, kind: int, node_w: int) -> int:
+def rwsem_queue(words: np.ndarray, w: int, policy: int, kind: int, owner_tag: int,
+                node_w: int) -> int:
     """Put this CPU's next node at the tail of the wait list (under wait_lock, then
     ``rwsem_wake_locked``, which may grant it at once); its place (node word + 1), or
-    PLACE_NONE when this CPU has no free node."""
+    PLACE_NONE when this CPU has no free node.  A writer's node carries its owner tag,
+    which a grant writes into the owner word."""
     idx = words[node_w + NODE_NESTING]
     if idx >= NODES_PER_CPU:
         return PLACE_NONE
@@ -458,6 +467,7 @@ def rwsem_queue(words: np.ndarray, w: int, policy: int, kind: int, node_w: int) 
     WRITE_ONCE(words, node + NEXT, 0)
     WRITE_ONCE(words, node + TYPE, kind)
     WRITE_ONCE(words, node + SINCE, clock_ns())
+    WRITE_ONCE(words, node + TAG, owner_tag)
     _wait_lock(words, w)
     _list_append(words, w, node)
     rwsem_wake_locked(words, w, policy)
@@ -605,6 +615,7 @@ def _abort_wait(words: np.ndarray, w: int, policy: int, kind: int, node: int) ->
     if READ_ONCE(words, node + STATE) == GRANTED:
         _wait_unlock(words, w)
         if kind == WRITER_TYPE:
+            WRITE_ONCE(words, w + OWNER, 0)  # the grant named it the owner
             up_write(words, w, policy)
         else:
             up_read(words, w, policy)

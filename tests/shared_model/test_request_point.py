@@ -35,6 +35,7 @@ from shared_model.locks import (
     lock_kind,
     lock_request_cancel,
     lock_request_fast,
+    owner_tag,
 )
 from shared_model.model import Model
 
@@ -332,3 +333,39 @@ def test_spinning_rwsem_writer_takes_no_place_and_a_reader_does(
     t = reader.locks.lock_contended(w, AV, SITE_PR, 1)
     reader.locks.release(w, AV, SITE_PR, t, 1)
     assert _waiters(m, w) == 0 and m.wedged_locks() == []
+
+
+def test_fifo_grant_to_a_killed_writer_names_it_and_is_broken(
+        make_model: MakeModel, children: list[int]) -> None:
+    """3.8: a writer killed between its request and its wait is granted the lock by the
+    holder's release (FIFO grants the head).  The grant names it in the owner word, so
+    the lock is never held by nobody known: the next acquirer finds the owner dead,
+    breaks its hold and is told (LOCK_OWNER_DIED, counted in its CPU slot)."""
+    m = _model(make_model, "3.8", 1, "rwsem", check=False)
+    w = m.anon_vma_lock_word(AV_INDEX)
+    tok = m.anon_vma_lock(AV_INDEX, "try_to_unmap")
+    ready_r, ready_w = os.pipe()
+
+    def body(cm: Model) -> None:
+        assert _request(cm, w) < 0
+        os.write(ready_w, b"r")
+        time.sleep(DEADLINE_S)
+
+    children.append(_fork(m, 0, body))
+    assert os.read(ready_r, 1) == b"r"
+    os.kill(children[0], signal.SIGKILL)
+    dead = children[0]
+    assert _join(dead, children) == -signal.SIGKILL
+    assert m.wedged_locks() == [f"anon_vma#{AV_INDEX}"]  # queued and dead
+    m.anon_vma_unlock(tok)  # grants the dead writer
+    assert m.locks.owner(w) == owner_tag(dead, 0)
+    assert _waiters(m, w) == 0
+    me = Model(m.seg, m.era, 0, lock_kind="rwsem")
+    died = int(me.words[me.locks.f["owner_died"]])
+    t = me.locks.acquire(w, AV, SITE_PR)  # sleeps, finds the owner gone, breaks the hold
+    assert int(me.words[me.locks.f["owner_died"]]) == died + 1
+    assert m.locks.owner(w) == me.locks.owner_tag
+    me.locks.release(w, AV, SITE_PR, t)
+    assert m.wedged_locks() == [] and m.locks.owner(w) == 0
+    for fd in (ready_r, ready_w):
+        os.close(fd)
