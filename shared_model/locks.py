@@ -402,6 +402,11 @@ def spin_request(words: np.ndarray, g: np.ndarray, w: int, kind: int, policy: in
         else:
             return call_lock_request_place(words, g, w, kind, policy, shared, owner_tag) != 0
     elif kind == RWSEM:
+        # The uncontended take stays the one call it was (lock_trylock_sleeping); only a
+        # contended request makes the second, which queues.
+        if g[G.REQ_PLACE] == 0 and lock_trylock_sleeping(words, w, kind, policy, shared,
+                                                         owner_tag) != 0:
+            return True
         return call_lock_request_place(words, g, w, kind, policy, shared, owner_tag) != 0
     else:
         return spin_trylock(words, w, kind, policy, shared, owner_tag)
