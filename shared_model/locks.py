@@ -92,8 +92,8 @@ from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.clock import sched_clock
 from .locking.common import NODE_MCS_QUEUED, OWNER
 from .locking.qspinlock import LOCKED_VAL as QSPIN_LOCKED
-from .locking.qspinlock import PLACE_NODE_SHIFT
 from .locking.qspinlock import (
+    PLACE_NODE_SHIFT,
     queued_spin_abandon,
     queued_spin_request,
     queued_spin_trylock,
