@@ -271,8 +271,10 @@ def spin_release(words: np.ndarray, w: int, kind: int, policy: int, shared: int,
 
 @cached_njit(inline=True)
 def ticket_request(words: np.ndarray, g: np.ndarray, w: int) -> bool:
-    """The ticket spinlock's request point, as 2.6.3x's ``__ticket_spin_lock``: take a
-    ticket (one ``xadd`` on ``next``) and compare it with the one served: True when it is
+    """The ticket spinlock's request point, as 2.6.3x's ``__ticket_spin_lock``
+    (arch/x86/include/asm/spinlock.h of 2.6.36, NR_CPUS < 256: ``LOCK xaddw`` takes the
+    ticket, then ``cmpb`` against the owner byte, reloaded after each ``rep; nop``): take
+    a ticket (one ``xadd`` on ``next``) and compare it with the one served: True when it is
     served at once.  Otherwise the ticket is this CPU's place in the queue from now on: it
     is kept in ``g[REQ_PLACE]`` (ticket + 1; the lock word in ``g[REQ_W]``) for the slow
     path to poll, wherever the caller waits (a compiled caller at once, a walk after
