@@ -26,7 +26,7 @@ from shared_model.locking import (
 )
 from shared_model.locking.atomics import atomic_fetch_add
 from shared_model.locking.cached_compile import cached_njit
-from shared_model.locking.common import OWNER
+from shared_model.locking.common import NODE_RUN_STATE, OWNER, RUN_SLEEPING
 from shared_model.locking.locktorture import LockLab
 from shared_model.locking.rwsem import (
     WRITER,
@@ -51,8 +51,12 @@ def waiter(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
     words[at.status + cpu] = status
 
 
-def queued(lab: LockLab, n: int) -> bool:
-    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n
+def queued(lab: LockLab, n: int, cpu: int = 1) -> bool:
+    """``n`` waiters queued, and ``cpu``, the last, asleep: past every section under
+    wait_lock (a waiter is counted while it still holds wait_lock), so that it may be
+    stopped without stopping the lock."""
+    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n \
+        and lab.words[lab.at.node(cpu) + NODE_RUN_STATE] == RUN_SLEEPING
 
 
 def logged(lab: LockLab) -> list[int]:
@@ -63,7 +67,7 @@ def queue(lab: LockLab, policy: int, waiters: list[tuple[int, int]]) -> list[int
     pids = []
     for n, (shared, cpu) in enumerate(waiters, start=1):
         pids.append(lab.spawn(waiter, lab, policy, shared, cpu))
-        lab.wait_until(partial(queued, lab, n), f"{n} waiters queued")
+        lab.wait_until(partial(queued, lab, n, cpu), f"{n} waiters queued")
     return pids
 
 

@@ -68,8 +68,12 @@ def waiter(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
     lab.words[lab.at.status + cpu] = status
 
 
-def queued(lab: LockLab, n: int) -> bool:
-    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n
+def queued(lab: LockLab, n: int, cpu: int = 1) -> bool:
+    """``n`` waiters queued, and ``cpu``, the last, asleep: past every section under
+    wait_lock (a waiter is counted while it still holds wait_lock), so that it may be
+    stopped without stopping the lock."""
+    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n \
+        and lab.words[lab.at.node(cpu) + NODE_RUN_STATE] == RUN_SLEEPING
 
 
 def test_319_writer_spins_on_a_running_owner_and_takes_it_unqueued(lab: LockLab) -> None:
