@@ -617,7 +617,7 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         if st < 0:
             return st
         w32[_vma(g, vma, G.VMA_AVC_HEAD)] = nxt
-        # Restartable (issue 18): the chain's head follows each AVC freed, and once the
+        # Restartable: the chain's head follows each AVC freed, and once the
         # VMA's own anon_vma is off the chain the VMA stops naming it, so a pass aborted
         # at the next lock leaves a VMA whose chain and anon_vma agree.
         if w32[_vma(g, vma, G.VMA_ANON_VMA)] == av_of:

@@ -233,7 +233,7 @@ def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
 @cached_njit
 def do_anonymous_pages_unwind_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                                 sc: np.ndarray, mm: int, mapped: int, n: int) -> int:
-    """do_anonymous_pages aborted at a PTE lock (issue 18) with ``mapped`` of its ``n`` new
+    """do_anonymous_pages aborted at a PTE lock with ``mapped`` of its ``n`` new
     pages (sc[:n]) in place: those stay, counted in the mm's rss; the others, never
     mapped, go back to the slab with their counts cleared.  STOPPED (or the free's status).
     Expects nothing held; takes the slab lock (the free)."""
@@ -293,7 +293,7 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
         e = cand[i]
         lw, t = pte_relock_c(words, g, held, lw, t, e, S_WP)
         if t < 0:
-            # Aborted (issue 18): the copies made stay; the old pages they freed of their
+            # Aborted: the copies made stay; the old pages they freed of their
             # last mapping and the new pages not used go back, as at the end.
             st = free_pages_c(words, w32, g, held, dead, ndead)
             if st == OK:

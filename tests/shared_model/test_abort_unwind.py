@@ -1,4 +1,4 @@
-"""Aborted lock waits leave a consistent model (issue 18 item 2).
+"""Aborted lock waits leave a consistent model.
 
 A run that must end before its CPUs reach a boundary (a stall, a second Ctrl-C) raises the
 stop word to "abort", and every lock wait gives up with Stopped in the middle of its

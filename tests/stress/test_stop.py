@@ -1,4 +1,4 @@
-"""How a run stops (issue 18), through the real CLI: every CPU finishes the operation it is
+"""How a run stops, through the real CLI: every CPU finishes the operation it is
 in, however long that takes while it makes progress; one that makes none for the stall
 timeout is reported as stalled, with the operation it was in, and a failing run's status
 says why (from the JSON under --quiet).
@@ -90,8 +90,12 @@ class _RunWords:
         self.words = np.frombuffer(self._map, dtype=np.int64)
         stride = CPU_DTYPE.itemsize // 8
         pids = [c.pid for c in cpus]
-        self.slots = next(i for i in np.flatnonzero(self.words == pids[0])
-                          if all(self.words[i + k * stride] == p for k, p in enumerate(pids)))
+        deadline = time.monotonic() + 60
+        while not (found := [i for i in np.flatnonzero(self.words == pids[0])
+                             if all(self.words[i + k * stride] == p for k, p in enumerate(pids))]):
+            assert time.monotonic() < deadline, "the CPUs never published their pids"
+            time.sleep(0.01)
+        self.slots = int(found[0])
         self._stride = stride
         fields = HEADER_DTYPE.fields
         assert fields is not None
@@ -118,8 +122,13 @@ def test_a_cpu_stopped_inside_a_fork_across_the_end_finishes_it(tmp_path: Path) 
     p, out = _run(tmp_path, "--era", "3.0", "--scenario", "fork-test", "--users", "4",
                   "--pages", "4", "--cpus", "2", "--duration", "3", "--lock", "mutex")
     cli = psutil.Process(p.pid)
-    cpus = [_cpu_process(cli, 0), _cpu_process(cli, 1)]
-    seg = _RunWords(cli, cpus)
+    try:
+        cpus = [_cpu_process(cli, 0, 600), _cpu_process(cli, 1, 60)]
+        seg = _RunWords(cli, cpus)
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
     wait = CPU_STATE["wait"]
     held_past_end = 0.0
     try:
@@ -146,6 +155,10 @@ def test_a_cpu_stopped_inside_a_fork_across_the_end_finishes_it(tmp_path: Path) 
         time.sleep(1.5)
         assert seg.state(1) == wait  # still inside its operation
         held_past_end = time.monotonic() - t_end
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
     finally:
         for c in cpus:
             if c.is_running():
