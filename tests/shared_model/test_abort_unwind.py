@@ -37,7 +37,7 @@ from shared_model import ctx as G
 from shared_model.build import MAP_START, Family, build_family, family_capacities
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
-from shared_model.layout import VM_READ, VM_WRITE
+from shared_model.layout import VM_READ, VM_WRITE, Capacities
 from shared_model.locking import OWNER, OWNER_PID_SHIFT, lock_release, lock_trylock
 from shared_model.locks import CLASS, SITE, Stopped
 from shared_model.memory import (
@@ -49,7 +49,7 @@ from shared_model.memory import (
     exit_mmap,
     touch_pages,
 )
-from shared_model.mmap import do_mprotect, split_vma
+from shared_model.mmap import do_mprotect
 from shared_model.model import Model
 from shared_model.rmap import try_to_unmap
 
@@ -77,14 +77,18 @@ def _ptl(m: Model, mm: int) -> int:
     return m.pte_lock_word(mm * m.ptrs + MAP_START)
 
 
-def _family(make_model: Callable[..., Model], era: str, room: int = 0) -> tuple[Model, Family]:
-    """The family, in a model with page tables for ``room`` pages more per mm (and, with
-    room, records for a few more VMAs and their chains: splits, a second mapping)."""
+def _caps(era: str, room: int) -> Capacities:
+    """The family's records, page tables for ``room`` pages more per mm and, with room,
+    records for a few more VMAs and their chains (splits, a second mapping)."""
     caps = family_capacities(era, USERS, PAGES + room, 0.5, 1, 2)
     if room:
         caps = dataclasses.replace(caps, vmas=caps.vmas + 6, avcs=caps.avcs + 12,
                                    anon_vmas=caps.anon_vmas + 4)
-    m = make_model(era, caps=caps)
+    return caps
+
+
+def _family(make_model: Callable[..., Model], era: str, room: int = 0) -> tuple[Model, Family]:
+    m = make_model(era, caps=_caps(era, room))
     return m, build_family(m, USERS, PAGES, 0.5)
 
 
@@ -145,8 +149,7 @@ def test_aborted_at_the_pte_lock(make_model: Callable[..., Model], era: str, op:
 # ---------------------------------------------------------------- every acquisition, injected
 
 WIDE = 510  # a second mapping of the child's, across a PTE page's end (512 PTEs a page)
-SWEEP_OPS = ("fork", "exit", "fault", "cow", "swapin", "mprotect", "merge", "split", "munmap",
-             "fork-wide", "exit-wide")
+SWEEP_OPS = ("fault", "cow", "swapin", "mprotect", "merge", "munmap", "fork-wide", "exit-wide")
 
 
 def _prepared(m: Model, fam: Family, op: str) -> Callable[[], object]:
@@ -165,13 +168,11 @@ def _prepared(m: Model, fam: Family, op: str) -> Callable[[], object]:
     fresh = np.arange(WIDE, WIDE + 4)
     ops: dict[str, Callable[[], object]] = {
         "fork": lambda: dup_mmap(m, u),
-        "exit": lambda: exit_mmap(m, u),
         "fault": lambda: do_anonymous_pages(m, u, do_mmap(m, u, WIDE, 4), fresh),
         "cow": lambda: do_wp_pages(m, u, vma, vpns),
         "swapin": lambda: touch_pages(m, u, vpns),
         "mprotect": lambda: do_mprotect(m, u, MAP_START + 1, 1, VM_READ),
         "merge": lambda: do_mprotect(m, u, MAP_START + 1, 1, VM_READ | VM_WRITE),
-        "split": lambda: split_vma(m, vma, MAP_START + 2, True),
         "munmap": lambda: do_munmap(m, u, vma),
         "fork-wide": lambda: dup_mmap(m, u),
         "exit-wide": lambda: exit_mmap(m, u),
@@ -179,24 +180,35 @@ def _prepared(m: Model, fam: Family, op: str) -> Callable[[], object]:
     return ops[op]
 
 
-def _sweep(m_for: Callable[[], tuple[Model, Family]], op: str, setup: Callable[[Model], None]
-           = lambda m: None, limit: int = 400) -> tuple[int, list[str]]:
+def _own_model(era: str, room: int) -> Model:
+    """A model for one run of a sweep, not the fixture's: the sweep checks and closes each
+    itself (hundreds per era; the fixture would keep them all and check each again)."""
+    return Model.create(_caps(era, room), era, entry_cost_ns=0)
+
+
+def _sweep(era: str, op: str, setup: Callable[[Model], None] = lambda m: None,
+           room: int = 0, limit: int = 400) -> tuple[int, list[str]]:
     """Run ``op`` on a fresh family once per acquisition k it makes, aborting the k-th and
     every later one; (acquisitions, what check_model found after each abort)."""
     found = []
     for k in range(1, limit):
-        m, fam = m_for()
-        run = _prepared(m, fam, op)
-        setup(m)
-        m.g[G.ABORT_NTH] = k
+        m = _own_model(era, room)
         try:
-            run()
-        except Stopped:
-            pass
-        fired = m.g[G.ABORT_NTH] == 1
-        m.g[G.ABORT_NTH] = 0
-        assert m.g[G.NO_ABORT] == 0, f"{op} at acquisition {k}: a no-abort section not ended"
-        v = check_model(m)
+            run = _prepared(m, build_family(m, USERS, PAGES, 0.5), op)
+            setup(m)
+            m.g[G.ABORT_NTH] = k
+            try:
+                run()
+            except Stopped:
+                pass
+            fired = m.g[G.ABORT_NTH] == 1
+            m.g[G.ABORT_NTH] = 0
+            assert m.g[G.NO_ABORT] == 0, f"{op} at acquisition {k}: a no-abort section not ended"
+            v = check_model(m)
+        finally:
+            seg = m.seg
+            m.close()
+            seg.unlink()
         if v:
             found.append(f"{op} aborted at acquisition {k}: {v[:3]}")
         if not fired:
@@ -205,23 +217,22 @@ def _sweep(m_for: Callable[[], tuple[Model, Family]], op: str, setup: Callable[[
 
 
 @pytest.mark.parametrize("era", ALL_ERAS)
-def test_every_lock_wait_aborted(make_model: Callable[..., Model], era: str) -> None:
-    """Fork, exit, a fault, a COW, a swap-in, mprotect (a split and a merge), split_vma and
-    munmap, also over a mapping across two PTE pages, each aborted at every acquisition it
-    makes in turn: the model is clean after each (whatever the abort cut short was put
-    back or finished) and no lock is held."""
-    def fam() -> tuple[Model, Family]:
-        return _family(make_model, era, room=WIDE)
+def test_every_lock_wait_aborted(era: str) -> None:
+    """A fault, a COW, a swap-in, mprotect (two splits), a merge back (vma_adjust removing
+    a VMA), munmap, and fork and exit of an mm whose second mapping spans two PTE pages,
+    each aborted at every acquisition it makes in turn: the model is clean after each
+    (whatever the abort cut short was put back or finished) and no lock is held.  (A
+    plain fork or exit is the first half of the wide ones, a split_vma part of mprotect.)"""
     found, made = [], {}
     for op in SWEEP_OPS:
-        made[op], f = _sweep(fam, op)
+        made[op], f = _sweep(era, op, room=WIDE)
         found += f
     assert found == []
     assert all(n >= 1 for n in made.values()), made  # each op had waits to abort
 
 
 @pytest.mark.parametrize("era", [e for e in ALL_ERAS if ERAS[e].clone_nowait])
-def test_clone_nowait_retry_aborted(make_model: Callable[..., Model], era: str) -> None:
+def test_clone_nowait_retry_aborted(era: str) -> None:
     """3.0+ anon_vma_clone allocates each AVC after the first inside the root lock; a failed
     allocation there drops the lock, allocates again outside it, and takes the lock again.
     A fork whose second AVC fails once (the injected allocation failure, its random
@@ -230,20 +241,23 @@ def test_clone_nowait_retry_aborted(make_model: Callable[..., Model], era: str) 
     def seeded(m: Model) -> None:
         m.g[G.ALLOC_FAIL] = 1 << 31  # each anon_vma/AVC allocation fails with p = 1/2
         m.g[G.RNG] = _NOWAIT_SEED
-    def fam() -> tuple[Model, Family]:
-        return _family(make_model, era)
-    _, found = _sweep(fam, "fork", seeded)
+    _, found = _sweep(era, "fork", seeded)
     assert found == []
     # Without an abort: the retry's extra acquisition of the root lock at anon_vma_fork.
-    m, f = fam()
-    seeded(m)
-    was = m.locks.instrument
-    m.locks.instrument = True
-    acq = m.seg["lockstat"][int(m.g[G.CPU]), CLASS["anon_vma"], SITE["anon_vma_fork"]]
-    a0 = int(acq[0])
-    dup_mmap(m, f.children[0])
-    m.locks.instrument = was
-    assert int(acq[0]) - a0 == 3, "the clone's (twice: the retry) and anon_vma_fork's own"
+    m = _own_model(era, 0)
+    try:
+        f = build_family(m, USERS, PAGES, 0.5)
+        seeded(m)
+        m.locks.instrument = True
+        acq = m.seg["lockstat"][int(m.g[G.CPU]), CLASS["anon_vma"], SITE["anon_vma_fork"]]
+        a0 = int(acq[0])
+        dup_mmap(m, f.children[0])
+        assert int(acq[0]) - a0 == 3, "the clone's (twice: the retry) and anon_vma_fork's own"
+        assert check_model(m) == []
+    finally:
+        seg = m.seg
+        m.close()
+        seg.unlink()
 
 
 def _draws_nowait(seed: int) -> bool:
