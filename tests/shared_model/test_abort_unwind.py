@@ -37,7 +37,7 @@ from shared_model import ctx as G
 from shared_model.build import MAP_START, Family, build_family, family_capacities
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
-from shared_model.layout import VM_READ, VM_WRITE, Capacities
+from shared_model.layout import PTE_YOUNG, VM_READ, VM_WRITE, Capacities
 from shared_model.locking import OWNER, OWNER_PID_SHIFT, lock_release, lock_trylock
 from shared_model.locks import CLASS, SITE, Stopped
 from shared_model.memory import (
@@ -50,7 +50,7 @@ from shared_model.memory import (
     touch_pages,
 )
 from shared_model.mmap import do_mprotect
-from shared_model.model import Model
+from shared_model.model import Model, OutOfMemory
 from shared_model.rmap import try_to_unmap
 
 ALL_ERAS = list(ERAS)
@@ -149,7 +149,8 @@ def test_aborted_at_the_pte_lock(make_model: Callable[..., Model], era: str, op:
 # ---------------------------------------------------------------- every acquisition, injected
 
 WIDE = 510  # a second mapping of the child's, across a PTE page's end (512 PTEs a page)
-SWEEP_OPS = ("fault", "cow", "swapin", "mprotect", "merge", "munmap", "fork-wide", "exit-wide")
+SWEEP_OPS = ("fault", "cow", "swapin", "mprotect", "merge", "munmap", "unmap", "fork-wide",
+             "exit-wide")
 
 
 def _prepared(m: Model, fam: Family, op: str) -> Callable[[], object]:
@@ -165,6 +166,12 @@ def _prepared(m: Model, fam: Family, op: str) -> Callable[[], object]:
             try_to_unmap(m, int(p))
     if op == "merge":  # split first; the operation makes it one VMA again (vma_adjust)
         do_mprotect(m, u, MAP_START + 1, 1, VM_READ)
+    if op == "unmap":  # the page most mapped, old everywhere: reclaim swaps it out
+        m.pte_flags[:] &= ~PTE_YOUNG
+        mapcount = m.seg["page"]["mapcount"]
+        shared = int(np.argmax(np.where(m.seg["page"]["in_use"] == 1, mapcount, -1)))
+    # Every CPU's slab cache emptied: the allocations refill theirs under the slab lock.
+    m.flush_slab_caches()
     fresh = np.arange(WIDE, WIDE + 4)
     ops: dict[str, Callable[[], object]] = {
         "fork": lambda: dup_mmap(m, u),
@@ -174,6 +181,7 @@ def _prepared(m: Model, fam: Family, op: str) -> Callable[[], object]:
         "mprotect": lambda: do_mprotect(m, u, MAP_START + 1, 1, VM_READ),
         "merge": lambda: do_mprotect(m, u, MAP_START + 1, 1, VM_READ | VM_WRITE),
         "munmap": lambda: do_munmap(m, u, vma),
+        "unmap": lambda: try_to_unmap(m, shared),
         "fork-wide": lambda: dup_mmap(m, u),
         "exit-wide": lambda: exit_mmap(m, u),
     }
@@ -199,7 +207,7 @@ def _sweep(era: str, op: str, setup: Callable[[Model], None] = lambda m: None,
             m.g[G.ABORT_NTH] = k
             try:
                 run()
-            except Stopped:
+            except (Stopped, OutOfMemory):  # an injected allocation failure meanwhile
                 pass
             fired = m.g[G.ABORT_NTH] == 1
             m.g[G.ABORT_NTH] = 0
@@ -219,7 +227,9 @@ def _sweep(era: str, op: str, setup: Callable[[Model], None] = lambda m: None,
 @pytest.mark.parametrize("era", ALL_ERAS)
 def test_every_lock_wait_aborted(era: str) -> None:
     """A fault, a COW, a swap-in, mprotect (two splits), a merge back (vma_adjust removing
-    a VMA), munmap, and fork and exit of an mm whose second mapping spans two PTE pages,
+    a VMA), munmap, reclaim's unmap of a shared page (the PTE locks, the swap_lock), and
+    fork and exit of an mm whose second mapping spans two PTE pages (the slab caches
+    emptied first, so that allocations take the slab lock),
     each aborted at every acquisition it makes in turn: the model is clean after each
     (whatever the abort cut short was put back or finished) and no lock is held.  (A
     plain fork or exit is the first half of the wide ones, a split_vma part of mprotect.)"""
