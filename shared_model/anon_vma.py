@@ -211,7 +211,7 @@ def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     w32[_av(g, av, G.AV_HEAD)] = -1
     w32[_av(g, av, G.AV_TAIL)] = -1
     w32[_av(g, av, G.AV_NR_MEMBERS)] = 0
-    w32[_av(g, av, G.AV_REFCOUNT)] = 0
+    w32[_av(g, av, G.AV_REFCOUNT)] = g[G.SELF_REF]  # 3.0+: its own reference (Era.self_ref)
     anon_vma_ctor_counts_c(w32, g, av)
     return av
 
@@ -263,24 +263,55 @@ def anon_vma_free_relock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, he
     return OK
 
 
+@njit(inline="always")
+def anon_vma_release_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       sc: np.ndarray, av: int) -> int:
+    """The kernel's ``anon_vma_free`` proper: 3.0+'s relock, then the slab free."""
+    st = anon_vma_free_relock_c(words, w32, g, held, av)
+    if st == OK:
+        st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+    return st
+
+
+@njit(inline="always")
+def put_anon_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                   sc: np.ndarray, av: int) -> int:
+    """3.0+ (Era.self_ref) ``put_anon_vma``: ``atomic_dec_and_test``, no lock; the drop that
+    reaches 0 runs ``__put_anon_vma``: a child puts its reference on the root (another
+    ``atomic_dec_and_test``), freeing the root first when that was the last, then itself
+    (linux-3.0.1 .. 6.0.1 mm/rmap.c).  The root's own reference goes when its list
+    empties, so whichever of the root's unlink and its last child's drop comes second
+    frees it, and no lock is needed to decide."""
+    if atomic_fetch_add(w32, _av(g, av, G.AV_REFCOUNT), -1) != 1:
+        return OK
+    root = w32[_av(g, av, G.AV_ROOT)]
+    if root != av and atomic_fetch_add(w32, _av(g, root, G.AV_REFCOUNT), -1) == 1:
+        st = anon_vma_release_c(words, w32, g, held, sc, root)
+        if st < 0:
+            return st
+    return anon_vma_release_c(words, w32, g, held, sc, av)
+
+
 @cached_njit
 def anon_vma_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                     sc: np.ndarray, av: int) -> int:
-    """Free an anon_vma with an empty list; in eras that lock the root, drop the reference
-    it holds on its root (put_anon_vma / drop_anon_vma), freeing the root too when that was
-    the last and its list is empty.  The reference is an atomic: a reference that is not
-    the last goes without any lock; the last is dropped under the root's lock
-    (``atomic_dec_and_lock``), so that it and the root's own unlink, which tests "empty
-    list and no reference" under that lock, cannot both free the root.  (3.0's kernel
-    keeps a reference for the root's own list and needs the lock only when the mutex is
-    seen held; the model's refcount counts only other anon_vmas.)
+    """Release an anon_vma whose list is empty.
 
-    No lock expected; takes the root's lock for the last reference only."""
+    3.0+ (Era.self_ref): ``put_anon_vma`` of its own reference (put_anon_vma_c): lock-free.
+
+    2.6.33-2.6.36: free it; in eras that lock the root, drop the reference it holds on its
+    root (``drop_anon_vma``), freeing the root too when that was the last and its list is
+    empty.  The reference is an atomic: a reference that is not the last goes without any
+    lock; the last is dropped under the root's lock (``atomic_dec_and_lock``), so that it
+    and the root's own unlink, which tests "empty list and no reference" under that lock,
+    cannot both free the root.
+
+    No lock expected; before 3.0 takes the root's lock for the last reference only."""
+    if g[G.SELF_REF]:
+        return put_anon_vma_c(words, w32, g, held, sc, av)
     while True:
         root = w32[_av(g, av, G.AV_ROOT)]
-        st = anon_vma_free_relock_c(words, w32, g, held, av)
-        if st == OK:
-            st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+        st = anon_vma_release_c(words, w32, g, held, sc, av)
         if st < 0 or not (g[G.LOCK_ROOT] and root != av):
             return st
         if atomic_add_unless_last_c(w32, g, root):
@@ -314,6 +345,11 @@ def anon_vma_free(m: Model, av: int) -> None:
 
 @njit(inline="always")
 def _anon_vma_unused(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
+    """av is to be released (anon_vma_free_c): its list is empty and, before 3.0, no
+    other anon_vma holds a reference on it.  3.0+ (Era.self_ref): its list is empty, so
+    its own reference is put (``list_empty``/``RB_EMPTY_ROOT`` in unlink_anon_vmas)."""
+    if g[G.SELF_REF]:
+        return w32[_av(g, av, G.AV_NR_MEMBERS)] == 0
     return w32[_av(g, av, G.AV_NR_MEMBERS)] == 0 and w32[_av(g, av, G.AV_REFCOUNT)] == 0
 
 
@@ -637,8 +673,8 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
     which stay for the second pass; then, outside the lock, each of those anon_vmas is
     freed (put_anon_vma: the root last, as the chain is newest first) with its AVC.
 
-    Takes and releases the root lock (once per root), then, for the last reference on a
-    root, the root lock again in anon_vma_free_c.
+    Takes and releases the root lock (once per root); the puts take none (3.0+'s
+    refcount, Era.self_ref), but anon_vma_free's relock when the root lock is seen held.
 
     Only the first wait can be given up to the run's abort (STOPPED, nothing changed):
     once the pass has taken an AVC off its list, the rest (another root's lock, the

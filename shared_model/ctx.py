@@ -111,6 +111,10 @@ G_SIZE = CLONE_NOWAIT + 1
 # word.  Process-local: only this CPU's own slow path polls it (``locks.lock_request_fast``).
 REQ_PLACE, REQ_W = G_SIZE, G_SIZE + 1
 G_SIZE = REQ_W + 1
+# Appended (set by Model): eras.Era.self_ref, the anon_vma refcount that counts the
+# anon_vma's own list (anon_vma_alloc sets 1; put_anon_vma is a plain atomic).
+SELF_REF = G_SIZE
+G_SIZE = SELF_REF + 1
 # Appended: the abort paths.  NO_ABORT: depth of the sections the run's abort may not cut
 # short (``locks.no_abort_begin``: an operation putting the model back, or past the point
 # of no return); their lock waits outlast the abort.  ABORT_NTH: fault injection, as the

@@ -416,6 +416,7 @@ class Model:
         self.g[G.FREE_RELOCK] = int(self.era.anon_vma_free_relock)
         self.g[G.ADJUST_LOCK] = ADJUST_CODES[self.era.adjust_lock]
         self.g[G.CLONE_NOWAIT] = int(self.era.clone_nowait)
+        self.g[G.SELF_REF] = int(self.era.self_ref)
         self.locks = CpuLocks(seg, cpu, self.g)
         self.words, self.w32 = self.locks.words, self.locks.w32
         # try_to_unmap's unmapped PTE slots: at most one per mm.
