@@ -36,7 +36,7 @@ from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tr
 from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
 from .locking.cached_compile import cached_njit
 from .locking.lock import lock_state_compiled
-from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
+from .locks import CLASS, SITE, lock_acquire_c, lock_release_c, no_abort_begin, no_abort_end
 from .model import (
     Model,
     kmem_cache_alloc_c,
@@ -395,7 +395,11 @@ def anon_vma_prepare_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
                 kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
             return avc
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_PREPARE)
-    if t < 0:
+    if t < 0:  # aborted: what it allocated goes back, as after a failed allocation
+        if avc >= 0:
+            kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        if allocated:
+            kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
         return STOPPED
     if g[G.CHAIN]:
         anon_vma_chain_link_locked_c(w32, g, vma, avc, av)
@@ -551,29 +555,44 @@ def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     st = anon_vma_clone_c(words, w32, g, held, sc, vma, pvma)
     if st < 0:
         w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1  # a reused one was not counted yet
-        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
-        return st
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, st)
     if w32[_vma(g, vma, G.VMA_ANON_VMA)] >= 0:  # 3.19+: an anon_vma of the chain was reused
         return OK
     av = anon_vma_alloc_c(words, w32, g, held, sc, pav)
     if av < 0:
-        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
-        return av
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, av)
     avc = kmem_cache_alloc_one(words, w32, g, held, G.K_AVC, sc)
     if avc < 0:
         kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
-        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
-        return avc
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, avc)
     if g[G.LOCK_ROOT]:
         get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])  # get_anon_vma(anon_vma->root)
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
     if t < 0:
-        return STOPPED
+        # Aborted at the last lock (3.0+: the root's again, after the clone): the AVC and
+        # the anon_vma go back, the latter with the root reference just taken
+        # (out_error_free_anon_vma: put_anon_vma), then the clone is unlinked.
+        no_abort_begin(g)
+        kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        anon_vma_free_c(words, w32, g, held, sc, av)
+        no_abort_end(g)
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, STOPPED)
     anon_vma_chain_link_locked_c(w32, g, vma, avc, av)
     w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
     anon_vma_fork_counts_locked_c(w32, g, av, pav)
     anon_vma_unlock_c(words, g, held, w, S_FORK, t)
     return OK
+
+
+@njit(inline="always")
+def _anon_vma_fork_unwind(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                          sc: np.ndarray, vma: int, st: int) -> int:
+    """anon_vma_fork's out_error: unlink what the clone linked (unlink_anon_vmas), as an
+    unwind the run's abort cannot cut short; returns ``st``."""
+    no_abort_begin(g)
+    unlink_anon_vmas_c(words, w32, g, held, sc, vma)
+    no_abort_end(g)
+    return st
 
 
 def anon_vma_fork(m: Model, vma: int, pvma: int) -> None:
@@ -597,8 +616,11 @@ def anon_vma_unlink_node_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, he
         anon_vma_emptied_locked_c(w32, g, av)
     empty = _anon_vma_unused(w32, g, av)
     anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
-    if empty:
-        return anon_vma_free_c(words, w32, g, held, sc, av)
+    if empty:  # off its list: the free (and the root reference it drops) must finish
+        no_abort_begin(g)
+        st = anon_vma_free_c(words, w32, g, held, sc, av)
+        no_abort_end(g)
+        return st
     return OK
 
 
@@ -631,7 +653,7 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         if st < 0:
             return st
         w32[_vma(g, vma, G.VMA_AVC_HEAD)] = nxt
-        # Restartable (issue 18): the chain's head follows each AVC freed, and once the
+        # Restartable: the chain's head follows each AVC freed, and once the
         # VMA's own anon_vma is off the chain the VMA stops naming it, so a pass aborted
         # at the next lock leaves a VMA whose chain and anon_vma agree.
         if w32[_vma(g, vma, G.VMA_ANON_VMA)] == av_of:
@@ -652,10 +674,37 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
     freed (put_anon_vma: the root last, as the chain is newest first) with its AVC.
 
     Takes and releases the root lock (once per root); the puts take none (3.0+'s
-    refcount, Era.self_ref), but anon_vma_free's relock when the root lock is seen held."""
+    refcount, Era.self_ref), but anon_vma_free's relock when the root lock is seen held.
+
+    Only the first wait can be given up to the run's abort (STOPPED, nothing changed):
+    once the pass has taken an AVC off its list, the rest (another root's lock, the
+    second pass's frees) must finish, or the VMA's chain would keep AVCs that their
+    anon_vmas' lists no longer hold, and anon_vmas nobody frees."""
+    vav = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    first = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
+    if g[G.REUSE] and vav >= 0:
+        first = vav
+    elif first >= 0:
+        first = w32[_avc(g, first, G.AVC_ANON_VMA)]
+    hw, ht = -1, 0
+    if first >= 0:
+        hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, first, S_UNLINK)
+        if ht < 0:
+            return STOPPED
+    no_abort_begin(g)
+    st = _unlink_anon_vmas_once_locked(words, w32, g, held, sc, vma, hw, ht)
+    no_abort_end(g)
+    return st
+
+
+@njit(inline="always")
+def _unlink_anon_vmas_once_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray,
+                                  held: np.ndarray, sc: np.ndarray, vma: int, hw: int,
+                                  ht: int) -> int:
+    """unlink_anon_vmas_once_c's passes, with the first root lock ``hw`` held since ``ht``
+    (-1: an empty chain, nothing held)."""
     keep = sc[8:]  # AVCs whose anon_vma is to be freed; sc[0] is the slab's scratch
     nkeep = 0
-    hw, ht = -1, 0
     vav = w32[_vma(g, vma, G.VMA_ANON_VMA)]
     if g[G.REUSE] and vav >= 0:  # 3.19+: the VMA's own use of vma->anon_vma, in the pass
         hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, vav, S_UNLINK)

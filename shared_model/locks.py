@@ -81,16 +81,18 @@ from .locking import (
     lock_trylock,
 )
 from .locking.atomics import (
+    READ_ONCE,
     WRITE_ONCE,
     atomic_fetch_add,
     bit_length,
     c_entry_call,
     cmpxchg,
+    futex_wait,
     smp_load_acquire,
 )
 from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.clock import sched_clock
-from .locking.common import NODE_MCS_QUEUED, OWNER
+from .locking.common import DRAIN_NAP_NS, NODE_MCS_QUEUED, OWNER, STOP_ABORT
 from .locking.qspinlock import LOCKED_VAL as QSPIN_LOCKED
 from .locking.qspinlock import (
     PLACE_NODE_SHIFT,
@@ -546,11 +548,70 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
 
     Compiled once and pasted by LLVM into each compiled caller (``llvm_inline``): an
     uncontended acquisition makes no call (a call passes each of the three arrays as
-    seven words: 17.4 ns for the ticket pair, 6.8 ns inlined); the wait is a call."""
+    seven words: 17.4 ns for the ticket pair, 6.8 ns inlined); the wait is a call.
+
+    Inside a ``no_abort_begin`` section the run's abort does not end the wait (never -1).
+    ``g[ABORT_NTH]`` (tests only, as the kernel's fail_nth): from the n-th acquisition on,
+    each gives up as an aborted wait does, with nothing taken."""
+    n = g[G.ABORT_NTH]
+    if n != 0 and g[G.NO_ABORT] == 0:
+        if n == 1:
+            return -1
+        g[G.ABORT_NTH] = n - 1
+    t = _lock_acquire(words, g, held, w, cls, site, shared)
+    if t < 0 and g[G.NO_ABORT] != 0:
+        t = lock_acquire_no_abort_c(words, g, held, w, cls, site, shared)
+    return t
+
+
+@njit(inline="always")
+def no_abort_begin(g: np.ndarray) -> None:
+    """Start a section the run's abort may not cut short: an error path putting the model
+    back (an aborted wait or a failed allocation earlier in the operation), a free (a
+    kfree cannot fail), or the rest of an operation past its point of no return.  Its
+    lock waits outlast the abort (``lock_acquire_no_abort_c``).  Sections nest."""
+    g[G.NO_ABORT] += 1
+
+
+@njit(inline="always")
+def no_abort_end(g: np.ndarray) -> None:
+    g[G.NO_ABORT] -= 1
+
+
+@njit(inline="always")
+def abort_requested(words: np.ndarray, g: np.ndarray) -> bool:
+    """The run is aborting and this CPU is not in a ``no_abort_begin`` section: a wait
+    outside the lock primitives (a CPU cache lock, PG_locked) gives up."""
+    return READ_ONCE(words, g[G.STOP_W]) >= STOP_ABORT and g[G.NO_ABORT] == 0
+
+
+@njit(inline="always")
+def _lock_acquire(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                  site: int, shared: int) -> int:
     t = lock_request_fast(words, g, held, w, cls, site, shared)
     if t >= 0:
         return t
     return call_lock_acquire_slowpath(words, g, held, w, cls, site, shared, local_clock(g))
+
+
+@cached_njit
+def lock_acquire_no_abort_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                            site: int, shared: int) -> int:
+    """A wait the run's abort cut short inside a ``no_abort_begin`` section: the acquire
+    time, never -1.
+
+    The abort makes every wait give up; a CPU already unwinding must finish instead, or
+    what it left half-done stays in the model.  So the wait is tried again, after a nap
+    (DRAIN_NAP_NS, a futex wait on the stop word that nobody wakes), until the lock is
+    taken: its holder is finishing or unwinding too (these sections take their locks in
+    the order the operations do), and a holder that never comes back is a stall, which
+    the run reports and ends by killing the CPUs."""
+    while True:
+        t = _lock_acquire(words, g, held, w, cls, site, shared)
+        if t >= 0:
+            return t
+        stop_w = g[G.STOP_W]
+        futex_wait(words, stop_w, READ_ONCE(words, stop_w), DRAIN_NAP_NS)
 
 
 @njit(inline="always")

@@ -49,7 +49,7 @@ from .eras import ADJUST_ALWAYS, ADJUST_INSERT, ADJUST_NONE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
 from .locking.cached_compile import cached_njit
-from .locks import SITE
+from .locks import SITE, no_abort_begin, no_abort_end
 from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
 from .pgtable import pmd_addr_end, pte_lock_c, pte_offset_map_c, pte_unlock_c
 
@@ -197,7 +197,9 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
             st = anon_vma_link_c(words, w32, g, held, sc[nremove:], importer)
         if st < 0:
             w32[_vma(g, importer, G.VMA_ANON_VMA)] = -1
+            no_abort_begin(g)  # an unwind: the abort cannot cut it short
             unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], importer)
+            no_abort_end(g)
             return st
     av = vma_adjust_lock_target_c(w32, g, vma, nxt, start, insert, importer, adjust_next)
     t = 0
@@ -226,16 +228,21 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
         vma_unlink_list_c(w32, g, mm, sc[i])
     if av >= 0:
         anon_vma_unlock_c(words, g, held, w, S_ADJUST, t)
+    # The VMAs covered whole are off the mm's list now: their unlink and free must finish
+    # (a removed VMA left on an anon_vma's list would be reachable from no mm).
+    no_abort_begin(g)
+    st = OK
     for i in range(nremove):
         gone = sc[i]
         if w32[_vma(g, gone, G.VMA_ANON_VMA)] >= 0 or w32[_vma(g, gone, G.VMA_AVC_HEAD)] >= 0:
             st = unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], gone)  # anon_vma_merge
             if st < 0:
-                return st
+                break
         st = kmem_cache_free_one(words, w32, g, held, G.K_VMA, gone, sc[nremove:])
         if st < 0:
-            return st
-    return OK
+            break
+    no_abort_end(g)
+    return st
 
 
 def vma_adjust(m: Model, vma: int, start: int, end: int, pgoff: int) -> None:
@@ -277,18 +284,27 @@ def split_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
         st = OK
     if st < 0:
         w32[_vma(g, new, G.VMA_ANON_VMA)] = -1
-        unlink_anon_vmas_c(words, w32, g, held, sc, new)
-        kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
+        _split_vma_unwind(words, w32, g, held, sc, new)
         return st
     if new_below:
         st = vma_adjust_c(words, w32, g, held, sc, vma, addr, end, pgoff + (addr - start), new, 1)
     else:
         st = vma_adjust_c(words, w32, g, held, sc, vma, start, addr, pgoff, new, 0)
     if st < 0:
-        unlink_anon_vmas_c(words, w32, g, held, sc, new)
-        kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
+        _split_vma_unwind(words, w32, g, held, sc, new)
         return st
     return new
+
+
+@njit(inline="always")
+def _split_vma_unwind(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                      sc: np.ndarray, new: int) -> None:
+    """__split_vma's out_free_*: the new piece unlinked and freed, as an unwind the run's
+    abort cannot cut short."""
+    no_abort_begin(g)
+    unlink_anon_vmas_c(words, w32, g, held, sc, new)
+    kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
+    no_abort_end(g)
 
 
 def split_vma(m: Model, vma: int, addr: int, new_below: bool) -> int:
