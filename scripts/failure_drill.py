@@ -35,7 +35,8 @@ WEDGED = re.compile(r"wedged lock: (\S+)")
 def kill_one(i: int, rng: random.Random) -> tuple[float, int, bool, bool, list[str]]:
     era = ERAS[i % len(ERAS)]
     scenario = ["reclaim-storm", "forking-server"][i % 2]
-    p = subprocess.Popen([sys.executable, "-m", "stress", "run", "--quiet", "--era", era, "--scenario", scenario,
+    p = subprocess.Popen([sys.executable, "-m", "stress", "run", "--quiet", "--era", era,
+                          "--scenario", scenario,
                           "--users", "100", "--pages", "10", "--cpus", "3", "--duration", "60"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(p.pid)

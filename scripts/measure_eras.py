@@ -231,14 +231,15 @@ def markdown(doc: dict[str, Any]) -> str:
                 "| wait at unlink_anon_vmas |", "|---|---|---|---|---|---|---|---|"]
         for e in eras:
             rs = runs[e]
-            out.append(f"| {e} | {fmt([r['forks_per_s'] for r in rs])} | {change(runs, 'forks_per_s', eras[0], e)} "
+            out.append(f"| {e} | {fmt([r['forks_per_s'] for r in rs])} "
+                       f"| {change(runs, 'forks_per_s', eras[0], e)} "
                        f"| {ratio(runs, 'forks_per_s', eras[0], e)} | {KERNEL_FORK_RATIO.get(e, '-')} "
                        f"| {fmt([r['anon_vma_wait_share'] for r in rs], '.1f', 100)}% "
                        f"| {fmt([r['wait_share_anon_vma_fork'] for r in rs], '.0f', 100)}% "
                        f"| {fmt([r['wait_share_unlink_anon_vmas'] for r in rs], '.0f', 100)}% |")
         if "3.8" in runs and "3.9" in runs:
-            out += ["", (f"3.9 against 3.8 (writer lock-stealing): {change(runs, 'forks_per_s', '3.8', '3.9')} "
-                        "forks/s.")]
+            gain = change(runs, 'forks_per_s', '3.8', '3.9')
+            out += ["", f"3.9 against 3.8 (writer lock-stealing): {gain} forks/s."]
         out += ["", f"Kernel: {doc['kernel']['fork-test']}.", ""]
         out += fork_test_note(runs, eras[0], c["cpus"])
     if "exim" in secs:

@@ -54,7 +54,8 @@ def main() -> None:
         old = res[eras[0]]
         for era in eras[1:]:
             new = res[era]
-            ratio = new["throughput"]["pages_scanned_per_s"] / max(old["throughput"]["pages_scanned_per_s"], 1e-9)
+            ratio = (new["throughput"]["pages_scanned_per_s"]
+                     / max(old["throughput"]["pages_scanned_per_s"], 1e-9))
             checks = [
                 (f"{eras[0]} anon_vma wait >= 40%", old["anon_vma_wait_share"] >= 0.40),
                 (f"{era} anon_vma wait <= 5%", new["anon_vma_wait_share"] <= 0.05),

@@ -43,9 +43,11 @@ def main() -> None:
                 json.dump(res, f, indent=1)
 
     print(f"fork-chain: {a.generations} generations, one VMA of {a.pages} pages")
-    print(f"{'era':>7} {'anon_vmas':>9} {'avcs':>6} {'per VMA':>8} {'fork us first':>13} {'fork us last':>12}  target")
+    print(f"{'era':>7} {'anon_vmas':>9} {'avcs':>6} {'per VMA':>8} {'fork us first':>13} "
+          f"{'fork us last':>12}  target")
     for era in chain_eras:
-        res = scan_scenario(RunConfig(era=era, scenario="fork-chain", generations=a.generations, pages=a.pages))
+        res = scan_scenario(RunConfig(era=era, scenario="fork-chain", generations=a.generations,
+                                      pages=a.pages))
         save(res, f"fork-chain-{era}.json")
         s, mo, sm = res["generations"], res["model"], res["summary"]
         reuse = ERAS[era].reuse != "none"

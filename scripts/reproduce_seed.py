@@ -118,8 +118,9 @@ def main() -> None:
     table = "\n".join(lines)
     with open(os.path.join(a.out, "seed.md"), "w") as fh:
         fh.write(f"# The seed commit's claims, reproduced\n\n{table}\n\nRamp: {len(users)} user counts, "
-                 f"{base.duration:g} s per point, {doc['config']['cpus']} CPUs, ram {doc['config']['ram_pages']} "
-                 f"pages.\n\n" + "".join(f"![ramp, swap device {d}](ramp-{d}.png)\n" for d in devices))
+                 f"{base.duration:g} s per point, {doc['config']['cpus']} CPUs, "
+                 f"ram {doc['config']['ram_pages']} pages.\n\n"
+                 + "".join(f"![ramp, swap device {d}](ramp-{d}.png)\n" for d in devices))
     print()
     print(table)
     print(f"\nwrote {a.out}/seed.md, ramp-*.json, ramp-*.png, ramp-*.svg, scan-*.json "

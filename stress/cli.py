@@ -205,8 +205,10 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
                         description="For each era and user count, a forking-server run on the same "
                                     "RAM; prints reaim's table, each era's crossover and the ratio.")
     rp.add_argument("--era", action="append", metavar="ERA", dest="eras",
-                    help=f"an era to ramp (repeatable; default 2.6.33 and 2.6.34); one of {', '.join(ERAS)}")
-    rp.add_argument("--start-users", type=int, default=100, metavar="A", help="first user count (default 100)")
+                    help=f"an era to ramp (repeatable; default 2.6.33 and 2.6.34); "
+                         f"one of {', '.join(ERAS)}")
+    rp.add_argument("--start-users", type=int, default=100, metavar="A",
+                    help="first user count (default 100)")
     rp.add_argument("--end-users", type=int, default=3200, metavar="B", help="last user count (default 3200)")
     g = rp.add_mutually_exclusive_group()
     g.add_argument("--increment", type=int, metavar="K", help="add K users per step")

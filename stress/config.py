@@ -258,7 +258,8 @@ class RunConfig:
         if self.scenario == "mprotect-split" and not 0 < self.pieces <= self.pages:
             raise ConfigError(f"--pieces must be between 1 and --pages ({self.pages}), not {self.pieces}")
         if self.ram_pages < 0:
-            raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), not {self.ram_pages}")
+            raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), "
+                              f"not {self.ram_pages}")
         if self.refault_order is not None and self.refault_order not in REFAULT_ORDERS:
             raise ConfigError(f"unknown --refault-order {self.refault_order!r} "
                               f"(choose from {', '.join(REFAULT_ORDERS)})")
@@ -266,7 +267,8 @@ class RunConfig:
 
     def validate_swap(self) -> None:
         if self.swap_device is not None and self.swap_device not in SWAP_DEVICES:
-            raise ConfigError(f"unknown --swap-device {self.swap_device!r} (choose from {', '.join(SWAP_DEVICES)})")
+            raise ConfigError(f"unknown --swap-device {self.swap_device!r} "
+                              f"(choose from {', '.join(SWAP_DEVICES)})")
         if not (math.isfinite(self.swap_latency_ms) and 0 <= self.swap_latency_ms <= 1e4):
             raise ConfigError(f"--swap-latency-ms must be a number of milliseconds in [0, 10000], "
                               f"not {self.swap_latency_ms}")

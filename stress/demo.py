@@ -25,7 +25,8 @@ DEMO_WHY = {
     "2.6.34-rc1": "the seed as committed (5beb4930525): anon_vma_chain, each child's COWed page on "
                   "its own anon_vma, and a page swapped back in on the faulting VMA's own: walks stay short",
     "2.6.34": "as released (+ ea90002b0fa7): a swapped-in page goes to the oldest anon_vma, the fix for "
-              "the seed's oops (scenario shared-swapin); under this refault churn walks grow back towards 2.6.33's",
+              "the seed's oops (scenario shared-swapin); under this refault churn walks grow back "
+              "towards 2.6.33's",
     "2.6.36": "the root's lock for the whole family (migration needed one lock); a swap-cache hit keeps "
               "its anon_vma (288468c334e9): walks short again, on one lock per family",
 }

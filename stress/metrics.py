@@ -53,7 +53,8 @@ def lock_rows(lockstat: np.ndarray) -> list[dict]:
     """lockstat rows, one per lock class with any acquisition, sorted by total wait.
 
     ``lockstat`` is [cpu, class, site, field]; each row has acquisitions, contentions,
-    mcs_queued (contentions that queued on a qspinlock MCS node), wait_ns and hold_ns (min/max/total/avg/p50/p90/p99/p999) and its call sites."""
+    mcs_queued (contentions that queued on a qspinlock MCS node), wait_ns and hold_ns
+    (min/max/total/avg/p50/p90/p99/p999) and its call sites."""
     rows = []
     for ci, cls in enumerate(LOCK_CLASSES):
         per_site = lockstat[:, ci]  # [cpu, site, field]

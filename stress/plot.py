@@ -170,7 +170,8 @@ MODEL_NAMES = {"repairman": "M/M/1//N", "ticket": "ticket lock"}
 MODEL_STYLES = {"repairman": "--", "ticket": "-."}
 
 
-def _predicted_series(by_x: dict[int, list[dict[str, Any]]], field: str) -> dict[str, tuple[list[int], list[float]]]:
+def _predicted_series(by_x: dict[int, list[dict[str, Any]]],
+                      field: str) -> dict[str, tuple[list[int], list[float]]]:
     """{model: (xs, mean predicted ``field`` over repeats)} for the points that have one."""
     out: dict[str, tuple[list[int], list[float]]] = {}
     for model in MODEL_NAMES:
@@ -286,7 +287,8 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
         c = cross.get(era) or {}
         where = (f"crossover at {c['users']} users" if c.get("users") is not None
                  else "no crossover")
-        ax.errorbar(us, [m for m, _ in stats], yerr=[sd for _, sd in stats] if era_repeated else None, color=colors[era],
+        ax.errorbar(us, [m for m, _ in stats], yerr=[sd for _, sd in stats] if era_repeated else None,
+                    color=colors[era],
                     marker="o", ms=4, lw=1.8, capsize=3, label=f"{era} ({where})")
         pred = _predicted_series(by_u, "throughput")
         for model, (pu, pv) in pred.items():

@@ -127,7 +127,8 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
             for era in eras:
                 for u in planned[era]:
                     if progress:
-                        progress(done, total, f"{era} users {u} round {r + 1}/{repeat}", time.monotonic() - t0)
+                        progress(done, total, f"{era} users {u} round {r + 1}/{repeat}",
+                                 time.monotonic() - t0)
                     cfg = dataclasses.replace(base, era=era, users=u, scenario="forking-server")
                     res = run_point(cfg, live, f"{era} users {u} round {r + 1}/{repeat} "
                                                 f"(point {done + 1}/{total})", stop)
@@ -140,7 +141,8 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
                     if stop:
                         return
                     done += 1
-                    if r == 0 and stop_at_crossover and summarize_ramp(points, era, threshold)[-1]["below_threshold"]:
+                    if (r == 0 and stop_at_crossover
+                            and summarize_ramp(points, era, threshold)[-1]["below_threshold"]):
                         total -= (len(users) - users.index(u) - 1) * repeat
                         planned[era] = users[: users.index(u) + 1]
                         break

@@ -36,7 +36,8 @@ def lockstat_table(res: dict[str, Any], top_sites: int = 4) -> str:
             f"{fmt_ns(w['total']):>11} {fmt_ns(w['avg']):>10} {fmt_ns(w['p99']):>10} "
             f"{r['acquisitions']:>12} {fmt_ns(h['max']):>10} {fmt_ns(h['total']):>11} {fmt_ns(h['avg']):>10}")
         for s in [s for s in r["sites"] if s["contentions"]][:top_sites]:
-            lines.append(f"{'':<10} {s['contentions']:>11} {s['site']}  (waited {fmt_ns(s['wait_total_ns'])})")
+            waited = fmt_ns(s["wait_total_ns"])
+            lines.append(f"{'':<10} {s['contentions']:>11} {s['site']}  (waited {waited})")
     if res["config"].get("lockstat") is False:
         lines.append("(--no-lockstat: no lock statistics were recorded)")
     elif mean_shares(res)["lock_wait"] >= 0.05 and not any(r["contentions"] for r in res["locks"]):
@@ -76,7 +77,8 @@ def swap_device_line(res: dict[str, Any]) -> str | None:
         return (f"swap device: off (infinitely fast): {d['reads']} reads, {d['writes']} writes "
                 f"completed at once")
     return (f"swap device: {d['latency_ms']:g} ms, {d['iops']:.0f} IOPS: {d['reads']} reads, "
-            f"{d['writes']} writes ({d['requests_per_s']:.0f} submitted/s, {pct(d['utilisation']).strip()} busy), "
+            f"{d['writes']} writes ({d['requests_per_s']:.0f} submitted/s, "
+            f"{pct(d['utilisation']).strip()} busy), "
             f"avg wait {d['avg_wait_ms']:.1f} ms, queue up to {d['max_depth']}, "
             f"{d['throttled']} writers throttled")
 

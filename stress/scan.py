@@ -66,7 +66,8 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
     cfg.validate()
     caps = family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cpus=0)
     if refault == "write":  # do_wp_page's copies of the pages no child COWed
-        caps = dataclasses.replace(caps, pages=caps.pages + cfg.users * (cfg.pages - round(cfg.cow * cfg.pages)))
+        uncowed = cfg.pages - round(cfg.cow * cfg.pages)
+        caps = dataclasses.replace(caps, pages=caps.pages + cfg.users * uncowed)
     check_fits(caps)
     with Model.private(caps, cfg.era, cfg.lock) as m:
         set_refault_order(m, cfg)
@@ -302,7 +303,8 @@ def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], Non
 
 def scan_scenario_report(res: dict[str, Any]) -> str:
     c, mo = res["config"], res["model"]
-    model = f"model at the end: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, {mo['avcs']} avcs"
+    model = (f"model at the end: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, "
+             f"{mo['avcs']} avcs")
     if c["scenario"] == "shared-swapin":
         from .workloads.shared_swapin import seed_bug_lines
 
@@ -314,7 +316,8 @@ def scan_scenario_report(res: dict[str, Any]) -> str:
                                             + inv["messages"][0])])
     if c["scenario"] == "fork-chain":
         s, sm = res["generations"], res["summary"]
-        lines = [f"era {c['era']}  fork-chain  generations {s['count']} of {c['generations']}  pages {c['pages']}",
+        lines = [f"era {c['era']}  fork-chain  generations {s['count']} of {c['generations']}  "
+                 f"pages {c['pages']}",
                  model,
                  (f"anon_vmas per VMA at the end: {sm['anon_vmas_per_vma']:.1f} (most at any generation: "
                  f"{sm['max_anon_vmas']})"),

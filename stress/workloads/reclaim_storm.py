@@ -5,9 +5,10 @@ built once; then every CPU runs reclaim over its share of the family's pages as
 mm/vmscan.c does (``shrink_lru``: shrink_active_list when the inactive list is low, then
 shrink_page_list, 32 positions at a time), and each unmapped page's owners fault it
 straight back in (a swap-cache hit: 2.6.34 moves it to the family's root anon_vma on that
-first mapping, 2.6.36+ keep it where it was).  In 2.6.33 every page of the family points at the family's one anon_vma,
-so every CPU's every walk takes the same lock and scans about N/2 entries; in 2.6.34 a
-COWed page lives in its child's own anon_vma and the walk takes that lock and visits one.
+first mapping, 2.6.36+ keep it where it was).  In 2.6.33 every page of the family points at
+the family's one anon_vma, so every CPU's every walk takes the same lock and scans about N/2
+entries; in 2.6.34 a COWed page lives in its child's own anon_vma and the walk takes that lock
+and visits one.
 """
 
 from __future__ import annotations

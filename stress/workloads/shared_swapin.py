@@ -152,5 +152,6 @@ def seed_bug_lines(sb: dict[str, Any]) -> list[str]:
         lines.append(f"  first: mm {ex['mm']} maps page {ex['page']} (vpn {ex['vpn']}), whose "
                      f"page->mapping is freed anon_vma {ex['anon_vma']}")
     if "walks_freed_anon_vma" in sb:
-        lines.append(f"  {sb['walks_freed_anon_vma']} rmap walks met a freed anon_vma (counted, not followed)")
+        lines.append(f"  {sb['walks_freed_anon_vma']} rmap walks met a freed anon_vma "
+                     "(counted, not followed)")
     return lines
