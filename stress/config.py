@@ -209,12 +209,26 @@ class RunConfig:
         return c
 
     def validate(self) -> None:
+        """Every check, in the order a user reads the options: names, sizes, what the
+        scenario needs, the model's costs, the swap device."""
+        self._validate_names()
+        self._validate_sizes()
+        self._validate_scenario()
+        self._validate_costs()
+        self.validate_swap()
+
+    def _validate_names(self) -> None:
         if self.era not in ERAS:
             raise ConfigError(f"unknown era {self.era!r} (choose from {', '.join(ERAS)})")
         if self.scenario not in SCENARIOS + TEST_SCENARIOS + SCAN_SCENARIOS:
             raise ConfigError(f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
         if self.lock is not None and self.lock not in LOCK_KINDS + tuple(LOCK_ALIASES):
             raise ConfigError(f"unknown lock {self.lock!r} (choose from {', '.join(LOCK_KINDS)})")
+        if self.refault_order is not None and self.refault_order not in REFAULT_ORDERS:
+            raise ConfigError(f"unknown --refault-order {self.refault_order!r} "
+                              f"(choose from {', '.join(REFAULT_ORDERS)})")
+
+    def _validate_sizes(self) -> None:
         for name in ("users", "pages"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be a positive count, not {getattr(self, name)}")
@@ -232,6 +246,13 @@ class RunConfig:
         if (self.users + 1) * self.pages >= 1 << 30:
             raise ConfigError(f"--users {self.users} x --pages {self.pages} is more page-table entries "
                               f"than the model indexes (2**30)")
+        if self.generations <= 0:
+            raise ConfigError(f"--generations must be a positive count, not {self.generations}")
+        if self.ram_pages < 0:
+            raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), "
+                              f"not {self.ram_pages}")
+
+    def _validate_scenario(self) -> None:
         if self.scenario == "forking-server" and self.cpus and self.users < self.cpus:
             raise ConfigError(f"forking-server needs at least one user per CPU (--users {self.users} < "
                               f"--cpus {self.cpus}): each CPU runs its own users' jobs")
@@ -247,23 +268,16 @@ class RunConfig:
                       if bad]
             if failed:
                 raise ConfigError(f"abba-deadlock needs {' and '.join(failed)}")
+        if self.scenario == "mprotect-split" and not 0 < self.pieces <= self.pages:
+            raise ConfigError(f"--pieces must be between 1 and --pages ({self.pages}), not {self.pieces}")
+
+    def _validate_costs(self) -> None:
         if self.entry_cost_ns < 0:
             raise ConfigError(f"--entry-cost-ns must be >= 0, not {self.entry_cost_ns}")
         if self.work_us < 0:
             raise ConfigError(f"--work-us must be >= 0, not {self.work_us}")
         if not 0.0 <= self.alloc_fail_p <= 1.0:
             raise ConfigError(f"alloc-fail probability must be in [0, 1], not {self.alloc_fail_p}")
-        if self.generations <= 0:
-            raise ConfigError(f"--generations must be a positive count, not {self.generations}")
-        if self.scenario == "mprotect-split" and not 0 < self.pieces <= self.pages:
-            raise ConfigError(f"--pieces must be between 1 and --pages ({self.pages}), not {self.pieces}")
-        if self.ram_pages < 0:
-            raise ConfigError(f"--ram-pages must be a positive count (or 0 for the default), "
-                              f"not {self.ram_pages}")
-        if self.refault_order is not None and self.refault_order not in REFAULT_ORDERS:
-            raise ConfigError(f"unknown --refault-order {self.refault_order!r} "
-                              f"(choose from {', '.join(REFAULT_ORDERS)})")
-        self.validate_swap()
 
     def validate_swap(self) -> None:
         if self.swap_device is not None and self.swap_device not in SWAP_DEVICES:
