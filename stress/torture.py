@@ -184,28 +184,7 @@ def run_one(plan: Plan, workdir: Path, cwd: Path) -> Outcome:
     failures: list[tuple[str, str]] = []
     stopped: list[psutil.Process] = []
     try:
-        # The run's clock starts when its CPUs exist (after the build and compiled-code load).
-        while p.poll() is None and len(_cpu_processes(p)) < plan.cfg.cpus:
-            if time.monotonic() - t0 > RUN_TIMEOUT_S:
-                break
-            time.sleep(0.05)
-        t_run = time.monotonic()
-        cpus = _cpu_processes(p)
-        by_cpu = {int(c.cmdline()[0].rsplit("cpu", 1)[1]): c for c in cpus if c.is_running()}
-        for at, cpu, length in plan.sigstops:
-            while p.poll() is None and time.monotonic() < t_run + at:
-                time.sleep(0.01)
-            target = by_cpu.get(cpu)
-            if p.poll() is not None or target is None:
-                continue
-            try:
-                target.send_signal(signal.SIGSTOP)
-                stopped.append(target)
-                time.sleep(length)
-                target.send_signal(signal.SIGCONT)
-                stopped.remove(target)
-            except psutil.Error:
-                pass
+        _deliver_sigstops(p, plan, t0, stopped)
         _, err_b = p.communicate(timeout=max(1.0, RUN_TIMEOUT_S - (time.monotonic() - t0)))
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
@@ -228,15 +207,56 @@ def run_one(plan: Plan, workdir: Path, cwd: Path) -> Outcome:
         doc = json.loads(out.read_text())
     except (OSError, ValueError):
         pass
+    failures += _judge(plan, p.returncode, doc, err)
+    if _session(p.pid):
+        failures.append(("leftover processes", f"{len(_session(p.pid))} alive after the run"))
+    if any(segment_owner(n) == p.pid for n in leftover_segments()):
+        failures.append(("leftover segment", "a /dev/shm segment of the run outlived it"))
+    stop_s = doc.get("phases", {}).get("stop_s") if doc else None
+    return Outcome(plan, p.returncode, stop_s, wall, failures)
+
+
+def _deliver_sigstops(p: subprocess.Popen[bytes], plan: Plan, t0: float,
+                      stopped: list[psutil.Process]) -> None:
+    """Each of the plan's SIGSTOPs at its time after the CPUs exist, SIGCONT after its
+    length; ``stopped`` holds the one stopped now (the caller resumes it on any exit)."""
+    # The run's clock starts when its CPUs exist (after the build and compiled-code load).
+    while p.poll() is None and len(_cpu_processes(p)) < plan.cfg.cpus:
+        if time.monotonic() - t0 > RUN_TIMEOUT_S:
+            break
+        time.sleep(0.05)
+    t_run = time.monotonic()
+    cpus = _cpu_processes(p)
+    by_cpu = {int(c.cmdline()[0].rsplit("cpu", 1)[1]): c for c in cpus if c.is_running()}
+    for at, cpu, length in plan.sigstops:
+        while p.poll() is None and time.monotonic() < t_run + at:
+            time.sleep(0.01)
+        target = by_cpu.get(cpu)
+        if p.poll() is not None or target is None:
+            continue
+        try:
+            target.send_signal(signal.SIGSTOP)
+            stopped.append(target)
+            time.sleep(length)
+            target.send_signal(signal.SIGCONT)
+            stopped.remove(target)
+        except psutil.Error:
+            pass
+
+
+def _judge(plan: Plan, returncode: int | None, doc: dict[str, Any] | None,
+           err: str) -> list[tuple[str, str]]:
+    """What went wrong in one run, from its exit status, results document and stderr."""
+    failures: list[tuple[str, str]] = []
     if "Traceback" in err:
         failures.append(("traceback", err.strip().splitlines()[-1]))
-    if (doc is not None and p.returncode == 1 and not doc.get("failed")
+    if (doc is not None and returncode == 1 and not doc.get("failed")
             and ERAS[plan.cfg.era].seed_placement
             and only_seed_bug(doc.get("invariants", {}).get("messages", []))):
         doc["invariants"]["violations"] = 0  # the seed's oops: its era's point, not a failure
-    elif p.returncode not in (0, None):
+    elif returncode not in (0, None):
         why = doc["failed"]["reason"] if doc and doc.get("failed") else err.strip().splitlines()[-1:] or ["?"]
-        failures.append((f"exit {p.returncode}", why if isinstance(why, str) else why[0]))
+        failures.append((f"exit {returncode}", why if isinstance(why, str) else why[0]))
     if doc is not None:
         inv = doc.get("invariants", {})
         if inv.get("violations"):
@@ -246,14 +266,9 @@ def run_one(plan: Plan, workdir: Path, cwd: Path) -> Outcome:
                              f"{'killed' if a['killed'] else 'aborted'} in {a['operation']}"))
         for name in doc.get("wedged_locks", []):
             failures.append(("wedged lock", name))
-    elif p.returncode == 0:
+    elif returncode == 0:
         failures.append(("no results", "exit 0 without a results file"))
-    if _session(p.pid):
-        failures.append(("leftover processes", f"{len(_session(p.pid))} alive after the run"))
-    if any(segment_owner(n) == p.pid for n in leftover_segments()):
-        failures.append(("leftover segment", "a /dev/shm segment of the run outlived it"))
-    stop_s = doc.get("phases", {}).get("stop_s") if doc else None
-    return Outcome(plan, p.returncode, stop_s, wall, failures)
+    return failures
 
 
 def torture(budget_s: float, seed: int, max_cpus: int, max_run_s: float,
