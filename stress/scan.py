@@ -316,8 +316,8 @@ def scan_scenario_report(res: dict[str, Any]) -> str:
                                             + inv["messages"][0])])
     if c["scenario"] == "fork-chain":
         s, sm = res["generations"], res["summary"]
-        lines = [f"era {c['era']}  fork-chain  generations {s['count']} of {c['generations']}  "
-                 f"pages {c['pages']}",
+        lines = [(f"era {c['era']}  fork-chain  generations {s['count']} of {c['generations']}  "
+                  f"pages {c['pages']}"),
                  model,
                  (f"anon_vmas per VMA at the end: {sm['anon_vmas_per_vma']:.1f} (most at any generation: "
                  f"{sm['max_anon_vmas']})"),

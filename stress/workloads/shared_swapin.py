@@ -53,7 +53,6 @@ from shared_model.rmap import mappings_found_of, refault_pass, shrink_page_list,
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX, set_refault_order
 
-
 # The COW fraction the scenario builds with, whatever --cow says: the children share every
 # page (the run's config reports this one).
 COW = 0.0
