@@ -18,7 +18,7 @@ and compile times: cold (an empty NUMBA_CACHE_DIR), warm (that cache again), wit
 unwritable NUMBA_CACHE_DIR, and with the locator list overridden (both: compiled in memory
 each run, see shared_model/locking/cached_compile.py).  Each in a fresh process.
 
-Target (issue #9): uncontended pair from compiled code <= 30 ns.  Timings on a shared,
+Target: uncontended pair from compiled code <= 30 ns.  Timings on a shared,
 loaded machine are noisy: the uncontended numbers are a best of repeats, the contended
 ones a single run each.
 """

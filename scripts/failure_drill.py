@@ -6,7 +6,7 @@ leave no process and no /dev/shm segment), then M consecutive short runs that mu
 
     python scripts/failure_drill.py [--kills 20] [--runs 100]
 
-The kills rotate over eras whose locks wait differently (issue 20): 2.6.3x's ticket
+The kills rotate over eras whose locks wait differently: 2.6.3x's ticket
 spinlocks, 3.0's mutex spinning on its owner, 3.19's rwsem writers spinning on a running
 owner, 6.0's qspinlock (the pending bit) and rwsem (the hand-off bit).  A CPU killed
 while it spins, pends or holds the hand-off bit must end the run like any other death,

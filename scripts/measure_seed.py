@@ -2,7 +2,7 @@
 """The seed, measured on this machine: reclaim-storm in 2.6.33, 2.6.34-rc1 (the seed as committed),
 2.6.34 (as released) and 2.6.36 (``--eras``),
 one run each, same sizes, same CPUs; prints the anon_vma lock-wait share, walk lengths,
-pages scanned per second and their ratios to the first era, and whether issue #2's
+pages scanned per second and their ratios to the first era, and whether the seed's
 thresholds hold for each later era (2.6.33 waits >= 40%, the later era <= 5%, and scans
 >= 20x more pages per second).  reclaim-storm refaults every page it unmaps at once (a
 swap-cache hit): the seed keeps each page on its child's anon_vma; 2.6.34 as released then

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The structural eras measured: fork-chain (anon_vmas per VMA and fork time, per era) and
 mprotect-split (walk visits per era), exact counts from ``scan --scenario``, and whether
-issue #12's structural targets hold:
+the later eras' structural targets hold:
 
 * fork-chain, G generations, one VMA: eras without reuse >= 500 live anon_vmas at G = 1000,
   growing by one a generation, fork time growing (last tenth of the generations against the

@@ -93,7 +93,7 @@ LOCK_DTYPE = np.dtype(
         ("raw", f"V{LOCK_RAW_BYTES}"),
         # Owner published by the holder right after acquiring: pid * 4096 + cpu + 1, 0 when
         # free.  Written only by the holder, so no atomic is needed; read by the parent to
-        # tell a lock held by a dead process (issue: dying CPUs).
+        # tell a lock held by a dead process (a dying CPU).
         ("owner", "<i8"),
     ],
     align=True,
@@ -301,7 +301,7 @@ LOCK_SITES = (
     "swap_duplicate",
     "swap_free",
     "vma_adjust",
-    "anon_vma_free",  # 3.0+: the root lock taken and dropped when seen held (issue 19)
+    "anon_vma_free",  # 3.0+: the root lock taken and dropped when seen held
 )
 # Histogram: values < 8 have their own bucket; above, 4 sub-buckets per power of two
 # (25% resolution), fine enough to read p99.9 off it.

@@ -5,7 +5,7 @@ The segment has no name anyone can find: it is a memfd (``memfd_create``), mappe
 Workers are forked after creation and inherit the mapping; nothing outside the process
 tree attaches.  So whatever kills the run, SIGKILL of the whole process group included,
 the memory goes back to the kernel with the last process that maps it, and nothing is
-left in /dev/shm for a later invocation to find (issue #8: a named POSIX segment outlived
+left in /dev/shm for a later invocation to find (a named POSIX segment outlived
 a group kill, which took its resource tracker with it).
 
 ``name`` ("rmap-stress-PID-TAG") is only a label: it shows in ``/proc/PID/maps`` as

@@ -16,7 +16,7 @@ SCENARIOS = ("reclaim-storm", "forking-server", "fork-test", "exim")
 TEST_SCENARIOS = ("abba-deadlock",)
 # Scenarios of ``scan --scenario`` (one process, exact counts; not ``run``).
 SCAN_SCENARIOS = ("fork-chain", "mprotect-split", "shared-swapin")
-# ``run`` scenarios appended for the later eras (issue 12), and the seed's oops (issue 19,
+# ``run`` scenarios of the later eras (cve-2022-42703) and of the seed's oops (shared-swapin,
 # also a scan scenario).
 SCENARIOS = SCENARIOS + ("cve-2022-42703", "shared-swapin")
 # The order in which a page's owners fault it back in after reclaim unmapped it

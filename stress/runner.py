@@ -670,7 +670,7 @@ def _reap(procs: list[mp.process.BaseProcess], words: np.ndarray, stop_w: int,
     Why not "no CPU left for a second": with 64 CPUs on 2 cores queued on one ticket lock,
     each hand-off waits for the next CPU in line to be scheduled, and a second often passes
     without any CPU reaching a boundary while every one of them is moving.  Aborting then
-    broke the model in operations that would have finished (issue 18)."""
+    broke the model in operations that would have finished."""
     stop = _Stop()
     if words[stop_w] < 2 and cpu_arr is not None:
         stop.stalled = _stop_at_boundaries(procs, cpu_arr, stall_s, on_phase)

@@ -74,7 +74,7 @@ WAIT_SLICE_NS = 20_000_000
 
 STOP_DRAIN = 1  # words[stop_w] == this: the run is over, every CPU finishes its operation
 # While the run drains, a waiter naps this long between looks at its lock instead of
-# spinning (issue 18).  On an oversubscribed machine the spinners take the cores from the
+# spinning.  On an oversubscribed machine the spinners take the cores from the
 # CPUs the queue waits for: 256 ticket waiters on 2 cores needed minutes to hand one lock
 # round, since each hand-off waits for the next in line to be scheduled among them.  The
 # drain is not measured (the window closed at the deadline), so the nap distorts nothing.

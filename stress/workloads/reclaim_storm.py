@@ -45,7 +45,7 @@ def setup(m: Model, cfg: RunConfig) -> np.ndarray:
 def run_cpu(m: Model, cfg: RunConfig, lru: np.ndarray, cpu: int, stopping: Callable[[], bool]) -> None:
     set_refault_order(m, cfg)
     mine = AnonLru(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
-    io = SwapIO(m)  # pageouts and refault reads through the swap device (issue 11 item 7)
+    io = SwapIO(m)  # pageouts and refault reads through the swap device
     while not stopping():
         shrink_lru(m, mine, SWAP_CLUSTER_MAX, refault=True)
         io.wait(stopping)  # submit them; with --swap-device disk sleep in iowait for the reads

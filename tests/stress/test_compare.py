@@ -122,7 +122,7 @@ def test_identical_repeats_are_not_significant() -> None:
     for fig in ("pages scanned per second", "jobs per minute", "average walk length (VMAs)",
                 "CPU time waiting on anon_vma lock %", "CPU time walking %"):
         assert "Not significant!" in verdict_line(text, fig)
-    # a percentile read off histogram buckets is shown, never tested (issue #8)
+    # a percentile read off histogram buckets is shown, never tested
     assert not any(ln.strip().startswith("anon_vma lock wait p99 (us):") for ln in text.splitlines())
     assert "WARNING" not in text
 
@@ -148,7 +148,7 @@ def test_clearly_different_repeats() -> None:
 
 def test_single_runs_give_ratios_untested() -> None:
     text = compare([("old.json", make_run()), ("new.json", make_run("2.6.34", scanned=9000.0))])
-    # one run per side: no verdict rows, one note, the ratio in the table (issue #8)
+    # one run per side: no verdict rows, one note, the ratio in the table
     assert "(untested)" not in text and "against old.json: no t-test" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("pages scanned per second"))
     assert row.split()[-1] == "9.00x"

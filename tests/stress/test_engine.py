@@ -152,7 +152,7 @@ def test_timeline_samples_every_cpu_and_its_counters_only_grow() -> None:
     tl = res["timeline"]
     assert tl, "a 2.3 s run has at least one sample"
     assert [s["t"] for s in tl] == sorted({s["t"] for s in tl}) and tl[0]["t"] > 0
-    assert tl[-1]["t"] >= res["elapsed_s"] - 0.1  # issue #8: the timeline runs to the end
+    assert tl[-1]["t"] >= res["elapsed_s"] - 0.1  # the timeline runs to the end
     for sample in tl:
         assert [c["cpu"] for c in sample["cpus"]] == [0, 1]
         for c in sample["cpus"]:

@@ -1,4 +1,4 @@
-"""Starting and stopping under stress (issue #8), through the real CLI: a group SIGKILL
+"""Starting and stopping under stress, through the real CLI: a group SIGKILL
 leaves nothing, 256 CPUs on this machine start and stop, signals under ``timeout`` never
 lose the results, a reader that stops reading ends the output quietly, and the live view
 draws on a terminal that reports 0 x 0.
@@ -111,7 +111,7 @@ def test_256_cpus_start_run_and_stop_cleanly(tmp_path: Path) -> None:
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     _, err = p.communicate(timeout=300)
-    # --quiet: the reason is only in the JSON (issue 18 item 6).
+    # --quiet: the reason is only in the JSON.
     assert p.returncode == 0, status_reason(json.loads(out.read_text()) if out.exists() else None, err)
     doc = json.loads(out.read_text())
     assert len(doc["cpus"]) == 256

@@ -1,4 +1,4 @@
-"""Result files you can trust (issue 21), through the real CLI: what an output path names is
+"""Result files you can trust, through the real CLI: what an output path names is
 written as a user expects (a device node and a FIFO written through, a symlink's target
 replaced, ``-`` for stdout, clashes and empty names refused before any work), damaged
 documents are one line and exit 2 (a hypothesis fuzzer feeds them to plot, compare and

@@ -1,4 +1,4 @@
-"""``rmap-stress torture`` (issue 18 item 5): a short fixed budget of random runs, each
+"""``rmap-stress torture``: a short fixed budget of random runs, each
 checked for invariants, its stop and leftovers, through the real CLI; and its pure parts."""
 
 from __future__ import annotations
