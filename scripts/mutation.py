@@ -148,9 +148,10 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
 # break it), run in a scratch copy: compile (warm_up), then the module's tests as they were
 # before issue 24 ("before"), then the tests issue 24 added ("new").  Outcomes per run:
 #
-#   killed    a test failed on an assertion (or the compile refused the mutant)
-#   deadline  the first failure was a bounded wait that ran out without a report
-#             (LockLab's bare TimeoutError "timed out waiting for ...", 60 s)
+#   killed    a test failed on an assertion (or the compile refused the mutant); a LockLab
+#             wait that ran out is one (LabDeadline, an AssertionError saying what it
+#             waited for and what it saw), marked "bounded wait" in the results
+#   deadline  the first failure was a bare TimeoutError (a wait that says nothing)
 #   hang      the run outlived --timeout and was killed: caught only by an outer timeout
 #   survived  every test passed
 #
@@ -207,8 +208,8 @@ SCRIPTED: list[Mutation] = [
       "        if READ_ONCE(words, word) & mask == 0:\n            return\n",
       "        if True:\n            return\n"),
     M("shared_model/locking/ticket.py", "uncontended unlock serves one ticket too many",
-      "        smp_store_release(words, w + SERVING, serving)\n        return",
-      "        smp_store_release(words, w + SERVING, serving + 1)\n        return"),
+      "    smp_store_release(words, w + SERVING, serving)\n    word, mask = _abandoned_bit(w, serving)",
+      "    smp_store_release(words, w + SERVING, serving + 1)\n    word, mask = _abandoned_bit(w, serving)"),
     M("shared_model/locking/ticket.py", "trylock ignores waiters",
       "    if READ_ONCE(words, w + NEXT) != serving:\n        return False",
       "    if False:\n        return False"),
@@ -281,7 +282,7 @@ SCRIPTED: list[Mutation] = [
       "        if not _is_black(w32, g, u):", "        if False:"),
     # mmap.py
     M("shared_model/mmap.py", "is_mergeable_anon_vma treats two AVCs as one",
-      "(vma < 0 or _chain_len(m, vma) <= 1)", "(vma < 0 or _chain_len(m, vma) <= 2)", named=True),
+      "vma < 0 or _chain_len(m, vma) <= 1)", "vma < 0 or _chain_len(m, vma) <= 2)", named=True),
     M("shared_model/mmap.py", "is_mergeable_anon_vma: any two anon_vmas merge",
       "    return av1 == av2\n", "    return True\n"),
     M("shared_model/mmap.py", "vma_merge after prev ignores pgoff",
@@ -363,13 +364,33 @@ SCRIPTED: list[Mutation] = [
 del M
 
 
+def check_snippets(mutations: list[Mutation]) -> list[str]:
+    """Why each mutation cannot be applied to the working tree as it is now: its text must
+    occur exactly once in its module (the lock files change under other work; a mutation
+    whose snippet moved fails loudly here, before any compile, instead of mutating
+    nothing or the wrong place)."""
+    problems = []
+    for mu in mutations:
+        n = (REPO / mu.module).read_text().count(mu.old)
+        if n != 1:
+            problems.append(f"{mu.module}: mutation {mu.name!r}: its text occurs {n} times, not once")
+    return problems
+
+
+def _env(root: Path) -> dict[str, str]:
+    """The scratch copy's own numba cache (a mutant's compiled code is keyed by its sources,
+    so it never reuses the real cache; kept inside the copy, it goes with it)."""
+    return {**os.environ, "NUMBA_CACHE_DIR": str(root / "numba-cache")}
+
+
 def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
     """Run ``tests`` in ``root``: (outcome, seconds, the last lines of output)."""
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
            *tests]
     with open(root / "pytest.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=_env(root))
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -386,6 +407,8 @@ def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, s
         return "survived", time.monotonic() - t0, tail
     if re.search(r"^FAILED .* - TimeoutError", out, re.MULTILINE):
         return "deadline", time.monotonic() - t0, tail
+    if re.search(r"^FAILED .* - (shared_model\.locking\.locktorture\.)?LabDeadline", out, re.MULTILINE):
+        tail = "[bounded wait] " + tail
     return "killed", time.monotonic() - t0, tail
 
 
@@ -398,7 +421,7 @@ def _compile(root: Path, timeout: float) -> str:
     code = ("from shared_model.precompile import compile_in_children, model_dispatchers; "
             "compile_in_children(model_dispatchers())")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=_env(root))
     try:
         _, err = proc.communicate(timeout=timeout)
     except BaseException:  # the timeout, or an interrupted run: leave nothing behind
@@ -410,14 +433,17 @@ def _compile(root: Path, timeout: float) -> str:
     return "" if proc.returncode == 0 else (err.strip().splitlines() or ["?"])[-1]
 
 
-def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Callable[[str], None]
-                 ) -> list[dict[str, object]]:
+def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Callable[[str], None],
+                 tests: list[str] | None = None) -> list[dict[str, object]]:
+    """Each mutation compiled and tested in a scratch copy (one per module); ``tests``, when
+    given, replaces the module's selection (run as the "new" tests, the old ones skipped):
+    to see whether a test written for a survivor kills it."""
     out = []
     by_module: dict[str, list[Mutation]] = {}
     for mu in mutations:
         by_module.setdefault(mu.module, []).append(mu)
     for module, mus in by_module.items():
-        old_tests, new_tests = SCRIPTED_TESTS[module]
+        old_tests, new_tests = ([], tests) if tests else SCRIPTED_TESTS[module]
         root = Path(tempfile.mkdtemp(prefix=f"mutation-{Path(module).stem}-"))
         for name in COPY:
             src = REPO / name
@@ -442,13 +468,14 @@ def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Cal
                     r.update(before="killed", after="killed", note=f"does not compile: {why}")
                 else:
                     r["compile_s"] = round(time.monotonic() - t0, 1)
-                    before, t_old, tail_old = _pytest(root, old_tests, timeout)
+                    before, t_old, tail_old = (_pytest(root, old_tests, timeout) if old_tests
+                                               else ("not run", 0.0, ""))
                     new, t_new, tail_new = _pytest(root, new_tests, timeout)
                     r.update(before=before, new=new, old_s=round(t_old, 1), new_s=round(t_new, 1),
                              after="killed" if "killed" in (before, new) else
                              ("deadline" if "deadline" in (before, new) else
                               ("hang" if "hang" in (before, new) else "survived")))
-                    if before != "survived":
+                    if before not in ("survived", "not run"):
                         r["old_says"] = tail_old[-600:]
                     if new != "survived":
                         r["new_says"] = tail_new[-600:]
@@ -485,7 +512,8 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds per module (default 600)")
     ap.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
-    ap.add_argument("--tests", help="comma-separated test selection instead of the table's")
+    ap.add_argument("--tests", help="comma-separated test selection instead of the table's (with "
+                                    "--scripted: run instead of the module's old and new tests)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--scripted", action="store_true",
                     help="run the scripted mutations of the compiled core and the analysis modules "
@@ -506,7 +534,12 @@ def main() -> int:
             print(f"mutation.py: error: no scripted mutation of {', '.join(args.modules)} "
                   f"(choose from {', '.join(SCRIPTED_TESTS)})", file=sys.stderr)
             return 2
-        results = run_scripted(chosen, args.timeout, args.keep, lambda line: print(line, flush=True))
+        problems = check_snippets(chosen)
+        if problems:
+            print("mutation.py: error: " + "\nmutation.py: error: ".join(problems), file=sys.stderr)
+            return 2
+        results = run_scripted(chosen, args.timeout, args.keep, lambda line: print(line, flush=True),
+                               args.tests.split(",") if args.tests else None)
         print(scripted_table(results))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
