@@ -37,6 +37,7 @@ Not part of CI: a full pass takes tens of minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -377,20 +378,65 @@ def check_snippets(mutations: list[Mutation]) -> list[str]:
     return problems
 
 
-def _env(root: Path) -> dict[str, str]:
-    """The scratch copy's own numba cache (a mutant's compiled code is keyed by its sources,
-    so it never reuses the real cache; kept inside the copy, it goes with it)."""
-    return {**os.environ, "NUMBA_CACHE_DIR": str(root / "numba-cache")}
+FROZEN_ENV = "RMAP_STRESS_MUTANT_TREE_HASH"
+# Put into the scratch copy's numba_hooks._tree_hash: with FROZEN_ENV set, the model's
+# sources hash as the unmutated tree did, so its compiled code is loaded from the cache.
+_FREEZE_OLD = "    key = (root, root.is_dir())\n"
+_FREEZE_NEW = ("    if root == MODEL_ROOT and os.environ.get(\"" + FROZEN_ENV + "\"):\n"
+               "        return os.environ[\"" + FROZEN_ENV + "\"]\n" + _FREEZE_OLD)
+_COMPILED_DECORATORS = ("njit", "cfunc", "intrinsic", "jit")
 
 
-def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
+def in_python_code(mu: Mutation) -> bool:
+    """The mutation edits a plain Python function (no numba decorator, not numba_hooks):
+    the compiled code is the unmutated tree's, so the mutant needs no recompile."""
+    if mu.module.endswith("numba_hooks.py") or not mu.module.startswith("shared_model/"):
+        return False
+    src = (REPO / mu.module).read_text()
+    line = src[: src.index(mu.old)].count("\n") + 1
+    inner = None
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.FunctionDef) and node.lineno <= line <= (node.end_lineno or 0):
+            if inner is None or node.lineno > inner.lineno:
+                inner = node
+    if inner is None:
+        return False  # module level: tables a compiled function may read as constants
+    return not any(k in ast.unparse(d) for d in inner.decorator_list for k in _COMPILED_DECORATORS)
+
+
+def _env(root: Path, frozen: str | None = None) -> dict[str, str]:
+    """``frozen`` None: the scratch copy's own numba cache (a mutant of compiled code is
+    keyed by its sources, so it never reuses the real cache; kept inside the copy, it goes
+    with it).  Otherwise the real cache: "" for a mutant outside shared_model/ (the model's
+    sources are unchanged), or the unmutated tree's hash for a mutant of plain Python code
+    under shared_model/."""
+    if frozen is None:
+        return {**os.environ, "NUMBA_CACHE_DIR": str(root / "numba-cache")}
+    return {**os.environ, FROZEN_ENV: frozen} if frozen else dict(os.environ)
+
+
+def _freeze_hook(root: Path) -> str:
+    """The scratch copy's unmutated model hash, then its numba_hooks patched to report
+    that hash when FROZEN_ENV is set (an unchanged compiled core loads from the cache)."""
+    code = "from shared_model.locking.numba_hooks import MODEL_ROOT, _tree_hash; print(_tree_hash(MODEL_ROOT))"
+    tree_hash = subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True,
+                               text=True).stdout.strip()
+    hooks = root / "shared_model/locking/numba_hooks.py"
+    text = hooks.read_text()
+    if text.count(_FREEZE_OLD) != 1:
+        raise SystemExit(f"{hooks}: _tree_hash changed; the fast path for Python-only mutants needs updating")
+    hooks.write_text(text.replace(_FREEZE_OLD, _FREEZE_NEW))
+    return tree_hash
+
+
+def _pytest(root: Path, tests: list[str], timeout: float, frozen: str | None = None) -> tuple[str, float, str]:
     """Run ``tests`` in ``root``: (outcome, seconds, the last lines of output)."""
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
            *tests]
     with open(root / "pytest.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=_env(root))
+                                env=_env(root, frozen))
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -412,7 +458,7 @@ def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, s
     return "killed", time.monotonic() - t0, tail
 
 
-def _compile(root: Path, timeout: float) -> str:
+def _compile(root: Path, timeout: float, frozen: str | None = None) -> str:
     """Compile the mutant into numba's cache in the scratch copy, every compiled function
     for its declared types, in parallel children, running none of them (warm_up would run
     them, and a mutant that wedges a lock wedged it: a hang counted before any test ran):
@@ -421,7 +467,7 @@ def _compile(root: Path, timeout: float) -> str:
     code = ("from shared_model.precompile import compile_in_children, model_dispatchers; "
             "compile_in_children(model_dispatchers())")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=_env(root))
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=_env(root, frozen))
     try:
         _, err = proc.communicate(timeout=timeout)
     except BaseException:  # the timeout, or an interrupted run: leave nothing behind
@@ -454,23 +500,27 @@ def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Cal
         path = root / module
         original = path.read_text()
         try:
+            model = module.startswith("shared_model/")
+            tree_hash = _freeze_hook(root) if model and any(in_python_code(mu) for mu in mus) else ""
             for mu in mus:
+                frozen = (tree_hash if in_python_code(mu) else None) if model else ""
                 if original.count(mu.old) != 1:
                     raise SystemExit(f"{module}: mutation {mu.name!r}: its text occurs "
                                      f"{original.count(mu.old)} times, not once")
                 path.write_text(original.replace(mu.old, mu.new))
                 t0 = time.monotonic()
-                r: dict[str, object] = {"module": module, "mutation": mu.name, "named": mu.named}
-                why = _compile(root, COMPILE_S)  # for a stress/ module: loads the copied cache
+                r: dict[str, object] = {"module": module, "mutation": mu.name, "named": mu.named,
+                                        "recompiled": frozen is None}
+                why = _compile(root, COMPILE_S, frozen)  # stress/ or plain Python: loads the cache
                 if why.startswith("compile not done"):
                     r.update(before="not run", after="not run", note=why)
                 elif why:
                     r.update(before="killed", after="killed", note=f"does not compile: {why}")
                 else:
                     r["compile_s"] = round(time.monotonic() - t0, 1)
-                    before, t_old, tail_old = (_pytest(root, old_tests, timeout) if old_tests
+                    before, t_old, tail_old = (_pytest(root, old_tests, timeout, frozen) if old_tests
                                                else ("not run", 0.0, ""))
-                    new, t_new, tail_new = _pytest(root, new_tests, timeout)
+                    new, t_new, tail_new = _pytest(root, new_tests, timeout, frozen)
                     r.update(before=before, new=new, old_s=round(t_old, 1), new_s=round(t_new, 1),
                              after="killed" if "killed" in (before, new) else
                              ("deadline" if "deadline" in (before, new) else

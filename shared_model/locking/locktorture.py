@@ -109,6 +109,7 @@ class LabLayout:
     """Word indices in the lab's mapping, each thing on its own cache line."""
 
     stop: int = 0  # the run's stop word
+    watchdog: int = 7  # set by the lab's watchdog when it stopped everybody
     lock: int = 8  # the lock record (8 words)
     counter: int = 16  # incremented non-atomically under the lock
     log_len: int = 24  # entries in ``log``
@@ -153,18 +154,34 @@ class LockLab:
 
     Every wait (``wait_until``, ``join``, ``kill``) is bounded by ``DEADLINE_S`` and fails
     with ``LabDeadline``: what it waited for, what the caller's ``seen`` reports, and
-    ``snapshot()``.  ``close()`` kills and reaps every child still running (call it in
-    ``finally``)."""
+    ``snapshot()``.  A lock taken in this process spins in compiled code no signal
+    interrupts; ``watchdog_s`` bounds that too: a watchdog child sets the stop word and
+    every per-CPU stop word after that many seconds (the stuck acquire returns
+    LOCK_STOPPED, and ``close()`` fails with what the lab held then).  ``close()`` kills
+    and reaps every child still running (call it in ``finally``)."""
 
     DEADLINE_S = 20.0  # generous on a busy 2-core machine: a working hand-off takes milliseconds
 
-    def __init__(self) -> None:
+    def __init__(self, watchdog_s: float | None = None) -> None:
         self.at = LabLayout()
         self._mapping = mmap.mmap(-1, self.at.size * 8, flags=mmap.MAP_SHARED)
         self.words = np.frombuffer(self._mapping, dtype=np.int64)
         self.running: set[int] = set()
         self._exit_codes: dict[int, int] = {}
         self._names: dict[int, str] = {}
+        self._watchdog = 0
+        self.watchdog_s = watchdog_s
+        if watchdog_s is not None:
+            self._watchdog = os.fork()
+            if self._watchdog == 0:  # pragma: no cover - the watchdog child
+                try:
+                    time.sleep(watchdog_s)
+                    self.words[self.at.watchdog] = 1
+                    for cpu in range(12):
+                        self.words[self.at.own_stop(cpu)] = 2
+                    self.words[self.at.stop] = 2
+                finally:
+                    os._exit(0)
 
     @staticmethod
     def tag(cpu: int, pid: int | None = None) -> int:
@@ -233,10 +250,19 @@ class LockLab:
                 f"status={status} children=[{', '.join(kids) or 'none'}]")
 
     def close(self) -> None:
-        for pid in list(self.running):
+        """Kill and reap every child (and the watchdog); then, if the watchdog had to stop
+        everybody, fail (LabDeadline) with what the lab held when it fired."""
+        fired = self._watchdog and self.words[self.at.watchdog] != 0
+        held = self.snapshot() if fired else ""
+        for pid in list(self.running) + ([self._watchdog] if self._watchdog else []):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             os.waitpid(pid, 0)
         self.running.clear()
+        self._watchdog = 0
+        if fired:
+            raise LabDeadline(f"the test was still running after {self.watchdog_s} s (a lock taken "
+                              "in the test process never came back?): the watchdog set every stop "
+                              f"word; the lab held {held}")

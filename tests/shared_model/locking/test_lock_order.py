@@ -289,3 +289,19 @@ def test_a_lab_wait_that_runs_out_fails_saying_what_it_waited_for_and_saw(lab: L
     with pytest.raises(LabDeadline, match=r"for 4 waiters queued, in vain; the lab held lock="):
         lab.wait_until(lambda: False, "4 waiters queued")
     release(lab, TICKET, PARENT_CPU)
+
+
+def test_the_lab_watchdog_stops_a_stuck_acquire_in_the_test_process() -> None:
+    """A lock taken in the test process spins in compiled code that no signal interrupts:
+    the lab's watchdog sets the stop words, the acquire returns LOCK_STOPPED, and close()
+    fails saying what the lab held (the lock still taken: nobody ever released it)."""
+    lab = LockLab(watchdog_s=0.5)
+    try:
+        at = lab.at
+        assert acquire(lab, TICKET, 0, at.stop) == LOCK_FAST  # "CPU 0" takes it and never lets go
+        t0 = time.monotonic()
+        assert acquire(lab, TICKET, PARENT_CPU, at.stop) == LOCK_STOPPED
+        assert time.monotonic() - t0 < BOUND_S
+    finally:
+        with pytest.raises(LabDeadline, match=r"still running after 0.5 s .* the lab held lock=\[2, 0, "):
+            lab.close()
