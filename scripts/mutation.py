@@ -13,8 +13,13 @@ primitives, page tables, interval tree, VMA merges, invariants, swap-in era rule
 device, the compile cache) and of the analysis modules; each mutant is compiled in a
 scratch copy, then the module's tests from before issue 24 run ("before"), then the tests
 issue 24 added ("new"), each run bounded by ``--timeout``; the table gives, per module,
-the mutants killed by an assertion before and after, and those that were not.  About a
-minute of 2 busy cores per compiled mutant (an edit under shared_model/ recompiles it all).
+the mutants killed by an assertion before and after, and those that were not.  Minutes of
+2 busy cores per mutant of compiled code (an edit under shared_model/ recompiles it all);
+a mutant of a plain Python function under shared_model/ (invariants' rules, mmap's merge
+tests, the swap device's Python side) or of stress/ reuses the unmutated tree's compiled
+code from the cache (seconds).  Every mutation's text is checked against the tree before
+anything runs.  ``--tests a.py,b.py`` runs those files instead of the module's selection
+(does a test written for a survivor kill it?).
 
 The rest of this header is about the mutmut mode.
 
