@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import traceback
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -71,6 +72,7 @@ class Child:
                 body(cm, self.to_parent_w, self.to_child_r)
                 code = 0
             except BaseException:  # noqa: BLE001 - any failure: exit code 1, and unblock
+                traceback.print_exc()  # into the test's captured stderr: why the child failed
                 m.header["stop"][0] = 2
             finally:
                 os._exit(code)
