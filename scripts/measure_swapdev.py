@@ -20,8 +20,9 @@ from typing import Any
 from shared_model.build import family_capacities
 from shared_model.model import Model
 from shared_model.swapdev import READ, submit_bio, swap_device_init
+from stress.analysis import crossover_of, summarize_ramp
 from stress.config import RunConfig
-from stress.ramp import crossover_of, headline, ramp, ramp_table, summarize, user_counts
+from stress.ramp import headline, ramp, ramp_table, user_counts
 
 
 def submit_cost(n: int = 200_000) -> tuple[float, float]:
@@ -74,7 +75,7 @@ def main() -> None:
           f"{'max iowait':>10} {'max system':>10}")
     for mode, doc in docs.items():
         for era in eras:
-            rows = summarize(doc["points"], era, doc["config"]["threshold"])
+            rows = summarize_ramp(doc["points"], era, doc["config"]["threshold"])
             c = crossover_of(rows)
             cross = str(c["users"]) if c["users"] else f">{users[-1]}"
             io = f"{100 * c['iowait_share']:.0f}%" if c["iowait_share"] is not None else "-"

@@ -62,6 +62,8 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS: dict[str, list[str]] = {
     "stress/metrics.py": ["tests/stress/test_metrics.py"],
     "stress/ramp.py": ["tests/stress/test_ramp.py"],
+    "stress/analysis.py": ["tests/stress/test_ramp.py", "tests/stress/test_scale.py",
+                           "tests/stress/test_analysis_values.py"],
     "stress/compare.py": ["tests/stress/test_compare.py"],
     "stress/report.py": ["tests/stress/test_report.py", "tests/stress/test_compare.py"],
     "stress/config.py": ["tests/stress/test_config.py"],
@@ -201,6 +203,7 @@ SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
     "shared_model/swapdev.py": (["tests/shared_model/test_swapdev.py", "tests/stress/test_swapio.py"], CORE_NEW),
     "stress/predict.py": (["tests/stress/test_predict.py"], ANALYSIS_NEW),
     "stress/scale.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
+    "stress/analysis.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
     "stress/story.py": (["tests/stress/test_eras_locking.py"], ANALYSIS_NEW),
 }
 
@@ -354,9 +357,10 @@ SCRIPTED: list[Mutation] = [
     M("stress/scale.py", "CSV: predicted and measured wait share swapped",
       'extra = [q["repairman"]["wait_share"], q["measured"]["wait_share"]]',
       'extra = [q["measured"]["wait_share"], q["repairman"]["wait_share"]]', named=True),
-    M("stress/scale.py", "summary: the linear line from the 1-CPU point's total",
+    # stress/analysis.py (scale's summary)
+    M("stress/analysis.py", "summary: the linear line from the 1-CPU point's total",
       "                base = thr / n\n", "                base = thr\n"),
-    M("stress/scale.py", "summary: the ticket model's throughput as its wait share",
+    M("stress/analysis.py", "summary: the ticket model's throughput as its wait share",
       'row[f"{model}_throughput"] = statistics.fmean(q[model]["throughput"] for q in preds)',
       'row[f"{model}_throughput"] = statistics.fmean(q[model]["wait_share"] for q in preds)'),
     # stress/story.py

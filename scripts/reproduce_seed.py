@@ -34,7 +34,7 @@ from stress.scan import scan
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--out", default="seed-results", help="directory for the table, JSON and plots")
     ap.add_argument("--quick", action="store_true", help="smaller scan (300 x 100) and shorter ramp")
     ap.add_argument("--cpus", type=int, default=0, help="CPU workers for the ramp (default: all)")
@@ -65,7 +65,7 @@ def main() -> None:
         return f"{scans[era][key]['avg_visited']:.1f}"
 
     rows = [
-        ("average scan cost, 1000 children x 1000 COWed pages",
+        (f"average scan cost, {n} children x {p} COWed pages (the commit's: 1000 x 1000)",
          "O(N) -> 2 (\"from O(N) to 2\")",
          (f"{walk('2.6.33', 'first_pass')} -> {walk('2.6.34-rc1', 'first_pass')} entries ({n} x {p}; "
           f"2.6.34 as released {walk('2.6.34', 'first_pass')})")),

@@ -36,7 +36,7 @@ from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tr
 from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
 from .locking.cached_compile import cached_njit
 from .locking.lock import lock_state_compiled
-from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
+from .locks import CLASS, SITE, lock_acquire_c, lock_release_c, no_abort_begin, no_abort_end
 from .model import (
     Model,
     kmem_cache_alloc_c,
@@ -211,7 +211,7 @@ def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     w32[_av(g, av, G.AV_HEAD)] = -1
     w32[_av(g, av, G.AV_TAIL)] = -1
     w32[_av(g, av, G.AV_NR_MEMBERS)] = 0
-    w32[_av(g, av, G.AV_REFCOUNT)] = 0
+    w32[_av(g, av, G.AV_REFCOUNT)] = g[G.SELF_REF]  # 3.0+: its own reference (Era.self_ref)
     anon_vma_ctor_counts_c(w32, g, av)
     return av
 
@@ -263,24 +263,55 @@ def anon_vma_free_relock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, he
     return OK
 
 
+@njit(inline="always")
+def anon_vma_release_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       sc: np.ndarray, av: int) -> int:
+    """The kernel's ``anon_vma_free`` proper: 3.0+'s relock, then the slab free."""
+    st = anon_vma_free_relock_c(words, w32, g, held, av)
+    if st == OK:
+        st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+    return st
+
+
+@njit(inline="always")
+def put_anon_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                   sc: np.ndarray, av: int) -> int:
+    """3.0+ (Era.self_ref) ``put_anon_vma``: ``atomic_dec_and_test``, no lock; the drop that
+    reaches 0 runs ``__put_anon_vma``: a child puts its reference on the root (another
+    ``atomic_dec_and_test``), freeing the root first when that was the last, then itself
+    (linux-3.0.1 .. 6.0.1 mm/rmap.c).  The root's own reference goes when its list
+    empties, so whichever of the root's unlink and its last child's drop comes second
+    frees it, and no lock is needed to decide."""
+    if atomic_fetch_add(w32, _av(g, av, G.AV_REFCOUNT), -1) != 1:
+        return OK
+    root = w32[_av(g, av, G.AV_ROOT)]
+    if root != av and atomic_fetch_add(w32, _av(g, root, G.AV_REFCOUNT), -1) == 1:
+        st = anon_vma_release_c(words, w32, g, held, sc, root)
+        if st < 0:
+            return st
+    return anon_vma_release_c(words, w32, g, held, sc, av)
+
+
 @cached_njit
 def anon_vma_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                     sc: np.ndarray, av: int) -> int:
-    """Free an anon_vma with an empty list; in eras that lock the root, drop the reference
-    it holds on its root (put_anon_vma / drop_anon_vma), freeing the root too when that was
-    the last and its list is empty.  The reference is an atomic: a reference that is not
-    the last goes without any lock; the last is dropped under the root's lock
-    (``atomic_dec_and_lock``), so that it and the root's own unlink, which tests "empty
-    list and no reference" under that lock, cannot both free the root.  (3.0's kernel
-    keeps a reference for the root's own list and needs the lock only when the mutex is
-    seen held; the model's refcount counts only other anon_vmas.)
+    """Release an anon_vma whose list is empty.
 
-    No lock expected; takes the root's lock for the last reference only."""
+    3.0+ (Era.self_ref): ``put_anon_vma`` of its own reference (put_anon_vma_c): lock-free.
+
+    2.6.33-2.6.36: free it; in eras that lock the root, drop the reference it holds on its
+    root (``drop_anon_vma``), freeing the root too when that was the last and its list is
+    empty.  The reference is an atomic: a reference that is not the last goes without any
+    lock; the last is dropped under the root's lock (``atomic_dec_and_lock``), so that it
+    and the root's own unlink, which tests "empty list and no reference" under that lock,
+    cannot both free the root.
+
+    No lock expected; before 3.0 takes the root's lock for the last reference only."""
+    if g[G.SELF_REF]:
+        return put_anon_vma_c(words, w32, g, held, sc, av)
     while True:
         root = w32[_av(g, av, G.AV_ROOT)]
-        st = anon_vma_free_relock_c(words, w32, g, held, av)
-        if st == OK:
-            st = kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
+        st = anon_vma_release_c(words, w32, g, held, sc, av)
         if st < 0 or not (g[G.LOCK_ROOT] and root != av):
             return st
         if atomic_add_unless_last_c(w32, g, root):
@@ -314,6 +345,11 @@ def anon_vma_free(m: Model, av: int) -> None:
 
 @njit(inline="always")
 def _anon_vma_unused(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
+    """av is to be released (anon_vma_free_c): its list is empty and, before 3.0, no
+    other anon_vma holds a reference on it.  3.0+ (Era.self_ref): its list is empty, so
+    its own reference is put (``list_empty``/``RB_EMPTY_ROOT`` in unlink_anon_vmas)."""
+    if g[G.SELF_REF]:
+        return w32[_av(g, av, G.AV_NR_MEMBERS)] == 0
     return w32[_av(g, av, G.AV_NR_MEMBERS)] == 0 and w32[_av(g, av, G.AV_REFCOUNT)] == 0
 
 
@@ -359,7 +395,11 @@ def anon_vma_prepare_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
                 kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
             return avc
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_PREPARE)
-    if t < 0:
+    if t < 0:  # aborted: what it allocated goes back, as after a failed allocation
+        if avc >= 0:
+            kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        if allocated:
+            kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
         return STOPPED
     if g[G.CHAIN]:
         anon_vma_chain_link_locked_c(w32, g, vma, avc, av)
@@ -515,29 +555,44 @@ def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     st = anon_vma_clone_c(words, w32, g, held, sc, vma, pvma)
     if st < 0:
         w32[_vma(g, vma, G.VMA_ANON_VMA)] = -1  # a reused one was not counted yet
-        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
-        return st
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, st)
     if w32[_vma(g, vma, G.VMA_ANON_VMA)] >= 0:  # 3.19+: an anon_vma of the chain was reused
         return OK
     av = anon_vma_alloc_c(words, w32, g, held, sc, pav)
     if av < 0:
-        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
-        return av
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, av)
     avc = kmem_cache_alloc_one(words, w32, g, held, G.K_AVC, sc)
     if avc < 0:
         kmem_cache_free_one(words, w32, g, held, G.K_ANON_VMA, av, sc)
-        unlink_anon_vmas_c(words, w32, g, held, sc, vma)
-        return avc
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, avc)
     if g[G.LOCK_ROOT]:
         get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])  # get_anon_vma(anon_vma->root)
     w, t = anon_vma_lock_c(words, w32, g, held, av, S_FORK)
     if t < 0:
-        return STOPPED
+        # Aborted at the last lock (3.0+: the root's again, after the clone): the AVC and
+        # the anon_vma go back, the latter with the root reference just taken
+        # (out_error_free_anon_vma: put_anon_vma), then the clone is unlinked.
+        no_abort_begin(g)
+        kmem_cache_free_one(words, w32, g, held, G.K_AVC, avc, sc)
+        anon_vma_free_c(words, w32, g, held, sc, av)
+        no_abort_end(g)
+        return _anon_vma_fork_unwind(words, w32, g, held, sc, vma, STOPPED)
     anon_vma_chain_link_locked_c(w32, g, vma, avc, av)
     w32[_vma(g, vma, G.VMA_ANON_VMA)] = av
     anon_vma_fork_counts_locked_c(w32, g, av, pav)
     anon_vma_unlock_c(words, g, held, w, S_FORK, t)
     return OK
+
+
+@njit(inline="always")
+def _anon_vma_fork_unwind(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                          sc: np.ndarray, vma: int, st: int) -> int:
+    """anon_vma_fork's out_error: unlink what the clone linked (unlink_anon_vmas), as an
+    unwind the run's abort cannot cut short; returns ``st``."""
+    no_abort_begin(g)
+    unlink_anon_vmas_c(words, w32, g, held, sc, vma)
+    no_abort_end(g)
+    return st
 
 
 def anon_vma_fork(m: Model, vma: int, pvma: int) -> None:
@@ -561,8 +616,11 @@ def anon_vma_unlink_node_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, he
         anon_vma_emptied_locked_c(w32, g, av)
     empty = _anon_vma_unused(w32, g, av)
     anon_vma_unlock_c(words, g, held, w, S_UNLINK, t)
-    if empty:
-        return anon_vma_free_c(words, w32, g, held, sc, av)
+    if empty:  # off its list: the free (and the root reference it drops) must finish
+        no_abort_begin(g)
+        st = anon_vma_free_c(words, w32, g, held, sc, av)
+        no_abort_end(g)
+        return st
     return OK
 
 
@@ -595,7 +653,7 @@ def unlink_anon_vmas_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
         if st < 0:
             return st
         w32[_vma(g, vma, G.VMA_AVC_HEAD)] = nxt
-        # Restartable (issue 18): the chain's head follows each AVC freed, and once the
+        # Restartable: the chain's head follows each AVC freed, and once the
         # VMA's own anon_vma is off the chain the VMA stops naming it, so a pass aborted
         # at the next lock leaves a VMA whose chain and anon_vma agree.
         if w32[_vma(g, vma, G.VMA_ANON_VMA)] == av_of:
@@ -615,11 +673,38 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
     which stay for the second pass; then, outside the lock, each of those anon_vmas is
     freed (put_anon_vma: the root last, as the chain is newest first) with its AVC.
 
-    Takes and releases the root lock (once per root), then, for the last reference on a
-    root, the root lock again in anon_vma_free_c."""
+    Takes and releases the root lock (once per root); the puts take none (3.0+'s
+    refcount, Era.self_ref), but anon_vma_free's relock when the root lock is seen held.
+
+    Only the first wait can be given up to the run's abort (STOPPED, nothing changed):
+    once the pass has taken an AVC off its list, the rest (another root's lock, the
+    second pass's frees) must finish, or the VMA's chain would keep AVCs that their
+    anon_vmas' lists no longer hold, and anon_vmas nobody frees."""
+    vav = w32[_vma(g, vma, G.VMA_ANON_VMA)]
+    first = w32[_vma(g, vma, G.VMA_AVC_HEAD)]
+    if g[G.REUSE] and vav >= 0:
+        first = vav
+    elif first >= 0:
+        first = w32[_avc(g, first, G.AVC_ANON_VMA)]
+    hw, ht = -1, 0
+    if first >= 0:
+        hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, first, S_UNLINK)
+        if ht < 0:
+            return STOPPED
+    no_abort_begin(g)
+    st = _unlink_anon_vmas_once_locked(words, w32, g, held, sc, vma, hw, ht)
+    no_abort_end(g)
+    return st
+
+
+@njit(inline="always")
+def _unlink_anon_vmas_once_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray,
+                                  held: np.ndarray, sc: np.ndarray, vma: int, hw: int,
+                                  ht: int) -> int:
+    """unlink_anon_vmas_once_c's passes, with the first root lock ``hw`` held since ``ht``
+    (-1: an empty chain, nothing held)."""
     keep = sc[8:]  # AVCs whose anon_vma is to be freed; sc[0] is the slab's scratch
     nkeep = 0
-    hw, ht = -1, 0
     vav = w32[_vma(g, vma, G.VMA_ANON_VMA)]
     if g[G.REUSE] and vav >= 0:  # 3.19+: the VMA's own use of vma->anon_vma, in the pass
         hw, ht = lock_anon_vma_root(words, w32, g, held, hw, ht, vav, S_UNLINK)

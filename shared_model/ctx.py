@@ -107,10 +107,28 @@ G_SIZE = FREE_RELOCK + 1
 ADJUST_LOCK, CLONE_NOWAIT = G_SIZE, G_SIZE + 1
 G_SIZE = CLONE_NOWAIT + 1
 # Appended (the request point): the place a contended acquire took in compiled
-# code and has not waited on yet (a ticket spinlock's ticket + 1; 0: none) and its lock
+# code and has not waited on yet (a ticket spinlock's ticket + 1, a qspinlock's or an
+# rwsem's place as their request returns it; 0: none) and its lock
 # word.  Process-local: only this CPU's own slow path polls it (``locks.lock_request_fast``).
 REQ_PLACE, REQ_W = G_SIZE, G_SIZE + 1
 G_SIZE = REQ_W + 1
+# Appended (set by Model): eras.Era.self_ref, the anon_vma refcount that counts the
+# anon_vma's own list (anon_vma_alloc sets 1; put_anon_vma is a plain atomic).
+SELF_REF = G_SIZE
+G_SIZE = SELF_REF + 1
+# Appended: the lock kind of that place (a qspinlock's pending bit or MCS node, an rwsem's
+# wait-list node: ``locking.qspinlock.queued_spin_request``, ``locking.rwsem.rwsem_request``).
+REQ_KIND = G_SIZE
+G_SIZE = REQ_KIND + 1
+# Appended: the abort paths.  NO_ABORT: depth of the sections the run's abort may not cut
+# short (``locks.no_abort_begin``: an operation putting the model back, or past the point
+# of no return); their lock waits outlast the abort.  ABORT_NTH: fault injection, as the
+# kernel's fail_nth (``locks.lock_acquire_c``): 0 off; n > 0: the n-th lock acquisition of
+# this CPU from now on, and every one after it, gives up as an aborted wait does, whether
+# the lock is free or not (none inside a NO_ABORT section).  Process-local; tests set it,
+# a run never does.
+NO_ABORT, ABORT_NTH = G_SIZE, G_SIZE + 1
+G_SIZE = ABORT_NTH + 1
 REFAULT_PARENT_FIRST, REFAULT_CHILD_FIRST, REFAULT_RANDOM = 0, 1, 2
 REFAULT_ORDER_CODE = {"parent-first": REFAULT_PARENT_FIRST, "child-first": REFAULT_CHILD_FIRST,
                       "random": REFAULT_RANDOM}

@@ -24,12 +24,13 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   as "root", but ``try_to_unmap_one`` marks the swap PTE of an exclusive page
   (``pte_swp_mkexclusive``) and ``do_swap_page`` maps the page exclusive when that bit is
   set, read faults too: a fresh page goes to ``vma->anon_vma``; David Hildenbrand's
-  anon-exclusive series, "mm: remember exclusively mapped anonymous pages with
-  PG_anon_exclusive" and "mm/swap: remember PG_anon_exclusive via a swp pte bit": ids
-  6c287605fd56 and 1493a1913e34 as recalled, not confirmed in a tree here).  Every era: a write fault
-  on a swapped page it may not reuse goes on to ``do_wp_page`` and copies.
+  anon-exclusive series for 5.19: 6c287605fd56, "mm: remember exclusively mapped
+  anonymous pages with PG_anon_exclusive", and 1493a1913e34, "mm/swap: remember
+  PG_anon_exclusive via a swp pte bit").  Every era: a write fault on a swapped page it
+  may not reuse goes on to ``do_wp_page`` and copies.
 * ``move_anon_rmap``: ``do_wp_page`` reusing a page only this process maps moves it to
-  ``vma->anon_vma`` (``page_move_anon_rmap``, 2.6.34+).
+  ``vma->anon_vma`` (``page_move_anon_rmap``, c44b674323f4, merged with the seed for
+  2.6.34-rc1).
 * ``lock_once``: ``anon_vma_clone`` and ``unlink_anon_vmas`` take the root lock once around
   the whole chain (``lock_anon_vma_root``, 3.0 as released) instead of once per AVC
   (2.6.36 .. 3.0-rc1).
@@ -56,18 +57,31 @@ The walk, fork, fault and exit code asks the era, never ``if era == ...``:
   (vma->anon_vma && (insert || importer || start != vma->vm_start))``, so a plain
   ``vm_end`` change such as brk's goes without it); "importer" (3.0.1: ``importer || start
   != vma->vm_start``, a split's insert no longer locks); "none" (2.6.34-rc1 and 2.6.34: no
-  anon_vma lock at all, the seed relied on ``VM_LOCK_RMAP``/mmap_sem; "add the proper
-  locking to vma_adjust" came with 012f18004da in 2.6.36); "always" (3.7+: the interval
+  anon_vma lock at all, the range changes under mmap_sem alone; "add the proper locking to
+  vma_adjust" came with 012f18004da in 2.6.36); "always" (3.7+: the interval
   tree's pre/post update needs it; ``vma->anon_vma``, or ``next->anon_vma`` when vma has
   none and next's start moves).
 * ``merge_singular``: ``is_mergeable_anon_vma`` lets a side without an anon_vma merge only
   when the VMA's chain is singular (``list_is_singular(&vma->anon_vma_chain)``, 3.0+,
-  965f55dea0e3 "mmap: avoid merging cloned VMAs" as recalled); before 3.0 the plain ``!a1
-  || !a2 || a1 == a2`` (2.6.36's mm/mmap.c).
+  965f55dea0e3 "mmap: avoid merging cloned VMAs", Shaohua Li, 2011-05-24, in 3.0-rc1);
+  before 3.0 the plain ``!a1 || !a2 || a1 == a2`` (2.6.36's mm/mmap.c).
 * ``clone_nowait``: ``anon_vma_clone`` allocates each AVC inside the root lock with
   ``GFP_NOWAIT | __GFP_NOWARN`` and, only when that fails, drops the lock and allocates
   with ``GFP_KERNEL`` (dd34739c03f2, 3.0; the same code in 3.9.6, and in 6.0.1 around the
   reuse test); before, every AVC was allocated first and the lock taken per AVC.
+* ``self_ref``: the anon_vma's refcount counts the anon_vma itself (01d8b20dec5f, "mm:
+  simplify anon_vma refcounts", merged with the mutex conversion for 3.0-rc1):
+  ``anon_vma_alloc`` sets it to 1, ``unlink_anon_vmas`` drops that reference
+  (``put_anon_vma``) once the anon_vma's list is empty, and each child anon_vma holds one
+  on its root (``get_anon_vma(anon_vma->root)`` at fork).  Every drop is a plain
+  ``atomic_dec_and_test`` without a lock; the one that reaches 0 frees the anon_vma
+  (``__put_anon_vma``: a child's last drop also puts the root's reference, freeing the
+  root when that was its last).  linux-3.0.1, 3.8.13 and 6.0.1 mm/rmap.c
+  ``anon_vma_alloc``/``__put_anon_vma``/``unlink_anon_vmas`` and include/linux/rmap.h
+  ``get_anon_vma``/``put_anon_vma`` read the same.  Before (2.6.36), the refcount counted
+  only the child anon_vmas, and the last was dropped under the root's spinlock
+  (``drop_anon_vma``: ``atomic_dec_and_lock``), where the root's own list was tested;
+  a sleeping mutex cannot be taken that way, so every mutex and rwsem era has it.
 * ``fixed``, ``commit``: what the era's change fixed and the kernel commit that made it
   (the ``eras`` table).
 """
@@ -95,6 +109,7 @@ class Era:
     adjust_lock: str = "insert"
     merge_singular: bool = True
     clone_nowait: bool = True
+    self_ref: bool = False
     fixed: str = ""
     commit: str = ""
 
@@ -198,6 +213,9 @@ _HISTORY = {
 for _name, _era in ERAS.items():  # 3.7+: vma_adjust always locks (the interval tree)
     if _era.tree:
         ERAS[_name] = dataclasses.replace(_era, adjust_lock="always")
+for _name, _era in ERAS.items():  # 3.0-rc1+: the anon_vma's own reference (01d8b20dec5f)
+    if _era.lock in ("mutex", "rwsem"):
+        ERAS[_name] = dataclasses.replace(_era, self_ref=True)
 for _name, (_fixed, _commit) in _HISTORY.items():
     if _name in ERAS and not ERAS[_name].fixed:
         ERAS[_name] = dataclasses.replace(ERAS[_name], fixed=_fixed, commit=_commit)

@@ -20,7 +20,8 @@ Rules:
 5. No lost mapping: every present PTE is found by an rmap walk from its page's anon_vma:
    the VMA covering it is on that anon_vma's list and vma_address(page) is that PTE.
 6. Refcounts (root-locking eras): each root's refcount is the number of other live
-   anon_vmas whose root it is.
+   anon_vmas whose root it is; 3.0+ (Era.self_ref) adds one for every anon_vma whose list
+   is not empty (its own reference, put when the list empties).
 7. Nothing leaked: every record is either in use or free (its free stack or a CPU's slab
    cache), exactly once, and no live anon_vma is unused (empty list and no references).
 8. Locks: none is held (owner 0) once the CPUs have stopped; no page is locked
@@ -247,6 +248,8 @@ def check_model(m: Model) -> list[str]:
                 f"root {int(roots[rootless][0])}")
             live_av, roots = live_av[~rootless], roots[~rootless]
         refs = np.bincount(roots[roots != live_av], minlength=len(av))
+        if m.era.self_ref:
+            refs[live_av] += av["nr_members"][live_av] > 0
         wrong = np.flatnonzero(refs[live_av] != av["refcount"][live_av])
         if len(wrong):
             a = int(live_av[wrong[0]])

@@ -163,7 +163,7 @@ ANON_VMA_DTYPE = np.dtype(
         ("head", "<i4"),  # first entry of the list (a VMA in 2.6.33, an AVC after), -1: empty
         ("tail", "<i4"),  # last entry of the list, -1: empty
         ("nr_members", "<i4"),  # live list entries (VMAs in 2.6.33, AVCs after)
-        ("refcount", "<i4"),  # references from other anon_vmas' root/parent + pinned pages
+        ("refcount", "<i4"),  # child anon_vmas' references on their root (+1: its own, 3.0+)
         ("degree", "<i4"),  # 3.19: children + VMAs pointing here
         ("num_children", "<i4"),  # 6.0
         ("num_active_vmas", "<i4"),  # 6.0

@@ -81,16 +81,28 @@ from .locking import (
     lock_trylock,
 )
 from .locking.atomics import (
+    READ_ONCE,
     WRITE_ONCE,
     atomic_fetch_add,
     bit_length,
     c_entry_call,
+    cmpxchg,
+    futex_wait,
     smp_load_acquire,
 )
 from .locking.cached_compile import cached_cfunc, cached_njit
 from .locking.clock import sched_clock
-from .locking.common import NODE_MCS_QUEUED, OWNER
-from .locking.qspinlock import queued_spin_trylock, queued_spin_unlock
+from .locking.common import DRAIN_NAP_NS, NODE_MCS_QUEUED, OWNER, STOP_ABORT
+from .locking.qspinlock import LOCKED_VAL as QSPIN_LOCKED
+from .locking.qspinlock import (
+    PLACE_NODE_SHIFT,
+    queued_spin_abandon,
+    queued_spin_request,
+    queued_spin_trylock,
+    queued_spin_unlock,
+    queued_spin_wait,
+)
+from .locking.rwsem import rwsem_abandon, rwsem_request, rwsem_wait_queued
 from .locking.tas import tas_trylock, tas_unlock
 from .locking.ticket import NEXT as TICKET_NEXT
 from .locking.ticket import SERVING as TICKET_SERVING
@@ -113,6 +125,7 @@ _NSITES = len(LOCK_SITES)
 _NCLS = len(LOCK_CLASSES)
 WAIT = CPU_STATE["wait"]
 AV_CLASS = CLASS["anon_vma"]
+QSPIN_FIRST_NODE_PLACE = 1 << PLACE_NODE_SHIFT  # a qspinlock place this or above: an MCS node
 
 
 class Stopped(Exception):
@@ -260,8 +273,10 @@ def spin_release(words: np.ndarray, w: int, kind: int, policy: int, shared: int,
 
 @cached_njit(inline=True)
 def ticket_request(words: np.ndarray, g: np.ndarray, w: int) -> bool:
-    """The ticket spinlock's request point, as 2.6.3x's ``__ticket_spin_lock``: take a
-    ticket (one ``xadd`` on ``next``) and compare it with the one served: True when it is
+    """The ticket spinlock's request point, as 2.6.3x's ``__ticket_spin_lock``
+    (arch/x86/include/asm/spinlock.h of 2.6.36, NR_CPUS < 256: ``LOCK xaddw`` takes the
+    ticket, then ``cmpb`` against the owner byte, reloaded after each ``rep; nop``): take
+    a ticket (one ``xadd`` on ``next``) and compare it with the one served: True when it is
     served at once.  Otherwise the ticket is this CPU's place in the queue from now on: it
     is kept in ``g[REQ_PLACE]`` (ticket + 1; the lock word in ``g[REQ_W]``) for the slow
     path to poll, wherever the caller waits (a compiled caller at once, a walk after
@@ -273,8 +288,9 @@ def ticket_request(words: np.ndarray, g: np.ndarray, w: int) -> bool:
     if place != 0 and g[G.REQ_W] == w:
         ticket = place - 1
     else:
-        if place != 0:
-            ticket_abandon(words, g[G.REQ_W], place - 1)
+        if place != 0:  # a place held for another lock: given up
+            call_lock_request_cancel(words, g)
+            place = 0
         ticket = atomic_fetch_add(words, w + TICKET_NEXT, 1)
     if smp_load_acquire(words, w + TICKET_SERVING) == ticket:
         if place != 0:
@@ -282,28 +298,122 @@ def ticket_request(words: np.ndarray, g: np.ndarray, w: int) -> bool:
         return True
     g[G.REQ_PLACE] = ticket + 1
     g[G.REQ_W] = w
+    g[G.REQ_KIND] = TICKET
     return False
+
+
+@cached_njit
+def lock_request_abandon(words: np.ndarray, g: np.ndarray) -> None:
+    """Give up the place a contended request took and nobody will wait on, as a stopped
+    waiter gives up its own: a ticket is abandoned (the hand-off skips it), a qspinlock's
+    pending bit cleared or its MCS node abandoned (the head skips it), an rwsem's node
+    taken out of the wait list (or the lock given back if it was granted meanwhile)."""
+    place = g[G.REQ_PLACE]
+    if place == 0:
+        return
+    g[G.REQ_PLACE] = 0
+    kind = g[G.REQ_KIND]
+    if kind == TICKET:
+        ticket_abandon(words, g[G.REQ_W], place - 1)
+    elif kind == QSPINLOCK:
+        queued_spin_abandon(words, g[G.REQ_W], g[G.NODE_W], place)
+    elif kind == RWSEM:
+        rwsem_abandon(words, g[G.REQ_W], g[G.RWSEM_POLICY], g[G.NODE_W], place)
+
+
+@cached_cfunc("rmap_stress_lock_request_cancel", _I64(_I64P, _I64, _I64P, _I64))
+def lock_request_cancel_cabi(wp: Any, wn: int, gp: Any, gn: int) -> int:
+    """lock_request_abandon behind a C entry point (see lock_acquire_slowpath_cabi)."""
+    lock_request_abandon(carray(wp, wn), carray(gp, gn))
+    return 0
+
+
+call_lock_request_cancel = c_entry_call("rmap_stress_lock_request_cancel", 2, 0)
 
 
 @cached_njit
 def lock_request_cancel(words: np.ndarray, g: np.ndarray) -> None:
     """Give up the place a contended request took and nobody will wait on (a caller that
-    cannot wait): the ticket is abandoned, as a stopped waiter's."""
+    cannot wait): ``lock_request_abandon``, through its C entry point."""
+    if g[G.REQ_PLACE] != 0:
+        call_lock_request_cancel(words, g)
+
+
+@cached_njit
+def lock_request_place(words: np.ndarray, g: np.ndarray, w: int, kind: int, policy: int,
+                       shared: int, owner_tag: int) -> bool:
+    """The request point of a qspinlock or an rwsem, taken in compiled code before the
+    request returns: True if the lock was taken (an exclusive holder's tag is then in the
+    owner word); else this CPU's place is in ``g[REQ_PLACE]`` for the wait to poll:
+
+    * qspinlock (6.0 ``queued_spin_lock_slowpath``): the pending bit, or an MCS node linked
+      in after ``xchg_tail`` (``queued_spin_request``);
+    * rwsem: a node at the tail of the wait list (``rwsem_request``); a writer of 3.19 and
+      6.0 takes none, since its kernel spins on the owner before it queues.
+
+    A CPU that asks again for the lock it already holds a place for polls that place (the
+    wait does); a place held for another lock is given up first."""
     place = g[G.REQ_PLACE]
     if place != 0:
-        g[G.REQ_PLACE] = 0
-        ticket_abandon(words, g[G.REQ_W], place - 1)
+        if g[G.REQ_W] == w and g[G.REQ_KIND] == kind:
+            return False
+        lock_request_abandon(words, g)
+    if kind == QSPINLOCK:
+        if cmpxchg(words, w, 0, QSPIN_LOCKED) == 0:  # queued_spin_lock's fast path
+            place = 0
+        else:
+            place = queued_spin_request(words, w, g[G.NODE_W])
+    else:
+        place = rwsem_request(words, w, policy, shared, owner_tag, g[G.NODE_W])
+    if place == 0:
+        if not (kind == RWSEM and shared):
+            WRITE_ONCE(words, w + OWNER, owner_tag)
+        return True
+    if place > 0:
+        g[G.REQ_PLACE] = place
+        g[G.REQ_W] = w
+        g[G.REQ_KIND] = kind
+    return False
+
+
+@cached_cfunc("rmap_stress_lock_request_place",
+              _I64(_I64P, _I64, _I64P, _I64, _I64, _I64, _I64, _I64, _I64))
+def lock_request_place_cabi(wp: Any, wn: int, gp: Any, gn: int, w: int, kind: int, policy: int,
+                            shared: int, owner_tag: int) -> int:
+    """lock_request_place behind a C entry point: the contended request is a call, so the
+    inlined fast path stays small."""
+    return int(lock_request_place(carray(wp, wn), carray(gp, gn), w, kind, policy, shared,
+                                  owner_tag))
+
+
+call_lock_request_place = c_entry_call("rmap_stress_lock_request_place", 2, 5)
 
 
 @cached_njit(inline=True)
 def spin_request(words: np.ndarray, g: np.ndarray, w: int, kind: int, policy: int, shared: int,
                  owner_tag: int) -> bool:
-    """``spin_trylock``, except that a contended ticket lock keeps the ticket it took (the
-    request point: ``ticket_request``).  The other kinds take their place in their slow
-    path, as before."""
-    if kind != TICKET:
+    """``spin_trylock``, except that a contended request keeps the place it took (the
+    request point): a ticket lock's ticket (``ticket_request``, inline), a qspinlock's
+    pending bit or MCS node and an rwsem's wait-list node (``lock_request_place``, a
+    call).  A mutex and a tas lock take no place: 3.0's ``mutex_lock`` fast path is one
+    ``decl`` (``__mutex_fastpath_lock``), and its slow path spins on the owner before it
+    joins the wait list (``__mutex_lock_common``), which the wait does."""
+    if kind == TICKET:
+        taken = ticket_request(words, g, w)
+    elif kind == QSPINLOCK:
+        if g[G.REQ_PLACE] == 0 and queued_spin_trylock(words, w):
+            taken = True
+        else:
+            return call_lock_request_place(words, g, w, kind, policy, shared, owner_tag) != 0
+    elif kind == RWSEM:
+        # The uncontended take stays the one call it was (lock_trylock_sleeping); only a
+        # contended request makes the second, which queues.
+        if g[G.REQ_PLACE] == 0 and lock_trylock_sleeping(words, w, kind, policy, shared,
+                                                         owner_tag) != 0:
+            return True
+        return call_lock_request_place(words, g, w, kind, policy, shared, owner_tag) != 0
+    else:
         return spin_trylock(words, w, kind, policy, shared, owner_tag)
-    taken = ticket_request(words, g, w)
     if taken:
         WRITE_ONCE(words, w + OWNER, owner_tag)
     return taken
@@ -342,9 +452,10 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
 @cached_njit(inline=True)
 def lock_request_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
-    """The request: ``lock_acquire_fast``, except that a contended ticket lock has taken
-    its ticket when this returns -1 (``ticket_request``), so the caller must then wait
-    (``lock_acquire_slowpath``, which polls that ticket) or give the place up
+    """The request: ``lock_acquire_fast``, except that a contended lock has taken its
+    place in the lock's order when this returns -1 (``spin_request``: a ticket, a
+    qspinlock's pending bit or MCS node, an rwsem's wait-list node), so the caller must
+    then wait (``lock_acquire_slowpath``, which polls that place) or give the place up
     (``lock_request_cancel``)."""
     return _acquire_fast(words, g, held, w, cls, site, shared, True)
 
@@ -371,16 +482,22 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
     queueings = words[g[G.NODE_W] + NODE_MCS_QUEUED]
     kind = g[G.KIND0 + cls]
     place = g[G.REQ_PLACE]
-    if place != 0:
+    if place != 0 and g[G.REQ_KIND] == kind and g[G.REQ_W] == w:
+        # The request already took its place (lock_request_fast): poll that one.
         g[G.REQ_PLACE] = 0
-    if place != 0 and kind == TICKET and g[G.REQ_W] == w:
-        # The request already took its ticket (lock_request_fast): poll that one.
-        st = ticket_lock_slowpath(words, w, place - 1, g[G.STOP_W])
-        if st != LOCK_STOPPED:
+        if kind == TICKET:
+            st = ticket_lock_slowpath(words, w, place - 1, g[G.STOP_W])
+        elif kind == QSPINLOCK:
+            if place >= QSPIN_FIRST_NODE_PLACE:
+                queueings -= 1  # the request queued the node: this wait's queueing
+            st = queued_spin_wait(words, w, g[G.NODE_W], place, g[G.STOP_W])
+        else:
+            st = rwsem_wait_queued(words, w, g[G.RWSEM_POLICY], g[G.NODE_W], place, g[G.STOP_W])
+        if st != LOCK_STOPPED and not (kind == RWSEM and shared):
             WRITE_ONCE(words, w + OWNER, g[G.OWNER_TAG])
     else:
-        if place != 0:  # a ticket for another lock that nobody will wait on: give it up
-            ticket_abandon(words, g[G.REQ_W], place - 1)
+        if place != 0:  # a place for another lock that nobody will wait on: give it up
+            lock_request_abandon(words, g)
         st = lock_acquire(words, w, kind, g[G.RWSEM_POLICY], shared, g[G.OWNER_TAG],
                           g[G.NODE_W], g[G.STOP_W])
     words[cb + G.F_STATE] = prev_state
@@ -431,11 +548,70 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
 
     Compiled once and pasted by LLVM into each compiled caller (``llvm_inline``): an
     uncontended acquisition makes no call (a call passes each of the three arrays as
-    seven words: 17.4 ns for the ticket pair, 6.8 ns inlined); the wait is a call."""
+    seven words: 17.4 ns for the ticket pair, 6.8 ns inlined); the wait is a call.
+
+    Inside a ``no_abort_begin`` section the run's abort does not end the wait (never -1).
+    ``g[ABORT_NTH]`` (tests only, as the kernel's fail_nth): from the n-th acquisition on,
+    each gives up as an aborted wait does, with nothing taken."""
+    n = g[G.ABORT_NTH]
+    if n != 0 and g[G.NO_ABORT] == 0:
+        if n == 1:
+            return -1
+        g[G.ABORT_NTH] = n - 1
+    t = _lock_acquire(words, g, held, w, cls, site, shared)
+    if t < 0 and g[G.NO_ABORT] != 0:
+        t = lock_acquire_no_abort_c(words, g, held, w, cls, site, shared)
+    return t
+
+
+@njit(inline="always")
+def no_abort_begin(g: np.ndarray) -> None:
+    """Start a section the run's abort may not cut short: an error path putting the model
+    back (an aborted wait or a failed allocation earlier in the operation), a free (a
+    kfree cannot fail), or the rest of an operation past its point of no return.  Its
+    lock waits outlast the abort (``lock_acquire_no_abort_c``).  Sections nest."""
+    g[G.NO_ABORT] += 1
+
+
+@njit(inline="always")
+def no_abort_end(g: np.ndarray) -> None:
+    g[G.NO_ABORT] -= 1
+
+
+@njit(inline="always")
+def abort_requested(words: np.ndarray, g: np.ndarray) -> bool:
+    """The run is aborting and this CPU is not in a ``no_abort_begin`` section: a wait
+    outside the lock primitives (a CPU cache lock, PG_locked) gives up."""
+    return READ_ONCE(words, g[G.STOP_W]) >= STOP_ABORT and g[G.NO_ABORT] == 0
+
+
+@njit(inline="always")
+def _lock_acquire(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                  site: int, shared: int) -> int:
     t = lock_request_fast(words, g, held, w, cls, site, shared)
     if t >= 0:
         return t
     return call_lock_acquire_slowpath(words, g, held, w, cls, site, shared, local_clock(g))
+
+
+@cached_njit
+def lock_acquire_no_abort_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
+                            site: int, shared: int) -> int:
+    """A wait the run's abort cut short inside a ``no_abort_begin`` section: the acquire
+    time, never -1.
+
+    The abort makes every wait give up; a CPU already unwinding must finish instead, or
+    what it left half-done stays in the model.  So the wait is tried again, after a nap
+    (DRAIN_NAP_NS, a futex wait on the stop word that nobody wakes), until the lock is
+    taken: its holder is finishing or unwinding too (these sections take their locks in
+    the order the operations do), and a holder that never comes back is a stall, which
+    the run reports and ends by killing the CPUs."""
+    while True:
+        t = _lock_acquire(words, g, held, w, cls, site, shared)
+        if t >= 0:
+            return t
+        stop_w = g[G.STOP_W]
+        futex_wait(words, stop_w, READ_ONCE(words, stop_w), DRAIN_NAP_NS)
 
 
 @njit(inline="always")

@@ -36,7 +36,7 @@ from .layout import (
 )
 from .locking.atomics import READ_ONCE, atomic_fetch_add
 from .locking.cached_compile import cached_njit
-from .locks import CLASS, SITE, lock_acquire_c, lock_release_c
+from .locks import CLASS, SITE, lock_acquire_c, lock_release_c, no_abort_begin, no_abort_end
 from .model import (
     Model,
     kmem_cache_alloc_c,
@@ -233,7 +233,7 @@ def do_anonymous_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
 @cached_njit
 def do_anonymous_pages_unwind_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                                 sc: np.ndarray, mm: int, mapped: int, n: int) -> int:
-    """do_anonymous_pages aborted at a PTE lock (issue 18) with ``mapped`` of its ``n`` new
+    """do_anonymous_pages aborted at a PTE lock with ``mapped`` of its ``n`` new
     pages (sc[:n]) in place: those stay, counted in the mm's rss; the others, never
     mapped, go back to the slab with their counts cleared.  STOPPED (or the free's status).
     Expects nothing held; takes the slab lock (the free)."""
@@ -293,7 +293,7 @@ def do_wp_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nd
         e = cand[i]
         lw, t = pte_relock_c(words, g, held, lw, t, e, S_WP)
         if t < 0:
-            # Aborted (issue 18): the copies made stay; the old pages they freed of their
+            # Aborted: the copies made stay; the old pages they freed of their
             # last mapping and the new pages not used go back, as at the end.
             st = free_pages_c(words, w32, g, held, dead, ndead)
             if st == OK:
@@ -433,14 +433,17 @@ def copy_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: n
             a = nxt
             continue
         ed = pte_alloc_map_c(words, w32, g, held, sc, child, a, S_DUP)
-        if ed < 0:
+        if ed < 0:  # the PTE pages copied so far stay, counted in the child's rss
+            add_mm_rss_c(w32, g, child, present)
             return ed
         td = pte_lock_c(words, g, held, ed, S_DUP)
         if td < 0:
+            add_mm_rss_c(w32, g, child, present)
             return STOPPED
         ts = pte_lock_c(words, g, held, es, S_DUP)
         if ts < 0:
             pte_unlock_c(words, g, held, ed, S_DUP, td)
+            add_mm_rss_c(w32, g, child, present)
             return STOPPED
         for i in range(nxt - a):
             s_, d_ = es + 2 * i, ed + 2 * i
@@ -477,7 +480,9 @@ def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
     while pv >= 0:
         cv = kmem_cache_alloc_one(words, w32, g, held, G.K_VMA, sc)
         if cv < 0:
+            no_abort_begin(g)
             exit_mmap_c(words, w32, g, held, sc, child)
+            no_abort_end(g)
             return cv
         for f in (G.VMA_START, G.VMA_END, G.VMA_PGOFF, G.VMA_FLAGS):
             w32[_vma(g, cv, f)] = w32[_vma(g, pv, f)]
@@ -490,16 +495,20 @@ def dup_mmap_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
         else:
             w32[_vma(g, cv, G.VMA_ANON_VMA)] = w32[_vma(g, pv, G.VMA_ANON_VMA)]
             st = anon_vma_link_c(words, w32, g, held, sc, cv)
-            if st == STOPPED:
-                # Aborted waiting for the lock, off the list (issue 18): the child's VMA
-                # must not name an anon_vma that cannot reach it.  It maps nothing yet
+            if st < 0:
+                # Given up waiting for the lock, off the list: the child's VMA must not
+                # name an anon_vma that cannot reach it.  It maps nothing yet
                 # (copy_page_range comes after), so no anon_vma at all is consistent.
                 w32[_vma(g, cv, G.VMA_ANON_VMA)] = -1
         if st == OK:
             st = copy_page_range_c(words, w32, g, held, sc, child, parent, cv)
         if st < 0:
-            if st != STOPPED:
-                exit_mmap_c(words, w32, g, held, sc, child)
+            # The half-built child is torn down (dup_mmap's fail_nomem, then mmput), also
+            # after an aborted wait: the teardown is an unwind, which the abort cannot cut
+            # short.
+            no_abort_begin(g)
+            exit_mmap_c(words, w32, g, held, sc, child)
+            no_abort_end(g)
             return st
         pv = w32[_vma(g, pv, G.VMA_NEXT)]
     return child
@@ -530,7 +539,9 @@ def zap_page_range_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
             a = nxt
             continue
         t = pte_lock_c(words, g, held, e0, S_EXIT)
-        if t < 0:
+        if t < 0:  # the PTE pages zapped so far stay zapped: rss and the freed pages follow
+            add_mm_rss_c(w32, g, mm, -present)
+            free_pages_c(words, w32, g, held, sc, ndead)
             return STOPPED
         for i in range(nxt - a):
             e = e0 + 2 * i

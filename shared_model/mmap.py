@@ -14,12 +14,14 @@ did (``vma_adjust_lock_target_c``, eras.Era.adjust_lock: 2.6.33 and 2.6.36-3.0-r
 for an insert, an importer or a moved start, 3.0 only for an importer or a moved start,
 2.6.34 never, 3.7+ always) and, in the eras with an interval tree, around taking the
 VMA's AVCs out of their trees and putting them back with the new range
-(``anon_vma_interval_tree_pre/post_update_vma``), as 3.7+ does.  In 2.6.34's own-lock era the chain a VMA imports is linked outside "the"
-anon_vma lock (each anon_vma_clone link takes its own anon_vma's lock), and the seed marks
-the importer ``VM_LOCK_RMAP`` meanwhile so that walks skip it; the model sets and clears
-the flag there, but its walks do not read it (2.6.34 as released had already dropped the
-flag again: "remove VM_LOCK_RMAP code", Rik van Riel, February 2010).  Linking allocates, so a split or an import can fail with ENOMEM; each unwinds
-as the kernel's callers do and the model stays consistent.
+(``anon_vma_interval_tree_pre/post_update_vma``), as 3.7+ does.  In 2.6.34's own-lock era
+the chain a VMA imports is linked outside "the" anon_vma lock (each anon_vma_clone link
+takes its own anon_vma's lock), with no flag on the importer: ``VM_LOCK_RMAP``, which the
+anon_vma_chain patch as posted set there for ``vma_address`` to skip, was taken out again
+by fc148a5f7e05 ("mm: remove VM_LOCK_RMAP code") before any release (linux-2.6.34
+mm/mmap.c ``vma_adjust`` and mm/rmap.c ``vma_address`` have none; see the kernel-sources
+page).  Linking allocates, so a split or an import can fail with ENOMEM; each unwinds as
+the kernel's callers do and the model stays consistent.
 
 Neighbours are found by address (``vma_next_c``, ``find_vma_prev``), as the kernel's
 address-ordered list gives them: the model's ``do_mmap`` appends to the mm's list in
@@ -47,14 +49,12 @@ from .eras import ADJUST_ALWAYS, ADJUST_INSERT, ADJUST_NONE
 from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tree_remove_c
 from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
 from .locking.cached_compile import cached_njit
-from .locks import SITE
+from .locks import SITE, no_abort_begin, no_abort_end
 from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
 from .pgtable import pmd_addr_end, pte_lock_c, pte_offset_map_c, pte_unlock_c
 
 S_ADJUST = SITE["vma_adjust"]
 OK, STOPPED = G.OK, G.STOPPED
-# The seed's flag: "this VMA's anon_vma_chain is being set up" (2.6.34-2.6.35).
-VM_LOCK_RMAP = 0x100
 # Everything a VMA's vm_flags may hold in the model.
 VM_PROT_MASK = VM_READ | VM_WRITE | 4
 
@@ -191,16 +191,15 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
     if exporter >= 0 and w32[_vma(g, exporter, G.VMA_ANON_VMA)] >= 0 \
             and w32[_vma(g, importer, G.VMA_ANON_VMA)] < 0:
         w32[_vma(g, importer, G.VMA_ANON_VMA)] = w32[_vma(g, exporter, G.VMA_ANON_VMA)]
-        if not g[G.LOCK_ROOT]:  # the seed: block rmap lookups until the chain is set up
-            w32[_vma(g, importer, G.VMA_FLAGS)] |= VM_LOCK_RMAP
         if g[G.CHAIN]:
             st = anon_vma_clone_c(words, w32, g, held, sc[nremove:], importer, exporter)
         else:  # 2.6.33: __anon_vma_link(importer), the VMA itself on the list
             st = anon_vma_link_c(words, w32, g, held, sc[nremove:], importer)
-        w32[_vma(g, importer, G.VMA_FLAGS)] &= ~VM_LOCK_RMAP
         if st < 0:
             w32[_vma(g, importer, G.VMA_ANON_VMA)] = -1
+            no_abort_begin(g)  # an unwind: the abort cannot cut it short
             unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], importer)
+            no_abort_end(g)
             return st
     av = vma_adjust_lock_target_c(w32, g, vma, nxt, start, insert, importer, adjust_next)
     t = 0
@@ -229,16 +228,21 @@ def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.nda
         vma_unlink_list_c(w32, g, mm, sc[i])
     if av >= 0:
         anon_vma_unlock_c(words, g, held, w, S_ADJUST, t)
+    # The VMAs covered whole are off the mm's list now: their unlink and free must finish
+    # (a removed VMA left on an anon_vma's list would be reachable from no mm).
+    no_abort_begin(g)
+    st = OK
     for i in range(nremove):
         gone = sc[i]
         if w32[_vma(g, gone, G.VMA_ANON_VMA)] >= 0 or w32[_vma(g, gone, G.VMA_AVC_HEAD)] >= 0:
             st = unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], gone)  # anon_vma_merge
             if st < 0:
-                return st
+                break
         st = kmem_cache_free_one(words, w32, g, held, G.K_VMA, gone, sc[nremove:])
         if st < 0:
-            return st
-    return OK
+            break
+    no_abort_end(g)
+    return st
 
 
 def vma_adjust(m: Model, vma: int, start: int, end: int, pgoff: int) -> None:
@@ -280,18 +284,27 @@ def split_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
         st = OK
     if st < 0:
         w32[_vma(g, new, G.VMA_ANON_VMA)] = -1
-        unlink_anon_vmas_c(words, w32, g, held, sc, new)
-        kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
+        _split_vma_unwind(words, w32, g, held, sc, new)
         return st
     if new_below:
         st = vma_adjust_c(words, w32, g, held, sc, vma, addr, end, pgoff + (addr - start), new, 1)
     else:
         st = vma_adjust_c(words, w32, g, held, sc, vma, start, addr, pgoff, new, 0)
     if st < 0:
-        unlink_anon_vmas_c(words, w32, g, held, sc, new)
-        kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
+        _split_vma_unwind(words, w32, g, held, sc, new)
         return st
     return new
+
+
+@njit(inline="always")
+def _split_vma_unwind(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                      sc: np.ndarray, new: int) -> None:
+    """__split_vma's out_free_*: the new piece unlinked and freed, as an unwind the run's
+    abort cannot cut short."""
+    no_abort_begin(g)
+    unlink_anon_vmas_c(words, w32, g, held, sc, new)
+    kmem_cache_free_one(words, w32, g, held, G.K_VMA, new, sc)
+    no_abort_end(g)
 
 
 def split_vma(m: Model, vma: int, addr: int, new_below: bool) -> int:

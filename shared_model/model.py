@@ -49,17 +49,19 @@ from .layout import (
 )
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
 from .locking import RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_SPIN, RWSEM_STEAL, RWSEM_STEAL_39
-from .locking.atomics import READ_ONCE, c_entry_call, cmpxchg, cpu_relax, smp_store_release
+from .locking.atomics import c_entry_call, cmpxchg, cpu_relax, smp_store_release
 from .locking.cached_compile import cached_cfunc, cached_njit
-from .locking.common import STOP_ABORT
 from .locking.lock import lock_is_wedged, wedged_in
 from .locks import (
     CLASS,
     SITE,
     CpuLocks,
+    abort_requested,
     default_owner_tag,
     lock_acquire_c,
     lock_release_c,
+    no_abort_begin,
+    no_abort_end,
     reset_lockstat,
 )
 from .locks import lock_kind as lock_kind_of
@@ -84,7 +86,7 @@ def _ac(g: np.ndarray, k: int) -> int:
 def ac_lock(words: np.ndarray, w32: np.ndarray, g: np.ndarray, ac: int) -> bool:
     """Take a CPU's cache lock (its own, uncontended but for a drain); False on abort."""
     while cmpxchg(w32, ac + SLAB_AC_LOCK, 0, 1) != 0:
-        if READ_ONCE(words, g[G.STOP_W]) >= STOP_ABORT:
+        if abort_requested(words, g):
             return False
         cpu_relax()
     return True
@@ -245,7 +247,17 @@ def kmem_cache_free_body(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
     """Give ``ids[:n]`` back: onto this CPU's array_cache, first flushing its SLAB_BATCH
     oldest records to the global stack under the slab lock when it is full
     (cache_flusharray); a bulk free (``n`` > SLAB_BATCH) goes straight to the global
-    stack.  OK or STOPPED."""
+    stack.  OK: a free cannot fail (kfree), so the run's abort cannot cut its waits short
+    (a free given up would lose the records: out of use and on no free list)."""
+    no_abort_begin(g)
+    st = _kmem_cache_free_locked(words, w32, g, held, k, ids, n)
+    no_abort_end(g)
+    return st
+
+
+@njit(inline="always")
+def _kmem_cache_free_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                            k: int, ids: np.ndarray, n: int) -> int:
     r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
     if iu >= 0:
         for i in range(n):
@@ -404,6 +416,7 @@ class Model:
         self.g[G.FREE_RELOCK] = int(self.era.anon_vma_free_relock)
         self.g[G.ADJUST_LOCK] = ADJUST_CODES[self.era.adjust_lock]
         self.g[G.CLONE_NOWAIT] = int(self.era.clone_nowait)
+        self.g[G.SELF_REF] = int(self.era.self_ref)
         self.locks = CpuLocks(seg, cpu, self.g)
         self.words, self.w32 = self.locks.words, self.locks.w32
         # try_to_unmap's unmapped PTE slots: at most one per mm.

@@ -165,7 +165,8 @@ def _populate_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
     if b < 0:
         return b
     t = page_table_lock_c(words, g, held, mm, site)
-    if t < 0:
+    if t < 0:  # aborted: the block goes back (a free, which the abort cannot cut short)
+        kmem_cache_free_one(words, w32, g, held, k, b, sc)
         return G.STOPPED
     if words[ew] == 0:
         smp_store_release(words, ew, b + 1)  # a lock-free walker sees the block cleared

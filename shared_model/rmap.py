@@ -834,6 +834,44 @@ def unlock_page_one(w32: np.ndarray, g: np.ndarray, page: int) -> None:
     unlock_page_c(w32, g, page)
 
 
+@njit(inline="always")
+def _scan_page(w32: np.ndarray, g: np.ndarray, page: int) -> tuple[int, int, int]:
+    """What scan's walks (``walk_lengths``, ``walk_lengths_tree``, ``mappings_found``) read
+    of a page before walking: (anon_vma, mapcount, index).  anon_vma is -1 when there is
+    nothing to walk (no ``page->mapping``, or no mapping left) and -2 when ``page->mapping``
+    is a freed anon_vma, which a walk does not follow."""
+    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    av = w32[pb + G.PAGE_MAPPING]
+    need = w32[pb + G.PAGE_MAPCOUNT]
+    if av < 0 or need <= 0:
+        return -1, need, 0
+    if anon_vma_freed_c(w32, g, av):
+        return -2, need, 0
+    return av, need, w32[pb + G.PAGE_INDEX]
+
+
+@njit(inline="always")
+def _list_nodes(g: np.ndarray) -> tuple[bool, int, int, int]:
+    """How an anon_vma's list is laid out: (chain, first record, record width, next field):
+    AVCs in the chain eras, the VMAs themselves in 2.6.33."""
+    if g[G.CHAIN] != 0:
+        return True, g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
+    return False, g[G.VMA0], g[G.VMA_W], G.VMA_AV_NEXT
+
+
+@njit(inline="always")
+def _maps_page_at(w32: np.ndarray, g: np.ndarray, bases: np.ndarray, per_mm: int, vma: int,
+                  index: int, page: int) -> bool:
+    """vma_address, then the PTE: vma covers ``index``'s address and its PTE there maps
+    ``page``."""
+    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    start = w32[vb + G.VMA_START]
+    addr = start + (index - w32[vb + G.VMA_PGOFF])
+    if addr < start or addr >= w32[vb + G.VMA_END]:
+        return False
+    return pte_maps_page(w32, bases, per_mm, w32[vb + G.VMA_MM], addr, page)
+
+
 @cached_njit(nrt=True)
 def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.ndarray,
                  per_mm: int) -> np.ndarray:
@@ -841,20 +879,12 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.nd
     in one process with no lock and no change (the same loop as ``rmap_walk_locked``; a PTE
     found through ``bases``, pgtable.pte_page_bases, instead of the four levels)."""
     out = np.zeros(len(pages), dtype=np.int64)
-    vma0, vma_w = g[G.VMA0], g[G.VMA_W]
-    chain = g[G.CHAIN] != 0
-    if chain:
-        node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
-    else:
-        node0, node_w, next_f = vma0, vma_w, G.VMA_AV_NEXT
+    chain, node0, node_w, next_f = _list_nodes(g)
     for i in range(len(pages)):
         page = pages[i]
-        pb = g[G.PAGE0] + page * g[G.PAGE_W]
-        av = w32[pb + G.PAGE_MAPPING]
-        need = w32[pb + G.PAGE_MAPCOUNT]
-        if av < 0 or need <= 0 or anon_vma_freed_c(w32, g, av):  # a freed one: not followed
+        av, need, index = _scan_page(w32, g, page)
+        if av < 0:  # nothing to walk, or a freed anon_vma: not followed
             continue
-        index = w32[pb + G.PAGE_INDEX]
         found = visited = 0
         node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
         while node >= 0:
@@ -862,12 +892,7 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.nd
             vma = w32[nb + G.AVC_VMA] if chain else node
             node = w32[nb + next_f]
             visited += 1
-            vb = vma0 + vma * vma_w
-            start = w32[vb + G.VMA_START]
-            addr = start + (index - w32[vb + G.VMA_PGOFF])
-            if addr < start or addr >= w32[vb + G.VMA_END]:
-                continue
-            if pte_maps_page(w32, bases, per_mm, w32[vb + G.VMA_MM], addr, page):
+            if _maps_page_at(w32, g, bases, per_mm, vma, index, page):
                 found += 1
                 if found >= need:
                     break
@@ -884,33 +909,21 @@ def mappings_found(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.
     swap-in placement), -1 when ``page->mapping`` is a freed anon_vma (not followed).  One
     process, no lock, no change (``walk_lengths``' loop)."""
     out = np.zeros(len(pages), dtype=np.int64)
-    vma0, vma_w = g[G.VMA0], g[G.VMA_W]
-    chain = g[G.CHAIN] != 0
-    if chain:
-        node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
-    else:
-        node0, node_w, next_f = vma0, vma_w, G.VMA_AV_NEXT
+    chain, node0, node_w, next_f = _list_nodes(g)
     for i in range(len(pages)):
         page = pages[i]
-        pb = g[G.PAGE0] + page * g[G.PAGE_W]
-        av = w32[pb + G.PAGE_MAPPING]
-        if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0:
-            continue
-        if anon_vma_freed_c(w32, g, av):
+        av, _need, index = _scan_page(w32, g, page)
+        if av == -2:
             out[i] = -1
+        if av < 0:
             continue
-        index = w32[pb + G.PAGE_INDEX]
         found = 0
         node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
         while node >= 0:
             nb = node0 + node * node_w
             vma = w32[nb + G.AVC_VMA] if chain else node
             node = w32[nb + next_f]
-            vb = vma0 + vma * vma_w
-            start = w32[vb + G.VMA_START]
-            addr = start + (index - w32[vb + G.VMA_PGOFF])
-            if start <= addr < w32[vb + G.VMA_END] and pte_maps_page(w32, bases, per_mm, w32[vb + G.VMA_MM],
-                                                                   addr, page):
+            if _maps_page_at(w32, g, bases, per_mm, vma, index, page):
                 found += 1
         out[i] = found
     return out
@@ -1115,12 +1128,9 @@ def walk_lengths_tree(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: 
     avc0, avc_w = g[G.AVC0], g[G.AVC_W]
     for i in range(len(pages)):
         page = pages[i]
-        pb = g[G.PAGE0] + page * g[G.PAGE_W]
-        av = w32[pb + G.PAGE_MAPPING]
-        need = w32[pb + G.PAGE_MAPCOUNT]
-        if av < 0 or need <= 0 or anon_vma_freed_c(w32, g, av):
+        av, need, index = _scan_page(w32, g, page)
+        if av < 0:  # nothing to walk, or a freed anon_vma: not followed
             continue
-        index = w32[pb + G.PAGE_INDEX]
         found = visited = 0
         avc, nodes = anon_vma_interval_tree_iter_first(w32, g, av, index)
         while avc >= 0:

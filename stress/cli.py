@@ -9,29 +9,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
-import time
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from shared_model.build import ModelTooLarge
 from shared_model.eras import ERAS
-from shared_model.locks import LOCK_KINDS
 
-from .config import (
-    DEFAULT_ENTRY_COST_NS,
-    DEFAULT_SWAP_IOPS,
-    DEFAULT_SWAP_LATENCY_MS,
-    DEFAULT_SWAP_QUEUE,
-    REFAULT_ORDERS,
-    SCAN_SCENARIOS,
-    SCENARIOS,
-    SWAP_DEVICES,
-    ConfigError,
-    RunConfig,
-)
+from . import ui
+from .config import SCAN_SCENARIOS, SCENARIOS, ConfigError, Option, RunConfig
 from .predict import DEFAULT_HANDOFF_NS, PredictError
 from .results import (
     SCHEMA_DEMO,
@@ -48,8 +38,7 @@ from .results import (
 from .stopping import status_of
 from .torture import add_parser as torture_parser
 from .torture import cmd_torture
-
-PROG = "rmap-stress"
+from .ui import PROG
 
 
 class UsageError(Exception):
@@ -57,66 +46,63 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.config_fields: set[str] = set()  # the RunConfig fields already options here
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
-def _model_options(p: argparse.ArgumentParser, users: int, pages: int) -> None:
-    p.add_argument("--era", default="2.6.33", choices=None, metavar="ERA",
-                   help=f"kernel design: {', '.join(ERAS)} (default 2.6.33)")
-    p.add_argument("--users", type=int, default=users, metavar="N",
-                   help=f"reclaim-storm and scan: children forked by the family's parent; "
-                        f"forking-server: AIM7 users, each a process with its own jobs; fork-test "
-                        f"and exim: the parent's children each CPU forks off (default {users})")
-    p.add_argument("--pages", type=int, default=pages, metavar="P",
-                   help=f"anonymous pages the parent maps and touches (default {pages})")
-    p.add_argument("--cow", type=float, default=1.0, metavar="F",
-                   help="fraction of its pages each child writes, COWing them (default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="seed for which pages a child writes (default 0)")
-    p.add_argument("--refault-order", default=None, choices=REFAULT_ORDERS,
-                   help="order in which a page's owners fault it back in after reclaim unmapped it "
-                        "(scan --refault, reclaim-storm, shared-swapin; default parent-first, "
-                        "child-first for shared-swapin)")
-    p.add_argument("--lock", choices=None, metavar="KIND", default=None,
-                   help=f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the "
-                        "era's: ticket to 2.6.36, mutex in 3.0-rc1 to 3.7, rwsem from 3.8; "
-                        "`rmap-stress eras` lists them)")
+def _shown(default: Any) -> str:
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def config_options(p: Parser, command: str, config: type[RunConfig],
+                   names: Sequence[str] | None = None) -> None:
+    """The options of ``command`` that are RunConfig fields, made from each field's Option
+    (flag, type, default, metavar, choices, help): ``names`` in that order, or every field
+    of ``command`` not yet an option of ``p`` (a new field comes out there)."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    types = typing.get_type_hints(config)
+    for name in names if names is not None else list(fields):
+        opt: Option | None = fields[name].metadata.get("option")
+        if opt is None or command not in opt.commands or name in p.config_fields:
+            continue
+        p.config_fields.add(name)
+        over = opt.per_command.get(command, {})
+        default = over.get("default", fields[name].default)
+        text = over.get("help", opt.help).format(default=_shown(default))
+        flag = opt.flag or "--" + name.replace("_", "-")
+        if types[name] is bool:
+            p.add_argument(flag, dest=name, default=default, help=text,
+                           action="store_false" if flag.startswith("--no-") else "store_true")
+        else:
+            p.add_argument(flag, dest=name, default=default, help=text, choices=opt.choices,
+                           type=types[name] if types[name] in (int, float) else str,
+                           metavar=over.get("metavar", opt.metavar))
+
+
+SWAP_FIELDS = ("swap_device", "swap_latency_ms", "swap_iops", "swap_queue")
+
+
+def _model_options(p: Parser, command: str, config: type[RunConfig]) -> None:
+    config_options(p, command, config,
+                   ("era", "users", "pages", "cow", "seed", "refault_order", "lock"))
     p.add_argument("--json", metavar="FILE", help="write the results document here (- : standard "
                                                   "output, the report then goes to stderr)")
 
 
-def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
-    p.add_argument("--scenario", default="reclaim-storm", metavar="S",
-                   help=f"workload: {', '.join(SCENARIOS)} (default reclaim-storm)")
-    p.add_argument("--cpus", type=int, default=0, metavar="W",
-                   help="CPU worker processes, pinned round-robin (default: every online CPU)")
-    p.add_argument("--duration", type=float, default=duration, metavar="SECONDS",
-                   help=f"seconds of measured run after the start gate (default {duration:g})")
-    p.add_argument("--entry-cost-ns", type=int, default=DEFAULT_ENTRY_COST_NS, metavar="NS",
-                   help="modelled cost of visiting one list entry (the kernel's page-table walk "
-                        f"into another mm); 0 turns it off (default {DEFAULT_ENTRY_COST_NS})")
-    p.add_argument("--no-lockstat", dest="lockstat", action="store_false",
-                   help="record no lock statistics (to measure what recording them costs)")
-    p.add_argument("--work-us", type=int, default=200, metavar="US",
-                   help="forking-server: user work per job in microseconds (default 200)")
-    p.add_argument("--reclaim", action="store_true",
-                   help="fork-test: after every fork the CPU also reclaims 2 pages of the "
-                        "family's LRU (rmap walks reading the root lock); off by default: "
-                        "AIM7's fork_test only forks and exits")
-    p.add_argument("--ram-pages", type=int, default=0, metavar="N",
-                   help="forking-server: page frames of the machine; below a low watermark a "
-                        "faulting CPU does direct reclaim (default: 3/4 of the family's pages)")
+def _run_options(p: Parser, command: str, config: type[RunConfig]) -> None:
+    config_options(p, command, config, ("scenario", "cpus", "duration", "entry_cost_ns", "lockstat",
+                                        "work_us", "reclaim", "ram_pages"))
     p.add_argument("--stall-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="abort with each CPU's state when no CPU makes progress this long "
                         "(a soft-lockup detector; 0 turns it off; default 10)")
     p.add_argument("--inject", action="append", default=[], metavar="FAULT",
                    help="fault injection: alloc-fail=P makes anon_vma and AVC allocations fail "
                         "with probability P (fork and faults unwind as the kernel's ENOMEM paths)")
-    p.add_argument("--check-lock-order", action="store_true",
-                   help="lockdep-like: record per CPU the order in which lock classes are taken "
-                        "and report the first inversion (or recursive locking) with both call sites")
-    p.add_argument("--force", action="store_true", help="allow more than 1024 CPU workers")
-    _swap_options(p, "disk for forking-server, off for reclaim-storm")
+    config_options(p, command, config, ("check_lock_order", "force") + SWAP_FIELDS)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--live", action="store_true",
                    help="on a terminal, a live per-CPU view: what each CPU does, which lock it "
@@ -126,29 +112,7 @@ def _run_options(p: argparse.ArgumentParser, duration: float) -> None:
     p.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
     # profile's own results file: written, not reported (it goes with profile's temporary folder)
     p.add_argument("--internal-json", metavar="FILE", help=argparse.SUPPRESS)
-
-
-def _scan_scenario_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", default=None, metavar="S",
-                   help=f"a structural scenario of the later eras instead of the fork family: "
-                        f"{', '.join(SCAN_SCENARIOS)}")
-    p.add_argument("--generations", type=int, default=1000, metavar="G",
-                   help="fork-chain: generations of fork-and-exit (default 1000)")
-    p.add_argument("--pieces", type=int, default=1000, metavar="K",
-                   help="mprotect-split: pieces mprotect splits the parent's VMA into (default 1000; "
-                        "--pages then defaults to K, a page per piece)")
-def _swap_options(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--swap-device", default=None, metavar="MODE",
-                   help=f"swap writeback and swap-in reads go to: {' or '.join(SWAP_DEVICES)} (a disk "
-                        f"with a latency and an IOPS limit, or infinitely fast; default {default})")
-    p.add_argument("--swap-latency-ms", type=float, default=DEFAULT_SWAP_LATENCY_MS, metavar="MS",
-                   help=f"swap device: an idle disk completes a request after this "
-                        f"(default {DEFAULT_SWAP_LATENCY_MS:g}, a 7200 rpm SATA disk)")
-    p.add_argument("--swap-iops", type=float, default=DEFAULT_SWAP_IOPS, metavar="N",
-                   help=f"swap device: requests per second it completes at most (default {DEFAULT_SWAP_IOPS:g})")
-    p.add_argument("--swap-queue", type=int, default=DEFAULT_SWAP_QUEUE, metavar="N",
-                   help=f"swap device: request slots; a writer beyond them waits (nr_requests, "
-                        f"default {DEFAULT_SWAP_QUEUE})")
+    config_options(p, command, config)
 
 
 def _profile_options(p: argparse.ArgumentParser) -> None:
@@ -180,7 +144,8 @@ def _predict_options(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_HANDOFF_NS}, measured by scripts/measure_handoff.py)")
 
 
-def build_parser() -> Parser:
+def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
+    """The parser; ``config`` the RunConfig (sub)class whose fields are the run options."""
     parser = Parser(
         prog=PROG,
         description="Reproduce the 2010 anon_vma lock collapse with real processes, shared "
@@ -198,11 +163,8 @@ def build_parser() -> Parser:
                                    "moves it to the family's root anon_vma (the fix for the seed's oops), "
                                    "so its walks grow back as the run goes on; 2.6.36 keeps the seed's "
                                    "short walks, on the root's lock.")
-    d.add_argument("--users", type=int, default=1000, metavar="N", help="children (default 1000)")
-    d.add_argument("--pages", type=int, default=100, metavar="P", help="pages (default 100)")
-    d.add_argument("--duration", type=float, default=12.0, metavar="SECONDS",
-                   help="seconds per era (default 12)")
-    d.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
+    config_options(d, "demo", config, ("users", "pages", "duration", "cpus"))
+    config_options(d, "demo", config)
     d.add_argument("--json", metavar="FILE",
                    help="write the demo document (schema rmap-stress-demo/2: each era's run, "
                         "2.6.33, 2.6.34-rc1, 2.6.34 and 2.6.36; - : standard output)")
@@ -214,20 +176,21 @@ def build_parser() -> Parser:
                        description="Build the model (a parent maps P pages, forks N children, each "
                                    "COWs a fraction F) and run page_referenced once on every page; "
                                    "report exactly how many list entries the walks visit.")
-    _model_options(s, users=1000, pages=100)
+    _model_options(s, "scan", config)
     s.add_argument("--refault", nargs="?", const="write", default=None, choices=("write", "read", "cache"),
                    help="after the first pass, try_to_unmap every page and fault it back in from "
                         "each process that mapped it, then walk again (JSON walks: the second pass, "
                         "first_pass: the first).  write (default): pages dropped from the swap cache, "
                         "each owner write-faults them back; read: dropped, read faults; cache: "
                         "swap-cache hits, read faults")
-    _scan_scenario_options(s)
+    config_options(s, "scan", config, ("scenario", "generations", "pieces"))
+    config_options(s, "scan", config)
     s.set_defaults(pages=None)  # 100, or for mprotect-split --pieces (see cmd_scan)
     r = sub.add_parser("run", help="a stress run on real CPU worker processes",
                        description="A stress run: W worker processes, pinned one per CPU, share the "
                                    "model in shared memory and take its real locks.")
-    _model_options(r, users=1000, pages=100)
-    _run_options(r, duration=10.0)
+    _model_options(r, "run", config)
+    _run_options(r, "run", config)
     _predict_options(r)
     pr = sub.add_parser("profile", allow_abbrev=False,
                         help="a stress run under py-spy: where the CPUs' time goes",
@@ -236,8 +199,8 @@ def build_parser() -> Parser:
                                     "profile (JSON) or raw collapsed stacks.  Needs py-spy and "
                                     "ptrace rights.")
     _profile_options(pr)
-    _model_options(pr, users=1000, pages=100)
-    _run_options(pr, duration=10.0)
+    _model_options(pr, "profile", config)
+    _run_options(pr, "profile", config)
     rp = sub.add_parser("ramp", help="AIM7-style ramp of users per era: the crossover curve",
                         description="For each era and user count, a forking-server run on the same "
                                     "RAM; prints reaim's table, each era's crossover and the ratio.")
@@ -248,22 +211,13 @@ def build_parser() -> Parser:
     g = rp.add_mutually_exclusive_group()
     g.add_argument("--increment", type=int, metavar="K", help="add K users per step")
     g.add_argument("--factor", type=float, metavar="X", help="multiply users by X per step (default 2)")
-    rp.add_argument("--duration", type=float, default=5.0, metavar="SECONDS", help="seconds per run (default 5)")
-    rp.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
+    config_options(rp, "ramp", config, ("duration", "cpus"))
     rp.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per point (default 1)")
     rp.add_argument("--crossover", action="store_true", help="stop an era's ramp once past its crossover")
     rp.add_argument("--threshold", type=float, default=1.0, metavar="J",
                     help="crossover: jobs/min per user below this (default 1.0, as reaim)")
-    rp.add_argument("--pages", type=int, default=20, metavar="P", help="pages per user (default 20)")
-    rp.add_argument("--cow", type=float, default=1.0, metavar="F", help="fraction each user COWs and touches (default 1.0)")
-    rp.add_argument("--ram-pages", type=int, default=0, metavar="N",
-                    help="page frames for the whole ramp (default: the family at twice --start-users)")
-    rp.add_argument("--work-us", type=int, default=200, metavar="US", help="user work per job (default 200)")
-    rp.add_argument("--entry-cost-ns", type=int, default=DEFAULT_ENTRY_COST_NS, metavar="NS",
-                    help=f"modelled cost per walk entry (default {DEFAULT_ENTRY_COST_NS})")
-    rp.add_argument("--seed", type=int, default=0,
-                    help="seed for which pages a user touches and its child COWs (default 0)")
-    rp.add_argument("--lock", default=None, metavar="KIND", help="override the eras' lock primitive")
+    config_options(rp, "ramp", config,
+                   ("pages", "cow", "ram_pages", "work_us", "entry_cost_ns", "seed", "lock"))
     rp.add_argument("--json", metavar="FILE",
                     help="write the ramp document (schema rmap-stress-ramp/2; - : standard output)")
     rp.add_argument("--csv", metavar="FILE", help="write one row per run (- : standard output)")
@@ -271,10 +225,11 @@ def build_parser() -> Parser:
     rp.add_argument("--log", action="store_true", dest="log_jobs",
                     help="--plot: jobs/min on a log axis (a collapse of 100x is flat on a linear one)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
-    _swap_options(rp, "disk")
+    config_options(rp, "ramp", config, SWAP_FIELDS)
     rp.add_argument("--live", action="store_true",
                     help="on a terminal, the live per-CPU view during each point instead of the bar")
     _predict_options(rp)
+    config_options(rp, "ramp", config)
     sc = sub.add_parser("scale", conflict_handler="resolve",
                         help="will-it-scale style: throughput and lock wait against CPUs, per era "
                              "and lock primitive",
@@ -282,8 +237,8 @@ def build_parser() -> Parser:
                                     "throughput, throughput per CPU, the linear line from the first "
                                     "point and lock wait share against CPUs.  Repeats are "
                                     "interleaved: every point once per round.")
-    _model_options(sc, users=1000, pages=100)
-    _run_options(sc, duration=5.0)
+    _model_options(sc, "scale", config)
+    _run_options(sc, "scale", config)
     _predict_options(sc)
     # resolve: scale's own --era, --lock (repeatable) and --cpus-list replace run's
     sc.add_argument("--era", action="append", dest="eras", metavar="ERA",
@@ -334,9 +289,8 @@ def build_parser() -> Parser:
                         description="Runs, briefly, the seed pair (2.6.33 vs 2.6.34 reclaim-storm) "
                                     "and each later era's motivating scenario against the eras "
                                     "beside it; one line per chapter with its measured headline.")
-    st.add_argument("--duration", type=float, default=4.0, metavar="SECONDS",
-                    help="seconds per run (default 4)")
-    st.add_argument("--cpus", type=int, default=0, metavar="W", help="CPU workers (default: all online)")
+    config_options(st, "story", config, ("duration", "cpus"))
+    config_options(st, "story", config)
     st.add_argument("--json", metavar="FILE",
                     help="write every chapter's results (schema rmap-stress-story/2; - : standard output)")
     st.add_argument("--quiet", action="store_true", help="no progress output")
@@ -373,20 +327,12 @@ def _check_outputs(a: argparse.Namespace) -> None:
     check_outputs(_outputs(a), STDOUT_OPTIONS)
 
 
-def _wrote(path: str) -> None:
-    """Every file written is reported, once, after it was written; standard output is named."""
-    print(f"wrote {path}" if path != STDOUT else "wrote the document to standard output", flush=True)
-
-
-def _config(a: argparse.Namespace, **over: Any) -> RunConfig:
-    over = {**_inject(getattr(a, "inject", [])), **over}
-    fields = {k: getattr(a, k) for k in ("era", "scenario", "users", "pages", "cow", "cpus", "duration",
-                                          "lock", "seed", "entry_cost_ns", "work_us", "reclaim", "ram_pages",
-                                          "check_lock_order", "lockstat", "force", "swap_device",
-                                          "swap_latency_ms", "swap_iops", "swap_queue", "refault_order")
-              if hasattr(a, k)}
-    fields.update(over)
-    return RunConfig(**fields)
+def config_from_args(a: argparse.Namespace, **over: Any) -> RunConfig:
+    """The RunConfig of the parsed options: every field that is an option of the command
+    (the others keep their defaults), ``--inject``'s, then ``over``."""
+    config: type[RunConfig] = getattr(a, "run_config", RunConfig)
+    fields = {f.name: getattr(a, f.name) for f in dataclasses.fields(config) if hasattr(a, f.name)}
+    return config(**{**fields, **_inject(getattr(a, "inject", [])), **over})
 
 
 def _setup_logging(level: str, path: str | None) -> None:
@@ -413,59 +359,7 @@ def _wrote_log(path: str | None) -> None:
     """``--log-file``: reported when something was logged there (the file was opened)."""
     if path and _log_file is not None and _log_file.stream is not None:
         _log_file.flush()
-        _wrote(path)
-
-
-def _progress(quiet: bool, label: str, live: bool = False):  # type: ignore[no-untyped-def]
-    if quiet:
-        return None
-    tty = sys.stderr.isatty()
-    if live and tty:
-        from .live import LiveView
-
-        return LiveView(sys.stderr, label=label)
-    last = [0.0]
-
-    def on_tick(t: Any) -> None:
-        if not tty and t.elapsed - last[0] < 5:
-            return
-        last[0] = t.elapsed
-        waiting = int((t.cpu["state"] == 3).sum())
-        line = (f"{label}: {t.elapsed:5.1f}/{t.duration:.0f} s  walks {int(t.cpu['walks'].sum())}  "
-                f"pages scanned {int(t.cpu['pages_scanned'].sum())}  jobs {int(t.cpu['jobs'].sum())}  "
-                f"cpus waiting on a lock: {waiting}/{len(t.cpu)}")
-        sys.stderr.write(("\r" + line + "\033[K") if tty else line + "\n")
-        sys.stderr.flush()
-
-    return on_tick
-
-
-def _phase_line(quiet: bool, live: bool = False) -> Any:
-    """On a terminal, one line for each silent phase of a run: "building the model ... 40%",
-    "starting 256 CPUs ... 87/256", "checking the model ...".  None otherwise."""
-    if quiet or not sys.stderr.isatty():
-        return None
-
-    def on_phase(phase: str, done: int, total: int) -> None:
-        if phase == "build":
-            line = f"building the model ... {100 * done // max(total, 1)}%"
-        elif phase == "start":
-            line = f"starting {total} CPUs ... {done}/{total}"
-        elif phase == "stop":
-            line = f"stopping: {done}/{total} CPUs at a boundary"
-        elif done < total:
-            line = "checking the model ..."
-        else:
-            line = ""
-        sys.stderr.write("\r" + line + "\033[K")
-        sys.stderr.flush()
-
-    return on_phase
-
-
-def _end_progress(quiet: bool) -> None:
-    if not quiet and sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+        ui.wrote(path)
 
 
 def cmd_scan(a: argparse.Namespace) -> int:
@@ -478,13 +372,13 @@ def cmd_scan(a: argparse.Namespace) -> int:
         if a.refault is not None:
             raise ConfigError("--refault applies to the fork family scan, not to --scenario")
         return _cmd_scan_scenario(a)
-    del a.scenario
-    res = scan(_config(a), progress=_scan_progress(False), refault=a.refault)
+    del a.scenario, a.generations, a.pieces  # scan --scenario's alone
+    res = scan(config_from_args(a), progress=ui.scan_progress(False), refault=a.refault)
     if a.json:
         write_json(a.json, res)
     print(scan_report(res))
     if a.json:
-        _wrote(a.json)
+        ui.wrote(a.json)
     return 1 if res["invariants"]["violations"] else 0
 
 
@@ -495,43 +389,27 @@ def _cmd_scan_scenario(a: argparse.Namespace) -> int:
 
     if a.scenario not in SCAN_SCENARIOS:
         raise ConfigError(f"unknown scan scenario {a.scenario!r} (choose from {', '.join(SCAN_SCENARIOS)})")
-    cfg = _config(a, generations=a.generations, pieces=a.pieces)
+    cfg = config_from_args(a)
     status = 0
     try:
-        res = scan_scenario(cfg, progress=_scan_progress(False))
+        res = scan_scenario(cfg, progress=ui.scan_progress(False))
     except ScanStopped as e:
         res, status = e.results, 1
-        _end_progress(False)
+        ui.end_progress(False)
         print(f"{PROG}: {e}", file=sys.stderr)
     if a.json:
         write_json(a.json, res)
     print(scan_scenario_report(res))
     if a.json:
-        _wrote(a.json)
+        ui.wrote(a.json)
     return 1 if res.get("invariants", {}).get("violations") else status
-
-
-def _scan_progress(quiet: bool) -> Any:
-    """On a terminal: building, then walks k/N."""
-    on_phase = _phase_line(quiet)
-    if on_phase is None:
-        return None
-
-    def progress(phase: str, done: int, total: int) -> None:
-        if phase in ("walk", "generation"):
-            sys.stderr.write(f"\r{phase}s {done}/{total}\033[K" if done < total else "\r\033[K")
-            sys.stderr.flush()
-        else:
-            on_phase(phase, done, total)
-
-    return progress
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from . import report
     from .runner import RunFailed, RunInterrupted, run
 
-    cfg = _config(a)
+    cfg = config_from_args(a)
     cfg.validate()
     if cfg.scenario in SCAN_SCENARIOS and cfg.scenario not in SCENARIOS:
         raise ConfigError(f"{cfg.scenario} is a scan scenario: rmap-stress scan --scenario {cfg.scenario}")
@@ -544,9 +422,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     _note_no_reuse(cfg)
     _check_handoff(a.handoff_ns)
     _setup_logging(a.log_level, a.log_file)
-    progress = _progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
+    progress = ui.run_progress(a.quiet, f"{cfg.era} {cfg.scenario}", a.live)
     view = progress if hasattr(progress, "update") else None
-    on_phase = _phase_line(a.quiet)
+    on_phase = ui.phase_line(a.quiet)
     try:
         if view is not None:  # the live view: a frame 4 times a second
             res = run(cfg, on_tick=view.update, tick_s=0.25, stall_timeout=a.stall_timeout or None,
@@ -555,7 +433,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             res = run(cfg, on_tick=progress, stall_timeout=a.stall_timeout or None, on_phase=on_phase)
         status = 1 if res["invariants"]["violations"] else 0
     except RunInterrupted as e:
-        _end_progress(a.quiet)
+        ui.end_progress(a.quiet)
         status = 128 + e.signum
         if e.results is None:
             print(f"{PROG}: {e}: nothing was measured, no results", file=sys.stderr)
@@ -563,12 +441,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         res = e.results
         print(f"{PROG}: interrupted: partial results of {res['elapsed_s']:.1f} s follow", file=sys.stderr)
     except RunFailed as e:
-        _end_progress(a.quiet)
+        ui.end_progress(a.quiet)
         print(f"{PROG}: run failed: {e}", file=sys.stderr)
         if e.results is None:
             return 1
         res, status = e.results, 1
-    _end_progress(a.quiet)
+    ui.end_progress(a.quiet)
     if a.predict:
         from .predict import predict_run
 
@@ -589,7 +467,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             print()
             print(format_prediction(res["predicted"]))
         if a.json:
-            _wrote(a.json)
+            ui.wrote(a.json)
         _wrote_log(a.log_file)
         sys.stdout.flush()
     except BrokenPipeError:
@@ -637,7 +515,7 @@ def _run_argv(profile_argv: list[str]) -> list[str]:
 def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
     from .profile import FORMATS, ProfileError, format_summary, record, summarize_raw
 
-    cfg = _config(a)
+    cfg = config_from_args(a)
     cfg.validate()  # a bad option is a usage error now, not a profile of a failed run
     out = a.out or f"profile-{cfg.era}.{FORMATS[a.profile_format]}"
     check_outputs([("-o", out)] + [o for o in _outputs(a) if o[0] != "-o"], STDOUT_OPTIONS)
@@ -653,117 +531,21 @@ def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
         print("\n".join(summary))
     print(res.describe(a.harness))
     for f in res.files:
-        _wrote(f)
+        ui.wrote(f)
     return res.rc
 
 
-def _profiled_run(cfg: RunConfig, quiet: bool) -> dict[str, Any]:
-    """``cfg`` run under py-spy, its CPUs' flamegraph in profile-ERA.svg; the results."""
-    import subprocess
-    import tempfile
-
-    from .profile import ProfileError, record
-
-    with tempfile.TemporaryDirectory(prefix="rmap-stress-demo-") as d:
-        path = os.path.join(d, "results.json")
-        argv = ["--era", cfg.era, "--scenario", cfg.scenario, "--users", str(cfg.users),
-                "--pages", str(cfg.pages), "--cow", str(cfg.cow), "--cpus", str(cfg.cpus),
-                "--duration", str(cfg.duration), "--internal-json", path] + (["--quiet"] if quiet else [])
-        out = f"profile-{cfg.era}.svg"
-        try:
-            res = record(argv, out, stdout=subprocess.DEVNULL)
-        except ProfileError as e:
-            raise ConfigError(str(e)) from None
-        from .results import load
-
-        doc = load(path, ("run",))
-    print(res.describe(False))
-    _wrote(out)
-    return doc
-
-
-DEMO_ERAS = ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36")
-# What each later era of the demo changed, and why (one line each, after the ratios).
-DEMO_WHY = {
-    "2.6.34-rc1": "the seed as committed (5beb4930525): anon_vma_chain, each child's COWed page on "
-                  "its own anon_vma, and a page swapped back in on the faulting VMA's own: walks stay short",
-    "2.6.34": "as released (+ ea90002b0fa7): a swapped-in page goes to the oldest anon_vma, the fix for "
-              "the seed's oops (scenario shared-swapin); under this refault churn walks grow back towards 2.6.33's",
-    "2.6.36": "the root's lock for the whole family (migration needed one lock); a swap-cache hit keeps "
-              "its anon_vma (288468c334e9): walks short again, on one lock per family",
-}
-
-
 def cmd_demo(a: argparse.Namespace) -> int:
-    from . import report
-    from .results import SCHEMA_DEMO
-    from .runner import RunInterrupted, run
-    from .stopping import Stopped, signal_name, stop_on_signals
+    from .demo import DEMO_ERAS, demo
 
     _setup_logging("WARNING", None)
-    results: dict[str, Any] = {}
-    stop: dict[str, str] = {}
-    t0 = time.monotonic()
-    cfgs = [RunConfig(era=era, scenario="reclaim-storm", users=a.users, pages=a.pages,
-                      cow=1.0, cpus=a.cpus, duration=a.duration) for era in DEMO_ERAS]
+    cfgs = [config_from_args(a, era=era, scenario="reclaim-storm") for era in DEMO_ERAS]
     for cfg in cfgs:
         cfg.validate()
-    try:
-        with stop_on_signals():
-            for cfg in cfgs:
-                era = cfg.era
-                # The headings are the report's, on stdout whatever --quiet says.
-                print(f"== {era}: reclaim-storm, {a.users} users x {a.pages} pages, {a.duration:g} s ==",
-                      flush=True)
-                try:
-                    if a.profile:
-                        res = _profiled_run(cfg, a.quiet)
-                    else:
-                        res = run(cfg, on_tick=_progress(a.quiet, era), on_phase=_phase_line(a.quiet))
-                except RunInterrupted as e:
-                    _end_progress(a.quiet)
-                    stop["interrupted"] = signal_name(e.signum)
-                    if e.results is None:
-                        break
-                    res = e.results
-                _end_progress(a.quiet)
-                results[era] = res
-                print(report.run_summary(res))
-                print()
-                print(report.lockstat_table(res))
-                print()
-                if stop:
-                    break
-    except Stopped as e:  # between eras: the eras completed stand
-        stop["interrupted"] = signal_name(e.signum)
-    old = results.get(DEMO_ERAS[0])
-    for era in DEMO_ERAS[1:]:
-        if old is None or era not in results:
-            continue
-        print(f"== side by side: {DEMO_ERAS[0]} and {era} ==")
-        print(report.side_by_side(old, results[era]))
-        print()
-    for era in DEMO_ERAS[1:]:
-        if old is None or era not in results:
-            continue
-        new = results[era]
-        ratio = (new["throughput"]["pages_scanned_per_s"] / old["throughput"]["pages_scanned_per_s"]
-                 if old["throughput"]["pages_scanned_per_s"] else float("inf"))
-        print(f"{era} vs {DEMO_ERAS[0]}: walks "
-              f"{old['walks']['avg_visited'] / max(new['walks']['avg_visited'], 1e-9):.1f}x "
-              f"shorter, anon_vma lock wait {100 * old['anon_vma_wait_share']:.0f}% -> "
-              f"{100 * new['anon_vma_wait_share']:.1f}% of CPU time, {ratio:.1f}x more pages scanned per "
-              f"second")
-        print(f"  {DEMO_WHY[era]}")
-    if stop:
-        print(f"{PROG}: interrupted by {stop['interrupted']}: {len(results)} of {len(DEMO_ERAS)} eras "
-              f"measured" + (", the last cut short" if results else ""), file=sys.stderr)
-    else:
-        print(f"({time.monotonic() - t0:.0f} s)")
+    results, stop, elapsed = demo(cfgs, a.quiet, a.profile)
     if a.json and (results or stop):
-        write_json(a.json, {"schema": SCHEMA_DEMO, "eras": results,
-                            "elapsed_s": time.monotonic() - t0, **stop})
-        _wrote(a.json)
+        write_json(a.json, {"schema": SCHEMA_DEMO, "eras": results, "elapsed_s": elapsed, **stop})
+        ui.wrote(a.json)
     if stop:
         return status_of(stop["interrupted"])
     bad = sum(r["invariants"]["violations"] for r in results.values())
@@ -771,7 +553,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_ramp(a: argparse.Namespace) -> int:
-    from .ramp import ProgressBar, headline, ramp, ramp_table, user_counts, write_csv
+    from .ramp import headline, ramp, ramp_table, user_counts, write_csv
 
     users = user_counts(a.start_users, a.end_users, a.increment,
                         a.factor if a.factor is not None or a.increment is not None else 2.0)
@@ -783,23 +565,14 @@ def cmd_ramp(a: argparse.Namespace) -> int:
     if a.live and a.quiet:
         raise ConfigError("--live and --quiet contradict each other: choose one")
     _note_no_live(a)
-    base = RunConfig(scenario="forking-server", pages=a.pages, cow=a.cow, cpus=a.cpus, duration=a.duration,
-                     lock=a.lock, seed=a.seed, entry_cost_ns=a.entry_cost_ns, work_us=a.work_us,
-                     ram_pages=a.ram_pages, swap_device=a.swap_device, swap_latency_ms=a.swap_latency_ms,
-                     swap_iops=a.swap_iops, swap_queue=a.swap_queue)
+    base = config_from_args(a, scenario="forking-server")
     base.validate_swap()
     _setup_logging("WARNING", None)
-    live = None
-    if a.live and not a.quiet and sys.stderr.isatty():
-        from .live import LiveView
-
-        def live(label: str) -> Any:
-            return LiveView(sys.stderr, label=label).update
-
+    live = ui.live_views(a.live and not a.quiet)
     _check_handoff(a.handoff_ns)
     doc = ramp(a.eras or ["2.6.33", "2.6.34"], users, base, repeat=a.repeat,
                stop_at_crossover=a.crossover, threshold=a.threshold,
-               progress=None if a.quiet or live else ProgressBar(), live=live,
+               progress=None if a.quiet or live else ui.ProgressBar(), live=live,
                predict=a.predict, handoff_ns=a.handoff_ns)
     _say_stop(doc, len(doc["points"]))
     print(ramp_table(doc))
@@ -826,7 +599,6 @@ def _check_handoff(ns: float) -> None:
 
 def cmd_scale(a: argparse.Namespace) -> int:
     from .config import online_cpus
-    from .ramp import ProgressBar
     from .scale import curves_of, default_cpus_list, parse_cpus_list, scale, scale_table, write_csv
 
     if a.cpus:
@@ -839,21 +611,14 @@ def cmd_scale(a: argparse.Namespace) -> int:
     _check_handoff(a.handoff_ns)
     cpus_list = parse_cpus_list(a.cpus_list) if a.cpus_list is not None else default_cpus_list(online_cpus())
     curves = curves_of(a.eras or ["2.6.33"], list(a.locks or [None]))
-    base = _config(a, era=curves[0].era, lock=None, cpus=cpus_list[0])
+    base = config_from_args(a, era=curves[0].era, lock=None, cpus=cpus_list[0])
     if a.stall_timeout < 0:
         raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
     _setup_logging(a.log_level, a.log_file)
-    live: Callable[[str], Callable[[Any], None]] | None = None
-    if a.live and not a.quiet and sys.stderr.isatty():
-        from .live import LiveView
-
-        def live_view(label: str) -> Callable[[Any], None]:
-            return LiveView(sys.stderr, label=label).update
-
-        live = live_view
+    live = ui.live_views(a.live and not a.quiet)
     doc = scale(base, curves, cpus_list, repeat=a.repeat, predict=a.predict, handoff_ns=a.handoff_ns,
                 stall_timeout=a.stall_timeout or None,
-                progress=None if a.quiet or live else ProgressBar(), live=live)
+                progress=None if a.quiet or live else ui.ProgressBar(), live=live)
     _say_stop(doc, len(doc["points"]))
     print(scale_table(doc))
     if a.predict:
@@ -893,15 +658,15 @@ def _write_sweep(a: argparse.Namespace, doc: dict[str, Any], write_csv: Callable
     """A ramp's or a scale's files (what was measured, even when cut short), each reported."""
     if a.json:
         write_json(a.json, doc)
-        _wrote(a.json)
+        ui.wrote(a.json)
     if a.csv:
         write_csv(a.csv, doc)
-        _wrote(a.csv)
+        ui.wrote(a.csv)
     if a.plot and doc["points"]:
         from .plot import plot_results
 
         plot_results(doc, a.plot, **({"log_jobs": a.log_jobs} if hasattr(a, "log_jobs") else {}))
-        _wrote(a.plot)
+        ui.wrote(a.plot)
 
 
 def _sweep_status(doc: dict[str, Any]) -> int:
@@ -956,6 +721,8 @@ def _reading(label: str) -> Iterator[None]:
     except (KeyError, TypeError, IndexError, AttributeError, ZeroDivisionError, OverflowError) as e:
         what = f"missing {e}" if isinstance(e, KeyError) else str(e)
         raise ResultsError(f"{label}: damaged results document ({what})") from None
+    except PredictError as e:  # a document whose figures cannot carry a prediction
+        raise ResultsError(f"{label}: {e}") from None
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
@@ -967,7 +734,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     doc = load_for_compare(a.results)
     with _reading(a.results):
         plot_results(doc, a.output, log_jobs=a.log_jobs)
-    _wrote(a.output)
+    ui.wrote(a.output)
     return 0
 
 
@@ -1001,7 +768,7 @@ def cmd_eras(a: argparse.Namespace) -> int:
     print(eras_table())
     if a.json:
         write_json(a.json, {"schema": SCHEMA_ERAS, "eras": [era_row(e) for e in ERAS.values()]})
-        _wrote(a.json)
+        ui.wrote(a.json)
     return 0
 
 
@@ -1034,7 +801,7 @@ def cmd_story(a: argparse.Namespace) -> int:
               f"the one under way are kept", file=sys.stderr)
     if a.json:
         write_json(a.json, doc)
-        _wrote(a.json)
+        ui.wrote(a.json)
     if doc.get("interrupted"):
         return status_of(doc["interrupted"])
     # The CVE chapter's 3.19 violations are its point; any other violation fails the story.
@@ -1042,10 +809,12 @@ def cmd_story(a: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, config: type[RunConfig] = RunConfig) -> int:
+    """``config``: the RunConfig (sub)class whose fields are the run options."""
+    parser = build_parser(config)
     try:
         a = parser.parse_args(argv)
+        a.run_config = config
         if not a.command:
             parser.print_help()
             return 2

@@ -45,6 +45,7 @@ import dataclasses
 import itertools
 import json
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -147,18 +148,12 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> TTest:
     return TTest(t, df, t_two_sided_p(t, df))
 
 
-def _mean(xs: Sequence[float]) -> float:
-    return math.fsum(xs) / len(xs)
-
-
-def _var(xs: Sequence[float]) -> float:
-    """Sample variance (ddof 1), as pyperf's ``statistics.stdev``."""
-    m = _mean(xs)
-    return math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+_mean = statistics.fmean
+_var = statistics.variance  # sample variance (ddof 1), as pyperf's statistics.stdev
 
 
 def _stdev(xs: Sequence[float]) -> float:
-    return math.sqrt(_var(xs)) if len(xs) > 1 else 0.0
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 def instability(values: Sequence[float], fmt: Callable[[float], str]) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from shared_model.eras import ERAS
 from shared_model.locks import LOCK_ALIASES, LOCK_KINDS
@@ -41,32 +43,154 @@ class ConfigError(ValueError):
     """Bad input a user can cause: reported as one line, exit status 2."""
 
 
+# The commands whose options are a run's: each RunConfig field is an option of these unless
+# its Option names others (``commands``).
+RUN_COMMANDS = ("run", "profile", "scale")
+# The results documents that write a run's configuration (``RunConfig.record``).
+DOCUMENTS = ("run", "ramp", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """How a RunConfig field is a command-line option, declared once on the field.
+
+    ``help`` may name ``{default}`` (the command's default, floats as ``%g``).  ``flag`` is
+    ``--field-name`` unless given; a bool field is a switch (``store_true``, or with a
+    ``--no-`` flag ``store_false``).  ``per_command`` changes the default, help or metavar
+    for one command (ramp's --pages is pages per user, 20).  ``results``: the results
+    documents whose config records the field."""
+
+    help: str
+    metavar: str | None = None
+    flag: str | None = None
+    choices: tuple[str, ...] | None = None
+    commands: tuple[str, ...] = RUN_COMMANDS
+    per_command: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    results: tuple[str, ...] = DOCUMENTS
+
+
+def option(help: str, default: Any, **kw: Any) -> Any:
+    """A RunConfig field with its option: ``field(default=..., metadata={"option": ...})``."""
+    return dataclasses.field(default=default, metadata={"option": Option(help, **kw)})
+
+
+_ERA_HELP = f"kernel design: {', '.join(ERAS)} (default {{default}})"
+_LOCK_HELP = (f"lock primitive for anon_vma locks: {', '.join(LOCK_KINDS)} (default: the era's: "
+              f"ticket to 2.6.36, mutex in 3.0-rc1 to 3.7, rwsem from 3.8; `rmap-stress eras` "
+              f"lists them)")
+_MODEL = RUN_COMMANDS + ("scan",)
+_FORKING = RUN_COMMANDS + ("ramp",)
+_ALL_CPUS = {"help": "CPU workers (default: all online)"}
+
+
+def _swap_device_help(default: str) -> str:
+    return (f"swap writeback and swap-in reads go to: {' or '.join(SWAP_DEVICES)} (a disk with a "
+            f"latency and an IOPS limit, or infinitely fast; default {default})")
+
+
 @dataclasses.dataclass
 class RunConfig:
-    era: str = "2.6.33"
-    scenario: str = "reclaim-storm"
-    users: int = 1000
-    pages: int = 100
-    cow: float = 1.0
-    cpus: int = 0  # 0: every online CPU
-    duration: float = 10.0
-    lock: str | None = None  # None: the era's own primitive
-    seed: int = 0
-    entry_cost_ns: int = DEFAULT_ENTRY_COST_NS
-    work_us: int = 200  # forking-server: user work per job
-    reclaim: bool = False  # fork-test: reclaim beside the forks (off: AIM7's fork_test, fork and exit)
-    ram_pages: int = 0  # forking-server: page frames; 0 = 3/4 of what the family holds
-    alloc_fail_p: float = 0.0  # --inject alloc-fail=P: anon_vma/AVC allocations fail with P
-    check_lock_order: bool = False  # lockdep-like: record class order per CPU, report inversions
-    lockstat: bool = True  # record lock statistics (--no-lockstat: to measure what they cost)
-    force: bool = False
-    generations: int = 1000  # scan --scenario fork-chain: fork-and-exit generations
-    pieces: int = 1000  # scan --scenario mprotect-split: pieces mprotect splits the VMA into
-    swap_device: str | None = None  # SWAP_DEVICES; None: the scenario's (SWAP_DEVICE_DEFAULT)
-    swap_latency_ms: float = DEFAULT_SWAP_LATENCY_MS
-    swap_iops: float = DEFAULT_SWAP_IOPS
-    swap_queue: int = DEFAULT_SWAP_QUEUE  # request slots (the block layer's nr_requests)
-    refault_order: str | None = None  # REFAULT_ORDERS; None: the scenario's
+    """A run's parameters.  Each field is declared once, with its option (``Option``): the
+    CLI's options, their defaults and help are made from these fields, and the results
+    record them (``record``), so a new run option is one new field here."""
+
+    era: str = option(_ERA_HELP, "2.6.33", metavar="ERA", commands=_MODEL, results=("run",))
+    scenario: str = option(
+        f"workload: {', '.join(SCENARIOS)} (default {{default}})", "reclaim-storm", metavar="S",
+        commands=_MODEL, results=("run", "scale"),
+        per_command={"scan": {"default": None, "help": f"a structural scenario of the later eras "
+                              f"instead of the fork family: {', '.join(SCAN_SCENARIOS)}"}})
+    users: int = option(
+        "reclaim-storm and scan: children forked by the family's parent; forking-server: AIM7 "
+        "users, each a process with its own jobs; fork-test and exim: the parent's children "
+        "each CPU forks off (default {default})", 1000, metavar="N", commands=_MODEL + ("demo",),
+        results=("run", "scale"), per_command={"demo": {"help": "children (default {default})"}})
+    pages: int = option(
+        "anonymous pages the parent maps and touches (default {default})", 100, metavar="P",
+        commands=_MODEL + ("ramp", "demo"),
+        per_command={"ramp": {"default": 20, "help": "pages per user (default {default})"},
+                     "demo": {"help": "pages (default {default})"}})
+    cow: float = option(
+        "fraction of its pages each child writes, COWing them (default 1.0)", 1.0, metavar="F",
+        commands=_MODEL + ("ramp",),
+        per_command={"ramp": {"help": "fraction each user COWs and touches (default 1.0)"}})
+    cpus: int = option(  # 0: every online CPU
+        "CPU worker processes, pinned round-robin (default: every online CPU)", 0, metavar="W",
+        commands=RUN_COMMANDS + ("ramp", "demo", "story"), results=("run", "ramp"),
+        per_command={"ramp": _ALL_CPUS, "demo": _ALL_CPUS, "story": _ALL_CPUS})
+    duration: float = option(
+        "seconds of measured run after the start gate (default {default})", 10.0,
+        metavar="SECONDS", commands=RUN_COMMANDS + ("ramp", "demo", "story"),
+        per_command={"scale": {"default": 5.0},
+                     "ramp": {"default": 5.0, "help": "seconds per run (default {default})"},
+                     "demo": {"default": 12.0, "help": "seconds per era (default {default})"},
+                     "story": {"default": 4.0, "help": "seconds per run (default {default})"}})
+    lock: str | None = option(  # None: the era's own primitive
+        _LOCK_HELP, None, metavar="KIND", commands=_MODEL + ("ramp",), results=("run",),
+        per_command={"ramp": {"help": "override the eras' lock primitive"}})
+    seed: int = option(
+        "seed for which pages a child writes (default {default})", 0, commands=_MODEL + ("ramp",),
+        per_command={"ramp": {"help": "seed for which pages a user touches and its child COWs "
+                                      "(default {default})"}})
+    entry_cost_ns: int = option(
+        "modelled cost of visiting one list entry (the kernel's page-table walk into another mm); "
+        "0 turns it off (default {default})", DEFAULT_ENTRY_COST_NS, metavar="NS",
+        commands=_FORKING,
+        per_command={"ramp": {"help": "modelled cost per walk entry (default {default})"}})
+    work_us: int = option(
+        "forking-server: user work per job in microseconds (default {default})", 200,
+        metavar="US", commands=_FORKING,
+        per_command={"ramp": {"help": "user work per job (default {default})"}})
+    reclaim: bool = option(
+        "fork-test: after every fork the CPU also reclaims 2 pages of the family's LRU (rmap walks "
+        "reading the root lock); off by default: AIM7's fork_test only forks and exits", False,
+        results=())
+    ram_pages: int = option(  # 0: 3/4 of what the family holds (ramp: the family at twice A)
+        "forking-server: page frames of the machine; below a low watermark a faulting CPU does "
+        "direct reclaim (default: 3/4 of the family's pages)", 0, metavar="N", commands=_FORKING,
+        per_command={"ramp": {"help": "page frames for the whole ramp (default: the family at "
+                                      "twice --start-users)"}})
+    # anon_vma/AVC allocations fail with this probability: set by --inject alloc-fail=P
+    alloc_fail_p: float = option("", 0.0, commands=(), results=("run", "scale"))
+    check_lock_order: bool = option(
+        "lockdep-like: record per CPU the order in which lock classes are taken and report the "
+        "first inversion (or recursive locking) with both call sites", False, results=("run",))
+    lockstat: bool = option(
+        "record no lock statistics (to measure what recording them costs)", True,
+        flag="--no-lockstat", results=("run",))
+    force: bool = option("allow more than 1024 CPU workers", False, results=())
+    generations: int = option(
+        "fork-chain: generations of fork-and-exit (default {default})", 1000, metavar="G",
+        commands=("scan",), results=())
+    pieces: int = option(
+        "mprotect-split: pieces mprotect splits the parent's VMA into (default {default}; --pages "
+        "then defaults to K, a page per piece)", 1000, metavar="K", commands=("scan",), results=())
+    swap_device: str | None = option(  # None: the scenario's (SWAP_DEVICE_DEFAULT)
+        _swap_device_help("disk for forking-server, off for reclaim-storm"), None, metavar="MODE",
+        commands=_FORKING, results=("run", "ramp"),
+        per_command={"ramp": {"help": _swap_device_help("disk")}})
+    swap_latency_ms: float = option(
+        "swap device: an idle disk completes a request after this (default {default}, a 7200 rpm "
+        "SATA disk)", DEFAULT_SWAP_LATENCY_MS, metavar="MS", commands=_FORKING,
+        results=("run", "ramp"))
+    swap_iops: float = option(
+        "swap device: requests per second it completes at most (default {default})",
+        DEFAULT_SWAP_IOPS, metavar="N", commands=_FORKING, results=("run", "ramp"))
+    swap_queue: int = option(  # request slots (the block layer's nr_requests)
+        "swap device: request slots; a writer beyond them waits (nr_requests, default {default})",
+        DEFAULT_SWAP_QUEUE, metavar="N", commands=_FORKING, results=("run", "ramp"))
+    refault_order: str | None = option(  # REFAULT_ORDERS; None: the scenario's
+        "order in which a page's owners fault it back in after reclaim unmapped it (scan "
+        "--refault, reclaim-storm, shared-swapin; default parent-first, child-first for "
+        "shared-swapin)", None, choices=REFAULT_ORDERS, commands=_MODEL, results=("run",))
+
+    def record(self, document: str, **values: Any) -> dict[str, Any]:
+        """The fields that ``document``'s results record (``Option.results``), as
+        ``dataclasses.asdict`` gives them; ``values`` replaces some (resolved ones)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items()
+               if document in field_option(self, k).results}
+        out.update((k, v) for k, v in values.items() if k in out)
+        return out
 
     def resolved_refault_order(self) -> str:
         return self.refault_order or REFAULT_ORDER_DEFAULT.get(self.scenario, "parent-first")
@@ -152,6 +276,11 @@ class RunConfig:
         if not 1 <= self.swap_queue <= 1 << 20:
             raise ConfigError(f"--swap-queue must be a count of request slots in [1, 1048576], "
                               f"not {self.swap_queue}")
+
+
+def field_option(config: Any, name: str) -> Option:
+    """The Option of one field of a RunConfig (class or instance)."""
+    return next(f for f in dataclasses.fields(config) if f.name == name).metadata["option"]
 
 
 def online_cpus() -> int:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared_model.layout import hist_bucket, hist_bucket_bounds
 
+from .analysis import UNITS, mean, mean_sd, summarize_scale
 from .compare import is_demo_doc
 from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError, upgrade, write_output
 
@@ -138,12 +139,6 @@ def _anon_vma_hist(run: dict[str, Any]) -> dict[str, int]:
     return dict(row["wait_hist"]) if row else {}
 
 
-def _mean_sd(xs: Sequence[float]) -> tuple[float, float]:
-    m = math.fsum(xs) / len(xs)
-    sd = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
-
-
 def _ramp_eras(doc: dict[str, Any]) -> list[str]:
     eras = list(doc.get("config", {}).get("eras") or [])
     for p in doc.get("points", []):
@@ -167,7 +162,7 @@ def _timeline_series(timeline: Sequence[dict[str, Any]]) -> tuple[list[float], l
         cpus = tick.get("cpus") or []
         if cpus:
             ts.append(float(tick["t"]))
-            ws.append(100 * math.fsum(float(c.get("lock_wait", 0.0)) for c in cpus) / len(cpus))
+            ws.append(100 * mean(float(c.get("lock_wait", 0.0)) for c in cpus))
     return ts, ws
 
 
@@ -184,7 +179,7 @@ def _predicted_series(by_x: dict[int, list[dict[str, Any]]], field: str) -> dict
             qs = [p["predicted"][model][field] for p in ps if model in (p.get("predicted") or {})]
             if qs:
                 xs.append(x)
-                vs.append(math.fsum(qs) / len(qs))
+                vs.append(mean(qs))
         if xs:
             out[model] = (xs, vs)
     return out
@@ -285,7 +280,7 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
         if not by_u:
             continue
         us = list(by_u)
-        stats = [_mean_sd([float(p["jobs_per_min"]) for p in by_u[u]]) for u in us]
+        stats = [mean_sd([float(p["jobs_per_min"]) for p in by_u[u]]) for u in us]
         era_repeated = any(len(v) > 1 for v in by_u.values())
         repeated |= era_repeated
         c = cross.get(era) or {}
@@ -328,7 +323,7 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
         first = first or ax
         by_u = _by_users(points, era)
         us = list(by_u)
-        mean = {k: [100 * _mean_sd([float(p.get(f"{k}_share", 0.0)) for p in by_u[u]])[0]
+        mean = {k: [100 * mean_sd([float(p.get(f"{k}_share", 0.0)) for p in by_u[u]])[0]
                     for u in us] for k in ("lock_wait", "walk", "work", "iowait")}
         mean["other"] = [max(0.0, 100 - a - b - c - d)
                          for a, b, c, d in zip(mean["lock_wait"], mean["walk"], mean["work"], mean["iowait"])]
@@ -406,8 +401,6 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
                            lw=1.2, label=f"predicted {pred['lock_class']} wait ({name})")
         t = run.get("throughput", {})
         from .predict import throughput_key
-        from .scale import UNITS
-
         key = throughput_key(run)  # the scenario's own figure: jobs/min, forks/s or pages/s
         ax.set_title(f"{era}: {float(t.get(key, 0)):,.0f} {UNITS.get(key, key)}, "
                      f"anon_vma wait {100 * run.get('anon_vma_wait_share', 0):.1f}%",
@@ -433,11 +426,9 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
 
 
 def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
-    from .scale import UNITS, summarize
-
     cfg = doc.get("config", {})
     points = doc.get("points", [])
-    rows = summarize(doc)
+    rows = summarize_scale(doc)
     curves = [c["label"] for c in cfg.get("curves", [])]
     colors = _colors(curves)
     online = int(cfg.get("online_cpus") or 0)
@@ -482,7 +473,7 @@ def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
                       for n, ps in sorted(by_n.items())]
                 mx = [(n, v) for n, v in mx if v]
                 if mx:
-                    ax.plot([n for n, _ in mx], [100 * math.fsum(v) / len(v) for _, v in mx], ls="none",
+                    ax.plot([n for n, _ in mx], [100 * mean(v) for _, v in mx], ls="none",
                             marker="x", ms=7, color=colors[curve],
                             label=f"{curve}: measured wait on the predicted lock class")
             if field:

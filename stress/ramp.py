@@ -11,14 +11,13 @@ default), so a point whose jobs wait for their swap-ins shows iowait as top's ``
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import math
-import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .analysis import crossover_of, mean, summarize_ramp
 from .config import ConfigError, RunConfig
 from .results import SCHEMA_RAMP, machine_info, write_output
 from .stopping import Stopped, run_point, signal_name, stop_on_signals
@@ -54,11 +53,10 @@ def default_ram_pages(start_users: int, pages: int) -> int:
 
 def point_of(res: dict[str, Any], era: str, users: int, repeat: int) -> dict[str, Any]:
     cpus = res["cpus"]
-    n = max(len(cpus), 1)
-    walk = sum(c["share"]["walk"] for c in cpus) / n
-    wait = sum(c["share"]["lock_wait"] for c in cpus) / n
-    work = sum(c["share"]["work"] for c in cpus) / n
-    iowait = sum(c["share"].get("iowait", 0.0) for c in cpus) / n
+    walk = mean(c["share"]["walk"] for c in cpus)
+    wait = mean(c["share"]["lock_wait"] for c in cpus)
+    work = mean(c["share"]["work"] for c in cpus)
+    iowait = mean(c["share"].get("iowait", 0.0) for c in cpus)
     dev = res.get("swap_device") or {}
     av = next((r for r in res["locks"] if r["class"] == "anon_vma"), None)
     jpm = res["throughput"]["jobs_per_min"]
@@ -92,35 +90,6 @@ def _add_prediction(point: dict[str, Any], res: dict[str, Any], predict: bool,
             point["predicted"] = predict_inputs(point["lock_inputs"], handoff_ns)
         except PredictError:  # e.g. no time measured outside the lock: no prediction
             pass
-
-
-def summarize(points: list[dict[str, Any]], era: str, threshold: float) -> list[dict[str, Any]]:
-    """One row per user count of an era: means over repeats, std dev and JTI."""
-    rows = []
-    for users in sorted({p["users"] for p in points if p["era"] == era}):
-        ps = [p for p in points if p["era"] == era and p["users"] == users]
-        jpm = [p["jobs_per_min"] for p in ps]
-        mean = statistics.fmean(jpm)
-        sd = statistics.stdev(jpm) if len(jpm) > 1 else 0.0
-        rows.append({
-            "users": users, "jobs_per_min": mean, "jobs_per_min_per_user": mean / users,
-            "system_share": statistics.fmean(p["system_share"] for p in ps),
-            "work_share": statistics.fmean(p["work_share"] for p in ps),
-            "iowait_share": statistics.fmean(p.get("iowait_share", 0.0) for p in ps),
-            "std_dev": sd, "std_dev_pct": 100 * sd / mean if mean else 0.0,
-            "jti": 100 * (1 - sd / mean) if mean else 0.0,
-            "below_threshold": mean / users < threshold,
-            "cut_short": any(p.get("interrupted") or p.get("failed") for p in ps),
-        })
-    return rows
-
-
-def crossover_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    cross = next((r for r in rows if r["below_threshold"]), None)
-    sys90 = next((r["users"] for r in rows if r["system_share"] > 0.9), None)
-    return {"users": cross["users"] if cross else None, "system90_users": sys90,
-            "peak_jobs_per_min": max((r["jobs_per_min"] for r in rows), default=0.0),
-            "iowait_share": cross["iowait_share"] if cross else None}
 
 
 def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
@@ -159,7 +128,7 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
                 for u in planned[era]:
                     if progress:
                         progress(done, total, f"{era} users {u} round {r + 1}/{repeat}", time.monotonic() - t0)
-                    cfg = RunConfig(**{**base.__dict__, "era": era, "users": u, "scenario": "forking-server"})
+                    cfg = dataclasses.replace(base, era=era, users=u, scenario="forking-server")
                     res = run_point(cfg, live, f"{era} users {u} round {r + 1}/{repeat} "
                                                 f"(point {done + 1}/{total})", stop)
                     if res is not None:
@@ -171,7 +140,7 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
                     if stop:
                         return
                     done += 1
-                    if r == 0 and stop_at_crossover and summarize(points, era, threshold)[-1]["below_threshold"]:
+                    if r == 0 and stop_at_crossover and summarize_ramp(points, era, threshold)[-1]["below_threshold"]:
                         total -= (len(users) - users.index(u) - 1) * repeat
                         planned[era] = users[: users.index(u) + 1]
                         break
@@ -188,14 +157,10 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
         "schema": SCHEMA_RAMP,
         "config": {"eras": eras, "users": users, "start_users": users[0], "end_users": users[-1],
                    "repeat": repeat, "threshold": threshold, "crossover_stop": stop_at_crossover,
-                   "duration": base.duration, "cpus": resolved.cpus, "pages": base.pages,
-                   "cow": base.cow, "ram_pages": base.ram_pages, "work_us": base.work_us,
-                   "entry_cost_ns": base.entry_cost_ns, "seed": base.seed,
-                   "swap_device": resolved.swap_device, "swap_latency_ms": base.swap_latency_ms,
-                   "swap_iops": base.swap_iops, "swap_queue": base.swap_queue},
+                   **resolved.record("ramp")},
         "machine": machine,
         "points": points,
-        "crossover": {era: crossover_of(summarize(points, era, threshold)) for era in eras},
+        "crossover": {era: crossover_of(summarize_ramp(points, era, threshold)) for era in eras},
         "elapsed_s": time.monotonic() - t0,
         **stop,
     }
@@ -213,7 +178,7 @@ def ramp_table(doc: dict[str, Any]) -> str:
         lines.append(dev)
     lines += [head, "-" * len(head)]
     for era in doc["config"]["eras"]:
-        for r in summarize(doc["points"], era, thr):
+        for r in summarize_ramp(doc["points"], era, thr):
             mark = "  <- below threshold" if r["below_threshold"] else ""
             mark += "  (cut short: partial figures)" if r["cut_short"] else ""
             lines.append(f"{era:<7} {r['users']:>10} {r['jobs_per_min']:>10.0f} "
@@ -284,37 +249,8 @@ def write_csv(path: str, doc: dict[str, Any]) -> None:
     cols.append("interrupted")
 
     def rows(fh: Any) -> None:
-        fh.write(",".join(cols) + "\n")
-        fh.writelines(",".join(str(p.get(c, "")) for c in cols) + "\n" for p in doc["points"])
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(cols)
+        out.writerows([str(p.get(c, "")) for c in cols] for p in doc["points"])
 
     write_output(path, rows)
-
-
-class ProgressBar:
-    """points done / total with an ETA, redrawn in place on a terminal; without one (a log
-    file, CI), one plain line at a point's start at most every ``every_s`` seconds, and
-    the last one, so a long sweep is never silent for its whole length."""
-
-    def __init__(self, stream: Any = sys.stderr, width: int = 30, every_s: float = 5.0) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = stream.isatty()
-        self.every_s = every_s
-        self.last: float | None = None
-
-    def __call__(self, done: int, total: int, label: str, elapsed: float) -> None:
-        if not self.tty:
-            if done < total and self.last is not None and elapsed - self.last < self.every_s:
-                return
-            self.last = elapsed
-            what = f"point {done + 1}/{total}: {label}" if done < total else f"{done}/{total} points {label}"
-            self.stream.write(f"rmap-stress: {what}  (elapsed {elapsed:.0f} s)\n")
-            self.stream.flush()
-            return
-        frac = done / total if total else 1.0
-        eta = elapsed / done * (total - done) if done else math.nan
-        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
-        eta_s = "?" if math.isnan(eta) else f"{int(eta) // 60}m{int(eta) % 60:02d}s"
-        end = "\n" if done == total else ""
-        self.stream.write(f"\r[{bar}] {done}/{total} {label}  elapsed {elapsed:.0f}s  ETA {eta_s}\033[K{end}")
-        self.stream.flush()

@@ -6,6 +6,8 @@ from typing import Any
 
 from shared_model.eras import ERAS
 
+from .analysis import mean
+
 
 def fmt_ns(ns: float) -> str:
     """A duration with its unit, scaled as perf does (ns, us, ms, s)."""
@@ -62,7 +64,7 @@ def cpu_table(res: dict[str, Any]) -> str:
 def mean_shares(res: dict[str, Any]) -> dict[str, float]:
     cpus = res["cpus"]
     keys = ("work", "walk", "lock_wait", "iowait", "other")
-    return {k: sum(c["share"].get(k, 0.0) for c in cpus) / len(cpus) if cpus else 0.0 for k in keys}
+    return {k: mean(c["share"].get(k, 0.0) for c in cpus) for k in keys}
 
 
 def swap_device_line(res: dict[str, Any]) -> str | None:
@@ -106,6 +108,9 @@ def run_summary(res: dict[str, Any]) -> str:
         lines += seed_bug_lines(res["seed_bug"])
         if inv["violations"]:
             lines.append("  (the invariant violations are this bug: rules 5 and 9, not a model fault)")
+    elif t.get("rmap_freed_anon_vma"):  # e.g. cve-2022-42703: a page->mapping left dangling
+        lines.append(f"rmap walks that met a freed anon_vma: {t['rmap_freed_anon_vma']} "
+                     f"(counted, not followed: the kernel would walk freed memory)")
     if c["scenario"] in ("fork-test", "exim"):
         lines.insert(4, f"forks: {t.get('forks', 0)}  exits: {t.get('exits', 0)}  "
                         f"{t.get('forks_per_s', 0.0):.0f} forks/s"

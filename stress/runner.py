@@ -47,7 +47,7 @@ from shared_model.precompile import warm_up
 from shared_model.segment import sweep_stale_segments
 from shared_model.swapdev import swap_device_init, swap_device_stats
 
-from . import metrics
+from . import metrics, ui
 from .config import RunConfig
 from .results import SCHEMA_RUN, machine_info
 from .worker import model_op_name, worker_main
@@ -204,18 +204,6 @@ class _Signals:
             signal.signal(sig, h)
 
 
-def _say(line: str) -> None:
-    """One line on stderr from a signal handler: os.write, no buffered stream (a handler
-    that interrupted a write to sys.stderr must not write to it again)."""
-    try:
-        os.write(2, f"\r\033[K{PROG}: {line}\n".encode() if os.isatty(2) else f"{PROG}: {line}\n".encode())
-    except OSError:
-        pass
-
-
-PROG = "rmap-stress"
-
-
 STATE_NAMES = {v: k for k, v in CPU_STATE.items()}
 
 
@@ -289,7 +277,7 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
     machine = machine_info()
     t_build = time.perf_counter()
     phase = "building the model"
-    with _Signals(say=_say) as sigs:
+    with _Signals(say=ui.say_from_handler) as sigs:
         try:
             m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=cfg.entry_cost_ns)
         except _Abort:
@@ -873,16 +861,9 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
     jobs = int(cpu["jobs"].sum())
     return {
         "schema": SCHEMA_RUN,
-        "config": {
-            "era": cfg.era, "scenario": cfg.scenario, "users": cfg.users, "pages": cfg.pages,
-            "cow": cfg.cow, "cpus": cfg.cpus, "duration": cfg.duration, "lock": cfg.lock,
-            "seed": cfg.seed, "entry_cost_ns": cfg.entry_cost_ns, "work_us": cfg.work_us,
-            "ram_pages": cfg.ram_pages, "alloc_fail_p": cfg.alloc_fail_p,
-            "check_lock_order": cfg.check_lock_order, "lockstat": cfg.lockstat,
-            "swap_device": cfg.swap_device, "swap_latency_ms": cfg.swap_latency_ms,
-            "swap_iops": cfg.swap_iops, "swap_queue": cfg.swap_queue,
-            "refault_order": cfg.resolved_refault_order(),
-        },
+        "config": cfg.record("run", refault_order=cfg.resolved_refault_order(),
+                             # a scenario that builds its own COW (shared-swapin) records that
+                             cow=getattr(get_workload(cfg.scenario), "COW", cfg.cow)),
         "machine": machine,
         "elapsed_s": elapsed,
         "build_s": build_s,

@@ -19,12 +19,13 @@ figures (``lock_inputs``, enough to predict again) and, with ``--predict``, ``pr
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .analysis import UNITS, mean, summarize_scale
 from .config import ConfigError, RunConfig, online_cpus
 from .predict import PredictError, lock_inputs, predict_inputs, throughput_key
 from .results import SCHEMA_SCALE, machine_info, write_output
@@ -86,7 +87,7 @@ def point_of(res: dict[str, Any], curve: Curve, cpus: int, repeat: int, online: 
     key = throughput_key(res)
     thr = float(res["throughput"][key])
     rows = res["cpus"]
-    wait = sum(c["share"]["lock_wait"] for c in rows) / max(len(rows), 1)
+    wait = mean(c["share"]["lock_wait"] for c in rows)
     try:
         inputs: dict[str, Any] | None = lock_inputs(res)
     except PredictError:
@@ -156,11 +157,7 @@ def scale(base: RunConfig, curves: list[Curve], cpus_list: list[int], repeat: in
     return {
         "schema": SCHEMA_SCALE,
         "config": {"curves": [dataclasses.asdict(c) for c in curves], "cpus_list": cpus_list,
-                   "repeat": repeat, "online_cpus": online, "scenario": base.scenario,
-                   "users": base.users, "pages": base.pages, "cow": base.cow,
-                   "duration": base.duration, "seed": base.seed,
-                   "entry_cost_ns": base.entry_cost_ns, "work_us": base.work_us,
-                   "ram_pages": base.ram_pages, "alloc_fail_p": base.alloc_fail_p,
+                   "repeat": repeat, "online_cpus": online, **base.record("scale"),
                    "predict": predict, "handoff_ns": handoff_ns if predict else None},
         "machine": machine,
         "points": points,
@@ -169,49 +166,8 @@ def scale(base: RunConfig, curves: list[Curve], cpus_list: list[int], repeat: in
     }
 
 
-def _mean_sd(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
-def summarize(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per curve and CPU count: means over repeats, std dev, the linear line from
-    the curve's 1-CPU point (or its smallest count, scaled) and the prediction's means."""
-    rows = []
-    labels = [c["label"] for c in doc["config"]["curves"]]
-    for label in labels:
-        pts = [p for p in doc["points"] if p["curve"] == label]
-        counts = sorted({p["cpus"] for p in pts})
-        base = None
-        for n in counts:
-            ps = [p for p in pts if p["cpus"] == n]
-            thr, sd = _mean_sd([p["throughput"] for p in ps])
-            if base is None:
-                base = thr / n
-            row: dict[str, Any] = {
-                "curve": label, "era": ps[0]["era"], "lock": ps[0]["lock"], "cpus": n,
-                "repeats": len(ps), "oversubscribed": ps[0]["oversubscribed"],
-                "throughput_key": ps[0]["throughput_key"],
-                "throughput": thr, "std_dev": sd, "throughput_per_cpu": thr / n,
-                "linear": base * n, "efficiency": thr / (base * n) if base else 0.0,
-                "wait_share": statistics.fmean(p["wait_share"] for p in ps),
-                "cut_short": any(p.get("interrupted") or p.get("failed") for p in ps),
-            }
-            preds = [p["predicted"] for p in ps if p.get("predicted")]
-            if preds:
-                row["measured_wait_share"] = statistics.fmean(q["measured"]["wait_share"] for q in preds)
-                for model in ("repairman", "ticket"):
-                    if all(model in q for q in preds):
-                        row[f"{model}_wait_share"] = statistics.fmean(q[model]["wait_share"] for q in preds)
-                        row[f"{model}_throughput"] = statistics.fmean(q[model]["throughput"] for q in preds)
-            rows.append(row)
-    return rows
-
-
-UNITS = {"pages_scanned_per_s": "pages/s", "jobs_per_min": "jobs/min", "forks_per_s": "forks/s"}
-
-
 def scale_table(doc: dict[str, Any]) -> str:
-    rows = summarize(doc)
+    rows = summarize_scale(doc)
     unit = UNITS.get(rows[0]["throughput_key"], rows[0]["throughput_key"]) if rows else ""
     head = (f"{'curve':<16} {'CPUs':>5} {unit:>11} {'± sd':>9} {'per CPU':>9} {'linear':>11} "
             f"{'of linear':>9} {'wait %':>7}")
@@ -234,11 +190,11 @@ def write_csv(path: str, doc: dict[str, Any]) -> None:
     pred = ["predicted_wait_share", "measured_lock_wait_share"]
 
     def rows(fh: Any) -> None:
-        fh.write(",".join(cols + pred + ["interrupted"]) + "\n")
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(cols + pred + ["interrupted"])
         for p in doc["points"]:
             q = p.get("predicted") or {}
             extra = [q["repairman"]["wait_share"], q["measured"]["wait_share"]] if q else ["", ""]
-            fh.write(",".join(str(v) for v in [p[c] for c in cols] + extra
-                              + [p.get("interrupted", "")]) + "\n")
+            out.writerow(str(v) for v in [p[c] for c in cols] + extra + [p.get("interrupted", "")])
 
     write_output(path, rows)

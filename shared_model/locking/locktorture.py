@@ -1,6 +1,10 @@
 """Lock torture, as the kernel's locktorture: compiled loops that exercise one lock, and
 ``LockLab``, a shared mapping plus forked processes to run them in.  The tests and
-scripts/bench_locks.py are built on it.
+scripts/bench_locks.py are built on it.  ``torture_hammer`` takes each lock whole
+(``lock_acquire``); ``torture_request`` takes it as the model does, the request (the place
+in the lock's order) then the wait, giving places up now and then, with holds long enough
+for the era rules to act (the pending bit, 3.9's steal behind a writer, spinning on a
+running owner, 6.0's hand-off bit), and counts which of them it went through.
 
 Each loop does its critical section as a plain (non-atomic) read-modify-write of a shared
 counter word: if two holders ever overlap, increments are lost and the total comes out
@@ -28,10 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from .atomics import READ_ONCE, clock_ns
+from .atomics import READ_ONCE, WRITE_ONCE, atomic_fetch_add, clock_ns, cmpxchg, cpu_relax
 from .cached_compile import cached_njit
-from .common import LOCK_STOPPED, NODE_BLOCK_WORDS, RWSEM
-from .lock import lock_acquire, lock_release
+from .common import LOCK_STOPPED, NODE_BLOCK_WORDS, OWNER, QSPINLOCK, RWSEM, TICKET
+from .lock import lock_acquire, lock_release, lock_trylock
+from .qspinlock import (
+    LOCKED_VAL,
+    PLACE_PENDING,
+    queued_spin_abandon,
+    queued_spin_request,
+    queued_spin_wait,
+)
+from .rwsem import COUNT, HANDOFF, WAITERS, rwsem_abandon, rwsem_request, rwsem_wait_queued
+from .ticket import NEXT as TICKET_NEXT
+from .ticket import SERVING as TICKET_SERVING
+from .ticket import ticket_abandon, ticket_lock_slowpath
 
 
 @cached_njit
@@ -104,6 +119,141 @@ def torture_reader(
     return torn
 
 
+# torture_request's statistics, words from its ``stats_w``.
+ST_FAST = 0  # requests that took the lock at once
+ST_PENDING = 1  # requests whose place was a qspinlock's pending bit
+ST_NODE = 2  # requests whose place was a ticket, an MCS node or an rwsem wait-list node
+ST_NO_PLACE = 3  # contended requests that took no place (a mutex; a spinning rwsem writer)
+ST_GIVEN_UP = 4  # places given up before their wait (and the lock asked for again)
+ST_HANDOFF = 5  # holds during which an rwsem's HANDOFF bit was set (6.0)
+ST_QUEUED_BEHIND = 6  # holds taken while rwsem waiters were queued (a steal, or a grant)
+ST_TORN = 7  # read holds that saw the counter change (a writer beside a reader)
+ST_WORDS = 8
+
+
+@cached_njit
+def _request(words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int,
+             node_w: int) -> int:
+    """The request as the model takes it (``locks.lock_request_place``, without the CPU's
+    geometry table): 0 if taken, a place (> 0) to wait on or give up, or -1 for none."""
+    if kind == TICKET:
+        ticket = atomic_fetch_add(words, w + TICKET_NEXT, 1)
+        return 0 if READ_ONCE(words, w + TICKET_SERVING) == ticket else ticket + 1
+    if kind == QSPINLOCK:
+        if cmpxchg(words, w, 0, LOCKED_VAL) == 0:
+            return 0
+        return queued_spin_request(words, w, node_w)
+    if kind == RWSEM:
+        return rwsem_request(words, w, policy, shared, owner_tag, node_w)
+    return 0 if lock_trylock(words, w, kind, policy, shared, owner_tag) else -1
+
+
+@cached_njit
+def _give_up(words: np.ndarray, w: int, kind: int, policy: int, node_w: int, place: int) -> None:
+    if kind == TICKET:
+        ticket_abandon(words, w, place - 1)
+    elif kind == QSPINLOCK:
+        queued_spin_abandon(words, w, node_w, place)
+    else:
+        rwsem_abandon(words, w, policy, node_w, place)
+
+
+@cached_njit
+def _wait(words: np.ndarray, w: int, kind: int, policy: int, node_w: int, place: int,
+          stop_w: int) -> int:
+    if kind == TICKET:
+        return ticket_lock_slowpath(words, w, place - 1, stop_w)
+    if kind == QSPINLOCK:
+        return queued_spin_wait(words, w, node_w, place, stop_w)
+    return rwsem_wait_queued(words, w, policy, node_w, place, stop_w)
+
+
+@cached_njit
+def _hold(words: np.ndarray, w: int, kind: int, exclusive: bool, counter_w: int, hold_ns: int,
+          stats_w: int) -> None:
+    """torture_request's critical section, ``hold_ns`` long."""
+    if kind == RWSEM and READ_ONCE(words, w + WAITERS) > 0:
+        words[stats_w + ST_QUEUED_BEHIND] += 1
+    before = READ_ONCE(words, counter_w)
+    t0 = clock_ns()
+    saw_handoff = False
+    while clock_ns() - t0 < hold_ns:
+        if kind == RWSEM and READ_ONCE(words, w + COUNT) & HANDOFF:
+            saw_handoff = True
+        cpu_relax()
+    if saw_handoff:
+        words[stats_w + ST_HANDOFF] += 1
+    if exclusive:
+        words[counter_w] = before + 1
+    elif READ_ONCE(words, counter_w) != before:
+        words[stats_w + ST_TORN] += 1
+
+
+@cached_njit
+def torture_request(
+    words: np.ndarray,
+    w: int,
+    kind: int,
+    policy: int,
+    shared: int,
+    owner_tag: int,
+    node_w: int,
+    stop_w: int,
+    counter_w: int,
+    loops: int,
+    hold_ns: int,
+    give_up_every: int,
+    ready_w: int,
+    stats_w: int,
+) -> int:
+    """``torture_hammer`` through the request point, as the model takes its locks: the
+    request (the place taken in compiled code: a ticket, a qspinlock's pending bit or MCS
+    node, an rwsem's wait-list node; none for a mutex or a spinning rwsem writer, whose
+    wait is then the whole slow path), then the wait on that place; the first contended
+    request's place and every ``give_up_every``-th one after are given up instead (as a
+    walk that no longer needs the lock) and the lock asked for again.  Each hold lasts
+    ``hold_ns`` (so that waiters sleep, spin on a running owner, or time out into 6.0's
+    hand-off); a writer increments the counter non-atomically, a reader checks it stays
+    put.  ``words[ready_w]`` is incremented once the first request has returned (the
+    parent may hold the lock until every child has asked).  Statistics (ST_*) at
+    ``stats_w``.  Returns the holds done (fewer only when stopped)."""
+    exclusive = not (kind == RWSEM and shared)
+    done = 0
+    contended = 0
+    first = True
+    while done < loops:
+        place = _request(words, w, kind, policy, shared, owner_tag, node_w)
+        if first:
+            atomic_fetch_add(words, ready_w, 1)
+            first = False
+        if place == 0:
+            words[stats_w + ST_FAST] += 1
+            status = 0
+        elif place < 0:
+            words[stats_w + ST_NO_PLACE] += 1
+            status = lock_acquire(words, w, kind, policy, shared, owner_tag, node_w, stop_w)
+            if status == LOCK_STOPPED:
+                return done
+        else:
+            if kind == QSPINLOCK and place == PLACE_PENDING:
+                words[stats_w + ST_PENDING] += 1
+            else:
+                words[stats_w + ST_NODE] += 1
+            contended += 1
+            if contended == 1 or (give_up_every > 0 and contended % give_up_every == 0):
+                _give_up(words, w, kind, policy, node_w, place)
+                words[stats_w + ST_GIVEN_UP] += 1
+                continue
+            if _wait(words, w, kind, policy, node_w, place, stop_w) == LOCK_STOPPED:
+                return done
+        if exclusive and place >= 0:
+            WRITE_ONCE(words, w + OWNER, owner_tag)
+        _hold(words, w, kind, exclusive, counter_w, hold_ns, stats_w)
+        lock_release(words, w, kind, policy, shared, node_w)
+        done += 1
+    return done
+
+
 @dataclass(frozen=True)
 class LabLayout:
     """Word indices in the lab's mapping, each thing on its own cache line."""
@@ -118,7 +268,12 @@ class LabLayout:
     stops: int = 96  # a private stop word per CPU, 8 words apart, 12 CPUs
     nodes: int = 192  # per-CPU node blocks, NODE_BLOCK_WORDS each, 16 CPUs
     lock2: int = 192 + 16 * NODE_BLOCK_WORDS  # a second lock record
-    size: int = 192 + 16 * NODE_BLOCK_WORDS + 8
+    ready: int = 200 + 16 * NODE_BLOCK_WORDS  # torture_request: children past their request
+    stats: int = 208 + 16 * NODE_BLOCK_WORDS  # torture_request: ST_WORDS per CPU, 16 CPUs
+    size: int = 208 + 16 * NODE_BLOCK_WORDS + 16 * ST_WORDS
+
+    def stat(self, cpu: int) -> int:
+        return self.stats + cpu * ST_WORDS
 
     def node(self, cpu: int) -> int:
         return self.nodes + cpu * NODE_BLOCK_WORDS

@@ -34,6 +34,12 @@ Acquire, as ``queued_spin_lock_slowpath`` (6.0)::
                   tail == me ? cmpxchg(val, LOCKED) (clears the tail) : set_locked
                   (a byte store), and passes the head on.
 
+The slow path is split where the kernel fixes a CPU's place in the lock's order: the
+request (``queued_spin_request``: the pending bit, or the node linked in after
+``xchg_tail``), taken in compiled code before the request returns, and the wait on that
+place (``queued_spin_wait``); a place nobody will wait on is given up
+(``queued_spin_abandon``) as a stopped waiter gives up its own.
+
 So with two CPUs nobody ever queues: the second is the pending one.  Release is
 ``smp_store_release(&lock->locked, 0)``: one byte store (x86 ``movb``), no atomic.
 
@@ -122,10 +128,43 @@ def queued_spin_unlock(words: np.ndarray, w: int) -> None:
     smp_store_release_u8(words, w, 0)
 
 
+# The request's place (``queued_spin_request``'s answer; 0: the lock was taken).
+PLACE_NONE = -1  # no place taken (out of nodes): the slow path spins on the trylock
+PLACE_PENDING = 1  # this CPU holds the pending bit
+# A queued node: ``(node + 1) << 3 | nesting``, the node's word and the nesting count to
+# restore when the wait is over (``place_node``, ``place_nesting``).
+PLACE_NODE_SHIFT = 3
+
+
+@cached_njit(inline=True)
+def place_node(place: int) -> int:
+    return (place >> PLACE_NODE_SHIFT) - 1
+
+
+@cached_njit(inline=True)
+def place_nesting(place: int) -> int:
+    return place & ((1 << PLACE_NODE_SHIFT) - 1)
+
+
 @cached_njit
 def queued_spin_lock_slowpath(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int:
     """The lock was not free: pend for it (no node) when nobody else pends or queues,
-    else queue on this CPU's next free node and wait for the head, then for the lock."""
+    else queue on this CPU's next free node and wait for the head, then for the lock.
+    The request (``queued_spin_request``), then the wait on the place it took
+    (``queued_spin_wait``)."""
+    place = queued_spin_request(words, w, node_w)
+    if place == 0:
+        return LOCK_CONTENDED
+    return queued_spin_wait(words, w, node_w, place, stop_w)
+
+
+@cached_njit
+def queued_spin_request(words: np.ndarray, w: int, node_w: int) -> int:
+    """The first half of 6.0's ``queued_spin_lock_slowpath``, up to the point where this
+    CPU's place in the lock's order is fixed: the pending bit
+    (``queued_fetch_set_pending_acquire``) or the MCS tail (``xchg_tail``, then
+    ``WRITE_ONCE(prev->next, node)``).  Returns 0 if the lock was taken on the way, else
+    the place (PLACE_PENDING, a node's place, or PLACE_NONE) for ``queued_spin_wait``."""
     val = READ_ONCE(words, w)
     # A pending->locked hand-over in progress: wait a little for it to complete.
     if val == PENDING_VAL:
@@ -137,11 +176,50 @@ def queued_spin_lock_slowpath(words: np.ndarray, w: int, node_w: int, stop_w: in
     if val & ~LOCKED_MASK == 0:
         val = atomic_fetch_or(words, w, PENDING_VAL)  # queued_fetch_set_pending_acquire
         if val & ~LOCKED_MASK == 0:
-            return _pending_wait(words, w, val, stop_w)
+            if val & LOCKED_MASK == 0:  # freed meanwhile: clear_pending_set_locked now
+                WRITE_ONCE_u16(words, w, LOCKED_VAL)
+                return 0
+            return PLACE_PENDING
         # Somebody pended or queued meanwhile: undo our pending bit if we set it, queue.
         if val & PENDING_MASK == 0:
             WRITE_ONCE_u8_1(words, w, 0)  # clear_pending
-    return _queue(words, w, node_w, stop_w)
+    return _queue_request(words, w, node_w)
+
+
+@cached_njit
+def queued_spin_wait(words: np.ndarray, w: int, node_w: int, place: int, stop_w: int) -> int:
+    """The second half: wait on the place ``queued_spin_request`` took (LOCK_CONTENDED when
+    the lock is taken, LOCK_STOPPED when the run stopped: the place is then given up)."""
+    if place == PLACE_PENDING:
+        return _pending_wait(words, w, smp_load_acquire(words, w), stop_w)
+    if place == PLACE_NONE:  # the kernel's answer to a fifth nesting level: spin on trylock
+        while not queued_spin_trylock(words, w):
+            if stop_requested(words, stop_w):
+                return LOCK_STOPPED
+            cpu_relax()
+        return LOCK_CONTENDED
+    status = _mcs_wait(words, w, place_node(place), stop_w)
+    words[node_w + NODE_NESTING] = place_nesting(place)
+    return status
+
+
+@cached_njit
+def queued_spin_abandon(words: np.ndarray, w: int, node_w: int, place: int) -> None:
+    """Give up a place nobody will wait on, as a stopped waiter gives up its own: the
+    pending bit is cleared; a queued node is marked ABANDONED (the head skips it), or,
+    if it is the head already, passes the head on."""
+    if place == PLACE_PENDING:
+        WRITE_ONCE_u8_1(words, w, 0)  # clear_pending
+        return
+    if place == PLACE_NONE:
+        return
+    node = place_node(place)
+    if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:
+        atomic_fetch_add(words, w + QUEUED, -1)
+    else:
+        atomic_fetch_add(words, w + QUEUED, -1)
+        mcs_pass_head(words, w, node)
+    words[node_w + NODE_NESTING] = place_nesting(place)
 
 
 @cached_njit
@@ -160,8 +238,9 @@ def _pending_wait(words: np.ndarray, w: int, val: int, stop_w: int) -> int:
 
 
 @cached_njit
-def _queue(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int:
-    """Queue on this CPU's next free node (``qnodes[idx]``)."""
+def _queue_request(words: np.ndarray, w: int, node_w: int) -> int:
+    """Queue on this CPU's next free node (``qnodes[idx]``): 0 if the trylock before the
+    queueing took the lock, else the place."""
     nesting = words[node_w + NODE_NESTING]
     # The next free node; one this CPU abandoned may still sit in some queue until the
     # head there skips it, so it is passed over too.
@@ -169,24 +248,14 @@ def _queue(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int:
     while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \
             == ABANDONED:
         idx += 1
-    if idx >= NODES_PER_CPU:  # the kernel's answer to a fifth nesting level: spin on trylock
-        while not queued_spin_trylock(words, w):
-            if stop_requested(words, stop_w):
-                return LOCK_STOPPED
-            cpu_relax()
-        return LOCK_CONTENDED
-    words[node_w + NODE_NESTING] = idx + 1
-    status = _queue_and_wait(words, w, node_w, node_w + idx * NODE_WORDS, stop_w)
-    words[node_w + NODE_NESTING] = nesting
-    return status
-
-
-@cached_njit
-def _queue_and_wait(words: np.ndarray, w: int, node_w: int, node: int, stop_w: int) -> int:
+    if idx >= NODES_PER_CPU:
+        return PLACE_NONE
+    node = node_w + idx * NODE_WORDS
     WRITE_ONCE(words, node + STATE, WAITING)
     WRITE_ONCE(words, node + NEXT, 0)
     if queued_spin_trylock(words, w):
-        return LOCK_CONTENDED
+        return 0
+    words[node_w + NODE_NESTING] = idx + 1
     atomic_fetch_add(words, w + QUEUED, 1)
     words[node_w + NODE_MCS_QUEUED] += 1  # this CPU's own word: lockstat's queueings
 
@@ -195,13 +264,23 @@ def _queue_and_wait(words: np.ndarray, w: int, node_w: int, node: int, stop_w: i
     prev = atomic_xchg_hi32(words, w, me)
     if prev != 0:
         WRITE_ONCE(words, prev - 1 + NEXT, me)  # publish ourselves to the node ahead
-        while smp_load_acquire(words, node + STATE) != HEAD:
-            if stop_requested(words, stop_w):
-                if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:
-                    atomic_fetch_add(words, w + QUEUED, -1)
-                    return LOCK_STOPPED
-                break  # the head was passed to us just now: leave as the head
-            cpu_relax()
+    else:
+        WRITE_ONCE(words, node + STATE, HEAD)  # nobody ahead: the head at once
+    return (me << PLACE_NODE_SHIFT) | nesting
+
+
+@cached_njit
+def _mcs_wait(words: np.ndarray, w: int, node: int, stop_w: int) -> int:
+    """Wait, queued at ``node``, for the head (``arch_mcs_spin_lock_contended``), then as
+    the head for the holder and the pending waiter to be gone, and take the lock."""
+    me = node + 1
+    while smp_load_acquire(words, node + STATE) != HEAD:
+        if stop_requested(words, stop_w):
+            if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:
+                atomic_fetch_add(words, w + QUEUED, -1)
+                return LOCK_STOPPED
+            break  # the head was passed to us just now: leave as the head
+        cpu_relax()
 
     # The head: wait for the holder and the pending waiter to be gone.
     while True:

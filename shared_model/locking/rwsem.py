@@ -12,11 +12,13 @@ anon_vma rwsem:
   ``try_get_writer_sem`` takes the lock only when the **first waiter is a writer** and
   nothing is active, and unlinks itself wherever it stood.  A release only *wakes* a
   writer at the head; readers at the head are granted, so nobody steals past them.
-* RWSEM_STEAL, writer lock-stealing as 3.10-3.15 have it (unconfirmed: 3.10's rwsem
-  rework): a running writer takes a free rwsem whatever waits (here in the fast path),
-  past queued readers too; a release only wakes a writer at the head, which then tries
-  for the lock itself and sleeps again if it was stolen.  Readers at the head are still
-  granted (unless a writer holds).
+* RWSEM_STEAL, writer lock-stealing in the fast path: a running writer takes a free
+  rwsem whatever waits, past queued readers too; a release only wakes a writer at the
+  head, which then tries for the lock itself and sleeps again if it was stolen.  Readers
+  at the head are still granted (unless a writer holds).  No era uses it: 3.10-3.15's
+  ``rwsem_down_write_failed`` (read in 3.15's ``kernel/locking/rwsem-xadd.c``) queues the
+  writer first, then steals when nothing is active whoever heads the queue, which with
+  writers only (fork-test) is 3.9's rule (docs/locks.md, "No separate era").
 * RWSEM_SPIN, 3.16-3.19 (``kernel/locking/rwsem-xadd.c`` of 3.19.8,
   ``RWSEM_SPIN_ON_OWNER`` default y): as STEAL, and a writer whose fast path failed first
   spins (``rwsem_optimistic_spin``) if the owner word names a writer whose CPU runs
@@ -50,6 +52,8 @@ Waiter node (the caller's per-CPU node block, at its nesting level)::
     +1 next   next waiter's node word + 1                       W: wait_lock
     +2 type   READER 0 / WRITER 1
     +3 since  when it queued (clock_ns; 6.0's hand-off timeout)
+    +4 tag    a writer's owner tag: a FIFO grant writes it into the owner word, so a
+              writer granted the lock is never anonymous (one that died is found)
 
 Hand-off, FIFO (3.8)::
 
@@ -70,6 +74,13 @@ Hand-off, STEAL_39 (3.9)::
                 writer, nothing active -> W3 takes WRITER and unlinks itself
     list: R1 -> W2, nothing active    (a release granting R1, seen half-way) a running
                                       writer queues behind W2 and sleeps: no steal
+
+The request point (``rwsem_request``, called from compiled code before the request
+returns): the fast path, then the node's place at the tail of the wait list
+(``rwsem_queue``), where the kernel's slow path puts it before any sleep; the wait
+(``rwsem_wait_queued``) polls it, and a place nobody will wait on is given up
+(``rwsem_abandon``, as a stopped sleeper's).  A writer whose kernel spins before it
+queues (3.19, 6.0) takes no place: its wait is the whole slow path.
 
 Fast paths: a writer ``cmpxchg(count, 0, WRITER)`` (STEAL: any count without holders);
 a reader adds 1 while neither WRITER nor WAITING is set.  A holder whose release finds
@@ -148,6 +159,7 @@ STATE = 0
 NEXT = 1
 TYPE = 2
 SINCE = 3
+TAG = 4  # a writer's owner tag (word 4 is free in every node, the block's words 5-7 too)
 WAITING_STATE = 0
 GRANTED = 1
 WOKEN = 2
@@ -191,7 +203,7 @@ def down_read(words: np.ndarray, w: int, policy: int, node_w: int, stop_w: int) 
         return LOCK_FAST
     if policy == RWSEM_HANDOFF and rwsem_read_steal(words, w, policy):
         return LOCK_CONTENDED
-    return rwsem_down_slowpath(words, w, policy, READER, node_w, stop_w)
+    return rwsem_down_slowpath(words, w, policy, READER, 0, node_w, stop_w)
 
 
 @cached_njit
@@ -206,7 +218,7 @@ def down_write(
         status = rwsem_optimistic_spin(words, w, policy, owner_tag, node_w, stop_w)
         if status != _NOT_TAKEN:
             return status
-    return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, node_w, stop_w)
+    return rwsem_down_slowpath(words, w, policy, WRITER_TYPE, owner_tag, node_w, stop_w)
 
 
 _NOT_TAKEN = -2
@@ -368,6 +380,9 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
         while c & HOLDERS == 0:  # readers may still be leaving (fetch_add, no wait_lock)
             found = cmpxchg(words, w + COUNT, c, c | WRITER)
             if found == c:
+                # The holder is named at once: a grantee that died before it ran is then
+                # a dead owner, whom the sleepers find and break (rwsem_break_dead_writer).
+                WRITE_ONCE(words, w + OWNER, READ_ONCE(words, node + TAG))
                 _grant(words, w, node)
                 return
             c = found
@@ -394,41 +409,101 @@ def rwsem_wake_locked(words: np.ndarray, w: int, policy: int) -> None:
 
 @cached_njit
 def rwsem_down_slowpath(
-    words: np.ndarray, w: int, policy: int, kind: int, node_w: int, stop_w: int
+    words: np.ndarray, w: int, policy: int, kind: int, owner_tag: int, node_w: int, stop_w: int
 ) -> int:
     """Queue this CPU's node, let ``rwsem_wake_locked`` grant it if it can, then sleep on
     the node's state until granted (or, STEAL, woken to try), the holder found dead, or
-    the run stopped."""
-    idx = words[node_w + NODE_NESTING]
-    if idx >= NODES_PER_CPU:  # out of nodes: poll the trylock (never in this model)
+    the run stopped: the queueing (``rwsem_queue``), then the wait (``rwsem_wait_queued``)."""
+    place = rwsem_queue(words, w, policy, kind, owner_tag, node_w)
+    if place == PLACE_NONE:  # out of nodes: poll the trylock (never in this model)
         while not (down_write_trylock(words, w, policy) if kind == WRITER_TYPE
                    else down_read_trylock(words, w, policy)):
             if stop_requested(words, stop_w):
                 return LOCK_STOPPED
             cpu_relax()
         return LOCK_CONTENDED
+    return rwsem_wait_queued(words, w, policy, node_w, place, stop_w)
+
+
+PLACE_NONE = -1  # rwsem_request / rwsem_queue: no place taken (the slow path does it all)
+
+
+@cached_njit
+def rwsem_request(words: np.ndarray, w: int, policy: int, shared: int, owner_tag: int,
+                  node_w: int) -> int:
+    """The request point, up to the place in the wait list (``list_add_tail`` in
+    ``rwsem_down_failed_common`` of 3.8/3.9, ``rwsem_down_read_failed`` and
+    ``rwsem_down_write_failed`` of 3.19, ``rwsem_add_waiter`` in 6.0's slow paths): 0 if
+    the lock was taken, else the node's place (``rwsem_wait_queued`` polls it), or
+    PLACE_NONE where the kernel's slow path spins before it queues (a writer of 3.19 and
+    6.0: ``rwsem_optimistic_spin``), so the request takes no place and the whole slow
+    path follows in the wait."""
+    if shared:
+        if down_read_trylock(words, w, policy):
+            return 0
+        if policy == RWSEM_HANDOFF and rwsem_read_steal(words, w, policy):
+            return 0
+        return rwsem_queue(words, w, policy, READER, 0, node_w)
+    if down_write_trylock(words, w, policy):
+        return 0
+    if policy == RWSEM_SPIN or policy == RWSEM_HANDOFF:
+        return PLACE_NONE
+    return rwsem_queue(words, w, policy, WRITER_TYPE, owner_tag, node_w)
+
+
+@cached_njit
+def rwsem_queue(words: np.ndarray, w: int, policy: int, kind: int, owner_tag: int,
+                node_w: int) -> int:
+    """Put this CPU's next node at the tail of the wait list (under wait_lock, then
+    ``rwsem_wake_locked``, which may grant it at once); its place (node word + 1), or
+    PLACE_NONE when this CPU has no free node.  A writer's node carries its owner tag,
+    which a grant writes into the owner word."""
+    idx = words[node_w + NODE_NESTING]
+    if idx >= NODES_PER_CPU:
+        return PLACE_NONE
     node = node_w + idx * NODE_WORDS
     words[node_w + NODE_NESTING] = idx + 1
-    status = _queue_and_sleep(words, w, policy, kind, node_w, node, stop_w)
-    words[node_w + NODE_NESTING] = idx
+    WRITE_ONCE(words, node + STATE, WAITING_STATE)
+    WRITE_ONCE(words, node + NEXT, 0)
+    WRITE_ONCE(words, node + TYPE, kind)
+    WRITE_ONCE(words, node + SINCE, clock_ns())
+    WRITE_ONCE(words, node + TAG, owner_tag)
+    _wait_lock(words, w)
+    _list_append(words, w, node)
+    rwsem_wake_locked(words, w, policy)
+    _wait_unlock(words, w)
+    return node + 1
+
+
+@cached_njit
+def rwsem_wait_queued(words: np.ndarray, w: int, policy: int, node_w: int, place: int,
+                      stop_w: int) -> int:
+    """Sleep on the node ``rwsem_queue`` placed until it holds the lock (or the run
+    stopped: the place is then given up); its nesting level is free again after."""
+    node = place - 1
+    status = _sleep_queued(words, w, policy, READ_ONCE(words, node + TYPE), node_w, node,
+                           stop_w)
+    words[node_w + NODE_NESTING] = (node - node_w) // NODE_WORDS
     if status == LOCK_CONTENDED and atomic_xchg(words, w + DIED, 0) != 0:
         status = LOCK_OWNER_DIED
     return status
 
 
 @cached_njit
-def _queue_and_sleep(
+def rwsem_abandon(words: np.ndarray, w: int, policy: int, node_w: int, place: int) -> None:
+    """Give up a place nobody will wait on, as a stopped sleeper does (``_abort_wait``:
+    out of the list, or the lock given back if it was granted meanwhile)."""
+    if place == PLACE_NONE:
+        return
+    node = place - 1
+    _abort_wait(words, w, policy, READ_ONCE(words, node + TYPE), node)
+    words[node_w + NODE_NESTING] = (node - node_w) // NODE_WORDS
+
+
+@cached_njit
+def _sleep_queued(
     words: np.ndarray, w: int, policy: int, kind: int, node_w: int, node: int, stop_w: int
 ) -> int:
-    WRITE_ONCE(words, node + STATE, WAITING_STATE)
-    WRITE_ONCE(words, node + NEXT, 0)
-    WRITE_ONCE(words, node + TYPE, kind)
-    WRITE_ONCE(words, node + SINCE, clock_ns())
-    _wait_lock(words, w)
-    _list_append(words, w, node)
-    rwsem_wake_locked(words, w, policy)
-    _wait_unlock(words, w)
-
     # 3.9: the wait loop's first pass, before any sleep: steal behind a writer at the head.
     if policy == RWSEM_STEAL_39 and kind == WRITER_TYPE and try_get_writer_sem(words, w, node):
         return LOCK_CONTENDED
@@ -540,6 +615,7 @@ def _abort_wait(words: np.ndarray, w: int, policy: int, kind: int, node: int) ->
     if READ_ONCE(words, node + STATE) == GRANTED:
         _wait_unlock(words, w)
         if kind == WRITER_TYPE:
+            WRITE_ONCE(words, w + OWNER, 0)  # the grant named it the owner
             up_write(words, w, policy)
         else:
             up_read(words, w, policy)

@@ -14,8 +14,13 @@ from types import ModuleType
 
 from ..config import SCENARIOS, TEST_SCENARIOS
 
+# A scenario's module is its name with ``_`` for ``-``, but for these (a module named
+# ``*_test.py`` would be taken for a test file by pytest).
+MODULES = {"fork-test": "forktest"}
+
 
 def get_workload(scenario: str) -> ModuleType:
     if scenario not in SCENARIOS + TEST_SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}")
-    return importlib.import_module(f"{__name__}.{scenario.replace('-', '_')}")
+    module = MODULES.get(scenario, scenario.replace("-", "_"))
+    return importlib.import_module(f"{__name__}.{module}")

@@ -1,10 +1,13 @@
-"""What the scenarios share: reclaim of one page, direct reclaim, the owner's refault."""
+"""What the scenarios share: reclaim of one page, direct reclaim, the owner's refault, and
+fork-test's and exim's idle family with each CPU's share of it."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from shared_model import ctx as G
+from shared_model.build import Family, build_family, family_capacities
+from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.memory import resident_pages
 from shared_model.model import Model
 from shared_model.rmap import AnonLru, shrink_lru, shrink_page_list
@@ -62,3 +65,45 @@ class DirectReclaim:
             done = shrink_lru(m, self.lru, SWAP_CLUSTER_MAX, refault=False)
             if done < SWAP_CLUSTER_MAX or self.free_frames() - need >= self.high:
                 return
+
+
+# Pages of the LRU a CPU reclaims after each fork (reclaim running beside the forks).
+RECLAIM_PAGES = 2
+
+
+def fork_family_capacities(cfg: RunConfig, live_per_cpu: int) -> Capacities:
+    """fork-test and exim: the family, plus ``live_per_cpu`` transient children per CPU
+    alive at once (twice that, for slack), each able to COW all its pages."""
+    return family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cfg.cpus,
+                             spare_users=2 * live_per_cpu * cfg.cpus)
+
+
+def idle_family(m: Model, cfg: RunConfig) -> tuple[Family, np.ndarray]:
+    """fork-test and exim: build the family and let it go idle (young bits clear); the LRU
+    is every page of the family in an order shuffled by the seed."""
+    fam = build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
+    m.pte_flags[:] &= ~PTE_YOUNG
+    lru = np.flatnonzero(m.page_mapping >= 0).astype(np.int64)
+    np.random.default_rng(cfg.seed).shuffle(lru)
+    return fam, lru
+
+
+class CpuShare:
+    """What one CPU runs on: its users, round-robin, and its share of the LRU (a clock hand)."""
+
+    def __init__(self, m: Model, cfg: RunConfig, fam: Family, lru: np.ndarray, cpu: int) -> None:
+        self.m = m
+        self.users = fam.children[cpu :: cfg.cpus] or fam.children
+        self.lru = np.ascontiguousarray(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
+        self.i = 0
+        self.hand = 0
+
+    def next_user(self) -> int:
+        u = self.users[self.i]
+        self.i = (self.i + 1) % len(self.users)
+        return u
+
+    def reclaim(self, pages: int = RECLAIM_PAGES) -> None:
+        if len(self.lru):
+            done = shrink_page_list(self.m, self.lru, self.hand, pages, refault=True)
+            self.hand = (self.hand + done) % len(self.lru)

@@ -36,19 +36,18 @@ from shared_model.memory import do_wp_pages, dup_mmap, exit_mmap
 from shared_model.model import Model, OutOfMemory
 
 from ..config import RunConfig
-from . import fork_test
-from .fork_test import CpuShare
+from .common import CpuShare, fork_family_capacities, idle_family
 
 # Pages the connection and the delivery process each write.
 TOUCH_PAGES = 4
 
 
 def capacities(cfg: RunConfig) -> Capacities:
-    return fork_test.capacities(cfg, live_per_cpu=2)
+    return fork_family_capacities(cfg, live_per_cpu=2)
 
 
 def setup(m: Model, cfg: RunConfig) -> tuple[Family, np.ndarray]:
-    return fork_test.setup(m, cfg)
+    return idle_family(m, cfg)
 
 
 def _fork_and_write(m: Model, parent: int, vpns: np.ndarray) -> int:

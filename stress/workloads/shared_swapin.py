@@ -54,8 +54,13 @@ from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX, set_refault_order
 
 
+# The COW fraction the scenario builds with, whatever --cow says: the children share every
+# page (the run's config reports this one).
+COW = 0.0
+
+
 def capacities(cfg: RunConfig) -> Capacities:
-    return family_capacities(cfg.era, cfg.users, cfg.pages, 0.0, cfg.cpus)
+    return family_capacities(cfg.era, cfg.users, cfg.pages, COW, cfg.cpus)
 
 
 def reach(m: Model) -> tuple[int, int, np.ndarray]:
@@ -71,7 +76,7 @@ def reach(m: Model) -> tuple[int, int, np.ndarray]:
 def shared_swapin(m: Model, cfg: RunConfig) -> dict[str, Any]:
     """Steps 1-5 of the module header; returns the counts measured on the way."""
     set_refault_order(m, cfg)
-    fam = build_family(m, cfg.users, cfg.pages, 0.0, cfg.seed)
+    fam = build_family(m, cfg.users, cfg.pages, COW, cfg.seed)
     pages = np.flatnonzero(m.page_mapping >= 0).astype(np.int64)
     m.pte_flags[:] &= ~PTE_YOUNG  # idle: try_to_unmap takes every mapping
     refault_pass(m, pages, "cache")  # 2.-3.: unmapped, faulted back in (read, swap-cache hits)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import partial
 
 from shared_model.locking import LOCK_STOPPED, RWSEM, lock_acquire, lock_release, lock_state
+from shared_model.locking.common import NODE_RUN_STATE, RUN_SLEEPING
 from shared_model.locking.locktorture import LockLab
 
 PARENT = 15  # the test process's CPU
@@ -42,8 +43,12 @@ def waiter(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
     lab.words[lab.at.status + cpu] = status
 
 
-def queued(lab: LockLab, n: int) -> bool:
-    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n
+def queued(lab: LockLab, n: int, cpu: int = 1) -> bool:
+    """``n`` waiters queued, and ``cpu``, the last, asleep: past every section under
+    wait_lock (a waiter is counted while it still holds wait_lock, and 3.9's first steal
+    attempt takes it again), so that it may be stopped without stopping the lock."""
+    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n \
+        and lab.words[lab.at.node(cpu) + NODE_RUN_STATE] == RUN_SLEEPING
 
 
 def queue(lab: LockLab, policy: int, waiters: list[tuple[int, int]]) -> list[int]:
@@ -51,6 +56,6 @@ def queue(lab: LockLab, policy: int, waiters: list[tuple[int, int]]) -> list[int
     pids = []
     for n, (shared, cpu) in enumerate(waiters, start=1):
         pids.append(lab.spawn(waiter, lab, policy, shared, cpu))
-        lab.wait_until(partial(queued, lab, n), f"{n} waiters queued",
+        lab.wait_until(partial(queued, lab, n, cpu), f"{n} waiters queued",
                        lambda: f"lock_state={lock_state(lab.words, lab.at.lock, RWSEM)}")
     return pids

@@ -10,7 +10,8 @@ CPU, scripted (no other process, so ``anon_vma_free``'s relock never sees the lo
   allocated inside the root lock; a failed GFP_NOWAIT allocation drops the lock, allocates
   outside it and takes the lock again: one more acquisition at anon_vma_fork.
 * The anon_vma class's acquisitions per fork and per exit, every site, derived from the
-  era's flags (lock_once, clone_nowait, anon_vma_free_relock) for 3.0, 3.8 and 6.0.
+  era's flags (lock_once, clone_nowait, self_ref, anon_vma_free_relock) for 3.0, 3.8 and
+  6.0; 2.6.36's last root reference dropped under the root lock.
 """
 
 from __future__ import annotations
@@ -188,34 +189,42 @@ def kernel_traffic(era: str) -> list[tuple[dict[str, int], dict[str, int]]]:
 
     * fork (``anon_vma_fork``): the clone's pass takes the root once (lock_once; with
       clone_nowait and no failed allocation nothing more), the child's own AVC once: 2;
-    * exit (``unlink_anon_vmas``): one pass (lock_once): 1.  ``put_anon_vma`` of a freed
-      anon_vma's root is an atomic: the root keeps a reference of its own (``anon_vma_alloc``
-      sets refcount 1) until its own list empties, so no descendant's drop is ever the last
-      while it lives and none takes a lock; ``anon_vma_free``'s relock
-      (anon_vma_free_relock) only when another task holds the root lock: 0 here, one CPU.
+    * exit (``unlink_anon_vmas``): one pass (lock_once): 1.  ``put_anon_vma`` is an atomic
+      without a lock (self_ref: ``anon_vma_alloc`` sets refcount 1, the anon_vma's own
+      reference, put when its list empties; a child's last put also puts the root's);
+      ``anon_vma_free``'s relock (anon_vma_free_relock) only when another task holds the
+      root lock: 0 here, one CPU.
     """
     e = ERAS[era]
-    assert e.lock_once and e.lock_root and e.clone_nowait and e.anon_vma_free_relock
+    assert e.lock_once and e.lock_root and e.clone_nowait and e.self_ref and e.anon_vma_free_relock
     forks = [({"fork": k}, {"anon_vma_fork": 2}) for k in range(1, 5)]
     exits = [({"exit": k}, {"unlink_anon_vmas": 1}) for k in range(4, -1, -1)]
     return forks + exits
 
 
 @pytest.mark.parametrize("era", ["3.0", "3.8", "6.0"])
-def test_anon_vma_lock_traffic_per_fork_and_exit(make_model: MakeModel, era: str) -> None:
-    """Every fork and every exit but one takes the anon_vma class as the kernel does, at
-    every site; the exception (test below): the first child's exit, whose anon_vma's
-    reference on the root is the model's last, takes the root lock once more."""
-    got = _fork_chain_then_exits(make_model, era)
-    want = kernel_traffic(era)
-    differs = [w[0] for g_, w in zip(got, want, strict=True) if g_ != w]
-    assert differs == [{"exit": 1}]
-    assert got[-2] == ({"exit": 1}, {"unlink_anon_vmas": 2})
-
-
-@pytest.mark.xfail(strict=True, reason="the model's root refcount counts only other anon_vmas and "
-                   "drops the last under the root lock (2.6.36's atomic_dec_and_lock); 3.0+ keeps "
-                   "a self-reference and drops it without a lock")
-@pytest.mark.parametrize("era", ["3.0", "3.8", "6.0"])
 def test_anon_vma_lock_traffic_equals_the_kernels(make_model: MakeModel, era: str) -> None:
+    """Every fork and every exit takes the anon_vma class as the kernel does, at every
+    site: the first child's exit, whose anon_vma's reference on the root is the last
+    child's, takes no lock for it (the root still holds its own reference)."""
     assert _fork_chain_then_exits(make_model, era) == kernel_traffic(era)
+
+
+@pytest.mark.parametrize("era", ["2.6.36"])
+def test_2_6_36_drops_the_last_root_reference_under_the_lock(make_model: MakeModel, era: str) -> None:
+    """2.6.36's ``drop_anon_vma``: ``atomic_dec_and_lock`` on the root's refcount, which
+    counts only the child anon_vmas: the exit that drops the last takes the root lock once
+    more (linux-2.6.36 mm/rmap.c); each exit otherwise takes it once per AVC."""
+    assert not ERAS[era].self_ref and ERAS[era].lock_root and not ERAS[era].lock_once
+    got = _fork_chain_then_exits(make_model, era)
+    exits = {k["exit"]: d for k, d in got if "exit" in k}
+    # Process k (k >= 1) has k + 1 AVCs; process 0 has 1.
+    assert exits == {4: {"unlink_anon_vmas": 5}, 3: {"unlink_anon_vmas": 4},
+                     2: {"unlink_anon_vmas": 3}, 1: {"unlink_anon_vmas": 2 + 1},
+                     0: {"unlink_anon_vmas": 1}}
+
+
+def test_self_ref_eras() -> None:
+    """The anon_vma's own reference (01d8b20dec5f) from 3.0-rc1: every sleeping-lock era."""
+    assert [n for n, e in ERAS.items() if e.self_ref] == \
+        ["3.0-rc1", "3.0", "3.7", "3.8", "3.9", "3.19", "6.0", "modern"]

@@ -129,6 +129,7 @@ class Reference:
         e = ERAS[era]
         self.reuse, self.tree, self.lock_root = e.reuse, e.tree, e.lock_root
         self.move_anon_rmap = e.move_anon_rmap
+        self.self_ref = e.self_ref
         self.merge_singular = e.merge_singular
         self.mms: list[RMm] = []
         self.seq = itertools.count()
@@ -137,6 +138,7 @@ class Reference:
 
     def alloc(self, parent: RAv | None) -> RAv:
         av = RAv(parent, 1 if self.reuse == "degree" else 0)
+        av.refcount = int(self.self_ref)  # 3.0+ anon_vma_alloc: its own reference
         if self.lock_root and av.root is not av:
             av.root.refcount += 1
         return av
@@ -146,7 +148,23 @@ class Reference:
         av.avcs.append(avc)
         vma.chain.insert(0, avc)
 
+    def put(self, av: RAv) -> None:
+        """3.0+ put_anon_vma: the drop that reaches 0 frees; a child's also puts the root's
+        reference (__put_anon_vma)."""
+        av.refcount -= 1
+        if av.refcount:
+            return
+        av.live = False
+        if av.root is not av:
+            self.put(av.root)
+
     def free_if_unused(self, av: RAv) -> None:
+        """An AVC just left av's list: 3.0+ put av's own reference if the list is now
+        empty; before, free av if nothing references it either (and drop its root's)."""
+        if self.self_ref:
+            if not av.avcs:
+                self.put(av)
+            return
         while not av.avcs and av.refcount == 0 and av.live:
             av.live = False
             if not (self.lock_root and av.root is not av):
@@ -498,6 +516,8 @@ def compare(m: Model, ref: Reference) -> None:
         members, _ = anon_vma_members(m, a)
         assert members.tolist() == [vmas[id(x.vma)] for x in r.avcs], f"anon_vma {a} list"
         rec = m.anon_vma[a]
+        if ref.lock_root:
+            assert int(rec["refcount"]) == r.refcount, f"anon_vma {a} refcount"
         if ref.reuse == "degree":
             assert int(rec["degree"]) == r.degree, f"anon_vma {a} degree"
         elif ref.reuse == "active":

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from stress.analysis import summarize_scale
 from stress.predict import predict_run
-from stress.scale import summarize, write_csv
+from stress.scale import write_csv
 from stress.story import exim_headline, forks_headline, seed_headline
 
 # ---------------------------------------------------------------------------- predict
@@ -132,7 +133,7 @@ def test_scale_csv_columns_are_each_points_own_values(tmp_path: Path) -> None:
 
 
 def test_scale_summary_means_and_linear_line_from_the_points() -> None:
-    rows = summarize(_doc())
+    rows = summarize_scale(_doc())
     one, two = rows
     assert (one["cpus"], one["repeats"], two["cpus"], two["repeats"]) == (1, 1, 2, 2)
     assert two["throughput"] == pytest.approx(1600.0)
@@ -188,6 +189,6 @@ def test_scale_linear_line_from_the_smallest_count_scaled() -> None:
     times the count (1200/s at 2 CPUs: 600 per CPU, 2400 at 4)."""
     doc = {"config": {"curves": [{"label": "c"}]},
            "points": [_point("c", 2, 0, 1200.0, None), _point("c", 4, 0, 1800.0, None)]}
-    two, four = summarize(doc)
+    two, four = summarize_scale(doc)
     assert (two["linear"], four["linear"]) == (pytest.approx(1200.0), pytest.approx(2400.0))
     assert four["efficiency"] == pytest.approx(0.75)

@@ -4,13 +4,22 @@ resolved() fills in the CPU count and the era's lock without changing the origin
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
 import pytest
 
 from shared_model.eras import ERAS
-from stress.config import MAX_CPUS_WITHOUT_FORCE, SCENARIOS, ConfigError, RunConfig, online_cpus
+from stress.cli import build_parser, main
+from stress.config import (
+    MAX_CPUS_WITHOUT_FORCE,
+    SCENARIOS,
+    ConfigError,
+    RunConfig,
+    online_cpus,
+    option,
+)
 
 
 @pytest.mark.parametrize(("bad", "words"), [
@@ -85,3 +94,55 @@ def test_resolved_checks_again_once_cpus_is_known() -> None:
             RunConfig(scenario="forking-server", users=1, cpus=0).resolved()
     with pytest.raises(ConfigError, match="unknown era"):
         RunConfig(era="1.0").resolved()
+
+
+# Adding a run option is one RunConfig field: this subclass adds one, and nothing else
+# names it.  The parser makes it an option of run (with its help and default), the CLI
+# reads it into the run's config, and the run's results record it.
+@dataclasses.dataclass
+class WithKnob(RunConfig):
+    knob_ns: int = option("a new knob of the run (default {default})", 7, metavar="NS")
+
+
+def test_a_new_run_option_is_one_field(tmp_path: Any, capsys: Any) -> None:
+    def run_help(config: type[RunConfig]) -> str:
+        with pytest.raises(SystemExit):
+            build_parser(config).parse_args(["run", "--help"])
+        return capsys.readouterr().out
+
+    assert "--knob-ns NS" in run_help(WithKnob)
+    assert "a new knob of the run (default 7)" in run_help(WithKnob)
+    assert "--knob-ns" not in run_help(RunConfig)
+    out = tmp_path / "run.json"
+    rc = main(["run", "--users", "4", "--pages", "4", "--cpus", "1", "--duration", "0.3", "--quiet",
+               "--knob-ns", "42", "--json", str(out)], config=WithKnob)
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["config"]["knob_ns"] == 42
+    # the other documents that record a run's config: ramp's and scale's
+    assert WithKnob(knob_ns=3).record("ramp")["knob_ns"] == 3
+    assert WithKnob(knob_ns=3).record("scale")["knob_ns"] == 3
+
+
+def test_the_results_record_the_fields_they_recorded_before() -> None:
+    """record(): the keys of run's, ramp's and scale's config as the documents had them."""
+    c = RunConfig()
+    assert list(c.record("run")) == [
+        "era", "scenario", "users", "pages", "cow", "cpus", "duration", "lock", "seed",
+        "entry_cost_ns", "work_us", "ram_pages", "alloc_fail_p", "check_lock_order", "lockstat",
+        "swap_device", "swap_latency_ms", "swap_iops", "swap_queue", "refault_order"]
+    assert set(c.record("ramp")) == {"duration", "cpus", "pages", "cow", "ram_pages", "work_us",
+                                     "entry_cost_ns", "seed", "swap_device", "swap_latency_ms",
+                                     "swap_iops", "swap_queue"}
+    assert list(c.record("scale")) == ["scenario", "users", "pages", "cow", "duration", "seed",
+                                       "entry_cost_ns", "work_us", "ram_pages", "alloc_fail_p"]
+    assert c.record("run", refault_order="child-first", nope=1)["refault_order"] == "child-first"
+    assert "nope" not in c.record("run", nope=1)
+
+
+def test_every_default_is_the_fields() -> None:
+    """A run option's default is stated once, on its field: run's parser agrees with RunConfig."""
+    a = build_parser().parse_args(["run"])
+    for f in dataclasses.fields(RunConfig):
+        if hasattr(a, f.name):
+            assert getattr(a, f.name) == f.default, f.name

@@ -74,12 +74,23 @@ def test_reclaim_storm_2_6_34_refault_moves_to_the_root() -> None:
     assert 2 <= res["walks"]["max_visited"] <= 51
 
 
-def test_direction_2_6_33_waits_more_than_2_6_36() -> None:
+def _anon_vma_hold_avg(res: dict) -> float:
+    (row,) = [r for r in res["locks"] if r["class"] == "anon_vma"]
+    return float(row["hold_ns"]["avg"])
+
+
+def test_direction_2_6_33_walks_and_holds_longer_than_2_6_36() -> None:
+    """The direction of the seed's effect, in what does not depend on the machine's load:
+    2.6.33 walks the family under the lock, 2.6.36 one anon_vma.  Wait shares and pages per
+    second are timing claims (a preempted holder on a busy 2-core machine makes any era's
+    waits long); scripts/measure_seed.py prints those."""
     old = run(RunConfig(era="2.6.33", users=200, pages=10, cpus=2, duration=1.5))
     new = run(RunConfig(era="2.6.36", users=200, pages=10, cpus=2, duration=1.5))
     assert old["walks"]["avg_visited"] > 20 * new["walks"]["avg_visited"]
-    assert old["anon_vma_wait_share"] > new["anon_vma_wait_share"]
-    assert new["throughput"]["pages_scanned_per_s"] > old["throughput"]["pages_scanned_per_s"]
+    # Each anon_vma hold covers a walk: ~200 VMAs in 2.6.33, one or two in 2.6.36.  The mean
+    # holds differ by about 100x; a few preempted holds cannot close a 5x margin.
+    assert _anon_vma_hold_avg(old) > 5 * _anon_vma_hold_avg(new)
+    assert old["invariants"]["violations"] == new["invariants"]["violations"] == 0
 
 
 @pytest.mark.parametrize("era", ["2.6.33", "2.6.34", "2.6.36", "3.0"])

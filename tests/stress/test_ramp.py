@@ -19,19 +19,18 @@ from typing import Any
 
 import pytest
 
+from stress.analysis import crossover_of, summarize_ramp
 from stress.config import ConfigError, RunConfig
 from stress.ramp import (
-    ProgressBar,
-    crossover_of,
     default_ram_pages,
     headline,
     point_of,
     ramp,
     ramp_table,
-    summarize,
     user_counts,
     write_csv,
 )
+from stress.ui import ProgressBar
 
 
 def test_user_counts_by_factor_round_and_drop_repeats() -> None:
@@ -106,7 +105,7 @@ POINTS = [
 
 
 def test_summarize_means_std_dev_and_jti_per_user_count() -> None:
-    rows = summarize(POINTS, "A", threshold=150.0)
+    rows = summarize_ramp(POINTS, "A", threshold=150.0)
     assert [r["users"] for r in rows] == [1, 2, 4]
     one = rows[0]
     sd = math.sqrt(((90 - 100) ** 2 + (110 - 100) ** 2) / 1)  # sample std dev of 90, 110
@@ -119,21 +118,21 @@ def test_summarize_means_std_dev_and_jti_per_user_count() -> None:
     assert rows[1]["std_dev"] == 0.0 and rows[1]["jti"] == 100.0
     assert rows[1]["jobs_per_min_per_user"] == 150.0 and rows[1]["below_threshold"] is False
     assert rows[2]["jobs_per_min_per_user"] == 100.0 and rows[2]["below_threshold"] is True
-    assert [r["users"] for r in summarize(POINTS, "B", 1.0)] == [1]
-    assert summarize(POINTS, "C", 1.0) == []
+    assert [r["users"] for r in summarize_ramp(POINTS, "B", 1.0)] == [1]
+    assert summarize_ramp(POINTS, "C", 1.0) == []
 
 
 def test_summarize_of_a_point_with_no_jobs() -> None:
-    (row,) = summarize([_point("A", 5, 0.0), _point("A", 5, 0.0)], "A", 1.0)
+    (row,) = summarize_ramp([_point("A", 5, 0.0), _point("A", 5, 0.0)], "A", 1.0)
     assert (row["std_dev_pct"], row["jti"], row["below_threshold"]) == (0.0, 0.0, True)
 
 
 def test_crossover_is_the_first_count_below_threshold_and_system90_strictly_above() -> None:
-    rows = summarize(POINTS, "A", threshold=150.0)
+    rows = summarize_ramp(POINTS, "A", threshold=150.0)
     # users 1 is below the threshold already; 2 has exactly 0.9 system (not above), 4 has 0.95
     assert crossover_of(rows) == {"users": 1, "system90_users": 4, "peak_jobs_per_min": 400.0,
                                   "iowait_share": 0.0}
-    rows = summarize(POINTS, "A", threshold=50.0)
+    rows = summarize_ramp(POINTS, "A", threshold=50.0)
     assert crossover_of(rows)["users"] is None
     assert crossover_of([]) == {"users": None, "system90_users": None, "peak_jobs_per_min": 0.0,
                                 "iowait_share": None}
@@ -314,7 +313,7 @@ def test_iowait_in_the_table_and_at_each_crossover() -> None:
     cfg = {"eras": ["A", "B"], "threshold": 60.0, "swap_device": "disk", "swap_latency_ms": 8.0,
            "swap_iops": 150.0, "swap_queue": 128}
     doc = {"config": cfg, "points": pts,
-           "crossover": {e: crossover_of(summarize(pts, e, 60.0)) for e in ("A", "B")}}
+           "crossover": {e: crossover_of(summarize_ramp(pts, e, 60.0)) for e in ("A", "B")}}
     lines = ramp_table(doc).splitlines()
     assert lines[0] == "swap device: 8 ms latency, 150 IOPS, 128 request slots (--swap-device, --swap-latency-ms, --swap-iops)"
     assert "IOwait %" in lines[1]

@@ -328,7 +328,7 @@ def test_compare_refuses_a_copy_as_a_second_repeat(tmp_path: Path) -> None:
 
 # -- a signal keeps what was measured ---------------------------------------------------------
 
-def _interrupt(tmp_path: Path, args: list[str], after_s: int = 20) -> dict[str, Any]:
+def _interrupt(tmp_path: Path, args: list[str], after_s: int = 8) -> dict[str, Any]:
     """``timeout -s INT`` (as a user's Ctrl-C): the command must exit 130 and leave its
     JSON, loadable, with ``interrupted`` set.  Every planned run is longer than ``after_s``,
     so the signal lands inside the command whatever the machine's load."""

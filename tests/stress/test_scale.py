@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared_model.segment import leftover_segments
+from stress.analysis import summarize_scale
 from stress.compare import compare, drift
 from stress.config import ConfigError, RunConfig
 from stress.plot import plot_results
@@ -24,7 +25,6 @@ from stress.scale import (
     scale,
     scale_table,
     schedule,
-    summarize,
 )
 
 
@@ -77,7 +77,7 @@ def test_scale_sweep_document(tmp_path: Path) -> None:
         assert set(q) >= {"repairman", "ticket", "measured"}
         if p["cpus"] == 1:  # one CPU never waits, and the queue says so
             assert q["measured"]["wait_share"] == 0.0 and q["repairman"]["wait_share"] == 0.0
-    rows = summarize(doc)
+    rows = summarize_scale(doc)
     assert [(r["curve"], r["cpus"], r["repeats"]) for r in rows] == [
         ("2.6.33 spin", 1, 2), ("2.6.33 spin", 2, 2), ("2.6.33 spin #2", 1, 2), ("2.6.33 spin #2", 2, 2)]
     one = rows[0]

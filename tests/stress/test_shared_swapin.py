@@ -70,10 +70,25 @@ def test_run_shared_swapin_exits_1_on_the_seed_and_0_after_the_fix(tmp_path: Pat
     assert (sb["unreachable_mappings"], sb["pages_not_unmapped"], sb["pages_freed_anon_vma"]) == (6 * 4, 4, 4)
     assert sb["walks_freed_anon_vma"] > 0 and sb["example"]["mm"] == 0
     assert "mappings became unreachable" in text and "not a model fault" in text
+    # The children share every page whatever --cow says (default 1.0): the header says so.
+    assert doc["config"]["cow"] == 0.0 and "cow 0.0" in text and "cow 1.0" not in text
     rc, doc, text = got["2.6.34"]
     assert rc == 0 and doc["invariants"]["violations"] == 0
     assert doc["seed_bug"]["pages_freed_anon_vma"] == doc["seed_bug"]["walks_freed_anon_vma"] == 0
     assert "seed bug: none" in text
+
+
+def test_run_report_counts_walks_that_met_a_freed_anon_vma(tmp_path: Path) -> None:
+    """cve-2022-42703 on 3.19 leaves a page->mapping dangling: the report says how many
+    reclaim walks met the freed anon_vma (no seed_bug section there to say it)."""
+    out = tmp_path / "cve.json"
+    p = rmap("run", "--era", "3.19", "--scenario", "cve-2022-42703", "--cpus", "1", "--duration",
+             "0.3", "--quiet", "--json", str(out))
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    doc = json.loads(out.read_text())
+    n = doc["throughput"]["rmap_freed_anon_vma"]
+    assert n > 0 and "seed_bug" not in doc
+    assert f"rmap walks that met a freed anon_vma: {n} " in p.stdout
 
 
 def test_scan_scenario_exits_1_with_the_counts_and_a_bad_order_is_refused() -> None:

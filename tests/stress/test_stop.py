@@ -1,4 +1,4 @@
-"""How a run stops (issue 18), through the real CLI: every CPU finishes the operation it is
+"""How a run stops, through the real CLI: every CPU finishes the operation it is
 in, however long that takes while it makes progress; one that makes none for the stall
 timeout is reported as stalled, with the operation it was in, and a failing run's status
 says why (from the JSON under --quiet).
@@ -10,6 +10,8 @@ CPUs, states and exit statuses; how long stops take is measured by ``rmap-stress
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from shared_model.layout import CPU_DTYPE, CPU_FIELDS, CPU_STATE, HEADER_DTYPE
 from stress.report import status_reason, stop_line
 from stress.runner import _Stop, explain_violations, stop_outcome
 
@@ -72,6 +75,101 @@ def test_a_cpu_stopped_across_the_end_of_the_run_finishes_its_operation(tmp_path
     assert doc is not None
     assert doc["invariants"]["violations"] == 0
     assert doc["stop"]["at_boundary"] == 2 and doc["stop"]["aborted"] == []
+
+
+class _RunWords:
+    """A running CLI's model segment, read from outside (its memfd through /proc), and
+    the slots of its CPUs, found by the pids they publish: the header's gate and stop words
+    and each CPU's state."""
+
+    def __init__(self, cli: psutil.Process, cpus: list[psutil.Process]) -> None:
+        fd = next(f for f in os.listdir(f"/proc/{cli.pid}/fd")
+                  if "memfd:rmap-stress" in os.readlink(f"/proc/{cli.pid}/fd/{f}"))
+        with open(f"/proc/{cli.pid}/fd/{fd}", "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+        self.words = np.frombuffer(self._map, dtype=np.int64)
+        stride = CPU_DTYPE.itemsize // 8
+        pids = [c.pid for c in cpus]
+        deadline = time.monotonic() + 60
+        while not (found := [i for i in np.flatnonzero(self.words == pids[0])
+                             if all(self.words[i + k * stride] == p for k, p in enumerate(pids))]):
+            assert time.monotonic() < deadline, "the CPUs never published their pids"
+            time.sleep(0.01)
+        self.slots = int(found[0])
+        self._stride = stride
+        fields = HEADER_DTYPE.fields
+        assert fields is not None
+        self._header = {n: fields[n][1] // 8 for n in ("gate", "stop")}
+
+    def header(self, name: str) -> int:
+        return int(self.words[self._header[name]])
+
+    def state(self, cpu: int) -> int:
+        return int(self.words[self.slots + cpu * self._stride + CPU_FIELDS.index("state")])
+
+    def close(self) -> None:
+        del self.words
+        self._map.close()
+
+
+def test_a_cpu_stopped_inside_a_fork_across_the_end_finishes_it(tmp_path: Path) -> None:
+    """A CPU SIGSTOPped inside a fork or an exit (in one of its lock waits: fork-test runs
+    only forks and exits, and a CPU publishes "wait" only inside a lock wait, so the
+    frozen slot shows where it stopped) before the deadline, and kept stopped for 1.5 s
+    after it: the run waits for it to finish that operation, so the stop phase lasts at
+    least as long as the CPU was held past the deadline, nothing is aborted, and the model
+    is clean."""
+    p, out = _run(tmp_path, "--era", "3.0", "--scenario", "fork-test", "--users", "4",
+                  "--pages", "4", "--cpus", "2", "--duration", "3", "--lock", "mutex")
+    cli = psutil.Process(p.pid)
+    try:
+        cpus = [_cpu_process(cli, 0, 600), _cpu_process(cli, 1, 60)]
+        seg = _RunWords(cli, cpus)
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    wait = CPU_STATE["wait"]
+    held_past_end = 0.0
+    try:
+        deadline = time.monotonic() + 120
+        while seg.header("gate") != 1:
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.01)
+        time.sleep(1.5)
+        stopped = False
+        while not stopped and seg.header("stop") == 0:
+            if seg.state(1) != wait:
+                time.sleep(0.0002)
+                continue
+            cpus[1].send_signal(signal.SIGSTOP)
+            time.sleep(0.05)  # the signal delivered: the slot is frozen
+            if seg.state(1) == wait and seg.header("stop") == 0:
+                stopped = True
+            else:
+                cpus[1].send_signal(signal.SIGCONT)
+        assert stopped, "cpu1 was never seen waiting inside a fork or exit before the end"
+        while seg.header("stop") == 0:
+            time.sleep(0.005)
+        t_end = time.monotonic()
+        time.sleep(1.5)
+        assert seg.state(1) == wait  # still inside its operation
+        held_past_end = time.monotonic() - t_end
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    finally:
+        for c in cpus:
+            if c.is_running():
+                c.send_signal(signal.SIGCONT)
+        seg.close()
+    _, err = p.communicate(timeout=300)
+    doc = _doc(out)
+    assert p.returncode == 0, status_reason(doc, err)
+    assert doc is not None and doc["invariants"]["violations"] == 0
+    assert doc["stop"]["at_boundary"] == 2 and doc["stop"]["aborted"] == []
+    assert doc["stop"]["s"] >= held_past_end - 0.1, (doc["stop"]["s"], held_past_end)
 
 
 def test_a_cpu_that_never_comes_back_is_reported_stalled_with_its_operation(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_short_torture_run_ends_clean(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
-    p = subprocess.run([sys.executable, "-m", "stress", "torture", "--duration", "25", "--seed", "1",
+    p = subprocess.run([sys.executable, "-m", "stress", "torture", "--duration", "12", "--seed", "1",
                         "--max-cpus", "16", "--max-run", "1.5", "--json", str(out)],
                        check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
     doc = json.loads(out.read_text())

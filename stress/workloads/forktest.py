@@ -14,7 +14,7 @@ one CPU per mm stands for mmap_sem), round-robin, as fast as it can:
 That is all AIM7's fork_test does (fork, the child exits, the parent waits; not checked
 against reaim's source: none was found), so by default nothing else takes the root lock
 and every waiter is a writer.  With ``--reclaim``, reclaim runs beside the forks on this
-CPU: after every fork it scans ``RECLAIM_PAGES`` pages of its share of the family's LRU
+CPU: after every fork it scans ``common.RECLAIM_PAGES`` pages of its share of the family's LRU
 (shrink_page_list: page_referenced takes the root lock for *reading*; a cold page is
 unmapped and its users fault it straight back in): readers that queue among the writers.
 
@@ -31,54 +31,21 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared_model.build import Family, build_family, family_capacities
-from shared_model.layout import PTE_YOUNG, Capacities
+from shared_model.build import Family
+from shared_model.layout import Capacities
 from shared_model.memory import dup_mmap, exit_mmap
 from shared_model.model import Model, OutOfMemory
-from shared_model.rmap import shrink_page_list
 
 from ..config import RunConfig
-
-# Pages of the LRU a CPU reclaims after each fork (reclaim running beside the forks).
-RECLAIM_PAGES = 2
+from .common import CpuShare, fork_family_capacities, idle_family
 
 
-def capacities(cfg: RunConfig, live_per_cpu: int = 1) -> Capacities:
-    """The family, plus ``live_per_cpu`` transient children per CPU alive at once (twice
-    that, for slack), each able to COW all its pages."""
-    return family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cfg.cpus,
-                             spare_users=2 * live_per_cpu * cfg.cpus)
+def capacities(cfg: RunConfig) -> Capacities:
+    return fork_family_capacities(cfg, live_per_cpu=1)
 
 
 def setup(m: Model, cfg: RunConfig) -> tuple[Family, np.ndarray]:
-    """Build the family and let it go idle (young bits clear); the LRU is every page of the
-    family in an order shuffled by the seed."""
-    fam = build_family(m, cfg.users, cfg.pages, cfg.cow, cfg.seed)
-    m.pte_flags[:] &= ~PTE_YOUNG
-    lru = np.flatnonzero(m.page_mapping >= 0).astype(np.int64)
-    np.random.default_rng(cfg.seed).shuffle(lru)
-    return fam, lru
-
-
-class CpuShare:
-    """What one CPU runs on: its users, round-robin, and its share of the LRU (a clock hand)."""
-
-    def __init__(self, m: Model, cfg: RunConfig, fam: Family, lru: np.ndarray, cpu: int) -> None:
-        self.m = m
-        self.users = fam.children[cpu :: cfg.cpus] or fam.children
-        self.lru = np.ascontiguousarray(lru[cpu :: cfg.cpus] if len(lru) >= cfg.cpus else lru)
-        self.i = 0
-        self.hand = 0
-
-    def next_user(self) -> int:
-        u = self.users[self.i]
-        self.i = (self.i + 1) % len(self.users)
-        return u
-
-    def reclaim(self, pages: int = RECLAIM_PAGES) -> None:
-        if len(self.lru):
-            done = shrink_page_list(self.m, self.lru, self.hand, pages, refault=True)
-            self.hand = (self.hand + done) % len(self.lru)
+    return idle_family(m, cfg)
 
 
 def run_cpu(m: Model, cfg: RunConfig, state: tuple[Family, np.ndarray], cpu: int,

@@ -1,5 +1,7 @@
-"""A live per-CPU view of a stress run, for a terminal: what each CPU is doing, and the
-locks they pile up on.
+"""Every drawing on the terminal: the live per-CPU view of a run, a run's status line, the
+phase lines of its silent parts, scan's walk counter and a sweep's progress bar.
+
+The live view shows what each CPU is doing, and the locks they pile up on.
 
 It reads only what comes with each runner ``Tick``: the parent's copy of the per-CPU
 slots and, when the tick carries them, ``now_ns``, ``owners`` (a copy of each waited
@@ -31,18 +33,23 @@ and CPUs beyond the terminal's height are folded into one summary line.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import numpy as np
 
 from shared_model.layout import CPU_STATE, OWNER_WORD, LockNamer, lock_namer
 
+from .results import STDOUT
+
 __all__ = ["OWNER_WORD", "LiveView", "lock_namer"]
 
+PROG = "rmap-stress"
 STATE_NAME = {v: k for k, v in CPU_STATE.items()}
 WAIT, WALK = CPU_STATE["wait"], CPU_STATE["walk"]
 IOWAIT = CPU_STATE.get("iowait", -1)
@@ -235,3 +242,123 @@ class LiveView:
             self.stream.write(f"\033[{self._drawn}F\033[J")
             self.stream.flush()
         self._drawn = 0
+
+
+def say_from_handler(line: str) -> None:
+    """One line on stderr from a signal handler: os.write, no buffered stream (a handler
+    that interrupted a write to sys.stderr must not write to it again)."""
+    try:
+        os.write(2, f"\r\033[K{PROG}: {line}\n".encode() if os.isatty(2) else f"{PROG}: {line}\n".encode())
+    except OSError:
+        pass
+
+
+def wrote(path: str) -> None:
+    """Every file written is reported, once, after it was written; standard output is named."""
+    print(f"wrote {path}" if path != STDOUT else "wrote the document to standard output", flush=True)
+
+
+def live_views(live: bool) -> Callable[[str], Callable[[Any], None]] | None:
+    """A sweep's ``--live`` on a terminal: a live view for each point (its ``update``, from
+    the point's label); None otherwise."""
+    if not (live and sys.stderr.isatty()):
+        return None
+    return lambda label: LiveView(sys.stderr, label=label).update
+
+
+def run_progress(quiet: bool, label: str, live: bool = False) -> Any:
+    """A run's progress: the live view (``live`` on a terminal), else a status line redrawn
+    in place on a terminal or written every 5 s to a log; None with ``quiet``."""
+    if quiet:
+        return None
+    tty = sys.stderr.isatty()
+    if live and tty:
+        return LiveView(sys.stderr, label=label)
+    last = [0.0]
+
+    def on_tick(t: Any) -> None:
+        if not tty and t.elapsed - last[0] < 5:
+            return
+        last[0] = t.elapsed
+        waiting = int((t.cpu["state"] == 3).sum())
+        line = (f"{label}: {t.elapsed:5.1f}/{t.duration:.0f} s  walks {int(t.cpu['walks'].sum())}  "
+                f"pages scanned {int(t.cpu['pages_scanned'].sum())}  jobs {int(t.cpu['jobs'].sum())}  "
+                f"cpus waiting on a lock: {waiting}/{len(t.cpu)}")
+        sys.stderr.write(("\r" + line + "\033[K") if tty else line + "\n")
+        sys.stderr.flush()
+
+    return on_tick
+
+
+def phase_line(quiet: bool, live: bool = False) -> Any:
+    """On a terminal, one line for each silent phase of a run: "building the model ... 40%",
+    "starting 256 CPUs ... 87/256", "checking the model ...".  None otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def on_phase(phase: str, done: int, total: int) -> None:
+        if phase == "build":
+            line = f"building the model ... {100 * done // max(total, 1)}%"
+        elif phase == "start":
+            line = f"starting {total} CPUs ... {done}/{total}"
+        elif phase == "stop":
+            line = f"stopping: {done}/{total} CPUs at a boundary"
+        elif done < total:
+            line = "checking the model ..."
+        else:
+            line = ""
+        sys.stderr.write("\r" + line + "\033[K")
+        sys.stderr.flush()
+
+    return on_phase
+
+
+def end_progress(quiet: bool) -> None:
+    if not quiet and sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+
+
+def scan_progress(quiet: bool) -> Any:
+    """On a terminal: building, then walks k/N."""
+    on_phase = phase_line(quiet)
+    if on_phase is None:
+        return None
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase in ("walk", "generation"):
+            sys.stderr.write(f"\r{phase}s {done}/{total}\033[K" if done < total else "\r\033[K")
+            sys.stderr.flush()
+        else:
+            on_phase(phase, done, total)
+
+    return progress
+
+
+class ProgressBar:
+    """points done / total with an ETA, redrawn in place on a terminal; without one (a log
+    file, CI), one plain line at a point's start at most every ``every_s`` seconds, and
+    the last one, so a long sweep is never silent for its whole length."""
+
+    def __init__(self, stream: Any = sys.stderr, width: int = 30, every_s: float = 5.0) -> None:
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self.every_s = every_s
+        self.last: float | None = None
+
+    def __call__(self, done: int, total: int, label: str, elapsed: float) -> None:
+        if not self.tty:
+            if done < total and self.last is not None and elapsed - self.last < self.every_s:
+                return
+            self.last = elapsed
+            what = f"point {done + 1}/{total}: {label}" if done < total else f"{done}/{total} points {label}"
+            self.stream.write(f"rmap-stress: {what}  (elapsed {elapsed:.0f} s)\n")
+            self.stream.flush()
+            return
+        frac = done / total if total else 1.0
+        eta = elapsed / done * (total - done) if done else math.nan
+        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
+        eta_s = "?" if math.isnan(eta) else f"{int(eta) // 60}m{int(eta) % 60:02d}s"
+        end = "\n" if done == total else ""
+        self.stream.write(f"\r[{bar}] {done}/{total} {label}  elapsed {elapsed:.0f}s  ETA {eta_s}\033[K{end}")
+        self.stream.flush()
