@@ -230,8 +230,10 @@ SCRIPTED: list[Mutation] = [
       "        if cur != node:\n            smp_store_release(words, cur + STATE, SKIPPED)\n        succ",
       "        succ"),
     M("shared_model/locking/qspinlock.py", "a stopped waiter leaves without marking its node",
-      "                if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:",
-      "                if True:"),
+      "            if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:\n"
+      "                atomic_fetch_add(words, w + QUEUED, -1)\n                return LOCK_STOPPED",
+      "            if True:\n"
+      "                atomic_fetch_add(words, w + QUEUED, -1)\n                return LOCK_STOPPED"),
     M("shared_model/locking/qspinlock.py", "an abandoned node is reused at once",
       "    while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \\\n            == ABANDONED:",
       "    while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \\\n            == -1:"),
@@ -261,8 +263,8 @@ SCRIPTED: list[Mutation] = [
       "    if False:"),
     M("shared_model/locking/rwsem.py", "FIFO grants the head writer without WRITER in count",
       "            found = cmpxchg(words, w + COUNT, c, c | WRITER)\n            if found == c:\n"
-      "                _grant(words, w, node)",
-      "            found = c\n            if found == c:\n                _grant(words, w, node)"),
+      "                # The holder is named at once",
+      "            found = c\n            if found == c:\n                # The holder is named at once"),
     # numba_hooks.py: the source-keyed cache
     M("shared_model/locking/numba_hooks.py", "the source-tree hash reads no file",
       "        for path in files:\n", "        for path in []:\n", named=True),
