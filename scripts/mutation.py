@@ -13,8 +13,13 @@ primitives, page tables, interval tree, VMA merges, invariants, swap-in era rule
 device, the compile cache) and of the analysis modules; each mutant is compiled in a
 scratch copy, then the module's tests from before issue 24 run ("before"), then the tests
 issue 24 added ("new"), each run bounded by ``--timeout``; the table gives, per module,
-the mutants killed by an assertion before and after, and those that were not.  About a
-minute of 2 busy cores per compiled mutant (an edit under shared_model/ recompiles it all).
+the mutants killed by an assertion before and after, and those that were not.  Minutes of
+2 busy cores per mutant of compiled code (an edit under shared_model/ recompiles it all);
+a mutant of a plain Python function under shared_model/ (invariants' rules, mmap's merge
+tests, the swap device's Python side) or of stress/ reuses the unmutated tree's compiled
+code from the cache (seconds).  Every mutation's text is checked against the tree before
+anything runs.  ``--tests a.py,b.py`` runs those files instead of the module's selection
+(does a test written for a survivor kill it?).
 
 The rest of this header is about the mutmut mode.
 
@@ -37,6 +42,7 @@ Not part of CI: a full pass takes tens of minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -150,9 +156,10 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
 # break it), run in a scratch copy: compile (warm_up), then the module's tests as they were
 # before issue 24 ("before"), then the tests issue 24 added ("new").  Outcomes per run:
 #
-#   killed    a test failed on an assertion (or the compile refused the mutant)
-#   deadline  the first failure was a bounded wait that ran out without a report
-#             (LockLab's bare TimeoutError "timed out waiting for ...", 60 s)
+#   killed    a test failed on an assertion (or the compile refused the mutant); a LockLab
+#             wait that ran out is one (LabDeadline, an AssertionError saying what it
+#             waited for and what it saw), marked "bounded wait" in the results
+#   deadline  the first failure was a bare TimeoutError (a wait that says nothing)
 #   hang      the run outlived --timeout and was killed: caught only by an outer timeout
 #   survived  every test passed
 #
@@ -210,8 +217,8 @@ SCRIPTED: list[Mutation] = [
       "        if READ_ONCE(words, word) & mask == 0:\n            return\n",
       "        if True:\n            return\n"),
     M("shared_model/locking/ticket.py", "uncontended unlock serves one ticket too many",
-      "        smp_store_release(words, w + SERVING, serving)\n        return",
-      "        smp_store_release(words, w + SERVING, serving + 1)\n        return"),
+      "    smp_store_release(words, w + SERVING, serving)\n    word, mask = _abandoned_bit(w, serving)",
+      "    smp_store_release(words, w + SERVING, serving + 1)\n    word, mask = _abandoned_bit(w, serving)"),
     M("shared_model/locking/ticket.py", "trylock ignores waiters",
       "    if READ_ONCE(words, w + NEXT) != serving:\n        return False",
       "    if False:\n        return False"),
@@ -223,8 +230,10 @@ SCRIPTED: list[Mutation] = [
       "        if cur != node:\n            smp_store_release(words, cur + STATE, SKIPPED)\n        succ",
       "        succ"),
     M("shared_model/locking/qspinlock.py", "a stopped waiter leaves without marking its node",
-      "                if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:",
-      "                if True:"),
+      "            if cmpxchg(words, node + STATE, WAITING, ABANDONED) == WAITING:\n"
+      "                atomic_fetch_add(words, w + QUEUED, -1)\n                return LOCK_STOPPED",
+      "            if True:\n"
+      "                atomic_fetch_add(words, w + QUEUED, -1)\n                return LOCK_STOPPED"),
     M("shared_model/locking/qspinlock.py", "an abandoned node is reused at once",
       "    while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \\\n            == ABANDONED:",
       "    while idx < NODES_PER_CPU and READ_ONCE(words, node_w + idx * NODE_WORDS + STATE) \\\n            == -1:"),
@@ -254,8 +263,8 @@ SCRIPTED: list[Mutation] = [
       "    if False:"),
     M("shared_model/locking/rwsem.py", "FIFO grants the head writer without WRITER in count",
       "            found = cmpxchg(words, w + COUNT, c, c | WRITER)\n            if found == c:\n"
-      "                _grant(words, w, node)",
-      "            found = c\n            if found == c:\n                _grant(words, w, node)"),
+      "                # The holder is named at once",
+      "            found = c\n            if found == c:\n                # The holder is named at once"),
     # numba_hooks.py: the source-keyed cache
     M("shared_model/locking/numba_hooks.py", "the source-tree hash reads no file",
       "        for path in files:\n", "        for path in []:\n", named=True),
@@ -284,7 +293,7 @@ SCRIPTED: list[Mutation] = [
       "        if not _is_black(w32, g, u):", "        if False:"),
     # mmap.py
     M("shared_model/mmap.py", "is_mergeable_anon_vma treats two AVCs as one",
-      "(vma < 0 or _chain_len(m, vma) <= 1)", "(vma < 0 or _chain_len(m, vma) <= 2)", named=True),
+      "vma < 0 or _chain_len(m, vma) <= 1)", "vma < 0 or _chain_len(m, vma) <= 2)", named=True),
     M("shared_model/mmap.py", "is_mergeable_anon_vma: any two anon_vmas merge",
       "    return av1 == av2\n", "    return True\n"),
     M("shared_model/mmap.py", "vma_merge after prev ignores pgoff",
@@ -367,13 +376,78 @@ SCRIPTED: list[Mutation] = [
 del M
 
 
-def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
+def check_snippets(mutations: list[Mutation]) -> list[str]:
+    """Why each mutation cannot be applied to the working tree as it is now: its text must
+    occur exactly once in its module (the lock files change under other work; a mutation
+    whose snippet moved fails loudly here, before any compile, instead of mutating
+    nothing or the wrong place)."""
+    problems = []
+    for mu in mutations:
+        n = (REPO / mu.module).read_text().count(mu.old)
+        if n != 1:
+            problems.append(f"{mu.module}: mutation {mu.name!r}: its text occurs {n} times, not once")
+    return problems
+
+
+FROZEN_ENV = "RMAP_STRESS_MUTANT_TREE_HASH"
+# Put into the scratch copy's numba_hooks._tree_hash: with FROZEN_ENV set, the model's
+# sources hash as the unmutated tree did, so its compiled code is loaded from the cache.
+_FREEZE_OLD = "    key = (root, root.is_dir())\n"
+_FREEZE_NEW = ("    if root == MODEL_ROOT and os.environ.get(\"" + FROZEN_ENV + "\"):\n"
+               "        return os.environ[\"" + FROZEN_ENV + "\"]\n" + _FREEZE_OLD)
+_COMPILED_DECORATORS = ("njit", "cfunc", "intrinsic", "jit")
+
+
+def in_python_code(mu: Mutation) -> bool:
+    """The mutation edits a plain Python function (no numba decorator, not numba_hooks):
+    the compiled code is the unmutated tree's, so the mutant needs no recompile."""
+    if mu.module.endswith("numba_hooks.py") or not mu.module.startswith("shared_model/"):
+        return False
+    src = (REPO / mu.module).read_text()
+    line = src[: src.index(mu.old)].count("\n") + 1
+    inner = None
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.FunctionDef) and node.lineno <= line <= (node.end_lineno or 0):
+            if inner is None or node.lineno > inner.lineno:
+                inner = node
+    if inner is None:
+        return False  # module level: tables a compiled function may read as constants
+    return not any(k in ast.unparse(d) for d in inner.decorator_list for k in _COMPILED_DECORATORS)
+
+
+def _env(root: Path, frozen: str | None = None) -> dict[str, str]:
+    """``frozen`` None: the scratch copy's own numba cache (a mutant of compiled code is
+    keyed by its sources, so it never reuses the real cache; kept inside the copy, it goes
+    with it).  Otherwise the real cache: "" for a mutant outside shared_model/ (the model's
+    sources are unchanged), or the unmutated tree's hash for a mutant of plain Python code
+    under shared_model/."""
+    if frozen is None:
+        return {**os.environ, "NUMBA_CACHE_DIR": str(root / "numba-cache")}
+    return {**os.environ, FROZEN_ENV: frozen} if frozen else dict(os.environ)
+
+
+def _freeze_hook(root: Path) -> str:
+    """The scratch copy's unmutated model hash, then its numba_hooks patched to report
+    that hash when FROZEN_ENV is set (an unchanged compiled core loads from the cache)."""
+    code = "from shared_model.locking.numba_hooks import MODEL_ROOT, _tree_hash; print(_tree_hash(MODEL_ROOT))"
+    tree_hash = subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True,
+                               text=True).stdout.strip()
+    hooks = root / "shared_model/locking/numba_hooks.py"
+    text = hooks.read_text()
+    if text.count(_FREEZE_OLD) != 1:
+        raise SystemExit(f"{hooks}: _tree_hash changed; the fast path for Python-only mutants needs updating")
+    hooks.write_text(text.replace(_FREEZE_OLD, _FREEZE_NEW))
+    return tree_hash
+
+
+def _pytest(root: Path, tests: list[str], timeout: float, frozen: str | None = None) -> tuple[str, float, str]:
     """Run ``tests`` in ``root``: (outcome, seconds, the last lines of output)."""
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
            *tests]
     with open(root / "pytest.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=_env(root, frozen))
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -390,10 +464,12 @@ def _pytest(root: Path, tests: list[str], timeout: float) -> tuple[str, float, s
         return "survived", time.monotonic() - t0, tail
     if re.search(r"^FAILED .* - TimeoutError", out, re.MULTILINE):
         return "deadline", time.monotonic() - t0, tail
+    if re.search(r"^FAILED .* - (shared_model\.locking\.locktorture\.)?LabDeadline", out, re.MULTILINE):
+        tail = "[bounded wait] " + tail
     return "killed", time.monotonic() - t0, tail
 
 
-def _compile(root: Path, timeout: float) -> str:
+def _compile(root: Path, timeout: float, frozen: str | None = None) -> str:
     """Compile the mutant into numba's cache in the scratch copy, every compiled function
     for its declared types, in parallel children, running none of them (warm_up would run
     them, and a mutant that wedges a lock wedged it: a hang counted before any test ran):
@@ -402,7 +478,7 @@ def _compile(root: Path, timeout: float) -> str:
     code = ("from shared_model.precompile import compile_in_children, model_dispatchers; "
             "compile_in_children(model_dispatchers())")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=_env(root, frozen))
     try:
         _, err = proc.communicate(timeout=timeout)
     except BaseException:  # the timeout, or an interrupted run: leave nothing behind
@@ -414,14 +490,17 @@ def _compile(root: Path, timeout: float) -> str:
     return "" if proc.returncode == 0 else (err.strip().splitlines() or ["?"])[-1]
 
 
-def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Callable[[str], None]
-                 ) -> list[dict[str, object]]:
+def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Callable[[str], None],
+                 tests: list[str] | None = None) -> list[dict[str, object]]:
+    """Each mutation compiled and tested in a scratch copy (one per module); ``tests``, when
+    given, replaces the module's selection (run as the "new" tests, the old ones skipped):
+    to see whether a test written for a survivor kills it."""
     out = []
     by_module: dict[str, list[Mutation]] = {}
     for mu in mutations:
         by_module.setdefault(mu.module, []).append(mu)
     for module, mus in by_module.items():
-        old_tests, new_tests = SCRIPTED_TESTS[module]
+        old_tests, new_tests = ([], tests) if tests else SCRIPTED_TESTS[module]
         root = Path(tempfile.mkdtemp(prefix=f"mutation-{Path(module).stem}-"))
         for name in COPY:
             src = REPO / name
@@ -432,27 +511,32 @@ def run_scripted(mutations: list[Mutation], timeout: float, keep: bool, log: Cal
         path = root / module
         original = path.read_text()
         try:
+            model = module.startswith("shared_model/")
+            tree_hash = _freeze_hook(root) if model and any(in_python_code(mu) for mu in mus) else ""
             for mu in mus:
+                frozen = (tree_hash if in_python_code(mu) else None) if model else ""
                 if original.count(mu.old) != 1:
                     raise SystemExit(f"{module}: mutation {mu.name!r}: its text occurs "
                                      f"{original.count(mu.old)} times, not once")
                 path.write_text(original.replace(mu.old, mu.new))
                 t0 = time.monotonic()
-                r: dict[str, object] = {"module": module, "mutation": mu.name, "named": mu.named}
-                why = _compile(root, COMPILE_S)  # for a stress/ module: loads the copied cache
+                r: dict[str, object] = {"module": module, "mutation": mu.name, "named": mu.named,
+                                        "recompiled": frozen is None}
+                why = _compile(root, COMPILE_S, frozen)  # stress/ or plain Python: loads the cache
                 if why.startswith("compile not done"):
                     r.update(before="not run", after="not run", note=why)
                 elif why:
                     r.update(before="killed", after="killed", note=f"does not compile: {why}")
                 else:
                     r["compile_s"] = round(time.monotonic() - t0, 1)
-                    before, t_old, tail_old = _pytest(root, old_tests, timeout)
-                    new, t_new, tail_new = _pytest(root, new_tests, timeout)
+                    before, t_old, tail_old = (_pytest(root, old_tests, timeout, frozen) if old_tests
+                                               else ("not run", 0.0, ""))
+                    new, t_new, tail_new = _pytest(root, new_tests, timeout, frozen)
                     r.update(before=before, new=new, old_s=round(t_old, 1), new_s=round(t_new, 1),
                              after="killed" if "killed" in (before, new) else
                              ("deadline" if "deadline" in (before, new) else
                               ("hang" if "hang" in (before, new) else "survived")))
-                    if before != "survived":
+                    if before not in ("survived", "not run"):
                         r["old_says"] = tail_old[-600:]
                     if new != "survived":
                         r["new_says"] = tail_new[-600:]
@@ -489,7 +573,8 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds per module (default 600)")
     ap.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
-    ap.add_argument("--tests", help="comma-separated test selection instead of the table's")
+    ap.add_argument("--tests", help="comma-separated test selection instead of the table's (with "
+                                    "--scripted: run instead of the module's old and new tests)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--scripted", action="store_true",
                     help="run the scripted mutations of the compiled core and the analysis modules "
@@ -510,7 +595,12 @@ def main() -> int:
             print(f"mutation.py: error: no scripted mutation of {', '.join(args.modules)} "
                   f"(choose from {', '.join(SCRIPTED_TESTS)})", file=sys.stderr)
             return 2
-        results = run_scripted(chosen, args.timeout, args.keep, lambda line: print(line, flush=True))
+        problems = check_snippets(chosen)
+        if problems:
+            print("mutation.py: error: " + "\nmutation.py: error: ".join(problems), file=sys.stderr)
+            return 2
+        results = run_scripted(chosen, args.timeout, args.keep, lambda line: print(line, flush=True),
+                               args.tests.split(",") if args.tests else None)
         print(scripted_table(results))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

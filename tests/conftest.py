@@ -25,8 +25,10 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
@@ -36,6 +38,13 @@ from shared_model.build import family_capacities
 from shared_model.invariants import check_model
 from shared_model.layout import Capacities
 from shared_model.model import Model
+
+# The helpers several test files share, importable as ``_helpers`` (``--import-mode=importlib``
+# gives test modules no package to import siblings from).  Appended, not prepended: the
+# folders tests/shared_model and tests/stress must never shadow the real packages.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _helpers.children import spawn  # noqa: E402, F401 - a fixture for every test
 
 SHM_PREFIX = "rmap-stress-"
 LEAK_GRACE_S = 10.0

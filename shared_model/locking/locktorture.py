@@ -13,8 +13,9 @@ short.
 ``LockLab``'s mapping is anonymous and MAP_SHARED (no /dev/shm entry to leak); children
 are ``os.fork`` children that inherit it, as the stress workers do.  Orderings between
 processes go through the shared words (a child's arrival shows in the lock's own state),
-never through sleeps; the only clock is a generous deadline that turns a hang into an
-error.
+never through sleeps; the only clock is a generous deadline that turns a hang into a
+failure (``LabDeadline``) saying what was awaited and what the lab held at that moment:
+the lock record, the log, the status words, and each child's state.
 """
 
 from __future__ import annotations
@@ -258,6 +259,7 @@ class LabLayout:
     """Word indices in the lab's mapping, each thing on its own cache line."""
 
     stop: int = 0  # the run's stop word
+    watchdog: int = 7  # set by the lab's watchdog when it stopped everybody
     lock: int = 8  # the lock record (8 words)
     counter: int = 16  # incremented non-atomically under the lock
     log_len: int = 24  # entries in ``log``
@@ -280,19 +282,61 @@ class LabLayout:
         return self.stops + cpu * 8
 
 
+class LabDeadline(AssertionError):
+    """A lab wait that ran out: an assertion failure (a state another process should have
+    reached within the deadline was not), whose message says what was awaited and what
+    was seen, never a bare timeout."""
+
+
+def _proc_state(pid: int) -> str:
+    """``R``/``S``/``T``/``Z``... from /proc/pid/stat, with the kernel function a sleeper
+    waits in (``futex_wait_queue``...), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+    try:
+        with open(f"/proc/{pid}/wchan") as fh:
+            wchan = fh.read().strip()
+    except OSError:
+        wchan = ""
+    return f"{state} in {wchan}" if wchan and wchan != "0" else state
+
+
 class LockLab:
     """A shared int64 mapping laid out as ``LabLayout``, and the children forked on it.
 
-    ``close()`` kills and reaps every child still running (call it in ``finally``)."""
+    Every wait (``wait_until``, ``join``, ``kill``) is bounded by ``DEADLINE_S`` and fails
+    with ``LabDeadline``: what it waited for, what the caller's ``seen`` reports, and
+    ``snapshot()``.  A lock taken in this process spins in compiled code no signal
+    interrupts; ``watchdog_s`` bounds that too: a watchdog child sets the stop word and
+    every per-CPU stop word after that many seconds (the stuck acquire returns
+    LOCK_STOPPED, and ``close()`` fails with what the lab held then).  ``close()`` kills
+    and reaps every child still running (call it in ``finally``)."""
 
-    DEADLINE_S = 60.0
+    DEADLINE_S = 20.0  # generous on a busy 2-core machine: a working hand-off takes milliseconds
 
-    def __init__(self) -> None:
+    def __init__(self, watchdog_s: float | None = None) -> None:
         self.at = LabLayout()
         self._mapping = mmap.mmap(-1, self.at.size * 8, flags=mmap.MAP_SHARED)
         self.words = np.frombuffer(self._mapping, dtype=np.int64)
         self.running: set[int] = set()
         self._exit_codes: dict[int, int] = {}
+        self._names: dict[int, str] = {}
+        self._watchdog = 0
+        self.watchdog_s = watchdog_s
+        if watchdog_s is not None:
+            self._watchdog = os.fork()
+            if self._watchdog == 0:  # pragma: no cover - the watchdog child
+                try:
+                    time.sleep(watchdog_s)
+                    self.words[self.at.watchdog] = 1
+                    for cpu in range(12):
+                        self.words[self.at.own_stop(cpu)] = 2
+                    self.words[self.at.stop] = 2
+                finally:
+                    os._exit(0)
 
     @staticmethod
     def tag(cpu: int, pid: int | None = None) -> int:
@@ -312,11 +356,13 @@ class LockLab:
             finally:
                 os._exit(code)
         self.running.add(pid)
+        self._names[pid] = getattr(fn, "__name__", repr(fn))
         return pid
 
-    def join(self, pid: int) -> int:
+    def join(self, pid: int, seen: Callable[[], str] | None = None) -> int:
         """Wait for child ``pid``; its exit code (-signal if killed)."""
-        self.wait_until(lambda: self._reaped(pid), f"child {pid} to exit")
+        self.wait_until(lambda: self._reaped(pid), f"child {pid} ({self._names.get(pid, '?')}) to exit",
+                        seen)
         return self._exit_codes.pop(pid)
 
     def _reaped(self, pid: int) -> bool:
@@ -331,19 +377,47 @@ class LockLab:
         os.kill(pid, signal.SIGKILL)
         return self.join(pid)
 
-    def wait_until(self, cond: Callable[[], bool], what: str) -> None:
-        """Poll ``cond`` (a state another process will reach), up to the safety deadline."""
-        end = time.monotonic() + self.DEADLINE_S
+    def wait_until(self, cond: Callable[[], bool], what: str, seen: Callable[[], str] | None = None) -> None:
+        """Poll ``cond`` (a state another process will reach) for up to ``DEADLINE_S``;
+        then fail with ``LabDeadline``: ``what`` was awaited, ``seen()`` (the caller's
+        view, if given) and ``snapshot()`` what the lab held."""
+        t0 = time.monotonic()
+        end = t0 + self.DEADLINE_S
         while not cond():
             if time.monotonic() > end:
-                raise TimeoutError(f"timed out waiting for {what}")
+                extra = f"; the test saw {seen()}" if seen is not None else ""
+                raise LabDeadline(f"waited {time.monotonic() - t0:.1f} s for {what}, in vain{extra}; "
+                                  f"the lab held {self.snapshot()}")
             time.sleep(0.0002)
 
+    def snapshot(self) -> str:
+        """The lab's state in one line: the lock record's words, stop word, counter, the
+        log, the status words that are set, and each child (name, pid, process state,
+        or exit code once reaped)."""
+        at, w = self.at, self.words
+        lock = [int(x) for x in w[at.lock : at.lock + 8]]
+        n = int(w[at.log_len])
+        log = [int(x) for x in w[at.log : at.log + max(0, min(n, 32))]]
+        status = {i: int(w[at.status + i]) for i in range(32) if w[at.status + i]}
+        kids = [f"{self._names.get(p, '?')}[{p}]: {_proc_state(p)}" for p in sorted(self.running)]
+        kids += [f"{self._names.get(p, '?')}[{p}]: exited {c}" for p, c in sorted(self._exit_codes.items())]
+        return (f"lock={lock} stop={int(w[at.stop])} counter={int(w[at.counter])} log={log} "
+                f"status={status} children=[{', '.join(kids) or 'none'}]")
+
     def close(self) -> None:
-        for pid in list(self.running):
+        """Kill and reap every child (and the watchdog); then, if the watchdog had to stop
+        everybody, fail (LabDeadline) with what the lab held when it fired."""
+        fired = self._watchdog and self.words[self.at.watchdog] != 0
+        held = self.snapshot() if fired else ""
+        for pid in list(self.running) + ([self._watchdog] if self._watchdog else []):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             os.waitpid(pid, 0)
         self.running.clear()
+        self._watchdog = 0
+        if fired:
+            raise LabDeadline(f"the test was still running after {self.watchdog_s} s (a lock taken "
+                              "in the test process never came back?): the watchdog set every stop "
+                              f"word; the lab held {held}")

@@ -54,7 +54,14 @@ from shared_model.memory import (
     mm_alloc,
     mm_vmas,
 )
-from shared_model.mmap import _is_mergeable_anon_vma, do_mprotect
+from shared_model.mmap import (
+    VM_PROT_MASK,
+    _is_mergeable_anon_vma,
+    can_vma_merge_after,
+    can_vma_merge_before,
+    do_mprotect,
+    vma_merge,
+)
 from shared_model.model import Model
 from shared_model.pgtable import _populate_c, pte_lockptr_c, pte_offset_map_c
 from shared_model.rmap import try_to_unmap
@@ -223,6 +230,27 @@ def test_a_vma_with_two_avcs_does_not_take_in_a_neighbour_without_anon_vma(
     assert _is_mergeable_anon_vma(m, -1, int(m.vma["anon_vma"][pv]), pv)  # single AVC
     assert _adjacent_unfaulted_then_mprotect_back(m, child) == 2
     assert _adjacent_unfaulted_then_mprotect_back(m, parent) == 1
+    assert check_model(m) == []
+
+
+def test_vma_merge_needs_the_range_to_continue_the_neighbours_pgoff(make_model: MakeModel) -> None:
+    """mm/mmap.c's can_vma_merge_after / can_vma_merge_before: a range joins prev only
+    when ``prev->vm_pgoff + vma_pages(prev) == pgoff``, and next only when ``next->vm_pgoff
+    == pgoff + pglen``.  Every anonymous VMA here has vm_pgoff == vm_start, so mprotect's
+    merges always pass this test; asked directly with a pgoff that does not continue the
+    neighbour, both refuse, and vma_merge leaves the VMAs as they were."""
+    m = make_model("3.0", caps=SMALL)
+    mm = mm_alloc(m)
+    v = do_mmap(m, mm, 0, 4)
+    flags, av = int(m.vma["vm_flags"][v]) & VM_PROT_MASK, int(m.vma["anon_vma"][v])
+    assert can_vma_merge_after(m, v, flags, av, 4)
+    assert [can_vma_merge_after(m, v, flags, av, pg) for pg in (3, 5, 40)] == [False] * 3
+    assert can_vma_merge_before(m, v, flags, av, 0)
+    assert [can_vma_merge_before(m, v, flags, av, pg) for pg in (1, 4)] == [False] * 2
+    assert vma_merge(m, mm, v, 4, 8, flags, av, 9) == -1  # adjacent to v, pgoff 9 not 4
+    assert (int(m.vma["vm_start"][v]), int(m.vma["vm_end"][v]), int(m.vma["vm_pgoff"][v])) == (0, 4, 0)
+    assert vma_merge(m, mm, v, 4, 8, flags, av, 4) == v  # the contiguous one joins
+    assert (int(m.vma["vm_start"][v]), int(m.vma["vm_end"][v])) == (0, 8)
     assert check_model(m) == []
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from _helpers.children import CHILD_CPU, Spawn
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,7 +53,6 @@ AV = CLASS["anon_vma"]
 # which takes each anon_vma's own lock: a root-locking era would take its root's, and a
 # record never allocated has no root.
 AV_INDEX = 0
-CHILD_CPU = 0  # the builder (the test process) is the last CPU; the child takes CPU 0
 CHILD_DEADLINE_S = 10.0  # a safety valve against hangs, never an assertion
 
 
@@ -74,91 +74,6 @@ def model(request: pytest.FixtureRequest, make_model: MakeModel) -> Model:
     """A model whose anon_vma locks are of each primitive kind; 2.6.34 locks the anon_vma
     itself (no root), so the lock word is anon_vma AV_INDEX's own."""
     return make_model("2.6.34", users=0, pages=1, cpus=1, lock_kind=request.param)
-
-
-JOIN_S = 30.0  # a child that has not exited by then is stuck: killed, and the test fails
-
-
-def _waitpid_within(pid: int, timeout: float) -> int:
-    """os.waitpid(pid, 0) bounded by ``timeout``: the wait status, or (the child killed and
-    reaped) an AssertionError naming the child and the wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError(f"child {pid} still running after {timeout} s (killed): "
-                                 "it never got the lock it waited for, or never let it go")
-        time.sleep(0.001)
-
-
-class Child:
-    """A forked process running ``body(model_for_cpu_0, write_fd, read_fd)``, then
-    ``os._exit``: 0 if the body returned, 1 if it raised.  A body that returns holding a
-    lock dies holding it (how the robust-mutex tests kill an owner)."""
-
-    def __init__(self, m: Model, body: Callable[[Model, int, int], None]) -> None:
-        self.to_parent_r, self.to_parent_w = os.pipe()
-        self.to_child_r, self.to_child_w = os.pipe()
-        self.joined = False
-        self.pid = os.fork()
-        if self.pid == 0:  # pragma: no cover - runs in the child
-            code = 1
-            try:
-                os.close(self.to_parent_r)
-                os.close(self.to_child_w)
-                cm = Model(m.seg, m.era, CHILD_CPU, lock_kind=m.lock_kind)
-                body(cm, self.to_parent_w, self.to_child_r)
-                code = 0
-            except BaseException:  # noqa: BLE001 - any failure: exit code 1, and unblock
-                m.header["stop"][0] = 2  # let a parent stuck spinning give up
-            finally:
-                os._exit(code)
-        os.close(self.to_parent_w)
-        os.close(self.to_child_r)
-
-    def wait_ready(self) -> None:
-        assert os.read(self.to_parent_r, 1) == b"r"
-
-    def tell(self) -> None:
-        os.write(self.to_child_w, b"g")
-
-    def join(self) -> int:
-        """The child's exit code; a child still running after JOIN_S is killed and the test
-        fails saying so (a lost hand-off must fail, not hang the suite)."""
-        try:
-            status = _waitpid_within(self.pid, JOIN_S)
-        finally:
-            self.joined = True  # reaped either way: reap() must not signal the pid again
-            for fd in (self.to_parent_r, self.to_child_w):
-                os.close(fd)
-        return os.waitstatus_to_exitcode(status)
-
-    def reap(self) -> None:
-        """Kill and reap a child the test did not join (it failed half way)."""
-        if not self.joined:
-            os.kill(self.pid, signal.SIGKILL)
-            self.join()
-
-
-Spawn = Callable[[Model, Callable[[Model, int, int], None]], Child]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start a Child; any the test leaves unjoined is killed and reaped at teardown."""
-    children: list[Child] = []
-
-    def start(m: Model, body: Callable[[Model, int, int], None]) -> Child:
-        children.append(Child(m, body))
-        return children[-1]
-
-    yield start
-    for c in children:
-        c.reap()
 
 
 def wait_until(cond: Callable[[], bool]) -> None:

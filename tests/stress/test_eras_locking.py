@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -98,70 +97,6 @@ def test_eras_table_rows() -> None:
 # ---------------------------------------------------------------------------- read / write sides
 
 
-JOIN_S = 30.0  # a child that has not exited by then is stuck: killed, and the test fails
-
-
-def _waitpid_within(pid: int, timeout: float) -> int:
-    """os.waitpid(pid, 0) bounded by ``timeout``: the wait status, or (the child killed and
-    reaped) an AssertionError naming the child and the wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError(f"child {pid} still running after {timeout} s (killed): "
-                                 "it never got the lock it waited for, or never let it go")
-        time.sleep(0.001)
-
-
-class Child:
-    """A forked process running ``body(model_for_CHILD_CPU)`` then ``os._exit`` (0: it
-    returned, 1: it raised)."""
-
-    def __init__(self, m: Model, body: Callable[[Model], None]) -> None:
-        self.joined = False
-        self.pid = os.fork()
-        if self.pid == 0:  # pragma: no cover - runs in the child
-            code = 1
-            try:
-                body(Model(m.seg, m.era, CHILD_CPU, lock_kind=m.lock_kind))
-                code = 0
-            except BaseException:  # noqa: BLE001 - exit code 1
-                m.header["stop"][0] = 2
-            finally:
-                os._exit(code)
-
-    def join(self) -> int:
-        """The child's exit code; a child still running after JOIN_S is killed and the test
-        fails saying so (a lost hand-off must fail, not hang the suite)."""
-        try:
-            status = _waitpid_within(self.pid, JOIN_S)
-        finally:
-            self.joined = True  # reaped either way: reap() must not signal the pid again
-        return os.waitstatus_to_exitcode(status)
-
-    def reap(self) -> None:
-        if not self.joined:
-            os.kill(self.pid, signal.SIGKILL)
-            self.join()
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[[Model, Callable[[Model], None]], Child]]:
-    children: list[Child] = []
-
-    def start(m: Model, body: Callable[[Model], None]) -> Child:
-        children.append(Child(m, body))
-        return children[-1]
-
-    yield start
-    for c in children:
-        c.reap()
-
-
 def _family(make_model, era: str) -> tuple[Model, Model, list[int], int]:  # type: ignore[no-untyped-def]
     """A family of USERS children sharing the parent's PAGES pages (no COW: every page on
     the root's list); the builder's model, a second CPU's view of it, the users, and the
@@ -203,7 +138,7 @@ def test_walk_takes_the_read_side(make_model, spawn, era: str) -> None:  # type:
     assert _ls(m, m.cpu, "page_referenced") == (PAGES, 0)
 
     t = holder.locks.acquire(root_w, AV, SITE["anon_vma_fork"], 0)  # write
-    child = spawn(m, lambda cm: [page_referenced(cm, int(p)) for p in pages] and None)
+    child = spawn(m, lambda cm, *_: [page_referenced(cm, int(p)) for p in pages] and None, CHILD_CPU)
     _wait_for(m, CHILD_CPU, root_w)
     holder.locks.release(root_w, AV, SITE["anon_vma_fork"], t, 0)
     assert child.join() == 0
@@ -220,10 +155,10 @@ def test_fork_and_exit_take_the_write_side(make_model, spawn, era: str) -> None:
     m, holder, users, root_w = _family(make_model, era)
     t = holder.locks.acquire(root_w, AV, SITE["page_referenced"], 1)  # read
 
-    def fork_and_exit(cm: Model) -> None:
+    def fork_and_exit(cm: Model, *_: int) -> None:
         exit_mmap(cm, dup_mmap(cm, users[0]))
 
-    child = spawn(m, fork_and_exit)
+    child = spawn(m, fork_and_exit, CHILD_CPU)
     _wait_for(m, CHILD_CPU, root_w)
     holder.locks.release(root_w, AV, SITE["page_referenced"], t, 1)
     assert child.join() == 0
@@ -434,7 +369,7 @@ def test_the_eras_hand_off_policy_on_a_real_fork(make_model, spawn, era: str, st
     m, holder, users, root_w = _family(make_model, era)
     site = SITE["anon_vma_fork"]
     t = holder.locks.acquire(root_w, AV, site, 0)
-    child = spawn(m, lambda cm: exit_mmap(cm, dup_mmap(cm, users[0])))
+    child = spawn(m, lambda cm, *_: exit_mmap(cm, dup_mmap(cm, users[0])), CHILD_CPU)
     _wait_for(m, CHILD_CPU, root_w)
     os.kill(child.pid, signal.SIGSTOP)
     try:

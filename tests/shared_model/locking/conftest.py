@@ -22,9 +22,14 @@ def compiled() -> None:
     torture_reader(w, at.lock, 0, at.node(0), at.stop, at.counter, 1, 1)
 
 
+WATCHDOG_S = 90.0  # a lock test takes well under a second; a busy 2-core machine, seconds
+
+
 @pytest.fixture
 def lab() -> Iterator[LockLab]:
-    lab = LockLab()
+    """A lab whose waits are bounded and whose watchdog stops a stuck acquire in this
+    process (the test then fails with what the lab held instead of hanging)."""
+    lab = LockLab(watchdog_s=WATCHDOG_S)
     try:
         yield lab
     finally:

@@ -35,7 +35,7 @@ from shared_model.locking import (
     lock_release,
     lock_state,
 )
-from shared_model.locking.locktorture import LockLab
+from shared_model.locking.locktorture import LabDeadline, LockLab
 from shared_model.locking.mutex import SLEEPERS, SPINNERS, WAKE_SEQ
 from shared_model.locking.qspinlock import SKIPPED
 from shared_model.locking.rwsem import rwsem_readers
@@ -86,21 +86,13 @@ def waiter(lab: LockLab, kind: int, cpu: int, stop_w: int) -> None:
 
 
 def join_all(lab: LockLab, pids: list[int], seen: Callable[[], str]) -> list[int]:
-    """Every child's exit code, or a failure saying what was seen when the bound ran out."""
-    try:
-        return [lab.join(p) for p in pids]
-    except TimeoutError as e:
-        why = str(e)
-    pytest.fail(f"{why} within {BOUND_S} s (a lost hand-off?); saw {seen()}")
+    """Every child's exit code, or a failure (LabDeadline) saying what was seen when the
+    bound ran out (a lost hand-off?)."""
+    return [lab.join(p, seen) for p in pids]
 
 
 def wait_for(lab: LockLab, cond: Callable[[], bool], what: str, seen: Callable[[], str]) -> None:
-    try:
-        lab.wait_until(cond, what)
-        return
-    except TimeoutError as e:
-        why = str(e)
-    pytest.fail(f"{why} within {BOUND_S} s; saw {seen()}")
+    lab.wait_until(cond, what, seen)
 
 
 def queue(lab: LockLab, kind: int, cpus: list[int], stop_of: dict[int, int],
@@ -278,3 +270,38 @@ def test_rwsem_fifo_grants_a_run_of_queued_readers_together(bounded: LockLab) ->
     assert lab.words[at.status + SEEN + writer] == 3, seen()
     assert lock_state(lab.words, at.lock, RWSEM) == (False, 0)
     assert rwsem_readers(lab.words, at.lock) == 0
+
+
+def test_a_lab_wait_that_runs_out_fails_saying_what_it_waited_for_and_saw(lab: LockLab) -> None:
+    """Every LockLab wait is an assertion with a message: what was awaited, the caller's
+    view, the lock record, the log and each child's state (a sleeping child shows S)."""
+    lab.DEADLINE_S = 0.3  # type: ignore[misc]
+    at = lab.at
+    assert acquire(lab, TICKET, PARENT_CPU, at.stop) == LOCK_FAST
+    pid = lab.spawn(time.sleep, 60)
+    with pytest.raises(LabDeadline) as e:
+        lab.join(pid, lambda: "the test's own view")
+    text = str(e.value)
+    assert isinstance(e.value, AssertionError)
+    assert f"for child {pid} (sleep) to exit, in vain; the test saw the test's own view" in text, text
+    assert "lock=[1, 0, " in text and "log=[]" in text, text  # the ticket lock: next 1, serving 0
+    assert f"sleep[{pid}]: S" in text, text
+    with pytest.raises(LabDeadline, match=r"for 4 waiters queued, in vain; the lab held lock="):
+        lab.wait_until(lambda: False, "4 waiters queued")
+    release(lab, TICKET, PARENT_CPU)
+
+
+def test_the_lab_watchdog_stops_a_stuck_acquire_in_the_test_process() -> None:
+    """A lock taken in the test process spins in compiled code that no signal interrupts:
+    the lab's watchdog sets the stop words, the acquire returns LOCK_STOPPED, and close()
+    fails saying what the lab held (the lock still taken: nobody ever released it)."""
+    lab = LockLab(watchdog_s=0.5)
+    try:
+        at = lab.at
+        assert acquire(lab, TICKET, 0, at.stop) == LOCK_FAST  # "CPU 0" takes it and never lets go
+        t0 = time.monotonic()
+        assert acquire(lab, TICKET, PARENT_CPU, at.stop) == LOCK_STOPPED
+        assert time.monotonic() - t0 < BOUND_S
+    finally:
+        with pytest.raises(LabDeadline, match=r"still running after 0.5 s .* the lab held lock=\[2, 0, "):
+            lab.close()

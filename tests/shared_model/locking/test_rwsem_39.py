@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-from functools import partial
 
 import pytest
+from _helpers.rwsem_lab import PARENT, READ, WRITE, logged, queue, waiter
 
 from shared_model.locking import (
     LOCK_CONTENDED,
     LOCK_FAST,
-    LOCK_STOPPED,
     RWSEM,
     RWSEM_FIFO,
     RWSEM_STEAL,
@@ -26,7 +25,7 @@ from shared_model.locking import (
 )
 from shared_model.locking.atomics import atomic_fetch_add
 from shared_model.locking.cached_compile import cached_njit
-from shared_model.locking.common import NODE_RUN_STATE, OWNER, RUN_SLEEPING
+from shared_model.locking.common import OWNER
 from shared_model.locking.locktorture import LockLab
 from shared_model.locking.rwsem import (
     WRITER,
@@ -35,40 +34,6 @@ from shared_model.locking.rwsem import (
     down_write_trylock,
     rwsem_wake_locked,
 )
-
-PARENT = 15
-READ, WRITE = 1, 0
-
-
-def waiter(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
-    at, words = lab.at, lab.words
-    status = lock_acquire(words, at.lock, RWSEM, policy, shared, lab.tag(cpu), at.node(cpu),
-                          at.stop)
-    if status != LOCK_STOPPED:
-        words[at.log + words[at.log_len]] = cpu
-        words[at.log_len] += 1
-        lock_release(words, at.lock, RWSEM, policy, shared, at.node(cpu))
-    words[at.status + cpu] = status
-
-
-def queued(lab: LockLab, n: int, cpu: int = 1) -> bool:
-    """``n`` waiters queued, and ``cpu``, the last, asleep: past every section under
-    wait_lock (a waiter is counted while it still holds wait_lock), so that it may be
-    stopped without stopping the lock."""
-    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n \
-        and lab.words[lab.at.node(cpu) + NODE_RUN_STATE] == RUN_SLEEPING
-
-
-def logged(lab: LockLab) -> list[int]:
-    return list(lab.words[lab.at.log : lab.at.log + lab.words[lab.at.log_len]])
-
-
-def queue(lab: LockLab, policy: int, waiters: list[tuple[int, int]]) -> list[int]:
-    pids = []
-    for n, (shared, cpu) in enumerate(waiters, start=1):
-        pids.append(lab.spawn(waiter, lab, policy, shared, cpu))
-        lab.wait_until(partial(queued, lab, n, cpu), f"{n} waiters queued")
-    return pids
 
 
 def hold_write(lab: LockLab, policy: int) -> None:

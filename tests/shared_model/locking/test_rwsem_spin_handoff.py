@@ -11,16 +11,15 @@ import signal
 import time
 from functools import partial
 
+from _helpers.rwsem_lab import PARENT, WRITE, log, logged, queued, release, take, waiter
+
 from shared_model.locking import (
     LOCK_CONTENDED,
     LOCK_FAST,
-    LOCK_STOPPED,
     RWSEM,
     RWSEM_HANDOFF,
     RWSEM_SPIN,
-    lock_acquire,
     lock_is_wedged,
-    lock_release,
     lock_state,
 )
 from shared_model.locking.common import NODE_RUN_STATE, RUN_RUNNING, RUN_SLEEPING, SPIN_SLICE_NS
@@ -35,45 +34,6 @@ from shared_model.locking.rwsem import (
     rwsem_optimistic_spin,
     rwsem_read_steal,
 )
-
-PARENT = 15
-READ, WRITE = 1, 0
-
-
-def take(lab: LockLab, policy: int, shared: int, cpu: int) -> int:
-    at = lab.at
-    return lock_acquire(lab.words, at.lock, RWSEM, policy, shared, lab.tag(cpu), at.node(cpu),
-                        at.stop)
-
-
-def release(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
-    lock_release(lab.words, lab.at.lock, RWSEM, policy, shared, lab.at.node(cpu))
-
-
-def log(lab: LockLab, cpu: int) -> None:
-    at, words = lab.at, lab.words
-    words[at.log + words[at.log_len]] = cpu
-    words[at.log_len] += 1
-
-
-def logged(lab: LockLab) -> list[int]:
-    return list(lab.words[lab.at.log : lab.at.log + lab.words[lab.at.log_len]])
-
-
-def waiter(lab: LockLab, policy: int, shared: int, cpu: int) -> None:
-    status = take(lab, policy, shared, cpu)
-    if status != LOCK_STOPPED:
-        log(lab, cpu)
-        release(lab, policy, shared, cpu)
-    lab.words[lab.at.status + cpu] = status
-
-
-def queued(lab: LockLab, n: int, cpu: int = 1) -> bool:
-    """``n`` waiters queued, and ``cpu``, the last, asleep: past every section under
-    wait_lock (a waiter is counted while it still holds wait_lock), so that it may be
-    stopped without stopping the lock."""
-    return lock_state(lab.words, lab.at.lock, RWSEM)[1] == n \
-        and lab.words[lab.at.node(cpu) + NODE_RUN_STATE] == RUN_SLEEPING
 
 
 def test_319_writer_spins_on_a_running_owner_and_takes_it_unqueued(lab: LockLab) -> None:

@@ -30,7 +30,7 @@ from shared_model.locking import (
 )
 from shared_model.locking.common import NODE_WORDS
 from shared_model.locking.locktorture import LockLab, torture_hammer
-from shared_model.locking.qspinlock import ABANDONED, SKIPPED
+from shared_model.locking.qspinlock import ABANDONED, HEAD, SKIPPED, WAITING
 
 SPINLOCKS = [TAS, TICKET, QSPINLOCK]
 FIFO_SPINLOCKS = [TICKET, QSPINLOCK]
@@ -208,41 +208,55 @@ def test_a_lock_left_by_stopped_waiters_is_not_wedged(lab: LockLab, kind: int) -
 
 def test_qspinlock_node_abandoned_in_a_queue_is_not_reused_until_skipped(lab: LockLab) -> None:
     """CPU 0 gives up behind CPU 2 in lock A's queue (CPU 1 holds A's pending bit, CPU 2
-    its first node): CPU 0's node stays linked there until A's head passes over it.  Meanwhile CPU 0 queues for lock B on its next node, and the
-    abandoned one is marked SKIPPED once A moves on."""
+    its first node): CPU 0's node stays linked there until A's head passes over it.
+    Meanwhile CPU 0 queues for lock B (CPU 3 already holds B's pending bit, so CPU 0 needs
+    a node, not the pending bit): on its next node, leaving the abandoned one alone (reused
+    at once, it would read WAITING and A's head would hand it the head of A's queue).  The
+    abandoned node is marked SKIPPED once A moves on."""
     at = lab.at
-    hold(lab, QSPINLOCK)
-    assert lock_acquire(lab.words, at.lock2, QSPINLOCK, 0, 0, lab.tag(PARENT_CPU),
-                        at.node(PARENT_CPU), at.stop) == LOCK_FAST
-    pending, head = queue_waiters(lab, QSPINLOCK, [1, 2], {})
+    words = lab.words
     node0 = at.node(0)
+    b_status = 8  # + cpu: what each CPU's acquire of B returned
+
+    def seen() -> str:
+        return (f"CPU 0's nodes {[int(words[node0 + i * NODE_WORDS]) for i in range(3)]}, "
+                f"A {lock_state(words, at.lock, QSPINLOCK)}, B {lock_state(words, at.lock2, QSPINLOCK)}, "
+                f"statuses A {int(words[at.status])} B {[int(words[at.status + b_status + c]) for c in (0, 3)]}")
+
+    def take_b(cpu: int, node: int) -> None:
+        words[at.status + b_status + cpu] = lock_acquire(words, at.lock2, QSPINLOCK, 0, 0, lab.tag(cpu),
+                                                         node, at.stop)
+        lock_release(words, at.lock2, QSPINLOCK, 0, 0, node)
 
     def cpu0() -> None:
-        words = lab.words
-        words[at.status] = lock_acquire(words, at.lock, QSPINLOCK, 0, 0, lab.tag(0), node0,
-                                        at.own_stop(0))
-        words[at.status + 8] = lock_acquire(words, at.lock2, QSPINLOCK, 0, 0, lab.tag(0), node0,
-                                            at.stop)
-        lock_release(words, at.lock2, QSPINLOCK, 0, 0, node0)
+        words[at.status] = lock_acquire(words, at.lock, QSPINLOCK, 0, 0, lab.tag(0), node0, at.own_stop(0))
+        take_b(0, node0)
 
-    lab.words[at.status] = ARRIVED
+    hold(lab, QSPINLOCK)
+    assert lock_acquire(words, at.lock2, QSPINLOCK, 0, 0, lab.tag(PARENT_CPU),
+                        at.node(PARENT_CPU), at.stop) == LOCK_FAST
+    pends_on_b = lab.spawn(take_b, 3, at.node(3))
+    lab.wait_until(lambda: lock_state(words, at.lock2, QSPINLOCK)[1] == 1, "CPU 3 pending on B", seen)
+    pending, head = queue_waiters(lab, QSPINLOCK, [1, 2], {})
+    words[at.status] = ARRIVED
     pid = lab.spawn(cpu0)
-    lab.wait_until(lambda: lock_state(lab.words, at.lock, QSPINLOCK)[1] == 3, "3 waiters on A")
-    lab.words[at.own_stop(0)] = 2
-    lab.wait_until(lambda: lab.words[at.status] == LOCK_STOPPED, "CPU 0 to give up on A")
-    assert lab.words[node0] == ABANDONED
-    lab.wait_until(lambda: lock_state(lab.words, at.lock2, QSPINLOCK)[1] == 1, "CPU 0 on B")
-    lock_release(lab.words, at.lock2, QSPINLOCK, 0, 0, at.node(PARENT_CPU))
-    assert lab.join(pid) == 0
-    assert lab.words[at.status + 8] == LOCK_CONTENDED
-    assert lab.words[node0] == ABANDONED  # A has not moved yet
+    lab.wait_until(lambda: lock_state(words, at.lock, QSPINLOCK)[1] == 3, "3 waiters on A", seen)
+    words[at.own_stop(0)] = 2
+    lab.wait_until(lambda: words[at.status] == LOCK_STOPPED, "CPU 0 to give up on A", seen)
+    assert words[node0] == ABANDONED, seen()
+    lab.wait_until(lambda: lock_state(words, at.lock2, QSPINLOCK)[1] == 2, "CPU 0 queued on B", seen)
+    assert words[node0] == ABANDONED, f"CPU 0 reused the node still linked in A's queue: {seen()}"
+    assert words[node0 + NODE_WORDS] in (WAITING, HEAD), seen()  # CPU 0 waits on B on its next node
+    lock_release(words, at.lock2, QSPINLOCK, 0, 0, at.node(PARENT_CPU))
+    assert [lab.join(pends_on_b, seen), lab.join(pid, seen)] == [0, 0]
+    assert [words[at.status + b_status + c] for c in (3, 0)] == [LOCK_CONTENDED] * 2, seen()
+    assert words[node0] == ABANDONED, seen()  # A has not moved yet
     release(lab, QSPINLOCK)
-    assert lab.join(pending) == 0
-    assert lab.join(head) == 0
-    assert lab.words[node0] == SKIPPED
-    assert lab.words[node0 + NODE_WORDS] != ABANDONED
-    assert lock_state(lab.words, at.lock, QSPINLOCK) == (False, 0)
-    assert lock_state(lab.words, at.lock2, QSPINLOCK) == (False, 0)
+    assert [lab.join(pending, seen), lab.join(head, seen)] == [0, 0]
+    assert words[node0] == SKIPPED, seen()
+    assert words[node0 + NODE_WORDS] != ABANDONED, seen()
+    assert lock_state(words, at.lock, QSPINLOCK) == (False, 0), seen()
+    assert lock_state(words, at.lock2, QSPINLOCK) == (False, 0), seen()
 
 
 def test_ticket_skips_a_run_of_abandoned_tickets_across_the_map_wrap() -> None:
