@@ -416,7 +416,8 @@ def _wrote_log(path: str | None) -> None:
         _wrote(path)
 
 
-def _progress(quiet: bool, label: str, live: bool = False):  # type: ignore[no-untyped-def]
+def _progress(quiet: bool, label: str, live: bool = False) -> Any:
+    """None (quiet), a LiveView (``live`` on a terminal), or an ``on_tick`` callable."""
     if quiet:
         return None
     tty = sys.stderr.isatty()
@@ -789,12 +790,14 @@ def cmd_ramp(a: argparse.Namespace) -> int:
                      swap_iops=a.swap_iops, swap_queue=a.swap_queue)
     base.validate_swap()
     _setup_logging("WARNING", None)
-    live = None
+    live: Callable[[str], Any] | None = None
     if a.live and not a.quiet and sys.stderr.isatty():
         from .live import LiveView
 
-        def live(label: str) -> Any:
+        def live_view(label: str) -> Any:
             return LiveView(sys.stderr, label=label).update
+
+        live = live_view
 
     _check_handoff(a.handoff_ns)
     doc = ramp(a.eras or ["2.6.33", "2.6.34"], users, base, repeat=a.repeat,
