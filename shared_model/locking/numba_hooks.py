@@ -225,6 +225,7 @@ class SourceTreeLocator:
 
     def __init__(self, py_func: Any, py_file: str) -> None:
         key, sub = source_key(py_func, py_file)
+        self._py_file = py_file  # numba's message for a function it cannot cache reads it
         self._key = key
         self._lineno = py_func.__code__.co_firstlineno
         self._cache_path = str(cache_root() / key / sub)
