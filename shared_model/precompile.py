@@ -10,6 +10,11 @@ some seconds, later runs load the cache (``~/.cache/rmap-stress/<hash of the sou
 or under ``$NUMBA_CACHE_DIR``: see locking/cached_compile.py; when that is not writable,
 numba compiles in memory and the run still works, only slower to start).
 
+What it compiles is every compiled function of the model, found by importing its modules
+(``model_dispatchers``), for the types its annotations declare: each one the cache has no
+entry for yet (``uncached``), so that after the first run no command or test compiles
+anything, and a new compiled function is covered without a list to keep.
+
 A cold compile is shared out among forked children (``compile_in_children``), one per
 CPU this process may run on (at most MAX_COMPILE_JOBS; ``RMAP_STRESS_COMPILE_JOBS=N``
 sets it, 1 compiles serially): the parent compiles the functions everything else calls
