@@ -16,7 +16,7 @@ Sections (``--only``):
            released 2.6.34 is printed beside it without a target, see bench_storm); the
            2.6.36/2.6.33 ratio with --entry-cost-ns 0 (>= 10) and the default (>= 20);
            2.6.33's anon_vma wait share (>= 40%); lockstat's cost (within 10%)
-  compile  cold compile into an empty cache (<= 30 s) and a cached start (<= 2 s extra)
+  compile  cold compile into an empty cache (<= 15 s) and a cached start (<= 1 s)
 Every ratio comes from runs made one after another in this one invocation.
 """
 

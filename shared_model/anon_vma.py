@@ -177,7 +177,7 @@ def anon_vma_list_nodes(m: Model, av: int) -> np.ndarray:
     the walk does (bounded: a corrupt list cannot hold it).  Expects held: av's lock (or
     a quiescent model)."""
     nxt = m.avc["same_anon_vma_next"] if m.era.chain else m.vma["anon_vma_node_next"]
-    out = []
+    out: list[int] = []
     n = int(m.av_head[av])
     while n >= 0 and len(out) <= len(nxt):
         out.append(n)

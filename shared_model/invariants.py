@@ -518,6 +518,7 @@ def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
         counted = np.where(parent < 0, np.arange(nav), parent)  # a root is its own parent
         nonempty = live_av[av["nr_members"][live_av] > 0]
         children = np.bincount(counted[nonempty], minlength=nav)
+        checks: tuple[tuple[str, np.ndarray], ...]
         if reuse == REUSE_DEGREE:
             checks = (("degree", users + children),)
         else:

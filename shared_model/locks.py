@@ -40,6 +40,7 @@ calls the compiled halves directly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -669,7 +670,7 @@ class CpuLocks:
         self.held = np.zeros(1 + 2 * 16, dtype=np.int64)
         self._slowpaths = {cls: self._slowpath_for(int(g[G.KIND0 + cls])) for cls in range(_NCLS)}
 
-    def _slowpath_for(self, kind: int):  # type: ignore[no-untyped-def]
+    def _slowpath_for(self, kind: int) -> Callable[[int, int, int, int, int], int]:
         if kind == MUTEX:
             return self.mutex_lock_slowpath
         if kind == RWSEM:

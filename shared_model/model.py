@@ -426,9 +426,9 @@ class Model:
         self.alloc_fail_p = 0.0
         # Word index of lock 0 of each lock array, and the stride between locks, in words.
         offs = seg.offsets
-        self._mm_ptl_w0 = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8
+        self._mm_ptl_w0 = int(self.g[G.MM_PTL_W0])  # make_geometry's, from the dtypes
         self._mm_stride = MM_DTYPE.itemsize // 8
-        self._av_lock_w0 = (offs["anon_vma"] + ANON_VMA_DTYPE.fields["lock"][1]) // 8
+        self._av_lock_w0 = int(self.g[G.AV_LOCK_W0])
         self._av_stride = ANON_VMA_DTYPE.itemsize // 8
         self._slab_w0 = offs["slab"] // 8
         self._pte_ptl_w0 = offs["ptl"] // 8

@@ -10,6 +10,11 @@ some seconds, later runs load the cache (``~/.cache/rmap-stress/<hash of the sou
 or under ``$NUMBA_CACHE_DIR``: see locking/cached_compile.py; when that is not writable,
 numba compiles in memory and the run still works, only slower to start).
 
+What it compiles is every compiled function of the model, found by importing its modules
+(``model_dispatchers``), for the types its annotations declare: each one the cache has no
+entry for yet (``uncached``), so that after the first run no command or test compiles
+anything, and a new compiled function is covered without a list to keep.
+
 A cold compile is shared out among forked children (``compile_in_children``), one per
 CPU this process may run on (at most MAX_COMPILE_JOBS; ``RMAP_STRESS_COMPILE_JOBS=N``
 sets it, 1 compiles serially): the parent compiles the functions everything else calls
@@ -75,13 +80,14 @@ def warm_up(note: Callable[[str], None] | None = None,
     )
     from .swapdev import swap_device_warm_up
 
-    cold = cache_is_cold()
+    t0 = time.perf_counter()
+    dispatchers = model_dispatchers()
+    missing = uncached(dispatchers)
+    cold = bool(missing) or cache_is_cold()
     if note is not None and cold:
         note("compiling (first run only)")
-    t0 = time.perf_counter()
-    dispatchers = model_dispatchers() if cold else []
-    if cold:
-        compile_in_children(dispatchers, progress=progress)
+    if missing:
+        compile_in_children(missing, progress=progress)
     compile_locks()
     m = Model.create(family_capacities("2.6.34", 2, 2, 1.0, 1, spare_users=4), "2.6.34")
     try:
@@ -104,8 +110,12 @@ def warm_up(note: Callable[[str], None] | None = None,
         m.wedged_locks()  # the parent's end-of-run look for wedged ticket/MCS locks
         violations = check_model(m)
         assert not violations, violations
+        # Whatever no child compiled (one job, a failed child) and the paths above did not
+        # call: every compiled function of the model is in the cache after a first run, so
+        # that no later command or test compiles anything.
+        _compile_share(uncached(missing), 0, 1)
         if progress is not None and cold:
-            total = len(_to_compile(dispatchers))
+            total = len(missing) or len(_to_compile(dispatchers))
             progress(total, total)
     finally:
         seg = m.seg
@@ -129,7 +139,9 @@ def compile_jobs() -> int:
 
 
 def model_dispatchers() -> list[Any]:
-    """Every compiled function of the model (all of shared_model imported), callees first."""
+    """Every compiled function of the model (all of shared_model imported, the lock
+    torture loops included), callees first: what ``warm_up`` puts in the cache, derived
+    from the modules, so that a new compiled function is covered without a list to keep."""
     import importlib
     import pkgutil
 
@@ -139,8 +151,22 @@ def model_dispatchers() -> list[Any]:
 
     for mod in pkgutil.walk_packages(shared_model.__path__, "shared_model."):
         importlib.import_module(mod.name)
-    return [d for d in REGISTRY if d.py_func.__module__.startswith("shared_model.")
-            and d.py_func.__module__ != "shared_model.locking.locktorture"]
+    return [d for d in REGISTRY if d.py_func.__module__.startswith("shared_model.")]
+
+
+def uncached(dispatchers: list[Any]) -> list[Any]:
+    """The functions of ``dispatchers`` compiled on their own (``_to_compile``) that have a
+    declared signature and no entry in the on-disk cache yet; none when there is no
+    writable cache (a compile would then be lost at exit: each is compiled when first
+    called instead)."""
+    from .locking.cached_compile import declared_signature
+    from .locking.numba_hooks import cache_usable, has_cached_index
+
+    if not cache_usable():
+        return []
+    return [d for d in _to_compile(dispatchers)
+            if getattr(d.stats, "cache_path", None) and not has_cached_index(d)
+            and declared_signature(d) is not None]
 
 
 def cache_writable(dispatchers: list[Any]) -> bool:
@@ -152,28 +178,27 @@ def cache_writable(dispatchers: list[Any]) -> bool:
 
 
 def _to_compile(dispatchers: list[Any]) -> list[Any]:
-    """The functions compiled on their own (not inlined into each caller by numba)."""
-    from .locking.cached_compile import INLINED
+    """The functions compiled ahead, each on its own: all of them.  One that numba inlines
+    into each compiled caller (``inline=True``) is compiled there again, but Python code
+    calls some directly too (the CPU's lock fast path, tests of a lock's trylock), and that
+    call would otherwise compile it after the warm-up."""
+    return list(dispatchers)
 
-    return [d for d in dispatchers if d not in INLINED]
 
-
-def _count_compiled(total: int) -> int:
-    """Functions of the model in the cache now, at most ``total`` (the count includes the
-    C entry points compiled at import)."""
+def _count_compiled(total: int, before: int = 0) -> int:
+    """Functions of the model put in the cache since it held ``before``, at most
+    ``total``."""
     from .locking.numba_hooks import count_cached_indexes, model_cache_dir
 
-    return min(total, count_cached_indexes(model_cache_dir()))
+    return max(0, min(total, count_cached_indexes(model_cache_dir()) - before))
 
 
 def _compile_share(dispatchers: list[Any], job: int, jobs: int) -> None:
     """A child's share: every ``jobs``-th function from ``job``, each for its declared
-    types (a function inlined into its callers is compiled there, not alone)."""
-    from .locking.cached_compile import INLINED, declared_signature
+    types."""
+    from .locking.cached_compile import declared_signature
 
     for d in dispatchers[job::jobs]:
-        if d in INLINED:
-            continue
         sig = declared_signature(d)
         if sig is not None and sig not in d.overloads:
             d.compile(sig)
@@ -202,8 +227,9 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
     if jobs < 2 or not dispatchers or not cache_writable(dispatchers):
         return 0
     total = len(_to_compile(dispatchers))
+    before = _count_compiled(1 << 30)  # what is cached already (the C entry points, ...)
     if progress is not None:
-        progress(_count_compiled(total), total)
+        progress(0, total)
     share = share or _compile_share
     # The functions every other one calls (the locks, the slab), compiled here first: the
     # children inherit them in memory instead of each compiling its own copy.
@@ -241,7 +267,7 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
         while pids and time.monotonic() < deadline:
             if progress is not None and time.monotonic() - told >= 0.5:
                 told = time.monotonic()
-                progress(_count_compiled(total), total)
+                progress(_count_compiled(total, before), total)
             try:
                 pid, status = os.waitpid(pids[0], os.WNOHANG)
             except ChildProcessError:

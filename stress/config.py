@@ -11,7 +11,7 @@ from typing import Any
 from shared_model.eras import ERAS
 from shared_model.locks import LOCK_ALIASES, LOCK_KINDS
 
-SCENARIOS = ("reclaim-storm", "forking-server", "fork-test", "exim")
+SCENARIOS: tuple[str, ...] = ("reclaim-storm", "forking-server", "fork-test", "exim")
 # Accepted but not advertised: workloads that exist to test the tool's failure handling.
 TEST_SCENARIOS = ("abba-deadlock",)
 # Scenarios of ``scan --scenario`` (one process, exact counts; not ``run``).

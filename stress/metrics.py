@@ -55,7 +55,7 @@ def lock_rows(lockstat: np.ndarray) -> list[dict]:
     ``lockstat`` is [cpu, class, site, field]; each row has acquisitions, contentions,
     mcs_queued (contentions that queued on a qspinlock MCS node), wait_ns and hold_ns
     (min/max/total/avg/p50/p90/p99/p999) and its call sites."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ci, cls in enumerate(LOCK_CLASSES):
         per_site = lockstat[:, ci]  # [cpu, site, field]
         acq = int(per_site[:, :, 0].sum())
@@ -65,7 +65,7 @@ def lock_rows(lockstat: np.ndarray) -> list[dict]:
         queued = int(per_site[:, :, LS_QUEUED].sum())
         wait_hist = per_site[:, :, LS_WAIT_HIST : LS_WAIT_HIST + HIST_BUCKETS].sum(axis=(0, 1))
         hold_hist = per_site[:, :, LS_HOLD_HIST : LS_HOLD_HIST + HIST_BUCKETS].sum(axis=(0, 1))
-        sites = []
+        sites: list[dict[str, Any]] = []
         for si, site in enumerate(LOCK_SITES):
             s = per_site[:, si]
             s_acq = int(s[:, 0].sum())

@@ -33,7 +33,8 @@ def user_counts(start: int, end: int, increment: int | None, factor: float | Non
     if factor is not None:
         if not factor > 1.0:
             raise ConfigError(f"--factor must be above 1, not {factor}")
-        out, u = [], float(start)
+        out: list[int] = []
+        u = float(start)
         while round(u) <= end:
             if not out or round(u) != out[-1]:
                 out.append(round(u))

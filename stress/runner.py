@@ -637,7 +637,7 @@ class _Timeline:
         return out
 
 
-def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: memoryview,
+def _tick(elapsed: float, duration: float, cpu_arr: np.ndarray, words: np.ndarray,
           names: Callable[[int], str], watch: _WedgedWatch | None = None) -> Tick:
     """A copy of the per-CPU slots, and of the owner word of each lock a CPU waits on.
 

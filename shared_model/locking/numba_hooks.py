@@ -20,7 +20,8 @@ test_numba_hooks.py`` holds most of them)::
                               classes`` and the locator protocol   recompiles_its_callers,
                               (from_function, ensure_cache_path,   test_two_copies_share_
                               get_cache_path, get_source_stamp,    one_cache, test_cache_
-                              get_disambiguator)                   lives_under_the_source_key
+                              get_disambiguator; ``_py_file``,     lives_under_the_source_key
+                              read by check_cachable's warning)
   has_cached_index,           cache file names: one index          test_cache_lives_under_
   count_cached_indexes        ``<module>.<qualname>-<line>.pyXY    the_source_key, test_each_
                               .nbi`` per function, data files      function_compiles_once
@@ -225,6 +226,7 @@ class SourceTreeLocator:
 
     def __init__(self, py_func: Any, py_file: str) -> None:
         key, sub = source_key(py_func, py_file)
+        self._py_file = py_file  # numba's message for a function it cannot cache reads it
         self._key = key
         self._lineno = py_func.__code__.co_firstlineno
         self._cache_path = str(cache_root() / key / sub)

@@ -1,0 +1,106 @@
+"""One compile per machine: ``warm_up`` puts every compiled function of the model in the
+on-disk cache, so that no command or test run after the first compiles anything.
+
+The cache folder is counted, not numba's state in this process: a command's CPUs are
+forked children, and whatever one of them compiles shows only as a new cache file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from shared_model.locking.cached_compile import INLINED, REGISTRY, declared_signature
+from shared_model.precompile import model_dispatchers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cache_files(root: Path) -> set[str]:
+    """numba's index and data files under ``root``, relative to it."""
+    return {str(Path(d, n).relative_to(root)) for d, _s, names in os.walk(root) for n in names
+            if n.endswith((".nbi", ".nbc"))}
+
+
+def test_every_compiled_function_of_the_model_is_warmed() -> None:
+    """The warm-up list is every compiled function of shared_model, found by importing its
+    modules (a new one is covered without editing a list), and each one compiled on its own
+    has a declared signature (otherwise the warm-up could not compile it ahead), those
+    numba inlines into their callers included (Python calls some of them directly)."""
+    warmed = set(model_dispatchers())
+    model = {d for d in REGISTRY if d.py_func.__module__.startswith("shared_model.")}
+    assert model and warmed == model
+    assert INLINED & model
+    no_sig = sorted(d.py_func.__qualname__ for d in model if declared_signature(d) is None)
+    assert no_sig == []
+
+
+_COMMANDS = textwrap.dedent('''
+    import os, sys
+    import numpy as np
+    from stress.cli import main
+    from shared_model.locking.locktorture import LockLab, torture_hammer, torture_pair_ns, torture_reader
+    from shared_model.locking.common import RWSEM, TICKET
+
+    def rmap(*args):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code
+        assert code in (0, None), (args, code)
+
+    rmap("run", "--era", "2.6.33", "--scenario", "fork-test", "--users", "4", "--pages", "4",
+         "--cpus", "2", "--duration", "0.5", "--quiet")
+    rmap("run", "--era", "3.0", "--scenario", "reclaim-storm", "--users", "4", "--pages", "4",
+         "--cpus", "2", "--duration", "0.5", "--quiet")
+    rmap("scan", "--era", "2.6.34", "--users", "6", "--pages", "3", "--refault")
+    rmap("scan", "--era", "2.6.36", "--scenario", "mprotect-split", "--pieces", "3", "--users", "3")
+    rmap("scan", "--era", "3.0", "--scenario", "shared-swapin", "--users", "3", "--pages", "2")
+    # Inlined helpers that Python code calls directly too.
+    from shared_model.build import family_capacities
+    from shared_model.locking.common import owner_run_word
+    from shared_model.locking.rwsem import down_write_trylock
+    from shared_model.locks import CLASS, lock_acquire_fast
+    from shared_model.model import Model
+
+    m = Model.create(family_capacities("2.6.34", 1, 1, 1.0, 1), "2.6.34")
+    try:
+        w = m.ptl_word(0)
+        t = lock_acquire_fast(m.words, m.g, m.locks.held, w, CLASS["ptl"], 0, 0)
+        assert t >= 0
+        m.locks.release(w, CLASS["ptl"], 0, t)
+    finally:
+        seg = m.seg
+        m.close()
+        seg.unlink()
+    owner_run_word(64, 1, 2)
+    lab = LockLab()
+    try:
+        down_write_trylock(lab.words, lab.at.lock2, 0)
+        lay = lab.at
+        words = lab.words
+        torture_hammer(words, lay.lock, TICKET, 0, 0, lab.tag(0), lay.node(0), lay.stop,
+                       lay.counter, 10)
+        torture_pair_ns(words, lay.lock, TICKET, 0, 0, lab.tag(0), lay.node(0), lay.stop, 10)
+        torture_reader(words, lay.lock, 0, lay.node(0), lay.stop, lay.counter, 10, 2)
+    finally:
+        lab.close()
+''')
+
+
+def test_commands_after_the_warm_up_compile_nothing(tmp_path: Path) -> None:
+    """In an empty cache: the warm-up, then small runs, scans of each scenario and the lock
+    torture loops; the commands add no file to the cache (each would be a function compiled
+    after the first run's compile).  Costs one cold compile."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    warm = subprocess.run([sys.executable, "-c", "from shared_model.precompile import warm_up; warm_up()"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert warm.returncode == 0, warm.stderr
+    before = _cache_files(tmp_path / "cache")
+    assert len(before) > 100
+    cmds = subprocess.run([sys.executable, "-c", _COMMANDS], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert cmds.returncode == 0, cmds.stderr[-3000:]
+    assert sorted(_cache_files(tmp_path / "cache") - before) == []
