@@ -319,6 +319,23 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
         ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
 
     # (b) CPU time shares, one panel per era
+    _ramp_share_panels(fig, gs, eras, points, cross, log_users)
+
+    # (c) wait-time distribution
+    ax = fig.add_subplot(gs[2, :])
+    hists = {era: _add_hists([p.get("wait_hist") or {} for p in points if p["era"] == era])
+             for era in eras}
+    _cdf_panel(ax, hists, colors, "(c) anon_vma lock wait time (CDF), all points of each era")
+
+    if timeline[0]:
+        _timeline_panel(fig.add_subplot(gs[3, :]), {"": timeline}, colors, "(d) ")
+    return fig
+
+
+def _ramp_share_panels(fig: Figure, gs: Any, eras: list[str], points: list[dict[str, Any]],
+                       cross: dict[str, Any], log_users: bool) -> None:
+    """A ramp's panels (b), in row 1 of ``gs``: each era's CPU time shares against users,
+    its predicted lock wait, and the users at which the system share reaches 90%."""
     first: Axes | None = None
     for i, era in enumerate(eras):
         ax = fig.add_subplot(gs[1, i], sharey=first)
@@ -350,16 +367,6 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
             ax.set_ylabel("share of CPU time (%)")
         if i == len(eras) - 1 and us:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
-
-    # (c) wait-time distribution
-    ax = fig.add_subplot(gs[2, :])
-    hists = {era: _add_hists([p.get("wait_hist") or {} for p in points if p["era"] == era])
-             for era in eras}
-    _cdf_panel(ax, hists, colors, "(c) anon_vma lock wait time (CDF), all points of each era")
-
-    if timeline[0]:
-        _timeline_panel(fig.add_subplot(gs[3, :]), {"": timeline}, colors, "(d) ")
-    return fig
 
 
 def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> Figure:
