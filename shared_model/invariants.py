@@ -81,14 +81,40 @@ def check_model(m: Model) -> list[str]:
         if len(out) < MAX_REPORTED:
             out.append(msg)
 
-    av, avc, vma, mm = m.anon_vma, m.avc, m.vma, m.mm
-    live_av = np.flatnonzero(av["in_use"] == 1)
-    live_vma = np.flatnonzero(vma["in_use"] == 1)
+    live_av = np.flatnonzero(m.anon_vma["in_use"] == 1)
+    live_vma = np.flatnonzero(m.vma["in_use"] == 1)
     live_vma = live_vma[live_vma != 0]
-    live_mm = np.flatnonzero(mm["in_use"] == 1)
-    nv = len(vma)
+    live_mm = np.flatnonzero(m.mm["in_use"] == 1)
 
-    # 1. lists, and the (anon_vma, vma) pairs they hold
+    seen, pair_keys = _check_lists(m, live_av, bad)
+    # Rules 2 and 3 read one walk of the same_vma chains; rule 3's own-chain check is
+    # reported between the walk and rule 2's, the mm lists after.
+    chains = _walk_same_vma_chains(m, live_vma, bad) if m.era.chain else None
+    _check_vma_on_own_chain(m, live_vma, chains, bad)
+    _check_avcs_on_lists(m, live_vma, chains, seen, bad)
+    _check_vmas_on_mm_lists(m, live_vma, live_mm, pair_keys, bad)
+    _check_pgtables(m, live_mm, bad)
+    grid_page, mapped, per_mm = _check_pages(m, bad)
+    _check_no_lost_mapping(m, grid_page, mapped, per_mm, pair_keys, bad)
+    _check_refcounts(m, live_av, bad)
+    _check_nothing_leaked(m, bad)
+    _check_locks(m, bad)
+    check_later_rules(m, bad)
+    return out
+
+
+def _check_lists(m: Model, live_av: np.ndarray, bad: Callable[[str], None]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 1, lists: each anon_vma's list, through the nodes embedded in its entries (AVCs;
+    VMAs in 2.6.33), runs from ``head`` by ``next`` to ``tail`` with every ``prev`` pointing
+    back, no entry reached twice (no cycle, no entry on two lists), every entry live and
+    claiming this anon_vma; ``nr_members`` is its length.  (A live anon_vma with an empty
+    list and no references, rule 7's leak, is found here from the list lengths.)
+
+    Returns which records the lists reached, and the (anon_vma, vma) pairs they hold as
+    sorted keys ``anon_vma * len(vma) + vma``."""
+    av, avc, vma = m.anon_vma, m.avc, m.vma
+    nv = len(vma)
     kind, rec = ("avc", avc) if m.era.chain else ("vma", vma)
     link = "same_anon_vma" if m.era.chain else "anon_vma_node"
     nodes, owners, seen = _walk_lists(live_av, av, rec, link, kind, bad)
@@ -105,28 +131,58 @@ def check_model(m: Model) -> list[str]:
         bad(f"anon_vma {live_av[i]}: nr_members {nr[i]} but {totals[i]} on its list")
     for i in np.flatnonzero((totals == 0) & (av["refcount"][live_av] == 0))[:MAX_REPORTED].tolist():
         bad(f"anon_vma {live_av[i]}: in use with an empty list and no references (leaked)")
+    return seen, pair_keys
 
-    # 2./3. AVCs and VMAs
+
+def _walk_same_vma_chains(m: Model, live_vma: np.ndarray, bad: Callable[[str], None]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The same_vma chain of every live VMA (chain eras), walked in lockstep; reports an
+    AVC on a VMA's chain that points at another VMA.  Returns which AVCs the chains reached
+    and, per live VMA, whether its own anon_vma's AVC is on its chain."""
+    avc, vma = m.avc, m.vma
     live_avc = np.flatnonzero(avc["in_use"] == 1)
-    if m.era.chain:
-        chained = np.zeros(len(avc), bool)
-        own = np.zeros(len(live_vma), bool)
-        lane = np.arange(len(live_vma))
-        cur = vma["avc_head"][live_vma].astype(np.int64)
-        for _ in range(len(live_avc) + 1):  # a cycle cannot keep us here
-            act = cur >= 0
-            if not act.any():
-                break
-            lane, cur = lane[act], cur[act]
-            v = live_vma[lane]
-            chained[cur] = True
-            for i in np.flatnonzero(avc["vma"][cur] != v)[:MAX_REPORTED].tolist():
-                bad(f"avc {cur[i]} on vma {v[i]}'s chain points at vma {avc['vma'][cur[i]]}")
-            own[lane] |= avc["anon_vma"][cur] == vma["anon_vma"][v]
-            cur = avc["same_vma_next"][cur].astype(np.int64)
-        for i in np.flatnonzero((vma["anon_vma"][live_vma] >= 0) & ~own)[:MAX_REPORTED].tolist():
-            v = live_vma[i]
-            bad(f"vma {v}: its anon_vma {vma['anon_vma'][v]} is not on its own chain")
+    chained = np.zeros(len(avc), bool)
+    own = np.zeros(len(live_vma), bool)
+    lane = np.arange(len(live_vma))
+    cur = vma["avc_head"][live_vma].astype(np.int64)
+    for _ in range(len(live_avc) + 1):  # a cycle cannot keep us here
+        act = cur >= 0
+        if not act.any():
+            break
+        lane, cur = lane[act], cur[act]
+        v = live_vma[lane]
+        chained[cur] = True
+        for i in np.flatnonzero(avc["vma"][cur] != v)[:MAX_REPORTED].tolist():
+            bad(f"avc {cur[i]} on vma {v[i]}'s chain points at vma {avc['vma'][cur[i]]}")
+        own[lane] |= avc["anon_vma"][cur] == vma["anon_vma"][v]
+        cur = avc["same_vma_next"][cur].astype(np.int64)
+    return chained, own
+
+
+def _check_vma_on_own_chain(m: Model, live_vma: np.ndarray,
+                            chains: tuple[np.ndarray, np.ndarray] | None,
+                            bad: Callable[[str], None]) -> None:
+    """Rule 3, VMAs (its chain part): each VMA's anon_vma is on its own chain (chain
+    eras)."""
+    if chains is None:
+        return
+    vma = m.vma
+    own = chains[1]
+    for i in np.flatnonzero((vma["anon_vma"][live_vma] >= 0) & ~own)[:MAX_REPORTED].tolist():
+        v = live_vma[i]
+        bad(f"vma {v}: its anon_vma {vma['anon_vma'][v]} is not on its own chain")
+
+
+def _check_avcs_on_lists(m: Model, live_vma: np.ndarray,
+                         chains: tuple[np.ndarray, np.ndarray] | None, seen: np.ndarray,
+                         bad: Callable[[str], None]) -> None:
+    """Rule 2, AVCs (chain eras): each live AVC sits on both of its lists: the list of the
+    anon_vma it claims, and its VMA's same_vma list.  2.6.33: each VMA with an anon_vma
+    sits on that anon_vma's list."""
+    avc, vma = m.avc, m.vma
+    live_avc = np.flatnonzero(avc["in_use"] == 1)
+    if chains is not None:
+        chained = chains[0]
         for x in live_avc[~chained[live_avc]][:MAX_REPORTED].tolist():
             bad(f"avc {x} is not on its vma's same_vma list")
         for x in live_avc[~seen[live_avc]][:MAX_REPORTED].tolist():
@@ -137,6 +193,14 @@ def check_model(m: Model) -> list[str]:
         vs = live_vma[vma["anon_vma"][live_vma] >= 0]
         for v in vs[~seen[vs]][:MAX_REPORTED].tolist():
             bad(f"vma {v} is not on the list of its anon_vma {vma['anon_vma'][v]}")
+
+
+def _check_vmas_on_mm_lists(m: Model, live_vma: np.ndarray, live_mm: np.ndarray,
+                            pair_keys: np.ndarray, bad: Callable[[str], None]) -> None:
+    """Rule 3, VMAs: each belongs to a live mm and is on that mm's VMA list (and no
+    anon_vma's list holds a freed one)."""
+    vma, mm = m.vma, m.mm
+    nv = len(vma)
     on_mm = np.zeros(len(vma), bool)
     lane_mm = live_mm.astype(np.int64)
     cur = mm["vma_head"][live_mm].astype(np.int64)
@@ -155,13 +219,18 @@ def check_model(m: Model) -> list[str]:
     for k in freed[:MAX_REPORTED].tolist():
         bad(f"anon_vma {k // nv}'s list holds freed vma {k % nv}")
 
-    # 4. pages and PTEs.  The page tables are one (mm, vpn) grid: rows and columns come from
-    # the grid's shape, never from dividing slot numbers (numpy's integer division is slow),
-    # and page numbers are widened before bincount (which is slow on int32).
-    page = m.page
-    ptrs = m.ptrs
-    nmm = len(mm)
-    _check_pgtables(m, live_mm, bad)
+
+def _check_pages(m: Model, bad: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rule 4, pages: mapcount equals the present PTEs that map the page, swapcount the swap
+    PTEs; a page in use has a reference; a free page has none; rss equals present PTEs.  A
+    page with no anon_vma (mapping -1) in use is a swap slot dropped from the swap cache:
+    unmapped, with swap PTEs only.
+
+    The page tables are one (mm, vpn) grid: rows and columns come from the grid's shape,
+    never from dividing slot numbers (numpy's integer division is slow), and page numbers
+    are widened before bincount (which is slow on int32).  Returns the grid's pages, which
+    of its PTEs map a page (present or swap), and how many per mm."""
+    page, mm = m.page, m.mm
     grid_page, grid_flags = m.pte_values_grid()  # through each mm's tables
     present = (grid_flags & PTE_PRESENT) != 0
     swap = (grid_flags & PTE_SWAP) != 0
@@ -202,64 +271,81 @@ def check_model(m: Model) -> list[str]:
     wrong = np.flatnonzero((mm["in_use"] == 1) & (rss != mm["rss"]))
     if len(wrong):
         bad(f"{len(wrong)} mms with a wrong rss, e.g. mm {wrong[0]}")
-    del present, swap
+    return grid_page, mapped, per_mm
 
-    # 5. every mapped PTE is reachable by the walk
-    if per_mm.any():
-        pages = grid_page[mapped]
-        vpns = np.broadcast_to(np.arange(ptrs, dtype=np.int32), (nmm, ptrs))[mapped]
-        covering = _covering_vmas_grid(m, per_mm, vpns)
-        missing_vma = np.flatnonzero(covering < 0)
-        if len(missing_vma):
-            i = int(missing_vma[0])
-            row = int(np.searchsorted(np.cumsum(per_mm), i, side="right"))
-            bad(f"{len(missing_vma)} PTEs outside every VMA of their mm, e.g. slot {row * ptrs + int(vpns[i])}")
-        if len(missing_vma):
-            ok = covering >= 0
-            cv, pg, vp = covering[ok], pages[ok], vpns[ok]
-        else:  # the usual case: no copies
-            cv, pg, vp = covering, pages, vpns
-        del covering, pages, vpns
-        # page->index = vm_pgoff + (vpn - vm_start): one gather of a per-VMA offset
-        offset = vma["vm_pgoff"].astype(np.int64) - vma["vm_start"]
-        want_index = offset[cv]
-        want_index += vp
-        bad_index = np.flatnonzero(page["index"][pg] != want_index)
-        if len(bad_index):
-            bad(f"{len(bad_index)} pages whose index does not give back their address, "
-                f"e.g. page {pg[bad_index[0]]}")
-        del want_index, vp
-        maps = page["mapping"][pg]
-        if (maps < 0).any():  # swap slots: no anon_vma until a fault reads them back
-            cv, maps = cv[maps >= 0], maps[maps >= 0]
-        want = _distinct_pairs(maps, cv, nv)
-        lost = want[~np.isin(want, pair_keys)]
-        if len(lost):
-            a, v = divmod(int(lost[0]), nv)
-            bad(f"{len(lost)} (anon_vma, vma) mappings not found by an rmap walk, e.g. "
-                f"pages of anon_vma {a} mapped in vma {v}, which is not on its list")
 
-    # 6. refcounts
-    if m.era.lock_root:
-        roots = av["root"][live_av]
-        rootless = (roots < 0) | (roots >= len(av))
-        if rootless.any():
-            bad(f"{int(rootless.sum())} anon_vmas with no root, e.g. {int(live_av[rootless][0])}: "
-                f"root {int(roots[rootless][0])}")
-            live_av, roots = live_av[~rootless], roots[~rootless]
-        refs = np.bincount(roots[roots != live_av], minlength=len(av))
-        if m.era.self_ref:
-            refs[live_av] += av["nr_members"][live_av] > 0
-        wrong = np.flatnonzero(refs[live_av] != av["refcount"][live_av])
-        if len(wrong):
-            a = int(live_av[wrong[0]])
-            bad(f"{len(wrong)} anon_vmas with a wrong refcount, e.g. {a}: {av['refcount'][a]} vs {refs[a]}")
-        dead_root = np.flatnonzero(av["in_use"][roots] != 1)
-        if len(dead_root):
-            bad(f"{len(dead_root)} anon_vmas whose root has been freed")
+def _check_no_lost_mapping(m: Model, grid_page: np.ndarray, mapped: np.ndarray, per_mm: np.ndarray,
+                           pair_keys: np.ndarray, bad: Callable[[str], None]) -> None:
+    """Rule 5, no lost mapping: every present PTE is found by an rmap walk from its page's
+    anon_vma: the VMA covering it is on that anon_vma's list and vma_address(page) is that
+    PTE."""
+    if not per_mm.any():
+        return
+    page, vma = m.page, m.vma
+    ptrs, nmm, nv = m.ptrs, len(m.mm), len(vma)
+    pages = grid_page[mapped]
+    vpns = np.broadcast_to(np.arange(ptrs, dtype=np.int32), (nmm, ptrs))[mapped]
+    covering = _covering_vmas_grid(m, per_mm, vpns)
+    missing_vma = np.flatnonzero(covering < 0)
+    if len(missing_vma):
+        i = int(missing_vma[0])
+        row = int(np.searchsorted(np.cumsum(per_mm), i, side="right"))
+        bad(f"{len(missing_vma)} PTEs outside every VMA of their mm, e.g. slot {row * ptrs + int(vpns[i])}")
+    if len(missing_vma):
+        ok = covering >= 0
+        cv, pg, vp = covering[ok], pages[ok], vpns[ok]
+    else:  # the usual case: no copies
+        cv, pg, vp = covering, pages, vpns
+    del covering, pages, vpns
+    # page->index = vm_pgoff + (vpn - vm_start): one gather of a per-VMA offset
+    offset = vma["vm_pgoff"].astype(np.int64) - vma["vm_start"]
+    want_index = offset[cv]
+    want_index += vp
+    bad_index = np.flatnonzero(page["index"][pg] != want_index)
+    if len(bad_index):
+        bad(f"{len(bad_index)} pages whose index does not give back their address, "
+            f"e.g. page {pg[bad_index[0]]}")
+    del want_index, vp
+    maps = page["mapping"][pg]
+    if (maps < 0).any():  # swap slots: no anon_vma until a fault reads them back
+        cv, maps = cv[maps >= 0], maps[maps >= 0]
+    want = _distinct_pairs(maps, cv, nv)
+    lost = want[~np.isin(want, pair_keys)]
+    if len(lost):
+        a, v = divmod(int(lost[0]), nv)
+        bad(f"{len(lost)} (anon_vma, vma) mappings not found by an rmap walk, e.g. "
+            f"pages of anon_vma {a} mapped in vma {v}, which is not on its list")
 
-    # 7. leaks: in use xor free (on the global stack or in a CPU's slab cache, a dead
-    # CPU's included), exactly once
+
+def _check_refcounts(m: Model, live_av: np.ndarray, bad: Callable[[str], None]) -> None:
+    """Rule 6, refcounts (root-locking eras): each root's refcount is the number of other
+    live anon_vmas whose root it is; 3.0+ (Era.self_ref) adds one for every anon_vma whose
+    list is not empty (its own reference, put when the list empties)."""
+    if not m.era.lock_root:
+        return
+    av = m.anon_vma
+    roots = av["root"][live_av]
+    rootless = (roots < 0) | (roots >= len(av))
+    if rootless.any():
+        bad(f"{int(rootless.sum())} anon_vmas with no root, e.g. {int(live_av[rootless][0])}: "
+            f"root {int(roots[rootless][0])}")
+        live_av, roots = live_av[~rootless], roots[~rootless]
+    refs = np.bincount(roots[roots != live_av], minlength=len(av))
+    if m.era.self_ref:
+        refs[live_av] += av["nr_members"][live_av] > 0
+    wrong = np.flatnonzero(refs[live_av] != av["refcount"][live_av])
+    if len(wrong):
+        a = int(live_av[wrong[0]])
+        bad(f"{len(wrong)} anon_vmas with a wrong refcount, e.g. {a}: {av['refcount'][a]} vs {refs[a]}")
+    dead_root = np.flatnonzero(av["in_use"][roots] != 1)
+    if len(dead_root):
+        bad(f"{len(dead_root)} anon_vmas whose root has been freed")
+
+
+def _check_nothing_leaked(m: Model, bad: Callable[[str], None]) -> None:
+    """Rule 7, nothing leaked: every record is either in use or free (its free stack or a
+    CPU's slab cache, a dead CPU's included), exactly once.  (Rule 1 reports a live
+    anon_vma that is unused; rule 13 the page-table blocks.)"""
     for kind in ALLOC_KINDS:
         if kind in PGTABLE_KINDS:  # blocks without an in_use field: rule 13
             continue
@@ -283,8 +369,11 @@ def check_model(m: Model) -> list[str]:
             if len(neither):
                 bad(f"{kind}: {len(neither)} records neither in use nor free (leaked), e.g. {neither[0]}")
 
-    # 8. locks
-    for name, arr in (("anon_vma", av["lock"]), ("ptl", mm["ptl"]), ("slab", m.seg["slab"]),
+
+def _check_locks(m: Model, bad: Callable[[str], None]) -> None:
+    """Rule 8, locks: none is held (owner 0) once the CPUs have stopped; no page is locked
+    (PG_locked)."""
+    for name, arr in (("anon_vma", m.anon_vma["lock"]), ("ptl", m.mm["ptl"]), ("slab", m.seg["slab"]),
                       ("swap_lock", m.seg["swap_lock"]), ("PTE page", m.pte_ptl)):
         held = np.flatnonzero(arr["owner"] != 0)
         if len(held):
@@ -292,8 +381,6 @@ def check_model(m: Model) -> list[str]:
     locked = np.flatnonzero(m.page["flags"] & PG_LOCKED)
     if len(locked):
         bad(f"{len(locked)} pages still locked (PG_locked), e.g. page {locked[0]}")
-    check_later_rules(m, bad)
-    return out
 
 
 def _table_children(table: np.ndarray, blocks: np.ndarray) -> np.ndarray:
@@ -476,11 +563,20 @@ def _walk_lists(live_av: np.ndarray, av: np.ndarray, rec: np.ndarray, link: str,
 
 def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
     """Rules 9-12 (see the module header), whole-array like the rest."""
-    av, vma, mm, page = m.anon_vma, m.vma, m.mm, m.page
-    live_vma = np.flatnonzero(vma["in_use"] == 1)
+    live_vma = np.flatnonzero(m.vma["in_use"] == 1)
     live_vma = live_vma[live_vma != 0]
+    live_av = np.flatnonzero(m.anon_vma["in_use"] == 1)
+    _check_no_freed_mapping(m, bad)
+    _check_vma_ranges(m, live_vma, bad)
+    _check_reuse_counters(m, live_vma, live_av, bad)
+    _check_interval_trees(m, live_av, bad)
 
-    # 9. dangling page->mapping
+
+def _check_no_freed_mapping(m: Model, bad: Callable[[str], None]) -> None:
+    """Rule 9, no page points at a freed anon_vma: a mapped page whose ``page->mapping`` is
+    an anon_vma no longer in use is a use-after-free waiting for the next rmap walk (rule 5
+    reports the same page as a mapping no walk finds: its VMA is not on the list)."""
+    av, page = m.anon_vma, m.page
     mapping = page["mapping"]
     mapped = np.flatnonzero((page["in_use"] == 1) & (mapping >= 0))
     dangling = mapped[av["in_use"][mapping[mapped]] != 1]
@@ -492,7 +588,11 @@ def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
             f"e.g. page {p} (index {int(page['index'][p])}{where}): page->mapping is anon_vma {a}, freed; "
             f"the next page_referenced or try_to_unmap of it locks anon_vma {a} and walks its freed list")
 
-    # 10. VMA lists in address order, no overlap
+
+def _check_vma_ranges(m: Model, live_vma: np.ndarray, bad: Callable[[str], None]) -> None:
+    """Rule 10, VMAs: each has a non-empty range and protection bits only, and an mm's VMAs
+    do not overlap."""
+    vma = m.vma
     start, end = vma["vm_start"], vma["vm_end"]
     empty = live_vma[end[live_vma] <= start[live_vma]]
     for v in empty[:MAX_REPORTED].tolist():
@@ -506,11 +606,16 @@ def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
     for i in np.flatnonzero(start[n] < end[v])[:MAX_REPORTED].tolist():
         bad(f"vma {v[i]} [{start[v[i]]}, {end[v[i]]}) and vma {n[i]} [{start[n[i]]}, {end[n[i]]}) "
             f"of mm {vma['vm_mm'][v[i]]} overlap")
-    del mm
 
-    # 11. reuse counters
+
+def _check_reuse_counters(m: Model, live_vma: np.ndarray, live_av: np.ndarray,
+                          bad: Callable[[str], None]) -> None:
+    """Rule 11, reuse counters (3.19: ``degree``; 6.0: ``num_active_vmas``,
+    ``num_children``) equal what they count: the VMAs using the anon_vma as their
+    ``->anon_vma``, its child anon_vmas whose tree is not empty, and a root's link to itself
+    while its own is not."""
+    av, vma = m.anon_vma, m.vma
     reuse = REUSE_CODES[m.era.reuse]
-    live_av = np.flatnonzero(av["in_use"] == 1)
     if reuse and len(live_av):
         nav = len(av)
         users = np.bincount(vma["anon_vma"][live_vma][vma["anon_vma"][live_vma] >= 0], minlength=nav)
@@ -531,7 +636,12 @@ def check_later_rules(m: Model, bad: Callable[[str], None]) -> None:
                 bad(f"{len(wrong)} anon_vmas with a wrong {name}, e.g. anon_vma {a}: {have[wrong[0]]} "
                     f"recorded, {want[a]} counted")
 
-    # 12. interval trees
+
+def _check_interval_trees(m: Model, live_av: np.ndarray, bad: Callable[[str], None]) -> None:
+    """Rule 12, interval trees (3.7+): each anon_vma's tree is a red-black tree of exactly
+    the AVCs on its list, ordered by start pgoff, with parent links and ``rb_subtree_last``
+    right."""
+    av = m.anon_vma
     if m.era.tree and len(live_av):
         verdict = np.zeros(len(live_av), np.int64)
         nodes = np.zeros(len(live_av), np.int64)

@@ -411,14 +411,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from . import report
     from .runner import RunFailed, RunInterrupted, run
 
-    cfg = config_from_args(a)
-    cfg.validate()
-    if cfg.scenario in SCAN_SCENARIOS and cfg.scenario not in SCENARIOS:
-        raise ConfigError(f"{cfg.scenario} is a scan scenario: rmap-stress scan --scenario {cfg.scenario}")
-    if a.stall_timeout < 0:
-        raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
-    if a.live and a.quiet:
-        raise ConfigError("--live and --quiet contradict each other: choose one")
+    cfg = _run_config(a)
     _note_no_live(a)
     _note_injection(cfg)
     _note_no_reuse(cfg)
@@ -475,6 +468,20 @@ def cmd_run(a: argparse.Namespace) -> int:
     except BrokenPipeError:
         _stdout_gone()
     return status
+
+
+def _run_config(a: argparse.Namespace) -> RunConfig:
+    """``run``'s configuration from its arguments, validated (ConfigError otherwise): a scan
+    scenario, a negative --stall-timeout, and --live with --quiet are refused too."""
+    cfg = config_from_args(a)
+    cfg.validate()
+    if cfg.scenario in SCAN_SCENARIOS and cfg.scenario not in SCENARIOS:
+        raise ConfigError(f"{cfg.scenario} is a scan scenario: rmap-stress scan --scenario {cfg.scenario}")
+    if a.stall_timeout < 0:
+        raise ConfigError(f"--stall-timeout must be >= 0, not {a.stall_timeout}")
+    if a.live and a.quiet:
+        raise ConfigError("--live and --quiet contradict each other: choose one")
+    return cfg
 
 
 def _note_no_reuse(cfg: RunConfig) -> None:

@@ -319,6 +319,23 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
         ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
 
     # (b) CPU time shares, one panel per era
+    _ramp_share_panels(fig, gs, eras, points, cross, log_users)
+
+    # (c) wait-time distribution
+    ax = fig.add_subplot(gs[2, :])
+    hists = {era: _add_hists([p.get("wait_hist") or {} for p in points if p["era"] == era])
+             for era in eras}
+    _cdf_panel(ax, hists, colors, "(c) anon_vma lock wait time (CDF), all points of each era")
+
+    if timeline[0]:
+        _timeline_panel(fig.add_subplot(gs[3, :]), {"": timeline}, colors, "(d) ")
+    return fig
+
+
+def _ramp_share_panels(fig: Figure, gs: Any, eras: list[str], points: list[dict[str, Any]],
+                       cross: dict[str, Any], log_users: bool) -> None:
+    """A ramp's panels (b), in row 1 of ``gs``: each era's CPU time shares against users,
+    its predicted lock wait, and the users at which the system share reaches 90%."""
     first: Axes | None = None
     for i, era in enumerate(eras):
         ax = fig.add_subplot(gs[1, i], sharey=first)
@@ -350,16 +367,6 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
             ax.set_ylabel("share of CPU time (%)")
         if i == len(eras) - 1 and us:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
-
-    # (c) wait-time distribution
-    ax = fig.add_subplot(gs[2, :])
-    hists = {era: _add_hists([p.get("wait_hist") or {} for p in points if p["era"] == era])
-             for era in eras}
-    _cdf_panel(ax, hists, colors, "(c) anon_vma lock wait time (CDF), all points of each era")
-
-    if timeline[0]:
-        _timeline_panel(fig.add_subplot(gs[3, :]), {"": timeline}, colors, "(d) ")
-    return fig
 
 
 def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> Figure:
@@ -450,38 +457,7 @@ def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
     for i, (key, ylabel, title) in enumerate(panels):
         ax = fig.add_subplot(gs[i, 0])
         for curve in curves:
-            rs = [r for r in rows if r["curve"] == curve]
-            if not rs:
-                continue
-            xs = [r["cpus"] for r in rs]
-            scale_y = 100.0 if key == "wait_share" else 1.0
-            ys = [scale_y * r[key] for r in rs]
-            err = ([scale_y * r["std_dev"] for r in rs] if key == "throughput" else
-                   [scale_y * r["std_dev"] / r["cpus"] for r in rs] if key == "throughput_per_cpu" else None)
-            ax.errorbar(xs, ys, yerr=err if any(e for e in err or []) else None, color=colors[curve],
-                        lw=1.8, capsize=3, label=curve)
-            for r, y in zip(rs, ys):
-                ax.plot([r["cpus"]], [y], marker="o", ms=6, color=colors[curve],
-                        mfc="white" if r["oversubscribed"] else colors[curve])
-            if key == "throughput":
-                ax.plot(xs, [r["linear"] for r in rs], color=colors[curve], ls=":", lw=1.2)
-            by_n: dict[int, list[dict[str, Any]]] = {}
-            for p in points:
-                if p["curve"] == curve:
-                    by_n.setdefault(int(p["cpus"]), []).append(p)
-            field = {"throughput": "throughput", "wait_share": "wait_share"}.get(key)
-            if key == "wait_share":  # what the predictions are of: the predicted class alone
-                mx = [(n, [p["predicted"]["measured"]["wait_share"] for p in ps if p.get("predicted")])
-                      for n, ps in sorted(by_n.items())]
-                mx = [(n, v) for n, v in mx if v]
-                if mx:
-                    ax.plot([n for n, _ in mx], [100 * mean(v) for _, v in mx], ls="none",
-                            marker="x", ms=7, color=colors[curve],
-                            label=f"{curve}: measured wait on the predicted lock class")
-            if field:
-                for model, (px, pv) in _predicted_series(dict(sorted(by_n.items())), field).items():
-                    ax.plot(px, [scale_y * v for v in pv], color=colors[curve], ls=MODEL_STYLES[model],
-                            lw=1.2, label=f"{curve} predicted ({MODEL_NAMES[model]})")
+            _scale_curve(ax, key, curve, rows, points, colors[curve])
         over = [n for n in counts if n > online]
         if online and over:
             # the band starts between the last count that fits and the first that does not
@@ -512,3 +488,43 @@ def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
         else:
             ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
     return fig
+
+
+def _scale_curve(ax: Axes, key: str, curve: str, rows: list[dict[str, Any]],
+                 points: list[dict[str, Any]], color: str) -> None:
+    """One curve of a scale panel (``key``: throughput, throughput_per_cpu or wait_share):
+    each CPU count's mean with its standard deviation (hollow where oversubscribed), the
+    linear line from the first point, the measured wait on the predicted lock class, and
+    the predictions."""
+    rs = [r for r in rows if r["curve"] == curve]
+    if not rs:
+        return
+    xs = [r["cpus"] for r in rs]
+    scale_y = 100.0 if key == "wait_share" else 1.0
+    ys = [scale_y * r[key] for r in rs]
+    err = ([scale_y * r["std_dev"] for r in rs] if key == "throughput" else
+           [scale_y * r["std_dev"] / r["cpus"] for r in rs] if key == "throughput_per_cpu" else None)
+    ax.errorbar(xs, ys, yerr=err if any(e for e in err or []) else None, color=color,
+                lw=1.8, capsize=3, label=curve)
+    for r, y in zip(rs, ys):
+        ax.plot([r["cpus"]], [y], marker="o", ms=6, color=color,
+                mfc="white" if r["oversubscribed"] else color)
+    if key == "throughput":
+        ax.plot(xs, [r["linear"] for r in rs], color=color, ls=":", lw=1.2)
+    by_n: dict[int, list[dict[str, Any]]] = {}
+    for p in points:
+        if p["curve"] == curve:
+            by_n.setdefault(int(p["cpus"]), []).append(p)
+    field = {"throughput": "throughput", "wait_share": "wait_share"}.get(key)
+    if key == "wait_share":  # what the predictions are of: the predicted class alone
+        mx = [(n, [p["predicted"]["measured"]["wait_share"] for p in ps if p.get("predicted")])
+              for n, ps in sorted(by_n.items())]
+        mx = [(n, v) for n, v in mx if v]
+        if mx:
+            ax.plot([n for n, _ in mx], [100 * mean(v) for _, v in mx], ls="none",
+                    marker="x", ms=7, color=color,
+                    label=f"{curve}: measured wait on the predicted lock class")
+    if field:
+        for model, (px, pv) in _predicted_series(dict(sorted(by_n.items())), field).items():
+            ax.plot(px, [scale_y * v for v in pv], color=color, ls=MODEL_STYLES[model],
+                    lw=1.2, label=f"{curve} predicted ({MODEL_NAMES[model]})")

@@ -93,6 +93,23 @@ def _add_prediction(point: dict[str, Any], res: dict[str, Any], predict: bool,
             pass
 
 
+def _checked_base(eras: list[str], users: list[int], base: RunConfig, repeat: int,
+                  threshold: float) -> RunConfig:
+    """The ramp's arguments checked (ConfigError otherwise), and the configuration its
+    points start from: ``base``, with the default RAM for the first user count when it
+    names none."""
+    if repeat <= 0:
+        raise ConfigError(f"--repeat must be a positive count, not {repeat}")
+    if not threshold > 0:
+        raise ConfigError(f"--threshold must be positive, not {threshold}")
+    for era in eras:
+        RunConfig(era=era).validate()
+    base.validate()
+    if not base.ram_pages:
+        base = dataclasses.replace(base, ram_pages=default_ram_pages(users[0], base.pages))
+    return base
+
+
 def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
          stop_at_crossover: bool = False, threshold: float = 1.0,
          progress: Callable[[int, int, str, float], None] | None = None,
@@ -105,15 +122,7 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
     that a drifting machine lands in the spread of every point rather than in a difference
     between points.  With ``stop_at_crossover`` the first round decides where each era
     stops; later rounds run the same points."""
-    if repeat <= 0:
-        raise ConfigError(f"--repeat must be a positive count, not {repeat}")
-    if not threshold > 0:
-        raise ConfigError(f"--threshold must be positive, not {threshold}")
-    for era in eras:
-        RunConfig(era=era).validate()
-    base.validate()
-    if not base.ram_pages:
-        base = dataclasses.replace(base, ram_pages=default_ram_pages(users[0], base.pages))
+    base = _checked_base(eras, users, base, repeat, threshold)
     machine = machine_info()
     planned = {era: list(users) for era in eras}
     total = len(eras) * len(users) * repeat

@@ -322,32 +322,11 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             phases["start_s"] = time.perf_counter() - t_start
             phase = "running"
             t0 = time.monotonic()
-            next_tick = t0 + tick_s
             sampler = _Timeline(procs, t0)
-            progress, last_progress = -1, t0
-            by_pid = {p.pid: i for i, p in enumerate(procs)}
-            watch = _WedgedWatch(m.wedged_among)
-            while (now := time.monotonic()) < t0 + cfg.duration and not sigs.signum:
-                i = _first_dead(procs, by_pid)
-                if i is not None:
-                    code = procs[i].exitcode or 0
-                    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-                    failure = f"cpu{i} (pid {procs[i].pid}) died ({how}) {now - t0:.1f} s into the run"
-                    report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
-                    break
-                beat = int(cpu_arr["heartbeat"].sum())
-                if beat != progress:
-                    progress, last_progress = beat, now
-                elif stall_timeout and now - last_progress > stall_timeout:
-                    failure = (f"stall: no CPU made progress for {now - last_progress:.1f} s "
-                               f"(--stall-timeout {stall_timeout:g})")
-                    report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
-                    break
-                sampler.maybe_sample(now, cpu_arr)
-                if on_tick and now >= next_tick:
-                    on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names, watch))
-                    next_tick += tick_s
-                time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
+            failure = _watch(m, cfg, procs, cpu_arr, words, names, sigs, sampler, t0,
+                             on_tick, tick_s, stall_timeout)
+            if failure:
+                report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
             elapsed = time.monotonic() - t0
             # The window closes: the CPUs' slots now, before any is stopped or killed, so
             # that waits and walks still in progress count (metrics.window_end).
@@ -411,19 +390,60 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
             del words, cpu_arr
             m.close()
             seg.unlink()
-        if sampler is not None:
-            results["timeline"] = sampler.samples
-        results["phases"] = {"build_s": build_s, **phases}
-        if failure:
-            wedged = [f"wedged lock: {name} (a CPU died queued for it: unusable)"
-                      for name in results.get("wedged_locks", [])]
-            results["failed"] = {"reason": failure, "cpu_states": report,
-                                 "note": "the model may have been mid-update: see invariants"}
-            raise RunFailed(failure + "\n" + "\n".join(report + wedged), results)
-        if sigs.signum:
-            results["interrupted"] = True
-            raise RunInterrupted(sigs.status_signum, results)
-        return results
+        return _outcome(results, sampler, build_s, phases, failure, report, sigs)
+
+
+def _outcome(results: dict[str, Any], sampler: _Timeline | None, build_s: float,
+             phases: dict[str, float], failure: str | None, report: list[str],
+             sigs: _Signals) -> dict[str, Any]:
+    """The end of ``run``, the model closed: the timeline and the phases' times go into the
+    results, which are returned, or raised with RunFailed (``failure``, the CPUs' states
+    ``report``) or RunInterrupted (a signal came)."""
+    if sampler is not None:
+        results["timeline"] = sampler.samples
+    results["phases"] = {"build_s": build_s, **phases}
+    if failure:
+        wedged = [f"wedged lock: {name} (a CPU died queued for it: unusable)"
+                  for name in results.get("wedged_locks", [])]
+        results["failed"] = {"reason": failure, "cpu_states": report,
+                             "note": "the model may have been mid-update: see invariants"}
+        raise RunFailed(failure + "\n" + "\n".join(report + wedged), results)
+    if sigs.signum:
+        results["interrupted"] = True
+        raise RunInterrupted(sigs.status_signum, results)
+    return results
+
+
+def _watch(m: Model, cfg: RunConfig, procs: list[mp.process.BaseProcess], cpu_arr: np.ndarray,
+           words: np.ndarray, names: Callable[[int], str], sigs: _Signals, sampler: _Timeline,
+           t0: float, on_tick: Callable[[Tick], None] | None, tick_s: float,
+           stall_timeout: float | None) -> str | None:
+    """The run itself, from the gate's opening at ``t0``: until the duration is over or a
+    signal came, watch the running CPUs, sample the timeline, and tell ``on_tick`` every
+    ``tick_s``.  Returns the failure that ended it early (a CPU died, or none made progress
+    for ``stall_timeout`` seconds), or None."""
+    next_tick = t0 + tick_s
+    progress, last_progress = -1, t0
+    by_pid = {p.pid: i for i, p in enumerate(procs)}
+    watch = _WedgedWatch(m.wedged_among)
+    while (now := time.monotonic()) < t0 + cfg.duration and not sigs.signum:
+        i = _first_dead(procs, by_pid)
+        if i is not None:
+            code = procs[i].exitcode or 0
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            return f"cpu{i} (pid {procs[i].pid}) died ({how}) {now - t0:.1f} s into the run"
+        beat = int(cpu_arr["heartbeat"].sum())
+        if beat != progress:
+            progress, last_progress = beat, now
+        elif stall_timeout and now - last_progress > stall_timeout:
+            return (f"stall: no CPU made progress for {now - last_progress:.1f} s "
+                    f"(--stall-timeout {stall_timeout:g})")
+        sampler.maybe_sample(now, cpu_arr)
+        if on_tick and now >= next_tick:
+            on_tick(_tick(now - t0, cfg.duration, cpu_arr, words, names, watch))
+            next_tick += tick_s
+        time.sleep(min(0.05, max(0.0, t0 + cfg.duration - now)))
+    return None
 
 
 def _start_cpus(procs: list[mp.process.BaseProcess], sigs: _Signals, cfg: RunConfig, seg: Any,

@@ -93,7 +93,8 @@ COLS = ["curve", "era", "lock", "cpus", "repeat", "oversubscribed", "throughput_
         "throughput_per_cpu", "wait_share", "anon_vma_wait_share", "avg_walk", "elapsed_s"]
 
 
-def _point(curve: str, cpus: int, repeat: int, thr: float, predicted: dict[str, Any] | None) -> dict[str, Any]:
+def _point(curve: str, cpus: int, repeat: int, thr: float,
+           predicted: dict[str, Any] | None) -> dict[str, Any]:
     return {"curve": curve, "era": "2.6.34", "lock": "spin", "cpus": cpus, "repeat": repeat,
             "oversubscribed": cpus > 4, "throughput_key": "pages_scanned_per_s",
             "throughput": thr, "throughput_per_cpu": thr / cpus, "wait_share": 0.25 + cpus / 100,
@@ -128,7 +129,8 @@ def test_scale_csv_columns_are_each_points_own_values(tmp_path: Path) -> None:
         for c in COLS:
             assert row[c] == str(p[c]), c
         q = p["predicted"]
-        want = ("", "") if q is None else (str(q["repairman"]["wait_share"]), str(q["measured"]["wait_share"]))
+        want = ("", "") if q is None else (str(q["repairman"]["wait_share"]),
+                                           str(q["measured"]["wait_share"]))
         assert (row["predicted_wait_share"], row["measured_lock_wait_share"]) == want
 
 

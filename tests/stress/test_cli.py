@@ -194,7 +194,8 @@ def test_more_workers_than_cpus_are_pinned_round_robin(tmp_path: Path) -> None:
     n = len(allowed) + 1
     out = tmp_path / "r.json"
     p = subprocess.Popen([sys.executable, "-m", "stress", "run", "--era", "2.6.34", "--users", "20",
-                          "--pages", "4", "--cpus", str(n), "--duration", "60", "--quiet", "--json", str(out)],
+                          "--pages", "4", "--cpus", str(n), "--duration", "60", "--quiet",
+                          "--json", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(p.pid)
     affinity: dict[int, list[int]] = {}
@@ -247,8 +248,9 @@ def test_demo_side_by_side_and_its_json(tmp_path: Path) -> None:
     # the side-by-side table: one row per figure with both eras' values
     rows = {ln.rsplit(None, 3)[0]: ln.rsplit(None, 3)[1:] for ln in p.stdout.splitlines()
             if ln.startswith(("average walk length", "max walk length", "pages scanned per second"))}
-    assert float(rows["average walk length (VMAs)"][1]) == pytest.approx(new["walks"]["avg_visited"], abs=0.05)
-    assert float(rows["average walk length (VMAs)"][0]) == pytest.approx(old["walks"]["avg_visited"], abs=0.05)
+    walk = rows["average walk length (VMAs)"]
+    assert float(walk[1]) == pytest.approx(new["walks"]["avg_visited"], abs=0.05)
+    assert float(walk[0]) == pytest.approx(old["walks"]["avg_visited"], abs=0.05)
     assert rows["max walk length (VMAs)"][:2] == [str(old["walks"]["max_visited"]), "1"]
     # a saved demo is a results file the other commands read
     cmp = rmap("compare", str(out))

@@ -395,7 +395,8 @@ def test_cpu_lists_and_missing_metadata_are_written_plainly() -> None:
                     ("there", make_run(affinity=[8, 0, 1, 2, 3, 5, 7], cpu_model=None))])
     assert "affinity: 0-3 in here; 0-3,5,7-8 in there" in text
     assert "cpu_model: Synthetic CPU in here; ? in there" in text
-    assert "affinity: 4 in a; 5 in b" in compare([("a", make_run(affinity=[4])), ("b", make_run(affinity=[5]))])
+    assert "affinity: 4 in a; 5 in b" in compare([("a", make_run(affinity=[4])),
+                                                  ("b", make_run(affinity=[5]))])
 
 
 def test_ramp_eras_in_config_order_then_any_others() -> None:

@@ -68,7 +68,8 @@ def test_each_rule_refuses_and_says_which(bad: dict[str, Any], words: str) -> No
     {"scenario": "abba-deadlock", "users": 2, "cpus": 2, "era": "2.6.36"},
     {"scenario": "abba-deadlock", "users": 2, "cpus": 0, "era": "3.0"},
     {"entry_cost_ns": 0}, {"work_us": 0}, {"alloc_fail_p": 0.0}, {"alloc_fail_p": 1.0},
-    {"ram_pages": 0}, {"lock": "spin"}, {"lock": "ticket"}, {"lock": "qspinlock"}, {"lock": "rwsem"}, {"lock": "mutex"},
+    {"ram_pages": 0}, {"lock": "spin"}, {"lock": "ticket"}, {"lock": "qspinlock"}, {"lock": "rwsem"},
+    {"lock": "mutex"},
 ])
 def test_boundaries_that_are_accepted(good: dict[str, Any]) -> None:
     RunConfig(**good).validate()

@@ -183,7 +183,8 @@ def test_a_second_ctrl_c_while_stopping_still_exits_130_and_cleans_up() -> None:
 
 def test_parent_killed_takes_its_cpus_and_segment_with_it() -> None:
     p = subprocess.Popen(RUN + ["--era", "2.6.33", "--users", "50", "--pages", "5", "--cpus", "2",
-                                "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--duration", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(p.pid)
     ws = _wait_workers(p, 2)
     _wait_for_walks(p, ws)
@@ -201,9 +202,10 @@ def test_parent_killed_takes_its_cpus_and_segment_with_it() -> None:
 
 def test_deadlock_is_caught_by_the_stall_watchdog(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    p = subprocess.Popen(RUN + ["--era", "2.6.34", "--scenario", "abba-deadlock", "--users", "4", "--pages", "2",
-                                "--cpus", "2", "--duration", "60", "--stall-timeout", "2", "--check-lock-order",
-                                "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(RUN + ["--era", "2.6.34", "--scenario", "abba-deadlock", "--users", "4",
+                                "--pages", "2", "--cpus", "2", "--duration", "60", "--stall-timeout", "2",
+                                "--check-lock-order", "--json", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _stdout, stderr = p.communicate(timeout=60)  # the 60 s duration would time out: the watchdog ended it
     assert p.returncode == 1
     assert "Traceback" not in stderr
@@ -228,7 +230,8 @@ def test_deadlock_is_caught_by_the_stall_watchdog(tmp_path: Path) -> None:
 @pytest.mark.parametrize("p_fail", [0.01, 0.2])
 def test_alloc_fail_injection_leaves_the_model_consistent(tmp_path: Path, p_fail: float) -> None:
     out = tmp_path / "r.json"
-    p = subprocess.run(RUN + ["--era", "2.6.34", "--scenario", "forking-server", "--users", "30", "--pages", "8",
+    p = subprocess.run(RUN + ["--era", "2.6.34", "--scenario", "forking-server", "--users", "30",
+                              "--pages", "8",
                               "--cpus", "2", "--duration", "1.5", "--inject", f"alloc-fail={p_fail}",
                               "--json", str(out)], check=False, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

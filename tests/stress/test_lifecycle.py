@@ -281,7 +281,8 @@ def test_a_second_signal_quits_at_once_and_still_keeps_the_results() -> None:
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["plot", "docs/results/ramp-2cpu.json", "-o", "/nonexistent/s.png"], "/nonexistent/s.png: cannot write there"),
+    (["plot", "docs/results/ramp-2cpu.json", "-o", "/nonexistent/s.png"],
+     "/nonexistent/s.png: cannot write there"),
     (["run", "--json", "/proc/x.json", "--duration", "1"], "/proc/x.json: cannot write there"),
     (["run", "--live", "--quiet", "--duration", "1"], "--live and --quiet"),
     (["ramp", "--live", "--quiet"], "--live and --quiet"),

@@ -62,7 +62,8 @@ def test_no_ptrace_permission_is_one_line_saying_what_to_do(stderr: str) -> None
 
 
 def test_other_attach_failures_keep_py_spy_s_error_line() -> None:
-    msg = explain_failure("Error: Failed to find python version from target process\n\nStack backtrace:\n 0: x\n")
+    msg = explain_failure("Error: Failed to find python version from target process\n\n"
+                          "Stack backtrace:\n 0: x\n")
     assert msg == "py-spy cannot attach to the run: Error: Failed to find python version from target process"
 
 
@@ -96,7 +97,8 @@ def test_a_target_that_cannot_start_is_not_called_a_ptrace_problem() -> None:
 
 def test_check_attach_reports_what_py_spy_said(tmp_path: Path) -> None:
     fake = tmp_path / "py-spy"
-    fake.write_text("#!/bin/sh\necho 'Error: Failed to attach: Operation not permitted (os error 1)' >&2\nexit 1\n")
+    fake.write_text("#!/bin/sh\n"
+                    "echo 'Error: Failed to attach: Operation not permitted (os error 1)' >&2\nexit 1\n")
     fake.chmod(0o755)
     with pytest.raises(ProfileError) as info:
         prof.check_attach(str(fake))
@@ -111,10 +113,12 @@ def test_missing_py_spy_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 P = 'process 10:"python -m stress run";'
-W = P + 'process 11:"python -m stress run";worker_main (stress/worker.py:72);run_cpu (stress/workloads/reclaim_storm.py:44);shrink_page (stress/workloads/common.py:24);'
+W = (P + 'process 11:"python -m stress run";worker_main (stress/worker.py:72);'
+     'run_cpu (stress/workloads/reclaim_storm.py:44);shrink_page (stress/workloads/common.py:24);')
 WAIT_PR = ('page_referenced_anon (shared_model/rmap.py:137);page_lock_anon_vma (shared_model/rmap.py:46);'
            'Model.anon_vma_lock (shared_model/model.py:205);CpuLocks.acquire (shared_model/locks.py:275);'
-           'CpuLocks.lock_contended (shared_model/locks.py:290);SpinPrimitive.spin_lock_slowpath (shared_model/locks.py:133)')
+           'CpuLocks.lock_contended (shared_model/locks.py:290);'
+           'SpinPrimitive.spin_lock_slowpath (shared_model/locks.py:133)')
 RAW = "\n".join([
     P + "run (stress/runner.py:90);sleep (<built-in>) 500",
     W + WAIT_PR + " 60",
@@ -123,10 +127,12 @@ RAW = "\n".join([
         "flatnonzero (numpy/core/numeric.py:666);nonzero (numpy/core/fromnumeric.py:1973) 5",
     W + "try_to_unmap (shared_model/rmap.py:180);page_lock_anon_vma (shared_model/rmap.py:46);"
         "Model.anon_vma_lock (shared_model/model.py:205);CpuLocks.acquire (shared_model/locks.py:275);"
-        "CpuLocks.lock_contended (shared_model/locks.py:290);SpinPrimitive.spin_lock_slowpath (shared_model/locks.py:133) 10",
+        "CpuLocks.lock_contended (shared_model/locks.py:290);"
+        "SpinPrimitive.spin_lock_slowpath (shared_model/locks.py:133) 10",
     W + "page_referenced_anon (shared_model/rmap.py:141);page_referenced_one (shared_model/rmap.py:125);"
         "Model.lock_ptl (shared_model/model.py:184);CpuLocks.acquire (shared_model/locks.py:275);"
-        "CpuLocks.lock_contended (shared_model/locks.py:290);SpinPrimitive.spin_lock_slowpath (shared_model/locks.py:133) 5",
+        "CpuLocks.lock_contended (shared_model/locks.py:290);"
+        "SpinPrimitive.spin_lock_slowpath (shared_model/locks.py:133) 5",
     "garbage line without a count",
 ]) + "\n"
 
@@ -134,11 +140,14 @@ RAW = "\n".join([
 def test_summarize_raw_attributes_cpu_samples(tmp_path: Path) -> None:
     path = tmp_path / "p.txt"
     path.write_text(RAW)
-    s = summarize_raw(path, frames=("page_referenced_anon", "page_check_address", "SpinPrimitive.spin_lock_slowpath"))
+    s = summarize_raw(path, frames=("page_referenced_anon", "page_check_address",
+                                    "SpinPrimitive.spin_lock_slowpath"))
     assert s["samples"] == 600 and s["cpu_samples"] == 100
     assert s["lock_wait"] == pytest.approx(0.75)
-    assert s["lock_wait_in"] == {"page_referenced_anon": pytest.approx(0.65), "try_to_unmap": pytest.approx(0.10)}
-    assert s["contains"] == {"page_referenced_anon": pytest.approx(0.90), "page_check_address": pytest.approx(0.20),
+    assert s["lock_wait_in"] == {"page_referenced_anon": pytest.approx(0.65),
+                                 "try_to_unmap": pytest.approx(0.10)}
+    assert s["contains"] == {"page_referenced_anon": pytest.approx(0.90),
+                             "page_check_address": pytest.approx(0.20),
                              "SpinPrimitive.spin_lock_slowpath": pytest.approx(0.75)}
     hottest = [(h["entry"], h["what"], h["lock_wait"], round(h["share"], 2)) for h in s["hottest"]]
     assert hottest == [
@@ -159,7 +168,8 @@ def test_summarize_raw_of_no_cpu_samples(tmp_path: Path) -> None:
 
 
 def test_classify_reads_kernel_like_names_too() -> None:
-    frames = [("page_referenced_anon", "shared_model/rmap.py"), ("page_lock_anon_vma", "shared_model/rmap.py"),
+    frames = [("page_referenced_anon", "shared_model/rmap.py"),
+              ("page_lock_anon_vma", "shared_model/rmap.py"),
               ("Model.anon_vma_lock", "shared_model/model.py"), ("CpuLocks.lock", "shared_model/locks.py"),
               ("CpuLocks.lock_contended", "shared_model/locks.py"),
               ("SpinPrimitive.spin_lock_slowpath", "/site-packages/shared_model/locks.py")]
@@ -258,7 +268,8 @@ def test_flamegraph_widest_towers_are_the_lock_waits(tmp_path: Path) -> None:
     tree = prof.flame_tree({k: v for k, v in stacks.items() if k != prof.HARNESS})
     for cpu in tree.children.values():
         shrink = cpu.children["worker_main (stress/worker.py)"].children[
-            "run_cpu (stress/workloads/reclaim_storm.py)"].children["shrink_page (stress/workloads/common.py)"]
+            "run_cpu (stress/workloads/reclaim_storm.py)"].children[
+            "shrink_page (stress/workloads/common.py)"]
         for entry in ("page_referenced_anon (shared_model/rmap.py)", "try_to_unmap (shared_model/rmap.py)"):
             widest = max(shrink.children[entry].children.values(), key=lambda c: c.count)
             assert widest.name == "page_lock_anon_vma (shared_model/rmap.py)", cpu.name

@@ -315,7 +315,8 @@ def test_iowait_in_the_table_and_at_each_crossover() -> None:
     doc = {"config": cfg, "points": pts,
            "crossover": {e: crossover_of(summarize_ramp(pts, e, 60.0)) for e in ("A", "B")}}
     lines = ramp_table(doc).splitlines()
-    assert lines[0] == "swap device: 8 ms latency, 150 IOPS, 128 request slots (--swap-device, --swap-latency-ms, --swap-iops)"
+    assert lines[0] == ("swap device: 8 ms latency, 150 IOPS, 128 request slots "
+                        "(--swap-device, --swap-latency-ms, --swap-iops)")
     assert "IOwait %" in lines[1]
     b2 = next(ln for ln in lines if ln.split()[:2] == ["B", "2"]).split()
     assert b2[6] == "96.0%"

@@ -93,21 +93,24 @@ def test_cpu_table() -> None:
     lines = cpu_table(make_run()).splitlines()
     assert lines[0].split() == ["cpu", "work", "walk", "wait", "iowait", "other", "walks", "utime", "stime",
                                 "vctx", "ivctx"]
-    assert lines[1].split() == ["0", "10.0%", "30.0%", "50.0%", "0.0%", "10.0%", "6", "1.50s", "0.25s", "3", "40"]
-    assert lines[2].split() == ["1", "30.0%", "10.0%", "40.0%", "0.0%", "20.0%", "4", "1.25s", "0.00s", "0", "7"]
+    assert lines[1].split() == ["0", "10.0%", "30.0%", "50.0%", "0.0%", "10.0%", "6", "1.50s", "0.25s",
+                                "3", "40"]
+    assert lines[2].split() == ["1", "30.0%", "10.0%", "40.0%", "0.0%", "20.0%", "4", "1.25s", "0.00s",
+                                "0", "7"]
     assert len(lines) == 3
 
 
 def test_mean_shares() -> None:
-    assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45, "iowait": 0.0,
-                                                     "other": 0.15})
+    assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45,
+                                                     "iowait": 0.0, "other": 0.15})
     assert mean_shares(make_run(cpus=[])) == {"work": 0.0, "walk": 0.0, "lock_wait": 0.0, "iowait": 0.0,
                                               "other": 0.0}
 
 
 def test_run_summary() -> None:
     lines = run_summary(make_run()).splitlines()
-    assert lines[0] == "era 2.6.33  scenario reclaim-storm  users 64  pages 8  cow 1.0  cpus 2  lock spin  2.0 s"
+    assert lines[0] == ("era 2.6.33  scenario reclaim-storm  users 64  pages 8  cow 1.0  cpus 2  "
+                        "lock spin  2.0 s")
     assert lines[1] == "model: 65 mms, 65 vmas, 1 anon_vmas, 0 avcs, 520 pages"
     assert lines[2] == "walks: 10  avg visited 501.4  max 1001"
     assert lines[3] == "throughput: 855 pages scanned/s  0 jobs/min"

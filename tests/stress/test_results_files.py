@@ -204,7 +204,8 @@ def test_the_valid_documents_the_fuzzer_damages_are_read(tmp_path: Path, kind: s
     ({"schema": "rmap-stress-scale/1"}, "plot", ["damaged scale document", "config: missing"]),
     ({**make_run(), "locks": None}, "compare", ["damaged run document: locks"]),
     ({k: v for k, v in make_run().items() if k != "locks"}, "compare", ["locks: missing"]),
-    ({**make_run(), "throughput": {"pages_scanned_per_s": "fast"}}, "predict", ["throughput.pages_scanned_per_s"]),
+    ({**make_run(), "throughput": {"pages_scanned_per_s": "fast"}}, "predict",
+     ["throughput.pages_scanned_per_s"]),
     ({**make_run(), "throughput": "fast"}, "plot", ["throughput"]),
     ({**make_run(), "schema": "rmap-stress/1", "throughput": {}, "cpus": []}, "compare", ["cpus"]),
     ({"schema": "rmap-stress-scan/2", "config": {}, "walks": {}}, "predict", ["a scan document"]),
@@ -425,7 +426,8 @@ def test_no_lockstat_says_not_recorded_and_the_stall_report_reads() -> None:
     assert "waiting on locks they never got" in report.lockstat_table(waited)
     fork_test = {**run, "config": {**run["config"], "scenario": "fork-test"},
                  "throughput": {"jobs_per_min": 960974.0, "pages_scanned_per_s": 0.0, "forks_per_s": 16016.0}}
-    assert "jobs/min" not in report.run_summary(fork_test) and "16016 forks/s" in report.run_summary(fork_test)
+    summary = report.run_summary(fork_test)
+    assert "jobs/min" not in summary and "16016 forks/s" in summary
 
 
 def test_mprotect_split_runs_with_its_own_defaults(tmp_path: Path) -> None:

@@ -48,5 +48,6 @@ def test_plans_are_valid_and_oversubscribe_within_the_bound() -> None:
     doc = summarize([failed, Outcome(plans[1], 0, 0.4, 5.0, [])], 60, 3)
     assert doc["runs"] == 2 and doc["failed_runs"] == 1 and doc["failures"][0]["runs"] == 1
     lines = summary_lines(doc)
-    assert lines[0].startswith("FAIL 1x invariants: vma N is not on the list") and "rmap-stress run" in lines[0]
+    assert lines[0].startswith("FAIL 1x invariants: vma N is not on the list")
+    assert "rmap-stress run" in lines[0]
     assert lines[-1].startswith("torture: 2 runs, 1 failed") and "slowest stop 2.5 s" in lines[-1]
