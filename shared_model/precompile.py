@@ -236,7 +236,7 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
     base = [d for d in dispatchers if d.py_func.__module__ in BASE_MODULES]
     try:
         _compile_share(base, 0, 1)
-    except Exception:  # compiled again, or reported, where it is first called
+    except Exception:  # noqa: BLE001 - compiled again, or reported, where it is first called
         return 0
     dispatchers = [d for d in dispatchers if d.py_func.__module__ not in BASE_MODULES]
     pids = []
@@ -255,7 +255,7 @@ def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
                 warnings.simplefilter("ignore")
                 share(dispatchers, job, jobs)
                 code = 0
-            except BaseException:  # the parent compiles what is missing
+            except BaseException:  # noqa: BLE001 - the parent compiles what is missing
                 code = 1
             finally:
                 os._exit(code)

@@ -44,7 +44,7 @@ from shared_model.model import Model
 # folders tests/shared_model and tests/stress must never shadow the real packages.
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))
-from _helpers.children import spawn  # a fixture for every test
+from _helpers.children import spawn  # noqa: E402, F401 - a fixture for every test
 
 SHM_PREFIX = "rmap-stress-"
 LEAK_GRACE_S = 10.0
@@ -213,7 +213,7 @@ def make_model() -> Iterator[MakeModel]:
                 violations = check_model(m)
                 if violations:
                     problems.append(f"{m!r}: {violations}")
-        except Exception as e:  # reported below; every segment still goes
+        except Exception as e:  # noqa: BLE001 - reported below; every segment still goes
             problems.append(f"check_model raised {e!r}")
         finally:
             seg = m.seg

@@ -351,7 +351,7 @@ class LockLab:
             try:
                 fn(*args)
                 code = 0
-            except BaseException:  # a child exits 1 whatever it raised
+            except BaseException:  # noqa: BLE001 - a child exits 1 whatever it raised
                 traceback.print_exc(file=sys.stderr)
             finally:
                 os._exit(code)

@@ -146,7 +146,7 @@ def fixed_arity(n: int, typer: Callable[..., Any], name: str) -> Any:
     does not lower)."""
     params = ", ".join(f"a{i}" for i in range(n))
     scope: dict[str, Any] = {"typer": typer}
-    exec(f"def stub(tc, {params}):\n    return typer(tc, {params})\n", scope)
+    exec(f"def stub(tc, {params}):\n    return typer(tc, {params})\n", scope)  # noqa: S102
     stub = scope["stub"]
     stub.__name__ = name
     return stub

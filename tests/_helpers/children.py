@@ -71,7 +71,7 @@ class Child:
                 cm = Model(m.seg, m.era, cpu, lock_kind=m.lock_kind)
                 body(cm, self.to_parent_w, self.to_child_r)
                 code = 0
-            except BaseException:  # any failure: exit code 1, and unblock
+            except BaseException:  # noqa: BLE001 - any failure: exit code 1, and unblock
                 traceback.print_exc()  # into the test's captured stderr: why the child failed
                 m.header["stop"][0] = 2
             finally:

@@ -64,7 +64,7 @@ def _fork(m: Model, cpu: int, body: Callable[[Model], None]) -> int:
         try:
             body(Model(m.seg, m.era, cpu, lock_kind=m.lock_kind))
             code = 0
-        except BaseException:  # any failure: exit code 1, and unblock
+        except BaseException:  # noqa: BLE001 - any failure: exit code 1, and unblock
             m.header["stop"][0] = 2
         finally:
             os._exit(code)

@@ -125,7 +125,7 @@ def test_one_queue_across_processes(make_model) -> None:
                 cm = Model(m.seg, "2.6.34", c, entry_cost_ns=0)
                 out = [submit_bio(cm, READ if k % 2 else WRITE, 1)[1] for k in range(EACH)]
                 os.write(w, struct.pack(f"{EACH}q", *out))
-            except BaseException:
+            except BaseException:  # noqa: BLE001
                 code = 1
             os._exit(code)
         os.close(w)

@@ -198,7 +198,7 @@ def worker(m_parent: Model, t: Torture, cpu: int, own: list[int], start: Any, ou
         stats = run_ops(m, own, rng, t.seconds)
         out.put((cpu, dict(stats), None))
         code = 0
-    except Exception:  # any failure is reported, and the exit code says it
+    except Exception:  # noqa: BLE001 - any failure is reported, and the exit code says it
         with contextlib.suppress(Exception):
             out.put((cpu, {}, traceback.format_exc()))
     finally:
