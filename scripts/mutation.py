@@ -407,9 +407,9 @@ def in_python_code(mu: Mutation) -> bool:
     line = src[: src.index(mu.old)].count("\n") + 1
     inner = None
     for node in ast.walk(ast.parse(src)):
-        if isinstance(node, ast.FunctionDef) and node.lineno <= line <= (node.end_lineno or 0):
-            if inner is None or node.lineno > inner.lineno:
-                inner = node
+        if (isinstance(node, ast.FunctionDef) and node.lineno <= line <= (node.end_lineno or 0)
+                and (inner is None or node.lineno > inner.lineno)):
+            inner = node
     if inner is None:
         return False  # module level: tables a compiled function may read as constants
     return not any(k in ast.unparse(d) for d in inner.decorator_list for k in _COMPILED_DECORATORS)
