@@ -143,7 +143,8 @@ def bench_locks(n: int) -> None:
                     per[instrument] = min(per[instrument], (time.perf_counter_ns() - t) / (n // REPS))
             _line(f"lock {name}: acquire+release, compiled, instrumented", f"{per[True]:.1f} ns",
                   "<= 30 ns", per[True] <= 30)
-            _line(f"lock {name}: uninstrumented / ratio", f"{per[False]:.1f} ns {per[True] / per[False]:.2f}x",
+            _line(f"lock {name}: uninstrumented / ratio",
+                  f"{per[False]:.1f} ns {per[True] / per[False]:.2f}x",
                   "<= 1.5x", per[True] / per[False] <= 1.5)
         m.locks.reset_stats()
     finally:
@@ -221,7 +222,8 @@ def bench_scan() -> None:
                str(pages), "--cow", "1"]
         p = subprocess.run(cmd, check=False, capture_output=True, text=True)
         secs = time.perf_counter() - t
-        avg = next((ln.split("average")[1].split()[0] for ln in p.stdout.splitlines() if "average" in ln), "?")
+        avg = next((ln.split("average")[1].split()[0] for ln in p.stdout.splitlines()
+                    if "average" in ln), "?")
         _line(f"scan {era} {users} x {pages} (average walk {avg})", f"{secs:.1f} s", f"<= {limit} s",
               p.returncode == 0 and secs <= limit)
 
@@ -263,7 +265,8 @@ def bench_storm(duration: float) -> None:
         ratio = _pps(new) / _pps(old)
         walk = new["walks"]["avg_visited"]
         if era == "2.6.34":
-            _line(f"reclaim-storm 2.6.34 pages scanned/s (released: avg walk {walk:.1f})", f"{_pps(new):,.0f}",
+            _line(f"reclaim-storm 2.6.34 pages scanned/s (released: avg walk {walk:.1f})",
+                  f"{_pps(new):,.0f}",
                   "(no target)")
             _line("2.6.34 / 2.6.33 pages/s, --entry-cost-ns 0 / default", f"{ratio0:.1f}x / {ratio:.1f}x",
                   "(no target)")

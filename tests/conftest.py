@@ -44,7 +44,7 @@ from shared_model.model import Model
 # folders tests/shared_model and tests/stress must never shadow the real packages.
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))
-from _helpers.children import spawn  # noqa: E402, F401 - a fixture for every test
+from _helpers.children import spawn  # noqa: F401 - a fixture for every test
 
 SHM_PREFIX = "rmap-stress-"
 LEAK_GRACE_S = 10.0

@@ -186,7 +186,8 @@ class Reference:
 
     def neighbours(self, vma: RVma) -> list[RVma]:
         mm = vma.mm
-        return [v for v in mm.vmas if v.start == vma.end] + [v for v in mm.vmas if v.end == vma.start and v is not vma]
+        return ([v for v in mm.vmas if v.start == vma.end]
+                + [v for v in mm.vmas if v.end == vma.start and v is not vma])
 
     def anon_vma_prepare(self, vma: RVma) -> None:
         if vma.av is not None:
@@ -373,7 +374,8 @@ class Reference:
         return vma.flags == flags and self.mergeable_av(av, vma.av, vma) and vma.pgoff == pgoff
 
     def merge_after(self, vma: RVma, flags: int, av: RAv | None, pgoff: int) -> bool:
-        return vma.flags == flags and self.mergeable_av(av, vma.av, vma) and vma.pgoff + vma.end - vma.start == pgoff
+        return (vma.flags == flags and self.mergeable_av(av, vma.av, vma)
+                and vma.pgoff + vma.end - vma.start == pgoff)
 
     def vma_merge(self, mm: RMm, prev: RVma | None, addr: int, end: int, flags: int, av: RAv | None,
                   pgoff: int) -> RVma | None:
@@ -431,7 +433,8 @@ class Reference:
     def walk_order(self, page: RPage) -> list[RAvc]:
         if not self.tree:
             return list(page.av.avcs)
-        inside = [a for a in page.av.avcs if a.vma.pgoff <= page.index < a.vma.pgoff + a.vma.end - a.vma.start]
+        inside = [a for a in page.av.avcs
+                  if a.vma.pgoff <= page.index < a.vma.pgoff + a.vma.end - a.vma.start]
         return sorted(inside, key=lambda a: (a.vma.pgoff, a.seq))
 
     def walk(self, page: RPage, unmap: bool) -> tuple[int, int, list[RPte]]:
@@ -499,7 +502,8 @@ def compare(m: Model, ref: Reference) -> None:
     vmas: dict[int, int] = {}
     for mm in ref.mms:
         model_vmas = mm_vmas(m, mm.idx)
-        got = [tuple(int(m.vma[f][v]) for f in ("vm_start", "vm_end", "vm_pgoff", "vm_flags")) for v in model_vmas]
+        got = [tuple(int(m.vma[f][v]) for f in ("vm_start", "vm_end", "vm_pgoff", "vm_flags"))
+               for v in model_vmas]
         assert got == [(v.start, v.end, v.pgoff, v.flags) for v in mm.vmas], f"mm {mm.idx}"
         for rv, v in zip(mm.vmas, model_vmas, strict=True):
             vmas[id(rv)] = v
@@ -569,7 +573,8 @@ class LaterMachine(RuleBasedStateMachine):
         used = [False] * PTRS
         for v in mm.vmas:
             used[v.start : v.end] = [True] * (v.end - v.start)
-        return [(s, n) for s in range(PTRS) for n in range(1, 5) if s + n <= PTRS and not any(used[s : s + n])]
+        return [(s, n) for s in range(PTRS) for n in range(1, 5)
+                if s + n <= PTRS and not any(used[s : s + n])]
 
     @precondition(lambda self: len(self.ref.mms) < MAX_MMS)
     @rule(data=st.data())
@@ -645,7 +650,8 @@ class LaterMachine(RuleBasedStateMachine):
     @precondition(lambda self: [mm for mm in self.with_vmas() if len(mm.vmas) < MAX_VMAS])
     @rule(data=st.data())
     def mprotect(self, data: st.DataObject) -> None:
-        mm = data.draw(st.sampled_from([mm for mm in self.with_vmas() if len(mm.vmas) < MAX_VMAS]), label="mm")
+        mm = data.draw(st.sampled_from([mm for mm in self.with_vmas() if len(mm.vmas) < MAX_VMAS]),
+                       label="mm")
         rv = data.draw(st.sampled_from(mm.vmas), label="vma")
         start = data.draw(st.integers(rv.start, rv.end - 1), label="start")
         n = data.draw(st.integers(1, rv.end - start), label="npages")

@@ -15,9 +15,9 @@ Hypothesis drives random sequences of mmap + first touch, fork, COW write, touch
 munmap, page_referenced, try_to_unmap (+ swap-in, read or write), dropping an unmapped
 page from the swap cache, and fork / first touch with an injected ENOMEM, through both.
 Swap-in places the page as the era's ``page_add_anon_rmap`` does (eras.Era.swapin) and a
-reusing COW fault moves it (``page_move_anon_rmap``, Era.move_anon_rmap).  After every step the two must agree on everything visible: each
-mm's VMAs, each VMA's anon_vma and chain, each anon_vma's list in order, every PTE's
-flags, every page's mapping, index and counts, matched by (mm, vpn) identity and never by
+reusing COW fault moves it (``page_move_anon_rmap``, Era.move_anon_rmap).  After every step
+the two must agree on everything visible: each mm's VMAs, each VMA's anon_vma and chain,
+each anon_vma's list in order, every PTE's flags, every page's mapping, index and counts, matched by (mm, vpn) identity and never by
 record index; and every walk's result: mappings referenced, list entries visited, PTEs
 unmapped, in order.  check_model() must stay clean throughout.
 
@@ -196,7 +196,9 @@ class Reference:
         """The neighbour (by address: the next, then the previous) whose anon_vma a first
         fault shares: it has one, and (2.6.34+) a chain of one AVC.  Private anonymous
         mappings have vm_pgoff == vm_start, so adjacent ones are always compatible."""
-        for near in [v for v in vma.mm.vmas if v.start == vma.end] + [v for v in vma.mm.vmas if v.end == vma.start]:
+        neighbours = ([v for v in vma.mm.vmas if v.start == vma.end]
+                      + [v for v in vma.mm.vmas if v.end == vma.start])
+        for near in neighbours:
             if near.av is not None and (not self.chain or len(near.chain) == 1):
                 return near
         return None

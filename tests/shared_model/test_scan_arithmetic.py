@@ -265,9 +265,9 @@ def test_fork_leaves_the_childs_ptes_old(make_model: MakeModel, era: str, cow: f
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_2_6_33_exits_shorten_the_walk(make_model: MakeModel, seed: int) -> None:
-    """N=130 children, all COW both pages, then a random two thirds exit.  The kernel's list_del removes an exiting VMA, so a survivor's copies
-    are found at its place among the *survivors*: 1 (the parent) + the number of surviving
-    children forked no later than it."""
+    """N=130 children, all COW both pages, then a random two thirds exit.  The kernel's
+    list_del removes an exiting VMA, so a survivor's copies are found at its place among the
+    *survivors*: 1 (the parent) + the number of surviving children forked no later than it."""
     n, p = 130, 2
     m = make_model("2.6.33", users=n, pages=p, cow=1.0)
     fam = build_family(m, n, p, 1.0)

@@ -88,7 +88,8 @@ def test_eras_table_rows() -> None:
     assert text.splitlines()[0].split() == ["era", "linking", "walk", "lock", "primitive", "swap-in",
                                             "to", "what", "it", "fixed", "commit"]
     # the seed as committed against the release (ea90002b0fa7) and 6.0's exclusive swap PTE
-    assert rows["2.6.34-rc1"]["swapin"] == "faulting VMA's own" and rows["2.6.34"]["swapin"] == "oldest anon_vma"
+    assert rows["2.6.34-rc1"]["swapin"] == "faulting VMA's own"
+    assert rows["2.6.34"]["swapin"] == "oldest anon_vma"
     assert rows["2.6.34-rc1"]["commit"] == "5beb4930525" and "ea90002b0fa7" in rows["2.6.34"]["commit"]
     assert rows["6.0"]["swapin"] == "root's; own if exclusive"
     assert len(text.splitlines()) == 2 + len(ERAS)
@@ -398,7 +399,8 @@ def test_story_scan_chapters_and_the_cve_chapters_expected_violations() -> None:
     def fake_run(cfg: RunConfig) -> dict:  # type: ignore[type-arg]
         seen.append(("run", cfg.scenario, cfg.era))
         n = 2 if cfg.era == "3.19" else 0
-        return {"invariants": {"violations": n, "messages": ["page->mapping is anon_vma 4, freed anon_vma"] * n}}
+        messages = ["page->mapping is anon_vma 4, freed anon_vma"] * n
+        return {"invariants": {"violations": n, "messages": messages}}
 
     def fake_scan(cfg: RunConfig) -> dict:  # type: ignore[type-arg]
         seen.append(("scan", cfg.scenario, cfg.era, str(cfg.users)))
@@ -431,8 +433,10 @@ def test_the_seed_chapter_compares_each_later_era_with_the_first() -> None:
                           "2.6.34": res(54.6, 8000, 0.5), "2.6.36": res(1.0, 100000, 0.1)})
     assert line == ("2.6.33 walks 151 entries, 2000 pages scanned/s, anon_vma lock wait 50%; "
                     "2.6.34-rc1 1.0 entries, 90000/s (45.00x), wait 1%; "
-                    "2.6.34 54.6 entries, 8000/s (4.00x), wait 50%; 2.6.36 1.0 entries, 100000/s (50.00x), wait 10%")
+                    "2.6.34 54.6 entries, 8000/s (4.00x), wait 50%; "
+                    "2.6.36 1.0 entries, 100000/s (50.00x), wait 10%")
     assert next(c for c in CHAPTERS if c.scenario == "reclaim-storm").eras == \
         ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36")
     oops = next(c for c in CHAPTERS if c.scenario == "shared-swapin")
-    assert oops.kind == "scan" and oops.eras == ("2.6.34-rc1", "2.6.34") and oops.expect_violations == ("2.6.34-rc1",)
+    assert oops.kind == "scan" and oops.eras == ("2.6.34-rc1", "2.6.34")
+    assert oops.expect_violations == ("2.6.34-rc1",)

@@ -221,7 +221,8 @@ def test_qspinlock_node_abandoned_in_a_queue_is_not_reused_until_skipped(lab: Lo
     def seen() -> str:
         return (f"CPU 0's nodes {[int(words[node0 + i * NODE_WORDS]) for i in range(3)]}, "
                 f"A {lock_state(words, at.lock, QSPINLOCK)}, B {lock_state(words, at.lock2, QSPINLOCK)}, "
-                f"statuses A {int(words[at.status])} B {[int(words[at.status + b_status + c]) for c in (0, 3)]}")
+                f"statuses A {int(words[at.status])} "
+                f"B {[int(words[at.status + b_status + c]) for c in (0, 3)]}")
 
     def take_b(cpu: int, node: int) -> None:
         words[at.status + b_status + cpu] = lock_acquire(words, at.lock2, QSPINLOCK, 0, 0, lab.tag(cpu),
