@@ -17,9 +17,9 @@ page from the swap cache, and fork / first touch with an injected ENOMEM, throug
 Swap-in places the page as the era's ``page_add_anon_rmap`` does (eras.Era.swapin) and a
 reusing COW fault moves it (``page_move_anon_rmap``, Era.move_anon_rmap).  After every step
 the two must agree on everything visible: each mm's VMAs, each VMA's anon_vma and chain,
-each anon_vma's list in order, every PTE's flags, every page's mapping, index and counts, matched by (mm, vpn) identity and never by
-record index; and every walk's result: mappings referenced, list entries visited, PTEs
-unmapped, in order.  check_model() must stay clean throughout.
+each anon_vma's list in order, every PTE's flags, every page's mapping, index and counts,
+matched by (mm, vpn) identity and never by record index; and every walk's result: mappings
+referenced, list entries visited, PTEs unmapped, in order.  check_model() must stay clean throughout.
 
 The single cases at the bottom pin two kernel details the walk comparison relies on.
 """
@@ -440,6 +440,29 @@ def chain_of(m: Model, vma: int) -> list[int]:
     return out
 
 
+def _match_ptes(m: Model, ref: Reference) -> dict[int, int]:
+    """Every PTE of every mm agrees in presence and flags; reference pages matched to model
+    pages one to one: {id(reference page): model page}."""
+    pages: dict[int, int] = {}
+    page_back: dict[int, int] = {}
+    for mm in ref.mms:
+        mpages, flags = (a.tolist() for a in m.ptes_of(mm.idx))
+        for vpn in range(PTRS):
+            pte = mm.ptes.get(vpn)
+            where = f"mm {mm.idx} vpn {vpn}"
+            if pte is None:
+                assert (flags[vpn], mpages[vpn]) == (0, -1), f"{where}: model has a PTE"
+                continue
+            assert flags[vpn] == pte.flags(), f"{where}: flags {flags[vpn]}, want {pte.flags()}"
+            p, k = mpages[vpn], id(pte.page)
+            if k in pages:
+                assert pages[k] == p, f"{where}: page {p} should be {pages[k]}"
+            else:
+                assert p >= 0 and p not in page_back, f"{where}: page {p} stands for two"
+                pages[k], page_back[p] = p, k
+    return pages
+
+
 def compare(m: Model, ref: Reference) -> None:
     """Everything visible must agree; reference objects are matched to model records as
     they are met, and every match must be one to one."""
@@ -477,23 +500,7 @@ def compare(m: Model, ref: Reference) -> None:
         members, _ = anon_vma_members(m, avs[id(r)])
         assert members.tolist() == [vmas[id(v)] for v in r.members], f"anon_vma {avs[id(r)]} list"
 
-    pages: dict[int, int] = {}
-    page_back: dict[int, int] = {}
-    for mm in ref.mms:
-        mpages, flags = (a.tolist() for a in m.ptes_of(mm.idx))
-        for vpn in range(PTRS):
-            pte = mm.ptes.get(vpn)
-            where = f"mm {mm.idx} vpn {vpn}"
-            if pte is None:
-                assert (flags[vpn], mpages[vpn]) == (0, -1), f"{where}: model has a PTE"
-                continue
-            assert flags[vpn] == pte.flags(), f"{where}: flags {flags[vpn]}, want {pte.flags()}"
-            p, k = mpages[vpn], id(pte.page)
-            if k in pages:
-                assert pages[k] == p, f"{where}: page {p} should be {pages[k]}"
-            else:
-                assert p >= 0 and p not in page_back, f"{where}: page {p} stands for two"
-                pages[k], page_back[p] = p, k
+    pages = _match_ptes(m, ref)
     live_ids = {id(r) for r in live}
     for page in ref.live_pages():
         p = pages[id(page)]
