@@ -261,7 +261,8 @@ def anon_vma_interval_tree_iter_first(w32: np.ndarray, g: np.ndarray, av: int, i
 
 
 @njit(inline="always")
-def anon_vma_interval_tree_iter_next(w32: np.ndarray, g: np.ndarray, node: int, index: int) -> tuple[int, int]:
+def anon_vma_interval_tree_iter_next(w32: np.ndarray, g: np.ndarray, node: int,
+                                     index: int) -> tuple[int, int]:
     """The next AVC after ``node`` (in pgoff order) whose range holds ``index``: (avc or -1,
     nodes examined).  Expects held: the tree's lock."""
     examined = 0
@@ -286,7 +287,8 @@ def anon_vma_interval_tree_iter_next(w32: np.ndarray, g: np.ndarray, node: int, 
 
 
 @cached_njit
-def interval_tree_check_c(w32: np.ndarray, g: np.ndarray, av: int, limit: int) -> tuple[int, int]:
+def interval_tree_check_c(  # noqa: C901 - one pass checks every rbtree and augment rule at once
+        w32: np.ndarray, g: np.ndarray, av: int, limit: int) -> tuple[int, int]:
     """Check av's tree: (TREE_* verdict, nodes).  ``limit``: the AVCs on av's list (more
     nodes than that is a cycle).  Read-only; the model must be quiescent."""
     root = w32[_root_w(g, av)]

@@ -31,7 +31,8 @@ Addresses are in pages: ``vm_start``/``vm_end`` are virtual page numbers and the
 table of an mm (pgd -> pud -> pmd -> pte, see PTRS_PER_TABLE) is indexed by vpn (so
 ``vma_address`` works in pages, and PAGE_SIZE never appears).  A "slot" (mm *
 ptrs_per_mm + vpn) names a faulting address, not a place in memory: try_to_unmap returns
-slots, do_swap_page finds the PTE from one through the tables.  A private anonymous mapping has ``vm_pgoff == vm_start``.
+slots, do_swap_page finds the PTE from one through the tables.  A private anonymous mapping
+has ``vm_pgoff == vm_start``.
 
 Field guards (W: modification, R: reading), the kernel's convention:
   vma.anon_vma, vma.avc_head     W: mm's mmap_sem (the CPU that owns the mm) + anon_vma lock

@@ -30,8 +30,8 @@ Request slots (``nr_requests``, the block layer's 128): a submitter first asks
 ahead, counting its own), and parks until then, so the queue stays about that long and a
 writer is never behind more than the slots' worth of reads.  A batch queued anyway with
 more than ``nr_requests - 1`` ahead of its last request reports a slot time
-``c - latency - (nr_requests - 1) * service`` and counts as ``throttled``.  Writeback is otherwise asynchronous
-(``pageout`` submits and goes on; the page is freed on a later pass, which the model
+``c - latency - (nr_requests - 1) * service`` and counts as ``throttled``.  Writeback is
+otherwise asynchronous (``pageout`` submits and goes on; the page is freed on a later pass, which the model
 folds into the pass that unmapped it), so a writer waits only for a slot; a reader waits
 for its data.
 

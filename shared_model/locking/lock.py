@@ -165,8 +165,9 @@ def lock_state_compiled(words: np.ndarray, w: int, kind: int) -> tuple[bool, int
 @cached_njit
 def lock_is_wedged(words: np.ndarray, w: int, kind: int) -> bool:
     """The lock can never be taken again because a CPU died queued for it (ticket,
-    qspinlock: also holding the pending bit; rwsem: asleep in its queue).  Meaningful only once every live CPU has stopped waiting (after a stop):
-    the report then names the lock left unusable.  A dead *holder* is the owner word's
+    qspinlock: also holding the pending bit; rwsem: asleep in its queue).  Meaningful only
+    once every live CPU has stopped waiting (after a stop): the report then names the lock
+    left unusable.  A dead *holder* is the owner word's
     business, not this."""
     if kind == TICKET:
         return ticket_is_wedged(words, w)

@@ -29,10 +29,10 @@ bit and advances ``owner`` past it, so no waiter behind it is wedged::
 
 Clearing the bit (``fetch_and``) decides which one skips.  The releaser's store is plain,
 as the kernel's ``incb``, so it and the aborter may both miss the other (see
-``ticket_unlock``); the next ticket's taker then skips it.  The map holds 256 tickets: at most 256 tickets may be out at once (one per CPU
-waiting; CPUs are far fewer).  A CPU killed while it waits leaves its ticket unserved: the
-lock is then wedged, as a kernel with a CPU dead inside spin_lock would be
-(``ticket_is_wedged``).
+``ticket_unlock``); the next ticket's taker then skips it.  The map holds 256 tickets: at
+most 256 tickets may be out at once (one per CPU waiting; CPUs are far fewer).  A CPU killed
+while it waits leaves its ticket unserved: the lock is then wedged, as a kernel with a CPU
+dead inside spin_lock would be (``ticket_is_wedged``).
 """
 
 from __future__ import annotations
