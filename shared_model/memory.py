@@ -37,13 +37,7 @@ from .layout import (
 from .locking.atomics import READ_ONCE, atomic_fetch_add
 from .locking.cached_compile import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c, no_abort_begin, no_abort_end
-from .model import (
-    Model,
-    kmem_cache_alloc_c,
-    kmem_cache_alloc_one,
-    kmem_cache_free_c,
-    kmem_cache_free_one,
-)
+from .model import Model
 from .pgtable import (
     free_pgd_range,
     free_pgtables_c,
@@ -56,6 +50,7 @@ from .pgtable import (
     pte_unlock_c,
 )
 from .rmap import do_swap_page_c, mapcount_add_c, page_set_anon_exclusive_c
+from .slab import kmem_cache_alloc_c, kmem_cache_alloc_one, kmem_cache_free_c, kmem_cache_free_one
 
 PTL = CLASS["ptl"]
 S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_page", "dup_mmap", "exit_mmap"))

@@ -34,7 +34,8 @@ from .layout import PGDIR_SHIFT, PMD_SHIFT, PTE_PRESENT, PTRS_PER_TABLE, PUD_SHI
 from .locking.atomics import READ_ONCE, smp_store_release
 from .locking.cached_compile import cached_njit
 from .locks import CLASS, lock_acquire_c, lock_release_c
-from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
+from .model import Model
+from .slab import kmem_cache_alloc_one, kmem_cache_free_one
 
 PTL = CLASS["ptl"]
 IDX = PTRS_PER_TABLE - 1

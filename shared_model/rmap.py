@@ -68,8 +68,9 @@ from .locks import (
     lock_request_cancel,
     lock_request_fast,
 )
-from .model import Model, kmem_cache_alloc_c, kmem_cache_free_c
+from .model import Model
 from .pgtable import pte_lockptr_c, pte_maps_page, pte_offset_map_c, pte_page_bases_of
+from .slab import kmem_cache_alloc_c, kmem_cache_free_c
 
 WALK = CPU_STATE["walk"]
 AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]
