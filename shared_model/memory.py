@@ -49,8 +49,9 @@ from .pgtable import (
     pte_offset_map_c,
     pte_unlock_c,
 )
-from .rmap import do_swap_page_c, mapcount_add_c, page_set_anon_exclusive_c
+from .rmap import mapcount_add_c, page_set_anon_exclusive_c
 from .slab import kmem_cache_alloc_c, kmem_cache_alloc_one, kmem_cache_free_c, kmem_cache_free_one
+from .swap_state import do_swap_page_c
 
 PTL = CLASS["ptl"]
 S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_page", "dup_mmap", "exit_mmap"))

@@ -65,15 +65,9 @@ def warm_up(note: Callable[[str], None] | None = None,
     from .locks import CLASS
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
-    from .rmap import (
-        AnonLru,
-        page_referenced,
-        shrink_lru,
-        shrink_page_list,
-        try_to_unmap,
-        walk_lengths_of,
-    )
+    from .rmap import page_referenced, try_to_unmap
     from .swapdev import swap_device_warm_up
+    from .vmscan import AnonLru, shrink_lru, shrink_page_list, walk_lengths_of
 
     cold = cache_is_cold()
     if note is not None and cold:

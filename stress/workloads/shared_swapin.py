@@ -48,11 +48,12 @@ from shared_model.build import build_family, family_capacities
 from shared_model.layout import PTE_PRESENT, PTE_YOUNG, Capacities
 from shared_model.memory import do_swap_page, exit_mmap
 from shared_model.model import Model
-from shared_model.rmap import mappings_found_of, refault_pass, shrink_page_list, try_to_unmap
+from shared_model.rmap import try_to_unmap
+from shared_model.swap_state import refault_pass
+from shared_model.vmscan import mappings_found_of, shrink_page_list
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX, set_refault_order
-
 
 # The COW fraction the scenario builds with, whatever --cow says: the children share every
 # page (the run's config reports this one).

@@ -9,7 +9,7 @@ rule it holds the model to, and derives what it expects from that rule, not from
 * mmap.py: ``is_mergeable_anon_vma`` trusts "no anon_vma" only for a VMA with a single
   AVC (mm/mmap.c, "list_is_singular(&vma->anon_vma_chain)"): a child's VMA, whose chain
   has two AVCs, takes in no neighbour that has no anon_vma; the parent's does.
-* rmap.py: 2.6.34's swap-in puts the page on the oldest anon_vma of the faulting VMA's
+* swap_state.py: 2.6.34's swap-in puts the page on the oldest anon_vma of the faulting VMA's
   chain (``list_entry(vma->anon_vma_chain.prev)``); 2.6.34 has no ``anon_vma->root``
   (5c341ee1dfc8 added it in 2.6.35), so the field, which the model keeps for the later
   eras, must not decide it.
@@ -226,7 +226,7 @@ def test_a_vma_with_two_avcs_does_not_take_in_a_neighbour_without_anon_vma(
     assert check_model(m) == []
 
 
-# ---------------------------------------------------------------------------- rmap.py
+# ---------------------------------------------------------------------------- swap_state.py
 
 
 def test_2634_swapin_takes_the_oldest_avc_of_the_chain_not_a_root_field(make_model: MakeModel) -> None:

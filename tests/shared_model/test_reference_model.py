@@ -67,7 +67,8 @@ from shared_model.memory import (
     touch_pages,
 )
 from shared_model.model import Model, OutOfMemory
-from shared_model.rmap import delete_from_swap_cache, page_referenced, try_to_unmap
+from shared_model.rmap import page_referenced, try_to_unmap
+from shared_model.swap_state import delete_from_swap_cache
 
 PTRS = 12  # page-table slots per mm
 MAX_MMS = 6
