@@ -46,7 +46,7 @@ import numpy as np
 from numba import carray, njit, types
 
 from . import ctx as G
-from .ctx import segment_words
+from .ctx import Stopped, segment_words
 from .layout import (
     CPU_FIELDS,
     CPU_STATE,
@@ -126,10 +126,6 @@ _NCLS = len(LOCK_CLASSES)
 WAIT = CPU_STATE["wait"]
 AV_CLASS = CLASS["anon_vma"]
 QSPIN_FIRST_NODE_PLACE = 1 << PLACE_NODE_SHIFT  # a qspinlock place this or above: an MCS node
-
-
-class Stopped(Exception):
-    """The run's stop flag was raised while this CPU was waiting for a lock."""
 
 
 def lock_kind(name: str) -> int:

@@ -37,7 +37,7 @@ from .layout import (
 from .locking.atomics import READ_ONCE, atomic_fetch_add
 from .locking.cached_compile import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c, no_abort_begin, no_abort_end
-from .model import Model
+from .model import Model, mm_vmas
 from .pgtable import (
     free_pgd_range,
     free_pgtables_c,
@@ -108,16 +108,6 @@ def mm_alloc(m: Model, parent: int = -1) -> int:
     if mm < 0:
         raise_status(mm)
     return int(mm)
-
-
-def mm_vmas(m: Model, mm: int) -> list[int]:
-    out = []
-    v = int(m.mm["vma_head"][mm])
-    nxt = m.vma["vm_next"]
-    while v >= 0:
-        out.append(v)
-        v = int(nxt[v])
-    return out
 
 
 def find_vma(m: Model, mm: int, vpn: int) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import ctx as G
+from .ctx import OutOfMemory as OutOfMemory  # raised by G.raise_status; callers catch it from here
 from .ctx import make_geometry
 from .eras import ADJUST_CODES, REUSE_CODES, Era, get_era
 from .layout import (
@@ -55,14 +56,6 @@ SLAB = CLASS["slab"]
 # eras.Era.rwsem_policy -> the rwsem's hand-off policy (shared_model.locking).
 RWSEM_POLICIES = {"fifo": RWSEM_FIFO, "steal-behind-writer": RWSEM_STEAL_39,
                   "steal": RWSEM_STEAL, "spin-on-owner": RWSEM_SPIN, "handoff": RWSEM_HANDOFF}
-
-
-class OutOfMemory(Exception):
-    """An allocation failed (ENOMEM): no free record of ``kind`` (or an injected failure)."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(f"out of {kind} records")
-        self.kind = kind
 
 
 class Model:
@@ -494,3 +487,13 @@ class Model:
             f"{c['avcs']} avcs, {c['pages']} pages>"
         )
 
+
+def mm_vmas(m: Model, mm: int) -> list[int]:
+    """The VMAs of ``mm`` in its list's order (mm->mmap, vm_next)."""
+    out = []
+    v = int(m.mm["vma_head"][mm])
+    nxt = m.vma["vm_next"]
+    while v >= 0:
+        out.append(v)
+        v = int(nxt[v])
+    return out
