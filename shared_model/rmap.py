@@ -31,6 +31,42 @@ side of an rwsem), and inside it each present PTE's ptl; try_to_unmap_one change
 page's mapcount with an atomic add inside the ptl.
 """
 
+# Lock ordering in the model (deeper indentation = taken inside), as mm/rmap.c's "Lock
+# ordering in mm:" header, cut down to the locks the model has.  The kernel's lines for
+# them, per era:
+#
+#   mm->mmap_sem                       (6.0: mm->mmap_lock)
+#     page->flags PG_locked (lock_page)
+#       anon_vma->lock                 (2.6.33-2.6.35: a spinlock, each anon_vma its own;
+#                                       2.6.36: the root's; 3.0-3.7: anon_vma->mutex, the
+#                                       root's; 3.8+: anon_vma->rwsem, the root's, which
+#                                       the walks take for read)
+#         mm->page_table_lock or pte_lock
+#           swap_lock (in swap_duplicate, swap_info_get)
+#
+# The model's, by lockdep class (layout.LOCK_CLASSES: anon_vma, ptl, slab, swap_lock) and
+# the call sites (layout.LOCK_SITES) that nest them:
+#
+#   mm->mmap_sem            no lock: an mm is changed only by the CPU that runs it
+#     page lock             PG_locked, no lockdep class: shrink_page_list's trylock_page,
+#                           do_swap_page's lock_page (reclaim's refault runs under it)
+#       anon_vma            the walks: page_referenced, try_to_unmap (reclaim's with a
+#                           trylock in 6.0 and modern); the list changes: anon_vma_prepare,
+#                           anon_vma_fork, anon_vma_clone, unlink_anon_vmas, vma_adjust
+#         ptl               the split PTE lock: page_referenced_one, try_to_unmap_one
+#           swap_lock       try_to_unmap_one's swap_duplicate
+#         slab              3.0 on (lock_once): anon_vma_clone's GFP_NOWAIT AVC allocation
+#                           and unlink_anon_vmas' frees, under the root lock
+#       ptl                 do_swap_page (under the page lock)
+#         swap_lock         do_swap_page's swap_free
+#     ptl                   faults (do_wp_page too), exit's zap, mprotect's
+#                           change_protection, fork's copy_page_range, which takes
+#       ptl                 the parent's PTE lock inside the child's
+#     ptl                   mm->page_table_lock (populating a pud/pmd/pte entry): nothing
+#                           inside
+#     slab                  a leaf everywhere else: records are allocated before a lock is
+#                           taken and freed after it is let go
+
 from __future__ import annotations
 
 import numpy as np
