@@ -38,6 +38,7 @@ from .layout import (
 )
 from .layout import QNODE_BLOCK_WORDS as NODE_BLOCK_WORDS
 from .locking import RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_SPIN, RWSEM_STEAL, RWSEM_STEAL_39
+from .locking.common import owner_cpu, owner_pid
 from .locking.lock import lock_is_wedged, wedged_in
 from .locks import (
     CLASS,
@@ -425,7 +426,7 @@ class Model:
         ):
             for i in np.flatnonzero(arr["owner"] != 0).tolist():
                 tag = int(arr["owner"][i])
-                out.append((self.describe_lock(w0 + i * stride), tag // 4096, tag % 4096 - 1))
+                out.append((self.describe_lock(w0 + i * stride), int(owner_pid(tag)), owner_cpu(tag)))
         return out
 
     def wedged_locks(self, limit: int = 64) -> list[str]:
