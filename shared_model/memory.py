@@ -330,21 +330,6 @@ def do_wp_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int
     return int(copied), int(reused)
 
 
-def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int], write: bool = False) -> int:
-    """Fault ``page`` back in (from the swap cache, or read fresh from swap when reclaim
-    dropped it from the cache) at each swap PTE in ``slots``, in that order (each stands
-    for that mm's owner touching it again): PTE present and young, mapcount up, swap count
-    down, and on the first mapping the page placed as the era's page_add_anon_rmap does
-    (eras.Era.swapin).  ``write``: write faults, which map the page writable where the
-    faulting entry is its only user (reuse_swap_page).  Takes the page lock, then each
-    mm's ptl; the page's counts change by an atomic add (compiled: rmap.do_swap_page_c)."""
-    slots = np.asarray(slots, dtype=np.int64)
-    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots), int(write), 0)
-    if done < 0:
-        raise_status(done)
-    return int(done)
-
-
 @cached_njit
 def touch_pages_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                   mm: int, vpns: np.ndarray) -> tuple[int, int, int]:

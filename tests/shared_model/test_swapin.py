@@ -48,10 +48,10 @@ from shared_model.layout import (
     PTE_WRITE,
     PTE_YOUNG,
 )
-from shared_model.memory import do_swap_page, do_wp_pages, dup_mmap, exit_mmap
+from shared_model.memory import do_wp_pages, dup_mmap, exit_mmap
 from shared_model.model import Model
 from shared_model.rmap import page_referenced, try_to_unmap
-from shared_model.swap_state import delete_from_swap_cache, swap_reads_needed
+from shared_model.swap_state import delete_from_swap_cache, do_swap_page, swap_reads_needed
 from stress.config import RunConfig
 from stress.scan import scan
 
