@@ -46,18 +46,12 @@ from shared_model.layout import (
     Capacities,
 )
 from shared_model.locks import SITE
-from shared_model.memory import (
-    do_anonymous_pages,
-    do_mmap,
-    do_swap_page,
-    dup_mmap,
-    mm_alloc,
-    mm_vmas,
-)
+from shared_model.memory import do_anonymous_pages, do_mmap, dup_mmap, mm_alloc, mm_vmas
 from shared_model.mmap import _is_mergeable_anon_vma, do_mprotect
 from shared_model.model import Model
 from shared_model.pgtable import _populate_c, pte_lockptr_c, pte_offset_map_c
 from shared_model.rmap import try_to_unmap
+from shared_model.swap_state import do_swap_page
 from shared_model.swapdev import SwapIO, swap_device_init
 
 MakeModel = Callable[..., Model]
