@@ -37,14 +37,9 @@ from .locking.atomics import READ_ONCE, atomic_fetch_add, cmpxchg
 from .locking.cached_compile import cached_njit
 from .locking.lock import lock_state_compiled
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c, no_abort_begin, no_abort_end
-from .model import (
-    Model,
-    kmem_cache_alloc_c,
-    kmem_cache_alloc_one,
-    kmem_cache_free_c,
-    kmem_cache_free_one,
-)
+from .model import Model
 from .rmap import anon_vma_lock_word_c
+from .slab import kmem_cache_alloc_c, kmem_cache_alloc_one, kmem_cache_free_c, kmem_cache_free_one
 
 AV_LOCK = CLASS["anon_vma"]
 S_PREPARE, S_FORK, S_UNLINK = SITE["anon_vma_prepare"], SITE["anon_vma_fork"], SITE["unlink_anon_vmas"]

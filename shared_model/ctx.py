@@ -318,11 +318,20 @@ STOPPED = -1
 ENOMEM = -16
 
 
+class Stopped(Exception):
+    """The run's stop flag was raised while this CPU was waiting for a lock."""
+
+
+class OutOfMemory(Exception):
+    """An allocation failed (ENOMEM): no free record of ``kind`` (or an injected failure)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"out of {kind} records")
+        self.kind = kind
+
+
 def raise_status(st: int) -> None:
     """Turn a compiled operation's negative status into the exception it stands for."""
-    from .locks import Stopped
-    from .model import OutOfMemory
-
     if st == STOPPED:
         raise Stopped()
     if st <= ENOMEM:

@@ -1,16 +1,7 @@
 """Real process-shared locks that live inside the shared segment, and their lockstat.
 
-Lock ordering (deeper indentation = taken inside), as in mm/rmap.c::
-
-    mm->mmap_sem                 (modelled by ownership: only the CPU running an mm changes it)
-      page lock                  (PG_locked: shrink_page_list's trylock, do_swap_page's lock_page)
-        anon_vma->lock           (the page's own anon_vma, or its root's: eras.py decides)
-          PTE lock               (``ptl``, split: the PTE page's own; page_check_address,
-                                  faults, fork (the child's, then the parent's), exit,
-                                  mprotect)
-            swap_lock            (leaf, global: swap_duplicate, swap_free)
-      mm->page_table_lock        (``ptl`` too: populating a pud/pmd/pte entry; nothing inside)
-      slab lock                  (leaf: allocation and freeing of records)
+Lock ordering: the tree at the top of shared_model/rmap.py (mm/rmap.c's header, for the
+locks the model has, per era).
 
 The primitives are the kernel's own algorithms on real atomics, compiled with numba
 (``shared_model/locking/``: ``ticket``, ``qspinlock``, ``tas``, ``mutex``, ``rwsem``).  The
@@ -47,7 +38,7 @@ import numpy as np
 from numba import carray, njit, types
 
 from . import ctx as G
-from .ctx import segment_words
+from .ctx import Stopped, segment_words
 from .layout import (
     CPU_FIELDS,
     CPU_STATE,
@@ -127,10 +118,6 @@ _NCLS = len(LOCK_CLASSES)
 WAIT = CPU_STATE["wait"]
 AV_CLASS = CLASS["anon_vma"]
 QSPIN_FIRST_NODE_PLACE = 1 << PLACE_NODE_SHIFT  # a qspinlock place this or above: an MCS node
-
-
-class Stopped(Exception):
-    """The run's stop flag was raised while this CPU was waiting for a lock."""
 
 
 def lock_kind(name: str) -> int:

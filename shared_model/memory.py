@@ -37,13 +37,7 @@ from .layout import (
 from .locking.atomics import READ_ONCE, atomic_fetch_add
 from .locking.cached_compile import cached_njit
 from .locks import CLASS, SITE, lock_acquire_c, lock_release_c, no_abort_begin, no_abort_end
-from .model import (
-    Model,
-    kmem_cache_alloc_c,
-    kmem_cache_alloc_one,
-    kmem_cache_free_c,
-    kmem_cache_free_one,
-)
+from .model import Model, mm_vmas
 from .pgtable import (
     free_pgd_range,
     free_pgtables_c,
@@ -55,7 +49,9 @@ from .pgtable import (
     pte_offset_map_c,
     pte_unlock_c,
 )
-from .rmap import do_swap_page_c, mapcount_add_c, page_set_anon_exclusive_c
+from .rmap import mapcount_add_c, page_set_anon_exclusive_c
+from .slab import kmem_cache_alloc_c, kmem_cache_alloc_one, kmem_cache_free_c, kmem_cache_free_one
+from .swap_state import do_swap_page_c
 
 PTL = CLASS["ptl"]
 S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_page", "dup_mmap", "exit_mmap"))
@@ -112,16 +108,6 @@ def mm_alloc(m: Model, parent: int = -1) -> int:
     if mm < 0:
         raise_status(mm)
     return int(mm)
-
-
-def mm_vmas(m: Model, mm: int) -> list[int]:
-    out = []
-    v = int(m.mm["vma_head"][mm])
-    nxt = m.vma["vm_next"]
-    while v >= 0:
-        out.append(v)
-        v = int(nxt[v])
-    return out
 
 
 def find_vma(m: Model, mm: int, vpn: int) -> int:
@@ -342,21 +328,6 @@ def do_wp_pages(m: Model, mm: int, vma: int, vpns: np.ndarray) -> tuple[int, int
     if st < 0:
         raise_status(st)
     return int(copied), int(reused)
-
-
-def do_swap_page(m: Model, page: int, slots: np.ndarray | list[int], write: bool = False) -> int:
-    """Fault ``page`` back in (from the swap cache, or read fresh from swap when reclaim
-    dropped it from the cache) at each swap PTE in ``slots``, in that order (each stands
-    for that mm's owner touching it again): PTE present and young, mapcount up, swap count
-    down, and on the first mapping the page placed as the era's page_add_anon_rmap does
-    (eras.Era.swapin).  ``write``: write faults, which map the page writable where the
-    faulting entry is its only user (reuse_swap_page).  Takes the page lock, then each
-    mm's ptl; the page's counts change by an atomic add (compiled: rmap.do_swap_page_c)."""
-    slots = np.asarray(slots, dtype=np.int64)
-    done = do_swap_page_c(m.words, m.w32, m.g, m.locks.held, page, slots, len(slots), int(write), 0)
-    if done < 0:
-        raise_status(done)
-    return int(done)
 
 
 @cached_njit

@@ -50,8 +50,9 @@ from .interval_tree import anon_vma_interval_tree_insert_c, anon_vma_interval_tr
 from .layout import PTE_PRESENT, PTE_WRITE, VM_READ, VM_WRITE
 from .locking.cached_compile import cached_njit
 from .locks import SITE, no_abort_begin, no_abort_end
-from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
+from .model import Model
 from .pgtable import pmd_addr_end, pte_lock_c, pte_offset_map_c, pte_unlock_c
+from .slab import kmem_cache_alloc_one, kmem_cache_free_one
 
 S_ADJUST = SITE["vma_adjust"]
 OK, STOPPED = G.OK, G.STOPPED

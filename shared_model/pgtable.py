@@ -34,7 +34,8 @@ from .layout import PGDIR_SHIFT, PMD_SHIFT, PTE_PRESENT, PTRS_PER_TABLE, PUD_SHI
 from .locking.atomics import READ_ONCE, smp_store_release
 from .locking.cached_compile import cached_njit
 from .locks import CLASS, lock_acquire_c, lock_release_c
-from .model import Model, kmem_cache_alloc_one, kmem_cache_free_one
+from .model import Model, mm_vmas
+from .slab import kmem_cache_alloc_one, kmem_cache_free_one
 
 PTL = CLASS["ptl"]
 IDX = PTRS_PER_TABLE - 1
@@ -260,8 +261,6 @@ def free_pgd_range(m: Model, mm: int, start: int, end: int) -> int:
     anon_vma lists, so none can be reading a freed block; a refault's lookup rechecks under
     the PTE lock (do_swap_page_one_c).  Expects: the mm's owner, its PTEs in the range
     zapped.  Returns the blocks freed.  Python: it takes no model lock (only the slab's)."""
-    from .memory import mm_vmas
-
     vmas = [(int(m.vma["vm_start"][v]), int(m.vma["vm_end"][v])) for v in mm_vmas(m, mm)]
 
     def unused(lo: int, hi: int) -> bool:

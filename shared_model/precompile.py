@@ -42,7 +42,7 @@ BASE_MODULES = ("shared_model.locking.common", "shared_model.locking.clock",
                 "shared_model.locking.tas", "shared_model.locking.ticket",
                 "shared_model.locking.qspinlock", "shared_model.locking.mutex",
                 "shared_model.locking.rwsem", "shared_model.locking.lock", "shared_model.locks",
-                "shared_model.model")
+                "shared_model.slab")
 MAX_COMPILE_JOBS = 4  # each child holds numba and LLVM (~300 MB); more share less work each
 CHILD_TIMEOUT_S = 600.0  # a compile child still running then is killed (the parent compiles)
 
@@ -70,15 +70,9 @@ def warm_up(note: Callable[[str], None] | None = None,
     from .locks import CLASS
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
-    from .rmap import (
-        AnonLru,
-        page_referenced,
-        shrink_lru,
-        shrink_page_list,
-        try_to_unmap,
-        walk_lengths_of,
-    )
+    from .rmap import page_referenced, try_to_unmap
     from .swapdev import swap_device_warm_up
+    from .vmscan import AnonLru, shrink_lru, shrink_page_list, walk_lengths_of
 
     t0 = time.perf_counter()
     dispatchers = model_dispatchers()

@@ -39,7 +39,8 @@ from shared_model.build import build_family, check_fits, family_capacities
 from shared_model.invariants import check_model
 from shared_model.layout import PTE_YOUNG
 from shared_model.model import Model
-from shared_model.rmap import refault_pass, walk_lengths_of
+from shared_model.swap_state import refault_pass
+from shared_model.vmscan import walk_lengths_of
 
 from .config import SCAN_SCENARIOS, RunConfig
 from .results import SCHEMA_SCAN
@@ -263,7 +264,7 @@ def _scan_shared_swapin(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-    from shared_model.rmap import walk_lengths_tree_of
+    from shared_model.vmscan import walk_lengths_tree_of
 
     from .workloads import mprotect_split
 

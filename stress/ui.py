@@ -44,6 +44,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from shared_model.layout import CPU_STATE, OWNER_WORD, LockNamer, lock_namer
+from shared_model.locking.common import owner_cpu, owner_pid
 
 from .results import STDOUT
 
@@ -176,7 +177,7 @@ class LiveView:
             return f"{self.name(w)} held by cpu{h} (itself waiting), {tail}"
         tag = owners.get(w, 0)
         if tag:
-            return f"{self.name(w)} held by cpu{tag % 4096 - 1} (pid {tag // 4096}), {tail}"
+            return f"{self.name(w)} held by cpu{owner_cpu(tag)} (pid {owner_pid(tag)}), {tail}"
         # No CPU is recorded as holding it: released between the two reads, or taken by a
         # lock primitive that records no owner.
         return f"{self.name(w)} held by ? (holder not recorded), {tail}"

@@ -105,12 +105,14 @@ def _tag_cpu(tag: int) -> int:
     return tag % OWNER_PID_SHIFT - 1  # the tag's low part is cpu + 1 (the builder: cpu -1)
 
 
+# The owner tag's one decoder: pid * OWNER_PID_SHIFT + cpu + 1, the builder's cpu -1 (its
+# low part 0), so the pid is the tag's high part and the CPU its low part less one.
 @cached_njit
 def owner_pid(tag: int) -> int:
     """The pid in an owner tag (0 for no owner)."""
-    return (tag - 1) // OWNER_PID_SHIFT if tag > 0 else 0
+    return tag // OWNER_PID_SHIFT if tag > 0 else 0
 
 
 def owner_cpu(tag: int) -> int:
-    """The CPU in an owner tag (-1 for no owner)."""
-    return (tag - 1) % OWNER_PID_SHIFT if tag > 0 else -1
+    """The CPU in an owner tag (-1 for no owner, and for the builder's)."""
+    return int(_tag_cpu(tag)) if tag > 0 else -1

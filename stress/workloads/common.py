@@ -10,7 +10,7 @@ from shared_model.build import Family, build_family, family_capacities
 from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.memory import resident_pages
 from shared_model.model import Model
-from shared_model.rmap import AnonLru, shrink_lru, shrink_page_list
+from shared_model.vmscan import AnonLru, shrink_lru, shrink_page_list
 
 from ..config import RunConfig
 
@@ -37,7 +37,7 @@ def shrink_page(m: Model, page: int, refault: bool) -> None:
 
 class DirectReclaim:
     """A CPU's direct reclaim over its share of the LRU (active and inactive anon lists,
-    shared_model.rmap.AnonLru): when free frames fall below the low watermark, reclaim
+    shared_model.vmscan.AnonLru): when free frames fall below the low watermark, reclaim
     (shrink_active_list when the inactive list is low, then shrink_page_list) until the
     high watermark is met or DIRECT_RECLAIM_SCAN positions have been looked at.  A page
     it unmapped is dropped from the swap cache when reclaim comes round to it again, so

@@ -35,7 +35,7 @@ from shared_model.memory import (
 )
 from shared_model.mmap import do_mprotect
 from shared_model.model import Model
-from shared_model.rmap import shrink_page_list
+from shared_model.vmscan import shrink_page_list
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX

@@ -20,8 +20,8 @@ import numpy as np
 from shared_model.build import build_family, family_capacities
 from shared_model.layout import PTE_YOUNG, Capacities
 from shared_model.model import Model
-from shared_model.rmap import AnonLru, shrink_lru
 from shared_model.swapdev import SwapIO
+from shared_model.vmscan import AnonLru, shrink_lru
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX, set_refault_order

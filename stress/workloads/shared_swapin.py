@@ -46,9 +46,11 @@ import numpy as np
 
 from shared_model.build import build_family, family_capacities
 from shared_model.layout import PTE_PRESENT, PTE_YOUNG, Capacities
-from shared_model.memory import do_swap_page, exit_mmap
+from shared_model.memory import exit_mmap
 from shared_model.model import Model
-from shared_model.rmap import mappings_found_of, refault_pass, shrink_page_list, try_to_unmap
+from shared_model.rmap import try_to_unmap
+from shared_model.swap_state import do_swap_page, refault_pass
+from shared_model.vmscan import mappings_found_of, shrink_page_list
 
 from ..config import RunConfig
 from .common import SWAP_CLUSTER_MAX, set_refault_order

@@ -23,16 +23,10 @@ from shared_model.invariants import check_model
 from shared_model.layout import ALLOC_KINDS, PTE_PRESENT, PTE_SWAP, PTE_YOUNG, Capacities
 from shared_model.locking import OWNER, OWNER_PID_SHIFT, lock_release, lock_trylock
 from shared_model.locks import Stopped, lock_kind
-from shared_model.memory import (
-    do_anonymous_pages,
-    do_mmap,
-    do_swap_page,
-    dup_mmap,
-    exit_mmap,
-    mm_alloc,
-)
+from shared_model.memory import do_anonymous_pages, do_mmap, dup_mmap, exit_mmap, mm_alloc
 from shared_model.model import Model, OutOfMemory
 from shared_model.rmap import page_referenced, try_to_unmap
+from shared_model.swap_state import do_swap_page
 
 MakeModel = Callable[..., Model]
 ALL_ERAS = list(ERAS)

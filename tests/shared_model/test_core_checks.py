@@ -9,7 +9,7 @@ rule it holds the model to, and derives what it expects from that rule, not from
 * mmap.py: ``is_mergeable_anon_vma`` trusts "no anon_vma" only for a VMA with a single
   AVC (mm/mmap.c, "list_is_singular(&vma->anon_vma_chain)"): a child's VMA, whose chain
   has two AVCs, takes in no neighbour that has no anon_vma; the parent's does.
-* rmap.py: 2.6.34's swap-in puts the page on the oldest anon_vma of the faulting VMA's
+* swap_state.py: 2.6.34's swap-in puts the page on the oldest anon_vma of the faulting VMA's
   chain (``list_entry(vma->anon_vma_chain.prev)``); 2.6.34 has no ``anon_vma->root``
   (5c341ee1dfc8 added it in 2.6.35), so the field, which the model keeps for the later
   eras, must not decide it.
@@ -46,14 +46,7 @@ from shared_model.layout import (
     Capacities,
 )
 from shared_model.locks import SITE
-from shared_model.memory import (
-    do_anonymous_pages,
-    do_mmap,
-    do_swap_page,
-    dup_mmap,
-    mm_alloc,
-    mm_vmas,
-)
+from shared_model.memory import do_anonymous_pages, do_mmap, dup_mmap, mm_alloc, mm_vmas
 from shared_model.mmap import (
     VM_PROT_MASK,
     _is_mergeable_anon_vma,
@@ -65,6 +58,7 @@ from shared_model.mmap import (
 from shared_model.model import Model
 from shared_model.pgtable import _populate_c, pte_lockptr_c, pte_offset_map_c
 from shared_model.rmap import try_to_unmap
+from shared_model.swap_state import do_swap_page
 from shared_model.swapdev import SwapIO, swap_device_init
 
 MakeModel = Callable[..., Model]
@@ -254,7 +248,7 @@ def test_vma_merge_needs_the_range_to_continue_the_neighbours_pgoff(make_model: 
     assert check_model(m) == []
 
 
-# ---------------------------------------------------------------------------- rmap.py
+# ---------------------------------------------------------------------------- swap_state.py
 
 
 def test_2634_swapin_takes_the_oldest_avc_of_the_chain_not_a_root_field(make_model: MakeModel) -> None:

@@ -42,7 +42,8 @@ from shared_model.memory import (
 )
 from shared_model.mmap import do_mprotect, split_vma
 from shared_model.model import Model, OutOfMemory
-from shared_model.rmap import page_referenced, walk_lengths_of, walk_lengths_tree_of
+from shared_model.rmap import page_referenced
+from shared_model.vmscan import walk_lengths_of, walk_lengths_tree_of
 from stress.config import RunConfig
 from stress.workloads import cve_2022_42703, fork_chain, mprotect_split
 

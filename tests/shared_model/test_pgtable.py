@@ -31,17 +31,11 @@ from shared_model.layout import (
     Capacities,
 )
 from shared_model.locks import CLASS, SITE
-from shared_model.memory import (
-    do_anonymous_pages,
-    do_mmap,
-    do_swap_page,
-    dup_mmap,
-    exit_mmap,
-    mm_alloc,
-)
+from shared_model.memory import do_anonymous_pages, do_mmap, dup_mmap, exit_mmap, mm_alloc
 from shared_model.model import Model
 from shared_model.pgtable import pte_page_bases_of
 from shared_model.rmap import page_referenced, try_to_unmap
+from shared_model.swap_state import do_swap_page
 
 MakeModel = Callable[..., Model]
 ERAS = ["2.6.33", "2.6.34", "3.0"]

@@ -50,7 +50,6 @@ from shared_model.memory import (
     do_anonymous_pages,
     do_mmap,
     do_munmap,
-    do_swap_page,
     do_wp_pages,
     dup_mmap,
     exit_mmap,
@@ -60,6 +59,7 @@ from shared_model.memory import (
 from shared_model.mmap import do_mprotect
 from shared_model.model import Model
 from shared_model.rmap import page_referenced, try_to_unmap
+from shared_model.swap_state import do_swap_page
 
 PTRS = 12
 MAX_MMS = 5

@@ -57,7 +57,6 @@ from shared_model.memory import (
     do_anonymous_pages,
     do_mmap,
     do_munmap,
-    do_swap_page,
     do_wp_pages,
     dup_mmap,
     exit_mmap,
@@ -67,7 +66,8 @@ from shared_model.memory import (
     touch_pages,
 )
 from shared_model.model import Model, OutOfMemory
-from shared_model.rmap import delete_from_swap_cache, page_referenced, try_to_unmap
+from shared_model.rmap import page_referenced, try_to_unmap
+from shared_model.swap_state import delete_from_swap_cache, do_swap_page
 
 PTRS = 12  # page-table slots per mm
 MAX_MMS = 6

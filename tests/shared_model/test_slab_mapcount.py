@@ -1,4 +1,4 @@
-"""Per-CPU slab caches (model.kmem_cache_alloc_c / kmem_cache_free_c) and page->_mapcount
+"""Per-CPU slab caches (slab.kmem_cache_alloc_c / kmem_cache_free_c) and page->_mapcount
 as a real atomic (rmap.mapcount_add_c): the counts are exact, whichever CPU's cache holds a
 free record, and concurrent atomic adds from two processes lose nothing."""
 

@@ -48,14 +48,10 @@ from shared_model.layout import (
     PTE_WRITE,
     PTE_YOUNG,
 )
-from shared_model.memory import do_swap_page, do_wp_pages, dup_mmap, exit_mmap
+from shared_model.memory import do_wp_pages, dup_mmap, exit_mmap
 from shared_model.model import Model
-from shared_model.rmap import (
-    delete_from_swap_cache,
-    page_referenced,
-    swap_reads_needed,
-    try_to_unmap,
-)
+from shared_model.rmap import page_referenced, try_to_unmap
+from shared_model.swap_state import delete_from_swap_cache, do_swap_page, swap_reads_needed
 from stress.config import RunConfig
 from stress.scan import scan
 
@@ -160,7 +156,7 @@ def test_dropped_slot_is_freed_by_exit(make_model: MakeModel, era: str) -> None:
 def test_reclaim_drops_an_unmapped_page_on_its_next_look(make_model: MakeModel, era: str) -> None:
     """shrink_page_list meeting a page it unmapped before frees its frame (the swap slot
     stays): the next fault is a fresh read."""
-    from shared_model.rmap import shrink_page_list
+    from shared_model.vmscan import shrink_page_list
 
     m, _parent, kids, _ = family(make_model, era)
     page = m.pte_of(kids[0], 0)[0]

@@ -42,7 +42,6 @@ from shared_model.memory import (
     do_anonymous_pages,
     do_mmap,
     do_munmap,
-    do_swap_page,
     do_wp_pages,
     dup_mmap,
     exit_mmap,
@@ -53,6 +52,7 @@ from shared_model.memory import (
 from shared_model.model import Model, OutOfMemory
 from shared_model.rmap import page_referenced, try_to_unmap
 from shared_model.segment import SHM_PREFIX, leftover_segments
+from shared_model.swap_state import do_swap_page
 
 PTRS = 64  # page-table slots per mm
 MAX_OWN = 7  # mms a worker may own at once

@@ -21,15 +21,15 @@ from shared_model.build import build_family
 from shared_model.eras import ERAS
 from shared_model.layout import LS_ACQ, PTE_YOUNG
 from shared_model.locks import CLASS, SITE
-from shared_model.memory import do_swap_page, touch_pages
+from shared_model.memory import touch_pages
 from shared_model.model import Model
-from shared_model.rmap import (
+from shared_model.rmap import lock_page_c, try_to_unmap
+from shared_model.swap_state import do_swap_page
+from shared_model.vmscan import (
     AnonLru,
-    lock_page_c,
     shrink_active_list,
     shrink_lru,
     shrink_page_list,
-    try_to_unmap,
     unlock_page_one,
 )
 

@@ -26,7 +26,8 @@ from shared_model.locking import RWSEM, RWSEM_FIFO, RWSEM_HANDOFF, RWSEM_STEAL_3
 from shared_model.locks import CLASS, SITE, lock_acquire_fast, lock_kind
 from shared_model.memory import dup_mmap, exit_mmap
 from shared_model.model import Model
-from shared_model.rmap import page_referenced, shrink_page_list
+from shared_model.rmap import page_referenced
+from shared_model.vmscan import shrink_page_list
 from stress.cli import main
 from stress.config import ConfigError, RunConfig
 from stress.runner import run

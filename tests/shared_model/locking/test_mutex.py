@@ -18,7 +18,9 @@ from shared_model.locking import (
     lock_state,
     lock_trylock,
 )
+from shared_model.locking.common import owner_cpu, owner_pid
 from shared_model.locking.locktorture import LockLab, torture_hammer
+from shared_model.locks import owner_tag
 
 LOOPS = 20_000
 PARENT_CPU = 15
@@ -116,3 +118,14 @@ def test_a_dead_holder_is_taken_over_by_exactly_one_waiter(lab: LockLab) -> None
     assert statuses == [LOCK_CONTENDED, LOCK_OWNER_DIED]
     assert lock_state(lab.words, at.lock, MUTEX) == (False, 0)
     assert lock_owner(lab.words, at.lock) == 0
+
+
+def test_owner_tag_decodes_as_it_was_made() -> None:
+    """owner_pid and owner_cpu give back the pid and CPU that owner_tag put in, the
+    builder's cpu -1 too (its tag's low part is 0: the pid is the high part, not one less),
+    and no owner for 0.  The mutex's and rwsem's dead-owner checks read the pid this way."""
+    for pid in (1, 4242, 4194303):
+        for cpu in (-1, 0, 1, 63, 4094):
+            tag = owner_tag(pid, cpu)
+            assert (int(owner_pid(tag)), owner_cpu(tag)) == (pid, cpu), (pid, cpu)
+    assert (int(owner_pid(0)), owner_cpu(0)) == (0, -1)
