@@ -3,9 +3,10 @@
 Only the CPU that runs an mm changes that mm's VMAs and page tables (this stands for
 mmap_sem held for write); other CPUs reach its PTEs only through an rmap walk, which takes
 the PTE page's split lock before it changes one.  PTEs are found through the mm's
-four-level tables (pgtable.py): a fault allocates the levels it lacks, exit frees them.  Every operation runs compiled (numba), a page at a time as the
-kernel's loops do, beside a thin Python wrapper with the kernel's name; compiled code
-returns a status that the wrapper turns into OutOfMemory or Stopped.
+four-level tables (pgtable.py): a fault allocates the levels it lacks, exit frees them.
+Every operation runs compiled (numba), a page at a time as the kernel's loops do, beside a
+thin Python wrapper with the kernel's name; compiled code returns a status that the wrapper
+turns into OutOfMemory or Stopped.
 """
 
 from __future__ import annotations

@@ -155,8 +155,9 @@ def vma_adjust_lock_target_c(w32: np.ndarray, g: np.ndarray, vma: int, nxt: int,
 
 
 @cached_njit
-def vma_adjust_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
-                 vma: int, start: int, end: int, pgoff: int, insert: int, below: int) -> int:
+def vma_adjust_c(  # noqa: C901 - mm/mmap.c's vma_adjust, one function there as here
+        words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+        vma: int, start: int, end: int, pgoff: int, insert: int, below: int) -> int:
     """Give vma the range [start, end) at ``pgoff``; link ``insert`` (a split piece) on the
     mm's list; when vma grows over its next neighbours, remove the ones it covers whole
     (anon_vma_merge) and shift the start of one it covers in part; when it shrinks with
@@ -271,7 +272,8 @@ def split_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
         w32[_vma(g, new, f)] = w32[_vma(g, vma, f)]
     for f in (G.VMA_AVC_HEAD, G.VMA_NEXT, G.VMA_AV_PREV, G.VMA_AV_NEXT):
         w32[_vma(g, new, f)] = -1
-    start, end, pgoff = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)], w32[_vma(g, vma, G.VMA_PGOFF)]
+    start, end = w32[_vma(g, vma, G.VMA_START)], w32[_vma(g, vma, G.VMA_END)]
+    pgoff = w32[_vma(g, vma, G.VMA_PGOFF)]
     if new_below:
         w32[_vma(g, new, G.VMA_END)] = addr
     else:
@@ -374,11 +376,13 @@ def vma_merge(m: Model, mm: int, prev: int, addr: int, end: int, flags: int, av:
         if (nxt >= 0 and end == int(rec["vm_start"][nxt])
                 and can_vma_merge_before(m, nxt, flags, av, pgoff + pglen)
                 and _is_mergeable_anon_vma(m, int(rec["anon_vma"][prev]), int(rec["anon_vma"][nxt]), -1)):
-            vma_adjust(m, prev, int(rec["vm_start"][prev]), int(rec["vm_end"][nxt]), int(rec["vm_pgoff"][prev]))
+            vma_adjust(m, prev, int(rec["vm_start"][prev]), int(rec["vm_end"][nxt]),
+                       int(rec["vm_pgoff"][prev]))
         else:  # cases 2, 5, 7
             vma_adjust(m, prev, int(rec["vm_start"][prev]), end, int(rec["vm_pgoff"][prev]))
         return prev
-    if nxt >= 0 and end == int(rec["vm_start"][nxt]) and can_vma_merge_before(m, nxt, flags, av, pgoff + pglen):
+    if (nxt >= 0 and end == int(rec["vm_start"][nxt])
+            and can_vma_merge_before(m, nxt, flags, av, pgoff + pglen)):
         if prev >= 0 and addr < int(rec["vm_end"][prev]):  # case 4
             vma_adjust(m, prev, int(rec["vm_start"][prev]), addr, int(rec["vm_pgoff"][prev]))
             return nxt

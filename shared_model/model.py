@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import ctx as G
-from .ctx import OutOfMemory as OutOfMemory  # raised by G.raise_status; callers catch it from here
-from .ctx import make_geometry
+from .ctx import (  # OutOfMemory: raised by G.raise_status; callers catch it from here
+    OutOfMemory,  # noqa: F401
+    make_geometry,
+)
 from .eras import ADJUST_CODES, REUSE_CODES, Era, get_era
 from .layout import (
     ALLOC_KINDS,
