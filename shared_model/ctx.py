@@ -71,7 +71,7 @@ G_SIZE += 4
 SWAPIN_KEEP, SWAPIN_OLDEST, SWAPIN_ROOT, SWAPIN_ANON_EXCLUSIVE = 0, 1, 2, 3
 SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT,
                "anon_exclusive": SWAPIN_ANON_EXCLUSIVE}
-# Appended (issue 12, structural half): the era's interval tree (3.7+) and reuse rule
+# Appended: the era's interval tree (3.7+) and reuse rule
 # (eras.REUSE_*, 3.19+).
 TREE, REUSE = G_SIZE, G_SIZE + 1
 G_SIZE = REUSE + 1
@@ -93,7 +93,7 @@ K_MM, K_VMA, K_ANON_VMA, K_AVC, K_PAGE = (ALLOC_KINDS.index(k) for k in (
 PGD0, PUD0, PMD0, PTL_W0 = range(G_SIZE, G_SIZE + 4)
 G_SIZE = PTL_W0 + 1
 K_PGD, K_PUD, K_PMD, K_PTE = (ALLOC_KINDS.index(k) for k in PGTABLE_KINDS)
-# Appended (issue 19): the order in which a page's owners fault it back in after reclaim
+# Appended: the order in which a page's owners fault it back in after reclaim
 # unmapped it (``scan --refault`` and reclaim-storm's refaults; REFAULT_ORDER_*), set by the
 # workload in its own process (``--refault-order``).
 REFAULT_ORDER = G_SIZE
@@ -102,7 +102,7 @@ REFAULT_ORDER = G_SIZE
 WP_SCRATCH = G_SIZE + 1
 FREE_RELOCK = G_SIZE + 2  # eras.Era.anon_vma_free_relock (set by Model)
 G_SIZE = FREE_RELOCK + 1
-# Appended (issue 19, item 6; set by Model): eras.Era.adjust_lock as an eras.ADJUST_* code,
+# Appended (set by Model): eras.Era.adjust_lock as an eras.ADJUST_* code,
 # and eras.Era.clone_nowait.
 ADJUST_LOCK, CLONE_NOWAIT = G_SIZE, G_SIZE + 1
 G_SIZE = CLONE_NOWAIT + 1
