@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the model's steps cost, each printed beside its target (issue "Kernel speed").
+"""What the model's steps cost, each printed beside its target.
 
     python scripts/bench_model.py            # everything, about 3 minutes on 2 cores
     python scripts/bench_model.py --quick    # smaller repetitions, shorter runs
@@ -247,10 +247,10 @@ def _av_wait(r: dict) -> float:
 
 
 def bench_storm(duration: float) -> None:
-    """The issue's targets were set for 2.6.34 when the model kept a swapped-in page's
+    """The targets were set for 2.6.34 when the model kept a swapped-in page's
     anon_vma.  The released 2.6.34 puts every page it swaps back in on the oldest anon_vma
     of the chain (the family's root), so under reclaim-storm's refault churn its walks are
-    O(N) again (issue "The seed's eras exactly as released"): the kernel wins, and its
+    O(N) again: the kernel wins, and its
     figures are printed without a target.  The seed's fix holds from 2.6.36 (288468c334e9),
     which carries the targets."""
     r = {}

@@ -11,8 +11,8 @@
 ``--scripted`` (see SCRIPTED below): hand-written mutations of the compiled core (the lock
 primitives, page tables, interval tree, VMA merges, invariants, swap-in era rules, the swap
 device, the compile cache) and of the analysis modules; each mutant is compiled in a
-scratch copy, then the module's tests from before issue 24 run ("before"), then the tests
-issue 24 added ("new"), each run bounded by ``--timeout``; the table gives, per module,
+scratch copy, then the module's older tests run ("before"), then the tests
+added for the compiled core ("new"), each run bounded by ``--timeout``; the table gives, per module,
 the mutants killed by an assertion before and after, and those that were not.  Minutes of
 2 busy cores per mutant of compiled code (an edit under shared_model/ recompiles it all);
 a mutant of a plain Python function under shared_model/ (invariants' rules, mmap's merge
@@ -154,7 +154,7 @@ def run_module(module: str, budget: float, jobs: int, keep: bool,
 # key, locking/numba_hooks.py), about a minute on 2 shared cores.  So each scripted mutation is one
 # hand-written, semantically important edit (a kernel rule broken the way a rewrite could
 # break it), run in a scratch copy: compile (warm_up), then the module's tests as they were
-# before issue 24 ("before"), then the tests issue 24 added ("new").  Outcomes per run:
+# older tests ("before"), then the tests added for the compiled core ("new").  Outcomes per run:
 #
 #   killed    a test failed on an assertion (or the compile refused the mutant); a LockLab
 #             wait that ran out is one (LabDeadline, an AssertionError saying what it
@@ -173,7 +173,7 @@ class Mutation:
     name: str
     old: str
     new: str
-    named: bool = False  # one of the 16 the issue names
+    named: bool = False  # one of the 16 named mutations (the lock and page-table rules first listed)
 
 
 COMPILE_S = 1500.0  # a cold compile of the whole model on 2 busy cores
@@ -184,7 +184,7 @@ TREE_OLD = ["tests/shared_model/test_later_eras.py", "tests/shared_model/test_re
 CORE_NEW = ["tests/shared_model/test_core_checks.py", "tests/shared_model/test_invariant_rules.py"]
 ANALYSIS_NEW = ["tests/stress/test_analysis_values.py"]
 
-# module -> (tests before issue 24, tests it added)
+# module -> (older tests, tests added for the compiled core)
 SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
     "shared_model/locking/ticket.py": (LOCK_OLD, LOCK_NEW),
     "shared_model/locking/qspinlock.py": (LOCK_OLD, LOCK_NEW),
@@ -579,8 +579,8 @@ def main() -> int:
     ap.add_argument("--scripted", action="store_true",
                     help="run the scripted mutations of the compiled core and the analysis modules "
                          "(all, or those of the modules named) instead of mutmut")
-    ap.add_argument("--named", action="store_true", help="with --scripted: only the issue's 16")
-    ap.add_argument("--others", action="store_true", help="with --scripted: all but the issue's 16")
+    ap.add_argument("--named", action="store_true", help="with --scripted: only the 16 named mutations")
+    ap.add_argument("--others", action="store_true", help="with --scripted: all but the 16 named mutations")
     ap.add_argument("--only", action="append", default=[],
                     help="with --scripted: the mutations whose name contains this (repeatable)")
     ap.add_argument("--timeout", type=float, default=180.0,
