@@ -61,6 +61,7 @@ TORTURE_SCENARIOS = tuple(s for s in SCENARIOS if s not in ("cve-2022-42703", "s
 LOCKS = (None, *LOCK_KINDS)  # None: the era's own primitive
 RUN_TIMEOUT_S = 600.0  # one run that takes longer than this is a failure ("hung")
 STARTUP_S = 8.0  # what a run costs besides its duration (import, build, start, check)
+EVIDENCE_LINES = 64  # of a failed run's CPU states (or stderr) kept in the summary
 
 
 def parse_duration(text: str) -> float:
@@ -141,13 +142,16 @@ def random_plan(rng: random.Random, cores: int, max_cpus: int, max_run_s: float)
 
 @dataclasses.dataclass
 class Outcome:
-    """What one run came to: ``failures`` (kind, detail), empty when clean."""
+    """What one run came to: ``failures`` (kind, detail), empty when clean; ``evidence``,
+    for a failed run, what it left to read: each CPU's state when it failed (the results'
+    ``failed.cpu_states``), else the end of its stderr."""
 
     plan: Plan
     status: int
     stop_s: float | None
     wall_s: float
     failures: list[tuple[str, str]]
+    evidence: list[str] = dataclasses.field(default_factory=list)
 
 
 def kind_of(check: str, message: str) -> str:
@@ -213,7 +217,11 @@ def run_one(plan: Plan, workdir: Path, cwd: Path) -> Outcome:
     if any(segment_owner(n) == p.pid for n in leftover_segments()):
         failures.append(("leftover segment", "a /dev/shm segment of the run outlived it"))
     stop_s = doc.get("phases", {}).get("stop_s") if doc else None
-    return Outcome(plan, p.returncode, stop_s, wall, failures)
+    evidence: list[str] = []
+    if failures:
+        states = (doc.get("failed") or {}).get("cpu_states") if doc else None
+        evidence = list(states or err.strip().splitlines()[-20:])[:EVIDENCE_LINES]
+    return Outcome(plan, p.returncode, stop_s, wall, failures, evidence)
 
 
 def _deliver_sigstops(p: subprocess.Popen[bytes], plan: Plan, t0: float,
@@ -298,7 +306,8 @@ def summarize(outcomes: list[Outcome], budget_s: float, seed: int) -> dict[str, 
     for o in outcomes:
         for check, detail in o.failures:
             k = kind_of(check, detail)
-            entry = kinds.setdefault(k, {"kind": k, "runs": 0, "first": detail, "command": o.plan.command()})
+            entry = kinds.setdefault(k, {"kind": k, "runs": 0, "first": detail, "command": o.plan.command(),
+                                         "evidence": o.evidence})
             entry["runs"] += 1
     stops = [(o.stop_s, o.plan.command()) for o in outcomes if o.stop_s is not None]
     slowest = max(stops, default=(None, None))

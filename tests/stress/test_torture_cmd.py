@@ -44,9 +44,12 @@ def test_plans_are_valid_and_oversubscribe_within_the_bound() -> None:
         assert 2 <= plan.cfg.cpus <= 32 and plan.cfg.duration <= 2.0
         assert plan.argv()[:2] == ["run", "--quiet"] and "--quiet" not in plan.command()
     assert len({p.cfg.era for p in plans}) > 5 and any(p.sigstops for p in plans)
-    failed = Outcome(plans[0], 1, 2.5, 9.0, [("invariants", "vma 5 is not on the list of its anon_vma 0")])
+    states = ["cpu0  waiting for slab(mm) 4.4 s", "cpu1  work (dup_mmap)"]
+    failed = Outcome(plans[0], 1, 2.5, 9.0, [("invariants", "vma 5 is not on the list of its anon_vma 0")],
+                     states)
     doc = summarize([failed, Outcome(plans[1], 0, 0.4, 5.0, [])], 60, 3)
     assert doc["runs"] == 2 and doc["failed_runs"] == 1 and doc["failures"][0]["runs"] == 1
+    assert doc["failures"][0]["evidence"] == states  # what the failed run left to read
     lines = summary_lines(doc)
     assert lines[0].startswith("FAIL 1x invariants: vma N is not on the list")
     assert "rmap-stress run" in lines[0]
