@@ -6,9 +6,25 @@ from __future__ import annotations
 
 from functools import partial
 
-from shared_model.locking import LOCK_STOPPED, RWSEM, lock_acquire, lock_release, lock_state
+from shared_model.locking import (
+    LOCK_STOPPED,
+    RWSEM,
+    RWSEM_FIFO,
+    RWSEM_HANDOFF,
+    RWSEM_SPIN,
+    RWSEM_STEAL,
+    RWSEM_STEAL_39,
+    lock_acquire,
+    lock_release,
+    lock_state,
+)
 from shared_model.locking.common import NODE_RUN_STATE, RUN_SLEEPING
 from shared_model.locking.locktorture import LockLab
+
+# Every rwsem policy, and the name each test id gives it.
+POLICIES = [RWSEM_FIFO, RWSEM_STEAL_39, RWSEM_STEAL, RWSEM_SPIN, RWSEM_HANDOFF]
+POLICY_IDS = {RWSEM_FIFO: "fifo", RWSEM_STEAL_39: "steal-3.9", RWSEM_STEAL: "steal",
+              RWSEM_SPIN: "spin-3.19", RWSEM_HANDOFF: "handoff-6.0"}
 
 PARENT = 15  # the test process's CPU
 READ, WRITE = 1, 0  # ``shared``

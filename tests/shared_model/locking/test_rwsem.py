@@ -16,6 +16,8 @@ import time
 import pytest
 from _helpers.rwsem_lab import (
     PARENT,
+    POLICIES,
+    POLICY_IDS,
     READ,
     WRITE,
     log,
@@ -33,8 +35,6 @@ from shared_model.locking import (
     RWSEM,
     RWSEM_FIFO,
     RWSEM_HANDOFF,
-    RWSEM_SPIN,
-    RWSEM_STEAL,
     RWSEM_STEAL_39,
     lock_owner,
     lock_state,
@@ -43,9 +43,6 @@ from shared_model.locking import (
 from shared_model.locking.locktorture import LockLab, torture_hammer, torture_reader
 from shared_model.locking.rwsem import rwsem_readers
 
-POLICIES = [RWSEM_FIFO, RWSEM_STEAL_39, RWSEM_STEAL, RWSEM_SPIN, RWSEM_HANDOFF]
-POLICY_IDS = {RWSEM_FIFO: "fifo", RWSEM_STEAL_39: "steal-3.9", RWSEM_STEAL: "steal",
-              RWSEM_SPIN: "spin-3.19", RWSEM_HANDOFF: "handoff-6.0"}
 LOOPS = 10_000
 
 

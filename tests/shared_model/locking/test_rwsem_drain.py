@@ -13,17 +13,13 @@ import signal
 import time
 
 import pytest
-from _helpers.rwsem_lab import PARENT, READ, WRITE, logged, queue, release, take
+from _helpers.rwsem_lab import PARENT, POLICIES, POLICY_IDS, READ, WRITE, logged, queue, release, take
 
 from shared_model.locking import (
     LOCK_CONTENDED,
     LOCK_FAST,
     RWSEM,
     RWSEM_FIFO,
-    RWSEM_HANDOFF,
-    RWSEM_SPIN,
-    RWSEM_STEAL,
-    RWSEM_STEAL_39,
     lock_owner,
     lock_state,
 )
@@ -31,9 +27,6 @@ from shared_model.locking.common import DRAIN_NAP_NS, STOP_DRAIN
 from shared_model.locking.lock import lock_is_wedged
 from shared_model.locking.locktorture import LockLab
 
-POLICIES = [RWSEM_FIFO, RWSEM_STEAL_39, RWSEM_STEAL, RWSEM_SPIN, RWSEM_HANDOFF]
-POLICY_IDS = {RWSEM_FIFO: "fifo", RWSEM_STEAL_39: "steal-3.9", RWSEM_STEAL: "steal",
-              RWSEM_SPIN: "spin-3.19", RWSEM_HANDOFF: "handoff-6.0"}
 WAITERS = [(WRITE, 1), (READ, 2), (WRITE, 3), (READ, 4)]
 
 
