@@ -28,8 +28,9 @@ from .layout import (
     SLAB_CPU_WORDS,
     SLAB_LIMIT,
 )
-from .locking.atomics import c_entry_call, cmpxchg, cpu_relax, smp_store_release
+from .locking.atomics import READ_ONCE, c_entry_call, cmpxchg, cpu_relax, futex_wait, smp_store_release
 from .locking.cached_compile import cached_cfunc, cached_njit
+from .locking.common import DRAIN_NAP_NS, STOP_DRAIN
 from .locks import (
     CLASS,
     SITE,
@@ -52,11 +53,23 @@ def _ac(g: np.ndarray, k: int) -> int:
 
 @njit(inline="always")
 def ac_lock(words: np.ndarray, w32: np.ndarray, g: np.ndarray, ac: int) -> bool:
-    """Take a CPU's cache lock (its own, uncontended but for a drain); False on abort."""
+    """Take a CPU's cache lock (its own, uncontended but for a drain); False on abort.
+
+    Its holder may be waiting for the slab lock (cache_alloc_locked, cache_flusharray),
+    or be preempted there, so a drain can wait on it as long as on that lock.  Once the
+    run is stopping (stop word 1 or more), the wait naps DRAIN_NAP_NS between tries, as
+    the lock primitives' waits do (``locking.common.stop_requested``): pure spinners on
+    an oversubscribed machine take the cores from the holder and the slab lock's queue
+    they wait for."""
     while cmpxchg(w32, ac + SLAB_AC_LOCK, 0, 1) != 0:
         if abort_requested(words, g):
             return False
-        cpu_relax()
+        stop_w = g[G.STOP_W]
+        stop = READ_ONCE(words, stop_w)
+        if stop >= STOP_DRAIN:
+            futex_wait(words, stop_w, stop, DRAIN_NAP_NS)
+        else:
+            cpu_relax()
     return True
 
 

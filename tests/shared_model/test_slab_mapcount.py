@@ -5,10 +5,12 @@ free record, and concurrent atomic adds from two processes lose nothing."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+from _helpers.children import Spawn
 from numba import njit
 
 from shared_model import ctx as G
@@ -17,6 +19,7 @@ from shared_model.layout import (
     ALLOC_KINDS,
     PGTABLE_KINDS,
     SLAB_AC_AVAIL,
+    SLAB_AC_LOCK,
     SLAB_AC_WORDS,
     SLAB_BATCH,
     SLAB_LIMIT,
@@ -99,6 +102,51 @@ def test_records_cached_on_another_cpu_never_make_allocation_fail(make_model: Ma
     assert m.free_count("page") == free
     del other
     assert_free_counts_exact(m)
+
+
+def _voluntary_switches(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for {pid}")
+
+
+def test_drain_naps_on_a_held_cache_lock_while_the_run_stops(make_model: MakeModel,
+                                                            spawn: Spawn) -> None:
+    """A drain waits for another CPU's cache lock, whose holder may itself wait for the
+    slab lock or be preempted: once the run is stopping it naps between tries, as the lock
+    primitives' waiters do, instead of spinning the cores away from that holder; and it
+    still drains the cache when the lock comes free."""
+    m = make_model("3.8", users=0, pages=1, cpus=2)
+    m.flush_slab_caches()
+    everything = m.alloc("page", m.free_count("page"))
+    m.free("page", everything[:5])  # into the builder's cache; the global stack is empty
+    assert (top(m), cached(m, m.cpu)) == (0, 5)
+    lock = m.seg["slab_cpu"][m.cpu:m.cpu + 1, K_PAGE * SLAB_AC_WORDS + SLAB_AC_LOCK]
+    lock[0] = 1  # the builder holds its cache lock (as one waiting for the slab lock)
+    m.header["stop"][0] = 1  # the run is draining
+
+    def body(cm: Model, w: int, _r: int) -> None:
+        os.write(w, b"r")
+        cm.free("page", cm.alloc("page", 1))  # short: drains the builder's cache
+
+    try:
+        c = spawn(m, body)
+        c.wait_ready()
+        time.sleep(0.05)
+        v0 = _voluntary_switches(c.pid)
+        time.sleep(0.4)
+        naps = _voluntary_switches(c.pid) - v0
+    finally:
+        lock[0] = 0
+        m.header["stop"][0] = 0
+    assert c.join() == 0
+    assert (top(m), cached(m, m.cpu)) == (0, 0)
+    assert cached(m, 0) == 5  # drained, refilled into CPU 0's cache, freed back there
+    m.free("page", everything[5:])
+    assert_free_counts_exact(m)
+    assert naps >= 20, f"the drain slept {naps} times in 0.4 s on a held cache lock: it spins"
 
 
 def test_dead_cpus_cache_still_counts_as_free(make_model: MakeModel) -> None:
