@@ -58,6 +58,13 @@ SHARES = (("lock_wait", "system: lock wait", "#d62728"), ("walk", "system: rmap 
 PANEL_W, PANEL_H = 4.2, 3.4  # inches per era column and per row
 
 
+def _legend(ax: Any, **kw: Any) -> None:
+    """The axes' legend, when anything on them has a label: a document with no curves
+    leaves a panel empty, and matplotlib warns on an empty legend."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def plot_results(doc: dict[str, Any], out_path: str, log_jobs: bool = False) -> None:
     """Draw ``doc`` (a ramp, a scale, a run or a demo) into ``out_path``;
     ``log_jobs``: a ramp's jobs/min on a log axis (a 100x collapse is flat on a linear one).
@@ -233,7 +240,7 @@ def _cdf_panel(ax: Axes, hists: dict[str, dict[str, int]], colors: dict[str, str
         ax.axhline(q, color="#999999", lw=0.6, ls=":")
     if drawn:
         ax.set_xscale("log")
-        ax.legend(loc="lower right", fontsize="small")
+        _legend(ax, loc="lower right", fontsize="small")
     else:
         ax.text(0.5, 0.5, "no anon_vma lock waits recorded", ha="center", va="center",
                 transform=ax.transAxes, color="#666666")
@@ -250,7 +257,7 @@ def _timeline_panel(ax: Axes, series: dict[str, tuple[list[float], list[float]]]
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
     if any(series):  # a ramp's one unnamed series needs no legend
-        ax.legend(loc="upper left", fontsize="small")
+        _legend(ax, loc="upper left", fontsize="small")
 
 
 def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool = False) -> Figure:
@@ -314,7 +321,7 @@ def _ramp_figure(figure_cls: type[Figure], doc: dict[str, Any], log_jobs: bool =
         ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     if points:  # outside the axes: inside, it covered the first points
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     else:
         ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
 
@@ -366,7 +373,7 @@ def _ramp_share_panels(fig: Figure, gs: Any, eras: list[str], points: list[dict[
         if i == 0:
             ax.set_ylabel("share of CPU time (%)")
         if i == len(eras) - 1 and us:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+            _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
 
 
 def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> Figure:
@@ -425,7 +432,7 @@ def _runs_figure(figure_cls: type[Figure], runs: dict[str, dict[str, Any]]) -> F
         if i == 0:
             ax.set_ylabel("share of CPU time (%)")
         if i == ncols - 1 and cpus:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+            _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
 
     _cdf_panel(fig.add_subplot(gs[1, :]), {era: _anon_vma_hist(r) for era, r in runs.items()},
                colors, "anon_vma lock wait time (CDF) per era")
@@ -484,7 +491,7 @@ def _scale_figure(figure_cls: type[Figure], doc: dict[str, Any]) -> Figure:
             ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         if points:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+            _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         else:
             ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
     return fig
