@@ -142,8 +142,7 @@ def test_a_signal_during_start_up_ends_it_cleanly(sig: int) -> None:
 
 
 @pytest.mark.parametrize("name, status", [("INT", 130), ("TERM", 143)])
-@pytest.mark.parametrize("trial", range(2))
-def test_timeout_signal_keeps_the_results(tmp_path: Path, name: str, status: int, trial: int) -> None:
+def test_timeout_signal_keeps_the_results(tmp_path: Path, name: str, status: int) -> None:
     """``timeout`` signals the run and then its group: one signal, results written."""
     out = tmp_path / "r.json"
     p = subprocess.run(["timeout", "--preserve-status", "-s", name, "8", *CLI, "run", "--quiet",
