@@ -49,7 +49,7 @@ INLINED: set[Any] = set()
 
 
 def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
-                inline: bool = False, llvm_inline: bool = False) -> Any:
+                inline: bool = False, llvm_inline: bool = False, cache: bool = True) -> Any:
     """``njit(cache=True)(fn)``, its cache keyed on the whole model's sources too; without
     NRT unless ``nrt=True``.  Use as ``@cached_njit`` or ``@cached_njit(nrt=True)``.
 
@@ -64,12 +64,18 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
     compiled caller instead of a call.  The same saving as ``inline`` at a fraction of its
     compile time: numba's own inlining re-types the body (and all it inlines in turn) at
     every call site (inlining lock_acquire_c and lock_release_c that way took the cold
-    compile from 44 to 151 s of CPU)."""
+    compile from 44 to 151 s of CPU).
+
+    ``cache=False``: compiled in memory at each import, never written to the cache, and
+    not one of the model's functions (not in REGISTRY, so warm-up skips it): for the
+    tests' own kernels, so that the test suite after ``rmap-stress demo`` writes no cache
+    file."""
     if fn is None:
-        return lambda f: cached_njit(f, nrt=nrt, inline=inline, llvm_inline=llvm_inline)
+        return lambda f: cached_njit(f, nrt=nrt, inline=inline, llvm_inline=llvm_inline, cache=cache)
     how = "always" if inline else "never"
     options = {} if nrt else no_nrt_options()
-    cache = cache_usable()
+    model = cache
+    cache = cache and cache_usable()
     if cache:
         claim(fn)
     try:
@@ -79,9 +85,10 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
     compile_unliteral(dispatcher)
     if llvm_inline:
         mark_always_inline(dispatcher)
-    REGISTRY.append(dispatcher)
-    if inline:
-        INLINED.add(dispatcher)
+    if model:
+        REGISTRY.append(dispatcher)
+        if inline:
+            INLINED.add(dispatcher)
     return dispatcher
 
 

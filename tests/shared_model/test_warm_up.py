@@ -109,3 +109,45 @@ def test_commands_after_the_warm_up_compile_nothing() -> None:
                           capture_output=True, text=True, timeout=900)
     assert cmds.returncode == 0, cmds.stderr[-3000:]
     assert sorted(_cache_files(root) - before) == []
+
+
+def test_the_tests_own_kernels_compile_in_memory() -> None:
+    """A kernel a test file compiles for itself (``@cached_njit`` in tests/) is declared
+    ``cache=False``: cached, it would add files to the machine's cache whenever the suite
+    runs after ``rmap-stress demo`` (25 of them before), and it is not the model's code."""
+    import ast
+
+    cached = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for dec in node.decorator_list:
+                call = dec if isinstance(dec, ast.Call) else None
+                name = call.func if call else dec
+                if not (isinstance(name, ast.Name) and name.id == "cached_njit"):
+                    continue
+                in_memory = call is not None and any(
+                    k.arg == "cache" and isinstance(k.value, ast.Constant) and k.value.value is False
+                    for k in call.keywords)
+                if not in_memory:
+                    cached.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert cached == []
+
+
+def test_a_kernel_declared_in_memory_is_not_the_models() -> None:
+    """``cached_njit(cache=False)`` compiles without the cache and stays out of the
+    warm-up's registry."""
+    from numba.core.caching import NullCache
+
+    from shared_model.locking.cached_compile import cached_njit
+
+    before = len(REGISTRY)
+
+    @cached_njit(cache=False)
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    assert plus_one(41) == 42
+    assert isinstance(plus_one._cache, NullCache)
+    assert len(REGISTRY) == before

@@ -32,13 +32,13 @@ CHILDREN = 2
 ADDS = 200_000
 
 
-@cached_njit
+@cached_njit(cache=False)
 def add_many(words: np.ndarray, i: int, n: int) -> None:
     for _ in range(n):
         atomic_fetch_add(words, i, 1)
 
 
-@cached_njit
+@cached_njit(cache=False)
 def race_cmpxchg(words: np.ndarray, gate: int, i: int, me: int) -> int:
     while READ_ONCE(words, gate) == 0:
         cpu_relax()
@@ -48,7 +48,7 @@ def race_cmpxchg(words: np.ndarray, gate: int, i: int, me: int) -> int:
 SPIN_BUDGET = 1 << 30  # pauses before a spin gives up: a hang becomes a failure
 
 
-@cached_njit
+@cached_njit(cache=False)
 def publish(words: np.ndarray, data: int, flag: int, n: int) -> None:
     for k in range(1, n + 1):
         words[data] = k  # plain store, ordered before the release below
@@ -59,7 +59,7 @@ def publish(words: np.ndarray, data: int, flag: int, n: int) -> None:
             spins += 1
 
 
-@cached_njit
+@cached_njit(cache=False)
 def consume(words: np.ndarray, data: int, flag: int, n: int) -> int:
     """How many of ``n`` published values were seen stale after their flag (-1: gave up)."""
     bad = 0
@@ -76,7 +76,7 @@ def consume(words: np.ndarray, data: int, flag: int, n: int) -> int:
     return bad
 
 
-@cached_njit
+@cached_njit(cache=False)
 def sleep_until_set(words: np.ndarray, i: int) -> int:
     sleeps = 0
     while READ_ONCE(words, i) == 0:
@@ -85,13 +85,13 @@ def sleep_until_set(words: np.ndarray, i: int) -> int:
     return sleeps
 
 
-@cached_njit
+@cached_njit(cache=False)
 def wake(words: np.ndarray, i: int) -> int:
     WRITE_ONCE(words, i, 1)
     return futex_wake(words, i, 1)
 
 
-@cached_njit
+@cached_njit(cache=False)
 def rmw_ops(words: np.ndarray, i: int) -> tuple[int, int, int, int]:
     a = atomic_xchg(words, i, 0b1100)
     b = atomic_fetch_or(words, i, 0b0011)
@@ -99,12 +99,12 @@ def rmw_ops(words: np.ndarray, i: int) -> tuple[int, int, int, int]:
     return a, b, c, READ_ONCE(words, i)
 
 
-@cached_njit
+@cached_njit(cache=False)
 def now() -> int:
     return clock_ns()
 
 
-@cached_njit
+@cached_njit(cache=False)
 def alive(pid: int) -> bool:
     return pid_alive(pid)
 

@@ -127,7 +127,7 @@ def test_a_pending_waiter_killed_wedges_the_lock_recognisably(lab: LockLab) -> N
         == LOCK_STOPPED
 
 
-@cached_njit
+@cached_njit(cache=False)
 def _parts(words: np.ndarray) -> int:
     smp_store_release_u8(words, 0, 0)
     WRITE_ONCE_u8_1(words, 1, 0)

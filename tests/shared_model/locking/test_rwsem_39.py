@@ -42,7 +42,7 @@ def hold_write(lab: LockLab, policy: int) -> None:
                         at.node(PARENT), at.stop) == LOCK_FAST
 
 
-@cached_njit
+@cached_njit(cache=False)
 def _release_half_way(words, w: int) -> None:  # type: ignore[no-untyped-def]
     """up_write up to the grant: wait_lock taken, the owner and WRITER cleared; the
     caller finishes with ``_grant_and_unlock``."""
@@ -51,7 +51,7 @@ def _release_half_way(words, w: int) -> None:  # type: ignore[no-untyped-def]
     atomic_fetch_add(words, w, -WRITER)
 
 
-@cached_njit
+@cached_njit(cache=False)
 def _grant_and_unlock(words, w: int, policy: int) -> None:  # type: ignore[no-untyped-def]
     rwsem_wake_locked(words, w, policy)
     _wait_unlock(words, w)
