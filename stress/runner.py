@@ -207,6 +207,25 @@ class _Signals:
 STATE_NAMES = {v: k for k, v in CPU_STATE.items()}
 
 
+# What the OS says of a CPU process, where it explains a CPU that makes no progress
+# (/proc/PID/stat's state letter; a running or sleeping process says nothing more).
+OS_STATES = {"T": "stopped by a signal", "t": "stopped by a tracer", "D": "in uninterruptible sleep",
+             "Z": "exited, not reaped", "X": "dead"}
+
+
+def _os_state(pid: int) -> str:
+    """", stopped by a signal" and the like for a CPU process the OS holds off the CPU
+    (someone SIGSTOPped it, a debugger holds it); empty for a running or sleeping one, or
+    one whose /proc entry cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    letter = stat[stat.rfind(b")") + 2:][:1].decode(errors="replace")
+    return f", {OS_STATES[letter]}" if letter in OS_STATES else ""
+
+
 def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
     """One line per CPU: what it is doing, what it waits for and holds, since when."""
     held: dict[int, list[str]] = {}
@@ -216,7 +235,7 @@ def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:
     for i, c in enumerate(cpu):
         state = STATE_NAMES.get(int(c["state"]), "?")
         since = (now_ns - int(c["state_since_ns"])) / 1e6 if c["state_since_ns"] else 0.0
-        line = f"cpu{i} (pid {int(c['pid'])}):"
+        line = f"cpu{i} (pid {int(c['pid'])}{_os_state(int(c['pid']))}):"
         if c["wait_lock"] >= 0:  # "waiting for", not "wait waiting for"
             line += f" waiting for {m.describe_lock(int(c['wait_lock']))} for {since:.0f} ms"
         elif state in ("walk", "wait", "iowait"):

@@ -179,33 +179,37 @@ def _session(sid: int) -> list[int]:
 
 
 def run_one(plan: Plan, workdir: Path, cwd: Path) -> Outcome:
-    """Run ``plan`` as a child CLI, deliver its SIGSTOPs, and check everything after."""
+    """Run ``plan`` as a child CLI, deliver its SIGSTOPs, and check everything after.
+
+    The child's stderr goes to a file, not a pipe: nothing reads a pipe while the
+    SIGSTOPs are delivered, and a run that filled one would block in a write and look
+    stalled."""
     out = workdir / "run.json"
     out.unlink(missing_ok=True)
     t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "stress", *plan.argv(), "--json", str(out)], cwd=cwd,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     failures: list[tuple[str, str]] = []
     stopped: list[psutil.Process] = []
-    try:
-        _deliver_sigstops(p, plan, t0, stopped)
-        _, err_b = p.communicate(timeout=max(1.0, RUN_TIMEOUT_S - (time.monotonic() - t0)))
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        _, err_b = p.communicate()
-        failures.append(("hung", f"no exit within {RUN_TIMEOUT_S:.0f} s"))
-    except BaseException:  # Ctrl-C or SIGTERM of the torturer: the run goes with it
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        raise
-    finally:
-        for target in stopped:
-            try:
-                target.send_signal(signal.SIGCONT)
-            except psutil.Error:
-                pass
+    signals: list[str] = []
+    with open(workdir / "run.stderr", "w+b") as err_f:
+        p = subprocess.Popen([sys.executable, "-m", "stress", *plan.argv(), "--json", str(out)],
+                             cwd=cwd, stdout=subprocess.DEVNULL, stderr=err_f, start_new_session=True)
+        try:
+            _deliver_sigstops(p, plan, t0, stopped, signals)
+            p.wait(timeout=max(1.0, RUN_TIMEOUT_S - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            failures.append(("hung", f"no exit within {RUN_TIMEOUT_S:.0f} s"))
+        except BaseException:  # Ctrl-C or SIGTERM of the torturer: the run goes with it
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise
+        finally:
+            for target in stopped:
+                _resume(target)
+        err_f.seek(0)
+        err = err_f.read().decode(errors="replace")
     wall = time.monotonic() - t0
-    err = err_b.decode(errors="replace")
     doc: dict[str, Any] | None = None
     try:
         doc = json.loads(out.read_text())
@@ -220,14 +224,16 @@ def run_one(plan: Plan, workdir: Path, cwd: Path) -> Outcome:
     evidence: list[str] = []
     if failures:
         states = (doc.get("failed") or {}).get("cpu_states") if doc else None
-        evidence = list(states or err.strip().splitlines()[-20:])[:EVIDENCE_LINES]
+        evidence = list(states or err.strip().splitlines()[-20:])[:EVIDENCE_LINES] + signals
     return Outcome(plan, p.returncode, stop_s, wall, failures, evidence)
 
 
 def _deliver_sigstops(p: subprocess.Popen[bytes], plan: Plan, t0: float,
-                      stopped: list[psutil.Process]) -> None:
+                      stopped: list[psutil.Process], signals: list[str]) -> None:
     """Each of the plan's SIGSTOPs at its time after the CPUs exist, SIGCONT after its
-    length; ``stopped`` holds the one stopped now (the caller resumes it on any exit)."""
+    length; ``stopped`` holds the one stopped now (the caller resumes it on any exit).
+    ``signals`` gets one line per SIGSTOP: when it was sent and when its SIGCONT took
+    effect, measured (a failed run's evidence: a late SIGCONT is the harness's doing)."""
     # The run's clock starts when its CPUs exist (after the build and compiled-code load).
     while p.poll() is None and len(_cpu_processes(p)) < plan.cfg.cpus:
         if time.monotonic() - t0 > RUN_TIMEOUT_S:
@@ -244,12 +250,32 @@ def _deliver_sigstops(p: subprocess.Popen[bytes], plan: Plan, t0: float,
             continue
         try:
             target.send_signal(signal.SIGSTOP)
-            stopped.append(target)
-            time.sleep(length)
-            target.send_signal(signal.SIGCONT)
-            stopped.remove(target)
         except psutil.Error:
-            pass
+            continue
+        sent = time.monotonic() - t_run
+        stopped.append(target)
+        time.sleep(length)
+        resumed = _resume(target)
+        stopped.remove(target)
+        signals.append(f"torture: SIGSTOP of cpu{cpu} at {sent:.2f} s for {length:.2f} s: "
+                       f"resumed at {time.monotonic() - t_run:.2f} s"
+                       + ("" if resumed else " (still stopped: its process was gone or would not resume)"))
+
+
+def _resume(target: psutil.Process) -> bool:
+    """SIGCONT ``target`` and wait (up to a second, sending again) until the OS no longer
+    has it stopped; False if it stayed stopped or is gone."""
+    for _ in range(100):
+        try:
+            os.kill(target.pid, signal.SIGCONT)
+            with open(f"/proc/{target.pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return False
+        if stat[stat.rfind(b")") + 2:][:1] not in (b"T", b"t"):
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def _judge(plan: Plan, returncode: int | None, doc: dict[str, Any] | None,

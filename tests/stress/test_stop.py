@@ -23,7 +23,7 @@ import psutil
 
 from shared_model.layout import CPU_DTYPE, CPU_FIELDS, CPU_STATE, HEADER_DTYPE
 from stress.report import status_reason, stop_line
-from stress.runner import _Stop, explain_violations, stop_outcome
+from stress.runner import _os_state, _Stop, explain_violations, stop_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "stress"]
@@ -222,3 +222,27 @@ def test_the_stop_block_names_aborted_operations_and_what_explains_violations() 
     assert clean["invariants"]["corruption"] == "vma 5 is lost"
     assert "model corruption" not in status_reason(clean)  # the reason quotes the messages
     assert "vma 5 is lost" in status_reason(clean)
+
+
+def test_a_cpu_state_line_says_when_the_os_has_the_process_stopped() -> None:
+    """A stalled CPU that someone SIGSTOPped is told apart from one that hangs in the
+    model: its state line says "stopped by a signal" (from /proc/PID/stat)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert _os_state(child.pid) == ""
+        os.kill(child.pid, signal.SIGSTOP)
+        for _ in range(200):
+            if _os_state(child.pid):
+                break
+            time.sleep(0.01)
+        assert _os_state(child.pid) == ", stopped by a signal"
+        os.kill(child.pid, signal.SIGCONT)
+        for _ in range(200):
+            if not _os_state(child.pid):
+                break
+            time.sleep(0.01)
+        assert _os_state(child.pid) == ""
+    finally:
+        child.kill()
+        child.wait()
+    assert _os_state(child.pid) == ""  # gone: nothing to say

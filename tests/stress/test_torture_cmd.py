@@ -4,15 +4,19 @@ checked for invariants, its stop and leftovers, through the real CLI; and its pu
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from stress.config import ConfigError
-from stress.torture import Outcome, kind_of, parse_duration, random_plan, summarize, summary_lines
+from stress.torture import Outcome, _resume, kind_of, parse_duration, random_plan, summarize, summary_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,3 +58,18 @@ def test_plans_are_valid_and_oversubscribe_within_the_bound() -> None:
     assert lines[0].startswith("FAIL 1x invariants: vma N is not on the list")
     assert "rmap-stress run" in lines[0]
     assert lines[-1].startswith("torture: 2 runs, 1 failed") and "slowest stop 2.5 s" in lines[-1]
+
+
+def test_resume_leaves_the_process_running_and_reports_a_gone_one() -> None:
+    """The torturer's SIGCONT is checked: the process is no longer stopped when it returns."""
+    child = psutil.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(0.05)
+        assert child.status() == psutil.STATUS_STOPPED
+        assert _resume(child) is True
+        assert child.status() != psutil.STATUS_STOPPED
+    finally:
+        child.kill()
+        child.wait()
+    assert _resume(child) is False
