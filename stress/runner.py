@@ -285,7 +285,12 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
 
     Raises RunFailed (a CPU died, or no CPU made progress for ``stall_timeout`` seconds)
     or RunInterrupted, each carrying the partial results (None if interrupted before the
-    gate opened).  ``on_phase`` hears the progress of build, start-up and check."""
+    gate opened).  ``on_phase`` hears the progress of build, start-up and check.
+
+    The phases: build the model and start the CPUs (``_start``), the measured window
+    (``_measure``), the stop at operation boundaries and the model's check
+    (``_stop_and_check``); a second signal quits at once (``_quit_now``); whatever
+    happened, ``_Live.close`` leaves no process and no segment behind."""
     cfg = cfg.resolved()
     workload = get_workload(cfg.scenario)
     caps = workload.capacities(cfg)
@@ -295,121 +300,191 @@ def run(cfg: RunConfig, on_tick: Callable[[Tick], None] | None = None,
     compile_once()
     machine = machine_info()
     t_build = time.perf_counter()
-    phase = "building the model"
     with _Signals(say=ui.say_from_handler) as sigs:
         try:
             m = Model.create(caps, cfg.era, cfg.lock, entry_cost_ns=cfg.entry_cost_ns)
         except _Abort:
-            raise RunInterrupted(sigs.status_signum, None, phase) from None
-        seg = m.seg
-        procs: list[mp.process.BaseProcess] = []
-        words = m.locks.words
-        gate_w, stop_w = seg.offsets["header"] // 8 + 1, seg.offsets["header"] // 8 + 2
-        gate_r, gate_wfd = os.pipe()
-
-        def abort() -> None:
-            m.locks.words[stop_w] = 2
-
-        sigs.abort = abort
-        failure: str | None = None
-        report: list[str] = []
-        results: dict[str, Any] | None = None
-        elapsed = build_s = 0.0
-        phases: dict[str, float] = {}  # seconds spent starting, stopping, checking
-        sampler: _Timeline | None = None
-        nice: int | None = None  # the parent's own nice value, when it raised its priority
-        window: tuple[np.ndarray, int, int] | None = None  # slots, now_ns, start_ns at the end
-        window_lockstat: np.ndarray | None = None  # lockstat at the end
-        start_ns = 0
-        cpu_arr = seg["cpu"][: cfg.cpus]
+            raise RunInterrupted(sigs.status_signum, None, "building the model") from None
+        live = _Live.open(cfg, m, sigs, machine)
         try:
-            with _BuildProgress(m, caps, on_phase):
-                state = workload.setup(m, cfg)
-            swap_device_init(m, cfg.swap_latency_ms, cfg.swap_iops, cfg.swap_queue, cfg.swap_device == "disk")
-            build_s = time.perf_counter() - t_build
-            log.info("model built in %.2f s: %r", build_s, m)
-            phase = "starting the CPUs"
-            t_start = time.perf_counter()
-            _start_cpus(procs, sigs, cfg, seg, state, (gate_r, gate_wfd), cpu_arr, on_phase)
-            names = lock_namer(seg.offsets, caps)
-            nice = _parent_priority(cfg.cpus)
-            words[gate_w] = 1
-            start_ns = time.perf_counter_ns()
-            os.close(gate_wfd)  # EOF at every CPU's read: all go at once
-            gate_wfd = -1
-            sigs.quick = False
-            phases["start_s"] = time.perf_counter() - t_start
-            phase = "running"
-            t0 = time.monotonic()
-            sampler = _Timeline(procs, t0)
-            failure = _watch(m, cfg, procs, cpu_arr, words, names, sigs, sampler, t0,
-                             on_tick, tick_s, stall_timeout)
-            if failure:
-                report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
-            elapsed = time.monotonic() - t0
-            # The window closes: the CPUs' slots now, before any is stopped or killed, so
-            # that waits and walks still in progress count (metrics.window_end).
-            window = (np.array(cpu_arr), time.perf_counter_ns(), start_ns)
-            window_lockstat = np.array(seg["lockstat"][: cfg.cpus])
-            # The last timeline interval, so a plot's timeline runs to the end.
-            sampler.maybe_sample(time.monotonic(), cpu_arr, final=True)
-            phase = "stopping"
-            t_stop = time.perf_counter()
-            words[stop_w] = 2 if failure else 1
-            stop_stall = stall_timeout or STOP_STALL_S
-            arr = cpu_arr
-
-            def states_now() -> list[str]:
-                return cpu_states(m, np.array(arr), time.perf_counter_ns())
-
-            stop = _reap(procs, words, stop_w, cpu_arr, stop_stall, on_phase, states_now)
-            phases["stop_s"] = time.perf_counter() - t_stop
-            if stop.stalled and not failure:
-                failure = (f"stalled while stopping: {len(stop.stalled)} of {cfg.cpus} CPUs made no "
-                           f"progress for {stop_stall:g} s (--stall-timeout) and were aborted "
-                           f"inside an operation")
-                report = stop.stalled_states
-            phase = "checking the model"
-            if on_phase:
-                on_phase("check", 0, 1)
-            t_check = time.perf_counter()
-            results = collect(m, cfg, machine, elapsed, build_s, window=window,
-                              window_lockstat=window_lockstat)
-            if hasattr(workload, "results"):  # a scenario's own section (shared-swapin: seed_bug)
-                results.update(workload.results(m, state, results))
-            phases["check_s"] = time.perf_counter() - t_check
-            results["stop"] = stop_outcome(stop, np.array(cpu_arr), phases["stop_s"])
-            explain_violations(results)
-            if on_phase:
-                on_phase("check", 1, 1)
+            state = _start(live, workload, caps, t_build, on_phase)
+            _measure(live, on_tick, tick_s, stall_timeout)
+            results = _stop_and_check(live, workload, state, stall_timeout, on_phase)
         except _Abort:
-            sigs.ignore()
-            if sampler is None:  # before the gate opened: nothing was measured
-                raise RunInterrupted(sigs.status_signum, None, phase) from None
-            # Quit at once, with what can be gathered without the model check (fast).
-            elapsed = elapsed or time.monotonic() - sampler.t0
-            if window is None:
-                window = (np.array(cpu_arr), time.perf_counter_ns(), start_ns)
-            words[stop_w] = 2
-            stop = _reap(procs, words, stop_w)
-            results = collect(m, cfg, machine, elapsed, build_s, check=False, window=window,
-                              window_lockstat=window_lockstat)
-            results["stop"] = stop_outcome(stop, np.array(cpu_arr), None)
-            results["aborted"] = f"a second signal while {phase}: the model was not checked"
+            results = _quit_now(live)
         finally:
-            sigs.ignore()  # the cleanup below must run to its end
-            sigs.abort = None
-            if nice is not None:
-                os.setpriority(os.PRIO_PROCESS, 0, nice)
-            words[stop_w] = max(int(words[stop_w]), 1)
-            if gate_wfd >= 0:
-                os.close(gate_wfd)  # wakes CPUs still at the gate; the stop word sends them home
-            os.close(gate_r)
-            _reap(procs, words, stop_w)
-            del words, cpu_arr
-            m.close()
-            seg.unlink()
-        return _outcome(results, sampler, build_s, phases, failure, report, sigs)
+            live.close()
+        return _outcome(results, live.sampler, live.build_s, live.phases, live.failure, live.report, sigs)
+
+
+@dataclasses.dataclass
+class _Live:
+    """One run in progress: what ``run``'s phases hand on, and what its abort and its
+    clean-up must see however far the run got."""
+
+    cfg: RunConfig
+    m: Model
+    sigs: _Signals
+    machine: dict[str, Any]
+    gate_r: int
+    gate_wfd: int  # -1 once the gate opened
+    procs: list[mp.process.BaseProcess] = dataclasses.field(default_factory=list)
+    phase: str = "building the model"
+    build_s: float = 0.0
+    elapsed: float = 0.0
+    start_ns: int = 0
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds starting, stopping, ...
+    sampler: _Timeline | None = None
+    nice: int | None = None  # the parent's own nice value, when it raised its priority
+    window: tuple[np.ndarray, int, int] | None = None  # slots, now_ns, start_ns at the end
+    window_lockstat: np.ndarray | None = None  # lockstat at the end
+    failure: str | None = None
+    report: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def open(cls, cfg: RunConfig, m: Model, sigs: _Signals, machine: dict[str, Any]) -> _Live:
+        gate_r, gate_wfd = os.pipe()
+        live = cls(cfg, m, sigs, machine, gate_r, gate_wfd)
+        sigs.abort = live.abort
+        return live
+
+    @property
+    def header_w(self) -> int:
+        return self.m.seg.offsets["header"] // 8
+
+    @property
+    def gate_w(self) -> int:
+        return self.header_w + 1
+
+    @property
+    def stop_w(self) -> int:
+        return self.header_w + 2
+
+    def cpu_arr(self) -> np.ndarray:
+        """The CPUs' slots in the segment (a view: drop it before the model closes)."""
+        return self.m.seg["cpu"][: self.cfg.cpus]
+
+    def abort(self) -> None:
+        self.m.locks.words[self.stop_w] = 2
+
+    def close(self) -> None:
+        """The clean-up, which must run to its end: restore the priority, send every CPU
+        home, join them, unmap and unlink the segment."""
+        self.sigs.ignore()
+        self.sigs.abort = None
+        if self.nice is not None:
+            os.setpriority(os.PRIO_PROCESS, 0, self.nice)
+        words = self.m.locks.words
+        words[self.stop_w] = max(int(words[self.stop_w]), 1)
+        if self.gate_wfd >= 0:
+            os.close(self.gate_wfd)  # wakes CPUs still at the gate; the stop word sends them home
+        os.close(self.gate_r)
+        _reap(self.procs, words, self.stop_w)
+        del words
+        self.m.close()
+        self.m.seg.unlink()
+
+
+def _start(live: _Live, workload: Any, caps: Any, t_build: float,
+           on_phase: PhaseCallback | None) -> Any:
+    """Build the scenario's model, fork the CPUs, and open the gate; the scenario's state."""
+    cfg, m = live.cfg, live.m
+    with _BuildProgress(m, caps, on_phase):
+        state = workload.setup(m, cfg)
+    swap_device_init(m, cfg.swap_latency_ms, cfg.swap_iops, cfg.swap_queue, cfg.swap_device == "disk")
+    live.build_s = time.perf_counter() - t_build
+    log.info("model built in %.2f s: %r", live.build_s, m)
+    live.phase = "starting the CPUs"
+    t_start = time.perf_counter()
+    _start_cpus(live.procs, live.sigs, cfg, m.seg, state, (live.gate_r, live.gate_wfd),
+                live.cpu_arr(), on_phase)
+    live.nice = _parent_priority(cfg.cpus)
+    m.locks.words[live.gate_w] = 1
+    live.start_ns = time.perf_counter_ns()
+    os.close(live.gate_wfd)  # EOF at every CPU's read: all go at once
+    live.gate_wfd = -1
+    live.sigs.quick = False
+    live.phases["start_s"] = time.perf_counter() - t_start
+    return state
+
+
+def _measure(live: _Live, on_tick: Callable[[Tick], None] | None, tick_s: float,
+             stall_timeout: float | None) -> None:
+    """The measured window: watch the CPUs until the duration is over (or a failure, or a
+    signal), then close the window: copies of the slots and lockstat at that instant."""
+    cfg, m = live.cfg, live.m
+    live.phase = "running"
+    t0 = time.monotonic()
+    live.sampler = _Timeline(live.procs, t0)
+    cpu_arr = live.cpu_arr()
+    names = lock_namer(m.seg.offsets, m.caps)
+    live.failure = _watch(m, cfg, live.procs, cpu_arr, m.locks.words, names, live.sigs, live.sampler,
+                          t0, on_tick, tick_s, stall_timeout)
+    if live.failure:
+        live.report = cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
+    live.elapsed = time.monotonic() - t0
+    # The window closes: the CPUs' slots now, before any is stopped or killed, so that
+    # waits and walks still in progress count (metrics.window_end).
+    live.window = (np.array(cpu_arr), time.perf_counter_ns(), live.start_ns)
+    live.window_lockstat = np.array(m.seg["lockstat"][: cfg.cpus])
+    # The last timeline interval, so a plot's timeline runs to the end.
+    live.sampler.maybe_sample(time.monotonic(), cpu_arr, final=True)
+
+
+def _stop_and_check(live: _Live, workload: Any, state: Any, stall_timeout: float | None,
+                    on_phase: PhaseCallback | None) -> dict[str, Any]:
+    """Every CPU to an operation boundary (``_reap``), then the model's check and the
+    results document."""
+    cfg, m = live.cfg, live.m
+    live.phase = "stopping"
+    t_stop = time.perf_counter()
+    m.locks.words[live.stop_w] = 2 if live.failure else 1
+    stop_stall = stall_timeout or STOP_STALL_S
+    cpu_arr = live.cpu_arr()
+
+    def states_now() -> list[str]:
+        return cpu_states(m, np.array(cpu_arr), time.perf_counter_ns())
+
+    stop = _reap(live.procs, m.locks.words, live.stop_w, cpu_arr, stop_stall, on_phase, states_now)
+    live.phases["stop_s"] = time.perf_counter() - t_stop
+    if stop.stalled and not live.failure:
+        live.failure = (f"stalled while stopping: {len(stop.stalled)} of {cfg.cpus} CPUs made no "
+                        f"progress for {stop_stall:g} s (--stall-timeout) and were aborted "
+                        f"inside an operation")
+        live.report = stop.stalled_states
+    live.phase = "checking the model"
+    if on_phase:
+        on_phase("check", 0, 1)
+    t_check = time.perf_counter()
+    results = collect(m, cfg, live.machine, live.elapsed, live.build_s, window=live.window,
+                      window_lockstat=live.window_lockstat)
+    if hasattr(workload, "results"):  # a scenario's own section (shared-swapin: seed_bug)
+        results.update(workload.results(m, state, results))
+    live.phases["check_s"] = time.perf_counter() - t_check
+    results["stop"] = stop_outcome(stop, np.array(cpu_arr), live.phases["stop_s"])
+    explain_violations(results)
+    if on_phase:
+        on_phase("check", 1, 1)
+    return results
+
+
+def _quit_now(live: _Live) -> dict[str, Any]:
+    """A second signal: quit at once, with what can be gathered without the model check
+    (fast); RunInterrupted with nothing if the gate had not opened (nothing measured)."""
+    live.sigs.ignore()
+    if live.sampler is None:
+        raise RunInterrupted(live.sigs.status_signum, None, live.phase) from None
+    m, cpu_arr = live.m, live.cpu_arr()
+    live.elapsed = live.elapsed or time.monotonic() - live.sampler.t0
+    if live.window is None:
+        live.window = (np.array(cpu_arr), time.perf_counter_ns(), live.start_ns)
+    m.locks.words[live.stop_w] = 2
+    stop = _reap(live.procs, m.locks.words, live.stop_w)
+    results = collect(m, live.cfg, live.machine, live.elapsed, live.build_s, check=False,
+                      window=live.window, window_lockstat=live.window_lockstat)
+    results["stop"] = stop_outcome(stop, np.array(cpu_arr), None)
+    results["aborted"] = f"a second signal while {live.phase}: the model was not checked"
+    return results
 
 
 def _outcome(results: dict[str, Any], sampler: _Timeline | None, build_s: float,
@@ -896,8 +971,6 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
     locks = metrics.lock_rows(lockstat)
     cpus = metrics.cpu_rows(cpu)
     walks = metrics.walk_stats(cpu, walkhist)
-    scanned = int(cpu["pages_scanned"].sum())
-    jobs = int(cpu["jobs"].sum())
     return {
         "schema": SCHEMA_RUN,
         "config": cfg.record("run", refault_order=cfg.resolved_refault_order(),
@@ -920,25 +993,32 @@ def collect(m: Model, cfg: RunConfig, machine: dict[str, Any], elapsed: float,
         "wedged_locks": m.wedged_locks(),
         "iowait_share": metrics.iowait_share(cpu),
         "swap_device": swap_device_stats(np.array(m.seg["swapdev"]), elapsed),
-        "throughput": {
-            "jobs_per_min": jobs / elapsed * 60 if elapsed else 0.0,
-            "pages_scanned_per_s": scanned / elapsed if elapsed else 0.0,
-            "jobs": jobs,
-            "pages_scanned": scanned,
-            "pages_unmapped": int(cpu["pages_unmapped"].sum()),
-            "refaults": int(cpu["refaults"].sum()),
-            "forks": int(cpu["forks"].sum()),
-            "cows": int(cpu["cows"].sum()),
-            "swapins": int(cpu["swapins"].sum()),
-            "direct_reclaims": int(cpu["direct_reclaims"].sum()),
-            "alloc_failures": int(cpu["alloc_failures"].sum()),
-            "exits": int(cpu["exits"].sum()),
-            "forks_per_s": int(cpu["forks"].sum()) / elapsed if elapsed else 0.0,
-            "rmap_trylock_fail": int(cpu["rmap_trylock_fail"].sum()),
-            "rmap_freed_anon_vma": int(cpu["rmap_freed_anon_vma"].sum()),
-        },
+        "throughput": _throughput(cpu, elapsed),
         "invariants": {"checked": check, "violations": len(violations), "messages": violations},
         "lock_order": {"checked": cfg.check_lock_order,
                        "findings": metrics.lock_order_findings(lockdep) if cfg.check_lock_order else [],
                        "edges": metrics.lock_order_edges(lockdep) if cfg.check_lock_order else []},
+    }
+
+
+def _throughput(cpu: np.ndarray, elapsed: float) -> dict[str, Any]:
+    """The run's counts of work done (summed over the CPUs) and their rates."""
+    scanned = int(cpu["pages_scanned"].sum())
+    jobs = int(cpu["jobs"].sum())
+    return {
+        "jobs_per_min": jobs / elapsed * 60 if elapsed else 0.0,
+        "pages_scanned_per_s": scanned / elapsed if elapsed else 0.0,
+        "jobs": jobs,
+        "pages_scanned": scanned,
+        "pages_unmapped": int(cpu["pages_unmapped"].sum()),
+        "refaults": int(cpu["refaults"].sum()),
+        "forks": int(cpu["forks"].sum()),
+        "cows": int(cpu["cows"].sum()),
+        "swapins": int(cpu["swapins"].sum()),
+        "direct_reclaims": int(cpu["direct_reclaims"].sum()),
+        "alloc_failures": int(cpu["alloc_failures"].sum()),
+        "exits": int(cpu["exits"].sum()),
+        "forks_per_s": int(cpu["forks"].sum()) / elapsed if elapsed else 0.0,
+        "rmap_trylock_fail": int(cpu["rmap_trylock_fail"].sum()),
+        "rmap_freed_anon_vma": int(cpu["rmap_freed_anon_vma"].sum()),
     }
