@@ -49,17 +49,39 @@ def lockstat_table(res: dict[str, Any], top_sites: int = 4) -> str:
     return "\n".join(lines)
 
 
-def cpu_table(res: dict[str, Any]) -> str:
+# Above this many CPUs the table shows the CPUs that waited most and one line for the
+# rest: 256 rows bury the report (every row stays in the results document).
+CPU_ROWS = 32
+CPU_ROWS_SHOWN = 8
+
+
+def cpu_table(res: dict[str, Any], rows: int = CPU_ROWS) -> str:
+    """One row per CPU (time shares, walks, OS accounting); with more than ``rows`` CPUs,
+    the CPU_ROWS_SHOWN that waited longest and a line of the rest's means."""
     head = (f"{'cpu':>4} {'work':>6} {'walk':>6} {'wait':>6} {'iowait':>6} {'other':>6} {'walks':>8} "
             f"{'utime':>7} {'stime':>7} {'vctx':>7} {'ivctx':>7}")
-    lines = [head]
-    for c in res["cpus"]:
-        s, o = c["share"], c["os"]
-        lines.append(f"{c['cpu']:>4} {pct(s['work'])} {pct(s['walk'])} {pct(s['lock_wait'])} "
-                     f"{pct(s.get('iowait', 0.0))} "
-                     f"{pct(s['other'])} {c['walks']:>8} {o['utime']:>6.2f}s {o['stime']:>6.2f}s "
-                     f"{o['voluntary_ctx']:>7} {o['involuntary_ctx']:>7}")
+    cpus = res["cpus"]
+    shown = cpus
+    if len(cpus) > rows:
+        shown = sorted(sorted(cpus, key=lambda c: -c["share"]["lock_wait"])[:CPU_ROWS_SHOWN],
+                       key=lambda c: c["cpu"])
+    lines = [head] + [_cpu_row(c) for c in shown]
+    if len(shown) < len(cpus):
+        rest = [c for c in cpus if c not in shown]
+        m = mean_shares({"cpus": rest})
+        lines.append(f"{'rest':>4} {pct(m['work'])} {pct(m['walk'])} {pct(m['lock_wait'])} "
+                     f"{pct(m['iowait'])} {pct(m['other'])} {sum(c['walks'] for c in rest):>8}   "
+                     f"(mean of the other {len(rest)} "
+                     f"CPUs; above: the {len(shown)} that waited longest; every CPU's row is in --json)")
     return "\n".join(lines)
+
+
+def _cpu_row(c: dict[str, Any]) -> str:
+    s, o = c["share"], c["os"]
+    return (f"{c['cpu']:>4} {pct(s['work'])} {pct(s['walk'])} {pct(s['lock_wait'])} "
+            f"{pct(s.get('iowait', 0.0))} "
+            f"{pct(s['other'])} {c['walks']:>8} {o['utime']:>6.2f}s {o['stime']:>6.2f}s "
+            f"{o['voluntary_ctx']:>7} {o['involuntary_ctx']:>7}")
 
 
 def mean_shares(res: dict[str, Any]) -> dict[str, float]:

@@ -100,6 +100,16 @@ def test_cpu_table() -> None:
     assert len(lines) == 3
 
 
+def test_cpu_table_of_many_cpus_shows_those_that_waited_longest() -> None:
+    one = make_run()["cpus"][0]
+    cpus = [{**one, "cpu": i, "walks": 1, "share": {**one["share"], "lock_wait": i / 100}} for i in range(40)]
+    lines = cpu_table(make_run(cpus=cpus)).splitlines()
+    assert [int(x.split()[0]) for x in lines[1:-1]] == list(range(32, 40))
+    assert lines[-1].split()[:7] == ["rest", "10.0%", "30.0%", "15.5%", "0.0%", "10.0%", "32"]
+    assert "the other 32 CPUs" in lines[-1] and "--json" in lines[-1]
+    assert len(cpu_table(make_run(cpus=cpus[:32])).splitlines()) == 33  # up to 32: every row
+
+
 def test_mean_shares() -> None:
     assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45,
                                                      "iowait": 0.0, "other": 0.15})
