@@ -34,13 +34,8 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .anon_vma import (
-    anon_vma_clone_c,
-    anon_vma_link_c,
-    anon_vma_lock_c,
-    anon_vma_unlock_c,
-    unlink_anon_vmas_c,
-)
+from .anon_vma import anon_vma_lock_c, anon_vma_unlock_c
+from .anon_vma_chain import anon_vma_clone_c, anon_vma_link_c, unlink_anon_vmas_c
 from .ctx import avc_word as _avc
 from .ctx import mm_word as _mm
 from .ctx import raise_status
