@@ -200,6 +200,8 @@ SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
     "shared_model/swap_state.py": (["tests/shared_model/test_swapin.py"], CORE_NEW),
     "shared_model/anon_vma.py": (["tests/shared_model/test_anon_vma.py", "tests/shared_model/test_later_eras.py"],
                                  CORE_NEW),
+    "shared_model/anon_vma_chain.py": (["tests/shared_model/test_anon_vma.py",
+                                        "tests/shared_model/test_later_eras.py"], CORE_NEW),
     "shared_model/swapdev.py": (["tests/shared_model/test_swapdev.py", "tests/stress/test_swapio.py"], CORE_NEW),
     "stress/predict.py": (["tests/stress/test_predict.py"], ANALYSIS_NEW),
     "stress/scale.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
@@ -330,8 +332,8 @@ SCRIPTED: list[Mutation] = [
       "        if not exclusive:\n", "        if True:\n"),
     M("shared_model/swap_state.py", "2.6.36+: a swap-cache hit is moved too",
       "        if not fresh:\n            return", "        if False:\n            return"),
-    # anon_vma.py: the era rules of fork and of the reuse counters
-    M("shared_model/anon_vma.py", "2.6.36+: anon_vma_fork takes no reference on the root",
+    # anon_vma_chain.py and anon_vma.py: the era rules of fork and of the reuse counters
+    M("shared_model/anon_vma_chain.py", "2.6.36+: anon_vma_fork takes no reference on the root",
       "    if g[G.LOCK_ROOT]:\n        get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])",
       "    if False:\n        get_anon_vma_c(w32, g, w32[_av(g, av, G.AV_ROOT)])"),
     M("shared_model/anon_vma.py", "6.0: a new root does not count its self-parent link",

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .anon_vma import (
+from .anon_vma_chain import (
     anon_vma_fork_c,
     anon_vma_link_c,
     anon_vma_prepare_c,

@@ -34,13 +34,8 @@ import numpy as np
 from numba import njit
 
 from . import ctx as G
-from .anon_vma import (
-    anon_vma_clone_c,
-    anon_vma_link_c,
-    anon_vma_lock_c,
-    anon_vma_unlock_c,
-    unlink_anon_vmas_c,
-)
+from .anon_vma import anon_vma_lock_c, anon_vma_unlock_c
+from .anon_vma_chain import anon_vma_clone_c, anon_vma_link_c, unlink_anon_vmas_c
 from .ctx import avc_word as _avc
 from .ctx import mm_word as _mm
 from .ctx import raise_status
@@ -154,20 +149,17 @@ def vma_adjust_lock_target_c(w32: np.ndarray, g: np.ndarray, vma: int, nxt: int,
 
 
 
-@cached_njit
-def vma_adjust_c(  # noqa: C901 - mm/mmap.c's vma_adjust, one function there as here
-        words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
-        vma: int, start: int, end: int, pgoff: int, insert: int, below: int) -> int:
-    """Give vma the range [start, end) at ``pgoff``; link ``insert`` (a split piece) on the
-    mm's list; when vma grows over its next neighbours, remove the ones it covers whole
-    (anon_vma_merge) and shift the start of one it covers in part; when it shrinks with
-    ``insert`` < 0, its next neighbour grows down over the freed part (mprotect's case 4).
-    OK or a negative status with nothing changed (an ENOMEM cloning the chain of a VMA that
-    imports pages and had no anon_vma).
+@njit(inline="always")
+def _vma_adjust_neighbours(w32: np.ndarray, g: np.ndarray, sc: np.ndarray, vma: int, end: int,
+                           insert: int) -> tuple[int, int, int, int, int]:
+    """vma_adjust's ``if (next && !insert)``: what vma's new end does to the VMAs after it.
+    Those it covers whole are to be removed (their indices in sc[0:nremove]); the next one,
+    covered in part, starts ``adjust_next`` later; when vma shrinks, the next one grows
+    down over the freed part (adjust_next negative).  The VMA that takes over pages is the
+    importer, the one it takes them from the exporter (-1: none).
 
-    Takes and releases: the anon_vma lock of vma (or of the neighbour whose range moves),
-    the locks anon_vma_clone and unlink_anon_vmas take."""
-    mm = w32[_vma(g, vma, G.VMA_MM)]
+    (nxt, nremove, adjust_next, importer, exporter), nxt the first VMA after the removed
+    ones (-1: none).  Changes nothing in the model; expects the mm's owner."""
     nxt = vma_next_c(w32, g, vma)
     nremove = 0
     adjust_next = 0
@@ -189,6 +181,19 @@ def vma_adjust_c(  # noqa: C901 - mm/mmap.c's vma_adjust, one function there as 
                 and w32[_vma(g, nxt, G.VMA_START)] == w32[_vma(g, vma, G.VMA_END)]:
             adjust_next = end - w32[_vma(g, vma, G.VMA_END)]  # negative: next grows down
             exporter, importer = vma, nxt
+    return nxt, nremove, adjust_next, importer, exporter
+
+
+@njit(inline="always")
+def _vma_adjust_import(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       sc: np.ndarray, nremove: int, importer: int, exporter: int) -> int:
+    """vma_adjust's ``if (exporter && exporter->anon_vma && !importer->anon_vma)``: the
+    importer takes the exporter's anon_vma and clones its chain (2.6.33: joins its list),
+    with the scratch past sc[0:nremove].  OK, or the failure's status with the importer
+    unlinked again.
+
+    Takes and releases: the locks anon_vma_clone (anon_vma_link) and, after a failure,
+    unlink_anon_vmas take."""
     # Easily overlooked: a VMA that takes over another's pages needs its anon_vma.
     if exporter >= 0 and w32[_vma(g, exporter, G.VMA_ANON_VMA)] >= 0 \
             and w32[_vma(g, importer, G.VMA_ANON_VMA)] < 0:
@@ -203,6 +208,56 @@ def vma_adjust_c(  # noqa: C901 - mm/mmap.c's vma_adjust, one function there as 
             unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], importer)
             no_abort_end(g)
             return st
+    return OK
+
+
+@njit(inline="always")
+def _vma_adjust_remove(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
+                       sc: np.ndarray, nremove: int) -> int:
+    """vma_adjust's ``if (remove_next)``: the VMAs vma covered whole (sc[0:nremove]), already
+    off the mm's list, leave the reverse map (anon_vma_merge: unlink_anon_vmas) and are
+    freed, as an unwind the run's abort cannot cut short.  OK or the first failure's status.
+
+    Takes and releases: the locks unlink_anon_vmas takes."""
+    # The VMAs covered whole are off the mm's list now: their unlink and free must finish
+    # (a removed VMA left on an anon_vma's list would be reachable from no mm).
+    no_abort_begin(g)
+    st = OK
+    for i in range(nremove):
+        gone = sc[i]
+        if w32[_vma(g, gone, G.VMA_ANON_VMA)] >= 0 or w32[_vma(g, gone, G.VMA_AVC_HEAD)] >= 0:
+            st = unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], gone)  # anon_vma_merge
+            if st < 0:
+                break
+        st = kmem_cache_free_one(words, w32, g, held, G.K_VMA, gone, sc[nremove:])
+        if st < 0:
+            break
+    no_abort_end(g)
+    return st
+
+
+@cached_njit
+def vma_adjust_c(
+        words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
+        vma: int, start: int, end: int, pgoff: int, insert: int, below: int) -> int:
+    """mm/mmap.c ``vma_adjust``: give vma the range [start, end) at ``pgoff``; link
+    ``insert`` (a split piece) on the mm's list; when vma grows over its next neighbours,
+    remove the ones it covers whole (anon_vma_merge) and shift the start of one it covers in
+    part; when it shrinks with ``insert`` < 0, its next neighbour grows down over the freed
+    part (mprotect's case 4).  OK or a negative status with nothing changed (an ENOMEM
+    cloning the chain of a VMA that imports pages and had no anon_vma).
+
+    Its parts, in the kernel's order: the neighbours vma's new end covers
+    (_vma_adjust_neighbours), the importer's chain (_vma_adjust_import), the range change
+    under the anon_vma lock (here), the covered VMAs freed (_vma_adjust_remove).
+
+    Takes and releases: the anon_vma lock of vma (or of the neighbour whose range moves),
+    the locks anon_vma_clone and unlink_anon_vmas take."""
+    mm = w32[_vma(g, vma, G.VMA_MM)]
+    nxt, nremove, adjust_next, importer, exporter = _vma_adjust_neighbours(w32, g, sc, vma, end, insert)
+    st = _vma_adjust_import(words, w32, g, held, sc, nremove, importer, exporter)
+    if st < 0:
+        return st
     av = vma_adjust_lock_target_c(w32, g, vma, nxt, start, insert, importer, adjust_next)
     t = 0
     w = -1
@@ -230,21 +285,7 @@ def vma_adjust_c(  # noqa: C901 - mm/mmap.c's vma_adjust, one function there as 
         vma_unlink_list_c(w32, g, mm, sc[i])
     if av >= 0:
         anon_vma_unlock_c(words, g, held, w, S_ADJUST, t)
-    # The VMAs covered whole are off the mm's list now: their unlink and free must finish
-    # (a removed VMA left on an anon_vma's list would be reachable from no mm).
-    no_abort_begin(g)
-    st = OK
-    for i in range(nremove):
-        gone = sc[i]
-        if w32[_vma(g, gone, G.VMA_ANON_VMA)] >= 0 or w32[_vma(g, gone, G.VMA_AVC_HEAD)] >= 0:
-            st = unlink_anon_vmas_c(words, w32, g, held, sc[nremove:], gone)  # anon_vma_merge
-            if st < 0:
-                break
-        st = kmem_cache_free_one(words, w32, g, held, G.K_VMA, gone, sc[nremove:])
-        if st < 0:
-            break
-    no_abort_end(g)
-    return st
+    return _vma_adjust_remove(words, w32, g, held, sc, nremove)
 
 
 def vma_adjust(m: Model, vma: int, start: int, end: int, pgoff: int) -> None:

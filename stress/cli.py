@@ -144,15 +144,8 @@ def _predict_options(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_HANDOFF_NS}, measured by scripts/measure_handoff.py)")
 
 
-def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
-    """The parser; ``config`` the RunConfig (sub)class whose fields are the run options."""
-    parser = Parser(
-        prog=PROG,
-        description="Reproduce the 2010 anon_vma lock collapse with real processes, shared "
-                    "memory and real locks, and measure it.",
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+def _demo_parser(sub: argparse._SubParsersAction[Parser], config: type[RunConfig]) -> None:
+    """``demo``: reclaim-storm in four eras, side by side."""
     d = sub.add_parser("demo", help="reclaim-storm in 2.6.33, 2.6.34-rc1 (the seed), 2.6.34 and 2.6.36, "
                                     "side by side (about a minute)",
                        description="Run reclaim-storm in era 2.6.33, then 2.6.34-rc1 (the seed as "
@@ -172,6 +165,10 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
     d.add_argument("--profile", action="store_true",
                    help="run each era under py-spy and write its CPUs' flamegraph, "
                         "profile-ERA.svg (needs py-spy and ptrace rights)")
+
+
+def _scan_parser(sub: argparse._SubParsersAction[Parser], config: type[RunConfig]) -> None:
+    """``scan``: exact walk statistics, no timing."""
     s = sub.add_parser("scan", help="exact walk statistics of the forking-server model (no timing)",
                        description="Build the model (a parent maps P pages, forks N children, each "
                                    "COWs a fraction F) and run page_referenced once on every page; "
@@ -186,12 +183,20 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
     config_options(s, "scan", config, ("scenario", "generations", "pieces"))
     config_options(s, "scan", config)
     s.set_defaults(pages=None)  # 100, or for mprotect-split --pieces (see cmd_scan)
+
+
+def _run_parser(sub: argparse._SubParsersAction[Parser], config: type[RunConfig]) -> None:
+    """``run``: a stress run on CPU worker processes."""
     r = sub.add_parser("run", help="a stress run on real CPU worker processes",
                        description="A stress run: W worker processes, pinned one per CPU, share the "
                                    "model in shared memory and take its real locks.")
     _model_options(r, "run", config)
     _run_options(r, "run", config)
     _predict_options(r)
+
+
+def _profile_parser(sub: argparse._SubParsersAction[Parser], config: type[RunConfig]) -> None:
+    """``profile``: ``run`` under py-spy."""
     pr = sub.add_parser("profile", allow_abbrev=False,
                         help="a stress run under py-spy: where the CPUs' time goes",
                         description="`run` with the same options under `py-spy record "
@@ -201,6 +206,10 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
     _profile_options(pr)
     _model_options(pr, "profile", config)
     _run_options(pr, "profile", config)
+
+
+def _ramp_parser(sub: argparse._SubParsersAction[Parser], config: type[RunConfig]) -> None:
+    """``ramp``: the AIM7-style ramp of users per era."""
     rp = sub.add_parser("ramp", help="AIM7-style ramp of users per era: the crossover curve",
                         description="For each era and user count, a forking-server run on the same "
                                     "RAM; prints reaim's table, each era's crossover and the ratio.")
@@ -232,6 +241,10 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
                     help="on a terminal, the live per-CPU view during each point instead of the bar")
     _predict_options(rp)
     config_options(rp, "ramp", config)
+
+
+def _scale_parser(sub: argparse._SubParsersAction[Parser], config: type[RunConfig]) -> None:
+    """``scale``: throughput and lock wait against CPUs."""
     sc = sub.add_parser("scale", conflict_handler="resolve",
                         help="will-it-scale style: throughput and lock wait against CPUs, per era "
                              "and lock primitive",
@@ -258,6 +271,10 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
                     help="write the scale document (schema rmap-stress-scale/2; - : standard output)")
     sc.add_argument("--csv", metavar="FILE", help="write one row per run (- : standard output)")
     sc.add_argument("--plot", metavar="FILE", help="draw the curves (.png or .svg)")
+
+
+def _predict_parser(sub: argparse._SubParsersAction[Parser]) -> None:
+    """``predict``: queueing theory for saved results."""
     pd = sub.add_parser("predict", help="queueing-theory predictions for saved results",
                         description="For a saved run, demo, ramp or scale file: the M/M/1//N (and "
                                     "for spinlocks the Boyd-Wickizer ticket-lock) prediction of "
@@ -266,6 +283,10 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
     pd.add_argument("results", metavar="RESULTS.json")
     pd.add_argument("--handoff-ns", type=float, default=DEFAULT_HANDOFF_NS, metavar="NS",
                     help=f"lock hand-off cost for the ticket-lock model (default {DEFAULT_HANDOFF_NS})")
+
+
+def _plot_parser(sub: argparse._SubParsersAction[Parser]) -> None:
+    """``plot``: draw a saved results file."""
     pl = sub.add_parser("plot", help="draw a saved results file (run, demo, ramp or scale) as PNG or SVG",
                         description="Draw the pictures of a results file: for a ramp the AIM7 curve "
                                     "with crossovers, CPU time shares against users and the lock wait "
@@ -274,18 +295,29 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
     pl.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, .png or .svg")
     pl.add_argument("--log", action="store_true", dest="log_jobs",
                     help="ramp files: jobs/min on a log axis (a collapse of 100x is flat on a linear one)")
+
+
+def _compare_parser(sub: argparse._SubParsersAction[Parser]) -> None:
+    """``compare``: saved results side by side."""
     cp = sub.add_parser("compare", help="headline figures of saved results side by side, with t-tests",
                         description="Side-by-side table of saved results (runs, demos or ramps) with "
                                     "ratios to the first; repeated runs get a Welch t-test and "
                                     "pyperf-style verdicts and instability warnings.")
     cp.add_argument("files", nargs="+", metavar="RESULTS.json")
-    torture_parser(sub)
+
+
+def _eras_parser(sub: argparse._SubParsersAction[Parser]) -> None:
+    """``eras``: the kernel eras modelled."""
     er = sub.add_parser("eras", help="the kernel eras modelled: linking, walk, lock, what each fixed",
                         description="One row per era: how VMAs are linked to anon_vmas, how a walk "
                                     "finds them, which lock it takes and its primitive, what the "
                                     "era's change fixed and the kernel commit.")
     er.add_argument("--json", metavar="FILE",
                     help="write the table (schema rmap-stress-eras/1; - : standard output)")
+
+
+def _story_parser(sub: argparse._SubParsersAction[Parser], config: type[RunConfig]) -> None:
+    """``story``: each era's motivating scenario."""
     st = sub.add_parser("story", help="the anon_vma story: each era's motivating scenario, briefly "
                                       "(a few minutes)",
                         description="Runs, briefly, the seed pair (2.6.33 vs 2.6.34 reclaim-storm) "
@@ -296,6 +328,29 @@ def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
     st.add_argument("--json", metavar="FILE",
                     help="write every chapter's results (schema rmap-stress-story/2; - : standard output)")
     st.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser(config: type[RunConfig] = RunConfig) -> Parser:
+    """The parser; ``config`` the RunConfig (sub)class whose fields are the run options."""
+    parser = Parser(
+        prog=PROG,
+        description="Reproduce the 2010 anon_vma lock collapse with real processes, shared "
+                    "memory and real locks, and measure it.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    _demo_parser(sub, config)
+    _scan_parser(sub, config)
+    _run_parser(sub, config)
+    _profile_parser(sub, config)
+    _ramp_parser(sub, config)
+    _scale_parser(sub, config)
+    _predict_parser(sub)
+    _plot_parser(sub)
+    _compare_parser(sub)
+    torture_parser(sub)
+    _eras_parser(sub)
+    _story_parser(sub, config)
     return parser
 
 

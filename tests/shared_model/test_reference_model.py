@@ -41,7 +41,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from shared_model.anon_vma import anon_vma_chain_link_locked, anon_vma_link, anon_vma_members
+from shared_model.anon_vma import anon_vma_members
+from shared_model.anon_vma_chain import anon_vma_chain_link_locked, anon_vma_link
 from shared_model.eras import ERAS
 from shared_model.invariants import check_model
 from shared_model.layout import (
