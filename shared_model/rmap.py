@@ -83,6 +83,7 @@ from .layout import (
     PTE_SWP_EXCLUSIVE,
     PTE_YOUNG,
 )
+from .lock_request import lock_request_cancel
 from .locking.atomics import (
     READ_ONCE,
     atomic_fetch_add,
@@ -100,7 +101,6 @@ from .locks import (
     lock_acquire_c,
     lock_acquire_fast,
     lock_release_c,
-    lock_request_cancel,
     lock_request_fast,
 )
 from .model import Model
