@@ -12,9 +12,10 @@ Two pieces of state:
 An edge is recorded on the attempt, before the lock is taken, so a deadlock that never
 completes is still seen; the run's report reads the tables (``stress.metrics``'s
 ``lock_order_findings`` and ``lock_order_edges``), and the allowed order is the tree at the
-top of shared_model/rmap.py.  The acquire and release paths (shared_model/locks.py) call
-``note_order`` and ``note_release`` through their C entry points, so that a lock path
-inlined into each compiled caller carries a call, not lockdep's loops.
+top of shared_model/rmap.py (``LOCK_ORDER_PATHS``).  The fast paths that are inlined into
+each compiled caller (shared_model/locks.py: ``lock_request_fast``, ``lock_release_c``)
+reach ``note_order`` and ``note_release`` through their C entry points, so that they carry
+a call, not lockdep's loops (``held_push``, and the slow path's calls, are direct).
 """
 
 from __future__ import annotations
