@@ -46,89 +46,126 @@ if TYPE_CHECKING:
     from .segment import Segment
 
 # ---------------------------------------------------------------- geometry table indices
-(
-    CPU, OWNER_TAG, STOP_W, NODE_W, LS_BASE, CPU_BASE, WALKHIST_BASE, LOCKDEP_BASE,
-    PTRS, ENTRY_COST_NS, INSTRUMENT, ORDER_CHECK, LOCK_ROOT, CHAIN, RWSEM_POLICY,
-    PAGE0, PAGE_W, PTE0, VMA0, VMA_W, AV0, AV_W64, AV_LOCK_W0, _FREE_23, _FREE_24,
-    MM0, MM_W64, MM_PTL_W0, MC_LOCK_W0, SLAB_W0, NCPUS,
-    AVC0, AVC_W, TOPS_W, ALLOC_FAIL, RNG,
-    KIND0,  # KIND0 + lock class: the primitive of that class (shared_model.locking kinds)
-) = range(37)
-# _FREE_23, _FREE_24: unused (were the list chunks' base and stride; the lists are nodes
-# embedded in the VMA and AVC records now), kept so that the indices after them stay put.
-# Per allocatable kind k (layout.ALLOC_KINDS order): its records' base and stride and the
-# offset of their ``in_use`` field (int32 words), and its free stack's base.
-REC0 = KIND0 + len(LOCK_CLASSES)
-REC_W = REC0 + len(ALLOC_KINDS)
-IN_USE = REC_W + len(ALLOC_KINDS)
-FREE0 = IN_USE + len(ALLOC_KINDS)
-G_SIZE = FREE0 + len(ALLOC_KINDS)
-# Era switches added later (appended so the indices above stay put): eras.Era.swapin as a
-# SWAPIN_* code, move_anon_rmap, lock_once.
-SWAPIN, MOVE_ANON_RMAP, LOCK_ONCE = G_SIZE, G_SIZE + 1, G_SIZE + 2
-SWAP_LOCK_W = G_SIZE + 3  # the swap_lock's word
-G_SIZE += 4
+
+
+class _Table:
+    """Hands out the table's indices in the order they are asked for: ``entry()`` one,
+    ``entry(n)`` n in a row (a per-class or per-kind column); ``size`` is the table's."""
+
+    size = 0
+
+    def entry(self, n: int = 1) -> int:
+        i = self.size
+        self.size += n
+        return i
+
+
+# The table's entries, one name each, in table order: adding an entry is adding a line
+# here and setting it in make_geometry (or where its comment says).  Compiled code reads
+# them by name only.
+_table = _Table()
+# This CPU: who it is, and its own slots in the segment (word indices into ``words``).
+CPU = _table.entry()
+OWNER_TAG = _table.entry()  # locks.owner_tag: written in the owner word of what it holds
+STOP_W = _table.entry()  # the run's stop word (header)
+NODE_W = _table.entry()  # its MCS / wait-list node block
+LS_BASE = _table.entry()  # its lockstat slot
+CPU_BASE = _table.entry()  # its CPU slot (the F_* fields below)
+WALKHIST_BASE = _table.entry()  # its walk-length histogram
+LOCKDEP_BASE = _table.entry()  # its lockdep edge table (lockdep.py)
+SLAB_CPU_W = _table.entry()  # its per-CPU slab caches: the int32 word of its first array_cache
+RNG = _table.entry()  # its random state
+# Knobs the Python side may flip between calls.
+ENTRY_COST_NS = _table.entry()  # Model.entry_cost_ns: modelled cost per visited entry
+INSTRUMENT = _table.entry()  # lockstat on
+ORDER_CHECK = _table.entry()  # lockdep on (--check-lock-order)
+ALLOC_FAIL = _table.entry()  # fault injection of allocations
+# The request point (lock_request.py): the place a contended acquire took in compiled code
+# and has not waited on yet (a ticket spinlock's ticket + 1, a qspinlock's or an rwsem's
+# place as their request returns it; 0: none), its lock word and its lock kind.
+# Process-local: only this CPU's own slow path polls it (``locks.lock_request_fast``).
+REQ_PLACE = _table.entry()
+REQ_W = _table.entry()
+REQ_KIND = _table.entry()
+# The abort paths, process-local.  NO_ABORT: depth of the sections the run's abort may not
+# cut short (``locks.no_abort_begin``: an operation putting the model back, or past the
+# point of no return); their lock waits outlast the abort.  ABORT_NTH: fault injection, as
+# the kernel's fail_nth (``locks.lock_acquire_c``): 0 off; n > 0: the n-th lock acquisition
+# of this CPU from now on, and every one after it, gives up as an aborted wait does,
+# whether the lock is free or not (none inside a NO_ABORT section).  Tests set it, a run
+# never does.
+NO_ABORT = _table.entry()
+ABORT_NTH = _table.entry()
+# One scratch word of this CPU's: the page do_wp_page allocates after a write fault's
+# swap-in (rmap.wp_page_copy_c, which may not allocate an array itself).
+WP_SCRATCH = _table.entry()
+# The era (eras.Era), set by make_geometry, or by Model where it says so.
+LOCK_ROOT = _table.entry()  # the rmap lock is the root anon_vma's (2.6.36+)
+CHAIN = _table.entry()  # anon_vma_chain (2.6.34+)
+RWSEM_POLICY = _table.entry()  # an rwsem rmap lock's hand-off (3.8+)
+SWAPIN = _table.entry()  # Era.swapin as a SWAPIN_* code
+MOVE_ANON_RMAP = _table.entry()  # Era.move_anon_rmap
+LOCK_ONCE = _table.entry()  # Era.lock_once: the root lock once around a chain (3.0+)
+TREE = _table.entry()  # the interval tree (3.7+)
+REUSE = _table.entry()  # the reuse rule (eras.REUSE_*, 3.19+)
+RMAP_TRYLOCK = _table.entry()  # reclaim's walk trylocks the rmap lock (set by Model)
+FREE_RELOCK = _table.entry()  # Era.anon_vma_free_relock (set by Model)
+ADJUST_LOCK = _table.entry()  # Era.adjust_lock as an eras.ADJUST_* code (set by Model)
+CLONE_NOWAIT = _table.entry()  # Era.clone_nowait (set by Model)
+SELF_REF = _table.entry()  # Era.self_ref: the refcount counts the anon_vma's own list (set by Model)
+# Set by the workload, in its own process (``--refault-order``): the order in which a
+# page's owners fault it back in after reclaim unmapped it (``scan --refault`` and
+# reclaim-storm's refaults; REFAULT_ORDER_*).
+REFAULT_ORDER = _table.entry()
+# The segment: its capacities, and where its records are: a record kind's base (``*0``)
+# and stride (``*_W``) in int32 words of ``w32`` (a ``*_W64`` stride: int64 words); a
+# lock's or a header field's word (``*_W0``, ``*_W``) indexes ``words``.
+PTRS = _table.entry()  # PTEs per mm
+NCPUS = _table.entry()
+PAGE0 = _table.entry()
+PAGE_W = _table.entry()
+PTE0 = _table.entry()
+VMA0 = _table.entry()
+VMA_W = _table.entry()
+AV0 = _table.entry()
+AV_W64 = _table.entry()
+AV_LOCK_W0 = _table.entry()  # anon_vma 0's lock word
+MM0 = _table.entry()
+MM_W64 = _table.entry()
+MM_PTL_W0 = _table.entry()  # mm 0's page_table_lock word
+AVC0 = _table.entry()
+AVC_W = _table.entry()
+SLAB_W0 = _table.entry()  # the slab locks' words
+TOPS_W = _table.entry()  # the header's free-stack tops
+SWAP_LOCK_W = _table.entry()  # the swap_lock's word
+SWAPDEV_W = _table.entry()  # the swap device record's first int64 word (swapdev.py)
+# The page tables (layout.PTRS_PER_TABLE): the int64 word of block 0 of each upper level,
+# and of the split PTE lock of PTE page 0 (PTE page p's: PTL_W0 + p * 8).
+PGD0 = _table.entry()
+PUD0 = _table.entry()
+PMD0 = _table.entry()
+PTL_W0 = _table.entry()
+# The lockstat clock's calibration (copied from the segment header).
+TSC_MULT = _table.entry()
+TSC_SHIFT = _table.entry()
+TSC_CYC0 = _table.entry()
+TSC_NS0 = _table.entry()
+# KIND0 + lock class: the primitive of that class (shared_model.locking kinds).
+KIND0 = _table.entry(len(LOCK_CLASSES))
+# + allocatable kind k (layout.ALLOC_KINDS order): its records' base and stride, the offset
+# of their ``in_use`` field (int32 words), and its free stack's base.
+REC0 = _table.entry(len(ALLOC_KINDS))
+REC_W = _table.entry(len(ALLOC_KINDS))
+IN_USE = _table.entry(len(ALLOC_KINDS))
+FREE0 = _table.entry(len(ALLOC_KINDS))
+G_SIZE = _table.size
+
+K_MM, K_VMA, K_ANON_VMA, K_AVC, K_PAGE = (ALLOC_KINDS.index(k) for k in (
+    "mm", "vma", "anon_vma", "avc", "page"))
+K_PGD, K_PUD, K_PMD, K_PTE = (ALLOC_KINDS.index(k) for k in PGTABLE_KINDS)
 SWAPIN_KEEP, SWAPIN_OLDEST, SWAPIN_ROOT, SWAPIN_ANON_EXCLUSIVE = 0, 1, 2, 3
 SWAPIN_CODE = {"keep": SWAPIN_KEEP, "oldest": SWAPIN_OLDEST, "root": SWAPIN_ROOT,
                "anon_exclusive": SWAPIN_ANON_EXCLUSIVE}
-# Appended: the era's interval tree (3.7+) and reuse rule
-# (eras.REUSE_*, 3.19+).
-TREE, REUSE = G_SIZE, G_SIZE + 1
-G_SIZE = REUSE + 1
-# Appended entries (after the per-kind tables): set by Model after make_geometry.
-RMAP_TRYLOCK = G_SIZE  # eras.Era.rmap_trylock: reclaim's walk trylocks the rmap lock
-G_SIZE += 1
-# The swap device record's first int64 word (shared_model/swapdev.py).
-SWAPDEV_W = G_SIZE
-G_SIZE = SWAPDEV_W + 1
-# Appended: the lockstat clock's calibration (copied from the segment header), and the
-# per-CPU slab caches (int32 word of this CPU's first array_cache).
-TSC_MULT = G_SIZE
-TSC_SHIFT, TSC_CYC0, TSC_NS0, SLAB_CPU_W = range(TSC_MULT + 1, TSC_MULT + 5)
-G_SIZE = SLAB_CPU_W + 1
-K_MM, K_VMA, K_ANON_VMA, K_AVC, K_PAGE = (ALLOC_KINDS.index(k) for k in (
-    "mm", "vma", "anon_vma", "avc", "page"))
-# Appended: the page tables (layout.PTRS_PER_TABLE): the int64 word of block 0 of each
-# upper level, and of the split PTE lock of PTE page 0 (PTE page p's: PTL_W0 + p * 8).
-PGD0, PUD0, PMD0, PTL_W0 = range(G_SIZE, G_SIZE + 4)
-G_SIZE = PTL_W0 + 1
-K_PGD, K_PUD, K_PMD, K_PTE = (ALLOC_KINDS.index(k) for k in PGTABLE_KINDS)
-# Appended: the order in which a page's owners fault it back in after reclaim
-# unmapped it (``scan --refault`` and reclaim-storm's refaults; REFAULT_ORDER_*), set by the
-# workload in its own process (``--refault-order``).
-REFAULT_ORDER = G_SIZE
-# One scratch word of this CPU's: the page do_wp_page allocates after a write fault's
-# swap-in (rmap.wp_page_copy_c, which may not allocate an array itself).
-WP_SCRATCH = G_SIZE + 1
-FREE_RELOCK = G_SIZE + 2  # eras.Era.anon_vma_free_relock (set by Model)
-G_SIZE = FREE_RELOCK + 1
-# Appended (set by Model): eras.Era.adjust_lock as an eras.ADJUST_* code,
-# and eras.Era.clone_nowait.
-ADJUST_LOCK, CLONE_NOWAIT = G_SIZE, G_SIZE + 1
-G_SIZE = CLONE_NOWAIT + 1
-# Appended (the request point): the place a contended acquire took in compiled
-# code and has not waited on yet (a ticket spinlock's ticket + 1, a qspinlock's or an
-# rwsem's place as their request returns it; 0: none) and its lock
-# word.  Process-local: only this CPU's own slow path polls it (``locks.lock_request_fast``).
-REQ_PLACE, REQ_W = G_SIZE, G_SIZE + 1
-G_SIZE = REQ_W + 1
-# Appended (set by Model): eras.Era.self_ref, the anon_vma refcount that counts the
-# anon_vma's own list (anon_vma_alloc sets 1; put_anon_vma is a plain atomic).
-SELF_REF = G_SIZE
-G_SIZE = SELF_REF + 1
-# Appended: the lock kind of that place (a qspinlock's pending bit or MCS node, an rwsem's
-# wait-list node: ``locking.qspinlock.queued_spin_request``, ``locking.rwsem.rwsem_request``).
-REQ_KIND = G_SIZE
-G_SIZE = REQ_KIND + 1
-# Appended: the abort paths.  NO_ABORT: depth of the sections the run's abort may not cut
-# short (``locks.no_abort_begin``: an operation putting the model back, or past the point
-# of no return); their lock waits outlast the abort.  ABORT_NTH: fault injection, as the
-# kernel's fail_nth (``locks.lock_acquire_c``): 0 off; n > 0: the n-th lock acquisition of
-# this CPU from now on, and every one after it, gives up as an aborted wait does, whether
-# the lock is free or not (none inside a NO_ABORT section).  Process-local; tests set it,
-# a run never does.
-NO_ABORT, ABORT_NTH = G_SIZE, G_SIZE + 1
-G_SIZE = ABORT_NTH + 1
 REFAULT_PARENT_FIRST, REFAULT_CHILD_FIRST, REFAULT_RANDOM = 0, 1, 2
 REFAULT_ORDER_CODE = {"parent-first": REFAULT_PARENT_FIRST, "child-first": REFAULT_CHILD_FIRST,
                       "random": REFAULT_RANDOM}
@@ -245,7 +282,6 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
     g[MM0] = offs["mm"] // 4
     g[MM_W64] = MM_DTYPE.itemsize // 8
     g[MM_PTL_W0] = (offs["mm"] + MM_DTYPE.fields["ptl"][1]) // 8  # type: ignore[index]
-    g[MC_LOCK_W0] = 0  # unused: page->_mapcount is an atomic, no stripe locks any more
     g[SLAB_W0] = offs["slab"] // 8
     g[NCPUS] = caps.cpus
     g[AVC0] = offs["avc"] // 4

@@ -26,6 +26,12 @@ when that failed, the kind's ``*_slowpath`` wrapper, so that a py-spy profile sh
 wait as its own frame (``CpuLocks.lock_contended`` -> ``spin_lock_slowpath``) under the
 kernel function that asked for the lock.  Code that is itself compiled (the rmap walk)
 calls the compiled halves directly.
+
+Here: the acquire and release paths (fast path, ``*_slowpath``, the abort sections),
+lockstat, and ``CpuLocks``.  Beside it, as kernel/locking/ splits them: lockdep's held
+stack and edges (shared_model/lockdep.py, lockdep.c), the per-kind trylock and release
+(shared_model/spinlock.py, spinlock.c), and the request point, the place a contended
+request takes before it waits (shared_model/lock_request.py).
 """
 
 from __future__ import annotations
@@ -44,7 +50,6 @@ from .layout import (
     CPU_STATE,
     LOCK_CLASSES,
     LOCK_SITES,
-    LOCKDEP_CLASSES,
     LS_CONT,
     LS_FIELDS,
     LS_HOLD_HIST,
@@ -58,6 +63,8 @@ from .layout import (
     LS_WAIT_TOTAL,
     OWNER_WORD,
 )
+from .lock_request import lock_request_abandon, spin_request
+from .lockdep import call_note_order, call_note_release, held_push, note_release
 from .locking import (
     KIND_NAMES,
     LOCK_OWNER_DIED,
@@ -66,45 +73,18 @@ from .locking import (
     QSPINLOCK,
     RWSEM,
     RWSEM_FIFO,
-    TAS,
     TICKET,
     lock_acquire,
-    lock_release,
-    lock_trylock,
 )
-from .locking.atomics import (
-    READ_ONCE,
-    WRITE_ONCE,
-    atomic_fetch_add,
-    bit_length,
-    c_entry_call,
-    cmpxchg,
-    futex_wait,
-    smp_load_acquire,
-)
-from .locking.cached_compile import cached_cfunc, cached_njit
+from .locking.atomics import READ_ONCE, WRITE_ONCE, bit_length, c_entry_call, futex_wait
+from .locking.cached_compile import I64P, cached_cfunc, cached_njit
 from .locking.clock import sched_clock
 from .locking.common import DRAIN_NAP_NS, NODE_MCS_QUEUED, OWNER, STOP_ABORT
-from .locking.qspinlock import LOCKED_VAL as QSPIN_LOCKED
-from .locking.qspinlock import (
-    PLACE_NODE_SHIFT,
-    queued_spin_abandon,
-    queued_spin_request,
-    queued_spin_trylock,
-    queued_spin_unlock,
-    queued_spin_wait,
-)
-from .locking.rwsem import rwsem_abandon, rwsem_request, rwsem_wait_queued
-from .locking.tas import tas_trylock, tas_unlock
-from .locking.ticket import NEXT as TICKET_NEXT
-from .locking.ticket import SERVING as TICKET_SERVING
-from .locking.ticket import (
-    ticket_abandon,
-    ticket_lock_slowpath,
-    ticket_trylock,
-    ticket_unlock,
-)
+from .locking.qspinlock import PLACE_NODE_SHIFT, queued_spin_wait
+from .locking.rwsem import rwsem_wait_queued
+from .locking.ticket import ticket_lock_slowpath
 from .segment import Segment
+from .spinlock import spin_release, spin_trylock
 
 # Primitive names a user can ask for (``--lock``); "spin" is kept as the old name of the
 # era's spinlock.
@@ -146,265 +126,6 @@ def local_clock(g: np.ndarray) -> int:
     """The lockstat clock (ns, CLOCK_MONOTONIC's scale): the TSC through the segment's
     calibration, or clock_gettime without a usable TSC (shared_model.locking.clock)."""
     return sched_clock(g[G.TSC_MULT], g[G.TSC_SHIFT], g[G.TSC_CYC0], g[G.TSC_NS0])
-
-
-@cached_njit
-def note_order(words: np.ndarray, g: np.ndarray, held: np.ndarray, cls: int, site: int) -> None:
-    """lockdep: before taking class ``cls`` at ``site``, an edge from every class this CPU
-    holds (recorded on the attempt, so a deadlock that never completes is still seen)."""
-    base = g[G.LOCKDEP_BASE]
-    for i in range(held[0]):
-        hcls, hsite = held[1 + 2 * i], held[2 + 2 * i]
-        e = base + (hcls * LOCKDEP_CLASSES + cls) * 2
-        words[e] += 1
-        if words[e + 1] == 0:
-            words[e + 1] = hsite * 64 + site + 1
-
-
-@cached_njit
-def held_push(held: np.ndarray, cls: int, site: int) -> None:
-    """lockdep's held stack: this CPU holds (or waits for) class ``cls`` taken at ``site``."""
-    n = held[0]
-    if 2 + 2 * n < len(held):
-        held[1 + 2 * n] = cls
-        held[2 + 2 * n] = site
-        held[0] = n + 1
-
-
-@cached_njit
-def note_release(held: np.ndarray, cls: int) -> None:
-    for i in range(held[0] - 1, -1, -1):
-        if held[1 + 2 * i] == cls:
-            for j in range(i, held[0] - 1):
-                held[1 + 2 * j] = held[3 + 2 * j]
-                held[2 + 2 * j] = held[4 + 2 * j]
-            held[0] -= 1
-            return
-
-
-_I64P = types.CPointer(types.int64)
-_I64 = types.int64
-
-
-@cached_cfunc("rmap_stress_note_order", _I64(_I64P, _I64, _I64P, _I64, _I64P, _I64, _I64, _I64))
-def note_order_cabi(wp: Any, wn: int, gp: Any, gn: int, hp: Any, hn: int, cls: int, site: int) -> int:
-    """note_order (lockdep, --check-lock-order only) behind a C entry point."""
-    note_order(carray(wp, wn), carray(gp, gn), carray(hp, hn), cls, site)
-    return 0
-
-
-@cached_cfunc("rmap_stress_note_release", _I64(_I64P, _I64, _I64))
-def note_release_cabi(hp: Any, hn: int, cls: int) -> int:
-    """note_release (lockdep) behind a C entry point."""
-    note_release(carray(hp, hn), cls)
-    return 0
-
-
-call_note_order = c_entry_call("rmap_stress_note_order", 3, 2)
-call_note_release = c_entry_call("rmap_stress_note_release", 1, 1)
-
-
-@cached_cfunc("rmap_stress_lock_trylock_sleeping", _I64(_I64P, _I64, _I64, _I64, _I64, _I64, _I64))
-def lock_trylock_sleeping_cabi(wp: Any, wn: int, w: int, kind: int, policy: int, shared: int,
-                               owner_tag: int) -> int:
-    """lock_trylock of the sleeping kinds (mutex, rwsem), behind a C entry point: see
-    spin_trylock and lock_acquire_slowpath_cabi."""
-    return int(lock_trylock(carray(wp, wn), w, kind, policy, shared, owner_tag))
-
-
-@cached_cfunc("rmap_stress_lock_release_sleeping", _I64(_I64P, _I64, _I64, _I64, _I64, _I64, _I64))
-def lock_release_sleeping_cabi(wp: Any, wn: int, w: int, kind: int, policy: int, shared: int,
-                               node_w: int) -> int:
-    """lock_release of the sleeping kinds (mutex, rwsem), behind a C entry point."""
-    lock_release(carray(wp, wn), w, kind, policy, shared, node_w)
-    return 0
-
-
-lock_trylock_sleeping = c_entry_call("rmap_stress_lock_trylock_sleeping", 1, 5)
-lock_release_sleeping = c_entry_call("rmap_stress_lock_release_sleeping", 1, 5)
-
-
-@cached_njit(inline=True)
-def spin_trylock(words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int) -> bool:
-    """``lock_trylock`` with the spinning kinds' few instructions here, to be inlined
-    into every caller, and the sleeping kinds' (a mutex's or rwsem's, whose fast paths
-    are longer and whose callers pay a sleep when contended anyway) behind a call: the
-    inlined copy stays small, which is what LLVM's time grows with."""
-    if kind == TICKET:
-        taken = ticket_trylock(words, w)
-    elif kind == TAS:
-        taken = tas_trylock(words, w)
-    elif kind == QSPINLOCK:
-        taken = queued_spin_trylock(words, w)
-    else:
-        return lock_trylock_sleeping(words, w, kind, policy, shared, owner_tag) != 0
-    if taken:
-        WRITE_ONCE(words, w + OWNER, owner_tag)
-    return taken
-
-
-@cached_njit(inline=True)
-def spin_release(words: np.ndarray, w: int, kind: int, policy: int, shared: int, node_w: int) -> None:
-    """``lock_release``, split as ``spin_trylock``."""
-    if kind == TICKET:
-        WRITE_ONCE(words, w + OWNER, 0)
-        ticket_unlock(words, w)
-    elif kind == TAS:
-        WRITE_ONCE(words, w + OWNER, 0)
-        tas_unlock(words, w)
-    elif kind == QSPINLOCK:
-        WRITE_ONCE(words, w + OWNER, 0)
-        queued_spin_unlock(words, w)
-    else:
-        lock_release_sleeping(words, w, kind, policy, shared, node_w)
-
-
-@cached_njit(inline=True)
-def ticket_request(words: np.ndarray, g: np.ndarray, w: int) -> bool:
-    """The ticket spinlock's request point, as 2.6.3x's ``__ticket_spin_lock``
-    (arch/x86/include/asm/spinlock.h of 2.6.36, NR_CPUS < 256: ``LOCK xaddw`` takes the
-    ticket, then ``cmpb`` against the owner byte, reloaded after each ``rep; nop``): take
-    a ticket (one ``xadd`` on ``next``) and compare it with the one served: True when it is
-    served at once.  Otherwise the ticket is this CPU's place in the queue from now on: it
-    is kept in ``g[REQ_PLACE]`` (ticket + 1; the lock word in ``g[REQ_W]``) for the slow
-    path to poll, wherever the caller waits (a compiled caller at once, a walk after
-    returning to Python).  A CPU that asks again for the lock it already holds a ticket
-    for (a walk that returned to Python and walks again) polls that ticket instead of
-    taking another; a ticket held for another lock is given up first (abandoned: the
-    hand-off skips it)."""
-    place = g[G.REQ_PLACE]
-    if place != 0 and g[G.REQ_W] == w:
-        ticket = place - 1
-    else:
-        if place != 0:  # a place held for another lock: given up
-            call_lock_request_cancel(words, g)
-            place = 0
-        ticket = atomic_fetch_add(words, w + TICKET_NEXT, 1)
-    if smp_load_acquire(words, w + TICKET_SERVING) == ticket:
-        if place != 0:
-            g[G.REQ_PLACE] = 0
-        return True
-    g[G.REQ_PLACE] = ticket + 1
-    g[G.REQ_W] = w
-    g[G.REQ_KIND] = TICKET
-    return False
-
-
-@cached_njit
-def lock_request_abandon(words: np.ndarray, g: np.ndarray) -> None:
-    """Give up the place a contended request took and nobody will wait on, as a stopped
-    waiter gives up its own: a ticket is abandoned (the hand-off skips it), a qspinlock's
-    pending bit cleared or its MCS node abandoned (the head skips it), an rwsem's node
-    taken out of the wait list (or the lock given back if it was granted meanwhile)."""
-    place = g[G.REQ_PLACE]
-    if place == 0:
-        return
-    g[G.REQ_PLACE] = 0
-    kind = g[G.REQ_KIND]
-    if kind == TICKET:
-        ticket_abandon(words, g[G.REQ_W], place - 1)
-    elif kind == QSPINLOCK:
-        queued_spin_abandon(words, g[G.REQ_W], g[G.NODE_W], place)
-    elif kind == RWSEM:
-        rwsem_abandon(words, g[G.REQ_W], g[G.RWSEM_POLICY], g[G.NODE_W], place)
-
-
-@cached_cfunc("rmap_stress_lock_request_cancel", _I64(_I64P, _I64, _I64P, _I64))
-def lock_request_cancel_cabi(wp: Any, wn: int, gp: Any, gn: int) -> int:
-    """lock_request_abandon behind a C entry point (see lock_acquire_slowpath_cabi)."""
-    lock_request_abandon(carray(wp, wn), carray(gp, gn))
-    return 0
-
-
-call_lock_request_cancel = c_entry_call("rmap_stress_lock_request_cancel", 2, 0)
-
-
-@cached_njit
-def lock_request_cancel(words: np.ndarray, g: np.ndarray) -> None:
-    """Give up the place a contended request took and nobody will wait on (a caller that
-    cannot wait): ``lock_request_abandon``, through its C entry point."""
-    if g[G.REQ_PLACE] != 0:
-        call_lock_request_cancel(words, g)
-
-
-@cached_njit
-def lock_request_place(words: np.ndarray, g: np.ndarray, w: int, kind: int, policy: int,
-                       shared: int, owner_tag: int) -> bool:
-    """The request point of a qspinlock or an rwsem, taken in compiled code before the
-    request returns: True if the lock was taken (an exclusive holder's tag is then in the
-    owner word); else this CPU's place is in ``g[REQ_PLACE]`` for the wait to poll:
-
-    * qspinlock (6.0 ``queued_spin_lock_slowpath``): the pending bit, or an MCS node linked
-      in after ``xchg_tail`` (``queued_spin_request``);
-    * rwsem: a node at the tail of the wait list (``rwsem_request``); a writer of 3.19 and
-      6.0 takes none, since its kernel spins on the owner before it queues.
-
-    A CPU that asks again for the lock it already holds a place for polls that place (the
-    wait does); a place held for another lock is given up first."""
-    place = g[G.REQ_PLACE]
-    if place != 0:
-        if g[G.REQ_W] == w and g[G.REQ_KIND] == kind:
-            return False
-        lock_request_abandon(words, g)
-    if kind == QSPINLOCK:
-        if cmpxchg(words, w, 0, QSPIN_LOCKED) == 0:  # queued_spin_lock's fast path
-            place = 0
-        else:
-            place = queued_spin_request(words, w, g[G.NODE_W])
-    else:
-        place = rwsem_request(words, w, policy, shared, owner_tag, g[G.NODE_W])
-    if place == 0:
-        if not (kind == RWSEM and shared):
-            WRITE_ONCE(words, w + OWNER, owner_tag)
-        return True
-    if place > 0:
-        g[G.REQ_PLACE] = place
-        g[G.REQ_W] = w
-        g[G.REQ_KIND] = kind
-    return False
-
-
-@cached_cfunc("rmap_stress_lock_request_place",
-              _I64(_I64P, _I64, _I64P, _I64, _I64, _I64, _I64, _I64, _I64))
-def lock_request_place_cabi(wp: Any, wn: int, gp: Any, gn: int, w: int, kind: int, policy: int,
-                            shared: int, owner_tag: int) -> int:
-    """lock_request_place behind a C entry point: the contended request is a call, so the
-    inlined fast path stays small."""
-    return int(lock_request_place(carray(wp, wn), carray(gp, gn), w, kind, policy, shared,
-                                  owner_tag))
-
-
-call_lock_request_place = c_entry_call("rmap_stress_lock_request_place", 2, 5)
-
-
-@cached_njit(inline=True)
-def spin_request(words: np.ndarray, g: np.ndarray, w: int, kind: int, policy: int, shared: int,
-                 owner_tag: int) -> bool:
-    """``spin_trylock``, except that a contended request keeps the place it took (the
-    request point): a ticket lock's ticket (``ticket_request``, inline), a qspinlock's
-    pending bit or MCS node and an rwsem's wait-list node (``lock_request_place``, a
-    call).  A mutex and a tas lock take no place: 3.0's ``mutex_lock`` fast path is one
-    ``decl`` (``__mutex_fastpath_lock``), and its slow path spins on the owner before it
-    joins the wait list (``__mutex_lock_common``), which the wait does."""
-    if kind == TICKET:
-        taken = ticket_request(words, g, w)
-    elif kind == QSPINLOCK:
-        if g[G.REQ_PLACE] == 0 and queued_spin_trylock(words, w):
-            taken = True
-        else:
-            return call_lock_request_place(words, g, w, kind, policy, shared, owner_tag) != 0
-    elif kind == RWSEM:
-        # The uncontended take stays the one call it was (lock_trylock_sleeping); only a
-        # contended request makes the second, which queues.
-        if g[G.REQ_PLACE] == 0 and lock_trylock_sleeping(words, w, kind, policy, shared,
-                                                         owner_tag) != 0:
-            return True
-        return call_lock_request_place(words, g, w, kind, policy, shared, owner_tag) != 0
-    else:
-        return spin_trylock(words, w, kind, policy, shared, owner_tag)
-    if taken:
-        WRITE_ONCE(words, w + OWNER, owner_tag)
-    return taken
 
 
 @cached_njit(inline=True)
@@ -515,7 +236,7 @@ def lock_acquire_slowpath(words: np.ndarray, g: np.ndarray, held: np.ndarray, w:
 
 
 @cached_cfunc("rmap_stress_lock_acquire_slowpath",
-              types.int64(_I64P, types.int64, _I64P, types.int64, _I64P, types.int64,
+              types.int64(I64P, types.int64, I64P, types.int64, I64P, types.int64,
                           types.int64, types.int64, types.int64, types.int64, types.int64))
 def lock_acquire_slowpath_cabi(wp: Any, wn: int, gp: Any, gn: int, hp: Any, hn: int, w: int,
                                cls: int, site: int, shared: int, t0: int) -> int:

@@ -45,7 +45,7 @@ page's mapcount with an atomic add inside the ptl.
 #           swap_lock (in swap_duplicate, swap_info_get)
 #
 # The model's, by lockdep class (layout.LOCK_CLASSES: anon_vma, ptl, slab, swap_lock) and
-# the call sites (layout.LOCK_SITES) that nest them:
+# the call sites (layout.LOCK_SITES) that nest them (LOCK_ORDER_PATHS below, as data):
 #
 #   mm->mmap_sem            no lock: an mm is changed only by the CPU that runs it
 #     page lock             PG_locked, no lockdep class: shrink_page_list's trylock_page,
@@ -83,6 +83,7 @@ from .layout import (
     PTE_SWP_EXCLUSIVE,
     PTE_YOUNG,
 )
+from .lock_request import lock_request_cancel
 from .locking.atomics import (
     READ_ONCE,
     atomic_fetch_add,
@@ -100,11 +101,24 @@ from .locks import (
     lock_acquire_c,
     lock_acquire_fast,
     lock_release_c,
-    lock_request_cancel,
     lock_request_fast,
 )
 from .model import Model
 from .pgtable import pte_lockptr_c, pte_offset_map_c
+
+# The model's lock-order tree above, as data: each path from the top of the tree to a leaf,
+# as the lockdep classes on it (mmap_sem and the page lock have none).  A class may be taken
+# while a class before it on a path is held (lockdep records an edge from each class held);
+# any other edge a run records (--check-lock-order) is outside the tree.  The tree and this
+# say the same thing: tests/stress/test_lock_order.py reads both.
+LOCK_ORDER_PATHS: tuple[tuple[str, ...], ...] = (
+    ("anon_vma", "ptl", "swap_lock"),  # the walks; try_to_unmap_one's swap_duplicate
+    ("anon_vma", "slab"),  # 3.0 on: anon_vma_clone's and unlink_anon_vmas' slab, under the root lock
+    ("ptl", "swap_lock"),  # do_swap_page (under the page lock), its swap_free
+    ("ptl", "ptl"),  # fork's copy_page_range: the parent's PTE lock inside the child's
+    ("ptl",),  # mm->page_table_lock, faults, zap, change_protection
+    ("slab",),  # a leaf everywhere else
+)
 
 WALK = CPU_STATE["walk"]
 AV_LOCK, PTL = CLASS["anon_vma"], CLASS["ptl"]

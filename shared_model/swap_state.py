@@ -24,6 +24,7 @@ from .layout import (
     PTE_WRITE,
     PTE_YOUNG,
 )
+from .lock_request import lock_request_cancel
 from .locking.atomics import (
     READ_ONCE,
     atomic_fetch_add,
@@ -35,7 +36,6 @@ from .locks import (
     Stopped,
     lock_acquire_c,
     lock_release_c,
-    lock_request_cancel,
 )
 from .model import Model
 from .pgtable import pte_lockptr_c, pte_offset_map_c

@@ -124,6 +124,12 @@ def declared_signature(dispatcher: Any) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
+# The argument types of a C entry point's signature: an int64 and a pointer to one (an
+# array is passed as its data pointer and its length: ``atomics.c_entry_call``).
+I64 = types.int64
+I64P = types.CPointer(types.int64)
+
+
 def cached_cfunc(symbol: str, sig: Any) -> Callable[[Callable[..., Any]], Any]:
     """``numba.cfunc(sig, cache=True)``, in the source-keyed cache as ``cached_njit``'s, and
     registered under ``symbol`` with ``llvmlite.binding.add_symbol`` so that compiled code

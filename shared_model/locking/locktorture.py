@@ -134,7 +134,7 @@ ST_WORDS = 8
 @cached_njit
 def _request(words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int,
              node_w: int) -> int:
-    """The request as the model takes it (``locks.lock_request_place``, without the CPU's
+    """The request as the model takes it (``lock_request.lock_request_place``, without the CPU's
     geometry table): 0 if taken, a place (> 0) to wait on or give up, or -1 for none."""
     if kind == TICKET:
         ticket = atomic_fetch_add(words, w + TICKET_NEXT, 1)

@@ -26,6 +26,7 @@ import pytest
 from shared_model import ctx as G
 from shared_model.build import build_family
 from shared_model.layout import CPU_STATE
+from shared_model.lock_request import lock_request_cancel
 from shared_model.locking.lock import lock_state
 from shared_model.locking.qspinlock import PENDING_MASK, PLACE_PENDING, TAIL_SHIFT
 from shared_model.locks import (
@@ -33,7 +34,6 @@ from shared_model.locks import (
     SITE,
     Stopped,
     lock_kind,
-    lock_request_cancel,
     lock_request_fast,
     owner_tag,
 )

@@ -8,15 +8,10 @@ tests/conftest.py runs after each test: no worker and no segment is left behind.
 from __future__ import annotations
 
 import pytest
+from _helpers.lock_order import allowed_edges
 
 from stress.config import ConfigError, RunConfig
 from stress.runner import run
-
-# The lock-ordering tree of shared_model/locks.py (README, "Locks"), as ranks: a class may be
-# taken while holding one of a lower rank; slab is a leaf; ptl in ptl (child then parent in
-# fork) is the annotated nesting.  (page->_mapcount is an atomic, no lock.)
-LOCK_RANK = {"anon_vma": 0, "ptl": 1, "slab": 3, "swap_lock": 4}
-ANNOTATED = {("ptl", "ptl")}
 
 
 def test_reclaim_storm_runs_and_checks_invariants() -> None:
@@ -115,8 +110,7 @@ def test_real_workloads_take_locks_in_the_documented_order(era: str, scenario: s
     assert lo["checked"] is True and lo["findings"] == []
     edges = {(e["held"], e["taken"]) for e in lo["edges"]}
     assert ("anon_vma", "ptl") in edges  # every rmap walk: page_referenced_one under the lock
-    for held, taken in edges:
-        assert LOCK_RANK[held] < LOCK_RANK[taken] or (held, taken) in ANNOTATED, (held, taken)
+    assert edges <= allowed_edges(), edges - allowed_edges()  # the tree at the top of rmap.py
     if scenario == "forking-server":
         assert ("ptl", "ptl") in edges  # dup_mmap: the child's ptl, then the parent's
 
