@@ -27,7 +27,8 @@ from .locking.cached_compile import I64, I64P, cached_cfunc, cached_njit
 from .locking.common import OWNER
 from .locking.qspinlock import LOCKED_VAL as QSPIN_LOCKED
 from .locking.qspinlock import queued_spin_abandon, queued_spin_request, queued_spin_trylock
-from .locking.rwsem import rwsem_abandon, rwsem_request
+from .locking.rwsem import rwsem_request
+from .locking.rwsem_queue import rwsem_abandon
 from .locking.ticket import NEXT as TICKET_NEXT
 from .locking.ticket import SERVING as TICKET_SERVING
 from .locking.ticket import ticket_abandon

@@ -41,7 +41,8 @@ _warm = False
 BASE_MODULES = ("shared_model.locking.common", "shared_model.locking.clock",
                 "shared_model.locking.tas", "shared_model.locking.ticket",
                 "shared_model.locking.qspinlock", "shared_model.locking.mutex",
-                "shared_model.locking.rwsem", "shared_model.locking.lock", "shared_model.locks",
+                "shared_model.locking.rwsem_queue", "shared_model.locking.rwsem",
+                "shared_model.locking.lock", "shared_model.locks",
                 "shared_model.slab")
 MAX_COMPILE_JOBS = 4  # each child holds numba and LLVM (~300 MB); more share less work each
 CHILD_TIMEOUT_S = 600.0  # a compile child still running then is killed (the parent compiles)

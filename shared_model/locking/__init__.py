@@ -11,7 +11,9 @@ One small file per primitive, as the kernel's ``kernel/locking/``; the atomics i
     ticket.py      x86 ticket spinlock (FIFO), 2.6.25 - 4.1
     qspinlock.py   MCS-queued spinlock, 4.2 on
     mutex.py       futex sleeping lock with adaptive spinning, robust
-    rwsem.py       reader/writer semaphore, FIFO (3.8) or writer lock-stealing (3.9)
+    rwsem_queue.py the rwsem's record, wait list, grant (__rwsem_do_wake), release, abort
+    rwsem.py       reader/writer semaphore: fast paths, the wait, 3.9's stealing, 3.19's
+                   optimistic spinning, 6.0's hand-off bit
     lock.py        lock_acquire / lock_trylock / lock_release: compiled dispatch by kind
     cached_compile.py  cached_njit / cached_cfunc: numba's cache keyed on the model's
                    sources (not the install path), no NRT, LLVM alwaysinline on request

@@ -45,16 +45,8 @@ from .qspinlock import (
     queued_spin_trylock,
     queued_spin_unlock,
 )
-from .rwsem import (
-    down_read,
-    down_read_trylock,
-    down_write,
-    down_write_trylock,
-    rwsem_is_wedged,
-    rwsem_state,
-    up_read,
-    up_write,
-)
+from .rwsem import down_read, down_read_trylock, down_write, down_write_trylock
+from .rwsem_queue import rwsem_is_wedged, rwsem_state, up_read, up_write
 from .tas import tas_lock, tas_state, tas_trylock, tas_unlock
 from .ticket import (
     ticket_is_wedged,

@@ -43,7 +43,8 @@ from .qspinlock import (
     queued_spin_request,
     queued_spin_wait,
 )
-from .rwsem import COUNT, HANDOFF, WAITERS, rwsem_abandon, rwsem_request, rwsem_wait_queued
+from .rwsem import rwsem_request, rwsem_wait_queued
+from .rwsem_queue import COUNT, HANDOFF, WAITERS, rwsem_abandon
 from .ticket import NEXT as TICKET_NEXT
 from .ticket import SERVING as TICKET_SERVING
 from .ticket import ticket_abandon, ticket_lock_slowpath

@@ -38,7 +38,7 @@ from shared_model.locking import (
 from shared_model.locking.locktorture import LabDeadline, LockLab
 from shared_model.locking.mutex import SLEEPERS, SPINNERS, WAKE_SEQ
 from shared_model.locking.qspinlock import SKIPPED
-from shared_model.locking.rwsem import rwsem_readers
+from shared_model.locking.rwsem_queue import rwsem_readers
 
 BOUND_S = 10.0  # generous on a shared 2-core machine: a working hand-off takes milliseconds
 PARENT_CPU = 15

@@ -41,7 +41,7 @@ from shared_model.locking import (
     lock_trylock,
 )
 from shared_model.locking.locktorture import LockLab, torture_hammer, torture_reader
-from shared_model.locking.rwsem import rwsem_readers
+from shared_model.locking.rwsem_queue import rwsem_readers
 
 LOOPS = 10_000
 

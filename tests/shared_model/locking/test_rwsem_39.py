@@ -27,13 +27,8 @@ from shared_model.locking.atomics import atomic_fetch_add
 from shared_model.locking.cached_compile import cached_njit
 from shared_model.locking.common import OWNER
 from shared_model.locking.locktorture import LockLab
-from shared_model.locking.rwsem import (
-    WRITER,
-    _wait_lock,
-    _wait_unlock,
-    down_write_trylock,
-    rwsem_wake_locked,
-)
+from shared_model.locking.rwsem import down_write_trylock
+from shared_model.locking.rwsem_queue import WRITER, _wait_lock, _wait_unlock, rwsem_wake_locked
 
 
 def hold_write(lab: LockLab, policy: int) -> None:

@@ -26,14 +26,12 @@ from shared_model.locking.common import NODE_RUN_STATE, RUN_RUNNING, RUN_SLEEPIN
 from shared_model.locking.locktorture import LockLab
 from shared_model.locking.rwsem import _NOT_TAKEN as NOT_TAKEN
 from shared_model.locking.rwsem import (
-    HANDOFF,
     RWSEM_WAIT_TIMEOUT_NS,
-    SINCE,
-    WAITING,
     down_write_trylock,
     rwsem_optimistic_spin,
     rwsem_read_steal,
 )
+from shared_model.locking.rwsem_queue import HANDOFF, SINCE, WAITING
 
 
 def test_319_writer_spins_on_a_running_owner_and_takes_it_unqueued(lab: LockLab) -> None:
