@@ -49,31 +49,8 @@ def main() -> None:
     os.makedirs(a.out, exist_ok=True)
     t0 = time.monotonic()
     n, p = (300, 100) if a.quick else (1000, 1000)
-    scans = {}
-    for era in ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36"):
-        print(f"scan {era} --refault: {n} users x {p} pages ...", flush=True)
-        scans[era] = scan(RunConfig(era=era, users=n, pages=p, cow=1.0), refault="write")
-        write_json(os.path.join(a.out, f"scan-{era}.json"), scans[era])
-        print(f"  average walk {scans[era]['first_pass']['avg_visited']:.2f} entries, max "
-              f"{scans[era]['first_pass']['max_visited']}; after one unmap-and-refault sweep "
-              f"{scans[era]['walks']['avg_visited']:.2f}, max {scans[era]['walks']['max_visited']}",
-              flush=True)
+    rows = _scan_rows(_scans(n, p, a.out), n, p)
     users = user_counts(100, 3200 if a.quick else 12800, None, 2.0)
-    base_era = eras[0]
-
-    def walk(era: str, key: str) -> str:
-        return f"{scans[era][key]['avg_visited']:.1f}"
-
-    rows = [
-        (f"average scan cost, {n} children x {p} COWed pages (the commit's: 1000 x 1000)",
-         "O(N) -> 2 (\"from O(N) to 2\")",
-         (f"{walk('2.6.33', 'first_pass')} -> {walk('2.6.34-rc1', 'first_pass')} entries ({n} x {p}; "
-          f"2.6.34 as released {walk('2.6.34', 'first_pass')})")),
-        ("the same after one unmap-and-refault sweep (`scan --refault`)", "(not measured)",
-         (f"2.6.33 {walk('2.6.33', 'walks')}, 2.6.34-rc1 {walk('2.6.34-rc1', 'walks')}, "
-          f"2.6.34 {walk('2.6.34', 'walks')}, 2.6.36 {walk('2.6.36', 'walks')} entries")),
-    ]
-    claims = {"2.6.33": "about 9.7k users (16 GB box)", "2.6.34-rc1": "about 29.7k users"}
     for device in devices:
         base = RunConfig(scenario="forking-server", pages=20, cow=1.0, cpus=a.cpus,
                          duration=2.0 if a.quick else 5.0, swap_device=device)
@@ -84,35 +61,7 @@ def main() -> None:
         plot_results(doc, os.path.join(a.out, f"ramp-{device}.svg"))
         print(ramp_table(doc))
         print(headline(doc))
-        c33 = doc["crossover"][base_era]
-        at_cross = [q for q in doc["points"] if q["era"] == base_era and q["users"] == c33["users"]]
-        sys_at = f"{100 * at_cross[0]['system_share']:.1f}%" if at_cross else "n/a"
-
-        def crossing(era: str, doc: dict = doc) -> str:
-            c = doc["crossover"][era]
-            last = max(q["users"] for q in doc["points"] if q["era"] == era)
-            io = f", iowait {100 * c['iowait_share']:.0f}%" if c.get("iowait_share") is not None else ""
-            return f"{c['users']} users{io}" if c["users"] else f"not reached by {last}"
-
-        def ratio(era: str, doc: dict = doc, c33: dict = c33) -> str:
-            c = doc["crossover"][era]
-            last = max(q["users"] for q in doc["points"] if q["era"] == era)
-            if c33["users"] and c["users"]:
-                return f"{c['users'] / c33['users']:.2f}x"
-            if c33["users"]:
-                return f"> {last / c33['users']:.2f}x ({era} did not cross by {last})"
-            return f"n/a ({base_era} did not cross)"
-
-        for era in eras:
-            rows.append((f"AIM7 crossover, {era}, swap device {device}", claims.get(era, "(none)"),
-                         crossing(era)))
-        for era in eras[1:]:
-            claim = {"2.6.34-rc1": "3.06x (\"~99% IO wait\")",
-                     "2.6.34": "(none: the seed's figure is 2.6.34-rc1's; this is the price of the oops fix)"}
-            rows.append((f"ratio of crossovers, {era} / {base_era}, swap device {device}",
-                         claim.get(era, "(none)"), ratio(era)))
-        rows.append((f"system time at {base_era}'s collapse, swap device {device}", ">99%",
-                     f"{sys_at} (walk + lock wait, at its crossover)"))
+        rows += _ramp_rows(doc, eras, device)
     lines = ["| claim | seed commit | rmap-stress, this machine |", "|---|---|---|"]
     lines += [f"| {a_} | {b} | {c} |" for a_, b, c in rows]
     table = "\n".join(lines)
@@ -125,6 +74,74 @@ def main() -> None:
     print(table)
     print(f"\nwrote {a.out}/seed.md, ramp-*.json, ramp-*.png, ramp-*.svg, scan-*.json "
           f"({time.monotonic() - t0:.0f} s)")
+
+
+def _scans(n: int, p: int, out: str) -> dict[str, dict]:
+    """``scan --refault write`` of each seed era, n users x p pages, each written to out."""
+    scans = {}
+    for era in ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36"):
+        print(f"scan {era} --refault: {n} users x {p} pages ...", flush=True)
+        scans[era] = scan(RunConfig(era=era, users=n, pages=p, cow=1.0), refault="write")
+        write_json(os.path.join(out, f"scan-{era}.json"), scans[era])
+        print(f"  average walk {scans[era]['first_pass']['avg_visited']:.2f} entries, max "
+              f"{scans[era]['first_pass']['max_visited']}; after one unmap-and-refault sweep "
+              f"{scans[era]['walks']['avg_visited']:.2f}, max {scans[era]['walks']['max_visited']}",
+              flush=True)
+    return scans
+
+
+def _scan_rows(scans: dict[str, dict], n: int, p: int) -> list[tuple[str, str, str]]:
+    """The table's rows on walk lengths: the commit's claim beside the scans'."""
+    def walk(era: str, key: str) -> str:
+        return f"{scans[era][key]['avg_visited']:.1f}"
+
+    return [
+        (f"average scan cost, {n} children x {p} COWed pages (the commit's: 1000 x 1000)",
+         "O(N) -> 2 (\"from O(N) to 2\")",
+         (f"{walk('2.6.33', 'first_pass')} -> {walk('2.6.34-rc1', 'first_pass')} entries ({n} x {p}; "
+          f"2.6.34 as released {walk('2.6.34', 'first_pass')})")),
+        ("the same after one unmap-and-refault sweep (`scan --refault`)", "(not measured)",
+         (f"2.6.33 {walk('2.6.33', 'walks')}, 2.6.34-rc1 {walk('2.6.34-rc1', 'walks')}, "
+          f"2.6.34 {walk('2.6.34', 'walks')}, 2.6.36 {walk('2.6.36', 'walks')} entries")),
+    ]
+
+
+CLAIMS = {"2.6.33": "about 9.7k users (16 GB box)", "2.6.34-rc1": "about 29.7k users"}
+RATIO_CLAIMS = {"2.6.34-rc1": "3.06x (\"~99% IO wait\")",
+                "2.6.34": "(none: the seed's figure is 2.6.34-rc1's; this is the price of the oops fix)"}
+
+
+def _ramp_rows(doc: dict, eras: list[str], device: str) -> list[tuple[str, str, str]]:
+    """The table's rows from one ramp: each era's crossover, each later era's ratio to the
+    first's, and the first era's system time at its collapse."""
+    base_era = eras[0]
+    c33 = doc["crossover"][base_era]
+    at_cross = [q for q in doc["points"] if q["era"] == base_era and q["users"] == c33["users"]]
+    sys_at = f"{100 * at_cross[0]['system_share']:.1f}%" if at_cross else "n/a"
+    rows = [(f"AIM7 crossover, {era}, swap device {device}", CLAIMS.get(era, "(none)"), _crossing(doc, era))
+            for era in eras]
+    rows += [(f"ratio of crossovers, {era} / {base_era}, swap device {device}",
+              RATIO_CLAIMS.get(era, "(none)"), _ratio(doc, era, base_era)) for era in eras[1:]]
+    rows.append((f"system time at {base_era}'s collapse, swap device {device}", ">99%",
+                 f"{sys_at} (walk + lock wait, at its crossover)"))
+    return rows
+
+
+def _crossing(doc: dict, era: str) -> str:
+    c = doc["crossover"][era]
+    last = max(q["users"] for q in doc["points"] if q["era"] == era)
+    io = f", iowait {100 * c['iowait_share']:.0f}%" if c.get("iowait_share") is not None else ""
+    return f"{c['users']} users{io}" if c["users"] else f"not reached by {last}"
+
+
+def _ratio(doc: dict, era: str, base_era: str) -> str:
+    c, c33 = doc["crossover"][era], doc["crossover"][base_era]
+    last = max(q["users"] for q in doc["points"] if q["era"] == era)
+    if c33["users"] and c["users"]:
+        return f"{c['users'] / c33['users']:.2f}x"
+    if c33["users"]:
+        return f"> {last / c33['users']:.2f}x ({era} did not cross by {last})"
+    return f"n/a ({base_era} did not cross)"
 
 
 if __name__ == "__main__":
