@@ -229,13 +229,13 @@ def bench_scan() -> None:
 
 
 def _storm(era: str, duration: float, *extra: str) -> dict:
-    import json
+    from stress.results import load
 
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run([sys.executable, "-m", "stress", "run", "--quiet", "--era", era, "--users", "1000",
                         "--pages", "100", "--cpus", "2", "--duration", str(duration), "--json", f.name,
                         *extra], check=True, capture_output=True)
-        return json.load(open(f.name))
+        return load(f.name)
 
 
 def _pps(r: dict) -> float:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue #5's acceptance drill, with numbers: SIGKILL one CPU at a random moment in N
+"""The failure drill, with numbers: SIGKILL one CPU at a random moment in N
 consecutive runs (each must end within 5 s of the kill, exit non-zero with a report, and
 leave no process and no /dev/shm segment), then M consecutive short runs that must leave
 /dev/shm exactly as it was.
