@@ -105,6 +105,19 @@ def swap_device_line(res: dict[str, Any]) -> str | None:
             f"{d['throttled']} writers throttled")
 
 
+def oversubscription_line(res: dict[str, Any]) -> str | None:
+    """With more CPUs than the cores the run could use, how little of the window each CPU
+    can have been on a core: why a short run of many CPUs shows few or no operations."""
+    cores = len((res.get("machine") or {}).get("affinity") or [])
+    cpus = res["config"]["cpus"]
+    if not cores or cpus <= cores:
+        return None
+    share = cores / cpus
+    return (f"oversubscribed: {cpus} CPUs on {cores} cores: each CPU is on a core at most "
+            f"{pct(share).strip()} of the time, about {share * res['elapsed_s'] * 1e3:.0f} ms of this "
+            f"{res['elapsed_s']:.1f} s window")
+
+
 def run_summary(res: dict[str, Any]) -> str:
     c, w, t = res["config"], res["walks"], res["throughput"]
     sh = mean_shares(res)
@@ -150,6 +163,9 @@ def run_summary(res: dict[str, Any]) -> str:
     dev = swap_device_line(res)
     if dev:
         lines.insert(-1, dev)
+    over = oversubscription_line(res)
+    if over:
+        lines.insert(-1, over)
     lo = res.get("lock_order") or {}
     if lo.get("checked"):
         lines.append("lock order: " + ("no inversion in " + str(len(lo["edges"])) + " class pairs seen"

@@ -110,6 +110,16 @@ def test_cpu_table_of_many_cpus_shows_those_that_waited_longest() -> None:
     assert len(cpu_table(make_run(cpus=cpus[:32])).splitlines()) == 33  # up to 32: every row
 
 
+def test_an_oversubscribed_run_says_how_little_each_cpu_can_run() -> None:
+    doc = make_run(machine={"affinity": [0, 1]})
+    assert "oversubscribed" not in run_summary(doc)  # 2 CPUs on 2 cores
+    doc["config"] = {**doc["config"], "cpus": 256}
+    lines = run_summary(doc).splitlines()
+    assert lines[-2] == ("oversubscribed: 256 CPUs on 2 cores: each CPU is on a core at most 0.8% of "
+                         "the time, about 16 ms of this 2.0 s window")
+    assert lines[-1].startswith("invariants: ")
+
+
 def test_mean_shares() -> None:
     assert mean_shares(make_run()) == pytest.approx({"work": 0.2, "walk": 0.2, "lock_wait": 0.45,
                                                      "iowait": 0.0, "other": 0.15})
