@@ -207,23 +207,22 @@ class _Signals:
 STATE_NAMES = {v: k for k, v in CPU_STATE.items()}
 
 
-# What the OS says of a CPU process, where it explains a CPU that makes no progress
-# (/proc/PID/stat's state letter; a running or sleeping process says nothing more).
-OS_STATES = {"T": "stopped by a signal", "t": "stopped by a tracer", "D": "in uninterruptible sleep",
-             "Z": "exited, not reaped", "X": "dead"}
+# What the OS says of a CPU process, where it explains a CPU that makes no progress (a
+# running or sleeping process says nothing more).
+OS_STATES = {psutil.STATUS_STOPPED: "stopped by a signal", psutil.STATUS_TRACING_STOP: "stopped by a tracer",
+             psutil.STATUS_DISK_SLEEP: "in uninterruptible sleep", psutil.STATUS_ZOMBIE: "exited, not reaped",
+             psutil.STATUS_DEAD: "dead"}
 
 
 def _os_state(pid: int) -> str:
     """", stopped by a signal" and the like for a CPU process the OS holds off the CPU
     (someone SIGSTOPped it, a debugger holds it); empty for a running or sleeping one, or
-    one whose /proc entry cannot be read."""
+    one that is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+        status = psutil.Process(pid).status()
+    except psutil.Error:
         return ""
-    letter = stat[stat.rfind(b")") + 2:][:1].decode(errors="replace")
-    return f", {OS_STATES[letter]}" if letter in OS_STATES else ""
+    return f", {OS_STATES[status]}" if status in OS_STATES else ""
 
 
 def cpu_states(m: Model, cpu: np.ndarray, now_ns: int) -> list[str]:

@@ -268,12 +268,10 @@ def _resume(target: psutil.Process) -> bool:
     for _ in range(100):
         try:
             os.kill(target.pid, signal.SIGCONT)
-            with open(f"/proc/{target.pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+            if target.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+                return True
+        except (OSError, psutil.Error):
             return False
-        if stat[stat.rfind(b")") + 2:][:1] not in (b"T", b"t"):
-            return True
         time.sleep(0.01)
     return False
 

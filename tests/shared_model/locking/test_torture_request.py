@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers.rwsem_lab import POLICIES, POLICY_IDS
 
 from shared_model.locking import compile_locks
 from shared_model.locking.common import (
@@ -22,8 +23,6 @@ from shared_model.locking.common import (
     RWSEM_FIFO,
     RWSEM_HANDOFF,
     RWSEM_SPIN,
-    RWSEM_STEAL,
-    RWSEM_STEAL_39,
     TICKET,
 )
 from shared_model.locking.lock import lock_acquire, lock_is_wedged, lock_release, lock_state
@@ -111,10 +110,7 @@ def test_mutex_requests_take_no_place(lab: LockLab) -> None:
     assert stats[:, ST_NODE].sum() == stats[:, ST_PENDING].sum() == stats[:, ST_GIVEN_UP].sum() == 0
 
 
-@pytest.mark.parametrize("policy", [RWSEM_FIFO, RWSEM_STEAL_39, RWSEM_STEAL, RWSEM_SPIN,
-                                    RWSEM_HANDOFF],
-                         ids=["fifo-3.8", "steal-behind-writer-3.9", "steal-3.10", "spin-3.19",
-                              "handoff-6.0"])
+@pytest.mark.parametrize("policy", POLICIES, ids=POLICY_IDS.get)
 def test_rwsem_writers_and_readers(lab: LockLab, policy: int) -> None:
     """Two writers and a reader per policy.  The reader's first request queues a node
     (no era spins a reader); a writer's does too, except where its kernel spins on the
