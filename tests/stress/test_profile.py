@@ -268,9 +268,11 @@ def test_flamegraph_widest_towers_are_the_lock_waits(tmp_path: Path) -> None:
     stacks, _ = prof.split_raw(RECORDED, PIDS)
     tree = prof.flame_tree({k: v for k, v in stacks.items() if k != prof.HARNESS})
     for cpu in tree.children.values():
-        shrink = cpu.children["worker_main (stress/engine/worker.py)"].children[
-            "run_cpu (stress/engine/workloads/reclaim_storm.py)"].children[
-            "shrink_page (stress/engine/workloads/common.py)"]
+        # RECORDED's frames name the files where they were when it was recorded
+        # (stress/worker.py, now stress/engine/worker.py).
+        shrink = cpu.children["worker_main (stress/worker.py)"].children[
+            "run_cpu (stress/workloads/reclaim_storm.py)"].children[
+            "shrink_page (stress/workloads/common.py)"]
         for entry in ("page_referenced_anon (shared_model/rmap.py)", "try_to_unmap (shared_model/rmap.py)"):
             widest = max(shrink.children[entry].children.values(), key=lambda c: c.count)
             assert widest.name == "page_lock_anon_vma (shared_model/rmap.py)", cpu.name
