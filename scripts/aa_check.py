@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from stress.compare import ALPHA, welch_t_test
-from stress.config import RunConfig
-from stress.scale import curves_of, scale
+from stress.analysis.compare import ALPHA, welch_t_test
+from stress.commands.scale import curves_of, scale
+from stress.engine.config import RunConfig
 
 
 def main() -> None:

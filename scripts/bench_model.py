@@ -229,7 +229,7 @@ def bench_scan() -> None:
 
 
 def _storm(era: str, duration: float, *extra: str) -> dict:
-    from stress.results import load
+    from stress.engine.results import load
 
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run([sys.executable, "-m", "stress", "run", "--quiet", "--era", era, "--users", "1000",

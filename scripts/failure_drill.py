@@ -76,8 +76,8 @@ def main() -> None:
               f"{', wedged ' + ' '.join(wedged) if wedged else ''}{'' if good else '  <-- FAIL'}")
     print(f"{ok}/{a.kills} kills handled; slowest end {worst:.2f} s after the kill")
     before = sorted(os.listdir("/dev/shm"))
-    from stress.config import RunConfig
-    from stress.runner import run
+    from stress.engine.config import RunConfig
+    from stress.engine.runner import run
 
     t = time.monotonic()
     bad = 0

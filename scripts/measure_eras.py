@@ -33,10 +33,10 @@ import time
 from typing import Any
 
 from shared_model.eras import ERAS
-from stress.config import RunConfig
-from stress.report import mean_shares
-from stress.results import machine_info
-from stress.runner import run
+from stress.analysis.report import mean_shares
+from stress.engine.config import RunConfig
+from stress.engine.results import machine_info
+from stress.engine.runner import run
 
 KERNEL = {
     "fork-test": "AIM7 fork_test: 3.8's rwsem (strict FIFO writer hand-off) -50%; writer "

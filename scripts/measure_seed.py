@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 
-from stress.config import DEFAULT_ENTRY_COST_NS, RunConfig
-from stress.report import mean_shares
-from stress.runner import run
+from stress.analysis.report import mean_shares
+from stress.engine.config import DEFAULT_ENTRY_COST_NS, RunConfig
+from stress.engine.runner import run
 
 
 def one(era: str, a: argparse.Namespace, cost: int) -> dict:

@@ -21,8 +21,8 @@ import json
 import os
 
 from shared_model.eras import ERAS
-from stress.config import RunConfig
-from stress.scan import ScanStopped, scan_scenario
+from stress.commands.scan import ScanStopped, scan_scenario
+from stress.engine.config import RunConfig
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from typing import Any
 from shared_model.build import family_capacities
 from shared_model.model import Model
 from shared_model.swapdev import READ, submit_bio, swap_device_init
-from stress.analysis import crossover_of, summarize_ramp
-from stress.config import RunConfig
-from stress.ramp import headline, ramp, ramp_table, user_counts
+from stress.analysis.sweeps import crossover_of, summarize_ramp
+from stress.commands.ramp import headline, ramp, ramp_table, user_counts
+from stress.engine.config import RunConfig
 
 
 def submit_cost(n: int = 200_000) -> tuple[float, float]:

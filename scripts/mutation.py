@@ -2,8 +2,8 @@
 """Mutation testing: how many deliberate bugs the tests catch.
 
     python scripts/mutation.py                      # mutmut, every pure module below
-    python scripts/mutation.py stress/ramp.py       # one module
-    python scripts/mutation.py --budget 600 --jobs 1 stress/metrics.py
+    python scripts/mutation.py stress/commands/ramp.py   # one module
+    python scripts/mutation.py --budget 600 --jobs 1 stress/engine/metrics.py
     python scripts/mutation.py --scripted           # the compiled core's scripted mutations
     python scripts/mutation.py --scripted --named shared_model/pgtable.py
     python scripts/mutation.py --scripted --only "black-height" --json out.json
@@ -60,13 +60,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Module -> the fast tests (no worker processes, no CLI subprocesses) that exercise it.
 TESTS: dict[str, list[str]] = {
-    "stress/metrics.py": ["tests/stress/test_metrics.py"],
-    "stress/ramp.py": ["tests/stress/test_ramp.py"],
-    "stress/analysis.py": ["tests/stress/test_ramp.py", "tests/stress/test_scale.py",
-                           "tests/stress/test_analysis_values.py"],
-    "stress/compare.py": ["tests/stress/test_compare.py"],
-    "stress/report.py": ["tests/stress/test_report.py", "tests/stress/test_compare.py"],
-    "stress/config.py": ["tests/stress/test_config.py"],
+    "stress/engine/metrics.py": ["tests/stress/test_metrics.py"],
+    "stress/commands/ramp.py": ["tests/stress/test_ramp.py"],
+    "stress/analysis/sweeps.py": ["tests/stress/test_ramp.py", "tests/stress/test_scale.py",
+                                  "tests/stress/test_analysis_values.py"],
+    "stress/analysis/compare.py": ["tests/stress/test_compare.py"],
+    "stress/analysis/report.py": ["tests/stress/test_report.py", "tests/stress/test_compare.py"],
+    "stress/engine/config.py": ["tests/stress/test_config.py"],
     "shared_model/eras.py": ["tests/shared_model/test_eras.py",
                              "tests/shared_model/test_scan_arithmetic.py"],
 }
@@ -205,10 +205,10 @@ SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
     "shared_model/anon_vma_chain.py": (["tests/shared_model/test_anon_vma.py",
                                         "tests/shared_model/test_later_eras.py"], CORE_NEW),
     "shared_model/swapdev.py": (["tests/shared_model/test_swapdev.py", "tests/stress/test_swapio.py"], CORE_NEW),
-    "stress/predict.py": (["tests/stress/test_predict.py"], ANALYSIS_NEW),
-    "stress/scale.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
-    "stress/analysis.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
-    "stress/story.py": (["tests/stress/test_eras_locking.py"], ANALYSIS_NEW),
+    "stress/analysis/predict.py": (["tests/stress/test_predict.py"], ANALYSIS_NEW),
+    "stress/commands/scale.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
+    "stress/analysis/sweeps.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
+    "stress/commands/story.py": (["tests/stress/test_eras_locking.py"], ANALYSIS_NEW),
 }
 
 M = Mutation
@@ -350,32 +350,32 @@ SCRIPTED: list[Mutation] = [
       "        until = max(self.writes(), self.reads())", "        self.reads()\n        until = self.writes()"),
     M("shared_model/swapdev.py", "SwapIO.wait never sleeps",
       "        if self.enabled:\n            io_schedule_until", "        if False:\n            io_schedule_until"),
-    # stress/predict.py
-    M("stress/predict.py", "predicted throughput equal to the measured one",
+    # stress/analysis/predict.py
+    M("stress/analysis/predict.py", "predicted throughput equal to the measured one",
       "    thr = measured_thr * q.acquisitions_per_s / measured_x if measured_x else 0.0",
       "    thr = measured_thr", named=True),
-    M("stress/predict.py", "measured acquisitions per second use the CPU count, not the time",
+    M("stress/analysis/predict.py", "measured acquisitions per second use the CPU count, not the time",
       "    measured_x = lt.acquisitions / elapsed if elapsed else 0.0",
       "    measured_x = lt.acquisitions / lt.cpus if elapsed else 0.0"),
-    M("stress/predict.py", "the wait share's relative error inverted",
+    M("stress/analysis/predict.py", "the wait share's relative error inverted",
       '"wait_share_error": relative_error(q.wait_share, lt.wait_share)',
       '"wait_share_error": relative_error(lt.wait_share, q.wait_share)'),
-    # stress/scale.py
-    M("stress/scale.py", "CSV: predicted and measured wait share swapped",
+    # stress/commands/scale.py
+    M("stress/commands/scale.py", "CSV: predicted and measured wait share swapped",
       'extra = [q["repairman"]["wait_share"], q["measured"]["wait_share"]]',
       'extra = [q["measured"]["wait_share"], q["repairman"]["wait_share"]]', named=True),
-    # stress/analysis.py (scale's summary)
-    M("stress/analysis.py", "summary: the linear line from the 1-CPU point's total",
+    # stress/analysis/sweeps.py (scale's summary)
+    M("stress/analysis/sweeps.py", "summary: the linear line from the 1-CPU point's total",
       "                base = thr / n\n", "                base = thr\n"),
-    M("stress/analysis.py", "summary: the ticket model's throughput as its wait share",
+    M("stress/analysis/sweeps.py", "summary: the ticket model's throughput as its wait share",
       'row[f"{model}_throughput"] = statistics.fmean(q[model]["throughput"] for q in preds)',
       'row[f"{model}_throughput"] = statistics.fmean(q[model]["wait_share"] for q in preds)'),
-    # stress/story.py
-    M("stress/story.py", "fork_test headline ratio inverted",
+    # stress/commands/story.py
+    M("stress/commands/story.py", "fork_test headline ratio inverted",
       'f" ({ratio_text(prev, fps)})"', 'f" ({ratio_text(fps, prev)})"', named=True),
-    M("stress/story.py", "seed headline ratio inverted",
+    M("stress/commands/story.py", "seed headline ratio inverted",
       "({ratio_text(pa, pb)})", "({ratio_text(pb, pa)})"),
-    M("stress/story.py", "exim headline change against the era itself",
+    M("stress/commands/story.py", "exim headline change against the era itself",
       "(mps / base - 1)", "(base / mps - 1)"),
 ]
 del M

@@ -26,11 +26,11 @@ import argparse
 import os
 import time
 
-from stress.config import RunConfig
-from stress.plot import plot_results
-from stress.ramp import headline, ramp, ramp_table, user_counts
-from stress.results import write_json
-from stress.scan import scan
+from stress.analysis.plot import plot_results
+from stress.commands.ramp import headline, ramp, ramp_table, user_counts
+from stress.commands.scan import scan
+from stress.engine.config import RunConfig
+from stress.engine.results import write_json
 
 
 def main() -> None:

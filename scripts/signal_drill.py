@@ -6,7 +6,7 @@ For each of SIGINT and SIGTERM, `tries` times: `timeout --preserve-status -s SIG
 rmap-stress run ... --duration 60 --json FILE` (timeout signals the run, then its group:
 the same signal twice).  Counts exit statuses, results files written, and among those the
 ones marked interrupted, with the model checked and clean (read through the validating
-loader, stress.results.load).  Before the signal handling was reworked, 1 in 6 SIGINT
+loader, stress.engine.results.load).  Before the signal handling was reworked, 1 in 6 SIGINT
 tries lost the JSON and 1 in 5 SIGTERM tries exited 130.
 """
 
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from stress.results import load
+from stress.engine.results import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from stress.results import load
+from stress.engine.results import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

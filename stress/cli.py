@@ -20,10 +20,12 @@ from typing import Any, NoReturn
 from shared_model.build import ModelTooLarge
 from shared_model.eras import ERAS
 
-from . import ui
-from .config import SCAN_SCENARIOS, SCENARIOS, ConfigError, Option, RunConfig
-from .predict import DEFAULT_HANDOFF_NS, PredictError
-from .results import (
+from .analysis.predict import DEFAULT_HANDOFF_NS, PredictError
+from .commands.torture import add_parser as torture_parser
+from .commands.torture import cmd_torture
+from .engine import ui
+from .engine.config import SCAN_SCENARIOS, SCENARIOS, ConfigError, Option, RunConfig
+from .engine.results import (
     SCHEMA_DEMO,
     SCHEMA_ERAS,
     SCHEMA_RAMP,
@@ -35,10 +37,8 @@ from .results import (
     report_to_stderr,
     write_json,
 )
-from .stopping import status_of
-from .torture import add_parser as torture_parser
-from .torture import cmd_torture
-from .ui import PROG
+from .engine.stopping import status_of
+from .engine.ui import PROG
 
 
 class UsageError(Exception):
@@ -420,7 +420,7 @@ def _wrote_log(path: str | None) -> None:
 
 
 def cmd_scan(a: argparse.Namespace) -> int:
-    from .scan import scan, scan_report
+    from .commands.scan import scan, scan_report
 
     if a.pages is None:  # mprotect-split's own defaults must work: a page per piece
         a.pages = max(a.pieces, 1) if a.scenario == "mprotect-split" else 100
@@ -442,7 +442,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
 def _cmd_scan_scenario(a: argparse.Namespace) -> int:
     """``scan --scenario``: fork-chain or mprotect-split.  Exit 1, with one line, when a
     fork-chain stopped early because the segment was about to fill."""
-    from .scan import ScanStopped, scan_scenario, scan_scenario_report
+    from .commands.scan import ScanStopped, scan_scenario, scan_scenario_report
 
     if a.scenario not in SCAN_SCENARIOS:
         raise ConfigError(f"unknown scan scenario {a.scenario!r} (choose from {', '.join(SCAN_SCENARIOS)})")
@@ -463,8 +463,8 @@ def _cmd_scan_scenario(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from . import report
-    from .runner import RunFailed, RunInterrupted, run
+    from .analysis import report
+    from .engine.runner import RunFailed, RunInterrupted, run
 
     cfg = _run_config(a)
     _note_no_live(a)
@@ -498,7 +498,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         res, status = e.results, 1
     ui.end_progress(a.quiet)
     if a.predict:
-        from .predict import predict_run
+        from .analysis.predict import predict_run
 
         try:
             res["predicted"] = predict_run(res, a.handoff_ns)
@@ -512,7 +512,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     try:
         print(report.run_report(res))
         if res.get("predicted"):
-            from .predict import format_prediction
+            from .analysis.predict import format_prediction
 
             print()
             print(format_prediction(res["predicted"]))
@@ -577,7 +577,7 @@ def _run_argv(profile_argv: list[str]) -> list[str]:
 
 
 def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
-    from .profile import FORMATS, ProfileError, format_summary, record, summarize_raw
+    from .commands.profile import FORMATS, ProfileError, format_summary, record, summarize_raw
 
     cfg = config_from_args(a)
     cfg.validate()  # a bad option is a usage error now, not a profile of a failed run
@@ -600,7 +600,7 @@ def cmd_profile(a: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import DEMO_ERAS, demo
+    from .commands.demo import DEMO_ERAS, demo
 
     _setup_logging("WARNING", None)
     cfgs = [config_from_args(a, era=era, scenario="reclaim-storm") for era in DEMO_ERAS]
@@ -617,7 +617,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_ramp(a: argparse.Namespace) -> int:
-    from .ramp import headline, ramp, ramp_table, user_counts, write_csv
+    from .commands.ramp import headline, ramp, ramp_table, user_counts, write_csv
 
     users = user_counts(a.start_users, a.end_users, a.increment,
                         a.factor if a.factor is not None or a.increment is not None else 2.0)
@@ -643,7 +643,7 @@ def cmd_ramp(a: argparse.Namespace) -> int:
     print()
     print(headline(doc))
     if a.predict:
-        from .predict import prediction_table
+        from .analysis.predict import prediction_table
 
         print()
         print(prediction_table([(f"{p['era']} {p['users']} users #{p['repeat'] + 1}", p["predicted"])
@@ -662,8 +662,8 @@ def _check_handoff(ns: float) -> None:
 
 
 def cmd_scale(a: argparse.Namespace) -> int:
-    from .config import online_cpus
-    from .scale import curves_of, default_cpus_list, parse_cpus_list, scale, scale_table, write_csv
+    from .commands.scale import curves_of, default_cpus_list, parse_cpus_list, scale, scale_table, write_csv
+    from .engine.config import online_cpus
 
     if a.cpus:
         raise ConfigError("scale takes --cpus-list N,N,..., not --cpus")
@@ -686,7 +686,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
     _say_stop(doc, len(doc["points"]))
     print(scale_table(doc))
     if a.predict:
-        from .predict import prediction_table
+        from .analysis.predict import prediction_table
 
         print()
         print(prediction_table([(f"{p['curve']}, {_cpus(p['cpus'])} #{p['repeat'] + 1}", p["predicted"])
@@ -727,7 +727,7 @@ def _write_sweep(a: argparse.Namespace, doc: dict[str, Any], write_csv: Callable
         write_csv(a.csv, doc)
         ui.wrote(a.csv)
     if a.plot and doc["points"]:
-        from .plot import plot_results
+        from .analysis.plot import plot_results
 
         plot_results(doc, a.plot, **({"log_jobs": a.log_jobs} if hasattr(a, "log_jobs") else {}))
         ui.wrote(a.plot)
@@ -741,9 +741,9 @@ def _sweep_status(doc: dict[str, Any]) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from .compare import load_for_compare
-    from .predict import format_prediction, predict_inputs, predict_run, prediction_table
-    from .results import stop_notes
+    from .analysis.compare import load_for_compare
+    from .analysis.predict import format_prediction, predict_inputs, predict_run, prediction_table
+    from .engine.results import stop_notes
 
     _check_handoff(a.handoff_ns)
     doc = load_for_compare(a.results)
@@ -790,8 +790,8 @@ def _reading(label: str) -> Iterator[None]:
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
-    from .compare import load_for_compare
-    from .plot import plot_results
+    from .analysis.compare import load_for_compare
+    from .analysis.plot import plot_results
 
     if not a.output.lower().endswith((".png", ".svg")):
         raise ConfigError(f"-o {a.output}: the file name must end in .png or .svg")
@@ -803,8 +803,8 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import compare, load_for_compare
-    from .results import content_hash
+    from .analysis.compare import compare, load_for_compare
+    from .engine.results import content_hash
 
     seen: dict[str, str] = {}
     for path in a.files:
@@ -827,7 +827,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def cmd_eras(a: argparse.Namespace) -> int:
-    from .story import era_row, eras_table
+    from .commands.story import era_row, eras_table
 
     print(eras_table())
     if a.json:
@@ -837,8 +837,8 @@ def cmd_eras(a: argparse.Namespace) -> int:
 
 
 def cmd_story(a: argparse.Namespace) -> int:
-    from .runner import run
-    from .story import story
+    from .commands.story import story
+    from .engine.runner import run
 
     if not 0 < a.duration < 1e7:
         raise ConfigError(f"--duration must be a positive, finite number of seconds, not {a.duration}")
@@ -852,7 +852,7 @@ def cmd_story(a: argparse.Namespace) -> int:
         return run(cfg)
 
     def one_scan(cfg: RunConfig) -> dict[str, Any]:
-        from .scan import scan_scenario
+        from .commands.scan import scan_scenario
 
         if not a.quiet:
             print(f"  scan {cfg.scenario} on {cfg.era} ...", file=sys.stderr, flush=True)

@@ -44,8 +44,8 @@ from shared_model.mmap import do_mprotect, split_vma
 from shared_model.model import Model, OutOfMemory
 from shared_model.rmap import page_referenced
 from shared_model.vmscan import walk_lengths_of, walk_lengths_tree_of
-from stress.config import RunConfig
-from stress.workloads import cve_2022_42703, fork_chain, mprotect_split
+from stress.engine.config import RunConfig
+from stress.engine.workloads import cve_2022_42703, fork_chain, mprotect_split
 
 MakeModel = Callable[..., Model]
 RW = VM_READ | VM_WRITE

@@ -464,7 +464,7 @@ def test_wait_in_progress_when_the_window_closes_is_counted(make_model: MakeMode
     """A CPU killed while it waits never adds that wait to its times; the parent's account
     at the window's end (metrics.window_end) adds it, from the slot's state_since_ns to
     the instant the slots were copied, to the CPU's wait and to its lock's class."""
-    from stress.metrics import class_wait_share, cpu_rows, window_end
+    from stress.engine.metrics import class_wait_share, cpu_rows, window_end
 
     m = make_model("2.6.34", users=0, pages=1, lock_kind="ticket")
     start_ns = time.perf_counter_ns()

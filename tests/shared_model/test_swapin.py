@@ -52,8 +52,8 @@ from shared_model.memory import do_wp_pages, dup_mmap, exit_mmap
 from shared_model.model import Model
 from shared_model.rmap import page_referenced, try_to_unmap
 from shared_model.swap_state import delete_from_swap_cache, do_swap_page, swap_reads_needed
-from stress.config import RunConfig
-from stress.scan import scan
+from stress.commands.scan import scan
+from stress.engine.config import RunConfig
 
 MakeModel = Callable[..., Model]
 ALL_ERAS = list(ERAS)

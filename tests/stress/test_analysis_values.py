@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from stress.analysis import summarize_scale
-from stress.predict import predict_run
-from stress.scale import write_csv
-from stress.story import exim_headline, forks_headline, seed_headline
+from stress.analysis.predict import predict_run
+from stress.analysis.sweeps import summarize_scale
+from stress.commands.scale import write_csv
+from stress.commands.story import exim_headline, forks_headline, seed_headline
 
 # ---------------------------------------------------------------------------- predict
 

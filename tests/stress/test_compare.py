@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stress.compare import (
+from stress.analysis.compare import (
     betainc,
     compare,
     instability,
@@ -21,7 +21,7 @@ from stress.compare import (
     t_two_sided_p,
     welch_t_test,
 )
-from stress.results import ResultsError, upgrade
+from stress.engine.results import ResultsError, upgrade
 
 MACHINE = {"online_cpus": 8, "affinity": list(range(8)), "cpu_model": "Synthetic CPU",
            "loadavg": [0.1, 0.1, 0.1], "python": "3.11.7", "package_version": "0.1.0"}
@@ -325,7 +325,7 @@ def test_welch_direction_and_sizes() -> None:
 
 
 def test_significance_threshold_is_five_percent() -> None:
-    from stress.compare import TTest
+    from stress.analysis.compare import TTest
 
     assert TTest(2.0, 10.0, 0.0499).significant and not TTest(2.0, 10.0, 0.05).significant
 
@@ -355,7 +355,7 @@ def test_instability_rules_at_their_edges() -> None:
 # -- documents and metadata ------------------------------------------------------------
 
 def test_is_demo_doc() -> None:
-    from stress.compare import is_demo_doc
+    from stress.analysis.compare import is_demo_doc
 
     assert is_demo_doc(upgrade({"2.6.33": make_run(), "2.6.34": make_run("2.6.34")}))
     assert is_demo_doc({"schema": "rmap-stress-demo/2", "eras": {"2.6.33": make_run()}})

@@ -12,7 +12,7 @@ import pytest
 
 from shared_model.eras import ERAS
 from stress.cli import build_parser, main
-from stress.config import (
+from stress.engine.config import (
     MAX_CPUS_WITHOUT_FORCE,
     SCENARIOS,
     ConfigError,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from _helpers.lock_order import allowed_edges
 
-from stress.config import ConfigError, RunConfig
-from stress.runner import run
+from stress.engine.config import ConfigError, RunConfig
+from stress.engine.runner import run
 
 
 def test_reclaim_storm_runs_and_checks_invariants() -> None:

@@ -29,9 +29,9 @@ from shared_model.model import Model
 from shared_model.rmap import page_referenced
 from shared_model.vmscan import shrink_page_list
 from stress.cli import main
-from stress.config import ConfigError, RunConfig
-from stress.runner import run
-from stress.story import CHAPTERS, Chapter, era_row, eras_table, runnable, story
+from stress.commands.story import CHAPTERS, Chapter, era_row, eras_table, runnable, story
+from stress.engine.config import ConfigError, RunConfig
+from stress.engine.runner import run
 
 AV = CLASS["anon_vma"]
 LOCK_ERAS = ("3.8", "3.9", "modern")
@@ -339,7 +339,7 @@ def test_story_and_eras_bad_input_is_one_line(capsys) -> None:  # type: ignore[n
 
 
 def test_the_scenarios_throughput_for_scale_and_predict() -> None:
-    from stress.predict import throughput_key
+    from stress.analysis.predict import throughput_key
 
     assert throughput_key({"config": {"scenario": "fork-test"}}) == "forks_per_s"
     assert throughput_key({"config": {"scenario": "exim"}}) == "jobs_per_min"
@@ -424,7 +424,7 @@ def test_story_scan_chapters_and_the_cve_chapters_expected_violations() -> None:
 
 
 def test_the_seed_chapter_compares_each_later_era_with_the_first() -> None:
-    from stress.story import seed_headline
+    from stress.commands.story import seed_headline
 
     def res(walk: float, pps: float, wait: float) -> dict:  # type: ignore[type-arg]
         return {"walks": {"avg_visited": walk}, "throughput": {"pages_scanned_per_s": pps},

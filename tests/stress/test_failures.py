@@ -249,8 +249,8 @@ def test_alloc_fail_injection_leaves_the_model_consistent(tmp_path: Path, p_fail
 
 
 def test_many_short_runs_leave_dev_shm_as_it_was() -> None:
-    from stress.config import RunConfig
-    from stress.runner import run
+    from stress.engine.config import RunConfig
+    from stress.engine.runner import run
 
     mine = f"rmap-stress-{os.getpid()}-"
     for i in range(25):

@@ -24,8 +24,8 @@ import psutil
 import pytest
 
 from shared_model.segment import SHM_PREFIX, leftover_segments, segment_owner, sweep_stale_segments
-from stress.report import status_reason
-from stress.runner import STOPPING_MESSAGE, _Abort, _Signals
+from stress.analysis.report import status_reason
+from stress.engine.runner import STOPPING_MESSAGE, _Abort, _Signals
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "stress"]
@@ -245,8 +245,8 @@ def test_live_view_on_a_terminal_that_reports_0x0() -> None:
 def test_a_second_signal_quits_at_once_and_still_keeps_the_results() -> None:
     """In-process, with real signals: SIGINT during the run stops it; SIGTERM as the model
     check begins quits at once: results without the check, status SIGTERM's."""
-    from stress.config import RunConfig
-    from stress.runner import RunInterrupted, run
+    from stress.engine.config import RunConfig
+    from stress.engine.runner import RunInterrupted, run
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     sent: list[str] = []
@@ -295,7 +295,7 @@ def test_user_errors_are_one_line_before_any_work(args: list[str], needle: str) 
 
 
 def test_version_and_one_output_spelling() -> None:
-    from stress.results import package_version
+    from stress.engine.results import package_version
 
     p = subprocess.run([*CLI, "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert p.stdout.strip() == f"rmap-stress {package_version()}"

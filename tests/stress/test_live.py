@@ -10,8 +10,8 @@ import pytest
 
 from shared_model.layout import ALLOC_KINDS, CPU_DTYPE, CPU_STATE, Capacities
 from shared_model.model import Model
-from stress.runner import Tick
-from stress.ui import LiveView, lock_namer
+from stress.engine.runner import Tick
+from stress.engine.ui import LiveView, lock_namer
 
 MS = 1_000_000
 NOW = 10_000 * MS
@@ -202,7 +202,7 @@ def test_a_lock_read_as_wedged_for_a_while_is_named_so() -> None:
     """The runner's tick carries, for each waited lock, how long it has read as wedged at
     every tick (runner._WedgedWatch); the view names it only past WEDGED_SHOW_S, since a
     hand-off in flight reads the same for a moment."""
-    from stress.ui import WEDGED_SHOW_S
+    from stress.engine.ui import WEDGED_SHOW_S
 
     cpu = slots(3)
     set_wait(cpu, 0, AV0, 3000)
@@ -217,7 +217,7 @@ def test_a_lock_read_as_wedged_for_a_while_is_named_so() -> None:
 
 
 def test_wedged_watch_counts_only_unbroken_readings() -> None:
-    from stress.runner import _WedgedWatch
+    from stress.engine.runner import _WedgedWatch
 
     readings = iter([{AV0}, {AV0, AV1}, {AV1}, {AV0, AV1}])
     watch = _WedgedWatch(lambda ws: next(readings) & set(ws))

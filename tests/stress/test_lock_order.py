@@ -19,8 +19,8 @@ from _helpers.lock_order import allowed_edges
 
 from shared_model.layout import LOCK_CLASSES
 from shared_model.rmap import LOCK_ORDER_PATHS
-from stress.config import RunConfig
-from stress.runner import run
+from stress.engine.config import RunConfig
+from stress.engine.runner import run
 
 ROOT = Path(__file__).resolve().parents[2]
 TREE_INTRO = "that nest them"  # the line above the model's tree in rmap.py's header

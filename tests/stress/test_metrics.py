@@ -24,7 +24,7 @@ from shared_model.layout import (
     LS_WAIT_TOTAL,
     hist_bucket,
 )
-from stress.metrics import (
+from stress.engine.metrics import (
     class_wait_share,
     cpu_rows,
     hist_percentile,

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stress.plot import plot_results, wait_cdf
-from stress.results import ResultsError
+from stress.analysis.plot import plot_results, wait_cdf
+from stress.engine.results import ResultsError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MACHINE = {"online_cpus": 8, "affinity": list(range(8)), "cpu_model": "Synthetic CPU",
@@ -257,6 +257,6 @@ def test_only_the_ramp_schema_written_by_ramp_is_drawn(tmp_path: Path) -> None:
 
 
 def test_import_does_not_load_matplotlib() -> None:
-    code = "import sys, stress.plot; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, stress.analysis.plot; sys.exit('matplotlib' in sys.modules)"
     repo = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, check=False).returncode == 0

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stress.predict import (
+from stress.analysis.predict import (
     PredictError,
     format_prediction,
     hottest_class,

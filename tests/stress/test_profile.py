@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stress import profile as prof
-from stress.profile import (
+from stress.commands import profile as prof
+from stress.commands.profile import (
     ProfileError,
     build_pyspy_command,
     classify,
@@ -113,14 +113,15 @@ def test_missing_py_spy_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 P = 'process 10:"python -m stress run";'
-W = (P + 'process 11:"python -m stress run";worker_main (stress/worker.py:72);'
-     'run_cpu (stress/workloads/reclaim_storm.py:44);shrink_page (stress/workloads/common.py:24);')
+W = (P + 'process 11:"python -m stress run";worker_main (stress/engine/worker.py:72);'
+     'run_cpu (stress/engine/workloads/reclaim_storm.py:44);'
+     'shrink_page (stress/engine/workloads/common.py:24);')
 WAIT_PR = ('page_referenced_anon (shared_model/rmap.py:137);page_lock_anon_vma (shared_model/rmap.py:46);'
            'Model.anon_vma_lock (shared_model/model.py:205);CpuLocks.acquire (shared_model/locks.py:275);'
            'CpuLocks.lock_contended (shared_model/locks.py:290);'
            'SpinPrimitive.spin_lock_slowpath (shared_model/locks.py:133)')
 RAW = "\n".join([
-    P + "run (stress/runner.py:90);sleep (<built-in>) 500",
+    P + "run (stress/engine/runner.py:90);sleep (<built-in>) 500",
     W + WAIT_PR + " 60",
     W + "page_referenced_anon (shared_model/rmap.py:141);page_check_address (shared_model/rmap.py:82) 20",
     W + "page_referenced_anon (shared_model/rmap.py:140);rmap_walk_locked (shared_model/rmap.py:70);"
@@ -267,6 +268,8 @@ def test_flamegraph_widest_towers_are_the_lock_waits(tmp_path: Path) -> None:
     stacks, _ = prof.split_raw(RECORDED, PIDS)
     tree = prof.flame_tree({k: v for k, v in stacks.items() if k != prof.HARNESS})
     for cpu in tree.children.values():
+        # RECORDED's frames name the files where they were when it was recorded
+        # (stress/worker.py, now stress/engine/worker.py).
         shrink = cpu.children["worker_main (stress/worker.py)"].children[
             "run_cpu (stress/workloads/reclaim_storm.py)"].children[
             "shrink_page (stress/workloads/common.py)"]
@@ -307,8 +310,8 @@ def test_cpu_processes_are_named_cpu_n() -> None:
     """ps, top and py-spy show each CPU as `rmap-stress cpuN` (setproctitle in the worker)."""
     import psutil
 
-    from stress.config import RunConfig
-    from stress.runner import run
+    from stress.engine.config import RunConfig
+    from stress.engine.runner import run
 
     seen: dict[int, str] = {}
 

@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from stress.analysis import crossover_of, summarize_ramp
-from stress.config import ConfigError, RunConfig
-from stress.ramp import (
+from stress.analysis.sweeps import crossover_of, summarize_ramp
+from stress.commands.ramp import (
     default_ram_pages,
     headline,
     point_of,
@@ -30,7 +29,8 @@ from stress.ramp import (
     user_counts,
     write_csv,
 )
-from stress.ui import ProgressBar
+from stress.engine.config import ConfigError, RunConfig
+from stress.engine.ui import ProgressBar
 
 
 def test_user_counts_by_factor_round_and_drop_repeats() -> None:

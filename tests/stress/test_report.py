@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stress.report import (
+from stress.analysis.report import (
     cpu_table,
     fmt_ns,
     lockstat_table,
@@ -225,7 +225,7 @@ def test_side_by_side_with_both_eras_locks_and_a_ratio_of_exactly_a_tenth() -> N
 
 
 def test_the_swap_device_line() -> None:
-    from stress.report import swap_device_line
+    from stress.analysis.report import swap_device_line
 
     run = make_run()
     assert swap_device_line(run) is None  # a document from before the device

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stress import cli
-from stress.results import ResultsError, load, upgrade
+from stress.engine.results import ResultsError, load, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -319,7 +319,7 @@ def test_the_previous_versions_documents_still_load() -> None:
 
 
 def upgrade_and_load(doc: dict[str, Any]) -> dict[str, Any]:
-    from stress.results import validate
+    from stress.engine.results import validate
 
     return validate(doc, "doc")
 
@@ -384,7 +384,7 @@ def test_story_interrupted_keeps_its_runs(tmp_path: Path) -> None:
 def test_a_signal_between_runs_stops_at_once(tmp_path: Path) -> None:
     """stop_on_signals: a signal outside any run raises Stopped where the loop is, and
     from then on signals are ignored (the results are being written)."""
-    from stress.stopping import Stopped, stop_on_signals
+    from stress.engine.stopping import Stopped, stop_on_signals
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(Stopped) as info, stop_on_signals():
@@ -403,7 +403,7 @@ def test_a_signal_between_runs_stops_at_once(tmp_path: Path) -> None:
 
 def test_a_wait_share_shown_as_0_00_has_no_relative_error() -> None:
     """+7032% of a wait share printed as 0.00 was noise: n/a, with the reason under it."""
-    from stress.predict import format_prediction, predict_run, prediction_table
+    from stress.analysis.predict import format_prediction, predict_run, prediction_table
 
     row = {"class": "anon_vma", "acquisitions": 800, "contentions": 1,
            "hold_ns": {"total": 800_000_000}, "wait_ns": {"total": 10}}  # 10 ns waited in 2 s
@@ -420,7 +420,7 @@ def test_a_wait_share_shown_as_0_00_has_no_relative_error() -> None:
 
 
 def test_no_lockstat_says_not_recorded_and_the_stall_report_reads() -> None:
-    from stress import report
+    from stress.analysis import report
 
     run = {**make_run(), "model": {"mms": 1, "vmas": 1, "anon_vmas": 1, "avcs": 0, "pages": 1},
            "config": {**make_run()["config"], "lockstat": False}}

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from shared_model.segment import leftover_segments
-from stress.analysis import summarize_scale
-from stress.compare import compare, drift
-from stress.config import ConfigError, RunConfig
-from stress.plot import plot_results
-from stress.ramp import ramp
-from stress.results import SCHEMA_SCALE
-from stress.scale import (
+from stress.analysis.compare import compare, drift
+from stress.analysis.plot import plot_results
+from stress.analysis.sweeps import summarize_scale
+from stress.commands.ramp import ramp
+from stress.commands.scale import (
     Curve,
     curves_of,
     default_cpus_list,
@@ -26,6 +24,8 @@ from stress.scale import (
     scale_table,
     schedule,
 )
+from stress.engine.config import ConfigError, RunConfig
+from stress.engine.results import SCHEMA_SCALE
 
 
 def test_default_cpus_list() -> None:
@@ -92,7 +92,7 @@ def test_scale_sweep_document(tmp_path: Path) -> None:
 
 
 def test_scale_marks_oversubscribed_points() -> None:
-    from stress.config import online_cpus
+    from stress.engine.config import online_cpus
 
     n = online_cpus()
     doc = scale(BASE, curves_of(["2.6.34"], [None]), [n + 1], repeat=1)

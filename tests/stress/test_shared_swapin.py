@@ -1,4 +1,4 @@
-"""shared-swapin: the seed's oops (stress/workloads/shared_swapin.py), counted exactly.
+"""shared-swapin: the seed's oops (stress/engine/workloads/shared_swapin.py), counted exactly.
 
 A parent with P pages and N children sharing them without COW; every page unmapped and
 faulted back in children first; reclaim again; the children exit.  Under 2.6.34-rc1's
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from shared_model.eras import ERAS
-from stress.config import RunConfig
-from stress.scan import scan_scenario, scan_scenario_report
+from stress.commands.scan import scan_scenario, scan_scenario_report
+from stress.engine.config import RunConfig
 
 N, P = 5, 3
 

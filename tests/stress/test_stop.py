@@ -22,8 +22,8 @@ import numpy as np
 import psutil
 
 from shared_model.layout import CPU_DTYPE, CPU_FIELDS, CPU_STATE, HEADER_DTYPE
-from stress.report import status_reason, stop_line
-from stress.runner import _os_state, _Stop, explain_violations, stop_outcome
+from stress.analysis.report import status_reason, stop_line
+from stress.engine.runner import _os_state, _Stop, explain_violations, stop_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "stress"]

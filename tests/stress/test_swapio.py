@@ -1,4 +1,4 @@
-"""Swap IO in the workloads (shared_model/swapdev.py, stress/workloads/): a forking-server job
+"""Swap IO in the workloads (shared_model/swapdev.py, stress/engine/workloads/): a forking-server job
 that faults swapped pages in parks on its reads while another user's job runs, the CPU
 sleeps in iowait only when every job is parked, the device off never parks; reclaim-storm's
 refaults are a write and a read each; options are validated (one line, exit 2); a whole
@@ -18,8 +18,8 @@ from shared_model.layout import CPU_STATE, PTE_PRESENT, PTE_YOUNG
 from shared_model.model import Model
 from shared_model.rmap import try_to_unmap
 from shared_model.swapdev import swap_device_init
-from stress.config import ConfigError, RunConfig
-from stress.workloads import forking_server, reclaim_storm
+from stress.engine.config import ConfigError, RunConfig
+from stress.engine.workloads import forking_server, reclaim_storm
 
 IOWAIT = CPU_STATE["iowait"]
 PAGES = 8

@@ -15,8 +15,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from stress.config import ConfigError
-from stress.torture import Outcome, _resume, kind_of, parse_duration, random_plan, summarize, summary_lines
+from stress.commands.torture import (
+    Outcome,
+    _resume,
+    kind_of,
+    parse_duration,
+    random_plan,
+    summarize,
+    summary_lines,
+)
+from stress.engine.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

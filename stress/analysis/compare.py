@@ -49,8 +49,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .report import mean_shares, ratio_text
-from .results import (
+from ..engine.results import (
     SCHEMA_DEMO,
     SCHEMA_RAMP,
     SCHEMA_RUN,
@@ -60,6 +59,7 @@ from .results import (
     stop_notes,
     upgrade,
 )
+from .report import mean_shares, ratio_text
 
 ALPHA = 0.05  # two-sided, as pyperf's 95% confidence
 UNSTABLE_STDEV = 0.10  # pyperf: std dev >= 10% of the mean

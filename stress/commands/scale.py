@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .analysis import UNITS, mean, summarize_scale
-from .config import ConfigError, RunConfig, online_cpus
-from .predict import PredictError, lock_inputs, predict_inputs, throughput_key
-from .results import SCHEMA_SCALE, machine_info, write_output
-from .stopping import Stopped, run_point, signal_name, stop_on_signals
+from ..analysis.predict import PredictError, lock_inputs, predict_inputs, throughput_key
+from ..analysis.sweeps import UNITS, mean, summarize_scale
+from ..engine.config import ConfigError, RunConfig, online_cpus
+from ..engine.results import SCHEMA_SCALE, machine_info, write_output
+from ..engine.stopping import Stopped, run_point, signal_name, stop_on_signals
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 from shared_model.layout import hist_bucket, hist_bucket_bounds
 
-from .analysis import UNITS, mean, mean_sd, summarize_scale
+from ..engine.results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError, upgrade, write_output
 from .compare import is_demo_doc
-from .results import SCHEMA_RAMP, SCHEMA_RUN, SCHEMA_SCALE, ResultsError, upgrade, write_output
+from .sweeps import UNITS, mean, mean_sd, summarize_scale
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

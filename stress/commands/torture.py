@@ -49,8 +49,8 @@ from shared_model.invariants import only_seed_bug
 from shared_model.locks import LOCK_KINDS
 from shared_model.segment import leftover_segments, segment_owner
 
-from .config import SCENARIOS, ConfigError, RunConfig
-from .results import write_json
+from ..engine.config import SCENARIOS, ConfigError, RunConfig
+from ..engine.results import write_json
 
 MAX_OVERSUBSCRIPTION = 16  # CPUs per core, at most
 # cve-2022-42703's use-after-free and shared-swapin's seed oops are their point in the
@@ -400,7 +400,7 @@ def cmd_torture(a: Any) -> int:
     max_cpus = a.max_cpus or MAX_OVERSUBSCRIPTION * cores
     print(f"rmap-stress torture: {budget:.0f} s, seed {seed}, up to {max_cpus} CPUs on {cores} cores",
           file=sys.stderr, flush=True)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # ends the current run too (run_one), exit 130

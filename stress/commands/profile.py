@@ -62,7 +62,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .results import ResultsError, load, write_output
+from ..engine.results import ResultsError, load, write_output
 
 FORMATS = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 
@@ -272,7 +272,7 @@ def relay_output(pipe: Any, chatter: list[str]) -> None:
     """Copy the run's output (py-spy's stdout is the run's) to our standard output, line by
     line, keeping py-spy's own lines ("py-spy> Sampling process ...", "You can use the
     flamegraph.pl script ...", the blank lines after them) out of it, in ``chatter``."""
-    from .results import _real_stdout
+    from ..engine.results import _real_stdout
 
     out = _real_stdout()
     after_lede = False

@@ -11,13 +11,14 @@ import tempfile
 import time
 from typing import Any
 
-from . import report, ui
-from .config import ConfigError, RunConfig
+from ..analysis import report
+from ..engine import ui
+from ..engine.config import ConfigError, RunConfig
+from ..engine.results import load
+from ..engine.runner import RunInterrupted, run
+from ..engine.stopping import Stopped, signal_name, stop_on_signals
+from ..engine.ui import PROG, wrote
 from .profile import ProfileError, record
-from .results import load
-from .runner import RunInterrupted, run
-from .stopping import Stopped, signal_name, stop_on_signals
-from .ui import PROG, wrote
 
 DEMO_ERAS = ("2.6.33", "2.6.34-rc1", "2.6.34", "2.6.36")
 # What each later era of the demo changed, and why (one line each, after the ratios).

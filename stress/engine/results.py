@@ -77,7 +77,9 @@ def package_version() -> str:
     try:
         import tomllib
 
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+        # stress/engine/results.py: the source tree is three levels up.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        path = os.path.join(root, "pyproject.toml")
         with open(path, "rb") as fh:
             return str(tomllib.load(fh)["project"]["version"])
     except (OSError, KeyError, ValueError):

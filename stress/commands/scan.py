@@ -12,7 +12,7 @@ child-first; random), and the pass runs again: ``walks`` is that second pass,
 ``first_pass`` the first.  Placement depends on the order only in the seed as committed
 (2.6.34-rc1), where the first process to fault a shared page back in decides its
 anon_vma: a child first makes the other mappings unreachable (reported as ``seed_bug``,
-exit 1; see stress/workloads/shared_swapin.py).  Modes:
+exit 1; see stress/engine/workloads/shared_swapin.py).  Modes:
 
 * ``write`` (the default): the pages were written back and dropped from the swap cache
   (reclaim under pressure frees a clean, unmapped swap-cache page on its next look), so
@@ -42,10 +42,10 @@ from shared_model.model import Model
 from shared_model.swap_state import refault_pass
 from shared_model.vmscan import walk_lengths_of
 
-from .config import SCAN_SCENARIOS, RunConfig
-from .results import SCHEMA_SCAN
-from .workloads.common import set_refault_order
-from .workloads.shared_swapin import reach
+from ..engine.config import SCAN_SCENARIOS, RunConfig
+from ..engine.results import SCHEMA_SCAN
+from ..engine.workloads.common import set_refault_order
+from ..engine.workloads.shared_swapin import reach
 
 REFAULT_CASES = {
     "write": "swap cache dropped after writeback: fresh reads from swap, write faults "
@@ -62,7 +62,7 @@ def scan(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
     mode of REFAULT_CASES (see the module header)."""
     if refault is not None and refault not in REFAULT_CASES:
         raise ValueError(f"unknown refault mode {refault!r} (choose from {', '.join(REFAULT_CASES)})")
-    from .runner import _BuildProgress
+    from ..engine.runner import _BuildProgress
 
     cfg.validate()
     caps = family_capacities(cfg.era, cfg.users, cfg.pages, cfg.cow, cpus=0)
@@ -165,7 +165,7 @@ def scan_report(res: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- --scenario
 #
 # ``scan --scenario S``: the structural scenarios of the later eras, one process, exact
-# counts (stress/workloads/fork_chain.py, mprotect_split.py).  ``scan`` without
+# counts (stress/engine/workloads/fork_chain.py, mprotect_split.py).  ``scan`` without
 # ``--scenario`` is the fork family above.
 
 class ScanStopped(Exception):
@@ -190,7 +190,7 @@ def scan_scenario(cfg: RunConfig, progress: Callable[[str, int, int], None] | No
 
 
 def _scan_fork_chain(cfg: RunConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-    from .workloads import fork_chain
+    from ..engine.workloads import fork_chain
 
     # A few generations first, thrown away, so that no fork of the measured run pays for
     # loading compiled code.
@@ -235,12 +235,12 @@ def _scan_fork_chain(cfg: RunConfig, progress: Callable[[str, int, int], None] |
 
 
 def _scan_shared_swapin(cfg: RunConfig) -> dict[str, Any]:
-    """The seed's oops, exactly (stress/workloads/shared_swapin.py): the sequence, then one
+    """The seed's oops, exactly (stress/engine/workloads/shared_swapin.py): the sequence, then one
     reclaim pass (page_referenced on every page left), which counts the walks that meet a
     freed anon_vma instead of following them."""
     from shared_model.rmap import page_referenced
 
-    from .workloads import shared_swapin
+    from ..engine.workloads import shared_swapin
 
     caps = family_capacities(cfg.era, cfg.users, cfg.pages, 0.0, cpus=0)
     check_fits(caps)
@@ -266,7 +266,7 @@ def _scan_shared_swapin(cfg: RunConfig) -> dict[str, Any]:
 def _scan_mprotect_split(cfg: RunConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     from shared_model.vmscan import walk_lengths_tree_of
 
-    from .workloads import mprotect_split
+    from ..engine.workloads import mprotect_split
 
     caps = mprotect_split.capacities(cfg.era, cfg.pieces, cfg.users, cfg.pages)
     check_fits(caps)
@@ -307,7 +307,7 @@ def scan_scenario_report(res: dict[str, Any]) -> str:
     model = (f"model at the end: {mo['mms']} mms, {mo['vmas']} vmas, {mo['anon_vmas']} anon_vmas, "
              f"{mo['avcs']} avcs")
     if c["scenario"] == "shared-swapin":
-        from .workloads.shared_swapin import seed_bug_lines
+        from ..engine.workloads.shared_swapin import seed_bug_lines
 
         inv = res["invariants"]
         return "\n".join([f"era {c['era']}  shared-swapin  users {c['users']}  pages {c['pages']}", model,

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .analysis import crossover_of, mean, summarize_ramp
-from .config import ConfigError, RunConfig
-from .results import SCHEMA_RAMP, machine_info, write_output
-from .stopping import Stopped, run_point, signal_name, stop_on_signals
+from ..analysis.sweeps import crossover_of, mean, summarize_ramp
+from ..engine.config import ConfigError, RunConfig
+from ..engine.results import SCHEMA_RAMP, machine_info, write_output
+from ..engine.stopping import Stopped, run_point, signal_name, stop_on_signals
 
 
 def user_counts(start: int, end: int, increment: int | None, factor: float | None) -> list[int]:
@@ -80,7 +80,7 @@ def _add_prediction(point: dict[str, Any], res: dict[str, Any], predict: bool,
                     handoff_ns: float) -> None:
     """The hottest lock's figures (``lock_inputs``: what ``rmap-stress predict`` needs) and,
     with ``predict``, the ``predicted`` object."""
-    from .predict import PredictError, lock_inputs, predict_inputs
+    from ..analysis.predict import PredictError, lock_inputs, predict_inputs
 
     try:
         point["lock_inputs"] = lock_inputs(res)

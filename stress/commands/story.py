@@ -16,9 +16,9 @@ from typing import Any
 
 from shared_model.eras import ERAS, Era
 
-from .config import SCAN_SCENARIOS, SCENARIOS, RunConfig, online_cpus
-from .report import ratio_text
-from .results import SCHEMA_STORY
+from ..analysis.report import ratio_text
+from ..engine.config import SCAN_SCENARIOS, SCENARIOS, RunConfig, online_cpus
+from ..engine.results import SCHEMA_STORY
 
 # ---------------------------------------------------------------------------- eras table
 
@@ -231,8 +231,8 @@ def story(duration: float, cpus: int, run: Callable[[RunConfig], dict[str, Any]]
     unexpected_violations} or {title, skipped}], "elapsed_s"}; a signal ends it early with
     "interrupted" (the signal's name) set, the chapter under way holding the runs it
     completed (the one a signal cut short: its partial results) and "interrupted": true."""
-    from .runner import RunInterrupted
-    from .stopping import Stopped, signal_name, stop_on_signals
+    from ..engine.runner import RunInterrupted
+    from ..engine.stopping import Stopped, signal_name, stop_on_signals
 
     t0 = time.monotonic()
     out: list[dict[str, Any]] = []
@@ -255,8 +255,8 @@ def _chapter(ch: Chapter, duration: float, cpus: int, run: Callable[[RunConfig],
              out: list[dict[str, Any]], stop: dict[str, str]) -> None:
     """One chapter, appended to ``out`` as soon as it has begun, so that a signal leaves
     the runs it completed in the document (``interrupted`` set, no headline)."""
-    from .runner import RunInterrupted
-    from .stopping import signal_name
+    from ..engine.runner import RunInterrupted
+    from ..engine.stopping import signal_name
 
     eras, why = runnable(ch)
     if not why and ch.kind == "scan" and scan is None:

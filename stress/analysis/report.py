@@ -6,7 +6,7 @@ from typing import Any
 
 from shared_model.eras import ERAS
 
-from .analysis import mean
+from .sweeps import mean
 
 
 def fmt_ns(ns: float) -> str:
@@ -140,7 +140,7 @@ def run_summary(res: dict[str, Any]) -> str:
                           else "ok" if inv["violations"] == 0 else f"{inv['violations']} VIOLATIONS"),
     ]
     if "seed_bug" in res:  # shared-swapin: what the seed's placement did, in words
-        from .workloads.shared_swapin import seed_bug_lines
+        from ..engine.workloads.shared_swapin import seed_bug_lines
 
         lines += seed_bug_lines(res["seed_bug"])
         if inv["violations"]:
