@@ -265,7 +265,7 @@ CPU_FIELDS = (
     "t_iowait_ns",  # time asleep with every job of this CPU parked on a swap read (top's wa)
     "swap_reads",  # read requests this CPU submitted to the swap device (swap_readpage)
     "swap_writes",  # write requests this CPU submitted (swap_writepage, from reclaim)
-    "aborted_op",  # 0, or 1 + the index in stress.worker.MODEL_OPS of the operation a lock
+    "aborted_op",  # 0, or 1 + the index in stress.engine.worker.MODEL_OPS of the operation a lock
                    # wait aborted (the run's stop word reached "abort" inside it)
     # walks that found page->mapping pointing at a freed anon_vma and did not follow it:
     # the kernel's oops (the seed's swap-in placement, 2.6.34-rc1; a dangling CVE page)

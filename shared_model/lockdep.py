@@ -10,7 +10,7 @@ Two pieces of state:
   ``held`` was held, and the first pair of call sites (held site * 64 + taken site + 1).
 
 An edge is recorded on the attempt, before the lock is taken, so a deadlock that never
-completes is still seen; the run's report reads the tables (``stress.metrics``'s
+completes is still seen; the run's report reads the tables (``stress.engine.metrics``'s
 ``lock_order_findings`` and ``lock_order_edges``), and the allowed order is the tree at the
 top of shared_model/rmap.py (``LOCK_ORDER_PATHS``).  The fast paths that are inlined into
 each compiled caller (shared_model/locks.py: ``lock_request_fast``, ``lock_release_c``)
