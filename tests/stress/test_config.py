@@ -16,7 +16,9 @@ from stress.engine.config import (
     MAX_CPUS_WITHOUT_FORCE,
     SCENARIOS,
     ConfigError,
+    Option,
     RunConfig,
+    _swap_device_help,
     online_cpus,
     option,
 )
@@ -147,3 +149,102 @@ def test_every_default_is_the_fields() -> None:
     for f in dataclasses.fields(RunConfig):
         if hasattr(a, f.name):
             assert getattr(a, f.name) == f.default, f.name
+
+
+def test_option_is_a_field_with_its_default_and_option() -> None:
+    """option(): the field's default, and the Option (help and keywords) in its metadata."""
+    f = option("a knob (default {default})", 5, metavar="N", commands=("scan",))
+    assert f.default == 5
+    assert f.metadata["option"] == Option("a knob (default {default})", metavar="N",
+                                          commands=("scan",))
+
+
+def test_the_swap_device_help_names_both_devices_and_the_default() -> None:
+    assert _swap_device_help("disk") == (
+        "swap writeback and swap-in reads go to: disk or off (a disk with a latency and an "
+        "IOPS limit, or infinitely fast; default disk)")
+
+
+IOPS_WORDS = ("--swap-iops must be a positive rate in [0.01, 1e9] (--swap-device off for an "
+              "infinitely fast device)")
+
+
+@pytest.mark.parametrize(("bad", "words"), [
+    ({"refault_order": "lifo"},
+     "unknown --refault-order 'lifo' (choose from parent-first, child-first, random)"),
+    ({"generations": 0}, "--generations must be a positive count, not 0"),
+    ({"scenario": "fork-test", "users": 2, "cpus": 3},
+     ("fork-test needs at least one user per CPU (--users 2 < --cpus 3): each CPU forks off its "
+      "own users")),
+    ({"scenario": "exim", "users": 1, "cpus": 2},
+     "exim needs at least one user per CPU (--users 1 < --cpus 2): each CPU forks off its own users"),
+    ({"scenario": "forking-server", "users": 1, "cpus": 2},
+     ("forking-server needs at least one user per CPU (--users 1 < --cpus 2): each CPU runs its own "
+      "users' jobs")),
+    ({"scenario": "abba-deadlock", "users": 1, "cpus": 1, "era": "2.6.33"},
+     ("abba-deadlock needs --users >= 2 (not 1) and --cpus >= 2 (not 1) and an era with "
+      "anon_vma_chain (2.6.33 has none)")),
+    ({"scenario": "mprotect-split", "pages": 10, "pieces": 0},
+     "--pieces must be between 1 and --pages (10), not 0"),
+    ({"scenario": "mprotect-split", "pages": 10, "pieces": 11},
+     "--pieces must be between 1 and --pages (10), not 11"),
+    ({"swap_device": "ssd"}, "unknown --swap-device 'ssd' (choose from disk, off)"),
+    ({"swap_latency_ms": -1.0},
+     "--swap-latency-ms must be a number of milliseconds in [0, 10000], not -1.0"),
+    ({"swap_latency_ms": 10000.5},
+     "--swap-latency-ms must be a number of milliseconds in [0, 10000], not 10000.5"),
+    ({"swap_latency_ms": float("inf")},
+     "--swap-latency-ms must be a number of milliseconds in [0, 10000], not inf"),
+    ({"swap_iops": 0.0}, f"{IOPS_WORDS}, not 0.0"),
+    ({"swap_iops": 1e9 + 0.5}, f"{IOPS_WORDS}, not 1000000000.5"),
+    ({"swap_iops": 2e9}, f"{IOPS_WORDS}, not 2000000000.0"),
+    ({"swap_iops": float("nan")}, f"{IOPS_WORDS}, not nan"),
+    ({"swap_queue": 0}, "--swap-queue must be a count of request slots in [1, 1048576], not 0"),
+    ({"swap_queue": (1 << 20) + 1},
+     "--swap-queue must be a count of request slots in [1, 1048576], not 1048577"),
+])
+def test_each_later_rule_refuses_with_its_whole_message(bad: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**bad).validate()
+    assert str(info.value) == words
+
+
+@pytest.mark.parametrize("good", [
+    {"refault_order": "parent-first"}, {"refault_order": "child-first"}, {"refault_order": "random"},
+    {"generations": 1},
+    {"scenario": "fork-test", "users": 3, "cpus": 3}, {"scenario": "exim", "users": 2, "cpus": 2},
+    {"scenario": "fork-test", "users": 1, "cpus": 0},  # checked again once cpus is resolved
+    {"scenario": "mprotect-split", "pages": 10, "pieces": 1},
+    {"scenario": "mprotect-split", "pages": 10, "pieces": 10},
+    {"pieces": 0},  # only mprotect-split splits
+    {"swap_device": "disk"}, {"swap_device": "off"},
+    {"swap_latency_ms": 0.0}, {"swap_latency_ms": 1e4},
+    {"swap_iops": 0.01}, {"swap_iops": 1e9},
+    {"swap_queue": 1}, {"swap_queue": 1 << 20},
+])
+def test_later_boundaries_that_are_accepted(good: dict[str, Any]) -> None:
+    RunConfig(**good).validate()
+
+
+def test_resolved_fills_the_scenario_s_swap_device() -> None:
+    fs = RunConfig(scenario="forking-server", users=4, cpus=2)
+    assert fs.resolved().swap_device == "disk"
+    assert dataclasses.replace(fs, swap_device="off").resolved().swap_device == "off"
+    assert RunConfig(cpus=2).resolved().swap_device == "off"  # reclaim-storm
+    assert RunConfig(cpus=2, swap_device="disk").resolved().swap_device == "disk"
+
+
+def test_the_refault_order_is_the_option_s_else_the_scenario_s() -> None:
+    assert RunConfig().resolved_refault_order() == "parent-first"
+    assert RunConfig(scenario="shared-swapin").resolved_refault_order() == "child-first"
+    assert RunConfig(scenario="shared-swapin", refault_order="random").resolved_refault_order() == "random"
+    assert RunConfig(refault_order="child-first").resolved_refault_order() == "child-first"
+
+
+def test_online_cpus_without_affinity_counts_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the OS has no sched_getaffinity: os.cpu_count(), or 1 when it is unknown."""
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert online_cpus() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert online_cpus() == 1

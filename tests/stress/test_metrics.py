@@ -8,6 +8,7 @@ import pytest
 
 from shared_model.layout import (
     CPU_DTYPE,
+    CPU_STATE,
     HIST_BUCKETS,
     LOCK_CLASSES,
     LOCK_SITES,
@@ -18,6 +19,7 @@ from shared_model.layout import (
     LS_HOLD_MAX,
     LS_HOLD_MIN,
     LS_HOLD_TOTAL,
+    LS_QUEUED,
     LS_WAIT_HIST,
     LS_WAIT_MAX,
     LS_WAIT_MIN,
@@ -33,6 +35,8 @@ from stress.engine.metrics import (
     lock_order_findings,
     lock_rows,
     walk_stats,
+    window_end,
+    with_window_times,
 )
 
 C = {n: i for i, n in enumerate(LOCK_CLASSES)}
@@ -278,3 +282,122 @@ def test_iowait_is_a_share_of_its_own_after_the_cpu_time() -> None:
     assert [(r["swap_reads"], r["swap_writes"]) for r in rows] == [(3, 1), (0, 2), (9, 0)]
     assert iowait_share(cpu) == pytest.approx(3100 / 4000)
     assert iowait_share(_cpus(t_total_ns=[0])) == 0.0
+
+
+def test_lock_rows_count_the_contentions_that_queued_on_an_mcs_node() -> None:
+    ls = _lockstat(2)
+    _record(ls, 0, "anon_vma", "try_to_unmap", waits=[10, 20, 30], holds=[5] * 3)
+    _record(ls, 1, "anon_vma", "page_referenced", waits=[40], holds=[5])
+    ls[0, C["anon_vma"], S["try_to_unmap"], LS_QUEUED] = 2
+    ls[1, C["anon_vma"], S["page_referenced"], LS_QUEUED] = 1
+    (row,) = lock_rows(ls)
+    assert (row["acquisitions"], row["contentions"], row["mcs_queued"]) == (4, 4, 3)
+
+
+def test_a_contention_copied_before_its_wait_is_written_has_no_minimum() -> None:
+    """A copy taken while a CPU updates its lockstat slot (the contention counted, its wait
+    not yet): the wait's minimum is still I64_MAX, and reads as 0, not as 2**63 - 1."""
+    ls = _lockstat(1)
+    _record(ls, 0, "ptl", "do_wp_page", waits=[], holds=[4])
+    ls[0, C["ptl"], S["do_wp_page"], LS_CONT] = 1
+    (row,) = lock_rows(ls)
+    assert row["contentions"] == 1
+    assert row["wait_ns"] == dict.fromkeys(("min", "max", "total", "avg", "p50", "p90", "p99", "p999"), 0)
+
+
+def test_lock_times_stay_exact_integers_past_float_precision() -> None:
+    """Averages and bucket middles are integer arithmetic: exact past 2**53 ns, where a
+    float would round them."""
+    lo = 1 << 60  # bucket [2**60, 2**60 + 2**58)
+    ls = _lockstat(1)
+    _record(ls, 0, "slab", "kmem_cache_alloc", waits=[], holds=[lo, lo + (1 << 58) - 1])
+    hold = lock_rows(ls)[0]["hold_ns"]
+    middle = lo + (1 << 57) - 1  # (2**61 + 2**58 - 1) // 2: both the average and the middle
+    assert hold == {"min": lo, "max": lo + (1 << 58) - 1, "total": 2 * lo + (1 << 58) - 1,
+                    "avg": middle, "p50": middle, "p90": middle, "p99": middle, "p999": middle}
+
+
+def test_cpu_rows_give_the_run_time_and_clip_iowait_after_walk_and_wait() -> None:
+    rows = cpu_rows(_cpus(t_total_ns=[1000, 3000], t_work_ns=[100, 0], t_walk_ns=[200, 0],
+                          t_wait_ns=[300, 0], t_iowait_ns=[900, 0]))
+    assert [r["time_ns"] for r in rows] == [1000, 3000]
+    # 1 - 0.1 - 0.2 - 0.3 is left for iowait
+    assert rows[0]["share"] == pytest.approx({"work": 0.1, "walk": 0.2, "lock_wait": 0.3, "iowait": 0.4,
+                                              "other": 0.0})
+
+
+def test_class_wait_share_adds_the_waits_in_progress_of_that_class() -> None:
+    locks = [{"class": "anon_vma", "wait_ns": {"total": 2050}}]
+    cpu = _cpus(t_total_ns=[5000, 5000])
+    in_progress = {"anon_vma": 1000, "ptl": 7}
+    assert class_wait_share(locks, cpu, in_progress=in_progress) == pytest.approx(0.305)
+    assert class_wait_share(locks, cpu, "ptl", in_progress) == pytest.approx(0.0007)
+    assert class_wait_share(locks, cpu, in_progress={}) == pytest.approx(0.205)
+
+
+WAIT, WALK, WORK = CPU_STATE["wait"], CPU_STATE["walk"], CPU_STATE["work"]
+
+
+def _lock_class(w: int) -> str:
+    return LOCK_CLASSES[w >> 32]
+
+
+def _window_cpus() -> np.ndarray:
+    """Twelve CPUs as copied at 10_000 ns; the gate opened at 1_000."""
+    return _cpus(
+        done=[0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        state=[WAIT, WALK, WAIT, WAIT, WAIT, WAIT, WAIT, WORK, WAIT, WAIT, WAIT, WALK],
+        state_since_ns=[7000, 9000, 2000, 0, 11000, 8000, 9000, 5000, 9500, 9000, 10000, 1],
+        wait_lock=[(1 << 32) + 5, -1, 0, 0, 0, -1, 0, -1, 7, 2 << 32, 1 << 32, -1],
+        t_wait_ns=[100, 0, 40, 0, 0, 0, 0, 0, 10, 0, 0, 0],
+        t_walk_ns=[0, 50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        t_total_ns=[0, 0, 4000, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        jobs=list(range(12)))
+
+
+def test_window_end_adds_the_waits_and_walks_under_way() -> None:
+    """A CPU still running has run now - start; its wait or walk under way (published
+    since a time after 0 and not after now) is added, by the class of the lock it waits on."""
+    cpu = _window_cpus()
+    before = cpu.copy()
+    out, summary = window_end(cpu, 10_000, 1_000, _lock_class)
+    assert (cpu == before).all()  # a copy: the CPUs' slots are left as they were
+    # 2 is done: its times are its own.  3 never published a state (since 0), 4's state is
+    # newer than the copy: neither is under way.  10 started waiting at the very instant.
+    assert out["t_total_ns"].tolist() == [9000, 9000, 4000] + [9000] * 9
+    assert out["t_wait_ns"].tolist() == [3100, 0, 40, 0, 0, 2000, 1000, 0, 510, 1000, 0, 0]
+    assert out["t_walk_ns"].tolist() == [0, 1050] + [0] * 9 + [9999]
+    assert out["jobs"].tolist() == list(range(12)) and (out["state"] == cpu["state"]).all()
+    assert summary == {"cpus_waiting": 6, "waiting_ns": 7500, "cpus_walking": 2, "walking_ns": 10999,
+                       "wait_ns_by_class": {"ptl": 3000, "?": 2000, "anon_vma": 1500, "slab": 1000}}
+
+
+def test_window_end_accounts_only_the_cpus_asked_for() -> None:
+    cpu = _window_cpus()
+    only = np.array([True] * 6 + [False] * 6)
+    out, summary = window_end(cpu, 10_000, 1_000, _lock_class, only=only)
+    assert out["t_total_ns"].tolist() == [9000, 9000, 4000, 9000, 9000, 9000] + [0] * 6
+    assert out["t_wait_ns"].tolist() == [3100, 0, 40, 0, 0, 2000, 0, 0, 10, 0, 0, 0]
+    assert out["t_walk_ns"].tolist() == [0, 1050] + [0] * 10
+    assert summary == {"cpus_waiting": 2, "waiting_ns": 5000, "cpus_walking": 1, "walking_ns": 1000,
+                       "wait_ns_by_class": {"ptl": 3000, "?": 2000}}
+
+
+def test_window_end_before_the_gate_opened_has_run_no_time() -> None:
+    out, _ = window_end(_window_cpus(), 10_000, 12_000, _lock_class)
+    assert out["t_total_ns"].tolist() == [0, 0, 4000] + [0] * 9
+
+
+def test_with_window_times_takes_the_window_s_times_for_the_cpus_asked_for() -> None:
+    final = _cpus(t_work_ns=[10, 20, 30], t_walk_ns=[11, 21, 31], t_wait_ns=[12, 22, 32],
+                  t_total_ns=[13, 23, 33], jobs=[5, 6, 7])
+    window = _cpus(t_work_ns=[1, 2, 3], t_walk_ns=[4, 5, 6], t_wait_ns=[7, 8, 9],
+                   t_total_ns=[14, 15, 16], jobs=[0, 0, 0])
+    before = final.copy()
+    out = with_window_times(final, window, np.array([True, False, True]))
+    assert (final == before).all()
+    assert out["t_work_ns"].tolist() == [1, 20, 3]
+    assert out["t_walk_ns"].tolist() == [4, 21, 6]
+    assert out["t_wait_ns"].tolist() == [7, 22, 9]
+    assert out["t_total_ns"].tolist() == [14, 23, 16]
+    assert out["jobs"].tolist() == [5, 6, 7]  # counters are the final ones
