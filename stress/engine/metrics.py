@@ -162,7 +162,7 @@ def class_wait_share(locks: list[dict], cpu: np.ndarray, cls: str = "anon_vma",
     return wait / total if total else 0.0
 
 
-TIME_FIELDS = ("t_work_ns", "t_walk_ns", "t_wait_ns", "t_total_ns")
+TIME_FIELDS = ("t_work_ns", "t_walk_ns", "t_wait_ns", "t_iowait_ns", "t_total_ns")
 
 
 def window_end(cpu: np.ndarray, now_ns: int, start_ns: int, lock_class: Callable[[int], str],
@@ -171,12 +171,12 @@ def window_end(cpu: np.ndarray, now_ns: int, start_ns: int, lock_class: Callable
     slots taken at ``now_ns`` (CLOCK_MONOTONIC, the clock of ``state_since_ns``); the gate
     opened at ``start_ns``.
 
-    A CPU publishes a wait or a walk in its times only when it ends.  One still waiting
+    A CPU publishes a wait, a walk or an iowait sleep in its times only when it ends.  One still waiting
     when the window closes (a ticket convoy of 256 CPUs on 2 cores: nearly all of them)
     may be aborted or SIGKILLed before it ends, and its wait would be lost; so the wait
-    (or walk) in progress, from ``state_since_ns`` to ``now_ns``, is added here, and a CPU
-    still running has run ``now_ns - start_ns``.  Returns the adjusted copy and a summary
-    (CPUs waiting and walking, in-progress wait ns by lock class, named by
+    (or walk, or iowait) in progress, from ``state_since_ns`` to ``now_ns``, is added here,
+    and a CPU still running has run ``now_ns - start_ns``.  Returns the adjusted copy and a
+    summary (CPUs waiting, walking and in iowait, in-progress wait ns by lock class, named by
     ``lock_class(wait_lock word)``).  ``only``: a mask of the CPUs to account (the
     others are left as they are)."""
     out = cpu.copy()
@@ -189,7 +189,8 @@ def window_end(cpu: np.ndarray, now_ns: int, start_ns: int, lock_class: Callable
     by_class: dict[str, int] = {}
     summary: dict[str, Any] = {}
     for state, field, key in ((CPU_STATE["wait"], "t_wait_ns", "waiting"),
-                              (CPU_STATE["walk"], "t_walk_ns", "walking")):
+                              (CPU_STATE["walk"], "t_walk_ns", "walking"),
+                              (CPU_STATE["iowait"], "t_iowait_ns", "in_iowait")):
         sel = np.flatnonzero(open_ & (out["state"] == state))
         span = now_ns - since[sel]
         out[field][sel] += span
@@ -205,7 +206,7 @@ def window_end(cpu: np.ndarray, now_ns: int, start_ns: int, lock_class: Callable
 
 
 def with_window_times(final: np.ndarray, window: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """The final slots, with the window's times for the CPUs in mask ``which``."""
+    """The final slots, with the window's times (iowait included) for the CPUs in mask ``which``."""
     out = final.copy()
     for f in TIME_FIELDS:
         out[f][which] = window[f][which]

@@ -335,7 +335,7 @@ def test_class_wait_share_adds_the_waits_in_progress_of_that_class() -> None:
     assert class_wait_share(locks, cpu, in_progress={}) == pytest.approx(0.205)
 
 
-WAIT, WALK, WORK = CPU_STATE["wait"], CPU_STATE["walk"], CPU_STATE["work"]
+WAIT, WALK, WORK, IOWAIT = (CPU_STATE[s] for s in ("wait", "walk", "work", "iowait"))
 
 
 def _lock_class(w: int) -> str:
@@ -369,7 +369,21 @@ def test_window_end_adds_the_waits_and_walks_under_way() -> None:
     assert out["t_walk_ns"].tolist() == [0, 1050] + [0] * 9 + [9999]
     assert out["jobs"].tolist() == list(range(12)) and (out["state"] == cpu["state"]).all()
     assert summary == {"cpus_waiting": 6, "waiting_ns": 7500, "cpus_walking": 2, "walking_ns": 10999,
+                       "cpus_in_iowait": 0, "in_iowait_ns": 0,
                        "wait_ns_by_class": {"ptl": 3000, "?": 2000, "anon_vma": 1500, "slab": 1000}}
+
+
+def test_window_end_adds_the_iowait_under_way() -> None:
+    """A CPU asleep on the swap device when the window closes: its sleep so far is the
+    window's iowait (the rest of it, in the stop that follows, is not); a finished CPU's
+    iowait is its own."""
+    cpu = _cpus(done=[0, 0, 1], state=[IOWAIT, WORK, IOWAIT], state_since_ns=[6000, 2000, 3000],
+                wait_lock=[-1, -1, -1], t_iowait_ns=[500, 70, 40], t_total_ns=[0, 0, 4000])
+    out, summary = window_end(cpu, 10_000, 1_000, _lock_class)
+    assert out["t_iowait_ns"].tolist() == [4500, 70, 40]
+    assert out["t_wait_ns"].tolist() == [0, 0, 0]
+    assert summary["cpus_in_iowait"] == 1 and summary["in_iowait_ns"] == 4000
+    assert summary["wait_ns_by_class"] == {}
 
 
 def test_window_end_accounts_only_the_cpus_asked_for() -> None:
@@ -380,6 +394,7 @@ def test_window_end_accounts_only_the_cpus_asked_for() -> None:
     assert out["t_wait_ns"].tolist() == [3100, 0, 40, 0, 0, 2000, 0, 0, 10, 0, 0, 0]
     assert out["t_walk_ns"].tolist() == [0, 1050] + [0] * 10
     assert summary == {"cpus_waiting": 2, "waiting_ns": 5000, "cpus_walking": 1, "walking_ns": 1000,
+                       "cpus_in_iowait": 0, "in_iowait_ns": 0,
                        "wait_ns_by_class": {"ptl": 3000, "?": 2000}}
 
 
@@ -390,14 +405,15 @@ def test_window_end_before_the_gate_opened_has_run_no_time() -> None:
 
 def test_with_window_times_takes_the_window_s_times_for_the_cpus_asked_for() -> None:
     final = _cpus(t_work_ns=[10, 20, 30], t_walk_ns=[11, 21, 31], t_wait_ns=[12, 22, 32],
-                  t_total_ns=[13, 23, 33], jobs=[5, 6, 7])
+                  t_iowait_ns=[17, 27, 37], t_total_ns=[13, 23, 33], jobs=[5, 6, 7])
     window = _cpus(t_work_ns=[1, 2, 3], t_walk_ns=[4, 5, 6], t_wait_ns=[7, 8, 9],
-                   t_total_ns=[14, 15, 16], jobs=[0, 0, 0])
+                   t_iowait_ns=[2, 3, 4], t_total_ns=[14, 15, 16], jobs=[0, 0, 0])
     before = final.copy()
     out = with_window_times(final, window, np.array([True, False, True]))
     assert (final == before).all()
     assert out["t_work_ns"].tolist() == [1, 20, 3]
     assert out["t_walk_ns"].tolist() == [4, 21, 6]
     assert out["t_wait_ns"].tolist() == [7, 22, 9]
+    assert out["t_iowait_ns"].tolist() == [2, 27, 4]  # the stop's swap-ins are not the window's
     assert out["t_total_ns"].tolist() == [14, 23, 16]
     assert out["jobs"].tolist() == [5, 6, 7]  # counters are the final ones
