@@ -206,6 +206,7 @@ def test_side_by_side_ratios() -> None:
     # a zero in the first column has no ratio
     back = _rows(side_by_side(new, old).splitlines())
     assert ratio_value(back["anon_vma lock contentions"][2]) is None
+    assert back["anon_vma lock wait p99 (us)"] == ["0.0", "1900000.0", "-"]
     assert ratio_value(back["pages scanned per second"][2]) == pytest.approx(855 / 25023, rel=0.02)
     assert old == before
 
