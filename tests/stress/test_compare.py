@@ -487,8 +487,8 @@ def test_runs_instability_and_drift_warnings_of_each_column() -> None:
         "WARNING: a0 (n=4): the benchmark result may be unstable",
         "* pages scanned per second: the standard deviation (129) is 11% of the mean (1,150)",
         f"WARNING: a0 (n=4): {drift_line}",
-        "* pages scanned per second: 4 repeats, each above the one before (1,000, 1,100, 1,200, "
-        "1,300, in the order they ran)",
+        ("* pages scanned per second: 4 repeats, each above the one before (1,000, 1,100, 1,200, "
+         "1,300, in the order they ran)"),
         "WARNING: b0 (n=4): the benchmark result may be unstable",
         "* pages scanned per second: the standard deviation (1,000) is 67% of the mean (1,500)",
         "* pages scanned per second: the maximum (3,000) is 100% greater than the mean (1,500)",
@@ -657,12 +657,12 @@ def test_one_scale_compares_its_curves() -> None:
         "    lock wait % at 1 CPU: 10.00 ± 0.00 -> 1.00 ± 0.00: 10.00x lower (p=0)",
         "    lock wait % at 2 CPUs: 21.50 ± 1.29 -> 2.00 ± 0.00: 10.75x lower (p=8e-05)",
         "",
-        "WARNING: 2.6.33 spin: the repeats drift: the machine changed while they ran; interleave them "
-        "(ramp or scale --repeat) or rerun on a quiet machine",
-        "* jobs/min at 2 CPUs: 4 repeats, each above the one before (150, 160, 170, 180, in the order "
-        "they ran)",
-        "* lock wait % at 2 CPUs: 4 repeats, each above the one before (20.00, 21.00, 22.00, 23.00, "
-        "in the order they ran)",
+        ("WARNING: 2.6.33 spin: the repeats drift: the machine changed while they ran; interleave them "
+         "(ramp or scale --repeat) or rerun on a quiet machine"),
+        ("* jobs/min at 2 CPUs: 4 repeats, each above the one before (150, 160, 170, 180, in the order "
+         "they ran)"),
+        ("* lock wait % at 2 CPUs: 4 repeats, each above the one before (20.00, 21.00, 22.00, 23.00, "
+         "in the order they ran)"),
     ]
 
 
