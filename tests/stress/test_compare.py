@@ -732,3 +732,92 @@ def test_scale_load_and_mixture(tmp_path: Path) -> None:
     with pytest.raises(ResultsError) as info:
         compare([("run", make_run()), ("scale", scale)])
     assert str(info.value) == "cannot compare runs with ramps or scales: pass one kind of result"
+
+
+# -- the pieces, one by one ------------------------------------------------------------
+
+def test_drift_needs_four_strict_steps_one_way() -> None:
+    from stress.analysis.compare import drift
+
+    assert drift([1.0, 2.0, 3.0]) is None  # three repeats: too few to call
+    assert drift([1.0, 2.0, 3.0, 4.0]) == "rise"
+    assert drift([4.0, 3.0, 2.0, 1.0]) == "fall"
+    assert drift([-4.0, -3.0, -2.0, -1.0]) == "rise"
+    assert drift([1.0, 1.5, 2.0, 2.5]) == "rise"  # small steps count
+    assert drift([2.5, 2.0, 1.5, 1.0]) == "fall"
+    assert drift([1.0, 2.0, 2.0, 3.0]) is None  # a tie breaks the run
+    assert drift([3.0, 2.0, 2.0, 1.0]) is None
+    assert drift([1.0, 1.5, 1.2, 1.4]) is None  # up and down
+
+
+def test_verdict_without_a_test() -> None:
+    """One value on a side: the ratio alone, marked untested; a mean of 0 has no ratio."""
+    from stress.analysis.compare import JOBS_PER_MIN, verdict
+
+    assert verdict(JOBS_PER_MIN, [1.0], [2.0, 3.0]) == "1 -> 2 ± 1: 2.50x faster (untested)"
+    assert verdict(JOBS_PER_MIN, [2.0, 4.0], [1.0]) == "3 ± 1 -> 1: 3.00x slower (untested)"
+    assert verdict(JOBS_PER_MIN, [1.0], [2.0]) == "1 -> 2: 2.00x faster (untested)"
+    assert verdict(JOBS_PER_MIN, [2.0], [1.0]) == "2 -> 1: 2.00x slower (untested)"
+    assert verdict(JOBS_PER_MIN, [5.0], [5.0]) == "5 -> 5: no change (untested)"
+    assert verdict(JOBS_PER_MIN, [0.0], [3.0]) == "0 -> 3: faster (from 0) (untested)"
+    assert verdict(JOBS_PER_MIN, [3.0], [0.0]) == "3 -> 0: slower (from 3) (untested)"
+    # two values a side are enough for the test
+    assert verdict(JOBS_PER_MIN, [10.0, 10.0], [20.0, 20.0]) == "10 ± 0 -> 20 ± 0: 2.00x faster (p=0)"
+
+
+def test_instability_at_exactly_ten_percent_and_its_percentages() -> None:
+    fmt = "{:g}".format
+    # std dev 1.0 is exactly 10% of 10: it counts
+    assert instability([9.0, 10.0, 11.0], fmt) == ["the standard deviation (1) is 10% of the mean (10)"]
+    assert instability([0.0, 10.0, 20.0], fmt) == [
+        "the standard deviation (10) is 100% of the mean (10)",
+        "the minimum (0) is 100% smaller than the mean (10)",
+        "the maximum (20) is 100% greater than the mean (10)"]
+
+
+def test_welch_needs_two_values_a_side_and_zero_spread_is_exact() -> None:
+    with pytest.raises(ValueError) as info:
+        welch_t_test([1.0], [1.0, 2.0])
+    assert str(info.value) == "a t-test needs at least two values in each sample"
+    same = welch_t_test([2.0, 2.0], [2.0, 2.0])
+    assert (same.t, same.df, same.p) == (0.0, math.inf, 1.0)
+
+
+def test_t_p_of_a_tiny_t_keeps_its_distance_from_one() -> None:
+    """x = df / (df + t^2) rounds to 1 for t = 1e-9, df = 1; the p-value (Cauchy: 1 -
+    (2/pi) atan t) is still 6.4e-10 short of 1, carried by 1 - x given exactly."""
+    p = t_two_sided_p(1e-9, 1.0)
+    assert p < 1.0
+    assert 1.0 - p == pytest.approx(2 / math.pi * math.atan(1e-9), rel=1e-6)
+
+
+def test_load_for_compare_refuses_a_file_that_measured_nothing(tmp_path: Path) -> None:
+    ramp = make_ramp({"3.0": {}})
+    path = tmp_path / "ramp.json"
+    path.write_text(json.dumps(ramp))
+    with pytest.raises(ResultsError) as info:
+        load_for_compare(str(path))
+    assert str(info.value) == f"{path}: no anything was measured: nothing to read"
+    ramp["interrupted"] = "SIGINT"
+    path.write_text(json.dumps(ramp))
+    with pytest.raises(ResultsError) as info:
+        load_for_compare(str(path))
+    assert str(info.value) == f"{path}: interrupted by SIGINT before anything was measured: nothing to read"
+    demo = tmp_path / "demo.json"
+    demo.write_text(json.dumps({"schema": "rmap-stress-demo/2", "eras": {}, "interrupted": "SIGTERM"}))
+    with pytest.raises(ResultsError) as info:
+        load_for_compare(str(demo))
+    assert str(info.value) == f"{demo}: interrupted by SIGTERM before anything was measured: nothing to read"
+    # a demo with its eras is read (it has no points)
+    demo.write_text(json.dumps({"schema": "rmap-stress-demo/2", "eras": {"2.6.33": upgrade(make_run())}}))
+    assert load_for_compare(str(demo))["eras"]["2.6.33"]["config"]["era"] == "2.6.33"
+
+
+def test_compare_names_what_it_cannot_read() -> None:
+    with pytest.raises(ResultsError) as info:
+        compare([("x", [1, 2])])  # type: ignore[list-item]
+    assert str(info.value) == ("x: schema 'list', expected 'rmap-stress-run/2', 'rmap-stress-ramp/2', "
+                               "'rmap-stress-scale/2' or 'rmap-stress-demo/2'")
+    with pytest.raises(ResultsError) as info:
+        compare([])
+    assert str(info.value) == "nothing to compare"
