@@ -821,3 +821,13 @@ def test_compare_names_what_it_cannot_read() -> None:
     with pytest.raises(ResultsError) as info:
         compare([])
     assert str(info.value) == "nothing to compare"
+
+
+@pytest.mark.parametrize(("a", "b", "x", "rel"), [
+    (0.9, 0.4, 0.001, 1e-12),  # far below (a+1)/(a+b+2) = 0.58: the direct fraction is exact
+    (0.83, 7.6e6, 3.4e-7, 1e-9),  # just past it (2.4e-7): the symmetric one
+])
+def test_betainc_picks_the_fraction_that_converges(a: float, b: float, x: float, rel: float) -> None:
+    """The wrong one of the two continued fractions still converges, but to fewer digits."""
+    from scipy import special
+    assert betainc(a, b, x) == pytest.approx(float(special.betainc(a, b, x)), rel=rel)
