@@ -284,8 +284,9 @@ def load_for_compare(path: str) -> dict[str, Any]:
     ResultsError with one line."""
     doc = load(path, ("run", "demo", "ramp", "scale"))
     if not doc.get("eras" if is_demo_doc(doc) else "points", True):
-        why = f"interrupted by {doc['interrupted']} before" if doc.get("interrupted") else "no"
-        raise ResultsError(f"{path}: {why} anything was measured: nothing to read")
+        why = (f"interrupted by {doc['interrupted']} before anything was measured"
+               if doc.get("interrupted") else "nothing was measured")
+        raise ResultsError(f"{path}: {why}: nothing to read")
     return doc
 
 

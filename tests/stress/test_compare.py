@@ -797,7 +797,7 @@ def test_load_for_compare_refuses_a_file_that_measured_nothing(tmp_path: Path) -
     path.write_text(json.dumps(ramp))
     with pytest.raises(ResultsError) as info:
         load_for_compare(str(path))
-    assert str(info.value) == f"{path}: no anything was measured: nothing to read"
+    assert str(info.value) == f"{path}: nothing was measured: nothing to read"
     ramp["interrupted"] = "SIGINT"
     path.write_text(json.dumps(ramp))
     with pytest.raises(ResultsError) as info:
