@@ -490,7 +490,10 @@ def _ramp_eras(label: str, doc: dict[str, Any]) -> dict[str, RampEra]:
 
 def _ramp_block(cols: Sequence[RampEra]) -> list[str]:
     names = [c.name for c in cols]
-    users = sorted(set.intersection(*(set(c.samples) for c in cols)))
+    # The user counts every era measured; an era with no point at all (a ramp interrupted
+    # before it) shows "-" in those rows rather than hiding them for the others.
+    measured = [set(c.samples) for c in cols if c.samples]
+    users = sorted(set.intersection(*measured)) if measured else []
     titles = ["peak jobs/min", "  at users", "crossover users", "users at 90% system time"]
     figs: list[Headline] = [JOBS_PER_MIN, USERS, USERS, USERS]
     peak = [c.samples[u] if (u := c.peak_users) is not None else None for c in cols]
@@ -503,7 +506,7 @@ def _ramp_block(cols: Sequence[RampEra]) -> list[str]:
     for u in users:
         titles.append(f"jobs/min at {u} user{'s' if u != 1 else ''}")
         figs.append(JOBS_PER_MIN)
-        cells.append([c.samples[u] for c in cols])
+        cells.append([c.samples.get(u) for c in cols])
 
     def text(i: int, j: int) -> str | None:
         return "not reached" if i in (2, 3) and cells[i][j] is None else None

@@ -545,7 +545,7 @@ def test_demo_files_compare_their_machines() -> None:
 
 def test_ramp_with_an_era_that_measured_nothing() -> None:
     """An era named in the config but without points: '-' for its figures, 'not reached'
-    for its crossovers, and no user count in common to compare."""
+    for its crossovers and for the user counts the others measured, which stay compared."""
     ramp = make_ramp({"A": {1: [100.0, 110.0], 2: [300.0, 310.0]},
                       "C": {1: [100.0, 105.0], 2: [150.0, 160.0]}}, crossover={"A": 2})
     ramp["crossover"]["A"]["system90_users"] = 1
@@ -557,10 +557,14 @@ def test_ramp_with_an_era_that_measured_nothing() -> None:
         "  at users                      2            -      -            2  1.00x",
         "crossover users                 2  not reached      -  not reached      -",
         "users at 90% system time        1  not reached      -  not reached      -",
+        "jobs/min at 1 user        105 ± 7            -      -      102 ± 4  0.98x",
+        "jobs/min at 2 users       305 ± 7            -      -      155 ± 7  0.51x",
         "",
         "against A (Welch's t-test, 95%):",
         "  C",
         "    peak jobs/min: 305 ± 7 -> 155 ± 7: 1.97x slower (p=0.0022)",
+        "    jobs/min at 1 user: 105 ± 7 -> 102 ± 4: Not significant! (p=0.71)",
+        "    jobs/min at 2 users: 305 ± 7 -> 155 ± 7: 1.97x slower (p=0.0022)",
     ]
 
 
