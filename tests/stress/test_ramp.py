@@ -1,5 +1,6 @@
 """The AIM7 ramp: user counts, the reaim table (means, std dev, JTI), the crossover, the
-headline, the CSV, the progress bar; and a real ramp (tiny runs) for ``--crossover``.
+headline, the CSV, the progress bar; the ramp's loop with each point's run replaced by a
+prepared result (rounds, ``--crossover``, signals and failures); and a real ramp (tiny runs).
 
 Expected values are derived by hand from the definitions in the README and the module
 header: JTI = (1 - std/mean) x 100, crossover = first user count whose jobs/min per user is
@@ -238,94 +239,6 @@ def test_progress_bar_on_a_terminal_and_a_line_every_few_seconds_otherwise() -> 
         "rmap-stress: point 1/4: p0  (elapsed 0 s)",
         "rmap-stress: point 3/4: p2  (elapsed 6 s)",  # 2 s after the first: skipped
         "rmap-stress: 4/4 points done  (elapsed 8 s)"]
-
-
-# -- a real ramp: tiny forking-server runs -------------------------------------------------
-
-BASE = RunConfig(scenario="forking-server", pages=4, cow=1.0, cpus=2, duration=0.3, work_us=20)
-
-
-def test_ramp_stops_an_era_past_its_crossover() -> None:
-    """With a threshold no run can reach, every era is past its crossover at its first point:
-    --crossover runs that point (twice, with --repeat 2) only.  Repeats run in rounds (every
-    point once per round, so drift lands in the spread); the first round decides where each
-    era stops, and the progress total shrinks to the points that will run, ending at it."""
-    calls: list[tuple[int, int, str, float]] = []
-    t0 = time.monotonic()
-    doc = ramp(["2.6.33", "2.6.34"], [2, 4, 8], BASE, repeat=2, stop_at_crossover=True, threshold=1e12,
-               progress=lambda done, total, label, elapsed: calls.append((done, total, label, elapsed)))
-    took = time.monotonic() - t0
-    assert [(p["era"], p["users"], p["repeat"]) for p in doc["points"]] == [
-        ("2.6.33", 2, 0), ("2.6.34", 2, 0), ("2.6.33", 2, 1), ("2.6.34", 2, 1)]
-    assert doc["crossover"]["2.6.33"]["users"] == 2 and doc["crossover"]["2.6.34"]["users"] == 2
-    assert [c[:3] for c in calls] == [
-        (0, 12, "2.6.33 users 2 round 1/2"), (1, 8, "2.6.34 users 2 round 1/2"),
-        (2, 4, "2.6.33 users 2 round 2/2"), (3, 4, "2.6.34 users 2 round 2/2"), (4, 4, "done")]
-    elapsed = [c[3] for c in calls]
-    assert elapsed == sorted(elapsed) and 0 <= elapsed[0] and elapsed[-1] <= took
-    assert doc["config"]["crossover_stop"] is True and doc["config"]["threshold"] == 1e12
-    assert all(p["invariant_violations"] == 0 for p in doc["points"])
-
-
-def test_ramp_without_stop_runs_every_point_and_repeat() -> None:
-    """Every point, each repeat; the live view (when asked for) is made once per run,
-    labelled with the point; the document records the ramp's whole configuration."""
-    labels: list[str] = []
-
-    def live(label: str) -> Callable[[object], None]:
-        labels.append(label)
-        return lambda tick: None
-
-    base = dataclasses.replace(BASE, pages=16, seed=7, entry_cost_ns=5)
-    doc = ramp(["3.0"], [2, 3], base, repeat=2, live=live)
-    assert [(p["users"], p["repeat"]) for p in doc["points"]] == [(2, 0), (3, 0), (2, 1), (3, 1)]
-    assert labels == ["3.0 users 2 round 1/2 (point 1/4)", "3.0 users 3 round 1/2 (point 2/4)",
-                      "3.0 users 2 round 2/2 (point 3/4)", "3.0 users 3 round 2/2 (point 4/4)"]
-    assert doc["schema"] == "rmap-stress-ramp/2" and "interrupted" not in doc
-    # the machine's RAM is fixed for the whole ramp: the family at twice the first count
-    assert doc["config"] == {
-        "eras": ["3.0"], "users": [2, 3], "start_users": 2, "end_users": 3, "repeat": 2,
-        "threshold": 1.0, "crossover_stop": False, "duration": 0.3, "cpus": 2, "pages": 16,
-        "cow": 1.0, "ram_pages": 2 * 16 * 3, "work_us": 20, "entry_cost_ns": 5, "seed": 7,
-        "swap_device": "disk", "swap_latency_ms": 8.0, "swap_iops": 150.0, "swap_queue": 128}
-    assert {"online_cpus", "python", "package_version"} <= set(doc["machine"])
-    assert all(p["jobs_per_min"] == pytest.approx(p["jobs_per_min_per_user"] * p["users"])
-               for p in doc["points"])
-    assert all(p["invariant_violations"] == 0 for p in doc["points"])
-
-
-@pytest.mark.parametrize(("kw", "words"), [({"repeat": 0}, "--repeat"), ({"threshold": 0.0}, "--threshold"),
-                                           ({"eras": ["2.4"]}, "unknown era")])
-def test_ramp_refuses_bad_options_before_running(kw: dict[str, Any], words: str) -> None:
-    args: dict[str, Any] = {"eras": ["2.6.33"], "users": [2], "base": BASE, **kw}
-    with pytest.raises(ConfigError, match=words):
-        ramp(**args)
-
-
-def test_iowait_in_the_table_and_at_each_crossover() -> None:
-    """The IOwait % column is the mean over repeats; the headline gives the iowait at each
-    era's crossover (the seed's 2.6.34 crossed with ~99% IO wait); the swap device is named."""
-    pts = [{**_point("A", 1, 200.0, system=0.9, work=0.05), "iowait_share": 0.01},
-           {**_point("A", 2, 100.0, system=0.95, work=0.0), "iowait_share": 0.02},
-           {**_point("B", 1, 300.0, system=0.02, work=0.5), "iowait_share": 0.3},
-           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.94},
-           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.98}]
-    cfg = {"eras": ["A", "B"], "threshold": 60.0, "swap_device": "disk", "swap_latency_ms": 8.0,
-           "swap_iops": 150.0, "swap_queue": 128}
-    doc = {"config": cfg, "points": pts,
-           "crossover": {e: crossover_of(summarize_ramp(pts, e, 60.0)) for e in ("A", "B")}}
-    lines = ramp_table(doc).splitlines()
-    assert lines[0] == ("swap device: 8 ms latency, 150 IOPS, 128 request slots "
-                        "(--swap-device, --swap-latency-ms, --swap-iops)")
-    assert "IOwait %" in lines[1]
-    b2 = next(ln for ln in lines if ln.split()[:2] == ["B", "2"]).split()
-    assert b2[6] == "96.0%"
-    assert doc["crossover"]["A"]["iowait_share"] == 0.02 and doc["crossover"]["B"]["iowait_share"] == 0.96
-    text = headline(doc)
-    assert "A: crossover (jobs/min/user < 60) at 2 users (iowait 2% there)" in text
-    assert "B: crossover (jobs/min/user < 60) at 2 users (iowait 96% there)" in text
-    doc["config"]["swap_device"] = "off"
-    assert ramp_table(doc).splitlines()[0] == "swap device: off (infinitely fast: no job waits for IO)"
 
 
 # -- point_of and the prediction kept with each point ----------------------------------------
@@ -706,3 +619,91 @@ def test_write_csv_exact_text_with_missing_figures_and_a_cut_short_point(tmp_pat
         "interrupted\n"
         "A,2,1,20.0,10.0,0.5,0.25,0.125,0.375,2.5,1.5,1.0,0.0625,4,5,True\n"
         "B,1,,,,,,,,,,,,,,\n")
+
+
+# -- a real ramp: tiny forking-server runs -------------------------------------------------
+
+BASE = RunConfig(scenario="forking-server", pages=4, cow=1.0, cpus=2, duration=0.3, work_us=20)
+
+
+def test_ramp_stops_an_era_past_its_crossover() -> None:
+    """With a threshold no run can reach, every era is past its crossover at its first point:
+    --crossover runs that point (twice, with --repeat 2) only.  Repeats run in rounds (every
+    point once per round, so drift lands in the spread); the first round decides where each
+    era stops, and the progress total shrinks to the points that will run, ending at it."""
+    calls: list[tuple[int, int, str, float]] = []
+    t0 = time.monotonic()
+    doc = ramp(["2.6.33", "2.6.34"], [2, 4, 8], BASE, repeat=2, stop_at_crossover=True, threshold=1e12,
+               progress=lambda done, total, label, elapsed: calls.append((done, total, label, elapsed)))
+    took = time.monotonic() - t0
+    assert [(p["era"], p["users"], p["repeat"]) for p in doc["points"]] == [
+        ("2.6.33", 2, 0), ("2.6.34", 2, 0), ("2.6.33", 2, 1), ("2.6.34", 2, 1)]
+    assert doc["crossover"]["2.6.33"]["users"] == 2 and doc["crossover"]["2.6.34"]["users"] == 2
+    assert [c[:3] for c in calls] == [
+        (0, 12, "2.6.33 users 2 round 1/2"), (1, 8, "2.6.34 users 2 round 1/2"),
+        (2, 4, "2.6.33 users 2 round 2/2"), (3, 4, "2.6.34 users 2 round 2/2"), (4, 4, "done")]
+    elapsed = [c[3] for c in calls]
+    assert elapsed == sorted(elapsed) and 0 <= elapsed[0] and elapsed[-1] <= took
+    assert doc["config"]["crossover_stop"] is True and doc["config"]["threshold"] == 1e12
+    assert all(p["invariant_violations"] == 0 for p in doc["points"])
+
+
+def test_ramp_without_stop_runs_every_point_and_repeat() -> None:
+    """Every point, each repeat; the live view (when asked for) is made once per run,
+    labelled with the point; the document records the ramp's whole configuration."""
+    labels: list[str] = []
+
+    def live(label: str) -> Callable[[object], None]:
+        labels.append(label)
+        return lambda tick: None
+
+    base = dataclasses.replace(BASE, pages=16, seed=7, entry_cost_ns=5)
+    doc = ramp(["3.0"], [2, 3], base, repeat=2, live=live)
+    assert [(p["users"], p["repeat"]) for p in doc["points"]] == [(2, 0), (3, 0), (2, 1), (3, 1)]
+    assert labels == ["3.0 users 2 round 1/2 (point 1/4)", "3.0 users 3 round 1/2 (point 2/4)",
+                      "3.0 users 2 round 2/2 (point 3/4)", "3.0 users 3 round 2/2 (point 4/4)"]
+    assert doc["schema"] == "rmap-stress-ramp/2" and "interrupted" not in doc
+    # the machine's RAM is fixed for the whole ramp: the family at twice the first count
+    assert doc["config"] == {
+        "eras": ["3.0"], "users": [2, 3], "start_users": 2, "end_users": 3, "repeat": 2,
+        "threshold": 1.0, "crossover_stop": False, "duration": 0.3, "cpus": 2, "pages": 16,
+        "cow": 1.0, "ram_pages": 2 * 16 * 3, "work_us": 20, "entry_cost_ns": 5, "seed": 7,
+        "swap_device": "disk", "swap_latency_ms": 8.0, "swap_iops": 150.0, "swap_queue": 128}
+    assert {"online_cpus", "python", "package_version"} <= set(doc["machine"])
+    assert all(p["jobs_per_min"] == pytest.approx(p["jobs_per_min_per_user"] * p["users"])
+               for p in doc["points"])
+    assert all(p["invariant_violations"] == 0 for p in doc["points"])
+
+
+@pytest.mark.parametrize(("kw", "words"), [({"repeat": 0}, "--repeat"), ({"threshold": 0.0}, "--threshold"),
+                                           ({"eras": ["2.4"]}, "unknown era")])
+def test_ramp_refuses_bad_options_before_running(kw: dict[str, Any], words: str) -> None:
+    args: dict[str, Any] = {"eras": ["2.6.33"], "users": [2], "base": BASE, **kw}
+    with pytest.raises(ConfigError, match=words):
+        ramp(**args)
+
+
+def test_iowait_in_the_table_and_at_each_crossover() -> None:
+    """The IOwait % column is the mean over repeats; the headline gives the iowait at each
+    era's crossover (the seed's 2.6.34 crossed with ~99% IO wait); the swap device is named."""
+    pts = [{**_point("A", 1, 200.0, system=0.9, work=0.05), "iowait_share": 0.01},
+           {**_point("A", 2, 100.0, system=0.95, work=0.0), "iowait_share": 0.02},
+           {**_point("B", 1, 300.0, system=0.02, work=0.5), "iowait_share": 0.3},
+           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.94},
+           {**_point("B", 2, 100.0, system=0.02, work=0.0), "iowait_share": 0.98}]
+    cfg = {"eras": ["A", "B"], "threshold": 60.0, "swap_device": "disk", "swap_latency_ms": 8.0,
+           "swap_iops": 150.0, "swap_queue": 128}
+    doc = {"config": cfg, "points": pts,
+           "crossover": {e: crossover_of(summarize_ramp(pts, e, 60.0)) for e in ("A", "B")}}
+    lines = ramp_table(doc).splitlines()
+    assert lines[0] == ("swap device: 8 ms latency, 150 IOPS, 128 request slots "
+                        "(--swap-device, --swap-latency-ms, --swap-iops)")
+    assert "IOwait %" in lines[1]
+    b2 = next(ln for ln in lines if ln.split()[:2] == ["B", "2"]).split()
+    assert b2[6] == "96.0%"
+    assert doc["crossover"]["A"]["iowait_share"] == 0.02 and doc["crossover"]["B"]["iowait_share"] == 0.96
+    text = headline(doc)
+    assert "A: crossover (jobs/min/user < 60) at 2 users (iowait 2% there)" in text
+    assert "B: crossover (jobs/min/user < 60) at 2 users (iowait 96% there)" in text
+    doc["config"]["swap_device"] = "off"
+    assert ramp_table(doc).splitlines()[0] == "swap device: off (infinitely fast: no job waits for IO)"
