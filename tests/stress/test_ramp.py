@@ -613,12 +613,12 @@ def test_write_csv_exact_text_with_missing_figures_and_a_cut_short_point(tmp_pat
             "swap_reads": 4, "swap_writes": 5, "interrupted": True, "wait_hist": {"1": 1}}
     out = tmp_path / "r.csv"
     write_csv(str(out), {"points": [full, {"era": "B", "users": 1}]})
-    assert out.read_text() == (
-        "era,users,repeat,jobs_per_min,jobs_per_min_per_user,system_share,work_share,walk_share,"
-        "lock_wait_share,pages_scanned_per_s,avg_walk,elapsed_s,iowait_share,swap_reads,swap_writes,"
-        "interrupted\n"
-        "A,2,1,20.0,10.0,0.5,0.25,0.125,0.375,2.5,1.5,1.0,0.0625,4,5,True\n"
-        "B,1,,,,,,,,,,,,,,\n")
+    assert out.read_bytes() == (  # bytes: lines end in \n, not csv's default \r\n
+        b"era,users,repeat,jobs_per_min,jobs_per_min_per_user,system_share,work_share,walk_share,"
+        b"lock_wait_share,pages_scanned_per_s,avg_walk,elapsed_s,iowait_share,swap_reads,swap_writes,"
+        b"interrupted\n"
+        b"A,2,1,20.0,10.0,0.5,0.25,0.125,0.375,2.5,1.5,1.0,0.0625,4,5,True\n"
+        b"B,1,,,,,,,,,,,,,,\n")
 
 
 # -- a real ramp: tiny forking-server runs -------------------------------------------------
