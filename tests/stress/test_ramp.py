@@ -593,6 +593,11 @@ def test_headline_of_an_era_with_no_point_and_of_other_eras() -> None:
         "3.0: crossover (jobs/min/user < 1) at 10 users; system time > 90% never; peak 50 jobs/min",
         "2.6.34: crossover (jobs/min/user < 1) at 5 users; system time > 90% never; peak 0 jobs/min",
         "crossover moved 0.50x (3.0 -> 2.6.34)"]
+    # not against 2.6.33: the last era against the first, whatever the eras between them
+    doc = {"config": {"threshold": 1.0}, "points": _measured({"3.0": 10, "2.6.34": 40, "4.0": 40}),
+           "crossover": {"3.0": _crossed(10, None, 50.0), "2.6.34": _crossed(5, None, 60.0),
+                         "4.0": _crossed(20, None, 0.0)}}
+    assert headline(doc).splitlines()[3:] == ["crossover moved 2.00x (3.0 -> 4.0)"]
     # 2.6.33 against an era with no seed figure: the plain comparison, no note
     doc = {"config": {"threshold": 1.0}, "points": _measured({"2.6.33": 10, "3.0": 40}),
            "crossover": {"2.6.33": _crossed(10, None, 50.0), "3.0": _crossed(None, None, 75.0)}}
