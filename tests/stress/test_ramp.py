@@ -467,6 +467,9 @@ def test_ramp_loop_ends_at_the_point_a_signal_or_a_failure_cut_short(
     _Predictions(monkeypatch)
     calls: list[tuple[int, int, str, float]] = []
     doc = ramp(["2.6.33"], [1, 2, 3], FAKE_BASE, repeat=2, progress=lambda *c: calls.append(c))
+    # the defaults: no --crossover, threshold 1, no prediction
+    assert (doc["config"]["crossover_stop"], doc["config"]["threshold"]) == (False, 1.0)
+    assert not any("predicted" in p for p in doc["points"])
     assert len(runs.calls) == 3
     assert calls[-1] == (2, 6, "stopped", 4.0) and len(calls) == 4
     assert doc[cut[0]] == cut[1] and set(doc) - {cut[0]} == {
@@ -498,11 +501,12 @@ def test_ramp_loop_stopped_between_points(monkeypatch: pytest.MonkeyPatch) -> No
         if len(calls) == 2:
             raise Stopped(signal.SIGHUP)
 
-    doc = ramp(["3.0"], [1, 2], FAKE_BASE, progress=progress)
+    doc = ramp(["3.0"], [1, 2], FAKE_BASE, progress=progress, predict=True)
     assert [c[:2] for c in runs.calls] == [("3.0", 1)]
     assert [p["users"] for p in doc["points"]] == [1]
     assert doc["interrupted"] == "SIGHUP"
     assert calls[-1] == (1, 2, "stopped", 3.0)
+    assert doc["points"][0]["predicted"]["handoff_ns"] == 0.0  # the default hand-off cost
 
 
 # -- the table, the headline and the CSV, line for line ---------------------------------------
