@@ -282,7 +282,6 @@ class _Predictions:
         self.inputs_fail = False
         self.predict_fail = False
         self.calls: list[tuple[str, Any]] = []
-        self.error = predict.PredictError
 
         def lock_inputs(res: dict[str, Any]) -> dict[str, Any]:
             self.calls.append(("lock_inputs", res["throughput"]["jobs_per_min"]))
@@ -375,6 +374,7 @@ def _fake_ramp(monkeypatch: pytest.MonkeyPatch, runs: _FakeRuns) -> _Clock:
     return clock
 
 
+# The default scenario (reclaim-storm): ramp makes every point, and its record, forking-server.
 FAKE_BASE = RunConfig(pages=20, cpus=2, duration=0.5, work_us=30, entry_cost_ns=4, seed=3)
 
 
