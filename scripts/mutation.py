@@ -60,13 +60,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Module -> the fast tests (no worker processes, no CLI subprocesses) that exercise it.
 TESTS: dict[str, list[str]] = {
-    "stress/engine/metrics.py": ["tests/stress/test_metrics.py"],
-    "stress/commands/ramp.py": ["tests/stress/test_ramp.py"],
-    "stress/analysis/sweeps.py": ["tests/stress/test_ramp.py", "tests/stress/test_scale.py",
-                                  "tests/stress/test_analysis_values.py"],
-    "stress/analysis/compare.py": ["tests/stress/test_compare.py"],
-    "stress/analysis/report.py": ["tests/stress/test_report.py", "tests/stress/test_compare.py"],
-    "stress/engine/config.py": ["tests/stress/test_config.py"],
+    "stress/engine/metrics.py": ["tests/stress/engine/test_metrics.py"],
+    "stress/commands/ramp.py": ["tests/stress/commands/test_ramp.py"],
+    "stress/analysis/sweeps.py": ["tests/stress/commands/test_ramp.py", "tests/stress/commands/test_scale.py",
+                                  "tests/stress/analysis/test_analysis_values.py"],
+    "stress/analysis/compare.py": ["tests/stress/analysis/test_compare.py"],
+    "stress/analysis/report.py": ["tests/stress/analysis/test_report.py", "tests/stress/analysis/test_compare.py"],
+    "stress/engine/config.py": ["tests/stress/engine/test_config.py"],
     "shared_model/eras.py": ["tests/shared_model/test_eras.py",
                              "tests/shared_model/test_scan_arithmetic.py"],
 }
@@ -182,7 +182,7 @@ LOCK_OLD = ["tests/shared_model/locking/test_spinlocks.py", "tests/shared_model/
 LOCK_NEW = ["tests/shared_model/locking/test_lock_order.py"]
 TREE_OLD = ["tests/shared_model/test_later_eras.py", "tests/shared_model/test_reference_later.py"]
 CORE_NEW = ["tests/shared_model/test_core_checks.py", "tests/shared_model/test_invariant_rules.py"]
-ANALYSIS_NEW = ["tests/stress/test_analysis_values.py"]
+ANALYSIS_NEW = ["tests/stress/analysis/test_analysis_values.py"]
 
 # module -> (older tests, tests added for the compiled core)
 SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
@@ -204,11 +204,11 @@ SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
                                  CORE_NEW),
     "shared_model/anon_vma_chain.py": (["tests/shared_model/test_anon_vma.py",
                                         "tests/shared_model/test_later_eras.py"], CORE_NEW),
-    "shared_model/swapdev.py": (["tests/shared_model/test_swapdev.py", "tests/stress/test_swapio.py"], CORE_NEW),
-    "stress/analysis/predict.py": (["tests/stress/test_predict.py"], ANALYSIS_NEW),
-    "stress/commands/scale.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
-    "stress/analysis/sweeps.py": (["tests/stress/test_scale.py"], ANALYSIS_NEW),
-    "stress/commands/story.py": (["tests/stress/test_eras_locking.py"], ANALYSIS_NEW),
+    "shared_model/swapdev.py": (["tests/shared_model/test_swapdev.py", "tests/stress/engine/test_swapio.py"], CORE_NEW),
+    "stress/analysis/predict.py": (["tests/stress/analysis/test_predict.py"], ANALYSIS_NEW),
+    "stress/commands/scale.py": (["tests/stress/commands/test_scale.py"], ANALYSIS_NEW),
+    "stress/analysis/sweeps.py": (["tests/stress/commands/test_scale.py"], ANALYSIS_NEW),
+    "stress/commands/story.py": (["tests/stress/commands/test_eras_locking.py"], ANALYSIS_NEW),
 }
 
 M = Mutation

@@ -110,7 +110,7 @@ from .pgtable import pte_lockptr_c, pte_offset_map_c
 # as the lockdep classes on it (mmap_sem and the page lock have none).  A class may be taken
 # while a class before it on a path is held (lockdep records an edge from each class held);
 # any other edge a run records (--check-lock-order) is outside the tree.  The tree and this
-# say the same thing: tests/stress/test_lock_order.py reads both.
+# say the same thing: tests/stress/engine/test_lock_order.py reads both.
 LOCK_ORDER_PATHS: tuple[tuple[str, ...], ...] = (
     ("anon_vma", "ptl", "swap_lock"),  # the walks; try_to_unmap_one's swap_duplicate
     ("anon_vma", "slab"),  # 3.0 on: anon_vma_clone's and unlink_anon_vmas' slab, under the root lock

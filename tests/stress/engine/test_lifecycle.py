@@ -27,7 +27,7 @@ from shared_model.segment import SHM_PREFIX, leftover_segments, segment_owner, s
 from stress.analysis.report import status_reason
 from stress.engine.runner import STOPPING_MESSAGE, _Abort, _Signals
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-m", "stress"]
 SMALL = ["--users", "60", "--pages", "6", "--cpus", "2"]
 

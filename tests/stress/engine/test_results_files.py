@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from stress import cli
 from stress.engine.results import ResultsError, load, upgrade
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def make_run(era: str = "2.6.33", cpus: int = 2) -> dict[str, Any]:

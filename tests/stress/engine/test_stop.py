@@ -25,7 +25,7 @@ from shared_model.layout import CPU_DTYPE, CPU_FIELDS, CPU_STATE, HEADER_DTYPE
 from stress.analysis.report import status_reason, stop_line
 from stress.engine.runner import _os_state, _Stop, explain_violations, stop_outcome
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-m", "stress"]
 
 

@@ -22,7 +22,7 @@ from shared_model.rmap import LOCK_ORDER_PATHS
 from stress.engine.config import RunConfig
 from stress.engine.runner import run
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TREE_INTRO = "that nest them"  # the line above the model's tree in rmap.py's header
 
 

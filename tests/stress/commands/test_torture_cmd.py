@@ -26,7 +26,7 @@ from stress.commands.torture import (
 )
 from stress.engine.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_short_torture_run_ends_clean(tmp_path: Path) -> None:

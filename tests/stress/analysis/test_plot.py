@@ -258,5 +258,5 @@ def test_only_the_ramp_schema_written_by_ramp_is_drawn(tmp_path: Path) -> None:
 
 def test_import_does_not_load_matplotlib() -> None:
     code = "import sys, stress.analysis.plot; sys.exit('matplotlib' in sys.modules)"
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, check=False).returncode == 0
