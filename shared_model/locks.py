@@ -128,7 +128,7 @@ def local_clock(g: np.ndarray) -> int:
     return sched_clock(g[G.TSC_MULT], g[G.TSC_SHIFT], g[G.TSC_CYC0], g[G.TSC_NS0])
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def _acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                   site: int, shared: int, request: bool) -> int:
     if g[G.ORDER_CHECK]:
@@ -146,7 +146,7 @@ def _acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cl
     return 0
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """Try lock word ``w`` once; the acquire time (ns) on success, -1 when it is contended
@@ -158,7 +158,7 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     return _acquire_fast(words, g, held, w, cls, site, shared, False)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def lock_request_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """The request: ``lock_acquire_fast``, except that a contended lock has taken its
