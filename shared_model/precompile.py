@@ -173,10 +173,10 @@ def cache_writable(dispatchers: list[Any]) -> bool:
 
 
 def _to_compile(dispatchers: list[Any]) -> list[Any]:
-    """The functions compiled ahead, each on its own: all of them.  One that numba inlines
-    into each compiled caller (``inline=True``) is compiled there again, but Python code
-    calls some directly too (the CPU's lock fast path, tests of a lock's trylock), and that
-    call would otherwise compile it after the warm-up."""
+    """The functions compiled ahead, each on its own: all of them, the helpers LLVM pastes
+    into their compiled callers (``llvm_inline=True``) included: a caller links the
+    helper's compiled code, and Python code calls some of them directly (the CPU's lock
+    fast path, tests of a lock's trylock)."""
     return list(dispatchers)
 
 
