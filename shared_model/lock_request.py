@@ -35,7 +35,7 @@ from .locking.ticket import ticket_abandon
 from .spinlock import lock_trylock_sleeping, spin_trylock
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(inline=True)
 def ticket_request(words: np.ndarray, g: np.ndarray, w: int) -> bool:
     """The ticket spinlock's request point, as 2.6.3x's ``__ticket_spin_lock``
     (arch/x86/include/asm/spinlock.h of 2.6.36, NR_CPUS < 256: ``LOCK xaddw`` takes the
@@ -153,7 +153,7 @@ def lock_request_place_cabi(wp: Any, wn: int, gp: Any, gn: int, w: int, kind: in
 call_lock_request_place = c_entry_call("rmap_stress_lock_request_place", 2, 5)
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(inline=True)
 def spin_request(words: np.ndarray, g: np.ndarray, w: int, kind: int, policy: int, shared: int,
                  owner_tag: int) -> bool:
     """``spin_trylock``, except that a contended request keeps the place it took (the
