@@ -25,7 +25,7 @@ exits; the parent's warm-up then loads them.  Only when the cache is writable (o
 the children's work would be lost); a child that fails, is killed or outlives
 CHILD_TIMEOUT_S fails nothing: whatever it did not save, the parent compiles itself.
 Measured on the 2-core machine, shared with another user's jobs (load average 2-3),
-7 December 2026: 47-53 s cold with 2 children (54 s of CPU), 65 s serial (48 s of CPU).
+7 December 2026: 47-53 s cold with 2 children (54 s of CPU), 45 s serial (45 s of CPU).
 """
 
 from __future__ import annotations

@@ -61,9 +61,9 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
     cost more than a trylock.  Python callers still get a compiled function.  Not numba's
     own ``inline="always"``, which saves the same calls but re-types the callee's
     body (and all it inlines in turn) at every call site: inlining lock_acquire_c and
-    lock_release_c that way took the cold compile from 44 to 151 s of CPU, and the 125
-    helpers inlined that way cost a serial cold warm-up 77.5 s of CPU against 48.0 s
-    inlined by LLVM (the 2-core machine, load average about 3, back to back).
+    lock_release_c that way took the cold compile from 44 to 151 s of CPU, and with 125
+    helpers inlined that way a serial cold warm-up took 77.5 s of CPU, against 45 s with
+    all but two of them inlined by LLVM (the 2-core machine, load average 2-3).
 
     ``inline=True``: numba's own ``inline="always"``, for the two request points
     (lock_request.py) only: inlined by LLVM instead, a 2.6.33 walk's visited entry cost
