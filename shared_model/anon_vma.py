@@ -29,7 +29,6 @@ holds the lock that ``anon_vma_lock_c`` takes for that anon_vma.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .ctx import av_word as _av
@@ -55,7 +54,7 @@ OK, STOPPED = G.OK, G.STOPPED
 # give one field's int32 word.
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_lock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, av: int,
                     site: int) -> tuple[int, int]:
     """Take the lock guarding av (its own or its root's; the write side of an rwsem):
@@ -64,12 +63,12 @@ def anon_vma_lock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     return w, lock_acquire_c(words, g, held, w, AV_LOCK, site, 0)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_unlock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, site: int, t: int) -> None:
     lock_release_c(words, g, held, w, AV_LOCK, site, 0, t)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def lock_anon_vma_root(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, hw: int,
                        ht: int, av: int, site: int) -> tuple[int, int]:
     """3.0's lock_anon_vma_root for a pass over a chain: with lock word ``hw`` held since
@@ -84,7 +83,7 @@ def lock_anon_vma_root(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return anon_vma_lock_c(words, w32, g, held, av, site)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def unlock_anon_vma_root(words: np.ndarray, g: np.ndarray, held: np.ndarray, hw: int, ht: int,
                          site: int) -> None:
     """unlock_anon_vma_root: release lock word ``hw`` if one is held (-1: none)."""
@@ -102,7 +101,7 @@ def unlock_anon_vma_root(words: np.ndarray, g: np.ndarray, held: np.ndarray, hw:
 # touch only the neighbours: nothing is allocated, nothing can fail.
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _node_word(g: np.ndarray, node: int, prev: bool) -> int:
     """The int32 word of node's prev (or next) link: the AVC's same_anon_vma in chain
     eras, the VMA's anon_vma_node in 2.6.33."""
@@ -111,7 +110,7 @@ def _node_word(g: np.ndarray, node: int, prev: bool) -> int:
     return _vma(g, node, G.VMA_AV_PREV if prev else G.VMA_AV_NEXT)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_list_add_tail_locked_c(w32: np.ndarray, g: np.ndarray, av: int, node: int) -> None:
     """list_add_tail(node, &av->head): node (an AVC, or in 2.6.33 a VMA) becomes the last
     entry of av's list.  Expects held: the lock guarding av."""
@@ -126,7 +125,7 @@ def anon_vma_list_add_tail_locked_c(w32: np.ndarray, g: np.ndarray, av: int, nod
     w32[_av(g, av, G.AV_NR_MEMBERS)] += 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_list_del_locked_c(w32: np.ndarray, g: np.ndarray, av: int, node: int) -> None:
     """list_del(node): take node off av's list; the others keep their order.  Leaves node's
     links -1.  In eras with an interval tree (3.7+) the AVC leaves the tree too.
@@ -216,13 +215,13 @@ def anon_vma_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     return av
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def get_anon_vma_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
     """get_anon_vma: one more reference on av (an atomic_inc; no lock)."""
     atomic_fetch_add(w32, _av(g, av, G.AV_REFCOUNT), 1)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def atomic_add_unless_last_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     """The lock-free half of ``atomic_dec_and_lock``: drop one reference on av unless it
     is the last (a cmpxchg loop).  True if dropped."""
@@ -236,7 +235,7 @@ def atomic_add_unless_last_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     return False
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_free_relock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                            av: int) -> int:
     """3.0+ ``anon_vma_free``, before the free::
@@ -263,7 +262,7 @@ def anon_vma_free_relock_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, he
     return OK
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_release_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        sc: np.ndarray, av: int) -> int:
     """The kernel's ``anon_vma_free`` proper: 3.0+'s relock, then the slab free."""
@@ -273,7 +272,7 @@ def anon_vma_release_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return st
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def put_anon_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                    sc: np.ndarray, av: int) -> int:
     """3.0+ (Era.self_ref) ``put_anon_vma``: ``atomic_dec_and_test``, no lock; the drop that
@@ -358,14 +357,14 @@ def anon_vma_free(m: Model, av: int) -> None:
 #                         anon_vma, num_children < 2 and num_active_vmas == 0
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _counted_parent(w32: np.ndarray, g: np.ndarray, av: int) -> int:
     """anon_vma->parent, the kernel's self-pointer for a root (the model keeps -1 there)."""
     p = w32[_av(g, av, G.AV_PARENT)]
     return av if p < 0 else p
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_ctor_counts_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
     """anon_vma_alloc's counters: degree 1 ("reference for first vma", 3.19), no children
     and no active VMA (6.0); an empty interval tree."""
@@ -375,7 +374,7 @@ def anon_vma_ctor_counts_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
     w32[_av(g, av, G.AV_RB_ROOT)] = -1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_prepare_counts_locked_c(w32: np.ndarray, g: np.ndarray, av: int, allocated: bool) -> None:
     """anon_vma_prepare set vma->anon_vma = av: 3.19 degree++ ("vma reference or
     self-parent link for new root"); 6.0 num_active_vmas++, and num_children++ for a new
@@ -388,7 +387,7 @@ def anon_vma_prepare_counts_locked_c(w32: np.ndarray, g: np.ndarray, av: int, al
             w32[_av(g, av, G.AV_NUM_CHILDREN)] += 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_clone_reuse_locked_c(w32: np.ndarray, g: np.ndarray, dst: int, src: int, av: int,
                                   last: bool) -> None:
     """anon_vma_clone, after linking dst to av (the chain is walked oldest first): take av
@@ -413,7 +412,7 @@ def anon_vma_clone_reuse_locked_c(w32: np.ndarray, g: np.ndarray, dst: int, src:
             w32[_av(g, dav, G.AV_NUM_ACTIVE)] += 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_fork_counts_locked_c(w32: np.ndarray, g: np.ndarray, av: int, pav: int) -> None:
     """anon_vma_fork made a new av, child of pav, the VMA's own: 3.19 parent->degree++ (av's
     own 1 counts the VMA); 6.0 num_active_vmas++ and parent->num_children++."""
@@ -424,7 +423,7 @@ def anon_vma_fork_counts_locked_c(w32: np.ndarray, g: np.ndarray, av: int, pav: 
         w32[_av(g, pav, G.AV_NUM_CHILDREN)] += 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_emptied_locked_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
     """unlink_anon_vmas left av's tree empty: anon_vma->parent->degree-- (3.19) or
     ->num_children-- (6.0)."""
@@ -451,7 +450,7 @@ def vma_anon_vma_put_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return OK
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def vma_anon_vma_put_locked_c(w32: np.ndarray, g: np.ndarray, av: int) -> None:
     """A VMA stops using av as its ->anon_vma: degree-- (3.19) or num_active_vmas-- (6.0).
     Expects held: av's lock."""

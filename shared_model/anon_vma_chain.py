@@ -27,7 +27,6 @@ anon_vma_unlink                           unlink_anon_vmas
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .anon_vma import (
@@ -65,7 +64,7 @@ OK, STOPPED = G.OK, G.STOPPED
 # ---------------------------------------------------------------------------- prepare, fork, unlink
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _anon_vma_unused(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     """av is to be released (anon_vma_free_c): its list is empty and, before 3.0, no
     other anon_vma holds a reference on it.  3.0+ (Era.self_ref): its list is empty, so
@@ -209,7 +208,7 @@ def anon_vma_clone_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     return OK
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_clone_nowait_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                             sc: np.ndarray, dst: int, src: int, n: int) -> int:
     """3.0+ ``anon_vma_clone`` (dd34739c03f2; linux-3.0.1 and 3.9.6 mm/rmap.c, 6.0.1 with
@@ -306,7 +305,7 @@ def anon_vma_fork_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.
     return OK
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _anon_vma_fork_unwind(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                           sc: np.ndarray, vma: int, st: int) -> int:
     """anon_vma_fork's out_error: unlink what the clone linked (unlink_anon_vmas), as an
@@ -419,7 +418,7 @@ def unlink_anon_vmas_once_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, h
     return st
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _unlink_anon_vmas_once_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray,
                                   held: np.ndarray, sc: np.ndarray, vma: int, hw: int,
                                   ht: int) -> int:
@@ -480,7 +479,7 @@ def unlink_anon_vmas(m: Model, vma: int) -> None:
 # join them later.
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_compatible_c(w32: np.ndarray, g: np.ndarray, a: int, b: int) -> bool:
     """anon_vma_compatible: a ends where b starts and b's pgoff continues a's."""
     return (w32[_vma(g, a, G.VMA_END)] == w32[_vma(g, b, G.VMA_START)]
@@ -488,7 +487,7 @@ def anon_vma_compatible_c(w32: np.ndarray, g: np.ndarray, a: int, b: int) -> boo
             + w32[_vma(g, b, G.VMA_START)] - w32[_vma(g, a, G.VMA_START)])
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def reusable_anon_vma_c(w32: np.ndarray, g: np.ndarray, old: int, a: int, b: int) -> int:
     """reusable_anon_vma: old's anon_vma when a and b are compatible and old's chain is a
     single AVC (2.6.34+; 2.6.33 has no chain), else -1."""
@@ -504,7 +503,7 @@ def reusable_anon_vma_c(w32: np.ndarray, g: np.ndarray, old: int, a: int, b: int
     return av
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def find_mergeable_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     """find_mergeable_anon_vma: the next VMA's anon_vma, else the previous one's, if
     reusable; -1 for none.  Neighbours by address (the model's mm list is in creation

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit
 
 from .layout import (
     ALLOC_KINDS,
@@ -41,6 +40,7 @@ from .layout import (
     VMA_DTYPE,
     WALK_HIST_BUCKETS,
 )
+from .locking.cached_compile import cached_njit
 
 if TYPE_CHECKING:
     from .segment import Segment
@@ -321,27 +321,27 @@ def make_geometry(seg: Segment, cpu: int, owner_tag: int, kinds: list[int], *, l
 # module that addresses records; ``f`` is a field offset from the table above).
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def av_word(g: np.ndarray, av: int, f: int) -> int:
     return g[AV0] + av * 2 * g[AV_W64] + f
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def vma_word(g: np.ndarray, vma: int, f: int) -> int:
     return g[VMA0] + vma * g[VMA_W] + f
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def avc_word(g: np.ndarray, avc: int, f: int) -> int:
     return g[AVC0] + avc * g[AVC_W] + f
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def mm_word(g: np.ndarray, mm: int, f: int) -> int:
     return g[MM0] + mm * 2 * g[MM_W64] + f
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def page_word(g: np.ndarray, page: int, f: int) -> int:
     return g[PAGE0] + page * g[PAGE_W] + f
 

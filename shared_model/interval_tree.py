@@ -26,7 +26,6 @@ root's from 2.6.36): the tree is the list's other index and changes with it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .locking.cached_compile import cached_njit
@@ -48,31 +47,31 @@ TREE_ERRORS = {
 }
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _w(g: np.ndarray, x: int, f: int) -> int:
     return g[G.AVC0] + x * g[G.AVC_W] + f
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _root_w(g: np.ndarray, av: int) -> int:
     return g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_RB_ROOT
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def avc_start_pgoff(w32: np.ndarray, g: np.ndarray, x: int) -> int:
     """``avc_start_pgoff``: the first page offset of the AVC's VMA."""
     vma = w32[_w(g, x, G.AVC_VMA)]
     return w32[g[G.VMA0] + vma * g[G.VMA_W] + G.VMA_PGOFF]
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def avc_last_pgoff(w32: np.ndarray, g: np.ndarray, x: int) -> int:
     """``avc_last_pgoff``: the last page offset of the AVC's VMA."""
     vb = g[G.VMA0] + w32[_w(g, x, G.AVC_VMA)] * g[G.VMA_W]
     return w32[vb + G.VMA_PGOFF] + w32[vb + G.VMA_END] - w32[vb + G.VMA_START] - 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _recompute(w32: np.ndarray, g: np.ndarray, x: int) -> None:
     m = avc_last_pgoff(w32, g, x)
     lft, rgt = w32[_w(g, x, G.AVC_RB_LEFT)], w32[_w(g, x, G.AVC_RB_RIGHT)]
@@ -83,7 +82,7 @@ def _recompute(w32: np.ndarray, g: np.ndarray, x: int) -> None:
     w32[_w(g, x, G.AVC_RB_LAST)] = m
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _replace_child(w32: np.ndarray, g: np.ndarray, rootw: int, p: int, old: int, new: int) -> None:
     if p < 0:
         w32[rootw] = new
@@ -95,7 +94,7 @@ def _replace_child(w32: np.ndarray, g: np.ndarray, rootw: int, p: int, old: int,
         w32[_w(g, new, G.AVC_RB_PARENT)] = p
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _rotate(w32: np.ndarray, g: np.ndarray, rootw: int, x: int, left: bool) -> None:
     """Rotate x down to the left (``left``) or right; recompute the two nodes moved."""
     a, b = (G.AVC_RB_RIGHT, G.AVC_RB_LEFT) if left else (G.AVC_RB_LEFT, G.AVC_RB_RIGHT)
@@ -111,7 +110,7 @@ def _rotate(w32: np.ndarray, g: np.ndarray, rootw: int, x: int, left: bool) -> N
     _recompute(w32, g, y)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _is_black(w32: np.ndarray, g: np.ndarray, x: int) -> bool:
     return x < 0 or w32[_w(g, x, G.AVC_RB_COLOR)] == BLACK
 
@@ -227,7 +226,7 @@ def anon_vma_interval_tree_remove_c(w32: np.ndarray, g: np.ndarray, av: int, z: 
         w32[_w(g, x, G.AVC_RB_COLOR)] = BLACK
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _subtree_search(w32: np.ndarray, g: np.ndarray, node: int, index: int) -> tuple[int, int]:
     """The leftmost node of node's subtree whose range holds index: (node or -1, nodes
     examined).  Invariant on entry: index <= node's rb_subtree_last."""
@@ -248,7 +247,7 @@ def _subtree_search(w32: np.ndarray, g: np.ndarray, node: int, index: int) -> tu
         return -1, examined
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_interval_tree_iter_first(w32: np.ndarray, g: np.ndarray, av: int, index: int) -> tuple[int, int]:
     """The first AVC of av whose VMA's range holds page offset ``index``: (avc or -1, nodes
     examined).  Expects held: av's lock."""
@@ -260,7 +259,7 @@ def anon_vma_interval_tree_iter_first(w32: np.ndarray, g: np.ndarray, av: int, i
     return _subtree_search(w32, g, root, index)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_interval_tree_iter_next(w32: np.ndarray, g: np.ndarray, node: int,
                                      index: int) -> tuple[int, int]:
     """The next AVC after ``node`` (in pgoff order) whose range holds ``index``: (avc or -1,

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, types
 
 from . import ctx as G
 from .ctx import Stopped, segment_words
@@ -112,7 +112,7 @@ def lock_kind(name: str) -> int:
 # ---------------------------------------------------------------------------- compiled
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def hist_bucket_c(v: int) -> int:
     """layout.hist_bucket, compiled (bit_length is one lzcnt)."""
     if v < 8:
@@ -121,14 +121,14 @@ def hist_bucket_c(v: int) -> int:
     return (bl << 2) | ((v >> (bl - 3)) & 3)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def local_clock(g: np.ndarray) -> int:
     """The lockstat clock (ns, CLOCK_MONOTONIC's scale): the TSC through the segment's
     calibration, or clock_gettime without a usable TSC (shared_model.locking.clock)."""
     return sched_clock(g[G.TSC_MULT], g[G.TSC_SHIFT], g[G.TSC_CYC0], g[G.TSC_NS0])
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def _acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                   site: int, shared: int, request: bool) -> int:
     if g[G.ORDER_CHECK]:
@@ -146,7 +146,7 @@ def _acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cl
     return 0
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """Try lock word ``w`` once; the acquire time (ns) on success, -1 when it is contended
@@ -158,7 +158,7 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     return _acquire_fast(words, g, held, w, cls, site, shared, False)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def lock_request_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """The request: ``lock_acquire_fast``, except that a contended lock has taken its
@@ -273,7 +273,7 @@ def lock_acquire_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, c
     return t
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def no_abort_begin(g: np.ndarray) -> None:
     """Start a section the run's abort may not cut short: an error path putting the model
     back (an aborted wait or a failed allocation earlier in the operation), a free (a
@@ -282,19 +282,19 @@ def no_abort_begin(g: np.ndarray) -> None:
     g[G.NO_ABORT] += 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def no_abort_end(g: np.ndarray) -> None:
     g[G.NO_ABORT] -= 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def abort_requested(words: np.ndarray, g: np.ndarray) -> bool:
     """The run is aborting and this CPU is not in a ``no_abort_begin`` section: a wait
     outside the lock primitives (a CPU cache lock, PG_locked) gives up."""
     return READ_ONCE(words, g[G.STOP_W]) >= STOP_ABORT and g[G.NO_ABORT] == 0
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _lock_acquire(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                   site: int, shared: int) -> int:
     t = lock_request_fast(words, g, held, w, cls, site, shared)
@@ -323,7 +323,7 @@ def lock_acquire_no_abort_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, 
         futex_wait(words, stop_w, READ_ONCE(words, stop_w), DRAIN_NAP_NS)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def lockstat_hold(words: np.ndarray, g: np.ndarray, cls: int, site: int, hold: int) -> None:
     """lock_release's lockstat: one acquisition held ``hold`` ns, into this CPU's slot."""
     b = g[G.LS_BASE] + (cls * _NSITES + site) * LS_FIELDS

@@ -12,7 +12,6 @@ turns into OutOfMemory or Stopped.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .anon_vma_chain import (
@@ -59,14 +58,14 @@ S_ANON, S_WP, S_DUP, S_EXIT = (SITE[s] for s in ("do_anonymous_page", "do_wp_pag
 OK, STOPPED = G.OK, G.STOPPED
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def add_mm_rss_c(w32: np.ndarray, g: np.ndarray, mm: int, n: int) -> None:
     """mm->rss += n, an atomic add (add_mm_counter): with split PTE locks two CPUs may
     change one mm's PTEs under different locks at once."""
     atomic_fetch_add(w32, _mm(g, mm, G.MM_RSS), n)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def pte_relock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, lw: int, t: int, pe: int,
                  site: int) -> tuple[int, int]:
     """Walking PTEs in order: keep the PTE lock held (word ``lw``, taken at ``t``; -1 none)

@@ -31,7 +31,6 @@ creation order, and a split piece goes on the list right beside the VMA it came 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .anon_vma import anon_vma_lock_c, anon_vma_unlock_c
@@ -58,7 +57,7 @@ VM_PROT_MASK = VM_READ | VM_WRITE | 4
 # ---------------------------------------------------------------------------- the VMA list
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def vma_next_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     """The VMA of vma's mm that follows it in address order (the kernel's vma->vm_next), or
     -1.  Expects the mm's owner."""
@@ -106,7 +105,7 @@ def vma_unlink_list_c(w32: np.ndarray, g: np.ndarray, mm: int, vma: int) -> None
     w32[_mm(g, mm, G.MM_NR_VMAS)] -= 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _tree_update(w32: np.ndarray, g: np.ndarray, vma: int, insert: bool) -> None:
     """anon_vma_interval_tree_pre_update_vma (remove) / _post_update_vma (insert): every
     AVC of vma out of, or back into, its anon_vma's tree.  Expects held: the root lock."""
@@ -123,7 +122,7 @@ def _tree_update(w32: np.ndarray, g: np.ndarray, vma: int, insert: bool) -> None
 # ---------------------------------------------------------------------------- vma_adjust
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def vma_adjust_lock_target_c(w32: np.ndarray, g: np.ndarray, vma: int, nxt: int, start: int,
                              insert: int, importer: int, adjust_next: int) -> int:
     """The anon_vma whose lock vma_adjust takes around the range change, or -1 for none
@@ -149,7 +148,7 @@ def vma_adjust_lock_target_c(w32: np.ndarray, g: np.ndarray, vma: int, nxt: int,
 
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _vma_adjust_neighbours(w32: np.ndarray, g: np.ndarray, sc: np.ndarray, vma: int, end: int,
                            insert: int) -> tuple[int, int, int, int, int]:
     """vma_adjust's ``if (next && !insert)``: what vma's new end does to the VMAs after it.
@@ -184,7 +183,7 @@ def _vma_adjust_neighbours(w32: np.ndarray, g: np.ndarray, sc: np.ndarray, vma: 
     return nxt, nremove, adjust_next, importer, exporter
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _vma_adjust_import(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        sc: np.ndarray, nremove: int, importer: int, exporter: int) -> int:
     """vma_adjust's ``if (exporter && exporter->anon_vma && !importer->anon_vma)``: the
@@ -211,7 +210,7 @@ def _vma_adjust_import(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     return OK
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _vma_adjust_remove(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                        sc: np.ndarray, nremove: int) -> int:
     """vma_adjust's ``if (remove_next)``: the VMAs vma covered whole (sc[0:nremove]), already
@@ -340,7 +339,7 @@ def split_vma_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndar
     return new
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _split_vma_unwind(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                       sc: np.ndarray, new: int) -> None:
     """__split_vma's out_free_*: the new piece unlinked and freed, as an unwind the run's

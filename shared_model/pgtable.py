@@ -26,7 +26,6 @@ and exit frees the tables only after unlink_anon_vmas took every VMA off the lis
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .ctx import mm_word
@@ -42,7 +41,7 @@ IDX = PTRS_PER_TABLE - 1
 PTE_WORDS = 2 * PTRS_PER_TABLE  # int32 words of one PTE page
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def pte_offset_map_c(w32: np.ndarray, g: np.ndarray, mm: int, addr: int) -> int:
     """The int32 word of mm's PTE for ``addr`` (its page; flags the next word), or -1 when
     a level on the way is none (not mapped): pgd_offset -> pud_offset -> pmd_offset ->
@@ -78,7 +77,7 @@ def pte_page_bases(w32: np.ndarray, g: np.ndarray, nmm: int, per_mm: int) -> np.
     return out
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def pte_maps_page(w32: np.ndarray, bases: np.ndarray, per_mm: int, mm: int, addr: int,
                   page: int) -> bool:
     """scan's page_check_address: mm's PTE at ``addr``, found through ``bases``
@@ -97,7 +96,7 @@ def pte_page_bases_of(m: Model) -> tuple[np.ndarray, int]:
     return pte_page_bases(m.w32, m.g, m.caps.mms, per_mm), per_mm
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def pmd_addr_end(addr: int, end: int) -> int:
     """The end of the PTE page's range that ``addr`` lies in, or ``end`` if sooner: the
     kernel's pmd_addr_end, by which zap, change_protection and fork's copy go one PTE page
@@ -105,30 +104,30 @@ def pmd_addr_end(addr: int, end: int) -> int:
     return min(end, (addr | IDX) + 1)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def pte_lockptr_c(g: np.ndarray, pe: int) -> int:
     """The split lock of the PTE page holding the PTE at int32 word ``pe`` (pte_lockptr)."""
     return g[G.PTL_W0] + ((pe - g[G.PTE0]) // PTE_WORDS) * 8
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def pte_lock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, pe: int, site: int) -> int:
     """Take the PTE lock of ``pe``'s page: the acquire time, or -1 when aborted."""
     return lock_acquire_c(words, g, held, pte_lockptr_c(g, pe), PTL, site, 0)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def pte_unlock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, pe: int, site: int, t: int) -> None:
     lock_release_c(words, g, held, pte_lockptr_c(g, pe), PTL, site, 0, t)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def page_table_lock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int) -> int:
     """Take mm->page_table_lock (the mm record's ``ptl``)."""
     return lock_acquire_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def page_table_unlock_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, mm: int, site: int,
                         t: int) -> None:
     lock_release_c(words, g, held, g[G.MM_PTL_W0] + mm * g[G.MM_W64], PTL, site, 0, t)
@@ -156,7 +155,7 @@ def pgtable_block_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     return b
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _populate_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                 mm: int, ew: int, k: int, site: int) -> int:
     """__pud_alloc / __pmd_alloc / __pte_alloc for the none entry at int64 word ``ew``: a

@@ -24,7 +24,8 @@ annotations declare (``locking.cached_compile.declared_signature``), into numba'
 exits; the parent's warm-up then loads them.  Only when the cache is writable (otherwise
 the children's work would be lost); a child that fails, is killed or outlives
 CHILD_TIMEOUT_S fails nothing: whatever it did not save, the parent compiles itself.
-Measured on the 2-core machine: 30.6 s cold with 2 children, 39.2 s serial, back to back.
+Measured on the 2-core machine, shared with another user's jobs (load average 2-3),
+7 December 2026: 47-53 s cold with 2 children (54 s of CPU), 45 s serial (45 s of CPU).
 """
 
 from __future__ import annotations
@@ -173,10 +174,10 @@ def cache_writable(dispatchers: list[Any]) -> bool:
 
 
 def _to_compile(dispatchers: list[Any]) -> list[Any]:
-    """The functions compiled ahead, each on its own: all of them.  One that numba inlines
-    into each compiled caller (``inline=True``) is compiled there again, but Python code
-    calls some directly too (the CPU's lock fast path, tests of a lock's trylock), and that
-    call would otherwise compile it after the warm-up."""
+    """The functions compiled ahead, each on its own: all of them, the helpers LLVM pastes
+    into their compiled callers (``llvm_inline=True``) included: a caller links the
+    helper's compiled code, and Python code calls some of them directly (the CPU's lock
+    fast path, tests of a lock's trylock)."""
     return list(dispatchers)
 
 

@@ -70,7 +70,6 @@ page's mapcount with an atomic add inside the ptl.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_tree_iter_next
@@ -137,7 +136,7 @@ WALK_DONE, WALK_NOT_MAPPED, WALK_CONTENDED, WALK_STOPPED = 0, 1, 2, -1
 # ---------------------------------------------------------------------------- compiled
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
     """The lock word guarding av's list: its own, or its root's (eras.lock_root)."""
     if g[G.LOCK_ROOT]:
@@ -145,7 +144,7 @@ def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
     return g[G.AV_LOCK_W0] + av * g[G.AV_W64]
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def anon_vma_freed_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     """av's record is free: a page whose ``mapping`` is av points at freed memory (the
     kernel would lock and walk whatever the slab put there; records here are type-stable,
@@ -153,7 +152,7 @@ def anon_vma_freed_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     return w32[g[G.AV0] + av * 2 * g[G.AV_W64] + g[G.IN_USE + G.K_ANON_VMA]] != 1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def page_set_anon_exclusive_c(w32: np.ndarray, g: np.ndarray, page: int, on: bool) -> int:
     """SetPageAnonExclusive / ClearPageAnonExclusive (an atomic on the flags word, which
     PG_locked shares); returns whether it was set before."""
@@ -163,7 +162,7 @@ def page_set_anon_exclusive_c(w32: np.ndarray, g: np.ndarray, page: int, on: boo
     return atomic_fetch_and(w32, i, ~PG_ANON_EXCLUSIVE) & PG_ANON_EXCLUSIVE
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                    dmap: int, dswap: int, site: int) -> int:
     """page->_mapcount += dmap and the swap count += dswap: one atomic add on the 64-bit word
@@ -187,7 +186,7 @@ def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
 ONE_MISS, ONE_FOUND, ONE_FOUND_END, ONE_STOPPED = 0, 1, 2, -1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def rmap_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, page: int,
                vma: int, index: int, op: int, out: np.ndarray, result: int) -> tuple[int, int]:
     """One visited entry of a walk: ``vma_address``; ``page_check_address`` (pte_present
@@ -404,7 +403,7 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
 # ---------------------------------------------------------------------------- the page lock
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def trylock_page_c(w32: np.ndarray, g: np.ndarray, page: int) -> bool:
     """trylock_page: set PG_locked if it was clear (an atomic or on the page's flags)."""
     return not atomic_fetch_or(w32, g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS, PG_LOCKED) & PG_LOCKED
@@ -429,7 +428,7 @@ def lock_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, page: int) ->
     return 0
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def unlock_page_c(w32: np.ndarray, g: np.ndarray, page: int) -> None:
     atomic_fetch_and(w32, g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS, ~PG_LOCKED)
 

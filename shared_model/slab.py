@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, types
 
 from . import ctx as G
 from .layout import (
@@ -45,13 +45,13 @@ SLAB = CLASS["slab"]
 S_ALLOC, S_FREE = SITE["kmem_cache_alloc"], SITE["kmem_cache_free"]
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _ac(g: np.ndarray, k: int) -> int:
     """int32 word of this CPU's array_cache of kind ``k`` (layout.SLAB_AC_*)."""
     return g[G.SLAB_CPU_W] + k * SLAB_AC_WORDS
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def ac_lock(words: np.ndarray, w32: np.ndarray, g: np.ndarray, ac: int) -> bool:
     """Take a CPU's cache lock (its own, uncontended but for a drain); False on abort.
 
@@ -73,12 +73,12 @@ def ac_lock(words: np.ndarray, w32: np.ndarray, g: np.ndarray, ac: int) -> bool:
     return True
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def ac_unlock(w32: np.ndarray, ac: int) -> None:
     smp_store_release(w32, ac + SLAB_AC_LOCK, 0)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def cache_flusharray(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                      ac: int, nr: int, site: int) -> int:
     """Move the ``nr`` oldest records of the cache at ``ac`` (whose lock the caller holds)
@@ -236,7 +236,7 @@ def kmem_cache_free_body(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held
     return st
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _kmem_cache_free_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray,
                             k: int, ids: np.ndarray, n: int) -> int:
     r0, rw, iu = g[G.REC0 + k], g[G.REC_W + k], g[G.IN_USE + k]
@@ -299,14 +299,14 @@ _call_kmem_cache_alloc = c_entry_call("rmap_stress_kmem_cache_alloc", 5, 2)
 _call_kmem_cache_free = c_entry_call("rmap_stress_kmem_cache_free", 5, 2)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                        n: int, out: np.ndarray) -> int:
     """kmem_cache_alloc_body (which see), called by name."""
     return _call_kmem_cache_alloc(words, w32, g, held, out, k, n)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                       ids: np.ndarray, n: int) -> int:
     """kmem_cache_free_body (which see), called by name."""

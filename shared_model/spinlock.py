@@ -46,7 +46,7 @@ lock_trylock_sleeping = c_entry_call("rmap_stress_lock_trylock_sleeping", 1, 5)
 lock_release_sleeping = c_entry_call("rmap_stress_lock_release_sleeping", 1, 5)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def spin_trylock(words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int) -> bool:
     """``lock_trylock`` with the spinning kinds' few instructions here, to be inlined
     into every caller, and the sleeping kinds' (a mutex's or rwsem's, whose fast paths
@@ -65,7 +65,7 @@ def spin_trylock(words: np.ndarray, w: int, kind: int, policy: int, shared: int,
     return taken
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def spin_release(words: np.ndarray, w: int, kind: int, policy: int, shared: int, node_w: int) -> None:
     """``lock_release``, split as ``spin_trylock``."""
     if kind == TICKET:

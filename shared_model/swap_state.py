@@ -13,7 +13,6 @@ slab lock before the PTE lock (wp_page_copy_c's allocation).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .ctx import raise_status
@@ -61,7 +60,7 @@ SWAP_LOCK, S_SWAP_FREE = CLASS["swap_lock"], SITE["swap_free"]
 # ---------------------------------------------------------------------------- swap-in
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def find_vma_c(w32: np.ndarray, g: np.ndarray, mm: int, vpn: int) -> int:
     """The VMA of mm holding vpn, or -1 (the mm's VMA list, as find_vma walks it)."""
     v = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_VMA_HEAD]
@@ -73,7 +72,7 @@ def find_vma_c(w32: np.ndarray, g: np.ndarray, mm: int, vpn: int) -> int:
     return -1
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def oldest_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     """2.6.34's ``list_entry(vma->anon_vma_chain.prev, ...)->anon_vma``: the last AVC of
     vma's same_vma list (newest first), the deepest ancestor."""
@@ -87,7 +86,7 @@ def oldest_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     return av
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def page_add_anon_rmap_swapin_c(w32: np.ndarray, g: np.ndarray, page: int, vma: int, first: bool,
                                 exclusive: bool) -> None:
     """do_swap_page's page_add_anon_rmap / do_page_add_anon_rmap: on the first mapping,
@@ -257,7 +256,7 @@ def wp_page_copy_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     return min(0, st)
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def delete_from_swap_cache_locked_c(w32: np.ndarray, g: np.ndarray, page: int) -> int:
     """Reclaim meets a page it unmapped earlier, written back and clean: __remove_mapping ->
     __delete_from_swap_cache, and the frame is freed (free_hot_cold_page clears an anon
@@ -283,7 +282,7 @@ def delete_from_swap_cache_c(w32: np.ndarray, g: np.ndarray, page: int) -> int:
     return r
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def refault_order_c(g: np.ndarray, slots: np.ndarray) -> None:
     """Put the swap PTE slots a walk unmapped in the order their owners fault them back in
     (g[REFAULT_ORDER], ``--refault-order``): parent-first is mm order (slot = mm * ptrs +

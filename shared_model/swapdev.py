@@ -51,7 +51,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .layout import CPU_STATE, SWAPDEV_FIELDS
@@ -81,7 +80,7 @@ DEFAULT_NR_REQUESTS = 128
 # ---------------------------------------------------------------------------- compiled
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _atomic_max(words: np.ndarray, i: int, v: int) -> None:
     cur = READ_ONCE(words, i)
     while v > cur:

@@ -9,7 +9,6 @@ walk's loop without locks or changes, for ``scan``'s arithmetic.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import ctx as G
 from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_tree_iter_next
@@ -294,7 +293,7 @@ def shrink_lru(m: Model, lru: AnonLru, count: int, refault: bool) -> int:
 # ---------------------------------------------------------------------------- scan's counting walks
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _scan_page(w32: np.ndarray, g: np.ndarray, page: int) -> tuple[int, int, int]:
     """What scan's walks (``walk_lengths``, ``walk_lengths_tree``, ``mappings_found``) read
     of a page before walking: (anon_vma, mapcount, index).  anon_vma is -1 when there is
@@ -310,7 +309,7 @@ def _scan_page(w32: np.ndarray, g: np.ndarray, page: int) -> tuple[int, int, int
     return av, need, w32[pb + G.PAGE_INDEX]
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _list_nodes(g: np.ndarray) -> tuple[bool, int, int, int]:
     """How an anon_vma's list is laid out: (chain, first record, record width, next field):
     AVCs in the chain eras, the VMAs themselves in 2.6.33."""
@@ -319,7 +318,7 @@ def _list_nodes(g: np.ndarray) -> tuple[bool, int, int, int]:
     return False, g[G.VMA0], g[G.VMA_W], G.VMA_AV_NEXT
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def _maps_page_at(w32: np.ndarray, g: np.ndarray, bases: np.ndarray, per_mm: int, vma: int,
                   index: int, page: int) -> bool:
     """vma_address, then the PTE: vma covers ``index``'s address and its PTE there maps

@@ -43,35 +43,40 @@ _njit: Any = njit  # numba's stubs do not list the _nrt flag
 # callers): what shared_model.precompile's parallel cold compile shares out among its
 # children.
 REGISTRY: list[Any] = []
-# The dispatchers of REGISTRY that numba inlines into each caller (``inline=True``): never
-# compiled on their own.
+# The dispatchers of REGISTRY pasted into each compiled caller (``llvm_inline=True`` or
+# ``inline=True``); each is compiled on its own too.
 INLINED: set[Any] = set()
 
 
 def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
-                inline: bool = False, llvm_inline: bool = False, cache: bool = True) -> Any:
+                llvm_inline: bool = False, inline: bool = False, cache: bool = True) -> Any:
     """``njit(cache=True)(fn)``, its cache keyed on the whole model's sources too; without
     NRT unless ``nrt=True``.  Use as ``@cached_njit`` or ``@cached_njit(nrt=True)``.
 
-    ``inline=True`` (numba's ``inline="always"``): compiled callers take a copy of the
-    body instead of calling it.  For the lock fast paths: a call between two compiled
-    functions passes each array as its seven fields on the stack (21 words for
-    ``words, g, held``), which cost more than a trylock; the uncontended pair went from
-    three such calls deep to none.  Python callers still get a compiled function.
-
     ``llvm_inline=True``: compiled once, as any function (numba types and lowers it once),
     and marked ``alwaysinline`` for LLVM, which pastes the optimised body into each
-    compiled caller instead of a call.  The same saving as ``inline`` at a fraction of its
-    compile time: numba's own inlining re-types the body (and all it inlines in turn) at
-    every call site (inlining lock_acquire_c and lock_release_c that way took the cold
-    compile from 44 to 151 s of CPU).
+    compiled caller instead of a call.  For the lock fast paths and the small helpers
+    (a record's word, a tree node's field): a call between two compiled functions passes
+    each array as its seven fields on the stack (21 words for ``words, g, held``), which
+    cost more than a trylock.  Python callers still get a compiled function.  Not numba's
+    own ``inline="always"``, which saves the same calls but re-types the callee's
+    body (and all it inlines in turn) at every call site: inlining lock_acquire_c and
+    lock_release_c that way took the cold compile from 44 to 151 s of CPU, and with 125
+    helpers inlined that way a serial cold warm-up took 77.5 s of CPU, against 45 s with
+    all but two of them inlined by LLVM (the 2-core machine, load average 2-3).
+
+    ``inline=True``: numba's own ``inline="always"``, for the two request points
+    (lock_request.py) only: inlined by LLVM instead, a 2.6.33 walk's visited entry cost
+    about 95 ns with lockstat against 60 ns (the same machine, back to back; without
+    lockstat 41 against 38 ns), with every other helper inlined by LLVM either way.
 
     ``cache=False``: compiled in memory at each import, never written to the cache, and
     not one of the model's functions (not in REGISTRY, so warm-up skips it): for the
     tests' own kernels, so that the test suite after ``rmap-stress demo`` writes no cache
     file."""
     if fn is None:
-        return lambda f: cached_njit(f, nrt=nrt, inline=inline, llvm_inline=llvm_inline, cache=cache)
+        return lambda f: cached_njit(f, nrt=nrt, llvm_inline=llvm_inline, inline=inline,
+                                     cache=cache)
     how = "always" if inline else "never"
     options = {} if nrt else no_nrt_options()
     model = cache
@@ -87,7 +92,7 @@ def cached_njit(fn: Callable[..., Any] | None = None, *, nrt: bool = False,
         mark_always_inline(dispatcher)
     if model:
         REGISTRY.append(dispatcher)
-        if inline:
+        if llvm_inline or inline:
             INLINED.add(dispatcher)
     return dispatcher
 

@@ -22,7 +22,6 @@ import os
 import time
 
 import numpy as np
-from numba import njit
 
 from .atomics import clock_ns, mul_u64_u32_shr, rdtsc
 from .cached_compile import cached_njit
@@ -89,7 +88,7 @@ def calibrate_tsc() -> tuple[int, int, int, int]:
     return _calibration
 
 
-@njit(inline="always")
+@cached_njit(llvm_inline=True)
 def sched_clock(mult: int, shift: int, cyc0: int, ns0: int) -> int:
     """Nanoseconds on CLOCK_MONOTONIC's scale: the TSC through the calibration, or
     clock_gettime when ``mult`` is 0."""

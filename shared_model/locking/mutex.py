@@ -84,13 +84,13 @@ def mutex_lock(words: np.ndarray, w: int, owner_tag: int, node_w: int, stop_w: i
     return mutex_lock_slowpath(words, w, owner_tag, node_w, stop_w)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def mutex_trylock(words: np.ndarray, w: int, owner_tag: int) -> bool:
     """Take the mutex if it is free; never waits."""
     return cmpxchg(words, w + OWNER, 0, owner_tag) == 0
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def mutex_unlock(words: np.ndarray, w: int) -> None:
     """Release the mutex the caller holds; wake one sleeper if any."""
     atomic_xchg(words, w + OWNER, 0)  # a full barrier before reading the sleepers

@@ -115,13 +115,13 @@ def queued_spin_lock(words: np.ndarray, w: int, node_w: int, stop_w: int) -> int
     return queued_spin_lock_slowpath(words, w, node_w, stop_w)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def queued_spin_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if it is free and nobody pends or queues for it; never waits."""
     return READ_ONCE(words, w) == 0 and cmpxchg(words, w, 0, LOCKED_VAL) == 0
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def queued_spin_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds: ``smp_store_release(&lock->locked, 0)``, a
     plain byte store; the pending waiter or the queue's head sees the byte clear."""
@@ -136,12 +136,12 @@ PLACE_PENDING = 1  # this CPU holds the pending bit
 PLACE_NODE_SHIFT = 3
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def place_node(place: int) -> int:
     return (place >> PLACE_NODE_SHIFT) - 1
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def place_nesting(place: int) -> int:
     return place & ((1 << PLACE_NODE_SHIFT) - 1)
 

@@ -137,7 +137,7 @@ RWSEM_WAIT_TIMEOUT_NS = 4_000_000  # DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=2
 
 # -- fast paths ---------------------------------------------------------------------------
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the read side if no writer holds it and nobody waits; never waits."""
     c = READ_ONCE(words, w + COUNT)
@@ -149,7 +149,7 @@ def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     return False
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
     if policy != RWSEM_STEAL and policy != RWSEM_SPIN:

@@ -102,7 +102,7 @@ WRITER_TYPE = 1
 
 # -- release (rwsem_wake) -----------------------------------------------------------------
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def up_read(words: np.ndarray, w: int, policy: int) -> None:
     """Release a read hold; the last reader out hands the lock to the queue."""
     c = atomic_fetch_add(words, w + COUNT, -1) - 1
@@ -112,7 +112,7 @@ def up_read(words: np.ndarray, w: int, policy: int) -> None:
         _wait_unlock(words, w)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def up_write(words: np.ndarray, w: int, policy: int) -> None:
     """Release the write hold (the caller cleared the owner word); hand the lock to the
     queue if anybody waits."""

@@ -47,13 +47,13 @@ def tas_lock_slowpath(words: np.ndarray, w: int, stop_w: int) -> int:
             return LOCK_CONTENDED
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def tas_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if it is free; never waits."""
     return READ_ONCE(words, w + LOCKED) == 0 and cmpxchg(words, w + LOCKED, 0, 1) == 0
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def tas_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds."""
     smp_store_release(words, w + LOCKED, 0)

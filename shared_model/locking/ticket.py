@@ -83,7 +83,7 @@ def ticket_lock_slowpath(words: np.ndarray, w: int, ticket: int, stop_w: int) ->
         cpu_relax()
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def ticket_trylock(words: np.ndarray, w: int) -> bool:
     """Take the lock if nobody holds or waits for it; never waits."""
     serving = READ_ONCE(words, w + SERVING)
@@ -92,7 +92,7 @@ def ticket_trylock(words: np.ndarray, w: int) -> bool:
     return cmpxchg(words, w + NEXT, serving, serving + 1) == serving
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def ticket_unlock(words: np.ndarray, w: int) -> None:
     """Release the lock the caller holds: serve the next ticket, as 2.6.3x's
     ``__ticket_spin_unlock`` (``UNLOCK_LOCK_PREFIX incb``: no LOCK prefix on x86, a
@@ -116,7 +116,7 @@ def ticket_unlock(words: np.ndarray, w: int) -> None:
         ticket_skip_abandoned(words, w, serving)
 
 
-@cached_njit(inline=True)
+@cached_njit(llvm_inline=True)
 def _abandoned_bit(w: int, ticket: int) -> tuple[int, int]:
     bit = ticket % ABANDONED_TICKETS
     return w + ABANDONED + bit // 64, 1 << (bit % 64)

@@ -28,7 +28,7 @@ def test_every_compiled_function_of_the_model_is_warmed() -> None:
     """The warm-up list is every compiled function of shared_model, found by importing its
     modules (a new one is covered without editing a list), and each one compiled on its own
     has a declared signature (otherwise the warm-up could not compile it ahead), those
-    numba inlines into their callers included (Python calls some of them directly)."""
+    LLVM pastes into their callers included (Python calls some of them directly)."""
     warmed = set(model_dispatchers())
     model = {d for d in REGISTRY if d.py_func.__module__.startswith("shared_model.")}
     assert model and warmed == model
