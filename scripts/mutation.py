@@ -289,10 +289,10 @@ SCRIPTED: list[Mutation] = [
       "            elif b != bh:\n                return TREE_BLACK_HEIGHT, nodes",
       "            elif False:\n                return TREE_BLACK_HEIGHT, nodes", named=True),
     M("shared_model/interval_tree.py", "red-red check disabled",
-      "if w32[_w(g, x, G.AVC_RB_COLOR)] == RED and w32[_w(g, c, G.AVC_RB_COLOR)] == RED:",
+      "if w32[avc_word(g, x, G.AVC_RB_COLOR)] == RED and w32[avc_word(g, c, G.AVC_RB_COLOR)] == RED:",
       "if False:"),
     M("shared_model/interval_tree.py", "rb_subtree_last check disabled",
-      "        if m != w32[_w(g, x, G.AVC_RB_LAST)]:", "        if False:"),
+      "        if m != w32[avc_word(g, x, G.AVC_RB_LAST)]:", "        if False:"),
     M("shared_model/interval_tree.py", "insert fixup ignores a red uncle",
       "        if not _is_black(w32, g, u):", "        if False:"),
     # mmap.py
@@ -328,7 +328,7 @@ SCRIPTED: list[Mutation] = [
     # swap_state.py: the era rules of swap-in
     M("shared_model/swap_state.py", "2.6.34's swap-in uses vma->anon_vma->root",
       "        av = oldest_anon_vma_c(w32, g, vma)",
-      "        av = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_ROOT]", named=True),
+      "        av = w32[av_word(g, av, G.AV_ROOT)]", named=True),
     M("shared_model/swap_state.py", "the oldest AVC is the newest (the VMA's own anon_vma)",
       "        a = w32[ab + G.AVC_SAME_VMA_NEXT]\n    return av", "        a = -1\n    return av"),
     M("shared_model/swap_state.py", "2.6.36+: an exclusive write fault goes to the root",

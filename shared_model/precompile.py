@@ -24,8 +24,9 @@ annotations declare (``locking.cached_compile.declared_signature``), into numba'
 exits; the parent's warm-up then loads them.  Only when the cache is writable (otherwise
 the children's work would be lost); a child that fails, is killed or outlives
 CHILD_TIMEOUT_S fails nothing: whatever it did not save, the parent compiles itself.
-Measured on the 2-core machine, shared with another user's jobs (load average 2-3),
-7 December 2026: 47-53 s cold with 2 children (54 s of CPU), 45 s serial (45 s of CPU).
+Measured on the 2-core machine, 7 December 2026: 32.6 s cold with 2 children (51.4 s of
+CPU) with no other load; shared with another user's jobs (load average 2-3), 47-53 s with
+2 children (54 s of CPU) and 45 s serial (45 s of CPU).
 """
 
 from __future__ import annotations

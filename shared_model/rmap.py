@@ -72,6 +72,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ctx as G
+from .ctx import av_word, mm_word, page_word, vma_word
 from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_tree_iter_next
 from .layout import (
     CPU_STATE,
@@ -140,7 +141,7 @@ WALK_DONE, WALK_NOT_MAPPED, WALK_CONTENDED, WALK_STOPPED = 0, 1, 2, -1
 def anon_vma_lock_word_c(w32: np.ndarray, g: np.ndarray, av: int) -> int:
     """The lock word guarding av's list: its own, or its root's (eras.lock_root)."""
     if g[G.LOCK_ROOT]:
-        av = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_ROOT]
+        av = w32[av_word(g, av, G.AV_ROOT)]
     return g[G.AV_LOCK_W0] + av * g[G.AV_W64]
 
 
@@ -149,14 +150,14 @@ def anon_vma_freed_c(w32: np.ndarray, g: np.ndarray, av: int) -> bool:
     """av's record is free: a page whose ``mapping`` is av points at freed memory (the
     kernel would lock and walk whatever the slab put there; records here are type-stable,
     so the model can see it and refuse to follow it)."""
-    return w32[g[G.AV0] + av * 2 * g[G.AV_W64] + g[G.IN_USE + G.K_ANON_VMA]] != 1
+    return w32[av_word(g, av, g[G.IN_USE + G.K_ANON_VMA])] != 1
 
 
 @cached_njit(llvm_inline=True)
 def page_set_anon_exclusive_c(w32: np.ndarray, g: np.ndarray, page: int, on: bool) -> int:
     """SetPageAnonExclusive / ClearPageAnonExclusive (an atomic on the flags word, which
     PG_locked shares); returns whether it was set before."""
-    i = g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS
+    i = page_word(g, page, G.PAGE_FLAGS)
     if on:
         return atomic_fetch_or(w32, i, PG_ANON_EXCLUSIVE) & PG_ANON_EXCLUSIVE
     return atomic_fetch_and(w32, i, ~PG_ANON_EXCLUSIVE) & PG_ANON_EXCLUSIVE
@@ -171,7 +172,7 @@ def mapcount_add_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     when both counts reached zero (the caller held the last reference and frees the page),
     else 0 (never -1: an atomic does not wait; ``held`` and ``site`` are the callers')."""
     delta = dmap + (dswap << 32)
-    old = atomic_fetch_add(words, (g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_MAPCOUNT) >> 1, delta)
+    old = atomic_fetch_add(words, page_word(g, page, G.PAGE_MAPCOUNT) >> 1, delta)
     new = old + delta
     was, now = old & 0xFFFFFFFF, new & 0xFFFFFFFF
     cb = g[G.CPU_BASE]
@@ -197,7 +198,7 @@ def rmap_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
 
     Expects held: the rmap lock.  Takes and releases the PTE page's lock, the swap_lock
     inside it."""
-    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    vb = vma_word(g, vma, 0)
     start = w32[vb + G.VMA_START]
     addr = start + (index - w32[vb + G.VMA_PGOFF])  # vma_address
     if addr < start or addr >= w32[vb + G.VMA_END]:
@@ -238,7 +239,7 @@ def rmap_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarr
             if mapcount_add_c(words, w32, g, held, page, -1, 1, site) < 0:
                 lock_release_c(words, g, held, ptl, PTL, site, 0, t)
                 return ONE_STOPPED, result
-            atomic_fetch_add(w32, g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS, -1)  # add_mm_counter
+            atomic_fetch_add(w32, mm_word(g, mm, G.MM_RSS), -1)  # add_mm_counter
             out[result] = mm * g[G.PTRS] + addr  # the slot: the address a refault comes back to
             result += 1
     lock_release_c(words, g, held, ptl, PTL, site, 0, t)
@@ -255,7 +256,7 @@ def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
     were found, or at try_to_unmap's SWAP_FAIL.
 
     Expects held: av's lock.  Each visited entry: rmap_one_c."""
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    pb = page_word(g, page, 0)
     need = w32[pb + G.PAGE_MAPCOUNT]
     index = w32[pb + G.PAGE_INDEX]
     result = found = visited = 0
@@ -267,7 +268,7 @@ def rmap_walk_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np
         node0, node_w, next_f = g[G.AVC0], g[G.AVC_W], G.AVC_AV_NEXT
     else:
         node0, node_w, next_f = g[G.VMA0], g[G.VMA_W], G.VMA_AV_NEXT
-    node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
+    node = w32[av_word(g, av, G.AV_HEAD)]
     while node >= 0:
         nb = node0 + node * node_w
         vma = w32[nb + G.AVC_VMA] if chain else node
@@ -292,7 +293,7 @@ def rmap_walk_tree_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     VMAs visited (tree nodes examined are counted by ``walk_lengths_tree``).
 
     Expects held: av's lock.  Each visited entry: rmap_one_c."""
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    pb = page_word(g, page, 0)
     need = w32[pb + G.PAGE_MAPCOUNT]
     index = w32[pb + G.PAGE_INDEX]
     avc0, avc_w = g[G.AVC0], g[G.AVC_W]
@@ -335,7 +336,7 @@ def rmap_walk_anon_locked(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
 
     Expects held: ``w``.  Releases it."""
     site = S_PR if op == OP_REFERENCED else S_TTU
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    pb = page_word(g, page, 0)
     if (w32[pb + G.PAGE_MAPPING] != av or w32[pb + G.PAGE_MAPCOUNT] <= 0
             or anon_vma_lock_word_c(w32, g, av) != w):
         lock_release_c(words, g, held, w, AV_LOCK, site, SHARED, t_acq)
@@ -376,7 +377,7 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
     WALK_CONTENDED: the lock ``w`` of ``av`` is busy and nothing was done (the caller
     waits for it and calls ``rmap_walk_anon_locked``)."""
     site = S_PR if op == OP_REFERENCED else S_TTU
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    pb = page_word(g, page, 0)
     av = w32[pb + G.PAGE_MAPPING]
     if av < 0 or w32[pb + G.PAGE_MAPCOUNT] <= 0 or anon_vma_freed_c(w32, g, av):
         if av >= 0 and w32[pb + G.PAGE_MAPCOUNT] > 0:  # the kernel's oops: counted, not followed
@@ -406,7 +407,7 @@ def rmap_walk_anon(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
 @cached_njit(llvm_inline=True)
 def trylock_page_c(w32: np.ndarray, g: np.ndarray, page: int) -> bool:
     """trylock_page: set PG_locked if it was clear (an atomic or on the page's flags)."""
-    return not atomic_fetch_or(w32, g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS, PG_LOCKED) & PG_LOCKED
+    return not atomic_fetch_or(w32, page_word(g, page, G.PAGE_FLAGS), PG_LOCKED) & PG_LOCKED
 
 
 @cached_njit
@@ -415,7 +416,7 @@ def lock_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, page: int) ->
     futex naps: unlock_page wakes nobody, as the kernel's wait_on_page_bit sleeps are woken
     by a hashed wait queue the model does not have).  0, or -1 when the run is aborted
     meanwhile (stop word 2)."""
-    i = g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS
+    i = page_word(g, page, G.PAGE_FLAGS)
     spins = 0
     while atomic_fetch_or(w32, i, PG_LOCKED) & PG_LOCKED:
         if READ_ONCE(words, g[G.STOP_W]) >= 2:
@@ -430,7 +431,7 @@ def lock_page_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, page: int) ->
 
 @cached_njit(llvm_inline=True)
 def unlock_page_c(w32: np.ndarray, g: np.ndarray, page: int) -> None:
-    atomic_fetch_and(w32, g[G.PAGE0] + page * g[G.PAGE_W] + G.PAGE_FLAGS, ~PG_LOCKED)
+    atomic_fetch_and(w32, page_word(g, page, G.PAGE_FLAGS), ~PG_LOCKED)
 
 
 # ---------------------------------------------------------------------------- wrappers

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ctx as G
-from .ctx import raise_status
+from .ctx import av_word, avc_word, mm_word, page_word, raise_status, vma_word
 from .layout import (
     PTE_PRESENT,
     PTE_SWAP,
@@ -63,9 +63,9 @@ SWAP_LOCK, S_SWAP_FREE = CLASS["swap_lock"], SITE["swap_free"]
 @cached_njit(llvm_inline=True)
 def find_vma_c(w32: np.ndarray, g: np.ndarray, mm: int, vpn: int) -> int:
     """The VMA of mm holding vpn, or -1 (the mm's VMA list, as find_vma walks it)."""
-    v = w32[g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_VMA_HEAD]
+    v = w32[mm_word(g, mm, G.MM_VMA_HEAD)]
     while v >= 0:
-        vb = g[G.VMA0] + v * g[G.VMA_W]
+        vb = vma_word(g, v, 0)
         if w32[vb + G.VMA_START] <= vpn < w32[vb + G.VMA_END]:
             return v
         v = w32[vb + G.VMA_NEXT]
@@ -76,11 +76,11 @@ def find_vma_c(w32: np.ndarray, g: np.ndarray, mm: int, vpn: int) -> int:
 def oldest_anon_vma_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     """2.6.34's ``list_entry(vma->anon_vma_chain.prev, ...)->anon_vma``: the last AVC of
     vma's same_vma list (newest first), the deepest ancestor."""
-    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    vb = vma_word(g, vma, 0)
     av = w32[vb + G.VMA_ANON_VMA]
     a = w32[vb + G.VMA_AVC_HEAD]
     while a >= 0:
-        ab = g[G.AVC0] + a * g[G.AVC_W]
+        ab = avc_word(g, a, 0)
         av = w32[ab + G.AVC_ANON_VMA]
         a = w32[ab + G.AVC_SAME_VMA_NEXT]
     return av
@@ -93,8 +93,8 @@ def page_add_anon_rmap_swapin_c(w32: np.ndarray, g: np.ndarray, page: int, vma: 
     ``__page_set_anon_rmap`` as the era does it (eras.Era.swapin).  A page whose mapping is
     -1 was dropped from the swap cache and has just been read fresh from swap (not
     PageAnon).  Expects held: the page lock."""
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
-    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    pb = page_word(g, page, 0)
+    vb = vma_word(g, vma, 0)
     fresh = w32[pb + G.PAGE_MAPPING] < 0
     if not (first or fresh):
         return
@@ -106,7 +106,7 @@ def page_add_anon_rmap_swapin_c(w32: np.ndarray, g: np.ndarray, page: int, vma: 
         if not fresh:
             return
         if not exclusive:
-            av = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_ROOT]
+            av = w32[av_word(g, av, G.AV_ROOT)]
     w32[pb + G.PAGE_MAPPING] = av  # page->index: linear_page_index gives back the same
 
 
@@ -146,7 +146,7 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
     done = 0
     if (w32[pe] == page and w32[pe + 1] & PTE_SWAP
             and pte_offset_map_c(w32, g, mm, addr) == pe):
-        pb = g[G.PAGE0] + page * g[G.PAGE_W]
+        pb = page_word(g, page, 0)
         mapcount, swapcount = w32[pb + G.PAGE_MAPCOUNT], w32[pb + G.PAGE_SWAPCOUNT]
         # reuse_swap_page on a write fault: the faulting entry is the page's only user;
         # 5.19+ (anon_exclusive) also an exclusive swap PTE, on read faults too.
@@ -169,7 +169,7 @@ def do_swap_page_one_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: 
             if not locked:
                 unlock_page_c(w32, g, page)
             return -1
-        atomic_fetch_add(w32, g[G.MM0] + mm * 2 * g[G.MM_W64] + G.MM_RSS, 1)  # add_mm_counter
+        atomic_fetch_add(w32, mm_word(g, mm, G.MM_RSS), 1)  # add_mm_counter
         words[g[G.CPU_BASE] + G.F_SWAPINS] += 1
         done = 2 if write and not exclusive else 1
     lock_release_c(words, g, held, ptl, PTL, S_SWAPIN, 0, t)
@@ -222,9 +222,9 @@ def wp_page_copy_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
         if t < 0:
             return -1
         if w32[pe] == page and (w32[pe + 1] & (PTE_PRESENT | PTE_WRITE)) == PTE_PRESENT:
-            pb = g[G.PAGE0] + page * g[G.PAGE_W]
+            pb = page_word(g, page, 0)
             vma = find_vma_c(w32, g, mm, addr)
-            vb = g[G.VMA0] + vma * g[G.VMA_W]
+            vb = vma_word(g, vma, 0)
             av = w32[vb + G.VMA_ANON_VMA]
             if READ_ONCE(words, (pb + G.PAGE_MAPCOUNT) >> 1) == 1:  # reuse_swap_page
                 w32[pe + 1] |= PTE_WRITE | PTE_YOUNG
@@ -233,7 +233,7 @@ def wp_page_copy_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
                     w32[pb + G.PAGE_MAPPING] = av
             else:
                 p = new[0]
-                nb = g[G.PAGE0] + p * g[G.PAGE_W]
+                nb = page_word(g, p, 0)
                 w32[nb + G.PAGE_MAPPING] = av
                 w32[nb + G.PAGE_INDEX] = w32[vb + G.VMA_PGOFF] + (addr - w32[vb + G.VMA_START])
                 w32[nb + G.PAGE_MAPCOUNT] = 1
@@ -249,7 +249,7 @@ def wp_page_copy_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.n
         return 0
     if dead:  # cannot happen while swap PTEs still point at it, but free it if so
         new[0] = page
-    nb = g[G.PAGE0] + new[0] * g[G.PAGE_W]
+    nb = page_word(g, new[0], 0)
     w32[nb + G.PAGE_MAPPING] = -1
     w32[nb + G.PAGE_INDEX] = -1
     st = kmem_cache_free_c(words, w32, g, held, G.K_PAGE, new, 1)
@@ -263,7 +263,7 @@ def delete_from_swap_cache_locked_c(w32: np.ndarray, g: np.ndarray, page: int) -
     page's mapping).  What is left is a swap slot: the record stays (swap PTEs point at
     it) with mapping -1, and the next fault reads it fresh from swap.  1 if dropped.
     Expects held: the page lock."""
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    pb = page_word(g, page, 0)
     if (w32[pb + G.PAGE_MAPPING] >= 0 and w32[pb + G.PAGE_MAPCOUNT] == 0
             and w32[pb + G.PAGE_SWAPCOUNT] > 0):
         w32[pb + G.PAGE_MAPPING] = -1

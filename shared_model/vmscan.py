@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ctx as G
+from .ctx import av_word, page_word, vma_word
 from .interval_tree import anon_vma_interval_tree_iter_first, anon_vma_interval_tree_iter_next
 from .locking.cached_compile import cached_njit
 from .locks import (
@@ -299,7 +300,7 @@ def _scan_page(w32: np.ndarray, g: np.ndarray, page: int) -> tuple[int, int, int
     of a page before walking: (anon_vma, mapcount, index).  anon_vma is -1 when there is
     nothing to walk (no ``page->mapping``, or no mapping left) and -2 when ``page->mapping``
     is a freed anon_vma, which a walk does not follow."""
-    pb = g[G.PAGE0] + page * g[G.PAGE_W]
+    pb = page_word(g, page, 0)
     av = w32[pb + G.PAGE_MAPPING]
     need = w32[pb + G.PAGE_MAPCOUNT]
     if av < 0 or need <= 0:
@@ -323,7 +324,7 @@ def _maps_page_at(w32: np.ndarray, g: np.ndarray, bases: np.ndarray, per_mm: int
                   index: int, page: int) -> bool:
     """vma_address, then the PTE: vma covers ``index``'s address and its PTE there maps
     ``page``."""
-    vb = g[G.VMA0] + vma * g[G.VMA_W]
+    vb = vma_word(g, vma, 0)
     start = w32[vb + G.VMA_START]
     addr = start + (index - w32[vb + G.VMA_PGOFF])
     if addr < start or addr >= w32[vb + G.VMA_END]:
@@ -345,7 +346,7 @@ def walk_lengths(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.nd
         if av < 0:  # nothing to walk, or a freed anon_vma: not followed
             continue
         found = visited = 0
-        node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
+        node = w32[av_word(g, av, G.AV_HEAD)]
         while node >= 0:
             nb = node0 + node * node_w
             vma = w32[nb + G.AVC_VMA] if chain else node
@@ -377,7 +378,7 @@ def mappings_found(w32: np.ndarray, g: np.ndarray, pages: np.ndarray, bases: np.
         if av < 0:
             continue
         found = 0
-        node = w32[g[G.AV0] + av * 2 * g[G.AV_W64] + G.AV_HEAD]
+        node = w32[av_word(g, av, G.AV_HEAD)]
         while node >= 0:
             nb = node0 + node * node_w
             vma = w32[nb + G.AVC_VMA] if chain else node
