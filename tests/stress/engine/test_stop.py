@@ -227,8 +227,14 @@ def test_the_stop_block_names_aborted_operations_and_what_explains_violations() 
 def test_a_cpu_state_line_says_when_the_os_has_the_process_stopped() -> None:
     """A stalled CPU that someone SIGSTOPped is told apart from one that hangs in the
     model: its state line says "stopped by a signal" (from /proc/PID/stat)."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child = subprocess.Popen([sys.executable, "-c", "print('up', flush=True); import time; time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
+        for _ in range(200):  # a starting interpreter may be in disk sleep while it reads its files
+            if not _os_state(child.pid):
+                break
+            time.sleep(0.01)
         assert _os_state(child.pid) == ""
         os.kill(child.pid, signal.SIGSTOP)
         for _ in range(200):
@@ -244,5 +250,5 @@ def test_a_cpu_state_line_says_when_the_os_has_the_process_stopped() -> None:
         assert _os_state(child.pid) == ""
     finally:
         child.kill()
-        child.wait()
+        child.communicate()
     assert _os_state(child.pid) == ""  # gone: nothing to say
