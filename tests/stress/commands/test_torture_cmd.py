@@ -73,7 +73,10 @@ def test_resume_leaves_the_process_running_and_reports_a_gone_one() -> None:
     child = psutil.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         os.kill(child.pid, signal.SIGSTOP)
-        time.sleep(0.05)
+        for _ in range(200):  # the stop lands once the child leaves any disk sleep
+            if child.status() == psutil.STATUS_STOPPED:
+                break
+            time.sleep(0.01)
         assert child.status() == psutil.STATUS_STOPPED
         assert _resume(child) is True
         assert child.status() != psutil.STATUS_STOPPED
