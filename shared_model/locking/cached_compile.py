@@ -38,6 +38,20 @@ from . import numba_hooks
 from .numba_hooks import cache_usable, claim, compile_unliteral, mark_always_inline, no_nrt_options
 
 numba_hooks.install_source_tree_locator()
+
+
+def _compile_callee(module: str, name: str) -> None:
+    """Load (or compile) the model function ``module.name`` for its declared types: cached
+    machine code about to be loaded calls it by name (numba_hooks.install_calls_by_name)."""
+    import importlib
+
+    dispatcher = getattr(importlib.import_module(module), name)
+    sig = declared_signature(dispatcher)
+    if sig is not None and sig not in dispatcher.overloads:
+        dispatcher.compile(sig)
+
+
+numba_hooks.install_calls_by_name(_compile_callee)
 _njit: Any = njit  # numba's stubs do not list the _nrt flag
 # Every dispatcher cached_njit made, in definition order (callees mostly before their
 # callers): what shared_model.precompile's parallel cold compile shares out among its

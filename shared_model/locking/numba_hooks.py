@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import weakref
@@ -94,6 +95,7 @@ def mark_always_inline(dispatcher: Any) -> None:
 
     def add_overload_inline(cres: Any) -> None:
         library = cres.library
+        library.__dict__.pop("_declarations_module", None)  # made before the mark: again
         name = cres.fndesc.llvm_func_name
         for module in (library._final_module, library._shared_module):
             if module is None:
@@ -150,6 +152,159 @@ def fixed_arity(n: int, typer: Callable[..., Any], name: str) -> Any:
     stub = scope["stub"]
     stub.__name__ = name
     return stub
+
+
+# ---------------------------------------------------------------- calls by name
+
+_MODEL_PREFIX = "shared_model."
+# How the model's functions' LLVM names start (itanium: _ZN, then "shared_model" with its
+# length), their CPython wrappers' and their C wrappers'.
+_MODEL_SYMBOLS = ("_ZN12shared_model", "_ZN7cpython12shared_model", "cfunc._ZN12shared_model")
+_DEFINE = re.compile(r'^define (?:(?:linkonce_odr|weak_odr|linkonce|weak|external|dso_local|'
+                     r'hidden|protected) )*(.*?@"?([^"(]+)"?\(.*\))(?: [a-z_]+)*(?: #\d+)?'
+                     r'(?: [a-z_]+(?:\([^)]*\))?)* \{$')
+
+
+def model_function_of(symbol: str) -> tuple[str, str] | None:
+    """(module, name) of a model function's LLVM name (``_ZN12shared_model4rmap14rmap_walk_
+    anonB...``: ``("shared_model.rmap", "rmap_walk_anon")``) or of its CPython or C wrapper's,
+    or None for any other name."""
+    symbol = symbol.removeprefix("cfunc.")
+    if symbol.startswith("_ZN7cpython"):
+        symbol = "_ZN" + symbol[len("_ZN7cpython"):]
+    if not symbol.startswith("_ZN12shared_model"):
+        return None
+    parts, i = [], 3
+    while i < len(symbol) and symbol[i].isdigit():
+        j = i
+        while symbol[j].isdigit():
+            j += 1
+        n = int(symbol[i:j])
+        parts.append(symbol[j:j + n])
+        i = j + n
+    if len(parts) < 2:
+        return None
+    return ".".join(parts[:-1]), parts[-1]
+
+
+def _stable_mangler(self: Any, name: str, types: Any, *, abi_tags: Any = (), uid: Any = None) -> str:
+    """numba's mangler, without the per-process counter (``uid``) for the model's own
+    functions: the same function has the same LLVM name in every process, so machine code
+    compiled in one process can call it by name in another."""
+    from numba.core import funcdesc
+
+    if name.startswith(_MODEL_PREFIX):
+        uid = None
+    return funcdesc.default_mangler(name, types, abi_tags=abi_tags, uid=uid)
+
+
+_DECLARE = re.compile(r'^declare .*?@"?([^"(]+)"?\(')
+
+
+def _declarations_only(module: Any, own: str) -> Any:
+    """``module`` (what numba links into every compiled caller) with the model's functions
+    that LLVM does not inline (no ``alwaysinline``) turned into declarations: a caller calls
+    them by name instead of linking, optimising and emitting its own copy.  It declares the
+    model's functions that the library's machine code calls (the cache loads them before
+    it: see install_calls_by_name) and the library's own function ``own``, no others.  The module itself when nothing is to strip or the text does not
+    parse back (then copies, as numba does)."""
+    from llvmlite import binding as llvm
+
+    strip = {f.name for f in module.functions
+             if not f.is_declaration and f.name.startswith(_MODEL_SYMBOLS)
+             and "alwaysinline" not in str(list(f.attributes))}
+    if not strip:
+        return module
+    text = str(module)
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("declare "))
+    out, skipping = [], False
+    for line in text.splitlines():
+        if skipping:
+            skipping = line != "}"
+            continue
+        m = _DEFINE.match(line) if line.startswith("define ") else None
+        if m is not None and m.group(2) in strip:
+            out.append("declare " + m.group(1))
+            skipping = True
+            continue
+        out.append(line)
+    kept = []
+    for line in out:
+        m = _DECLARE.match(line) if line.startswith("declare ") else None
+        if m is not None and m.group(1).startswith(_MODEL_SYMBOLS):
+            where = model_function_of(m.group(1))
+            if (where is None or where[1] != own) and f"@{m.group(1)}" not in body \
+                    and f'@"{m.group(1)}"' not in body:
+                continue
+        kept.append(line)
+    out = kept
+    try:
+        stripped = llvm.parse_assembly("\n".join(out))
+        stripped.verify()
+    except RuntimeError:
+        return module
+    return stripped
+
+
+def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
+    """Compiled callers call the model's functions by name (once per process).
+
+    numba links a callee's whole module (and everything the callee links in turn) into
+    every compiled caller, where LLVM optimises it and emits machine code for it again:
+    half the IR of a cold compile was such copies (``anon_vma_free_c`` in 13 callers,
+    ``lock_acquire_no_abort_c`` in 55).  Here the module a caller links holds only
+    declarations of the model's functions LLVM does not inline (``_declarations_only``),
+    each function keeps one LLVM name in every process (``_stable_mangler``), and before
+    numba loads machine code from the cache, the functions it calls by name are loaded
+    (or compiled) first (``find(module, name)`` gives the dispatcher, which is compiled
+    for its declared signature), since MCJIT ends the process on a name it cannot
+    resolve."""
+    from llvmlite import binding as llvm
+    from numba.core import base, codegen
+
+    library = codegen.CPUCodeLibrary
+    if getattr(library, "_calls_by_name", False):
+        return
+    base.BaseContext.mangler = _stable_mangler
+    for_linking = library._get_module_for_linking
+
+    def get_module_for_linking(self: Any) -> Any:
+        stripped = getattr(self, "_declarations_module", None)
+        if stripped is None:
+            stripped = _declarations_only(for_linking(self), self.name)
+            self._declarations_module = stripped
+        return stripped
+
+    unserialize = library._unserialize.__func__
+
+    def unserialize_after_callees(cls: Any, cg: Any, state: Any) -> Any:
+        name, kind, data = state
+        if kind != "object":
+            return unserialize(cls, cg, state)
+        engine = cg._engine
+        own = []
+        for fn in llvm.parse_bitcode(data[1]).functions:
+            if not fn.is_declaration or engine.is_symbol_defined(fn.name):
+                continue
+            where = model_function_of(fn.name)
+            if where is None:  # not the model's
+                continue
+            if where[1] == name:  # its own function or wrapper, declared only in what
+                own.append(fn.name)  # callers link
+                continue
+            if not fn.name.startswith("_ZN12shared_model"):
+                continue  # another function's wrapper: nothing calls it
+            find(*where)
+            if not engine.is_symbol_defined(fn.name):
+                raise RuntimeError(f"cached machine code of {name} calls {where[0]}."
+                                   f"{where[1]} for types it is not compiled for")
+        loaded = unserialize(cls, cg, state)
+        engine._defined_symbols.update(own)  # numba counts only what the module defines
+        return loaded
+
+    library._get_module_for_linking = get_module_for_linking
+    library._unserialize = classmethod(unserialize_after_callees)
+    library._calls_by_name = True
 
 
 # ---------------------------------------------------------------- the source-keyed cache
