@@ -44,7 +44,7 @@ def note_order(words: np.ndarray, g: np.ndarray, held: np.ndarray, cls: int, sit
             words[e + 1] = hsite * 64 + site + 1
 
 
-@cached_njit
+@cached_njit(llvm_inline=True)
 def held_push(held: np.ndarray, cls: int, site: int) -> None:
     """lockdep's held stack: this CPU holds (or waits for) class ``cls`` taken at ``site``."""
     n = held[0]

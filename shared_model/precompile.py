@@ -17,24 +17,29 @@ anything, and a new compiled function is covered without a list to keep.
 
 A cold compile is shared out among forked children (``compile_in_children``), one per
 CPU this process may run on (at most MAX_COMPILE_JOBS; ``RMAP_STRESS_COMPILE_JOBS=N``
-sets it, 1 compiles serially): the parent compiles the functions everything else calls
-(the lock primitives, the slab) first, so that the children inherit them, then each child
-compiles every n-th remaining compiled function of the model, for the argument types its
-annotations declare (``locking.cached_compile.declared_signature``), into numba's disk cache, and
-exits; the parent's warm-up then loads them.  Only when the cache is writable (otherwise
-the children's work would be lost); a child that fails, is killed or outlives
-CHILD_TIMEOUT_S fails nothing: whatever it did not save, the parent compiles itself.
-Measured on the 2-core machine, 7 December 2026: 32.6 s cold with 2 children (51.4 s of
-CPU) with no other load; shared with another user's jobs (load average 2-3), 47-53 s with
-2 children (54 s of CPU) and 45 s serial (45 s of CPU).
+sets it, 1 compiles serially), as ``make -j`` builds: the parent hands each idle child one
+function (or C entry point) whose callees are done, the one most others wait on first
+(``_Schedule``, with the callees read from each function's code), and the child compiles
+it for the argument types its annotations declare
+(``locking.cached_compile.declared_signature``) into numba's disk cache.  A compiled
+function calls the model's other functions by name (locking/numba_hooks.py,
+``install_calls_by_name``), so a child loads a callee another child compiled from the
+cache instead of compiling it again.  The parent's warm-up then loads everything.  Only
+when the cache is writable (otherwise the children's work would be lost); a child that
+fails, is killed or outlives CHILD_TIMEOUT_S fails nothing: whatever it did not save, the
+parent compiles itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import os
+import select
 import signal
 import time
 from collections.abc import Callable
+from types import CodeType, ModuleType
 from typing import Any
 
 import numpy as np
@@ -70,6 +75,7 @@ def warm_up(note: Callable[[str], None] | None = None,
     from .build import build_family, family_capacities
     from .invariants import check_model
     from .locking import compile_locks
+    from .locking.cached_compile import C_ENTRIES
     from .locks import CLASS
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
@@ -83,8 +89,10 @@ def warm_up(note: Callable[[str], None] | None = None,
     cold = bool(missing) or cache_is_cold()
     if note is not None and cold:
         note("compiling (first run only)")
-    if missing:
-        compile_in_children(missing, progress=progress)
+    if missing:  # the C entry points too: loaded from the cache when they are there
+        compile_in_children(list(C_ENTRIES) + missing, progress=progress)
+    for entry in C_ENTRIES:
+        entry.cfunc  # noqa: B018 - loads (or compiles) it
     compile_locks()
     m = Model.create(family_capacities("2.6.34", 2, 2, 1.0, 1, spare_users=4), "2.6.34")
     try:
@@ -110,9 +118,10 @@ def warm_up(note: Callable[[str], None] | None = None,
         # Whatever no child compiled (one job, a failed child) and the paths above did not
         # call: every compiled function of the model is in the cache after a first run, so
         # that no later command or test compiles anything.
-        _compile_share(uncached(missing), 0, 1)
+        for d in uncached(missing):
+            _compile_item(d, 0)
         if progress is not None and cold:
-            total = len(missing) or len(_to_compile(dispatchers))
+            total = len(C_ENTRIES) + (len(missing) or len(_to_compile(dispatchers)))
             progress(total, total)
     finally:
         seg = m.seg
@@ -166,12 +175,15 @@ def uncached(dispatchers: list[Any]) -> list[Any]:
             and declared_signature(d) is not None]
 
 
-def cache_writable(dispatchers: list[Any]) -> bool:
+def cache_writable(items: list[Any]) -> bool:
     """Every function has an on-disk cache: the source-keyed cache is usable and numba
-    made one for each (``stats.cache_path`` is None for a function compiled in memory)."""
+    made one for each (``stats.cache_path`` is None for a function compiled in memory;
+    a C entry point has no dispatcher until compiled, and uses the same cache)."""
+    from .locking.cached_compile import CEntry
     from .locking.numba_hooks import cache_usable
 
-    return cache_usable() and all(getattr(d.stats, "cache_path", None) for d in dispatchers)
+    return cache_usable() and all(getattr(d.stats, "cache_path", None) for d in items
+                                  if not isinstance(d, CEntry))
 
 
 def _to_compile(dispatchers: list[Any]) -> list[Any]:
@@ -180,25 +192,6 @@ def _to_compile(dispatchers: list[Any]) -> list[Any]:
     helper's compiled code, and Python code calls some of them directly (the CPU's lock
     fast path, tests of a lock's trylock)."""
     return list(dispatchers)
-
-
-def _count_compiled(total: int, before: int = 0) -> int:
-    """Functions of the model put in the cache since it held ``before``, at most
-    ``total``."""
-    from .locking.numba_hooks import count_cached_indexes, model_cache_dir
-
-    return max(0, min(total, count_cached_indexes(model_cache_dir()) - before))
-
-
-def _compile_share(dispatchers: list[Any], job: int, jobs: int) -> None:
-    """A child's share: every ``jobs``-th function from ``job``, each for its declared
-    types."""
-    from .locking.cached_compile import declared_signature
-
-    for d in dispatchers[job::jobs]:
-        sig = declared_signature(d)
-        if sig is not None and sig not in d.overloads:
-            d.compile(sig)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -212,74 +205,259 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def compile_in_children(dispatchers: list[Any], jobs: int | None = None,
-                        share: Callable[[list[Any], int, int], None] | None = None,
+def _callees(items: list[Any]) -> list[set[int]]:
+    """For each item, the indices of the items its source names (globals, and attributes
+    of imported modules such as ``G.avc_word``, in its code and nested code): the
+    functions and C entry points it calls, which must be compiled before it.  Read from
+    the code, not by compiling it: a missed callee is compiled twice at worst."""
+    index = {id(item): i for i, item in enumerate(items)}
+    for i, item in enumerate(items):
+        symbol = getattr(item, "symbol", None)
+        if symbol is not None:
+            index[symbol] = i  # a C entry point, as its c_entry_call names it
+    out: list[set[int]] = []
+    for item in items:
+        fn = item.py_func
+        names: set[str] = set()
+        codes = [fn.__code__]
+        while codes:
+            code = codes.pop()
+            names.update(code.co_names)
+            codes.extend(c for c in code.co_consts if isinstance(c, CodeType))
+        found: set[int] = set()
+        for name in names:
+            obj = fn.__globals__.get(name)
+            targets = [obj]
+            if isinstance(obj, ModuleType):
+                targets = [getattr(obj, n, None) for n in names]
+            for t in targets:
+                key = getattr(t, "c_entry_symbol", None) or id(t)
+                if key in index:
+                    found.add(index[key])
+        found.discard(len(out))
+        out.append(found)
+    return out
+
+
+def _compile_item(item: Any, job: int) -> None:
+    """Compile (or load) one item for a compile child: a C entry point, or a function for
+    its declared types."""
+    from .locking.cached_compile import CEntry, declared_signature
+
+    if isinstance(item, CEntry):
+        item.cfunc  # noqa: B018 - compiles it
+        return
+    sig = declared_signature(item)
+    if sig is not None and sig not in item.overloads:
+        item.compile(sig)
+
+
+def _child_loop(items: list[Any], job: int, tasks: int, results: int,
+                compile_item: Callable[[Any, int], None]) -> None:
+    """A compile child: compile each item index read from ``tasks`` (one per line) and
+    report it done on ``results`` ("job index"), until ``tasks`` ends."""
+    buf = b""
+    while True:
+        chunk = os.read(tasks, 4096)
+        if not chunk:
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            i = int(line)
+            compile_item(items[i], job)
+            os.write(results, f"{job} {i}\n".encode())
+
+
+class _Schedule:
+    """Which items are ready: those whose callees (``_callees``) are all done, the one
+    with most items waiting on it behind it first."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.callees = _callees(items)
+        self.callers: list[list[int]] = [[] for _ in items]
+        for i, cs in enumerate(self.callees):
+            for c in cs:
+                self.callers[c].append(i)
+        self.waiting = [len(cs) for cs in self.callees]
+        self.weight = [len(self._behind(i)) for i in range(len(items))]
+        self.ready = [(-self.weight[i], i) for i in range(len(items)) if self.waiting[i] == 0]
+        heapq.heapify(self.ready)
+        self.left = set(range(len(items)))
+
+    def _behind(self, i: int) -> set[int]:
+        seen: set[int] = set()
+        todo = [i]
+        while todo:
+            for c in self.callers[todo.pop()]:
+                if c not in seen:
+                    seen.add(c)
+                    todo.append(c)
+        return seen
+
+    def next(self, in_flight: int) -> int | None:
+        """The next item to compile, or None.  When nothing is ready or under way yet items
+        are left (the callees read from the code made a circle), the heaviest of them."""
+        if not self.ready and in_flight == 0 and self.left:
+            i = max(self.left, key=lambda j: self.weight[j])
+            self.waiting[i] = 0
+            return self._take(i)
+        if not self.ready:
+            return None
+        return self._take(heapq.heappop(self.ready)[1])
+
+    def _take(self, i: int) -> int:
+        self.left.discard(i)
+        return i
+
+    def done(self, i: int) -> None:
+        for c in self.callers[i]:
+            self.waiting[c] -= 1
+            if self.waiting[c] == 0 and c in self.left:
+                heapq.heappush(self.ready, (-self.weight[c], c))
+
+
+class _Children:
+    """The compile children and the parent's end of their pipes: each child reads item
+    indices from its own pipe and reports "job index" on the shared results pipe."""
+
+    def __init__(self, items: list[Any], jobs: int, compile_item: Callable[[Any, int], None]) -> None:
+        self.results, results_w = os.pipe()
+        self.kids: list[list[int]] = []  # [pid (-1 once reaped), task fd (-1 closed), item or -1]
+        self.clean = 0
+        self._buf = b""
+        parent = os.getpid()
+        for job in range(jobs):
+            task_r, task_w = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(task_r)
+                os.close(task_w)
+                break
+            if pid == 0:  # the child: compile, save, and leave without running any cleanup
+                code = 1
+                try:
+                    _die_with_parent(parent)
+                    for fd in [self.results, task_w] + [k[1] for k in self.kids]:
+                        os.close(fd)
+                    import warnings
+
+                    warnings.simplefilter("ignore")
+                    _child_loop(items, job, task_r, results_w, compile_item)
+                    code = 0
+                except BaseException:  # noqa: BLE001 - the parent compiles what is missing
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(task_r)
+            self.kids.append([pid, task_w, -1])
+        os.close(results_w)
+
+    def in_flight(self) -> int:
+        return sum(k[2] >= 0 for k in self.kids)
+
+    def hand_out(self, schedule: _Schedule) -> None:
+        """Give each idle child the next ready item."""
+        for kid in self.kids:
+            if kid[2] == -1 and kid[1] >= 0:
+                i = schedule.next(self.in_flight())
+                if i is None:
+                    return
+                kid[2] = i
+                try:
+                    os.write(kid[1], f"{i}\n".encode())
+                except BrokenPipeError:  # the child is gone: ``collect`` finds it
+                    pass
+
+    def collect(self, schedule: _Schedule, timeout: float) -> int:
+        """Items finished within ``timeout`` seconds (a dead child's counts: whatever it
+        did not save, the caller compiles); returns how many."""
+        n = 0
+        if select.select([self.results], [], [], timeout)[0]:
+            self._buf += os.read(self.results, 65536)
+            while b"\n" in self._buf:
+                line, self._buf = self._buf.split(b"\n", 1)
+                job, i = map(int, line.split())
+                self.kids[job][2] = -1
+                schedule.done(i)
+                n += 1
+        for kid in self.kids:
+            if kid[2] >= 0 and self._reap(kid, os.WNOHANG):
+                schedule.done(kid[2])
+                kid[2] = -1
+                n += 1
+        return n
+
+    def _reap(self, kid: list[int], flags: int) -> bool:
+        """Reap the child if it has exited; True if it has (or was before)."""
+        if kid[0] < 0:
+            return True
+        pid, status = os.waitpid(kid[0], flags)
+        if pid == 0:
+            return False
+        self.clean += int(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+        kid[0] = -1
+        if kid[1] >= 0:
+            os.close(kid[1])
+            kid[1] = -1
+        return True
+
+    def finish(self, deadline: float) -> None:
+        """End each child's work (its pipe closes, its loop ends), wait for them until
+        ``deadline``, then kill any still there; returns with no child left."""
+        for kid in self.kids:
+            if kid[1] >= 0:
+                os.close(kid[1])
+                kid[1] = -1
+        while time.monotonic() < deadline and not all(self._reap(k, os.WNOHANG) for k in self.kids):
+            time.sleep(0.02)
+        self.kill()
+
+    def kill(self) -> None:
+        for kid in self.kids:
+            if kid[0] >= 0:
+                with contextlib.suppress(OSError):
+                    os.kill(kid[0], signal.SIGKILL)
+                self._reap(kid, 0)
+            if kid[1] >= 0:
+                os.close(kid[1])
+                kid[1] = -1
+        if self.results >= 0:
+            os.close(self.results)
+            self.results = -1
+
+
+def compile_in_children(items: list[Any], jobs: int | None = None,
+                        compile_item: Callable[[Any, int], None] | None = None,
                         progress: Callable[[int, int], None] | None = None) -> int:
-    """Compile ``dispatchers`` into the disk cache in ``jobs`` forked children, each its
-    share (``share``, for tests; ``_compile_share``), and wait for them.  Returns how many
-    children exited cleanly; 0 without forking when one job would do or the cache is not
-    writable.  Nothing here fails the caller: what a failed child left out, the caller
-    compiles when it next calls it."""
+    """Compile ``items`` (functions and C entry points) into the disk cache in ``jobs``
+    forked children and wait for them.  The parent hands out one item at a time, callees
+    before their callers (``_Schedule``), so that a child compiling a function loads what
+    it calls from the cache instead of compiling it again; ``compile_item`` (for tests)
+    compiles one.  Returns how many children exited cleanly; 0 without forking when one
+    job would do or the cache is not writable.  Nothing here fails the caller: what a
+    failed child left out, the caller compiles when it next calls it."""
     jobs = compile_jobs() if jobs is None else jobs
-    if jobs < 2 or not dispatchers or not cache_writable(dispatchers):
+    if jobs < 2 or not items or not cache_writable(items):
         return 0
-    total = len(_to_compile(dispatchers))
-    before = _count_compiled(1 << 30)  # what is cached already (the C entry points, ...)
+    schedule = _Schedule(items)
+    total, done = len(items), 0
     if progress is not None:
         progress(0, total)
-    share = share or _compile_share
-    # The functions every other one calls (the locks, the slab), compiled here first: the
-    # children inherit them in memory instead of each compiling its own copy.
-    base = [d for d in dispatchers if d.py_func.__module__ in BASE_MODULES]
-    try:
-        _compile_share(base, 0, 1)
-    except Exception:  # noqa: BLE001 - compiled again, or reported, where it is first called
-        return 0
-    dispatchers = [d for d in dispatchers if d.py_func.__module__ not in BASE_MODULES]
-    pids = []
-    parent = os.getpid()
-    for job in range(jobs):
-        try:
-            pid = os.fork()
-        except OSError:
-            break
-        if pid == 0:  # the child: compile, save, and leave without running any cleanup
-            code = 1
-            try:
-                _die_with_parent(parent)
-                import warnings
-
-                warnings.simplefilter("ignore")
-                share(dispatchers, job, jobs)
-                code = 0
-            except BaseException:  # noqa: BLE001 - the parent compiles what is missing
-                code = 1
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    ok = 0
     deadline = time.monotonic() + CHILD_TIMEOUT_S
     told = time.monotonic()
+    children = _Children(items, jobs, compile_item or _compile_item)
     try:
-        while pids and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            children.hand_out(schedule)
+            if children.in_flight() == 0:
+                break  # nothing under way and nothing ready: all done
+            done += children.collect(schedule, 0.2)
             if progress is not None and time.monotonic() - told >= 0.5:
                 told = time.monotonic()
-                progress(_count_compiled(total, before), total)
-            try:
-                pid, status = os.waitpid(pids[0], os.WNOHANG)
-            except ChildProcessError:
-                pids.pop(0)
-                continue
-            if pid == 0:
-                time.sleep(0.05)
-                continue
-            pids.pop(0)
-            ok += int(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
-    finally:
-        for pid in pids:  # past the deadline, or a signal in the parent: leave no child
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-    return ok
+                progress(min(done, total), total)
+        children.finish(deadline)
+    finally:  # past the deadline, or a signal in the parent: leave no child
+        children.kill()
+    return children.clean

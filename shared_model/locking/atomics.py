@@ -61,7 +61,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .numba_hooks import fixed_arity
+from .numba_hooks import c_entry_needed, fixed_arity
 
 SYS_FUTEX = 202  # x86-64
 FUTEX_WAIT = 0
@@ -469,6 +469,7 @@ def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
             return None
         if not all(isinstance(i, types.Integer) for i in args[n_arrays:]):
             return None
+        c_entry_needed(symbol)  # compiled (or loaded) before the caller's code needs it
         sig = types.int64(*args)
 
         def codegen(context: Any, builder: Any, sig: Any, llargs: Any) -> Any:
@@ -484,4 +485,6 @@ def c_entry_call(symbol: str, n_arrays: int, n_ints: int) -> Any:
 
         return sig, codegen
 
-    return _intrinsic(fixed_arity(n_arrays + n_ints, typer, f"call_{symbol}"))
+    call = _intrinsic(fixed_arity(n_arrays + n_ints, typer, f"call_{symbol}"))
+    call.c_entry_symbol = symbol  # what a cold compile orders its work by (precompile)
+    return call

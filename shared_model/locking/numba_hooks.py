@@ -29,6 +29,18 @@ test_numba_hooks.py`` holds most of them)::
   fixed_arity                 ``numba.extending.intrinsic`` reads  test_allocation_goes_
                               its typer's parameters by name       through_the_cpu_cache
                               (``*args`` does not lower)           (test_slab_mapcount.py)
+  install_calls_by_name       ``CPUCodeLibrary._get_module_for_    test_a_caller_links_
+                              linking`` (what callers link) and    declarations_of_what_it_
+                              ``._unserialize`` (its "object"      calls, test_cached_code_
+                              branch, copied), ``BaseContext.      loads_what_it_calls_first
+                              mangler`` and the ``B<n>v<uid>`` tag
+                              of numba's LLVM names, the JIT
+                              engine's ``_defined_symbols``, the
+                              text form of llvmlite's IR
+  default_flags               ``targetconfig.ConfigStack``: a      test_the_lock_pair_is_
+                              compile inside another inherits its  inlined_by_llvm
+                              unset flags (``CPUTargetOptions.     (test_compile.py)
+                              finalize``)
   ==========================  ===================================  =========================
 
 Why no public way, for each: NRT cannot be turned off per function by any documented
@@ -38,8 +50,11 @@ the documented cache settings (``NUMBA_CACHE_DIR``) file a function under a fold
 after the *path* of its source and stamp it with *its own file's* hash only, so two
 copies of the package compile twice and an edited callee leaves its callers' cached code
 stale (``NUMBA_CACHE_LOCATOR_CLASSES`` takes a locator too, but as an environment
-setting it is global and is reset when numba reloads its configuration); and numba has
-no query for "is this function in the cache".  fixed_arity builds a typer of ``n``
+setting it is global and is reset when numba reloads its configuration); numba has
+no query for "is this function in the cache"; numba links a callee's whole module into
+every compiled caller, with no option to call a compiled function by name instead, and
+names each version with a per-process counter; and a C entry point first needed while a
+caller is typed has no public way to be compiled outside that caller's flags.  fixed_arity builds a typer of ``n``
 named parameters with ``exec``: ``types.ExternalFunction`` with each array passed as
 ``a.ctypes.data, a.size`` does the same job through public API and works (measured on the
 shared 2-core machine, one run: 2.09 against 2.13 ns per call from compiled code), but it
@@ -206,8 +221,9 @@ def _declarations_only(module: Any, own: str) -> Any:
     that LLVM does not inline (no ``alwaysinline``) turned into declarations: a caller calls
     them by name instead of linking, optimising and emitting its own copy.  It declares the
     model's functions that the library's machine code calls (the cache loads them before
-    it: see install_calls_by_name) and the library's own function ``own``, no others.  The module itself when nothing is to strip or the text does not
-    parse back (then copies, as numba does)."""
+    it: see install_calls_by_name) and the library's own function ``own``, no others.
+    The module itself when nothing is to strip or the text does not parse back (then
+    copies, as numba does)."""
     from llvmlite import binding as llvm
 
     strip = {f.name for f in module.functions
@@ -246,6 +262,33 @@ def _declarations_only(module: Any, own: str) -> Any:
     return stripped
 
 
+# C entry points (cached_compile.cached_cfunc) by symbol: each compiles (or loads) itself
+# and registers its symbol when first needed (c_entry_needed).
+C_ENTRIES: dict[str, Callable[[], Any]] = {}
+
+
+def c_entry_needed(symbol: str) -> None:
+    """Compiled code about to be compiled or loaded calls the C entry point ``symbol``:
+    compile or load it now (once per process), so that the name resolves."""
+    ensure = C_ENTRIES.get(symbol)
+    if ensure is not None:
+        ensure()
+
+
+def default_flags() -> Any:
+    """A context in which numba compiles with its default flags: a compile started while
+    numba compiles another function (a C entry point first needed while a caller is
+    typed) inherits that function's unset flags otherwise (no NRT, forced inlining)
+    through numba's ``ConfigStack``."""
+    from numba.core.compiler import Flags
+    from numba.core.targetconfig import ConfigStack
+
+    flags: Any = Flags()  # what CPUTargetOptions.finalize sets with nothing to inherit from
+    flags.nrt = True
+    flags.error_model = "python"
+    return ConfigStack().enter(flags)
+
+
 def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
     """Compiled callers call the model's functions by name (once per process).
 
@@ -257,15 +300,16 @@ def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
     each function keeps one LLVM name in every process (``_stable_mangler``), and before
     numba loads machine code from the cache, the functions it calls by name are loaded
     (or compiled) first (``find(module, name)`` gives the dispatcher, which is compiled
-    for its declared signature), since MCJIT ends the process on a name it cannot
-    resolve."""
+    for its declared signature), as are the C entry points it calls (``C_ENTRIES``), since
+    MCJIT ends the process on a name it cannot resolve."""
     from llvmlite import binding as llvm
     from numba.core import base, codegen
 
-    library = codegen.CPUCodeLibrary
+    library: Any = codegen.CPUCodeLibrary
     if getattr(library, "_calls_by_name", False):
         return
-    base.BaseContext.mangler = _stable_mangler
+    context: Any = base.BaseContext
+    context.mangler = _stable_mangler
     for_linking = library._get_module_for_linking
 
     def get_module_for_linking(self: Any) -> Any:
@@ -283,8 +327,13 @@ def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
             return unserialize(cls, cg, state)
         engine = cg._engine
         own = []
-        for fn in llvm.parse_bitcode(data[1]).functions:
+        object_code, shared_bitcode = data
+        shared = llvm.parse_bitcode(shared_bitcode)
+        for fn in shared.functions:
             if not fn.is_declaration or engine.is_symbol_defined(fn.name):
+                continue
+            if fn.name in C_ENTRIES:
+                c_entry_needed(fn.name)
                 continue
             where = model_function_of(fn.name)
             if where is None:  # not the model's
@@ -298,9 +347,15 @@ def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
             if not engine.is_symbol_defined(fn.name):
                 raise RuntimeError(f"cached machine code of {name} calls {where[0]}."
                                    f"{where[1]} for types it is not compiled for")
-        loaded = unserialize(cls, cg, state)
+        # numba's own "object" branch of _unserialize, with the module parsed above
+        library = cg.create_library(name)
+        library.enable_object_caching()
+        library._set_compiled_object(object_code)
+        library._shared_module = shared
+        library._finalize_final_module()
+        engine._load_defined_symbols(shared)
         engine._defined_symbols.update(own)  # numba counts only what the module defines
-        return loaded
+        return library
 
     library._get_module_for_linking = get_module_for_linking
     library._unserialize = classmethod(unserialize_after_callees)

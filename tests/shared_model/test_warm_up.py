@@ -151,3 +151,55 @@ def test_a_kernel_declared_in_memory_is_not_the_models() -> None:
     assert plus_one(41) == 42
     assert isinstance(plus_one._cache, NullCache)
     assert len(REGISTRY) == before
+
+
+def test_a_cold_compile_does_callees_first() -> None:
+    """The cold compile's schedule reads each function's callees from its code: functions
+    by the names its module gives them (mmap.py's ``_vma`` is ctx.vma_word), and C entry
+    points through their ``c_entry_call``; a function is handed out only once its callees
+    are done, the one most others wait on first."""
+    from shared_model import ctx
+    from shared_model.locking.cached_compile import C_ENTRIES
+    from shared_model.locks import _lock_acquire, lock_acquire_c
+    from shared_model.memory import dup_mmap_c
+    from shared_model.mmap import vma_adjust_c
+    from shared_model.precompile import _callees, _Schedule
+
+    slowpath = next(e for e in C_ENTRIES if e.symbol == "rmap_stress_lock_acquire_slowpath")
+    items = [lock_acquire_c, _lock_acquire, slowpath, ctx.vma_word, vma_adjust_c, dup_mmap_c]
+    callees = _callees(items)
+    assert callees[0] == {1}  # lock_acquire_c -> _lock_acquire
+    assert 2 in callees[1]  # _lock_acquire -> the slow path, a C entry point
+    assert 3 in callees[4]  # vma_adjust_c -> _vma, that is ctx.vma_word
+    assert all(i not in c for i, c in enumerate(callees))  # nobody waits on itself
+
+    schedule = _Schedule(items)
+    order, in_flight = [], 0
+    while (i := schedule.next(in_flight)) is not None:
+        order.append(i)
+        schedule.done(i)
+    assert sorted(order) == list(range(len(items)))
+    for i, cs in enumerate(callees):
+        assert all(order.index(c) < order.index(i) for c in cs), (i, cs, order)
+    assert order[0] == 2  # the slow path: every lock caller waits on it
+
+
+def test_a_schedule_with_a_circle_still_ends() -> None:
+    """Two functions naming each other (a circle the code's names can make): one is handed
+    out once nothing else is ready or under way, then the other."""
+    from types import SimpleNamespace
+
+    from shared_model.precompile import _Schedule
+
+    names: dict[str, object] = {}
+    a = SimpleNamespace(py_func=eval("lambda: b", names))  # code naming b
+    b = SimpleNamespace(py_func=eval("lambda: a", names))
+    names.update(a=a, b=b)
+    schedule = _Schedule([a, b])
+    assert schedule.callees == [{1}, {0}]
+    assert schedule.next(1) is None  # one under way: wait for it
+    first = schedule.next(0)
+    assert first in (0, 1)
+    schedule.done(first)
+    assert schedule.next(0) == 1 - first
+    assert schedule.next(0) is None

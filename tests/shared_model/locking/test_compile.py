@@ -100,19 +100,19 @@ def test_children_compile_into_the_cache_and_the_parent_loads(tmp_path, monkeypa
 
 
 def test_a_failed_child_fails_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Child 0 dies before compiling its share: the parent compiles that one itself."""
+    """Child 0 dies on the first function it is given: the parent compiles that one itself."""
     import numpy as np
 
-    from shared_model.precompile import _compile_share, compile_in_children
+    from shared_model.precompile import _compile_item, compile_in_children
 
     mod = _fresh_module(tmp_path, monkeypatch, "cold_fail")
 
-    def share(ds, job, jobs):  # type: ignore[no-untyped-def]
+    def compile_item(item, job):  # type: ignore[no-untyped-def]
         if job == 0:
             raise RuntimeError("a child that fails")
-        _compile_share(ds, job, jobs)
+        _compile_item(item, job)
 
-    assert compile_in_children([mod.triple], jobs=2, share=share) == 1
+    assert compile_in_children([mod.triple], jobs=2, compile_item=compile_item) == 1
     a = np.zeros(5, dtype=np.int64)
     assert mod.triple(a, 5) == 30
     assert list(a) == [0, 3, 6, 9, 12]

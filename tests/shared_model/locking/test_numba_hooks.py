@@ -8,6 +8,7 @@ cached; the model's own compiled code is only loaded, never compiled again."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,3 +202,62 @@ def test_a_literal_argument_compiles_no_second_version(tmp_path: Path,
     mod = _kernels(tmp_path, monkeypatch, "hooks_literal")
     assert mod.use(np.arange(2, dtype=np.int64)) == 8
     assert [str(s) for s in mod.add.signatures] == ["(int64, int64)"]
+
+
+_COMPILE_ONE = '''import sys
+from shared_model.locking.cached_compile import C_ENTRIES, declared_signature
+from shared_model.memory import dup_mmap_c
+from shared_model.anon_vma_chain import anon_vma_fork_c
+print(sum(e._cfunc is not None for e in C_ENTRIES))  # the import compiled none
+dup_mmap_c.compile(declared_signature(dup_mmap_c))
+(cres,) = dup_mmap_c.overloads.values()
+print(cres.fndesc.mangled_name)
+print(sum(dup_mmap_c.stats.cache_misses.values()), sum(dup_mmap_c.stats.cache_hits.values()))
+print(len(anon_vma_fork_c.overloads), sum(anon_vma_fork_c.stats.cache_hits.values()))
+print(sum(e._cfunc is not None for e in C_ENTRIES))
+'''
+
+
+def test_cached_code_loads_what_it_calls_first(tmp_path: Path) -> None:
+    """dup_mmap_c compiled in one process calls anon_vma_fork_c (and the slab's C entry
+    points) by name; a second process that loads dup_mmap_c from the cache before anything
+    else loads those first (MCJIT would end the process on a name it cannot resolve), and
+    the function has the same LLVM name in both (no per-process counter in it)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+
+    def run() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", _COMPILE_ONE], env=env, capture_output=True,
+                             text=True, timeout=600, check=True)
+        return out.stdout.split("\n")
+
+    first = run()
+    assert first[0] == "0"
+    assert first[2] == "1 0"  # compiled here
+    second = run()
+    assert second[0] == "0"
+    assert second[1] == first[1] and not re.search(r"B\d+v\d+B", first[1])  # no uid tag
+    assert second[2] == "0 1"  # loaded from the cache
+    assert second[3] == "1 1"  # its callee loaded first, from the cache
+    assert int(second[4]) > 0  # the C entry points it calls, too
+
+
+def test_a_caller_links_declarations_of_what_it_calls() -> None:
+    """The module a compiled caller links of a callee (and the cache keeps beside its
+    machine code) defines no model function but those LLVM inlines (alwaysinline); the
+    others, the function itself included, are declarations, called by name."""
+    from shared_model.anon_vma_chain import anon_vma_fork_c
+    from shared_model.locking.numba_hooks import model_function_of
+    from shared_model.locks import lock_acquire_c
+    from shared_model.precompile import warm_up
+
+    warm_up()
+    (fork,) = anon_vma_fork_c.overloads.values()
+    module = fork.library._get_module_for_linking()
+    defined = [f for f in module.functions if not f.is_declaration and model_function_of(f.name)]
+    assert all("alwaysinline" in str(list(f.attributes)) for f in defined)
+    declared = {model_function_of(f.name) for f in module.functions if f.is_declaration}
+    assert ("shared_model.anon_vma_chain", "anon_vma_fork_c") in declared
+    assert ("shared_model.anon_vma_chain", "anon_vma_clone_c") in declared  # a callee
+    (acquire,) = lock_acquire_c.overloads.values()  # an inlined helper keeps its body
+    kept = acquire.library._get_module_for_linking().get_function(acquire.fndesc.llvm_func_name)
+    assert not kept.is_declaration
