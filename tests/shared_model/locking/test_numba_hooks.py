@@ -246,6 +246,7 @@ def test_a_caller_links_declarations_of_what_it_calls() -> None:
     machine code) defines no model function but those LLVM inlines (alwaysinline); the
     others, the function itself included, are declarations, called by name."""
     from shared_model.anon_vma_chain import anon_vma_fork_c
+    from shared_model.locking.cached_compile import declared_signature
     from shared_model.locking.numba_hooks import model_function_of
     from shared_model.locks import lock_acquire_c
     from shared_model.precompile import warm_up
@@ -258,6 +259,7 @@ def test_a_caller_links_declarations_of_what_it_calls() -> None:
     declared = {model_function_of(f.name) for f in module.functions if f.is_declaration}
     assert ("shared_model.anon_vma_chain", "anon_vma_fork_c") in declared
     assert ("shared_model.anon_vma_chain", "anon_vma_clone_c") in declared  # a callee
+    lock_acquire_c.compile(declared_signature(lock_acquire_c))  # loaded from the cache
     (acquire,) = lock_acquire_c.overloads.values()  # an inlined helper keeps its body
     kept = acquire.library._get_module_for_linking().get_function(acquire.fndesc.llvm_func_name)
     assert not kept.is_declaration
