@@ -54,7 +54,7 @@ def avc_start_pgoff(w32: np.ndarray, g: np.ndarray, x: int) -> int:
     return w32[vma_word(g, w32[avc_word(g, x, G.AVC_VMA)], G.VMA_PGOFF)]
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def avc_last_pgoff(w32: np.ndarray, g: np.ndarray, x: int) -> int:
     """``avc_last_pgoff``: the last page offset of the AVC's VMA."""
     vb = vma_word(g, w32[avc_word(g, x, G.AVC_VMA)], 0)

@@ -146,7 +146,7 @@ def _acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cl
     return 0
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """Try lock word ``w`` once; the acquire time (ns) on success, -1 when it is contended
@@ -158,7 +158,7 @@ def lock_acquire_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int
     return _acquire_fast(words, g, held, w, cls, site, shared, False)
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def lock_request_fast(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                       site: int, shared: int) -> int:
     """The request: ``lock_acquire_fast``, except that a contended lock has taken its
@@ -334,7 +334,7 @@ def lockstat_hold(words: np.ndarray, g: np.ndarray, cls: int, site: int, hold: i
     words[b + LS_HOLD_HIST + hist_bucket_c(hold)] += 1
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def lock_release_c(words: np.ndarray, g: np.ndarray, held: np.ndarray, w: int, cls: int,
                    site: int, shared: int, t_acq: int) -> int:
     """Release lock word ``w`` taken at ``t_acq``; returns the hold time (ns; 0 when the

@@ -57,7 +57,7 @@ VM_PROT_MASK = VM_READ | VM_WRITE | 4
 # ---------------------------------------------------------------------------- the VMA list
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def vma_next_c(w32: np.ndarray, g: np.ndarray, vma: int) -> int:
     """The VMA of vma's mm that follows it in address order (the kernel's vma->vm_next), or
     -1.  Expects the mm's owner."""

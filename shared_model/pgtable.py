@@ -41,7 +41,7 @@ IDX = PTRS_PER_TABLE - 1
 PTE_WORDS = 2 * PTRS_PER_TABLE  # int32 words of one PTE page
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def pte_offset_map_c(w32: np.ndarray, g: np.ndarray, mm: int, addr: int) -> int:
     """The int32 word of mm's PTE for ``addr`` (its page; flags the next word), or -1 when
     a level on the way is none (not mapped): pgd_offset -> pud_offset -> pmd_offset ->
@@ -104,7 +104,7 @@ def pmd_addr_end(addr: int, end: int) -> int:
     return min(end, (addr | IDX) + 1)
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def pte_lockptr_c(g: np.ndarray, pe: int) -> int:
     """The split lock of the PTE page holding the PTE at int32 word ``pe`` (pte_lockptr)."""
     return g[G.PTL_W0] + ((pe - g[G.PTE0]) // PTE_WORDS) * 8
@@ -155,7 +155,7 @@ def pgtable_block_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, hel
     return b
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def _populate_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, sc: np.ndarray,
                 mm: int, ew: int, k: int, site: int) -> int:
     """__pud_alloc / __pmd_alloc / __pte_alloc for the none entry at int64 word ``ew``: a

@@ -206,9 +206,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _callees(items: list[Any]) -> list[set[int]]:
-    """For each item, the indices of the items its source names (globals, and attributes
-    of imported modules such as ``G.avc_word``, in its code and nested code): the
-    functions and C entry points it calls, which must be compiled before it.  Read from
+    """For each item, the indices of the items its source names (its module's globals, and
+    attributes of the modules it imports, in its code and nested code): the functions
+    and C entry points it calls, which must be compiled before it.  Read from
     the code, not by compiling it: a missed callee is compiled twice at worst."""
     index = {id(item): i for i, item in enumerate(items)}
     for i, item in enumerate(items):

@@ -299,14 +299,14 @@ _call_kmem_cache_alloc = c_entry_call("rmap_stress_kmem_cache_alloc", 5, 2)
 _call_kmem_cache_free = c_entry_call("rmap_stress_kmem_cache_free", 5, 2)
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def kmem_cache_alloc_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                        n: int, out: np.ndarray) -> int:
     """kmem_cache_alloc_body (which see), called by name."""
     return _call_kmem_cache_alloc(words, w32, g, held, out, k, n)
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def kmem_cache_free_c(words: np.ndarray, w32: np.ndarray, g: np.ndarray, held: np.ndarray, k: int,
                       ids: np.ndarray, n: int) -> int:
     """kmem_cache_free_body (which see), called by name."""

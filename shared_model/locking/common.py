@@ -92,7 +92,7 @@ def stop_requested(words: np.ndarray, stop_w: int) -> bool:
     return stop >= STOP_ABORT
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def owner_run_word(node_w: int, my_tag: int, owner: int) -> int:
     """The run-state word of the CPU in owner tag ``owner``, found from the caller's own
     node block ``node_w`` and tag: every CPU's block is NODE_BLOCK_WORDS after the one
@@ -100,7 +100,7 @@ def owner_run_word(node_w: int, my_tag: int, owner: int) -> int:
     return node_w + (_tag_cpu(owner) - _tag_cpu(my_tag)) * NODE_BLOCK_WORDS + NODE_RUN_STATE
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def _tag_cpu(tag: int) -> int:
     return tag % OWNER_PID_SHIFT - 1  # the tag's low part is cpu + 1 (the builder: cpu -1)
 

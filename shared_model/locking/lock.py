@@ -95,7 +95,7 @@ def lock_acquire(
     return status
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def lock_trylock(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, owner_tag: int
 ) -> bool:
@@ -117,7 +117,7 @@ def lock_trylock(
     return taken
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def lock_release(
     words: np.ndarray, w: int, kind: int, policy: int, shared: int, node_w: int
 ) -> None:

@@ -9,6 +9,11 @@ test_numba_hooks.py`` holds most of them)::
   hook (function below)       relies on (numba 0.68 internals)     test that catches a change
   ==========================  ===================================  =========================
   no_nrt_options              njit's undocumented ``_nrt=False``   test_no_reference_counting
+  wrapper_options,            njit's undocumented ``no_cfunc_      test_a_compiled_only_
+  refuse_python_calls         wrapper``/``no_cpython_wrapper``;    helper_refuses_python
+                              numba's Dispatcher a Python class
+                              whose C ``__call__`` a subclass
+                              overrides
   mark_always_inline          ``Dispatcher.add_overload``,         test_the_lock_pair_is_
                               ``cres.library._final_module`` and   inlined_by_llvm
                               ``._shared_module``,                 (test_compile.py)
@@ -54,9 +59,10 @@ setting it is global and is reset when numba reloads its configuration); numba h
 no query for "is this function in the cache"; numba links a callee's whole module into
 every compiled caller, with no option to call a compiled function by name instead, and
 names each version with a per-process counter; and a C entry point first needed while a
-caller is typed has no public way to be compiled outside that caller's flags.  fixed_arity builds a typer of ``n``
-named parameters with ``exec``: ``types.ExternalFunction`` with each array passed as
-``a.ctypes.data, a.size`` does the same job through public API and works (measured on the
+caller is typed has no public way to be compiled outside that caller's flags.
+fixed_arity builds a typer of ``n`` named parameters with ``exec``:
+``types.ExternalFunction`` with each array passed as ``a.ctypes.data, a.size`` does the
+same job through public API and works (measured on the
 shared 2-core machine, one run: 2.09 against 2.13 ns per call from compiled code), but it
 needs one more compiled wrapper per C entry point to keep the call sites as they are
 (a probe entry point: 0.30-0.34 s cold against 0.14-0.18 s), so the stub stays.
@@ -100,6 +106,34 @@ def no_nrt_options() -> dict[str, Any]:
     receives (numba's private ``_nrt`` flag).  See cached_compile: 38 -> 14 ns for an
     uncontended ticket lock round trip called from compiled code."""
     return {"_nrt": False}
+
+
+def wrapper_options(python: bool) -> dict[str, Any]:
+    """njit's options that leave out the wrappers numba builds around every compiled
+    function (its undocumented ``no_cfunc_wrapper``, ``no_cpython_wrapper``): the
+    C-callable one always (nothing takes a compiled function's address but the C entry
+    points, which have their own), the CPython one unless ``python`` (a function called
+    from compiled code only: the wrapper is a third of a small helper's IR)."""
+    options = {"no_cfunc_wrapper": True}
+    if not python:
+        options["no_cpython_wrapper"] = True
+    return options
+
+
+def refuse_python_calls(dispatcher: Any, error: type[Exception]) -> None:
+    """Make ``dispatcher`` (compiled without a CPython wrapper) raise ``error`` when Python
+    calls it, where numba would call a null pointer: its class becomes a subclass whose
+    ``__call__`` replaces the C-level call of numba's Dispatcher."""
+    base = type(dispatcher)
+
+    def __call__(self: Any, *args: Any, **kws: Any) -> Any:
+        name = f"{self.py_func.__module__}.{self.py_func.__qualname__}"
+        raise error(f"{name} is called from compiled code only (no Python entry: "
+                    f"cached_njit(python=False)); call it from a compiled function, or "
+                    f"declare it python=True")
+
+    dispatcher.__class__ = type(base.__name__, (base,), {"__call__": __call__,
+                                                         "__qualname__": base.__qualname__})
 
 
 def mark_always_inline(dispatcher: Any) -> None:
@@ -214,8 +248,6 @@ def _stable_mangler(self: Any, name: str, types: Any, *, abi_tags: Any = (), uid
 
 
 _DECLARE = re.compile(r'^declare .*?@"?([^"(]+)"?\(')
-
-
 def _declarations_only(module: Any, own: str) -> Any:
     """``module`` (what numba links into every compiled caller) with the model's functions
     that LLVM does not inline (no ``alwaysinline``) turned into declarations: a caller calls
@@ -326,25 +358,29 @@ def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
         if kind != "object":
             return unserialize(cls, cg, state)
         engine = cg._engine
-        own = []
         object_code, shared_bitcode = data
         shared = llvm.parse_bitcode(shared_bitcode)
-        for fn in shared.functions:
-            if not fn.is_declaration or engine.is_symbol_defined(fn.name):
+        # One pass over the module: each llvmlite call costs numba's event hooks.
+        functions = [(fn.name, fn.is_declaration) for fn in shared.functions]
+        defined = {n for n, declared in functions if not declared}
+        defined.update(gv.name for gv in shared.global_variables if not gv.is_declaration)
+        own = []
+        for fname, declared in functions:
+            if not declared or engine.is_symbol_defined(fname):
                 continue
-            if fn.name in C_ENTRIES:
-                c_entry_needed(fn.name)
+            if fname in C_ENTRIES:
+                c_entry_needed(fname)
                 continue
-            where = model_function_of(fn.name)
+            where = model_function_of(fname)
             if where is None:  # not the model's
                 continue
             if where[1] == name:  # its own function or wrapper, declared only in what
-                own.append(fn.name)  # callers link
+                own.append(fname)  # callers link
                 continue
-            if not fn.name.startswith("_ZN12shared_model"):
+            if not fname.startswith("_ZN12shared_model"):
                 continue  # another function's wrapper: nothing calls it
             find(*where)
-            if not engine.is_symbol_defined(fn.name):
+            if not engine.is_symbol_defined(fname):
                 raise RuntimeError(f"cached machine code of {name} calls {where[0]}."
                                    f"{where[1]} for types it is not compiled for")
         # numba's own "object" branch of _unserialize, with the module parsed above
@@ -353,8 +389,9 @@ def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
         library._set_compiled_object(object_code)
         library._shared_module = shared
         library._finalize_final_module()
-        engine._load_defined_symbols(shared)
-        engine._defined_symbols.update(own)  # numba counts only what the module defines
+        # numba's engine._load_defined_symbols(shared), from the pass above, and the
+        # library's own functions, which the module only declares
+        engine._defined_symbols.update(defined, own)
         return library
 
     library._get_module_for_linking = get_module_for_linking

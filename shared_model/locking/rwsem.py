@@ -149,7 +149,7 @@ def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     return False
 
 
-@cached_njit(llvm_inline=True)
+@cached_njit(llvm_inline=True, python=True)
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
     if policy != RWSEM_STEAL and policy != RWSEM_SPIN:

@@ -263,3 +263,22 @@ def test_a_caller_links_declarations_of_what_it_calls() -> None:
     (acquire,) = lock_acquire_c.overloads.values()  # an inlined helper keeps its body
     kept = acquire.library._get_module_for_linking().get_function(acquire.fndesc.llvm_func_name)
     assert not kept.is_declaration
+
+
+def test_a_compiled_only_helper_refuses_python_calls() -> None:
+    """A helper compiled without numba's CPython wrapper (``python=False``, the default of
+    ``llvm_inline=True``) raises CompiledOnly when Python calls it, where numba would call
+    a null pointer; compiled callers still inline it, and ``python=True`` keeps the entry."""
+    from shared_model.ctx import vma_word
+    from shared_model.locking.cached_compile import CompiledOnly, declared_signature
+    from shared_model.locks import lock_release_c
+
+    vma_word.compile(declared_signature(vma_word))
+    (cres,) = vma_word.overloads.values()
+    assert not cres.library.get_pointer_to_function(cres.fndesc.llvm_cpython_wrapper_name)
+    g = np.zeros(64, dtype=np.int64)
+    with pytest.raises(CompiledOnly, match="shared_model.ctx.vma_word is called from compiled code only"):
+        vma_word(g, 1, 0)
+    lock_release_c.compile(declared_signature(lock_release_c))
+    (kept,) = lock_release_c.overloads.values()
+    assert kept.library.get_pointer_to_function(kept.fndesc.llvm_cpython_wrapper_name)
