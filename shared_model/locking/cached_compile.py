@@ -29,9 +29,10 @@ Why each function once: numba would link a callee's whole module into every comp
 caller, to be optimised and turned into machine code again there (half the IR of a cold
 compile was such copies).  Here a compiled caller calls the model's functions by name
 (numba_hooks.install_calls_by_name), except the small helpers LLVM pastes into it
-(``llvm_inline=True``), and no function gets numba's C wrapper (``no_cfunc_wrapper``:
-nothing takes a compiled function's address but the C entry points, compiled with their
-own).  A cold compile of the model went from 55.8 to 28-29 s of CPU.
+(``llvm_inline=True``); no function gets numba's C wrapper (nothing takes a compiled
+function's address but the C entry points, compiled with their own), and those helpers
+get no CPython wrapper either unless Python calls them (``python=True``).  See
+docs/compiled.md for what each saved.
 """
 
 from __future__ import annotations
