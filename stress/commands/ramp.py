@@ -20,7 +20,7 @@ from typing import Any
 from ..analysis.sweeps import crossover_of, mean, summarize_ramp
 from ..engine.config import ConfigError, RunConfig
 from ..engine.results import SCHEMA_RAMP, machine_info, write_output
-from ..engine.stopping import Stopped, run_point, signal_name, stop_on_signals
+from ..engine.stopping import run_point, sweep_until_signal
 
 
 def user_counts(start: int, end: int, increment: int | None, factor: float | None) -> list[int]:
@@ -157,11 +157,7 @@ def ramp(eras: list[str], users: list[int], base: RunConfig, repeat: int = 1,
                         planned[era] = users[: users.index(u) + 1]
                         break
 
-    try:
-        with stop_on_signals():
-            sweep()
-    except Stopped as e:  # between points: nothing of the next point was measured
-        stop.setdefault("interrupted", signal_name(e.signum))
+    sweep_until_signal(sweep, stop)
     if progress:
         progress(done if stop else total, total, "stopped" if stop else "done", time.monotonic() - t0)
     resolved = dataclasses.replace(base, scenario="forking-server").resolved()

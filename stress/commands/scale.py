@@ -29,7 +29,7 @@ from ..analysis.predict import PredictError, lock_inputs, predict_inputs, throug
 from ..analysis.sweeps import UNITS, mean, summarize_scale
 from ..engine.config import ConfigError, RunConfig, online_cpus
 from ..engine.results import SCHEMA_SCALE, machine_info, write_output
-from ..engine.stopping import Stopped, run_point, signal_name, stop_on_signals
+from ..engine.stopping import run_point, sweep_until_signal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +147,7 @@ def scale(base: RunConfig, curves: list[Curve], cpus_list: list[int], repeat: in
                 return
         done = len(plan)
 
-    try:
-        with stop_on_signals():
-            sweep()
-    except Stopped as e:  # between points: nothing of the next point was measured
-        stop.setdefault("interrupted", signal_name(e.signum))
+    sweep_until_signal(sweep, stop)
     if progress:
         progress(done, len(plan), "stopped" if stop else "done", time.monotonic() - t0)
     return {

@@ -84,6 +84,17 @@ def status_of(name: str | None) -> int:
         return 130
 
 
+def sweep_until_signal(sweep: Callable[[], None], stop: dict[str, str]) -> None:
+    """Run ``sweep`` (ramp's or scale's points) with signals raising Stopped; a signal
+    between points sets ``stop["interrupted"]`` (nothing of the next point was measured).
+    Shared by ramp and scale."""
+    try:
+        with stop_on_signals():
+            sweep()
+    except Stopped as e:
+        stop.setdefault("interrupted", signal_name(e.signum))
+
+
 def run_point(cfg: RunConfig, live: Callable[[str], Callable[[Any], None]] | None, label: str,
               stop: dict[str, str], **kw: Any) -> dict[str, Any] | None:
     """One point's run: its results; on a signal or a failure the partial results (None when

@@ -486,14 +486,14 @@ def test_ramp_loop_stopped_between_points(monkeypatch: pytest.MonkeyPatch) -> No
     import contextlib
     import signal
 
-    import stress.commands.ramp as ramp_module
+    import stress.engine.stopping as stopping_module
     from stress.engine.stopping import Stopped
 
     runs = _FakeRuns({"3.0": lambda u: 10.0})
     _fake_ramp(monkeypatch, runs)
     _Predictions(monkeypatch)
     # the real stop_on_signals would leave this process ignoring signals after a Stopped
-    monkeypatch.setattr(ramp_module, "stop_on_signals", contextlib.nullcontext)
+    monkeypatch.setattr(stopping_module, "stop_on_signals", contextlib.nullcontext)
     calls: list[tuple[int, int, str, float]] = []
 
     def progress(*c: Any) -> None:
