@@ -242,14 +242,12 @@ def _callees(items: list[Any]) -> list[set[int]]:
 def _compile_item(item: Any, job: int) -> None:
     """Compile (or load) one item for a compile child: a C entry point, or a function for
     its declared types."""
-    from .locking.cached_compile import CEntry, declared_signature
+    from .locking.cached_compile import CEntry, compile_declared
 
     if isinstance(item, CEntry):
         item.cfunc  # noqa: B018 - compiles it
-        return
-    sig = declared_signature(item)
-    if sig is not None and sig not in item.overloads:
-        item.compile(sig)
+    else:
+        compile_declared(item)
 
 
 def _child_loop(items: list[Any], job: int, tasks: int, results: int,

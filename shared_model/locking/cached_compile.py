@@ -62,7 +62,12 @@ def _compile_callee(module: str, name: str) -> None:
     machine code about to be loaded calls it by name (numba_hooks.install_calls_by_name)."""
     import importlib
 
-    dispatcher = getattr(importlib.import_module(module), name)
+    compile_declared(getattr(importlib.import_module(module), name))
+
+
+def compile_declared(dispatcher: Any) -> None:
+    """Compile (or load from the cache) ``dispatcher`` for its declared argument types,
+    unless done already or it declares none."""
     sig = declared_signature(dispatcher)
     if sig is not None and sig not in dispatcher.overloads:
         dispatcher.compile(sig)

@@ -367,11 +367,12 @@ def install_calls_by_name(find: Callable[[str, str], Any]) -> None:
         # The module's names read from its text: a quarter of the time of asking llvmlite
         # for each function (every llvmlite call also runs numba's event hooks).
         text = str(shared)
-        defined = {n for kind, n in _SYMBOL_LINE.findall(text) if kind == "define"}
+        symbols = _SYMBOL_LINE.findall(text)
+        defined = {n for kind, n in symbols if kind == "define"}
         defined.update(n1 or n2 for n1, n2, rest in _GLOBAL_LINE.findall(text)
                        if not rest.startswith("external "))
         own = []
-        for kind, fname in _SYMBOL_LINE.findall(text):
+        for kind, fname in symbols:
             if kind != "declare" or engine.is_symbol_defined(fname):
                 continue
             if fname in C_ENTRIES:
