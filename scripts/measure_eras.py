@@ -127,28 +127,62 @@ def ratio(runs: dict[str, list[dict[str, Any]]], key: str, base: str, era: str) 
 KERNEL_FORK_RATIO = {"3.8": "0.5x", "3.9": "~1.0x"}
 
 
-def fork_test_note(runs: dict[str, list[dict[str, Any]]], base: str, cpus: int) -> list[str]:
-    """Why 3.8's fall differs in size from the kernel's: what one FIFO hand-off costs here
-    (the mean wait of a contended take: a futex wake-up and the woken CPU's scheduling)
-    against the hold it waits out and the time of one fork."""
+def _two_figures(x: float) -> str:
+    """``x`` rounded to two significant figures, with thousands separators."""
+    return f"{float(f'{x:.2g}'):,.0f}"
+
+
+def fork_test_note(runs: dict[str, list[dict[str, Any]]], base: str, cpus: int,
+                   predict_cpus: int = 16) -> list[str]:
+    """Why 3.8's fall and 3.9's recovery differ in size from the kernel's, from the runs'
+    own lockstat: what one contended take waits (on 3.8 a FIFO hand-off: a futex wake-up and
+    the woken CPU's scheduling) against the hold it waits out and the CPU time of one fork;
+    and the same figures carried to ``predict_cpus`` CPUs."""
     rs = runs.get("3.8")
     if not rs or base not in runs or "anon_vma_wait_avg_ns" not in rs[0]:
         return []
-    per_fork = statistics.fmean(r["anon_vma_contentions"] / max(r["forks"], 1) for r in rs)
-    wait_us = statistics.fmean(r["anon_vma_wait_avg_ns"] for r in rs) / 1e3
-    hold_ns = statistics.fmean(r["anon_vma_hold_avg_ns"] for r in rs)
-    fork_us = cpus * 1e6 / statistics.fmean(r["forks_per_s"] for r in runs[base])
-    return [(f"Why 3.8 falls further than the kernel's -50%: each fork on 3.8 waits "
-             f"{per_fork:.2f} times for the root, {wait_us:.0f} us on average (a FIFO hand-off "
-             f"is a futex wake-up and the woken CPU's scheduling, on this machine), for a hold "
-             f"of {hold_ns:.0f} ns, while a whole fork costs {fork_us:.0f} us of CPU on {base}: "
-             f"the wake-ups ({per_fork * wait_us:.0f} us per fork) outweigh the work several "
-             "times.  The kernel's fork_test fork is a real process creation (hundreds of us) "
-             "and a bare-metal wake-up a few us, so there the hand-off is a smaller share.  "
-             "With 16 CPUs every take on 3.8 queues behind a sleeper: forks/s is then bounded "
-             "by one hand-off chain, about 1 / (takes per fork x wake-up), whatever the CPU "
-             "count, while the stealing eras scale until the root's hold saturates; so the "
-             "prediction is a deeper 3.8 fall at 16 cores, and 3.9 still near 3.0."), ""]
+
+    def per_fork(era: str, key: str) -> float:
+        return statistics.fmean(r[key] / max(r["forks"], 1) for r in runs[era])
+
+    def avg(era: str, key: str) -> float:
+        return statistics.fmean(r[key] for r in runs[era])
+
+    waits = per_fork("3.8", "anon_vma_contentions")
+    wait_us = avg("3.8", "anon_vma_wait_avg_ns") / 1e3
+    fork_us = cpus * 1e6 / avg(base, "forks_per_s")
+    out = [(f"Why 3.8 falls further than the kernel's -50%: each fork on 3.8 waits "
+            f"{waits:.2f} times for the root, {wait_us:.0f} us on average (a FIFO hand-off is a "
+            f"futex wake-up and the woken CPU's scheduling, on this machine: "
+            f"`scripts/measure_handoff.py --futex` measures it alone), for a hold of "
+            f"{avg('3.8', 'anon_vma_hold_avg_ns'):.0f} ns, while a whole fork costs "
+            f"{fork_us:.1f} us of CPU on {base}: the wake-ups ({waits * wait_us:.0f} us per fork) "
+            "outweigh the work many times.  The kernel's fork_test fork is a real process "
+            "creation (hundreds of us) and a bare-metal wake-up a few us, so there the hand-off "
+            "is a smaller share."), ""]
+    if "3.9" in runs:
+        w39 = per_fork("3.9", "anon_vma_contentions") * avg("3.9", "anon_vma_wait_avg_ns") / 1e3
+        out += [(f"Why 3.9 recovers to {ratio(runs, 'forks_per_s', base, '3.9')} and not fully: "
+                 "its writers steal a free lock but still sleep when they find it held (no "
+                 f"spinning before 3.16), {per_fork('3.9', 'anon_vma_contentions'):.2f} waits "
+                 f"per fork of {avg('3.9', 'anon_vma_wait_avg_ns') / 1e3:.1f} us on average, "
+                 f"{w39:.1f} us per {fork_us:.1f} us fork, which predicts "
+                 f"{fork_us / (fork_us + w39):.2f}x.  A model CPU that sleeps is idle (one "
+                 "process per CPU); the kernel's CPU runs another of AIM7's tasks meanwhile."), ""]
+    takes = per_fork(base, "anon_vma_acquisitions")
+    hold_us = avg(base, "anon_vma_hold_avg_ns") / 1e3
+    takes38 = per_fork("3.8", "anon_vma_acquisitions")
+    base_n = min(predict_cpus / fork_us, 1 / (takes * hold_us)) * 1e6
+    chain = 1e6 / (takes38 * (avg("3.8", "anon_vma_hold_avg_ns") / 1e3 + wait_us))
+    out += [(f"Predicted at {predict_cpus} CPUs (the same figures carried over): {base} "
+             f"scales until its CPUs or the root's hold run out, min({predict_cpus} / "
+             f"{fork_us:.1f} us, 1 / ({takes:.2f} takes x {hold_us * 1e3:.0f} ns)) = about "
+             f"{_two_figures(base_n)} forks/s; on 3.8 every take queues behind a sleeper, so forks/s is "
+             f"one hand-off chain, 1 / ({takes38:.2f} takes x ({wait_us:.0f} us + hold)) = about "
+             f"{_two_figures(chain)} forks/s whatever the CPU count: 3.8/{base} about "
+             f"{chain / base_n:.2g}x, a deeper fall than on {cpus} CPUs; the stealing eras keep "
+             "the root busy with running writers and stay near the hold's bound."), ""]
+    return out
 
 
 def registered(names: str) -> list[str]:
@@ -174,10 +208,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.render:
         with open(a.render) as fh:
-            text = markdown(json.load(fh))
-        with open(os.path.join(a.out, "README.md"), "w") as fh:
-            fh.write(text)
-        print(text)
+            print(write_readme(os.path.join(a.out, "README.md"), markdown(json.load(fh))))
         return
     t0 = time.monotonic()
     sections = {"fork-test": ("fork-test", registered(a.fork_eras)),
@@ -202,11 +233,36 @@ def main() -> None:
     with open(os.path.join(a.out, "eras.json"), "w") as fh:
         json.dump(doc, fh, indent=1)
         fh.write("\n")
-    text = markdown(doc)
-    with open(os.path.join(a.out, "README.md"), "w") as fh:
-        fh.write(text)
-    print(text)
+    print(write_readme(os.path.join(a.out, "README.md"), markdown(doc)))
     print(f"wrote {a.out}/eras.json and {a.out}/README.md ({doc['elapsed_s']:.0f} s)", file=sys.stderr)
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(heading, text) of each ``## `` section of a markdown text, in order; the part before
+    the first has the heading ""."""
+    out: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            out.append((line.strip(), []))
+        out[-1][1].append(line)
+    return [(h, "".join(lines)) for h, lines in out]
+
+
+def write_readme(path: str, text: str) -> str:
+    """Write ``text`` to ``path``, keeping the sections of the file already there that
+    ``text`` does not write (written by hand: the structural eras, the CVE) after it;
+    returns what was written."""
+    try:
+        with open(path) as fh:
+            old = fh.read()
+    except FileNotFoundError:
+        old = ""
+    ours = {h for h, _ in _sections(text)}
+    kept = [body for h, body in _sections(old) if h and h not in ours]
+    whole = text.rstrip("\n") + "\n" + ("\n" + "".join(kept).rstrip("\n") + "\n" if kept else "")
+    with open(path, "w") as fh:
+        fh.write(whole)
+    return whole
 
 
 def markdown(doc: dict[str, Any]) -> str:
