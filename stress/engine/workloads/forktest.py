@@ -11,9 +11,11 @@ one CPU per mm stands for mmap_sem), round-robin, as fast as it can:
 2. the child exits at once (exit_mmap -> unlink_anon_vmas: the root lock for writing again,
    site ``unlink_anon_vmas``), as fork_test's ``exit(0)``.
 
-That is all AIM7's fork_test does (fork, the child exits, the parent waits; not checked
-against reaim's source: none was found), so by default nothing else takes the root lock
-and every waiter is a writer.  With ``--reclaim``, reclaim runs beside the forks on this
+That is all AIM7's fork_test does: in reaim (osdl-aim-7 ``src/creat_clo.c``,
+``fork_test``, registered with the argument "100"), each user loops n times over
+``fork()``; the child calls ``exit(0)`` at once and the parent ``wait()``s for it before
+the next fork.  So by default nothing else takes the root lock and every waiter is a
+writer.  With ``--reclaim``, reclaim runs beside the forks on this
 CPU: after every fork it scans ``common.RECLAIM_PAGES`` pages of its share of the family's LRU
 (shrink_page_list: page_referenced takes the root lock for *reading*; a cold page is
 unmapped and its users fault it straight back in): readers that queue among the writers.
