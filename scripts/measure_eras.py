@@ -340,4 +340,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OSError as e:  # --out or --render naming what cannot be read or written
+        raise SystemExit(f"measure_eras: {e.filename or ''}: {e.strerror or e}") from None
