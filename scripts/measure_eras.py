@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -132,12 +133,22 @@ def _two_figures(x: float) -> str:
     return f"{float(f'{x:.2g}'):,.0f}"
 
 
+def closed_loop(cpus: int, f: float, k: float, h: float, w: float) -> float:
+    """Forks per us of ``cpus`` CPUs that fork over and over, each fork ``f`` us of CPU
+    with ``k`` takes of the root held ``h`` us each, a take waiting ``w`` us whenever it
+    finds the root held, which it does as often as the root is busy (rho = X k h):
+    X = cpus / (f + k rho w), a quadratic in X; never above the root's bound 1 / (k h)."""
+    a = k * k * h * w
+    x = cpus / f if a <= 0 else (-f + math.sqrt(f * f + 4 * a * cpus)) / (2 * a)
+    return min(x, 1 / (k * h)) if k * h > 0 else x
+
+
 def fork_test_note(runs: dict[str, list[dict[str, Any]]], base: str, cpus: int,
                    predict_cpus: int = 16) -> list[str]:
     """Why 3.8's fall and 3.9's recovery differ in size from the kernel's, from the runs'
     own lockstat: what one contended take waits (on 3.8 a FIFO hand-off: a futex wake-up and
     the woken CPU's scheduling) against the hold it waits out and the CPU time of one fork;
-    and the same figures carried to ``predict_cpus`` CPUs."""
+    and the same figures carried to ``predict_cpus`` CPUs by ``closed_loop``."""
     rs = runs.get("3.8")
     if not rs or base not in runs or "anon_vma_wait_avg_ns" not in rs[0]:
         return []
@@ -147,6 +158,14 @@ def fork_test_note(runs: dict[str, list[dict[str, Any]]], base: str, cpus: int,
 
     def avg(era: str, key: str) -> float:
         return statistics.fmean(r[key] for r in runs[era])
+
+    def loop_figures(era: str) -> tuple[float, float, float, float]:
+        """(f, k, h, w) of ``era``: a fork's CPU without its waits, takes per fork, hold
+        and mean wait of a contended take (us)."""
+        k = per_fork(era, "anon_vma_acquisitions")
+        w = avg(era, "anon_vma_wait_avg_ns") / 1e3
+        f = cpus * 1e6 / avg(era, "forks_per_s") - per_fork(era, "anon_vma_contentions") * w
+        return f, k, avg(era, "anon_vma_hold_avg_ns") / 1e3, w
 
     waits = per_fork("3.8", "anon_vma_contentions")
     wait_us = avg("3.8", "anon_vma_wait_avg_ns") / 1e3
@@ -160,29 +179,41 @@ def fork_test_note(runs: dict[str, list[dict[str, Any]]], base: str, cpus: int,
             "outweigh the work many times.  The kernel's fork_test fork is a real process "
             "creation (hundreds of us) and a bare-metal wake-up a few us, so there the hand-off "
             "is a smaller share."), ""]
+    f0, k0, h0, w0 = loop_figures(base)
+    x0 = closed_loop(predict_cpus, f0, k0, h0, w0) * 1e6
+    chain = 1e6 / (per_fork("3.8", "anon_vma_acquisitions")
+                   * (avg("3.8", "anon_vma_hold_avg_ns") / 1e3 + wait_us))
+    rule = (f"Predicted at {predict_cpus} CPUs from the same figures, by one closed-loop rule "
+            "(each CPU forks over and over; a take waits the era's mean wait w whenever it "
+            "finds the root held, as often as the root is busy, rho = forks/s x takes x hold; "
+            "so forks/s = CPUs / (fork's CPU + takes x rho x w), never above 1 / (takes x "
+            f"hold)): {base} about {_two_figures(x0)} forks/s")
     if "3.9" in runs:
-        w39 = per_fork("3.9", "anon_vma_contentions") * avg("3.9", "anon_vma_wait_avg_ns") / 1e3
+        f9, k9, h9, w9 = loop_figures("3.9")
+        w39 = per_fork("3.9", "anon_vma_contentions") * w9
+        waited = statistics.fmean(r["anon_vma_contentions"] / max(r["anon_vma_acquisitions"], 1)
+                                  for r in runs["3.9"])
         out += [(f"Why 3.9 recovers to {ratio(runs, 'forks_per_s', base, '3.9')} and not fully: "
-                 "its writers steal a free lock but still sleep when they find it held (no "
-                 f"spinning before 3.16), {per_fork('3.9', 'anon_vma_contentions'):.2f} waits "
-                 f"per fork of {avg('3.9', 'anon_vma_wait_avg_ns') / 1e3:.1f} us on average, "
-                 f"{w39:.1f} us per {fork_us:.1f} us fork, which predicts "
-                 f"{fork_us / (fork_us + w39):.2f}x.  A model CPU that sleeps is idle (one "
-                 "process per CPU); the kernel's CPU runs another of AIM7's tasks meanwhile."), ""]
-    takes = per_fork(base, "anon_vma_acquisitions")
-    hold_us = avg(base, "anon_vma_hold_avg_ns") / 1e3
-    takes38 = per_fork("3.8", "anon_vma_acquisitions")
-    base_n = min(predict_cpus / fork_us, 1 / (takes * hold_us)) * 1e6
-    chain = 1e6 / (takes38 * (avg("3.8", "anon_vma_hold_avg_ns") / 1e3 + wait_us))
-    out += [(f"Predicted at {predict_cpus} CPUs (the same figures carried over): {base} "
-             f"scales until its CPUs or the root's hold run out, min({predict_cpus} / "
-             f"{fork_us:.1f} us, 1 / ({takes:.2f} takes x {hold_us * 1e3:.0f} ns)) = about "
-             f"{_two_figures(base_n)} forks/s; on 3.8 every take queues behind a sleeper, so forks/s is "
-             f"one hand-off chain, 1 / ({takes38:.2f} takes x ({wait_us:.0f} us + hold)) = about "
-             f"{_two_figures(chain)} forks/s whatever the CPU count: 3.8/{base} about "
-             f"{chain / base_n:.2g}x, a deeper fall than on {cpus} CPUs; the stealing eras keep "
-             "the root busy with running writers and stay near the hold's bound."), ""]
-    return out
+                 "its writers steal a free lock but still wait, and sleep, when they find it "
+                 f"held (no spinning before 3.16): {per_fork('3.9', 'anon_vma_contentions'):.2f} "
+                 f"waits per fork of {w9:.1f} us on average, {w39:.1f} us per {fork_us:.1f} us "
+                 f"fork, which predicts {fork_us / (fork_us + w39):.2f}x.  A take waits about as "
+                 f"often as the root is busy ({100 * waited:.0f}% of 3.9's takes waited; "
+                 f"forks/s x takes x hold = {avg('3.9', 'forks_per_s') * k9 * h9 / 1e6:.2f}).  A "
+                 "model CPU that waits is idle (one process per CPU); in the kernel a sleeping "
+                 "writer's CPU could run another of AIM7's processes."), ""]
+        lo = closed_loop(predict_cpus, f9, k9, h9, wait_us) * 1e6
+        hi = closed_loop(predict_cpus, f9, k9, h9, w9) * 1e6
+        at_n = closed_loop(cpus, f9, k9, h9, w9) * 1e6
+        rule += (f"; 3.9 between {_two_figures(lo)} (every wait a full wake-up, {wait_us:.0f} us, "
+                 f"as once queues form) and {_two_figures(hi)} (waits as here, {w9:.1f} us), "
+                 f"{lo / x0:.2f}-{hi / x0:.2f}x of {base} (at {cpus} CPUs the rule gives "
+                 f"{_two_figures(at_n)}, measured {_two_figures(avg('3.9', 'forks_per_s'))})")
+    rule += (f"; 3.8, where every take queues behind a sleeper once waiters queue, one hand-off "
+             f"chain, 1 / (takes x (wake-up + hold)) = about {_two_figures(chain)} forks/s "
+             f"whatever the CPU count, {chain / x0:.2g}x of {base}: a deeper fall than on "
+             f"{cpus} CPUs.")
+    return out + [rule, ""]
 
 
 def registered(names: str) -> list[str]:

@@ -41,10 +41,24 @@ def test_the_note_explains_each_size_from_the_runs_own_figures() -> None:
     # 3.9: 0.5 waits x 4 us = 2 us on an 8 us fork: 8 / 10 = 0.80x; measured 200k/250k.
     assert "Why 3.9 recovers to 0.80 ± 0.00x" in text
     assert "2.0 us per 8.0 us fork, which predicts 0.80x" in text
-    # 16 CPUs: 3.0 min(16 / 8 us, 1 / (3 x 200 ns)) = 1.67M -> 1,700,000; 3.8 one chain:
-    # 1 / (4 x 40.5 us) = 6,173 -> 6,200; their ratio 0.0037.
-    assert "= about 1,700,000 forks/s" in text
-    assert "= about 6,200 forks/s whatever the CPU count: 3.8/3.0 about 0.0037x" in text
+    assert "(17% of 3.9's takes waited; forks/s x takes x hold = 0.18)" in text
+    # 16 CPUs.  3.0: f = 8 - 0.5 x 0.3 = 7.85 us; the quadratic's root (1.81 per us) is
+    # above the root's bound 1 / (3 x 0.2 us): 1.67 M.  3.9 (f = 10 - 2 = 8 us, 3 takes of
+    # 0.3 us): with w = 40 us 108 X^2 + 8 X - 16 = 0, X = 0.350; with w = 4 us 0.902; at
+    # 2 CPUs 0.197.  3.8: 1 / (4 x 40.5 us) = 6,173.
+    assert "3.0 about 1,700,000 forks/s" in text
+    assert "3.9 between 350,000 (every wait a full wake-up, 40 us" in text
+    assert "and 900,000 (waits as here, 4.0 us), 0.21-0.54x of 3.0" in text
+    assert "(at 2 CPUs the rule gives 200,000, measured 200,000)" in text
+    assert "= about 6,200 forks/s whatever the CPU count, 0.0037x of 3.0" in text
+
+
+def test_the_closed_loop_rule() -> None:
+    m = _script()
+    assert m.closed_loop(2, 8.0, 3.0, 0.3, 0.0) == 2 / 8.0  # no waits: CPUs / fork
+    x = m.closed_loop(16, 8.0, 3.0, 0.3, 40.0)
+    assert abs(x - 16 / (8.0 + 3.0 * (x * 3.0 * 0.3) * 40.0)) < 1e-9  # X = N / (f + k rho w)
+    assert m.closed_loop(64, 1.0, 3.0, 0.3, 0.1) == 1 / (3.0 * 0.3)  # the root's bound
 
 
 def test_no_note_without_the_fifo_era() -> None:
