@@ -39,8 +39,12 @@ story of the anon_vma rwsem, and two later ones:
   holds and no hand-off reserves, if no other reader holds it (reader optimistic lock
   stealing); the first waiter, a writer woken and robbed after it waited
   RWSEM_WAIT_TIMEOUT (1 jiffy, 4 ms at HZ=250), sets HANDOFF: from then on nobody
-  steals and the lock goes to it.  Not modelled: RWSEM_NONSPINNABLE (spinning on a
-  reader-owned lock that timed out), the first waiter's spinning while HANDOFF is set.
+  steals and the lock goes to it.  A writer spinning on a reader-owned lock gives up after
+  ``rwsem_rspin_threshold`` ((20 + readers) / 2 us, readers capped at 30) and sets
+  RWSEM_NONSPINNABLE: no writer spins until a writer takes the lock or the last reader
+  leaves with waiters queued (``rwsem_optimistic_spin``, ``rwsem_set_nonspinnable``,
+  ``clear_nonspinnable``).  Not modelled: the first waiter's spinning while HANDOFF is
+  set, the osq.
 
 Hand-off, STEAL (3.9)::
 
@@ -75,6 +79,7 @@ import numpy as np
 from .atomics import (
     READ_ONCE,
     WRITE_ONCE,
+    atomic_fetch_or,
     atomic_xchg,
     clock_ns,
     cmpxchg,
@@ -112,6 +117,8 @@ from .rwsem_queue import (
     HANDOFF,
     HEAD,
     HOLDERS,
+    NONSPINNABLE,
+    OWNER_FLAGS,
     PLACE_NONE,
     READER,
     READERS_MASK,
@@ -127,12 +134,14 @@ from .rwsem_queue import (
     _list_remove,
     _wait_lock,
     _wait_unlock,
+    clear_nonspinnable,
     rwsem_break_dead_writer,
     rwsem_queue,
     rwsem_wake_locked,
 )
 
 RWSEM_WAIT_TIMEOUT_NS = 4_000_000  # DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=250
+RSPIN_MAX_READERS = 30  # rwsem_rspin_threshold: (20 + readers) * NSEC_PER_USEC / 2, capped
 
 
 # -- fast paths ---------------------------------------------------------------------------
@@ -153,7 +162,11 @@ def down_read_trylock(words: np.ndarray, w: int, policy: int) -> bool:
 def down_write_trylock(words: np.ndarray, w: int, policy: int) -> bool:
     """Take the write side if nobody holds it (FIFO: and nobody waits); never waits."""
     if policy != RWSEM_STEAL and policy != RWSEM_SPIN:
-        return cmpxchg(words, w + COUNT, 0, WRITER) == 0  # FIFO, 3.9, 6.0: a count of 0
+        if cmpxchg(words, w + COUNT, 0, WRITER) != 0:  # FIFO, 3.9, 6.0: a count of 0
+            return False
+        if policy == RWSEM_HANDOFF:
+            clear_nonspinnable(words, w)
+        return True
     c = READ_ONCE(words, w + COUNT)
     while c & HOLDERS == 0:  # lock-stealing: sleeping waiters do not stop a running writer
         found = cmpxchg(words, w + COUNT, c, c | WRITER)
@@ -199,18 +212,25 @@ def rwsem_optimistic_spin(words: np.ndarray, w: int, policy: int, owner_tag: int
     taken unqueued, LOCK_STOPPED, or _NOT_TAKEN (queue).  Spin while the owner word names a
     writer whose CPU runs, or names nobody (readers hold, or a writer between taking the
     count and writing its tag) until this spinner's slice ends (``need_resched``); 3.19
-    starts only on a running writer owner (``rwsem_can_spin_on_owner``)."""
+    starts only on a running writer owner (``rwsem_can_spin_on_owner``).  6.0 spins on a
+    reader-owned lock for ``rwsem_rspin_threshold`` at most, counted from when the readers'
+    phase began, then sets NONSPINNABLE, and does not spin at all while it is set."""
     owner = READ_ONCE(words, w + OWNER)
     if owner != 0 and READ_ONCE(words, owner_run_word(node_w, owner_tag, owner)) != RUN_RUNNING:
         return _NOT_TAKEN
     if owner == 0 and policy == RWSEM_SPIN:
         return _NOT_TAKEN
+    if policy == RWSEM_HANDOFF and READ_ONCE(words, w + OWNER_FLAGS) & NONSPINNABLE:
+        return _NOT_TAKEN
     busy = HOLDERS | HANDOFF if policy == RWSEM_HANDOFF else HOLDERS
     start = clock_ns()
     spins = 0
+    rspin_until = 0  # 6.0: the end of the spin on this phase of readers (0: not in one)
     while True:
         c = READ_ONCE(words, w + COUNT)
         if c & busy == 0 and cmpxchg(words, w + COUNT, c, c | WRITER) == c:
+            if policy == RWSEM_HANDOFF:
+                clear_nonspinnable(words, w)
             return LOCK_CONTENDED  # rwsem_try_write_lock_unqueued
         if c & HANDOFF:
             return _NOT_TAKEN  # reserved for the first waiter
@@ -221,9 +241,55 @@ def rwsem_optimistic_spin(words: np.ndarray, w: int, policy: int, owner_tag: int
         if stop_requested(words, stop_w):
             return LOCK_STOPPED
         spins += 1
+        if policy == RWSEM_HANDOFF:
+            rspin_until = _reader_spin(words, w, c, owner, spins, rspin_until)
+            if rspin_until < 0:
+                return _NOT_TAKEN
         if spins % 64 == 0 and clock_ns() - start > SPIN_SLICE_NS:
             return _NOT_TAKEN  # need_resched()
         cpu_relax()
+
+
+@cached_njit(llvm_inline=True)
+def _reader_spin(words: np.ndarray, w: int, c: int, owner: int, spins: int,
+                 rspin_until: int) -> int:
+    """6.0's time limit on spinning over readers (``rwsem_optimistic_spin``'s
+    OWNER_READER case), for count ``c`` and owner word ``owner`` just read: the end of this
+    phase of readers' spin (0 when readers do not own the lock), or -1 to stop spinning
+    (NONSPINNABLE found as the phase began, or set now that its time ran out; the clock is
+    read every 16th spin, as the kernel's)."""
+    if owner != 0 or c & WRITER or c & READERS_MASK == 0:
+        return 0
+    if rspin_until == 0:
+        if READ_ONCE(words, w + OWNER_FLAGS) & NONSPINNABLE:
+            return -1
+        return clock_ns() + rwsem_rspin_threshold_ns(c & READERS_MASK)
+    if spins % 16 == 0 and clock_ns() > rspin_until:
+        rwsem_set_nonspinnable(words, w)
+        return -1
+    return rspin_until
+
+
+@cached_njit(llvm_inline=True, python=True)
+def rwsem_rspin_threshold_ns(readers: int) -> int:
+    """6.0's ``rwsem_rspin_threshold``: how long a writer spins on ``readers`` readers,
+    (20 + readers) / 2 us, readers capped at 30 (10 to 25 us)."""
+    return (20 + min(readers, RSPIN_MAX_READERS)) * 500
+
+
+@cached_njit
+def rwsem_set_nonspinnable(words: np.ndarray, w: int) -> None:
+    """6.0's ``rwsem_set_nonspinnable``: set NONSPINNABLE if readers still own the lock.
+    The kernel's flag is a bit of the owner word, which a writer's take overwrites; here
+    it is a word of its own, so a writer that took the lock between the look and the
+    store would leave it set: the look is made again after the store, and a writer found
+    then clears it (its own clear may have come first)."""
+    c = READ_ONCE(words, w + COUNT)
+    if c & WRITER or c & READERS_MASK == 0:
+        return
+    atomic_fetch_or(words, w + OWNER_FLAGS, NONSPINNABLE)
+    if READ_ONCE(words, w + COUNT) & WRITER:
+        clear_nonspinnable(words, w)
 
 
 @cached_njit
@@ -397,6 +463,7 @@ def rwsem_try_write_lock(words: np.ndarray, w: int, node: int) -> bool:
                 break
             found = cmpxchg(words, w + COUNT, c, (c | WRITER) & ~HANDOFF)
             if found == c:
+                clear_nonspinnable(words, w)
                 _list_remove(words, w, node)
                 _wait_unlock(words, w)
                 return True

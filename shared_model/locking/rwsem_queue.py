@@ -19,6 +19,9 @@ Record (int64 words)::
     w+3  tail       last waiter's node word + 1                 W: wait_lock
     w+4  waiters    nodes in the list (for lock_state)          W: wait_lock
     w+5  died       a dead writer's hold was broken: the next acquirer is told
+    w+6  flags      6.0's RWSEM_NONSPINNABLE (a bit of the kernel's owner word): a writer's
+                    spin on a reader-owned lock timed out, and no writer spins until a
+                    writer takes the lock or the last reader leaves with waiters queued
     w+7  owner      tag of the writer holding it (readers do not write it)
 
 Waiter node (the caller's per-CPU node block, at its nesting level)::
@@ -72,6 +75,7 @@ from .common import (
     NODES_PER_CPU,
     OWNER,
     RWSEM_FIFO,
+    RWSEM_HANDOFF,
 )
 
 # record words
@@ -81,6 +85,9 @@ HEAD = 2
 TAIL = 3
 WAITERS = 4
 DIED = 5
+OWNER_FLAGS = 6
+# owner flags
+NONSPINNABLE = 1
 # count bits
 READERS_MASK = 0xFFFFFFFF
 WRITER = 1 << 32
@@ -103,10 +110,21 @@ WRITER_TYPE = 1
 # -- release (rwsem_wake) -----------------------------------------------------------------
 
 @cached_njit(llvm_inline=True)
+def clear_nonspinnable(words: np.ndarray, w: int) -> None:
+    """6.0: writers may spin again (``clear_nonspinnable``, or a writer's
+    ``rwsem_set_owner`` overwriting the owner word and its flags)."""
+    if READ_ONCE(words, w + OWNER_FLAGS) != 0:
+        WRITE_ONCE(words, w + OWNER_FLAGS, 0)
+
+
+@cached_njit(llvm_inline=True)
 def up_read(words: np.ndarray, w: int, policy: int) -> None:
-    """Release a read hold; the last reader out hands the lock to the queue."""
+    """Release a read hold; the last reader out hands the lock to the queue (6.0's
+    ``__up_read``: and clears NONSPINNABLE first)."""
     c = atomic_fetch_add(words, w + COUNT, -1) - 1
     if c & HOLDERS == 0 and c & WAITING:
+        if policy == RWSEM_HANDOFF:
+            clear_nonspinnable(words, w)
         _wait_lock(words, w)
         rwsem_wake_locked(words, w, policy)
         _wait_unlock(words, w)

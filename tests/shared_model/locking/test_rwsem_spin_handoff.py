@@ -11,18 +11,25 @@ import signal
 import time
 from functools import partial
 
-from _helpers.rwsem_lab import PARENT, WRITE, log, logged, queued, release, take, waiter
+from _helpers.rwsem_lab import PARENT, READ, WRITE, log, logged, queued, release, take, waiter
 
 from shared_model.locking import (
     LOCK_CONTENDED,
     LOCK_FAST,
+    LOCK_STOPPED,
     RWSEM,
     RWSEM_HANDOFF,
     RWSEM_SPIN,
     lock_is_wedged,
     lock_state,
 )
-from shared_model.locking.common import NODE_RUN_STATE, RUN_RUNNING, RUN_SLEEPING, SPIN_SLICE_NS
+from shared_model.locking.common import (
+    NODE_RUN_STATE,
+    RUN_RUNNING,
+    RUN_SLEEPING,
+    SPIN_SLICE_NS,
+    STOP_ABORT,
+)
 from shared_model.locking.locktorture import LockLab
 from shared_model.locking.rwsem import _NOT_TAKEN as NOT_TAKEN
 from shared_model.locking.rwsem import (
@@ -30,8 +37,9 @@ from shared_model.locking.rwsem import (
     down_write_trylock,
     rwsem_optimistic_spin,
     rwsem_read_steal,
+    rwsem_rspin_threshold_ns,
 )
-from shared_model.locking.rwsem_queue import HANDOFF, SINCE, WAITING
+from shared_model.locking.rwsem_queue import HANDOFF, NONSPINNABLE, OWNER_FLAGS, SINCE, WAITING
 
 
 def test_319_writer_spins_on_a_running_owner_and_takes_it_unqueued(lab: LockLab) -> None:
@@ -116,3 +124,82 @@ def test_60_a_writer_killed_in_the_queue_is_named_wedged(lab: LockLab) -> None:
     lab.words[at.node(PARENT) + NODE_RUN_STATE] = RUN_RUNNING
     release(lab, policy, WRITE, PARENT)
     assert lock_is_wedged(words, at.lock, RWSEM)
+
+
+def _spin_as(lab: LockLab, policy: int, cpu: int) -> int:
+    at = lab.at
+    return rwsem_optimistic_spin(lab.words, at.lock, policy, lab.tag(cpu), at.node(cpu), at.stop)
+
+
+def test_60_reader_spin_threshold_is_the_kernels() -> None:
+    """``rwsem_rspin_threshold``: (20 + readers) * NSEC_PER_USEC / 2, readers capped at 30."""
+    assert [rwsem_rspin_threshold_ns(r) for r in (1, 2, 30, 31, 1000)] == \
+        [10_500, 11_000, 25_000, 25_000, 25_000]
+
+
+def test_60_a_writer_spinning_on_readers_gives_up_and_sets_nonspinnable(lab: LockLab) -> None:
+    """A reader holds; a 6.0 writer spins on it for the reader threshold (10.5 us for one
+    reader), then sets NONSPINNABLE and would queue.  While it is set a writer does not
+    spin at all: with the run's stop word raised a spinner would return LOCK_STOPPED from
+    its loop, this one returns at once without looking.  Readers leaving with nobody
+    queued keep it (as the kernel's ``__up_read``); a writer's take clears it."""
+    at, policy, words = lab.at, RWSEM_HANDOFF, lab.words
+    assert take(lab, policy, READ, PARENT) == LOCK_FAST
+    t0 = time.monotonic_ns()
+    assert _spin_as(lab, policy, 1) == NOT_TAKEN
+    assert time.monotonic_ns() - t0 >= rwsem_rspin_threshold_ns(1)
+    assert words[at.lock + OWNER_FLAGS] == NONSPINNABLE
+    words[at.stop] = STOP_ABORT
+    assert _spin_as(lab, policy, 1) == NOT_TAKEN  # not LOCK_STOPPED: it never spun
+    assert words[at.lock + OWNER_FLAGS] == NONSPINNABLE
+    words[at.stop] = 0
+    release(lab, policy, READ, PARENT)
+    assert words[at.lock + OWNER_FLAGS] == NONSPINNABLE  # nobody waited: kept
+    assert take(lab, policy, WRITE, PARENT) == LOCK_FAST
+    assert words[at.lock + OWNER_FLAGS] == 0  # rwsem_set_owner overwrote it
+    release(lab, policy, WRITE, PARENT)
+    assert lock_state(words, at.lock, RWSEM) == (False, 0)
+
+
+def test_60_a_writer_spins_on_a_free_or_writer_owned_lock_whatever_the_readers_did(
+        lab: LockLab) -> None:
+    """The reader threshold is only for readers: with the stop word raised, a spinner on
+    a lock held by a running writer returns LOCK_STOPPED from its loop (it spun), and the
+    flag stays clear; 3.19, which never spins on readers, is unchanged."""
+    at, words = lab.at, lab.words
+    assert take(lab, RWSEM_HANDOFF, WRITE, PARENT) == LOCK_FAST
+    words[at.stop] = STOP_ABORT
+    assert _spin_as(lab, RWSEM_HANDOFF, 1) == LOCK_STOPPED
+    assert words[at.lock + OWNER_FLAGS] == 0
+    words[at.stop] = 0
+    release(lab, RWSEM_HANDOFF, WRITE, PARENT)
+    assert take(lab, RWSEM_SPIN, READ, PARENT) == LOCK_FAST
+    assert _spin_as(lab, RWSEM_SPIN, 1) == NOT_TAKEN  # 3.19: no spinning on readers
+    assert words[at.lock + OWNER_FLAGS] == 0
+    release(lab, RWSEM_SPIN, READ, PARENT)
+
+
+def test_60_the_last_reader_out_clears_nonspinnable_for_a_queued_writer(lab: LockLab) -> None:
+    """With NONSPINNABLE set a writer queues at once (no spin); the last reader's release
+    finds it queued, clears the flag (``__up_read``: ``clear_nonspinnable``, then
+    ``rwsem_wake``) and wakes it (frozen across the release, so the flag is read before
+    the writer's own take could clear it); it takes the lock."""
+    at, policy, words = lab.at, RWSEM_HANDOFF, lab.words
+    assert take(lab, policy, READ, PARENT) == LOCK_FAST
+    assert _spin_as(lab, policy, 2) == NOT_TAKEN
+    assert words[at.lock + OWNER_FLAGS] == NONSPINNABLE
+    pid = lab.spawn(waiter, lab, policy, WRITE, 1)
+    lab.wait_until(partial(queued, lab, 1), "the writer to queue")
+    lab.wait_until(lambda: words[at.node(1) + NODE_RUN_STATE] == RUN_SLEEPING, "it to sleep")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert words[at.lock + OWNER_FLAGS] == NONSPINNABLE
+        release(lab, policy, READ, PARENT)
+        assert words[at.lock + OWNER_FLAGS] == 0
+        assert lock_state(words, at.lock, RWSEM) == (False, 1)  # woken, not granted
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert lab.join(pid) == 0
+    assert lab.words[at.status + 1] == LOCK_CONTENDED
+    assert words[at.lock + OWNER_FLAGS] == 0
+    assert lock_state(words, at.lock, RWSEM) == (False, 0)
