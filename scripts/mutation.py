@@ -180,6 +180,7 @@ COMPILE_S = 1500.0  # a cold compile of the whole model on 2 busy cores
 LOCK_OLD = ["tests/shared_model/locking/test_spinlocks.py", "tests/shared_model/locking/test_mutex.py",
             "tests/shared_model/locking/test_rwsem.py"]
 LOCK_NEW = ["tests/shared_model/locking/test_lock_order.py"]
+RWSEM_NEW = ["tests/shared_model/locking/test_rwsem_spin_handoff.py"]
 TREE_OLD = ["tests/shared_model/test_later_eras.py", "tests/shared_model/test_reference_later.py"]
 CORE_NEW = ["tests/shared_model/test_core_checks.py", "tests/shared_model/test_invariant_rules.py"]
 ANALYSIS_NEW = ["tests/stress/analysis/test_analysis_values.py"]
@@ -189,8 +190,8 @@ SCRIPTED_TESTS: dict[str, tuple[list[str], list[str]]] = {
     "shared_model/locking/ticket.py": (LOCK_OLD, LOCK_NEW),
     "shared_model/locking/qspinlock.py": (LOCK_OLD, LOCK_NEW),
     "shared_model/locking/mutex.py": (LOCK_OLD, LOCK_NEW),
-    "shared_model/locking/rwsem.py": (LOCK_OLD, LOCK_NEW),
-    "shared_model/locking/rwsem_queue.py": (LOCK_OLD, LOCK_NEW),
+    "shared_model/locking/rwsem.py": (LOCK_OLD, LOCK_NEW + RWSEM_NEW),
+    "shared_model/locking/rwsem_queue.py": (LOCK_OLD, LOCK_NEW + RWSEM_NEW),
     "shared_model/locking/numba_hooks.py": (["tests/shared_model/locking/test_compile.py"],
                                             ["tests/shared_model/locking/test_numba_hooks.py"]),
     "shared_model/pgtable.py": (["tests/shared_model/test_pgtable.py"], CORE_NEW),
@@ -269,6 +270,13 @@ SCRIPTED: list[Mutation] = [
       "            found = cmpxchg(words, w + COUNT, c, c | WRITER)\n            if found == c:\n"
       "                # The holder is named at once",
       "            found = c\n            if found == c:\n                # The holder is named at once"),
+    M("shared_model/locking/rwsem.py", "a 6.0 writer spins though NONSPINNABLE is set",
+      "    if policy == RWSEM_HANDOFF and READ_ONCE(words, w + OWNER_FLAGS) & NONSPINNABLE:\n"
+      "        return _NOT_TAKEN\n",
+      ""),
+    M("shared_model/locking/rwsem_queue.py", "the last reader out leaves NONSPINNABLE set",
+      "        if policy == RWSEM_HANDOFF:\n            clear_nonspinnable(words, w)\n",
+      ""),
     # numba_hooks.py: the source-keyed cache
     M("shared_model/locking/numba_hooks.py", "the source-tree hash reads no file",
       "        for path in files:\n", "        for path in []:\n", named=True),
