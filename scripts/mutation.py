@@ -277,6 +277,10 @@ SCRIPTED: list[Mutation] = [
     M("shared_model/locking/rwsem_queue.py", "the last reader out leaves NONSPINNABLE set",
       "        if policy == RWSEM_HANDOFF:\n            clear_nonspinnable(words, w)\n",
       ""),
+    M("shared_model/locking/rwsem.py", "the hand-off waiter spins on an owner that sleeps",
+      "        if READ_ONCE(words, owner_run_word(node_w, my_tag, owner)) != RUN_RUNNING:\n"
+      "            return False\n",
+      ""),
     # numba_hooks.py: the source-keyed cache
     M("shared_model/locking/numba_hooks.py", "the source-tree hash reads no file",
       "        for path in files:\n", "        for path in []:\n", named=True),

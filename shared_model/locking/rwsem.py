@@ -43,8 +43,10 @@ story of the anon_vma rwsem, and two later ones:
   ``rwsem_rspin_threshold`` ((20 + readers) / 2 us, readers capped at 30) and sets
   RWSEM_NONSPINNABLE: no writer spins until a writer takes the lock or the last reader
   leaves with waiters queued (``rwsem_optimistic_spin``, ``rwsem_set_nonspinnable``,
-  ``clear_nonspinnable``).  Not modelled: the first waiter's spinning while HANDOFF is
-  set, the osq.
+  ``clear_nonspinnable``).  The first waiter, once it has set HANDOFF and still failed,
+  spins on a running writer owner before it sleeps and tries again the moment that
+  writer lets go (``rwsem_handoff_spin``).  Not modelled: the osq (one spinner at a
+  time).
 
 Hand-off, STEAL (3.9)::
 
@@ -124,6 +126,7 @@ from .rwsem_queue import (
     READERS_MASK,
     SINCE,
     STATE,
+    TAG,
     TYPE,
     WAITING,
     WAITING_STATE,
@@ -381,17 +384,22 @@ def _sleep_queued(
     if policy == RWSEM_STEAL_39 and kind == WRITER_TYPE and try_get_writer_sem(words, w, node):
         return LOCK_CONTENDED
     last_owner = 0
+    again = False  # 6.0: try again without sleeping (the hand-off spin saw the owner go)
     while True:
         state = smp_load_acquire(words, node + STATE)
         if state == GRANTED:
             return LOCK_CONTENDED
-        if state == WOKEN:
+        handoff_set = False
+        if state == WOKEN or again:
+            again = False
             if policy == RWSEM_STEAL_39:
                 if try_get_writer_sem(words, w, node):
                     return LOCK_CONTENDED
             elif policy == RWSEM_HANDOFF:
                 if rwsem_try_write_lock(words, w, node):
                     return LOCK_CONTENDED
+                handoff_set = READ_ONCE(words, w + HEAD) == node + 1 and \
+                    READ_ONCE(words, w + COUNT) & HANDOFF != 0
             elif _try_write_lock_woken(words, w, node):
                 return LOCK_CONTENDED
         if stop_requested(words, stop_w):
@@ -401,10 +409,42 @@ def _sleep_queued(
             rwsem_break_dead_writer(words, w, policy, owner)
             continue
         last_owner = owner
+        if handoff_set and rwsem_handoff_spin(words, w, node_w, node, stop_w):
+            again = True
+            continue
         run = words[node_w + NODE_RUN_STATE]  # asleep: a spinner on a lock we hold stops
         WRITE_ONCE(words, node_w + NODE_RUN_STATE, RUN_SLEEPING)
         futex_wait(words, node + STATE, WAITING_STATE, WAIT_SLICE_NS)
         WRITE_ONCE(words, node_w + NODE_RUN_STATE, run)
+
+
+@cached_njit
+def rwsem_handoff_spin(words: np.ndarray, w: int, node_w: int, node: int, stop_w: int) -> bool:
+    """6.0's first waiter that set the hand-off bit and still failed to take the lock
+    (``rwsem_down_write_slowpath``: ``rwsem_spin_on_owner`` before it sleeps): spin while
+    the owner word names the same writer and that writer's CPU runs.  True (OWNER_NULL:
+    try again without sleeping) when no writer and no reader is named, at once or once
+    the writer lets go; False to sleep: readers own it, the owner went to sleep or a new
+    writer owns it (the hand-off bit keeps stealers out, so that is rare), this spinner's
+    slice ran out (``need_resched``), or the run stops."""
+    owner = READ_ONCE(words, w + OWNER)
+    if owner == 0:
+        return READ_ONCE(words, w + COUNT) & READERS_MASK == 0
+    my_tag = READ_ONCE(words, node + TAG)
+    start = clock_ns()
+    spins = 0
+    while True:
+        now_owner = READ_ONCE(words, w + OWNER)
+        if now_owner != owner:
+            return now_owner == 0 and READ_ONCE(words, w + COUNT) & READERS_MASK == 0
+        if READ_ONCE(words, owner_run_word(node_w, my_tag, owner)) != RUN_RUNNING:
+            return False
+        if stop_requested(words, stop_w):
+            return False
+        spins += 1
+        if spins % 64 == 0 and clock_ns() - start > SPIN_SLICE_NS:
+            return False
+        cpu_relax()
 
 
 @cached_njit

@@ -35,11 +35,20 @@ from shared_model.locking.rwsem import _NOT_TAKEN as NOT_TAKEN
 from shared_model.locking.rwsem import (
     RWSEM_WAIT_TIMEOUT_NS,
     down_write_trylock,
+    rwsem_handoff_spin,
     rwsem_optimistic_spin,
     rwsem_read_steal,
     rwsem_rspin_threshold_ns,
 )
-from shared_model.locking.rwsem_queue import HANDOFF, NONSPINNABLE, OWNER_FLAGS, SINCE, WAITING
+from shared_model.locking.rwsem_queue import (
+    HANDOFF,
+    NONSPINNABLE,
+    OWNER_FLAGS,
+    SINCE,
+    TAG,
+    WAITING,
+    WRITER,
+)
 
 
 def test_319_writer_spins_on_a_running_owner_and_takes_it_unqueued(lab: LockLab) -> None:
@@ -203,3 +212,60 @@ def test_60_the_last_reader_out_clears_nonspinnable_for_a_queued_writer(lab: Loc
     assert lab.words[at.status + 1] == LOCK_CONTENDED
     assert words[at.lock + OWNER_FLAGS] == 0
     assert lock_state(words, at.lock, RWSEM) == (False, 0)
+
+
+def _handoff_spin_as(lab: LockLab, cpu: int) -> bool:
+    """``rwsem_handoff_spin`` as CPU ``cpu``'s first-level node, a writer."""
+    at = lab.at
+    lab.words[at.node(cpu) + TAG] = lab.tag(cpu)
+    return rwsem_handoff_spin(lab.words, at.lock, at.node(cpu), at.node(cpu), at.stop)
+
+
+def test_60_the_hand_off_waiter_tries_again_at_once_when_no_writer_or_reader_holds(
+        lab: LockLab) -> None:
+    """``rwsem_spin_on_owner`` after a failed take with the hand-off bit set: no owner and
+    no readers is OWNER_NULL (try again without sleeping); readers are OWNER_READER (sleep)."""
+    at, words = lab.at, lab.words
+    words[at.lock] = WAITING | HANDOFF
+    assert _handoff_spin_as(lab, 1)
+    words[at.lock] = WAITING | HANDOFF | 2  # two readers
+    assert not _handoff_spin_as(lab, 1)
+
+
+def _lets_go_after(lab: LockLab, go: int, delay_ns: int) -> None:
+    """A child: once ``go`` reads 1, wait ``delay_ns`` (spinning), then let the lock go as
+    a releasing writer does: owner word cleared, WRITER out of count."""
+    words, at = lab.words, lab.at
+    while words[go] != 1:
+        pass
+    end = time.monotonic_ns() + delay_ns
+    while time.monotonic_ns() < end:
+        pass
+    words[at.lock + 7] = 0
+    words[at.lock] = WAITING | HANDOFF
+
+
+def test_60_the_hand_off_waiter_spins_while_the_writer_owner_runs(lab: LockLab) -> None:
+    """With a writer owner whose CPU runs, it spins, and tries again (True) the moment
+    the writer lets go, here 0.2 ms later from another process; an owner whose CPU
+    sleeps sends it to sleep (False) at once, before the same release.  (Each tried up to
+    three times: the verdicts need the other process to run within the spinner's 4 ms
+    slice, or the spinner to run within 0.2 ms, which a loaded machine may deny once.)"""
+    at, words = lab.at, lab.words
+    go = at.counter
+
+    def attempt(run_state: int) -> bool:
+        words[at.lock] = WAITING | HANDOFF | WRITER
+        words[at.lock + 7] = lab.tag(PARENT)
+        words[at.node(PARENT) + NODE_RUN_STATE] = run_state
+        words[go] = 0
+        pid = lab.spawn(_lets_go_after, lab, go, 200_000)
+        words[go] = 1
+        got = _handoff_spin_as(lab, 1)
+        assert lab.join(pid) == 0
+        return got
+
+    assert any(attempt(RUN_RUNNING) for _ in range(3))
+    assert not all(attempt(RUN_SLEEPING) for _ in range(3))
+    words[at.node(PARENT) + NODE_RUN_STATE] = RUN_RUNNING
+    words[at.lock] = 0
