@@ -234,12 +234,14 @@ def main() -> None:
     ap.add_argument("--fork-eras", default="3.0,3.8,3.9,3.19,6.0")
     ap.add_argument("--exim-eras", default="2.6.36,3.0-rc1,3.0")
     ap.add_argument("--trylock-eras", default="3.9,modern")
-    ap.add_argument("--out", default="docs/results/eras")
+    ap.add_argument("--out", default="docs/results/eras",
+                    help="folder for eras.json and README.md (default: %(default)s); '-' writes "
+                         "no file, the README text still goes to standard output")
     ap.add_argument("--render", metavar="ERAS.json", help="only rewrite README.md from a saved eras.json")
     a = ap.parse_args()
     if a.render:
         with open(a.render) as fh:
-            print(write_readme(os.path.join(a.out, "README.md"), markdown(json.load(fh))))
+            print(_readme(a.out, markdown(json.load(fh))))
         return
     t0 = time.monotonic()
     sections = {"fork-test": ("fork-test", registered(a.fork_eras)),
@@ -260,12 +262,19 @@ def main() -> None:
         doc["sections"][name] = {"scenario": scenario, "eras": eras, "reclaim": name == "trylock",
                                  "runs": measure(scenario, eras, a, reclaim=name == "trylock")}
     doc["elapsed_s"] = time.monotonic() - t0
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "eras.json"), "w") as fh:
-        json.dump(doc, fh, indent=1)
-        fh.write("\n")
-    print(write_readme(os.path.join(a.out, "README.md"), markdown(doc)))
-    print(f"wrote {a.out}/eras.json and {a.out}/README.md ({doc['elapsed_s']:.0f} s)", file=sys.stderr)
+    if a.out != "-":
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "eras.json"), "w") as fh:
+            json.dump(doc, fh, indent=1)
+            fh.write("\n")
+    print(_readme(a.out, markdown(doc)))
+    where = "no file (--out -)" if a.out == "-" else f"{a.out}/eras.json and {a.out}/README.md"
+    print(f"wrote {where} ({doc['elapsed_s']:.0f} s)", file=sys.stderr)
+
+
+def _readme(out: str, text: str) -> str:
+    """The README text, written into folder ``out`` unless it is '-'."""
+    return text if out == "-" else write_readme(os.path.join(out, "README.md"), text)
 
 
 def _sections(text: str) -> list[tuple[str, str]]:
