@@ -75,7 +75,7 @@ def warm_up(note: Callable[[str], None] | None = None,
     from .build import build_family, family_capacities
     from .invariants import check_model
     from .locking import compile_locks
-    from .locking.cached_compile import C_ENTRIES
+    from .locking.cached_compile import c_entries
     from .locks import CLASS
     from .memory import do_wp_pages, dup_mmap, exit_mmap, touch_pages
     from .model import Model
@@ -89,9 +89,10 @@ def warm_up(note: Callable[[str], None] | None = None,
     cold = bool(missing) or cache_is_cold()
     if note is not None and cold:
         note("compiling (first run only)")
+    entries = c_entries()
     if missing:  # the C entry points too: loaded from the cache when they are there
-        compile_in_children(list(C_ENTRIES) + missing, progress=progress)
-    for entry in C_ENTRIES:
+        compile_in_children(entries + missing, progress=progress)
+    for entry in entries:
         entry.cfunc  # noqa: B018 - loads (or compiles) it
     compile_locks()
     m = Model.create(family_capacities("2.6.34", 2, 2, 1.0, 1, spare_users=4), "2.6.34")
@@ -121,7 +122,7 @@ def warm_up(note: Callable[[str], None] | None = None,
         for d in uncached(missing):
             _compile_item(d, 0)
         if progress is not None and cold:
-            total = len(C_ENTRIES) + (len(missing) or len(_to_compile(dispatchers)))
+            total = len(entries) + (len(missing) or len(_to_compile(dispatchers)))
             progress(total, total)
     finally:
         seg = m.seg

@@ -223,8 +223,10 @@ class CEntry:
         return f"<C entry point {self.symbol} ({self.py_func.__qualname__}), {state}>"
 
 
-# Every C entry point, in definition order: what warm-up puts in the cache beside REGISTRY.
-C_ENTRIES: list[CEntry] = []
+def c_entries() -> list[CEntry]:
+    """Every C entry point, in definition order (numba_hooks.C_ENTRIES, by symbol): what
+    warm-up puts in the cache beside REGISTRY."""
+    return list(numba_hooks.C_ENTRIES.values())
 
 
 def cached_cfunc(symbol: str, sig: Any) -> Callable[[Callable[..., Any]], CEntry]:
@@ -233,8 +235,7 @@ def cached_cfunc(symbol: str, sig: Any) -> Callable[[Callable[..., Any]], CEntry
 
     def wrap(fn: Callable[..., Any]) -> CEntry:
         entry = CEntry(symbol, sig, fn)
-        C_ENTRIES.append(entry)
-        numba_hooks.C_ENTRIES[symbol] = lambda: entry.cfunc
+        numba_hooks.C_ENTRIES[symbol] = entry
         return entry
 
     return wrap

@@ -298,17 +298,17 @@ def _declarations_only(module: Any, own: str) -> Any:
     return stripped
 
 
-# C entry points (cached_compile.cached_cfunc) by symbol: each compiles (or loads) itself
-# and registers its symbol when first needed (c_entry_needed).
-C_ENTRIES: dict[str, Callable[[], Any]] = {}
+# Every C entry point (cached_compile.CEntry), by symbol, in definition order: reading its
+# ``cfunc`` compiles (or loads) it and registers its symbol (c_entry_needed).
+C_ENTRIES: dict[str, Any] = {}
 
 
 def c_entry_needed(symbol: str) -> None:
     """Compiled code about to be compiled or loaded calls the C entry point ``symbol``:
     compile or load it now (once per process), so that the name resolves."""
-    ensure = C_ENTRIES.get(symbol)
-    if ensure is not None:
-        ensure()
+    entry = C_ENTRIES.get(symbol)
+    if entry is not None:
+        entry.cfunc  # noqa: B018 - compiles or loads it
 
 
 def default_flags() -> Any:

@@ -159,13 +159,13 @@ def test_a_cold_compile_does_callees_first() -> None:
     points through their ``c_entry_call``; a function is handed out only once its callees
     are done, the one most others wait on first."""
     from shared_model import ctx
-    from shared_model.locking.cached_compile import C_ENTRIES
+    from shared_model.locking.cached_compile import c_entries
     from shared_model.locks import _lock_acquire, lock_acquire_c
     from shared_model.memory import dup_mmap_c
     from shared_model.mmap import vma_adjust_c
     from shared_model.precompile import _callees, _Schedule
 
-    slowpath = next(e for e in C_ENTRIES if e.symbol == "rmap_stress_lock_acquire_slowpath")
+    slowpath = next(e for e in c_entries() if e.symbol == "rmap_stress_lock_acquire_slowpath")
     items = [lock_acquire_c, _lock_acquire, slowpath, ctx.vma_word, vma_adjust_c, dup_mmap_c]
     callees = _callees(items)
     assert callees[0] == {1}  # lock_acquire_c -> _lock_acquire

@@ -205,16 +205,16 @@ def test_a_literal_argument_compiles_no_second_version(tmp_path: Path,
 
 
 _COMPILE_ONE = '''import sys
-from shared_model.locking.cached_compile import C_ENTRIES, declared_signature
+from shared_model.locking.cached_compile import c_entries, declared_signature
 from shared_model.memory import dup_mmap_c
 from shared_model.anon_vma_chain import anon_vma_fork_c
-print(sum(e._cfunc is not None for e in C_ENTRIES))  # the import compiled none
+print(sum(e._cfunc is not None for e in c_entries()))  # the import compiled none
 dup_mmap_c.compile(declared_signature(dup_mmap_c))
 (cres,) = dup_mmap_c.overloads.values()
 print(cres.fndesc.mangled_name)
 print(sum(dup_mmap_c.stats.cache_misses.values()), sum(dup_mmap_c.stats.cache_hits.values()))
 print(len(anon_vma_fork_c.overloads), sum(anon_vma_fork_c.stats.cache_hits.values()))
-print(sum(e._cfunc is not None for e in C_ENTRIES))
+print(sum(e._cfunc is not None for e in c_entries()))
 '''
 
 
